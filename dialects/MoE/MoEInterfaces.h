@@ -1,0 +1,45 @@
+//===- MoEInterfaces.h - module cost interface ------------------*- C++ -*-===//
+#pragma once
+
+#include <cstdint>
+
+#include "mlir/IR/OpDefinition.h"
+#include "mlir/IR/SymbolTable.h"
+
+namespace mlir::moe {
+
+/// What a module is, for per-kind totals and for placement decisions.
+enum class ModuleKind {
+  Embedding,
+  Norm,
+  Attention,
+  Router,
+  RoutedExperts,
+  SharedExperts,
+  DenseMLP,
+  LMHead,
+};
+
+llvm::StringRef stringifyModuleKind(ModuleKind kind);
+
+/// Element sizes of what a sequence keeps between steps.
+struct CacheDtypes {
+  int64_t kvElementBytes = 2;    // bf16 KV cache
+  int64_t stateElementBytes = 4; // fp32 recurrent state (lightning attention)
+};
+
+/// Cost of one module for one token. FLOPs count a multiply-add as two.
+struct ModuleCost {
+  int64_t params = 0;         // parameters the module stores
+  int64_t activeParams = 0;   // parameters one token reads
+  int64_t weightBytes = 0;    // stored bytes at the declared dtypes
+  double flopsPerToken = 0;   // excluding the context-dependent part
+  double flopsPerContextToken = 0; // attention: per (query, attended) pair
+  int64_t kvBytesPerToken = 0;     // cache growth per token of context
+  int64_t kvWindowTokens = 0;      // > 0: the cache holds at most this many
+  int64_t stateBytesPerSequence = 0; // fixed-size state per sequence
+};
+
+} // namespace mlir::moe
+
+#include "dialects/MoE/MoEInterfaces.h.inc"

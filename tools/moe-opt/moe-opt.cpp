@@ -1,0 +1,74 @@
+//===- moe-opt.cpp - the moe compiler driver ------------------------------===//
+//
+// mlir-opt for this project: reads .mlir, or imports a HuggingFace model
+// directory / config.json, then runs passes and prints the IR.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/MoE/MoEDialect.h"
+#include "moe/Import/HFConfig.h"
+#include "moe/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Tools/mlir-opt/MlirOptMain.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+
+/// Imports a model definition and hands it to MlirOptMain as IR text, so
+/// every mlir-opt option works the same on a config as on a .mlir file.
+static std::unique_ptr<llvm::MemoryBuffer>
+importToBuffer(const DialectRegistry &registry, llvm::StringRef path) {
+  MLIRContext context(registry);
+  OwningOpRef<ModuleOp> module = moe::importHFConfig(&context, path);
+  if (!module)
+    return nullptr;
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  module->print(os);
+  return llvm::MemoryBuffer::getMemBufferCopy(text, path);
+}
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM initLLVM(argc, argv);
+  DialectRegistry registry;
+  registry.insert<moe::MoEDialect, func::FuncDialect>();
+  moe::registerMoEPasses();
+  registerCanonicalizerPass();
+  registerCSEPass();
+  registerSymbolDCEPass();
+
+  auto [inputFilename, outputFilename] = registerAndParseCLIOptions(
+      argc, argv,
+      "moe-opt: import MoE models (HF model dir or config.json), run passes, "
+      "print IR\n",
+      registry);
+  MlirOptMainConfig config = MlirOptMainConfig::createFromCLOptions();
+
+  std::string errorMessage;
+  std::unique_ptr<llvm::MemoryBuffer> input =
+      moe::isHFConfigPath(inputFilename)
+          ? importToBuffer(registry, inputFilename)
+          : openInputFile(inputFilename, &errorMessage);
+  if (!input) {
+    if (!errorMessage.empty())
+      llvm::errs() << "moe-opt: " << errorMessage << "\n";
+    return 1;
+  }
+  std::unique_ptr<llvm::ToolOutputFile> output =
+      openOutputFile(outputFilename, &errorMessage);
+  if (!output) {
+    llvm::errs() << "moe-opt: " << errorMessage << "\n";
+    return 1;
+  }
+  if (failed(MlirOptMain(output->os(), std::move(input), registry, config)))
+    return 1;
+  output->keep();
+  return 0;
+}
