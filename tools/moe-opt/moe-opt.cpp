@@ -10,6 +10,7 @@
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
@@ -26,6 +27,14 @@ using namespace mlir;
 static std::unique_ptr<llvm::MemoryBuffer>
 importToBuffer(const DialectRegistry &registry, llvm::StringRef path) {
   MLIRContext context(registry);
+  // "models/x/config.json: error: field ..." - the position inside the
+  // file says nothing, the field name does.
+  ScopedDiagnosticHandler handler(&context, [](Diagnostic &diag) {
+    if (auto fileLoc = dyn_cast<FileLineColLoc>(diag.getLocation()))
+      llvm::errs() << fileLoc.getFilename().getValue() << ": ";
+    llvm::errs() << "error: " << diag.str() << "\n";
+    return success();
+  });
   OwningOpRef<ModuleOp> module = moe::importHFConfig(&context, path);
   if (!module)
     return nullptr;

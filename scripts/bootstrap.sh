@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages moe needs (only the missing ones), configures
+# once and builds incrementally. Sourced by scripts/run.sh and scripts/test.sh.
+set -euo pipefail
+
+MOE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+MOE_BUILD=${MOE_BUILD_DIR:-$MOE_ROOT/build}
+
+packages=(
+  cmake ninja-build g++ python3
+  llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools
+  libflatbuffers-dev flatbuffers-compiler libfmt-dev
+  libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev
+  libpcre2-dev libutf8proc-dev
+)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+    missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "moe: installing ${missing[*]}" >&2
+  sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -f "$MOE_BUILD/build.ninja" ]; then
+  cmake -G Ninja -S "$MOE_ROOT" -B "$MOE_BUILD" \
+    -DCMAKE_BUILD_TYPE=Release \
+    -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
+    -DLLVM_EXTERNAL_LIT=/usr/lib/llvm-22/bin/lit \
+    -DPython3_EXECUTABLE=/usr/bin/python3
+fi
+cmake --build "$MOE_BUILD"
