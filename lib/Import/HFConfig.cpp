@@ -408,6 +408,21 @@ static void readExpertCounts(ConfigReader &config, MoESpec &moe,
                                moe.topK, moe.experts));
 }
 
+/// DeepSeekMoE's routed + shared experts and router scoring (DeepSeek,
+/// Yi-Lightning).
+static void readDeepSeekMoE(ConfigReader &config, MoESpec &moe,
+                            bool normalizeByDefault) {
+  readExpertCounts(config, moe, "n_routed_experts", "moe_intermediate_size");
+  moe.sharedWidth = config.integer("n_shared_experts", 0) * moe.width;
+  moe.scaling = config.number("routed_scaling_factor", 1.0);
+  moe.normalize = config.boolean("norm_topk_prob", normalizeByDefault);
+  std::string scoring = config.string("scoring_func", "softmax");
+  if (scoring == "sigmoid")
+    moe.scoring = RouterScoring::sigmoid;
+  else if (scoring != "softmax")
+    config.fail("scoring_func", "'" + scoring + "' is not softmax or sigmoid");
+}
+
 //===----------------------------------------------------------------------===//
 // Family readers
 //===----------------------------------------------------------------------===//
@@ -431,7 +446,8 @@ static void readMixtral(ConfigReader &config, ModelSpec &spec) {
 static void readQwenMoE(ConfigReader &config, ModelSpec &spec, bool qwen3) {
   readSoftmaxHeads(config, spec);
   readRope(config, spec.rope, 10000.0);
-  spec.softmax.qkvBias = qwen3 ? config.boolean("attention_bias", false) : true;
+  spec.softmax.qkvBias = qwen3 ? config.boolean("attention_bias", false)
+                               : config.boolean("qkv_bias", true);
   spec.softmax.oBias = false;
   if (qwen3)
     spec.softmax.qkNorm = QKNorm::per_head;
@@ -482,15 +498,7 @@ static void readDeepSeek(ConfigReader &config, ModelSpec &spec, bool v3) {
                std::sqrt(static_cast<double>(attn.nopeDim + attn.ropeDim));
 
   MoESpec &moe = spec.moe;
-  readExpertCounts(config, moe, "n_routed_experts", "moe_intermediate_size");
-  moe.sharedWidth = config.integer("n_shared_experts", 0) * moe.width;
-  moe.scaling = config.number("routed_scaling_factor", 1.0);
-  moe.normalize = config.boolean("norm_topk_prob", false);
-  std::string scoring = config.string("scoring_func", "softmax");
-  if (scoring == "sigmoid")
-    moe.scoring = RouterScoring::sigmoid;
-  else if (scoring != "softmax")
-    config.fail("scoring_func", "'" + scoring + "' is not softmax or sigmoid");
+  readDeepSeekMoE(config, moe, /*normalizeByDefault=*/false);
   std::string method = config.string("topk_method", "greedy");
   if (method == "group_limited_greedy")
     moe.selection = RouterSelection::group_limited_greedy;
@@ -634,16 +642,7 @@ static void readGptOss(ConfigReader &config, ModelSpec &spec) {
 static void readYiLightning(ConfigReader &config, ModelSpec &spec) {
   readSoftmaxHeads(config, spec);
   readRope(config, spec.rope, 10000.0);
-  MoESpec &moe = spec.moe;
-  readExpertCounts(config, moe, "n_routed_experts", "moe_intermediate_size");
-  moe.sharedWidth = config.integer("n_shared_experts", 0) * moe.width;
-  moe.scaling = config.number("routed_scaling_factor", 1.0);
-  moe.normalize = config.boolean("norm_topk_prob", true);
-  std::string scoring = config.string("scoring_func", "softmax");
-  if (scoring == "sigmoid")
-    moe.scoring = RouterScoring::sigmoid;
-  else if (scoring != "softmax")
-    config.fail("scoring_func", "'" + scoring + "' is not softmax or sigmoid");
+  readDeepSeekMoE(config, spec.moe, /*normalizeByDefault=*/true);
   spec.denseWidth = config.integer("intermediate_size", 0);
   int64_t firstDense = config.integer("first_k_dense_replace", 0);
   for (auto [index, layer] : llvm::enumerate(spec.layerSpecs)) {
