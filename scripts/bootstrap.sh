@@ -9,7 +9,7 @@ MOE_BUILD=${MOE_BUILD_DIR:-$MOE_ROOT/build}
 packages=(
   cmake ninja-build g++ python3
   llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools
-  libflatbuffers-dev flatbuffers-compiler libfmt-dev
+  libflatbuffers-dev flatbuffers-compiler flatbuffers-compiler-dev libfmt-dev
   libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev
   libpcre2-dev libutf8proc-dev
 )

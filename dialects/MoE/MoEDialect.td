@@ -90,6 +90,15 @@ def MoE_ExpertLayout : I32EnumAttr<"ExpertLayout", "how expert weights are store
   let genSpecializedAttr = 0;
 }
 
+def MoE_Placement : I32EnumAttr<"Placement", "where a weight lives while the plan runs", [
+    I32EnumAttrCase<"gpu_resident", 0>,  // copied to the GPU once
+    I32EnumAttrCase<"host_streamed", 1>  // pinned host memory, streamed every step
+  ]> {
+  let cppNamespace = "::mlir::moe";
+  let genSpecializedAttr = 0;
+}
+
+def MoE_PlacementAttr : EnumAttr<MoE_Dialect, MoE_Placement, "placement">;
 def MoE_RopeStyleAttr : EnumAttr<MoE_Dialect, MoE_RopeStyle, "rope_style">;
 def MoE_QKNormAttr : EnumAttr<MoE_Dialect, MoE_QKNorm, "qk_norm">;
 def MoE_RouterScoringAttr : EnumAttr<MoE_Dialect, MoE_RouterScoring, "scoring">;

@@ -35,7 +35,8 @@ def MoE_ParamOp : MoE_Op<"param", [Symbol]> {
     Declares one weight in the checkpoint's shape and dtype. `hf_name` is the
     tensor's name in the HuggingFace safetensors; stacked expert weights use
     `{e}` for the expert index (one tensor per expert on disk, one parameter
-    here, leading dimension E).
+    here, leading dimension E). `placement`, set by the planner, says whether
+    the weight stays on the GPU or streams from pinned host memory.
 
     ```mlir
     moe.param @l0.experts.gate : tensor<8x14336x4096xbf16>
@@ -44,7 +45,8 @@ def MoE_ParamOp : MoE_Op<"param", [Symbol]> {
   }];
   let arguments = (ins SymbolNameAttr:$sym_name,
                        TypeAttrOf<AnyStaticShapeTensor>:$type,
-                       OptionalAttr<StrAttr>:$hf_name);
+                       OptionalAttr<StrAttr>:$hf_name,
+                       OptionalAttr<MoE_PlacementAttr>:$placement);
   let assemblyFormat = "$sym_name `:` $type attr-dict";
   let hasVerifier = 1;
   let extraClassDeclaration = [{

@@ -704,7 +704,8 @@ private:
     auto type = RankedTensorType::get(shape, elementType ? elementType
                                                          : spec.dtype);
     ParamOp::create(builder, loc, symbol, type,
-                    hfName.empty() ? StringAttr() : builder.getStringAttr(hfName));
+                    hfName.empty() ? StringAttr() : builder.getStringAttr(hfName),
+                    PlacementAttr());
     return FlatSymbolRefAttr::get(context, symbol);
   }
   /// A parameter of layer `l`: symbol "l<l>.<name>", hub name under

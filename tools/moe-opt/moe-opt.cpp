@@ -7,6 +7,7 @@
 
 #include "dialects/MoE/MoEDialect.h"
 #include "moe/Import/HFConfig.h"
+#include "moe/Target/Passes.h"
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -49,6 +50,7 @@ int main(int argc, char **argv) {
   DialectRegistry registry;
   registry.insert<moe::MoEDialect, func::FuncDialect>();
   moe::registerMoEPasses();
+  moe::registerMoETargetPasses();
   registerCanonicalizerPass();
   registerCSEPass();
   registerSymbolDCEPass();

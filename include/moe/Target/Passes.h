@@ -1,0 +1,14 @@
+//===- Passes.h - passes that write artifacts -------------------*- C++ -*-===//
+#pragma once
+
+#include "mlir/Pass/Pass.h"
+
+namespace mlir::moe {
+
+#define GEN_PASS_DECL
+#include "moe/Target/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "moe/Target/Passes.h.inc"
+
+} // namespace mlir::moe

@@ -1,0 +1,262 @@
+//===- ExportPlan.cpp - moe module → FlatBuffers plan ---------------------===//
+//
+// Parameters keep their module order; ops keep program order, and SSA values
+// become integers (0 = token ids). Weights are referenced by param index.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Target/Plan.h"
+
+#include "dialects/MoE/MoEOps.h"
+#include "runtime/schemas/PlanVersion.h"
+#include "runtime/schemas/plan_generated.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+namespace fb = flatbuffers;
+namespace pl = ::moe::plan;
+
+namespace {
+
+class PlanWriter {
+public:
+  explicit PlanWriter(ModuleOp module) : module(module) {}
+
+  FailureOr<std::vector<uint8_t>> write();
+
+private:
+  int param(FlatSymbolRefAttr ref) const {
+    return ref ? paramIndex.lookup(ref.getValue()) : -1;
+  }
+  int param(std::optional<FlatSymbolRefAttr> ref) const {
+    return ref ? param(*ref) : -1;
+  }
+  fb::Offset<pl::Rope> rope(RopeAttr attr) {
+    return pl::CreateRope(
+        builder, static_cast<pl::RopeStyle>(attr.getStyle()),
+        attr.getTheta().convertToDouble(), attr.getRotaryDim(),
+        static_cast<pl::RopeScaling>(attr.getScaling()),
+        attr.getFactor().convertToDouble(), attr.getOriginalMaxPosition(),
+        attr.getBetaFast().convertToDouble(),
+        attr.getBetaSlow().convertToDouble(), attr.getTruncate(),
+        attr.getAttentionFactor().convertToDouble());
+  }
+  static double f64(FloatAttr attr) {
+    return attr ? attr.getValueAsDouble() : 0.0;
+  }
+
+  FailureOr<fb::Offset<pl::Param>> writeParam(ParamOp op);
+  FailureOr<std::pair<pl::Module, fb::Offset<void>>> writeModule(Operation *op);
+
+  ModuleOp module;
+  fb::FlatBufferBuilder builder;
+  llvm::StringMap<int> paramIndex;
+};
+
+FailureOr<fb::Offset<pl::Param>> PlanWriter::writeParam(ParamOp op) {
+  Type element = op.getTensorType().getElementType();
+  pl::DType dtype;
+  if (element.isF32())
+    dtype = pl::DType::f32;
+  else if (element.isF16())
+    dtype = pl::DType::f16;
+  else if (element.isBF16())
+    dtype = pl::DType::bf16;
+  else
+    return op.emitOpError() << "element type " << element
+                            << " has no plan dtype (f32, f16, bf16)";
+  std::vector<int64_t> shape(op.getTensorType().getShape());
+  pl::Placement placement =
+      op.getPlacement().value_or(Placement::gpu_resident) ==
+              Placement::host_streamed
+          ? pl::Placement::host_streamed
+          : pl::Placement::gpu_resident;
+  return pl::CreateParamDirect(builder, op.getSymName().str().c_str(),
+                               op.getHfName() ? op.getHfName()->str().c_str()
+                                              : nullptr,
+                               &shape, dtype, placement);
+}
+
+FailureOr<std::pair<pl::Module, fb::Offset<void>>>
+PlanWriter::writeModule(Operation *op) {
+  using Written = std::pair<pl::Module, fb::Offset<void>>;
+  return llvm::TypeSwitch<Operation *, FailureOr<Written>>(op)
+      .Case([&](EmbeddingOp e) -> FailureOr<Written> {
+        return Written{pl::Module::Embedding,
+                       pl::CreateEmbedding(builder, param(e.getTableAttr()))
+                           .Union()};
+      })
+      .Case([&](RMSNormOp n) -> FailureOr<Written> {
+        return Written{pl::Module::RMSNorm,
+                       pl::CreateRMSNorm(builder, param(n.getWeightAttr()),
+                                         n.getEps().convertToDouble())
+                           .Union()};
+      })
+      .Case([&](AttentionOp a) -> FailureOr<Written> {
+        auto ropeOffset = rope(a.getRope());
+        return Written{
+            pl::Module::Attention,
+            pl::CreateAttention(
+                builder, a.getNumHeads(), a.getNumKvHeads(), a.getHeadDim(),
+                ropeOffset, a.getScale().convertToDouble(),
+                param(a.getQAttr()), param(a.getKAttr()), param(a.getVAttr()),
+                param(a.getOAttr()), param(a.getQBiasAttr()),
+                param(a.getKBiasAttr()), param(a.getVBiasAttr()),
+                param(a.getOBiasAttr()),
+                static_cast<pl::QKNorm>(a.getQkNorm()),
+                param(a.getQNormAttr()), param(a.getKNormAttr()),
+                f64(a.getQkNormEpsAttr()),
+                static_cast<int64_t>(a.getSlidingWindow().value_or(0)),
+                param(a.getSinksAttr()),
+                a.sharesKv() ? static_cast<int>(a.getKvLayer()) : -1)
+                .Union()};
+      })
+      .Case([&](MLAttentionOp a) -> FailureOr<Written> {
+        auto ropeOffset = rope(a.getRope());
+        return Written{
+            pl::Module::MLAttention,
+            pl::CreateMLAttention(
+                builder, a.getNumHeads(), a.getQLoraRank(), a.getKvLoraRank(),
+                a.getQkNopeHeadDim(), a.getQkRopeHeadDim(), a.getVHeadDim(),
+                ropeOffset, a.getScale().convertToDouble(),
+                a.getNormEps().convertToDouble(), param(a.getQAttr()),
+                param(a.getQAAttr()), param(a.getQANormAttr()),
+                param(a.getQBAttr()), param(a.getKvAAttr()),
+                param(a.getKvANormAttr()), param(a.getKvBAttr()),
+                param(a.getOAttr()))
+                .Union()};
+      })
+      .Case([&](LightningAttentionOp a) -> FailureOr<Written> {
+        return Written{
+            pl::Module::LightningAttention,
+            pl::CreateLightningAttention(
+                builder, a.getNumHeads(), a.getHeadDim(),
+                a.getDecayScale().convertToDouble(), a.getBlockSize(),
+                a.getNormEps().convertToDouble(), param(a.getQkvAttr()),
+                param(a.getGateAttr()), param(a.getNormAttr()),
+                param(a.getOutAttr()))
+                .Union()};
+      })
+      .Case([&](RouterOp r) -> FailureOr<Written> {
+        return Written{
+            pl::Module::Router,
+            pl::CreateRouter(
+                builder, r.getNumExperts(), r.getTopK(),
+                static_cast<pl::RouterScoring>(r.getScoring()),
+                static_cast<pl::RouterSelection>(r.getSelection()),
+                r.getNGroup(), r.getTopkGroup(), r.getNormalize(),
+                r.getScaling().convertToDouble(), param(r.getWeightAttr()),
+                param(r.getBiasAttr()), param(r.getCorrectionBiasAttr()))
+                .Union()};
+      })
+      .Case([&](ExpertsOp e) -> FailureOr<Written> {
+        return Written{
+            pl::Module::Experts,
+            pl::CreateExperts(
+                builder, e.getNumExperts(), e.getIntermediateSize(),
+                static_cast<pl::ExpertActivation>(e.getActivation()),
+                static_cast<pl::ExpertLayout>(e.getExpertLayout()),
+                f64(e.getSwigluLimitAttr()), f64(e.getSwigluAlphaAttr()),
+                param(e.getGateAttr()), param(e.getUpAttr()),
+                param(e.getGateUpAttr()), param(e.getDownAttr()),
+                param(e.getGateUpBiasAttr()), param(e.getDownBiasAttr()))
+                .Union()};
+      })
+      .Case([&](MLPOp m) -> FailureOr<Written> {
+        return Written{
+            pl::Module::MLP,
+            pl::CreateMLP(builder, m.getIntermediateSize(),
+                          param(m.getGateAttr()), param(m.getUpAttr()),
+                          param(m.getDownAttr()), param(m.getOutputGateAttr()),
+                          m.getSharedExperts())
+                .Union()};
+      })
+      .Case([&](ResidualOp r) -> FailureOr<Written> {
+        return Written{pl::Module::Residual,
+                       pl::CreateResidual(builder,
+                                          r.getSkipScale().convertToDouble(),
+                                          r.getUpdateScale().convertToDouble())
+                           .Union()};
+      })
+      .Case([&](LMHeadOp h) -> FailureOr<Written> {
+        return Written{pl::Module::LMHead,
+                       pl::CreateLMHead(builder, param(h.getWeightAttr()))
+                           .Union()};
+      })
+      .Default([&](Operation *other) -> FailureOr<Written> {
+        return other->emitOpError() << "cannot be expressed in a plan";
+      });
+}
+
+FailureOr<std::vector<uint8_t>> PlanWriter::write() {
+  auto model = module->getAttrOfType<ModelAttr>(MoEDialect::kModelAttrName);
+  if (!model)
+    return module.emitError() << "module has no '"
+                              << MoEDialect::kModelAttrName << "' attribute";
+  auto forward = module.lookupSymbol<func::FuncOp>("forward");
+  if (!forward || forward.getNumArguments() != 1 ||
+      forward.getNumResults() != 1)
+    return module.emitError()
+           << "a plan needs 'func.func @forward(token ids) -> logits'";
+
+  std::vector<fb::Offset<pl::Param>> params;
+  for (ParamOp op : module.getOps<ParamOp>()) {
+    FailureOr<fb::Offset<pl::Param>> written = writeParam(op);
+    if (failed(written))
+      return failure();
+    paramIndex[op.getSymName()] = static_cast<int>(params.size());
+    params.push_back(*written);
+  }
+
+  llvm::DenseMap<Value, int> valueIds;
+  valueIds[forward.getArgument(0)] = 0;
+  int logits = -1;
+  std::vector<fb::Offset<pl::Op>> ops;
+  for (Operation &op : forward.getBody().front()) {
+    if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+      logits = valueIds.lookup(ret.getOperand(0));
+      continue;
+    }
+    FailureOr<std::pair<pl::Module, fb::Offset<void>>> written =
+        writeModule(&op);
+    if (failed(written))
+      return failure();
+    std::vector<int> operands, results;
+    for (Value operand : op.getOperands())
+      operands.push_back(valueIds.lookup(operand));
+    for (Value result : op.getResults()) {
+      int id = static_cast<int>(valueIds.size());
+      valueIds[result] = id;
+      results.push_back(id);
+    }
+    int layer = -1;
+    if (auto index = op.getAttrOfType<IntegerAttr>("layer"))
+      layer = static_cast<int>(index.getInt());
+    ops.push_back(pl::CreateOpDirect(builder, written->first, written->second,
+                                     layer, &operands, &results));
+  }
+
+  std::vector<int64_t> eos(model.getEosTokenIds());
+  auto modelOffset = pl::CreateModelDirect(
+      builder, model.getModelType().str().c_str(),
+      model.getArchitecture().str().c_str(), model.getVocabSize(),
+      model.getHiddenSize(), static_cast<int>(model.getNumLayers()),
+      model.getMaxPosition(), model.getBosTokenId(), &eos, &params, &ops,
+      static_cast<int>(valueIds.size()), logits);
+  // The size prefix lets the runtime tell a truncated file from a corrupt one.
+  pl::FinishSizePrefixedPlanBuffer(
+      builder, pl::CreatePlan(builder, pl::kSchemaVersion, modelOffset));
+  return std::vector<uint8_t>(builder.GetBufferPointer(),
+                              builder.GetBufferPointer() + builder.GetSize());
+}
+
+} // namespace
+
+FailureOr<std::vector<uint8_t>> mlir::moe::exportPlan(ModuleOp module) {
+  return PlanWriter(module).write();
+}

@@ -1,0 +1,850 @@
+// Host side of the hardware profiler: device/host facts, copy rates, cuBLASLt
+// GEMM times and decode-attention times, each the median of timed repeats.
+//
+// Method: CUDA events; warm-up calls first; every timed batch is preceded by a
+// short spin kernel so the host can queue the whole batch and the batch runs
+// back to back (GPU time, no launch gaps); batches of small calls are sized
+// to last about a millisecond; median of >= 11 batches. Inputs are random
+// (never zeros) and rotated over enough copies that the 50 MB L2 cannot hold
+// them. Every CUDA and cuBLASLt return code is checked. Each GEMM point uses
+// the fastest of cuBLASLt's (up to 8) heuristic candidates for that shape.
+#include "runtime/backends/cuda/HardwareProfiler.h"
+
+#include "runtime/backends/cuda/ProfilerKernels.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <thread>
+#include <utility>
+
+#include <sched.h>
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <nlohmann/json.hpp>
+
+namespace moe::cuda {
+namespace {
+
+constexpr std::size_t kMiB = std::size_t(1) << 20;
+constexpr std::size_t kGiB = std::size_t(1) << 30;
+using bf16 = __nv_bfloat16;
+
+Error cudaFailure(cudaError_t code, const char *what) {
+  return makeError("{}: {} ({})", what, cudaGetErrorString(code),
+                   cudaGetErrorName(code));
+}
+Error ltFailure(cublasStatus_t code, const char *what) {
+  return makeError("{}: {} ({})", what, cublasLtGetStatusString(code),
+                   cublasLtGetStatusName(code));
+}
+
+#define PROF_CUDA(expr)                                                        \
+  do {                                                                         \
+    cudaError_t profCode_ = (expr);                                            \
+    if (profCode_ != cudaSuccess)                                              \
+      return cudaFailure(profCode_, #expr);                                    \
+  } while (false)
+
+#define PROF_LT(expr)                                                          \
+  do {                                                                         \
+    cublasStatus_t profCode_ = (expr);                                         \
+    if (profCode_ != CUBLAS_STATUS_SUCCESS)                                    \
+      return ltFailure(profCode_, #expr);                                      \
+  } while (false)
+
+// --- small owners -----------------------------------------------------------
+
+class DeviceBuffer {
+public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer &) = delete;
+  DeviceBuffer &operator=(const DeviceBuffer &) = delete;
+  ~DeviceBuffer() {
+    if (ptr_)
+      cudaFree(ptr_);
+  }
+  Status allocate(std::size_t bytes) {
+    if (ptr_)
+      cudaFree(ptr_);
+    ptr_ = nullptr;
+    cudaError_t code = cudaMalloc(&ptr_, std::max<std::size_t>(bytes, 256));
+    if (code != cudaSuccess) {
+      ptr_ = nullptr;
+      return makeError("cudaMalloc of {} MiB: {}", bytes / kMiB,
+                       cudaGetErrorString(code));
+    }
+    bytes_ = bytes;
+    return Status::success();
+  }
+  template <typename T = void> T *as() const { return static_cast<T *>(ptr_); }
+  std::size_t bytes() const { return bytes_; }
+
+private:
+  void *ptr_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+class PinnedBuffer {
+public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer &) = delete;
+  PinnedBuffer &operator=(const PinnedBuffer &) = delete;
+  ~PinnedBuffer() {
+    if (ptr_)
+      cudaFreeHost(ptr_);
+  }
+  Status allocate(std::size_t bytes) {
+    cudaError_t code = cudaHostAlloc(&ptr_, bytes, cudaHostAllocDefault);
+    if (code != cudaSuccess) {
+      ptr_ = nullptr;
+      return makeError("cudaHostAlloc of {} MiB: {}", bytes / kMiB,
+                       cudaGetErrorString(code));
+    }
+    return Status::success();
+  }
+  void *get() const { return ptr_; }
+
+private:
+  void *ptr_ = nullptr;
+};
+
+struct EventPair {
+  cudaEvent_t start = nullptr;
+  cudaEvent_t stop = nullptr;
+  EventPair() = default;
+  EventPair(const EventPair &) = delete;
+  EventPair &operator=(const EventPair &) = delete;
+  ~EventPair() {
+    if (start)
+      cudaEventDestroy(start);
+    if (stop)
+      cudaEventDestroy(stop);
+  }
+  Status create() {
+    PROF_CUDA(cudaEventCreate(&start));
+    PROF_CUDA(cudaEventCreate(&stop));
+    return Status::success();
+  }
+};
+
+struct Context {
+  cudaStream_t stream = nullptr;
+  int smCount = 0;
+  bool quick = false;
+  std::function<void(std::string_view)> log;
+  ~Context() {
+    if (stream)
+      cudaStreamDestroy(stream);
+  }
+  template <typename... Args>
+  void print(fmt::format_string<Args...> format, Args &&...args) const {
+    if (log)
+      log(fmt::format(format, std::forward<Args>(args)...));
+  }
+};
+
+Status fillRandom(const Context &ctx, bf16 *data, std::size_t count,
+                  std::uint64_t seed, float scale = 1.0f) {
+  PROF_CUDA(fillRandomBf16(data, count, seed, scale, ctx.stream));
+  return Status::success();
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  std::size_t n = values.size();
+  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+// Median seconds per call of launch(i) (i counts calls, for rotating inputs).
+// Calls are grouped into batches lasting about targetSeconds; each batch is
+// timed with events after a spin kernel that covers the host's enqueueing.
+Result<double> timeCalls(const Context &ctx,
+                         const std::function<Status(std::int64_t)> &launch,
+                         int repeats = 15, double targetSeconds = 1e-3) {
+  EventPair ev;
+  MOE_RETURN_IF_ERROR(ev.create());
+  std::int64_t call = 0;
+  for (int i = 0; i < 3; ++i)
+    MOE_RETURN_IF_ERROR(launch(call++));
+  PROF_CUDA(cudaStreamSynchronize(ctx.stream));
+
+  PROF_CUDA(cudaEventRecord(ev.start, ctx.stream));
+  for (int i = 0; i < 3; ++i)
+    MOE_RETURN_IF_ERROR(launch(call++));
+  PROF_CUDA(cudaEventRecord(ev.stop, ctx.stream));
+  PROF_CUDA(cudaEventSynchronize(ev.stop));
+  float ms = 0;
+  PROF_CUDA(cudaEventElapsedTime(&ms, ev.start, ev.stop));
+  double estimate = std::max(1e-3 * ms / 3, 1e-7);
+  int perBatch = static_cast<int>(
+      std::clamp(std::ceil(targetSeconds / estimate), 1.0, 200.0));
+
+  std::vector<double> samples;
+  for (int r = 0; r < repeats; ++r) {
+    // Enough spin to cover ~10 us of host work per queued call.
+    PROF_CUDA(spinFor(20000 + 10000ull * perBatch, ctx.stream));
+    PROF_CUDA(cudaEventRecord(ev.start, ctx.stream));
+    for (int i = 0; i < perBatch; ++i)
+      MOE_RETURN_IF_ERROR(launch(call++));
+    PROF_CUDA(cudaEventRecord(ev.stop, ctx.stream));
+    PROF_CUDA(cudaEventSynchronize(ev.stop));
+    PROF_CUDA(cudaEventElapsedTime(&ms, ev.start, ev.stop));
+    samples.push_back(1e-3 * ms / perBatch);
+  }
+  return median(std::move(samples));
+}
+
+// --- bf16 on the host -------------------------------------------------------
+
+float bf16ToFloat(std::uint16_t bits) {
+  std::uint32_t w = static_cast<std::uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &w, sizeof f);
+  return f;
+}
+
+Result<std::vector<float>> downloadBf16(const Context &ctx, const bf16 *data,
+                                        std::size_t count) {
+  std::vector<std::uint16_t> bits(count);
+  PROF_CUDA(cudaMemcpyAsync(bits.data(), data, count * 2,
+                            cudaMemcpyDeviceToHost, ctx.stream));
+  PROF_CUDA(cudaStreamSynchronize(ctx.stream));
+  std::vector<float> out(count);
+  for (std::size_t i = 0; i < count; ++i)
+    out[i] = bf16ToFloat(bits[i]);
+  return out;
+}
+
+// ‖got − ref‖ / ‖ref‖; NaN when anything is NaN.
+double relativeL2(const std::vector<float> &got,
+                  const std::vector<double> &ref) {
+  double diff = 0, norm = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    double d = static_cast<double>(got[i]) - ref[i];
+    diff += d * d;
+    norm += ref[i] * ref[i];
+  }
+  return std::sqrt(diff) / std::sqrt(norm);
+}
+
+// --- cuBLASLt GEMM: y[m,n] = x[m,k] · W[n,k]ᵀ -------------------------------
+//
+// Column-major view: yᵀ[n,m] = W[n,k] · xᵀ[k,m], i.e. A = W stored k×n (ld k)
+// used transposed, B = xᵀ stored k×m (ld k), C = D = yᵀ stored n×m (ld n).
+
+class LtGemm {
+public:
+  LtGemm() = default;
+  LtGemm(const LtGemm &) = delete;
+  LtGemm &operator=(const LtGemm &) = delete;
+  ~LtGemm() { reset(); }
+
+  Status prepare(cublasLtHandle_t handle, std::int64_t m, std::int64_t n,
+                 std::int64_t k, std::size_t workspaceBytes) {
+    reset();
+    handle_ = handle;
+    workspaceBytes_ = workspaceBytes;
+    PROF_LT(cublasLtMatmulDescCreate(&desc_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
+    PROF_LT(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSA,
+                                           &opT, sizeof opT));
+    PROF_LT(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSB,
+                                           &opN, sizeof opN));
+    PROF_LT(cublasLtMatrixLayoutCreate(&a_, CUDA_R_16BF, k, n, k));
+    PROF_LT(cublasLtMatrixLayoutCreate(&b_, CUDA_R_16BF, k, m, k));
+    PROF_LT(cublasLtMatrixLayoutCreate(&c_, CUDA_R_16BF, n, m, n));
+    PROF_LT(cublasLtMatmulPreferenceCreate(&pref_));
+    std::uint64_t ws = workspaceBytes;
+    PROF_LT(cublasLtMatmulPreferenceSetAttribute(
+        pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    cublasLtMatmulHeuristicResult_t results[kMaxCandidates] = {};
+    int found = 0;
+    PROF_LT(cublasLtMatmulAlgoGetHeuristic(handle_, desc_, a_, b_, c_, c_,
+                                           pref_, kMaxCandidates, results,
+                                           &found));
+    for (int i = 0; i < found; ++i)
+      if (results[i].state == CUBLAS_STATUS_SUCCESS)
+        candidates_.push_back(results[i]);
+    if (candidates_.empty())
+      return makeError("cuBLASLt has no bf16 algorithm for m={} n={} k={}", m,
+                       n, k);
+    return Status::success();
+  }
+
+  // cuBLASLt's heuristic ranks up to kMaxCandidates algorithms; run() uses
+  // the selected one (the heuristic's first unless select() says otherwise).
+  static constexpr int kMaxCandidates = 8;
+  int candidateCount() const { return static_cast<int>(candidates_.size()); }
+  void select(int index) { selected_ = index; }
+  int selected() const { return selected_; }
+
+  Status run(const bf16 *x, const bf16 *w, bf16 *y, void *workspace,
+             cudaStream_t stream) const {
+    const float alpha = 1.0f, beta = 0.0f;
+    PROF_LT(cublasLtMatmul(handle_, desc_, &alpha, w, a_, x, b_, &beta, y, c_,
+                           y, c_, &candidates_[selected_].algo, workspace,
+                           workspaceBytes_, stream));
+    return Status::success();
+  }
+
+private:
+  void reset() {
+    if (pref_)
+      cublasLtMatmulPreferenceDestroy(pref_);
+    if (c_)
+      cublasLtMatrixLayoutDestroy(c_);
+    if (b_)
+      cublasLtMatrixLayoutDestroy(b_);
+    if (a_)
+      cublasLtMatrixLayoutDestroy(a_);
+    if (desc_)
+      cublasLtMatmulDescDestroy(desc_);
+    pref_ = nullptr;
+    a_ = b_ = c_ = nullptr;
+    candidates_.clear();
+    selected_ = 0;
+    desc_ = nullptr;
+  }
+
+  cublasLtHandle_t handle_ = nullptr;
+  cublasLtMatmulDesc_t desc_ = nullptr;
+  cublasLtMatrixLayout_t a_ = nullptr, b_ = nullptr, c_ = nullptr;
+  cublasLtMatmulPreference_t pref_ = nullptr;
+  std::vector<cublasLtMatmulHeuristicResult_t> candidates_;
+  int selected_ = 0;
+  std::size_t workspaceBytes_ = 0;
+};
+
+constexpr std::size_t kGemmWorkspaceBytes = 32 * kMiB;
+
+class LtHandle {
+public:
+  ~LtHandle() {
+    if (handle_)
+      cublasLtDestroy(handle_);
+  }
+  Status create() {
+    PROF_LT(cublasLtCreate(&handle_));
+    return Status::success();
+  }
+  cublasLtHandle_t get() const { return handle_; }
+
+private:
+  cublasLtHandle_t handle_ = nullptr;
+};
+
+Status checkGemm(const Context &ctx, cublasLtHandle_t handle, void *workspace) {
+  const std::int64_t m = 37, n = 200, k = 136;
+  DeviceBuffer x, w, y;
+  MOE_RETURN_IF_ERROR(x.allocate(m * k * 2));
+  MOE_RETURN_IF_ERROR(w.allocate(n * k * 2));
+  MOE_RETURN_IF_ERROR(y.allocate(m * n * 2));
+  MOE_RETURN_IF_ERROR(fillRandom(ctx, x.as<bf16>(), m * k, 101));
+  MOE_RETURN_IF_ERROR(fillRandom(ctx, w.as<bf16>(), n * k, 102));
+  PROF_CUDA(cudaMemsetAsync(y.as(), 0xFF, m * n * 2, ctx.stream)); // NaN
+  LtGemm gemm;
+  MOE_RETURN_IF_ERROR(gemm.prepare(handle, m, n, k, kGemmWorkspaceBytes));
+  MOE_RETURN_IF_ERROR(gemm.run(x.as<bf16>(), w.as<bf16>(), y.as<bf16>(),
+                               workspace, ctx.stream));
+  auto hx = downloadBf16(ctx, x.as<bf16>(), m * k);
+  MOE_RETURN_IF_ERROR(hx);
+  auto hw = downloadBf16(ctx, w.as<bf16>(), n * k);
+  MOE_RETURN_IF_ERROR(hw);
+  auto hy = downloadBf16(ctx, y.as<bf16>(), m * n);
+  MOE_RETURN_IF_ERROR(hy);
+  std::vector<double> ref(m * n);
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (std::int64_t p = 0; p < k; ++p)
+        s += double((*hx)[i * k + p]) * double((*hw)[j * k + p]);
+      ref[i * n + j] = s;
+    }
+  double err = relativeL2(*hy, ref);
+  ctx.print("check  gemm y=x·Wᵀ m={} n={} k={}: rel-L2 {:.2e}", m, n, k, err);
+  if (!(err < 1e-2))
+    return makeError("cuBLASLt GEMM check failed: rel-L2 {} (m={} n={} k={})",
+                     err, m, n, k);
+  return Status::success();
+}
+
+// --- decode attention check -------------------------------------------------
+
+Status checkDecodeAttention(const Context &ctx, int heads, int kvHeads,
+                            int headDim, int batch, int maxContext,
+                            std::vector<int> lens, std::uint64_t seed) {
+  const std::int64_t seqStride =
+      static_cast<std::int64_t>(maxContext) * kvHeads * headDim;
+  const std::size_t qCount = std::size_t(batch) * heads * headDim;
+  const std::size_t kvCount = std::size_t(batch) * seqStride;
+  DeviceBuffer q, k, v, out, lensDev, workspace;
+  MOE_RETURN_IF_ERROR(q.allocate(qCount * 2));
+  MOE_RETURN_IF_ERROR(k.allocate(kvCount * 2));
+  MOE_RETURN_IF_ERROR(v.allocate(kvCount * 2));
+  MOE_RETURN_IF_ERROR(out.allocate(qCount * 2));
+  MOE_RETURN_IF_ERROR(fillRandom(ctx, q.as<bf16>(), qCount, seed, 3.0f));
+  MOE_RETURN_IF_ERROR(fillRandom(ctx, k.as<bf16>(), kvCount, seed + 1));
+  MOE_RETURN_IF_ERROR(fillRandom(ctx, v.as<bf16>(), kvCount, seed + 2));
+  PROF_CUDA(cudaMemsetAsync(out.as(), 0xFF, qCount * 2, ctx.stream)); // NaN
+  if (!lens.empty()) {
+    MOE_RETURN_IF_ERROR(lensDev.allocate(lens.size() * sizeof(std::int32_t)));
+    std::vector<std::int32_t> l32(lens.begin(), lens.end());
+    PROF_CUDA(cudaMemcpyAsync(lensDev.as(), l32.data(), l32.size() * 4,
+                              cudaMemcpyHostToDevice, ctx.stream));
+  }
+  std::size_t wsBytes = decodeAttentionWorkspaceBytes(
+      batch, heads, kvHeads, headDim, maxContext, ctx.smCount);
+  MOE_RETURN_IF_ERROR(workspace.allocate(wsBytes));
+
+  DecodeAttentionArgs args;
+  args.q = q.as<bf16>();
+  args.k = k.as<bf16>();
+  args.v = v.as<bf16>();
+  args.out = out.as<bf16>();
+  args.contextLens = lens.empty() ? nullptr : lensDev.as<std::int32_t>();
+  args.batch = batch;
+  args.heads = heads;
+  args.kvHeads = kvHeads;
+  args.headDim = headDim;
+  args.maxContext = maxContext;
+  args.seqStride = seqStride;
+  args.scale = 1.0f / std::sqrt(static_cast<float>(headDim));
+  args.workspace = workspace.as<float>();
+  PROF_CUDA(decodeAttention(args, ctx.smCount, ctx.stream));
+  PROF_CUDA(cudaStreamSynchronize(ctx.stream));
+
+  auto hq = downloadBf16(ctx, q.as<bf16>(), qCount);
+  MOE_RETURN_IF_ERROR(hq);
+  auto hk = downloadBf16(ctx, k.as<bf16>(), kvCount);
+  MOE_RETURN_IF_ERROR(hk);
+  auto hv = downloadBf16(ctx, v.as<bf16>(), kvCount);
+  MOE_RETURN_IF_ERROR(hv);
+  auto ho = downloadBf16(ctx, out.as<bf16>(), qCount);
+  MOE_RETURN_IF_ERROR(ho);
+
+  const int group = heads / kvHeads;
+  std::vector<double> ref(qCount, 0.0);
+  std::vector<double> scores;
+  for (int b = 0; b < batch; ++b) {
+    int len = lens.empty() ? maxContext : lens[b];
+    for (int h = 0; h < heads; ++h) {
+      int kvh = h / group;
+      const float *qv = hq->data() + (std::size_t(b) * heads + h) * headDim;
+      scores.assign(len, 0.0);
+      double mx = -INFINITY;
+      for (int t = 0; t < len; ++t) {
+        const float *kr = hk->data() + b * seqStride +
+                          (std::int64_t(t) * kvHeads + kvh) * headDim;
+        double s = 0;
+        for (int d = 0; d < headDim; ++d)
+          s += double(qv[d]) * double(kr[d]);
+        scores[t] = s * args.scale;
+        mx = std::max(mx, scores[t]);
+      }
+      double sum = 0;
+      for (int t = 0; t < len; ++t)
+        sum += (scores[t] = std::exp(scores[t] - mx));
+      double *o = ref.data() + (std::size_t(b) * heads + h) * headDim;
+      for (int t = 0; t < len; ++t) {
+        const float *vr = hv->data() + b * seqStride +
+                          (std::int64_t(t) * kvHeads + kvh) * headDim;
+        for (int d = 0; d < headDim; ++d)
+          o[d] += scores[t] / sum * double(vr[d]);
+      }
+    }
+  }
+  double err = relativeL2(*ho, ref);
+  ctx.print("check  attention heads={} kv_heads={} head_dim={} batch={} "
+            "context={}{}: rel-L2 {:.2e}",
+            heads, kvHeads, headDim, batch, maxContext,
+            lens.empty() ? "" : " (varied lengths)", err);
+  if (!(err < 1e-2))
+    return makeError("decode attention check failed: rel-L2 {} (heads={} "
+                     "kv_heads={} head_dim={} batch={} context={})",
+                     err, heads, kvHeads, headDim, batch, maxContext);
+  return Status::success();
+}
+
+// --- measurements -----------------------------------------------------------
+
+Status measureLinks(const Context &ctx, LinkRates &links) {
+  const std::size_t maxBytes = ctx.quick ? 256 * kMiB : 1 * kGiB;
+  PinnedBuffer host;
+  MOE_RETURN_IF_ERROR(host.allocate(maxBytes));
+  DeviceBuffer dev;
+  MOE_RETURN_IF_ERROR(dev.allocate(2 * maxBytes));
+  MOE_RETURN_IF_ERROR(fillRandom(ctx, dev.as<bf16>(), maxBytes, 7));
+  PROF_CUDA(cudaMemcpyAsync(host.get(), dev.as(), maxBytes,
+                            cudaMemcpyDeviceToHost, ctx.stream));
+  PROF_CUDA(cudaStreamSynchronize(ctx.stream));
+  char *devBytes = dev.as<char>();
+
+  std::vector<std::size_t> sizes = {64 * kMiB, 256 * kMiB};
+  if (!ctx.quick)
+    sizes.push_back(1 * kGiB);
+  for (std::size_t bytes : sizes) {
+    auto h2d = timeCalls(
+        ctx,
+        [&](std::int64_t) -> Status {
+          PROF_CUDA(cudaMemcpyAsync(devBytes, host.get(), bytes,
+                                    cudaMemcpyHostToDevice, ctx.stream));
+          return Status::success();
+        },
+        11, 0.0);
+    MOE_RETURN_IF_ERROR(h2d);
+    auto d2h = timeCalls(
+        ctx,
+        [&](std::int64_t) -> Status {
+          PROF_CUDA(cudaMemcpyAsync(host.get(), devBytes, bytes,
+                                    cudaMemcpyDeviceToHost, ctx.stream));
+          return Status::success();
+        },
+        11, 0.0);
+    MOE_RETURN_IF_ERROR(d2h);
+    links.h2dPinned = bytes / *h2d;
+    links.d2hPinned = bytes / *d2h;
+    ctx.print("copy   pinned {:>5} MiB   H2D {:6.1f} GB/s   D2H {:6.1f} GB/s",
+              bytes / kMiB, links.h2dPinned / 1e9, links.d2hPinned / 1e9);
+  }
+
+  // Pageable host memory: cudaMemcpy stages it through the driver's own
+  // pinned buffers on the host, so time it with the host clock.
+  const std::size_t pageable = ctx.quick ? 64 * kMiB : 256 * kMiB;
+  std::unique_ptr<char[]> plain(new char[pageable]);
+  std::memcpy(plain.get(), host.get(), pageable); // touch every page
+  std::vector<double> samples;
+  for (int r = 0; r < 12; ++r) {
+    PROF_CUDA(cudaDeviceSynchronize());
+    auto t0 = std::chrono::steady_clock::now();
+    PROF_CUDA(
+        cudaMemcpy(devBytes, plain.get(), pageable, cudaMemcpyHostToDevice));
+    auto t1 = std::chrono::steady_clock::now();
+    if (r > 0) // the first is a warm-up
+      samples.push_back(std::chrono::duration<double>(t1 - t0).count());
+  }
+  links.h2dPageable = pageable / median(samples);
+  ctx.print("copy   pageable {:>3} MiB H2D {:6.1f} GB/s", pageable / kMiB,
+            links.h2dPageable / 1e9);
+
+  std::vector<std::size_t> d2dSizes = {256 * kMiB};
+  if (!ctx.quick)
+    d2dSizes.push_back(1 * kGiB);
+  for (std::size_t bytes : d2dSizes) {
+    auto t = timeCalls(
+        ctx,
+        [&](std::int64_t) -> Status {
+          PROF_CUDA(cudaMemcpyAsync(devBytes + maxBytes, devBytes, bytes,
+                                    cudaMemcpyDeviceToDevice, ctx.stream));
+          return Status::success();
+        },
+        11, 0.0);
+    MOE_RETURN_IF_ERROR(t);
+    links.hbm = 2.0 * bytes / *t;
+    ctx.print("copy   device {:>5} MiB   D2D {:6.1f} GB/s (read + write)",
+              bytes / kMiB, links.hbm / 1e9);
+  }
+  return Status::success();
+}
+
+Status measureGemm(const Context &ctx, cublasLtHandle_t handle, void *workspace,
+                   std::vector<GemmProfile> &out) {
+  std::vector<std::pair<std::int64_t, std::int64_t>> shapes;
+  std::vector<std::int64_t> ms;
+  if (ctx.quick) {
+    shapes = {{14336, 4096}, {1408, 2048}};
+    ms = {1, 16, 128, 512, 4096};
+  } else {
+    shapes = {{14336, 4096}, {4096, 14336}, {4096, 4096}, {1024, 4096},
+              {1408, 2048},  {2048, 1408},  {768, 2048},  {2048, 768},
+              {2048, 7168},  {7168, 2048},  {1536, 7168}, {4096, 2048}};
+    ms = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384};
+  }
+  const std::int64_t maxM = ms.back();
+  for (const auto &shape : shapes) {
+    const std::int64_t n = shape.first, k = shape.second;
+    GemmProfile profile;
+    profile.n = n;
+    profile.k = k;
+    const std::size_t wCount = std::size_t(n) * k;
+    // Enough weight copies that rotating through them misses in L2.
+    const std::int64_t wCopies = std::clamp<std::int64_t>(
+        (256 * kMiB + wCount * 2 - 1) / (wCount * 2), 1, 64);
+    DeviceBuffer w, x, y;
+    MOE_RETURN_IF_ERROR(w.allocate(wCopies * wCount * 2));
+    MOE_RETURN_IF_ERROR(x.allocate(std::size_t(maxM) * k * 2));
+    MOE_RETURN_IF_ERROR(y.allocate(std::size_t(maxM) * n * 2));
+    MOE_RETURN_IF_ERROR(
+        fillRandom(ctx, w.as<bf16>(), wCopies * wCount, 1000 + n + k));
+    MOE_RETURN_IF_ERROR(
+        fillRandom(ctx, x.as<bf16>(), std::size_t(maxM) * k, 2000 + n + k));
+    for (std::int64_t m : ms) {
+      LtGemm gemm;
+      MOE_RETURN_IF_ERROR(gemm.prepare(handle, m, n, k, kGemmWorkspaceBytes));
+      const std::int64_t ioCopies = std::clamp<std::int64_t>(maxM / m, 1, 64);
+      auto launch = [&](std::int64_t i) -> Status {
+        std::int64_t slot = i % ioCopies;
+        return gemm.run(x.as<bf16>() + slot * m * k,
+                        w.as<bf16>() + (i % wCopies) * wCount,
+                        y.as<bf16>() + slot * m * n, workspace, ctx.stream);
+      };
+      // The heuristic's first choice is sometimes several times slower than
+      // its runners-up at small m: time each candidate briefly, keep the
+      // fastest (a runtime should cache the same choice per shape).
+      int best = 0;
+      double bestSeconds = INFINITY;
+      for (int c = 0; c < gemm.candidateCount(); ++c) {
+        gemm.select(c);
+        auto trial = timeCalls(ctx, launch, 3, 2e-4);
+        if (!trial) { // an algorithm that fails to launch is skipped
+          PROF_CUDA(cudaStreamSynchronize(ctx.stream));
+          continue;
+        }
+        if (*trial < bestSeconds) {
+          bestSeconds = *trial;
+          best = c;
+        }
+      }
+      gemm.select(best);
+      auto t = timeCalls(ctx, launch);
+      MOE_RETURN_IF_ERROR(t);
+      profile.points.push_back({m, *t});
+      double flops = 2.0 * m * n * k;
+      double bytes = 2.0 * (wCount + m * k + m * n);
+      ctx.print("gemm   n={:>5} k={:>5} m={:>5}: {:>9.1f} us {:>7.1f} TFLOP/s "
+                "{:>6.2f} TB/s  algo {}/{}",
+                n, k, m, *t * 1e6, flops / *t / 1e12, bytes / *t / 1e12,
+                best + 1, gemm.candidateCount());
+    }
+    out.push_back(std::move(profile));
+  }
+  return Status::success();
+}
+
+struct AttentionShape {
+  int heads, kvHeads, headDim;
+};
+
+Status measureAttention(const Context &ctx,
+                        std::vector<AttentionProfile> &out) {
+  std::vector<AttentionShape> shapes;
+  std::vector<int> batches, contexts;
+  if (ctx.quick) {
+    shapes = {{32, 8, 128}};
+    batches = {1, 64};
+    contexts = {512, 4096};
+  } else {
+    shapes = {{32, 8, 128}, {32, 4, 128}, {16, 16, 128}};
+    batches = {1, 16, 64, 256};
+    contexts = {512, 1024, 2048, 4096};
+  }
+  const std::size_t kvLimit = 8 * kGiB; // K + V bytes of one point
+  for (const AttentionShape &s : shapes) {
+    AttentionProfile profile;
+    profile.heads = s.heads;
+    profile.kvHeads = s.kvHeads;
+    profile.headDim = s.headDim;
+    auto kBytesOf = [&](int batch, int context) {
+      return std::size_t(batch) * context * s.kvHeads * s.headDim * 2;
+    };
+    std::size_t maxKBytes = 0, maxWs = 0;
+    int maxBatch = 0;
+    for (int batch : batches)
+      for (int context : contexts)
+        if (2 * kBytesOf(batch, context) <= kvLimit) {
+          maxKBytes = std::max(maxKBytes, kBytesOf(batch, context));
+          maxBatch = std::max(maxBatch, batch);
+          maxWs = std::max(maxWs, decodeAttentionWorkspaceBytes(
+                                      batch, s.heads, s.kvHeads, s.headDim,
+                                      context, ctx.smCount));
+        }
+    const std::size_t poolBytes = std::max(maxKBytes, 512 * kMiB);
+    DeviceBuffer k, v, q, o, ws;
+    MOE_RETURN_IF_ERROR(k.allocate(poolBytes));
+    MOE_RETURN_IF_ERROR(v.allocate(poolBytes));
+    const std::size_t qCount = std::size_t(maxBatch) * s.heads * s.headDim;
+    MOE_RETURN_IF_ERROR(q.allocate(qCount * 2));
+    MOE_RETURN_IF_ERROR(o.allocate(qCount * 2));
+    MOE_RETURN_IF_ERROR(ws.allocate(maxWs));
+    MOE_RETURN_IF_ERROR(fillRandom(ctx, k.as<bf16>(), poolBytes / 2, 31));
+    MOE_RETURN_IF_ERROR(fillRandom(ctx, v.as<bf16>(), poolBytes / 2, 32));
+    MOE_RETURN_IF_ERROR(fillRandom(ctx, q.as<bf16>(), qCount, 33));
+
+    for (int batch : batches)
+      for (int context : contexts) {
+        const std::size_t kBytes = kBytesOf(batch, context);
+        if (2 * kBytes > kvLimit)
+          continue;
+        // Rotate over K/V copies until ~768 MiB is touched (or the pool ends).
+        const std::size_t copies = std::max<std::size_t>(
+            1,
+            std::min(poolBytes / kBytes, (384 * kMiB + kBytes - 1) / kBytes));
+        DecodeAttentionArgs args;
+        args.q = q.as<bf16>();
+        args.out = o.as<bf16>();
+        args.batch = batch;
+        args.heads = s.heads;
+        args.kvHeads = s.kvHeads;
+        args.headDim = s.headDim;
+        args.maxContext = context;
+        args.seqStride = std::int64_t(context) * s.kvHeads * s.headDim;
+        args.scale = 1.0f / std::sqrt(static_cast<float>(s.headDim));
+        args.workspace = ws.as<float>();
+        auto t = timeCalls(ctx, [&](std::int64_t i) -> Status {
+          DecodeAttentionArgs a = args;
+          std::size_t offset = (i % copies) * (kBytes / 2);
+          a.k = k.as<bf16>() + offset;
+          a.v = v.as<bf16>() + offset;
+          PROF_CUDA(decodeAttention(a, ctx.smCount, ctx.stream));
+          return Status::success();
+        });
+        MOE_RETURN_IF_ERROR(t);
+        profile.points.push_back({batch, context, *t});
+        ctx.print("attn   heads={} kv={} dim={} batch={:>3} context={:>4}: "
+                  "{:>8.1f} us  KV {:>7.1f} MiB  {:>5.2f} TB/s",
+                  s.heads, s.kvHeads, s.headDim, batch, context, *t * 1e6,
+                  2.0 * kBytes / kMiB, 2.0 * kBytes / *t / 1e12);
+      }
+    out.push_back(std::move(profile));
+  }
+  return Status::success();
+}
+
+HostInfo queryHost() {
+  HostInfo host;
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  std::int64_t value = 0;
+  std::string unit;
+  while (meminfo >> key >> value) {
+    std::getline(meminfo, unit);
+    if (key == "MemTotal:") {
+      host.memoryBytes = value * 1024;
+      break;
+    }
+  }
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    host.cpuCores = CPU_COUNT(&set);
+  if (host.cpuCores <= 0)
+    host.cpuCores = static_cast<int>(std::thread::hardware_concurrency());
+  return host;
+}
+
+} // namespace
+
+Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
+  int count = 0;
+  cudaError_t code = cudaGetDeviceCount(&count);
+  if (code != cudaSuccess)
+    return makeError("no CUDA device: {}", cudaGetErrorString(code));
+  if (count == 0)
+    return makeError("no CUDA device: none found");
+  if (options.device < 0 || options.device >= count)
+    return makeError("no CUDA device {} (found {})", options.device, count);
+  PROF_CUDA(cudaSetDevice(options.device));
+
+  HardwareProfile profile;
+  cudaDeviceProp prop{};
+  PROF_CUDA(cudaGetDeviceProperties(&prop, options.device));
+  profile.device.name = prop.name;
+  profile.device.memoryBytes = static_cast<std::int64_t>(prop.totalGlobalMem);
+  profile.device.smCount = prop.multiProcessorCount;
+  profile.device.computeCapability =
+      fmt::format("{}.{}", prop.major, prop.minor);
+  profile.host = queryHost();
+
+  Context ctx;
+  ctx.quick = options.quick;
+  ctx.log = options.log;
+  ctx.smCount = prop.multiProcessorCount;
+  PROF_CUDA(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
+  ctx.print("device {} ({} MiB, {} SMs, cc {}, L2 {} MiB); host {} GiB, {} "
+            "cores{}",
+            profile.device.name, profile.device.memoryBytes / kMiB,
+            profile.device.smCount, profile.device.computeCapability,
+            prop.l2CacheSize / kMiB, profile.host.memoryBytes / kGiB,
+            profile.host.cpuCores, options.quick ? " [quick]" : "");
+
+  LtHandle lt;
+  MOE_RETURN_IF_ERROR(lt.create());
+  DeviceBuffer gemmWorkspace;
+  MOE_RETURN_IF_ERROR(gemmWorkspace.allocate(kGemmWorkspaceBytes));
+
+  // Correctness first: a wrong kernel must not produce a profile.
+  MOE_RETURN_IF_ERROR(checkGemm(ctx, lt.get(), gemmWorkspace.as()));
+  MOE_RETURN_IF_ERROR(checkDecodeAttention(ctx, 32, 8, 128, 3, 300, {}, 11));
+  MOE_RETURN_IF_ERROR(
+      checkDecodeAttention(ctx, 16, 16, 128, 3, 800, {1, 777, 800}, 12));
+  MOE_RETURN_IF_ERROR(checkDecodeAttention(ctx, 8, 1, 128, 2, 2000, {}, 13));
+  MOE_RETURN_IF_ERROR(checkDecodeAttention(ctx, 32, 4, 128, 300, 64, {}, 14));
+  MOE_RETURN_IF_ERROR(checkDecodeAttention(ctx, 8, 2, 64, 2, 100, {}, 15));
+  MOE_RETURN_IF_ERROR(checkDecodeAttention(ctx, 8, 4, 256, 2, 333, {}, 16));
+  if (options.checksOnly)
+    return profile;
+
+  MOE_RETURN_IF_ERROR(measureLinks(ctx, profile.links));
+  MOE_RETURN_IF_ERROR(
+      measureGemm(ctx, lt.get(), gemmWorkspace.as(), profile.gemmBf16));
+  MOE_RETURN_IF_ERROR(measureAttention(ctx, profile.attentionDecodeBf16));
+  PROF_CUDA(cudaStreamSynchronize(ctx.stream));
+  return profile;
+}
+
+std::string profileToJson(const HardwareProfile &p) {
+  using nlohmann::ordered_json;
+  ordered_json j;
+  j["schema"] = "moe-hardware-profile/1";
+  j["device"] = {{"name", p.device.name},
+                 {"memory_bytes", p.device.memoryBytes},
+                 {"sm_count", p.device.smCount},
+                 {"compute_capability", p.device.computeCapability}};
+  j["host"] = {{"memory_bytes", p.host.memoryBytes},
+               {"cpu_cores", p.host.cpuCores}};
+  j["links"] = {{"h2d_pinned_bytes_per_s", p.links.h2dPinned},
+                {"d2h_pinned_bytes_per_s", p.links.d2hPinned},
+                {"h2d_pageable_bytes_per_s", p.links.h2dPageable},
+                {"hbm_bytes_per_s", p.links.hbm}};
+  ordered_json gemm = ordered_json::array();
+  for (const GemmProfile &g : p.gemmBf16) {
+    ordered_json points = ordered_json::array();
+    for (const GemmPoint &pt : g.points)
+      points.push_back({{"m", pt.m}, {"seconds", pt.seconds}});
+    gemm.push_back({{"n", g.n}, {"k", g.k}, {"points", std::move(points)}});
+  }
+  j["gemm_bf16"] = std::move(gemm);
+  ordered_json attention = ordered_json::array();
+  for (const AttentionProfile &a : p.attentionDecodeBf16) {
+    ordered_json points = ordered_json::array();
+    for (const AttentionPoint &pt : a.points)
+      points.push_back({{"batch", pt.batch},
+                        {"context", pt.context},
+                        {"seconds", pt.seconds}});
+    attention.push_back({{"heads", a.heads},
+                         {"kv_heads", a.kvHeads},
+                         {"head_dim", a.headDim},
+                         {"points", std::move(points)}});
+  }
+  j["attention_decode_bf16"] = std::move(attention);
+  return j.dump(2) + "\n";
+}
+
+Status writeProfileJson(const HardwareProfile &profile,
+                        const std::string &path) {
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  if (!file)
+    return makeError("cannot open {} for writing", path);
+  file << profileToJson(profile);
+  file.close();
+  if (!file)
+    return makeError("cannot write {}", path);
+  return Status::success();
+}
+
+} // namespace moe::cuda

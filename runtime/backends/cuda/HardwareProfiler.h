@@ -1,0 +1,94 @@
+// Measures what the planner's cost model needs from one GPU and its host:
+// copy rates over PCIe and HBM, bf16 GEMM times through cuBLASLt for the real
+// models' expert/attention shapes, and decode-attention times. The result is
+// written as JSON (schema "moe-hardware-profile/1") that the compiler's
+// hardware-profile loader reads.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/support/Result.h"
+
+namespace moe::cuda {
+
+struct DeviceInfo {
+  std::string name;
+  std::int64_t memoryBytes = 0;
+  int smCount = 0;
+  std::string computeCapability; // "9.0"
+};
+
+struct HostInfo {
+  std::int64_t memoryBytes = 0; // MemTotal of /proc/meminfo
+  int cpuCores = 0;             // CPUs this process may run on
+};
+
+// All rates in bytes per second.
+struct LinkRates {
+  double h2dPinned = 0;
+  double d2hPinned = 0;
+  double h2dPageable = 0;
+  double hbm = 0; // device-to-device copy, bytes read + bytes written
+};
+
+// y[m, n] = x[m, k] · W[n, k]ᵀ, bf16 in/out, fp32 accumulation (cuBLASLt,
+// the fastest of its heuristic's candidate algorithms for each (m, n, k)).
+struct GemmPoint {
+  std::int64_t m = 0;
+  double seconds = 0;
+};
+struct GemmProfile {
+  std::int64_t n = 0;
+  std::int64_t k = 0;
+  std::vector<GemmPoint> points;
+};
+
+// One decode step of attention for `batch` sequences of `context` tokens
+// (one query token each), all heads of one layer.
+struct AttentionPoint {
+  std::int64_t batch = 0;
+  std::int64_t context = 0;
+  double seconds = 0;
+};
+struct AttentionProfile {
+  int heads = 0;
+  int kvHeads = 0;
+  int headDim = 0;
+  std::vector<AttentionPoint> points;
+};
+
+struct HardwareProfile {
+  DeviceInfo device;
+  HostInfo host;
+  LinkRates links;
+  std::vector<GemmProfile> gemmBf16;
+  std::vector<AttentionProfile> attentionDecodeBf16;
+};
+
+struct ProfileOptions {
+  bool quick = false; // a subset of every measurement, for smoke tests
+  // Only the correctness checks (for compute-sanitizer); the profile then
+  // holds the device and host facts alone.
+  bool checksOnly = false;
+  int device = 0;
+  // Receives one line of the progress table at a time (no newline).
+  std::function<void(std::string_view)> log;
+};
+
+// Runs every measurement (after checking the GEMM layout and the decode
+// attention kernel against CPU references). Fails with "no CUDA device: ..."
+// when there is none.
+Result<HardwareProfile> profileHardware(const ProfileOptions &options);
+
+// The profile as JSON text, schema "moe-hardware-profile/1".
+std::string profileToJson(const HardwareProfile &profile);
+
+// Writes profileToJson(profile) to `path`.
+Status writeProfileJson(const HardwareProfile &profile,
+                        const std::string &path);
+
+} // namespace moe::cuda

@@ -1,0 +1,83 @@
+// Critical-path evaluation of a DAG of copy and compute jobs (MoE-Gen's
+// method): finish(v) = max(finish of v's dependencies, finish of the job
+// before v on v's stream) + seconds(v). Jobs on one stream run in the order
+// they were added, as work enqueued on a CUDA stream does, so the order in
+// which a builder adds jobs is the schedule it models.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/support/Result.h"
+
+namespace moe::costmodel {
+
+enum class Stream { Compute, HostToDevice, DeviceToHost };
+inline constexpr size_t kNumStreams = 3;
+
+std::string_view streamName(Stream stream);
+
+// What a job does, so reports can sum time per stage.
+enum class Stage {
+  WeightCopy,
+  KvLoad,
+  KvStore,
+  HiddenLoad,
+  HiddenStore,
+  Attention,
+  Router,
+  Experts,
+  SharedExperts,
+  DenseMlp,
+  Norm,
+  Embedding,
+  LmHead,
+};
+inline constexpr size_t kNumStages = 13;
+
+std::string_view stageName(Stage stage);
+
+using JobId = size_t;
+
+struct Job {
+  Stream stream = Stream::Compute;
+  Stage stage = Stage::Attention;
+  double seconds = 0;
+  std::vector<JobId> deps; // Jobs added earlier.
+  std::string label;       // For reports: "layer 3 attention 2/4".
+};
+
+class Dag {
+public:
+  JobId add(Job job);
+  const std::vector<Job> &jobs() const { return jobs_; }
+  size_t size() const { return jobs_.size(); }
+
+private:
+  std::vector<Job> jobs_;
+};
+
+struct Evaluation {
+  double makespan = 0;
+  std::array<double, kNumStreams> busySeconds{};
+  std::array<double, kNumStages> stageSeconds{};
+  std::vector<double> start;
+  std::vector<double> finish;
+  // From the first job to the one that finishes last; each job's start is
+  // set by its predecessor here (a dependency or the stream's previous job).
+  std::vector<JobId> criticalPath;
+
+  double busy(Stream stream) const {
+    return busySeconds[static_cast<size_t>(stream)];
+  }
+  double stage(Stage stage) const {
+    return stageSeconds[static_cast<size_t>(stage)];
+  }
+};
+
+// Fails on a dependency that is not an earlier job or a negative duration.
+Result<Evaluation> evaluate(const Dag &dag);
+
+} // namespace moe::costmodel

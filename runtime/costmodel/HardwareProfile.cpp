@@ -1,0 +1,392 @@
+#include "runtime/costmodel/HardwareProfile.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace moe::costmodel {
+namespace {
+
+using Json = nlohmann::json;
+
+std::string fieldPath(std::string_view parent, std::string_view key) {
+  return parent.empty() ? std::string(key) : fmt::format("{}.{}", parent, key);
+}
+
+Result<const Json *> requireField(const Json &object, std::string_view key,
+                                  std::string_view parent) {
+  auto it = object.find(key);
+  if (it == object.end())
+    return makeError("{}: missing", fieldPath(parent, key));
+  return &*it;
+}
+
+Result<const Json *> requireObject(const Json &object, std::string_view key,
+                                   std::string_view parent) {
+  auto field = requireField(object, key, parent);
+  MOE_RETURN_IF_ERROR(field);
+  if (!(*field)->is_object())
+    return makeError("{}: must be an object", fieldPath(parent, key));
+  return *field;
+}
+
+Result<const Json *> requireArray(const Json &object, std::string_view key,
+                                  std::string_view parent) {
+  auto field = requireField(object, key, parent);
+  MOE_RETURN_IF_ERROR(field);
+  if (!(*field)->is_array())
+    return makeError("{}: must be an array", fieldPath(parent, key));
+  return *field;
+}
+
+Result<std::string> requireString(const Json &object, std::string_view key,
+                                  std::string_view parent) {
+  auto field = requireField(object, key, parent);
+  MOE_RETURN_IF_ERROR(field);
+  if (!(*field)->is_string())
+    return makeError("{}: must be a string", fieldPath(parent, key));
+  return (*field)->get<std::string>();
+}
+
+Result<int64_t> requirePositiveInteger(const Json &object, std::string_view key,
+                                       std::string_view parent) {
+  auto field = requireField(object, key, parent);
+  MOE_RETURN_IF_ERROR(field);
+  const Json &value = **field;
+  if (!value.is_number_integer() ||
+      (value.is_number_unsigned() &&
+       value.get<uint64_t>() >
+           static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) ||
+      value.get<int64_t>() <= 0)
+    return makeError("{}: must be a positive integer", fieldPath(parent, key));
+  return value.get<int64_t>();
+}
+
+Result<double> requirePositiveNumber(const Json &object, std::string_view key,
+                                     std::string_view parent) {
+  auto field = requireField(object, key, parent);
+  MOE_RETURN_IF_ERROR(field);
+  const Json &value = **field;
+  if (!value.is_number() || !(value.get<double>() > 0) ||
+      !std::isfinite(value.get<double>()))
+    return makeError("{}: must be a positive number", fieldPath(parent, key));
+  return value.get<double>();
+}
+
+Result<DeviceInfo> parseDevice(const Json &root) {
+  auto device = requireObject(root, "device", "");
+  MOE_RETURN_IF_ERROR(device);
+  DeviceInfo info;
+  auto name = requireString(**device, "name", "device");
+  MOE_RETURN_IF_ERROR(name);
+  info.name = *name;
+  auto memory = requirePositiveInteger(**device, "memory_bytes", "device");
+  MOE_RETURN_IF_ERROR(memory);
+  info.memoryBytes = *memory;
+  auto sms = requirePositiveInteger(**device, "sm_count", "device");
+  MOE_RETURN_IF_ERROR(sms);
+  info.smCount = *sms;
+  auto capability = requireString(**device, "compute_capability", "device");
+  MOE_RETURN_IF_ERROR(capability);
+  int major = 0, minor = 0;
+  char end = 0;
+  if (std::sscanf(capability->c_str(), "%d.%d%c", &major, &minor, &end) != 2)
+    return makeError("device.compute_capability: expected \"major.minor\" "
+                     "such as \"9.0\", got \"{}\"",
+                     *capability);
+  info.computeCapability = *capability;
+  return info;
+}
+
+Result<HostInfo> parseHost(const Json &root) {
+  auto host = requireObject(root, "host", "");
+  MOE_RETURN_IF_ERROR(host);
+  HostInfo info;
+  auto memory = requirePositiveInteger(**host, "memory_bytes", "host");
+  MOE_RETURN_IF_ERROR(memory);
+  info.memoryBytes = *memory;
+  auto cores = requirePositiveInteger(**host, "cpu_cores", "host");
+  MOE_RETURN_IF_ERROR(cores);
+  info.cpuCores = *cores;
+  return info;
+}
+
+Result<LinkBandwidths> parseLinks(const Json &root) {
+  auto links = requireObject(root, "links", "");
+  MOE_RETURN_IF_ERROR(links);
+  LinkBandwidths bandwidths;
+  struct Field {
+    std::string_view key;
+    double LinkBandwidths::*member;
+  };
+  for (const Field &field :
+       {Field{"h2d_pinned_bytes_per_s",
+              &LinkBandwidths::h2dPinnedBytesPerSecond},
+        Field{"d2h_pinned_bytes_per_s",
+              &LinkBandwidths::d2hPinnedBytesPerSecond},
+        Field{"h2d_pageable_bytes_per_s",
+              &LinkBandwidths::h2dPageableBytesPerSecond},
+        Field{"hbm_bytes_per_s", &LinkBandwidths::hbmBytesPerSecond}}) {
+    auto value = requirePositiveNumber(**links, field.key, "links");
+    MOE_RETURN_IF_ERROR(value);
+    bandwidths.*field.member = *value;
+  }
+  return bandwidths;
+}
+
+Result<std::vector<GemmShapeProfile>> parseGemm(const Json &root) {
+  auto shapes = requireArray(root, "gemm_bf16", "");
+  MOE_RETURN_IF_ERROR(shapes);
+  if ((*shapes)->empty())
+    return makeError("gemm_bf16: needs at least one measured shape");
+  std::vector<GemmShapeProfile> result;
+  for (size_t i = 0; i < (*shapes)->size(); ++i) {
+    const Json &shape = (**shapes)[i];
+    std::string path = fmt::format("gemm_bf16[{}]", i);
+    if (!shape.is_object())
+      return makeError("{}: must be an object", path);
+    GemmShapeProfile profile;
+    auto n = requirePositiveInteger(shape, "n", path);
+    MOE_RETURN_IF_ERROR(n);
+    auto k = requirePositiveInteger(shape, "k", path);
+    MOE_RETURN_IF_ERROR(k);
+    profile.n = *n;
+    profile.k = *k;
+    auto points = requireArray(shape, "points", path);
+    MOE_RETURN_IF_ERROR(points);
+    if ((*points)->empty())
+      return makeError("{}.points: needs at least one point", path);
+    for (size_t j = 0; j < (*points)->size(); ++j) {
+      const Json &point = (**points)[j];
+      std::string pointPath = fmt::format("{}.points[{}]", path, j);
+      if (!point.is_object())
+        return makeError("{}: must be an object", pointPath);
+      auto m = requirePositiveInteger(point, "m", pointPath);
+      MOE_RETURN_IF_ERROR(m);
+      auto seconds = requirePositiveNumber(point, "seconds", pointPath);
+      MOE_RETURN_IF_ERROR(seconds);
+      profile.points.push_back({*m, *seconds});
+    }
+    std::sort(profile.points.begin(), profile.points.end(),
+              [](const GemmPoint &a, const GemmPoint &b) { return a.m < b.m; });
+    for (size_t j = 1; j < profile.points.size(); ++j)
+      if (profile.points[j].m == profile.points[j - 1].m)
+        return makeError("{}.points: m = {} is measured twice", path,
+                         profile.points[j].m);
+    result.push_back(std::move(profile));
+  }
+  return result;
+}
+
+int64_t attentionTokens(const AttentionPoint &point) {
+  return point.batch * point.context;
+}
+
+Result<std::vector<AttentionShapeProfile>> parseAttention(const Json &root) {
+  // Optional: without measurements attention is priced by KV bytes / HBM.
+  if (!root.contains("attention_decode_bf16"))
+    return std::vector<AttentionShapeProfile>{};
+  auto shapes = requireArray(root, "attention_decode_bf16", "");
+  MOE_RETURN_IF_ERROR(shapes);
+  std::vector<AttentionShapeProfile> result;
+  for (size_t i = 0; i < (*shapes)->size(); ++i) {
+    const Json &shape = (**shapes)[i];
+    std::string path = fmt::format("attention_decode_bf16[{}]", i);
+    if (!shape.is_object())
+      return makeError("{}: must be an object", path);
+    AttentionShapeProfile profile;
+    auto heads = requirePositiveInteger(shape, "heads", path);
+    MOE_RETURN_IF_ERROR(heads);
+    auto kvHeads = requirePositiveInteger(shape, "kv_heads", path);
+    MOE_RETURN_IF_ERROR(kvHeads);
+    auto headDim = requirePositiveInteger(shape, "head_dim", path);
+    MOE_RETURN_IF_ERROR(headDim);
+    if (*heads % *kvHeads != 0)
+      return makeError("{}.kv_heads: {} does not divide heads = {}", path,
+                       *kvHeads, *heads);
+    profile.heads = *heads;
+    profile.kvHeads = *kvHeads;
+    profile.headDim = *headDim;
+    auto points = requireArray(shape, "points", path);
+    MOE_RETURN_IF_ERROR(points);
+    if ((*points)->empty())
+      return makeError("{}.points: needs at least one point", path);
+    for (size_t j = 0; j < (*points)->size(); ++j) {
+      const Json &point = (**points)[j];
+      std::string pointPath = fmt::format("{}.points[{}]", path, j);
+      if (!point.is_object())
+        return makeError("{}: must be an object", pointPath);
+      auto batch = requirePositiveInteger(point, "batch", pointPath);
+      MOE_RETURN_IF_ERROR(batch);
+      auto context = requirePositiveInteger(point, "context", pointPath);
+      MOE_RETURN_IF_ERROR(context);
+      auto seconds = requirePositiveNumber(point, "seconds", pointPath);
+      MOE_RETURN_IF_ERROR(seconds);
+      profile.points.push_back({*batch, *context, *seconds});
+    }
+    std::sort(profile.points.begin(), profile.points.end(),
+              [](const AttentionPoint &a, const AttentionPoint &b) {
+                return attentionTokens(a) < attentionTokens(b);
+              });
+    result.push_back(std::move(profile));
+  }
+  return result;
+}
+
+// Interpolates seconds(x) between measured (x, seconds) points linearly in
+// log-log space. Outside the measured range the rate (x per second) of the
+// nearest end point carries on, i.e. time grows in proportion to x.
+template <typename Points, typename XOf>
+double interpolateLogLog(const Points &points, double x, XOf xOf) {
+  auto upper = std::lower_bound(
+      points.begin(), points.end(), x,
+      [&](const auto &point, double value) { return xOf(point) < value; });
+  if (upper == points.begin())
+    return points.front().seconds * x / xOf(points.front());
+  if (upper == points.end())
+    return points.back().seconds * x / xOf(points.back());
+  auto lower = std::prev(upper);
+  double x0 = xOf(*lower), x1 = xOf(*upper);
+  if (x == x1 || x0 == x1)
+    return upper->seconds;
+  double t = (std::log(x) - std::log(x0)) / (std::log(x1) - std::log(x0));
+  return std::exp(std::log(lower->seconds) +
+                  t * (std::log(upper->seconds) - std::log(lower->seconds)));
+}
+
+constexpr double kBf16Bytes = 2;
+
+} // namespace
+
+Result<HardwareProfile> HardwareProfile::fromJson(std::string_view text) {
+  Json root = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded())
+    return makeError("hardware profile: not valid JSON");
+  if (!root.is_object())
+    return makeError("hardware profile: top level must be an object");
+  auto schema = requireString(root, "schema", "");
+  MOE_RETURN_IF_ERROR(schema);
+  if (*schema != kHardwareProfileSchema)
+    return makeError("schema: expected \"{}\", got \"{}\"",
+                     kHardwareProfileSchema, *schema);
+
+  HardwareProfile profile;
+  auto device = parseDevice(root);
+  MOE_RETURN_IF_ERROR(device);
+  profile.device_ = std::move(*device);
+  auto host = parseHost(root);
+  MOE_RETURN_IF_ERROR(host);
+  profile.host_ = *host;
+  auto links = parseLinks(root);
+  MOE_RETURN_IF_ERROR(links);
+  profile.links_ = *links;
+  auto gemm = parseGemm(root);
+  MOE_RETURN_IF_ERROR(gemm);
+  profile.gemm_ = std::move(*gemm);
+  auto attention = parseAttention(root);
+  MOE_RETURN_IF_ERROR(attention);
+  profile.attention_ = std::move(*attention);
+
+  profile.gpuBudgetBytes_ = profile.device_.memoryBytes;
+  profile.hostBudgetBytes_ = profile.host_.memoryBytes;
+  for (const GemmShapeProfile &shape : profile.gemm_)
+    for (const GemmPoint &point : shape.points)
+      profile.peakGemmFlops_ =
+          std::max(profile.peakGemmFlops_,
+                   2.0 * point.m * shape.n * shape.k / point.seconds);
+  return profile;
+}
+
+Result<HardwareProfile> HardwareProfile::load(const std::string &path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file)
+    return makeError("{}: cannot open hardware profile", path);
+  std::ostringstream text;
+  text << file.rdbuf();
+  auto profile = fromJson(text.str());
+  if (!profile.ok())
+    return profile.error().withContext(path);
+  return profile;
+}
+
+Result<HardwareProfile>
+HardwareProfile::withBudgets(std::optional<int64_t> gpuBytes,
+                             std::optional<int64_t> hostBytes) const {
+  if (gpuBytes && *gpuBytes <= 0)
+    return makeError("GPU memory budget: must be positive, got {}", *gpuBytes);
+  if (hostBytes && *hostBytes <= 0)
+    return makeError("host memory budget: must be positive, got {}",
+                     *hostBytes);
+  HardwareProfile copy = *this;
+  if (gpuBytes)
+    copy.gpuBudgetBytes_ = *gpuBytes;
+  if (hostBytes)
+    copy.hostBudgetBytes_ = *hostBytes;
+  return copy;
+}
+
+double HardwareProfile::gemmSeconds(int64_t m, int64_t n, int64_t k) const {
+  if (m <= 0 || n <= 0 || k <= 0)
+    return 0;
+  double flops = 2.0 * m * n * k;
+  double weightBytes = kBf16Bytes * n * k;
+  double bytesTouched =
+      weightBytes + kBf16Bytes * (double(m) * k + double(m) * n);
+  double floor = std::max(peakComputeSeconds(flops), hbmSeconds(bytesTouched));
+
+  double logSize = std::log(double(n) * k);
+  const GemmShapeProfile *closest = &gemm_.front();
+  for (const GemmShapeProfile &shape : gemm_)
+    if (std::abs(std::log(double(shape.n) * shape.k) - logSize) <
+        std::abs(std::log(double(closest->n) * closest->k) - logSize))
+      closest = &shape;
+  double sizeRatio = double(n) * k / (double(closest->n) * closest->k);
+  double measured = sizeRatio * interpolateLogLog(closest->points, double(m),
+                                                  [](const GemmPoint &p) {
+                                                    return double(p.m);
+                                                  });
+  // Below the smallest measured m a GEMM is bound by reading its weight.
+  if (m < closest->points.front().m)
+    measured = std::max(measured, hbmSeconds(weightBytes));
+  return std::max(measured, floor);
+}
+
+double HardwareProfile::attentionDecodeSeconds(int64_t batch, int64_t context,
+                                               int64_t heads, int64_t kvHeads,
+                                               int64_t headDim) const {
+  if (batch <= 0 || context <= 0)
+    return 0;
+  double kvBytes =
+      2.0 * kBf16Bytes * double(batch) * context * kvHeads * headDim;
+  double floor = hbmSeconds(kvBytes);
+  for (const AttentionShapeProfile &shape : attention_) {
+    if (shape.heads != heads || shape.kvHeads != kvHeads ||
+        shape.headDim != headDim)
+      continue;
+    double measured = interpolateLogLog(
+        shape.points, double(batch) * context,
+        [](const AttentionPoint &p) { return double(attentionTokens(p)); });
+    return std::max(measured, floor);
+  }
+  return floor;
+}
+
+double HardwareProfile::copySeconds(double bytes,
+                                    CopyDirection direction) const {
+  switch (direction) {
+  case CopyDirection::HostToDevicePinned:
+    return bytes / links_.h2dPinnedBytesPerSecond;
+  case CopyDirection::DeviceToHostPinned:
+    return bytes / links_.d2hPinnedBytesPerSecond;
+  case CopyDirection::HostToDevicePageable:
+    return bytes / links_.h2dPageableBytesPerSecond;
+  }
+  return bytes / links_.h2dPinnedBytesPerSecond;
+}
+
+} // namespace moe::costmodel

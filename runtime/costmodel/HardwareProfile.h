@@ -1,0 +1,130 @@
+// A measured hardware profile (models/hardware/README.md describes the JSON)
+// and the timing functions the cost model builds on. Measurements come from
+// the GPU machine; nothing here guesses a number that was not measured, except
+// the roofline floors (bytes / bandwidth, FLOPs / measured peak) that bound
+// every estimate from below.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/support/Result.h"
+
+namespace moe::costmodel {
+
+inline constexpr std::string_view kHardwareProfileSchema =
+    "moe-hardware-profile/1";
+
+struct DeviceInfo {
+  std::string name;
+  int64_t memoryBytes = 0;
+  int64_t smCount = 0;
+  std::string computeCapability;
+};
+
+struct HostInfo {
+  int64_t memoryBytes = 0;
+  int64_t cpuCores = 0;
+};
+
+struct LinkBandwidths {
+  double h2dPinnedBytesPerSecond = 0;
+  double d2hPinnedBytesPerSecond = 0;
+  double h2dPageableBytesPerSecond = 0;
+  double hbmBytesPerSecond = 0;
+};
+
+struct GemmPoint {
+  int64_t m = 0;
+  double seconds = 0;
+};
+
+// y[m,n] = x[m,k] · W[n,k]ᵀ in bf16, timed for several token counts m.
+struct GemmShapeProfile {
+  int64_t n = 0;
+  int64_t k = 0;
+  std::vector<GemmPoint> points; // Sorted by m, distinct m.
+};
+
+struct AttentionPoint {
+  int64_t batch = 0;
+  int64_t context = 0;
+  double seconds = 0;
+};
+
+// Decode attention (one query token per sequence) over bf16 KV.
+struct AttentionShapeProfile {
+  int64_t heads = 0;
+  int64_t kvHeads = 0;
+  int64_t headDim = 0;
+  std::vector<AttentionPoint> points; // Sorted by batch·context.
+};
+
+enum class CopyDirection {
+  HostToDevicePinned,
+  DeviceToHostPinned,
+  HostToDevicePageable
+};
+
+class HardwareProfile {
+public:
+  // Parses and validates; errors name the offending field
+  // ("links.hbm_bytes_per_s: must be a positive number").
+  static Result<HardwareProfile> fromJson(std::string_view text);
+  static Result<HardwareProfile> load(const std::string &path);
+
+  // The same hardware with other memory budgets, e.g. a 24 GB card planned on
+  // an 80 GB one. An absent value keeps the measured memory size.
+  Result<HardwareProfile> withBudgets(std::optional<int64_t> gpuBytes,
+                                      std::optional<int64_t> hostBytes) const;
+
+  const DeviceInfo &device() const { return device_; }
+  const HostInfo &host() const { return host_; }
+  const LinkBandwidths &links() const { return links_; }
+  const std::vector<GemmShapeProfile> &gemmShapes() const { return gemm_; }
+  const std::vector<AttentionShapeProfile> &attentionShapes() const {
+    return attention_;
+  }
+
+  int64_t gpuBudgetBytes() const { return gpuBudgetBytes_; }
+  int64_t hostBudgetBytes() const { return hostBudgetBytes_; }
+
+  // The best bf16 FLOP rate of any measured GEMM point.
+  double peakGemmFlopsPerSecond() const { return peakGemmFlops_; }
+
+  // Time of y[m,n] = x[m,k]·W[n,k]ᵀ: the measured FLOP rate at m of the
+  // measured shape closest in n·k (log-log interpolation over m), never below
+  // max(FLOPs / peak rate, bytes touched / HBM bandwidth).
+  double gemmSeconds(int64_t m, int64_t n, int64_t k) const;
+
+  // Decode attention of `batch` sequences over `context` cached tokens. Uses
+  // the measured points of the same head shape; without them, the time to
+  // read the KV once from HBM.
+  double attentionDecodeSeconds(int64_t batch, int64_t context, int64_t heads,
+                                int64_t kvHeads, int64_t headDim) const;
+
+  double copySeconds(double bytes, CopyDirection direction) const;
+
+  // Lower bounds that any estimate respects.
+  double hbmSeconds(double bytes) const {
+    return bytes / links_.hbmBytesPerSecond;
+  }
+  double peakComputeSeconds(double flops) const {
+    return flops / peakGemmFlops_;
+  }
+
+private:
+  DeviceInfo device_;
+  HostInfo host_;
+  LinkBandwidths links_;
+  std::vector<GemmShapeProfile> gemm_;
+  std::vector<AttentionShapeProfile> attention_;
+  int64_t gpuBudgetBytes_ = 0;
+  int64_t hostBudgetBytes_ = 0;
+  double peakGemmFlops_ = 0;
+};
+
+} // namespace moe::costmodel

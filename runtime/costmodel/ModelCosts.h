@@ -1,0 +1,92 @@
+// What the cost model knows about a model: per layer, the modules with their
+// weight bytes, FLOPs, KV and state sizes, and the GEMM shapes that let the
+// hardware profile price them. The compiler fills these from its op cost
+// interface; tests build them by hand.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "runtime/support/Result.h"
+
+namespace moe::costmodel {
+
+enum class ModuleKind {
+  Attention,
+  Router,
+  RoutedExperts,
+  SharedExperts,
+  DenseMlp,
+  Norm,
+  Embedding,
+  LmHead,
+};
+
+std::string_view moduleKindName(ModuleKind kind);
+
+// One GEMM a token goes through: y[n] = W[n,k]·x[k].
+struct GemmShape {
+  int64_t n = 0;
+  int64_t k = 0;
+};
+
+// Head layout of softmax attention, so that measured decode-attention points
+// of the hardware profile apply. Absent for MLA and linear attention, which
+// are priced from their KV bytes and FLOPs.
+struct AttentionHeads {
+  int64_t heads = 0;
+  int64_t kvHeads = 0;
+  int64_t headDim = 0;
+};
+
+struct ModuleCosts {
+  ModuleKind kind = ModuleKind::Norm;
+  // All of the module's weights; for routed experts, all experts together.
+  int64_t weightBytes = 0;
+  // FLOPs per token independent of context (projections, FFNs, norms).
+  double flopsPerToken = 0;
+  // Attention FLOPs per token per attended context token.
+  double flopsPerContextToken = 0;
+  int64_t kvBytesPerToken = 0;
+  // Sliding window length; 0 attends to the whole context.
+  int64_t kvWindowTokens = 0;
+  // Fixed recurrent state per sequence (linear attention).
+  int64_t stateBytesPerSequence = 0;
+  // Routed experts: expert count, experts per token, bytes of one expert.
+  int64_t numExperts = 0;
+  int64_t topK = 0;
+  int64_t expertWeightBytes = 0;
+  // GEMMs per token; for routed experts, those of one expert.
+  std::vector<GemmShape> gemms;
+  std::optional<AttentionHeads> attentionHeads;
+};
+
+struct LayerCosts {
+  std::vector<ModuleCosts> modules;
+};
+
+// Layers are the units weights stream in; embedding and LM head may sit in
+// their own leading / trailing layer.
+struct ModelCosts {
+  int64_t vocabSize = 0;
+  int64_t hiddenSize = 0;
+  // Bytes of one activation element (bf16: 2).
+  int64_t activationElementBytes = 2;
+  std::vector<LayerCosts> layers;
+};
+
+// Rejects inconsistent costs (top-k above expert count, expert bytes not
+// adding up, ...) with an error naming layer and module.
+Status validateModelCosts(const ModelCosts &model);
+
+// Tokens of context a module reads per sequence at `context` tokens.
+int64_t attendedTokens(const ModuleCosts &module, int64_t context);
+
+int64_t totalWeightBytes(const ModelCosts &model);
+
+// KV plus state bytes of one sequence of `context` tokens, all layers.
+int64_t kvBytesPerSequence(const ModelCosts &model, int64_t context);
+
+} // namespace moe::costmodel

@@ -1,0 +1,380 @@
+#include "runtime/costmodel/PlanSearch.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <set>
+#include <tuple>
+
+namespace moe::costmodel {
+namespace {
+
+// Weight memory as a function of the residency prefix length k, so the
+// search finds the longest prefix that fits without re-accounting the model
+// for every k. Must agree with accountMemory.
+struct ResidencyLadder {
+  std::vector<int64_t> residentBytes; // Index k: prefix of k units.
+  std::vector<int64_t> hostWeightBytes;
+  std::vector<int64_t> maxLayerCopied; // Largest ring slot a layer needs.
+};
+
+ResidencyLadder buildLadder(const ModelCosts &model) {
+  std::vector<std::vector<int64_t>> units;
+  std::vector<int64_t> layerCopied(model.layers.size(), 0);
+  int64_t hostWeights = 0;
+  for (size_t l = 0; l < model.layers.size(); ++l) {
+    units.emplace_back(model.layers[l].modules.size(), 0);
+    for (const ModuleCosts &module : model.layers[l].modules) {
+      hostWeights += module.weightBytes;
+      if (module.kind != ModuleKind::Embedding)
+        layerCopied[l] += module.weightBytes;
+    }
+  }
+  std::multiset<int64_t> copiedByLayer(layerCopied.begin(), layerCopied.end());
+
+  ResidencyLadder ladder;
+  int64_t resident = 0;
+  auto record = [&] {
+    ladder.residentBytes.push_back(resident);
+    ladder.hostWeightBytes.push_back(hostWeights);
+    ladder.maxLayerCopied.push_back(*copiedByLayer.rbegin());
+  };
+  record();
+  for (const ResidencyStep &step : residencyOrder(model)) {
+    const ModuleCosts &module = model.layers[step.layer].modules[step.module];
+    int64_t &count = units[step.layer][step.module];
+    int64_t delta = residentWeightBytes(module, count + 1) -
+                    residentWeightBytes(module, count);
+    ++count;
+    resident += delta;
+    hostWeights -= delta;
+    if (module.kind != ModuleKind::Embedding) {
+      copiedByLayer.erase(copiedByLayer.find(layerCopied[step.layer]));
+      layerCopied[step.layer] -= delta;
+      copiedByLayer.insert(layerCopied[step.layer]);
+    }
+    record();
+  }
+  return ladder;
+}
+
+// Pool use of a plan for each residency prefix length k.
+class PrefixMemory {
+public:
+  PrefixMemory(const ModelCosts &model, const ResidencyLadder &ladder,
+               const Plan &plan)
+      : ladder_(ladder), depth_(plan.prefetchDepth) {
+    Plan streamed = plan;
+    streamed.resident = {};
+    MemoryUse use = accountMemory(model, streamed);
+    gpuBesideWeights_ =
+        use.gpuBytes() - use.residentWeightBytes - use.weightRingBytes;
+    hostBesideWeights_ = use.hostBytes() - use.hostWeightBytes;
+  }
+
+  int64_t prefixes() const { return int64_t(ladder_.residentBytes.size()); }
+  int64_t gpuBytes(int64_t k) const {
+    return gpuBesideWeights_ + ladder_.residentBytes[k] +
+           depth_ * ladder_.maxLayerCopied[k];
+  }
+  int64_t hostBytes(int64_t k) const {
+    return hostBesideWeights_ + ladder_.hostWeightBytes[k];
+  }
+
+private:
+  const ResidencyLadder &ladder_;
+  int64_t depth_;
+  int64_t gpuBesideWeights_ = 0;
+  int64_t hostBesideWeights_ = 0;
+};
+
+// The longest residency prefix with which the plan fits both pools.
+std::optional<int64_t> longestFittingPrefix(const PrefixMemory &memory,
+                                            const HardwareProfile &profile) {
+  for (int64_t k = memory.prefixes() - 1; k >= 0; --k) {
+    // Host use only grows as k shrinks.
+    if (memory.hostBytes(k) > profile.hostBudgetBytes())
+      return std::nullopt;
+    if (memory.gpuBytes(k) <= profile.gpuBudgetBytes())
+      return k;
+  }
+  return std::nullopt;
+}
+
+// For a plan that fits with no prefix: the prefix that misses by the least
+// in total, so its diagnostic names the pool that really is too small.
+int64_t nearestMiss(const PrefixMemory &memory,
+                    const HardwareProfile &profile) {
+  int64_t nearest = 0;
+  int64_t smallestShortfall = std::numeric_limits<int64_t>::max();
+  for (int64_t k = 0; k < memory.prefixes(); ++k) {
+    int64_t shortfall =
+        std::max<int64_t>(0, memory.gpuBytes(k) - profile.gpuBudgetBytes()) +
+        std::max<int64_t>(0, memory.hostBytes(k) - profile.hostBudgetBytes());
+    if (shortfall < smallestShortfall) {
+      smallestShortfall = shortfall;
+      nearest = k;
+    }
+  }
+  return nearest;
+}
+
+std::vector<int64_t> geometricBatches(int64_t maxBatch) {
+  std::vector<int64_t> batches;
+  for (int step = 0;; ++step) {
+    auto batch = int64_t(std::llround(std::pow(2.0, step / 2.0)));
+    if (batch > maxBatch)
+      break;
+    if (batches.empty() || batches.back() != batch)
+      batches.push_back(batch);
+  }
+  return batches;
+}
+
+std::vector<int64_t> microBatchGrid(const std::vector<int64_t> &chosen,
+                                    int64_t batch, int64_t smallest) {
+  std::vector<int64_t> grid;
+  if (!chosen.empty()) {
+    // A micro-batch larger than B is all of B.
+    for (int64_t size : chosen)
+      grid.push_back(std::min(size, batch));
+  } else {
+    for (int64_t size = 1; size < batch; size *= 2)
+      if (size >= smallest)
+        grid.push_back(size);
+    grid.push_back(batch);
+  }
+  std::sort(grid.begin(), grid.end());
+  grid.erase(std::unique(grid.begin(), grid.end()), grid.end());
+  return grid;
+}
+
+std::string describe(const Plan &plan) {
+  return fmt::format("B={} b_a={} b_e={} depth={} KV on GPU {:.0f}%",
+                     plan.residentBatch, plan.attentionMicroBatchDecode,
+                     plan.expertMicroBatch, plan.prefetchDepth,
+                     100 * plan.kvGpuFraction);
+}
+
+// Names a variable and one of its values; the search keeps the best
+// candidate per key, so runner-ups show what each alternative value costs.
+using VariableKey = std::pair<std::string, double>;
+
+constexpr double kTieTolerance = 1e-3;
+
+} // namespace
+
+int64_t reservedPrefillMicroBatch(const SearchOptions &options,
+                                  int64_t residentBatch, int64_t promptTokens) {
+  return std::clamp<int64_t>(options.prefillChunkTokens / promptTokens, 1,
+                             residentBatch);
+}
+
+Result<Candidate> evaluatePlan(const ModelCosts &model,
+                               const HardwareProfile &profile,
+                               const Plan &plan) {
+  MOE_RETURN_IF_ERROR(validateModelCosts(model));
+  MOE_RETURN_IF_ERROR(validatePlan(model, plan));
+  Candidate candidate;
+  candidate.plan = plan;
+  candidate.memory = accountMemory(model, plan);
+  MOE_RETURN_IF_ERROR(checkMemory(candidate.memory, profile));
+  auto step = buildDecodeStepDag(model, plan, profile);
+  MOE_RETURN_IF_ERROR(step);
+  auto evaluation = evaluate(step->dag);
+  MOE_RETURN_IF_ERROR(evaluation);
+  candidate.decodeTraffic = step->traffic;
+  candidate.decodeRoofline = rooflineOf(step->traffic, profile);
+  candidate.decodeStepSeconds = evaluation->makespan;
+  candidate.decodeTokensPerSecond =
+      evaluation->makespan > 0
+          ? double(plan.residentBatch) / evaluation->makespan
+          : 0;
+  return candidate;
+}
+
+Result<PlanChoice> selectPlan(const ModelCosts &model,
+                              const HardwareProfile &profile,
+                              const GenerationLengths &lengths,
+                              const SearchOptions &options) {
+  MOE_RETURN_IF_ERROR(validateModelCosts(model));
+  if (lengths.promptTokens <= 0 || lengths.generatedTokens < 0)
+    return makeError("plan search: prompt length must be positive and "
+                     "generation length non-negative");
+  std::vector<int64_t> batches = options.residentBatches;
+  if (batches.empty())
+    batches = geometricBatches(options.maxResidentBatch);
+  std::sort(batches.begin(), batches.end());
+  batches.erase(std::unique(batches.begin(), batches.end()), batches.end());
+  auto positive = [](const std::vector<int64_t> &values) {
+    return std::all_of(values.begin(), values.end(),
+                       [](int64_t value) { return value > 0; });
+  };
+  if (batches.empty() || options.expertMicroBatches.empty() ||
+      options.prefetchDepths.empty() || options.kvGpuFractions.empty() ||
+      !positive(batches) || !positive(options.decodeMicroBatches) ||
+      !positive(options.prefillMicroBatches) ||
+      !positive(options.expertMicroBatches) ||
+      !positive(options.prefetchDepths))
+    return makeError("plan search: candidate lists must hold positive values "
+                     "and only the micro-batch lists may be empty");
+
+  ResidencyLadder ladder = buildLadder(model);
+  std::optional<Candidate> best;
+  std::map<VariableKey, Candidate> bestPerValue;
+  // Per setting of the other variables, the first B that did not fit.
+  std::map<std::tuple<double, int64_t, int64_t>, std::pair<Plan, std::string>>
+      firstMisfit;
+  std::optional<std::string> smallestMisfit;
+  size_t evaluated = 0;
+
+  for (double fraction : options.kvGpuFractions)
+    for (int64_t depth : options.prefetchDepths)
+      for (int64_t expertBatch : options.expertMicroBatches)
+        for (int64_t batch : batches) {
+          bool anyFits = false;
+          std::optional<std::pair<Plan, std::string>> misfit;
+          for (int64_t microBatch : microBatchGrid(options.decodeMicroBatches,
+                                                   batch, (batch + 63) / 64)) {
+            Plan plan;
+            plan.residentBatch = batch;
+            plan.attentionMicroBatchPrefill =
+                reservedPrefillMicroBatch(options, batch, lengths.promptTokens);
+            plan.attentionMicroBatchDecode = microBatch;
+            plan.expertMicroBatch = expertBatch;
+            plan.prefetchDepth = depth;
+            plan.kvStagingBuffers = options.kvStagingBuffers;
+            plan.kvGpuFraction = fraction;
+            plan.lengths = lengths;
+            MOE_RETURN_IF_ERROR(validatePlan(model, plan));
+            PrefixMemory memory(model, ladder, plan);
+            std::optional<int64_t> prefix =
+                longestFittingPrefix(memory, profile);
+            if (!prefix) {
+              if (!misfit) {
+                plan.resident =
+                    residentPrefix(model, nearestMiss(memory, profile));
+                Status fits = checkMemory(accountMemory(model, plan), profile);
+                misfit.emplace(plan, fits.ok() ? "no resident set fits"
+                                               : fits.error().message());
+              }
+              continue;
+            }
+            plan.resident = residentPrefix(model, *prefix);
+            auto candidate = evaluatePlan(model, profile, plan);
+            MOE_RETURN_IF_ERROR(candidate);
+            ++evaluated;
+            anyFits = true;
+            double rate = candidate->decodeTokensPerSecond;
+            for (VariableKey key :
+                 {VariableKey{"B", double(batch)}, VariableKey{"kv", fraction},
+                  VariableKey{"depth", double(depth)},
+                  VariableKey{"b_e", double(expertBatch)}}) {
+              auto [it, inserted] = bestPerValue.try_emplace(key, *candidate);
+              if (!inserted && rate > it->second.decodeTokensPerSecond)
+                it->second = *candidate;
+            }
+            if (!best || rate > best->decodeTokensPerSecond)
+              best = std::move(*candidate);
+          }
+          // Memory only grows with B, so larger B cannot fit either.
+          if (!anyFits) {
+            if (!smallestMisfit)
+              smallestMisfit = fmt::format("({}): {}", describe(misfit->first),
+                                           misfit->second);
+            firstMisfit.try_emplace({fraction, depth, expertBatch},
+                                    std::move(*misfit));
+            break;
+          }
+        }
+
+  if (!best)
+    return makeError("no plan fits the memory budgets; smallest candidate {}",
+                     *smallestMisfit);
+
+  PlanChoice choice;
+  choice.best = *best;
+  choice.candidatesEvaluated = evaluated;
+  auto decodeStep = buildDecodeStepDag(model, best->plan, profile);
+  MOE_RETURN_IF_ERROR(decodeStep);
+  auto decode = evaluate(decodeStep->dag);
+  MOE_RETURN_IF_ERROR(decode);
+  choice.decode = std::move(*decode);
+
+  // Prefill chunk: the fastest that still fits, the rest of the plan fixed.
+  std::vector<int64_t> chunks =
+      microBatchGrid(options.prefillMicroBatches, best->plan.residentBatch, 1);
+  chunks.push_back(best->plan.attentionMicroBatchPrefill);
+  for (int64_t chunk : chunks) {
+    Plan plan = best->plan;
+    plan.attentionMicroBatchPrefill = chunk;
+    if (!checkMemory(accountMemory(model, plan), profile).ok())
+      continue;
+    auto prefill = buildPrefillDag(model, plan, profile);
+    MOE_RETURN_IF_ERROR(prefill);
+    auto evaluation = evaluate(prefill->dag);
+    MOE_RETURN_IF_ERROR(evaluation);
+    if (choice.prefillSeconds == 0 ||
+        evaluation->makespan < choice.prefillSeconds) {
+      choice.prefillSeconds = evaluation->makespan;
+      choice.best.plan.attentionMicroBatchPrefill = chunk;
+      choice.best.memory = accountMemory(model, plan);
+    }
+  }
+  if (choice.prefillSeconds > 0)
+    choice.prefillTokensPerSecond =
+        double(best->plan.residentBatch * lengths.promptTokens) /
+        choice.prefillSeconds;
+
+  // Runner-ups: the best plan for each other value of each variable.
+  auto samePlan = [](const Plan &a, const Plan &b) {
+    return a.residentBatch == b.residentBatch &&
+           a.attentionMicroBatchDecode == b.attentionMicroBatchDecode &&
+           a.expertMicroBatch == b.expertMicroBatch &&
+           a.prefetchDepth == b.prefetchDepth &&
+           a.kvGpuFraction == b.kvGpuFraction;
+  };
+  std::vector<Candidate> alternatives;
+  for (const auto &[key, candidate] : bestPerValue) {
+    if (samePlan(candidate.plan, best->plan))
+      continue;
+    bool seen = std::any_of(alternatives.begin(), alternatives.end(),
+                            [&](const Candidate &other) {
+                              return samePlan(other.plan, candidate.plan);
+                            });
+    if (!seen)
+      alternatives.push_back(candidate);
+  }
+  std::sort(alternatives.begin(), alternatives.end(),
+            [](const Candidate &a, const Candidate &b) {
+              return a.decodeTokensPerSecond > b.decodeTokensPerSecond;
+            });
+  // The first B that does not fit, with the winner's other settings, shows
+  // what bounds B; it keeps a place among the runner-ups.
+  auto misfit =
+      firstMisfit.find({best->plan.kvGpuFraction, best->plan.prefetchDepth,
+                        best->plan.expertMicroBatch});
+  size_t feasibleSlots = options.maxRunnerUps;
+  if (misfit != firstMisfit.end() && feasibleSlots > 0)
+    --feasibleSlots;
+  double bestRate = best->decodeTokensPerSecond;
+  for (const Candidate &candidate : alternatives) {
+    if (choice.runnerUps.size() >= feasibleSlots)
+      break;
+    double rate = candidate.decodeTokensPerSecond;
+    // Within 0.1% the alternative is an equal choice, not a loser.
+    if (rate > (1 - kTieTolerance) * bestRate)
+      continue;
+    choice.runnerUps.push_back(
+        {candidate.plan, rate,
+         fmt::format("slower by {:.1f}% ({:.1f} vs {:.1f} decode tok/s)",
+                     100 * (bestRate - rate) / bestRate, rate, bestRate)});
+  }
+  if (misfit != firstMisfit.end() && options.maxRunnerUps > 0)
+    choice.runnerUps.push_back({misfit->second.first, std::nullopt,
+                                "infeasible: " + misfit->second.second});
+  return choice;
+}
+
+} // namespace moe::costmodel

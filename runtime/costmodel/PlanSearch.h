@@ -1,0 +1,81 @@
+// The batch-size search of module-based batching: enumerate candidate plans,
+// keep those that fit both memory pools, score each by the critical path of
+// one decode step (decode tokens/s = B / step time), and explain the winner
+// against its runner-ups.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/costmodel/StepDag.h"
+
+namespace moe::costmodel {
+
+struct SearchOptions {
+  // Candidate values. An empty resident-batch list means a geometric grid
+  // (factor √2) up to maxResidentBatch; an empty micro-batch list means powers
+  // of two up to B (decode: from B/64, so a step has at most 64 micro-batches
+  // per layer) plus B itself.
+  std::vector<int64_t> residentBatches;
+  int64_t maxResidentBatch = 65536;
+  std::vector<int64_t> decodeMicroBatches;
+  std::vector<int64_t> prefillMicroBatches;
+  std::vector<int64_t> expertMicroBatches = {256, 1024, 4096, 16384};
+  std::vector<int64_t> prefetchDepths = {1, 2, 3};
+  std::vector<double> kvGpuFractions = {0, 0.25, 0.5, 0.75, 1};
+  int64_t kvStagingBuffers = 2;
+  // While B and residency are searched, GPU memory is kept for a prefill
+  // chunk of about this many tokens (at least one prompt): GEMMs reach their
+  // peak rate at a few thousand tokens, and a resident set that fills the
+  // GPU would otherwise leave prefill one prompt at a time.
+  int64_t prefillChunkTokens = 4096;
+  size_t maxRunnerUps = 6;
+};
+
+// The prefill micro-batch (sequences) whose memory the search reserves.
+int64_t reservedPrefillMicroBatch(const SearchOptions &options,
+                                  int64_t residentBatch, int64_t promptTokens);
+
+struct Candidate {
+  Plan plan;
+  MemoryUse memory;
+  StepTraffic decodeTraffic;
+  Roofline decodeRoofline;
+  double decodeStepSeconds = 0;
+  double decodeTokensPerSecond = 0;
+};
+
+// Checks memory, then prices one decode step. An infeasible plan fails with
+// checkMemory's message naming the pool and the shortfall.
+Result<Candidate> evaluatePlan(const ModelCosts &model,
+                               const HardwareProfile &profile,
+                               const Plan &plan);
+
+struct RunnerUp {
+  Plan plan;
+  std::optional<double> decodeTokensPerSecond; // Absent when infeasible.
+  std::string whyLost; // "slower by 12.5% (...)" or "infeasible: host ...".
+};
+
+struct PlanChoice {
+  Candidate best;
+  Evaluation decode; // The best plan's decode step, for per-stage reports.
+  double prefillSeconds = 0;
+  double prefillTokensPerSecond = 0;
+  std::vector<RunnerUp> runnerUps; // Fastest first, infeasible ones last.
+  size_t candidatesEvaluated = 0;
+};
+
+// Searches B, decode b_a, b_e, prefetch depth and KV placement; for each it
+// makes resident the longest prefix of the greedy residency order that fits
+// (more residency never slows a step, so that prefix is the best resident
+// set of the order). The prefill micro-batch is then the fastest feasible
+// one for the winner, at least the reserved one. Fails when no candidate
+// fits, naming pool and shortfall.
+Result<PlanChoice> selectPlan(const ModelCosts &model,
+                              const HardwareProfile &profile,
+                              const GenerationLengths &lengths,
+                              const SearchOptions &options = {});
+
+} // namespace moe::costmodel

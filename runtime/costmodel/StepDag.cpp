@@ -1,0 +1,471 @@
+#include "runtime/costmodel/StepDag.h"
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
+namespace moe::costmodel {
+namespace {
+
+// Prefill chunks in flight between host and GPU: one computing while the
+// next one's hidden states load.
+constexpr size_t kPrefillHiddenBuffers = 2;
+
+double gemmFlopsPerToken(const ModuleCosts &module) {
+  double flops = 0;
+  for (const GemmShape &gemm : module.gemms)
+    flops += 2.0 * double(gemm.n) * double(gemm.k);
+  if (module.kind == ModuleKind::RoutedExperts)
+    flops *= double(module.topK);
+  return flops;
+}
+
+// GEMMs over `tokens` tokens, split into calls of at most `chunk` tokens.
+double gemmSeconds(const HardwareProfile &profile,
+                   const std::vector<GemmShape> &gemms, int64_t tokens,
+                   int64_t chunk) {
+  if (tokens <= 0)
+    return 0;
+  int64_t fullChunks = tokens / chunk;
+  int64_t rest = tokens % chunk;
+  double seconds = 0;
+  for (const GemmShape &gemm : gemms) {
+    if (fullChunks > 0)
+      seconds +=
+          double(fullChunks) * profile.gemmSeconds(chunk, gemm.n, gemm.k);
+    if (rest > 0)
+      seconds += profile.gemmSeconds(rest, gemm.n, gemm.k);
+  }
+  return seconds;
+}
+
+// Work outside the GEMMs (activations, norms, softmax, residual adds): its
+// FLOPs at the peak rate, or one read and one write of the hidden states.
+double elementwiseSeconds(const HardwareProfile &profile,
+                          const ModelCosts &model, const ModuleCosts &module,
+                          int64_t tokens) {
+  double otherFlops =
+      std::max(0.0, module.flopsPerToken - gemmFlopsPerToken(module)) *
+      double(tokens);
+  double hiddenBytes = 2.0 * double(tokens) * double(model.hiddenSize) *
+                       double(model.activationElementBytes);
+  return std::max(profile.peakComputeSeconds(otherFlops),
+                  profile.hbmSeconds(hiddenBytes));
+}
+
+// Under uniform routing, `tokens` tokens each picking top-k of E experts
+// leave an expert unused with probability (1 - k/E)^tokens.
+struct ExpertLoad {
+  double activeExperts = 0;
+  int64_t tokensPerActiveExpert = 0;
+};
+
+ExpertLoad expectedExpertLoad(const ModuleCosts &module, int64_t tokens) {
+  double experts = double(module.numExperts);
+  double unused = std::pow(1.0 - double(module.topK) / experts, double(tokens));
+  ExpertLoad load;
+  load.activeExperts = experts * (1.0 - unused);
+  if (load.activeExperts > 0)
+    load.tokensPerActiveExpert = int64_t(
+        std::ceil(double(tokens) * double(module.topK) / load.activeExperts));
+  return load;
+}
+
+// Routed experts over `tokens` tokens; `share` of the experts is priced.
+double routedExpertSeconds(const HardwareProfile &profile,
+                           const ModelCosts &model, const ModuleCosts &module,
+                           int64_t tokens, int64_t expertMicroBatch,
+                           double share) {
+  ExpertLoad load = expectedExpertLoad(module, tokens);
+  return share * (load.activeExperts * gemmSeconds(profile, module.gemms,
+                                                   load.tokensPerActiveExpert,
+                                                   expertMicroBatch) +
+                  elementwiseSeconds(profile, model, module, tokens));
+}
+
+double denseModuleSeconds(const HardwareProfile &profile,
+                          const ModelCosts &model, const ModuleCosts &module,
+                          int64_t tokens, int64_t chunk) {
+  return gemmSeconds(profile, module.gemms, tokens, chunk) +
+         elementwiseSeconds(profile, model, module, tokens);
+}
+
+Stage stageOf(ModuleKind kind) {
+  switch (kind) {
+  case ModuleKind::Attention:
+    return Stage::Attention;
+  case ModuleKind::Router:
+    return Stage::Router;
+  case ModuleKind::RoutedExperts:
+    return Stage::Experts;
+  case ModuleKind::SharedExperts:
+    return Stage::SharedExperts;
+  case ModuleKind::DenseMlp:
+    return Stage::DenseMlp;
+  case ModuleKind::Norm:
+    return Stage::Norm;
+  case ModuleKind::Embedding:
+    return Stage::Embedding;
+  case ModuleKind::LmHead:
+    return Stage::LmHead;
+  }
+  return Stage::Norm;
+}
+
+std::vector<JobId> depsOf(std::initializer_list<std::optional<JobId>> jobs) {
+  std::vector<JobId> deps;
+  for (const std::optional<JobId> &job : jobs)
+    if (job)
+      deps.push_back(*job);
+  return deps;
+}
+
+// Builds the parts both DAGs share: each layer's weight copies behind the
+// ring, and compute jobs for modules that are not attention.
+class StepBuilder {
+public:
+  StepBuilder(const ModelCosts &model, const Plan &plan,
+              const HardwareProfile &profile)
+      : model_(model), plan_(plan), profile_(profile) {}
+
+  StepDag finish() { return std::move(step_); }
+  StepTraffic &traffic() { return step_.traffic; }
+
+  // Adds the H2D copies of layer `l`'s streamed weights; a copy into the ring
+  // waits until the layer `prefetchDepth` streaming layers back has finished.
+  void addWeightCopies(size_t l, int64_t tokens) {
+    const auto &modules = model_.layers[l].modules;
+    copyOf_.assign(modules.size(), std::nullopt);
+    layerStreams_ = false;
+    std::optional<JobId> slotFree;
+    size_t depth = size_t(plan_.prefetchDepth);
+    if (streamingLayerEnds_.size() >= depth)
+      slotFree = streamingLayerEnds_[streamingLayerEnds_.size() - depth];
+    for (size_t m = 0; m < modules.size(); ++m) {
+      const ModuleCosts &module = modules[m];
+      int64_t bytes =
+          copiedWeightBytes(model_, module, residentUnits(plan_, l, m), tokens);
+      if (bytes <= 0)
+        continue;
+      bool usesRing = module.kind != ModuleKind::Embedding;
+      layerStreams_ = layerStreams_ || usesRing;
+      copyOf_[m] = add(
+          Stream::HostToDevice, Stage::WeightCopy,
+          profile_.copySeconds(double(bytes),
+                               CopyDirection::HostToDevicePinned),
+          usesRing ? depsOf({slotFree}) : std::vector<JobId>{},
+          fmt::format("layer {} {} weights", l, moduleKindName(module.kind)));
+      step_.traffic.weightBytesToGpu += double(bytes);
+    }
+  }
+
+  void endLayer() {
+    if (layerStreams_ && lastCompute_)
+      streamingLayerEnds_.push_back(*lastCompute_);
+  }
+
+  // Compute of a non-attention module over `tokens` tokens.
+  void addModuleCompute(size_t l, size_t m, int64_t tokens,
+                        std::vector<JobId> extraDeps) {
+    const ModuleCosts &module = model_.layers[l].modules[m];
+    std::string label =
+        fmt::format("layer {} {}", l, moduleKindName(module.kind));
+    step_.traffic.flops += module.flopsPerToken * double(tokens);
+    if (module.kind != ModuleKind::RoutedExperts) {
+      std::vector<JobId> deps = std::move(extraDeps);
+      if (copyOf_[m])
+        deps.push_back(*copyOf_[m]);
+      addCompute(stageOf(module.kind),
+                 denseModuleSeconds(profile_, model_, module, tokens,
+                                    plan_.expertMicroBatch),
+                 std::move(deps), label);
+      return;
+    }
+    // Resident experts start at once; streamed ones wait for their copy.
+    int64_t resident = residentUnits(plan_, l, m);
+    double residentShare = double(resident) / double(module.numExperts);
+    if (resident > 0)
+      addCompute(Stage::Experts,
+                 routedExpertSeconds(profile_, model_, module, tokens,
+                                     plan_.expertMicroBatch, residentShare),
+                 extraDeps, label + " (resident)");
+    if (resident < module.numExperts) {
+      std::vector<JobId> deps = std::move(extraDeps);
+      if (copyOf_[m])
+        deps.push_back(*copyOf_[m]);
+      addCompute(Stage::Experts,
+                 routedExpertSeconds(profile_, model_, module, tokens,
+                                     plan_.expertMicroBatch, 1 - residentShare),
+                 std::move(deps), label + " (streamed)");
+    }
+  }
+
+  std::optional<JobId> weightCopy(size_t m) const { return copyOf_[m]; }
+  std::optional<JobId> lastCompute() const { return lastCompute_; }
+
+  JobId add(Stream stream, Stage stage, double seconds, std::vector<JobId> deps,
+            std::string label) {
+    return step_.dag.add(
+        Job{stream, stage, seconds, std::move(deps), std::move(label)});
+  }
+
+  JobId addCompute(Stage stage, double seconds, std::vector<JobId> deps,
+                   std::string label) {
+    lastCompute_ =
+        add(Stream::Compute, stage, seconds, std::move(deps), std::move(label));
+    return *lastCompute_;
+  }
+
+private:
+  const ModelCosts &model_;
+  const Plan &plan_;
+  const HardwareProfile &profile_;
+  StepDag step_;
+  std::vector<std::optional<JobId>> copyOf_;
+  std::vector<JobId> streamingLayerEnds_;
+  std::optional<JobId> lastCompute_;
+  bool layerStreams_ = false;
+};
+
+// Sequences in attention micro-batches: GPU-KV ones first (no staging), then
+// host-KV ones.
+struct MicroBatch {
+  int64_t sequences;
+  bool hostKv;
+};
+
+std::vector<MicroBatch> microBatches(const Plan &plan, int64_t size) {
+  std::vector<MicroBatch> batches;
+  for (auto [count, hostKv] : {std::pair{plan.gpuKvSequences(), false},
+                               std::pair{plan.hostKvSequences(), true}})
+    for (int64_t done = 0; done < count; done += size)
+      batches.push_back({std::min(size, count - done), hostKv});
+  return batches;
+}
+
+double decodeAttentionCoreSeconds(const HardwareProfile &profile,
+                                  const ModuleCosts &module, int64_t sequences,
+                                  int64_t attended) {
+  if (module.attentionHeads)
+    return profile.attentionDecodeSeconds(
+        sequences, attended, module.attentionHeads->heads,
+        module.attentionHeads->kvHeads, module.attentionHeads->headDim);
+  double bytes =
+      double(sequences) * (double(attended) * double(module.kvBytesPerToken) +
+                           double(module.stateBytesPerSequence));
+  double flops =
+      double(sequences) * double(attended) * module.flopsPerContextToken;
+  return std::max(profile.hbmSeconds(bytes), profile.peakComputeSeconds(flops));
+}
+
+// Σ_{t=1..P} min(t, window): context positions a causal prompt attends to.
+double causalAttendedPairs(const ModuleCosts &module, int64_t promptTokens) {
+  double p = double(promptTokens);
+  if (module.kvWindowTokens <= 0 || module.kvWindowTokens >= promptTokens)
+    return p * (p + 1) / 2;
+  double w = double(module.kvWindowTokens);
+  return w * (w + 1) / 2 + (p - w) * w;
+}
+
+Status validateInputs(const ModelCosts &model, const Plan &plan) {
+  MOE_RETURN_IF_ERROR(validateModelCosts(model));
+  return validatePlan(model, plan);
+}
+
+} // namespace
+
+Result<StepDag> buildDecodeStepDag(const ModelCosts &model, const Plan &plan,
+                                   const HardwareProfile &profile) {
+  MOE_RETURN_IF_ERROR(validateInputs(model, plan));
+  StepBuilder builder(model, plan, profile);
+  StepTraffic &traffic = builder.traffic();
+  int64_t batch = plan.residentBatch;
+  int64_t context = plan.lengths.meanDecodeContext();
+  std::vector<MicroBatch> batches =
+      microBatches(plan, plan.attentionMicroBatchDecode);
+  // The job after which each host-KV micro-batch's staging buffer is free.
+  std::vector<JobId> stagingFree;
+
+  for (size_t l = 0; l < model.layers.size(); ++l) {
+    builder.addWeightCopies(l, batch);
+    const auto &modules = model.layers[l].modules;
+    for (size_t m = 0; m < modules.size(); ++m) {
+      const ModuleCosts &module = modules[m];
+      if (module.kind != ModuleKind::Attention) {
+        builder.addModuleCompute(l, m, batch, {});
+        continue;
+      }
+      int64_t attended = attendedTokens(module, context);
+      double kvPerSequence = double(attended) * double(module.kvBytesPerToken) +
+                             double(module.stateBytesPerSequence);
+      for (size_t i = 0; i < batches.size(); ++i) {
+        const MicroBatch &micro = batches[i];
+        std::string label =
+            fmt::format("layer {} attention {}/{}", l, i + 1, batches.size());
+        std::optional<JobId> kvLoad;
+        double loadBytes = double(micro.sequences) * kvPerSequence;
+        if (micro.hostKv && loadBytes > 0) {
+          std::optional<JobId> bufferFree;
+          size_t buffers = size_t(plan.kvStagingBuffers);
+          if (stagingFree.size() >= buffers)
+            bufferFree = stagingFree[stagingFree.size() - buffers];
+          kvLoad = builder.add(
+              Stream::HostToDevice, Stage::KvLoad,
+              profile.copySeconds(loadBytes, CopyDirection::HostToDevicePinned),
+              depsOf({bufferFree}), label + " KV load");
+          traffic.kvBytesToGpu += loadBytes;
+        }
+        double seconds =
+            gemmSeconds(profile, module.gemms, micro.sequences,
+                        micro.sequences) +
+            decodeAttentionCoreSeconds(profile, module, micro.sequences,
+                                       attended) +
+            elementwiseSeconds(profile, model, module, micro.sequences);
+        JobId compute =
+            builder.addCompute(Stage::Attention, seconds,
+                               depsOf({kvLoad, builder.weightCopy(m)}), label);
+        traffic.kvBytesRead += double(micro.sequences) * kvPerSequence;
+        traffic.flops += double(micro.sequences) *
+                         (module.flopsPerToken +
+                          double(attended) * module.flopsPerContextToken);
+        if (!micro.hostKv || !kvLoad)
+          continue;
+        // The new token's KV (and a recurrent state) goes back to the host.
+        double storeBytes =
+            double(micro.sequences) *
+            double(module.kvBytesPerToken + module.stateBytesPerSequence);
+        JobId store = builder.add(
+            Stream::DeviceToHost, Stage::KvStore,
+            profile.copySeconds(storeBytes, CopyDirection::DeviceToHostPinned),
+            {compute}, label + " KV store");
+        traffic.bytesToHost += storeBytes;
+        stagingFree.push_back(store);
+      }
+    }
+    builder.endLayer();
+  }
+  return builder.finish();
+}
+
+Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
+                                const HardwareProfile &profile) {
+  MOE_RETURN_IF_ERROR(validateInputs(model, plan));
+  StepBuilder builder(model, plan, profile);
+  StepTraffic &traffic = builder.traffic();
+  int64_t promptTokens = plan.lengths.promptTokens;
+  double hiddenBytesPerToken =
+      double(model.hiddenSize) * double(model.activationElementBytes);
+  std::vector<MicroBatch> chunks =
+      microBatches(plan, plan.attentionMicroBatchPrefill);
+  // The job after which each chunk's hidden-state buffer is free again.
+  std::vector<JobId> hiddenBufferFree;
+  size_t lastLayer = model.layers.size() - 1;
+
+  for (size_t l = 0; l < model.layers.size(); ++l) {
+    builder.addWeightCopies(l, plan.residentBatch * promptTokens);
+    const auto &modules = model.layers[l].modules;
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      const MicroBatch &chunk = chunks[c];
+      int64_t tokens = chunk.sequences * promptTokens;
+      std::string label =
+          fmt::format("layer {} chunk {}/{}", l, c + 1, chunks.size());
+      // The first layer starts from token ids; later ones from parked states.
+      std::optional<JobId> hiddenLoad;
+      if (l > 0) {
+        std::optional<JobId> bufferFree;
+        if (hiddenBufferFree.size() >= kPrefillHiddenBuffers)
+          bufferFree =
+              hiddenBufferFree[hiddenBufferFree.size() - kPrefillHiddenBuffers];
+        double bytes = double(tokens) * hiddenBytesPerToken;
+        hiddenLoad = builder.add(
+            Stream::HostToDevice, Stage::HiddenLoad,
+            profile.copySeconds(bytes, CopyDirection::HostToDevicePinned),
+            depsOf({bufferFree}), label + " hidden load");
+        traffic.hiddenBytesToGpu += bytes;
+      }
+      for (size_t m = 0; m < modules.size(); ++m) {
+        const ModuleCosts &module = modules[m];
+        if (module.kind == ModuleKind::LmHead) {
+          // Only each prompt's last position needs logits.
+          builder.addModuleCompute(l, m, chunk.sequences, depsOf({hiddenLoad}));
+          continue;
+        }
+        if (module.kind != ModuleKind::Attention) {
+          builder.addModuleCompute(l, m, tokens, depsOf({hiddenLoad}));
+          continue;
+        }
+        double contextFlops = double(chunk.sequences) *
+                              causalAttendedPairs(module, promptTokens) *
+                              module.flopsPerContextToken;
+        int64_t keptTokens = attendedTokens(module, promptTokens);
+        double kvBytes = double(chunk.sequences) *
+                         (double(keptTokens) * double(module.kvBytesPerToken) +
+                          double(module.stateBytesPerSequence));
+        double seconds = gemmSeconds(profile, module.gemms, tokens, tokens) +
+                         std::max(profile.peakComputeSeconds(contextFlops),
+                                  profile.hbmSeconds(kvBytes)) +
+                         elementwiseSeconds(profile, model, module, tokens);
+        JobId compute =
+            builder.addCompute(Stage::Attention, seconds,
+                               depsOf({hiddenLoad, builder.weightCopy(m)}),
+                               fmt::format("layer {} attention chunk {}/{}", l,
+                                           c + 1, chunks.size()));
+        traffic.flops += module.flopsPerToken * double(tokens) + contextFlops;
+        if (chunk.hostKv && kvBytes > 0) {
+          builder.add(
+              Stream::DeviceToHost, Stage::KvStore,
+              profile.copySeconds(kvBytes, CopyDirection::DeviceToHostPinned),
+              {compute}, label + " KV store");
+          traffic.bytesToHost += kvBytes;
+        }
+      }
+      std::optional<JobId> chunkDone = builder.lastCompute();
+      if (l == lastLayer || !chunkDone) {
+        if (chunkDone)
+          hiddenBufferFree.push_back(*chunkDone);
+        continue;
+      }
+      double bytes = double(tokens) * hiddenBytesPerToken;
+      hiddenBufferFree.push_back(builder.add(
+          Stream::DeviceToHost, Stage::HiddenStore,
+          profile.copySeconds(bytes, CopyDirection::DeviceToHostPinned),
+          {*chunkDone}, label + " hidden store"));
+      traffic.bytesToHost += bytes;
+    }
+    builder.endLayer();
+  }
+  return builder.finish();
+}
+
+std::string_view rooflineBoundName(RooflineBound bound) {
+  switch (bound) {
+  case RooflineBound::PcieBytes:
+    return "PCIe bytes";
+  case RooflineBound::GemmFlops:
+    return "GEMM FLOPs";
+  case RooflineBound::KvBandwidth:
+    return "KV bandwidth";
+  }
+  return "unknown";
+}
+
+double Roofline::seconds() const {
+  return std::max({pcieSeconds, computeSeconds, kvSeconds});
+}
+
+Roofline rooflineOf(const StepTraffic &traffic,
+                    const HardwareProfile &profile) {
+  Roofline roofline;
+  roofline.pcieSeconds = profile.copySeconds(traffic.bytesToGpu(),
+                                             CopyDirection::HostToDevicePinned);
+  roofline.computeSeconds = profile.peakComputeSeconds(traffic.flops);
+  roofline.kvSeconds = profile.hbmSeconds(traffic.kvBytesRead);
+  if (roofline.computeSeconds > roofline.pcieSeconds)
+    roofline.bound = RooflineBound::GemmFlops;
+  if (roofline.kvSeconds >
+      std::max(roofline.pcieSeconds, roofline.computeSeconds))
+    roofline.bound = RooflineBound::KvBandwidth;
+  return roofline;
+}
+
+} // namespace moe::costmodel

@@ -1,0 +1,200 @@
+#include "runtime/plan/LoadedPlan.h"
+
+#include "runtime/schemas/PlanVersion.h"
+
+#include <fstream>
+#include <iterator>
+
+namespace moe {
+namespace {
+
+/// Checks that every reference inside the model points at something that
+/// exists, so the executor can index without checking again.
+class ModelChecker {
+public:
+  explicit ModelChecker(const plan::Model &model) : model_(model) {}
+
+  Status check() {
+    const auto &params = *model_.params();
+    for (uint32_t i = 0; i < params.size(); ++i) {
+      const plan::Param &param = *params.Get(i);
+      if (param.shape()->size() == 0)
+        return makeError("param {} ('{}') has no shape", i,
+                         param.name()->str());
+      for (int64_t dim : *param.shape())
+        if (dim <= 0)
+          return makeError("param {} ('{}') has a non-positive dimension",
+                           i, param.name()->str());
+    }
+    if (model_.num_values() < 1)
+      return makeError("model has no values");
+    defined_.assign(static_cast<size_t>(model_.num_values()), false);
+    defined_[0] = true; // the token ids
+    const auto &ops = *model_.ops();
+    for (uint32_t i = 0; i < ops.size(); ++i) {
+      Status status = checkOp(*ops.Get(i));
+      if (!status.ok())
+        return status.error().withContext(fmt::format("op {}", i));
+    }
+    if (!isDefined(model_.logits()))
+      return makeError("logits value {} is never defined", model_.logits());
+    return Status::success();
+  }
+
+private:
+  bool isDefined(int value) const {
+    return value >= 0 && value < static_cast<int>(defined_.size()) &&
+           defined_[value];
+  }
+
+  Status param(int index, const char *field, bool optional = false) {
+    if (optional && index == -1)
+      return Status::success();
+    if (index < 0 || index >= static_cast<int>(model_.params()->size()))
+      return makeError("'{}' refers to param {}, but the plan has {}", field,
+                       index, model_.params()->size());
+    return Status::success();
+  }
+
+  Status checkOp(const plan::Op &op) {
+    for (int operand : *op.operands())
+      if (!isDefined(operand))
+        return makeError("operand value {} is not defined before use",
+                         operand);
+    MOE_RETURN_IF_ERROR(checkModule(op));
+    for (int result : *op.results()) {
+      if (result <= 0 || result >= static_cast<int>(defined_.size()))
+        return makeError("result value {} is out of range", result);
+      if (defined_[result])
+        return makeError("result value {} is defined twice", result);
+      defined_[result] = true;
+    }
+    return Status::success();
+  }
+
+  Status checkModule(const plan::Op &op) {
+    using plan::Module;
+    switch (op.spec_type()) {
+    case Module::Embedding:
+      return param(op.spec_as_Embedding()->table(), "table");
+    case Module::RMSNorm:
+      return param(op.spec_as_RMSNorm()->weight(), "weight");
+    case Module::Attention: {
+      const plan::Attention &a = *op.spec_as_Attention();
+      MOE_RETURN_IF_ERROR(param(a.q(), "q"));
+      MOE_RETURN_IF_ERROR(param(a.o(), "o"));
+      bool ownsKv = a.kv_source_layer() < 0;
+      MOE_RETURN_IF_ERROR(param(a.k(), "k", !ownsKv));
+      MOE_RETURN_IF_ERROR(param(a.v(), "v", !ownsKv));
+      for (auto [index, field] :
+           {std::pair{a.q_bias(), "q_bias"}, {a.k_bias(), "k_bias"},
+            {a.v_bias(), "v_bias"}, {a.o_bias(), "o_bias"},
+            {a.q_norm(), "q_norm"}, {a.k_norm(), "k_norm"},
+            {a.sinks(), "sinks"}})
+        MOE_RETURN_IF_ERROR(param(index, field, /*optional=*/true));
+      return Status::success();
+    }
+    case Module::MLAttention: {
+      const plan::MLAttention &a = *op.spec_as_MLAttention();
+      bool lowRank = a.q_lora_rank() > 0;
+      MOE_RETURN_IF_ERROR(param(a.q(), "q", lowRank));
+      MOE_RETURN_IF_ERROR(param(a.q_a(), "q_a", !lowRank));
+      MOE_RETURN_IF_ERROR(param(a.q_a_norm(), "q_a_norm", !lowRank));
+      MOE_RETURN_IF_ERROR(param(a.q_b(), "q_b", !lowRank));
+      MOE_RETURN_IF_ERROR(param(a.kv_a(), "kv_a"));
+      MOE_RETURN_IF_ERROR(param(a.kv_a_norm(), "kv_a_norm"));
+      MOE_RETURN_IF_ERROR(param(a.kv_b(), "kv_b"));
+      return param(a.o(), "o");
+    }
+    case Module::LightningAttention: {
+      const plan::LightningAttention &a = *op.spec_as_LightningAttention();
+      MOE_RETURN_IF_ERROR(param(a.qkv(), "qkv"));
+      MOE_RETURN_IF_ERROR(param(a.gate(), "gate"));
+      MOE_RETURN_IF_ERROR(param(a.norm(), "norm"));
+      return param(a.out(), "out");
+    }
+    case Module::Router: {
+      const plan::Router &r = *op.spec_as_Router();
+      if (r.top_k() <= 0 || r.top_k() > r.num_experts())
+        return makeError("router top_k {} is not in 1..{}", r.top_k(),
+                         r.num_experts());
+      MOE_RETURN_IF_ERROR(param(r.weight(), "weight"));
+      MOE_RETURN_IF_ERROR(param(r.bias(), "bias", true));
+      return param(r.correction_bias(), "correction_bias", true);
+    }
+    case Module::Experts: {
+      const plan::Experts &e = *op.spec_as_Experts();
+      bool separate = e.layout() == plan::ExpertLayout::separate;
+      MOE_RETURN_IF_ERROR(param(e.gate(), "gate", !separate));
+      MOE_RETURN_IF_ERROR(param(e.up(), "up", !separate));
+      MOE_RETURN_IF_ERROR(param(e.gate_up(), "gate_up", separate));
+      MOE_RETURN_IF_ERROR(param(e.down(), "down"));
+      MOE_RETURN_IF_ERROR(param(e.gate_up_bias(), "gate_up_bias", true));
+      return param(e.down_bias(), "down_bias", true);
+    }
+    case Module::MLP: {
+      const plan::MLP &m = *op.spec_as_MLP();
+      MOE_RETURN_IF_ERROR(param(m.gate(), "gate"));
+      MOE_RETURN_IF_ERROR(param(m.up(), "up"));
+      MOE_RETURN_IF_ERROR(param(m.down(), "down"));
+      return param(m.output_gate(), "output_gate", true);
+    }
+    case Module::Residual:
+      return op.operands()->size() == 2
+                 ? Status::success()
+                 : Status(makeError("residual needs 2 operands"));
+    case Module::LMHead:
+      return param(op.spec_as_LMHead()->weight(), "weight");
+    case Module::NONE:
+      break;
+    }
+    return makeError("unknown module type {}",
+                     static_cast<int>(op.spec_type()));
+  }
+
+  const plan::Model &model_;
+  std::vector<bool> defined_;
+};
+
+} // namespace
+
+Result<LoadedPlan> LoadedPlan::fromBytes(std::vector<uint8_t> bytes,
+                                         const std::string &name) {
+  auto fail = [&](const Error &error) { return error.withContext(name); };
+  // Layout: 4-byte size prefix, then the FlatBuffer with its identifier.
+  if (bytes.size() < 12 ||
+      !plan::SizePrefixedPlanBufferHasIdentifier(bytes.data()))
+    return fail(makeError("not a moe plan (no '{}' file identifier)",
+                          plan::PlanIdentifier()));
+  size_t declared = flatbuffers::GetPrefixedSize(bytes.data()) +
+                    sizeof(flatbuffers::uoffset_t);
+  if (declared != bytes.size())
+    return fail(makeError("truncated or padded plan: it declares {} bytes, "
+                          "the file has {}",
+                          declared, bytes.size()));
+  flatbuffers::Verifier verifier(bytes.data(), bytes.size());
+  if (!plan::VerifySizePrefixedPlanBuffer(verifier))
+    return fail(makeError("corrupt plan: the buffer fails verification"));
+  const plan::Plan &root = *plan::GetSizePrefixedPlan(bytes.data());
+  if (root.schema_version() != plan::kSchemaVersion)
+    return fail(makeError("plan schema version {}, this runtime reads "
+                          "version {}: recompile the plan with moe-opt",
+                          root.schema_version(), plan::kSchemaVersion));
+  Status status = ModelChecker(*root.model()).check();
+  if (!status.ok())
+    return fail(status.error().withContext("invalid plan"));
+  return LoadedPlan(std::move(bytes));
+}
+
+Result<LoadedPlan> LoadedPlan::fromFile(const std::string &path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file)
+    return makeError("{}: cannot open plan file", path);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(file)),
+                             std::istreambuf_iterator<char>());
+  if (file.bad())
+    return makeError("{}: read error", path);
+  return fromBytes(std::move(bytes), path);
+}
+
+} // namespace moe

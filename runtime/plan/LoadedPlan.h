@@ -1,0 +1,35 @@
+// A plan read from disk (or memory) and verified before anything uses it:
+// FlatBuffers structure, file identifier, schema version, then every index
+// and value reference the runtime will follow.
+#pragma once
+
+#include "runtime/schemas/plan_generated.h"
+#include "runtime/support/Result.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+class LoadedPlan {
+public:
+  /// Reads and verifies `path`. Errors name the file and what is wrong.
+  static Result<LoadedPlan> fromFile(const std::string &path);
+  /// Verifies a plan held in memory; `name` labels it in errors.
+  static Result<LoadedPlan> fromBytes(std::vector<uint8_t> bytes,
+                                      const std::string &name);
+
+  const plan::Plan &plan() const {
+    return *plan::GetSizePrefixedPlan(bytes_.data());
+  }
+  const plan::Model &model() const { return *plan().model(); }
+  const std::vector<uint8_t> &bytes() const { return bytes_; }
+
+private:
+  explicit LoadedPlan(std::vector<uint8_t> bytes) : bytes_(std::move(bytes)) {}
+
+  std::vector<uint8_t> bytes_;
+};
+
+} // namespace moe

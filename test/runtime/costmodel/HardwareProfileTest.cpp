@@ -1,0 +1,202 @@
+#include "runtime/costmodel/HardwareProfile.h"
+
+#include <cstdio>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "TestSupport.h"
+
+namespace moe::costmodel {
+namespace {
+
+using testing::kGiB;
+using testing::syntheticProfile;
+using testing::syntheticProfileJson;
+
+std::string replaced(std::string text, std::string_view from,
+                     std::string_view to) {
+  size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos)
+    text.replace(at, from.size(), to);
+  return text;
+}
+
+std::string profileError(const std::string &json) {
+  auto profile = HardwareProfile::fromJson(json);
+  EXPECT_FALSE(profile.ok());
+  return profile.ok() ? "" : profile.error().message();
+}
+
+TEST(HardwareProfileTest, ParsesEveryField) {
+  HardwareProfile profile = syntheticProfile(24 * kGiB, 64 * kGiB);
+  EXPECT_EQ(profile.device().name, "synthetic");
+  EXPECT_EQ(profile.device().memoryBytes, 24 * kGiB);
+  EXPECT_EQ(profile.device().smCount, 132);
+  EXPECT_EQ(profile.device().computeCapability, "9.0");
+  EXPECT_EQ(profile.host().memoryBytes, 64 * kGiB);
+  EXPECT_EQ(profile.host().cpuCores, 16);
+  EXPECT_DOUBLE_EQ(profile.links().h2dPinnedBytesPerSecond, 1e9);
+  EXPECT_DOUBLE_EQ(profile.links().h2dPageableBytesPerSecond, 1e8);
+  EXPECT_DOUBLE_EQ(profile.links().hbmBytesPerSecond, 1e12);
+  ASSERT_EQ(profile.gemmShapes().size(), 2u);
+  // Points come back sorted by m.
+  EXPECT_EQ(profile.gemmShapes()[0].points[0].m, 10);
+  ASSERT_EQ(profile.attentionShapes().size(), 1u);
+  EXPECT_EQ(profile.gpuBudgetBytes(), 24 * kGiB);
+  EXPECT_EQ(profile.hostBudgetBytes(), 64 * kGiB);
+  EXPECT_DOUBLE_EQ(profile.peakGemmFlopsPerSecond(), 2e13);
+}
+
+TEST(HardwareProfileTest, GemmUsesMeasuredPoints) {
+  HardwareProfile profile = syntheticProfile();
+  EXPECT_DOUBLE_EQ(profile.gemmSeconds(10, 1000, 1000), 1e-5);
+  EXPECT_DOUBLE_EQ(profile.gemmSeconds(1000, 1000, 1000), 1e-4);
+  // Halfway in log m between 10 and 1000: the geometric mean of the times.
+  EXPECT_NEAR(profile.gemmSeconds(100, 1000, 1000), std::sqrt(1e-9), 1e-12);
+  EXPECT_EQ(profile.gemmSeconds(0, 1000, 1000), 0);
+}
+
+TEST(HardwareProfileTest, GemmScalesTheClosestShapeByItsSize) {
+  HardwareProfile profile = syntheticProfile();
+  // n·k = 2e6 is closest to 1e6: the same FLOP rate, twice the work.
+  EXPECT_NEAR(profile.gemmSeconds(1000, 2000, 1000), 2e-4, 1e-12);
+  // n·k = 9e6 is closer (in log) to 1.6e7, measured at 2 ms.
+  EXPECT_NEAR(profile.gemmSeconds(1000, 3000, 3000), 2e-3 * 9 / 16, 1e-12);
+}
+
+TEST(HardwareProfileTest, GemmBeyondMeasuredMKeepsTheRate) {
+  HardwareProfile profile = syntheticProfile();
+  EXPECT_NEAR(profile.gemmSeconds(4000, 1000, 1000), 4e-4, 1e-12);
+}
+
+TEST(HardwareProfileTest, GemmBelowMeasuredMIsBoundByWeightReads) {
+  HardwareProfile profile = syntheticProfile();
+  // The m = 10 rate would give 1 µs; reading 2 MB of weights (plus 4 kB of
+  // activations) at 1 TB/s takes 2.004 µs.
+  EXPECT_NEAR(profile.gemmSeconds(1, 1000, 1000), 2.004e-6, 1e-12);
+}
+
+TEST(HardwareProfileTest, GemmNeverBeatsThePeakRate) {
+  // One shape whose small-m point is faster than its large-m rate allows.
+  std::string json =
+      replaced(syntheticProfileJson(), R"({"m": 10, "seconds": 1e-5})",
+               R"({"m": 10, "seconds": 1e-8})");
+  auto profile = HardwareProfile::fromJson(json);
+  ASSERT_TRUE(profile.ok()) << profile.error().message();
+  double flops = 2.0 * 10 * 1000 * 1000;
+  EXPECT_GE(profile->gemmSeconds(10, 1000, 1000),
+            flops / profile->peakGemmFlopsPerSecond());
+  EXPECT_GE(profile->gemmSeconds(10, 1000, 1000), 2e6 / 1e12);
+}
+
+TEST(HardwareProfileTest, AttentionUsesMeasuredPointsOfTheSameShape) {
+  HardwareProfile profile = syntheticProfile();
+  EXPECT_DOUBLE_EQ(profile.attentionDecodeSeconds(10, 1000, 8, 2, 64), 5e-5);
+  EXPECT_NEAR(profile.attentionDecodeSeconds(100, 1000, 8, 2, 64), 5e-4, 1e-12);
+  EXPECT_EQ(profile.attentionDecodeSeconds(0, 1000, 8, 2, 64), 0);
+}
+
+TEST(HardwareProfileTest, AttentionWithoutMeasurementsReadsKvOnce) {
+  HardwareProfile profile = syntheticProfile();
+  // K and V, 4 heads of 128, bf16: 2 kB per token; 4000 tokens at 1 TB/s.
+  EXPECT_NEAR(profile.attentionDecodeSeconds(4, 1000, 16, 4, 128),
+              8.192e6 / 1e12, 1e-15);
+}
+
+TEST(HardwareProfileTest, CopiesUseTheirLink) {
+  HardwareProfile profile = syntheticProfile();
+  EXPECT_DOUBLE_EQ(profile.copySeconds(1e9, CopyDirection::HostToDevicePinned),
+                   1.0);
+  EXPECT_DOUBLE_EQ(profile.copySeconds(1e9, CopyDirection::DeviceToHostPinned),
+                   1.0);
+  EXPECT_DOUBLE_EQ(
+      profile.copySeconds(1e9, CopyDirection::HostToDevicePageable), 10.0);
+}
+
+TEST(HardwareProfileTest, BudgetsOverrideMeasuredMemory) {
+  HardwareProfile profile = syntheticProfile(80 * kGiB, 128 * kGiB);
+  auto both = profile.withBudgets(24 * kGiB, 100 * kGiB);
+  ASSERT_TRUE(both.ok());
+  EXPECT_EQ(both->gpuBudgetBytes(), 24 * kGiB);
+  EXPECT_EQ(both->hostBudgetBytes(), 100 * kGiB);
+  EXPECT_EQ(both->device().memoryBytes, 80 * kGiB);
+  auto gpuOnly = profile.withBudgets(24 * kGiB, std::nullopt);
+  ASSERT_TRUE(gpuOnly.ok());
+  EXPECT_EQ(gpuOnly->hostBudgetBytes(), 128 * kGiB);
+  auto bad = profile.withBudgets(0, std::nullopt);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message(),
+            "GPU memory budget: must be positive, got 0");
+}
+
+TEST(HardwareProfileTest, AttentionMeasurementsAreOptional) {
+  std::string json = syntheticProfileJson();
+  size_t at = json.find(",\n  \"attention_decode_bf16\"");
+  ASSERT_NE(at, std::string::npos);
+  json = json.substr(0, at) + "\n}";
+  auto profile = HardwareProfile::fromJson(json);
+  ASSERT_TRUE(profile.ok()) << profile.error().message();
+  EXPECT_TRUE(profile->attentionShapes().empty());
+}
+
+TEST(HardwareProfileTest, ErrorsNameTheField) {
+  std::string json = syntheticProfileJson();
+  EXPECT_EQ(profileError("{"), "hardware profile: not valid JSON");
+  EXPECT_EQ(profileError("[]"),
+            "hardware profile: top level must be an object");
+  EXPECT_EQ(profileError(replaced(json, "moe-hardware-profile/1", "other/2")),
+            "schema: expected \"moe-hardware-profile/1\", got \"other/2\"");
+  EXPECT_EQ(
+      profileError(replaced(json, "\"sm_count\": 132", "\"sm_count\": -1")),
+      "device.sm_count: must be a positive integer");
+  EXPECT_EQ(
+      profileError(replaced(json, "\"cpu_cores\": 16", "\"cpu_cores\": 1.5")),
+      "host.cpu_cores: must be a positive integer");
+  EXPECT_EQ(profileError(replaced(json, "\"hbm_bytes_per_s\": 1e12",
+                                  "\"hbm_per_s\": 1e12")),
+            "links.hbm_bytes_per_s: missing");
+  EXPECT_EQ(profileError(replaced(json, "\"compute_capability\": \"9.0\"",
+                                  "\"compute_capability\": 9")),
+            "device.compute_capability: must be a string");
+  EXPECT_EQ(profileError(replaced(json, "\"9.0\"", "\"sm90\"")),
+            "device.compute_capability: expected \"major.minor\" such as "
+            "\"9.0\", got \"sm90\"");
+  EXPECT_EQ(profileError(replaced(json, R"({"m": 10, "seconds": 1e-5})",
+                                  R"({"m": 10, "seconds": "fast"})")),
+            "gemm_bf16[0].points[1].seconds: must be a positive number");
+  EXPECT_EQ(profileError(replaced(json, R"({"m": 10, "seconds": 1e-5})",
+                                  R"({"m": 1000, "seconds": 1e-5})")),
+            "gemm_bf16[0].points: m = 1000 is measured twice");
+  EXPECT_EQ(
+      profileError(replaced(json, R"("kv_heads": 2)", R"("kv_heads": 3)")),
+      "attention_decode_bf16[0].kv_heads: 3 does not divide heads = 8");
+  EXPECT_EQ(profileError(replaced(json, R"("context": 1000, "seconds": 1e-5)",
+                                  R"("seconds": 1e-5)")),
+            "attention_decode_bf16[0].points[0].context: missing");
+  std::string noGemm = json;
+  size_t from = noGemm.find("\"gemm_bf16\": [");
+  size_t to = noGemm.find("\"attention_decode_bf16\"");
+  noGemm.replace(from, to - from, "\"gemm_bf16\": [],\n  ");
+  EXPECT_EQ(profileError(noGemm),
+            "gemm_bf16: needs at least one measured shape");
+}
+
+TEST(HardwareProfileTest, LoadNamesTheFile) {
+  std::string path = ::testing::TempDir() + "/moe-costmodel-profile.json";
+  {
+    std::ofstream file(path);
+    file << replaced(syntheticProfileJson(), "\"name\": \"synthetic\", ", "");
+  }
+  auto profile = HardwareProfile::load(path);
+  ASSERT_FALSE(profile.ok());
+  EXPECT_EQ(profile.error().message(), path + ": device.name: missing");
+  std::remove(path.c_str());
+  auto absent = HardwareProfile::load(path);
+  ASSERT_FALSE(absent.ok());
+  EXPECT_EQ(absent.error().message(), path + ": cannot open hardware profile");
+}
+
+} // namespace
+} // namespace moe::costmodel

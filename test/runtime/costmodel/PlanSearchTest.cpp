@@ -1,0 +1,190 @@
+#include "runtime/costmodel/PlanSearch.h"
+
+#include <gtest/gtest.h>
+
+#include "TestSupport.h"
+
+namespace moe::costmodel {
+namespace {
+
+using testing::syntheticProfile;
+using testing::tinyMoe;
+
+constexpr int64_t kMB = 1'000'000;
+const GenerationLengths kLengths{100, 50};
+
+SearchOptions smallSpace() {
+  SearchOptions options;
+  options.residentBatches = {1, 2, 4, 8, 16, 32, 64, 128};
+  options.decodeMicroBatches = {1, 4, 16, 64};
+  options.prefillMicroBatches = {1, 2, 8};
+  options.prefillChunkTokens = 200;
+  options.expertMicroBatches = {16, 1024};
+  options.prefetchDepths = {1, 2};
+  options.kvGpuFractions = {0, 0.5, 1};
+  return options;
+}
+
+// Batches large enough that memory, not the grid, bounds B.
+SearchOptions largeBatches() {
+  SearchOptions options = smallSpace();
+  options.residentBatches = {16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
+  options.decodeMicroBatches = {64};
+  return options;
+}
+
+PlanChoice chosen(const ModelCosts &model, const HardwareProfile &profile,
+                  const SearchOptions &options) {
+  auto choice = selectPlan(model, profile, kLengths, options);
+  EXPECT_TRUE(choice.ok()) << choice.error().message();
+  return choice.ok() ? std::move(*choice) : PlanChoice{};
+}
+
+// Every combination of the space, with every residency prefix.
+TEST(PlanSearchTest, MatchesBruteForceEnumeration) {
+  ModelCosts model = tinyMoe();
+  HardwareProfile profile = syntheticProfile(150 * kMB, 240 * kMB);
+  SearchOptions options = smallSpace();
+  PlanChoice choice = chosen(model, profile, options);
+
+  std::optional<Candidate> best;
+  size_t units = residencyOrder(model).size();
+  for (double fraction : options.kvGpuFractions)
+    for (int64_t depth : options.prefetchDepths)
+      for (int64_t expertBatch : options.expertMicroBatches)
+        for (int64_t batch : options.residentBatches)
+          for (int64_t microBatch : options.decodeMicroBatches) {
+            for (size_t count = 0; count <= units; ++count) {
+              Plan plan;
+              plan.residentBatch = batch;
+              plan.attentionMicroBatchPrefill = reservedPrefillMicroBatch(
+                  options, batch, kLengths.promptTokens);
+              plan.attentionMicroBatchDecode = std::min(microBatch, batch);
+              plan.expertMicroBatch = expertBatch;
+              plan.prefetchDepth = depth;
+              plan.kvGpuFraction = fraction;
+              plan.lengths = kLengths;
+              plan.resident = residentPrefix(model, int64_t(count));
+              auto candidate = evaluatePlan(model, profile, plan);
+              if (candidate.ok() && (!best || candidate->decodeTokensPerSecond >
+                                                  best->decodeTokensPerSecond))
+                best = *candidate;
+            }
+          }
+  ASSERT_TRUE(best);
+  EXPECT_NEAR(choice.best.decodeTokensPerSecond, best->decodeTokensPerSecond,
+              1e-9 * best->decodeTokensPerSecond);
+  EXPECT_EQ(choice.best.plan.residentBatch, best->plan.residentBatch);
+
+  // The prefill micro-batch is the fastest feasible one for the winner.
+  double fastestPrefill = 0;
+  std::vector<int64_t> chunks = options.prefillMicroBatches;
+  chunks.push_back(reservedPrefillMicroBatch(
+      options, choice.best.plan.residentBatch, kLengths.promptTokens));
+  for (int64_t chunk : chunks) {
+    Plan plan = choice.best.plan;
+    plan.attentionMicroBatchPrefill = std::min(chunk, plan.residentBatch);
+    if (!checkMemory(accountMemory(model, plan), profile).ok())
+      continue;
+    auto prefill = buildPrefillDag(model, plan, profile);
+    ASSERT_TRUE(prefill.ok());
+    auto evaluation = evaluate(prefill->dag);
+    ASSERT_TRUE(evaluation.ok());
+    if (fastestPrefill == 0 || evaluation->makespan < fastestPrefill)
+      fastestPrefill = evaluation->makespan;
+  }
+  EXPECT_DOUBLE_EQ(choice.prefillSeconds, fastestPrefill);
+  EXPECT_DOUBLE_EQ(choice.prefillTokensPerSecond,
+                   double(choice.best.plan.residentBatch) * 100 /
+                       fastestPrefill);
+  EXPECT_DOUBLE_EQ(choice.decode.makespan, choice.best.decodeStepSeconds);
+  EXPECT_TRUE(checkMemory(choice.best.memory, profile).ok());
+}
+
+TEST(PlanSearchTest, MoreHostMemoryAllowsALargerBatch) {
+  ModelCosts model = tinyMoe();
+  SearchOptions options = largeBatches();
+  options.kvGpuFractions = {0};
+  PlanChoice tight =
+      chosen(model, syntheticProfile(150 * kMB, 225 * kMB), options);
+  PlanChoice roomy =
+      chosen(model, syntheticProfile(150 * kMB, 260 * kMB), options);
+  EXPECT_LT(tight.best.plan.residentBatch, roomy.best.plan.residentBatch);
+  EXPECT_LT(tight.best.decodeTokensPerSecond, roomy.best.decodeTokensPerSecond);
+}
+
+TEST(PlanSearchTest, TighterGpuBudgetStreamsMore) {
+  ModelCosts model = tinyMoe();
+  SearchOptions options = smallSpace();
+  PlanChoice fits =
+      chosen(model, syntheticProfile(1000 * kMB, 1000 * kMB), options);
+  EXPECT_EQ(fits.best.decodeTraffic.weightBytesToGpu, 0);
+  EXPECT_EQ(fits.best.memory.hostWeightBytes, 0);
+
+  PlanChoice half =
+      chosen(model, syntheticProfile(200 * kMB, 1000 * kMB), options);
+  PlanChoice small =
+      chosen(model, syntheticProfile(120 * kMB, 1000 * kMB), options);
+  EXPECT_GT(half.best.decodeTraffic.weightBytesToGpu, 0);
+  EXPECT_GT(small.best.decodeTraffic.weightBytesToGpu,
+            half.best.decodeTraffic.weightBytesToGpu);
+  EXPECT_EQ(small.best.decodeRoofline.bound, RooflineBound::PcieBytes);
+}
+
+TEST(PlanSearchTest, RunnerUpsSayWhyTheyLost) {
+  ModelCosts model = tinyMoe();
+  PlanChoice choice =
+      chosen(model, syntheticProfile(150 * kMB, 240 * kMB), largeBatches());
+  ASSERT_FALSE(choice.runnerUps.empty());
+  EXPECT_GT(choice.candidatesEvaluated, choice.runnerUps.size());
+  bool sawInfeasible = false;
+  double previous = choice.best.decodeTokensPerSecond;
+  for (const RunnerUp &runnerUp : choice.runnerUps) {
+    SCOPED_TRACE(runnerUp.whyLost);
+    if (!runnerUp.decodeTokensPerSecond) {
+      sawInfeasible = true;
+      EXPECT_EQ(runnerUp.whyLost.rfind("infeasible: ", 0), 0u)
+          << runnerUp.whyLost;
+      EXPECT_NE(runnerUp.whyLost.find("memory: plan needs"), std::string::npos)
+          << runnerUp.whyLost;
+      EXPECT_GT(runnerUp.plan.residentBatch, choice.best.plan.residentBatch);
+      continue;
+    }
+    EXPECT_FALSE(sawInfeasible) << "infeasible runner-ups come last";
+    EXPECT_LE(*runnerUp.decodeTokensPerSecond, previous);
+    previous = *runnerUp.decodeTokensPerSecond;
+    EXPECT_EQ(runnerUp.whyLost.rfind("slower by ", 0), 0u) << runnerUp.whyLost;
+  }
+  EXPECT_TRUE(sawInfeasible);
+}
+
+TEST(PlanSearchTest, ImpossibleBudgetNamesThePool) {
+  ModelCosts model = tinyMoe();
+  // The host cannot hold the streamed weights: even B = 1 needs ~218 MB
+  // between the pools.
+  auto choice = selectPlan(model, syntheticProfile(60 * kMB, 100 * kMB),
+                           kLengths, smallSpace());
+  ASSERT_FALSE(choice.ok());
+  const std::string &message = choice.error().message();
+  EXPECT_EQ(message.rfind("no plan fits the memory budgets; smallest "
+                          "candidate (B=1 ",
+                          0),
+            0u)
+      << message;
+  EXPECT_NE(message.find("host memory: plan needs"), std::string::npos)
+      << message;
+}
+
+TEST(PlanSearchTest, DefaultGridsSearchAReasonableSpace) {
+  ModelCosts model = tinyMoe();
+  SearchOptions options;
+  options.maxResidentBatch = 512;
+  PlanChoice choice =
+      chosen(model, syntheticProfile(150 * kMB, 240 * kMB), options);
+  EXPECT_GT(choice.best.plan.residentBatch, 1);
+  EXPECT_GT(choice.prefillTokensPerSecond, 0);
+  EXPECT_GT(choice.best.decodeTokensPerSecond, 0);
+}
+
+} // namespace
+} // namespace moe::costmodel

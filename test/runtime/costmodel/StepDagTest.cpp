@@ -1,0 +1,224 @@
+#include "runtime/costmodel/StepDag.h"
+
+#include <algorithm>
+
+#include <gtest/gtest.h>
+
+#include "TestSupport.h"
+
+namespace moe::costmodel {
+namespace {
+
+using testing::syntheticProfile;
+using testing::tinyMoe;
+
+Plan decodePlan(const ModelCosts &model) {
+  Plan plan;
+  plan.residentBatch = 10;
+  plan.attentionMicroBatchPrefill = 4;
+  plan.attentionMicroBatchDecode = 4;
+  plan.expertMicroBatch = 64;
+  plan.prefetchDepth = 2;
+  plan.kvGpuFraction = 0;
+  plan.lengths = {100, 50};
+  plan.resident = residentPrefix(model, 0);
+  return plan;
+}
+
+size_t countJobs(const Dag &dag, Stream stream, Stage stage) {
+  return size_t(
+      std::count_if(dag.jobs().begin(), dag.jobs().end(), [&](const Job &job) {
+        return job.stream == stream && job.stage == stage;
+      }));
+}
+
+StepDag built(Result<StepDag> step) {
+  EXPECT_TRUE(step.ok()) << step.error().message();
+  return step.ok() ? std::move(*step) : StepDag{};
+}
+
+double makespan(const StepDag &step) {
+  auto result = evaluate(step.dag);
+  EXPECT_TRUE(result.ok()) << result.error().message();
+  return result.ok() ? result->makespan : 0;
+}
+
+TEST(StepDagTest, AllResidentModelCopiesNothing) {
+  ModelCosts model = tinyMoe();
+  Plan plan = decodePlan(model);
+  plan.kvGpuFraction = 1;
+  plan.resident = residentPrefix(model, int64_t(residencyOrder(model).size()));
+  StepDag step = built(buildDecodeStepDag(model, plan, syntheticProfile()));
+  for (const Job &job : step.dag.jobs())
+    EXPECT_EQ(job.stream, Stream::Compute) << job.label;
+  EXPECT_EQ(step.traffic.bytesToGpu(), 0);
+  EXPECT_EQ(step.traffic.bytesToHost, 0);
+  // 4 layers x 3 micro-batches of attention, plus every other module once.
+  EXPECT_EQ(countJobs(step.dag, Stream::Compute, Stage::Attention), 12u);
+  EXPECT_EQ(step.dag.size(), 12u + 1 + 4 * 3 + 1);
+
+  StepDag prefill = built(buildPrefillDag(model, plan, syntheticProfile()));
+  for (const Job &job : prefill.dag.jobs())
+    EXPECT_NE(job.stage, Stage::WeightCopy) << job.label;
+}
+
+TEST(StepDagTest, StreamsEveryWeightAndStagesHostKv) {
+  ModelCosts model = tinyMoe();
+  StepDag step =
+      built(buildDecodeStepDag(model, decodePlan(model), syntheticProfile()));
+  // Every module but the embedding, whose 10 rows cross instead.
+  EXPECT_EQ(countJobs(step.dag, Stream::HostToDevice, Stage::WeightCopy),
+            1u + 4 * 4 + 1);
+  EXPECT_DOUBLE_EQ(step.traffic.weightBytesToGpu,
+                   double(totalWeightBytes(model) - 8'000'000 + 10 * 1000 * 2));
+  // Micro-batches of 4, 4 and 2 sequences per layer.
+  EXPECT_EQ(countJobs(step.dag, Stream::HostToDevice, Stage::KvLoad), 12u);
+  EXPECT_EQ(countJobs(step.dag, Stream::DeviceToHost, Stage::KvStore), 12u);
+  // Mean decode context 125 tokens of 512 bytes, 10 sequences, 4 layers.
+  EXPECT_DOUBLE_EQ(step.traffic.kvBytesToGpu, 4.0 * 10 * 125 * 512);
+  EXPECT_DOUBLE_EQ(step.traffic.bytesToHost, 4.0 * 10 * 512);
+}
+
+TEST(StepDagTest, GpuKvNeedsNoStaging) {
+  ModelCosts model = tinyMoe();
+  Plan plan = decodePlan(model);
+  plan.kvGpuFraction = 0.5;
+  StepDag step = built(buildDecodeStepDag(model, plan, syntheticProfile()));
+  // Five host sequences: micro-batches of 4 and 1 per layer.
+  EXPECT_EQ(countJobs(step.dag, Stream::HostToDevice, Stage::KvLoad), 8u);
+  EXPECT_DOUBLE_EQ(step.traffic.kvBytesToGpu, 4.0 * 5 * 125 * 512);
+  EXPECT_DOUBLE_EQ(step.traffic.kvBytesRead, 4.0 * 10 * 125 * 512);
+}
+
+TEST(StepDagTest, StreamingBoundStepIsAsLongAsItsCopies) {
+  ModelCosts model = tinyMoe();
+  StepDag step =
+      built(buildDecodeStepDag(model, decodePlan(model), syntheticProfile()));
+  auto result = evaluate(step.dag);
+  ASSERT_TRUE(result.ok());
+  double copies = result->busy(Stream::HostToDevice);
+  EXPECT_GE(result->makespan, copies);
+  EXPECT_LE(result->makespan, 1.05 * copies);
+  Roofline roofline = rooflineOf(step.traffic, syntheticProfile());
+  EXPECT_EQ(roofline.bound, RooflineBound::PcieBytes);
+  EXPECT_DOUBLE_EQ(roofline.seconds(), step.traffic.bytesToGpu() / 1e9);
+  EXPECT_LE(roofline.seconds(), result->makespan);
+}
+
+TEST(StepDagTest, ResidentStepIsComputeBound) {
+  ModelCosts model = tinyMoe();
+  Plan plan = decodePlan(model);
+  plan.kvGpuFraction = 1;
+  plan.resident = residentPrefix(model, int64_t(residencyOrder(model).size()));
+  StepDag step = built(buildDecodeStepDag(model, plan, syntheticProfile()));
+  Roofline roofline = rooflineOf(step.traffic, syntheticProfile());
+  EXPECT_EQ(roofline.bound, RooflineBound::GemmFlops);
+  EXPECT_EQ(roofline.pcieSeconds, 0);
+  EXPECT_LE(roofline.seconds(), makespan(step));
+}
+
+TEST(StepDagTest, ShallowRingSerialisesCopyAndCompute) {
+  ModelCosts model = tinyMoe();
+  // Larger B makes compute visible next to the copies.
+  Plan plan = decodePlan(model);
+  plan.residentBatch = 4000;
+  plan.attentionMicroBatchDecode = 1000;
+  plan.expertMicroBatch = 1024;
+  plan.prefetchDepth = 1;
+  double serial =
+      makespan(built(buildDecodeStepDag(model, plan, syntheticProfile())));
+  plan.prefetchDepth = 2;
+  double overlapped =
+      makespan(built(buildDecodeStepDag(model, plan, syntheticProfile())));
+  EXPECT_LT(overlapped, serial);
+}
+
+TEST(StepDagTest, MoreResidencyNeverSlowsAStep) {
+  ModelCosts model = tinyMoe();
+  Plan plan = decodePlan(model);
+  double previous = 0;
+  for (int64_t count = int64_t(residencyOrder(model).size()); count >= 0;
+       --count) {
+    plan.resident = residentPrefix(model, count);
+    double seconds =
+        makespan(built(buildDecodeStepDag(model, plan, syntheticProfile())));
+    EXPECT_GE(seconds, previous * (1 - 1e-12)) << count;
+    previous = seconds;
+  }
+}
+
+TEST(StepDagTest, PrefillStreamsEachLayerOnceAndParksHiddenStates) {
+  ModelCosts model = tinyMoe();
+  Plan plan = decodePlan(model);
+  StepDag prefill = built(buildPrefillDag(model, plan, syntheticProfile()));
+  EXPECT_EQ(countJobs(prefill.dag, Stream::HostToDevice, Stage::WeightCopy),
+            1u + 4 * 4 + 1);
+  EXPECT_EQ(countJobs(prefill.dag, Stream::HostToDevice, Stage::KvLoad), 0u);
+  // Chunks of 4, 4 and 2 prompts; every layer after the first loads them.
+  EXPECT_EQ(countJobs(prefill.dag, Stream::HostToDevice, Stage::HiddenLoad),
+            5u * 3);
+  EXPECT_EQ(countJobs(prefill.dag, Stream::DeviceToHost, Stage::HiddenStore),
+            5u * 3);
+  EXPECT_EQ(countJobs(prefill.dag, Stream::DeviceToHost, Stage::KvStore),
+            4u * 3);
+  EXPECT_DOUBLE_EQ(prefill.traffic.hiddenBytesToGpu, 5.0 * 10 * 100 * 1000 * 2);
+  double kvStored = 4.0 * 10 * 100 * 512;
+  EXPECT_DOUBLE_EQ(prefill.traffic.bytesToHost,
+                   kvStored + 5.0 * 10 * 100 * 1000 * 2);
+}
+
+TEST(StepDagTest, FewTokensReachFewExperts) {
+  ModelCosts model = tinyMoe(1);
+  Plan plan = decodePlan(model);
+  plan.residentBatch = 1;
+  plan.kvGpuFraction = 1;
+  plan.resident = residentPrefix(model, int64_t(residencyOrder(model).size()));
+  HardwareProfile profile = syntheticProfile();
+  StepDag step = built(buildDecodeStepDag(model, plan, profile));
+  auto result = evaluate(step.dag);
+  ASSERT_TRUE(result.ok());
+  // One token picks 2 of 8 experts; each runs its two GEMMs at m = 1, bound
+  // by weight reads, plus one read and write of the token's hidden state.
+  double perExpert =
+      profile.gemmSeconds(1, 2000, 1000) + profile.gemmSeconds(1, 1000, 1000);
+  EXPECT_NEAR(perExpert, 4.006e-6 + 2.004e-6, 1e-15);
+  EXPECT_NEAR(result->stage(Stage::Experts), 2 * perExpert + 4000 / 1e12,
+              1e-15);
+}
+
+TEST(StepDagTest, RecurrentStateIsStagedLikeKv) {
+  ModelCosts model = tinyMoe(1);
+  ModuleCosts &attention = model.layers[1].modules[1];
+  attention.kvBytesPerToken = 0;
+  attention.attentionHeads.reset();
+  attention.flopsPerContextToken = 0;
+  attention.stateBytesPerSequence = 1'000'000;
+  Plan plan = decodePlan(model);
+  StepDag step = built(buildDecodeStepDag(model, plan, syntheticProfile()));
+  // The whole state goes in and comes back for each of the 10 sequences.
+  EXPECT_DOUBLE_EQ(step.traffic.kvBytesToGpu, 10e6);
+  EXPECT_DOUBLE_EQ(step.traffic.bytesToHost, 10e6);
+}
+
+TEST(StepDagTest, SlidingWindowBoundsTheKvRead) {
+  ModelCosts model = tinyMoe(1);
+  model.layers[1].modules[1].kvWindowTokens = 50;
+  StepDag step =
+      built(buildDecodeStepDag(model, decodePlan(model), syntheticProfile()));
+  EXPECT_DOUBLE_EQ(step.traffic.kvBytesToGpu, 10.0 * 50 * 512);
+  EXPECT_DOUBLE_EQ(step.traffic.kvBytesRead, 10.0 * 50 * 512);
+}
+
+TEST(StepDagTest, RejectsInvalidPlans) {
+  ModelCosts model = tinyMoe();
+  Plan plan = decodePlan(model);
+  plan.cpuAttentionShare = 0.25;
+  auto step = buildDecodeStepDag(model, plan, syntheticProfile());
+  ASSERT_FALSE(step.ok());
+  EXPECT_EQ(step.error().message(),
+            "plan: CPU attention share is not modelled yet and must be 0, got "
+            "0.25");
+}
+
+} // namespace
+} // namespace moe::costmodel

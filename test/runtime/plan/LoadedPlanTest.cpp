@@ -1,0 +1,153 @@
+// The plan loader refuses anything it cannot safely execute, with an error
+// that names the file and the problem.
+
+#include "runtime/plan/LoadedPlan.h"
+#include "runtime/schemas/PlanVersion.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace moe {
+namespace {
+
+struct PlanSpec {
+  uint32_t version = plan::kSchemaVersion;
+  int headWeight = 1;      // param index the LM head reads
+  int headOperand = 1;     // value the LM head consumes
+  int logits = 2;
+  bool includeEmbedding = true;
+};
+
+/// embedding(ids) -> lm_head -> logits, over two parameters.
+std::vector<uint8_t> buildPlan(const PlanSpec &spec = {}) {
+  flatbuffers::FlatBufferBuilder b;
+  std::vector<int64_t> shape{16, 8};
+  std::vector<flatbuffers::Offset<plan::Param>> params{
+      plan::CreateParamDirect(b, "embed", "model.embed_tokens.weight", &shape,
+                              plan::DType::bf16),
+      plan::CreateParamDirect(b, "lm_head", "lm_head.weight", &shape,
+                              plan::DType::bf16,
+                              plan::Placement::host_streamed)};
+  std::vector<flatbuffers::Offset<plan::Op>> ops;
+  if (spec.includeEmbedding) {
+    std::vector<int> in{0}, out{1};
+    ops.push_back(plan::CreateOpDirect(b, plan::Module::Embedding,
+                                       plan::CreateEmbedding(b, 0).Union(), -1,
+                                       &in, &out));
+  }
+  std::vector<int> in{spec.headOperand}, out{2};
+  ops.push_back(plan::CreateOpDirect(
+      b, plan::Module::LMHead, plan::CreateLMHead(b, spec.headWeight).Union(),
+      -1, &in, &out));
+  std::vector<int64_t> eos{2};
+  auto model = plan::CreateModelDirect(b, "test", "", 16, 8, 0, 0, 1, &eos,
+                                       &params, &ops, 3, spec.logits);
+  plan::FinishSizePrefixedPlanBuffer(b, plan::CreatePlan(b, spec.version, model));
+  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
+}
+
+std::string loadError(std::vector<uint8_t> bytes) {
+  Result<LoadedPlan> loaded = LoadedPlan::fromBytes(std::move(bytes), "x.moeplan");
+  return loaded.ok() ? "" : loaded.error().message();
+}
+
+TEST(LoadedPlan, ValidPlanLoads) {
+  Result<LoadedPlan> loaded = LoadedPlan::fromBytes(buildPlan(), "x.moeplan");
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message();
+  EXPECT_EQ(loaded->model().params()->size(), 2u);
+  EXPECT_EQ(loaded->model().params()->Get(1)->placement(),
+            plan::Placement::host_streamed);
+}
+
+TEST(LoadedPlan, EmptyFileIsNotAPlan) {
+  EXPECT_EQ(loadError({}),
+            "x.moeplan: not a moe plan (no 'MOEP' file identifier)");
+}
+
+TEST(LoadedPlan, WrongIdentifier) {
+  std::vector<uint8_t> bytes = buildPlan();
+  bytes[8] = 'X';
+  EXPECT_EQ(loadError(bytes),
+            "x.moeplan: not a moe plan (no 'MOEP' file identifier)");
+}
+
+TEST(LoadedPlan, EveryTruncationIsRejected) {
+  std::vector<uint8_t> bytes = buildPlan();
+  for (size_t size = 12; size < bytes.size(); ++size) {
+    std::vector<uint8_t> prefix(bytes.begin(), bytes.begin() + size);
+    EXPECT_EQ(loadError(prefix),
+              "x.moeplan: truncated or padded plan: it declares " +
+                  std::to_string(bytes.size()) + " bytes, the file has " +
+                  std::to_string(size));
+  }
+}
+
+TEST(LoadedPlan, CorruptedOffsetsAreRejected) {
+  std::vector<uint8_t> bytes = buildPlan();
+  // Point the root table far outside the buffer.
+  bytes[4] = 0xff;
+  bytes[5] = 0xff;
+  bytes[6] = 0xff;
+  bytes[7] = 0x7f;
+  std::string error = loadError(bytes);
+  EXPECT_NE(error.find("corrupt plan: the buffer fails verification"),
+            std::string::npos)
+      << error;
+}
+
+TEST(LoadedPlan, OtherSchemaVersion) {
+  PlanSpec spec;
+  spec.version = plan::kSchemaVersion + 1;
+  EXPECT_EQ(loadError(buildPlan(spec)),
+            "x.moeplan: plan schema version 2, this runtime reads version 1: "
+            "recompile the plan with moe-opt");
+}
+
+TEST(LoadedPlan, ParamIndexOutOfRange) {
+  PlanSpec spec;
+  spec.headWeight = 7;
+  EXPECT_EQ(loadError(buildPlan(spec)),
+            "x.moeplan: invalid plan: op 1: 'weight' refers to param 7, but "
+            "the plan has 2");
+}
+
+TEST(LoadedPlan, UseBeforeDefinition) {
+  PlanSpec spec;
+  spec.includeEmbedding = false;
+  EXPECT_EQ(loadError(buildPlan(spec)),
+            "x.moeplan: invalid plan: op 0: operand value 1 is not defined "
+            "before use");
+}
+
+TEST(LoadedPlan, LogitsNeverDefined) {
+  PlanSpec spec;
+  spec.logits = 5;
+  EXPECT_EQ(loadError(buildPlan(spec)),
+            "x.moeplan: invalid plan: logits value 5 is never defined");
+}
+
+TEST(LoadedPlan, MissingFile) {
+  Result<LoadedPlan> loaded = LoadedPlan::fromFile("/nonexistent.moeplan");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.error().message(),
+            "/nonexistent.moeplan: cannot open plan file");
+}
+
+TEST(LoadedPlan, FileRoundTrip) {
+  std::string path = ::testing::TempDir() + "/plan-test.moeplan";
+  std::vector<uint8_t> bytes = buildPlan();
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char *>(bytes.data()),
+             static_cast<std::streamsize>(bytes.size()));
+  Result<LoadedPlan> loaded = LoadedPlan::fromFile(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message();
+  EXPECT_EQ(loaded->bytes(), bytes);
+  std::remove(path.c_str());
+}
+
+} // namespace
+} // namespace moe

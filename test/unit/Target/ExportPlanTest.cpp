@@ -1,0 +1,143 @@
+// Plan round trip: import a model, export the plan, load it with the
+// runtime's verifying loader, and find the same model in it.
+
+#include "moe/Import/HFConfig.h"
+#include "moe/Target/Plan.h"
+
+#include "dialects/MoE/MoEOps.h"
+#include "runtime/plan/LoadedPlan.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/MLIRContext.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+using namespace mlir;
+
+namespace {
+
+class ExportPlanTest : public ::testing::TestWithParam<const char *> {};
+
+/// The plan's module kind for an op, to compare program order.
+::moe::plan::Module planKindOf(Operation *op) {
+  using ::moe::plan::Module;
+  if (isa<mlir::moe::EmbeddingOp>(op))
+    return Module::Embedding;
+  if (isa<mlir::moe::RMSNormOp>(op))
+    return Module::RMSNorm;
+  if (isa<mlir::moe::AttentionOp>(op))
+    return Module::Attention;
+  if (isa<mlir::moe::MLAttentionOp>(op))
+    return Module::MLAttention;
+  if (isa<mlir::moe::LightningAttentionOp>(op))
+    return Module::LightningAttention;
+  if (isa<mlir::moe::RouterOp>(op))
+    return Module::Router;
+  if (isa<mlir::moe::ExpertsOp>(op))
+    return Module::Experts;
+  if (isa<mlir::moe::MLPOp>(op))
+    return Module::MLP;
+  if (isa<mlir::moe::ResidualOp>(op))
+    return Module::Residual;
+  if (isa<mlir::moe::LMHeadOp>(op))
+    return Module::LMHead;
+  return Module::NONE;
+}
+
+TEST_P(ExportPlanTest, RoundTripKeepsTheModel) {
+  MLIRContext context;
+  std::string dir = std::string(MOE_MODELS_DIR) + "/" + GetParam();
+  OwningOpRef<ModuleOp> module = mlir::moe::importHFConfig(&context, dir);
+  ASSERT_TRUE(module);
+  FailureOr<std::vector<uint8_t>> bytes = mlir::moe::exportPlan(*module);
+  ASSERT_TRUE(succeeded(bytes));
+  ::moe::Result<::moe::LoadedPlan> loaded =
+      ::moe::LoadedPlan::fromBytes(*bytes, GetParam());
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message();
+  const ::moe::plan::Model &model = loaded->model();
+
+  auto info = (*module)->getAttrOfType<mlir::moe::ModelAttr>("moe.model");
+  EXPECT_EQ(model.model_type()->str(), info.getModelType().str());
+  EXPECT_EQ(model.vocab_size(), info.getVocabSize());
+  EXPECT_EQ(model.hidden_size(), info.getHiddenSize());
+  EXPECT_EQ(model.num_layers(), info.getNumLayers());
+
+  unsigned index = 0;
+  for (mlir::moe::ParamOp param : module->getOps<mlir::moe::ParamOp>()) {
+    ASSERT_LT(index, model.params()->size());
+    const ::moe::plan::Param &written = *model.params()->Get(index++);
+    EXPECT_EQ(written.name()->str(), param.getSymName().str());
+    EXPECT_EQ(written.hf_name()->str(), param.getHfName()->str());
+    std::vector<int64_t> shape(written.shape()->begin(),
+                               written.shape()->end());
+    EXPECT_EQ(shape, std::vector<int64_t>(param.getTensorType().getShape()));
+  }
+  EXPECT_EQ(index, model.params()->size());
+
+  auto forward = module->lookupSymbol<func::FuncOp>("forward");
+  unsigned opIndex = 0;
+  for (Operation &op : forward.getBody().front().without_terminator()) {
+    ASSERT_LT(opIndex, model.ops()->size());
+    const ::moe::plan::Op &written = *model.ops()->Get(opIndex++);
+    EXPECT_EQ(written.spec_type(), planKindOf(&op));
+    EXPECT_EQ(written.operands()->size(), op.getNumOperands());
+    EXPECT_EQ(written.results()->size(), op.getNumResults());
+  }
+  EXPECT_EQ(opIndex, model.ops()->size());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    TinyModels, ExportPlanTest,
+    ::testing::Values("tiny-mixtral", "tiny-deepseek-v2", "tiny-deepseek-v3",
+                      "tiny-qwen2-moe", "tiny-qwen3-moe", "tiny-minimax",
+                      "tiny-gpt-oss", "tiny-yi-lightning"),
+    [](const auto &info) {
+      std::string name = info.param;
+      for (char &c : name)
+        if (c == '-')
+          c = '_';
+      return name;
+    });
+
+/// Spot checks of attributes that a wrong field order would scramble.
+TEST(ExportPlan, AttributesSurvive) {
+  MLIRContext context;
+  OwningOpRef<ModuleOp> module = mlir::moe::importHFConfig(
+      &context, std::string(MOE_MODELS_DIR) + "/tiny-gpt-oss");
+  ASSERT_TRUE(module);
+  FailureOr<std::vector<uint8_t>> bytes = mlir::moe::exportPlan(*module);
+  ASSERT_TRUE(succeeded(bytes));
+  auto loaded = ::moe::LoadedPlan::fromBytes(*bytes, "tiny-gpt-oss");
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message();
+  const auto &ops = *loaded->model().ops();
+  const ::moe::plan::Attention *first = nullptr;
+  const ::moe::plan::Router *router = nullptr;
+  const ::moe::plan::Experts *experts = nullptr;
+  for (const ::moe::plan::Op *op : ops) {
+    if (!first && op->spec_as_Attention())
+      first = op->spec_as_Attention();
+    if (!router && op->spec_as_Router())
+      router = op->spec_as_Router();
+    if (!experts && op->spec_as_Experts())
+      experts = op->spec_as_Experts();
+  }
+  ASSERT_TRUE(first && router && experts);
+  EXPECT_EQ(first->sliding_window(), 8);
+  EXPECT_EQ(first->head_dim(), 16);
+  EXPECT_DOUBLE_EQ(first->scale(), 0.25);
+  EXPECT_EQ(first->rope()->scaling(), ::moe::plan::RopeScaling::yarn);
+  EXPECT_FALSE(first->rope()->truncate());
+  EXPECT_GE(first->sinks(), 0);
+  EXPECT_EQ(first->kv_source_layer(), -1);
+  EXPECT_EQ(router->top_k(), 2);
+  EXPECT_GE(router->bias(), 0);
+  EXPECT_EQ(experts->layout(),
+            ::moe::plan::ExpertLayout::fused_interleaved_transposed);
+  EXPECT_DOUBLE_EQ(experts->swiglu_limit(), 7.0);
+  EXPECT_EQ(experts->gate(), -1);
+  EXPECT_GE(experts->gate_up(), 0);
+}
+
+} // namespace

@@ -1,0 +1,74 @@
+// moe-profile: measures one GPU and its host (PCIe and HBM copy rates, bf16
+// GEMM times via cuBLASLt, decode-attention times) and writes the hardware
+// profile the planner's cost model reads (schema moe-hardware-profile/1).
+//
+//   moe-profile --out profile.json [--quick] [--device N] [--check-only]
+//
+// Prints a table as it measures. On failure prints one line
+// "moe-profile: <reason>" and exits 1.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "runtime/backends/cuda/HardwareProfiler.h"
+
+int main(int argc, char **argv) {
+  CLI::App app{"Measures the GPU and host for the moe planner's cost model "
+               "and writes them as JSON (schema moe-hardware-profile/1)."};
+  std::string outPath;
+  bool quick = false;
+  bool checksOnly = false;
+  int device = 0;
+  app.add_option("--out", outPath, "Output JSON file")->required();
+  app.add_flag("--quick", quick, "Measure a small subset (smoke test)");
+  app.add_flag("--check-only", checksOnly,
+               "Only check the GEMM layout and attention kernel (no JSON)");
+  app.add_option("--device", device, "CUDA device index")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  // Fail on an unwritable output before spending minutes measuring (and
+  // leave no empty file behind when the measurement fails).
+  std::error_code ec;
+  const bool existed = std::filesystem::exists(outPath, ec);
+  {
+    std::ofstream probe(outPath, std::ios::app);
+    if (!probe) {
+      fmt::print(stderr, "moe-profile: cannot open {} for writing\n", outPath);
+      return 1;
+    }
+  }
+  auto fail = [&](const std::string &message) {
+    if (!existed)
+      std::filesystem::remove(outPath, ec);
+    fmt::print(stderr, "moe-profile: {}\n", message);
+    return 1;
+  };
+
+  moe::cuda::ProfileOptions options;
+  options.quick = quick;
+  options.checksOnly = checksOnly;
+  options.device = device;
+  options.log = [](std::string_view line) {
+    fmt::print("{}\n", line);
+    std::fflush(stdout);
+  };
+  auto profile = moe::cuda::profileHardware(options);
+  if (!profile)
+    return fail(profile.error().message());
+  if (checksOnly) {
+    if (!existed)
+      std::filesystem::remove(outPath, ec);
+    fmt::print("checks passed\n");
+    return 0;
+  }
+  moe::Status written = moe::cuda::writeProfileJson(*profile, outPath);
+  if (!written)
+    return fail(written.error().message());
+  fmt::print("wrote {}\n", outPath);
+  return 0;
+}
