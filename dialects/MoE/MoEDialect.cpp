@@ -29,6 +29,10 @@ struct MoEOpAsmInterface : public OpAsmDialectInterface {
       os << "model";
       return AliasResult::FinalAlias;
     }
+    if (isa<BatchingAttr>(attr)) {
+      os << "batching";
+      return AliasResult::FinalAlias;
+    }
     return AliasResult::NoAlias;
   }
 };
@@ -76,8 +80,50 @@ LogicalResult RopeAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
+LogicalResult
+BatchingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                     int64_t residentBatch, int64_t microBatchPrefill,
+                     int64_t microBatchDecode, int64_t expertMicroBatch,
+                     int64_t prefetchDepth, int64_t kvStagingBuffers,
+                     APFloat cpuShare, APFloat kvGpuFraction,
+                     int64_t residentUnits, int64_t promptTokens,
+                     int64_t generatedTokens, int64_t gpuBudget,
+                     int64_t hostBudget) {
+  if (residentBatch <= 0 || microBatchPrefill <= 0 || microBatchDecode <= 0 ||
+      expertMicroBatch <= 0)
+    return emitError() << "batch sizes must be positive";
+  if (microBatchPrefill > residentBatch || microBatchDecode > residentBatch)
+    return emitError() << "an attention micro-batch exceeds the resident "
+                          "batch (" << residentBatch << ")";
+  if (prefetchDepth <= 0 || kvStagingBuffers <= 0)
+    return emitError() << "prefetch_depth and kv_staging_buffers must be "
+                          "positive";
+  double share = cpuShare.convertToDouble();
+  double fraction = kvGpuFraction.convertToDouble();
+  if (!(share >= 0.0 && share <= 1.0) || !(fraction >= 0.0 && fraction <= 1.0))
+    return emitError() << "cpu_attention_share and kv_gpu_fraction must be "
+                          "in [0, 1]";
+  if (residentUnits < 0 || promptTokens <= 0 || generatedTokens <= 0 ||
+      gpuBudget <= 0 || hostBudget <= 0)
+    return emitError() << "resident_units must be >= 0; lengths and budgets "
+                          "must be positive";
+  return success();
+}
+
 LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                                                    NamedAttribute attr) {
+  if (attr.getName() == kBatchingAttrName) {
+    if (!isa<ModuleOp>(op) || !isa<BatchingAttr>(attr.getValue()))
+      return op->emitError() << "'" << kBatchingAttrName
+                             << "' must be a #moe.batching on a module";
+    return success();
+  }
+  if (attr.getName() == kPlanReportAttrName) {
+    if (!isa<ModuleOp>(op) || !isa<DictionaryAttr>(attr.getValue()))
+      return op->emitError() << "'" << kPlanReportAttrName
+                             << "' must be a dictionary on a module";
+    return success();
+  }
   if (attr.getName() != kModelAttrName)
     return op->emitError() << "unknown moe attribute '" << attr.getName()
                            << "'";

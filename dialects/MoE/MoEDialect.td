@@ -28,6 +28,9 @@ def MoE_Dialect : Dialect {
   let extraClassDeclaration = [{
     /// Name of the module attribute that holds the #moe.model description.
     static constexpr ::llvm::StringLiteral kModelAttrName = "moe.model";
+    /// The planner's decision (#moe.batching) and its prediction report.
+    static constexpr ::llvm::StringLiteral kBatchingAttrName = "moe.batching";
+    static constexpr ::llvm::StringLiteral kPlanReportAttrName = "moe.plan_report";
   }];
 }
 
@@ -161,6 +164,37 @@ def MoE_ModelAttr : MoE_Attr<"Model", "model"> {
     OptionalArrayRefParameter<"int64_t">:$eos_token_ids
   );
   let assemblyFormat = "`<` struct(params) `>`";
+}
+
+def MoE_BatchingAttr : MoE_Attr<"Batching", "batching"> {
+  let summary = "the planner's module-based batching decision";
+  let description = [{
+    Chosen by `moe-select-batch-sizes`: B sequences stay resident; attention
+    runs over micro-batches of b_a sequences (prefill and decode), experts
+    over GEMMs of at most b_e tokens; `prefetch_depth` layers of streamed
+    weights may be in flight; `kv_gpu_fraction` of the B sequences keep
+    their KV on the GPU, the rest on the host, staged through
+    `kv_staging_buffers`; `resident_units` is how many units (modules, or
+    single experts) of the greedy residency order stay on the GPU. The
+    lengths and budgets it was planned for are kept with it.
+  }];
+  let parameters = (ins
+    "int64_t":$resident_batch,
+    "int64_t":$attention_micro_batch_prefill,
+    "int64_t":$attention_micro_batch_decode,
+    "int64_t":$expert_micro_batch,
+    "int64_t":$prefetch_depth,
+    "int64_t":$kv_staging_buffers,
+    MoE_F64Parameter<"ω: share of attention on the CPU">:$cpu_attention_share,
+    MoE_F64Parameter<"share of sequences with KV on the GPU">:$kv_gpu_fraction,
+    "int64_t":$resident_units,
+    "int64_t":$prompt_tokens,
+    "int64_t":$generated_tokens,
+    "int64_t":$gpu_budget_bytes,
+    "int64_t":$host_budget_bytes
+  );
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
 }
 
 #endif // MOE_DIALECT_TD

@@ -84,6 +84,16 @@ LogicalResult ParamOp::verify() {
       name && name->contains("{e}") && getTensorType().getRank() < 2)
     return emitOpError() << "a stacked expert parameter ('{e}' in hf_name) "
                             "needs the expert index as its leading dimension";
+  if (std::optional<uint64_t> experts = getGpuExperts()) {
+    if (getTensorType().getRank() < 2 ||
+        static_cast<int64_t>(*experts) > getTensorType().getDimSize(0))
+      return emitOpError() << "gpu_experts (" << *experts
+                           << ") needs a stacked expert weight with at least "
+                              "that many experts";
+    if (getPlacement() != Placement::host_streamed)
+      return emitOpError() << "gpu_experts only applies to a host_streamed "
+                              "weight";
+  }
   return success();
 }
 

@@ -36,7 +36,9 @@ def MoE_ParamOp : MoE_Op<"param", [Symbol]> {
     tensor's name in the HuggingFace safetensors; stacked expert weights use
     `{e}` for the expert index (one tensor per expert on disk, one parameter
     here, leading dimension E). `placement`, set by the planner, says whether
-    the weight stays on the GPU or streams from pinned host memory.
+    the weight stays on the GPU or streams from pinned host memory; a
+    streamed stacked expert weight may keep its first `gpu_experts` experts
+    on the GPU.
 
     ```mlir
     moe.param @l0.experts.gate : tensor<8x14336x4096xbf16>
@@ -46,7 +48,8 @@ def MoE_ParamOp : MoE_Op<"param", [Symbol]> {
   let arguments = (ins SymbolNameAttr:$sym_name,
                        TypeAttrOf<AnyStaticShapeTensor>:$type,
                        OptionalAttr<StrAttr>:$hf_name,
-                       OptionalAttr<MoE_PlacementAttr>:$placement);
+                       OptionalAttr<MoE_PlacementAttr>:$placement,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntNonNegative]>>:$gpu_experts);
   let assemblyFormat = "$sym_name `:` $type attr-dict";
   let hasVerifier = 1;
   let extraClassDeclaration = [{

@@ -705,7 +705,7 @@ private:
                                                          : spec.dtype);
     ParamOp::create(builder, loc, symbol, type,
                     hfName.empty() ? StringAttr() : builder.getStringAttr(hfName),
-                    PlacementAttr());
+                    PlacementAttr(), IntegerAttr());
     return FlatSymbolRefAttr::get(context, symbol);
   }
   /// A parameter of layer `l`: symbol "l<l>.<name>", hub name under

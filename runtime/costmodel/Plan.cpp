@@ -233,7 +233,9 @@ Status checkMemory(const MemoryUse &use, const HardwareProfile &profile) {
     failures += fmt::format("{}: plan needs {}, budget {} (short by {})", pool,
                             formatBytes(double(needed), scale),
                             formatBytes(double(budget), scale),
-                            formatBytes(double(needed - budget), scale));
+                            // A small shortfall in its own unit, not "0.0 GiB".
+                            formatBytes(double(needed - budget),
+                                        double(needed - budget)));
   };
   check("GPU memory", use.gpuBytes(), profile.gpuBudgetBytes());
   check("host memory", use.hostBytes(), profile.hostBudgetBytes());

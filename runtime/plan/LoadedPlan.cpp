@@ -156,6 +156,35 @@ private:
   std::vector<bool> defined_;
 };
 
+/// The executor sizes its buffers from these, so nonsense must stop here.
+Status checkBatching(const plan::Plan &root) {
+  const plan::Batching *b = root.batching();
+  if (!b)
+    return Status::success();
+  if (b->resident_batch() <= 0 || b->attention_micro_batch_prefill() <= 0 ||
+      b->attention_micro_batch_decode() <= 0 || b->expert_micro_batch() <= 0 ||
+      b->prefetch_depth() <= 0 || b->kv_staging_buffers() <= 0)
+    return makeError("batching: batch sizes, prefetch depth and staging "
+                     "buffers must be positive");
+  if (b->attention_micro_batch_decode() > b->resident_batch() ||
+      b->attention_micro_batch_prefill() > b->resident_batch())
+    return makeError("batching: an attention micro-batch exceeds the "
+                     "resident batch {}",
+                     b->resident_batch());
+  if (!(b->kv_gpu_fraction() >= 0 && b->kv_gpu_fraction() <= 1) ||
+      !(b->cpu_attention_share() >= 0 && b->cpu_attention_share() <= 1))
+    return makeError("batching: kv_gpu_fraction and cpu_attention_share "
+                     "must be in [0, 1]");
+  for (const plan::Param *param : *root.model()->params())
+    if (param->gpu_experts() < 0 ||
+        (param->gpu_experts() > 0 &&
+         param->gpu_experts() > param->shape()->Get(0)))
+      return makeError("param '{}' keeps {} experts on the GPU but has {}",
+                       param->name()->str(), param->gpu_experts(),
+                       param->shape()->Get(0));
+  return Status::success();
+}
+
 } // namespace
 
 Result<LoadedPlan> LoadedPlan::fromBytes(std::vector<uint8_t> bytes,
@@ -181,6 +210,8 @@ Result<LoadedPlan> LoadedPlan::fromBytes(std::vector<uint8_t> bytes,
                           "version {}: recompile the plan with moe-opt",
                           root.schema_version(), plan::kSchemaVersion));
   Status status = ModelChecker(*root.model()).check();
+  if (status.ok())
+    status = checkBatching(root);
   if (!status.ok())
     return fail(status.error().withContext("invalid plan"));
   return LoadedPlan(std::move(bytes));

@@ -1,6 +1,7 @@
 //===- Passes.h - passes that write artifacts -------------------*- C++ -*-===//
 #pragma once
 
+#include "mlir/IR/BuiltinOps.h"
 #include "mlir/Pass/Pass.h"
 
 namespace mlir::moe {

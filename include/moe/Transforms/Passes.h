@@ -1,6 +1,7 @@
 //===- Passes.h - moe passes ------------------------------------*- C++ -*-===//
 #pragma once
 
+#include "mlir/IR/BuiltinOps.h"
 #include "mlir/Pass/Pass.h"
 
 namespace mlir::moe {

@@ -22,4 +22,64 @@ def PrintModelSummary : Pass<"moe-print-summary", "::mlir::ModuleOp"> {
   ];
 }
 
+def SelectBatchSizes : Pass<"moe-select-batch-sizes", "::mlir::ModuleOp"> {
+  let summary = "Choose module-based batch sizes, KV placement and residency";
+  let description = [{
+    Builds the cost model's view of the model (every module's weights,
+    FLOPs, KV and GEMM shapes), then searches the resident batch B, the
+    attention micro-batches, the expert micro-batch, the prefetch depth, the
+    share of KV on the GPU and the resident weights, scoring each candidate
+    by the critical path of one decode step over the hardware profile under
+    the GPU and host budgets. Records the decision as `moe.batching` and the
+    predictions and runner-ups as `moe.plan_report`. Fails, naming the pool
+    and the shortfall, when nothing fits.
+  }];
+  let options = [
+    Option<"profile", "profile", "std::string", /*default=*/"",
+           "Hardware profile JSON (moe-hardware-profile/1)">,
+    Option<"gpuMemGiB", "gpu-mem", "double", /*default=*/"0",
+           "GPU memory budget in GiB (0: the profile's)">,
+    Option<"hostMemGiB", "host-mem", "double", /*default=*/"0",
+           "Pinned host memory budget in GiB (0: the profile's)">,
+    Option<"promptTokens", "prompt-len", "int64_t", /*default=*/"512",
+           "Prompt length in tokens">,
+    Option<"generatedTokens", "gen-len", "int64_t", /*default=*/"256",
+           "Generated tokens per sequence">,
+    Option<"weightDtype", "weight-dtype", "std::string", /*default=*/"\"declared\"",
+           "Streamed weight dtype: declared, bf16, f16 or f32">,
+    Option<"kvDtype", "kv-dtype", "std::string", /*default=*/"\"bf16\"",
+           "KV cache dtype: bf16, f16, f32 or fp8">,
+    Option<"maxBatch", "max-batch", "int64_t", /*default=*/"65536",
+           "Largest resident batch to consider">,
+    Option<"runnerUps", "runner-ups", "int64_t", /*default=*/"6",
+           "How many runner-up candidates to keep in the report">,
+  ];
+}
+
+def Place : Pass<"moe-place", "::mlir::ModuleOp"> {
+  let summary = "Mark each weight GPU-resident or host-streamed";
+  let description = [{
+    Applies the residency of `moe.batching` (a prefix of the greedy
+    residency order: dense modules first, then experts one by one, the
+    embedding last) to every `moe.param`: `placement` = gpu_resident or
+    host_streamed, and `gpu_experts` for a stacked expert weight whose first
+    experts stay on the GPU.
+  }];
+}
+
+def ExplainPlan : Pass<"moe-explain-plan", "::mlir::ModuleOp"> {
+  let summary = "Print why the plan was chosen";
+  let description = [{
+    Prints the decision of `moe-select-batch-sizes` and its report: batch
+    sizes, predicted prefill and decode tokens/s, time per stage, bytes per
+    link per step, memory per pool against its budget, the roofline bound
+    that applies, and the runner-up candidates with the reason each lost.
+    Text for people, or JSON with `json=true`.
+  }];
+  let options = [
+    Option<"json", "json", "bool", /*default=*/"false",
+           "Print JSON instead of text">,
+  ];
+}
+
 #endif // MOE_TRANSFORMS_PASSES_TD

@@ -51,6 +51,8 @@ private:
   }
 
   FailureOr<fb::Offset<pl::Param>> writeParam(ParamOp op);
+  fb::Offset<pl::Batching> writeBatching(BatchingAttr batching);
+  fb::Offset<pl::Prediction> writePrediction(DictionaryAttr report);
   FailureOr<std::pair<pl::Module, fb::Offset<void>>> writeModule(Operation *op);
 
   ModuleOp module;
@@ -79,7 +81,53 @@ FailureOr<fb::Offset<pl::Param>> PlanWriter::writeParam(ParamOp op) {
   return pl::CreateParamDirect(builder, op.getSymName().str().c_str(),
                                op.getHfName() ? op.getHfName()->str().c_str()
                                               : nullptr,
-                               &shape, dtype, placement);
+                               &shape, dtype, placement,
+                               op.getGpuExperts().value_or(0));
+}
+
+fb::Offset<pl::Batching> PlanWriter::writeBatching(BatchingAttr b) {
+  if (!b)
+    return 0;
+  return pl::CreateBatching(
+      builder, b.getResidentBatch(), b.getAttentionMicroBatchPrefill(),
+      b.getAttentionMicroBatchDecode(), b.getExpertMicroBatch(),
+      static_cast<int>(b.getPrefetchDepth()),
+      static_cast<int>(b.getKvStagingBuffers()),
+      b.getCpuAttentionShare().convertToDouble(),
+      b.getKvGpuFraction().convertToDouble(), b.getPromptTokens(),
+      b.getGeneratedTokens(), b.getGpuBudgetBytes(), b.getHostBudgetBytes());
+}
+
+/// The subset of moe.plan_report the runtime compares measurements with.
+fb::Offset<pl::Prediction> PlanWriter::writePrediction(DictionaryAttr report) {
+  if (!report)
+    return 0;
+  auto number = [](DictionaryAttr dictionary, StringRef key) {
+    auto value = dyn_cast_or_null<FloatAttr>(dictionary.get(key));
+    return value ? value.getValueAsDouble() : 0.0;
+  };
+  std::vector<fb::Offset<pl::StageTime>> stages;
+  if (auto seconds = report.getAs<DictionaryAttr>("decode_stage_seconds"))
+    for (NamedAttribute stage : seconds)
+      stages.push_back(pl::CreateStageTimeDirect(
+          builder, stage.getName().str().c_str(),
+          cast<FloatAttr>(stage.getValue()).getValueAsDouble()));
+  DictionaryAttr bytes = report.getAs<DictionaryAttr>("decode_bytes_per_step");
+  DictionaryAttr roofline = report.getAs<DictionaryAttr>("roofline");
+  std::string bound;
+  if (roofline)
+    if (auto name = roofline.getAs<StringAttr>("bound"))
+      bound = name.str();
+  double h2d = bytes ? number(bytes, "h2d_weights") + number(bytes, "h2d_kv") +
+                           number(bytes, "h2d_hidden")
+                     : 0.0;
+  return pl::CreatePredictionDirect(
+      builder, number(report, "decode_step_seconds"),
+      number(report, "decode_tokens_per_second"),
+      number(report, "prefill_seconds"),
+      number(report, "prefill_tokens_per_second"), &stages, h2d,
+      bytes ? number(bytes, "d2h") : 0.0, bound.c_str(),
+      roofline ? number(roofline, "seconds") : 0.0);
 }
 
 FailureOr<std::pair<pl::Module, fb::Offset<void>>>
@@ -248,9 +296,14 @@ FailureOr<std::vector<uint8_t>> PlanWriter::write() {
       model.getHiddenSize(), static_cast<int>(model.getNumLayers()),
       model.getMaxPosition(), model.getBosTokenId(), &eos, &params, &ops,
       static_cast<int>(valueIds.size()), logits);
+  auto batching = writeBatching(
+      module->getAttrOfType<BatchingAttr>(MoEDialect::kBatchingAttrName));
+  auto prediction = writePrediction(
+      module->getAttrOfType<DictionaryAttr>(MoEDialect::kPlanReportAttrName));
   // The size prefix lets the runtime tell a truncated file from a corrupt one.
   pl::FinishSizePrefixedPlanBuffer(
-      builder, pl::CreatePlan(builder, pl::kSchemaVersion, modelOffset));
+      builder, pl::CreatePlan(builder, pl::kSchemaVersion, modelOffset,
+                              batching, prediction));
   return std::vector<uint8_t>(builder.GetBufferPointer(),
                               builder.GetBufferPointer() + builder.GetSize());
 }

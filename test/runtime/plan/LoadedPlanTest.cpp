@@ -20,6 +20,8 @@ struct PlanSpec {
   int headOperand = 1;     // value the LM head consumes
   int logits = 2;
   bool includeEmbedding = true;
+  int64_t residentBatch = 0; // 0: no batching table
+  int64_t decodeMicroBatch = 1;
 };
 
 /// embedding(ids) -> lm_head -> logits, over two parameters.
@@ -46,7 +48,13 @@ std::vector<uint8_t> buildPlan(const PlanSpec &spec = {}) {
   std::vector<int64_t> eos{2};
   auto model = plan::CreateModelDirect(b, "test", "", 16, 8, 0, 0, 1, &eos,
                                        &params, &ops, 3, spec.logits);
-  plan::FinishSizePrefixedPlanBuffer(b, plan::CreatePlan(b, spec.version, model));
+  flatbuffers::Offset<plan::Batching> batching;
+  if (spec.residentBatch)
+    batching = plan::CreateBatching(b, spec.residentBatch, 1,
+                                    spec.decodeMicroBatch, 256, 2, 2, 0.0, 0.5,
+                                    512, 256, 1 << 30, 1 << 30);
+  plan::FinishSizePrefixedPlanBuffer(
+      b, plan::CreatePlan(b, spec.version, model, batching));
   return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
 }
 
@@ -128,6 +136,22 @@ TEST(LoadedPlan, LogitsNeverDefined) {
   spec.logits = 5;
   EXPECT_EQ(loadError(buildPlan(spec)),
             "x.moeplan: invalid plan: logits value 5 is never defined");
+}
+
+TEST(LoadedPlan, ConsistentBatchingLoads) {
+  PlanSpec spec;
+  spec.residentBatch = 64;
+  spec.decodeMicroBatch = 16;
+  EXPECT_EQ(loadError(buildPlan(spec)), "");
+}
+
+TEST(LoadedPlan, MicroBatchAboveResidentBatch) {
+  PlanSpec spec;
+  spec.residentBatch = 8;
+  spec.decodeMicroBatch = 16;
+  EXPECT_EQ(loadError(buildPlan(spec)),
+            "x.moeplan: invalid plan: batching: an attention micro-batch "
+            "exceeds the resident batch 8");
 }
 
 TEST(LoadedPlan, MissingFile) {

@@ -3,12 +3,14 @@
 
 #include "moe/Import/HFConfig.h"
 #include "moe/Target/Plan.h"
+#include "moe/Transforms/Passes.h"
 
 #include "dialects/MoE/MoEOps.h"
 #include "runtime/plan/LoadedPlan.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
 
 #include <gtest/gtest.h>
 
@@ -138,6 +140,54 @@ TEST(ExportPlan, AttributesSurvive) {
   EXPECT_DOUBLE_EQ(experts->swiglu_limit(), 7.0);
   EXPECT_EQ(experts->gate(), -1);
   EXPECT_GE(experts->gate_up(), 0);
+}
+
+/// The planner's decisions travel too: batch sizes, placements, predictions.
+TEST(ExportPlan, PlannedModelCarriesItsDecisions) {
+  MLIRContext context;
+  OwningOpRef<ModuleOp> module = mlir::moe::importHFConfig(
+      &context, std::string(MOE_MODELS_DIR) + "/tiny-mixtral");
+  ASSERT_TRUE(module);
+  PassManager pm(&context);
+  mlir::moe::SelectBatchSizesOptions options;
+  options.profile = MOE_SMALL_CARD_PROFILE;
+  options.gpuMemGiB = 0.002; // forces the experts onto the host
+  pm.addPass(mlir::moe::createSelectBatchSizes(options));
+  pm.addPass(mlir::moe::createPlace());
+  ASSERT_TRUE(succeeded(pm.run(*module)));
+
+  FailureOr<std::vector<uint8_t>> bytes = mlir::moe::exportPlan(*module);
+  ASSERT_TRUE(succeeded(bytes));
+  auto loaded = ::moe::LoadedPlan::fromBytes(*bytes, "tiny-mixtral");
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message();
+  const ::moe::plan::Plan &plan = loaded->plan();
+
+  auto batching =
+      (*module)->getAttrOfType<mlir::moe::BatchingAttr>("moe.batching");
+  ASSERT_TRUE(plan.batching());
+  EXPECT_EQ(plan.batching()->resident_batch(), batching.getResidentBatch());
+  EXPECT_EQ(plan.batching()->attention_micro_batch_decode(),
+            batching.getAttentionMicroBatchDecode());
+  EXPECT_EQ(plan.batching()->prefetch_depth(), batching.getPrefetchDepth());
+  EXPECT_EQ(plan.batching()->gpu_budget_bytes(), batching.getGpuBudgetBytes());
+  ASSERT_TRUE(plan.prediction());
+  EXPECT_GT(plan.prediction()->decode_tokens_per_second(), 0.0);
+  EXPECT_GT(plan.prediction()->decode_stages()->size(), 0u);
+  EXPECT_FALSE(plan.prediction()->roofline_bound()->str().empty());
+
+  unsigned index = 0, streamed = 0;
+  for (mlir::moe::ParamOp param : module->getOps<mlir::moe::ParamOp>()) {
+    const ::moe::plan::Param &written = *plan.model()->params()->Get(index++);
+    bool hostStreamed =
+        param.getPlacement() == mlir::moe::Placement::host_streamed;
+    streamed += hostStreamed;
+    EXPECT_EQ(written.placement(), hostStreamed
+                                       ? ::moe::plan::Placement::host_streamed
+                                       : ::moe::plan::Placement::gpu_resident)
+        << param.getSymName().str();
+    EXPECT_EQ(written.gpu_experts(), param.getGpuExperts().value_or(0));
+  }
+  EXPECT_GT(streamed, 0u);
 }
 
 } // namespace

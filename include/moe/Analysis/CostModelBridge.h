@@ -1,0 +1,38 @@
+//===- CostModelBridge.h - moe IR → the plain-C++ cost model ----*- C++ -*-===//
+#pragma once
+
+#include "dialects/MoE/MoEOps.h"
+#include "runtime/costmodel/ModelCosts.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/SymbolTable.h"
+
+#include <optional>
+#include <vector>
+
+namespace mlir::moe {
+
+/// The cost model's view of a module, and which op each of its modules is:
+/// `ops[l][m]` is the op behind `costs.layers[l].modules[m]`. Layer 0 holds
+/// the embedding, the last layer the final norm and LM head; decoder layer
+/// i is layer i + 1.
+struct CostModelView {
+  ::moe::costmodel::ModelCosts costs;
+  std::vector<std::vector<Operation *>> ops;
+};
+
+/// Element sizes the plan is made for: weights as streamed (nullopt: as
+/// declared by each moe.param) and the KV cache / recurrent state.
+struct PlanDtypes {
+  std::optional<int64_t> weightElementBytes;
+  CacheDtypes cache;
+};
+
+FailureOr<CostModelView> buildCostModelView(ModuleOp module,
+                                            const PlanDtypes &dtypes);
+
+/// The weights an op references, in attribute order.
+SmallVector<ParamOp> referencedParams(Operation *op,
+                                      SymbolTableCollection &symbols);
+
+} // namespace mlir::moe

@@ -1,0 +1,131 @@
+//===- CostModelBridge.cpp - moe IR → the plain-C++ cost model ------------===//
+
+#include "moe/Analysis/CostModelBridge.h"
+
+#include "dialects/MoE/MoEOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/SymbolTable.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+namespace cm = ::moe::costmodel;
+
+static cm::ModuleKind costModelKind(ModuleKind kind) {
+  switch (kind) {
+  case ModuleKind::Embedding:
+    return cm::ModuleKind::Embedding;
+  case ModuleKind::Norm:
+    return cm::ModuleKind::Norm;
+  case ModuleKind::Attention:
+    return cm::ModuleKind::Attention;
+  case ModuleKind::Router:
+    return cm::ModuleKind::Router;
+  case ModuleKind::RoutedExperts:
+    return cm::ModuleKind::RoutedExperts;
+  case ModuleKind::SharedExperts:
+    return cm::ModuleKind::SharedExperts;
+  case ModuleKind::DenseMLP:
+    return cm::ModuleKind::DenseMlp;
+  case ModuleKind::LMHead:
+    return cm::ModuleKind::LmHead;
+  }
+  llvm_unreachable("unknown module kind");
+}
+
+SmallVector<ParamOp>
+mlir::moe::referencedParams(Operation *op, SymbolTableCollection &symbols) {
+  SmallVector<ParamOp> params;
+  for (NamedAttribute attr : op->getAttrs())
+    if (auto ref = dyn_cast<FlatSymbolRefAttr>(attr.getValue()))
+      if (auto param = symbols.lookupNearestSymbolFrom<ParamOp>(op, ref))
+        params.push_back(param);
+  return params;
+}
+
+/// GEMMs one token goes through: every matrix the module multiplies by (per
+/// expert for stacked expert weights). Vectors (norms, biases) are not GEMMs.
+static std::vector<cm::GemmShape> gemmsOf(Operation *op,
+                                          ArrayRef<ParamOp> params) {
+  std::vector<cm::GemmShape> gemms;
+  if (isa<EmbeddingOp>(op))
+    return gemms; // a row lookup
+  auto experts = dyn_cast<ExpertsOp>(op);
+  bool transposed = experts && experts.getExpertLayout() ==
+                                   ExpertLayout::fused_interleaved_transposed;
+  for (ParamOp param : params) {
+    ArrayRef<int64_t> shape = param.getTensorType().getShape();
+    if (shape.size() == 2 && shape[0] > 1)
+      gemms.push_back({shape[0], shape[1]});
+    else if (shape.size() == 3) // [E, out, in], or [E, in, out] transposed
+      gemms.push_back(transposed ? cm::GemmShape{shape[2], shape[1]}
+                                 : cm::GemmShape{shape[1], shape[2]});
+  }
+  return gemms;
+}
+
+FailureOr<CostModelView>
+mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
+  auto model = module->getAttrOfType<ModelAttr>(MoEDialect::kModelAttrName);
+  auto forward = module.lookupSymbol<func::FuncOp>("forward");
+  if (!model || !forward)
+    return module.emitError()
+           << "planning needs an imported model ('" << MoEDialect::kModelAttrName
+           << "' and func.func @forward)";
+  CostModelView view;
+  int64_t numLayers = model.getNumLayers();
+  view.costs.vocabSize = model.getVocabSize();
+  view.costs.hiddenSize = model.getHiddenSize();
+  view.costs.layers.resize(numLayers + 2);
+  view.ops.resize(numLayers + 2);
+
+  SymbolTableCollection symbols;
+  bool seenLayer = false;
+  for (Operation &op : forward.getBody().front()) {
+    auto module = dyn_cast<ModuleCostInterface>(&op);
+    if (!module)
+      continue;
+    size_t slot;
+    if (auto layer = op.getAttrOfType<IntegerAttr>("layer")) {
+      if (layer.getInt() >= numLayers)
+        return op.emitOpError() << "layer " << layer.getInt()
+                                << " is beyond the model's " << numLayers;
+      slot = layer.getInt() + 1;
+      seenLayer = true;
+    } else {
+      slot = seenLayer ? numLayers + 1 : 0; // embedding, or the model's tail
+    }
+    ModuleCost cost = module.getModuleCost(symbols, dtypes.cache);
+    SmallVector<ParamOp> params = referencedParams(&op, symbols);
+    cm::ModuleCosts costs;
+    costs.kind = costModelKind(module.getModuleKind());
+    costs.weightBytes = dtypes.weightElementBytes
+                            ? cost.params * *dtypes.weightElementBytes
+                            : cost.weightBytes;
+    costs.flopsPerToken = cost.flopsPerToken;
+    costs.flopsPerContextToken = cost.flopsPerContextToken;
+    costs.kvBytesPerToken =
+        cost.kvWindowTokens ? cost.stateBytesPerSequence / cost.kvWindowTokens
+                            : cost.kvBytesPerToken;
+    costs.kvWindowTokens = cost.kvWindowTokens;
+    costs.stateBytesPerSequence =
+        cost.kvWindowTokens ? 0 : cost.stateBytesPerSequence;
+    costs.gemms = gemmsOf(&op, params);
+    if (auto experts = dyn_cast<ExpertsOp>(&op)) {
+      costs.numExperts = experts.getNumExperts();
+      costs.topK =
+          cast<RankedTensorType>(experts.getWeights().getType()).getDimSize(1);
+      costs.expertWeightBytes = costs.weightBytes / costs.numExperts;
+    }
+    if (auto attention = dyn_cast<AttentionOp>(&op))
+      costs.attentionHeads = cm::AttentionHeads{
+          static_cast<int64_t>(attention.getNumHeads()),
+          static_cast<int64_t>(attention.getNumKvHeads()),
+          static_cast<int64_t>(attention.getHeadDim())};
+    view.costs.layers[slot].modules.push_back(std::move(costs));
+    view.ops[slot].push_back(&op);
+  }
+  if (::moe::Status status = cm::validateModelCosts(view.costs); !status.ok())
+    return module.emitError() << "cost model: " << status.error().message();
+  return view;
+}

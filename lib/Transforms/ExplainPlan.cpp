@@ -1,0 +1,209 @@
+//===- ExplainPlan.cpp - the moe-explain-plan pass ------------------------===//
+//
+// Everything printed here was recorded by moe-select-batch-sizes; this pass
+// only formats it, so the text and the JSON cannot disagree.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Transforms/Passes.h"
+
+#include "dialects/MoE/MoEOps.h"
+
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_EXPLAINPLAN
+#include "moe/Transforms/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+namespace json = llvm::json;
+
+namespace {
+
+json::Value toJSON(Attribute attr) {
+  if (auto number = dyn_cast<FloatAttr>(attr))
+    return number.getValueAsDouble();
+  if (auto integer = dyn_cast<IntegerAttr>(attr))
+    return integer.getInt();
+  if (auto text = dyn_cast<StringAttr>(attr))
+    return text.getValue().str();
+  if (auto array = dyn_cast<ArrayAttr>(attr)) {
+    json::Array values;
+    for (Attribute element : array)
+      values.push_back(toJSON(element));
+    return values;
+  }
+  if (auto dictionary = dyn_cast<DictionaryAttr>(attr)) {
+    json::Object object;
+    for (NamedAttribute entry : dictionary)
+      object[entry.getName().getValue()] = toJSON(entry.getValue());
+    return object;
+  }
+  return nullptr;
+}
+
+json::Object batchingToJSON(BatchingAttr b) {
+  return json::Object{
+      {"resident_batch", b.getResidentBatch()},
+      {"attention_micro_batch_prefill", b.getAttentionMicroBatchPrefill()},
+      {"attention_micro_batch_decode", b.getAttentionMicroBatchDecode()},
+      {"expert_micro_batch", b.getExpertMicroBatch()},
+      {"prefetch_depth", b.getPrefetchDepth()},
+      {"kv_staging_buffers", b.getKvStagingBuffers()},
+      {"cpu_attention_share", b.getCpuAttentionShare().convertToDouble()},
+      {"kv_gpu_fraction", b.getKvGpuFraction().convertToDouble()},
+      {"resident_units", b.getResidentUnits()},
+      {"prompt_tokens", b.getPromptTokens()},
+      {"generated_tokens", b.getGeneratedTokens()},
+      {"gpu_budget_bytes", b.getGpuBudgetBytes()},
+      {"host_budget_bytes", b.getHostBudgetBytes()}};
+}
+
+double number(DictionaryAttr dictionary, StringRef key) {
+  Attribute value = dictionary.get(key);
+  if (auto f = dyn_cast_or_null<FloatAttr>(value))
+    return f.getValueAsDouble();
+  if (auto i = dyn_cast_or_null<IntegerAttr>(value))
+    return static_cast<double>(i.getInt());
+  return 0.0;
+}
+
+int64_t integer(DictionaryAttr dictionary, StringRef key) {
+  return static_cast<int64_t>(number(dictionary, key));
+}
+
+std::string gib(double bytes) {
+  return llvm::formatv("{0:F1} GiB", bytes / (1024.0 * 1024.0 * 1024.0)).str();
+}
+std::string gb(double bytes) {
+  return llvm::formatv("{0:F2} GB", bytes / 1e9).str();
+}
+
+void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
+               DictionaryAttr report) {
+  auto row = [&](StringRef label, const Twine &value) {
+    os << llvm::format("  %-34s", label.str().c_str()) << value << "\n";
+  };
+  os << "plan for " << model.getModelType() << ": prompt "
+     << b.getPromptTokens() << " + " << b.getGeneratedTokens()
+     << " generated tokens, budgets GPU " << gib(b.getGpuBudgetBytes())
+     << ", host " << gib(b.getHostBudgetBytes()) << "\n";
+  os << "decision\n";
+  row("resident batch B", Twine(b.getResidentBatch()) + " sequences");
+  row("attention micro-batch, prefill",
+      Twine(b.getAttentionMicroBatchPrefill()) + " sequences");
+  row("attention micro-batch, decode",
+      Twine(b.getAttentionMicroBatchDecode()) + " sequences");
+  row("expert micro-batch b_e", Twine(b.getExpertMicroBatch()) + " tokens");
+  row("prefetch depth", Twine(b.getPrefetchDepth()) + " layers");
+  row("KV staging buffers", Twine(b.getKvStagingBuffers()));
+  row("KV on the GPU", llvm::formatv("{0:P0} of the sequences",
+                                     b.getKvGpuFraction().convertToDouble()));
+  row("CPU attention share", llvm::formatv("{0:F2}", b.getCpuAttentionShare()
+                                                         .convertToDouble()));
+  row("resident weight units", Twine(b.getResidentUnits()) +
+                                   " (modules or single experts, greedy order)");
+  if (!report)
+    return;
+  double step = number(report, "decode_step_seconds");
+  os << "predicted\n";
+  row("decode", llvm::formatv("{0:F1} tok/s (step {1:F4} s)",
+                              number(report, "decode_tokens_per_second"),
+                              step));
+  row("prefill", llvm::formatv("{0:F1} tok/s ({1:F3} s for B prompts)",
+                               number(report, "prefill_tokens_per_second"),
+                               number(report, "prefill_seconds")));
+  auto roofline = report.getAs<DictionaryAttr>("roofline");
+  row("roofline bound",
+      llvm::formatv("{0}, {1:F4} s = {2:P0} of the predicted step (pcie "
+                    "{3:F4} s, compute {4:F4} s, kv {5:F4} s)",
+                    cast<StringAttr>(roofline.get("bound")).getValue(),
+                    number(roofline, "seconds"),
+                    number(roofline, "fraction_of_step"),
+                    number(roofline, "pcie_seconds"),
+                    number(roofline, "compute_seconds"),
+                    number(roofline, "kv_seconds")));
+  os << "decode step, time per stage\n";
+  for (NamedAttribute stage : report.getAs<DictionaryAttr>("decode_stage_seconds"))
+    row(stage.getName().getValue(),
+        llvm::formatv("{0:F4} s", cast<FloatAttr>(stage.getValue())
+                                      .getValueAsDouble()));
+  os << "decode step, busy time per stream\n";
+  for (NamedAttribute stream :
+       report.getAs<DictionaryAttr>("decode_stream_busy_seconds"))
+    row(stream.getName().getValue(),
+        llvm::formatv("{0:F4} s", cast<FloatAttr>(stream.getValue())
+                                      .getValueAsDouble()));
+  auto bytes = report.getAs<DictionaryAttr>("decode_bytes_per_step");
+  os << "decode step, bytes per link\n";
+  row("host->GPU weights", gb(number(bytes, "h2d_weights")));
+  row("host->GPU KV", gb(number(bytes, "h2d_kv")));
+  row("host->GPU hidden states", gb(number(bytes, "h2d_hidden")));
+  row("GPU->host", gb(number(bytes, "d2h")));
+  row("KV read from HBM", gb(number(bytes, "hbm_kv_read")));
+  row("FLOPs", llvm::formatv("{0:F2} TFLOP", number(bytes, "flops") / 1e12));
+  auto pool = [&](StringRef name, DictionaryAttr memory) {
+    os << name << " memory: " << gib(number(memory, "total")) << " of "
+       << gib(number(memory, "budget")) << "\n";
+    for (NamedAttribute part : memory)
+      if (part.getName() != "total" && part.getName() != "budget")
+        row(part.getName().getValue(),
+            gib(number(memory, part.getName().getValue())));
+  };
+  pool("GPU", report.getAs<DictionaryAttr>("gpu_memory"));
+  pool("host", report.getAs<DictionaryAttr>("host_memory"));
+  os << "runner-ups (of "
+     << static_cast<int64_t>(number(report, "candidates_evaluated"))
+     << " candidates)\n";
+  for (auto [index, entry] :
+       llvm::enumerate(report.getAs<ArrayAttr>("runner_ups"))) {
+    auto runnerUp = cast<DictionaryAttr>(entry);
+    auto plan = runnerUp.getAs<DictionaryAttr>("plan");
+    os << llvm::formatv("  {0}. B={1} b_a={2} b_e={3} prefetch={4} "
+                        "kv_gpu={5:P0} resident={6}: {7}\n",
+                        index + 1, integer(plan, "resident_batch"),
+                        integer(plan, "attention_micro_batch_decode"),
+                        integer(plan, "expert_micro_batch"),
+                        integer(plan, "prefetch_depth"),
+                        number(plan, "kv_gpu_fraction"),
+                        integer(plan, "resident_units"),
+                        cast<StringAttr>(runnerUp.get("why_lost")).getValue());
+  }
+}
+
+struct ExplainPlanPass
+    : public mlir::moe::impl::ExplainPlanBase<ExplainPlanPass> {
+  using ExplainPlanBase::ExplainPlanBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto model = module->getAttrOfType<ModelAttr>(MoEDialect::kModelAttrName);
+    auto batching =
+        module->getAttrOfType<BatchingAttr>(MoEDialect::kBatchingAttrName);
+    auto report =
+        module->getAttrOfType<DictionaryAttr>(MoEDialect::kPlanReportAttrName);
+    if (!model || !batching) {
+      module.emitError() << "nothing to explain: run moe-select-batch-sizes "
+                            "on an imported model first";
+      return signalPassFailure();
+    }
+    if (json) {
+      json::Object object{{"model_type", model.getModelType().str()},
+                          {"decision", batchingToJSON(batching)}};
+      if (report)
+        object["report"] = toJSON(report);
+      llvm::outs() << llvm::formatv("{0:2}", json::Value(std::move(object)))
+                   << "\n";
+    } else {
+      printText(llvm::outs(), model, batching, report);
+    }
+    markAllAnalysesPreserved();
+  }
+};
+
+} // namespace

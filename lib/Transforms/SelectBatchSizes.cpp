@@ -1,0 +1,246 @@
+//===- SelectBatchSizes.cpp - the moe-select-batch-sizes pass -------------===//
+//
+// The search itself is the plain-C++ cost model (runtime/costmodel), shared
+// with the runtime; this pass feeds it the IR's module costs and records the
+// decision and the evidence for it on the module.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Analysis/CostModelBridge.h"
+#include "moe/Transforms/Passes.h"
+
+#include "dialects/MoE/MoEOps.h"
+#include "runtime/costmodel/PlanSearch.h"
+
+#include "mlir/IR/Builders.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_SELECTBATCHSIZES
+#include "moe/Transforms/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+namespace cm = ::moe::costmodel;
+
+namespace {
+
+std::optional<int64_t> elementBytes(StringRef dtype) {
+  return llvm::StringSwitch<std::optional<int64_t>>(dtype)
+      .Case("f32", 4)
+      .Cases({"bf16", "f16"}, 2)
+      .Case("fp8", 1)
+      .Default(std::nullopt);
+}
+
+int64_t gibToBytes(double gib) {
+  return static_cast<int64_t>(gib * 1024.0 * 1024.0 * 1024.0);
+}
+
+/// Builds the report dictionary with a fluent interface.
+class Report {
+public:
+  explicit Report(MLIRContext *context) : builder(context) {}
+  Report &add(StringRef key, double value) {
+    attrs.append(key, builder.getF64FloatAttr(value));
+    return *this;
+  }
+  Report &add(StringRef key, int64_t value) {
+    attrs.append(key, builder.getI64IntegerAttr(value));
+    return *this;
+  }
+  Report &add(StringRef key, StringRef value) {
+    attrs.append(key, builder.getStringAttr(value));
+    return *this;
+  }
+  Report &add(StringRef key, Attribute value) {
+    attrs.append(key, value);
+    return *this;
+  }
+  DictionaryAttr get() { return builder.getDictionaryAttr(attrs); }
+
+private:
+  Builder builder;
+  NamedAttrList attrs;
+};
+
+int64_t residentUnitCount(const cm::ResidentSet &set) {
+  int64_t count = 0;
+  for (const std::vector<int64_t> &layer : set.units)
+    for (int64_t units : layer)
+      count += units;
+  return count;
+}
+
+DictionaryAttr planSummary(MLIRContext *context, const cm::Plan &plan) {
+  return Report(context)
+      .add("resident_batch", plan.residentBatch)
+      .add("attention_micro_batch_decode", plan.attentionMicroBatchDecode)
+      .add("expert_micro_batch", plan.expertMicroBatch)
+      .add("prefetch_depth", plan.prefetchDepth)
+      .add("kv_gpu_fraction", plan.kvGpuFraction)
+      .add("resident_units", residentUnitCount(plan.resident))
+      .get();
+}
+
+struct SelectBatchSizesPass
+    : public mlir::moe::impl::SelectBatchSizesBase<SelectBatchSizesPass> {
+  using SelectBatchSizesBase::SelectBatchSizesBase;
+
+  void runOnOperation() override;
+  FailureOr<cm::HardwareProfile> loadProfile();
+  DictionaryAttr report(const cm::PlanChoice &choice,
+                        const cm::HardwareProfile &profile);
+};
+
+FailureOr<cm::HardwareProfile> SelectBatchSizesPass::loadProfile() {
+  ModuleOp module = getOperation();
+  if (profile.empty())
+    return module.emitError()
+           << "moe-select-batch-sizes needs a hardware profile: "
+              "profile=models/hardware/h100-sxm-80gb.json";
+  ::moe::Result<cm::HardwareProfile> loaded = cm::HardwareProfile::load(profile);
+  if (!loaded.ok())
+    return module.emitError() << "hardware profile: "
+                              << loaded.error().message();
+  if (gpuMemGiB < 0 || hostMemGiB < 0)
+    return module.emitError() << "gpu-mem and host-mem must be >= 0 GiB";
+  ::moe::Result<cm::HardwareProfile> budgeted = loaded->withBudgets(
+      gpuMemGiB > 0 ? std::optional(gibToBytes(gpuMemGiB)) : std::nullopt,
+      hostMemGiB > 0 ? std::optional(gibToBytes(hostMemGiB)) : std::nullopt);
+  if (!budgeted.ok())
+    return module.emitError() << budgeted.error().message();
+  return std::move(budgeted).value();
+}
+
+DictionaryAttr SelectBatchSizesPass::report(const cm::PlanChoice &choice,
+                                            const cm::HardwareProfile &profile) {
+  MLIRContext *context = &getContext();
+  Builder builder(context);
+  const cm::Candidate &best = choice.best;
+
+  Report stages(context);
+  for (size_t stage = 0; stage < cm::kNumStages; ++stage)
+    if (double seconds = choice.decode.stageSeconds[stage]; seconds > 0)
+      stages.add(cm::stageName(static_cast<cm::Stage>(stage)), seconds);
+  Report streams(context);
+  for (size_t stream = 0; stream < cm::kNumStreams; ++stream)
+    streams.add(cm::streamName(static_cast<cm::Stream>(stream)),
+                choice.decode.busySeconds[stream]);
+
+  const cm::StepTraffic &traffic = best.decodeTraffic;
+  DictionaryAttr bytes =
+      Report(context)
+          .add("h2d_weights", traffic.weightBytesToGpu)
+          .add("h2d_kv", traffic.kvBytesToGpu)
+          .add("h2d_hidden", traffic.hiddenBytesToGpu)
+          .add("d2h", traffic.bytesToHost)
+          .add("hbm_kv_read", traffic.kvBytesRead)
+          .add("flops", traffic.flops)
+          .get();
+
+  const cm::MemoryUse &memory = best.memory;
+  DictionaryAttr gpu = Report(context)
+                           .add("resident_weights", memory.residentWeightBytes)
+                           .add("weight_ring", memory.weightRingBytes)
+                           .add("kv", memory.gpuKvBytes)
+                           .add("kv_staging", memory.kvStagingBytes)
+                           .add("activations", memory.activationBytes)
+                           .add("total", memory.gpuBytes())
+                           .add("budget", profile.gpuBudgetBytes())
+                           .get();
+  DictionaryAttr host = Report(context)
+                            .add("streamed_weights", memory.hostWeightBytes)
+                            .add("kv", memory.hostKvBytes)
+                            .add("parked_hidden", memory.parkedHiddenBytes)
+                            .add("total", memory.hostBytes())
+                            .add("budget", profile.hostBudgetBytes())
+                            .get();
+
+  const cm::Roofline &roofline = best.decodeRoofline;
+  DictionaryAttr bound =
+      Report(context)
+          .add("bound", cm::rooflineBoundName(roofline.bound))
+          .add("pcie_seconds", roofline.pcieSeconds)
+          .add("compute_seconds", roofline.computeSeconds)
+          .add("kv_seconds", roofline.kvSeconds)
+          .add("seconds", roofline.seconds())
+          .add("fraction_of_step", roofline.seconds() / best.decodeStepSeconds)
+          .get();
+
+  SmallVector<Attribute> runnerUps;
+  for (const cm::RunnerUp &runnerUp : choice.runnerUps) {
+    Report entry(context);
+    entry.add("plan", planSummary(context, runnerUp.plan))
+        .add("why_lost", runnerUp.whyLost);
+    if (runnerUp.decodeTokensPerSecond)
+      entry.add("decode_tokens_per_second", *runnerUp.decodeTokensPerSecond);
+    runnerUps.push_back(entry.get());
+  }
+
+  return Report(context)
+      .add("decode_tokens_per_second", best.decodeTokensPerSecond)
+      .add("decode_step_seconds", best.decodeStepSeconds)
+      .add("prefill_tokens_per_second", choice.prefillTokensPerSecond)
+      .add("prefill_seconds", choice.prefillSeconds)
+      .add("decode_stage_seconds", stages.get())
+      .add("decode_stream_busy_seconds", streams.get())
+      .add("decode_bytes_per_step", bytes)
+      .add("gpu_memory", gpu)
+      .add("host_memory", host)
+      .add("roofline", bound)
+      .add("candidates_evaluated",
+           static_cast<int64_t>(choice.candidatesEvaluated))
+      .add("runner_ups", builder.getArrayAttr(runnerUps))
+      .get();
+}
+
+void SelectBatchSizesPass::runOnOperation() {
+  ModuleOp module = getOperation();
+  std::optional<int64_t> kvBytes = elementBytes(kvDtype);
+  std::optional<int64_t> weightBytes = elementBytes(weightDtype);
+  if (!kvBytes || (!weightBytes && weightDtype != "declared")) {
+    module.emitError() << "unknown dtype: weight-dtype must be declared, "
+                          "bf16, f16 or f32; kv-dtype bf16, f16, f32 or fp8";
+    return signalPassFailure();
+  }
+  if (promptTokens <= 0 || generatedTokens <= 0 || maxBatch <= 0 ||
+      runnerUps < 0) {
+    module.emitError() << "prompt-len, gen-len and max-batch must be positive";
+    return signalPassFailure();
+  }
+  FailureOr<cm::HardwareProfile> hardware = loadProfile();
+  if (failed(hardware))
+    return signalPassFailure();
+  PlanDtypes dtypes;
+  dtypes.weightElementBytes = weightBytes;
+  dtypes.cache.kvElementBytes = *kvBytes;
+  FailureOr<CostModelView> view = buildCostModelView(module, dtypes);
+  if (failed(view))
+    return signalPassFailure();
+
+  cm::SearchOptions options;
+  options.maxResidentBatch = maxBatch;
+  options.maxRunnerUps = static_cast<size_t>(runnerUps);
+  cm::GenerationLengths lengths{promptTokens, generatedTokens};
+  ::moe::Result<cm::PlanChoice> choice =
+      cm::selectPlan(view->costs, *hardware, lengths, options);
+  if (!choice.ok()) {
+    module.emitError() << "no plan fits: " << choice.error().message();
+    return signalPassFailure();
+  }
+  const cm::Plan &plan = choice->best.plan;
+  module->setAttr(
+      MoEDialect::kBatchingAttrName,
+      BatchingAttr::get(
+          &getContext(), plan.residentBatch, plan.attentionMicroBatchPrefill,
+          plan.attentionMicroBatchDecode, plan.expertMicroBatch,
+          plan.prefetchDepth, plan.kvStagingBuffers,
+          APFloat(plan.cpuAttentionShare), APFloat(plan.kvGpuFraction),
+          residentUnitCount(plan.resident), promptTokens, generatedTokens,
+          hardware->gpuBudgetBytes(), hardware->hostBudgetBytes()));
+  module->setAttr(MoEDialect::kPlanReportAttrName,
+                  report(*choice, *hardware));
+}
+
+} // namespace
