@@ -41,12 +41,27 @@ std::string_view stageName(Stage stage);
 
 using JobId = size_t;
 
+// What a job acts on, so that a runtime can execute exactly the schedule the
+// cost model priced. Indices are -1 where they do not apply.
+enum class ExpertShare { All, Resident, Streamed };
+struct JobTarget {
+  int64_t layer = -1;      // Cost-model layer (0: embedding, last: LM head).
+  int64_t module = -1;     // Module index within the layer.
+  int64_t microBatch = -1; // Attention micro-batch or prefill chunk.
+  int64_t firstSequence = 0;
+  int64_t sequences = 0;   // Sequences the job covers (0: all B).
+  int64_t buffer = -1;     // Weight-ring slot, KV staging or hidden buffer.
+  double bytes = 0;        // Bytes a copy moves.
+  ExpertShare experts = ExpertShare::All;
+};
+
 struct Job {
   Stream stream = Stream::Compute;
   Stage stage = Stage::Attention;
   double seconds = 0;
   std::vector<JobId> deps; // Jobs added earlier.
   std::string label;       // For reports: "layer 3 attention 2/4".
+  JobTarget target;
 };
 
 class Dag {

@@ -7,9 +7,6 @@
 namespace moe::costmodel {
 namespace {
 
-// Prefill chunks in flight between host and GPU: one computing while the
-// next one's hidden states load.
-constexpr size_t kPrefillHiddenBuffers = 2;
 
 double gemmFlopsPerToken(const ModuleCosts &module) {
   double flops = 0;
@@ -149,12 +146,18 @@ public:
         continue;
       bool usesRing = module.kind != ModuleKind::Embedding;
       layerStreams_ = layerStreams_ || usesRing;
+      JobTarget target{.layer = int64_t(l), .module = int64_t(m)};
+      target.bytes = double(bytes);
+      // The ring holds one streaming layer per slot, in turn.
+      if (usesRing)
+        target.buffer = int64_t(streamingLayerEnds_.size() % depth);
       copyOf_[m] = add(
           Stream::HostToDevice, Stage::WeightCopy,
           profile_.copySeconds(double(bytes),
                                CopyDirection::HostToDevicePinned),
           usesRing ? depsOf({slotFree}) : std::vector<JobId>{},
-          fmt::format("layer {} {} weights", l, moduleKindName(module.kind)));
+          fmt::format("layer {} {} weights", l, moduleKindName(module.kind)),
+          target);
       step_.traffic.weightBytesToGpu += double(bytes);
     }
   }
@@ -166,8 +169,10 @@ public:
 
   // Compute of a non-attention module over `tokens` tokens.
   void addModuleCompute(size_t l, size_t m, int64_t tokens,
-                        std::vector<JobId> extraDeps) {
+                        std::vector<JobId> extraDeps, JobTarget target = {}) {
     const ModuleCosts &module = model_.layers[l].modules[m];
+    target.layer = int64_t(l);
+    target.module = int64_t(m);
     std::string label =
         fmt::format("layer {} {}", l, moduleKindName(module.kind));
     step_.traffic.flops += module.flopsPerToken * double(tokens);
@@ -178,25 +183,29 @@ public:
       addCompute(stageOf(module.kind),
                  denseModuleSeconds(profile_, model_, module, tokens,
                                     plan_.expertMicroBatch),
-                 std::move(deps), label);
+                 std::move(deps), label, target);
       return;
     }
     // Resident experts start at once; streamed ones wait for their copy.
     int64_t resident = residentUnits(plan_, l, m);
     double residentShare = double(resident) / double(module.numExperts);
-    if (resident > 0)
+    bool split = resident > 0 && resident < module.numExperts;
+    if (resident > 0) {
+      target.experts = split ? ExpertShare::Resident : ExpertShare::All;
       addCompute(Stage::Experts,
                  routedExpertSeconds(profile_, model_, module, tokens,
                                      plan_.expertMicroBatch, residentShare),
-                 extraDeps, label + " (resident)");
+                 extraDeps, label + " (resident)", target);
+    }
     if (resident < module.numExperts) {
       std::vector<JobId> deps = std::move(extraDeps);
       if (copyOf_[m])
         deps.push_back(*copyOf_[m]);
+      target.experts = split ? ExpertShare::Streamed : ExpertShare::All;
       addCompute(Stage::Experts,
                  routedExpertSeconds(profile_, model_, module, tokens,
                                      plan_.expertMicroBatch, 1 - residentShare),
-                 std::move(deps), label + " (streamed)");
+                 std::move(deps), label + " (streamed)", target);
     }
   }
 
@@ -204,15 +213,15 @@ public:
   std::optional<JobId> lastCompute() const { return lastCompute_; }
 
   JobId add(Stream stream, Stage stage, double seconds, std::vector<JobId> deps,
-            std::string label) {
-    return step_.dag.add(
-        Job{stream, stage, seconds, std::move(deps), std::move(label)});
+            std::string label, JobTarget target) {
+    return step_.dag.add(Job{stream, stage, seconds, std::move(deps),
+                             std::move(label), target});
   }
 
   JobId addCompute(Stage stage, double seconds, std::vector<JobId> deps,
-                   std::string label) {
-    lastCompute_ =
-        add(Stream::Compute, stage, seconds, std::move(deps), std::move(label));
+                   std::string label, JobTarget target) {
+    lastCompute_ = add(Stream::Compute, stage, seconds, std::move(deps),
+                       std::move(label), target);
     return *lastCompute_;
   }
 
@@ -230,16 +239,21 @@ private:
 // Sequences in attention micro-batches: GPU-KV ones first (no staging), then
 // host-KV ones.
 struct MicroBatch {
+  int64_t firstSequence;
   int64_t sequences;
   bool hostKv;
 };
 
 std::vector<MicroBatch> microBatches(const Plan &plan, int64_t size) {
   std::vector<MicroBatch> batches;
+  int64_t first = 0;
   for (auto [count, hostKv] : {std::pair{plan.gpuKvSequences(), false},
                                std::pair{plan.hostKvSequences(), true}})
-    for (int64_t done = 0; done < count; done += size)
-      batches.push_back({std::min(size, count - done), hostKv});
+    for (int64_t done = 0; done < count; done += size) {
+      int64_t sequences = std::min(size, count - done);
+      batches.push_back({first, sequences, hostKv});
+      first += sequences;
+    }
   return batches;
 }
 
@@ -302,17 +316,25 @@ Result<StepDag> buildDecodeStepDag(const ModelCosts &model, const Plan &plan,
         const MicroBatch &micro = batches[i];
         std::string label =
             fmt::format("layer {} attention {}/{}", l, i + 1, batches.size());
+        JobTarget target{.layer = int64_t(l),
+                         .module = int64_t(m),
+                         .microBatch = int64_t(i),
+                         .firstSequence = micro.firstSequence,
+                         .sequences = micro.sequences};
         std::optional<JobId> kvLoad;
         double loadBytes = double(micro.sequences) * kvPerSequence;
+        size_t buffers = size_t(plan.kvStagingBuffers);
+        JobTarget staged = target;
+        staged.buffer = int64_t(stagingFree.size() % buffers);
         if (micro.hostKv && loadBytes > 0) {
           std::optional<JobId> bufferFree;
-          size_t buffers = size_t(plan.kvStagingBuffers);
           if (stagingFree.size() >= buffers)
             bufferFree = stagingFree[stagingFree.size() - buffers];
+          staged.bytes = loadBytes;
           kvLoad = builder.add(
               Stream::HostToDevice, Stage::KvLoad,
               profile.copySeconds(loadBytes, CopyDirection::HostToDevicePinned),
-              depsOf({bufferFree}), label + " KV load");
+              depsOf({bufferFree}), label + " KV load", staged);
           traffic.kvBytesToGpu += loadBytes;
         }
         double seconds =
@@ -321,9 +343,12 @@ Result<StepDag> buildDecodeStepDag(const ModelCosts &model, const Plan &plan,
             decodeAttentionCoreSeconds(profile, module, micro.sequences,
                                        attended) +
             elementwiseSeconds(profile, model, module, micro.sequences);
+        if (kvLoad)
+          target.buffer = staged.buffer; // attention reads the staged KV
         JobId compute =
             builder.addCompute(Stage::Attention, seconds,
-                               depsOf({kvLoad, builder.weightCopy(m)}), label);
+                               depsOf({kvLoad, builder.weightCopy(m)}), label,
+                               target);
         traffic.kvBytesRead += double(micro.sequences) * kvPerSequence;
         traffic.flops += double(micro.sequences) *
                          (module.flopsPerToken +
@@ -334,10 +359,11 @@ Result<StepDag> buildDecodeStepDag(const ModelCosts &model, const Plan &plan,
         double storeBytes =
             double(micro.sequences) *
             double(module.kvBytesPerToken + module.stateBytesPerSequence);
+        staged.bytes = storeBytes;
         JobId store = builder.add(
             Stream::DeviceToHost, Stage::KvStore,
             profile.copySeconds(storeBytes, CopyDirection::DeviceToHostPinned),
-            {compute}, label + " KV store");
+            {compute}, label + " KV store", staged);
         traffic.bytesToHost += storeBytes;
         stagingFree.push_back(store);
       }
@@ -369,29 +395,38 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
       int64_t tokens = chunk.sequences * promptTokens;
       std::string label =
           fmt::format("layer {} chunk {}/{}", l, c + 1, chunks.size());
+      JobTarget chunkTarget{.layer = int64_t(l),
+                            .microBatch = int64_t(c),
+                            .firstSequence = chunk.firstSequence,
+                            .sequences = chunk.sequences};
+      JobTarget hidden = chunkTarget;
+      hidden.buffer = int64_t(hiddenBufferFree.size() % size_t(kPrefillHiddenBuffers));
+      hidden.bytes = double(tokens) * hiddenBytesPerToken;
       // The first layer starts from token ids; later ones from parked states.
       std::optional<JobId> hiddenLoad;
       if (l > 0) {
         std::optional<JobId> bufferFree;
-        if (hiddenBufferFree.size() >= kPrefillHiddenBuffers)
+        if (hiddenBufferFree.size() >= size_t(kPrefillHiddenBuffers))
           bufferFree =
-              hiddenBufferFree[hiddenBufferFree.size() - kPrefillHiddenBuffers];
+              hiddenBufferFree[hiddenBufferFree.size() - size_t(kPrefillHiddenBuffers)];
         double bytes = double(tokens) * hiddenBytesPerToken;
         hiddenLoad = builder.add(
             Stream::HostToDevice, Stage::HiddenLoad,
             profile.copySeconds(bytes, CopyDirection::HostToDevicePinned),
-            depsOf({bufferFree}), label + " hidden load");
+            depsOf({bufferFree}), label + " hidden load", hidden);
         traffic.hiddenBytesToGpu += bytes;
       }
       for (size_t m = 0; m < modules.size(); ++m) {
         const ModuleCosts &module = modules[m];
         if (module.kind == ModuleKind::LmHead) {
           // Only each prompt's last position needs logits.
-          builder.addModuleCompute(l, m, chunk.sequences, depsOf({hiddenLoad}));
+          builder.addModuleCompute(l, m, chunk.sequences, depsOf({hiddenLoad}),
+                                   chunkTarget);
           continue;
         }
         if (module.kind != ModuleKind::Attention) {
-          builder.addModuleCompute(l, m, tokens, depsOf({hiddenLoad}));
+          builder.addModuleCompute(l, m, tokens, depsOf({hiddenLoad}),
+                                   chunkTarget);
           continue;
         }
         double contextFlops = double(chunk.sequences) *
@@ -405,17 +440,22 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
                          std::max(profile.peakComputeSeconds(contextFlops),
                                   profile.hbmSeconds(kvBytes)) +
                          elementwiseSeconds(profile, model, module, tokens);
+        JobTarget attention = chunkTarget;
+        attention.module = int64_t(m);
         JobId compute =
             builder.addCompute(Stage::Attention, seconds,
                                depsOf({hiddenLoad, builder.weightCopy(m)}),
                                fmt::format("layer {} attention chunk {}/{}", l,
-                                           c + 1, chunks.size()));
+                                           c + 1, chunks.size()),
+                               attention);
         traffic.flops += module.flopsPerToken * double(tokens) + contextFlops;
         if (chunk.hostKv && kvBytes > 0) {
+          JobTarget store = attention;
+          store.bytes = kvBytes;
           builder.add(
               Stream::DeviceToHost, Stage::KvStore,
               profile.copySeconds(kvBytes, CopyDirection::DeviceToHostPinned),
-              {compute}, label + " KV store");
+              {compute}, label + " KV store", store);
           traffic.bytesToHost += kvBytes;
         }
       }
@@ -429,7 +469,7 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
       hiddenBufferFree.push_back(builder.add(
           Stream::DeviceToHost, Stage::HiddenStore,
           profile.copySeconds(bytes, CopyDirection::DeviceToHostPinned),
-          {*chunkDone}, label + " hidden store"));
+          {*chunkDone}, label + " hidden store", hidden));
       traffic.bytesToHost += bytes;
     }
     builder.endLayer();

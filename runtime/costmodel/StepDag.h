@@ -12,6 +12,10 @@
 
 namespace moe::costmodel {
 
+// Prefill parks hidden states in host memory between layers; this many
+// device buffers let one chunk's load overlap the previous chunk's compute.
+inline constexpr int64_t kPrefillHiddenBuffers = 2;
+
 // What a step moves and computes, for "bytes per link" reports and the
 // roofline.
 struct StepTraffic {

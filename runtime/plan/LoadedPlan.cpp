@@ -185,6 +185,54 @@ Status checkBatching(const plan::Plan &root) {
   return Status::success();
 }
 
+/// Jobs wait only for earlier jobs, name buffers that exist, and run on the
+/// stream their kind needs, so the executor can issue them in order.
+Status checkStep(const plan::StepSchedule &step, const plan::Schedule &schedule,
+                 const char *name) {
+  const auto &jobs = *step.jobs();
+  const auto &pools = *schedule.pools();
+  for (uint32_t i = 0; i < jobs.size(); ++i) {
+    const plan::Job &job = *jobs.Get(i);
+    auto fail = [&](const Error &error) {
+      return error.withContext(fmt::format("{} job {}", name, i));
+    };
+    if (job.after())
+      for (uint32_t dep : *job.after())
+        if (dep >= i)
+          return fail(makeError("waits for job {}, which is not earlier", dep));
+    plan::StreamKind wanted = plan::StreamKind::h2d;
+    if (job.kind() == plan::JobKind::compute)
+      wanted = plan::StreamKind::compute;
+    else if (job.kind() == plan::JobKind::kv_store ||
+             job.kind() == plan::JobKind::hidden_store)
+      wanted = plan::StreamKind::d2h;
+    if (job.stream() != wanted)
+      return fail(makeError("runs on the {} stream, its kind needs {}",
+                            plan::EnumNameStreamKind(job.stream()),
+                            plan::EnumNameStreamKind(wanted)));
+    if (job.pool() >= 0) {
+      if (job.pool() >= static_cast<int>(pools.size()))
+        return fail(makeError("pool {} does not exist", job.pool()));
+      if (job.buffer() < 0 || job.buffer() >= pools.Get(job.pool())->count())
+        return fail(makeError("buffer {} is not in pool {}", job.buffer(),
+                              job.pool()));
+    }
+  }
+  return Status::success();
+}
+
+Status checkSchedule(const plan::Plan &root) {
+  const plan::Schedule *schedule = root.schedule();
+  if (!schedule)
+    return Status::success();
+  for (const plan::BufferPool *pool : *schedule->pools())
+    if (pool->count() <= 0 || pool->buffer_bytes() < 0)
+      return makeError("schedule: a buffer pool needs count > 0 and bytes "
+                       ">= 0");
+  MOE_RETURN_IF_ERROR(checkStep(*schedule->decode(), *schedule, "decode"));
+  return checkStep(*schedule->prefill(), *schedule, "prefill");
+}
+
 } // namespace
 
 Result<LoadedPlan> LoadedPlan::fromBytes(std::vector<uint8_t> bytes,
@@ -212,6 +260,8 @@ Result<LoadedPlan> LoadedPlan::fromBytes(std::vector<uint8_t> bytes,
   Status status = ModelChecker(*root.model()).check();
   if (status.ok())
     status = checkBatching(root);
+  if (status.ok())
+    status = checkSchedule(root);
   if (!status.ok())
     return fail(status.error().withContext("invalid plan"));
   return LoadedPlan(std::move(bytes));

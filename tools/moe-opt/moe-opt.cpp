@@ -6,7 +6,10 @@
 //===----------------------------------------------------------------------===//
 
 #include "dialects/MoE/MoEDialect.h"
+#include "dialects/Sched/SchedDialect.h"
+#include "moe/Conversion/Passes.h"
 #include "moe/Import/HFConfig.h"
+#include "moe/Pipelines.h"
 #include "moe/Target/Passes.h"
 #include "moe/Transforms/Passes.h"
 
@@ -48,9 +51,11 @@ importToBuffer(const DialectRegistry &registry, llvm::StringRef path) {
 int main(int argc, char **argv) {
   llvm::InitLLVM initLLVM(argc, argv);
   DialectRegistry registry;
-  registry.insert<moe::MoEDialect, func::FuncDialect>();
+  registry.insert<moe::MoEDialect, sched::SchedDialect, func::FuncDialect>();
   moe::registerMoEPasses();
   moe::registerMoETargetPasses();
+  moe::registerMoEConversionPasses();
+  moe::registerPlanPipeline();
   registerCanonicalizerPass();
   registerCSEPass();
   registerSymbolDCEPass();

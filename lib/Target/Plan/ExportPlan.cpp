@@ -8,6 +8,7 @@
 #include "moe/Target/Plan.h"
 
 #include "dialects/MoE/MoEOps.h"
+#include "dialects/Sched/SchedOps.h"
 #include "runtime/schemas/PlanVersion.h"
 #include "runtime/schemas/plan_generated.h"
 
@@ -22,6 +23,58 @@ namespace fb = flatbuffers;
 namespace pl = ::moe::plan;
 
 namespace {
+
+pl::JobKind jobKindOf(sched::CopyKind kind) {
+  switch (kind) {
+  case sched::CopyKind::weights:
+    return pl::JobKind::copy_weights;
+  case sched::CopyKind::kv_load:
+    return pl::JobKind::kv_load;
+  case sched::CopyKind::kv_store:
+    return pl::JobKind::kv_store;
+  case sched::CopyKind::hidden_load:
+    return pl::JobKind::hidden_load;
+  case sched::CopyKind::hidden_store:
+    return pl::JobKind::hidden_store;
+  }
+  llvm_unreachable("unknown copy kind");
+}
+
+pl::StreamKind streamKindOf(sched::StreamKind kind) {
+  switch (kind) {
+  case sched::StreamKind::compute:
+    return pl::StreamKind::compute;
+  case sched::StreamKind::h2d:
+    return pl::StreamKind::h2d;
+  case sched::StreamKind::d2h:
+    return pl::StreamKind::d2h;
+  }
+  llvm_unreachable("unknown stream kind");
+}
+
+pl::PoolKind poolKindOf(sched::PoolKind kind) {
+  switch (kind) {
+  case sched::PoolKind::weight_ring:
+    return pl::PoolKind::weight_ring;
+  case sched::PoolKind::kv_staging:
+    return pl::PoolKind::kv_staging;
+  case sched::PoolKind::hidden:
+    return pl::PoolKind::hidden;
+  }
+  llvm_unreachable("unknown pool kind");
+}
+
+pl::ExpertShare expertShareOf(sched::ExpertShare share) {
+  switch (share) {
+  case sched::ExpertShare::all:
+    return pl::ExpertShare::all;
+  case sched::ExpertShare::resident:
+    return pl::ExpertShare::resident;
+  case sched::ExpertShare::streamed:
+    return pl::ExpertShare::streamed;
+  }
+  llvm_unreachable("unknown expert share");
+}
 
 class PlanWriter {
 public:
@@ -53,6 +106,9 @@ private:
   FailureOr<fb::Offset<pl::Param>> writeParam(ParamOp op);
   fb::Offset<pl::Batching> writeBatching(BatchingAttr batching);
   fb::Offset<pl::Prediction> writePrediction(DictionaryAttr report);
+  FailureOr<fb::Offset<pl::Schedule>> writeSchedule();
+  FailureOr<fb::Offset<pl::StepSchedule>>
+  writeStep(sched::StepOp step, const llvm::StringMap<int> &pools);
   FailureOr<std::pair<pl::Module, fb::Offset<void>>> writeModule(Operation *op);
 
   ModuleOp module;
@@ -128,6 +184,81 @@ fb::Offset<pl::Prediction> PlanWriter::writePrediction(DictionaryAttr report) {
       number(report, "prefill_tokens_per_second"), &stages, h2d,
       bytes ? number(bytes, "d2h") : 0.0, bound.c_str(),
       roofline ? number(roofline, "seconds") : 0.0);
+}
+
+FailureOr<fb::Offset<pl::StepSchedule>>
+PlanWriter::writeStep(sched::StepOp step, const llvm::StringMap<int> &pools) {
+  SymbolTableCollection symbols;
+  llvm::DenseMap<Value, unsigned> jobIndex;
+  std::vector<fb::Offset<pl::Job>> jobs;
+  for (Operation &op : step.getBody().front()) {
+    auto copy = dyn_cast<sched::CopyOp>(op);
+    auto compute = dyn_cast<sched::ComputeOp>(op);
+    FlatSymbolRefAttr streamRef =
+        copy ? copy.getStreamAttr() : compute.getStreamAttr();
+    auto stream = symbols.lookupNearestSymbolFrom<sched::StreamOp>(
+        step->getParentOp(), streamRef);
+    if (!stream)
+      return op.emitOpError() << "stream " << streamRef << " is not declared";
+    std::vector<uint32_t> after;
+    for (Value event : op.getOperands())
+      after.push_back(jobIndex.lookup(event));
+    FlatSymbolRefAttr poolRef =
+        copy ? copy.getPoolAttr() : compute.getPoolAttr();
+    int pool = poolRef ? pools.lookup(poolRef.getValue()) : -1;
+    auto stage = compute ? compute.getStage().str() : std::string();
+    pl::JobKind kind = copy ? jobKindOf(copy.getKind()) : pl::JobKind::compute;
+    jobIndex[op.getResult(0)] = static_cast<unsigned>(jobs.size());
+    int64_t layer = copy ? copy.getLayer() : compute.getLayer();
+    int64_t module = copy ? copy.getModule() : compute.getModule();
+    int64_t microBatch = copy ? copy.getMicroBatch() : compute.getMicroBatch();
+    int64_t first = copy ? copy.getFirstSequence() : compute.getFirstSequence();
+    int64_t sequences = copy ? copy.getSequences() : compute.getSequences();
+    int64_t buffer = copy ? copy.getBuffer() : compute.getBuffer();
+    double seconds = (copy ? copy.getSeconds() : compute.getSeconds())
+                         .convertToDouble();
+    jobs.push_back(pl::CreateJobDirect(
+        builder, kind, streamKindOf(stream.getKind()),
+        compute ? stage.c_str() : nullptr, &after, static_cast<int>(layer),
+        static_cast<int>(module), static_cast<int>(microBatch), first,
+        sequences, pool, static_cast<int>(buffer),
+        copy ? copy.getBytes().convertToDouble() : 0.0, seconds,
+        compute ? expertShareOf(compute.getExperts()) : pl::ExpertShare::all));
+  }
+  return pl::CreateStepScheduleDirect(
+      builder, step.getPredictedSeconds().convertToDouble(), &jobs);
+}
+
+/// The sched ops of the module, if moe-schedule-overlap ran.
+FailureOr<fb::Offset<pl::Schedule>> PlanWriter::writeSchedule() {
+  sched::StepOp decode, prefill;
+  for (sched::StepOp step : module.getOps<sched::StepOp>()) {
+    if (step.getSymName() == "decode")
+      decode = step;
+    else if (step.getSymName() == "prefill")
+      prefill = step;
+  }
+  if (!decode && !prefill)
+    return fb::Offset<pl::Schedule>();
+  if (!decode || !prefill)
+    return module.emitError() << "a schedule needs sched.step @decode and "
+                                 "sched.step @prefill";
+  llvm::StringMap<int> poolIndex;
+  std::vector<fb::Offset<pl::BufferPool>> pools;
+  for (sched::BufferPoolOp pool : module.getOps<sched::BufferPoolOp>()) {
+    poolIndex[pool.getSymName()] = static_cast<int>(pools.size());
+    pools.push_back(pl::CreateBufferPool(
+        builder, poolKindOf(pool.getKind()),
+        static_cast<int>(pool.getCount()), pool.getBufferBytes()));
+  }
+  FailureOr<fb::Offset<pl::StepSchedule>> decodeOffset =
+      writeStep(decode, poolIndex);
+  FailureOr<fb::Offset<pl::StepSchedule>> prefillOffset =
+      writeStep(prefill, poolIndex);
+  if (failed(decodeOffset) || failed(prefillOffset))
+    return failure();
+  return pl::CreateScheduleDirect(builder, &pools, *decodeOffset,
+                                  *prefillOffset);
 }
 
 FailureOr<std::pair<pl::Module, fb::Offset<void>>>
@@ -300,10 +431,13 @@ FailureOr<std::vector<uint8_t>> PlanWriter::write() {
       module->getAttrOfType<BatchingAttr>(MoEDialect::kBatchingAttrName));
   auto prediction = writePrediction(
       module->getAttrOfType<DictionaryAttr>(MoEDialect::kPlanReportAttrName));
+  FailureOr<fb::Offset<pl::Schedule>> schedule = writeSchedule();
+  if (failed(schedule))
+    return failure();
   // The size prefix lets the runtime tell a truncated file from a corrupt one.
   pl::FinishSizePrefixedPlanBuffer(
       builder, pl::CreatePlan(builder, pl::kSchemaVersion, modelOffset,
-                              batching, prediction));
+                              batching, prediction, *schedule));
   return std::vector<uint8_t>(builder.GetBufferPointer(),
                               builder.GetBufferPointer() + builder.GetSize());
 }

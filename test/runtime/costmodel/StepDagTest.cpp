@@ -90,6 +90,44 @@ TEST(StepDagTest, GpuKvNeedsNoStaging) {
   EXPECT_DOUBLE_EQ(step.traffic.kvBytesRead, 4.0 * 10 * 125 * 512);
 }
 
+// Jobs name what they act on, so a runtime can execute the priced schedule:
+// copies land in ring slots and staging buffers that exist, and each layer's
+// attention micro-batches cover the B sequences once, in order.
+TEST(StepDagTest, JobsCarryExecutableTargets) {
+  ModelCosts model = tinyMoe();
+  Plan plan = decodePlan(model);
+  plan.kvGpuFraction = 0.5; // 5 GPU-KV and 5 host-KV sequences
+  StepDag step = built(buildDecodeStepDag(model, plan, syntheticProfile()));
+  std::vector<int64_t> covered(model.layers.size(), 0);
+  for (const Job &job : step.dag.jobs()) {
+    const JobTarget &target = job.target;
+    EXPECT_GE(target.layer, 0) << job.label;
+    EXPECT_GE(target.module, 0) << job.label;
+    if (job.stage == Stage::WeightCopy) {
+      EXPECT_GT(target.bytes, 0) << job.label;
+      bool usesRing =
+          model.layers[target.layer].modules[target.module].kind !=
+          ModuleKind::Embedding;
+      if (usesRing) {
+        EXPECT_GE(target.buffer, 0) << job.label;
+        EXPECT_LT(target.buffer, plan.prefetchDepth) << job.label;
+      }
+    }
+    if (job.stage == Stage::KvLoad || job.stage == Stage::KvStore) {
+      EXPECT_GE(target.buffer, 0) << job.label;
+      EXPECT_LT(target.buffer, plan.kvStagingBuffers) << job.label;
+      EXPECT_GE(target.firstSequence, plan.gpuKvSequences()) << job.label;
+    }
+    if (job.stage == Stage::Attention && job.stream == Stream::Compute) {
+      EXPECT_EQ(target.firstSequence, covered[target.layer]) << job.label;
+      covered[target.layer] += target.sequences;
+    }
+  }
+  for (size_t l = 0; l < model.layers.size(); ++l)
+    if (covered[l] > 0)
+      EXPECT_EQ(covered[l], plan.residentBatch) << "layer " << l;
+}
+
 TEST(StepDagTest, StreamingBoundStepIsAsLongAsItsCopies) {
   ModelCosts model = tinyMoe();
   StepDag step =

@@ -22,6 +22,10 @@ struct PlanSpec {
   bool includeEmbedding = true;
   int64_t residentBatch = 0; // 0: no batching table
   int64_t decodeMicroBatch = 1;
+  bool withSchedule = false;
+  uint32_t copyWaitsFor = 0;  // the decode copy job (index 1) waits for this
+  plan::StreamKind copyStream = plan::StreamKind::h2d;
+  int copyBuffer = 0;
 };
 
 /// embedding(ids) -> lm_head -> logits, over two parameters.
@@ -53,8 +57,24 @@ std::vector<uint8_t> buildPlan(const PlanSpec &spec = {}) {
     batching = plan::CreateBatching(b, spec.residentBatch, 1,
                                     spec.decodeMicroBatch, 256, 2, 2, 0.0, 0.5,
                                     512, 256, 1 << 30, 1 << 30);
+  flatbuffers::Offset<plan::Schedule> schedule;
+  if (spec.withSchedule) {
+    std::vector<flatbuffers::Offset<plan::BufferPool>> pools{
+        plan::CreateBufferPool(b, plan::PoolKind::weight_ring, 2, 1024)};
+    std::vector<uint32_t> none, after{spec.copyWaitsFor};
+    std::vector<flatbuffers::Offset<plan::Job>> jobs{
+        plan::CreateJobDirect(b, plan::JobKind::compute,
+                              plan::StreamKind::compute, "norm", &none),
+        plan::CreateJobDirect(b, plan::JobKind::copy_weights, spec.copyStream,
+                              nullptr, &after, 1, 0, -1, 0, 0, 0,
+                              spec.copyBuffer, 1024.0)};
+    auto decode = plan::CreateStepScheduleDirect(b, 1e-3, &jobs);
+    std::vector<flatbuffers::Offset<plan::Job>> noJobs;
+    auto prefill = plan::CreateStepScheduleDirect(b, 1e-3, &noJobs);
+    schedule = plan::CreateScheduleDirect(b, &pools, decode, prefill);
+  }
   plan::FinishSizePrefixedPlanBuffer(
-      b, plan::CreatePlan(b, spec.version, model, batching));
+      b, plan::CreatePlan(b, spec.version, model, batching, 0, schedule));
   return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
 }
 
@@ -152,6 +172,38 @@ TEST(LoadedPlan, MicroBatchAboveResidentBatch) {
   EXPECT_EQ(loadError(buildPlan(spec)),
             "x.moeplan: invalid plan: batching: an attention micro-batch "
             "exceeds the resident batch 8");
+}
+
+TEST(LoadedPlan, ScheduleLoads) {
+  PlanSpec spec;
+  spec.withSchedule = true;
+  EXPECT_EQ(loadError(buildPlan(spec)), "");
+}
+
+TEST(LoadedPlan, JobWaitsForALaterJob) {
+  PlanSpec spec;
+  spec.withSchedule = true;
+  spec.copyWaitsFor = 1;
+  EXPECT_EQ(loadError(buildPlan(spec)),
+            "x.moeplan: invalid plan: decode job 1: waits for job 1, which is "
+            "not earlier");
+}
+
+TEST(LoadedPlan, CopyOnTheComputeStream) {
+  PlanSpec spec;
+  spec.withSchedule = true;
+  spec.copyStream = plan::StreamKind::compute;
+  EXPECT_EQ(loadError(buildPlan(spec)),
+            "x.moeplan: invalid plan: decode job 1: runs on the compute "
+            "stream, its kind needs h2d");
+}
+
+TEST(LoadedPlan, BufferOutsideItsPool) {
+  PlanSpec spec;
+  spec.withSchedule = true;
+  spec.copyBuffer = 2;
+  EXPECT_EQ(loadError(buildPlan(spec)),
+            "x.moeplan: invalid plan: decode job 1: buffer 2 is not in pool 0");
 }
 
 TEST(LoadedPlan, MissingFile) {

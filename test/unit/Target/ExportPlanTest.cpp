@@ -3,9 +3,11 @@
 
 #include "moe/Import/HFConfig.h"
 #include "moe/Target/Plan.h"
+#include "moe/Conversion/Passes.h"
 #include "moe/Transforms/Passes.h"
 
 #include "dialects/MoE/MoEOps.h"
+#include "dialects/Sched/SchedOps.h"
 #include "runtime/plan/LoadedPlan.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -154,6 +156,9 @@ TEST(ExportPlan, PlannedModelCarriesItsDecisions) {
   options.gpuMemGiB = 0.002; // forces the experts onto the host
   pm.addPass(mlir::moe::createSelectBatchSizes(options));
   pm.addPass(mlir::moe::createPlace());
+  mlir::moe::ScheduleOverlapOptions schedule;
+  schedule.profile = MOE_SMALL_CARD_PROFILE;
+  pm.addPass(mlir::moe::createScheduleOverlap(schedule));
   ASSERT_TRUE(succeeded(pm.run(*module)));
 
   FailureOr<std::vector<uint8_t>> bytes = mlir::moe::exportPlan(*module);
@@ -188,6 +193,28 @@ TEST(ExportPlan, PlannedModelCarriesItsDecisions) {
     EXPECT_EQ(written.gpu_experts(), param.getGpuExperts().value_or(0));
   }
   EXPECT_GT(streamed, 0u);
+
+  // The schedule: the same jobs in the same order, on the same streams.
+  ASSERT_TRUE(plan.schedule());
+  for (mlir::sched::StepOp step : module->getOps<mlir::sched::StepOp>()) {
+    const ::moe::plan::StepSchedule *written =
+        step.getSymName() == "decode" ? plan.schedule()->decode()
+                                      : plan.schedule()->prefill();
+    EXPECT_DOUBLE_EQ(written->predicted_seconds(),
+                     step.getPredictedSeconds().convertToDouble());
+    unsigned job = 0;
+    for (Operation &op : step.getBody().front()) {
+      ASSERT_LT(job, written->jobs()->size());
+      const ::moe::plan::Job &entry = *written->jobs()->Get(job++);
+      auto copy = dyn_cast<mlir::sched::CopyOp>(op);
+      EXPECT_EQ(entry.kind() == ::moe::plan::JobKind::compute, !copy);
+      EXPECT_EQ(entry.after() ? entry.after()->size() : 0u,
+                op.getNumOperands());
+      if (copy)
+        EXPECT_DOUBLE_EQ(entry.bytes(), copy.getBytes().convertToDouble());
+    }
+    EXPECT_EQ(job, written->jobs()->size());
+  }
 }
 
 } // namespace

@@ -1,0 +1,67 @@
+//===- PlanPipeline.cpp - the moe-plan pipeline ---------------------------===//
+
+#include "moe/Pipelines.h"
+
+#include "moe/Conversion/Passes.h"
+#include "moe/Target/Passes.h"
+#include "moe/Transforms/Passes.h"
+
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassOptions.h"
+#include "mlir/Pass/PassRegistry.h"
+
+using namespace mlir;
+
+namespace {
+struct PlanPipelineOptions : public PassPipelineOptions<PlanPipelineOptions> {
+  Option<std::string> profile{*this, "profile",
+                              llvm::cl::desc("Hardware profile JSON")};
+  Option<double> gpuMemGiB{*this, "gpu-mem",
+                           llvm::cl::desc("GPU budget in GiB (0: profile's)"),
+                           llvm::cl::init(0.0)};
+  Option<double> hostMemGiB{*this, "host-mem",
+                            llvm::cl::desc("Host budget in GiB (0: profile's)"),
+                            llvm::cl::init(0.0)};
+  Option<int64_t> promptTokens{*this, "prompt-len",
+                               llvm::cl::desc("Prompt length in tokens"),
+                               llvm::cl::init(512)};
+  Option<int64_t> generatedTokens{*this, "gen-len",
+                                  llvm::cl::desc("Generated tokens"),
+                                  llvm::cl::init(256)};
+  Option<std::string> weightDtype{
+      *this, "weight-dtype",
+      llvm::cl::desc("Streamed weight dtype: declared, bf16, f16, f32"),
+      llvm::cl::init("declared")};
+  Option<std::string> kvDtype{*this, "kv-dtype",
+                              llvm::cl::desc("KV dtype: bf16, f16, f32, fp8"),
+                              llvm::cl::init("bf16")};
+  Option<std::string> output{*this, "output",
+                             llvm::cl::desc("Write the plan to this file")};
+};
+} // namespace
+
+void mlir::moe::registerPlanPipeline() {
+  PassPipelineRegistration<PlanPipelineOptions>(
+      "moe-plan",
+      "Plan a model: batch sizes, placement, overlap schedule, plan file",
+      [](OpPassManager &pm, const PlanPipelineOptions &options) {
+        SelectBatchSizesOptions select;
+        select.profile = options.profile;
+        select.gpuMemGiB = options.gpuMemGiB;
+        select.hostMemGiB = options.hostMemGiB;
+        select.promptTokens = options.promptTokens;
+        select.generatedTokens = options.generatedTokens;
+        select.weightDtype = options.weightDtype;
+        select.kvDtype = options.kvDtype;
+        pm.addPass(createSelectBatchSizes(select));
+        pm.addPass(createPlace());
+        ScheduleOverlapOptions schedule;
+        schedule.profile = options.profile;
+        pm.addPass(createScheduleOverlap(schedule));
+        if (!options.output.empty()) {
+          ExportPlanOptions exportOptions;
+          exportOptions.output = options.output;
+          pm.addPass(createExportPlan(exportOptions));
+        }
+      });
+}
