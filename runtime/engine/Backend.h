@@ -1,0 +1,46 @@
+// What the engine asks of a backend: run the plan's forward pass over a
+// batch of tokens from many sequences at once. The engine owns sequences,
+// batching, scheduling and sampling; a backend owns weights in its memory,
+// the KV caches and states, and the math. CPU and CUDA implement the same
+// interface, so one engine drives both.
+#pragma once
+
+#include "runtime/plan/LoadedPlan.h"
+#include "runtime/support/Result.h"
+#include "runtime/weights/WeightSet.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace moe {
+
+/// One row of a step's batch: which sequence slot it belongs to and its
+/// position in that sequence (0-based). Rows of one slot are consecutive
+/// and in position order; a slot's positions continue its cache.
+struct TokenRow {
+  int32_t slot = 0;
+  int32_t position = 0;
+};
+
+struct StepBatch {
+  std::vector<int32_t> tokenIds;  // one per row
+  std::vector<TokenRow> rows;
+  std::vector<int32_t> logitRows; // rows whose logits the engine needs
+};
+
+class Backend {
+public:
+  virtual ~Backend() = default;
+
+  /// Takes the weights and sizes caches for `slots` sequences of at most
+  /// `maxContext` tokens each.
+  virtual Status prepare(const LoadedPlan &plan, const WeightSet &weights,
+                         int32_t slots, int32_t maxContext) = 0;
+  /// Forgets a slot's cache and state so a new sequence can take it.
+  virtual void resetSlot(int32_t slot) = 0;
+  /// Runs the model over the batch, extending each slot's cache by its rows,
+  /// and writes logits [logitRows.size(), vocab] in fp32.
+  virtual Status forward(const StepBatch &batch, std::vector<float> &logits) = 0;
+};
+
+} // namespace moe
