@@ -1,0 +1,157 @@
+#include "runtime/engine/Engine.h"
+
+#include <algorithm>
+
+namespace moe {
+namespace {
+using Clock = std::chrono::steady_clock;
+double secondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+} // namespace
+
+Engine::Engine(Backend &backend, int32_t vocabSize, EngineOptions options)
+    : backend_(backend), vocabSize_(vocabSize), options_(std::move(options)),
+      slots_(static_cast<size_t>(options_.residentBatch)) {}
+
+Status Engine::finish(int32_t slot, std::string reason,
+                      const CompletionSink &sink) {
+  Slot &s = slots_[slot];
+  Completion completion{s.request->index, std::move(s.output),
+                        std::move(reason)};
+  s = Slot{};
+  backend_.resetSlot(slot);
+  return sink(std::move(completion));
+}
+
+Status Engine::refill(const RequestSource &source, Status &sourceError,
+                      bool &exhausted) {
+  StepBatch batch;
+  stepSlots_.clear();
+  for (int32_t slot = 0; slot < options_.residentBatch && !exhausted; ++slot) {
+    if (slots_[slot].request)
+      continue;
+    Result<std::optional<Request>> next = source();
+    if (!next.ok()) {
+      sourceError = next.error();
+      exhausted = true;
+      break;
+    }
+    if (!*next) {
+      exhausted = true;
+      break;
+    }
+    Request &request = **next;
+    int32_t promptLength = static_cast<int32_t>(request.promptIds.size());
+    if (promptLength == 0 || promptLength >= options_.maxContext) {
+      sourceError = makeError("prompt {} has {} tokens; it must have 1 to {}",
+                              request.index + 1, promptLength,
+                              options_.maxContext - 1);
+      exhausted = true;
+      break;
+    }
+    for (int32_t position = 0; position < promptLength; ++position) {
+      batch.tokenIds.push_back(request.promptIds[position]);
+      batch.rows.push_back({slot, position});
+    }
+    batch.logitRows.push_back(static_cast<int32_t>(batch.rows.size()) - 1);
+    stepSlots_.push_back(slot);
+    Slot &s = slots_[slot];
+    s.sampler.emplace(options_.sampling, static_cast<uint64_t>(request.index));
+    s.length = promptLength;
+    s.request = std::move(request);
+    ++stats_.prompts;
+  }
+  if (batch.rows.empty())
+    return Status::success();
+  auto start = Clock::now();
+  MOE_RETURN_IF_ERROR(backend_.forward(batch, logits_));
+  stats_.prefillSeconds += secondsSince(start);
+  stats_.prefillTokens += static_cast<int64_t>(batch.rows.size());
+  ++stats_.prefillSteps;
+  return Status::success();
+}
+
+Status Engine::advance(const std::vector<int32_t> &slots,
+                       const std::vector<float> &logits,
+                       const CompletionSink &sink) {
+  auto start = Clock::now();
+  for (size_t row = 0; row < slots.size(); ++row) {
+    int32_t slot = slots[row];
+    Slot &s = slots_[slot];
+    std::span<const float> rowLogits(logits.data() + row * vocabSize_,
+                                     static_cast<size_t>(vocabSize_));
+    int32_t token = s.sampler->sample(rowLogits);
+    s.output.push_back(token);
+    bool eos = std::find(options_.eosTokenIds.begin(),
+                         options_.eosTokenIds.end(),
+                         token) != options_.eosTokenIds.end();
+    if (eos)
+      MOE_RETURN_IF_ERROR(finish(slot, "eos", sink));
+    else if (static_cast<int32_t>(s.output.size()) >= s.request->maxNewTokens)
+      MOE_RETURN_IF_ERROR(finish(slot, "length", sink));
+    else if (s.length + 1 >= options_.maxContext)
+      MOE_RETURN_IF_ERROR(finish(slot, "context", sink));
+  }
+  stats_.samplingSeconds += secondsSince(start);
+  return Status::success();
+}
+
+Status Engine::decodeStep() {
+  StepBatch batch;
+  stepSlots_.clear();
+  for (int32_t slot = 0; slot < options_.residentBatch; ++slot) {
+    Slot &s = slots_[slot];
+    if (!s.request)
+      continue;
+    batch.tokenIds.push_back(s.output.back());
+    batch.rows.push_back({slot, s.length});
+    batch.logitRows.push_back(static_cast<int32_t>(batch.rows.size()) - 1);
+    stepSlots_.push_back(slot);
+    ++s.length;
+  }
+  if (batch.rows.empty())
+    return Status::success();
+  stats_.peakActiveSequences = std::max(
+      stats_.peakActiveSequences, static_cast<int32_t>(batch.rows.size()));
+  auto start = Clock::now();
+  MOE_RETURN_IF_ERROR(backend_.forward(batch, logits_));
+  stats_.decodeSeconds += secondsSince(start);
+  stats_.decodeTokens += static_cast<int64_t>(batch.rows.size());
+  ++stats_.decodeSteps;
+  return Status::success();
+}
+
+Status Engine::run(const RequestSource &source, const CompletionSink &sink,
+                   const ProgressCallback &progress) {
+  Status sourceError;
+  bool exhausted = false;
+  auto active = [&] {
+    return std::any_of(slots_.begin(), slots_.end(),
+                       [](const Slot &s) { return s.request.has_value(); });
+  };
+  while (true) {
+    if (!exhausted) {
+      MOE_RETURN_IF_ERROR(refill(source, sourceError, exhausted));
+      // The prefill's logits give each new sequence its first token.
+      std::vector<int32_t> admitted = stepSlots_;
+      if (!admitted.empty())
+        MOE_RETURN_IF_ERROR(advance(admitted, logits_, sink));
+    }
+    if (!active()) {
+      if (exhausted)
+        break;
+      continue; // every admitted sequence finished at once: refill again
+    }
+    MOE_RETURN_IF_ERROR(decodeStep());
+    std::vector<int32_t> stepped = stepSlots_;
+    MOE_RETURN_IF_ERROR(advance(stepped, logits_, sink));
+    if (progress)
+      progress(stats_);
+  }
+  if (progress)
+    progress(stats_);
+  return sourceError;
+}
+
+} // namespace moe

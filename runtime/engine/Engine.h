@@ -1,0 +1,92 @@
+// Module-based batching, the engine's side: B sequences stay resident in
+// slots; new prompts are prefilled together (the backend runs them layer by
+// layer, each layer's weights once for all of them); then every decode step
+// runs one token of every resident sequence. A finished sequence (EOS, its
+// token budget, or the context limit) leaves and the next prompt takes its
+// slot (continuous refill).
+#pragma once
+
+#include "runtime/engine/Backend.h"
+#include "runtime/engine/Sampler.h"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+struct Request {
+  int64_t index = 0;              // position in the input, 0-based
+  std::vector<int32_t> promptIds;
+  int32_t maxNewTokens = 0;
+};
+
+struct Completion {
+  int64_t index = 0;
+  std::vector<int32_t> outputIds;
+  std::string finishReason; // "eos", "length" or "context"
+};
+
+struct EngineOptions {
+  int32_t residentBatch = 1;  // B: slots
+  int32_t maxContext = 0;     // prompt + generated tokens per slot
+  std::vector<int32_t> eosTokenIds;
+  SamplingParams sampling;
+};
+
+struct EngineStats {
+  int64_t prompts = 0;
+  int64_t prefillTokens = 0, decodeTokens = 0;
+  int64_t prefillSteps = 0, decodeSteps = 0;
+  double prefillSeconds = 0, decodeSeconds = 0, samplingSeconds = 0;
+  int32_t peakActiveSequences = 0;
+};
+
+/// Where requests come from: returns the next one, nothing at the end, or an
+/// error (a malformed input line). After an error the engine finishes the
+/// sequences it holds and then returns the error, so no answer is lost.
+using RequestSource = std::function<Result<std::optional<Request>>()>;
+/// Receives each finished sequence, in completion order.
+using CompletionSink = std::function<Status(Completion)>;
+/// Called after every step with the completions so far.
+using ProgressCallback = std::function<void(const EngineStats &)>;
+
+class Engine {
+public:
+  Engine(Backend &backend, int32_t vocabSize, EngineOptions options);
+
+  Status run(const RequestSource &source, const CompletionSink &sink,
+             const ProgressCallback &progress = {});
+  const EngineStats &stats() const { return stats_; }
+
+private:
+  struct Slot {
+    std::optional<Request> request;
+    std::vector<int32_t> output;
+    std::optional<Sampler> sampler;
+    int32_t length = 0; // tokens in the cache
+  };
+
+  /// Admits requests into free slots and prefills them. Sets `exhausted`
+  /// when the source is empty or failed.
+  Status refill(const RequestSource &source, Status &sourceError,
+                bool &exhausted);
+  Status decodeStep();
+  /// Samples each logit row's next token for its slot; finishes slots.
+  Status advance(const std::vector<int32_t> &slots,
+                 const std::vector<float> &logits, const CompletionSink &sink);
+  Status finish(int32_t slot, std::string reason, const CompletionSink &sink);
+
+  Backend &backend_;
+  int32_t vocabSize_;
+  EngineOptions options_;
+  std::vector<Slot> slots_;
+  EngineStats stats_;
+  std::vector<float> logits_;
+  std::vector<int32_t> stepSlots_;
+};
+
+} // namespace moe

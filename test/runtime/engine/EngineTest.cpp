@@ -1,0 +1,186 @@
+// The engine against a backend whose next token is a known function of each
+// sequence's history: what comes out must not depend on B or on how
+// sequences share steps.
+
+#include "runtime/engine/Engine.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace moe {
+namespace {
+
+constexpr int32_t kVocab = 50;
+constexpr int32_t kEos = 7;
+
+/// Next token = f(history of the slot), as a peaked logit row.
+int32_t nextToken(const std::vector<int32_t> &history) {
+  int64_t hash = static_cast<int64_t>(history.size());
+  for (int32_t token : history)
+    hash = (hash * 31 + token) % 1000003;
+  return static_cast<int32_t>(hash % kVocab);
+}
+
+class HistoryBackend : public Backend {
+public:
+  Status prepare(const LoadedPlan &, const WeightSet &, int32_t slots,
+                 int32_t) override {
+    histories.assign(static_cast<size_t>(slots), {});
+    return Status::success();
+  }
+  void resetSlot(int32_t slot) override { histories[slot].clear(); }
+  Status forward(const StepBatch &batch, std::vector<float> &logits) override {
+    ++calls;
+    maxRows = std::max(maxRows, batch.rows.size());
+    for (size_t row = 0; row < batch.rows.size(); ++row) {
+      std::vector<int32_t> &history = histories[batch.rows[row].slot];
+      if (batch.rows[row].position != static_cast<int32_t>(history.size()))
+        return makeError("row {} at position {} but slot {} holds {}", row,
+                         batch.rows[row].position, batch.rows[row].slot,
+                         history.size());
+      history.push_back(batch.tokenIds[row]);
+    }
+    logits.assign(batch.logitRows.size() * kVocab, 0.0f);
+    for (size_t i = 0; i < batch.logitRows.size(); ++i) {
+      int32_t slot = batch.rows[batch.logitRows[i]].slot;
+      int32_t best = nextToken(histories[slot]);
+      for (int32_t v = 0; v < kVocab; ++v)
+        logits[i * kVocab + v] = -0.5f * float(std::abs(v - best));
+    }
+    return Status::success();
+  }
+
+  std::vector<std::vector<int32_t>> histories;
+  size_t calls = 0, maxRows = 0;
+};
+
+std::vector<Request> makeRequests(int count) {
+  std::vector<Request> requests;
+  for (int i = 0; i < count; ++i) {
+    Request request;
+    request.index = i;
+    for (int t = 0; t < 3 + i % 5; ++t)
+      request.promptIds.push_back(10 + (i * 7 + t) % 30);
+    request.maxNewTokens = 4 + i % 6;
+    requests.push_back(request);
+  }
+  return requests;
+}
+
+struct RunResult {
+  Status status;
+  std::map<int64_t, Completion> completions;
+  EngineStats stats;
+};
+
+RunResult runEngine(int32_t residentBatch, const std::vector<Request> &requests,
+                    SamplingParams sampling = {}, int failAt = -1) {
+  HistoryBackend backend;
+  EngineOptions options;
+  options.residentBatch = residentBatch;
+  options.maxContext = 64;
+  options.eosTokenIds = {kEos};
+  options.sampling = sampling;
+  backend.histories.assign(static_cast<size_t>(residentBatch), {});
+  Engine engine(backend, kVocab, options);
+  size_t next = 0;
+  RunResult result;
+  result.status = engine.run(
+      [&]() -> Result<std::optional<Request>> {
+        if (static_cast<int>(next) == failAt)
+          return makeError("prompts.jsonl:{}: not a JSON object", failAt + 1);
+        if (next == requests.size())
+          return std::optional<Request>();
+        return std::optional<Request>(requests[next++]);
+      },
+      [&](Completion completion) {
+        int64_t index = completion.index;
+        EXPECT_TRUE(result.completions.emplace(index, std::move(completion))
+                        .second);
+        return Status::success();
+      });
+  result.stats = engine.stats();
+  EXPECT_LE(backend.maxRows, 64u * static_cast<size_t>(residentBatch));
+  return result;
+}
+
+/// What one sequence alone produces, by the backend's rule.
+Completion expected(const Request &request) {
+  std::vector<int32_t> history = request.promptIds;
+  Completion completion{request.index, {}, "length"};
+  while (true) {
+    int32_t token = nextToken(history);
+    completion.outputIds.push_back(token);
+    if (token == kEos) {
+      completion.finishReason = "eos";
+      break;
+    }
+    if (static_cast<int32_t>(completion.outputIds.size()) >=
+        request.maxNewTokens)
+      break;
+    history.push_back(token);
+  }
+  return completion;
+}
+
+TEST(Engine, EveryPromptIsAnsweredAsIfAlone) {
+  std::vector<Request> requests = makeRequests(23);
+  for (int32_t batch : {1, 3, 8, 64}) {
+    RunResult result = runEngine(batch, requests);
+    ASSERT_TRUE(result.status.ok()) << result.status.error().message();
+    ASSERT_EQ(result.completions.size(), requests.size()) << "B=" << batch;
+    for (const Request &request : requests) {
+      Completion want = expected(request);
+      const Completion &got = result.completions.at(request.index);
+      EXPECT_EQ(got.outputIds, want.outputIds) << "B=" << batch;
+      EXPECT_EQ(got.finishReason, want.finishReason) << "B=" << batch;
+    }
+  }
+}
+
+TEST(Engine, ContinuousRefillKeepsSlotsBusy) {
+  std::vector<Request> requests = makeRequests(40);
+  RunResult result = runEngine(4, requests);
+  ASSERT_TRUE(result.status.ok());
+  EXPECT_EQ(result.stats.prompts, 40);
+  EXPECT_EQ(result.stats.peakActiveSequences, 4);
+  // Refill admits new prompts while others decode, so there are far fewer
+  // decode steps than a batch-at-a-time run (10 batches x up to 9 steps).
+  EXPECT_LT(result.stats.decodeSteps, 10 * 9);
+}
+
+TEST(Engine, SamplingDependsOnTheRequestNotTheBatch) {
+  SamplingParams sampling{/*temperature=*/1.0f, /*topK=*/10, /*topP=*/0.9f,
+                          /*seed=*/1234};
+  std::vector<Request> requests = makeRequests(17);
+  RunResult one = runEngine(1, requests, sampling);
+  RunResult many = runEngine(5, requests, sampling);
+  ASSERT_TRUE(one.status.ok() && many.status.ok());
+  for (const Request &request : requests)
+    EXPECT_EQ(one.completions.at(request.index).outputIds,
+              many.completions.at(request.index).outputIds);
+}
+
+TEST(Engine, BadInputFinishesWhatIsRunningThenFails) {
+  std::vector<Request> requests = makeRequests(10);
+  RunResult result = runEngine(4, requests, {}, /*failAt=*/6);
+  ASSERT_FALSE(result.status.ok());
+  EXPECT_EQ(result.status.error().message(),
+            "prompts.jsonl:7: not a JSON object");
+  // All six prompts read before the bad line were answered.
+  EXPECT_EQ(result.completions.size(), 6u);
+}
+
+TEST(Engine, PromptLongerThanTheContextIsRejected) {
+  std::vector<Request> requests = makeRequests(2);
+  requests[1].promptIds.assign(64, 11);
+  RunResult result = runEngine(2, requests);
+  ASSERT_FALSE(result.status.ok());
+  EXPECT_EQ(result.status.error().message(),
+            "prompt 2 has 64 tokens; it must have 1 to 63");
+  EXPECT_EQ(result.completions.size(), 1u);
+}
+
+} // namespace
+} // namespace moe
