@@ -13,28 +13,6 @@ using namespace mlir::moe;
 
 #include "dialects/MoE/MoEInterfaces.cpp.inc"
 
-StringRef mlir::moe::stringifyModuleKind(ModuleKind kind) {
-  switch (kind) {
-  case ModuleKind::Embedding:
-    return "embedding";
-  case ModuleKind::Norm:
-    return "norm";
-  case ModuleKind::Attention:
-    return "attention";
-  case ModuleKind::Router:
-    return "router";
-  case ModuleKind::RoutedExperts:
-    return "routed_experts";
-  case ModuleKind::SharedExperts:
-    return "shared_experts";
-  case ModuleKind::DenseMLP:
-    return "dense_mlp";
-  case ModuleKind::LMHead:
-    return "lm_head";
-  }
-  llvm_unreachable("unknown module kind");
-}
-
 /// Sums the parameters an op references; all of them are active, and the
 /// FLOPs are those of multiplying a token by each weight once.
 static ModuleCost costOfParams(Operation *op, SymbolTableCollection &symbols,
@@ -148,7 +126,7 @@ ModuleCost ExpertsOp::getModuleCost(SymbolTableCollection &symbols,
 }
 
 ModuleKind MLPOp::getModuleKind() {
-  return getSharedExperts() ? ModuleKind::SharedExperts : ModuleKind::DenseMLP;
+  return getSharedExperts() ? ModuleKind::SharedExperts : ModuleKind::DenseMlp;
 }
 ModuleCost MLPOp::getModuleCost(SymbolTableCollection &symbols,
                                 const CacheDtypes &) {
@@ -157,7 +135,7 @@ ModuleCost MLPOp::getModuleCost(SymbolTableCollection &symbols,
       {getGateAttr(), getUpAttr(), getDownAttr(), getOutputGateAttr()});
 }
 
-ModuleKind LMHeadOp::getModuleKind() { return ModuleKind::LMHead; }
+ModuleKind LMHeadOp::getModuleKind() { return ModuleKind::LmHead; }
 ModuleCost LMHeadOp::getModuleCost(SymbolTableCollection &symbols,
                                    const CacheDtypes &) {
   return costOfParams(*this, symbols, {getWeightAttr()});

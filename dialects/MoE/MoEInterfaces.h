@@ -3,24 +3,16 @@
 
 #include <cstdint>
 
+#include "runtime/costmodel/ModelCosts.h"
+
 #include "mlir/IR/OpDefinition.h"
 #include "mlir/IR/SymbolTable.h"
 
 namespace mlir::moe {
 
-/// What a module is, for per-kind totals and for placement decisions.
-enum class ModuleKind {
-  Embedding,
-  Norm,
-  Attention,
-  Router,
-  RoutedExperts,
-  SharedExperts,
-  DenseMLP,
-  LMHead,
-};
-
-llvm::StringRef stringifyModuleKind(ModuleKind kind);
+/// What a module is, for per-kind totals and placement: the cost model's
+/// own kinds, so the compiler and the runtime name modules alike.
+using ModuleKind = ::moe::costmodel::ModuleKind;
 
 /// Element sizes of what a sequence keeps between steps.
 struct CacheDtypes {

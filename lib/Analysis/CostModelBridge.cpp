@@ -11,28 +11,6 @@ using namespace mlir;
 using namespace mlir::moe;
 namespace cm = ::moe::costmodel;
 
-static cm::ModuleKind costModelKind(ModuleKind kind) {
-  switch (kind) {
-  case ModuleKind::Embedding:
-    return cm::ModuleKind::Embedding;
-  case ModuleKind::Norm:
-    return cm::ModuleKind::Norm;
-  case ModuleKind::Attention:
-    return cm::ModuleKind::Attention;
-  case ModuleKind::Router:
-    return cm::ModuleKind::Router;
-  case ModuleKind::RoutedExperts:
-    return cm::ModuleKind::RoutedExperts;
-  case ModuleKind::SharedExperts:
-    return cm::ModuleKind::SharedExperts;
-  case ModuleKind::DenseMLP:
-    return cm::ModuleKind::DenseMlp;
-  case ModuleKind::LMHead:
-    return cm::ModuleKind::LmHead;
-  }
-  llvm_unreachable("unknown module kind");
-}
-
 SmallVector<ParamOp>
 mlir::moe::referencedParams(Operation *op, SymbolTableCollection &symbols) {
   SmallVector<ParamOp> params;
@@ -98,7 +76,7 @@ mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
     ModuleCost cost = module.getModuleCost(symbols, dtypes.cache);
     SmallVector<ParamOp> params = referencedParams(&op, symbols);
     cm::ModuleCosts costs;
-    costs.kind = costModelKind(module.getModuleKind());
+    costs.kind = module.getModuleKind();
     costs.weightBytes = dtypes.weightElementBytes
                             ? cost.params * *dtypes.weightElementBytes
                             : cost.weightBytes;

@@ -116,7 +116,7 @@ void mlir::moe::printModelSummary(raw_ostream &os,
   os << "  by module kind:                   params        active        "
         "weights\n";
   for (auto &[kind, cost] : summary.byKind)
-    os << llvm::format("    %-18s", stringifyModuleKind(kind).str().c_str())
+    os << llvm::format("    %-18s", std::string(::moe::costmodel::moduleKindName(kind)).c_str())
        << llvm::format("%26s", billions(cost.params).c_str())
        << llvm::format("%14s", billions(cost.activeParams).c_str())
        << llvm::format("%15s", bytes(cost.weightBytes).c_str()) << "\n";
@@ -125,7 +125,7 @@ void mlir::moe::printModelSummary(raw_ostream &os,
 llvm::json::Value mlir::moe::modelSummaryToJSON(const ModelSummary &summary) {
   json::Object byKind;
   for (auto &[kind, cost] : summary.byKind)
-    byKind[stringifyModuleKind(kind)] = json::Object{
+    byKind[std::string(::moe::costmodel::moduleKindName(kind))] = json::Object{
         {"params", cost.params},
         {"active_params", cost.activeParams},
         {"weight_bytes", cost.weightBytes},

@@ -15,7 +15,7 @@ using namespace mlir::moe;
 
 namespace {
 struct PrintModelSummaryPass
-    : public moe::impl::PrintModelSummaryBase<PrintModelSummaryPass> {
+    : public mlir::moe::impl::PrintModelSummaryBase<PrintModelSummaryPass> {
   using PrintModelSummaryBase::PrintModelSummaryBase;
 
   void runOnOperation() override {

@@ -14,7 +14,7 @@ namespace mlir::moe {
 using namespace mlir;
 
 namespace {
-struct ExportPlanPass : public moe::impl::ExportPlanBase<ExportPlanPass> {
+struct ExportPlanPass : public mlir::moe::impl::ExportPlanBase<ExportPlanPass> {
   using ExportPlanBase::ExportPlanBase;
 
   void runOnOperation() override {

@@ -62,7 +62,7 @@ ImportResult import(const std::string &text) {
     return success();
   });
   OwningOpRef<ModuleOp> module =
-      moe::importHFConfigText(&context, text, "config.json");
+      mlir::moe::importHFConfigText(&context, text, "config.json");
   result.ok = static_cast<bool>(module);
   return result;
 }
@@ -238,7 +238,7 @@ TEST(HFConfigImport, UnreadableFile) {
     errors.push_back(diag.str());
     return success();
   });
-  EXPECT_FALSE(moe::importHFConfig(&context, "/nonexistent/config.json"));
+  EXPECT_FALSE(mlir::moe::importHFConfig(&context, "/nonexistent/config.json"));
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_NE(errors[0].find("cannot read /nonexistent/config.json"),
             std::string::npos);
