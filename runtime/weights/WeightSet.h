@@ -5,26 +5,14 @@
 
 #include "runtime/plan/LoadedPlan.h"
 #include "runtime/support/Result.h"
+#include "runtime/weights/TensorView.h"
 
 #include <cstdint>
 #include <memory>
-#include <span>
 #include <string>
 #include <vector>
 
 namespace moe {
-
-enum class ElementType { F32, F16, BF16 };
-int64_t elementBytes(ElementType type);
-
-/// A read-only view of one stored tensor (memory-mapped file or owned).
-struct TensorView {
-  ElementType type = ElementType::F32;
-  std::vector<int64_t> shape;
-  const void *data = nullptr;
-  int64_t numElements() const;
-  int64_t numBytes() const { return numElements() * elementBytes(type); }
-};
 
 /// One param of the plan. A stacked expert param (hf_name with "{e}") has
 /// one part per expert, each of the param's shape without the leading E;
@@ -37,7 +25,8 @@ struct BoundParam {
 
 class WeightSet {
 public:
-  /// Binds every plan param to tensors of the checkpoint directory: either
+  /// Binds every param of a verified plan to tensors of the checkpoint
+  /// directory (any of F32, F16, BF16, whatever the plan's dtype): either
   /// model.safetensors or the shards listed by model.safetensors.index.json.
   /// Missing, mis-shaped or unexpected dtypes fail naming file and tensor;
   /// tensors the plan does not use fail too (a checkpoint of another model),
@@ -46,7 +35,10 @@ public:
   static Result<WeightSet> fromCheckpoint(const std::string &directory,
                                           const plan::Model &model);
   /// Deterministic pseudo-random weights at the params' shapes and dtypes,
-  /// scaled so activations stay O(1) through the layers.
+  /// scaled so activations stay O(1) through the layers: matrices with mean
+  /// 0 and standard deviation 1/sqrt(fan_in), norm weights near 1, biases
+  /// near 0. Parts are split as fromCheckpoint splits them. Filled on all
+  /// cores; the same seed gives the same bytes whatever the core count.
   static Result<WeightSet> synthetic(const plan::Model &model, uint64_t seed);
 
   const BoundParam &param(size_t index) const { return params_[index]; }

@@ -1,0 +1,437 @@
+#include "runtime/weights/WeightSet.h"
+
+#include "runtime/weights/HalfFloat.h"
+#include "runtime/weights/Safetensors.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <new>
+#include <set>
+#include <sstream>
+#include <system_error>
+#include <thread>
+
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+namespace moe {
+
+struct WeightSet::Storage {
+  std::vector<std::unique_ptr<SafetensorsFile>> files;
+  std::vector<std::unique_ptr<uint8_t[]>> buffers;
+};
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char *kSingleFile = "model.safetensors";
+constexpr const char *kIndexFile = "model.safetensors.index.json";
+constexpr std::string_view kExpertMarker = "{e}";
+
+std::vector<int64_t> paramShape(const plan::Param &param) {
+  return {param.shape()->begin(), param.shape()->end()};
+}
+
+bool isStackedExperts(const plan::Param &param) {
+  return param.hf_name() && param.hf_name()->string_view().find(
+                                kExpertMarker) != std::string_view::npos;
+}
+
+ElementType elementType(plan::DType dtype) {
+  switch (dtype) {
+  case plan::DType::f16:
+    return ElementType::F16;
+  case plan::DType::bf16:
+    return ElementType::BF16;
+  default:
+    return ElementType::F32;
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Checkpoints
+//===----------------------------------------------------------------------===//
+
+/// A checkpoint tensor, where it lives and which param took it.
+struct CheckpointTensor {
+  const TensorView *view;
+  const SafetensorsFile *file;
+  std::string boundBy;
+};
+using CheckpointTensors = std::map<std::string, CheckpointTensor, std::less<>>;
+
+/// Tensors HF checkpoints may carry that are computed, not learned: no plan
+/// param binds them.
+bool isNonParameterBuffer(std::string_view name) {
+  for (std::string_view suffix :
+       {"rotary_emb.inv_freq", ".slope_rate", ".query_decay", ".key_decay",
+        ".diagonal_decay"})
+    if (name.ends_with(suffix))
+      return true;
+  return false;
+}
+
+Status addFile(const fs::path &path,
+               std::vector<std::unique_ptr<SafetensorsFile>> &files,
+               CheckpointTensors &tensors) {
+  Result<std::unique_ptr<SafetensorsFile>> file =
+      SafetensorsFile::open(path.string());
+  if (!file.ok())
+    return file.error();
+  for (const auto &[name, view] : (*file)->tensors())
+    tensors.emplace(name, CheckpointTensor{&view, file->get(), ""});
+  files.push_back(std::move(*file));
+  return Status::success();
+}
+
+/// Opens the shards model.safetensors.index.json lists and takes from each
+/// the tensors its weight_map assigns to it.
+Status addShards(const fs::path &directory,
+                 std::vector<std::unique_ptr<SafetensorsFile>> &files,
+                 CheckpointTensors &tensors) {
+  std::ifstream stream(directory / kIndexFile, std::ios::binary);
+  std::stringstream text;
+  text << stream.rdbuf();
+  if (!stream)
+    return makeError("{}: cannot read", (directory / kIndexFile).string());
+  nlohmann::json index;
+  try {
+    index = nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::exception &error) {
+    return makeError("{}: not valid JSON: {}", kIndexFile, error.what());
+  }
+  auto weightMap = index.is_object() ? index.find("weight_map") : index.end();
+  if (weightMap == index.end() || !weightMap->is_object())
+    return makeError("{}: no \"weight_map\" object", kIndexFile);
+
+  std::map<std::string, std::vector<std::string>> namesByShard;
+  for (const auto &[name, shard] : weightMap->items()) {
+    if (!shard.is_string())
+      return makeError("{}: weight_map: tensor '{}' maps to no file name",
+                       kIndexFile, name);
+    namesByShard[shard.get<std::string>()].push_back(name);
+  }
+  for (const auto &[shard, names] : namesByShard) {
+    std::error_code error;
+    if (!fs::is_regular_file(directory / shard, error))
+      return makeError("{}: shard '{}' (holding '{}') does not exist",
+                       kIndexFile, shard, names.front());
+    Result<std::unique_ptr<SafetensorsFile>> file =
+        SafetensorsFile::open((directory / shard).string());
+    if (!file.ok())
+      return file.error();
+    for (const std::string &name : names) {
+      const TensorView *view = (*file)->find(name);
+      if (!view)
+        return makeError("{}: tensor '{}' is listed in {}, which does not "
+                         "hold it",
+                         kIndexFile, name, shard);
+      tensors.emplace(name, CheckpointTensor{view, file->get(), ""});
+    }
+    files.push_back(std::move(*file));
+  }
+  return Status::success();
+}
+
+/// Binds `tensorName` as the next part of `bound`, which wants it at `shape`.
+Status bindTensor(const std::string &tensorName,
+                  const std::vector<int64_t> &shape, bool perExpert,
+                  CheckpointTensors &tensors, BoundParam &bound) {
+  auto found = tensors.find(tensorName);
+  if (found == tensors.end())
+    return makeError("checkpoint has no tensor '{}' (param {})", tensorName,
+                     bound.name);
+  CheckpointTensor &tensor = found->second;
+  if (!tensor.boundBy.empty())
+    return makeError("checkpoint tensor '{}' is bound by both param {} and "
+                     "param {}",
+                     tensorName, tensor.boundBy, bound.name);
+  if (tensor.view->shape != shape)
+    return makeError("{}: tensor '{}' has shape [{}], param {} expects [{}]{}",
+                     tensor.file->label(), tensorName,
+                     fmt::join(tensor.view->shape, ", "), bound.name,
+                     fmt::join(shape, ", "), perExpert ? " per expert" : "");
+  tensor.boundBy = bound.name;
+  bound.parts.push_back(*tensor.view);
+  return Status::success();
+}
+
+Result<BoundParam> bindParam(const plan::Param &param,
+                             CheckpointTensors &tensors) {
+  BoundParam bound{param.name()->str(), paramShape(param), {}};
+  if (!param.hf_name() || param.hf_name()->size() == 0)
+    return makeError("param {} has no hf_name: it cannot be bound to a "
+                     "checkpoint",
+                     bound.name);
+  std::string hfName = param.hf_name()->str();
+  size_t marker = hfName.find(kExpertMarker);
+  if (marker == std::string::npos) {
+    MOE_RETURN_IF_ERROR(
+        bindTensor(hfName, bound.shape, /*perExpert=*/false, tensors, bound));
+    return bound;
+  }
+  std::vector<int64_t> expertShape(bound.shape.begin() + 1, bound.shape.end());
+  for (int64_t expert = 0; expert < bound.shape[0]; ++expert) {
+    std::string expertName = hfName;
+    expertName.replace(marker, kExpertMarker.size(), std::to_string(expert));
+    MOE_RETURN_IF_ERROR(bindTensor(expertName, expertShape, /*perExpert=*/true,
+                                   tensors, bound));
+  }
+  return bound;
+}
+
+//===----------------------------------------------------------------------===//
+// Synthetic weights
+//===----------------------------------------------------------------------===//
+
+uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+constexpr uint64_t kGoldenGamma = 0x9e3779b97f4a7c15ull;
+
+/// Each param draws from its own stream, keyed by seed and name, so its
+/// values do not depend on the other params of the plan.
+uint64_t streamKey(uint64_t seed, std::string_view name) {
+  uint64_t hash = 0xcbf29ce484222325ull; // FNV-1a
+  for (char c : name)
+    hash = (hash ^ static_cast<uint8_t>(c)) * 0x100000001b3ull;
+  return mix64(seed ^ mix64(hash));
+}
+
+/// How one param's values are drawn: mean + scale * (roughly standard
+/// normal).
+struct Distribution {
+  float mean;
+  float scale;
+};
+
+Distribution distributionFor(const plan::Param &param, bool transposed) {
+  std::string_view name = param.name()->string_view();
+  const auto &shape = *param.shape();
+  if (name.ends_with("norm") || name.find("_norm") != std::string_view::npos)
+    return {1.0f, 0.02f};
+  if (shape.size() < 2 || name.find("bias") != std::string_view::npos)
+    return {0.0f, 0.02f};
+  // Weights are [out, in], except the fused transposed experts' [E, in, out].
+  int64_t fanIn = shape.Get(shape.size() - (transposed ? 2 : 1));
+  return {0.0f,
+          static_cast<float>(1.0 / std::sqrt(static_cast<double>(fanIn)))};
+}
+
+/// Params read as [in, out] by the fused_interleaved_transposed experts.
+std::set<int> transposedParams(const plan::Model &model) {
+  std::set<int> transposed;
+  for (const plan::Op *op : *model.ops()) {
+    const plan::Experts *experts = op->spec_as_Experts();
+    if (experts &&
+        experts->layout() == plan::ExpertLayout::fused_interleaved_transposed) {
+      transposed.insert(experts->gate_up());
+      transposed.insert(experts->down());
+    }
+  }
+  return transposed;
+}
+
+/// Element i of a stream: splitmix64 at counter i, its four 16-bit lanes
+/// summed (Irwin-Hall, n = 4) and standardised. Counter-based, so any split
+/// of the work into chunks gives the same values; the bounded tails
+/// (|x| <= 3.46) suit weights.
+float approximatelyNormal(uint64_t key, int64_t i) {
+  uint64_t bits = mix64(key + static_cast<uint64_t>(i + 1) * kGoldenGamma);
+  uint32_t sum =
+      static_cast<uint32_t>((bits & 0xffff) + ((bits >> 16) & 0xffff) +
+                            ((bits >> 32) & 0xffff) + (bits >> 48));
+  // Four lanes: mean 4 * 32767.5, standard deviation 2 * 65536 / sqrt(12).
+  constexpr float kInverseStd = 1.7320508f / 65536.0f;
+  return (static_cast<float>(sum) - 131070.0f) * kInverseStd;
+}
+
+template <typename Store>
+void fillRangeWith(uint8_t *buffer, int64_t begin, int64_t end, uint64_t key,
+                   Distribution distribution, Store store) {
+  for (int64_t i = begin; i < end; ++i)
+    store(buffer, i,
+          distribution.mean + distribution.scale * approximatelyNormal(key, i));
+}
+
+void fillRange(uint8_t *buffer, ElementType type, int64_t begin, int64_t end,
+               uint64_t key, Distribution distribution) {
+  switch (type) {
+  case ElementType::F32:
+    fillRangeWith(buffer, begin, end, key, distribution,
+                  [](uint8_t *out, int64_t i, float value) {
+                    std::memcpy(out + 4 * i, &value, 4);
+                  });
+    return;
+  case ElementType::F16:
+    fillRangeWith(buffer, begin, end, key, distribution,
+                  [](uint8_t *out, int64_t i, float value) {
+                    uint16_t half = floatToF16(value);
+                    std::memcpy(out + 2 * i, &half, 2);
+                  });
+    return;
+  case ElementType::BF16:
+    fillRangeWith(buffer, begin, end, key, distribution,
+                  [](uint8_t *out, int64_t i, float value) {
+                    uint16_t half = floatToBf16(value);
+                    std::memcpy(out + 2 * i, &half, 2);
+                  });
+    return;
+  }
+}
+
+/// A slice of one param's elements, the unit of parallel work.
+struct FillJob {
+  uint8_t *buffer;
+  ElementType type;
+  uint64_t key;
+  Distribution distribution;
+  int64_t begin;
+  int64_t end;
+};
+
+void runFillJobs(const std::vector<FillJob> &jobs) {
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t job = next++; job < jobs.size(); job = next++)
+      fillRange(jobs[job].buffer, jobs[job].type, jobs[job].begin,
+                jobs[job].end, jobs[job].key, jobs[job].distribution);
+  };
+  size_t threadCount = std::min<size_t>(
+      std::max(1u, std::thread::hardware_concurrency()), jobs.size());
+  std::vector<std::jthread> helpers;
+  for (size_t t = 1; t < threadCount; ++t) {
+    try {
+      helpers.emplace_back(work);
+    } catch (const std::system_error &) {
+      break; // fewer threads only make it slower
+    }
+  }
+  work();
+}
+
+void appendFloat32(const TensorView &part, float *out) {
+  const auto *bytes = static_cast<const uint8_t *>(part.data);
+  int64_t count = part.numElements();
+  switch (part.type) {
+  case ElementType::F32:
+    std::memcpy(out, bytes, count * 4);
+    return;
+  case ElementType::F16:
+    for (int64_t i = 0; i < count; ++i) {
+      uint16_t half;
+      std::memcpy(&half, bytes + 2 * i, 2);
+      out[i] = f16ToFloat(half);
+    }
+    return;
+  case ElementType::BF16:
+    for (int64_t i = 0; i < count; ++i) {
+      uint16_t half;
+      std::memcpy(&half, bytes + 2 * i, 2);
+      out[i] = bf16ToFloat(half);
+    }
+    return;
+  }
+}
+
+} // namespace
+
+Result<WeightSet> WeightSet::fromCheckpoint(const std::string &directory,
+                                            const plan::Model &model) {
+  WeightSet weights;
+  weights.storage_ = std::make_shared<Storage>();
+  CheckpointTensors tensors;
+  fs::path root(directory);
+  std::error_code error;
+  // Like transformers, a single file wins over an index.
+  if (fs::is_regular_file(root / kSingleFile, error))
+    MOE_RETURN_IF_ERROR(
+        addFile(root / kSingleFile, weights.storage_->files, tensors));
+  else if (fs::is_regular_file(root / kIndexFile, error))
+    MOE_RETURN_IF_ERROR(addShards(root, weights.storage_->files, tensors));
+  else
+    return makeError("{}: no {} or {}", directory, kSingleFile, kIndexFile);
+
+  for (const plan::Param *param : *model.params()) {
+    Result<BoundParam> bound = bindParam(*param, tensors);
+    if (!bound.ok())
+      return bound.error();
+    weights.params_.push_back(std::move(*bound));
+  }
+  for (const auto &[name, tensor] : tensors)
+    if (tensor.boundBy.empty() && !isNonParameterBuffer(name))
+      return makeError("checkpoint tensor '{}' is not used by the plan (a "
+                       "checkpoint of another model?)",
+                       name);
+  return weights;
+}
+
+Result<WeightSet> WeightSet::synthetic(const plan::Model &model,
+                                       uint64_t seed) {
+  // Chunks small enough to balance the cores, large enough to amortise the
+  // dispatch.
+  constexpr int64_t kJobElements = int64_t{1} << 20;
+  WeightSet weights;
+  weights.storage_ = std::make_shared<Storage>();
+  std::set<int> transposed = transposedParams(model);
+  std::vector<FillJob> jobs;
+  for (uint32_t index = 0; index < model.params()->size(); ++index) {
+    const plan::Param &param = *model.params()->Get(index);
+    BoundParam bound{param.name()->str(), paramShape(param), {}};
+    ElementType type = elementType(param.dtype());
+    TensorView whole{type, bound.shape, nullptr};
+    int64_t count = whole.numElements();
+    auto *buffer = new (std::nothrow) uint8_t[whole.numBytes()];
+    if (!buffer)
+      return makeError("synthetic weights: cannot allocate {} bytes for param "
+                       "{}",
+                       whole.numBytes(), bound.name);
+    weights.storage_->buffers.emplace_back(buffer);
+
+    Distribution distribution = distributionFor(param, transposed.count(index));
+    uint64_t key = streamKey(seed, bound.name);
+    for (int64_t begin = 0; begin < count; begin += kJobElements)
+      jobs.push_back({buffer, type, key, distribution, begin,
+                      std::min(count, begin + kJobElements)});
+
+    if (isStackedExperts(param)) {
+      TensorView expert{
+          type, {bound.shape.begin() + 1, bound.shape.end()}, nullptr};
+      for (int64_t e = 0; e < bound.shape[0]; ++e) {
+        expert.data = buffer + e * expert.numBytes();
+        bound.parts.push_back(expert);
+      }
+    } else {
+      whole.data = buffer;
+      bound.parts.push_back(std::move(whole));
+    }
+    weights.params_.push_back(std::move(bound));
+  }
+  runFillJobs(jobs);
+  return weights;
+}
+
+std::vector<float> WeightSet::toFloat32(size_t index) const {
+  const BoundParam &bound = params_[index];
+  int64_t count = 0;
+  for (const TensorView &part : bound.parts)
+    count += part.numElements();
+  std::vector<float> values(count);
+  float *out = values.data();
+  for (const TensorView &part : bound.parts) {
+    appendFloat32(part, out);
+    out += part.numElements();
+  }
+  return values;
+}
+
+} // namespace moe
