@@ -451,7 +451,11 @@ static void readQwenMoE(ConfigReader &config, ModelSpec &spec, bool qwen3) {
   spec.softmax.oBias = false;
   if (qwen3)
     spec.softmax.qkNorm = QKNorm::per_head;
-  readExpertCounts(config, spec.moe, "num_experts", "moe_intermediate_size");
+  // transformers 5 writes num_local_experts where the hub has num_experts.
+  readExpertCounts(config, spec.moe,
+                   config.has("num_experts") ? "num_experts"
+                                             : "num_local_experts",
+                   "moe_intermediate_size");
   spec.moe.normalize = config.boolean("norm_topk_prob", qwen3);
   spec.denseWidth = config.integer("intermediate_size", 0);
   if (!qwen3) {

@@ -1,0 +1,114 @@
+// The fp32 kernels of the CPU backend: the reference semantics of the
+// model's ops, matching HuggingFace transformers' eager fp32 code. Every
+// output element is computed by one fixed sequence of operations, whatever
+// the thread count, so results are bit-identical across pool sizes.
+#pragma once
+
+#include "runtime/backends/cpu/ThreadPool.h"
+#include "runtime/schemas/plan_generated.h"
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace moe::cpu {
+
+/// y[r, o] = Σ_i x[r, i] · w[o, i] (+ bias[o]): a Linear with its weight
+/// stored [out, in]. `bias` may be null.
+void linear(ThreadPool &pool, const float *x, int64_t rows, int64_t in,
+            const float *w, int64_t out, const float *bias, float *y);
+
+/// The fixed-order dot product every kernel uses.
+float dot(const float *a, const float *b, int64_t n);
+
+/// y = w ⊙ x / sqrt(mean(x²) + eps) over n values (y may alias x).
+void rmsNorm(const float *x, const float *w, int64_t n, double eps, float *y);
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float silu(float x) { return x * sigmoid(x); }
+
+//===----------------------------------------------------------------------===//
+// RoPE
+//===----------------------------------------------------------------------===//
+
+struct RopeParams {
+  plan::RopeStyle style = plan::RopeStyle::neox;
+  double theta = 10000.0;
+  int64_t rotaryDim = 0;
+  bool yarn = false;
+  double factor = 1.0;
+  int64_t originalMaxPosition = 0;
+  double betaFast = 32.0;
+  double betaSlow = 1.0;
+  bool truncate = true;
+  double attentionFactor = 1.0;
+
+  static RopeParams fromPlan(const plan::Rope &rope);
+};
+
+/// YaRN's [low, high] dims (HF find_correction_range): below `low` the
+/// original frequency, above `high` the frequency divided by the factor.
+struct YarnRange {
+  double low = 0;
+  double high = 0;
+};
+YarnRange yarnCorrectionRange(const RopeParams &rope);
+
+/// The rotaryDim/2 inverse frequencies, rounded to fp32 as HF keeps them.
+std::vector<float> ropeInverseFrequencies(const RopeParams &rope);
+
+/// cos/sin per position (times the attention factor), applied to the first
+/// rotaryDim values of a head vector; the rest pass through.
+class RopeTable {
+public:
+  RopeTable() = default;
+  RopeTable(const RopeParams &rope, int64_t maxPositions);
+
+  int64_t rotaryDim() const { return rope_.rotaryDim; }
+  void apply(float *x, int64_t position) const;
+
+private:
+  RopeParams rope_;
+  int64_t half_ = 0;
+  std::vector<float> cos_, sin_; // [position][half]
+};
+
+//===----------------------------------------------------------------------===//
+// Routing
+//===----------------------------------------------------------------------===//
+
+struct RouterParams {
+  int64_t experts = 0;
+  int64_t topK = 0;
+  plan::RouterScoring scoring = plan::RouterScoring::softmax;
+  plan::RouterSelection selection = plan::RouterSelection::greedy;
+  int64_t groups = 1;
+  int64_t keptGroups = 1;
+  bool normalize = false;
+  double scaling = 1.0;
+};
+
+/// Picks top_k experts of one token from its router logits (bias already
+/// added). `correctionBias` (noaux_tc; may be null) only steers selection.
+/// Indices come out in descending selection score.
+void routeToken(const RouterParams &router, const float *logits,
+                const float *correctionBias, float *weights, int32_t *indices);
+
+//===----------------------------------------------------------------------===//
+// Lightning attention (one head)
+//===----------------------------------------------------------------------===//
+
+/// One head over n consecutive tokens continuing `state` [d][d] (d_k × d_v),
+/// which is updated. q/k/v rows are `stride` apart; out rows `outStride`.
+/// `decay` is λ_h. The recurrence: S = e^{−λ}S + kᵀv, o = qS.
+void lightningRecurrent(const float *q, const float *k, const float *v,
+                        int64_t stride, int64_t n, int64_t d, float decay,
+                        float *state, float *out, int64_t outStride);
+/// The same by Lightning Attention-2 blocks of `blockSize` (HF's prefill):
+/// intra-block masked products plus the decayed incoming state.
+void lightningBlocks(const float *q, const float *k, const float *v,
+                     int64_t stride, int64_t n, int64_t d, float decay,
+                     int64_t blockSize, float *state, float *out,
+                     int64_t outStride);
+
+} // namespace moe::cpu

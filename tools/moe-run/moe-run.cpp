@@ -1,0 +1,297 @@
+//===- moe-run.cpp - execute a plan over a file of prompts ----------------===//
+//
+// Thin: parse the command line, load and verify the plan, bind weights,
+// hand prompts to the engine, write answers and stats. Every failure is one
+// line on stderr and exit code 1; answers already written stay written.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/backends/cpu/CpuBackend.h"
+#include "runtime/engine/Engine.h"
+#include "runtime/io/Jsonl.h"
+#include "runtime/plan/LoadedPlan.h"
+#include "runtime/tokenizer/Tokenizer.h"
+#include "runtime/weights/WeightSet.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <unistd.h>
+
+using namespace moe;
+
+namespace {
+
+struct Options {
+  std::string plan, checkpoint, prompts, output = "-", stats;
+  std::optional<uint64_t> syntheticSeed;
+  int32_t threads = static_cast<int32_t>(std::thread::hardware_concurrency());
+  std::optional<int32_t> batch, maxContext, maxNewTokens;
+  SamplingParams sampling;
+  bool progress = isatty(STDERR_FILENO);
+};
+
+int64_t countPromptLines(const std::string &path) {
+  std::ifstream file(path);
+  std::string line;
+  int64_t count = 0;
+  while (std::getline(file, line))
+    count += line.find_first_not_of(" \t\r") != std::string::npos;
+  return count;
+}
+
+/// Peak resident memory of this process, from /proc (0 where unavailable).
+int64_t peakResidentBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  while (status >> key) {
+    if (key == "VmHWM:") {
+      int64_t kib = 0;
+      status >> kib;
+      return kib * 1024;
+    }
+    status.ignore(1 << 16, '\n');
+  }
+  return 0;
+}
+
+std::string duration(double seconds) {
+  auto whole = static_cast<int64_t>(seconds);
+  if (whole >= 3600)
+    return fmt::format("{}h{:02}m", whole / 3600, whole / 60 % 60);
+  if (whole >= 60)
+    return fmt::format("{}m{:02}s", whole / 60, whole % 60);
+  return fmt::format("{:.1f}s", seconds);
+}
+
+/// "[=====>    ] 12/40 prompts  3100 tok/s  ETA 1m05s" on stderr.
+class ProgressBar {
+public:
+  ProgressBar(int64_t total, bool enabled) : total_(total), enabled_(enabled) {}
+
+  void update(int64_t done, int64_t tokens, bool last) {
+    if (!enabled_)
+      return;
+    double elapsed = secondsSince(start_);
+    if (!last && elapsed - lastDraw_ < 0.25)
+      return;
+    lastDraw_ = elapsed;
+    double fraction = total_ > 0 ? double(done) / double(total_) : 0.0;
+    int filled = static_cast<int>(fraction * 30);
+    std::string bar(static_cast<size_t>(filled), '=');
+    if (filled < 30)
+      bar += '>' + std::string(static_cast<size_t>(29 - filled), ' ');
+    std::string eta = done > 0 && done < total_
+                          ? duration(elapsed / fraction - elapsed)
+                          : std::string("-");
+    std::fprintf(stderr, "\r[%s] %lld/%lld prompts  %.0f tok/s  ETA %s   ",
+                 bar.c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total_),
+                 elapsed > 0 ? double(tokens) / elapsed : 0.0, eta.c_str());
+    if (last)
+      std::fputc('\n', stderr);
+  }
+
+private:
+  static double secondsSince(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                         start)
+        .count();
+  }
+  int64_t total_;
+  bool enabled_;
+  std::chrono::steady_clock::time_point start_ =
+      std::chrono::steady_clock::now();
+  double lastDraw_ = -1;
+};
+
+nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
+                         const EngineOptions &engine, const EngineStats &s,
+                         double wallSeconds, int64_t answers) {
+  auto rate = [](double count, double seconds) {
+    return seconds > 0 ? count / seconds : 0.0;
+  };
+  nlohmann::json stats{
+      {"plan", options.plan},
+      {"backend", "cpu"},
+      {"threads", options.threads},
+      {"resident_batch", engine.residentBatch},
+      {"max_context", engine.maxContext},
+      {"prompts", s.prompts},
+      {"answers_written", answers},
+      {"wall_seconds", wallSeconds},
+      {"prefill",
+       {{"tokens", s.prefillTokens},
+        {"steps", s.prefillSteps},
+        {"seconds", s.prefillSeconds},
+        {"tokens_per_second", rate(double(s.prefillTokens), s.prefillSeconds)}}},
+      {"decode",
+       {{"tokens", s.decodeTokens},
+        {"steps", s.decodeSteps},
+        {"seconds", s.decodeSeconds},
+        {"tokens_per_second", rate(double(s.decodeTokens), s.decodeSeconds)},
+        {"seconds_per_step",
+         s.decodeSteps ? s.decodeSeconds / double(s.decodeSteps) : 0.0}}},
+      {"sampling_seconds", s.samplingSeconds},
+      {"peak_active_sequences", s.peakActiveSequences},
+      {"memory", {{"host_peak_resident_bytes", peakResidentBytes()}}}};
+  if (const plan::Prediction *predicted = plan.plan().prediction())
+    stats["predicted"] = {
+        {"decode_tokens_per_second", predicted->decode_tokens_per_second()},
+        {"decode_step_seconds", predicted->decode_step_seconds()},
+        {"prefill_tokens_per_second", predicted->prefill_tokens_per_second()},
+        {"roofline_bound", predicted->roofline_bound()
+                               ? predicted->roofline_bound()->str()
+                               : std::string()}};
+  return stats;
+}
+
+Status run(const Options &options) {
+  Result<LoadedPlan> plan = LoadedPlan::fromFile(options.plan);
+  if (!plan.ok())
+    return plan.error();
+  const plan::Model &model = plan->model();
+
+  Result<WeightSet> weights =
+      options.syntheticSeed
+          ? WeightSet::synthetic(model, *options.syntheticSeed)
+          : WeightSet::fromCheckpoint(options.checkpoint, model);
+  if (!weights.ok())
+    return weights.error();
+
+  std::optional<Tokenizer> tokenizer;
+  std::string tokenizerPath = options.checkpoint + "/tokenizer.json";
+  if (!options.checkpoint.empty() && std::filesystem::exists(tokenizerPath)) {
+    Result<Tokenizer> loaded = Tokenizer::fromFile(tokenizerPath);
+    if (!loaded.ok())
+      return loaded.error();
+    tokenizer.emplace(std::move(*loaded));
+  }
+  const Tokenizer *tokens = tokenizer ? &*tokenizer : nullptr;
+
+  // Batch and lengths: the plan's decision unless overridden.
+  const plan::Batching *batching = plan->plan().batching();
+  EngineOptions engine;
+  engine.residentBatch = options.batch.value_or(
+      batching ? static_cast<int32_t>(batching->resident_batch()) : 8);
+  int64_t plannedContext =
+      batching ? batching->prompt_tokens() + batching->generated_tokens() : 0;
+  int64_t modelContext = model.max_position() > 0 ? model.max_position() : 4096;
+  engine.maxContext = options.maxContext.value_or(static_cast<int32_t>(
+      plannedContext > 0 ? std::min(plannedContext, modelContext)
+                         : std::min<int64_t>(modelContext, 8192)));
+  int32_t maxNewTokens = options.maxNewTokens.value_or(
+      batching ? static_cast<int32_t>(batching->generated_tokens()) : 128);
+  if (model.eos_token_ids())
+    for (int64_t id : *model.eos_token_ids())
+      engine.eosTokenIds.push_back(static_cast<int32_t>(id));
+  engine.sampling = options.sampling;
+  if (engine.residentBatch <= 0 || engine.maxContext <= 1 || maxNewTokens <= 0)
+    return makeError("--batch, --max-context and --max-new-tokens must be "
+                     "positive (context at least 2)");
+
+  Result<PromptReader> prompts =
+      PromptReader::open(options.prompts, tokens, maxNewTokens);
+  if (!prompts.ok())
+    return prompts.error();
+  Result<AnswerWriter> answers =
+      AnswerWriter::open(options.output, *prompts, tokens);
+  if (!answers.ok())
+    return answers.error();
+
+  CpuBackend backend(options.threads);
+  MOE_RETURN_IF_ERROR(backend.prepare(*plan, *weights, engine.residentBatch,
+                                      engine.maxContext));
+  Engine generator(backend, static_cast<int32_t>(model.vocab_size()), engine);
+  ProgressBar bar(countPromptLines(options.prompts), options.progress);
+  auto start = std::chrono::steady_clock::now();
+  Status status = generator.run(
+      [&] { return prompts->next(); },
+      [&](Completion completion) { return answers->add(std::move(completion)); },
+      [&](const EngineStats &stats) {
+        bar.update(answers->written(), stats.prefillTokens + stats.decodeTokens,
+                   false);
+      });
+  const EngineStats &stats = generator.stats();
+  bar.update(answers->written(), stats.prefillTokens + stats.decodeTokens, true);
+  double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  // Stats are written even when the run failed part-way: they describe what
+  // was done.
+  if (!options.stats.empty()) {
+    std::ofstream file(options.stats);
+    file << statsJson(options, *plan, engine, stats, wall, answers->written())
+                .dump(2)
+         << "\n";
+    if (!file)
+      return makeError("{}: cannot write the stats file", options.stats);
+  }
+  if (!status.ok())
+    return status;
+  std::fprintf(stderr,
+               "moe-run: %lld answers; prefill %.1f tok/s, decode %.1f tok/s "
+               "(%lld steps, B=%d)\n",
+               static_cast<long long>(answers->written()),
+               stats.prefillSeconds > 0
+                   ? double(stats.prefillTokens) / stats.prefillSeconds
+                   : 0.0,
+               stats.decodeSeconds > 0
+                   ? double(stats.decodeTokens) / stats.decodeSeconds
+                   : 0.0,
+               static_cast<long long>(stats.decodeSteps), engine.residentBatch);
+  return Status::success();
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  Options options;
+  CLI::App app{"moe-run: generate answers for a file of prompts with a plan "
+               "made by moe-opt"};
+  app.add_option("plan", options.plan, "The .moeplan file")->required();
+  auto *checkpoint =
+      app.add_option("--checkpoint", options.checkpoint,
+                     "HuggingFace checkpoint directory (safetensors)");
+  auto *synthetic = app.add_option(
+      "--synthetic-seed", options.syntheticSeed,
+      "Use seeded random weights of the real shapes instead of a checkpoint");
+  checkpoint->excludes(synthetic);
+  app.add_option("--prompts", options.prompts,
+                 "JSONL: {\"input_ids\": [...]} or {\"prompt\": \"...\"}")
+      ->required();
+  app.add_option("--output", options.output, "Answers JSONL ('-': stdout)");
+  app.add_option("--stats", options.stats, "Write run statistics as JSON");
+  app.add_option("--threads", options.threads, "CPU threads");
+  app.add_option("--batch", options.batch,
+                 "Resident batch B (default: the plan's)");
+  app.add_option("--max-context", options.maxContext,
+                 "Tokens per sequence, prompt included");
+  app.add_option("--max-new-tokens", options.maxNewTokens,
+                 "Default generation length (a prompt line may set its own)");
+  app.add_option("--temperature", options.sampling.temperature,
+                 "0 = greedy");
+  app.add_option("--top-k", options.sampling.topK, "0 = off");
+  app.add_option("--top-p", options.sampling.topP, "1 = off");
+  app.add_option("--seed", options.sampling.seed, "Sampling seed");
+  app.add_flag("--progress,!--no-progress", options.progress,
+               "Progress bar with ETA on stderr");
+  CLI11_PARSE(app, argc, argv);
+  if (options.checkpoint.empty() && !options.syntheticSeed) {
+    std::fprintf(stderr, "moe-run: give --checkpoint DIR or "
+                         "--synthetic-seed N\n");
+    return 1;
+  }
+  Status status = run(options);
+  if (!status.ok()) {
+    std::fprintf(stderr, "moe-run: %s\n", status.error().message().c_str());
+    return 1;
+  }
+  return 0;
+}
