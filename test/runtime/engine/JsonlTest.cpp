@@ -1,6 +1,8 @@
 #include "runtime/io/Jsonl.h"
+#include "runtime/tokenizer/Tokenizer.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <fstream>
@@ -98,6 +100,32 @@ TEST(AnswerWriter, WritesInInputOrderAsSoonAsPossible) {
   EXPECT_NE(all.find("\"id\":null,\"index\":1"), std::string::npos);
   EXPECT_NE(all.find("\"id\":\"c\",\"index\":2,\"output_ids\":[9]"),
             std::string::npos);
+}
+
+// Text in, text out through the checkpoint's tokenizer: the prompt is
+// encoded, the answer decoded next to its ids.
+TEST(Jsonl, TextPromptsAndAnswersGoThroughTheTokenizer) {
+  auto tokenizer = Tokenizer::fromFile(std::string(MOE_TOKENIZER_FIXTURES) +
+                                       "/byte_level.json");
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.error().message();
+  std::string path = writeFile("text.jsonl", "{\"prompt\": \"hello world\"}\n");
+  auto reader = PromptReader::open(path, &*tokenizer, 4);
+  ASSERT_TRUE(reader.ok());
+  auto request = reader->next();
+  ASSERT_TRUE(request.ok() && *request) << request.error().message();
+  auto expected = tokenizer->encode("hello world", /*addSpecial=*/true);
+  ASSERT_TRUE(expected.ok());
+  EXPECT_EQ((*request)->promptIds, *expected);
+
+  std::string out = ::testing::TempDir() + "/text-answers.jsonl";
+  auto writer = AnswerWriter::open(out, *reader, &*tokenizer);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE(writer->add({0, (*request)->promptIds, "length"}).ok());
+  auto text = tokenizer->decode((*request)->promptIds, /*skipSpecial=*/true);
+  ASSERT_TRUE(text.ok());
+  nlohmann::json line = nlohmann::json::parse(readFile(out));
+  EXPECT_EQ(line["text"], *text);
+  EXPECT_NE(text->find("hello world"), std::string::npos);
 }
 
 } // namespace
