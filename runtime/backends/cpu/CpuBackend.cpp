@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <variant>
 
@@ -26,7 +27,7 @@ struct NormKernel {
 };
 struct AttentionKernel {
   int64_t hidden, heads, kvHeads, headDim;
-  RopeTable rope;
+  std::shared_ptr<const RopeTable> rope;
   float scale;
   const float *q, *k, *v, *o, *qBias, *kBias, *vBias, *oBias;
   plan::QKNorm qkNorm;
@@ -39,7 +40,7 @@ struct AttentionKernel {
 };
 struct LatentKernel {
   int64_t hidden, heads, qLoraRank, kvLoraRank, nope, ropeDim, vDim;
-  RopeTable rope;
+  std::shared_ptr<const RopeTable> rope;
   float scale;
   double eps;
   const float *q, *qA, *qANorm, *qB, *kvA, *kvANorm, *kvB, *o;
@@ -57,9 +58,10 @@ struct RouterKernel {
   int64_t hidden;
   const float *weight, *bias, *correction;
 };
+/// One expert as [out, in] Linear weights: gate and up [I, H], down [H, I].
 struct ExpertWeights {
-  const float *gate, *up, *down; // [I, H], [I, H], [H, I]
-  const float *gateBias, *upBias, *downBias;
+  const float *gate = nullptr, *up = nullptr, *down = nullptr;
+  const float *gateBias = nullptr, *upBias = nullptr, *downBias = nullptr;
 };
 struct ExpertsKernel {
   int64_t hidden, width, topK;
@@ -170,7 +172,10 @@ public:
     return Status::success();
   }
 
-  Result<RopeTable> rope(const plan::Rope &plan, int64_t limit) {
+  /// One table per distinct RoPE: at long contexts a table per layer would
+  /// cost more than the KV cache.
+  Result<std::shared_ptr<const RopeTable>> rope(const plan::Rope &plan,
+                                                int64_t limit) {
     cpu::RopeParams p = cpu::RopeParams::fromPlan(plan);
     if (p.rotaryDim < 0 || p.rotaryDim % 2 != 0 || p.rotaryDim > limit)
       return makeError("rope rotary_dim {} must be even and at most {}",
@@ -180,11 +185,15 @@ public:
     if (p.yarn && (!(p.factor > 0) || p.originalMaxPosition <= 0))
       return makeError("yarn rope needs a positive factor and "
                        "original_max_position");
-    return RopeTable(p, maxContext_);
+    for (const auto &[params, table] : ropeTables_)
+      if (params == p)
+        return table;
+    ropeTables_.emplace_back(p, std::make_shared<RopeTable>(p, maxContext_));
+    return ropeTables_.back().second;
   }
 
-  Result<Kernel> attention(const plan::Attention &a, int64_t hidden,
-                           int layer, std::vector<KvCache> &caches,
+  Result<Kernel> attention(const plan::Attention &a, int64_t hidden, int layer,
+                           std::vector<KvCache> &caches,
                            std::vector<std::pair<int, int>> &layerCaches) {
     AttentionKernel k{};
     k.hidden = hidden;
@@ -195,7 +204,7 @@ public:
         k.heads % k.kvHeads != 0)
       return makeError("heads {} / kv heads {} / head_dim {} are invalid",
                        k.heads, k.kvHeads, k.headDim);
-    Result<RopeTable> table = rope(*a.rope(), k.headDim);
+    Result<std::shared_ptr<const RopeTable>> table = rope(*a.rope(), k.headDim);
     if (!table.ok())
       return table.error();
     k.rope = std::move(*table);
@@ -267,7 +276,7 @@ public:
     if (a.rope()->rotary_dim() != k.ropeDim)
       return makeError("rope rotary_dim {} differs from qk_rope_head_dim {}",
                        a.rope()->rotary_dim(), k.ropeDim);
-    Result<RopeTable> table = rope(*a.rope(), k.ropeDim);
+    Result<std::shared_ptr<const RopeTable>> table = rope(*a.rope(), k.ropeDim);
     if (!table.ok())
       return table.error();
     k.rope = std::move(*table);
@@ -284,11 +293,10 @@ public:
     }
     MOE_RETURN_IF_ERROR(
         bind(k.kvA, a.kv_a(), (k.kvLoraRank + k.ropeDim) * hidden, "kv_a"));
-    MOE_RETURN_IF_ERROR(bind(k.kvANorm, a.kv_a_norm(), k.kvLoraRank,
-                             "kv_a_norm"));
-    MOE_RETURN_IF_ERROR(bind(k.kvB, a.kv_b(),
-                             k.heads * (k.nope + k.vDim) * k.kvLoraRank,
-                             "kv_b"));
+    MOE_RETURN_IF_ERROR(
+        bind(k.kvANorm, a.kv_a_norm(), k.kvLoraRank, "kv_a_norm"));
+    MOE_RETURN_IF_ERROR(bind(
+        k.kvB, a.kv_b(), k.heads * (k.nope + k.vDim) * k.kvLoraRank, "kv_b"));
     MOE_RETURN_IF_ERROR(bind(k.o, a.o(), hidden * k.heads * k.vDim, "o"));
     LatentCache cache;
     cache.width = k.kvLoraRank + k.ropeDim;
@@ -348,16 +356,15 @@ public:
         p.keptGroups > p.groups)
       return makeError("router groups {} / kept {} do not fit {} experts",
                        p.groups, p.keptGroups, p.experts);
-    MOE_RETURN_IF_ERROR(bind(k.weight, r.weight(), p.experts * hidden,
-                             "weight"));
+    MOE_RETURN_IF_ERROR(
+        bind(k.weight, r.weight(), p.experts * hidden, "weight"));
     MOE_RETURN_IF_ERROR(bind(k.bias, r.bias(), p.experts, "bias", true));
     MOE_RETURN_IF_ERROR(bind(k.correction, r.correction_bias(), p.experts,
                              "correction_bias", true));
     return Kernel(std::move(k));
   }
 
-  Result<Kernel> experts(const plan::Experts &e, int64_t hidden,
-                         int64_t topK) {
+  Result<Kernel> experts(const plan::Experts &e, int64_t hidden, int64_t topK) {
     ExpertsKernel k{};
     k.hidden = hidden;
     k.width = e.intermediate_size();
@@ -370,7 +377,8 @@ public:
     k.alpha = static_cast<float>(e.swiglu_alpha());
     k.experts.resize(n);
     const float *down, *downBias;
-    MOE_RETURN_IF_ERROR(bind(downBias, e.down_bias(), n * h, "down_bias", true));
+    MOE_RETURN_IF_ERROR(
+        bind(downBias, e.down_bias(), n * h, "down_bias", true));
     if (e.layout() == plan::ExpertLayout::separate) {
       const float *gate, *up;
       MOE_RETURN_IF_ERROR(bind(gate, e.gate(), n * w * h, "gate"));
@@ -379,9 +387,10 @@ public:
       if (e.gate_up_bias() >= 0)
         return makeError("gate_up_bias needs the fused layout");
       for (int64_t x = 0; x < n; ++x)
-        k.experts[x] = {gate + x * w * h, up + x * w * h, down + x * h * w,
-                        nullptr, nullptr,
-                        downBias ? downBias + x * h : nullptr};
+        k.experts[x] = {.gate = gate + x * w * h,
+                        .up = up + x * w * h,
+                        .down = down + x * h * w,
+                        .downBias = downBias ? downBias + x * h : nullptr};
       return Kernel(std::move(k));
     }
     // gate_up [E, H, 2I] with gate/up in alternating columns and down
@@ -444,6 +453,8 @@ private:
   std::vector<std::vector<float>> &params_;
   std::vector<std::vector<float>> &derived_;
   int32_t slots_, maxContext_;
+  std::vector<std::pair<cpu::RopeParams, std::shared_ptr<const RopeTable>>>
+      ropeTables_;
 };
 
 int64_t paramElements(const plan::Param &param) {
@@ -460,8 +471,14 @@ namespace {
 /// What a value holds, so that no kernel reads rows it does not expect (the
 /// LM head's rows are the logit rows only; expert indices must come from a
 /// router that knows the expert count).
-enum class ValueKind { undefined, tokens, activations, routeWeights,
-                       routeIndices, logits };
+enum class ValueKind {
+  undefined,
+  tokens,
+  activations,
+  routeWeights,
+  routeIndices,
+  logits
+};
 struct ValueInfo {
   ValueKind kind = ValueKind::undefined;
   int64_t width = 0;
@@ -486,9 +503,9 @@ Status CpuBackend::State::compile(const plan::Model &model) {
     compiled.operands.assign(op.operands()->begin(), op.operands()->end());
     compiled.results.assign(op.results()->begin(), op.results()->end());
     auto fail = [&](const Error &error) {
-      return error.withContext(fmt::format(
-          "op {} ({}, layer {})", index,
-          plan::EnumNameModule(op.spec_type()), op.layer()));
+      return error.withContext(fmt::format("op {} ({}, layer {})", index,
+                                           plan::EnumNameModule(op.spec_type()),
+                                           op.layer()));
     };
     auto expect = [&](size_t operands, size_t results) -> Status {
       if (compiled.operands.size() != operands ||
@@ -527,12 +544,11 @@ Status CpuBackend::State::compile(const plan::Model &model) {
                 ValueKind::routeIndices};
     for (size_t i = 0; i < wanted.size(); ++i)
       if (infos[compiled.operands[i]].kind != wanted[i])
-        return fail(makeError("operand {} (value {}) is not {}", i,
-                              compiled.operands[i],
-                              wanted[i] == ValueKind::tokens ? "the token ids"
-                              : wanted[i] == ValueKind::activations
-                                  ? "an activation"
-                                  : "a router result"));
+        return fail(makeError(
+            "operand {} (value {}) is not {}", i, compiled.operands[i],
+            wanted[i] == ValueKind::tokens        ? "the token ids"
+            : wanted[i] == ValueKind::activations ? "an activation"
+                                                  : "a router result"));
     int64_t in = infos[compiled.operands[0]].width;
     Result<Kernel> kernel = makeError("unsupported module");
     std::vector<ValueInfo> resultInfos{{ValueKind::activations, in, 0}};
@@ -568,8 +584,8 @@ Status CpuBackend::State::compile(const plan::Model &model) {
       kernel = compiler.latent(*op.spec_as_MLAttention(), in, latent);
       break;
     case plan::Module::LightningAttention:
-      kernel = compiler.lightning(*op.spec_as_LightningAttention(), in,
-                                  lightning);
+      kernel =
+          compiler.lightning(*op.spec_as_LightningAttention(), in, lightning);
       break;
     case plan::Module::Router: {
       const plan::Router &r = *op.spec_as_Router();
@@ -582,8 +598,7 @@ Status CpuBackend::State::compile(const plan::Model &model) {
       const ValueInfo &weights = infos[compiled.operands[1]];
       const ValueInfo &indices = infos[compiled.operands[2]];
       const plan::Experts &e = *op.spec_as_Experts();
-      if (weights.width != indices.width ||
-          indices.experts > e.num_experts()) {
+      if (weights.width != indices.width || indices.experts > e.num_experts()) {
         kernel = makeError("the routing weights and indices do not match "
                            "{} experts",
                            e.num_experts());
@@ -733,10 +748,10 @@ void runAttention(const Step &step, const AttentionKernel &k, KvCache &cache,
     }
     int64_t position = step.batch.rows[r].position;
     for (int64_t h = 0; h < k.heads; ++h)
-      k.rope.apply(qr + h * hd, position);
+      k.rope->apply(qr + h * hd, position);
     if (kr) {
       for (int64_t h = 0; h < k.kvHeads; ++h)
-        k.rope.apply(kr + h * hd, position);
+        k.rope->apply(kr + h * hd, position);
       int64_t at = step.cacheRow(r) * kvw;
       std::memcpy(cache.k.data() + at, kr, kvw * sizeof(float));
       std::memcpy(cache.v.data() + at, value.data() + r * kvw,
@@ -751,8 +766,8 @@ void runAttention(const Step &step, const AttentionKernel &k, KvCache &cache,
       int64_t r = task / k.heads, h = task % k.heads, g = h / group;
       int64_t position = step.batch.rows[r].position;
       // A window w covers the token and the w − 1 before it.
-      int64_t first = k.window > 0 ? std::max<int64_t>(0, position - k.window + 1)
-                                   : 0;
+      int64_t first =
+          k.window > 0 ? std::max<int64_t>(0, position - k.window + 1) : 0;
       int64_t n = position - first + 1;
       int64_t base = (step.cacheRow(r) - position + first) * kvw + g * hd;
       const float *qh = q.data() + r * qw + h * hd;
@@ -799,11 +814,11 @@ void runLatent(const Step &step, const LatentKernel &k, LatentCache &cache,
     int64_t position = step.batch.rows[row].position;
     float *c = kv.data() + row * cw;
     cpu::rmsNorm(c, k.kvANorm, r, k.eps, c);
-    k.rope.apply(c + r, position);
+    k.rope->apply(c + r, position);
     std::memcpy(cache.data.data() + step.cacheRow(row) * cw, c,
                 cw * sizeof(float));
     for (int64_t h = 0; h < k.heads; ++h)
-      k.rope.apply(q.data() + row * qw + h * qkDim + k.nope, position);
+      k.rope->apply(q.data() + row * qw + h * qkDim + k.nope, position);
   });
   int64_t ow = k.heads * k.vDim, kvbRows = k.nope + k.vDim;
   std::vector<float> o(rows * ow);
@@ -814,10 +829,11 @@ void runLatent(const Step &step, const LatentKernel &k, LatentCache &cache,
     for (int64_t task = begin; task < end; ++task) {
       int64_t row = task / k.heads, h = task % k.heads;
       int64_t n = step.batch.rows[row].position + 1;
-      const float *latents = cache.data.data() + (step.cacheRow(row) - n + 1) * cw;
+      const float *latents =
+          cache.data.data() + (step.cacheRow(row) - n + 1) * cw;
       const float *qn = q.data() + row * qw + h * qkDim, *qr = qn + k.nope;
-      const float *wk = k.kvB + h * kvbRows * r;  // W_UK,h [nope, r]
-      const float *wv = wk + k.nope * r;           // W_UV,h [vDim, r]
+      const float *wk = k.kvB + h * kvbRows * r; // W_UK,h [nope, r]
+      const float *wv = wk + k.nope * r;         // W_UV,h [vDim, r]
       float *oh = o.data() + row * ow + h * k.vDim;
       if (absorbed) {
         // q̃ = W_UKᵀ q_nope scores the cached latents directly.
@@ -883,9 +899,8 @@ void runLightning(const Step &step, const LightningKernel &k,
           const float *base = qkv.data() + run.firstRow * 3 * w + h * 3 * d;
           float *o = attention.data() + run.firstRow * w + h * d;
           if (run.count > 1 && step.options.lightningBlocks)
-            cpu::lightningBlocks(base, base + d, base + 2 * d, 3 * w,
-                                 run.count, d, k.decay[h], k.blockSize, s, o,
-                                 w);
+            cpu::lightningBlocks(base, base + d, base + 2 * d, 3 * w, run.count,
+                                 d, k.decay[h], k.blockSize, s, o, w);
           else
             cpu::lightningRecurrent(base, base + d, base + 2 * d, 3 * w,
                                     run.count, d, k.decay[h], s, o, w);
@@ -1015,8 +1030,8 @@ void runHead(const Step &step, const HeadKernel &k, const Value &x,
                 x.f.data() + step.batch.logitRows[j] * k.hidden,
                 k.hidden * sizeof(float));
   out.f.resize(n * k.vocab);
-  cpu::linear(step.pool, picked.data(), n, k.hidden, k.weight, k.vocab,
-              nullptr, out.f.data());
+  cpu::linear(step.pool, picked.data(), n, k.hidden, k.weight, k.vocab, nullptr,
+              out.f.data());
 }
 
 } // namespace
@@ -1049,7 +1064,9 @@ Status CpuBackend::prepare(const LoadedPlan &plan,
                            int32_t slots, int32_t maxContext) {
   state_ = std::make_unique<State>(options_.threads);
   State &s = *state_;
-  auto fail = [](const Error &error) { return error.withContext("cpu backend"); };
+  auto fail = [](const Error &error) {
+    return error.withContext("cpu backend");
+  };
   const plan::Model &model = plan.model();
   if (slots <= 0 || maxContext <= 0)
     return fail(makeError("slots ({}) and max context ({}) must be positive",
@@ -1060,8 +1077,8 @@ Status CpuBackend::prepare(const LoadedPlan &plan,
   for (size_t i = 0; i < params.size(); ++i) {
     const plan::Param &param = *model.params()->Get(i);
     if (static_cast<int64_t>(params[i].size()) != paramElements(param))
-      return fail(makeError("param {} ('{}') has {} values, its shape {}",
-                            i, param.name()->str(), params[i].size(),
+      return fail(makeError("param {} ('{}') has {} values, its shape {}", i,
+                            param.name()->str(), params[i].size(),
                             paramElements(param)));
   }
   s.params = std::move(params);
@@ -1088,13 +1105,15 @@ void CpuBackend::resetSlot(int32_t slot) {
 
 Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
   State &s = *state_;
-  auto fail = [](const Error &error) { return error.withContext("cpu backend"); };
+  auto fail = [](const Error &error) {
+    return error.withContext("cpu backend");
+  };
   if (!s.prepared)
     return fail(makeError("forward before prepare"));
   int64_t rows = static_cast<int64_t>(batch.rows.size());
   if (static_cast<int64_t>(batch.tokenIds.size()) != rows)
-    return fail(makeError("{} token ids for {} rows", batch.tokenIds.size(),
-                          rows));
+    return fail(
+        makeError("{} token ids for {} rows", batch.tokenIds.size(), rows));
   // Each slot is one run of consecutive positions continuing its cache.
   std::vector<SlotRun> runs;
   std::vector<bool> seen(s.slots, false);
@@ -1106,8 +1125,8 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
     bool starts = r == 0 || batch.rows[r - 1].slot != row.slot;
     if (starts) {
       if (seen[row.slot])
-        return fail(makeError("row {}: slot {} appears in two runs", r,
-                              row.slot));
+        return fail(
+            makeError("row {}: slot {} appears in two runs", r, row.slot));
       seen[row.slot] = true;
       if (row.position != s.lengths[row.slot])
         return fail(makeError("row {}: slot {} continues at position {}, "
@@ -1122,8 +1141,8 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
       ++runs.back().count;
     }
     if (row.position >= s.maxContext)
-      return fail(makeError("row {}: position {} exceeds the context of {}",
-                            r, row.position, s.maxContext));
+      return fail(makeError("row {}: position {} exceeds the context of {}", r,
+                            row.position, s.maxContext));
     if (batch.tokenIds[r] < 0 || batch.tokenIds[r] >= s.embeddingVocab)
       return fail(makeError("row {}: token id {} is not in 0..{}", r,
                             batch.tokenIds[r], s.embeddingVocab - 1));

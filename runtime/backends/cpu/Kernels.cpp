@@ -31,7 +31,8 @@ void linear(ThreadPool &pool, const float *x, int64_t rows, int64_t in,
   pool.parallelFor(rowTiles * colTiles, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       int64_t r0 = (t / colTiles) * rowTile, c0 = (t % colTiles) * colTile;
-      int64_t r1 = std::min(rows, r0 + rowTile), c1 = std::min(out, c0 + colTile);
+      int64_t r1 = std::min(rows, r0 + rowTile),
+              c1 = std::min(out, c0 + colTile);
       for (int64_t c = c0; c < c1; ++c) {
         const float *wc = w + c * in;
         float b = bias ? bias[c] : 0.0f;
@@ -113,8 +114,8 @@ std::vector<float> ropeInverseFrequencies(const RopeParams &rope) {
     ramp = std::clamp(ramp, 0.0f, 1.0f);
     float extrapolation = 1.0f - ramp;
     float interpolated = 1.0f / (factor * power[i]);
-    inverse[i] = interpolated * (1.0f - extrapolation) +
-                 inverse[i] * extrapolation;
+    inverse[i] =
+        interpolated * (1.0f - extrapolation) + inverse[i] * extrapolation;
   }
   return inverse;
 }
@@ -279,7 +280,8 @@ void lightningBlocks(const float *q, const float *k, const float *v,
     }
     std::fill(update.begin(), update.end(), 0.0f);
     for (int64_t j = 0; j < b; ++j) {
-      const float *kj = k + (start + j) * stride, *vj = v + (start + j) * stride;
+      const float *kj = k + (start + j) * stride,
+                  *vj = v + (start + j) * stride;
       for (int64_t a = 0; a < d; ++a) {
         float ka = kj[a] * decays[b - 1 - j];
         for (int64_t c = 0; c < d; ++c)

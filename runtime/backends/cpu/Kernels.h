@@ -44,6 +44,7 @@ struct RopeParams {
   double attentionFactor = 1.0;
 
   static RopeParams fromPlan(const plan::Rope &rope);
+  bool operator==(const RopeParams &) const = default;
 };
 
 /// YaRN's [low, high] dims (HF find_correction_range): below `low` the

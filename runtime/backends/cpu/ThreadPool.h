@@ -26,8 +26,7 @@ public:
   /// Calls body(begin, end) over disjoint ranges covering [0, n) and returns
   /// when all are done. Ranges hold at least `grain` indices (but the last).
   /// Not reentrant: a body must not call parallelFor.
-  void parallelFor(int64_t n,
-                   const std::function<void(int64_t, int64_t)> &body,
+  void parallelFor(int64_t n, const std::function<void(int64_t, int64_t)> &body,
                    int64_t grain = 1);
 
 private:

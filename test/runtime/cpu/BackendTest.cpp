@@ -100,21 +100,20 @@ int moeBlock(PlanBuilder &b, const ModelConfig &c, int x, int layer) {
     int gateUpBias = b.bias(e * 2 * w);
     int down = b.random({e, w, h}, std::sqrt(3.0f / w));
     int downBias = b.bias(e * h);
-    spec = plan::CreateExperts(b.fb, e, w,
-                               plan::ExpertActivation::swiglu_clamped,
-                               plan::ExpertLayout::fused_interleaved_transposed,
-                               c.swigluLimit, 1.702, -1, -1, gateUp, down,
-                               gateUpBias, downBias);
+    spec = plan::CreateExperts(
+        b.fb, e, w, plan::ExpertActivation::swiglu_clamped,
+        plan::ExpertLayout::fused_interleaved_transposed, c.swigluLimit, 1.702,
+        -1, -1, gateUp, down, gateUpBias, downBias);
   } else {
     int gate = b.random({e, w, h}, std::sqrt(3.0f / h));
     int up = b.random({e, w, h}, std::sqrt(3.0f / h));
     int down = b.random({e, h, w}, std::sqrt(3.0f / w));
     spec = plan::CreateExperts(b.fb, e, w, plan::ExpertActivation::silu_gated,
-                               plan::ExpertLayout::separate, 0, 0, gate, up,
-                               -1, down);
+                               plan::ExpertLayout::separate, 0, 0, gate, up, -1,
+                               down);
   }
-  int routed = b.op(plan::Module::Experts, spec, {x, weights, weights + 1}, 1,
-                    layer);
+  int routed =
+      b.op(plan::Module::Experts, spec, {x, weights, weights + 1}, 1, layer);
   if (c.sharedWidth == 0)
     return routed;
   int shared = mlp(b, x, h, c.sharedWidth, c.sharedGate, layer);
@@ -153,10 +152,9 @@ int attention(PlanBuilder &b, const ModelConfig &c, int x, int layer) {
     double scale = 1.3 / std::sqrt(static_cast<double>(qk));
     return b.op(plan::Module::MLAttention,
                 plan::CreateMLAttention(b.fb, c.heads, c.qLoraRank,
-                                        c.kvLoraRank, c.nope, c.ropeDim,
-                                        c.vDim, rope(b, c, c.ropeDim), scale,
-                                        1e-6, q, qa, qaNorm, qb, kva, kvaNorm,
-                                        kvb, o),
+                                        c.kvLoraRank, c.nope, c.ropeDim, c.vDim,
+                                        rope(b, c, c.ropeDim), scale, 1e-6, q,
+                                        qa, qaNorm, qb, kva, kvaNorm, kvb, o),
                 {x}, 1, layer);
   }
   int64_t qw = c.heads * c.headDim, kvw = c.kvHeads * c.headDim;
@@ -169,17 +167,17 @@ int attention(PlanBuilder &b, const ModelConfig &c, int x, int layer) {
   int kb = c.qkvBias && owns ? b.bias(kvw) : -1;
   int vb = c.qkvBias && owns ? b.bias(kvw) : -1;
   int ob = c.oBias ? b.bias(h) : -1;
-  int qn = c.qkNorm != plan::QKNorm::none ? b.norm(perHead ? c.headDim : qw) : -1;
+  int qn =
+      c.qkNorm != plan::QKNorm::none ? b.norm(perHead ? c.headDim : qw) : -1;
   int kn = c.qkNorm != plan::QKNorm::none && owns
                ? b.norm(perHead ? c.headDim : kvw)
                : -1;
   int sinks = c.sinks ? b.random({c.heads}, 1.0f) : -1;
   return b.op(plan::Module::Attention,
               plan::CreateAttention(
-                  b.fb, c.heads, c.kvHeads, c.headDim,
-                  rope(b, c, c.rotaryDim), 1.0 / std::sqrt(c.headDim), q, k, v,
-                  o, qb, kb, vb, ob, c.qkNorm, qn, kn, 1e-6, lc.window, sinks,
-                  lc.kvSource),
+                  b.fb, c.heads, c.kvHeads, c.headDim, rope(b, c, c.rotaryDim),
+                  1.0 / std::sqrt(c.headDim), q, k, v, o, qb, kb, vb, ob,
+                  c.qkNorm, qn, kn, 1e-6, lc.window, sinks, lc.kvSource),
               {x}, 1, layer);
 }
 
@@ -290,9 +288,8 @@ std::vector<ModelConfig> modelConfigs() {
 
   ModelConfig yi = mixtral;
   yi.name = "yi_lightning";
-  yi.layers = {{AttentionKind::gqa, 4, -1, false},
-               {AttentionKind::gqa, 4, 0, true},
-               {}};
+  yi.layers = {
+      {AttentionKind::gqa, 4, -1, false}, {AttentionKind::gqa, 4, 0, true}, {}};
   yi.sharedWidth = 8;
   yi.selection = plan::RouterSelection::group_limited_greedy;
   yi.groups = 3;
@@ -399,17 +396,16 @@ TEST_P(Models, BatchedSequencesMatchEachAlone) {
   TestModel model = buildModel(GetParam());
   std::vector<std::vector<int32_t>> ids{tokens(8, GetParam().vocab, 1),
                                         tokens(10, GetParam().vocab, 2)};
-  std::vector<Logits> together = runSteps(
-      *prepared(model), ids,
-      {{{0, 0, 5}, {1, 0, 3}},
-       {{0, 5, 1}, {1, 3, 4}},
-       {{1, 7, 1}, {0, 6, 1}},
-       {{0, 7, 1}, {1, 8, 2}}});
+  std::vector<Logits> together = runSteps(*prepared(model), ids,
+                                          {{{0, 0, 5}, {1, 0, 3}},
+                                           {{0, 5, 1}, {1, 3, 4}},
+                                           {{1, 7, 1}, {0, 6, 1}},
+                                           {{0, 7, 1}, {1, 8, 2}}});
   // Alone, in slot 0 and in slot 1, with the same chunks.
   Logits first = runChunks(*prepared(model), ids[0], {5, 1, 1, 1});
-  std::vector<Logits> second = runSteps(
-      *prepared(model), ids,
-      {{{1, 0, 3}}, {{1, 3, 4}}, {{1, 7, 1}}, {{1, 8, 2}}});
+  std::vector<Logits> second =
+      runSteps(*prepared(model), ids,
+               {{{1, 0, 3}}, {{1, 3, 4}}, {{1, 7, 1}}, {{1, 8, 2}}});
   EXPECT_EQ(together[0], first);
   EXPECT_EQ(together[1], second[1]);
 }
@@ -433,11 +429,10 @@ TEST_P(Models, ResetSlotStartsAFreshSequence) {
             runChunks(*prepared(model), b, {3, 2}));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Cpu, Models, testing::ValuesIn(modelConfigs()),
-    [](const testing::TestParamInfo<ModelConfig> &config) {
-      return config.param.name;
-    });
+INSTANTIATE_TEST_SUITE_P(Cpu, Models, testing::ValuesIn(modelConfigs()),
+                         [](const testing::TestParamInfo<ModelConfig> &config) {
+                           return config.param.name;
+                         });
 
 TEST(CpuBackend, MlaAbsorbedEqualsNaive) {
   for (const ModelConfig &config : modelConfigs()) {
@@ -517,14 +512,13 @@ TEST(CpuBackend, RejectsExpertsFedByTokenIds) {
                                        plan::RouterSelection::greedy, 1, 1,
                                        false, 1.0, b.linear(e, h)),
                     {x}, 2);
-  int y = b.op(plan::Module::Experts,
-               plan::CreateExperts(b.fb, e, 4,
-                                   plan::ExpertActivation::silu_gated,
-                                   plan::ExpertLayout::separate, 0, 0,
-                                   b.random({e, 4, h}, 0.5f),
-                                   b.random({e, 4, h}, 0.5f), -1,
-                                   b.random({e, h, 4}, 0.5f)),
-               {x, routed, 0});
+  int y =
+      b.op(plan::Module::Experts,
+           plan::CreateExperts(
+               b.fb, e, 4, plan::ExpertActivation::silu_gated,
+               plan::ExpertLayout::separate, 0, 0, b.random({e, 4, h}, 0.5f),
+               b.random({e, 4, h}, 0.5f), -1, b.random({e, h, 4}, 0.5f)),
+           {x, routed, 0});
   int logits = b.op(plan::Module::LMHead,
                     plan::CreateLMHead(b.fb, b.linear(16, h)), {y});
   TestModel model = b.finish(logits, 16, h);
@@ -550,17 +544,17 @@ struct OpHarness {
   int embedding, table;
   explicit OpHarness(int64_t width) : hidden(width) {
     table = b.random({vocab, hidden}, 1.0f);
-    embedding = b.op(plan::Module::Embedding, plan::CreateEmbedding(b.fb, table),
-                     {0});
+    embedding =
+        b.op(plan::Module::Embedding, plan::CreateEmbedding(b.fb, table), {0});
   }
   TestModel finish(int output) {
     std::vector<float> identity(hidden * hidden, 0.0f);
     for (int64_t i = 0; i < hidden; ++i)
       identity[i * hidden + i] = 1.0f;
-    int head = b.op(plan::Module::LMHead,
-                    plan::CreateLMHead(b.fb, b.values({hidden, hidden},
-                                                      identity)),
-                    {output});
+    int head =
+        b.op(plan::Module::LMHead,
+             plan::CreateLMHead(b.fb, b.values({hidden, hidden}, identity)),
+             {output});
     return b.finish(head, hidden, hidden);
   }
 };
@@ -626,12 +620,28 @@ TEST(CpuOps, AttentionWithSinksWindowBiasesAndKvSharing) {
   int64_t h = 16, heads = 4, kvHeads = 2, hd = 4, window = 3;
   OpHarness t(h);
   PlanBuilder &b = t.b;
-  GqaWeights w0{b.linear(heads * hd, h), b.linear(kvHeads * hd, h),
-                b.linear(kvHeads * hd, h), b.linear(h, heads * hd),
-                b.bias(heads * hd), b.bias(kvHeads * hd), b.bias(kvHeads * hd),
-                b.bias(h), b.norm(hd), b.norm(hd), b.random({heads}, 1.0f)};
-  GqaWeights w1{b.linear(heads * hd, h), -1, -1, b.linear(h, heads * hd),
-                -1, -1, -1, -1, -1, -1, -1};
+  GqaWeights w0{b.linear(heads * hd, h),
+                b.linear(kvHeads * hd, h),
+                b.linear(kvHeads * hd, h),
+                b.linear(h, heads * hd),
+                b.bias(heads * hd),
+                b.bias(kvHeads * hd),
+                b.bias(kvHeads * hd),
+                b.bias(h),
+                b.norm(hd),
+                b.norm(hd),
+                b.random({heads}, 1.0f)};
+  GqaWeights w1{b.linear(heads * hd, h),
+                -1,
+                -1,
+                b.linear(h, heads * hd),
+                -1,
+                -1,
+                -1,
+                -1,
+                -1,
+                -1,
+                -1};
   double scale = 0.45;
   auto ropeSpec = [&] {
     return plan::CreateRope(b.fb, plan::RopeStyle::neox, 10000.0, hd);
@@ -639,14 +649,14 @@ TEST(CpuOps, AttentionWithSinksWindowBiasesAndKvSharing) {
   b.op(plan::Module::Attention,
        plan::CreateAttention(b.fb, heads, kvHeads, hd, ropeSpec(), scale, w0.q,
                              w0.k, w0.v, w0.o, w0.qb, w0.kb, w0.vb, w0.ob,
-                             plan::QKNorm::per_head, w0.qn, w0.kn, 1e-6,
-                             window, w0.sinks),
+                             plan::QKNorm::per_head, w0.qn, w0.kn, 1e-6, window,
+                             w0.sinks),
        {t.embedding}, 1, 0);
   int shared = b.op(plan::Module::Attention,
                     plan::CreateAttention(b.fb, heads, kvHeads, hd, ropeSpec(),
-                                          scale, w1.q, -1, -1, w1.o, -1, -1,
-                                          -1, -1, plan::QKNorm::none, -1, -1,
-                                          0.0, window, -1, 0),
+                                          scale, w1.q, -1, -1, w1.o, -1, -1, -1,
+                                          -1, plan::QKNorm::none, -1, -1, 0.0,
+                                          window, -1, 0),
                     {t.embedding}, 1, 1);
   TestModel model = t.finish(shared);
   std::vector<int32_t> ids{3, 17, 5, 9, 0, 12, 4, 4, 19};
@@ -696,20 +706,21 @@ TEST(CpuOps, AttentionSinksAndQkNormInTheSourceLayer) {
   int64_t h = 16, heads = 4, kvHeads = 2, hd = 4, window = 3;
   OpHarness t(h);
   PlanBuilder &b = t.b;
-  GqaWeights w{b.linear(heads * hd, h), b.linear(kvHeads * hd, h),
+  GqaWeights w{b.linear(heads * hd, h),   b.linear(kvHeads * hd, h),
                b.linear(kvHeads * hd, h), b.linear(h, heads * hd),
-               b.bias(heads * hd), b.bias(kvHeads * hd), b.bias(kvHeads * hd),
-               b.bias(h), b.norm(heads * hd), b.norm(kvHeads * hd),
+               b.bias(heads * hd),        b.bias(kvHeads * hd),
+               b.bias(kvHeads * hd),      b.bias(h),
+               b.norm(heads * hd),        b.norm(kvHeads * hd),
                b.random({heads}, 1.0f)};
   double scale = 0.5;
-  int out = b.op(plan::Module::Attention,
-                 plan::CreateAttention(
-                     b.fb, heads, kvHeads, hd,
-                     plan::CreateRope(b.fb, plan::RopeStyle::neox, 10000.0, hd),
-                     scale, w.q, w.k, w.v, w.o, w.qb, w.kb, w.vb, w.ob,
-                     plan::QKNorm::full_width, w.qn, w.kn, 1e-6, window,
-                     w.sinks),
-                 {t.embedding}, 1, 0);
+  int out =
+      b.op(plan::Module::Attention,
+           plan::CreateAttention(
+               b.fb, heads, kvHeads, hd,
+               plan::CreateRope(b.fb, plan::RopeStyle::neox, 10000.0, hd),
+               scale, w.q, w.k, w.v, w.o, w.qb, w.kb, w.vb, w.ob,
+               plan::QKNorm::full_width, w.qn, w.kn, 1e-6, window, w.sinks),
+           {t.embedding}, 1, 0);
   TestModel model = t.finish(out);
   std::vector<int32_t> ids{3, 17, 5, 9, 0, 12, 4};
   Logits actual = runChunks(*prepared(model), ids, {4, 1, 2});
@@ -798,11 +809,11 @@ TEST(CpuOps, LatentAttentionMatchesNaiveDoubleReference) {
       std::vector<double> z;
       Matrix v;
       for (int64_t s = 0; s <= p; ++s) {
-        std::vector<double> kvHead = project(
-            std::vector<float>(W[kvb].begin() + hh * (nope + vDim) * kvRank,
-                               W[kvb].begin() +
-                                   (hh + 1) * (nope + vDim) * kvRank),
-            nullptr, latents[s], nope + vDim);
+        std::vector<double> kvHead =
+            project(std::vector<float>(
+                        W[kvb].begin() + hh * (nope + vDim) * kvRank,
+                        W[kvb].begin() + (hh + 1) * (nope + vDim) * kvRank),
+                    nullptr, latents[s], nope + vDim);
         double dotted = 0;
         for (int64_t d = 0; d < nope; ++d)
           dotted += queries[p][hh * qk + d] * kvHead[d];
@@ -833,11 +844,11 @@ TEST(CpuOps, LightningMatchesItsDefinition) {
   PlanBuilder &b = t.b;
   int qkv = b.linear(3 * w, h), gate = b.linear(w, h), norm = b.norm(w),
       out = b.linear(h, w);
-  int result = b.op(plan::Module::LightningAttention,
-                    plan::CreateLightningAttention(b.fb, heads, d, decayScale,
-                                                   3, 1e-6, qkv, gate, norm,
-                                                   out),
-                    {t.embedding}, 1, 0);
+  int result =
+      b.op(plan::Module::LightningAttention,
+           plan::CreateLightningAttention(b.fb, heads, d, decayScale, 3, 1e-6,
+                                          qkv, gate, norm, out),
+           {t.embedding}, 1, 0);
   TestModel model = t.finish(result);
   std::vector<int32_t> ids{11, 3, 3, 18, 0, 7, 9, 2};
   const auto &W = model.weights;
@@ -953,10 +964,9 @@ TEST(CpuOps, SeparateSiluExpertsWithScaledSigmoidRouter) {
                                        false, 2.0, router),
                     {t.embedding}, 2, 0);
   int out = b.op(plan::Module::Experts,
-                 plan::CreateExperts(b.fb, e, w,
-                                     plan::ExpertActivation::silu_gated,
-                                     plan::ExpertLayout::separate, 0, 0, gate,
-                                     up, -1, down),
+                 plan::CreateExperts(
+                     b.fb, e, w, plan::ExpertActivation::silu_gated,
+                     plan::ExpertLayout::separate, 0, 0, gate, up, -1, down),
                  {t.embedding, routed, routed + 1}, 1, 0);
   TestModel model = t.finish(out);
   std::vector<int32_t> ids{1, 6, 11, 19};

@@ -35,8 +35,8 @@ TEST(ThreadPool, CoversEveryIndexOnce) {
 
 TEST(Linear, MatchesDoubleReferenceAndIgnoresThreadCount) {
   int64_t rows = 37, in = 70, out = 45;
-  std::vector<float> x = randomVector(rows * in, 1), w = randomVector(out * in, 2),
-                     bias = randomVector(out, 3);
+  std::vector<float> x = randomVector(rows * in, 1),
+                     w = randomVector(out * in, 2), bias = randomVector(out, 3);
   std::vector<float> y1(rows * out), y4(rows * out);
   ThreadPool one(1), four(4);
   linear(one, x.data(), rows, in, w.data(), out, bias.data(), y1.data());
@@ -88,7 +88,8 @@ std::vector<double> referenceInverse(const RopeParams &rope, double low,
 
 double correctionDim(const RopeParams &rope, double rotations) {
   return rope.rotaryDim *
-         std::log(rope.originalMaxPosition / (rotations * 2 * std::numbers::pi)) /
+         std::log(rope.originalMaxPosition /
+                  (rotations * 2 * std::numbers::pi)) /
          (2 * std::log(rope.theta));
 }
 
@@ -191,8 +192,9 @@ struct Routed {
 Routed route(const RouterParams &router, const std::vector<float> &logits,
              const std::vector<float> &correction = {}) {
   Routed r{std::vector<float>(router.topK), std::vector<int32_t>(router.topK)};
-  routeToken(router, logits.data(), correction.empty() ? nullptr : correction.data(),
-             r.weights.data(), r.indices.data());
+  routeToken(router, logits.data(),
+             correction.empty() ? nullptr : correction.data(), r.weights.data(),
+             r.indices.data());
   return r;
 }
 
@@ -263,8 +265,7 @@ TEST(Router, NoauxTcRanksGroupsByTopTwoSumOfBiasedScores) {
 
   RouterParams greedy = router;
   greedy.selection = plan::RouterSelection::greedy;
-  EXPECT_EQ(route(greedy, logits, bias).indices,
-            (std::vector<int32_t>{0, 2}));
+  EXPECT_EQ(route(greedy, logits, bias).indices, (std::vector<int32_t>{0, 2}));
 }
 
 TEST(Router, NoauxTcWithOneGroupIsPlainTopKOfBiasedScores) {

@@ -27,8 +27,8 @@ public:
 
   int values(std::vector<int64_t> shape, std::vector<float> data) {
     std::string name = "p" + std::to_string(params_.size());
-    params_.push_back(plan::CreateParamDirect(fb, name.c_str(), nullptr,
-                                              &shape, plan::DType::f32));
+    params_.push_back(plan::CreateParamDirect(fb, name.c_str(), nullptr, &shape,
+                                              plan::DType::f32));
     weights_.push_back(std::move(data));
     return static_cast<int>(weights_.size()) - 1;
   }
@@ -57,16 +57,16 @@ public:
     std::vector<int> out;
     for (int r = 0; r < results; ++r)
       out.push_back(numValues_++);
-    ops_.push_back(plan::CreateOpDirect(fb, type, spec.Union(), layer,
-                                        &operands, &out));
+    ops_.push_back(
+        plan::CreateOpDirect(fb, type, spec.Union(), layer, &operands, &out));
     return out[0];
   }
 
   TestModel finish(int logits, int64_t vocab, int64_t hidden) {
     std::vector<int64_t> eos{1};
-    auto model = plan::CreateModelDirect(fb, "test", "", vocab, hidden, 1, 64,
-                                         -1, &eos, &params_, &ops_, numValues_,
-                                         logits);
+    auto model =
+        plan::CreateModelDirect(fb, "test", "", vocab, hidden, 1, 64, -1, &eos,
+                                &params_, &ops_, numValues_, logits);
     plan::FinishSizePrefixedPlanBuffer(
         fb, plan::CreatePlan(fb, plan::kSchemaVersion, model));
     TestModel m;
