@@ -10,6 +10,7 @@
 #include "runtime/weights/WeightSet.h"
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace moe {
@@ -20,6 +21,12 @@ namespace moe {
 struct TokenRow {
   int32_t slot = 0;
   int32_t position = 0;
+};
+
+/// Time spent in one kind of work ("attention", "routed experts", ...).
+struct StageTime {
+  std::string stage;
+  double seconds = 0;
 };
 
 struct StepBatch {
@@ -41,6 +48,8 @@ public:
   /// Runs the model over the batch, extending each slot's cache by its rows,
   /// and writes logits [logitRows.size(), vocab] in fp32.
   virtual Status forward(const StepBatch &batch, std::vector<float> &logits) = 0;
+  /// Time per stage since prepare, for the stats file.
+  virtual std::vector<StageTime> stageSeconds() const = 0;
 };
 
 } // namespace moe

@@ -113,7 +113,8 @@ private:
 
 nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
                          const EngineOptions &engine, const EngineStats &s,
-                         double wallSeconds, int64_t answers) {
+                         const Backend &backend, double wallSeconds,
+                         int64_t answers) {
   auto rate = [](double count, double seconds) {
     return seconds > 0 ? count / seconds : 0.0;
   };
@@ -140,7 +141,13 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
          s.decodeSteps ? s.decodeSeconds / double(s.decodeSteps) : 0.0}}},
       {"sampling_seconds", s.samplingSeconds},
       {"peak_active_sequences", s.peakActiveSequences},
+      // The CPU backend moves no bytes between host and device.
+      {"bytes_moved", {{"host_to_device", 0}, {"device_to_host", 0}}},
       {"memory", {{"host_peak_resident_bytes", peakResidentBytes()}}}};
+  nlohmann::json stages = nlohmann::json::object();
+  for (const StageTime &stage : backend.stageSeconds())
+    stages[stage.stage] = stage.seconds;
+  stats["stage_seconds"] = stages;
   if (const plan::Prediction *predicted = plan.plan().prediction())
     stats["predicted"] = {
         {"decode_tokens_per_second", predicted->decode_tokens_per_second()},
@@ -227,7 +234,8 @@ Status run(const Options &options) {
   // was done.
   if (!options.stats.empty()) {
     std::ofstream file(options.stats);
-    file << statsJson(options, *plan, engine, stats, wall, answers->written())
+    file << statsJson(options, *plan, engine, stats, backend, wall,
+                      answers->written())
                 .dump(2)
          << "\n";
     if (!file)

@@ -1,5 +1,8 @@
 #include "runtime/backends/cpu/CpuBackend.h"
 
+#include <array>
+#include <chrono>
+
 #include "runtime/backends/cpu/Kernels.h"
 
 #include <algorithm>
@@ -91,6 +94,12 @@ struct CompiledOp {
   std::vector<int> operands, results;
 };
 
+/// Stage names for the stats file, in the order of Kernel's alternatives.
+constexpr std::array<const char *, std::variant_size_v<Kernel>> kStageNames = {
+    "embedding",  "norm",           "attention", "latent attention",
+    "lightning attention", "router", "routed experts", "mlp",
+    "residual",   "lm head"};
+
 /// One value of the forward pass: fp32 rows, or i32 rows (token ids, expert
 /// indices).
 struct Value {
@@ -138,6 +147,8 @@ struct CpuBackend::State {
   std::vector<KvCache> kv;
   std::vector<LatentCache> latent;
   std::vector<LightningState> lightning;
+  // Seconds per kernel kind since prepare, for per-stage statistics.
+  std::array<double, std::variant_size_v<Kernel>> stageSeconds{};
 
   Status compile(const plan::Model &model);
 };
@@ -1161,6 +1172,7 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
     const CompiledOp &op = s.ops[index];
     const Value &in = values[op.operands[0]];
     Value &out = values[op.results[0]];
+    auto start = std::chrono::steady_clock::now();
     std::visit(
         [&](const auto &k) {
           using K = std::decay_t<decltype(k)>;
@@ -1187,6 +1199,9 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
             runHead(step, k, in, out);
         },
         op.kernel);
+    s.stageSeconds[op.kernel.index()] +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
     for (int operand : op.operands)
       if (s.lastUse[operand] == static_cast<int>(index)) {
         values[operand].f = {};
@@ -1197,6 +1212,16 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
     s.lengths[run.slot] += static_cast<int32_t>(run.count);
   logits = std::move(values[s.logitsValue].f);
   return Status::success();
+}
+
+std::vector<StageTime> CpuBackend::stageSeconds() const {
+  std::vector<StageTime> stages;
+  if (!state_)
+    return stages;
+  for (size_t kind = 0; kind < kStageNames.size(); ++kind)
+    if (state_->stageSeconds[kind] > 0)
+      stages.push_back({kStageNames[kind], state_->stageSeconds[kind]});
+  return stages;
 }
 
 } // namespace moe

@@ -36,6 +36,7 @@ public:
                  int32_t slots, int32_t maxContext);
   void resetSlot(int32_t slot) override;
   Status forward(const StepBatch &batch, std::vector<float> &logits) override;
+  std::vector<StageTime> stageSeconds() const override;
 
   int threads() const;
 

@@ -30,6 +30,7 @@ public:
     return Status::success();
   }
   void resetSlot(int32_t slot) override { histories[slot].clear(); }
+  std::vector<StageTime> stageSeconds() const override { return {}; }
   Status forward(const StepBatch &batch, std::vector<float> &logits) override {
     ++calls;
     maxRows = std::max(maxRows, batch.rows.size());
