@@ -10,6 +10,8 @@
 // the fastest of cuBLASLt's (up to 8) heuristic candidates for that shape.
 #include "runtime/backends/cuda/HardwareProfiler.h"
 
+#include "runtime/backends/cuda/CudaCheck.h"
+#include "runtime/backends/cuda/GemmRunner.h"
 #include "runtime/backends/cuda/ProfilerKernels.h"
 
 #include <algorithm>
@@ -24,7 +26,6 @@
 
 #include <sched.h>
 
-#include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <nlohmann/json.hpp>
 
@@ -34,29 +35,6 @@ namespace {
 constexpr std::size_t kMiB = std::size_t(1) << 20;
 constexpr std::size_t kGiB = std::size_t(1) << 30;
 using bf16 = __nv_bfloat16;
-
-Error cudaFailure(cudaError_t code, const char *what) {
-  return makeError("{}: {} ({})", what, cudaGetErrorString(code),
-                   cudaGetErrorName(code));
-}
-Error ltFailure(cublasStatus_t code, const char *what) {
-  return makeError("{}: {} ({})", what, cublasLtGetStatusString(code),
-                   cublasLtGetStatusName(code));
-}
-
-#define PROF_CUDA(expr)                                                        \
-  do {                                                                         \
-    cudaError_t profCode_ = (expr);                                            \
-    if (profCode_ != cudaSuccess)                                              \
-      return cudaFailure(profCode_, #expr);                                    \
-  } while (false)
-
-#define PROF_LT(expr)                                                          \
-  do {                                                                         \
-    cublasStatus_t profCode_ = (expr);                                         \
-    if (profCode_ != CUBLAS_STATUS_SUCCESS)                                    \
-      return ltFailure(profCode_, #expr);                                      \
-  } while (false)
 
 // --- small owners -----------------------------------------------------------
 
@@ -127,8 +105,8 @@ struct EventPair {
       cudaEventDestroy(stop);
   }
   Status create() {
-    PROF_CUDA(cudaEventCreate(&start));
-    PROF_CUDA(cudaEventCreate(&stop));
+    MOE_CUDA_TRY(cudaEventCreate(&start));
+    MOE_CUDA_TRY(cudaEventCreate(&stop));
     return Status::success();
   }
 };
@@ -151,7 +129,7 @@ struct Context {
 
 Status fillRandom(const Context &ctx, bf16 *data, std::size_t count,
                   std::uint64_t seed, float scale = 1.0f) {
-  PROF_CUDA(fillRandomBf16(data, count, seed, scale, ctx.stream));
+  MOE_CUDA_TRY(fillRandomBf16(data, count, seed, scale, ctx.stream));
   return Status::success();
 }
 
@@ -172,15 +150,15 @@ Result<double> timeCalls(const Context &ctx,
   std::int64_t call = 0;
   for (int i = 0; i < 3; ++i)
     MOE_RETURN_IF_ERROR(launch(call++));
-  PROF_CUDA(cudaStreamSynchronize(ctx.stream));
+  MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
 
-  PROF_CUDA(cudaEventRecord(ev.start, ctx.stream));
+  MOE_CUDA_TRY(cudaEventRecord(ev.start, ctx.stream));
   for (int i = 0; i < 3; ++i)
     MOE_RETURN_IF_ERROR(launch(call++));
-  PROF_CUDA(cudaEventRecord(ev.stop, ctx.stream));
-  PROF_CUDA(cudaEventSynchronize(ev.stop));
+  MOE_CUDA_TRY(cudaEventRecord(ev.stop, ctx.stream));
+  MOE_CUDA_TRY(cudaEventSynchronize(ev.stop));
   float ms = 0;
-  PROF_CUDA(cudaEventElapsedTime(&ms, ev.start, ev.stop));
+  MOE_CUDA_TRY(cudaEventElapsedTime(&ms, ev.start, ev.stop));
   double estimate = std::max(1e-3 * ms / 3, 1e-7);
   int perBatch = static_cast<int>(
       std::clamp(std::ceil(targetSeconds / estimate), 1.0, 200.0));
@@ -188,13 +166,13 @@ Result<double> timeCalls(const Context &ctx,
   std::vector<double> samples;
   for (int r = 0; r < repeats; ++r) {
     // Enough spin to cover ~10 us of host work per queued call.
-    PROF_CUDA(spinFor(20000 + 10000ull * perBatch, ctx.stream));
-    PROF_CUDA(cudaEventRecord(ev.start, ctx.stream));
+    MOE_CUDA_TRY(spinFor(20000 + 10000ull * perBatch, ctx.stream));
+    MOE_CUDA_TRY(cudaEventRecord(ev.start, ctx.stream));
     for (int i = 0; i < perBatch; ++i)
       MOE_RETURN_IF_ERROR(launch(call++));
-    PROF_CUDA(cudaEventRecord(ev.stop, ctx.stream));
-    PROF_CUDA(cudaEventSynchronize(ev.stop));
-    PROF_CUDA(cudaEventElapsedTime(&ms, ev.start, ev.stop));
+    MOE_CUDA_TRY(cudaEventRecord(ev.stop, ctx.stream));
+    MOE_CUDA_TRY(cudaEventSynchronize(ev.stop));
+    MOE_CUDA_TRY(cudaEventElapsedTime(&ms, ev.start, ev.stop));
     samples.push_back(1e-3 * ms / perBatch);
   }
   return median(std::move(samples));
@@ -212,9 +190,9 @@ float bf16ToFloat(std::uint16_t bits) {
 Result<std::vector<float>> downloadBf16(const Context &ctx, const bf16 *data,
                                         std::size_t count) {
   std::vector<std::uint16_t> bits(count);
-  PROF_CUDA(cudaMemcpyAsync(bits.data(), data, count * 2,
-                            cudaMemcpyDeviceToHost, ctx.stream));
-  PROF_CUDA(cudaStreamSynchronize(ctx.stream));
+  MOE_CUDA_TRY(cudaMemcpyAsync(bits.data(), data, count * 2,
+                               cudaMemcpyDeviceToHost, ctx.stream));
+  MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
   std::vector<float> out(count);
   for (std::size_t i = 0; i < count; ++i)
     out[i] = bf16ToFloat(bits[i]);
@@ -233,113 +211,11 @@ double relativeL2(const std::vector<float> &got,
   return std::sqrt(diff) / std::sqrt(norm);
 }
 
-// --- cuBLASLt GEMM: y[m,n] = x[m,k] · W[n,k]ᵀ -------------------------------
-//
-// Column-major view: yᵀ[n,m] = W[n,k] · xᵀ[k,m], i.e. A = W stored k×n (ld k)
-// used transposed, B = xᵀ stored k×m (ld k), C = D = yᵀ stored n×m (ld n).
-
-class LtGemm {
-public:
-  LtGemm() = default;
-  LtGemm(const LtGemm &) = delete;
-  LtGemm &operator=(const LtGemm &) = delete;
-  ~LtGemm() { reset(); }
-
-  Status prepare(cublasLtHandle_t handle, std::int64_t m, std::int64_t n,
-                 std::int64_t k, std::size_t workspaceBytes) {
-    reset();
-    handle_ = handle;
-    workspaceBytes_ = workspaceBytes;
-    PROF_LT(cublasLtMatmulDescCreate(&desc_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
-    PROF_LT(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSA,
-                                           &opT, sizeof opT));
-    PROF_LT(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSB,
-                                           &opN, sizeof opN));
-    PROF_LT(cublasLtMatrixLayoutCreate(&a_, CUDA_R_16BF, k, n, k));
-    PROF_LT(cublasLtMatrixLayoutCreate(&b_, CUDA_R_16BF, k, m, k));
-    PROF_LT(cublasLtMatrixLayoutCreate(&c_, CUDA_R_16BF, n, m, n));
-    PROF_LT(cublasLtMatmulPreferenceCreate(&pref_));
-    std::uint64_t ws = workspaceBytes;
-    PROF_LT(cublasLtMatmulPreferenceSetAttribute(
-        pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    cublasLtMatmulHeuristicResult_t results[kMaxCandidates] = {};
-    int found = 0;
-    PROF_LT(cublasLtMatmulAlgoGetHeuristic(handle_, desc_, a_, b_, c_, c_,
-                                           pref_, kMaxCandidates, results,
-                                           &found));
-    for (int i = 0; i < found; ++i)
-      if (results[i].state == CUBLAS_STATUS_SUCCESS)
-        candidates_.push_back(results[i]);
-    if (candidates_.empty())
-      return makeError("cuBLASLt has no bf16 algorithm for m={} n={} k={}", m,
-                       n, k);
-    return Status::success();
-  }
-
-  // cuBLASLt's heuristic ranks up to kMaxCandidates algorithms; run() uses
-  // the selected one (the heuristic's first unless select() says otherwise).
-  static constexpr int kMaxCandidates = 8;
-  int candidateCount() const { return static_cast<int>(candidates_.size()); }
-  void select(int index) { selected_ = index; }
-  int selected() const { return selected_; }
-
-  Status run(const bf16 *x, const bf16 *w, bf16 *y, void *workspace,
-             cudaStream_t stream) const {
-    const float alpha = 1.0f, beta = 0.0f;
-    PROF_LT(cublasLtMatmul(handle_, desc_, &alpha, w, a_, x, b_, &beta, y, c_,
-                           y, c_, &candidates_[selected_].algo, workspace,
-                           workspaceBytes_, stream));
-    return Status::success();
-  }
-
-private:
-  void reset() {
-    if (pref_)
-      cublasLtMatmulPreferenceDestroy(pref_);
-    if (c_)
-      cublasLtMatrixLayoutDestroy(c_);
-    if (b_)
-      cublasLtMatrixLayoutDestroy(b_);
-    if (a_)
-      cublasLtMatrixLayoutDestroy(a_);
-    if (desc_)
-      cublasLtMatmulDescDestroy(desc_);
-    pref_ = nullptr;
-    a_ = b_ = c_ = nullptr;
-    candidates_.clear();
-    selected_ = 0;
-    desc_ = nullptr;
-  }
-
-  cublasLtHandle_t handle_ = nullptr;
-  cublasLtMatmulDesc_t desc_ = nullptr;
-  cublasLtMatrixLayout_t a_ = nullptr, b_ = nullptr, c_ = nullptr;
-  cublasLtMatmulPreference_t pref_ = nullptr;
-  std::vector<cublasLtMatmulHeuristicResult_t> candidates_;
-  int selected_ = 0;
-  std::size_t workspaceBytes_ = 0;
-};
+// --- GEMM check -------------------------------------------------------------
 
 constexpr std::size_t kGemmWorkspaceBytes = 32 * kMiB;
 
-class LtHandle {
-public:
-  ~LtHandle() {
-    if (handle_)
-      cublasLtDestroy(handle_);
-  }
-  Status create() {
-    PROF_LT(cublasLtCreate(&handle_));
-    return Status::success();
-  }
-  cublasLtHandle_t get() const { return handle_; }
-
-private:
-  cublasLtHandle_t handle_ = nullptr;
-};
-
-Status checkGemm(const Context &ctx, cublasLtHandle_t handle, void *workspace) {
+Status checkGemm(const Context &ctx, GemmRunner &runner) {
   const std::int64_t m = 37, n = 200, k = 136;
   DeviceBuffer x, w, y;
   MOE_RETURN_IF_ERROR(x.allocate(m * k * 2));
@@ -347,11 +223,15 @@ Status checkGemm(const Context &ctx, cublasLtHandle_t handle, void *workspace) {
   MOE_RETURN_IF_ERROR(y.allocate(m * n * 2));
   MOE_RETURN_IF_ERROR(fillRandom(ctx, x.as<bf16>(), m * k, 101));
   MOE_RETURN_IF_ERROR(fillRandom(ctx, w.as<bf16>(), n * k, 102));
-  PROF_CUDA(cudaMemsetAsync(y.as(), 0xFF, m * n * 2, ctx.stream)); // NaN
-  LtGemm gemm;
-  MOE_RETURN_IF_ERROR(gemm.prepare(handle, m, n, k, kGemmWorkspaceBytes));
-  MOE_RETURN_IF_ERROR(gemm.run(x.as<bf16>(), w.as<bf16>(), y.as<bf16>(),
-                               workspace, ctx.stream));
+  MOE_CUDA_TRY(cudaMemsetAsync(y.as(), 0xFF, m * n * 2, ctx.stream)); // NaN
+  GemmArgs args;
+  args.x = x.as<bf16>();
+  args.w = w.as<bf16>();
+  args.y = y.as<bf16>();
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  MOE_RETURN_IF_ERROR(runner.run(args, ctx.stream));
   auto hx = downloadBf16(ctx, x.as<bf16>(), m * k);
   MOE_RETURN_IF_ERROR(hx);
   auto hw = downloadBf16(ctx, w.as<bf16>(), n * k);
@@ -391,12 +271,12 @@ Status checkDecodeAttention(const Context &ctx, int heads, int kvHeads,
   MOE_RETURN_IF_ERROR(fillRandom(ctx, q.as<bf16>(), qCount, seed, 3.0f));
   MOE_RETURN_IF_ERROR(fillRandom(ctx, k.as<bf16>(), kvCount, seed + 1));
   MOE_RETURN_IF_ERROR(fillRandom(ctx, v.as<bf16>(), kvCount, seed + 2));
-  PROF_CUDA(cudaMemsetAsync(out.as(), 0xFF, qCount * 2, ctx.stream)); // NaN
+  MOE_CUDA_TRY(cudaMemsetAsync(out.as(), 0xFF, qCount * 2, ctx.stream)); // NaN
   if (!lens.empty()) {
     MOE_RETURN_IF_ERROR(lensDev.allocate(lens.size() * sizeof(std::int32_t)));
     std::vector<std::int32_t> l32(lens.begin(), lens.end());
-    PROF_CUDA(cudaMemcpyAsync(lensDev.as(), l32.data(), l32.size() * 4,
-                              cudaMemcpyHostToDevice, ctx.stream));
+    MOE_CUDA_TRY(cudaMemcpyAsync(lensDev.as(), l32.data(), l32.size() * 4,
+                                 cudaMemcpyHostToDevice, ctx.stream));
   }
   std::size_t wsBytes = decodeAttentionWorkspaceBytes(
       batch, heads, kvHeads, headDim, maxContext, ctx.smCount);
@@ -416,8 +296,8 @@ Status checkDecodeAttention(const Context &ctx, int heads, int kvHeads,
   args.seqStride = seqStride;
   args.scale = 1.0f / std::sqrt(static_cast<float>(headDim));
   args.workspace = workspace.as<float>();
-  PROF_CUDA(decodeAttention(args, ctx.smCount, ctx.stream));
-  PROF_CUDA(cudaStreamSynchronize(ctx.stream));
+  MOE_CUDA_TRY(decodeAttention(args, ctx.smCount, ctx.stream));
+  MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
 
   auto hq = downloadBf16(ctx, q.as<bf16>(), qCount);
   MOE_RETURN_IF_ERROR(hq);
@@ -480,9 +360,9 @@ Status measureLinks(const Context &ctx, LinkRates &links) {
   DeviceBuffer dev;
   MOE_RETURN_IF_ERROR(dev.allocate(2 * maxBytes));
   MOE_RETURN_IF_ERROR(fillRandom(ctx, dev.as<bf16>(), maxBytes, 7));
-  PROF_CUDA(cudaMemcpyAsync(host.get(), dev.as(), maxBytes,
-                            cudaMemcpyDeviceToHost, ctx.stream));
-  PROF_CUDA(cudaStreamSynchronize(ctx.stream));
+  MOE_CUDA_TRY(cudaMemcpyAsync(host.get(), dev.as(), maxBytes,
+                               cudaMemcpyDeviceToHost, ctx.stream));
+  MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
   char *devBytes = dev.as<char>();
 
   std::vector<std::size_t> sizes = {64 * kMiB, 256 * kMiB};
@@ -492,8 +372,8 @@ Status measureLinks(const Context &ctx, LinkRates &links) {
     auto h2d = timeCalls(
         ctx,
         [&](std::int64_t) -> Status {
-          PROF_CUDA(cudaMemcpyAsync(devBytes, host.get(), bytes,
-                                    cudaMemcpyHostToDevice, ctx.stream));
+          MOE_CUDA_TRY(cudaMemcpyAsync(devBytes, host.get(), bytes,
+                                       cudaMemcpyHostToDevice, ctx.stream));
           return Status::success();
         },
         11, 0.0);
@@ -501,8 +381,8 @@ Status measureLinks(const Context &ctx, LinkRates &links) {
     auto d2h = timeCalls(
         ctx,
         [&](std::int64_t) -> Status {
-          PROF_CUDA(cudaMemcpyAsync(host.get(), devBytes, bytes,
-                                    cudaMemcpyDeviceToHost, ctx.stream));
+          MOE_CUDA_TRY(cudaMemcpyAsync(host.get(), devBytes, bytes,
+                                       cudaMemcpyDeviceToHost, ctx.stream));
           return Status::success();
         },
         11, 0.0);
@@ -520,9 +400,9 @@ Status measureLinks(const Context &ctx, LinkRates &links) {
   std::memcpy(plain.get(), host.get(), pageable); // touch every page
   std::vector<double> samples;
   for (int r = 0; r < 12; ++r) {
-    PROF_CUDA(cudaDeviceSynchronize());
+    MOE_CUDA_TRY(cudaDeviceSynchronize());
     auto t0 = std::chrono::steady_clock::now();
-    PROF_CUDA(
+    MOE_CUDA_TRY(
         cudaMemcpy(devBytes, plain.get(), pageable, cudaMemcpyHostToDevice));
     auto t1 = std::chrono::steady_clock::now();
     if (r > 0) // the first is a warm-up
@@ -539,8 +419,8 @@ Status measureLinks(const Context &ctx, LinkRates &links) {
     auto t = timeCalls(
         ctx,
         [&](std::int64_t) -> Status {
-          PROF_CUDA(cudaMemcpyAsync(devBytes + maxBytes, devBytes, bytes,
-                                    cudaMemcpyDeviceToDevice, ctx.stream));
+          MOE_CUDA_TRY(cudaMemcpyAsync(devBytes + maxBytes, devBytes, bytes,
+                                       cudaMemcpyDeviceToDevice, ctx.stream));
           return Status::success();
         },
         11, 0.0);
@@ -552,7 +432,7 @@ Status measureLinks(const Context &ctx, LinkRates &links) {
   return Status::success();
 }
 
-Status measureGemm(const Context &ctx, cublasLtHandle_t handle, void *workspace,
+Status measureGemm(const Context &ctx, GemmRunner &runner,
                    std::vector<GemmProfile> &out) {
   std::vector<std::pair<std::int64_t, std::int64_t>> shapes;
   std::vector<std::int64_t> ms;
@@ -584,25 +464,33 @@ Status measureGemm(const Context &ctx, cublasLtHandle_t handle, void *workspace,
     MOE_RETURN_IF_ERROR(
         fillRandom(ctx, x.as<bf16>(), std::size_t(maxM) * k, 2000 + n + k));
     for (std::int64_t m : ms) {
-      LtGemm gemm;
-      MOE_RETURN_IF_ERROR(gemm.prepare(handle, m, n, k, kGemmWorkspaceBytes));
       const std::int64_t ioCopies = std::clamp<std::int64_t>(maxM / m, 1, 64);
-      auto launch = [&](std::int64_t i) -> Status {
+      auto argsFor = [&](std::int64_t i) {
         std::int64_t slot = i % ioCopies;
-        return gemm.run(x.as<bf16>() + slot * m * k,
-                        w.as<bf16>() + (i % wCopies) * wCount,
-                        y.as<bf16>() + slot * m * n, workspace, ctx.stream);
+        GemmArgs args;
+        args.x = x.as<bf16>() + slot * m * k;
+        args.w = w.as<bf16>() + (i % wCopies) * wCount;
+        args.y = y.as<bf16>() + slot * m * n;
+        args.m = m;
+        args.n = n;
+        args.k = k;
+        return args;
+      };
+      auto launch = [&](std::int64_t i) -> Status {
+        return runner.run(argsFor(i), ctx.stream);
       };
       // The heuristic's first choice is sometimes several times slower than
-      // its runners-up at small m: time each candidate briefly, keep the
-      // fastest (a runtime should cache the same choice per shape).
+      // its runners-up at small m: time each candidate briefly (with inputs
+      // rotated past L2, unlike the runner's own tuning), keep the fastest.
+      auto candidates = runner.candidateCount(argsFor(0));
+      MOE_RETURN_IF_ERROR(candidates);
       int best = 0;
       double bestSeconds = INFINITY;
-      for (int c = 0; c < gemm.candidateCount(); ++c) {
-        gemm.select(c);
+      for (int c = 0; c < *candidates; ++c) {
+        MOE_RETURN_IF_ERROR(runner.selectCandidate(argsFor(0), c));
         auto trial = timeCalls(ctx, launch, 3, 2e-4);
         if (!trial) { // an algorithm that fails to launch is skipped
-          PROF_CUDA(cudaStreamSynchronize(ctx.stream));
+          MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
           continue;
         }
         if (*trial < bestSeconds) {
@@ -610,7 +498,7 @@ Status measureGemm(const Context &ctx, cublasLtHandle_t handle, void *workspace,
           best = c;
         }
       }
-      gemm.select(best);
+      MOE_RETURN_IF_ERROR(runner.selectCandidate(argsFor(0), best));
       auto t = timeCalls(ctx, launch);
       MOE_RETURN_IF_ERROR(t);
       profile.points.push_back({m, *t});
@@ -619,7 +507,7 @@ Status measureGemm(const Context &ctx, cublasLtHandle_t handle, void *workspace,
       ctx.print("gemm   n={:>5} k={:>5} m={:>5}: {:>9.1f} us {:>7.1f} TFLOP/s "
                 "{:>6.2f} TB/s  algo {}/{}",
                 n, k, m, *t * 1e6, flops / *t / 1e12, bytes / *t / 1e12,
-                best + 1, gemm.candidateCount());
+                best + 1, *candidates);
     }
     out.push_back(std::move(profile));
   }
@@ -700,7 +588,7 @@ Status measureAttention(const Context &ctx,
           std::size_t offset = (i % copies) * (kBytes / 2);
           a.k = k.as<bf16>() + offset;
           a.v = v.as<bf16>() + offset;
-          PROF_CUDA(decodeAttention(a, ctx.smCount, ctx.stream));
+          MOE_CUDA_TRY(decodeAttention(a, ctx.smCount, ctx.stream));
           return Status::success();
         });
         MOE_RETURN_IF_ERROR(t);
@@ -748,11 +636,11 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
     return makeError("no CUDA device: none found");
   if (options.device < 0 || options.device >= count)
     return makeError("no CUDA device {} (found {})", options.device, count);
-  PROF_CUDA(cudaSetDevice(options.device));
+  MOE_CUDA_TRY(cudaSetDevice(options.device));
 
   HardwareProfile profile;
   cudaDeviceProp prop{};
-  PROF_CUDA(cudaGetDeviceProperties(&prop, options.device));
+  MOE_CUDA_TRY(cudaGetDeviceProperties(&prop, options.device));
   profile.device.name = prop.name;
   profile.device.memoryBytes = static_cast<std::int64_t>(prop.totalGlobalMem);
   profile.device.smCount = prop.multiProcessorCount;
@@ -764,7 +652,7 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
   ctx.quick = options.quick;
   ctx.log = options.log;
   ctx.smCount = prop.multiProcessorCount;
-  PROF_CUDA(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
+  MOE_CUDA_TRY(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
   ctx.print("device {} ({} MiB, {} SMs, cc {}, L2 {} MiB); host {} GiB, {} "
             "cores{}",
             profile.device.name, profile.device.memoryBytes / kMiB,
@@ -772,13 +660,15 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
             prop.l2CacheSize / kMiB, profile.host.memoryBytes / kGiB,
             profile.host.cpuCores, options.quick ? " [quick]" : "");
 
-  LtHandle lt;
-  MOE_RETURN_IF_ERROR(lt.create());
-  DeviceBuffer gemmWorkspace;
-  MOE_RETURN_IF_ERROR(gemmWorkspace.allocate(kGemmWorkspaceBytes));
+  GemmRunnerOptions gemmOptions;
+  gemmOptions.workspaceBytes = kGemmWorkspaceBytes;
+  gemmOptions.autotune = false; // measureGemm times the candidates itself
+  auto gemm = GemmRunner::create(gemmOptions);
+  if (!gemm)
+    return gemm.error();
 
   // Correctness first: a wrong kernel must not produce a profile.
-  MOE_RETURN_IF_ERROR(checkGemm(ctx, lt.get(), gemmWorkspace.as()));
+  MOE_RETURN_IF_ERROR(checkGemm(ctx, **gemm));
   MOE_RETURN_IF_ERROR(checkDecodeAttention(ctx, 32, 8, 128, 3, 300, {}, 11));
   MOE_RETURN_IF_ERROR(
       checkDecodeAttention(ctx, 16, 16, 128, 3, 800, {1, 777, 800}, 12));
@@ -790,10 +680,9 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
     return profile;
 
   MOE_RETURN_IF_ERROR(measureLinks(ctx, profile.links));
-  MOE_RETURN_IF_ERROR(
-      measureGemm(ctx, lt.get(), gemmWorkspace.as(), profile.gemmBf16));
+  MOE_RETURN_IF_ERROR(measureGemm(ctx, **gemm, profile.gemmBf16));
   MOE_RETURN_IF_ERROR(measureAttention(ctx, profile.attentionDecodeBf16));
-  PROF_CUDA(cudaStreamSynchronize(ctx.stream));
+  MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
   return profile;
 }
 

@@ -1,0 +1,359 @@
+// Layout: cuBLASLt is column-major, so the runner computes the transpose,
+//   yᵀ[n, m] = W[n, k] · xᵀ[k, m]:
+// A = W, stored k×n with ld k and used transposed; B = xᵀ, stored k×m with
+// ld k; C = D = yᵀ, stored n×m with ld n. The bias epilogue adds bias[i] to
+// row i of D, i.e. to output feature i of y.
+#include "runtime/backends/cuda/GemmRunner.h"
+
+#include <algorithm>
+#include <bit>
+#include <limits>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include <cublasLt.h>
+
+#include "runtime/backends/cuda/CudaCheck.h"
+#include "runtime/backends/cuda/Stream.h"
+
+namespace moe::cuda {
+namespace {
+
+// Identifies a cached plan (m exact) or a bucket's choice (m = bucket).
+struct Key {
+  std::int64_t m, n, k;
+  bool bias;
+  int alignment; // bytes all operands and their rows are aligned to
+  bool operator<(const Key &o) const {
+    return std::tie(m, n, k, bias, alignment) <
+           std::tie(o.m, o.n, o.k, o.bias, o.alignment);
+  }
+};
+
+// The largest power of two up to 16 that divides every operand address and
+// row stride; cuBLASLt must not pick a vectorised kernel the data cannot
+// feed (expert slices of a gathered activation buffer start anywhere).
+int operandAlignment(const GemmArgs &a) {
+  std::uint64_t bits = 16;
+  for (const void *p :
+       {static_cast<const void *>(a.x), static_cast<const void *>(a.w),
+        static_cast<const void *>(a.y)})
+    bits |= reinterpret_cast<std::uintptr_t>(p);
+  bits |= static_cast<std::uint64_t>(a.k) * 2;
+  bits |= static_cast<std::uint64_t>(a.n) * 2;
+  return static_cast<int>(bits & (~bits + 1)); // lowest set bit
+}
+
+// One exact problem: its descriptors, heuristic candidates and the algorithm
+// in use.
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  std::vector<cublasLtMatmulHeuristicResult_t> candidates;
+  cublasLtMatmulAlgo_t algo{};
+  bool chosen = false;
+  int index = -1;
+
+  Plan() = default;
+  Plan(const Plan &) = delete;
+  Plan &operator=(const Plan &) = delete;
+  ~Plan() {
+    if (c)
+      cublasLtMatrixLayoutDestroy(c);
+    if (b)
+      cublasLtMatrixLayoutDestroy(b);
+    if (a)
+      cublasLtMatrixLayoutDestroy(a);
+    if (desc)
+      cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+Status validate(const GemmArgs &a) {
+  if (a.m < 0 || a.n <= 0 || a.k <= 0 ||
+      std::max({a.m, a.n, a.k}) > std::numeric_limits<std::int32_t>::max())
+    return makeError("gemm: bad shape m={} n={} k={}", a.m, a.n, a.k);
+  if (a.m > 0 && (!a.x || !a.w || !a.y))
+    return makeError("gemm m={} n={} k={}: null operand", a.m, a.n, a.k);
+  return Status::success();
+}
+
+} // namespace
+
+struct GemmRunner::State {
+  GemmRunnerOptions options;
+  cublasLtHandle_t handle = nullptr;
+  void *workspace = nullptr;
+  bool ownsWorkspace = false;
+  std::map<Key, std::unique_ptr<Plan>> plans;
+  std::map<Key, cublasLtMatmulAlgo_t> bucketChoices;
+
+  ~State() {
+    plans.clear();
+    if (ownsWorkspace && workspace)
+      cudaFree(workspace);
+    if (handle)
+      cublasLtDestroy(handle);
+  }
+
+  Result<Plan *> planFor(const GemmArgs &args);
+  Status choose(Plan &plan, const GemmArgs &args, cudaStream_t stream);
+  Status tune(Plan &plan, const GemmArgs &args, cudaStream_t stream);
+  cublasStatus_t matmul(const Plan &plan, const cublasLtMatmulAlgo_t &algo,
+                        const GemmArgs &args, cudaStream_t stream);
+};
+
+Result<Plan *> GemmRunner::State::planFor(const GemmArgs &args) {
+  const int alignment = operandAlignment(args);
+  const Key key{args.m, args.n, args.k, args.bias != nullptr, alignment};
+  auto found = plans.find(key);
+  if (found != plans.end())
+    return found->second.get();
+
+  auto plan = std::make_unique<Plan>();
+  MOE_CUBLAS_TRY(
+      cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
+  MOE_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(
+      plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opT, sizeof opT));
+  MOE_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(
+      plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof opN));
+  if (args.bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const cudaDataType_t biasType = CUDA_R_16BF;
+    MOE_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    MOE_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &biasType,
+        sizeof biasType));
+    // The heuristic needs a bias pointer to rank the epilogue; run() sets
+    // the real one on every call.
+    MOE_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &args.bias,
+        sizeof args.bias));
+  }
+  MOE_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, args.k,
+                                            args.n, args.k));
+  MOE_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, args.k,
+                                            args.m, args.k));
+  MOE_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_16BF, args.n,
+                                            args.m, args.n));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  MOE_CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&pref));
+  const std::uint64_t workspaceBytes = options.workspaceBytes;
+  const std::uint32_t align = static_cast<std::uint32_t>(alignment);
+  cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspaceBytes,
+      sizeof workspaceBytes);
+  for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+    if (status == CUBLAS_STATUS_SUCCESS)
+      status = cublasLtMatmulPreferenceSetAttribute(pref, attr, &align,
+                                                    sizeof align);
+  cublasLtMatmulHeuristicResult_t results[kMaxCandidates] = {};
+  int count = 0;
+  if (status == CUBLAS_STATUS_SUCCESS)
+    status = cublasLtMatmulAlgoGetHeuristic(handle, plan->desc, plan->a,
+                                            plan->b, plan->c, plan->c, pref,
+                                            kMaxCandidates, results, &count);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (status != CUBLAS_STATUS_SUCCESS)
+    return cublasFailure(status, fmt::format("cublasLtMatmulAlgoGetHeuristic "
+                                             "(m={} n={} k={})",
+                                             args.m, args.n, args.k));
+  for (int i = 0; i < count; ++i)
+    if (results[i].state == CUBLAS_STATUS_SUCCESS)
+      plan->candidates.push_back(results[i]);
+  if (plan->candidates.empty())
+    return makeError("cuBLASLt has no bf16 algorithm for m={} n={} k={}{} "
+                     "(operands {}-byte aligned)",
+                     args.m, args.n, args.k, args.bias ? " with bias" : "",
+                     alignment);
+  Plan *raw = plan.get();
+  plans.emplace(key, std::move(plan));
+  return raw;
+}
+
+cublasStatus_t GemmRunner::State::matmul(const Plan &plan,
+                                         const cublasLtMatmulAlgo_t &algo,
+                                         const GemmArgs &args,
+                                         cudaStream_t stream) {
+  if (args.bias) {
+    cublasStatus_t status = cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &args.bias,
+        sizeof args.bias);
+    if (status != CUBLAS_STATUS_SUCCESS)
+      return status;
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  return cublasLtMatmul(handle, plan.desc, &alpha, args.w, plan.a, args.x,
+                        plan.b, &beta, args.y, plan.c, args.y, plan.c, &algo,
+                        workspace, options.workspaceBytes, stream);
+}
+
+// Times each candidate on the caller's operands (y is overwritten, inputs
+// only read) and keeps the fastest for this plan and its bucket.
+Status GemmRunner::State::tune(Plan &plan, const GemmArgs &args,
+                               cudaStream_t stream) {
+  constexpr int kRepeats = 5;
+  auto start = Event::create();
+  if (!start)
+    return start.error();
+  auto stop = Event::create();
+  if (!stop)
+    return stop.error();
+  double best = std::numeric_limits<double>::infinity();
+  cublasStatus_t lastFailure = CUBLAS_STATUS_SUCCESS;
+  for (int i = 0; i < static_cast<int>(plan.candidates.size()); ++i) {
+    const cublasLtMatmulAlgo_t &algo = plan.candidates[i].algo;
+    // The untimed first call loads the kernel; a candidate that fails to
+    // launch is skipped.
+    cublasStatus_t status = matmul(plan, algo, args, stream);
+    if (status != CUBLAS_STATUS_SUCCESS) {
+      lastFailure = status;
+      continue;
+    }
+    MOE_RETURN_IF_ERROR(start->record(stream));
+    for (int r = 0; r < kRepeats && status == CUBLAS_STATUS_SUCCESS; ++r)
+      status = matmul(plan, algo, args, stream);
+    MOE_RETURN_IF_ERROR(stop->record(stream));
+    MOE_RETURN_IF_ERROR(stop->synchronize());
+    if (status != CUBLAS_STATUS_SUCCESS) {
+      lastFailure = status;
+      continue;
+    }
+    auto seconds = elapsedSeconds(*start, *stop);
+    MOE_RETURN_IF_ERROR(seconds);
+    if (*seconds < best) {
+      best = *seconds;
+      plan.algo = algo;
+      plan.index = i;
+    }
+  }
+  if (plan.index < 0)
+    return cublasFailure(lastFailure,
+                         fmt::format("cublasLtMatmul (m={} n={} k={}, every "
+                                     "candidate)",
+                                     args.m, args.n, args.k));
+  plan.chosen = true;
+  return Status::success();
+}
+
+Status GemmRunner::State::choose(Plan &plan, const GemmArgs &args,
+                                 cudaStream_t stream) {
+  const Key bucket{mBucket(args.m), args.n, args.k, args.bias != nullptr,
+                   operandAlignment(args)};
+  auto choice = bucketChoices.find(bucket);
+  if (choice != bucketChoices.end()) {
+    cublasLtMatmulHeuristicResult_t check{};
+    if (cublasLtMatmulAlgoCheck(handle, plan.desc, plan.a, plan.b, plan.c,
+                                plan.c, &choice->second,
+                                &check) == CUBLAS_STATUS_SUCCESS &&
+        check.workspaceSize <= options.workspaceBytes) {
+      plan.algo = choice->second;
+      plan.chosen = true;
+      return Status::success();
+    }
+  }
+  if (options.autotune && choice == bucketChoices.end()) {
+    MOE_RETURN_IF_ERROR(tune(plan, args, stream));
+    bucketChoices[bucket] = plan.algo;
+    return Status::success();
+  }
+  plan.algo = plan.candidates.front().algo;
+  plan.index = 0;
+  plan.chosen = true;
+  return Status::success();
+}
+
+GemmRunner::GemmRunner(std::unique_ptr<State> state)
+    : state_(std::move(state)) {}
+
+GemmRunner::~GemmRunner() = default;
+
+Result<std::unique_ptr<GemmRunner>>
+GemmRunner::create(const GemmRunnerOptions &options) {
+  auto state = std::make_unique<State>();
+  state->options = options;
+  MOE_CUBLAS_TRY(cublasLtCreate(&state->handle));
+  if (options.workspace) {
+    state->workspace = options.workspace;
+  } else if (options.workspaceBytes > 0) {
+    cudaError_t code = cudaMalloc(&state->workspace, options.workspaceBytes);
+    if (code != cudaSuccess)
+      return cudaFailure(code,
+                         fmt::format("cudaMalloc({}) for the GEMM workspace",
+                                     formatBytes(options.workspaceBytes)));
+    state->ownsWorkspace = true;
+  }
+  return std::unique_ptr<GemmRunner>(new GemmRunner(std::move(state)));
+}
+
+Status GemmRunner::run(const GemmArgs &args, cudaStream_t stream) {
+  MOE_RETURN_IF_ERROR(validate(args));
+  if (args.m == 0)
+    return Status::success();
+  auto plan = state_->planFor(args);
+  MOE_RETURN_IF_ERROR(plan);
+  if (!(*plan)->chosen)
+    MOE_RETURN_IF_ERROR(state_->choose(**plan, args, stream));
+  cublasStatus_t status = state_->matmul(**plan, (*plan)->algo, args, stream);
+  if (status != CUBLAS_STATUS_SUCCESS)
+    return cublasFailure(status, fmt::format("cublasLtMatmul (m={} n={} k={})",
+                                             args.m, args.n, args.k));
+  return Status::success();
+}
+
+Status GemmRunner::runGrouped(std::span<const GemmArgs> problems,
+                              cudaStream_t stream) {
+  for (std::size_t i = 0; i < problems.size(); ++i) {
+    Status status = run(problems[i], stream);
+    if (!status)
+      return status.error().withContext(fmt::format(
+          "grouped gemm, problem {} of {}", i + 1, problems.size()));
+  }
+  return Status::success();
+}
+
+Result<int> GemmRunner::candidateCount(const GemmArgs &args) {
+  MOE_RETURN_IF_ERROR(validate(args));
+  auto plan = state_->planFor(args);
+  MOE_RETURN_IF_ERROR(plan);
+  return static_cast<int>((*plan)->candidates.size());
+}
+
+Status GemmRunner::selectCandidate(const GemmArgs &args, int index) {
+  MOE_RETURN_IF_ERROR(validate(args));
+  auto plan = state_->planFor(args);
+  MOE_RETURN_IF_ERROR(plan);
+  Plan &p = **plan;
+  if (index < 0 || index >= static_cast<int>(p.candidates.size()))
+    return makeError("gemm m={} n={} k={}: no candidate {} (of {})", args.m,
+                     args.n, args.k, index, p.candidates.size());
+  p.algo = p.candidates[index].algo;
+  p.index = index;
+  p.chosen = true;
+  state_->bucketChoices[Key{mBucket(args.m), args.n, args.k,
+                            args.bias != nullptr, operandAlignment(args)}] =
+      p.algo;
+  return Status::success();
+}
+
+int GemmRunner::selectedCandidate(const GemmArgs &args) const {
+  const Key key{args.m, args.n, args.k, args.bias != nullptr,
+                operandAlignment(args)};
+  auto found = state_->plans.find(key);
+  return found == state_->plans.end() ? -1 : found->second->index;
+}
+
+std::int64_t GemmRunner::mBucket(std::int64_t m) {
+  return m <= 1 ? 1
+                : static_cast<std::int64_t>(
+                      std::bit_ceil(static_cast<std::uint64_t>(m)));
+}
+
+} // namespace moe::cuda

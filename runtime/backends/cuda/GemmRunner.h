@@ -1,0 +1,92 @@
+// bf16 GEMMs through cuBLASLt, the one GEMM path of the CUDA backend (and of
+// the hardware profiler):
+//
+//   y[m, n] = x[m, k] · W[n, k]ᵀ (+ bias[n])
+//
+// bf16 operands and result, fp32 accumulation, all row-major and contiguous
+// as in HF checkpoints (a Linear's weight is [out, in]).
+//
+// cuBLASLt's heuristic's first choice is sometimes 3-6x slower than one of
+// its runners-up (the profiler saw it at small m), so the runner times up to
+// kMaxCandidates heuristic candidates once per (m bucket, n, k, bias,
+// operand alignment) on the first call and caches the fastest; a later m of
+// the same bucket reuses that choice when cuBLASLt accepts it for that m, and
+// takes its own heuristic's first choice otherwise. Descriptors are cached
+// per exact problem (a few hundred bytes each).
+//
+// Not thread-safe, and the workspace is shared by all calls: use one runner
+// per stream.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "runtime/support/Result.h"
+
+namespace moe::cuda {
+
+struct GemmArgs {
+  const __nv_bfloat16 *x = nullptr;    // [m, k]
+  const __nv_bfloat16 *w = nullptr;    // [n, k]
+  const __nv_bfloat16 *bias = nullptr; // [n], optional
+  __nv_bfloat16 *y = nullptr;          // [m, n]; overlaps no input
+  std::int64_t m = 0; // 0 is a no-op (an expert no token chose)
+  std::int64_t n = 0;
+  std::int64_t k = 0;
+};
+
+struct GemmRunnerOptions {
+  std::size_t workspaceBytes = std::size_t(32) << 20;
+  // Device memory of workspaceBytes (from a DeviceArena, say); the runner
+  // allocates its own when this is null.
+  void *workspace = nullptr;
+  // Time the candidates on the first call of each bucket (this synchronises
+  // with the stream once per bucket: warm up before the step loop). Off, the
+  // heuristic's first choice is used unless selectCandidate() says otherwise.
+  bool autotune = true;
+};
+
+class GemmRunner {
+public:
+  static constexpr int kMaxCandidates = 8;
+
+  static Result<std::unique_ptr<GemmRunner>>
+  create(const GemmRunnerOptions &options = {});
+  ~GemmRunner();
+  GemmRunner(const GemmRunner &) = delete;
+  GemmRunner &operator=(const GemmRunner &) = delete;
+
+  // Enqueues one GEMM on `stream`.
+  Status run(const GemmArgs &args, cudaStream_t stream);
+
+  // Several independent GEMMs of different m (the experts of one layer) on
+  // one stream. cuBLASLt 13.0 has no grouped matmul (and cuBLAS's
+  // cublasGemmGroupedBatchedEx takes no bias and no algorithm choice), so
+  // this is one cublasLtMatmul per problem, each with its bucket's algorithm.
+  Status runGrouped(std::span<const GemmArgs> problems, cudaStream_t stream);
+
+  // The heuristic's candidates for exactly this problem, for callers that
+  // time them themselves (the hardware profiler).
+  Result<int> candidateCount(const GemmArgs &args);
+  // Uses candidate `index` for this problem and its bucket from now on.
+  Status selectCandidate(const GemmArgs &args, int index);
+  // The candidate in use for this exact problem (-1 before its first run),
+  // as an index into its heuristic's list; -1 too when a bucket's choice was
+  // reused that is not in this problem's own list.
+  int selectedCandidate(const GemmArgs &args) const;
+
+  // m values share an algorithm choice within a bucket: the next power of 2.
+  static std::int64_t mBucket(std::int64_t m);
+
+private:
+  struct State;
+  explicit GemmRunner(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+} // namespace moe::cuda

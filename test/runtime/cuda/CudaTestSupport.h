@@ -1,0 +1,70 @@
+// Shared pieces of the CUDA runtime tests: the skip-without-a-device guard,
+// bf16 on the host, random data and the relative L2 error.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+namespace moe::cuda::test {
+
+// Empty when a CUDA device is usable, else why not.
+inline std::string missingDeviceReason() {
+  int count = 0;
+  cudaError_t code = cudaGetDeviceCount(&count);
+  if (code != cudaSuccess)
+    return cudaGetErrorString(code);
+  return count > 0 ? std::string() : std::string("no device found");
+}
+
+inline std::uint16_t floatToBf16(float value) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  bits += 0x7FFFu + ((bits >> 16) & 1u); // round to nearest even
+  return static_cast<std::uint16_t>(bits >> 16);
+}
+
+inline float bf16ToFloat(std::uint16_t bits) {
+  std::uint32_t wide = static_cast<std::uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &wide, sizeof value);
+  return value;
+}
+
+// Uniform in [-1, 1), as bf16 bits.
+inline std::vector<std::uint16_t> randomBf16(std::size_t count,
+                                             std::mt19937 &rng) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<std::uint16_t> out(count);
+  for (auto &v : out)
+    v = floatToBf16(dist(rng));
+  return out;
+}
+
+// ‖got − ref‖ / ‖ref‖; NaN (so every comparison fails) when got has a NaN.
+inline double relativeL2(const std::vector<float> &got,
+                         const std::vector<double> &ref) {
+  double diff = 0, norm = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    double d = static_cast<double>(got[i]) - ref[i];
+    diff += d * d;
+    norm += ref[i] * ref[i];
+  }
+  return std::sqrt(diff) / std::sqrt(norm);
+}
+
+} // namespace moe::cuda::test
+
+// First statement of every test that needs a GPU.
+#define MOE_REQUIRE_CUDA_DEVICE()                                              \
+  do {                                                                         \
+    std::string moeWhy_ = ::moe::cuda::test::missingDeviceReason();            \
+    if (!moeWhy_.empty())                                                      \
+      GTEST_SKIP() << "needs a CUDA device (" << moeWhy_ << ")";               \
+  } while (false)
