@@ -1,0 +1,188 @@
+// Device kernels of the CUDA backend's non-GEMM ops, behind plain launchers
+// that return cudaError_t (the launch's own error, checked right after it).
+// nvcc compiles this header, so it includes no fmt (Result.h): host code turns
+// the codes into moe::Status with moe::cuda::checkCuda.
+//
+// Every pointer is device memory, row-major, rows = tokens. Math is fp32 on
+// bf16 inputs, rounded once on output; each op computes the same function as
+// its moe::cpu reference (runtime/backends/cpu/Kernels.h).
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+namespace moe::cuda::kernels {
+
+using bf16 = __nv_bfloat16;
+
+//===----------------------------------------------------------------------===//
+// RMSNorm
+//===----------------------------------------------------------------------===//
+
+// y = w ⊙ x / sqrt(mean(x²) + eps) per row of `width`. weightAfterCast picks
+// the rounding of HF Llama-style norms (x·inv rounded to bf16, then times w);
+// false rounds once after the weight (GPT-OSS).
+struct RmsNormArgs {
+  const bf16 *x = nullptr;      // [rows, width]
+  const bf16 *weight = nullptr; // [width]
+  bf16 *out = nullptr;          // [rows, width]; may alias x (plain form only)
+  // Pre-norm residual stream, or null for the plain form. When set, it is
+  // updated in place to bf16(residual + x) (HF's bf16 add) and the norm is
+  // taken of that new residual.
+  bf16 *residual = nullptr;
+  int64_t rows = 0;
+  int64_t width = 0;
+  float eps = 1e-6f;
+  bool weightAfterCast = true;
+};
+cudaError_t rmsNorm(const RmsNormArgs &args, cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
+// RoPE and per-head RMSNorm (Qwen3 QK norm)
+//===----------------------------------------------------------------------===//
+
+enum class RopeStyle : int { neox = 0, interleaved = 1 }; // plan::RopeStyle
+
+// cos/sin tables [maxPositions, half] exactly as cpu::RopeTable builds them:
+// the angle p·inv[i] in fp32, cos/sin in double rounded to fp32, times the
+// attention factor (YaRN). `inverseFrequencies` comes from
+// cpu::ropeInverseFrequencies, so both backends use the same frequencies.
+void buildRopeTable(const float *inverseFrequencies, int64_t half,
+                    double attentionFactor, int64_t maxPositions, float *cos,
+                    float *sin);
+
+// In place on q [rows, heads, headDim] and k [rows, kvHeads, headDim] (k may
+// be null with kvHeads 0): optional per-head RMSNorm (qNorm/kNorm [headDim],
+// null to skip; fp32 w·(x·inv)), then rotation of the first rotaryDim dims by
+// the row's position; the other dims pass through. positions == null skips
+// the rotation (the norm alone). Every position must be < the table's
+// maxPositions.
+struct RopeArgs {
+  bf16 *q = nullptr;
+  bf16 *k = nullptr;
+  int64_t rows = 0;
+  int heads = 0;
+  int kvHeads = 0;
+  int headDim = 0;
+  int rotaryDim = 0; // even, ≤ headDim
+  RopeStyle style = RopeStyle::neox;
+  const int32_t *positions = nullptr; // [rows]
+  const float *cos = nullptr;         // [maxPositions, rotaryDim / 2]
+  const float *sin = nullptr;
+  const bf16 *qNorm = nullptr;
+  const bf16 *kNorm = nullptr;
+  float normEps = 1e-6f;
+};
+cudaError_t applyRope(const RopeArgs &args, cudaStream_t stream);
+
+// Per-head RMSNorm in place on x [vectors, headDim] (weight [headDim]).
+cudaError_t headRmsNorm(bf16 *x, const bf16 *weight, int64_t vectors,
+                        int headDim, float eps, cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
+// Router
+//===----------------------------------------------------------------------===//
+
+enum class RouterScoring : int { softmax = 0, sigmoid = 1 }; // plan's values
+enum class RouterSelection : int {
+  greedy = 0,
+  groupLimitedGreedy = 1, // group score = max (DeepSeek-V2)
+  noauxTc = 2,            // group score = sum of top-2 (DeepSeek-V3)
+};
+
+// cpu::routeToken per row, one warp per row. GPT-OSS (bias already added into
+// the logits, softmax over the k selected) is softmax + greedy + normalize:
+// renormalised top-k probabilities are that softmax. Indices come out in
+// descending selection score, ties to the lower index.
+// Limits: experts ≤ 256, 1 ≤ topK ≤ min(8, experts), groups ≤ 8 dividing
+// experts, 1 ≤ keptGroups ≤ groups.
+struct RouterArgs {
+  const float *logits = nullptr;         // [rows, experts]
+  const float *correctionBias = nullptr; // [experts] or null (noaux_tc)
+  float *weights = nullptr;              // [rows, topK]
+  int32_t *indices = nullptr;            // [rows, topK]
+  int64_t rows = 0;
+  int experts = 0;
+  int topK = 0;
+  RouterScoring scoring = RouterScoring::softmax;
+  RouterSelection selection = RouterSelection::greedy;
+  int groups = 1;
+  int keptGroups = 1;
+  bool normalize = false; // w /= Σw + 1e-20
+  float scaling = 1.0f;
+};
+cudaError_t routeTopK(const RouterArgs &args, cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
+// Gated activations (expert and dense FFN middles)
+//===----------------------------------------------------------------------===//
+
+// out[r, i] = silu(gu[r, i]) · gu[r, width + i]: the fused [rows, 2·width]
+// gate|up GEMM output, gate first.
+cudaError_t siluMul(const bf16 *gateUp, bf16 *out, int64_t rows, int64_t width,
+                    cudaStream_t stream);
+
+// GPT-OSS: gate = gu[r, 2i], up = gu[r, 2i + 1] (interleaved columns);
+// g = min(gate, limit), u = clamp(up, −limit, limit),
+// out[r, i] = (u + 1) · g · σ(alpha · g).
+cudaError_t swigluClamped(const bf16 *gateUp, bf16 *out, int64_t rows,
+                          int64_t width, float limit, float alpha,
+                          cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
+// Expert dispatch for module-based batching
+//===----------------------------------------------------------------------===//
+
+// A pair p = row·topK + j is one (token, choice). From indices [rows, topK]
+// (each in [0, experts)), builds the pairs grouped by expert:
+//   counts [experts], offsets [experts + 1] (exclusive prefix sum),
+//   slotToPair [rows·topK]: expert e's pairs at [offsets[e], offsets[e+1]),
+//     in ascending pair order (deterministic, as the CPU backend's lists),
+//   pairToSlot [rows·topK]: its inverse.
+// experts ≤ 1024.
+struct DispatchArgs {
+  const int32_t *indices = nullptr;
+  int64_t rows = 0;
+  int topK = 0;
+  int experts = 0;
+  int32_t *counts = nullptr;
+  int32_t *offsets = nullptr;
+  int32_t *slotToPair = nullptr;
+  int32_t *pairToSlot = nullptr;
+};
+cudaError_t buildDispatch(const DispatchArgs &args, cudaStream_t stream);
+
+// out[s] = x[slotToPair[s] / topK] for s < rows·topK: the expert-ordered
+// inputs of the grouped expert GEMMs. x [rows, width], out [rows·topK, width].
+cudaError_t gatherRows(const bf16 *x, const int32_t *slotToPair, int64_t pairs,
+                       int topK, int64_t width, bf16 *out, cudaStream_t stream);
+
+// out[r] = Σ_j weights[r, j] · expertOut[pairToSlot[r·topK + j]] in fp32,
+// the k terms added in ascending expert index (the CPU backend's order, HF's
+// expert loop), so the sum is bit-reproducible. expertOut [rows·topK, width]
+// in slot order; out [rows, width] is overwritten.
+struct CombineArgs {
+  const bf16 *expertOut = nullptr;
+  const float *weights = nullptr;   // [rows, topK]
+  const int32_t *indices = nullptr; // [rows, topK]
+  const int32_t *pairToSlot = nullptr;
+  int64_t rows = 0;
+  int topK = 0; // ≤ 8
+  int64_t width = 0;
+  float *out = nullptr;
+};
+cudaError_t combineExperts(const CombineArgs &args, cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
+// Greedy sampling
+//===----------------------------------------------------------------------===//
+
+// out[r] = the first index of the maximum of logits[r, :] (NaNs ignored).
+cudaError_t argmaxRows(const float *logits, int64_t rows, int64_t vocab,
+                       int32_t *out, cudaStream_t stream);
+cudaError_t argmaxRows(const bf16 *logits, int64_t rows, int64_t vocab,
+                       int32_t *out, cudaStream_t stream);
+
+} // namespace moe::cuda::kernels

@@ -1,0 +1,164 @@
+// Top-k routing, one warp per token row: the row's ≤ 256 scores live in
+// registers (expert e = lane + 32·t), group scores go through shared memory.
+#include "runtime/backends/cuda/kernels/Kernels.cuh"
+
+#include <cmath>
+
+namespace moe::cuda::kernels {
+namespace {
+
+using namespace detail;
+
+constexpr int kMaxExperts = 256, kPerLane = kMaxExperts / 32, kMaxTopK = 8,
+              kMaxGroups = 8, kWarps = 4;
+
+__global__ void routerKernel(RouterArgs a) {
+  __shared__ float choiceShared[kWarps][kMaxExperts];
+  __shared__ float groupShared[kWarps][kMaxGroups];
+  int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  if (row >= a.rows)
+    return; // whole warps leave together: the kernel has no block barrier
+  const float *logits = a.logits + row * a.experts;
+
+  float score[kPerLane], choice[kPerLane];
+  float rowMax = -INFINITY;
+#pragma unroll
+  for (int t = 0; t < kPerLane; ++t) {
+    int e = lane + 32 * t;
+    score[t] = e < a.experts ? logits[e] : -INFINITY;
+    rowMax = fmaxf(rowMax, score[t]);
+  }
+  if (a.scoring == RouterScoring::softmax) {
+    rowMax = warpMax(rowMax);
+    float sum = 0.0f;
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t) {
+      score[t] = lane + 32 * t < a.experts ? expf(score[t] - rowMax) : 0.0f;
+      sum += score[t];
+    }
+    sum = warpSum(sum);
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t)
+      score[t] /= sum;
+  } else {
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t)
+      score[t] = 1.0f / (1.0f + expf(-score[t]));
+  }
+#pragma unroll
+  for (int t = 0; t < kPerLane; ++t) {
+    int e = lane + 32 * t;
+    choice[t] = e < a.experts
+                    ? score[t] + (a.correctionBias ? a.correctionBias[e] : 0.0f)
+                    : -INFINITY;
+  }
+
+  if (a.selection != RouterSelection::greedy && a.groups > 1) {
+    int size = a.experts / a.groups;
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t)
+      if (lane + 32 * t < a.experts)
+        choiceShared[warp][lane + 32 * t] = choice[t];
+    __syncwarp();
+    if (lane < a.groups) {
+      float first = -INFINITY, second = -INFINITY;
+      for (int i = 0; i < size; ++i) {
+        float v = choiceShared[warp][lane * size + i];
+        if (v > first) {
+          second = first;
+          first = v;
+        } else if (v > second) {
+          second = v;
+        }
+      }
+      groupShared[warp][lane] = a.selection == RouterSelection::noauxTc
+                                    ? first + (size > 1 ? second : 0.0f)
+                                    : first;
+    }
+    __syncwarp();
+    // A group is kept when fewer than keptGroups groups rank above it.
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t) {
+      int e = lane + 32 * t;
+      if (e >= a.experts)
+        continue;
+      int g = e / size, above = 0;
+      float mine = groupShared[warp][g];
+      for (int h = 0; h < a.groups; ++h) {
+        float other = groupShared[warp][h];
+        above += other > mine || (other == mine && h < g);
+      }
+      if (above >= a.keptGroups)
+        choice[t] = 0.0f; // HF masks with 0, not −inf
+    }
+  }
+
+  float weight[kMaxTopK];
+  int32_t index[kMaxTopK];
+  unsigned taken = 0; // bit t: this lane's expert lane + 32·t is chosen
+#pragma unroll
+  for (int j = 0; j < kMaxTopK; ++j) {
+    weight[j] = 0.0f;
+    index[j] = 0;
+    if (j >= a.topK)
+      continue;
+    float best = -INFINITY, bestScore = 0.0f;
+    int32_t bestIndex = INT32_MAX;
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t) {
+      int e = lane + 32 * t;
+      if (e < a.experts && !(taken >> t & 1u) &&
+          better(choice[t], e, best, bestIndex)) {
+        best = choice[t];
+        bestIndex = e;
+        bestScore = score[t];
+      }
+    }
+    int32_t candidate = bestIndex;
+    warpArgmax(best, bestIndex);
+    // The owner of the winner marks it and hands over its unbiased score.
+    int owner = bestIndex & 31;
+    if (lane == owner)
+      taken |= 1u << (bestIndex >> 5);
+    weight[j] = __shfl_sync(kFullMask,
+                            candidate == bestIndex ? bestScore : 0.0f, owner);
+    index[j] = bestIndex;
+  }
+
+  // The CPU's order of operations: the sum, the division, then the scale.
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kMaxTopK; ++j)
+    if (j < a.topK)
+      sum = __fadd_rn(sum, weight[j]);
+#pragma unroll
+  for (int j = 0; j < kMaxTopK; ++j) {
+    if (j >= a.topK)
+      continue;
+    float w =
+        a.normalize ? __fdiv_rn(weight[j], __fadd_rn(sum, 1e-20f)) : weight[j];
+    w = __fmul_rn(w, a.scaling);
+    if (lane == j) {
+      a.weights[row * a.topK + j] = w;
+      a.indices[row * a.topK + j] = index[j];
+    }
+  }
+}
+
+} // namespace
+
+cudaError_t routeTopK(const RouterArgs &a, cudaStream_t stream) {
+  if (a.rows < 0 || !a.logits || !a.weights || !a.indices || a.experts <= 0 ||
+      a.experts > kMaxExperts || a.topK < 1 || a.topK > kMaxTopK ||
+      a.topK > a.experts || a.groups < 1 || a.groups > kMaxGroups ||
+      a.experts % a.groups != 0 || a.keptGroups < 1 || a.keptGroups > a.groups)
+    return cudaErrorInvalidValue;
+  if (a.rows == 0)
+    return cudaSuccess;
+  int64_t blocks = (a.rows + kWarps - 1) / kWarps;
+  routerKernel<<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(a);
+  return launched();
+}
+
+} // namespace moe::cuda::kernels
