@@ -398,12 +398,12 @@ static void readSoftmaxHeads(ConfigReader &config, ModelSpec &spec) {
 }
 
 static void readExpertCounts(ConfigReader &config, MoESpec &moe,
-                             StringRef expertsKey, StringRef widthKey) {
+                             StringRef expertsKey, StringRef widthKey,
+                             StringRef topKKey = "num_experts_per_tok") {
   moe.experts = config.positive(expertsKey);
-  moe.topK = config.positive("num_experts_per_tok");
+  moe.topK = config.positive(topKKey);
   moe.width = config.positive(widthKey);
-  config.require(!config.ok() || moe.topK <= moe.experts,
-                 "num_experts_per_tok",
+  config.require(!config.ok() || moe.topK <= moe.experts, topKKey,
                  llvm::formatv("({0}) exceeds the number of experts ({1})",
                                moe.topK, moe.experts));
 }
@@ -621,11 +621,9 @@ static void readGptOss(ConfigReader &config, ModelSpec &spec) {
   spec.softmax.oBias = bias;
   spec.softmax.sinks = true;
   MoESpec &moe = spec.moe;
-  moe.experts = config.positive("num_local_experts");
-  moe.topK = config.positive(config.has("num_experts_per_tok")
-                                 ? "num_experts_per_tok"
-                                 : "experts_per_token");
-  moe.width = config.positive("intermediate_size");
+  readExpertCounts(config, moe, "num_local_experts", "intermediate_size",
+                   config.has("num_experts_per_tok") ? "num_experts_per_tok"
+                                                     : "experts_per_token");
   // top-k of the biased logits, softmax over the selection: the same as
   // softmax, top-k, renormalise.
   moe.normalize = true;

@@ -153,6 +153,14 @@ TEST(HFConfigImport, YarnNeedsItsFields) {
                        "is missing");
 }
 
+TEST(HFConfigImport, GptOssTopKAboveExperts) {
+  std::string text = withField(kMixtral, "model_type", "\"gpt_oss\"");
+  text = withoutField(text, "num_experts_per_tok");
+  text = withField(text, "num_local_experts", "8, \"experts_per_token\": 9");
+  expectOneError(text, "field 'experts_per_token' (9) exceeds the number of "
+                       "experts (8)");
+}
+
 TEST(HFConfigImport, LayerTypesLengthMustMatch) {
   std::string text = withField(kMixtral, "model_type", "\"gpt_oss\"");
   text = withField(text, "num_local_experts",
