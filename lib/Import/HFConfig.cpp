@@ -353,16 +353,21 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
     config.markFailed();
 }
 
+/// A per-layer list must have one entry per layer.
+static bool hasOneEntryPerLayer(ConfigReader &config, StringRef key,
+                                size_t entries, int64_t layers) {
+  return config.require(
+      static_cast<int64_t>(entries) == layers, key,
+      llvm::formatv("has {0} entries but num_hidden_layers is {1}", entries,
+                    layers));
+}
+
 /// Per-layer sliding windows from `layer_types`.
 static void readLayerTypes(ConfigReader &config, ModelSpec &spec) {
   std::vector<std::string> types = config.strings("layer_types");
   if (types.empty())
     return;
-  if (!config.require(static_cast<int64_t>(types.size()) == spec.layers,
-                      "layer_types",
-                      llvm::formatv("has {0} entries but num_hidden_layers is "
-                                    "{1}",
-                                    types.size(), spec.layers)))
+  if (!hasOneEntryPerLayer(config, "layer_types", types.size(), spec.layers))
     return;
   for (auto [layer, type] : llvm::enumerate(types)) {
     if (type == "sliding_attention") {
@@ -585,11 +590,8 @@ static void readMiniMax(ConfigReader &config, ModelSpec &spec, bool legacy) {
     }
   }
   StringRef typesKey = legacy ? "attn_type_list" : "layer_types";
-  if (!config.require(static_cast<int64_t>(softmaxLayer.size()) == spec.layers,
-                      typesKey,
-                      llvm::formatv("has {0} entries but num_hidden_layers is "
-                                    "{1}",
-                                    softmaxLayer.size(), spec.layers)))
+  if (!hasOneEntryPerLayer(config, typesKey, softmaxLayer.size(),
+                           spec.layers))
     return;
   auto factor = [&](StringRef native, StringRef old) {
     return legacy ? config.number(old, 1.0) : config.number(native, 1.0);
@@ -657,11 +659,8 @@ static void readYiLightning(ConfigReader &config, ModelSpec &spec) {
   std::vector<int64_t> sources = config.integers("kv_source_layers");
   if (sources.empty())
     return;
-  if (!config.require(static_cast<int64_t>(sources.size()) == spec.layers,
-                      "kv_source_layers",
-                      llvm::formatv("has {0} entries but num_hidden_layers is "
-                                    "{1}",
-                                    sources.size(), spec.layers)))
+  if (!hasOneEntryPerLayer(config, "kv_source_layers", sources.size(),
+                           spec.layers))
     return;
   for (auto [index, source] : llvm::enumerate(sources)) {
     int64_t l = index;
