@@ -1,0 +1,255 @@
+#include "runtime/backends/cuda/backend/BackendKernels.h"
+
+#include <cmath>
+
+namespace moe::cuda::backend {
+namespace {
+
+constexpr int kThreads = 256;
+
+int blocksFor(int64_t n) {
+  return static_cast<int>((n + kThreads - 1) / kThreads);
+}
+
+__global__ void embedKernel(const bf16 *table, const int32_t *ids, int64_t rows,
+                            int64_t hidden, float *out) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= rows * hidden)
+    return;
+  int64_t r = i / hidden;
+  out[i] = __bfloat162float(table[int64_t(ids[r]) * hidden + i % hidden]);
+}
+
+__global__ void scaledAddKernel(const float *skip, const float *update,
+                                float skipScale, float updateScale, int64_t n,
+                                float *out) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n)
+    out[i] = skipScale * skip[i] + updateScale * update[i];
+}
+
+// One block per row: a block-wide sum of squares, then the scaled row.
+__global__ void rmsNormF32Kernel(const float *x, const bf16 *weight,
+                                 int64_t width, float eps, bf16 *out,
+                                 float *outF32) {
+  __shared__ float partials[kThreads / 32];
+  const float *xr = x + blockIdx.x * width;
+  float sum = 0.0f;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x)
+    sum += xr[i] * xr[i];
+  for (int offset = 16; offset > 0; offset /= 2)
+    sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  if (threadIdx.x % 32 == 0)
+    partials[threadIdx.x / 32] = sum;
+  __syncthreads();
+  float total = 0.0f;
+  for (int w = 0; w < kThreads / 32; ++w)
+    total += partials[w];
+  float inverse = rsqrtf(total / float(width) + eps);
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
+    float y = __bfloat162float(weight[i]) * (xr[i] * inverse);
+    out[blockIdx.x * width + i] = __float2bfloat16_rn(y);
+    if (outF32)
+      outF32[blockIdx.x * width + i] = y;
+  }
+}
+
+// One warp per (row, expert).
+__global__ void routerLogitsKernel(const float *x, const float *w,
+                                   const float *bias, int64_t rows,
+                                   int64_t hidden, int64_t experts,
+                                   float *out) {
+  int64_t task = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
+  int lane = threadIdx.x % 32;
+  if (task >= rows * experts)
+    return;
+  int64_t r = task / experts, e = task % experts;
+  float sum = 0.0f;
+  for (int64_t i = lane; i < hidden; i += 32)
+    sum += x[r * hidden + i] * w[e * hidden + i];
+  for (int offset = 16; offset > 0; offset /= 2)
+    sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  if (lane == 0)
+    out[task] = sum + (bias ? bias[e] : 0.0f);
+}
+
+__global__ void appendKvKernel(const bf16 *k, const bf16 *v,
+                               const int32_t *cacheRows, int64_t rows,
+                               int64_t width, bf16 *kCache, bf16 *vCache) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= rows * width)
+    return;
+  int64_t r = i / width, c = i % width;
+  int64_t at = int64_t(cacheRows[r]) * width + c;
+  kCache[at] = k[i];
+  vCache[at] = v[i];
+}
+
+constexpr int kMaxDimsPerLane = 8; // headDim ≤ 256
+constexpr int kWarpsPerBlock = 4;
+
+// One warp per (row, head); lane l owns dims l, l + 32, ...
+__global__ void attentionKernel(AttentionArgs a) {
+  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int64_t task = blockIdx.x * int64_t(kWarpsPerBlock) + warp;
+  if (task >= a.rows * a.heads)
+    return;
+  int64_t r = task / a.heads;
+  int h = static_cast<int>(task % a.heads);
+  int g = h / (a.heads / a.kvHeads);
+  int64_t qw = int64_t(a.heads) * a.headDim;
+  int64_t kvw = int64_t(a.kvHeads) * a.headDim;
+  float q[kMaxDimsPerLane], acc[kMaxDimsPerLane];
+  const bf16 *qh = a.q + r * qw + int64_t(h) * a.headDim;
+  for (int i = 0; i < kMaxDimsPerLane; ++i) {
+    int d = lane + 32 * i;
+    q[i] = d < a.headDim ? __bfloat162float(qh[d]) : 0.0f;
+    acc[i] = 0.0f;
+  }
+  int64_t position = a.positions[r];
+  int64_t first = a.window > 0 ? max(int64_t(0), position - a.window + 1) : 0;
+  int64_t base = int64_t(a.slots[r]) * a.maxContext;
+  // A sink is a logit with no value: it starts the running max and sum.
+  float runningMax = a.sinks ? a.sinks[h] : -INFINITY;
+  float runningSum = a.sinks ? 1.0f : 0.0f;
+  for (int64_t j = first; j <= position; ++j) {
+    const bf16 *kj = a.kCache + (base + j) * kvw + int64_t(g) * a.headDim;
+    const bf16 *vj = a.vCache + (base + j) * kvw + int64_t(g) * a.headDim;
+    float partial = 0.0f;
+    for (int i = 0; i < kMaxDimsPerLane; ++i) {
+      int d = lane + 32 * i;
+      if (d < a.headDim)
+        partial += q[i] * __bfloat162float(kj[d]);
+    }
+    for (int offset = 16; offset > 0; offset /= 2)
+      partial += __shfl_xor_sync(0xffffffffu, partial, offset);
+    float score = partial * a.scale;
+    float newMax = fmaxf(runningMax, score);
+    float correction = expf(runningMax - newMax);
+    float p = expf(score - newMax);
+    runningSum = runningSum * correction + p;
+    for (int i = 0; i < kMaxDimsPerLane; ++i) {
+      int d = lane + 32 * i;
+      if (d < a.headDim)
+        acc[i] = acc[i] * correction + p * __bfloat162float(vj[d]);
+    }
+    runningMax = newMax;
+  }
+  bf16 *oh = a.out + r * qw + int64_t(h) * a.headDim;
+  for (int i = 0; i < kMaxDimsPerLane; ++i) {
+    int d = lane + 32 * i;
+    if (d < a.headDim)
+      oh[d] = __float2bfloat16_rn(acc[i] / runningSum);
+  }
+}
+
+__global__ void sigmoidGateKernel(const bf16 *gate, int64_t rows, int64_t width,
+                                  bf16 *x) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= rows * width)
+    return;
+  float g = __bfloat162float(gate[i / width]);
+  float s = 1.0f / (1.0f + expf(-g));
+  x[i] = __float2bfloat16_rn(s * __bfloat162float(x[i]));
+}
+
+__global__ void toFloatKernel(const bf16 *in, int64_t n, float *out) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n)
+    out[i] = __bfloat162float(in[i]);
+}
+
+__global__ void toBf16Kernel(const float *in, int64_t n, bf16 *out) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i < n)
+    out[i] = __float2bfloat16_rn(in[i]);
+}
+
+} // namespace
+
+cudaError_t embedRows(const bf16 *table, const int32_t *ids, int64_t rows,
+                      int64_t hidden, float *out, cudaStream_t stream) {
+  if (rows * hidden == 0)
+    return cudaSuccess;
+  embedKernel<<<blocksFor(rows * hidden), kThreads, 0, stream>>>(
+      table, ids, rows, hidden, out);
+  return cudaGetLastError();
+}
+
+cudaError_t scaledAdd(const float *skip, const float *update, float skipScale,
+                      float updateScale, int64_t n, float *out,
+                      cudaStream_t stream) {
+  if (n == 0)
+    return cudaSuccess;
+  scaledAddKernel<<<blocksFor(n), kThreads, 0, stream>>>(
+      skip, update, skipScale, updateScale, n, out);
+  return cudaGetLastError();
+}
+
+cudaError_t rmsNormF32(const float *x, const bf16 *weight, int64_t rows,
+                       int64_t width, float eps, bf16 *out, float *outF32,
+                       cudaStream_t stream) {
+  if (rows == 0)
+    return cudaSuccess;
+  rmsNormF32Kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+      x, weight, width, eps, out, outF32);
+  return cudaGetLastError();
+}
+
+cudaError_t routerLogits(const float *x, const float *w, const float *bias,
+                         int64_t rows, int64_t hidden, int64_t experts,
+                         float *out, cudaStream_t stream) {
+  if (rows * experts == 0)
+    return cudaSuccess;
+  routerLogitsKernel<<<blocksFor(rows * experts * 32), kThreads, 0, stream>>>(
+      x, w, bias, rows, hidden, experts, out);
+  return cudaGetLastError();
+}
+
+cudaError_t appendKv(const bf16 *k, const bf16 *v, const int32_t *cacheRows,
+                     int64_t rows, int64_t width, bf16 *kCache, bf16 *vCache,
+                     cudaStream_t stream) {
+  if (rows * width == 0)
+    return cudaSuccess;
+  appendKvKernel<<<blocksFor(rows * width), kThreads, 0, stream>>>(
+      k, v, cacheRows, rows, width, kCache, vCache);
+  return cudaGetLastError();
+}
+
+cudaError_t attention(const AttentionArgs &args, cudaStream_t stream) {
+  if (args.headDim <= 0 || args.headDim > 32 * kMaxDimsPerLane ||
+      args.kvHeads <= 0 || args.heads % args.kvHeads != 0)
+    return cudaErrorInvalidValue;
+  int64_t tasks = args.rows * args.heads;
+  if (tasks == 0)
+    return cudaSuccess;
+  int blocks = static_cast<int>((tasks + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  attentionKernel<<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(args);
+  return cudaGetLastError();
+}
+
+cudaError_t sigmoidGate(const bf16 *gate, int64_t rows, int64_t width, bf16 *x,
+                        cudaStream_t stream) {
+  if (rows * width == 0)
+    return cudaSuccess;
+  sigmoidGateKernel<<<blocksFor(rows * width), kThreads, 0, stream>>>(
+      gate, rows, width, x);
+  return cudaGetLastError();
+}
+
+cudaError_t toFloat(const bf16 *in, int64_t n, float *out,
+                    cudaStream_t stream) {
+  if (n == 0)
+    return cudaSuccess;
+  toFloatKernel<<<blocksFor(n), kThreads, 0, stream>>>(in, n, out);
+  return cudaGetLastError();
+}
+
+cudaError_t toBf16(const float *in, int64_t n, bf16 *out, cudaStream_t stream) {
+  if (n == 0)
+    return cudaSuccess;
+  toBf16Kernel<<<blocksFor(n), kThreads, 0, stream>>>(in, n, out);
+  return cudaGetLastError();
+}
+
+} // namespace moe::cuda::backend

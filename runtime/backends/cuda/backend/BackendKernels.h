@@ -1,0 +1,78 @@
+// Device kernels the CUDA backend needs beyond runtime/backends/cuda/kernels:
+// embedding gather, scaled residual adds and RMSNorm on the fp32 residual
+// stream, fp32 router logits, the KV-cache append, causal softmax
+// attention over the caches, the sigmoid output gate and dtype conversions.
+// Plain launchers returning cudaError_t: nvcc compiles this header, so no fmt.
+// Every pointer is device memory, row-major, rows = tokens.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+namespace moe::cuda::backend {
+
+using bf16 = __nv_bfloat16;
+
+// out[r] = table[ids[r]] for rows of `hidden`, widened to fp32.
+cudaError_t embedRows(const bf16 *table, const int32_t *ids, int64_t rows,
+                      int64_t hidden, float *out, cudaStream_t stream);
+
+// out = skipScale·skip + updateScale·update over n values: the residual
+// stream stays fp32, so rounding does not accumulate across layers.
+cudaError_t scaledAdd(const float *skip, const float *update, float skipScale,
+                      float updateScale, int64_t n, float *out,
+                      cudaStream_t stream);
+
+// y = w ⊙ x / sqrt(mean(x²) + eps) per row of `width`, from the fp32
+// residual stream: out = bf16(y) (one rounding, after the weight) and, when
+// outF32 is set, y itself in fp32 (for the router).
+cudaError_t rmsNormF32(const float *x, const bf16 *weight, int64_t rows,
+                       int64_t width, float eps, bf16 *out, float *outF32,
+                       cudaStream_t stream);
+
+// Router logits all in fp32: out[r, e] = x[r]·w[e] (+ bias[e]). Expert
+// choices hinge on near-ties that bf16 rounding of x, w or the scores would
+// flip.
+cudaError_t routerLogits(const float *x, const float *w, const float *bias,
+                         int64_t rows, int64_t hidden, int64_t experts,
+                         float *out, cudaStream_t stream);
+
+// Writes each row's K and V ([rows, width]) into a layer's caches
+// [slot·maxContext + position][width] at cacheRows[r].
+cudaError_t appendKv(const bf16 *k, const bf16 *v, const int32_t *cacheRows,
+                     int64_t rows, int64_t width, bf16 *kCache, bf16 *vCache,
+                     cudaStream_t stream);
+
+// Causal attention for rows of mixed slots: row r (head h) attends to its
+// slot's cached positions [first, positions[r]], first = positions[r] −
+// window + 1 when window > 0, else 0. GQA: head h reads KV head h / (heads /
+// kvHeads). Scores q·k·scale and an online softmax in fp32; sinks[h] (fp32,
+// optional) joins the denominator only. headDim ≤ 256.
+struct AttentionArgs {
+  const bf16 *q = nullptr;      // [rows, heads·headDim]
+  const bf16 *kCache = nullptr; // [slots·maxContext, kvHeads·headDim]
+  const bf16 *vCache = nullptr;
+  const int32_t *slots = nullptr;     // [rows]
+  const int32_t *positions = nullptr; // [rows]
+  const float *sinks = nullptr;       // [heads] or null
+  bf16 *out = nullptr;                // [rows, heads·headDim]
+  int64_t rows = 0;
+  int heads = 0;
+  int kvHeads = 0;
+  int headDim = 0;
+  int64_t maxContext = 0;
+  int64_t window = 0; // 0 = full
+  float scale = 1.0f;
+};
+cudaError_t attention(const AttentionArgs &args, cudaStream_t stream);
+
+// x[r, :] *= σ(gate[r]) (Qwen2's shared-expert gate: gate [rows] is x·w).
+cudaError_t sigmoidGate(const bf16 *gate, int64_t rows, int64_t width, bf16 *x,
+                        cudaStream_t stream);
+
+cudaError_t toFloat(const bf16 *in, int64_t n, float *out, cudaStream_t stream);
+cudaError_t toBf16(const float *in, int64_t n, bf16 *out, cudaStream_t stream);
+
+} // namespace moe::cuda::backend
