@@ -7,6 +7,11 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/backends/cpu/CpuBackend.h"
+#ifdef MOE_HAVE_CUDA
+#include "runtime/backends/cuda/backend/CudaBackend.h"
+
+#include <cuda_runtime_api.h>
+#endif
 #include "runtime/engine/Engine.h"
 #include "runtime/io/Jsonl.h"
 #include "runtime/plan/LoadedPlan.h"
@@ -30,6 +35,7 @@ namespace {
 
 struct Options {
   std::string plan, checkpoint, prompts, output = "-", stats;
+  std::string backend = "auto";
   std::optional<uint64_t> syntheticSeed;
   int32_t threads = static_cast<int32_t>(std::thread::hardware_concurrency());
   std::optional<int32_t> batch, maxContext, maxNewTokens;
@@ -111,16 +117,56 @@ private:
   double lastDraw_ = -1;
 };
 
+/// The backend to run on: `cuda` where a GPU is present and the CUDA backend
+/// runs the plan (auto), else the CPU reference backend.
+Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
+                                               const LoadedPlan &plan,
+                                               const WeightSet &weights,
+                                               const EngineOptions &engine,
+                                               std::string &name) {
+#ifdef MOE_HAVE_CUDA
+  if (options.backend != "cpu") {
+    int devices = 0;
+    cudaError_t error = cudaGetDeviceCount(&devices);
+    if (error != cudaSuccess || devices == 0) {
+      if (options.backend == "cuda")
+        return makeError("--backend cuda: no CUDA device ({})",
+                         cudaGetErrorString(error));
+    } else {
+      auto gpu = std::make_unique<cuda::CudaBackend>();
+      Status prepared = gpu->prepare(plan, weights, engine.residentBatch,
+                                     engine.maxContext);
+      if (prepared.ok()) {
+        name = "cuda";
+        return std::unique_ptr<Backend>(std::move(gpu));
+      }
+      if (options.backend == "cuda")
+        return prepared.error();
+      std::fprintf(stderr, "moe-run: using the CPU backend: %s\n",
+                   prepared.error().message().c_str());
+    }
+  }
+#else
+  if (options.backend == "cuda")
+    return makeError("--backend cuda: this moe-run was built without CUDA");
+#endif
+  auto cpu = std::make_unique<CpuBackend>(options.threads);
+  MOE_RETURN_IF_ERROR(cpu->prepare(plan, weights, engine.residentBatch,
+                                   engine.maxContext));
+  name = "cpu";
+  return std::unique_ptr<Backend>(std::move(cpu));
+}
+
 nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
                          const EngineOptions &engine, const EngineStats &s,
-                         const Backend &backend, double wallSeconds,
-                         int64_t answers) {
+                         const Backend &backend, const std::string &backendName,
+                         double wallSeconds, int64_t answers) {
   auto rate = [](double count, double seconds) {
     return seconds > 0 ? count / seconds : 0.0;
   };
   nlohmann::json stats{
       {"plan", options.plan},
-      {"backend", "cpu"},
+      {"backend", backendName},
       {"threads", options.threads},
       {"resident_batch", engine.residentBatch},
       {"max_context", engine.maxContext},
@@ -141,7 +187,7 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
          s.decodeSteps ? s.decodeSeconds / double(s.decodeSteps) : 0.0}}},
       {"sampling_seconds", s.samplingSeconds},
       {"peak_active_sequences", s.peakActiveSequences},
-      // The CPU backend moves no bytes between host and device.
+      // Neither backend streams weights or KV yet: all stays where it is.
       {"bytes_moved", {{"host_to_device", 0}, {"device_to_host", 0}}},
       {"memory", {{"host_peak_resident_bytes", peakResidentBytes()}}}};
   nlohmann::json stages = nlohmann::json::object();
@@ -212,9 +258,12 @@ Status run(const Options &options) {
   if (!answers.ok())
     return answers.error();
 
-  CpuBackend backend(options.threads);
-  MOE_RETURN_IF_ERROR(backend.prepare(*plan, *weights, engine.residentBatch,
-                                      engine.maxContext));
+  std::string backendName;
+  Result<std::unique_ptr<Backend>> chosen =
+      chooseBackend(options, *plan, *weights, engine, backendName);
+  if (!chosen.ok())
+    return chosen.error();
+  Backend &backend = **chosen;
   Engine generator(backend, static_cast<int32_t>(model.vocab_size()), engine);
   ProgressBar bar(countPromptLines(options.prompts), options.progress);
   auto start = std::chrono::steady_clock::now();
@@ -234,8 +283,8 @@ Status run(const Options &options) {
   // was done.
   if (!options.stats.empty()) {
     std::ofstream file(options.stats);
-    file << statsJson(options, *plan, engine, stats, backend, wall,
-                      answers->written())
+    file << statsJson(options, *plan, engine, stats, backend, backendName,
+                      wall, answers->written())
                 .dump(2)
          << "\n";
     if (!file)
@@ -244,9 +293,9 @@ Status run(const Options &options) {
   if (!status.ok())
     return status;
   std::fprintf(stderr,
-               "moe-run: %lld answers; prefill %.1f tok/s, decode %.1f tok/s "
-               "(%lld steps, B=%d)\n",
-               static_cast<long long>(answers->written()),
+               "moe-run: %lld answers on %s; prefill %.1f tok/s, decode %.1f "
+               "tok/s (%lld steps, B=%d)\n",
+               static_cast<long long>(answers->written()), backendName.c_str(),
                stats.prefillSeconds > 0
                    ? double(stats.prefillTokens) / stats.prefillSeconds
                    : 0.0,
@@ -276,6 +325,9 @@ int main(int argc, char **argv) {
       ->required();
   app.add_option("--output", options.output, "Answers JSONL ('-': stdout)");
   app.add_option("--stats", options.stats, "Write run statistics as JSON");
+  app.add_option("--backend", options.backend,
+                 "auto (CUDA when a GPU runs the plan, else CPU), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("--threads", options.threads, "CPU threads");
   app.add_option("--batch", options.batch,
                  "Resident batch B (default: the plan's)");
