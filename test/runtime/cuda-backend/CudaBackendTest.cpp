@@ -9,15 +9,14 @@
 #include "runtime/plan/LoadedPlan.h"
 #include "runtime/weights/Safetensors.h"
 #include "runtime/weights/WeightSet.h"
+#include "test/runtime/golden/GoldenFixture.h"
 
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <optional>
 
 namespace moe {
@@ -41,36 +40,6 @@ std::string plansDir() {
 bool haveDevice() {
   int count = 0;
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
-
-struct Golden {
-  std::vector<std::vector<int32_t>> prompts, generated;
-  std::unique_ptr<SafetensorsFile> logits;
-  int64_t vocab = 0;
-
-  std::vector<float> rows(const std::string &name) const {
-    const TensorView *view = logits->find(name);
-    EXPECT_TRUE(view) << name;
-    const float *data = static_cast<const float *>(view->data);
-    return std::vector<float>(data, data + view->numElements());
-  }
-};
-
-Golden loadGolden(const std::string &model) {
-  std::string dir = goldenDir() + "/" + model;
-  Golden golden;
-  std::ifstream file(dir + "/golden.json");
-  nlohmann::json json = nlohmann::json::parse(file);
-  for (const auto &prompt : json["prompts"]) {
-    golden.prompts.push_back(prompt["input_ids"].get<std::vector<int32_t>>());
-    golden.generated.push_back(
-        prompt["generated_ids"].get<std::vector<int32_t>>());
-  }
-  auto logits = SafetensorsFile::open(dir + "/golden_logits.safetensors");
-  EXPECT_TRUE(logits.ok()) << logits.error().message();
-  golden.logits = std::move(*logits);
-  golden.vocab = golden.logits->find("prompt_logits_0")->shape[1];
-  return golden;
 }
 
 struct SquaredNorms {
@@ -170,7 +139,7 @@ protected:
     if (!haveDevice())
       GTEST_SKIP() << "no CUDA device: the CUDA backend's golden tests need "
                       "a GPU";
-    golden_ = loadGolden(GetParam());
+    golden_ = loadGolden(goldenDir() + "/" + GetParam());
     auto plan =
         LoadedPlan::fromFile(plansDir() + "/" + GetParam() + ".moeplan");
     ASSERT_TRUE(plan.ok()) << plan.error().message();

@@ -8,48 +8,17 @@
 #include "runtime/plan/LoadedPlan.h"
 #include "runtime/weights/Safetensors.h"
 #include "runtime/weights/WeightSet.h"
+#include "test/runtime/golden/GoldenFixture.h"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <fstream>
 #include <map>
 
 namespace moe {
 namespace {
 
 constexpr double kTolerance = 1e-4;
-
-struct Golden {
-  std::vector<std::vector<int32_t>> prompts, generated;
-  std::unique_ptr<SafetensorsFile> logits;
-  int64_t vocab = 0;
-
-  std::vector<float> rows(const std::string &name) const {
-    const TensorView *view = logits->find(name);
-    EXPECT_TRUE(view) << name;
-    const float *data = static_cast<const float *>(view->data);
-    return std::vector<float>(data, data + view->numElements());
-  }
-};
-
-Golden loadGolden(const std::string &model) {
-  std::string dir = std::string(MOE_GOLDEN_DIR) + "/" + model;
-  Golden golden;
-  std::ifstream file(dir + "/golden.json");
-  nlohmann::json json = nlohmann::json::parse(file);
-  for (const auto &prompt : json["prompts"]) {
-    golden.prompts.push_back(prompt["input_ids"].get<std::vector<int32_t>>());
-    golden.generated.push_back(
-        prompt["generated_ids"].get<std::vector<int32_t>>());
-  }
-  auto logits = SafetensorsFile::open(dir + "/golden_logits.safetensors");
-  EXPECT_TRUE(logits.ok()) << logits.error().message();
-  golden.logits = std::move(*logits);
-  golden.vocab = golden.logits->find("prompt_logits_0")->shape[1];
-  return golden;
-}
 
 double relativeL2(const float *got, const std::vector<float> &want) {
   double diff = 0, norm = 0;
@@ -63,7 +32,7 @@ double relativeL2(const float *got, const std::vector<float> &want) {
 class GoldenTest : public ::testing::TestWithParam<const char *> {
 protected:
   void SetUp() override {
-    golden_ = loadGolden(GetParam());
+    golden_ = loadGolden(std::string(MOE_GOLDEN_DIR) + "/" + GetParam());
     for (const char *suffix : {"", ".planned"}) {
       auto plan = LoadedPlan::fromFile(std::string(MOE_GOLDEN_PLANS) + "/" +
                                        GetParam() + suffix + ".moeplan");
