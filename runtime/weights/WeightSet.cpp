@@ -21,9 +21,24 @@
 
 namespace moe {
 
+namespace {
+/// How one param's values are drawn: mean + scale * (roughly standard
+/// normal).
+struct Distribution {
+  float mean;
+  float scale;
+};
+/// A synthetic param's recipe: its values are generated when read.
+struct Recipe {
+  ElementType type;
+  uint64_t key;
+  Distribution distribution;
+};
+} // namespace
+
 struct WeightSet::Storage {
   std::vector<std::unique_ptr<SafetensorsFile>> files;
-  std::vector<std::unique_ptr<uint8_t[]>> buffers;
+  std::vector<Recipe> recipes; // one per param for synthetic weights
 };
 
 namespace {
@@ -207,13 +222,6 @@ uint64_t streamKey(uint64_t seed, std::string_view name) {
   return mix64(seed ^ mix64(hash));
 }
 
-/// How one param's values are drawn: mean + scale * (roughly standard
-/// normal).
-struct Distribution {
-  float mean;
-  float scale;
-};
-
 Distribution distributionFor(const plan::Param &param, bool transposed) {
   std::string_view name = param.name()->string_view();
   const auto &shape = *param.shape();
@@ -289,25 +297,15 @@ void fillRange(uint8_t *buffer, ElementType type, int64_t begin, int64_t end,
   }
 }
 
-/// A slice of one param's elements, the unit of parallel work.
-struct FillJob {
-  uint8_t *buffer;
-  ElementType type;
-  uint64_t key;
-  Distribution distribution;
-  int64_t begin;
-  int64_t end;
-};
-
-void runFillJobs(const std::vector<FillJob> &jobs) {
+/// Calls job(i) for i in [0, count) on all cores.
+template <typename Job> void runJobs(size_t count, const Job &job) {
   std::atomic<size_t> next{0};
   auto work = [&] {
-    for (size_t job = next++; job < jobs.size(); job = next++)
-      fillRange(jobs[job].buffer, jobs[job].type, jobs[job].begin,
-                jobs[job].end, jobs[job].key, jobs[job].distribution);
+    for (size_t i = next++; i < count; i = next++)
+      job(i);
   };
   size_t threadCount = std::min<size_t>(
-      std::max(1u, std::thread::hardware_concurrency()), jobs.size());
+      std::max(1u, std::thread::hardware_concurrency()), count);
   std::vector<std::jthread> helpers;
   for (size_t t = 1; t < threadCount; ++t) {
     try {
@@ -341,6 +339,30 @@ void appendFloat32(const TensorView &part, float *out) {
     }
     return;
   }
+}
+
+/// A synthetic param's values, made in its dtype on all cores (so they are
+/// rounded as a checkpoint of that dtype would be) and widened to fp32.
+/// Chunks are small enough to balance the cores, large enough to amortise
+/// the dispatch; the values do not depend on the split.
+std::vector<float> generate(const Recipe &recipe,
+                            const std::vector<int64_t> &shape) {
+  constexpr int64_t kJobElements = int64_t{1} << 20;
+  TensorView whole{recipe.type, shape, nullptr};
+  int64_t count = whole.numElements();
+  size_t elementBytes = whole.numBytes() / size_t(std::max<int64_t>(count, 1));
+  std::vector<uint8_t> buffer(whole.numBytes());
+  std::vector<float> values(count);
+  runJobs(size_t((count + kJobElements - 1) / kJobElements), [&](size_t job) {
+    int64_t begin = int64_t(job) * kJobElements;
+    int64_t end = std::min(count, begin + kJobElements);
+    fillRange(buffer.data(), recipe.type, begin, end, recipe.key,
+              recipe.distribution);
+    TensorView slice{recipe.type, {end - begin},
+                     buffer.data() + size_t(begin) * elementBytes};
+    appendFloat32(slice, values.data() + begin);
+  });
+  return values;
 }
 
 } // namespace
@@ -377,51 +399,87 @@ Result<WeightSet> WeightSet::fromCheckpoint(const std::string &directory,
 
 Result<WeightSet> WeightSet::synthetic(const plan::Model &model,
                                        uint64_t seed) {
-  // Chunks small enough to balance the cores, large enough to amortise the
-  // dispatch.
-  constexpr int64_t kJobElements = int64_t{1} << 20;
   WeightSet weights;
   weights.storage_ = std::make_shared<Storage>();
   std::set<int> transposed = transposedParams(model);
-  std::vector<FillJob> jobs;
   for (uint32_t index = 0; index < model.params()->size(); ++index) {
     const plan::Param &param = *model.params()->Get(index);
     BoundParam bound{param.name()->str(), paramShape(param), {}};
     ElementType type = elementType(param.dtype());
-    TensorView whole{type, bound.shape, nullptr};
-    int64_t count = whole.numElements();
-    auto *buffer = new (std::nothrow) uint8_t[whole.numBytes()];
-    if (!buffer)
-      return makeError("synthetic weights: cannot allocate {} bytes for param "
-                       "{}",
-                       whole.numBytes(), bound.name);
-    weights.storage_->buffers.emplace_back(buffer);
-
-    Distribution distribution = distributionFor(param, transposed.count(index));
-    uint64_t key = streamKey(seed, bound.name);
-    for (int64_t begin = 0; begin < count; begin += kJobElements)
-      jobs.push_back({buffer, type, key, distribution, begin,
-                      std::min(count, begin + kJobElements)});
-
+    weights.storage_->recipes.push_back(
+        {type, streamKey(seed, bound.name),
+         distributionFor(param, transposed.count(index))});
     if (isStackedExperts(param)) {
       TensorView expert{
           type, {bound.shape.begin() + 1, bound.shape.end()}, nullptr};
-      for (int64_t e = 0; e < bound.shape[0]; ++e) {
-        expert.data = buffer + e * expert.numBytes();
-        bound.parts.push_back(expert);
-      }
+      bound.parts.assign(bound.shape[0], expert);
     } else {
-      whole.data = buffer;
-      bound.parts.push_back(std::move(whole));
+      bound.parts.push_back({type, bound.shape, nullptr});
     }
     weights.params_.push_back(std::move(bound));
   }
-  runFillJobs(jobs);
   return weights;
+}
+
+void WeightSet::toBf16(size_t index, std::span<uint16_t> out) const {
+  constexpr int64_t kJobElements = int64_t{1} << 20;
+  const BoundParam &bound = params_[index];
+  // Slices of at most kJobElements within each part, converted on all cores
+  // through a small fp32 buffer (bf16 sources are copied).
+  struct Slice {
+    TensorView view;
+    uint16_t *out;
+    int64_t first; // index of its first element in the param
+  };
+  std::vector<Slice> slices;
+  // A synthetic param is made in its own dtype first; no zero-filling, as
+  // its slices are filled on all cores.
+  std::unique_ptr<uint8_t[]> generated;
+  TensorView whole{bound.parts[0].type, bound.shape, nullptr};
+  std::vector<TensorView> parts = bound.parts;
+  if (!storage_->recipes.empty()) {
+    generated = std::make_unique_for_overwrite<uint8_t[]>(whole.numBytes());
+    whole.data = generated.get();
+    parts = {whole};
+  }
+  size_t at = 0;
+  for (const TensorView &part : parts) {
+    int64_t count = part.numElements();
+    size_t elementBytes = part.numBytes() / size_t(std::max<int64_t>(count, 1));
+    for (int64_t begin = 0; begin < count; begin += kJobElements) {
+      int64_t end = std::min(count, begin + kJobElements);
+      slices.push_back({{part.type,
+                         {end - begin},
+                         static_cast<const uint8_t *>(part.data) +
+                             size_t(begin) * elementBytes},
+                        out.data() + at + begin, int64_t(at) + begin});
+    }
+    at += size_t(count);
+  }
+  const Recipe *recipe =
+      storage_->recipes.empty() ? nullptr : &storage_->recipes[index];
+  runJobs(slices.size(), [&](size_t job) {
+    const Slice &slice = slices[job];
+    int64_t count = slice.view.numElements();
+    const auto *bytes = static_cast<const uint8_t *>(slice.view.data);
+    if (recipe) // made here, in the param's dtype, before converting
+      fillRange(generated.get(), recipe->type, slice.first,
+                slice.first + count, recipe->key, recipe->distribution);
+    if (slice.view.type == ElementType::BF16) {
+      std::memcpy(slice.out, bytes, size_t(count) * 2);
+      return;
+    }
+    std::vector<float> values(count);
+    appendFloat32(slice.view, values.data());
+    for (int64_t i = 0; i < count; ++i)
+      slice.out[i] = floatToBf16(values[i]);
+  });
 }
 
 std::vector<float> WeightSet::toFloat32(size_t index) const {
   const BoundParam &bound = params_[index];
+  if (!storage_->recipes.empty())
+    return generate(storage_->recipes[index], bound.shape);
   int64_t count = 0;
   for (const TensorView &part : bound.parts)
     count += part.numElements();

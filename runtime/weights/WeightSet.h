@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -37,8 +38,11 @@ public:
   /// Deterministic pseudo-random weights at the params' shapes and dtypes,
   /// scaled so activations stay O(1) through the layers: matrices with mean
   /// 0 and standard deviation 1/sqrt(fan_in), norm weights near 1, biases
-  /// near 0. Parts are split as fromCheckpoint splits them. Filled on all
-  /// cores; the same seed gives the same bytes whatever the core count.
+  /// near 0, rounded to each param's dtype. Parts are split as
+  /// fromCheckpoint splits them but hold no data: values are generated on
+  /// all cores when toFloat32 reads them, so a model larger than host memory
+  /// can be benchmarked. The same seed gives the same values whatever the
+  /// core count.
   static Result<WeightSet> synthetic(const plan::Model &model, uint64_t seed);
 
   const BoundParam &param(size_t index) const { return params_[index]; }
@@ -46,6 +50,10 @@ public:
 
   /// The param as one contiguous fp32 array (parts concatenated).
   std::vector<float> toFloat32(size_t index) const;
+  /// The param as bf16 bits (round to nearest even) into `out`, which holds
+  /// exactly its elements; on all cores, without an fp32 copy, for loading
+  /// full-scale models.
+  void toBf16(size_t index, std::span<uint16_t> out) const;
 
 private:
   struct Storage;
