@@ -58,6 +58,11 @@ PROMPT_LENS = [5, 11, 17, 24]
 NEW_TOKENS = 8
 SEED = 20261126
 NEAR_TIE = 1e-4
+# Models whose seed is searched: of this many seeds (SEED + idx + 100 k), the one whose logits
+# move least when the same model runs in bf16 (over each prompt and its greedy continuation). A
+# bf16 backend legitimately flips an expert choice that fp32 decides by less than bf16's rounding
+# noise, which no tolerance on the logits absorbs; tiny Mixtral's first seeds had such near-ties.
+BF16_ROBUST_SEARCH = {"tiny-mixtral": 64}
 
 PERTURB = {
     "matrix": "N(0, 1/fan_in) for every weight with >= 2 dims (fan_in = input features; "
@@ -273,6 +278,7 @@ class RouterProbe:
         self.mask_variant_diff = {}  # grouped routers: tokens where masking with 0.0 or -inf would select differently
         self.clamp = {}         # gpt-oss: fraction of gate > 7 / |up| > 7
         self._pending = {}
+        self.capture = None     # when a list: each MoE block's per-token top-k gaps of one forward
         self.handles = []
         self.blocks = []
         for name, m in model.named_modules():
@@ -342,6 +348,8 @@ class RouterProbe:
                 return
             x = args[0] if args else kwargs.get("hidden_states")
             idx, gap, ggap, alt = self._select(x.detach(), router)
+            if self.capture is not None:
+                self.capture.append(gap.cpu())
             self._pending[layer] = idx
             self.min_gap[layer] = min(self.min_gap.get(layer, float("inf")), gap.min().item())
             if ggap is not None:
@@ -499,6 +507,36 @@ def reload_logits(out_dir, prompts, device, notes):
 
 # ----------------------------------------------------------------------------- one model
 
+def build_model(cfg, mt, seed, src_name):
+    """The fp32 eval model of one seed, perturbed; returns (model, perturbation report)."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    model.eval()
+    gen = torch.Generator().manual_seed(zlib.crc32(src_name.encode()) ^ seed)
+    rep = []
+    perturb(model, mt, gen, rep)
+    return model, rep
+
+
+def bf16_drift(model, prompts, device):
+    """Largest rel-L2 between the fp32 model's logits and those of a bf16 copy, over each prompt
+    followed by its fp32 greedy continuation."""
+    res = run_prompts(model, prompts, device, [])
+    low = copy.deepcopy(model).to(torch.bfloat16)
+    worst = 0.0
+    with torch.no_grad():
+        for p, r in zip(prompts, res):
+            full = torch.cat([torch.tensor(p), r["new"]])[None].to(device)
+            logits = low(input_ids=full, use_cache=False).logits[0].float().cpu()
+            worst = max(worst, rel_l2(logits, r["full_logits"]))
+    return worst
+
+
+def make_prompts(cfg, seed):
+    pg = torch.Generator().manual_seed(seed + 1000)
+    return [torch.randint(3, cfg.vocab_size, (L,), generator=pg).tolist() for L in PROMPT_LENS]
+
+
 def make_one(name, idx, args, device, summary, src_name=None, patch=None):
     if patch:
         cls, desc = PATCHES[patch]
@@ -518,9 +556,19 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
     cfg = load_config(src, notes)
     mt = cfg.model_type
     seed = SEED + idx
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    model.eval()
+    trials = BF16_ROBUST_SEARCH.get(name, 1)
+    if trials > 1:
+        drifts = []
+        for k in range(trials):
+            candidate = SEED + idx + 100 * k
+            m, _ = build_model(cfg, mt, candidate, src_name)
+            drifts.append((bf16_drift(m.to(device), make_prompts(cfg, candidate), device), candidate))
+            del m
+        drift, seed = min(drifts)
+        log(f"bf16 robustness search over {trials} seeds: best seed {seed}, bf16 vs fp32 logits rel-L2 "
+            f"{drift:.4g} (first seed's: {drifts[0][0]:.4g}, median {sorted(drifts)[trials // 2][0]:.4g})")
+        notes.append(f"seed chosen from {trials} for the smallest bf16 vs fp32 logits drift ({drift:.4g})")
+    model, rep = build_model(cfg, mt, seed, src_name)
     log(f"class {type(model).__name__}  model_type {mt}  seed {seed}")
     log(f"attn_implementation={getattr(model.config, '_attn_implementation', None)} "
         f"experts_implementation={getattr(model.config, '_experts_implementation', None)}")
@@ -545,9 +593,6 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
                 seen.add(f"{type(m).__name__}.{attr}")
                 log(f"  {type(m).__name__}.{attr} = {getattr(m, attr)!r}")
 
-    gen = torch.Generator().manual_seed(zlib.crc32(src_name.encode()) ^ seed)
-    rep = []
-    perturb(model, mt, gen, rep)
     nparams = sum(p.numel() for p in model.parameters())
     log(f"params {nparams}")
     for n_, s_, k_ in rep:
@@ -555,9 +600,7 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
     model.to(device)
 
     # prompts
-    V = cfg.vocab_size
-    pg = torch.Generator().manual_seed(seed + 1000)
-    prompts = [torch.randint(3, V, (L,), generator=pg).tolist() for L in PROMPT_LENS]
+    prompts = make_prompts(cfg, seed)
 
     # oracle run (device) with routing probes on the prompt forwards only
     probe = RouterProbe(model, cfg, mt)
@@ -568,6 +611,18 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
             model(input_ids=torch.tensor([p], device=device), use_cache=False)
     probe.enabled = False
     res = run_prompts(model, prompts, device, notes)
+    # Per position of each prompt and its continuation: the smallest top-k router gap over the
+    # layers, so a test can tell the positions whose routing a bf16 backend may flip.
+    position_gaps = []
+    probe.enabled = True
+    with torch.no_grad():
+        for p, r in zip(prompts, res):
+            probe.capture = []
+            full = torch.cat([torch.tensor(p), r["new"]])[None].to(device)
+            model(input_ids=full, use_cache=False)
+            position_gaps.append(torch.stack(probe.capture).min(0).values.tolist())
+    probe.capture = None
+    probe.enabled = False
 
     # stability / near-tie checks
     unstable, ties, min_gap_gen, max_step_diff = 0, [], float("inf"), 0.0
@@ -699,6 +754,7 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
         "generation": "model.generate(do_sample=False, num_beams=1, max_new_tokens=8, use_cache=True, eos_token_id=None)",
         "expert_histogram_prompt_tokens": hist,
         "router_min_topk_gap": {str(l): v for l, v in sorted(probe.min_gap.items())},
+        "router_gap_per_position": position_gaps,
         "router_min_group_gap": {str(l): v for l, v in sorted(probe.min_group_gap.items())} or None,
         "greedy_min_top2_gap": min_gap_gen,
         "near_ties": ties,

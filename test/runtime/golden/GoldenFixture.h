@@ -17,8 +17,19 @@ namespace moe {
 
 struct Golden {
   std::vector<std::vector<int32_t>> prompts, generated;
+  /// Per prompt, per position of the prompt and its continuation: HF's
+  /// smallest top-k router gap over the layers (empty when not recorded).
+  std::vector<std::vector<double>> routerGaps;
   std::unique_ptr<SafetensorsFile> logits;
   int64_t vocab = 0;
+
+  /// Whether HF routed position `position` of prompt `prompt` by a top-k
+  /// gap under `margin` (bf16 rounding can flip such a choice).
+  bool routerTie(size_t prompt, size_t position, double margin) const {
+    return prompt < routerGaps.size() &&
+           position < routerGaps[prompt].size() &&
+           routerGaps[prompt][position] < margin;
+  }
 
   /// A logits tensor ("prompt_logits_<i>", "generated_logits_<i>") as rows.
   std::vector<float> rows(const std::string &name) const {
@@ -39,6 +50,9 @@ inline Golden loadGolden(const std::string &dir) {
     golden.generated.push_back(
         prompt["generated_ids"].get<std::vector<int32_t>>());
   }
+  if (json.contains("router_gap_per_position"))
+    golden.routerGaps =
+        json["router_gap_per_position"].get<std::vector<std::vector<double>>>();
   auto logits = SafetensorsFile::open(dir + "/golden_logits.safetensors");
   EXPECT_TRUE(logits.ok()) << logits.error().message();
   golden.logits = std::move(*logits);
