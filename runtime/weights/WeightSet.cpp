@@ -358,7 +358,8 @@ std::vector<float> generate(const Recipe &recipe,
     int64_t end = std::min(count, begin + kJobElements);
     fillRange(buffer.data(), recipe.type, begin, end, recipe.key,
               recipe.distribution);
-    TensorView slice{recipe.type, {end - begin},
+    TensorView slice{recipe.type,
+                     {end - begin},
                      buffer.data() + size_t(begin) * elementBytes};
     appendFloat32(slice, values.data() + begin);
   });
@@ -452,7 +453,8 @@ void WeightSet::toBf16(size_t index, std::span<uint16_t> out) const {
                          {end - begin},
                          static_cast<const uint8_t *>(part.data) +
                              size_t(begin) * elementBytes},
-                        out.data() + at + begin, int64_t(at) + begin});
+                        out.data() + at + begin,
+                        int64_t(at) + begin});
     }
     at += size_t(count);
   }
@@ -463,8 +465,8 @@ void WeightSet::toBf16(size_t index, std::span<uint16_t> out) const {
     int64_t count = slice.view.numElements();
     const auto *bytes = static_cast<const uint8_t *>(slice.view.data);
     if (recipe) // made here, in the param's dtype, before converting
-      fillRange(generated.get(), recipe->type, slice.first,
-                slice.first + count, recipe->key, recipe->distribution);
+      fillRange(generated.get(), recipe->type, slice.first, slice.first + count,
+                recipe->key, recipe->distribution);
     if (slice.view.type == ElementType::BF16) {
       std::memcpy(slice.out, bytes, size_t(count) * 2);
       return;

@@ -26,8 +26,7 @@ struct Golden {
   /// Whether HF routed position `position` of prompt `prompt` by a top-k
   /// gap under `margin` (bf16 rounding can flip such a choice).
   bool routerTie(size_t prompt, size_t position, double margin) const {
-    return prompt < routerGaps.size() &&
-           position < routerGaps[prompt].size() &&
+    return prompt < routerGaps.size() && position < routerGaps[prompt].size() &&
            routerGaps[prompt][position] < margin;
   }
 

@@ -2,9 +2,9 @@
 // experts) with one-line errors for every mismatch, and synthetic weights
 // that are deterministic and scaled as promised.
 
-#include "runtime/weights/HalfFloat.h"
 #include "runtime/weights/WeightSet.h"
 #include "CheckpointWriter.h"
+#include "runtime/weights/HalfFloat.h"
 
 #include <gtest/gtest.h>
 
@@ -426,8 +426,8 @@ TEST(SyntheticWeights, Bf16IsTheRoundedFloat32) {
     std::vector<uint16_t> bits(values.size());
     weights->toBf16(i, bits);
     for (size_t j = 0; j < values.size(); ++j)
-      ASSERT_EQ(bits[j], floatToBf16(values[j])) << "param " << i << " [" << j
-                                                  << "]";
+      ASSERT_EQ(bits[j], floatToBf16(values[j]))
+          << "param " << i << " [" << j << "]";
   }
 }
 
