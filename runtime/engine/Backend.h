@@ -10,6 +10,7 @@
 #include "runtime/weights/WeightSet.h"
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,14 +24,35 @@ struct TokenRow {
   int32_t position = 0;
 };
 
-/// Time spent in one kind of work ("attention", "routed experts", ...).
+/// Time spent in one kind of work ("attention", "routed experts", ...) in
+/// prefill forwards (a sequence with several rows) or decode forwards.
 struct StageTime {
+  std::string phase; // "prefill" or "decode"
   std::string stage;
   double seconds = 0;
 };
 
+/// Whether a forward prefills: some slot has more than one row.
+inline bool isPrefill(const std::vector<TokenRow> &rows) {
+  for (size_t r = 1; r < rows.size(); ++r)
+    if (rows[r].slot == rows[r - 1].slot)
+      return true;
+  return false;
+}
+
+/// What a backend moved and held since prepare, for the stats file.
+struct BackendCounters {
+  int64_t weightBytesToDevice = 0; // streamed weights, host to GPU
+  int64_t kvBytesToDevice = 0;     // cached KV loaded for attention
+  int64_t kvBytesToHost = 0;       // new KV rows stored to host memory
+  int64_t decodeBytesToDevice = 0; // weights and KV, in decode steps only
+  int64_t deviceFixedBytes = 0;    // weights, ring, KV, staging buffers
+  int64_t devicePeakStepBytes = 0; // activations and scratch, at most
+  int64_t pinnedHostBytes = 0;     // streamed weights and host KV
+};
+
 struct StepBatch {
-  std::vector<int32_t> tokenIds;  // one per row
+  std::vector<int32_t> tokenIds; // one per row
   std::vector<TokenRow> rows;
   std::vector<int32_t> logitRows; // rows whose logits the engine needs
 };
@@ -46,10 +68,22 @@ public:
   /// Forgets a slot's cache and state so a new sequence can take it.
   virtual void resetSlot(int32_t slot) = 0;
   /// Runs the model over the batch, extending each slot's cache by its rows,
-  /// and writes logits [logitRows.size(), vocab] in fp32.
-  virtual Status forward(const StepBatch &batch, std::vector<float> &logits) = 0;
+  /// and writes logits [logitRows.size(), vocab] in fp32. Rows of one slot
+  /// are consecutive and the slots in increasing order; logit rows increase.
+  virtual Status forward(const StepBatch &batch,
+                         std::vector<float> &logits) = 0;
   /// Time per stage since prepare, for the stats file.
   virtual std::vector<StageTime> stageSeconds() const = 0;
+  /// Bytes moved and held; a backend that moves nothing keeps the zeros.
+  virtual BackendCounters counters() const { return {}; }
+
+  /// Called during a long prepare with the share done (0..1).
+  void setPrepareProgress(std::function<void(double)> callback) {
+    prepareProgress_ = std::move(callback);
+  }
+
+protected:
+  std::function<void(double)> prepareProgress_;
 };
 
 } // namespace moe

@@ -134,8 +134,23 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
                          cudaGetErrorString(error));
     } else {
       auto gpu = std::make_unique<cuda::CudaBackend>();
-      Status prepared = gpu->prepare(plan, weights, engine.residentBatch,
-                                     engine.maxContext);
+      if (options.progress) {
+        auto start = std::chrono::steady_clock::now();
+        gpu->setPrepareProgress([start](double fraction) {
+          double elapsed = std::chrono::duration<double>(
+                               std::chrono::steady_clock::now() - start)
+                               .count();
+          std::string eta = fraction > 0
+                                ? duration(elapsed / fraction - elapsed)
+                                : std::string("-");
+          std::fprintf(stderr, "\rplacing weights: %3.0f%%  ETA %s   ",
+                       100 * fraction, eta.c_str());
+        });
+      }
+      Status prepared =
+          gpu->prepare(plan, weights, engine.residentBatch, engine.maxContext);
+      if (options.progress)
+        std::fputc('\n', stderr);
       if (prepared.ok()) {
         name = "cuda";
         return std::unique_ptr<Backend>(std::move(gpu));
@@ -151,8 +166,8 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
     return makeError("--backend cuda: this moe-run was built without CUDA");
 #endif
   auto cpu = std::make_unique<CpuBackend>(options.threads);
-  MOE_RETURN_IF_ERROR(cpu->prepare(plan, weights, engine.residentBatch,
-                                   engine.maxContext));
+  MOE_RETURN_IF_ERROR(
+      cpu->prepare(plan, weights, engine.residentBatch, engine.maxContext));
   name = "cpu";
   return std::unique_ptr<Backend>(std::move(cpu));
 }
@@ -160,10 +175,12 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
 nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
                          const EngineOptions &engine, const EngineStats &s,
                          const Backend &backend, const std::string &backendName,
-                         double wallSeconds, int64_t answers) {
+                         double prepareSeconds, double wallSeconds,
+                         int64_t answers) {
   auto rate = [](double count, double seconds) {
     return seconds > 0 ? count / seconds : 0.0;
   };
+  BackendCounters moved = backend.counters();
   nlohmann::json stats{
       {"plan", options.plan},
       {"backend", backendName},
@@ -172,12 +189,14 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
       {"max_context", engine.maxContext},
       {"prompts", s.prompts},
       {"answers_written", answers},
+      {"prepare_seconds", prepareSeconds},
       {"wall_seconds", wallSeconds},
       {"prefill",
        {{"tokens", s.prefillTokens},
         {"steps", s.prefillSteps},
         {"seconds", s.prefillSeconds},
-        {"tokens_per_second", rate(double(s.prefillTokens), s.prefillSeconds)}}},
+        {"tokens_per_second",
+         rate(double(s.prefillTokens), s.prefillSeconds)}}},
       {"decode",
        {{"tokens", s.decodeTokens},
         {"steps", s.decodeSteps},
@@ -187,12 +206,22 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
          s.decodeSteps ? s.decodeSeconds / double(s.decodeSteps) : 0.0}}},
       {"sampling_seconds", s.samplingSeconds},
       {"peak_active_sequences", s.peakActiveSequences},
-      // Neither backend streams weights or KV yet: all stays where it is.
-      {"bytes_moved", {{"host_to_device", 0}, {"device_to_host", 0}}},
-      {"memory", {{"host_peak_resident_bytes", peakResidentBytes()}}}};
+      {"bytes_moved",
+       {{"weights_host_to_device", moved.weightBytesToDevice},
+        {"kv_host_to_device", moved.kvBytesToDevice},
+        {"kv_device_to_host", moved.kvBytesToHost},
+        {"host_to_device_per_decode_step",
+         s.decodeSteps
+             ? double(moved.decodeBytesToDevice) / double(s.decodeSteps)
+             : 0.0}}},
+      {"memory",
+       {{"host_peak_resident_bytes", peakResidentBytes()},
+        {"host_pinned_bytes", moved.pinnedHostBytes},
+        {"device_fixed_bytes", moved.deviceFixedBytes},
+        {"device_peak_activation_bytes", moved.devicePeakStepBytes}}}};
   nlohmann::json stages = nlohmann::json::object();
   for (const StageTime &stage : backend.stageSeconds())
-    stages[stage.stage] = stage.seconds;
+    stages[stage.phase][stage.stage] = stage.seconds;
   stats["stage_seconds"] = stages;
   if (const plan::Prediction *predicted = plan.plan().prediction())
     stats["predicted"] = {
@@ -259,23 +288,30 @@ Status run(const Options &options) {
     return answers.error();
 
   std::string backendName;
+  auto prepareStart = std::chrono::steady_clock::now();
   Result<std::unique_ptr<Backend>> chosen =
       chooseBackend(options, *plan, *weights, engine, backendName);
   if (!chosen.ok())
     return chosen.error();
+  double prepareSeconds = std::chrono::duration<double>(
+                              std::chrono::steady_clock::now() - prepareStart)
+                              .count();
   Backend &backend = **chosen;
   Engine generator(backend, static_cast<int32_t>(model.vocab_size()), engine);
   ProgressBar bar(countPromptLines(options.prompts), options.progress);
   auto start = std::chrono::steady_clock::now();
   Status status = generator.run(
       [&] { return prompts->next(); },
-      [&](Completion completion) { return answers->add(std::move(completion)); },
+      [&](Completion completion) {
+        return answers->add(std::move(completion));
+      },
       [&](const EngineStats &stats) {
         bar.update(answers->written(), stats.prefillTokens + stats.decodeTokens,
                    false);
       });
   const EngineStats &stats = generator.stats();
-  bar.update(answers->written(), stats.prefillTokens + stats.decodeTokens, true);
+  bar.update(answers->written(), stats.prefillTokens + stats.decodeTokens,
+             true);
   double wall =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
@@ -284,7 +320,7 @@ Status run(const Options &options) {
   if (!options.stats.empty()) {
     std::ofstream file(options.stats);
     file << statsJson(options, *plan, engine, stats, backend, backendName,
-                      wall, answers->written())
+                      prepareSeconds, wall, answers->written())
                 .dump(2)
          << "\n";
     if (!file)
@@ -335,8 +371,7 @@ int main(int argc, char **argv) {
                  "Tokens per sequence, prompt included");
   app.add_option("--max-new-tokens", options.maxNewTokens,
                  "Default generation length (a prompt line may set its own)");
-  app.add_option("--temperature", options.sampling.temperature,
-                 "0 = greedy");
+  app.add_option("--temperature", options.sampling.temperature, "0 = greedy");
   app.add_option("--top-k", options.sampling.topK, "0 = off");
   app.add_option("--top-p", options.sampling.topP, "1 = off");
   app.add_option("--seed", options.sampling.seed, "Sampling seed");

@@ -96,9 +96,16 @@ struct CompiledOp {
 
 /// Stage names for the stats file, in the order of Kernel's alternatives.
 constexpr std::array<const char *, std::variant_size_v<Kernel>> kStageNames = {
-    "embedding",  "norm",           "attention", "latent attention",
-    "lightning attention", "router", "routed experts", "mlp",
-    "residual",   "lm head"};
+    "embedding",
+    "norm",
+    "attention",
+    "latent attention",
+    "lightning attention",
+    "router",
+    "routed experts",
+    "mlp",
+    "residual",
+    "lm head"};
 
 /// One value of the forward pass: fp32 rows, or i32 rows (token ids, expert
 /// indices).
@@ -148,7 +155,8 @@ struct CpuBackend::State {
   std::vector<LatentCache> latent;
   std::vector<LightningState> lightning;
   // Seconds per kernel kind since prepare, for per-stage statistics.
-  std::array<double, std::variant_size_v<Kernel>> stageSeconds{};
+  // [prefill, decode][kind]
+  std::array<std::array<double, std::variant_size_v<Kernel>>, 2> stageSeconds{};
 
   Status compile(const plan::Model &model);
 };
@@ -1125,6 +1133,7 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
   if (static_cast<int64_t>(batch.tokenIds.size()) != rows)
     return fail(
         makeError("{} token ids for {} rows", batch.tokenIds.size(), rows));
+  bool prefill = isPrefill(batch.rows);
   // Each slot is one run of consecutive positions continuing its cache.
   std::vector<SlotRun> runs;
   std::vector<bool> seen(s.slots, false);
@@ -1199,7 +1208,7 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
             runHead(step, k, in, out);
         },
         op.kernel);
-    s.stageSeconds[op.kernel.index()] +=
+    s.stageSeconds[prefill ? 0 : 1][op.kernel.index()] +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
             .count();
     for (int operand : op.operands)
@@ -1218,9 +1227,11 @@ std::vector<StageTime> CpuBackend::stageSeconds() const {
   std::vector<StageTime> stages;
   if (!state_)
     return stages;
-  for (size_t kind = 0; kind < kStageNames.size(); ++kind)
-    if (state_->stageSeconds[kind] > 0)
-      stages.push_back({kStageNames[kind], state_->stageSeconds[kind]});
+  for (int phase = 0; phase < 2; ++phase)
+    for (size_t kind = 0; kind < kStageNames.size(); ++kind)
+      if (state_->stageSeconds[phase][kind] > 0)
+        stages.push_back({phase == 0 ? "prefill" : "decode", kStageNames[kind],
+                          state_->stageSeconds[phase][kind]});
   return stages;
 }
 

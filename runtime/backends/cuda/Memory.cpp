@@ -135,6 +135,22 @@ std::size_t PinnedHostPool::usedBytes() const {
   return used;
 }
 
+Status PinnedHostPool::reserveChunk(std::size_t size) {
+  auto available = readMemAvailable(options_.meminfoPath);
+  if (!available)
+    return available.error().withContext("host memory");
+  MOE_RETURN_IF_ERROR(checkHostPinning(size, pinned_, options_.budgetBytes,
+                                       *available, options_.headroomBytes));
+  void *data = nullptr;
+  cudaError_t code = cudaHostAlloc(&data, size, cudaHostAllocDefault);
+  if (code != cudaSuccess)
+    return cudaFailure(code,
+                       fmt::format("cudaHostAlloc({})", formatBytes(size)));
+  chunks_.push_back({static_cast<char *>(data), size, 0});
+  pinned_ += size;
+  return Status::success();
+}
+
 Status PinnedHostPool::reserve(std::size_t bytes) {
   if (bytes == 0)
     return Status::success();
@@ -171,19 +187,21 @@ Status PinnedHostPool::reserve(std::size_t bytes) {
 Result<void *> PinnedHostPool::allocate(std::size_t bytes,
                                         std::string_view what) {
   const std::size_t size = alignUp(bytes);
-  if (size > options_.chunkBytes || size < bytes)
-    return makeError("pinned host pool: '{}' needs {}, more than one chunk "
-                     "({})",
-                     what, formatBytes(bytes),
-                     formatBytes(options_.chunkBytes));
+  if (size < bytes)
+    return makeError("pinned host pool: '{}' needs {}", what,
+                     formatBytes(bytes));
   auto fits = [&](const Chunk &c) { return c.size - c.used >= size; };
   auto chunk = std::find_if(chunks_.begin(), chunks_.end(), fits);
   if (chunk == chunks_.end()) {
-    // A full chunk where the budget allows, so small requests do not each
-    // pin (and check /proc/meminfo) again.
+    // A large request pins exactly its size, so no chunk tail is wasted on
+    // it (host KV and streamed weights nearly fill the host); small ones
+    // share a full chunk where the budget allows, so they do not each pin
+    // (and check /proc/meminfo) again.
     const std::size_t room =
         options_.budgetBytes > pinned_ ? options_.budgetBytes - pinned_ : 0;
-    Status grown = reserve(std::max(size, std::min(options_.chunkBytes, room)));
+    const bool large = size >= options_.chunkBytes / kDedicatedShare;
+    Status grown = reserveChunk(
+        large ? size : std::max(size, std::min(options_.chunkBytes, room)));
     if (!grown)
       return grown.error().withContext(
           fmt::format("pinned host pool: '{}' ({})", what, formatBytes(bytes)));

@@ -76,7 +76,7 @@ Status checkHostPinning(std::size_t request, std::size_t pinned,
 struct PinnedHostPoolOptions {
   std::size_t budgetBytes = 0; // most bytes the pool may pin in all
   // Pinning happens in chunks of at most this size, so a large reservation
-  // needs no single contiguous pin; no allocation may exceed one chunk.
+  // needs no single contiguous pin; a larger allocation is pinned alone.
   std::size_t chunkBytes = std::size_t(4) << 30;
   // MemAvailable left unpinned for the process's own pageable memory.
   std::size_t headroomBytes = std::size_t(1) << 30;
@@ -100,7 +100,8 @@ public:
   Status reserve(std::size_t bytes);
 
   // `bytes` (rounded up to kPoolAlignment) of pinned memory; pins one more
-  // chunk when no reserved chunk has room.
+  // chunk when no reserved chunk has room: exactly `bytes` for a large
+  // request, a full chunk for a small one.
   Result<void *> allocate(std::size_t bytes, std::string_view what);
 
   std::size_t pinnedBytes() const { return pinned_; }
@@ -114,7 +115,12 @@ private:
     std::size_t size = 0;
     std::size_t used = 0;
   };
+  // Pins one chunk of exactly `size` bytes (checked like reserve).
+  Status reserveChunk(std::size_t size);
   void release();
+  // Requests of at least chunkBytes / kDedicatedShare get a chunk of their
+  // own.
+  static constexpr std::size_t kDedicatedShare = 16;
 
   PinnedHostPoolOptions options_;
   std::vector<Chunk> chunks_;

@@ -64,14 +64,34 @@ int64_t argmax(const float *row, int64_t n) {
 // differ by less than bf16 rounding moves them: a position whose reference
 // margin between the two picks is below the rel-L2 bar's scale (kRelativeL2
 // × the row's logit RMS) counts as a tie, reported apart from strict agreement.
+// Likewise a position HF routed by a top-k gap under kRouterTie (the fixture
+// records them) may take other experts in bf16, which changes its logits
+// wholesale: such positions are left out and counted apart.
+constexpr double kRouterTie = 1e-2;
+
 struct Comparison {
   double worstRelativeL2 = 0;
   SquaredNorms total;
-  int64_t agree = 0, ties = 0, positions = 0, blocks = 0;
+  int64_t agree = 0, ties = 0, positions = 0, blocks = 0, routingTies = 0;
 
+  // `routingTie[p]`: position p of the block is left out.
   void add(const float *got, const float *want, int64_t positionsIn,
-           int64_t vocab) {
-    SquaredNorms block = squaredNorms(got, want, size_t(positionsIn * vocab));
+           int64_t vocab, const std::vector<bool> &routingTie = {}) {
+    SquaredNorms block;
+    for (int64_t p = 0; p < positionsIn; ++p) {
+      if (!routingTie.empty() && routingTie[p]) {
+        ++routingTies;
+        continue;
+      }
+      SquaredNorms row =
+          squaredNorms(got + p * vocab, want + p * vocab, size_t(vocab));
+      block.diff += row.diff;
+      block.norm += row.norm;
+    }
+    if (block.norm == 0) {
+      ++blocks;
+      return;
+    }
     worstRelativeL2 =
         std::max(worstRelativeL2, std::sqrt(block.diff / block.norm));
     total.diff += block.diff;
@@ -80,6 +100,8 @@ struct Comparison {
       std::printf("[ metrics  ] block %lld: rel-L2 %.3e\n", (long long)blocks,
                   std::sqrt(block.diff / block.norm));
     for (int64_t p = 0; p < positionsIn; ++p) {
+      if (!routingTie.empty() && routingTie[p])
+        continue;
       const float *g = got + p * vocab, *w = want + p * vocab;
       int64_t mine = argmax(g, vocab), theirs = argmax(w, vocab);
       agree += mine == theirs;
@@ -94,54 +116,87 @@ struct Comparison {
                   (long long)blocks, (long long)p, (long long)mine,
                   (long long)theirs, margin, rms);
     }
-    positions += positionsIn;
+    positions +=
+        positionsIn - std::count(routingTie.begin(), routingTie.end(), true);
     ++blocks;
   }
   double agreement() const { return double(agree + ties) / double(positions); }
   double relativeL2() const { return std::sqrt(total.diff / total.norm); }
   void expectWithinBars(const std::string &what) const {
     std::printf("[ metrics  ] %s: rel-L2 %.3e (worst block %.3e), top-1 "
-                "%lld/%lld strict, %lld more within a tie\n",
+                "%lld/%lld strict, %lld more within a tie; %lld positions "
+                "left out for HF router gaps under %.0e\n",
                 what.c_str(), relativeL2(), worstRelativeL2, (long long)agree,
-                (long long)positions, (long long)ties);
+                (long long)positions, (long long)ties, (long long)routingTies,
+                kRouterTie);
     EXPECT_LE(relativeL2(), kRelativeL2) << what;
     EXPECT_GE(agreement(), kTop1Agreement) << what;
+    // Near-tie routing may not swallow the comparison: the tiny fixtures'
+    // nearly uniform routers leave up to a third of positions under the gap.
+    EXPECT_LE(routingTies * 3, positions + routingTies) << what;
   }
 };
 
+// Per position of prompt p from `first` on, `count` of them: whether HF's
+// routing there was a near-tie.
+std::vector<bool> routingTies(const Golden &golden, size_t p, size_t first,
+                              size_t count) {
+  std::vector<bool> ties(count);
+  for (size_t i = 0; i < count; ++i)
+    ties[i] = golden.routerTie(p, first + i, kRouterTie);
+  return ties;
+}
+
+// Prompt p in slot slots[p] (increasing), or in slot p.
+int32_t slotOf(const std::vector<int32_t> &slots, size_t p) {
+  return slots.empty() ? int32_t(p) : slots[p];
+}
+
 // All prompts in one prefill batch, every position's logits wanted.
-StepBatch promptBatch(const Golden &golden) {
+StepBatch promptBatch(const Golden &golden,
+                      const std::vector<int32_t> &slots = {}) {
   StepBatch batch;
   for (size_t p = 0; p < golden.prompts.size(); ++p)
     for (size_t t = 0; t < golden.prompts[p].size(); ++t) {
       batch.tokenIds.push_back(golden.prompts[p][t]);
-      batch.rows.push_back({int32_t(p), int32_t(t)});
+      batch.rows.push_back({slotOf(slots, p), int32_t(t)});
       batch.logitRows.push_back(int32_t(batch.rows.size()) - 1);
     }
   return batch;
 }
 
 // Decode step s ≥ 1 of all prompts, fed HF's own greedy tokens.
-StepBatch decodeBatch(const Golden &golden, size_t s) {
+StepBatch decodeBatch(const Golden &golden, size_t s,
+                      const std::vector<int32_t> &slots = {}) {
   StepBatch batch;
   for (size_t p = 0; p < golden.prompts.size(); ++p) {
     batch.tokenIds.push_back(golden.generated[p][s - 1]);
     batch.rows.push_back(
-        {int32_t(p), int32_t(golden.prompts[p].size() + s - 1)});
+        {slotOf(slots, p), int32_t(golden.prompts[p].size() + s - 1)});
     batch.logitRows.push_back(int32_t(p));
   }
   return batch;
 }
 
+std::string testName(const ::testing::TestParamInfo<const char *> &info) {
+  std::string name = info.param;
+  for (char &c : name)
+    if (c == '-')
+      c = '_';
+  return name;
+}
+
 class CudaBackendGolden : public ::testing::TestWithParam<const char *> {
 protected:
+  virtual std::string planSuffix() const { return ".moeplan"; }
+
   void SetUp() override {
     if (!haveDevice())
       GTEST_SKIP() << "no CUDA device: the CUDA backend's golden tests need "
                       "a GPU";
     golden_ = loadGolden(goldenDir() + "/" + GetParam());
     auto plan =
-        LoadedPlan::fromFile(plansDir() + "/" + GetParam() + ".moeplan");
+        LoadedPlan::fromFile(plansDir() + "/" + GetParam() + planSuffix());
     ASSERT_TRUE(plan.ok()) << plan.error().message();
     plan_.emplace(std::move(*plan));
     auto weights = WeightSet::fromCheckpoint(goldenDir() + "/" + GetParam(),
@@ -150,8 +205,8 @@ protected:
     weights_.emplace(std::move(*weights));
   }
 
-  void prepare(Backend &backend) {
-    Status status = backend.prepare(*plan_, *weights_, kSlots, kContext);
+  void prepare(Backend &backend, int32_t slots = kSlots) {
+    Status status = backend.prepare(*plan_, *weights_, slots, kContext);
     ASSERT_TRUE(status.ok()) << status.error().message();
   }
 
@@ -171,8 +226,9 @@ TEST_P(CudaBackendGolden, PromptLogitsMatchHuggingFaceInOneMixedBatch) {
   for (size_t p = 0; p < golden_.prompts.size(); ++p) {
     std::vector<float> want =
         golden_.rows("prompt_logits_" + std::to_string(p));
-    all.add(logits.data() + offset, want.data(),
-            int64_t(want.size()) / golden_.vocab, golden_.vocab);
+    size_t positions = want.size() / size_t(golden_.vocab);
+    all.add(logits.data() + offset, want.data(), int64_t(positions),
+            golden_.vocab, routingTies(golden_, p, 0, positions));
     offset += want.size();
   }
   all.expectWithinBars(std::string(GetParam()) + " prompts vs HF");
@@ -199,7 +255,8 @@ TEST_P(CudaBackendGolden, GeneratedLogitsMatchHuggingFaceStepByStep) {
     ASSERT_TRUE(status.ok()) << status.error().message();
     for (size_t p = 0; p < prompts; ++p)
       all.add(logits.data() + p * golden_.vocab,
-              want[p].data() + s * golden_.vocab, 1, golden_.vocab);
+              want[p].data() + s * golden_.vocab, 1, golden_.vocab,
+              routingTies(golden_, p, golden_.prompts[p].size() - 1 + s, 1));
   }
   all.expectWithinBars(std::string(GetParam()) + " decode vs HF");
 }
@@ -220,20 +277,96 @@ TEST_P(CudaBackendGolden, MatchesTheCpuBackendOnTheSameInputs) {
     status = cpu.forward(batch, want);
     ASSERT_TRUE(status.ok()) << status.error().message();
     ASSERT_EQ(got.size(), want.size());
+    std::vector<bool> ties;
+    for (size_t p = 0; p < golden_.prompts.size(); ++p) {
+      size_t length = golden_.prompts[p].size();
+      std::vector<bool> mine = s == 0
+                                   ? routingTies(golden_, p, 0, length)
+                                   : routingTies(golden_, p, length - 1 + s, 1);
+      ties.insert(ties.end(), mine.begin(), mine.end());
+    }
     all.add(got.data(), want.data(), int64_t(batch.logitRows.size()),
-            golden_.vocab);
+            golden_.vocab, ties);
   }
   all.expectWithinBars(std::string(GetParam()) + " vs CPU backend");
   EXPECT_FALSE(gpu.stageSeconds().empty());
 }
 
-std::string testName(const ::testing::TestParamInfo<const char *> &info) {
-  std::string name = info.param;
-  for (char &c : name)
-    if (c == '-')
-      c = '_';
-  return name;
+// The tiny models planned for a card too small for them (the
+// "*.streamed.moeplan" plans of test/runtime/golden): experts streamed
+// through the weight ring from pinned memory, most slots' KV in host memory
+// and staged one sequence per attention micro-batch. For the plan's B and for
+// four slots, the prompts spread over the slots so that host and GPU slots
+// mix: prefill and decode logits match HF and the CPU backend, and the
+// weights and KV really moved.
+class CudaBackendStreamed : public CudaBackendGolden {
+protected:
+  std::string planSuffix() const override { return ".streamed.moeplan"; }
+};
+
+TEST_P(CudaBackendStreamed, MatchesHuggingFaceAndTheCpuBackend) {
+  const plan::Batching *batching = plan_->plan().batching();
+  ASSERT_NE(batching, nullptr);
+  ASSERT_LT(batching->kv_gpu_fraction(), 1.0) << "the plan keeps all KV";
+  int32_t planned = int32_t(batching->resident_batch());
+  size_t prompts = golden_.prompts.size(), steps = golden_.generated[0].size();
+  for (int32_t slotCount : {int32_t(prompts), planned}) {
+    std::vector<int32_t> slots;
+    for (size_t p = 0; p < prompts; ++p)
+      slots.push_back(int32_t(p * (slotCount - 1) / (prompts - 1)));
+    cuda::CudaBackend gpu;
+    CpuBackend cpu(2);
+    ASSERT_NO_FATAL_FAILURE(prepare(gpu, slotCount));
+    ASSERT_NO_FATAL_FAILURE(prepare(cpu, slotCount));
+    std::vector<std::vector<float>> want(prompts);
+    for (size_t p = 0; p < prompts; ++p)
+      want[p] = golden_.rows("generated_logits_" + std::to_string(p));
+    Comparison vsHf, vsCpu;
+    for (size_t s = 0; s < steps; ++s) {
+      StepBatch batch =
+          s == 0 ? promptBatch(golden_, slots) : decodeBatch(golden_, s, slots);
+      if (s == 0) { // each prompt's last position, as HF's first step
+        batch.logitRows.clear();
+        int32_t end = 0;
+        for (const auto &prompt : golden_.prompts)
+          batch.logitRows.push_back((end += int32_t(prompt.size())) - 1);
+      }
+      std::vector<float> got, reference;
+      Status status = gpu.forward(batch, got);
+      ASSERT_TRUE(status.ok()) << status.error().message();
+      status = cpu.forward(batch, reference);
+      ASSERT_TRUE(status.ok()) << status.error().message();
+      ASSERT_EQ(got.size(), reference.size());
+      std::vector<bool> ties;
+      for (size_t p = 0; p < prompts; ++p)
+        ties.push_back(golden_.routerTie(p, golden_.prompts[p].size() - 1 + s,
+                                         kRouterTie));
+      vsCpu.add(got.data(), reference.data(), int64_t(prompts), golden_.vocab,
+                ties);
+      for (size_t p = 0; p < prompts; ++p)
+        vsHf.add(got.data() + p * golden_.vocab,
+                 want[p].data() + s * golden_.vocab, 1, golden_.vocab,
+                 {ties[p]});
+    }
+    std::string what =
+        std::string(GetParam()) + ", " + std::to_string(slotCount) + " slots";
+    vsHf.expectWithinBars(what + " vs HF");
+    vsCpu.expectWithinBars(what + " vs CPU backend");
+    BackendCounters moved = gpu.counters();
+    std::printf("[ metrics  ] %s: weights to GPU %lld B, KV to GPU %lld B, KV "
+                "to host %lld B\n",
+                what.c_str(), (long long)moved.weightBytesToDevice,
+                (long long)moved.kvBytesToDevice,
+                (long long)moved.kvBytesToHost);
+    EXPECT_GT(moved.weightBytesToDevice, 0) << what;
+    EXPECT_GT(moved.kvBytesToDevice, 0) << what;
+    EXPECT_GT(moved.kvBytesToHost, 0) << what;
+  }
 }
+
+INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaBackendStreamed,
+                         ::testing::Values("tiny-mixtral", "tiny-qwen2-moe"),
+                         testName);
 
 INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaBackendGolden,
                          ::testing::Values("tiny-mixtral", "tiny-qwen2-moe",

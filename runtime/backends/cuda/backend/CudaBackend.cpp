@@ -1,6 +1,7 @@
 #include "runtime/backends/cuda/backend/CudaBackend.h"
 
 #include "runtime/backends/cpu/Kernels.h"
+#include "runtime/backends/cpu/ThreadPool.h"
 #include "runtime/backends/cuda/CudaCheck.h"
 #include "runtime/backends/cuda/GemmRunner.h"
 #include "runtime/backends/cuda/Memory.h"
@@ -57,6 +58,20 @@ struct RouterOp {
   bool normalize;
   float scaling;
 };
+// A stacked [E, ...] expert weight whose first `residentExperts` blocks
+// stay in the weights arena while the rest are streamed into the op's ring
+// slot (the plan's gpu_experts); null when the op has no such weight.
+struct ExpertWeight {
+  const bf16 *resident = nullptr, *streamed = nullptr;
+  int64_t residentExperts = 0, stride = 0;
+
+  const bf16 *expert(int64_t e) const {
+    if (!resident && !streamed)
+      return nullptr;
+    return e < residentExperts ? resident + e * stride
+                               : streamed + (e - residentExperts) * stride;
+  }
+};
 // Gate and up as one [E, 2I, H] weight: separate layouts are concatenated
 // (gate rows first, for siluMul); GPT-OSS's fused layout keeps its
 // interleaved columns, transposed to [out, in] (for swigluClamped).
@@ -64,7 +79,7 @@ struct ExpertsOp {
   int64_t hidden, width, experts, topK;
   bool clamped;
   float limit, alpha;
-  const bf16 *gateUp, *gateUpBias, *down, *downBias; // down [E, H, I]
+  ExpertWeight gateUp, gateUpBias, down, downBias; // down [E, H, I]
 };
 struct MlpOp {
   int64_t hidden, width;
@@ -88,6 +103,15 @@ constexpr std::array<const char *, std::variant_size_v<Op>> kStageNames = {
 struct CompiledOp {
   Op op;
   std::vector<int> operands, results;
+  int streamIndex = -1; // into State::streamed when the op streams weights
+  int layer = -1;
+};
+
+// One host-to-device copy of a streamed weight into its ring slot.
+struct CopyPart {
+  const void *host;
+  void *device;
+  size_t bytes;
 };
 
 enum class ValueKind {
@@ -114,11 +138,16 @@ struct DeviceValue {
   float *f = nullptr;
   int32_t *i = nullptr;
   int64_t width = 0;
+  char kind = 'f'; // the form the making op wrote: 'f', 'a' or 'i' (parked)
 };
 
+// K and V of the GPU slots [0, gpuSlots) on the device and of the others in
+// pinned host memory, [slot, position, kvHeads·headDim] each.
 struct KvCache {
   int64_t kvHeads = 0, headDim = 0;
   bf16 *k = nullptr, *v = nullptr;
+  bf16 *hostK = nullptr, *hostV = nullptr;
+  int64_t width() const { return kvHeads * headDim; }
 };
 
 int64_t paramElements(const plan::Param &param) {
@@ -128,50 +157,149 @@ int64_t paramElements(const plan::Param &param) {
   return n;
 }
 
-std::vector<bf16> toBf16Host(const std::vector<float> &values) {
-  std::vector<bf16> out(values.size());
-  for (size_t i = 0; i < values.size(); ++i)
-    out[i] = __float2bfloat16_rn(values[i]);
-  return out;
+// A param's bf16 values on the host, not zero-filled first: a full-scale
+// model has billions of values to convert and lay out before the first step.
+struct HostBf16 {
+  std::unique_ptr<bf16[]> data;
+  size_t size = 0;
+
+  explicit HostBf16(size_t n)
+      : data(std::make_unique_for_overwrite<bf16[]>(n)), size(n) {}
+  std::span<bf16> span() { return {data.get(), size}; }
+  operator std::span<const bf16>() const { return {data.get(), size}; }
+  std::span<uint16_t> bits(size_t offset, size_t count) {
+    return {reinterpret_cast<uint16_t *>(data.get() + offset), count};
+  }
+};
+
+HostBf16 readBf16(const WeightSet &weights, int index) {
+  size_t count = 1;
+  for (int64_t dim : weights.param(size_t(index)).shape)
+    count *= size_t(dim);
+  HostBf16 host(count);
+  weights.toBf16(size_t(index), host.bits(0, count));
+  return host;
 }
 
 } // namespace
 
+// Stream-ordered device memory for one forward's values and scratch
+// (cudaMallocAsync from the device's pool, which keeps what is freed for
+// reuse): scratch returns when its op has run, a value's buffers when its
+// last reader has. `limit` is what the plan's GPU budget leaves for it.
+class StepMemory {
+public:
+  size_t limit = 0, inUse = 0, peak = 0;
+
+  Result<void *> allocate(size_t bytes, std::string_view what,
+                          cudaStream_t stream) {
+    bytes = std::max<size_t>(bytes, 1);
+    if (inUse + bytes > limit)
+      return makeError("activations: '{}' needs {} more bytes, {} of the {} "
+                       "that the GPU budget leaves are in use",
+                       what, bytes, inUse, limit);
+    void *ptr = nullptr;
+    MOE_CUDA_TRY(cudaMallocAsync(&ptr, bytes, stream));
+    sizes_[ptr] = bytes;
+    inUse += bytes;
+    peak = std::max(peak, inUse);
+    return ptr;
+  }
+  Status free(void *ptr, cudaStream_t stream) {
+    auto it = sizes_.find(ptr);
+    if (it == sizes_.end())
+      return makeError("step memory: freeing an unknown pointer");
+    inUse -= it->second;
+    sizes_.erase(it);
+    MOE_CUDA_TRY(cudaFreeAsync(ptr, stream));
+    return Status::success();
+  }
+
+private:
+  std::unordered_map<void *, size_t> sizes_;
+};
+
 struct CudaBackend::State {
-  std::optional<Stream> stream;
+  std::optional<Stream> stream;     // compute
+  std::optional<Stream> weightCopy; // host-to-device: streamed weights
+  std::optional<Stream> kvLoad;     // host-to-device: KV of host slots
+  std::optional<Stream> kvStore;    // device-to-host: new KV rows
   std::unique_ptr<GemmRunner> gemm;
-  std::optional<DeviceArena> weights; // bf16 weights
-  std::optional<DeviceArena> cache;   // KV caches and fp32 arrays
-  std::optional<DeviceArena> step;    // one forward's values and scratch
-  std::vector<Event> events;          // one before each op, one after the last
+  std::optional<PinnedHostPool> pinned; // streamed weights, host KV
+  std::optional<DeviceArena> weights;   // resident bf16 weights
+  std::optional<DeviceArena> ring;      // the plan's weight ring
+  std::optional<DeviceArena> cache;     // KV caches, staging, fp32 arrays
+  StepMemory memory;
   std::vector<CompiledOp> ops;
   std::vector<int64_t> valueWidths;
+  std::vector<int> lastUse;   // per value: the last op reading it, -1 if none
+  std::vector<int> definedBy; // per value: the op making it (-1: tokens)
+  // Op ranges run for all chunks of a pass before the next range starts:
+  // one layer each, cut so no range streams more ops than the ring holds
+  // (an op's ring slot is refilled only after its last chunk).
+  std::vector<std::pair<size_t, size_t>> segments;
+  std::vector<Event> timing; // start/stop pairs, one per op run
+  // fp32/bf16/i32 values parked in pinned memory between segments when a
+  // pass runs in several chunks.
+  void *parking = nullptr;
+  size_t parkingBytes = 0;
   std::vector<std::vector<float>> floats; // host copies until uploaded
   std::vector<float *> floatsOnDevice;
   std::vector<KvCache> kv;
   int numValues = 0, logitsValue = 0;
   int64_t embeddingVocab = 0, vocab = 0;
-  int64_t rowBytes = 0; // step-arena bytes per batch row, all ops together
+  int64_t rowBytes = 0; // most step memory one batch row needs at once
   int32_t slots = 0, maxContext = 0;
   std::vector<int32_t> lengths;
   bool prepared = false;
   bool gptOssNorm = false;
-  std::array<double, std::variant_size_v<Op>> stageSeconds{};
+  // [prefill, decode][kind]
+  std::array<std::array<double, std::variant_size_v<Op>>, 2> stageSeconds{};
 
+  // Streaming, as the plan's batching and schedule say.
+  int32_t gpuSlots = 0; // slots whose KV stays on the GPU
+  int64_t prefillMicroBatch = 1, decodeMicroBatch = 1;
+  std::vector<std::vector<CopyPart>> streamed; // per streamed op
+  int ringSlots = 1;
+  size_t ringSlotBytes = 0;
+  std::vector<Event> weightsCopied;       // per streamed op
+  std::vector<Event> ringSlotFree;        // per ring slot
+  std::vector<bf16 *> stagingK, stagingV; // per KV staging buffer
+  std::vector<Event> stagingLoaded, stagingFree;
+  std::optional<Event> kvReady, kvStored, passStart, opStart;
+  BackendCounters counters;
+
+  std::function<void(double)> progress; // share of the ops compiled
+  Status setUp(const LoadedPlan &plan, const WeightSet &weightSet);
   Status compile(const plan::Model &model, const WeightSet &weightSet);
+  ~State() {
+    if (parking)
+      cudaFreeHost(parking);
+  }
 };
 
 namespace {
 
-// Uploads params on first use, converted to bf16, checking sizes as the CPU
-// backend does.
+// Places params where the plan put them, converted to bf16 and checking
+// sizes as the CPU backend does: resident params are uploaded once (on
+// first use); streamed ones go to pinned host memory and are copied into
+// the op's weight-ring slot before each run of the op.
 class Compiler {
 public:
   Compiler(const plan::Model &model, const WeightSet &weights,
-           DeviceArena &arena, std::vector<std::vector<float>> &floats,
-           int32_t maxContext)
-      : model_(model), weights_(weights), arena_(arena), floats_(floats),
-        maxContext_(maxContext), uploaded_(model.params()->size(), nullptr) {}
+           DeviceArena &arena, std::optional<DeviceArena> &ring,
+           size_t ringSlotBytes, int ringSlots, PinnedHostPool &pinned,
+           std::vector<std::vector<float>> &floats, int32_t maxContext)
+      : model_(model), weights_(weights), arena_(arena), ring_(ring),
+        ringSlotBytes_(ringSlotBytes), ringSlots_(ringSlots), pinned_(pinned),
+        floats_(floats), maxContext_(maxContext),
+        uploaded_(model.params()->size(), nullptr) {}
+
+  // Streamed weights of the op compiled next go to ring slot
+  // (streamed ops so far) mod (ring slots).
+  void beginOp() { parts_.clear(), slotUsed_ = 0; }
+  std::vector<CopyPart> takeParts() { return std::move(parts_); }
+  int streamedOps = 0;
 
   Status check(int index, int64_t size, const char *field) {
     if (index < 0 || index >= static_cast<int>(uploaded_.size()))
@@ -184,15 +312,91 @@ public:
     return Status::success();
   }
 
-  Result<const bf16 *> upload(const std::vector<float> &values,
-                              const char *what) {
-    std::vector<bf16> host = toBf16Host(values);
+  // Experts of the param kept on the GPU: all unless it is streamed.
+  int64_t residentExperts(int index, int64_t experts) const {
+    const plan::Param &param = *model_.params()->Get(index);
+    return param.placement() == plan::Placement::host_streamed
+               ? std::min<int64_t>(param.gpu_experts(), experts)
+               : experts;
+  }
+
+  Result<const bf16 *> upload(std::span<const bf16> host, const char *what) {
     auto device = arena_.allocateArray<bf16>(host.size(), what);
     if (!device)
       return device.error();
     MOE_CUDA_TRY(cudaMemcpy(*device, host.data(), host.size() * sizeof(bf16),
                             cudaMemcpyHostToDevice));
     return static_cast<const bf16 *>(*device);
+  }
+
+  // `host` into pinned memory and a copy of it into this op's ring slot.
+  Result<const bf16 *> stream(std::span<const bf16> host, const char *what) {
+    size_t bytes = host.size() * sizeof(bf16);
+    if (!ring_ || slotUsed_ + bytes > ringSlotBytes_)
+      return makeError("the plan's weight ring ({} slot(s) of {} bytes) has "
+                       "no room for '{}' ({} bytes, {} already in this op's "
+                       "slot)",
+                       ringSlots_, ringSlotBytes_, what, bytes, slotUsed_);
+    auto staged = pinned_.allocate(bytes, what);
+    if (!staged)
+      return staged.error();
+    std::memcpy(*staged, host.data(), bytes);
+    auto *device = static_cast<char *>(ring_->base()) +
+                   size_t(streamedOps % ringSlots_) * ringSlotBytes_ +
+                   slotUsed_;
+    slotUsed_ += (bytes + kPoolAlignment - 1) / kPoolAlignment * kPoolAlignment;
+    parts_.push_back({*staged, device, bytes});
+    return reinterpret_cast<const bf16 *>(device);
+  }
+
+  // A stacked weight of `experts` equal blocks, split as the plan placed it.
+  Result<ExpertWeight> place(std::span<const bf16> host, int64_t experts,
+                             int64_t residentExperts, const char *what) {
+    ExpertWeight w;
+    w.stride = static_cast<int64_t>(host.size()) / experts;
+    w.residentExperts = residentExperts;
+    size_t split = size_t(residentExperts * w.stride);
+    if (split > 0) {
+      auto device = upload(host.first(split), what);
+      if (!device)
+        return device.error();
+      w.resident = *device;
+    }
+    if (split < host.size()) {
+      auto device = stream(host.subspan(split), what);
+      if (!device)
+        return device.error();
+      w.streamed = *device;
+    }
+    return w;
+  }
+
+  Result<ExpertWeight> bindExperts(int index, int64_t experts, int64_t size,
+                                   const char *field, bool optional = false) {
+    if (index < 0 && optional)
+      return ExpertWeight{};
+    if (index < 0)
+      return makeError("'{}' is missing", field);
+    MOE_RETURN_IF_ERROR(check(index, size, field));
+    return place(readBf16(weights_, index), experts,
+                 residentExperts(index, experts), field);
+  }
+
+  // The embedding table is read in place when streamed: the kernel gathers
+  // only the batch's rows from pinned memory (mapped into the device's
+  // address space).
+  Status bindTable(const bf16 *&out, int index, int64_t size) {
+    MOE_RETURN_IF_ERROR(check(index, size, "table"));
+    if (model_.params()->Get(index)->placement() !=
+        plan::Placement::host_streamed)
+      return bind(out, index, size, "table");
+    auto staged = pinned_.allocate(size_t(size) * sizeof(bf16), "table");
+    if (!staged)
+      return staged.error();
+    weights_.toBf16(size_t(index),
+                    {static_cast<uint16_t *>(*staged), size_t(size)});
+    out = static_cast<const bf16 *>(*staged);
+    return Status::success();
   }
 
   Status bind(const bf16 *&out, int index, int64_t size, const char *field,
@@ -203,8 +407,16 @@ public:
     if (index < 0)
       return makeError("'{}' is missing", field);
     MOE_RETURN_IF_ERROR(check(index, size, field));
+    if (model_.params()->Get(index)->placement() ==
+        plan::Placement::host_streamed) {
+      auto device = stream(readBf16(weights_, index), field);
+      if (!device)
+        return device.error();
+      out = *device;
+      return Status::success();
+    }
     if (!uploaded_[index]) {
-      auto device = upload(weights_.toFloat32(index), field);
+      auto device = upload(readBf16(weights_, index), field);
       if (!device)
         return device.error();
       uploaded_[index] = *device;
@@ -371,8 +583,12 @@ public:
     k.clamped = e.activation() == plan::ExpertActivation::swiglu_clamped;
     k.limit = static_cast<float>(e.swiglu_limit());
     k.alpha = static_cast<float>(e.swiglu_alpha());
-    MOE_RETURN_IF_ERROR(
-        bind(k.downBias, e.down_bias(), n * h, "down_bias", true));
+    auto downBias = bindExperts(e.down_bias(), n, n * h, "down_bias", true);
+    if (!downBias)
+      return downBias.error();
+    k.downBias = *downBias;
+    HostBf16 gateUp(size_t(2 * n * w * h)), down(size_t(n * h * w));
+    int gateUpParam = e.gate_up();
     if (e.layout() == plan::ExpertLayout::separate) {
       if (k.clamped)
         return makeError("swiglu_clamped needs the fused layout");
@@ -380,44 +596,52 @@ public:
         return makeError("gate_up_bias needs the fused layout");
       MOE_RETURN_IF_ERROR(check(e.gate(), n * w * h, "gate"));
       MOE_RETURN_IF_ERROR(check(e.up(), n * w * h, "up"));
-      std::vector<float> gate = weights_.toFloat32(e.gate());
-      std::vector<float> up = weights_.toFloat32(e.up());
-      std::vector<float> gateUp(2 * n * w * h);
-      for (int64_t x = 0; x < n; ++x) {
-        std::copy_n(gate.begin() + x * w * h, w * h,
-                    gateUp.begin() + 2 * x * w * h);
-        std::copy_n(up.begin() + x * w * h, w * h,
-                    gateUp.begin() + (2 * x + 1) * w * h);
+      MOE_RETURN_IF_ERROR(check(e.down(), n * h * w, "down"));
+      // Gate and up rows of each expert, one after the other.
+      for (auto [index, offset] :
+           {std::pair{e.gate(), int64_t{0}}, std::pair{e.up(), w * h}}) {
+        HostBf16 values = readBf16(weights_, index);
+        pool_.parallelFor(n, [&](int64_t first, int64_t last) {
+          for (int64_t x = first; x < last; ++x)
+            std::copy_n(values.data.get() + x * w * h, w * h,
+                        gateUp.data.get() + 2 * x * w * h + offset);
+        });
       }
-      auto device = upload(gateUp, "experts gate|up");
-      if (!device)
-        return device.error();
-      k.gateUp = *device;
-      MOE_RETURN_IF_ERROR(bind(k.down, e.down(), n * h * w, "down"));
-      return Op(k);
+      down = readBf16(weights_, e.down());
+      gateUpParam = e.gate();
+    } else {
+      if (!k.clamped)
+        return makeError("the fused layout needs swiglu_clamped");
+      // gate_up [E, H, 2I] and down [E, I, H] are [in, out]: transposed once.
+      MOE_RETURN_IF_ERROR(check(e.gate_up(), n * h * 2 * w, "gate_up"));
+      MOE_RETURN_IF_ERROR(check(e.down(), n * w * h, "down"));
+      auto gateUpBias =
+          bindExperts(e.gate_up_bias(), n, n * 2 * w, "gate_up_bias", true);
+      if (!gateUpBias)
+        return gateUpBias.error();
+      k.gateUpBias = *gateUpBias;
+      std::vector<float> values = weights_.toFloat32(e.gate_up());
+      pool_.parallelFor(n, [&](int64_t first, int64_t last) {
+        for (int64_t x = first; x < last; ++x)
+          for (int64_t j = 0; j < h; ++j)
+            for (int64_t c = 0; c < 2 * w; ++c)
+              gateUp.data[(x * 2 * w + c) * h + j] =
+                  __float2bfloat16_rn(values[(x * h + j) * 2 * w + c]);
+      });
+      values = weights_.toFloat32(e.down());
+      pool_.parallelFor(n, [&](int64_t first, int64_t last) {
+        for (int64_t x = first; x < last; ++x)
+          for (int64_t i = 0; i < w; ++i)
+            for (int64_t j = 0; j < h; ++j)
+              down.data[(x * h + j) * w + i] =
+                  __float2bfloat16_rn(values[(x * w + i) * h + j]);
+      });
     }
-    if (!k.clamped)
-      return makeError("the fused layout needs swiglu_clamped");
-    // gate_up [E, H, 2I] and down [E, I, H] are [in, out]: transposed once.
-    MOE_RETURN_IF_ERROR(check(e.gate_up(), n * h * 2 * w, "gate_up"));
-    MOE_RETURN_IF_ERROR(check(e.down(), n * w * h, "down"));
-    MOE_RETURN_IF_ERROR(
-        bind(k.gateUpBias, e.gate_up_bias(), n * 2 * w, "gate_up_bias", true));
-    std::vector<float> gateUp = weights_.toFloat32(e.gate_up());
-    std::vector<float> down = weights_.toFloat32(e.down());
-    std::vector<float> gateUpT(gateUp.size()), downT(down.size());
-    for (int64_t x = 0; x < n; ++x) {
-      for (int64_t j = 0; j < h; ++j)
-        for (int64_t c = 0; c < 2 * w; ++c)
-          gateUpT[(x * 2 * w + c) * h + j] = gateUp[(x * h + j) * 2 * w + c];
-      for (int64_t i = 0; i < w; ++i)
-        for (int64_t j = 0; j < h; ++j)
-          downT[(x * h + j) * w + i] = down[(x * w + i) * h + j];
-    }
-    auto gu = upload(gateUpT, "experts gate_up");
+    auto gu =
+        place(gateUp, n, residentExperts(gateUpParam, n), "experts gate|up");
     if (!gu)
       return gu.error();
-    auto d = upload(downT, "experts down");
+    auto d = place(down, n, residentExperts(e.down(), n), "experts down");
     if (!d)
       return d.error();
     k.gateUp = *gu;
@@ -434,13 +658,13 @@ public:
       return makeError("intermediate_size must be positive");
     MOE_RETURN_IF_ERROR(check(m.gate(), w * h, "gate"));
     MOE_RETURN_IF_ERROR(check(m.up(), w * h, "up"));
-    std::vector<float> gateUp = weights_.toFloat32(m.gate());
-    std::vector<float> up = weights_.toFloat32(m.up());
-    gateUp.insert(gateUp.end(), up.begin(), up.end());
-    auto device = upload(gateUp, "mlp gate|up");
+    HostBf16 gateUp(size_t(2 * w * h));
+    weights_.toBf16(size_t(m.gate()), gateUp.bits(0, size_t(w * h)));
+    weights_.toBf16(size_t(m.up()), gateUp.bits(size_t(w * h), size_t(w * h)));
+    auto device = place(gateUp, 1, residentExperts(m.gate(), 1), "mlp gate|up");
     if (!device)
       return device.error();
-    k.gateUp = *device;
+    k.gateUp = device->expert(0);
     MOE_RETURN_IF_ERROR(bind(k.down, m.down(), h * w, "down"));
     MOE_RETURN_IF_ERROR(
         bind(k.outputGate, m.output_gate(), h, "output_gate", true));
@@ -451,6 +675,13 @@ private:
   const plan::Model &model_;
   const WeightSet &weights_;
   DeviceArena &arena_;
+  std::optional<DeviceArena> &ring_;
+  size_t ringSlotBytes_;
+  int ringSlots_;
+  PinnedHostPool &pinned_;
+  std::vector<CopyPart> parts_;
+  size_t slotUsed_ = 0;
+  cpu::ThreadPool pool_{0};
   std::vector<std::vector<float>> &floats_;
   int32_t maxContext_;
   std::vector<const bf16 *> uploaded_;
@@ -492,7 +723,8 @@ int64_t opRowBytes(const Op &op) {
 
 Status CudaBackend::State::compile(const plan::Model &model,
                                    const WeightSet &weightSet) {
-  Compiler compiler(model, weightSet, *weights, floats, maxContext);
+  Compiler compiler(model, weightSet, *weights, ring, ringSlotBytes, ringSlots,
+                    *pinned, floats, maxContext);
   numValues = model.num_values();
   logitsValue = model.logits();
   gptOssNorm = model.model_type()->str() == "gpt_oss";
@@ -505,7 +737,11 @@ Status CudaBackend::State::compile(const plan::Model &model,
   const auto &planOps = *model.ops();
   for (uint32_t index = 0; index < planOps.size(); ++index) {
     const plan::Op &op = *planOps.Get(index);
+    if (progress)
+      progress(double(index) / double(planOps.size()));
     CompiledOp compiled;
+    compiler.beginOp();
+    compiled.layer = op.layer();
     compiled.operands.assign(op.operands()->begin(), op.operands()->end());
     compiled.results.assign(op.results()->begin(), op.results()->end());
     auto fail = [&](const Error &error) {
@@ -565,7 +801,7 @@ Status CudaBackend::State::compile(const plan::Model &model,
       EmbeddingOp k{};
       k.vocab = planParams.Get(table)->shape()->Get(0);
       k.hidden = planParams.Get(table)->shape()->Get(1);
-      Status bound = compiler.bind(k.table, table, k.vocab * k.hidden, "table");
+      Status bound = compiler.bindTable(k.table, table, k.vocab * k.hidden);
       kernel = bound.ok() ? Result<Op>(k) : Result<Op>(bound.error());
       resultInfos = {{ValueKind::activations, k.hidden, 0}};
       embeddingVocab = k.vocab;
@@ -642,14 +878,51 @@ Status CudaBackend::State::compile(const plan::Model &model,
     if (!kernel.ok())
       return fail(kernel.error());
     compiled.op = std::move(*kernel);
-    // Plus both forms of the operands and the result (conversions).
-    rowBytes += opRowBytes(compiled.op) + 6 * (2 * in + resultInfos[0].width);
+    std::vector<CopyPart> parts = compiler.takeParts();
+    if (!parts.empty()) {
+      compiled.streamIndex = static_cast<int>(streamed.size());
+      streamed.push_back(std::move(parts));
+      ++compiler.streamedOps;
+    }
     for (size_t r = 0; r < compiled.results.size(); ++r)
       infos[compiled.results[r]] = resultInfos[r];
     ops.push_back(std::move(compiled));
   }
   for (const ValueInfo &info : infos)
     valueWidths.push_back(info.width);
+  lastUse.assign(numValues, -1);
+  definedBy.assign(numValues, -1);
+  for (size_t index = 0; index < ops.size(); ++index) {
+    for (int value : ops[index].operands)
+      lastUse[value] = static_cast<int>(index);
+    for (int value : ops[index].results)
+      definedBy[value] = static_cast<int>(index);
+  }
+  for (size_t index = 0, streamedInSegment = 0; index < ops.size(); ++index) {
+    bool streams = ops[index].streamIndex >= 0;
+    if (segments.empty() || ops[index].layer != ops[index - 1].layer ||
+        (streams && streamedInSegment == size_t(ringSlots))) {
+      segments.push_back({index, index});
+      streamedInSegment = 0;
+    }
+    segments.back().second = index + 1;
+    streamedInSegment += streams;
+  }
+  // Per row at each op: the values alive across it in both forms (bf16 and
+  // fp32) and the op's own bytes. The LM head's logits are made a chunk of
+  // rows at a time (runHead), not per row.
+  for (size_t index = 0; index < ops.size(); ++index) {
+    int at = static_cast<int>(index);
+    int64_t live = 0;
+    for (int value = 1; value < numValues; ++value)
+      if (definedBy[value] < at && lastUse[value] >= at)
+        live += 6 * valueWidths[value];
+    const Op &op = ops[index].op;
+    if (!std::holds_alternative<HeadOp>(op))
+      for (int value : ops[index].results)
+        live += 6 * valueWidths[value];
+    rowBytes = std::max(rowBytes, live + opRowBytes(op));
+  }
   if (!logitsFromHead)
     return makeError("the logits value {} is not an LM head's result",
                      logitsValue);
@@ -688,73 +961,194 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   s->slots = slots;
   s->maxContext = maxContext;
   s->lengths.assign(slots, 0);
-
-  // Every param at most once in bf16 (expert re-layouts replace their
-  // sources), each allocation rounded up to the pool alignment.
-  size_t weightBytes = 0;
-  for (const plan::Param *param : *model.params())
-    weightBytes +=
-        size_t(paramElements(*param)) * sizeof(bf16) + 2 * kPoolAlignment;
-  weightBytes += model.ops()->size() * 2 * kPoolAlignment;
-  auto arena = DeviceArena::create(weightBytes, "weights");
-  if (!arena)
-    return fail(arena.error());
-  s->weights.emplace(std::move(*arena));
-  Status compiled = s->compile(model, weights);
-  if (!compiled.ok())
-    return fail(compiled.error());
-
-  size_t cacheBytes = 0;
-  for (const KvCache &cache : s->kv)
-    cacheBytes += 2 * (size_t(slots) * maxContext * cache.kvHeads *
-                           cache.headDim * sizeof(bf16) +
-                       kPoolAlignment);
-  for (const std::vector<float> &values : s->floats)
-    cacheBytes += values.size() * sizeof(float) + kPoolAlignment;
-  auto cacheArena = DeviceArena::create(cacheBytes + kPoolAlignment, "kv");
-  if (!cacheArena)
-    return fail(cacheArena.error());
-  s->cache.emplace(std::move(*cacheArena));
-  for (KvCache &cache : s->kv) {
-    size_t elements =
-        size_t(slots) * maxContext * cache.kvHeads * cache.headDim;
-    auto k = s->cache->allocateArray<bf16>(elements, "k cache");
-    auto v = s->cache->allocateArray<bf16>(elements, "v cache");
-    if (!k || !v)
-      return fail(!k ? k.error() : v.error());
-    cache.k = *k;
-    cache.v = *v;
-  }
-  for (const std::vector<float> &values : s->floats) {
-    auto device = s->cache->allocateArray<float>(values.size(), "fp32 param");
-    if (!device)
-      return fail(device.error());
-    Status copied = checkCuda(cudaMemcpy(*device, values.data(),
-                                         values.size() * sizeof(float),
-                                         cudaMemcpyHostToDevice),
-                              "cudaMemcpy(fp32 param)");
-    if (!copied.ok())
-      return fail(copied.error());
-    s->floatsOnDevice.push_back(*device);
-  }
-  s->floats.clear();
-
-  auto stream = Stream::create();
-  if (!stream)
-    return fail(stream.error());
-  s->stream.emplace(std::move(*stream));
-  auto gemm = GemmRunner::create();
-  if (!gemm)
-    return fail(gemm.error());
-  s->gemm = std::move(*gemm);
-  for (size_t i = 0; i <= s->ops.size(); ++i) {
-    auto event = Event::create();
-    if (!event)
-      return fail(event.error());
-    s->events.push_back(std::move(*event));
-  }
+  s->progress = prepareProgress_;
+  Status ready = s->setUp(plan, weights);
+  if (!ready.ok())
+    return fail(ready.error());
   s->prepared = true;
   state_ = std::move(s);
+  return Status::success();
+}
+
+namespace {
+size_t alignUp(size_t bytes) {
+  return (bytes + kPoolAlignment - 1) / kPoolAlignment * kPoolAlignment;
+}
+} // namespace
+
+Status CudaBackend::State::setUp(const LoadedPlan &plan,
+                                 const WeightSet &weightSet) {
+  const plan::Model &model = plan.model();
+  const plan::Batching *batching = plan.plan().batching();
+  const plan::Schedule *schedule = plan.plan().schedule();
+
+  // The plan's GPU budget (the physical card's free memory without one).
+  size_t freeBytes = 0, totalBytes = 0;
+  MOE_CUDA_TRY(cudaMemGetInfo(&freeBytes, &totalBytes));
+  constexpr size_t kHeadroom = size_t(1) << 30; // CUDA context, cuBLASLt
+  size_t budget = freeBytes > kHeadroom ? freeBytes - kHeadroom : 0;
+  if (batching && batching->gpu_budget_bytes() > 0)
+    budget = std::min(budget, size_t(batching->gpu_budget_bytes()));
+  PinnedHostPoolOptions hostOptions;
+  hostOptions.budgetBytes = batching && batching->host_budget_bytes() > 0
+                                ? size_t(batching->host_budget_bytes())
+                                : std::numeric_limits<size_t>::max() / 2;
+  pinned.emplace(hostOptions);
+
+  gpuSlots = slots;
+  prefillMicroBatch = decodeMicroBatch = slots;
+  int stagingBuffers = 2;
+  if (batching) {
+    gpuSlots = static_cast<int32_t>(std::clamp<double>(
+        std::llround(batching->kv_gpu_fraction() * slots), 0, slots));
+    prefillMicroBatch = std::clamp<int64_t>(
+        batching->attention_micro_batch_prefill(), 1, slots);
+    decodeMicroBatch =
+        std::clamp<int64_t>(batching->attention_micro_batch_decode(), 1, slots);
+    stagingBuffers = std::max(1, batching->kv_staging_buffers());
+  }
+  if (schedule)
+    for (const plan::BufferPool *pool : *schedule->pools())
+      if (pool->kind() == plan::PoolKind::weight_ring &&
+          pool->buffer_bytes() > 0) {
+        ringSlots = std::max(1, pool->count());
+        ringSlotBytes = alignUp(size_t(pool->buffer_bytes()));
+      }
+
+  // Resident bf16 bytes: whole params, or their first gpu_experts experts;
+  // each allocation rounded up to the pool alignment.
+  size_t weightBytes = model.ops()->size() * 4 * kPoolAlignment;
+  for (const plan::Param *param : *model.params()) {
+    size_t elements = size_t(paramElements(*param));
+    if (param->placement() == plan::Placement::host_streamed)
+      elements = param->gpu_experts() > 0 ? elements / param->shape()->Get(0) *
+                                                size_t(param->gpu_experts())
+                                          : 0;
+    weightBytes += elements * sizeof(bf16) + 2 * kPoolAlignment;
+  }
+  auto arena = DeviceArena::create(weightBytes, "weights");
+  if (!arena)
+    return arena.error();
+  weights.emplace(std::move(*arena));
+  if (ringSlotBytes > 0) {
+    auto ringArena =
+        DeviceArena::create(size_t(ringSlots) * ringSlotBytes, "weight ring");
+    if (!ringArena)
+      return ringArena.error();
+    ring.emplace(std::move(*ringArena));
+  }
+  MOE_RETURN_IF_ERROR(compile(model, weightSet));
+
+  // KV of GPU slots, staging buffers for host slots' micro-batches, fp32
+  // params; host slots' KV in pinned memory.
+  int32_t hostSlots = slots - gpuSlots;
+  int64_t widest = 0;
+  for (const KvCache &cache : kv)
+    widest = std::max(widest, cache.width());
+  int64_t stagingSequences =
+      hostSlots > 0 ? std::min<int64_t>(hostSlots, std::max(prefillMicroBatch,
+                                                            decodeMicroBatch))
+                    : 0;
+  size_t stagingElements = size_t(stagingSequences) * maxContext * widest;
+  size_t cacheBytes = 2 * stagingBuffers * alignUp(stagingElements * 2);
+  for (const KvCache &cache : kv)
+    cacheBytes +=
+        2 * alignUp(size_t(gpuSlots) * maxContext * cache.width() * 2);
+  for (const std::vector<float> &values : floats)
+    cacheBytes += alignUp(values.size() * sizeof(float));
+  auto cacheArena = DeviceArena::create(cacheBytes + kPoolAlignment, "kv");
+  if (!cacheArena)
+    return cacheArena.error();
+  cache.emplace(std::move(*cacheArena));
+  for (KvCache &c : kv) {
+    size_t gpuElements = size_t(gpuSlots) * maxContext * c.width();
+    size_t hostElements = size_t(hostSlots) * maxContext * c.width();
+    if (gpuElements > 0) {
+      auto k = cache->allocateArray<bf16>(gpuElements, "k cache");
+      auto v = cache->allocateArray<bf16>(gpuElements, "v cache");
+      if (!k || !v)
+        return !k ? k.error() : v.error();
+      c.k = *k;
+      c.v = *v;
+    }
+    if (hostElements > 0) {
+      auto k = pinned->allocate(hostElements * sizeof(bf16), "host k cache");
+      auto v = pinned->allocate(hostElements * sizeof(bf16), "host v cache");
+      if (!k || !v)
+        return !k ? k.error() : v.error();
+      c.hostK = static_cast<bf16 *>(*k);
+      c.hostV = static_cast<bf16 *>(*v);
+    }
+  }
+  if (stagingElements > 0)
+    for (int b = 0; b < stagingBuffers; ++b) {
+      auto k = cache->allocateArray<bf16>(stagingElements, "k staging");
+      auto v = cache->allocateArray<bf16>(stagingElements, "v staging");
+      if (!k || !v)
+        return !k ? k.error() : v.error();
+      stagingK.push_back(*k);
+      stagingV.push_back(*v);
+    }
+  for (const std::vector<float> &values : floats) {
+    auto device = cache->allocateArray<float>(values.size(), "fp32 param");
+    if (!device)
+      return device.error();
+    MOE_CUDA_TRY(cudaMemcpy(*device, values.data(),
+                            values.size() * sizeof(float),
+                            cudaMemcpyHostToDevice));
+    floatsOnDevice.push_back(*device);
+  }
+  floats.clear();
+
+  size_t fixed =
+      weights->capacity() + (ring ? ring->capacity() : 0) + cache->capacity();
+  if (fixed + size_t(rowBytes) > budget)
+    return makeError("the GPU budget of {} bytes leaves no room for "
+                     "activations: resident weights {} + weight ring {} + "
+                     "KV, staging and fp32 params {} bytes",
+                     budget, weights->capacity(), ring ? ring->capacity() : 0,
+                     cache->capacity());
+  memory.limit = budget - fixed;
+  // Freed step memory stays in the pool for the next op, not the driver.
+  cudaMemPool_t pool = nullptr;
+  int device = 0;
+  MOE_CUDA_TRY(cudaGetDevice(&device));
+  MOE_CUDA_TRY(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t keep = std::numeric_limits<uint64_t>::max();
+  MOE_CUDA_TRY(
+      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+
+  for (auto *target : {&stream, &weightCopy, &kvLoad, &kvStore}) {
+    auto created = Stream::create();
+    if (!created)
+      return created.error();
+    target->emplace(std::move(*created));
+  }
+  auto gemmRunner = GemmRunner::create();
+  if (!gemmRunner)
+    return gemmRunner.error();
+  gemm = std::move(*gemmRunner);
+  auto addEvents = [](std::vector<Event> &to, size_t n, bool timing) -> Status {
+    for (size_t i = 0; i < n; ++i) {
+      auto event = Event::create(timing);
+      if (!event)
+        return event.error();
+      to.push_back(std::move(*event));
+    }
+    return Status::success();
+  };
+  MOE_RETURN_IF_ERROR(addEvents(weightsCopied, streamed.size(), false));
+  MOE_RETURN_IF_ERROR(addEvents(ringSlotFree, size_t(ringSlots), false));
+  MOE_RETURN_IF_ERROR(addEvents(stagingLoaded, stagingK.size(), false));
+  MOE_RETURN_IF_ERROR(addEvents(stagingFree, stagingK.size(), false));
+  for (auto *single : {&kvReady, &kvStored, &passStart, &opStart}) {
+    auto event = Event::create(false);
+    if (!event)
+      return event.error();
+    single->emplace(std::move(*event));
+  }
+  counters.deviceFixedBytes = fixed;
+  counters.pinnedHostBytes = pinned->pinnedBytes();
   return Status::success();
 }
 
@@ -765,21 +1159,69 @@ void CudaBackend::resetSlot(int32_t slot) {
 
 namespace {
 
-// What one op sees of the step: the batch's device arrays, the arena and
-// the stream.
+// Host slots' KV for one pass. Their rows come last in the pass (slots
+// are in order and the host slots are the highest); they are cut into
+// micro-batches of at most the plan's attention micro-batch sequences, each
+// attended in a staging buffer after the slots' cached K/V are loaded into
+// it. New K/V rows go back to pinned memory on the store stream.
+// `count` consecutive host slots into staging slots from `local` on: the
+// positions cached before the pass (`length`) or after it (`lengthAfter`),
+// the most of any of the slots.
+struct KvLoad {
+  int64_t hostSlot, local, count, length, lengthAfter;
+};
+struct KvMicroBatch {
+  int64_t firstRow = 0, rows = 0;
+  std::vector<KvLoad> loads;
+};
+// `rows` rows from `row` on: one slot's consecutive positions, or (across
+// slots) one row for each of `rows` consecutive slots at one position.
+struct KvStoreRun {
+  int64_t row, hostSlot, position, rows;
+  bool acrossSlots;
+};
+struct KvPass {
+  int64_t gpuRows = 0;
+  bool loadsAfterCompute = false; // loads wait for the op's earlier work
+  std::vector<KvMicroBatch> microBatches;
+  std::vector<KvStoreRun> stores;
+};
+
+// The streams, staging buffers and events of the host-KV path.
+struct KvStreams {
+  cudaStream_t load, store;
+  const std::vector<bf16 *> &stagingK, &stagingV;
+  const std::vector<Event> &loaded, &free;
+  const Event &ready, &stored, &opStart;
+  BackendCounters &counters;
+};
+
+// What one op sees of the step: the pass's device arrays, its memory and
+// the streams.
 struct Step {
-  DeviceArena &arena;
+  StepMemory &memory;
   GemmRunner &gemm;
   cudaStream_t stream;
   int64_t rows;
-  const int32_t *slots, *positions, *cacheRows, *logitRows;
+  // Per row: the slot in the KV array attention reads (a GPU slot, or a
+  // host slot's index in its staging buffer), its position, and the row
+  // of that array where its K/V go.
+  const int32_t *attnSlots, *positions, *cacheRows, *logitRows;
   int64_t logitCount;
+  float *logitsOut; // host, [logitCount, vocab]
   int32_t maxContext;
   bool gptOssNorm;
   const std::vector<float *> &floats;
+  const KvPass &kvPass;
+  const KvStreams &kvStreams;
+  std::vector<void *> made; // this op's allocations
 
   template <typename T> Result<T *> alloc(int64_t count, const char *what) {
-    return arena.allocateArray<T>(size_t(count), what);
+    auto ptr = memory.allocate(size_t(count) * sizeof(T), what, stream);
+    if (!ptr)
+      return ptr.error();
+    made.push_back(*ptr);
+    return static_cast<T *>(*ptr);
   }
   const float *floatArray(int index) const {
     return index < 0 ? nullptr : floats[index];
@@ -859,6 +1301,80 @@ Status runNorm(Step &step, const NormOp &k, const DeviceValue &x,
   return Status::success();
 }
 
+// Host slots' rows, a micro-batch at a time: its slots' cached K/V are
+// loaded into a staging buffer on the load stream while earlier
+// micro-batches attend, then the new rows are appended there and attended.
+// A layer that owns its KV (`key` set) stores the new rows to pinned memory
+// on the store stream, and the compute stream waits for that before the
+// op's scratch, which the copies read, is freed. A layer sharing an earlier
+// layer's KV loads the rows that layer stored.
+template <typename Attend>
+Status attendHostSlots(Step &step, const KvCache &cache, const bf16 *key,
+                       const bf16 *value, const Attend &attend) {
+  const KvPass &pass = step.kvPass;
+  const KvStreams &io = step.kvStreams;
+  int64_t width = cache.width(), context = step.maxContext;
+  size_t rowBytes = size_t(width) * sizeof(bf16);
+  size_t slotBytes = size_t(context) * rowBytes;
+  if (key) {
+    MOE_RETURN_IF_ERROR(io.ready.record(step.stream));
+    MOE_CUDA_TRY(cudaStreamWaitEvent(io.store, io.ready.get()));
+    for (const KvStoreRun &run : pass.stores) {
+      for (auto [from, to] :
+           {std::pair{key, cache.hostK}, std::pair{value, cache.hostV}}) {
+        const bf16 *src = from + run.row * width;
+        bf16 *dst = to + (run.hostSlot * context + run.position) * width;
+        if (run.acrossSlots)
+          MOE_CUDA_TRY(cudaMemcpy2DAsync(dst, slotBytes, src, rowBytes,
+                                         rowBytes, run.rows,
+                                         cudaMemcpyDeviceToHost, io.store));
+        else
+          MOE_CUDA_TRY(cudaMemcpyAsync(dst, src, run.rows * rowBytes,
+                                       cudaMemcpyDeviceToHost, io.store));
+      }
+      io.counters.kvBytesToHost += int64_t(2 * run.rows * rowBytes);
+    }
+    MOE_RETURN_IF_ERROR(io.stored.record(io.store));
+  }
+  if (!key || pass.loadsAfterCompute) {
+    MOE_RETURN_IF_ERROR(io.opStart.record(step.stream));
+    MOE_CUDA_TRY(cudaStreamWaitEvent(io.load, io.opStart.get()));
+  }
+  size_t buffers = io.stagingK.size();
+  for (size_t m = 0; m < pass.microBatches.size(); ++m) {
+    const KvMicroBatch &batch = pass.microBatches[m];
+    size_t b = m % buffers;
+    bf16 *stagedK = io.stagingK[b], *stagedV = io.stagingV[b];
+    MOE_CUDA_TRY(cudaStreamWaitEvent(io.load, io.free[b].get()));
+    for (const KvLoad &load : batch.loads) {
+      int64_t length = key ? load.length : load.lengthAfter;
+      if (length == 0)
+        continue;
+      for (auto [from, to] :
+           {std::pair{cache.hostK, stagedK}, std::pair{cache.hostV, stagedV}})
+        MOE_CUDA_TRY(
+            cudaMemcpy2DAsync(to + load.local * context * width, slotBytes,
+                              from + load.hostSlot * context * width, slotBytes,
+                              size_t(length) * rowBytes, load.count,
+                              cudaMemcpyHostToDevice, io.load));
+      io.counters.kvBytesToDevice +=
+          int64_t(2 * load.count * length * rowBytes);
+    }
+    MOE_RETURN_IF_ERROR(io.loaded[b].record(io.load));
+    MOE_CUDA_TRY(cudaStreamWaitEvent(step.stream, io.loaded[b].get()));
+    if (key)
+      MOE_CUDA_TRY(backend::appendKv(
+          key + batch.firstRow * width, value + batch.firstRow * width,
+          step.cacheRows + batch.firstRow, batch.rows, width, stagedK, stagedV,
+          step.stream));
+    MOE_RETURN_IF_ERROR(attend(batch.firstRow, batch.rows, stagedK, stagedV));
+    MOE_RETURN_IF_ERROR(io.free[b].record(step.stream));
+  }
+  if (key)
+    MOE_CUDA_TRY(cudaStreamWaitEvent(step.stream, io.stored.get()));
+  return Status::success();
+}
+
 Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
                     DeviceValue &in, DeviceValue &out) {
   MOE_INPUT(x, step.bf16Of(in));
@@ -916,26 +1432,38 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
     rope.normEps = k.qkEps;
     MOE_CUDA_TRY(kn::applyRope(rope, step.stream));
   }
-  if (k.ownsKv)
-    MOE_CUDA_TRY(backend::appendKv(key, value, step.cacheRows, rows, kvw,
-                                   cache.k, cache.v, step.stream));
   MOE_ALLOC(o, bf16, rows * qw, "attention o");
   backend::AttentionArgs args;
-  args.q = q;
-  args.kCache = cache.k;
-  args.vCache = cache.v;
-  args.slots = step.slots;
-  args.positions = step.positions;
   args.sinks = step.floatArray(k.sinks);
-  args.out = o;
-  args.rows = rows;
   args.heads = static_cast<int>(k.heads);
   args.kvHeads = static_cast<int>(k.kvHeads);
   args.headDim = static_cast<int>(k.headDim);
   args.maxContext = step.maxContext;
   args.window = k.window;
   args.scale = k.scale;
-  MOE_CUDA_TRY(backend::attention(args, step.stream));
+  // Rows [first, first + count) against the K/V array kCache / vCache.
+  auto attend = [&](int64_t first, int64_t count, const bf16 *kCache,
+                    const bf16 *vCache) -> Status {
+    args.q = q + first * qw;
+    args.out = o + first * qw;
+    args.kCache = kCache;
+    args.vCache = vCache;
+    args.slots = step.attnSlots + first;
+    args.positions = step.positions + first;
+    args.rows = count;
+    MOE_CUDA_TRY(backend::attention(args, step.stream));
+    return Status::success();
+  };
+  int64_t gpuRows = step.kvPass.gpuRows;
+  if (gpuRows > 0) {
+    if (k.ownsKv)
+      MOE_CUDA_TRY(backend::appendKv(key, value, step.cacheRows, gpuRows, kvw,
+                                     cache.k, cache.v, step.stream));
+    MOE_RETURN_IF_ERROR(attend(0, gpuRows, cache.k, cache.v));
+  }
+  if (rows > gpuRows)
+    MOE_RETURN_IF_ERROR(
+        attendHostSlots(step, cache, k.ownsKv ? key : nullptr, value, attend));
   MOE_ALLOC(y, bf16, rows * k.hidden, "attention out");
   MOE_RETURN_IF_ERROR(step.linear(o, rows, qw, k.o, k.hidden, k.oBias, y));
   out.a = y;
@@ -1010,17 +1538,16 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
     int64_t first = hostOffsets[e], m = hostOffsets[e + 1] - first;
     if (m == 0)
       continue;
-    upProblems.push_back(
-        {.x = xs + first * h,
-         .w = k.gateUp + e * 2 * w * h,
-         .bias = k.gateUpBias ? k.gateUpBias + e * 2 * w : nullptr,
-         .y = gu + first * 2 * w,
-         .m = m,
-         .n = 2 * w,
-         .k = h});
+    upProblems.push_back({.x = xs + first * h,
+                          .w = k.gateUp.expert(e),
+                          .bias = k.gateUpBias.expert(e),
+                          .y = gu + first * 2 * w,
+                          .m = m,
+                          .n = 2 * w,
+                          .k = h});
     downProblems.push_back({.x = act + first * w,
-                            .w = k.down + e * h * w,
-                            .bias = k.downBias ? k.downBias + e * h : nullptr,
+                            .w = k.down.expert(e),
+                            .bias = k.downBias.expert(e),
                             .y = down + first * h,
                             .m = m,
                             .n = h,
@@ -1077,19 +1604,28 @@ Status runResidual(Step &step, const ResidualOp &k, DeviceValue &skipValue,
   return Status::success();
 }
 
-Status runHead(Step &step, const HeadOp &k, DeviceValue &in, DeviceValue &out) {
+// Logits straight into the host array, a chunk of rows at a time so a
+// large vocabulary does not need [rows, vocab] of device memory at once.
+Status runHead(Step &step, const HeadOp &k, DeviceValue &in) {
   MOE_INPUT(x, step.bf16Of(in));
-  int64_t n = step.logitCount;
-  MOE_ALLOC(picked, bf16, n * k.hidden, "head rows");
-  MOE_ALLOC(logits, bf16, n * k.vocab, "logits");
-  MOE_ALLOC(logits32, float, n *k.vocab, "logits fp32");
-  // gatherRows with topK 1 picks rows by index.
-  MOE_CUDA_TRY(
-      kn::gatherRows(x, step.logitRows, n, 1, k.hidden, picked, step.stream));
-  MOE_RETURN_IF_ERROR(
-      step.linear(picked, n, k.hidden, k.weight, k.vocab, nullptr, logits));
-  MOE_CUDA_TRY(backend::toFloat(logits, n * k.vocab, logits32, step.stream));
-  out.f = logits32;
+  constexpr int64_t kChunkBytes = int64_t{64} << 20;
+  int64_t chunk = std::clamp<int64_t>(kChunkBytes / (6 * k.vocab), 1,
+                                      std::max<int64_t>(step.logitCount, 1));
+  MOE_ALLOC(picked, bf16, chunk * k.hidden, "head rows");
+  MOE_ALLOC(logits, bf16, chunk * k.vocab, "logits");
+  MOE_ALLOC(logits32, float, chunk *k.vocab, "logits fp32");
+  for (int64_t first = 0; first < step.logitCount; first += chunk) {
+    int64_t n = std::min(chunk, step.logitCount - first);
+    // gatherRows with topK 1 picks rows by index.
+    MOE_CUDA_TRY(kn::gatherRows(x, step.logitRows + first, n, 1, k.hidden,
+                                picked, step.stream));
+    MOE_RETURN_IF_ERROR(
+        step.linear(picked, n, k.hidden, k.weight, k.vocab, nullptr, logits));
+    MOE_CUDA_TRY(backend::toFloat(logits, n * k.vocab, logits32, step.stream));
+    MOE_CUDA_TRY(cudaMemcpyAsync(step.logitsOut + first * k.vocab, logits32,
+                                 size_t(n * k.vocab) * sizeof(float),
+                                 cudaMemcpyDeviceToHost, step.stream));
+  }
   return Status::success();
 }
 
@@ -1110,19 +1646,18 @@ Status CudaBackend::forward(const StepBatch &batch,
   if (static_cast<int64_t>(batch.tokenIds.size()) != rows)
     return fail(
         makeError("{} token ids for {} rows", batch.tokenIds.size(), rows));
-  // Each slot is one run of consecutive positions continuing its cache.
-  std::vector<bool> seen(s.slots, false);
-  std::vector<int32_t> slots(rows), positions(rows), cacheRows(rows);
+  // Each slot is one run of consecutive positions continuing its cache,
+  // the runs in slot order (host slots' rows then come last).
   for (int64_t r = 0; r < rows; ++r) {
     const TokenRow &row = batch.rows[r];
     if (row.slot < 0 || row.slot >= s.slots)
       return fail(makeError("row {}: slot {} is not in 0..{}", r, row.slot,
                             s.slots - 1));
     if (r == 0 || batch.rows[r - 1].slot != row.slot) {
-      if (seen[row.slot])
-        return fail(
-            makeError("row {}: slot {} appears in two runs", r, row.slot));
-      seen[row.slot] = true;
+      if (r > 0 && row.slot < batch.rows[r - 1].slot)
+        return fail(makeError("row {}: slot {} follows slot {}; runs must be "
+                              "in slot order",
+                              r, row.slot, batch.rows[r - 1].slot));
       if (row.position != s.lengths[row.slot])
         return fail(makeError("row {}: slot {} continues at position {}, "
                               "not {}",
@@ -1138,9 +1673,6 @@ Status CudaBackend::forward(const StepBatch &batch,
     if (batch.tokenIds[r] < 0 || batch.tokenIds[r] >= s.embeddingVocab)
       return fail(makeError("row {}: token id {} is not in 0..{}", r,
                             batch.tokenIds[r], s.embeddingVocab - 1));
-    slots[r] = row.slot;
-    positions[r] = row.position;
-    cacheRows[r] = row.slot * s.maxContext + row.position;
   }
   for (int32_t row : batch.logitRows)
     if (row < 0 || row >= rows)
@@ -1149,98 +1681,418 @@ Status CudaBackend::forward(const StepBatch &batch,
   if (rows == 0)
     return Status::success();
 
-  int64_t logitCount = static_cast<int64_t>(batch.logitRows.size());
-  size_t needed = size_t(rows) * (s.rowBytes + 5 * sizeof(int32_t)) +
-                  size_t(logitCount) * (s.vocab * 6 + sizeof(int32_t)) +
-                  (s.ops.size() * 12 + 8) * kPoolAlignment;
-  if (!s.step || s.step->capacity() < needed) {
-    s.step.reset();
-    auto arena = DeviceArena::create(needed, "step");
-    if (!arena)
-      return fail(arena.error());
-    s.step.emplace(std::move(*arena));
+  for (size_t i = 1; i < batch.logitRows.size(); ++i)
+    if (batch.logitRows[i] <= batch.logitRows[i - 1])
+      return fail(makeError("logit rows must increase (row {} follows {})",
+                            batch.logitRows[i], batch.logitRows[i - 1]));
+  logits.resize(batch.logitRows.size() * size_t(s.vocab));
+
+  // Passes of whole slot runs of at most kPassRows rows (a longer run is
+  // split; its second part continues the cache). Each pass streams the
+  // weights once; within it, chunks of what the step memory holds run layer
+  // by layer with their hidden states parked in host memory.
+  constexpr int64_t kPassRows = 65536;
+  int64_t passRows = kPassRows;
+  size_t logitIndex = 0;
+  for (int64_t first = 0; first < rows;) {
+    int64_t end = std::min(rows, first + passRows);
+    if (end < rows) {
+      int64_t cut = end;
+      while (cut > first && batch.rows[cut].slot == batch.rows[cut - 1].slot)
+        --cut;
+      if (cut > first)
+        end = cut;
+    }
+    size_t logitEnd = logitIndex;
+    while (logitEnd < batch.logitRows.size() && batch.logitRows[logitEnd] < end)
+      ++logitEnd;
+    Status ran = runPass(batch, first, end, logitIndex, logitEnd,
+                         logits.data() + logitIndex * s.vocab);
+    if (!ran.ok())
+      return fail(ran.error());
+    for (int64_t r = first; r < end; ++r)
+      if (r + 1 == end || batch.rows[r + 1].slot != batch.rows[r].slot)
+        s.lengths[batch.rows[r].slot] = batch.rows[r].position + 1;
+    first = end;
+    logitIndex = logitEnd;
   }
-  s.step->reset();
-  Status status = [&]() -> Status {
-    std::vector<int32_t> meta;
-    const std::array<const std::vector<int32_t> *, 5> parts = {
-        &batch.tokenIds, &slots, &positions, &cacheRows, &batch.logitRows};
-    for (const std::vector<int32_t> *part : parts)
-      meta.insert(meta.end(), part->begin(), part->end());
-    auto device = s.step->allocateArray<int32_t>(meta.size(), "batch");
-    if (!device)
-      return device.error();
-    cudaStream_t stream = s.stream->get();
-    MOE_CUDA_TRY(cudaMemcpyAsync(*device, meta.data(),
-                                 meta.size() * sizeof(int32_t),
-                                 cudaMemcpyHostToDevice, stream));
-    int32_t *base = *device;
-    Step step{*s.step,     *s.gemm,         stream,          rows,
-              base + rows, base + 2 * rows, base + 3 * rows, base + 4 * rows,
-              logitCount,  s.maxContext,    s.gptOssNorm,    s.floatsOnDevice};
-    std::vector<DeviceValue> values(s.numValues);
-    for (int v = 0; v < s.numValues; ++v)
-      values[v].width = s.valueWidths[v];
-    values[0].i = base;
-    for (size_t index = 0; index < s.ops.size(); ++index) {
-      const CompiledOp &op = s.ops[index];
-      DeviceValue &in = values[op.operands[0]];
-      DeviceValue &out = values[op.results[0]];
-      MOE_RETURN_IF_ERROR(s.events[index].record(stream));
-      Status ran = std::visit(
-          [&](const auto &k) -> Status {
-            using K = std::decay_t<decltype(k)>;
-            if constexpr (std::is_same_v<K, EmbeddingOp>)
-              return runEmbedding(step, k, in, out);
-            else if constexpr (std::is_same_v<K, NormOp>)
-              return runNorm(step, k, in, out);
-            else if constexpr (std::is_same_v<K, AttentionOp>)
-              return runAttention(step, k, s.kv[k.cache], in, out);
-            else if constexpr (std::is_same_v<K, RouterOp>)
-              return runRouter(step, k, in, out, values[op.results[1]]);
-            else if constexpr (std::is_same_v<K, ExpertsOp>)
-              return runExperts(step, k, in, values[op.operands[1]],
-                                values[op.operands[2]], out);
-            else if constexpr (std::is_same_v<K, MlpOp>)
-              return runMlp(step, k, in, out);
-            else if constexpr (std::is_same_v<K, ResidualOp>)
-              return runResidual(step, k, in, values[op.operands[1]], out);
-            else
-              return runHead(step, k, in, out);
-          },
-          op.op);
-      if (!ran.ok())
-        return ran.error().withContext(fmt::format("op {}", index));
-    }
-    MOE_RETURN_IF_ERROR(s.events[s.ops.size()].record(stream));
-    logits.resize(size_t(logitCount) * s.vocab);
-    MOE_CUDA_TRY(cudaMemcpyAsync(logits.data(), values[s.logitsValue].f,
-                                 logits.size() * sizeof(float),
-                                 cudaMemcpyDeviceToHost, stream));
-    MOE_RETURN_IF_ERROR(s.stream->synchronize());
-    for (size_t index = 0; index < s.ops.size(); ++index) {
-      auto seconds = elapsedSeconds(s.events[index], s.events[index + 1]);
-      if (!seconds)
-        return seconds.error();
-      s.stageSeconds[s.ops[index].op.index()] += *seconds;
-    }
-    return Status::success();
-  }();
-  if (!status.ok())
-    return fail(status.error());
-  for (int64_t r = 0; r < rows; ++r)
-    if (r + 1 == rows || batch.rows[r + 1].slot != batch.rows[r].slot)
-      s.lengths[batch.rows[r].slot] = batch.rows[r].position + 1;
   return Status::success();
+}
+
+namespace {
+
+// Rows [first, end) of a pass as one chunk: per row its token, attention
+// slot, position and cache row (written at `at`), and the host slots'
+// micro-batches and stores, numbered from the chunk's first row.
+KvPass chunkRows(const StepBatch &batch, int64_t first, int64_t end,
+                 int32_t gpuSlots, int32_t maxContext, int64_t microBatch,
+                 int32_t *tokens, int32_t *attnSlots, int32_t *positions,
+                 int32_t *cacheRows) {
+  int64_t rows = end - first;
+  KvPass kvPass;
+  kvPass.gpuRows = rows;
+  int64_t batchSlots = 0; // slots in the last micro-batch
+  for (int64_t i = 0; i < rows; ++i) {
+    const TokenRow &row = batch.rows[first + i];
+    tokens[i] = batch.tokenIds[first + i];
+    positions[i] = row.position;
+    bool newRun = i == 0 || batch.rows[first + i - 1].slot != row.slot;
+    if (row.slot < gpuSlots) {
+      attnSlots[i] = row.slot;
+      cacheRows[i] = row.slot * maxContext + row.position;
+      continue;
+    }
+    int64_t hostSlot = row.slot - gpuSlots;
+    if (kvPass.gpuRows == rows)
+      kvPass.gpuRows = i;
+    if (newRun) {
+      if (kvPass.microBatches.empty() || batchSlots == microBatch) {
+        kvPass.microBatches.push_back({i, 0, {}});
+        batchSlots = 0;
+      }
+      std::vector<KvLoad> &loads = kvPass.microBatches.back().loads;
+      if (loads.empty() ||
+          loads.back().hostSlot + loads.back().count != hostSlot)
+        loads.push_back({hostSlot, batchSlots, 0, 0, 0});
+      ++loads.back().count;
+      loads.back().length =
+          std::max<int64_t>(loads.back().length, row.position);
+      ++batchSlots;
+    }
+    KvMicroBatch &batchOfRow = kvPass.microBatches.back();
+    KvLoad &load = batchOfRow.loads.back();
+    load.lengthAfter = std::max<int64_t>(load.lengthAfter, row.position + 1);
+    ++batchOfRow.rows;
+    int64_t local = batchSlots - 1;
+    attnSlots[i] = static_cast<int32_t>(local);
+    cacheRows[i] = static_cast<int32_t>(local * maxContext + row.position);
+    // Stores: one slot's consecutive rows, or the single rows of
+    // consecutive slots at one position (decode).
+    if (!newRun) {
+      ++kvPass.stores.back().rows;
+      continue;
+    }
+    bool single = i + 1 == rows || batch.rows[first + i + 1].slot != row.slot;
+    if (single && !kvPass.stores.empty()) {
+      KvStoreRun &last = kvPass.stores.back();
+      if ((last.acrossSlots || last.rows == 1) &&
+          last.position == row.position &&
+          last.hostSlot + last.rows == hostSlot) {
+        last.acrossSlots = true;
+        ++last.rows;
+        continue;
+      }
+    }
+    kvPass.stores.push_back({i, hostSlot, row.position, 1, false});
+  }
+  return kvPass;
+}
+
+} // namespace
+
+Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
+                            size_t firstLogit, size_t endLogit,
+                            float *logitsOut) {
+  State &s = *state_;
+  int64_t rows = end - first;
+  bool prefill = isPrefill(batch.rows);
+  int64_t microBatch = prefill ? s.prefillMicroBatch : s.decodeMicroBatch;
+  cudaStream_t stream = s.stream->get();
+
+  // Chunks of what the step memory holds, cut at slot boundaries where
+  // possible (a slot's second part continues its cache).
+  int64_t chunkLimit = std::max<int64_t>(
+      1, int64_t(s.memory.limit / size_t(std::max<int64_t>(s.rowBytes, 1))));
+  std::vector<int64_t> cuts{0}; // chunk starts, pass-relative
+  while (cuts.back() + chunkLimit < rows) {
+    int64_t cut = cuts.back() + chunkLimit, boundary = cut;
+    while (boundary > cuts.back() && batch.rows[first + boundary].slot ==
+                                         batch.rows[first + boundary - 1].slot)
+      --boundary;
+    cuts.push_back(boundary > cuts.back() ? boundary : cut);
+  }
+  cuts.push_back(rows);
+  size_t chunks = cuts.size() - 1;
+
+  // Per row: token, attention slot, position, cache row; then the logit
+  // rows, relative to their chunk.
+  std::vector<int32_t> meta(size_t(4 * rows) + (endLogit - firstLogit));
+  int32_t *tokens = meta.data(), *attnSlots = tokens + rows,
+          *positions = attnSlots + rows, *cacheRows = positions + rows;
+  std::vector<KvPass> kvPasses;
+  std::vector<size_t> chunkLogits{firstLogit}; // first logit of each chunk
+  for (size_t c = 0; c < chunks; ++c) {
+    int64_t from = cuts[c], to = cuts[c + 1];
+    kvPasses.push_back(chunkRows(
+        batch, first + from, first + to, s.gpuSlots, s.maxContext, microBatch,
+        tokens + from, attnSlots + from, positions + from, cacheRows + from));
+    // A slot split across chunks loads what the earlier chunk stored.
+    kvPasses.back().loadsAfterCompute = c > 0;
+    size_t logit = chunkLogits.back();
+    for (; logit < endLogit && batch.logitRows[logit] < first + to; ++logit)
+      meta[size_t(4 * rows) + (logit - firstLogit)] =
+          static_cast<int32_t>(batch.logitRows[logit] - first - from);
+    chunkLogits.push_back(logit);
+  }
+
+  int64_t movedBefore =
+      s.counters.weightBytesToDevice + s.counters.kvBytesToDevice;
+  auto device =
+      s.memory.allocate(meta.size() * sizeof(int32_t), "batch", stream);
+  if (!device)
+    return device.error();
+  auto *base = static_cast<int32_t *>(*device);
+  MOE_CUDA_TRY(cudaMemcpyAsync(base, meta.data(), meta.size() * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, stream));
+  // Loads of this pass come after everything of the previous one.
+  MOE_RETURN_IF_ERROR(s.passStart->record(stream));
+  MOE_RETURN_IF_ERROR(s.kvLoad->wait(*s.passStart));
+
+  // Values crossing a segment boundary are parked per chunk, one fp32,
+  // bf16 or i32 form each: value v's rows at parkOffset[v] (elements of 4
+  // bytes), in a region it holds from the end of the segment making it to
+  // the end of the segment last reading it.
+  std::vector<size_t> parkOffset(s.numValues, SIZE_MAX);
+  std::vector<char> parkedKind(s.numValues, 'f');
+  if (chunks > 1) {
+    auto crosses = [&](int v, size_t begin, size_t stop) {
+      return s.definedBy[v] >= int(begin) && s.definedBy[v] < int(stop) &&
+             s.lastUse[v] >= int(stop);
+    };
+    int64_t widest = 0;
+    for (const auto &[begin, stop] : s.segments)
+      for (int v = 1; v < s.numValues; ++v)
+        if (crosses(v, begin, stop))
+          widest = std::max(widest, s.valueWidths[v]);
+    size_t region = size_t(rows * widest);
+    std::vector<int> holders; // per region: the value parked there, or -1
+    for (const auto &[begin, stop] : s.segments) {
+      for (int &holder : holders)
+        if (holder >= 0 && s.lastUse[holder] < int(begin))
+          holder = -1;
+      for (int v = 1; v < s.numValues; ++v) {
+        if (!crosses(v, begin, stop))
+          continue;
+        auto free = std::find(holders.begin(), holders.end(), -1);
+        if (free == holders.end())
+          free = holders.insert(holders.end(), -1);
+        *free = v;
+        parkOffset[v] = size_t(free - holders.begin()) * region;
+      }
+    }
+    size_t needed = holders.size() * region * 4;
+    if (needed > s.parkingBytes) {
+      if (s.parking)
+        MOE_CUDA_TRY(cudaFreeHost(s.parking));
+      s.parking = nullptr;
+      s.parkingBytes = 0;
+      MOE_CUDA_TRY(cudaHostAlloc(&s.parking, needed, cudaHostAllocDefault));
+      s.parkingBytes = needed;
+    }
+  }
+  auto *parked = static_cast<char *>(s.parking);
+
+  // Streamed weights: op j's copy waits until the ring slot's previous
+  // user (op j - ringSlots) has run for every chunk; the op's first chunk
+  // waits for its copy.
+  int numStreamed = static_cast<int>(s.streamed.size());
+  auto copyWeights = [&](int j) -> Status {
+    const Event &slotFree = s.ringSlotFree[j % s.ringSlots];
+    MOE_RETURN_IF_ERROR(s.weightCopy->wait(slotFree));
+    for (const CopyPart &part : s.streamed[j]) {
+      MOE_CUDA_TRY(cudaMemcpyAsync(part.device, part.host, part.bytes,
+                                   cudaMemcpyHostToDevice,
+                                   s.weightCopy->get()));
+      s.counters.weightBytesToDevice += int64_t(part.bytes);
+    }
+    return s.weightsCopied[j].record(*s.weightCopy);
+  };
+  for (int j = 0; j < std::min(numStreamed, s.ringSlots); ++j)
+    MOE_RETURN_IF_ERROR(copyWeights(j));
+
+  KvStreams kvStreams{s.kvLoad->get(), s.kvStore->get(), s.stagingK,
+                      s.stagingV,      s.stagingLoaded,  s.stagingFree,
+                      *s.kvReady,      *s.kvStored,      *s.opStart,
+                      s.counters};
+  std::vector<std::pair<size_t, size_t>> timed; // (op, timing pair)
+  std::vector<DeviceValue> values(s.numValues);
+  std::vector<std::vector<void *>> owned(s.numValues);
+  auto freeValue = [&](int v) -> Status {
+    for (void *ptr : owned[v])
+      MOE_RETURN_IF_ERROR(s.memory.free(ptr, stream));
+    owned[v].clear();
+    values[v] = DeviceValue{nullptr, nullptr, nullptr, s.valueWidths[v]};
+    return Status::success();
+  };
+  for (int v = 0; v < s.numValues; ++v)
+    values[v].width = s.valueWidths[v];
+
+  for (const auto &[segmentBegin, segmentEnd] : s.segments) {
+    for (size_t c = 0; c < chunks; ++c) {
+      int64_t from = cuts[c], count = cuts[c + 1] - from;
+      Step step{s.memory,
+                *s.gemm,
+                stream,
+                count,
+                base + rows + from,
+                base + 2 * rows + from,
+                base + 3 * rows + from,
+                base + 4 * rows + (chunkLogits[c] - firstLogit),
+                static_cast<int64_t>(chunkLogits[c + 1] - chunkLogits[c]),
+                logitsOut + (chunkLogits[c] - firstLogit) * s.vocab,
+                s.maxContext,
+                s.gptOssNorm,
+                s.floatsOnDevice,
+                kvPasses[c],
+                kvStreams,
+                {}};
+      values[0].i = base + from;
+      // The chunk's parked values back on the device.
+      if (chunks > 1)
+        for (int v = 1; v < s.numValues; ++v) {
+          if (parkOffset[v] == SIZE_MAX ||
+              s.definedBy[v] >= int(segmentBegin) ||
+              s.lastUse[v] < int(segmentBegin))
+            continue;
+          size_t bytes = size_t(count * values[v].width) * 4;
+          auto buffer = s.memory.allocate(bytes, "parked value", stream);
+          if (!buffer)
+            return buffer.error();
+          owned[v].push_back(*buffer);
+          MOE_CUDA_TRY(cudaMemcpyAsync(
+              *buffer,
+              parked + (parkOffset[v] + size_t(from * values[v].width)) * 4,
+              bytes, cudaMemcpyHostToDevice, stream));
+          DeviceValue &value = values[v];
+          value.kind = parkedKind[v];
+          if (value.kind == 'f')
+            value.f = static_cast<float *>(*buffer);
+          else if (value.kind == 'a')
+            value.a = static_cast<bf16 *>(*buffer);
+          else
+            value.i = static_cast<int32_t *>(*buffer);
+        }
+      for (size_t index = segmentBegin; index < segmentEnd; ++index) {
+        const CompiledOp &op = s.ops[index];
+        DeviceValue &in = values[op.operands[0]];
+        if (op.streamIndex >= 0 && c == 0)
+          MOE_RETURN_IF_ERROR(s.stream->wait(s.weightsCopied[op.streamIndex]));
+        size_t pair = timed.size();
+        while (s.timing.size() < 2 * (pair + 1)) {
+          auto event = Event::create(true);
+          if (!event)
+            return event.error();
+          s.timing.push_back(std::move(*event));
+        }
+        timed.push_back({index, pair});
+        MOE_RETURN_IF_ERROR(s.timing[2 * pair].record(stream));
+        Status ran = std::visit(
+            [&](const auto &k) -> Status {
+              DeviceValue &out = values[op.results[0]];
+              using K = std::decay_t<decltype(k)>;
+              if constexpr (std::is_same_v<K, EmbeddingOp>)
+                return runEmbedding(step, k, in, out);
+              else if constexpr (std::is_same_v<K, NormOp>)
+                return runNorm(step, k, in, out);
+              else if constexpr (std::is_same_v<K, AttentionOp>)
+                return runAttention(step, k, s.kv[k.cache], in, out);
+              else if constexpr (std::is_same_v<K, RouterOp>)
+                return runRouter(step, k, in, out, values[op.results[1]]);
+              else if constexpr (std::is_same_v<K, ExpertsOp>)
+                return runExperts(step, k, in, values[op.operands[1]],
+                                  values[op.operands[2]], out);
+              else if constexpr (std::is_same_v<K, MlpOp>)
+                return runMlp(step, k, in, out);
+              else if constexpr (std::is_same_v<K, ResidualOp>)
+                return runResidual(step, k, in, values[op.operands[1]], out);
+              else
+                return runHead(step, k, in);
+            },
+            op.op);
+        if (!ran.ok())
+          return ran.error().withContext(fmt::format("op {}", index));
+        MOE_RETURN_IF_ERROR(s.timing[2 * pair + 1].record(stream));
+        if (op.streamIndex >= 0 && c + 1 == chunks) {
+          int j = op.streamIndex;
+          MOE_RETURN_IF_ERROR(s.ringSlotFree[j % s.ringSlots].record(stream));
+          if (j + s.ringSlots < numStreamed)
+            MOE_RETURN_IF_ERROR(copyWeights(j + s.ringSlots));
+        }
+        // This op's allocations belong to the values they hold; the rest
+        // was scratch. Values nobody reads again are freed.
+        for (void *ptr : step.made) {
+          int holder = -1;
+          for (int v : op.operands)
+            if (values[v].a == ptr || values[v].f == ptr)
+              holder = v;
+          for (int v : op.results)
+            if (values[v].a == ptr || values[v].f == ptr || values[v].i == ptr)
+              holder = v;
+          if (holder >= 0)
+            owned[holder].push_back(ptr);
+          else
+            MOE_RETURN_IF_ERROR(s.memory.free(ptr, stream));
+        }
+        step.made.clear();
+        for (int v : op.results)
+          values[v].kind = values[v].f ? 'f' : values[v].i ? 'i' : 'a';
+        for (int v = 1; v < s.numValues; ++v)
+          if (!owned[v].empty() && s.lastUse[v] <= static_cast<int>(index))
+            MOE_RETURN_IF_ERROR(freeValue(v));
+      }
+      // The chunk's values that later segments read, parked; the rest of
+      // its values freed.
+      if (chunks > 1)
+        for (int v = 1; v < s.numValues; ++v) {
+          if (owned[v].empty())
+            continue;
+          // Values made before this segment are parked already.
+          if (parkOffset[v] != SIZE_MAX && s.lastUse[v] >= int(segmentEnd) &&
+              s.definedBy[v] >= int(segmentBegin)) {
+            const DeviceValue &value = values[v];
+            parkedKind[v] = value.kind;
+            const void *from32 = value.kind == 'f'   ? (const void *)value.f
+                                 : value.kind == 'a' ? (const void *)value.a
+                                                     : (const void *)value.i;
+            size_t bytes = size_t(count * value.width) *
+                           (value.kind == 'a' ? sizeof(bf16) : 4);
+            MOE_CUDA_TRY(cudaMemcpyAsync(
+                parked + (parkOffset[v] + size_t(from * value.width)) * 4,
+                from32, bytes, cudaMemcpyDeviceToHost, stream));
+          }
+          MOE_RETURN_IF_ERROR(freeValue(v));
+        }
+    }
+  }
+  MOE_RETURN_IF_ERROR(s.memory.free(base, stream));
+  MOE_RETURN_IF_ERROR(s.stream->synchronize());
+  s.counters.devicePeakStepBytes =
+      std::max(s.counters.devicePeakStepBytes, int64_t(s.memory.peak));
+  if (!prefill)
+    s.counters.decodeBytesToDevice += s.counters.weightBytesToDevice +
+                                      s.counters.kvBytesToDevice - movedBefore;
+  for (const auto &[index, pair] : timed) {
+    auto seconds = elapsedSeconds(s.timing[2 * pair], s.timing[2 * pair + 1]);
+    if (!seconds)
+      return seconds.error();
+    s.stageSeconds[prefill ? 0 : 1][s.ops[index].op.index()] += *seconds;
+  }
+  return Status::success();
+}
+
+BackendCounters CudaBackend::counters() const {
+  return state_ ? state_->counters : BackendCounters{};
 }
 
 std::vector<StageTime> CudaBackend::stageSeconds() const {
   std::vector<StageTime> stages;
   if (!state_)
     return stages;
-  for (size_t kind = 0; kind < kStageNames.size(); ++kind)
-    if (state_->stageSeconds[kind] > 0)
-      stages.push_back({kStageNames[kind], state_->stageSeconds[kind]});
+  for (int phase = 0; phase < 2; ++phase)
+    for (size_t kind = 0; kind < kStageNames.size(); ++kind)
+      if (state_->stageSeconds[phase][kind] > 0)
+        stages.push_back({phase == 0 ? "prefill" : "decode", kStageNames[kind],
+                          state_->stageSeconds[phase][kind]});
   return stages;
 }
 

@@ -1,14 +1,17 @@
-// The CUDA backend for plans whose weights all sit on the GPU: bf16 weights
-// and activations, fp32 accumulation (cuBLASLt GEMMs, fp32 math in the
-// kernels), logits returned in fp32. Two places stay fp32 because bf16
-// rounding there costs far more accuracy than it saves: the residual stream
-// (embedding, residual adds, the experts' weighted sum, norm inputs) and the
-// routers (weights, inputs and logits), whose top-k picks hinge on near-ties.
-// It interprets the plan's ops with the CPU backend's semantics
+// The CUDA backend: bf16 weights and activations, fp32 accumulation (cuBLASLt
+// GEMMs, fp32 math in the kernels), logits returned in fp32. Two places stay
+// fp32 because bf16 rounding there costs far more accuracy than it saves: the
+// residual stream (embedding, residual adds, the experts' weighted sum, norm
+// inputs) and the routers (weights, inputs and logits), whose top-k picks hinge
+// on near-ties. It interprets the plan's ops with the CPU backend's semantics
 // (runtime/backends/cpu/CpuBackend.cpp), for the softmax-attention families;
-// MLA and lightning attention are refused in prepare. Streaming placements, the
-// plan's schedule and batching decisions are not used yet: every weight is
-// uploaded and the ops run in program order on one stream.
+// MLA and lightning attention are refused in prepare. It keeps the plan's
+// placement and batching: streamed weights live in pinned host memory and
+// are copied through the plan's weight ring on their own stream ahead of
+// their ops; the KV of the slots beyond the plan's GPU share lives in pinned
+// memory and is staged per attention micro-batch on a load stream, new rows
+// stored back on a store stream; activations stay within what the GPU
+// budget leaves (larger batches run as several passes).
 #pragma once
 
 #include "runtime/engine/Backend.h"
@@ -27,9 +30,14 @@ public:
   void resetSlot(int32_t slot) override;
   Status forward(const StepBatch &batch, std::vector<float> &logits) override;
   std::vector<StageTime> stageSeconds() const override;
+  BackendCounters counters() const override;
 
 private:
   struct State;
+  // Rows [first, end) of the batch through the whole model; logit rows
+  // [firstLogit, endLogit) of the batch land in `logitsOut`.
+  Status runPass(const StepBatch &batch, int64_t first, int64_t end,
+                 size_t firstLogit, size_t endLogit, float *logitsOut);
   std::unique_ptr<State> state_;
 };
 
