@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""The moe benchmark: plans each case, runs moe-run on seeded synthetic weights at the real
+shapes, and compares what it measured with what the plan predicted.
+
+  python3 bench/run_benchmarks.py plan --out DIR [--cases ...]   # needs moe-opt (this machine)
+  python3 bench/run_benchmarks.py run  --out DIR [--cases ...]   # needs moe-run and the GPU
+
+`plan` writes DIR/<case>.moeplan and DIR/<case>.explain.json (moe-opt --moe-explain-plan=json=true).
+`run` runs each planned case and writes DIR/<case>.stats.json, DIR/results.json and prints a table.
+The two stages are apart because the GPU machine may lack the compiler's libraries; on a machine
+with both, run `plan` then `run`.
+
+Decode is measured on a window of --decode-steps steps centred on the plan's mean decode context
+(prompt + generation / 2), the context its predicted step time is for: prompts are that long
+minus half the window. A full 256-token generation of every case does not fit the GPU machine's
+command limit; the step time depends on the context, not on how the sequence got there.
+"""
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE = ROOT / "models/hardware/h100-sxm-80gb.json"
+
+# name: (model folder, GPU budget in GiB). "The whole GPU" is what an H100 80GB leaves after the
+# CUDA context and cuBLASLt's workspace (79.1 GiB free, 1 GiB kept back by the CUDA backend).
+CASES = {
+    "mixtral-8x7b": ("mixtral-8x7b", 77.5),
+    "qwen3-30b-a3b-24g": ("qwen3-30b-a3b", 24),
+    "qwen3-30b-a3b-resident": ("qwen3-30b-a3b", 77.5),
+    "deepseek-v2-lite-24g": ("deepseek-v2-lite", 24),
+    "deepseek-v2-lite-resident": ("deepseek-v2-lite", 77.5),
+}
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def plan(args):
+    args.out.mkdir(parents=True, exist_ok=True)
+    for case in args.cases:
+        model, gpu = CASES[case]
+        options = [f"profile={args.profile}", f"host-mem={args.host_mem}", f"gpu-mem={gpu}",
+                   f"prompt-len={args.prompt_len}", f"gen-len={args.gen_len}",
+                   f"output={args.out / (case + '.moeplan')}"]
+        explain = subprocess.run(
+            [str(args.bin / "moe-opt"), str(ROOT / "models" / model / "config.json"),
+             "--moe-plan=" + " ".join(options), "--moe-explain-plan=json=true", "-o", "/dev/null"],
+            check=True, capture_output=True, text=True).stdout
+        (args.out / f"{case}.explain.json").write_text(explain)
+        report = json.loads(explain)["report"]
+        log(f"{case}: B {json.loads(explain)['decision']['resident_batch']}, predicted decode "
+            f"{report['decode_tokens_per_second']:.0f} tok/s")
+
+
+def write_prompts(path, count, length, vocab, new_tokens, seed):
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(count):
+            ids = [rng.randrange(3, vocab) for _ in range(length)]
+            f.write(json.dumps({"input_ids": ids, "max_new_tokens": new_tokens}) + "\n")
+
+
+def run_case(args, case):
+    explain = json.loads((args.out / f"{case}.explain.json").read_text())
+    decision, report = explain["decision"], explain["report"]
+    batch = args.batch or decision["resident_batch"]
+    mean_context = args.prompt_len + args.gen_len // 2
+    prompt_len = mean_context - args.decode_steps // 2
+    model, gpu = CASES[case]
+    vocab = json.loads((ROOT / "models" / model / "config.json").read_text())["vocab_size"]
+    prompts = args.out / f"{case}.prompts.jsonl"
+    write_prompts(prompts, batch, prompt_len, vocab, args.decode_steps, seed=1)
+    stats_path = args.out / f"{case}.stats.json"
+    command = [str(args.bin / "moe-run"), str(args.out / f"{case}.moeplan"), "--synthetic-seed", "1",
+               "--prompts", str(prompts), "--output", str(args.out / f"{case}.answers.jsonl"),
+               "--stats", str(stats_path), "--backend", "cuda", "--batch", str(batch),
+               "--max-context", str(args.prompt_len + args.gen_len), "--progress"]
+    log(f"{case}: {' '.join(command)}")
+    started = time.time()
+    log_path = args.out / f"{case}.log"
+    with open(log_path, "w") as log_file:
+        done = subprocess.run(command, timeout=args.timeout, stderr=log_file)
+    if done.returncode != 0:
+        lines = [l for l in log_path.read_text().replace("\r", "\n").splitlines() if l.strip()]
+        return {"case": case, "model": model,
+                "error": f"moe-run exited {done.returncode}: {lines[-1] if lines else ''}"}
+    stats = json.loads(stats_path.read_text())
+    steps = stats["decode"]["steps"]
+    measured_step = stats["decode"]["seconds_per_step"]
+    roofline = report["roofline"]["seconds"]
+    predicted_step = report["decode_step_seconds"]
+    # The plan's step is for B sequences; a smaller --batch scales the bound's KV share only
+    # approximately, so fractions are reported for the planned B alone.
+    planned = batch == decision["resident_batch"]
+    return {
+        "case": case, "model": model, "budget": f"{gpu} GiB",
+        "B": batch, "prompt_len": prompt_len, "decode_steps": steps,
+        "wall_seconds": time.time() - started, "prepare_seconds": stats.get("prepare_seconds"),
+        "prefill_tokens_per_second": stats["prefill"]["tokens_per_second"],
+        "decode_tokens_per_second": stats["decode"]["tokens_per_second"],
+        "measured_step_seconds": measured_step,
+        "predicted_step_seconds": predicted_step,
+        "roofline_step_seconds": roofline,
+        "roofline_bound": report["roofline"]["bound"],
+        "fraction_of_roofline": roofline / measured_step if planned and measured_step else None,
+        "predicted_over_measured": predicted_step / measured_step if planned and measured_step else None,
+        "predicted_decode_tokens_per_second": report["decode_tokens_per_second"],
+        "predicted_prefill_tokens_per_second": report["prefill_tokens_per_second"],
+        "h2d_bytes_per_decode_step": stats["bytes_moved"]["host_to_device_per_decode_step"],
+        "predicted_h2d_bytes_per_decode_step": report["decode_bytes_per_step"]["h2d_weights"]
+        + report["decode_bytes_per_step"]["h2d_kv"],
+        "stage_seconds": stats["stage_seconds"],
+        "predicted_stage_seconds_per_step": report["decode_stage_seconds"],
+        "memory": stats["memory"],
+    }
+
+
+def run(args):
+    import subprocess as sp
+    card = sp.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                  capture_output=True, text=True).stdout.strip()
+    results = {"card": card, "prompt_len": args.prompt_len, "gen_len": args.gen_len, "moe_run": []}
+    for case in args.cases:
+        try:
+            results["moe_run"].append(run_case(args, case))
+        except subprocess.TimeoutExpired:
+            results["moe_run"].append({"case": case, "error": f"timed out after {args.timeout} s"})
+        (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\n{card}, prompt {args.prompt_len} + {args.gen_len} (decode window of "
+          f"{args.decode_steps} steps at the mean context), synthetic bf16 weights")
+    print(f"{'case':28s} {'B':>5s} {'prefill/s':>10s} {'decode/s':>9s} {'pred/s':>8s} "
+          f"{'step s':>7s} {'pred s':>7s} {'roof':>6s} {'GB/step':>8s}")
+    for r in results["moe_run"]:
+        if "error" in r:
+            print(f"{r['case']:28s} {r['error']}")
+            continue
+        fraction = r["fraction_of_roofline"]
+        print(f"{r['case']:28s} {r['B']:5d} {r['prefill_tokens_per_second']:10.0f} "
+              f"{r['decode_tokens_per_second']:9.1f} {r['predicted_decode_tokens_per_second']:8.1f} "
+              f"{r['measured_step_seconds']:7.3f} {r['predicted_step_seconds']:7.3f} "
+              f"{(f'{100 * fraction:5.1f}%' if fraction else '   -  '):>6s} "
+              f"{r['h2d_bytes_per_decode_step'] / 1e9:8.2f}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=["plan", "run"])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--bin", type=Path, default=ROOT / "build/bin")
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--profile", type=Path, default=PROFILE)
+    p.add_argument("--host-mem", type=float, default=120, help="host budget in GiB")
+    p.add_argument("--prompt-len", type=int, default=512)
+    p.add_argument("--gen-len", type=int, default=256)
+    p.add_argument("--decode-steps", type=int, default=16, help="decode steps measured")
+    p.add_argument("--batch", type=int, default=None, help="override the plan's B")
+    p.add_argument("--timeout", type=float, default=540, help="seconds per moe-run")
+    args = p.parse_args()
+    plan(args) if args.stage == "plan" else run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
