@@ -67,6 +67,20 @@ Result<int64_t> requirePositiveInteger(const Json &object, std::string_view key,
   return value.get<int64_t>();
 }
 
+// Bytes of `memory_bytes` that a plan leaves to what runs beside it
+// ("reserved_bytes", optional, 0 when absent).
+Result<int64_t> reservedBytes(const Json &object, std::string_view parent,
+                              int64_t memoryBytes) {
+  if (!object.contains("reserved_bytes"))
+    return int64_t{0};
+  auto reserved = requirePositiveInteger(object, "reserved_bytes", parent);
+  MOE_RETURN_IF_ERROR(reserved);
+  if (*reserved >= memoryBytes)
+    return makeError("{}: must be less than memory_bytes",
+                     fieldPath(parent, "reserved_bytes"));
+  return *reserved;
+}
+
 Result<double> requirePositiveNumber(const Json &object, std::string_view key,
                                      std::string_view parent) {
   auto field = requireField(object, key, parent);
@@ -88,6 +102,9 @@ Result<DeviceInfo> parseDevice(const Json &root) {
   auto memory = requirePositiveInteger(**device, "memory_bytes", "device");
   MOE_RETURN_IF_ERROR(memory);
   info.memoryBytes = *memory;
+  auto reserved = reservedBytes(**device, "device", info.memoryBytes);
+  MOE_RETURN_IF_ERROR(reserved);
+  info.reservedBytes = *reserved;
   auto sms = requirePositiveInteger(**device, "sm_count", "device");
   MOE_RETURN_IF_ERROR(sms);
   info.smCount = *sms;
@@ -110,6 +127,9 @@ Result<HostInfo> parseHost(const Json &root) {
   auto memory = requirePositiveInteger(**host, "memory_bytes", "host");
   MOE_RETURN_IF_ERROR(memory);
   info.memoryBytes = *memory;
+  auto reserved = reservedBytes(**host, "host", info.memoryBytes);
+  MOE_RETURN_IF_ERROR(reserved);
+  info.reservedBytes = *reserved;
   auto cores = requirePositiveInteger(**host, "cpu_cores", "host");
   MOE_RETURN_IF_ERROR(cores);
   info.cpuCores = *cores;
@@ -292,8 +312,10 @@ Result<HardwareProfile> HardwareProfile::fromJson(std::string_view text) {
   MOE_RETURN_IF_ERROR(attention);
   profile.attention_ = std::move(*attention);
 
-  profile.gpuBudgetBytes_ = profile.device_.memoryBytes;
-  profile.hostBudgetBytes_ = profile.host_.memoryBytes;
+  profile.gpuBudgetBytes_ =
+      profile.device_.memoryBytes - profile.device_.reservedBytes;
+  profile.hostBudgetBytes_ =
+      profile.host_.memoryBytes - profile.host_.reservedBytes;
   for (const GemmShapeProfile &shape : profile.gemm_)
     for (const GemmPoint &point : shape.points)
       profile.peakGemmFlops_ =

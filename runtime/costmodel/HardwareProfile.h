@@ -18,15 +18,20 @@ namespace moe::costmodel {
 inline constexpr std::string_view kHardwareProfileSchema =
     "moe-hardware-profile/1";
 
+// memoryBytes - reservedBytes is what a plan may use by default: the rest
+// is for what runs beside it (CUDA context, cuBLASLt workspace and backend
+// headroom on the GPU; the OS and the process on the host).
 struct DeviceInfo {
   std::string name;
   int64_t memoryBytes = 0;
+  int64_t reservedBytes = 0;
   int64_t smCount = 0;
   std::string computeCapability;
 };
 
 struct HostInfo {
   int64_t memoryBytes = 0;
+  int64_t reservedBytes = 0;
   int64_t cpuCores = 0;
 };
 

@@ -643,10 +643,15 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
   MOE_CUDA_TRY(cudaGetDeviceProperties(&prop, options.device));
   profile.device.name = prop.name;
   profile.device.memoryBytes = static_cast<std::int64_t>(prop.totalGlobalMem);
+  std::size_t freeBytes = 0, totalBytes = 0;
+  MOE_CUDA_TRY(cudaMemGetInfo(&freeBytes, &totalBytes));
+  profile.device.reservedBytes =
+      static_cast<std::int64_t>(totalBytes - freeBytes + 2 * kGiB);
   profile.device.smCount = prop.multiProcessorCount;
   profile.device.computeCapability =
       fmt::format("{}.{}", prop.major, prop.minor);
   profile.host = queryHost();
+  profile.host.reservedBytes = static_cast<std::int64_t>(8 * kGiB);
 
   Context ctx;
   ctx.quick = options.quick;
@@ -692,9 +697,11 @@ std::string profileToJson(const HardwareProfile &p) {
   j["schema"] = "moe-hardware-profile/1";
   j["device"] = {{"name", p.device.name},
                  {"memory_bytes", p.device.memoryBytes},
+                 {"reserved_bytes", p.device.reservedBytes},
                  {"sm_count", p.device.smCount},
                  {"compute_capability", p.device.computeCapability}};
   j["host"] = {{"memory_bytes", p.host.memoryBytes},
+               {"reserved_bytes", p.host.reservedBytes},
                {"cpu_cores", p.host.cpuCores}};
   j["links"] = {{"h2d_pinned_bytes_per_s", p.links.h2dPinned},
                 {"d2h_pinned_bytes_per_s", p.links.d2hPinned},

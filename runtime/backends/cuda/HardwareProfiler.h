@@ -18,13 +18,17 @@ namespace moe::cuda {
 struct DeviceInfo {
   std::string name;
   std::int64_t memoryBytes = 0;
+  // Not for plans: what the CUDA context holds (total - free once it
+  // exists) plus the CUDA backend's headroom and 1 GiB of slack.
+  std::int64_t reservedBytes = 0;
   int smCount = 0;
   std::string computeCapability; // "9.0"
 };
 
 struct HostInfo {
-  std::int64_t memoryBytes = 0; // MemTotal of /proc/meminfo
-  int cpuCores = 0;             // CPUs this process may run on
+  std::int64_t memoryBytes = 0;   // MemTotal of /proc/meminfo
+  std::int64_t reservedBytes = 0; // not for plans: the OS and the process
+  int cpuCores = 0;               // CPUs this process may run on
 };
 
 // All rates in bytes per second.

@@ -49,6 +49,26 @@ TEST(HardwareProfileTest, ParsesEveryField) {
   EXPECT_DOUBLE_EQ(profile.peakGemmFlopsPerSecond(), 2e13);
 }
 
+TEST(HardwareProfileTest, ReservedMemoryIsLeftOutOfTheDefaultBudgets) {
+  std::string json = syntheticProfileJson(24 * kGiB, 64 * kGiB);
+  json = replaced(json, "\"sm_count\"",
+                  "\"reserved_bytes\": 2147483648, \"sm_count\"");
+  json = replaced(json, "\"cpu_cores\"",
+                  "\"reserved_bytes\": 8589934592, \"cpu_cores\"");
+  auto profile = HardwareProfile::fromJson(json);
+  ASSERT_TRUE(profile.ok()) << profile.error().message();
+  EXPECT_EQ(profile->device().reservedBytes, 2 * kGiB);
+  EXPECT_EQ(profile->gpuBudgetBytes(), 22 * kGiB);
+  EXPECT_EQ(profile->hostBudgetBytes(), 56 * kGiB);
+
+  EXPECT_EQ(profileError(replaced(json, "\"reserved_bytes\": 2147483648",
+                                  "\"reserved_bytes\": 25769803776")),
+            "device.reserved_bytes: must be less than memory_bytes");
+  EXPECT_EQ(profileError(replaced(json, "\"reserved_bytes\": 8589934592",
+                                  "\"reserved_bytes\": -1")),
+            "host.reserved_bytes: must be a positive integer");
+}
+
 TEST(HardwareProfileTest, GemmUsesMeasuredPoints) {
   HardwareProfile profile = syntheticProfile();
   EXPECT_DOUBLE_EQ(profile.gemmSeconds(10, 1000, 1000), 1e-5);
