@@ -7,6 +7,7 @@
 #include "runtime/backends/cuda/Memory.h"
 #include "runtime/backends/cuda/Stream.h"
 #include "runtime/backends/cuda/backend/BackendKernels.h"
+#include "runtime/backends/cuda/backend/ChunkRows.h"
 #include "runtime/backends/cuda/kernels/Kernels.h"
 
 #include <algorithm>
@@ -1159,34 +1160,6 @@ void CudaBackend::resetSlot(int32_t slot) {
 
 namespace {
 
-// Host slots' KV for one pass. Their rows come last in the pass (slots
-// are in order and the host slots are the highest); they are cut into
-// micro-batches of at most the plan's attention micro-batch sequences, each
-// attended in a staging buffer after the slots' cached K/V are loaded into
-// it. New K/V rows go back to pinned memory on the store stream.
-// `count` consecutive host slots into staging slots from `local` on: the
-// positions cached before the pass (`length`) or after it (`lengthAfter`),
-// the most of any of the slots.
-struct KvLoad {
-  int64_t hostSlot, local, count, length, lengthAfter;
-};
-struct KvMicroBatch {
-  int64_t firstRow = 0, rows = 0;
-  std::vector<KvLoad> loads;
-};
-// `rows` rows from `row` on: one slot's consecutive positions, or (across
-// slots) one row for each of `rows` consecutive slots at one position.
-struct KvStoreRun {
-  int64_t row, hostSlot, position, rows;
-  bool acrossSlots;
-};
-struct KvPass {
-  int64_t gpuRows = 0;
-  bool loadsAfterCompute = false; // loads wait for the op's earlier work
-  std::vector<KvMicroBatch> microBatches;
-  std::vector<KvStoreRun> stores;
-};
-
 // The streams, staging buffers and events of the host-KV path.
 struct KvStreams {
   cudaStream_t load, store;
@@ -1718,77 +1691,6 @@ Status CudaBackend::forward(const StepBatch &batch,
   }
   return Status::success();
 }
-
-namespace {
-
-// Rows [first, end) of a pass as one chunk: per row its token, attention
-// slot, position and cache row (written at `at`), and the host slots'
-// micro-batches and stores, numbered from the chunk's first row.
-KvPass chunkRows(const StepBatch &batch, int64_t first, int64_t end,
-                 int32_t gpuSlots, int32_t maxContext, int64_t microBatch,
-                 int32_t *tokens, int32_t *attnSlots, int32_t *positions,
-                 int32_t *cacheRows) {
-  int64_t rows = end - first;
-  KvPass kvPass;
-  kvPass.gpuRows = rows;
-  int64_t batchSlots = 0; // slots in the last micro-batch
-  for (int64_t i = 0; i < rows; ++i) {
-    const TokenRow &row = batch.rows[first + i];
-    tokens[i] = batch.tokenIds[first + i];
-    positions[i] = row.position;
-    bool newRun = i == 0 || batch.rows[first + i - 1].slot != row.slot;
-    if (row.slot < gpuSlots) {
-      attnSlots[i] = row.slot;
-      cacheRows[i] = row.slot * maxContext + row.position;
-      continue;
-    }
-    int64_t hostSlot = row.slot - gpuSlots;
-    if (kvPass.gpuRows == rows)
-      kvPass.gpuRows = i;
-    if (newRun) {
-      if (kvPass.microBatches.empty() || batchSlots == microBatch) {
-        kvPass.microBatches.push_back({i, 0, {}});
-        batchSlots = 0;
-      }
-      std::vector<KvLoad> &loads = kvPass.microBatches.back().loads;
-      if (loads.empty() ||
-          loads.back().hostSlot + loads.back().count != hostSlot)
-        loads.push_back({hostSlot, batchSlots, 0, 0, 0});
-      ++loads.back().count;
-      loads.back().length =
-          std::max<int64_t>(loads.back().length, row.position);
-      ++batchSlots;
-    }
-    KvMicroBatch &batchOfRow = kvPass.microBatches.back();
-    KvLoad &load = batchOfRow.loads.back();
-    load.lengthAfter = std::max<int64_t>(load.lengthAfter, row.position + 1);
-    ++batchOfRow.rows;
-    int64_t local = batchSlots - 1;
-    attnSlots[i] = static_cast<int32_t>(local);
-    cacheRows[i] = static_cast<int32_t>(local * maxContext + row.position);
-    // Stores: one slot's consecutive rows, or the single rows of
-    // consecutive slots at one position (decode).
-    if (!newRun) {
-      ++kvPass.stores.back().rows;
-      continue;
-    }
-    bool single = i + 1 == rows || batch.rows[first + i + 1].slot != row.slot;
-    if (single && !kvPass.stores.empty()) {
-      KvStoreRun &last = kvPass.stores.back();
-      if ((last.acrossSlots || last.rows == 1) &&
-          last.position == row.position &&
-          last.hostSlot + last.rows == hostSlot) {
-        last.acrossSlots = true;
-        ++last.rows;
-        continue;
-      }
-    }
-    kvPass.stores.push_back({i, hostSlot, row.position, 1, false});
-  }
-  return kvPass;
-}
-
-} // namespace
 
 Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
                             size_t firstLogit, size_t endLogit,

@@ -1,0 +1,52 @@
+// How the CUDA backend lays out one chunk of a forward's rows: the device
+// arrays its kernels read per row, and the host slots' KV micro-batches,
+// loads and stores. Plain C++ (no CUDA), so it is tested without a GPU.
+#pragma once
+
+#include "runtime/engine/Backend.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace moe::cuda {
+
+// Host slots' rows come last in a chunk (slots are in order and the host
+// slots are the highest); they are cut into micro-batches, each attended in
+// a staging buffer after its slots' cached K/V are loaded into it; new K/V
+// rows go back to pinned memory.
+
+// `count` consecutive host slots into staging slots from `local` on: the
+// positions cached before the pass (`length`) or after it (`lengthAfter`),
+// the most of any of the slots.
+struct KvLoad {
+  int64_t hostSlot, local, count, length, lengthAfter;
+};
+struct KvMicroBatch {
+  int64_t firstRow = 0, rows = 0;
+  std::vector<KvLoad> loads;
+};
+// `rows` rows from `row` on: one slot's consecutive positions, or (across
+// slots) one row for each of `rows` consecutive slots at one position.
+struct KvStoreRun {
+  int64_t row, hostSlot, position, rows;
+  bool acrossSlots;
+};
+struct KvPass {
+  int64_t gpuRows = 0;
+  bool loadsAfterCompute = false; // loads wait for the op's earlier work
+  std::vector<KvMicroBatch> microBatches;
+  std::vector<KvStoreRun> stores;
+};
+
+/// Rows [first, end) of a batch as one chunk: per row its token, the slot
+/// in the KV array attention reads (a GPU slot, or a host slot's index in
+/// its staging buffer), its position and the row of that array where its
+/// K/V go; and the host slots' micro-batches (at most `microBatch` slots
+/// each) and stores, numbered from the chunk's first row. Slots below
+/// `gpuSlots` keep their KV on the GPU; rows are in slot order.
+KvPass chunkRows(const StepBatch &batch, int64_t first, int64_t end,
+                 int32_t gpuSlots, int32_t maxContext, int64_t microBatch,
+                 int32_t *tokens, int32_t *attnSlots, int32_t *positions,
+                 int32_t *cacheRows);
+
+} // namespace moe::cuda
