@@ -34,6 +34,8 @@ CASES = {
     "qwen3-30b-a3b-resident": ("qwen3-30b-a3b", 77.5),
     "deepseek-v2-lite-24g": ("deepseek-v2-lite", 24),
     "deepseek-v2-lite-resident": ("deepseek-v2-lite", 77.5),
+    # The driver's own smoke test (CPU backend, tiny lengths; see test/bench).
+    "tiny-mixtral": ("tiny-mixtral", 0.002),
 }
 
 
@@ -41,7 +43,15 @@ def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def tool(args, name):
+    path = args.bin / name
+    if not path.is_file():
+        sys.exit(f"run_benchmarks: {name} not found in {args.bin} (--bin)")
+    return str(path)
+
+
 def plan(args):
+    moe_opt = tool(args, "moe-opt")
     args.out.mkdir(parents=True, exist_ok=True)
     for case in args.cases:
         model, gpu = CASES[case]
@@ -49,7 +59,7 @@ def plan(args):
                    f"prompt-len={args.prompt_len}", f"gen-len={args.gen_len}",
                    f"output={args.out / (case + '.moeplan')}"]
         explain = subprocess.run(
-            [str(args.bin / "moe-opt"), str(ROOT / "models" / model / "config.json"),
+            [moe_opt, str(ROOT / "models" / model / "config.json"),
              "--moe-plan=" + " ".join(options), "--moe-explain-plan=json=true", "-o", "/dev/null"],
             check=True, capture_output=True, text=True).stdout
         (args.out / f"{case}.explain.json").write_text(explain)
@@ -66,29 +76,30 @@ def write_prompts(path, count, length, vocab, new_tokens, seed):
             f.write(json.dumps({"input_ids": ids, "max_new_tokens": new_tokens}) + "\n")
 
 
-def run_case(args, case):
+def run_case(args, case, batch):
     explain = json.loads((args.out / f"{case}.explain.json").read_text())
     decision, report = explain["decision"], explain["report"]
-    batch = args.batch or decision["resident_batch"]
+    batch = batch or decision["resident_batch"]
+    name = case if batch == decision["resident_batch"] else f"{case}-b{batch}"
     mean_context = args.prompt_len + args.gen_len // 2
     prompt_len = mean_context - args.decode_steps // 2
     model, gpu = CASES[case]
     vocab = json.loads((ROOT / "models" / model / "config.json").read_text())["vocab_size"]
-    prompts = args.out / f"{case}.prompts.jsonl"
+    prompts = args.out / f"{name}.prompts.jsonl"
     write_prompts(prompts, batch, prompt_len, vocab, args.decode_steps, seed=1)
-    stats_path = args.out / f"{case}.stats.json"
-    command = [str(args.bin / "moe-run"), str(args.out / f"{case}.moeplan"), "--synthetic-seed", "1",
-               "--prompts", str(prompts), "--output", str(args.out / f"{case}.answers.jsonl"),
-               "--stats", str(stats_path), "--backend", "cuda", "--batch", str(batch),
+    stats_path = args.out / f"{name}.stats.json"
+    command = [tool(args, "moe-run"), str(args.out / f"{case}.moeplan"), "--synthetic-seed", "1",
+               "--prompts", str(prompts), "--output", str(args.out / f"{name}.answers.jsonl"),
+               "--stats", str(stats_path), "--backend", args.backend, "--batch", str(batch),
                "--max-context", str(args.prompt_len + args.gen_len), "--progress"]
-    log(f"{case}: {' '.join(command)}")
+    log(f"{name}: {' '.join(command)}")
     started = time.time()
-    log_path = args.out / f"{case}.log"
+    log_path = args.out / f"{name}.log"
     with open(log_path, "w") as log_file:
         done = subprocess.run(command, timeout=args.timeout, stderr=log_file)
     if done.returncode != 0:
         lines = [l for l in log_path.read_text().replace("\r", "\n").splitlines() if l.strip()]
-        return {"case": case, "model": model,
+        return {"case": name, "model": model, "B": batch,
                 "error": f"moe-run exited {done.returncode}: {lines[-1] if lines else ''}"}
     stats = json.loads(stats_path.read_text())
     steps = stats["decode"]["steps"]
@@ -99,7 +110,7 @@ def run_case(args, case):
     # approximately, so fractions are reported for the planned B alone.
     planned = batch == decision["resident_batch"]
     return {
-        "case": case, "model": model, "budget": f"{gpu} GiB",
+        "case": name, "model": model, "budget": f"{gpu} GiB",
         "B": batch, "prompt_len": prompt_len, "decode_steps": steps,
         "wall_seconds": time.time() - started, "prepare_seconds": stats.get("prepare_seconds"),
         "prefill_tokens_per_second": stats["prefill"]["tokens_per_second"],
@@ -121,17 +132,27 @@ def run_case(args, case):
     }
 
 
+def card_name():
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True).stdout.strip() or "no GPU"
+    except FileNotFoundError:
+        return "no GPU"
+
+
 def run(args):
-    import subprocess as sp
-    card = sp.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                  capture_output=True, text=True).stdout.strip()
-    results = {"card": card, "prompt_len": args.prompt_len, "gen_len": args.gen_len, "moe_run": []}
+    tool(args, "moe-run")
+    results = {"card": card_name(), "prompt_len": args.prompt_len, "gen_len": args.gen_len,
+               "moe_run": [], "transformers": [json.loads(Path(f).read_text()) for f in args.transformers]}
     for case in args.cases:
-        try:
-            results["moe_run"].append(run_case(args, case))
-        except subprocess.TimeoutExpired:
-            results["moe_run"].append({"case": case, "error": f"timed out after {args.timeout} s"})
-        (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        for batch in args.batches or [None]:
+            try:
+                results["moe_run"].append(run_case(args, case, batch))
+            except subprocess.TimeoutExpired:
+                results["moe_run"].append({"case": case, "B": batch,
+                                           "error": f"timed out after {args.timeout} s"})
+            (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    card = results["card"]
     print(f"\n{card}, prompt {args.prompt_len} + {args.gen_len} (decode window of "
           f"{args.decode_steps} steps at the mean context), synthetic bf16 weights")
     print(f"{'case':28s} {'B':>5s} {'prefill/s':>10s} {'decode/s':>9s} {'pred/s':>8s} "
@@ -159,7 +180,11 @@ def main():
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--gen-len", type=int, default=256)
     p.add_argument("--decode-steps", type=int, default=16, help="decode steps measured")
-    p.add_argument("--batch", type=int, default=None, help="override the plan's B")
+    p.add_argument("--batches", type=int, nargs="+", default=None,
+                   help="resident batches to run instead of the plan's B (a sweep)")
+    p.add_argument("--backend", default="cuda", choices=["cuda", "cpu", "auto"])
+    p.add_argument("--transformers", nargs="*", default=[],
+                   help="bench/hf_generate.py JSON files to put beside the moe-run results")
     p.add_argument("--timeout", type=float, default=540, help="seconds per moe-run")
     args = p.parse_args()
     plan(args) if args.stage == "plan" else run(args)
