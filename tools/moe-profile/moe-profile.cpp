@@ -1,14 +1,15 @@
 // moe-profile: measures one GPU and its host (PCIe and HBM copy rates, bf16
 // GEMM times via cuBLASLt, decode-attention times) and writes the hardware
 // profile the planner's cost model reads (schema moe-hardware-profile/1).
+// `moe-run --profile-hardware` does the same measurement for users; this
+// tool adds the developer options (--device, --check-only for
+// compute-sanitizer).
 //
 //   moe-profile --out profile.json [--quick] [--device N] [--check-only]
 //
 // Prints a table as it measures. On failure prints one line
 // "moe-profile: <reason>" and exits 1.
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -31,24 +32,6 @@ int main(int argc, char **argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  // Fail on an unwritable output before spending minutes measuring (and
-  // leave no empty file behind when the measurement fails).
-  std::error_code ec;
-  const bool existed = std::filesystem::exists(outPath, ec);
-  {
-    std::ofstream probe(outPath, std::ios::app);
-    if (!probe) {
-      fmt::print(stderr, "moe-profile: cannot open {} for writing\n", outPath);
-      return 1;
-    }
-  }
-  auto fail = [&](const std::string &message) {
-    if (!existed)
-      std::filesystem::remove(outPath, ec);
-    fmt::print(stderr, "moe-profile: {}\n", message);
-    return 1;
-  };
-
   moe::cuda::ProfileOptions options;
   options.quick = quick;
   options.checksOnly = checksOnly;
@@ -57,18 +40,20 @@ int main(int argc, char **argv) {
     fmt::print("{}\n", line);
     std::fflush(stdout);
   };
-  auto profile = moe::cuda::profileHardware(options);
-  if (!profile)
-    return fail(profile.error().message());
   if (checksOnly) {
-    if (!existed)
-      std::filesystem::remove(outPath, ec);
+    auto checked = moe::cuda::profileHardware(options);
+    if (!checked) {
+      fmt::print(stderr, "moe-profile: {}\n", checked.error().message());
+      return 1;
+    }
     fmt::print("checks passed\n");
     return 0;
   }
-  moe::Status written = moe::cuda::writeProfileJson(*profile, outPath);
-  if (!written)
-    return fail(written.error().message());
+  moe::Status written = moe::cuda::measureProfileToFile(options, outPath);
+  if (!written) {
+    fmt::print(stderr, "moe-profile: {}\n", written.error().message());
+    return 1;
+  }
   fmt::print("wrote {}\n", outPath);
   return 0;
 }

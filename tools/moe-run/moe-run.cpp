@@ -8,6 +8,7 @@
 
 #include "runtime/backends/cpu/CpuBackend.h"
 #ifdef MOE_HAVE_CUDA
+#include "runtime/backends/cuda/HardwareProfiler.h"
 #include "runtime/backends/cuda/backend/CudaBackend.h"
 
 #include <cuda_runtime_api.h>
@@ -35,6 +36,7 @@ namespace {
 
 struct Options {
   std::string plan, checkpoint, prompts, output = "-", stats;
+  std::string profileHardware; // measure the machine into this file instead
   std::string backend = "auto";
   std::optional<uint64_t> syntheticSeed;
   int32_t threads = static_cast<int32_t>(std::thread::hardware_concurrency());
@@ -170,6 +172,22 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
       cpu->prepare(plan, weights, engine.residentBatch, engine.maxContext));
   name = "cpu";
   return std::unique_ptr<Backend>(std::move(cpu));
+}
+
+/// Measures the machine for the planner and writes the profile JSON.
+Status profileHardware(const std::string &path) {
+#ifdef MOE_HAVE_CUDA
+  cuda::ProfileOptions options;
+  options.log = [](std::string_view line) {
+    std::printf("%.*s\n", static_cast<int>(line.size()), line.data());
+    std::fflush(stdout);
+  };
+  MOE_RETURN_IF_ERROR(cuda::measureProfileToFile(options, path));
+  std::printf("wrote %s\n", path.c_str());
+  return Status::success();
+#else
+  return makeError("--profile-hardware: this moe-run was built without CUDA");
+#endif
 }
 
 nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
@@ -348,7 +366,11 @@ int main(int argc, char **argv) {
   Options options;
   CLI::App app{"moe-run: generate answers for a file of prompts with a plan "
                "made by moe-opt"};
-  app.add_option("plan", options.plan, "The .moeplan file")->required();
+  app.add_option("plan", options.plan, "The .moeplan file");
+  app.add_option("--profile-hardware", options.profileHardware,
+                 "Measure this GPU and host (PCIe, HBM, GEMM and attention "
+                 "rates; minutes) into this JSON file for moe-opt's "
+                 "--moe-plan=profile=..., then exit");
   auto *checkpoint =
       app.add_option("--checkpoint", options.checkpoint,
                      "HuggingFace checkpoint directory (safetensors)");
@@ -357,8 +379,7 @@ int main(int argc, char **argv) {
       "Use seeded random weights of the real shapes instead of a checkpoint");
   checkpoint->excludes(synthetic);
   app.add_option("--prompts", options.prompts,
-                 "JSONL: {\"input_ids\": [...]} or {\"prompt\": \"...\"}")
-      ->required();
+                 "JSONL: {\"input_ids\": [...]} or {\"prompt\": \"...\"}");
   app.add_option("--output", options.output, "Answers JSONL ('-': stdout)");
   app.add_option("--stats", options.stats, "Write run statistics as JSON");
   app.add_option("--backend", options.backend,
@@ -378,6 +399,19 @@ int main(int argc, char **argv) {
   app.add_flag("--progress,!--no-progress", options.progress,
                "Progress bar with ETA on stderr");
   CLI11_PARSE(app, argc, argv);
+  if (!options.profileHardware.empty()) {
+    Status profiled = profileHardware(options.profileHardware);
+    if (!profiled.ok()) {
+      std::fprintf(stderr, "moe-run: %s\n", profiled.error().message().c_str());
+      return 1;
+    }
+    return 0;
+  }
+  if (options.plan.empty() || options.prompts.empty()) {
+    std::fprintf(stderr, "moe-run: give a plan and --prompts FILE (or "
+                         "--profile-hardware OUT.json)\n");
+    return 1;
+  }
   if (options.checkpoint.empty() && !options.syntheticSeed) {
     std::fprintf(stderr, "moe-run: give --checkpoint DIR or "
                          "--synthetic-seed N\n");

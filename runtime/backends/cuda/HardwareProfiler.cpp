@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -741,6 +742,25 @@ Status writeProfileJson(const HardwareProfile &profile,
   if (!file)
     return makeError("cannot write {}", path);
   return Status::success();
+}
+
+Status measureProfileToFile(const ProfileOptions &options,
+                            const std::string &path) {
+  // An unwritable output fails before minutes of measuring, and a failed
+  // measurement leaves no empty file behind.
+  std::error_code error;
+  const bool existed = std::filesystem::exists(path, error);
+  {
+    std::ofstream probe(path, std::ios::app);
+    if (!probe)
+      return makeError("cannot open {} for writing", path);
+  }
+  auto profile = profileHardware(options);
+  Status written =
+      profile ? writeProfileJson(*profile, path) : Status(profile.error());
+  if (!written && !existed)
+    std::filesystem::remove(path, error);
+  return written;
 }
 
 } // namespace moe::cuda

@@ -95,4 +95,9 @@ std::string profileToJson(const HardwareProfile &profile);
 Status writeProfileJson(const HardwareProfile &profile,
                         const std::string &path);
 
+// Measures (profileHardware) and writes the profile to `path`: an
+// unwritable path fails before measuring, a failure leaves no new file.
+Status measureProfileToFile(const ProfileOptions &options,
+                            const std::string &path);
+
 } // namespace moe::cuda
