@@ -115,6 +115,7 @@ def run_case(args, case, batch):
         "wall_seconds": time.time() - started, "prepare_seconds": stats.get("prepare_seconds"),
         "prefill_tokens_per_second": stats["prefill"]["tokens_per_second"],
         "decode_tokens_per_second": stats["decode"]["tokens_per_second"],
+        "new_tokens_per_second": stats["new_tokens_per_second"],
         "measured_step_seconds": measured_step,
         "predicted_step_seconds": predicted_step,
         "roofline_step_seconds": roofline,

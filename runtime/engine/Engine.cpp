@@ -83,6 +83,7 @@ Status Engine::advance(const std::vector<int32_t> &slots,
                                      static_cast<size_t>(vocabSize_));
     int32_t token = s.sampler->sample(rowLogits);
     s.output.push_back(token);
+    ++stats_.newTokens;
     bool eos = std::find(options_.eosTokenIds.begin(),
                          options_.eosTokenIds.end(),
                          token) != options_.eosTokenIds.end();

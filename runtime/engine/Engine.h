@@ -40,6 +40,7 @@ struct EngineOptions {
 struct EngineStats {
   int64_t prompts = 0;
   int64_t prefillTokens = 0, decodeTokens = 0;
+  int64_t newTokens = 0; // sampled: one per prefilled prompt and decode row
   int64_t prefillSteps = 0, decodeSteps = 0;
   double prefillSeconds = 0, decodeSeconds = 0, samplingSeconds = 0;
   int32_t peakActiveSequences = 0;

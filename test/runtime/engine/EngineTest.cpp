@@ -131,12 +131,20 @@ TEST(Engine, EveryPromptIsAnsweredAsIfAlone) {
     RunResult result = runEngine(batch, requests);
     ASSERT_TRUE(result.status.ok()) << result.status.error().message();
     ASSERT_EQ(result.completions.size(), requests.size()) << "B=" << batch;
+    int64_t answered = 0;
     for (const Request &request : requests) {
       Completion want = expected(request);
       const Completion &got = result.completions.at(request.index);
       EXPECT_EQ(got.outputIds, want.outputIds) << "B=" << batch;
       EXPECT_EQ(got.finishReason, want.finishReason) << "B=" << batch;
+      answered += static_cast<int64_t>(got.outputIds.size());
     }
+    // Every sampled token is an answer's: the prefill's first token of each
+    // prompt plus one per decode row.
+    EXPECT_EQ(result.stats.newTokens, answered) << "B=" << batch;
+    EXPECT_EQ(result.stats.newTokens,
+              result.stats.prompts + result.stats.decodeTokens)
+        << "B=" << batch;
   }
 }
 
