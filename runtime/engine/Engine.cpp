@@ -1,6 +1,7 @@
 #include "runtime/engine/Engine.h"
 
 #include <algorithm>
+#include <thread>
 
 namespace moe {
 namespace {
@@ -44,9 +45,9 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
     Request &request = **next;
     int32_t promptLength = static_cast<int32_t>(request.promptIds.size());
     if (promptLength == 0 || promptLength >= options_.maxContext) {
-      sourceError = makeError("prompt {} has {} tokens; it must have 1 to {}",
-                              request.index + 1, promptLength,
-                              options_.maxContext - 1);
+      sourceError =
+          makeError("prompt {} has {} tokens; it must have 1 to {}",
+                    request.index + 1, promptLength, options_.maxContext - 1);
       exhausted = true;
       break;
     }
@@ -76,17 +77,34 @@ Status Engine::advance(const std::vector<int32_t> &slots,
                        const std::vector<float> &logits,
                        const CompletionSink &sink) {
   auto start = Clock::now();
+  std::vector<int32_t> tokens(slots.size());
+  auto sampleRows = [&](size_t begin, size_t end) {
+    for (size_t row = begin; row < end; ++row)
+      tokens[row] = slots_[slots[row]].sampler->sample(std::span<const float>(
+          logits.data() + row * vocabSize_, static_cast<size_t>(vocabSize_)));
+  };
+  size_t threads = std::min<size_t>(
+      std::max(1u, std::thread::hardware_concurrency()), slots.size());
+  if (threads > 1 &&
+      int64_t(slots.size()) * vocabSize_ >= options_.parallelSamplingLogits) {
+    size_t chunk = (slots.size() + threads - 1) / threads;
+    std::vector<std::jthread> helpers;
+    for (size_t begin = chunk; begin < slots.size(); begin += chunk)
+      helpers.emplace_back(sampleRows, begin,
+                           std::min(slots.size(), begin + chunk));
+    sampleRows(0, chunk);
+  } else {
+    sampleRows(0, slots.size());
+  }
   for (size_t row = 0; row < slots.size(); ++row) {
     int32_t slot = slots[row];
     Slot &s = slots_[slot];
-    std::span<const float> rowLogits(logits.data() + row * vocabSize_,
-                                     static_cast<size_t>(vocabSize_));
-    int32_t token = s.sampler->sample(rowLogits);
+    int32_t token = tokens[row];
     s.output.push_back(token);
     ++stats_.newTokens;
-    bool eos = std::find(options_.eosTokenIds.begin(),
-                         options_.eosTokenIds.end(),
-                         token) != options_.eosTokenIds.end();
+    bool eos =
+        std::find(options_.eosTokenIds.begin(), options_.eosTokenIds.end(),
+                  token) != options_.eosTokenIds.end();
     if (eos)
       MOE_RETURN_IF_ERROR(finish(slot, "eos", sink));
     else if (static_cast<int32_t>(s.output.size()) >= s.request->maxNewTokens)

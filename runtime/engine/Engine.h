@@ -19,7 +19,7 @@
 namespace moe {
 
 struct Request {
-  int64_t index = 0;              // position in the input, 0-based
+  int64_t index = 0; // position in the input, 0-based
   std::vector<int32_t> promptIds;
   int32_t maxNewTokens = 0;
 };
@@ -31,10 +31,13 @@ struct Completion {
 };
 
 struct EngineOptions {
-  int32_t residentBatch = 1;  // B: slots
-  int32_t maxContext = 0;     // prompt + generated tokens per slot
+  int32_t residentBatch = 1; // B: slots
+  int32_t maxContext = 0;    // prompt + generated tokens per slot
   std::vector<int32_t> eosTokenIds;
   SamplingParams sampling;
+  // A step with at least this many logits samples its rows on all cores
+  // (each row's sampler is its own, so the tokens are the same).
+  int64_t parallelSamplingLogits = int64_t{1} << 22;
 };
 
 struct EngineStats {

@@ -75,14 +75,17 @@ struct RunResult {
   EngineStats stats;
 };
 
-RunResult runEngine(int32_t residentBatch, const std::vector<Request> &requests,
-                    SamplingParams sampling = {}, int failAt = -1) {
+RunResult runEngine(
+    int32_t residentBatch, const std::vector<Request> &requests,
+    SamplingParams sampling = {}, int failAt = -1,
+    int64_t parallelSamplingLogits = EngineOptions{}.parallelSamplingLogits) {
   HistoryBackend backend;
   EngineOptions options;
   options.residentBatch = residentBatch;
   options.maxContext = 64;
   options.eosTokenIds = {kEos};
   options.sampling = sampling;
+  options.parallelSamplingLogits = parallelSamplingLogits;
   backend.histories.assign(static_cast<size_t>(residentBatch), {});
   Engine engine(backend, kVocab, options);
   size_t next = 0;
@@ -97,8 +100,8 @@ RunResult runEngine(int32_t residentBatch, const std::vector<Request> &requests,
       },
       [&](Completion completion) {
         int64_t index = completion.index;
-        EXPECT_TRUE(result.completions.emplace(index, std::move(completion))
-                        .second);
+        EXPECT_TRUE(
+            result.completions.emplace(index, std::move(completion)).second);
         return Status::success();
       });
   result.stats = engine.stats();
@@ -157,6 +160,21 @@ TEST(Engine, ContinuousRefillKeepsSlotsBusy) {
   // Refill admits new prompts while others decode, so there are far fewer
   // decode steps than a batch-at-a-time run (10 batches x up to 9 steps).
   EXPECT_LT(result.stats.decodeSteps, 10 * 9);
+}
+
+TEST(Engine, SamplingOnAllCoresGivesTheSameTokens) {
+  std::vector<Request> requests = makeRequests(31);
+  for (SamplingParams sampling :
+       {SamplingParams{}, SamplingParams{1.0f, 10, 0.9f, 99}}) {
+    RunResult serial = runEngine(16, requests, sampling);
+    RunResult parallel = runEngine(16, requests, sampling, -1,
+                                   /*parallelSamplingLogits=*/0);
+    ASSERT_TRUE(serial.status.ok() && parallel.status.ok());
+    ASSERT_EQ(parallel.completions.size(), requests.size());
+    for (const auto &[index, completion] : serial.completions)
+      EXPECT_EQ(parallel.completions.at(index).outputIds, completion.outputIds)
+          << index;
+  }
 }
 
 TEST(Engine, SamplingDependsOnTheRequestNotTheBatch) {
