@@ -4,8 +4,10 @@
 # With no argument it runs the embedded tiny Mixtral (test/golden/tiny-mixtral:
 # HF config + safetensors) on models/demo-prompts.jsonl. Answers go to
 # build/run/answers.jsonl, statistics to build/run/stats.json. A checkpoint
-# given is planned for the measured H100 profile (MOE_PROFILE, MOE_GPU_MEM and
-# MOE_HOST_MEM in GiB override it); moe-run uses the GPU when there is one.
+# given is planned for this machine: its GPU is measured once into
+# build/run/hardware-profile.json (a few minutes; without a GPU, or if that
+# fails, the shipped H100 profile is used). MOE_PROFILE, MOE_GPU_MEM and
+# MOE_HOST_MEM (GiB) override. moe-run uses the GPU when there is one.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 
@@ -15,8 +17,24 @@ out=$MOE_BUILD/run
 mkdir -p "$out"
 plan=$out/$(basename "$checkpoint").moeplan
 
+# The hardware profile the planner reads.
+machine_profile() {
+  local measured=$out/hardware-profile.json
+  if [[ -n ${MOE_PROFILE:-} ]]; then
+    echo "$MOE_PROFILE"
+  elif [[ -f $measured ]]; then
+    echo "$measured"
+  elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 &&
+    { echo "moe: measuring this GPU for the planner (once, a few minutes)" >&2
+      "$MOE_BUILD/bin/moe-run" --profile-hardware "$measured" >&2; }; then
+    echo "$measured"
+  else
+    echo "$MOE_ROOT/models/hardware/h100-sxm-80gb.json"
+  fi
+}
+
 if [[ $# -ge 1 ]]; then
-  options="profile=${MOE_PROFILE:-$MOE_ROOT/models/hardware/h100-sxm-80gb.json}"
+  options="profile=$(machine_profile)"
   [[ -n ${MOE_GPU_MEM:-} ]] && options+=" gpu-mem=$MOE_GPU_MEM"
   [[ -n ${MOE_HOST_MEM:-} ]] && options+=" host-mem=$MOE_HOST_MEM"
   "$MOE_BUILD/bin/moe-opt" "$checkpoint" --moe-print-summary \
