@@ -369,11 +369,12 @@ int main(int argc, char **argv) {
   Options options;
   CLI::App app{"moe-run: generate answers for a file of prompts with a plan "
                "made by moe-opt"};
-  app.add_option("plan", options.plan, "The .moeplan file");
+  auto *planOption = app.add_option("plan", options.plan, "The .moeplan file");
   app.add_option("--profile-hardware", options.profileHardware,
                  "Measure this GPU and host (PCIe, HBM, GEMM and attention "
                  "rates; minutes) into this JSON file for moe-opt's "
-                 "--moe-plan=profile=..., then exit");
+                 "--moe-plan=profile=..., then exit")
+      ->excludes(planOption);
   auto *checkpoint =
       app.add_option("--checkpoint", options.checkpoint,
                      "HuggingFace checkpoint directory (safetensors)");

@@ -1788,7 +1788,11 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
         MOE_CUDA_TRY(cudaFreeHost(s.parking));
       s.parking = nullptr;
       s.parkingBytes = 0;
-      MOE_CUDA_TRY(cudaHostAlloc(&s.parking, needed, cudaHostAllocDefault));
+      MOE_RETURN_IF_ERROR(checkCuda(
+          cudaHostAlloc(&s.parking, needed, cudaHostAllocDefault),
+          fmt::format("cudaHostAlloc({}) for the hidden states of {} rows "
+                      "parked between layers",
+                      formatBytes(needed), rows)));
       s.parkingBytes = needed;
     }
   }
