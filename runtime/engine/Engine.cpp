@@ -1,7 +1,8 @@
 #include "runtime/engine/Engine.h"
 
+#include "runtime/support/Parallel.h"
+
 #include <algorithm>
-#include <thread>
 
 namespace moe {
 namespace {
@@ -78,24 +79,15 @@ Status Engine::advance(const std::vector<int32_t> &slots,
                        const CompletionSink &sink) {
   auto start = Clock::now();
   std::vector<int32_t> tokens(slots.size());
-  auto sampleRows = [&](size_t begin, size_t end) {
-    for (size_t row = begin; row < end; ++row)
-      tokens[row] = slots_[slots[row]].sampler->sample(std::span<const float>(
-          logits.data() + row * vocabSize_, static_cast<size_t>(vocabSize_)));
+  auto sampleRow = [&](size_t row) {
+    tokens[row] = slots_[slots[row]].sampler->sample(std::span<const float>(
+        logits.data() + row * vocabSize_, static_cast<size_t>(vocabSize_)));
   };
-  size_t threads = std::min<size_t>(
-      std::max(1u, std::thread::hardware_concurrency()), slots.size());
-  if (threads > 1 &&
-      int64_t(slots.size()) * vocabSize_ >= options_.parallelSamplingLogits) {
-    size_t chunk = (slots.size() + threads - 1) / threads;
-    std::vector<std::jthread> helpers;
-    for (size_t begin = chunk; begin < slots.size(); begin += chunk)
-      helpers.emplace_back(sampleRows, begin,
-                           std::min(slots.size(), begin + chunk));
-    sampleRows(0, chunk);
-  } else {
-    sampleRows(0, slots.size());
-  }
+  if (int64_t(slots.size()) * vocabSize_ >= options_.parallelSamplingLogits)
+    runOnAllCores(slots.size(), sampleRow);
+  else
+    for (size_t row = 0; row < slots.size(); ++row)
+      sampleRow(row);
   for (size_t row = 0; row < slots.size(); ++row) {
     int32_t slot = slots[row];
     Slot &s = slots_[slot];

@@ -1,10 +1,10 @@
 #include "runtime/weights/WeightSet.h"
 
+#include "runtime/support/Parallel.h"
 #include "runtime/weights/HalfFloat.h"
 #include "runtime/weights/Safetensors.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -13,8 +13,6 @@
 #include <new>
 #include <set>
 #include <sstream>
-#include <system_error>
-#include <thread>
 
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
@@ -297,26 +295,6 @@ void fillRange(uint8_t *buffer, ElementType type, int64_t begin, int64_t end,
   }
 }
 
-/// Calls job(i) for i in [0, count) on all cores.
-template <typename Job> void runJobs(size_t count, const Job &job) {
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i = next++; i < count; i = next++)
-      job(i);
-  };
-  size_t threadCount = std::min<size_t>(
-      std::max(1u, std::thread::hardware_concurrency()), count);
-  std::vector<std::jthread> helpers;
-  for (size_t t = 1; t < threadCount; ++t) {
-    try {
-      helpers.emplace_back(work);
-    } catch (const std::system_error &) {
-      break; // fewer threads only make it slower
-    }
-  }
-  work();
-}
-
 void appendFloat32(const TensorView &part, float *out) {
   const auto *bytes = static_cast<const uint8_t *>(part.data);
   int64_t count = part.numElements();
@@ -353,16 +331,17 @@ std::vector<float> generate(const Recipe &recipe,
   size_t elementBytes = whole.numBytes() / size_t(std::max<int64_t>(count, 1));
   std::vector<uint8_t> buffer(whole.numBytes());
   std::vector<float> values(count);
-  runJobs(size_t((count + kJobElements - 1) / kJobElements), [&](size_t job) {
-    int64_t begin = int64_t(job) * kJobElements;
-    int64_t end = std::min(count, begin + kJobElements);
-    fillRange(buffer.data(), recipe.type, begin, end, recipe.key,
-              recipe.distribution);
-    TensorView slice{recipe.type,
-                     {end - begin},
-                     buffer.data() + size_t(begin) * elementBytes};
-    appendFloat32(slice, values.data() + begin);
-  });
+  runOnAllCores(
+      size_t((count + kJobElements - 1) / kJobElements), [&](size_t job) {
+        int64_t begin = int64_t(job) * kJobElements;
+        int64_t end = std::min(count, begin + kJobElements);
+        fillRange(buffer.data(), recipe.type, begin, end, recipe.key,
+                  recipe.distribution);
+        TensorView slice{recipe.type,
+                         {end - begin},
+                         buffer.data() + size_t(begin) * elementBytes};
+        appendFloat32(slice, values.data() + begin);
+      });
   return values;
 }
 
@@ -460,7 +439,7 @@ void WeightSet::toBf16(size_t index, std::span<uint16_t> out) const {
   }
   const Recipe *recipe =
       storage_->recipes.empty() ? nullptr : &storage_->recipes[index];
-  runJobs(slices.size(), [&](size_t job) {
+  runOnAllCores(slices.size(), [&](size_t job) {
     const Slice &slice = slices[job];
     int64_t count = slice.view.numElements();
     const auto *bytes = static_cast<const uint8_t *>(slice.view.data);
