@@ -34,6 +34,21 @@ Laid lay(const std::vector<TokenRow> &rows, int64_t first, int64_t end,
   return laid;
 }
 
+TEST(CutAtSlots, PiecesEndAtSlotBoundariesWithinTheLimit) {
+  // Slot 0: rows 0-2, slot 1: rows 3-4, slot 2: rows 5-8.
+  std::vector<TokenRow> rows = {{0, 0}, {0, 1}, {0, 2}, {1, 0}, {1, 1},
+                                {2, 0}, {2, 1}, {2, 2}, {2, 3}};
+  EXPECT_EQ(cutAtSlots(rows, 0, 9, 100), (std::vector<int64_t>{0, 9}));
+  EXPECT_EQ(cutAtSlots(rows, 0, 9, 4), (std::vector<int64_t>{0, 3, 5, 9}));
+  EXPECT_EQ(cutAtSlots(rows, 0, 9, 5), (std::vector<int64_t>{0, 5, 9}));
+  // A slot longer than the limit is split where the limit falls.
+  EXPECT_EQ(cutAtSlots(rows, 5, 9, 3), (std::vector<int64_t>{5, 8, 9}));
+  EXPECT_EQ(cutAtSlots(rows, 0, 3, 1), (std::vector<int64_t>{0, 1, 2, 3}));
+  // Decode rows, one per slot.
+  std::vector<TokenRow> decode = {{0, 7}, {1, 7}, {2, 7}, {3, 7}, {4, 7}};
+  EXPECT_EQ(cutAtSlots(decode, 0, 5, 2), (std::vector<int64_t>{0, 2, 4, 5}));
+}
+
 TEST(ChunkRows, GpuSlotsReadTheirOwnCache) {
   Laid laid = lay({{0, 5}, {1, 3}, {3, 9}}, 0, 3, /*gpuSlots=*/4, 2);
   EXPECT_EQ(laid.pass.gpuRows, 3);

@@ -4,6 +4,21 @@
 
 namespace moe::cuda {
 
+std::vector<int64_t> cutAtSlots(const std::vector<TokenRow> &rows,
+                                int64_t first, int64_t end, int64_t limit) {
+  limit = std::max<int64_t>(limit, 1);
+  std::vector<int64_t> cuts{first};
+  while (cuts.back() + limit < end) {
+    int64_t cut = cuts.back() + limit, boundary = cut;
+    while (boundary > cuts.back() &&
+           rows[boundary].slot == rows[boundary - 1].slot)
+      --boundary;
+    cuts.push_back(boundary > cuts.back() ? boundary : cut);
+  }
+  cuts.push_back(end);
+  return cuts;
+}
+
 KvPass chunkRows(const StepBatch &batch, int64_t first, int64_t end,
                  int32_t gpuSlots, int32_t maxContext, int64_t microBatch,
                  int32_t *tokens, int32_t *attnSlots, int32_t *positions,

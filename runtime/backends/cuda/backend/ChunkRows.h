@@ -38,6 +38,13 @@ struct KvPass {
   std::vector<KvStoreRun> stores;
 };
 
+/// Cuts rows [first, end) into pieces of at most `limit` rows, each ending
+/// at a slot boundary where one lies in reach (a longer slot run is split;
+/// its later part continues the cache). Returns the cut points, `first`
+/// first and `end` last.
+std::vector<int64_t> cutAtSlots(const std::vector<TokenRow> &rows,
+                                int64_t first, int64_t end, int64_t limit);
+
 /// Rows [first, end) of a batch as one chunk: per row its token, the slot
 /// in the KV array attention reads (a GPU slot, or a host slot's index in
 /// its staging buffer), its position and the row of that array where its

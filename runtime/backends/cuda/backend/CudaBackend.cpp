@@ -1665,17 +1665,10 @@ Status CudaBackend::forward(const StepBatch &batch,
   // weights once; within it, chunks of what the step memory holds run layer
   // by layer with their hidden states parked in host memory.
   constexpr int64_t kPassRows = 65536;
-  int64_t passRows = kPassRows;
+  std::vector<int64_t> passes = cutAtSlots(batch.rows, 0, rows, kPassRows);
   size_t logitIndex = 0;
-  for (int64_t first = 0; first < rows;) {
-    int64_t end = std::min(rows, first + passRows);
-    if (end < rows) {
-      int64_t cut = end;
-      while (cut > first && batch.rows[cut].slot == batch.rows[cut - 1].slot)
-        --cut;
-      if (cut > first)
-        end = cut;
-    }
+  for (size_t p = 0; p + 1 < passes.size(); ++p) {
+    int64_t first = passes[p], end = passes[p + 1];
     size_t logitEnd = logitIndex;
     while (logitEnd < batch.logitRows.size() && batch.logitRows[logitEnd] < end)
       ++logitEnd;
@@ -1686,7 +1679,6 @@ Status CudaBackend::forward(const StepBatch &batch,
     for (int64_t r = first; r < end; ++r)
       if (r + 1 == end || batch.rows[r + 1].slot != batch.rows[r].slot)
         s.lengths[batch.rows[r].slot] = batch.rows[r].position + 1;
-    first = end;
     logitIndex = logitEnd;
   }
   return Status::success();
@@ -1705,15 +1697,9 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
   // possible (a slot's second part continues its cache).
   int64_t chunkLimit = std::max<int64_t>(
       1, int64_t(s.memory.limit / size_t(std::max<int64_t>(s.rowBytes, 1))));
-  std::vector<int64_t> cuts{0}; // chunk starts, pass-relative
-  while (cuts.back() + chunkLimit < rows) {
-    int64_t cut = cuts.back() + chunkLimit, boundary = cut;
-    while (boundary > cuts.back() && batch.rows[first + boundary].slot ==
-                                         batch.rows[first + boundary - 1].slot)
-      --boundary;
-    cuts.push_back(boundary > cuts.back() ? boundary : cut);
-  }
-  cuts.push_back(rows);
+  std::vector<int64_t> cuts = cutAtSlots(batch.rows, first, end, chunkLimit);
+  for (int64_t &cut : cuts) // pass-relative
+    cut -= first;
   size_t chunks = cuts.size() - 1;
 
   // Per row: token, attention slot, position, cache row; then the logit
