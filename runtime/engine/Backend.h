@@ -9,6 +9,7 @@
 #include "runtime/support/Result.h"
 #include "runtime/weights/WeightSet.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -72,6 +73,23 @@ public:
   /// are consecutive and the slots in increasing order; logit rows increase.
   virtual Status forward(const StepBatch &batch,
                          std::vector<float> &logits) = 0;
+  /// forward() for greedy decoding: each logit row's first largest logit's
+  /// index (torch.argmax) instead of the logits. A backend whose logits live
+  /// elsewhere picks them there and moves only the ids.
+  virtual Status forwardGreedy(const StepBatch &batch,
+                               std::vector<int32_t> &tokens) {
+    std::vector<float> logits;
+    MOE_RETURN_IF_ERROR(forward(batch, logits));
+    size_t vocab =
+        batch.logitRows.empty() ? 0 : logits.size() / batch.logitRows.size();
+    tokens.resize(batch.logitRows.size());
+    for (size_t r = 0; r < tokens.size(); ++r) {
+      const float *row = logits.data() + r * vocab;
+      tokens[r] =
+          static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+    }
+    return Status::success();
+  }
   /// Time per stage since prepare, for the stats file.
   virtual std::vector<StageTime> stageSeconds() const = 0;
   /// Bytes moved and held; a backend that moves nothing keeps the zeros.

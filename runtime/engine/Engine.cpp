@@ -67,27 +67,38 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
   if (batch.rows.empty())
     return Status::success();
   auto start = Clock::now();
-  MOE_RETURN_IF_ERROR(backend_.forward(batch, logits_));
+  MOE_RETURN_IF_ERROR(forward(batch));
   stats_.prefillSeconds += secondsSince(start);
   stats_.prefillTokens += static_cast<int64_t>(batch.rows.size());
   ++stats_.prefillSteps;
   return Status::success();
 }
 
+Status Engine::forward(const StepBatch &batch) {
+  if (options_.sampling.temperature <= 0.0f)
+    return backend_.forwardGreedy(batch, stepTokens_);
+  return backend_.forward(batch, logits_);
+}
+
 Status Engine::advance(const std::vector<int32_t> &slots,
-                       const std::vector<float> &logits,
                        const CompletionSink &sink) {
   auto start = Clock::now();
-  std::vector<int32_t> tokens(slots.size());
-  auto sampleRow = [&](size_t row) {
-    tokens[row] = slots_[slots[row]].sampler->sample(std::span<const float>(
-        logits.data() + row * vocabSize_, static_cast<size_t>(vocabSize_)));
-  };
-  if (int64_t(slots.size()) * vocabSize_ >= options_.parallelSamplingLogits)
-    runOnAllCores(slots.size(), sampleRow);
-  else
-    for (size_t row = 0; row < slots.size(); ++row)
-      sampleRow(row);
+  std::vector<int32_t> &tokens = stepTokens_;
+  if (options_.sampling.temperature > 0.0f) {
+    tokens.resize(slots.size());
+    auto sampleRow = [&](size_t row) {
+      tokens[row] = slots_[slots[row]].sampler->sample(std::span<const float>(
+          logits_.data() + row * vocabSize_, static_cast<size_t>(vocabSize_)));
+    };
+    if (int64_t(slots.size()) * vocabSize_ >= options_.parallelSamplingLogits)
+      runOnAllCores(slots.size(), sampleRow);
+    else
+      for (size_t row = 0; row < slots.size(); ++row)
+        sampleRow(row);
+  }
+  if (tokens.size() != slots.size())
+    return makeError("the backend picked {} tokens for {} sequences",
+                     tokens.size(), slots.size());
   for (size_t row = 0; row < slots.size(); ++row) {
     int32_t slot = slots[row];
     Slot &s = slots_[slot];
@@ -126,7 +137,7 @@ Status Engine::decodeStep() {
   stats_.peakActiveSequences = std::max(
       stats_.peakActiveSequences, static_cast<int32_t>(batch.rows.size()));
   auto start = Clock::now();
-  MOE_RETURN_IF_ERROR(backend_.forward(batch, logits_));
+  MOE_RETURN_IF_ERROR(forward(batch));
   stats_.decodeSeconds += secondsSince(start);
   stats_.decodeTokens += static_cast<int64_t>(batch.rows.size());
   ++stats_.decodeSteps;
@@ -144,10 +155,10 @@ Status Engine::run(const RequestSource &source, const CompletionSink &sink,
   while (true) {
     if (!exhausted) {
       MOE_RETURN_IF_ERROR(refill(source, sourceError, exhausted));
-      // The prefill's logits give each new sequence its first token.
+      // The prefill gives each new sequence its first token.
       std::vector<int32_t> admitted = stepSlots_;
       if (!admitted.empty())
-        MOE_RETURN_IF_ERROR(advance(admitted, logits_, sink));
+        MOE_RETURN_IF_ERROR(advance(admitted, sink));
     }
     if (!active()) {
       if (exhausted)
@@ -156,7 +167,7 @@ Status Engine::run(const RequestSource &source, const CompletionSink &sink,
     }
     MOE_RETURN_IF_ERROR(decodeStep());
     std::vector<int32_t> stepped = stepSlots_;
-    MOE_RETURN_IF_ERROR(advance(stepped, logits_, sink));
+    MOE_RETURN_IF_ERROR(advance(stepped, sink));
     if (progress)
       progress(stats_);
   }

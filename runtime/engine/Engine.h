@@ -79,9 +79,11 @@ private:
   Status refill(const RequestSource &source, Status &sourceError,
                 bool &exhausted);
   Status decodeStep();
-  /// Samples each logit row's next token for its slot; finishes slots.
-  Status advance(const std::vector<int32_t> &slots,
-                 const std::vector<float> &logits, const CompletionSink &sink);
+  /// The forward pass of a step: greedy decoding takes the backend's picks
+  /// (stepTokens_), sampling takes the logits (logits_).
+  Status forward(const StepBatch &batch);
+  /// Gives each of the step's slots its next token; finishes slots.
+  Status advance(const std::vector<int32_t> &slots, const CompletionSink &sink);
   Status finish(int32_t slot, std::string reason, const CompletionSink &sink);
 
   Backend &backend_;
@@ -90,6 +92,7 @@ private:
   std::vector<Slot> slots_;
   EngineStats stats_;
   std::vector<float> logits_;
+  std::vector<int32_t> stepTokens_;
   std::vector<int32_t> stepSlots_;
 };
 

@@ -308,17 +308,6 @@ Status GemmRunner::run(const GemmArgs &args, cudaStream_t stream) {
   return Status::success();
 }
 
-Status GemmRunner::runGrouped(std::span<const GemmArgs> problems,
-                              cudaStream_t stream) {
-  for (std::size_t i = 0; i < problems.size(); ++i) {
-    Status status = run(problems[i], stream);
-    if (!status)
-      return status.error().withContext(fmt::format(
-          "grouped gemm, problem {} of {}", i + 1, problems.size()));
-  }
-  return Status::success();
-}
-
 Result<int> GemmRunner::candidateCount(const GemmArgs &args) {
   MOE_RETURN_IF_ERROR(validate(args));
   auto plan = state_->planFor(args);

@@ -1,5 +1,6 @@
-// bf16 GEMMs through cuBLASLt, the one GEMM path of the CUDA backend (and of
-// the hardware profiler):
+// bf16 GEMMs through cuBLASLt: the CUDA backend's dense GEMMs (the routed
+// experts run as one grouped kernel, kernels/GroupedGemm.h) and the hardware
+// profiler's:
 //
 //   y[m, n] = x[m, k] · W[n, k]ᵀ (+ bias[n])
 //
@@ -21,7 +22,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <span>
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -63,12 +63,6 @@ public:
 
   // Enqueues one GEMM on `stream`.
   Status run(const GemmArgs &args, cudaStream_t stream);
-
-  // Several independent GEMMs of different m (the experts of one layer) on
-  // one stream. cuBLASLt 13.0 has no grouped matmul (and cuBLAS's
-  // cublasGemmGroupedBatchedEx takes no bias and no algorithm choice), so
-  // this is one cublasLtMatmul per problem, each with its bucket's algorithm.
-  Status runGrouped(std::span<const GemmArgs> problems, cudaStream_t stream);
 
   // The heuristic's candidates for exactly this problem, for callers that
   // time them themselves (the hardware profiler).

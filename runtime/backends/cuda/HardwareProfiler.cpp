@@ -13,6 +13,7 @@
 #include "runtime/backends/cuda/CudaCheck.h"
 #include "runtime/backends/cuda/GemmRunner.h"
 #include "runtime/backends/cuda/ProfilerKernels.h"
+#include "runtime/backends/cuda/kernels/Kernels.h"
 
 #include <algorithm>
 #include <chrono>
@@ -264,7 +265,7 @@ Status checkDecodeAttention(const Context &ctx, int heads, int kvHeads,
       static_cast<std::int64_t>(maxContext) * kvHeads * headDim;
   const std::size_t qCount = std::size_t(batch) * heads * headDim;
   const std::size_t kvCount = std::size_t(batch) * seqStride;
-  DeviceBuffer q, k, v, out, lensDev, workspace;
+  DeviceBuffer q, k, v, out, positions, workspace;
   MOE_RETURN_IF_ERROR(q.allocate(qCount * 2));
   MOE_RETURN_IF_ERROR(k.allocate(kvCount * 2));
   MOE_RETURN_IF_ERROR(v.allocate(kvCount * 2));
@@ -273,31 +274,31 @@ Status checkDecodeAttention(const Context &ctx, int heads, int kvHeads,
   MOE_RETURN_IF_ERROR(fillRandom(ctx, k.as<bf16>(), kvCount, seed + 1));
   MOE_RETURN_IF_ERROR(fillRandom(ctx, v.as<bf16>(), kvCount, seed + 2));
   MOE_CUDA_TRY(cudaMemsetAsync(out.as(), 0xFF, qCount * 2, ctx.stream)); // NaN
-  if (!lens.empty()) {
-    MOE_RETURN_IF_ERROR(lensDev.allocate(lens.size() * sizeof(std::int32_t)));
-    std::vector<std::int32_t> l32(lens.begin(), lens.end());
-    MOE_CUDA_TRY(cudaMemcpyAsync(lensDev.as(), l32.data(), l32.size() * 4,
-                                 cudaMemcpyHostToDevice, ctx.stream));
-  }
-  std::size_t wsBytes = decodeAttentionWorkspaceBytes(
+  std::vector<std::int32_t> last(batch, maxContext - 1);
+  for (std::size_t b = 0; b < lens.size(); ++b)
+    last[b] = lens[b] - 1;
+  MOE_RETURN_IF_ERROR(positions.allocate(last.size() * sizeof(std::int32_t)));
+  MOE_CUDA_TRY(cudaMemcpyAsync(positions.as(), last.data(), last.size() * 4,
+                               cudaMemcpyHostToDevice, ctx.stream));
+  std::size_t wsBytes = kernels::attentionWorkspaceBytes(
       batch, heads, kvHeads, headDim, maxContext, ctx.smCount);
   MOE_RETURN_IF_ERROR(workspace.allocate(wsBytes));
 
-  DecodeAttentionArgs args;
+  kernels::AttentionArgs args;
   args.q = q.as<bf16>();
   args.k = k.as<bf16>();
   args.v = v.as<bf16>();
   args.out = out.as<bf16>();
-  args.contextLens = lens.empty() ? nullptr : lensDev.as<std::int32_t>();
-  args.batch = batch;
+  args.positions = positions.as<std::int32_t>();
+  args.rows = batch;
   args.heads = heads;
   args.kvHeads = kvHeads;
   args.headDim = headDim;
-  args.maxContext = maxContext;
+  args.maxSpan = maxContext;
   args.seqStride = seqStride;
   args.scale = 1.0f / std::sqrt(static_cast<float>(headDim));
   args.workspace = workspace.as<float>();
-  MOE_CUDA_TRY(decodeAttention(args, ctx.smCount, ctx.stream));
+  MOE_CUDA_TRY(kernels::attention(args, ctx.smCount, ctx.stream));
   MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
 
   auto hq = downloadBf16(ctx, q.as<bf16>(), qCount);
@@ -548,12 +549,13 @@ Status measureAttention(const Context &ctx,
         if (2 * kBytesOf(batch, context) <= kvLimit) {
           maxKBytes = std::max(maxKBytes, kBytesOf(batch, context));
           maxBatch = std::max(maxBatch, batch);
-          maxWs = std::max(maxWs, decodeAttentionWorkspaceBytes(
+          maxWs = std::max(maxWs, kernels::attentionWorkspaceBytes(
                                       batch, s.heads, s.kvHeads, s.headDim,
                                       context, ctx.smCount));
         }
     const std::size_t poolBytes = std::max(maxKBytes, 512 * kMiB);
-    DeviceBuffer k, v, q, o, ws;
+    DeviceBuffer k, v, q, o, ws, positions;
+    MOE_RETURN_IF_ERROR(positions.allocate(maxBatch * sizeof(std::int32_t)));
     MOE_RETURN_IF_ERROR(k.allocate(poolBytes));
     MOE_RETURN_IF_ERROR(v.allocate(poolBytes));
     const std::size_t qCount = std::size_t(maxBatch) * s.heads * s.headDim;
@@ -573,23 +575,28 @@ Status measureAttention(const Context &ctx,
         const std::size_t copies = std::max<std::size_t>(
             1,
             std::min(poolBytes / kBytes, (384 * kMiB + kBytes - 1) / kBytes));
-        DecodeAttentionArgs args;
+        std::vector<std::int32_t> last(batch, context - 1);
+        MOE_CUDA_TRY(cudaMemcpyAsync(positions.as(), last.data(),
+                                     last.size() * sizeof(std::int32_t),
+                                     cudaMemcpyHostToDevice, ctx.stream));
+        kernels::AttentionArgs args;
         args.q = q.as<bf16>();
         args.out = o.as<bf16>();
-        args.batch = batch;
+        args.positions = positions.as<std::int32_t>();
+        args.rows = batch;
         args.heads = s.heads;
         args.kvHeads = s.kvHeads;
         args.headDim = s.headDim;
-        args.maxContext = context;
+        args.maxSpan = context;
         args.seqStride = std::int64_t(context) * s.kvHeads * s.headDim;
         args.scale = 1.0f / std::sqrt(static_cast<float>(s.headDim));
         args.workspace = ws.as<float>();
         auto t = timeCalls(ctx, [&](std::int64_t i) -> Status {
-          DecodeAttentionArgs a = args;
+          kernels::AttentionArgs a = args;
           std::size_t offset = (i % copies) * (kBytes / 2);
           a.k = k.as<bf16>() + offset;
           a.v = v.as<bf16>() + offset;
-          MOE_CUDA_TRY(decodeAttention(a, ctx.smCount, ctx.stream));
+          MOE_CUDA_TRY(kernels::attention(a, ctx.smCount, ctx.stream));
           return Status::success();
         });
         MOE_RETURN_IF_ERROR(t);

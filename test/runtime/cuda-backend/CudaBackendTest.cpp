@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -259,6 +260,30 @@ TEST_P(CudaBackendGolden, GeneratedLogitsMatchHuggingFaceStepByStep) {
               routingTies(golden_, p, golden_.prompts[p].size() - 1 + s, 1));
   }
   all.expectWithinBars(std::string(GetParam()) + " decode vs HF");
+}
+
+// Greedy picks made on the GPU are the argmax of the logits forward()
+// returns, on two backends fed the same batches (prefill, then decode steps
+// on HF's generated tokens).
+TEST_P(CudaBackendGolden, GreedyPicksOnTheGpuAreTheLogitsArgmax) {
+  cuda::CudaBackend logitsBackend, greedyBackend;
+  ASSERT_NO_FATAL_FAILURE(prepare(logitsBackend));
+  ASSERT_NO_FATAL_FAILURE(prepare(greedyBackend));
+  for (size_t s = 0; s < golden_.generated[0].size(); ++s) {
+    StepBatch batch = s == 0 ? promptBatch(golden_) : decodeBatch(golden_, s);
+    std::vector<float> logits;
+    std::vector<int32_t> tokens;
+    Status status = logitsBackend.forward(batch, logits);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    status = greedyBackend.forwardGreedy(batch, tokens);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    ASSERT_EQ(tokens.size(), batch.logitRows.size());
+    for (size_t r = 0; r < tokens.size(); ++r) {
+      const float *row = logits.data() + r * golden_.vocab;
+      EXPECT_EQ(tokens[r], std::max_element(row, row + golden_.vocab) - row)
+          << "step " << s << " logit row " << r;
+    }
+  }
 }
 
 // Prefill then decode steps on both backends, the same batches.

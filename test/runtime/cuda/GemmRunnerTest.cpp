@@ -160,62 +160,6 @@ TEST_F(GemmTest, AddsBias) {
   }
 }
 
-// Experts of one layer: tokens gathered into one [sum m, k] buffer, each
-// expert its own weight, some experts chosen by no token.
-TEST_F(GemmTest, GroupedExpertsMatchPerExpertReference) {
-  auto gemm = runner();
-  ASSERT_TRUE(gemm);
-  std::mt19937 rng(4);
-  const std::vector<std::int64_t> tokens = {0, 1, 7, 33, 128, 3, 0, 64};
-  for (std::int64_t k : {256, 196}) { // 196: rows only 8-byte aligned
-    for (bool withBias : {false, true}) {
-      const std::int64_t n = 384;
-      std::int64_t total = 0;
-      for (std::int64_t m : tokens)
-        total += m;
-      auto x = randomBf16(total * k, rng);
-      bf16 *xDev = upload(x);
-      bf16 *yDev = poisoned(total * n);
-      std::vector<std::vector<std::uint16_t>> weights, biases;
-      std::vector<GemmArgs> problems;
-      std::int64_t row = 0;
-      for (std::int64_t m : tokens) {
-        weights.push_back(randomBf16(n * k, rng));
-        biases.push_back(randomBf16(n, rng));
-        GemmArgs args;
-        args.x = xDev + row * k;
-        args.w = upload(weights.back());
-        args.bias = withBias ? upload(biases.back()) : nullptr;
-        args.y = yDev + row * n;
-        args.m = m;
-        args.n = n;
-        args.k = k;
-        problems.push_back(args);
-        row += m;
-      }
-      Status status = gemm->runGrouped(problems, stream_->get());
-      ASSERT_TRUE(status.ok()) << status.error().message();
-      auto y = download(yDev, total * n);
-      row = 0;
-      for (std::size_t e = 0; e < tokens.size(); ++e) {
-        const std::int64_t m = tokens[e];
-        if (m == 0)
-          continue;
-        std::vector<std::uint16_t> xe(x.begin() + row * k,
-                                      x.begin() + (row + m) * k);
-        std::vector<float> ye(y.begin() + row * n, y.begin() + (row + m) * n);
-        double err =
-            relativeL2(ye, reference(xe, weights[e],
-                                     withBias ? &biases[e] : nullptr, m, n, k));
-        EXPECT_LE(err, kTolerance) << "expert " << e << " m=" << m << " k=" << k
-                                   << " bias=" << withBias;
-        row += m;
-      }
-      arena_->reset();
-    }
-  }
-}
-
 TEST_F(GemmTest, TunesOncePerBucket) {
   auto gemm = runner();
   ASSERT_TRUE(gemm);

@@ -85,64 +85,6 @@ __global__ void appendKvKernel(const bf16 *k, const bf16 *v,
   vCache[at] = v[i];
 }
 
-constexpr int kMaxDimsPerLane = 8; // headDim ≤ 256
-constexpr int kWarpsPerBlock = 4;
-
-// One warp per (row, head); lane l owns dims l, l + 32, ...
-__global__ void attentionKernel(AttentionArgs a) {
-  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  int64_t task = blockIdx.x * int64_t(kWarpsPerBlock) + warp;
-  if (task >= a.rows * a.heads)
-    return;
-  int64_t r = task / a.heads;
-  int h = static_cast<int>(task % a.heads);
-  int g = h / (a.heads / a.kvHeads);
-  int64_t qw = int64_t(a.heads) * a.headDim;
-  int64_t kvw = int64_t(a.kvHeads) * a.headDim;
-  float q[kMaxDimsPerLane], acc[kMaxDimsPerLane];
-  const bf16 *qh = a.q + r * qw + int64_t(h) * a.headDim;
-  for (int i = 0; i < kMaxDimsPerLane; ++i) {
-    int d = lane + 32 * i;
-    q[i] = d < a.headDim ? __bfloat162float(qh[d]) : 0.0f;
-    acc[i] = 0.0f;
-  }
-  int64_t position = a.positions[r];
-  int64_t first = a.window > 0 ? max(int64_t(0), position - a.window + 1) : 0;
-  int64_t base = int64_t(a.slots[r]) * a.maxContext;
-  // A sink is a logit with no value: it starts the running max and sum.
-  float runningMax = a.sinks ? a.sinks[h] : -INFINITY;
-  float runningSum = a.sinks ? 1.0f : 0.0f;
-  for (int64_t j = first; j <= position; ++j) {
-    const bf16 *kj = a.kCache + (base + j) * kvw + int64_t(g) * a.headDim;
-    const bf16 *vj = a.vCache + (base + j) * kvw + int64_t(g) * a.headDim;
-    float partial = 0.0f;
-    for (int i = 0; i < kMaxDimsPerLane; ++i) {
-      int d = lane + 32 * i;
-      if (d < a.headDim)
-        partial += q[i] * __bfloat162float(kj[d]);
-    }
-    for (int offset = 16; offset > 0; offset /= 2)
-      partial += __shfl_xor_sync(0xffffffffu, partial, offset);
-    float score = partial * a.scale;
-    float newMax = fmaxf(runningMax, score);
-    float correction = expf(runningMax - newMax);
-    float p = expf(score - newMax);
-    runningSum = runningSum * correction + p;
-    for (int i = 0; i < kMaxDimsPerLane; ++i) {
-      int d = lane + 32 * i;
-      if (d < a.headDim)
-        acc[i] = acc[i] * correction + p * __bfloat162float(vj[d]);
-    }
-    runningMax = newMax;
-  }
-  bf16 *oh = a.out + r * qw + int64_t(h) * a.headDim;
-  for (int i = 0; i < kMaxDimsPerLane; ++i) {
-    int d = lane + 32 * i;
-    if (d < a.headDim)
-      oh[d] = __float2bfloat16_rn(acc[i] / runningSum);
-  }
-}
-
 __global__ void sigmoidGateKernel(const bf16 *gate, int64_t rows, int64_t width,
                                   bf16 *x) {
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
@@ -213,18 +155,6 @@ cudaError_t appendKv(const bf16 *k, const bf16 *v, const int32_t *cacheRows,
     return cudaSuccess;
   appendKvKernel<<<blocksFor(rows * width), kThreads, 0, stream>>>(
       k, v, cacheRows, rows, width, kCache, vCache);
-  return cudaGetLastError();
-}
-
-cudaError_t attention(const AttentionArgs &args, cudaStream_t stream) {
-  if (args.headDim <= 0 || args.headDim > 32 * kMaxDimsPerLane ||
-      args.kvHeads <= 0 || args.heads % args.kvHeads != 0)
-    return cudaErrorInvalidValue;
-  int64_t tasks = args.rows * args.heads;
-  if (tasks == 0)
-    return cudaSuccess;
-  int blocks = static_cast<int>((tasks + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  attentionKernel<<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(args);
   return cudaGetLastError();
 }
 

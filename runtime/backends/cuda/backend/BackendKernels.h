@@ -1,7 +1,7 @@
 // Device kernels the CUDA backend needs beyond runtime/backends/cuda/kernels:
 // embedding gather, scaled residual adds and RMSNorm on the fp32 residual
-// stream, fp32 router logits, the KV-cache append, causal softmax
-// attention over the caches, the sigmoid output gate and dtype conversions.
+// stream, fp32 router logits, the KV-cache append, the sigmoid output gate
+// and dtype conversions.
 // Plain launchers returning cudaError_t: nvcc compiles this header, so no fmt.
 // Every pointer is device memory, row-major, rows = tokens.
 #pragma once
@@ -44,29 +44,6 @@ cudaError_t routerLogits(const float *x, const float *w, const float *bias,
 cudaError_t appendKv(const bf16 *k, const bf16 *v, const int32_t *cacheRows,
                      int64_t rows, int64_t width, bf16 *kCache, bf16 *vCache,
                      cudaStream_t stream);
-
-// Causal attention for rows of mixed slots: row r (head h) attends to its
-// slot's cached positions [first, positions[r]], first = positions[r] −
-// window + 1 when window > 0, else 0. GQA: head h reads KV head h / (heads /
-// kvHeads). Scores q·k·scale and an online softmax in fp32; sinks[h] (fp32,
-// optional) joins the denominator only. headDim ≤ 256.
-struct AttentionArgs {
-  const bf16 *q = nullptr;      // [rows, heads·headDim]
-  const bf16 *kCache = nullptr; // [slots·maxContext, kvHeads·headDim]
-  const bf16 *vCache = nullptr;
-  const int32_t *slots = nullptr;     // [rows]
-  const int32_t *positions = nullptr; // [rows]
-  const float *sinks = nullptr;       // [heads] or null
-  bf16 *out = nullptr;                // [rows, heads·headDim]
-  int64_t rows = 0;
-  int heads = 0;
-  int kvHeads = 0;
-  int headDim = 0;
-  int64_t maxContext = 0;
-  int64_t window = 0; // 0 = full
-  float scale = 1.0f;
-};
-cudaError_t attention(const AttentionArgs &args, cudaStream_t stream);
 
 // x[r, :] *= σ(gate[r]) (Qwen2's shared-expert gate: gate [rows] is x·w).
 cudaError_t sigmoidGate(const bf16 *gate, int64_t rows, int64_t width, bf16 *x,

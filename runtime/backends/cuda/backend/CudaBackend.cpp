@@ -8,6 +8,7 @@
 #include "runtime/backends/cuda/Stream.h"
 #include "runtime/backends/cuda/backend/BackendKernels.h"
 #include "runtime/backends/cuda/backend/ChunkRows.h"
+#include "runtime/backends/cuda/kernels/GroupedGemm.h"
 #include "runtime/backends/cuda/kernels/Kernels.h"
 
 #include <algorithm>
@@ -62,17 +63,7 @@ struct RouterOp {
 // A stacked [E, ...] expert weight whose first `residentExperts` blocks
 // stay in the weights arena while the rest are streamed into the op's ring
 // slot (the plan's gpu_experts); null when the op has no such weight.
-struct ExpertWeight {
-  const bf16 *resident = nullptr, *streamed = nullptr;
-  int64_t residentExperts = 0, stride = 0;
-
-  const bf16 *expert(int64_t e) const {
-    if (!resident && !streamed)
-      return nullptr;
-    return e < residentExperts ? resident + e * stride
-                               : streamed + (e - residentExperts) * stride;
-  }
-};
+using ExpertWeight = kn::ExpertMatrix;
 // Gate and up as one [E, 2I, H] weight: separate layouts are concatenated
 // (gate rows first, for siluMul); GPT-OSS's fused layout keeps its
 // interleaved columns, transposed to [out, in] (for swigluClamped).
@@ -251,6 +242,7 @@ struct CudaBackend::State {
   int64_t embeddingVocab = 0, vocab = 0;
   int64_t rowBytes = 0; // most step memory one batch row needs at once
   int32_t slots = 0, maxContext = 0;
+  int smCount = 0; // sizes the attention kernel's split of long contexts
   std::vector<int32_t> lengths;
   bool prepared = false;
   bool gptOssNorm = false;
@@ -474,9 +466,13 @@ public:
         k.heads % k.kvHeads != 0)
       return makeError("heads {} / kv heads {} / head_dim {} are invalid",
                        k.heads, k.kvHeads, k.headDim);
-    if (k.headDim > 256)
-      return makeError("head_dim {} exceeds the attention kernel's 256",
-                       k.headDim);
+    if (!kn::attentionSupports(static_cast<int>(k.heads),
+                               static_cast<int>(k.kvHeads),
+                               static_cast<int>(k.headDim)))
+      return makeError("the attention kernel does not support {} heads over "
+                       "{} kv heads of head_dim {} (head_dim 16..256, a power "
+                       "of 2; at most 16 heads per kv head, 8 at head_dim 256)",
+                       k.heads, k.kvHeads, k.headDim);
     auto tables = rope(*a.rope(), k.headDim);
     if (!tables)
       return tables.error();
@@ -665,7 +661,7 @@ public:
     auto device = place(gateUp, 1, residentExperts(m.gate(), 1), "mlp gate|up");
     if (!device)
       return device.error();
-    k.gateUp = device->expert(0);
+    k.gateUp = device->resident ? device->resident : device->streamed;
     MOE_RETURN_IF_ERROR(bind(k.down, m.down(), h * w, "down"));
     MOE_RETURN_IF_ERROR(
         bind(k.outputGate, m.output_gate(), h, "output_gate", true));
@@ -1114,6 +1110,8 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
   cudaMemPool_t pool = nullptr;
   int device = 0;
   MOE_CUDA_TRY(cudaGetDevice(&device));
+  MOE_CUDA_TRY(
+      cudaDeviceGetAttribute(&smCount, cudaDevAttrMultiProcessorCount, device));
   MOE_CUDA_TRY(cudaDeviceGetDefaultMemPool(&pool, device));
   uint64_t keep = std::numeric_limits<uint64_t>::max();
   MOE_CUDA_TRY(
@@ -1181,8 +1179,10 @@ struct Step {
   // of that array where its K/V go.
   const int32_t *attnSlots, *positions, *cacheRows, *logitRows;
   int64_t logitCount;
-  float *logitsOut; // host, [logitCount, vocab]
+  CudaBackend::HeadOutput head; // host
   int32_t maxContext;
+  int32_t maxSpan; // the longest context a row attends to (+1: its own)
+  int smCount;
   bool gptOssNorm;
   const std::vector<float *> &floats;
   const KvPass &kvPass;
@@ -1406,25 +1406,37 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
     MOE_CUDA_TRY(kn::applyRope(rope, step.stream));
   }
   MOE_ALLOC(o, bf16, rows * qw, "attention o");
-  backend::AttentionArgs args;
+  kn::AttentionArgs args;
   args.sinks = step.floatArray(k.sinks);
   args.heads = static_cast<int>(k.heads);
   args.kvHeads = static_cast<int>(k.kvHeads);
   args.headDim = static_cast<int>(k.headDim);
-  args.maxContext = step.maxContext;
+  args.seqStride = int64_t(step.maxContext) * kvw;
   args.window = k.window;
+  args.maxSpan = k.window > 0
+                     ? int32_t(std::min<int64_t>(step.maxSpan, k.window))
+                     : step.maxSpan;
   args.scale = k.scale;
   // Rows [first, first + count) against the K/V array kCache / vCache.
   auto attend = [&](int64_t first, int64_t count, const bf16 *kCache,
                     const bf16 *vCache) -> Status {
     args.q = q + first * qw;
     args.out = o + first * qw;
-    args.kCache = kCache;
-    args.vCache = vCache;
-    args.slots = step.attnSlots + first;
+    args.k = kCache;
+    args.v = vCache;
+    args.sequences = step.attnSlots + first;
     args.positions = step.positions + first;
     args.rows = count;
-    MOE_CUDA_TRY(backend::attention(args, step.stream));
+    size_t workspace =
+        kn::attentionWorkspaceBytes(count, args.heads, args.kvHeads,
+                                    args.headDim, args.maxSpan, step.smCount);
+    args.workspace = nullptr;
+    if (workspace > 0) {
+      MOE_ALLOC(partials, float, workspace / sizeof(float),
+                "attention partials");
+      args.workspace = partials;
+    }
+    MOE_CUDA_TRY(kn::attention(args, step.smCount, step.stream));
     return Status::success();
   };
   int64_t gpuRows = step.kvPass.gpuRows;
@@ -1500,39 +1512,31 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
   MOE_CUDA_TRY(kn::buildDispatch(dispatch, step.stream));
   MOE_CUDA_TRY(
       kn::gatherRows(x, slotToPair, pairs, dispatch.topK, h, xs, step.stream));
-  // The GEMM sizes are the per-expert counts: the host needs them.
-  std::vector<int32_t> hostOffsets(k.experts + 1);
-  MOE_CUDA_TRY(cudaMemcpyAsync(hostOffsets.data(), offsets,
-                               hostOffsets.size() * sizeof(int32_t),
-                               cudaMemcpyDeviceToHost, step.stream));
-  MOE_CUDA_TRY(cudaStreamSynchronize(step.stream));
-  std::vector<GemmArgs> upProblems, downProblems;
-  for (int64_t e = 0; e < k.experts; ++e) {
-    int64_t first = hostOffsets[e], m = hostOffsets[e + 1] - first;
-    if (m == 0)
-      continue;
-    upProblems.push_back({.x = xs + first * h,
-                          .w = k.gateUp.expert(e),
-                          .bias = k.gateUpBias.expert(e),
-                          .y = gu + first * 2 * w,
-                          .m = m,
-                          .n = 2 * w,
-                          .k = h});
-    downProblems.push_back({.x = act + first * w,
-                            .w = k.down.expert(e),
-                            .bias = k.downBias.expert(e),
-                            .y = down + first * h,
-                            .m = m,
-                            .n = h,
-                            .k = w});
-  }
-  MOE_RETURN_IF_ERROR(step.gemm.runGrouped(upProblems, step.stream));
+  // One launch per GEMM over all experts; the sizes stay on the device.
+  kn::GroupedGemmArgs up;
+  up.x = xs;
+  up.offsets = offsets;
+  up.weight = k.gateUp;
+  up.bias = k.gateUpBias;
+  up.y = gu;
+  up.rows = pairs;
+  up.experts = dispatch.experts;
+  up.n = 2 * w;
+  up.k = h;
+  MOE_CUDA_TRY(kn::groupedGemm(up, step.stream));
   if (k.clamped)
     MOE_CUDA_TRY(
         kn::swigluClamped(gu, act, pairs, w, k.limit, k.alpha, step.stream));
   else
     MOE_CUDA_TRY(kn::siluMul(gu, act, pairs, w, step.stream));
-  MOE_RETURN_IF_ERROR(step.gemm.runGrouped(downProblems, step.stream));
+  kn::GroupedGemmArgs downArgs = up;
+  downArgs.x = act;
+  downArgs.weight = k.down;
+  downArgs.bias = k.downBias;
+  downArgs.y = down;
+  downArgs.n = h;
+  downArgs.k = w;
+  MOE_CUDA_TRY(kn::groupedGemm(downArgs, step.stream));
   kn::CombineArgs combine;
   combine.expertOut = down;
   combine.weights = weights.f;
@@ -1581,12 +1585,22 @@ Status runResidual(Step &step, const ResidualOp &k, DeviceValue &skipValue,
 // large vocabulary does not need [rows, vocab] of device memory at once.
 Status runHead(Step &step, const HeadOp &k, DeviceValue &in) {
   MOE_INPUT(x, step.bf16Of(in));
+  bool greedy = step.head.tokens != nullptr;
   constexpr int64_t kChunkBytes = int64_t{64} << 20;
   int64_t chunk = std::clamp<int64_t>(kChunkBytes / (6 * k.vocab), 1,
                                       std::max<int64_t>(step.logitCount, 1));
   MOE_ALLOC(picked, bf16, chunk * k.hidden, "head rows");
   MOE_ALLOC(logits, bf16, chunk * k.vocab, "logits");
-  MOE_ALLOC(logits32, float, chunk *k.vocab, "logits fp32");
+  float *logits32 = nullptr;
+  int32_t *ids = nullptr;
+  if (greedy) {
+    MOE_ALLOC(chosen, int32_t, std::max<int64_t>(step.logitCount, 1),
+              "greedy tokens");
+    ids = chosen;
+  } else {
+    MOE_ALLOC(wide, float, chunk *k.vocab, "logits fp32");
+    logits32 = wide;
+  }
   for (int64_t first = 0; first < step.logitCount; first += chunk) {
     int64_t n = std::min(chunk, step.logitCount - first);
     // gatherRows with topK 1 picks rows by index.
@@ -1594,11 +1608,20 @@ Status runHead(Step &step, const HeadOp &k, DeviceValue &in) {
                                 picked, step.stream));
     MOE_RETURN_IF_ERROR(
         step.linear(picked, n, k.hidden, k.weight, k.vocab, nullptr, logits));
+    if (greedy) {
+      MOE_CUDA_TRY(
+          kn::argmaxRows(logits, n, k.vocab, ids + first, step.stream));
+      continue;
+    }
     MOE_CUDA_TRY(backend::toFloat(logits, n * k.vocab, logits32, step.stream));
-    MOE_CUDA_TRY(cudaMemcpyAsync(step.logitsOut + first * k.vocab, logits32,
+    MOE_CUDA_TRY(cudaMemcpyAsync(step.head.logits + first * k.vocab, logits32,
                                  size_t(n * k.vocab) * sizeof(float),
                                  cudaMemcpyDeviceToHost, step.stream));
   }
+  if (greedy && step.logitCount > 0)
+    MOE_CUDA_TRY(cudaMemcpyAsync(step.head.tokens, ids,
+                                 size_t(step.logitCount) * sizeof(int32_t),
+                                 cudaMemcpyDeviceToHost, step.stream));
   return Status::success();
 }
 
@@ -1609,6 +1632,16 @@ Status runHead(Step &step, const HeadOp &k, DeviceValue &in) {
 
 Status CudaBackend::forward(const StepBatch &batch,
                             std::vector<float> &logits) {
+  return run(batch, &logits, nullptr);
+}
+
+Status CudaBackend::forwardGreedy(const StepBatch &batch,
+                                  std::vector<int32_t> &tokens) {
+  return run(batch, nullptr, &tokens);
+}
+
+Status CudaBackend::run(const StepBatch &batch, std::vector<float> *logits,
+                        std::vector<int32_t> *tokens) {
   auto fail = [](const Error &error) {
     return error.withContext("cuda backend");
   };
@@ -1650,7 +1683,10 @@ Status CudaBackend::forward(const StepBatch &batch,
   for (int32_t row : batch.logitRows)
     if (row < 0 || row >= rows)
       return fail(makeError("logit row {} is not in 0..{}", row, rows - 1));
-  logits.clear();
+  if (logits)
+    logits->clear();
+  else
+    tokens->clear();
   if (rows == 0)
     return Status::success();
 
@@ -1658,7 +1694,10 @@ Status CudaBackend::forward(const StepBatch &batch,
     if (batch.logitRows[i] <= batch.logitRows[i - 1])
       return fail(makeError("logit rows must increase (row {} follows {})",
                             batch.logitRows[i], batch.logitRows[i - 1]));
-  logits.resize(batch.logitRows.size() * size_t(s.vocab));
+  if (logits)
+    logits->resize(batch.logitRows.size() * size_t(s.vocab));
+  else
+    tokens->resize(batch.logitRows.size());
 
   // Passes of whole slot runs of at most kPassRows rows (a longer run is
   // split; its second part continues the cache). Each pass streams the
@@ -1672,8 +1711,12 @@ Status CudaBackend::forward(const StepBatch &batch,
     size_t logitEnd = logitIndex;
     while (logitEnd < batch.logitRows.size() && batch.logitRows[logitEnd] < end)
       ++logitEnd;
-    Status ran = runPass(batch, first, end, logitIndex, logitEnd,
-                         logits.data() + logitIndex * s.vocab);
+    HeadOutput out;
+    if (logits)
+      out.logits = logits->data() + logitIndex * s.vocab;
+    else
+      out.tokens = tokens->data() + logitIndex;
+    Status ran = runPass(batch, first, end, logitIndex, logitEnd, out);
     if (!ran.ok())
       return fail(ran.error());
     for (int64_t r = first; r < end; ++r)
@@ -1686,7 +1729,7 @@ Status CudaBackend::forward(const StepBatch &batch,
 
 Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
                             size_t firstLogit, size_t endLogit,
-                            float *logitsOut) {
+                            HeadOutput out) {
   State &s = *state_;
   int64_t rows = end - first;
   bool prefill = isPrefill(batch.rows);
@@ -1709,8 +1752,13 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
           *positions = attnSlots + rows, *cacheRows = positions + rows;
   std::vector<KvPass> kvPasses;
   std::vector<size_t> chunkLogits{firstLogit}; // first logit of each chunk
+  std::vector<int32_t> chunkSpans;             // Step::maxSpan of each chunk
   for (size_t c = 0; c < chunks; ++c) {
     int64_t from = cuts[c], to = cuts[c + 1];
+    int32_t span = 0;
+    for (int64_t r = first + from; r < first + to; ++r)
+      span = std::max(span, batch.rows[r].position + 1);
+    chunkSpans.push_back(span);
     kvPasses.push_back(chunkRows(
         batch, first + from, first + to, s.gpuSlots, s.maxContext, microBatch,
         tokens + from, attnSlots + from, positions + from, cacheRows + from));
@@ -1822,22 +1870,28 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
   for (const auto &[segmentBegin, segmentEnd] : s.segments) {
     for (size_t c = 0; c < chunks; ++c) {
       int64_t from = cuts[c], count = cuts[c + 1] - from;
-      Step step{s.memory,
-                *s.gemm,
-                stream,
-                count,
-                base + rows + from,
-                base + 2 * rows + from,
-                base + 3 * rows + from,
-                base + 4 * rows + (chunkLogits[c] - firstLogit),
-                static_cast<int64_t>(chunkLogits[c + 1] - chunkLogits[c]),
-                logitsOut + (chunkLogits[c] - firstLogit) * s.vocab,
-                s.maxContext,
-                s.gptOssNorm,
-                s.floatsOnDevice,
-                kvPasses[c],
-                kvStreams,
-                {}};
+      Step step{
+          s.memory,
+          *s.gemm,
+          stream,
+          count,
+          base + rows + from,
+          base + 2 * rows + from,
+          base + 3 * rows + from,
+          base + 4 * rows + (chunkLogits[c] - firstLogit),
+          static_cast<int64_t>(chunkLogits[c + 1] - chunkLogits[c]),
+          out.logits
+              ? HeadOutput{out.logits + (chunkLogits[c] - firstLogit) * s.vocab,
+                           nullptr}
+              : HeadOutput{nullptr, out.tokens + (chunkLogits[c] - firstLogit)},
+          s.maxContext,
+          chunkSpans[c],
+          s.smCount,
+          s.gptOssNorm,
+          s.floatsOnDevice,
+          kvPasses[c],
+          kvStreams,
+          {}};
       values[0].i = base + from;
       // The chunk's parked values back on the device.
       if (chunks > 1)

@@ -29,15 +29,27 @@ public:
                  int32_t slots, int32_t maxContext) override;
   void resetSlot(int32_t slot) override;
   Status forward(const StepBatch &batch, std::vector<float> &logits) override;
+  // Picks each row's token on the GPU: only the ids cross PCIe.
+  Status forwardGreedy(const StepBatch &batch,
+                       std::vector<int32_t> &tokens) override;
   std::vector<StageTime> stageSeconds() const override;
   BackendCounters counters() const override;
 
+  // Where the LM head's results go (host memory): logits [rows, vocab], or
+  // the greedy token of each row when `tokens` is set.
+  struct HeadOutput {
+    float *logits = nullptr;
+    int32_t *tokens = nullptr;
+  };
+
 private:
   struct State;
-  // Rows [first, end) of the batch through the whole model; logit rows
-  // [firstLogit, endLogit) of the batch land in `logitsOut`.
+  Status run(const StepBatch &batch, std::vector<float> *logits,
+             std::vector<int32_t> *tokens);
+  // Rows [first, end) of the batch through the whole model; the results of
+  // logit rows [firstLogit, endLogit) of the batch land in `out`.
   Status runPass(const StepBatch &batch, int64_t first, int64_t end,
-                 size_t firstLogit, size_t endLogit, float *logitsOut);
+                 size_t firstLogit, size_t endLogit, HeadOutput out);
   std::unique_ptr<State> state_;
 };
 

@@ -1,5 +1,5 @@
-// Device helpers shared by the kernel files: warp/block reductions and bf16
-// vector loads. Included only by .cu files.
+// Device helpers shared by the kernel files: warp/block reductions, bf16
+// vector loads and cp.async copies. Included only by .cu files.
 #pragma once
 
 #include "runtime/backends/cuda/kernels/Kernels.h"
@@ -92,6 +92,21 @@ __device__ __forceinline__ void storeBf16(bf16 *p, const float (&f)[N]) {
 
 __device__ __forceinline__ float roundBf16(float v) {
   return __bfloat162float(__float2bfloat16_rn(v));
+}
+
+// 16-byte global → shared copies that bypass L1; srcBytes 0 zero-fills.
+__device__ __forceinline__ void cpAsync16(void *smem, const void *global,
+                                          int srcBytes) {
+  unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst),
+               "l"(global), "r"(srcBytes)
+               : "memory");
+}
+__device__ __forceinline__ void cpAsyncCommit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void cpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 inline bool aligned16(const void *p) {

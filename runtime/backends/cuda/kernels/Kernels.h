@@ -8,6 +8,7 @@
 // its moe::cpu reference (runtime/backends/cpu/Kernels.h).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include <cuda_bf16.h>
@@ -114,6 +115,51 @@ struct RouterArgs {
   float scaling = 1.0f;
 };
 cudaError_t routeTopK(const RouterArgs &args, cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
+// Attention over KV caches
+//===----------------------------------------------------------------------===//
+
+// Causal softmax attention for query rows of any sequences and positions
+// (one kernel for prefill and decode): row r, head h attends to positions
+// [first, positions[r]] of its sequence, first = positions[r] − window + 1
+// when window > 0 (clamped at 0), else 0; a negative position attends to
+// nothing (zeros). GQA: head h reads KV head h / (heads / kvHeads), HF's
+// repeat_kv order. Scores q·k·scale, softmax and accumulation in fp32; a sink
+// (sinks[h], fp32, optional) joins the denominator as a logit with no value.
+// Supported: headDim ∈ {16, 32, 64, 128, 256}, heads / kvHeads ≤ 16 (≤ 8 at
+// headDim 256): attentionSupports(); k, v 16-byte aligned, seqStride a
+// multiple of 8.
+struct AttentionArgs {
+  const bf16 *q = nullptr; // [rows, heads·headDim]
+  // Sequence s's K (V) rows start at k + s·seqStride: [positions,
+  // kvHeads·headDim], position-major.
+  const bf16 *k = nullptr;
+  const bf16 *v = nullptr;
+  bf16 *out = nullptr;                // [rows, heads·headDim]
+  const int32_t *sequences = nullptr; // [rows]; null: row r reads sequence r
+  const int32_t *positions = nullptr; // [rows]
+  const float *sinks = nullptr;       // [heads] or null
+  int64_t rows = 0;
+  int heads = 0;
+  int kvHeads = 0;
+  int headDim = 0;
+  int64_t seqStride = 0; // elements
+  int64_t window = 0;    // 0 = full
+  // ≥ every row's attended length (positions[r] − first + 1): it sizes the
+  // split of long contexts, and positions beyond it would be left out.
+  int maxSpan = 0;
+  float scale = 1.0f;
+  float *workspace = nullptr; // attentionWorkspaceBytes() bytes
+};
+bool attentionSupports(int heads, int kvHeads, int headDim);
+// Device workspace for partial results when few rows have long contexts
+// (split over several blocks); 0 otherwise. smCount: the device's
+// multiprocessors, the same value attention() is given.
+size_t attentionWorkspaceBytes(int64_t rows, int heads, int kvHeads,
+                               int headDim, int maxSpan, int smCount);
+cudaError_t attention(const AttentionArgs &args, int smCount,
+                      cudaStream_t stream);
 
 //===----------------------------------------------------------------------===//
 // Gated activations (expert and dense FFN middles)

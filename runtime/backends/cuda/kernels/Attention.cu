@@ -1,0 +1,468 @@
+// Softmax attention of query rows over KV caches (decode and prefill alike),
+// the kernel the hardware profiler times for the planner's cost model.
+//
+// Design (memory bound: every K/V byte a row attends to is read once):
+//  * grid (rows, kvHeads, splits); a block of kWarps warps serves one
+//    (row, kv head) and all the query heads that share it (GQA), so K/V are
+//    read once per group, not once per query head;
+//  * each warp owns a contiguous range of the row's context and walks it in
+//    tiles of 32 tokens, double-buffered in shared memory with cp.async
+//    (16-byte, coalesced copies: the next tile streams in while this one is
+//    used);
+//  * q·k: one lane per token, reading its K row from shared memory (rows
+//    padded by 16 bytes, so the 16-byte reads of a quarter warp hit distinct
+//    banks) against q held in shared memory as fp32 (broadcast reads);
+//  * online softmax in the log2 domain per tile, fp32 throughout;
+//  * p·V: each lane owns headDim / 32 output dims and walks the tile's rows;
+//  * the warps of a block merge their (max, sum, acc) in shared memory; when
+//    a few rows have long contexts (decode), the context is split over
+//    several blocks, partials go to a workspace and a second kernel merges
+//    them. A sink joins that final merge as a logit without a value.
+#include "runtime/backends/cuda/kernels/Kernels.cuh"
+
+#include <algorithm>
+#include <cmath>
+
+namespace moe::cuda::kernels {
+namespace {
+
+using namespace detail;
+
+constexpr int kWarps = 2;   // warps per block
+constexpr int kTile = 32;   // tokens per tile (one per lane in q·k)
+constexpr int kRowPad = 16; // bytes of padding per K row in shared memory
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int HD> constexpr int kRowBytes = HD * 2 + kRowPad;
+template <int HD> constexpr int vRowBytes = HD * 2;
+template <int HD>
+constexpr int stageBytes = kTile *kRowBytes<HD> + kTile *vRowBytes<HD>;
+template <int HD, int G>
+constexpr int warpBytes = 2 * stageBytes<HD> + G *kTile * 4;
+template <int HD, int G>
+constexpr int smemBytes = G *HD * 4 + kWarps *warpBytes<HD, G>;
+// Output dims per lane in p·V (lanes ≥ headDim idle when headDim < 32).
+template <int HD> constexpr int kDimsPerLane = HD >= 32 ? HD / 32 : 1;
+
+__device__ __forceinline__ float bf16Low(unsigned w) {
+  return __uint_as_float(w << 16);
+}
+__device__ __forceinline__ float bf16High(unsigned w) {
+  return __uint_as_float(w & 0xFFFF0000u);
+}
+
+// This lane's DPL consecutive values of a V row, as floats.
+template <int DPL>
+__device__ __forceinline__ void loadVSlice(const char *row, int lane,
+                                           float (&v)[DPL]) {
+  const char *p = row + lane * DPL * 2;
+  if constexpr (DPL == 1) {
+    v[0] = __uint_as_float(
+        unsigned(*reinterpret_cast<const unsigned short *>(p)) << 16);
+  } else if constexpr (DPL == 2) {
+    unsigned w = *reinterpret_cast<const unsigned *>(p);
+    v[0] = bf16Low(w);
+    v[1] = bf16High(w);
+  } else if constexpr (DPL == 4) {
+    uint2 w = *reinterpret_cast<const uint2 *>(p);
+    v[0] = bf16Low(w.x);
+    v[1] = bf16High(w.x);
+    v[2] = bf16Low(w.y);
+    v[3] = bf16High(w.y);
+  } else {
+    static_assert(DPL == 8, "headDim must be 16, 32, 64, 128 or 256");
+    uint4 w = *reinterpret_cast<const uint4 *>(p);
+    v[0] = bf16Low(w.x);
+    v[1] = bf16High(w.x);
+    v[2] = bf16Low(w.y);
+    v[3] = bf16High(w.y);
+    v[4] = bf16Low(w.z);
+    v[5] = bf16High(w.z);
+    v[6] = bf16Low(w.w);
+    v[7] = bf16High(w.w);
+  }
+}
+
+// The row's attended positions [first, last].
+struct Span {
+  int64_t first, last;
+};
+__device__ __forceinline__ Span spanOf(const AttentionArgs &a, int64_t row) {
+  int64_t last = a.positions[row];
+  int64_t first = a.window > 0 ? max(int64_t(0), last - a.window + 1) : 0;
+  return {first, last};
+}
+
+// Folds the sink (a logit without a value, log2 domain) into (max, sum) and
+// returns the factor the accumulated values are scaled by.
+__device__ __forceinline__ float addSink(float sinkLog2, float &m, float &sum) {
+  float mNew = fmaxf(m, sinkLog2);
+  float keep = m == -INFINITY ? 0.0f : exp2f(m - mNew);
+  sum = sum * keep + exp2f(sinkLog2 - mNew);
+  m = mNew;
+  return keep;
+}
+
+// G is the largest group the instantiation serves; the row's heads / kvHeads
+// may be smaller (heads beyond it are computed on zeros and dropped).
+template <int HD, int G>
+__global__ void __launch_bounds__(kWarps * 32)
+    attentionKernel(AttentionArgs a, int tokensPerWarp, int splits) {
+  constexpr int DPL = kDimsPerLane<HD>;
+  constexpr int kChunks = HD / 8; // 16-byte chunks per row
+  extern __shared__ __align__(16) char smem[];
+  float *qs = reinterpret_cast<float *>(smem);
+
+  const int64_t row = blockIdx.x;
+  const int kvh = blockIdx.y;
+  const int split = blockIdx.z;
+  const int tid = threadIdx.x;
+  const int warp = tid / 32;
+  const int lane = tid % 32;
+  const int groups = a.heads / a.kvHeads;
+  const Span span = spanOf(a, row);
+
+  // q of the heads sharing this kv head, pre-scaled into the log2 domain.
+  const float qScale = a.scale * kLog2e;
+  for (int i = tid; i < G * HD; i += blockDim.x) {
+    int g = i / HD;
+    qs[i] = g < groups
+                ? __bfloat162float(
+                      a.q[(row * a.heads + kvh * groups + g) * HD + i % HD]) *
+                      qScale
+                : 0.0f;
+  }
+  __syncthreads();
+
+  char *wbase = smem + G * HD * 4 + warp * warpBytes<HD, G>;
+  float *ps = reinterpret_cast<float *>(wbase + 2 * stageBytes<HD>);
+  const int64_t tokenStride = int64_t(a.kvHeads) * HD;
+  const int64_t sequence = a.sequences ? a.sequences[row] : row;
+  const bf16 *kSeq = a.k + sequence * a.seqStride + kvh * HD;
+  const bf16 *vSeq = a.v + sequence * a.seqStride + kvh * HD;
+
+  const int64_t start =
+      span.first + int64_t(split * kWarps + warp) * tokensPerWarp;
+  const int64_t end = min(start + tokensPerWarp, span.last + 1);
+  const int numTiles =
+      end > start ? static_cast<int>((end - start + kTile - 1) / kTile) : 0;
+
+  auto issue = [&](int tile, int stage) {
+    char *kDst = wbase + stage * stageBytes<HD>;
+    char *vDst = kDst + kTile * kRowBytes<HD>;
+    const int64_t t0 = start + int64_t(tile) * kTile;
+#pragma unroll
+    for (int c = lane; c < kTile * kChunks; c += 32) {
+      int r = c / kChunks;
+      int col = c % kChunks;
+      int64_t tok = t0 + r;
+      bool valid = tok < end;
+      int64_t off = (valid ? tok : start) * tokenStride + col * 8;
+      cpAsync16(kDst + r * kRowBytes<HD> + col * 16, kSeq + off,
+                valid ? 16 : 0);
+      cpAsync16(vDst + r * vRowBytes<HD> + col * 16, vSeq + off,
+                valid ? 16 : 0);
+    }
+    cpAsyncCommit();
+  };
+
+  float m[G], l[G], acc[G][DPL];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < DPL; ++j)
+      acc[g][j] = 0.0f;
+  }
+
+  if (numTiles > 0)
+    issue(0, 0);
+  for (int tile = 0; tile < numTiles; ++tile) {
+    if (tile + 1 < numTiles)
+      issue(tile + 1, (tile + 1) & 1);
+    else
+      cpAsyncCommit(); // an empty group keeps the wait count uniform
+    cpAsyncWait<1>();
+    __syncwarp();
+
+    const char *kTileSmem = wbase + (tile & 1) * stageBytes<HD>;
+    const char *vTileSmem = kTileSmem + kTile * kRowBytes<HD>;
+    const int64_t t0 = start + int64_t(tile) * kTile;
+    const bool valid = t0 + lane < end;
+
+    // Scores: lane = token.
+    float s[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+      s[g] = 0.0f;
+    const char *kRow = kTileSmem + lane * kRowBytes<HD>;
+#pragma unroll 4
+    for (int c = 0; c < kChunks; ++c) {
+      uint4 w = *reinterpret_cast<const uint4 *>(kRow + c * 16);
+      float kf[8] = {bf16Low(w.x), bf16High(w.x), bf16Low(w.y), bf16High(w.y),
+                     bf16Low(w.z), bf16High(w.z), bf16Low(w.w), bf16High(w.w)};
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        const float4 *q4 =
+            reinterpret_cast<const float4 *>(qs + g * HD + c * 8);
+        float4 qa = q4[0];
+        float4 qb = q4[1];
+        s[g] = fmaf(qa.x, kf[0], s[g]);
+        s[g] = fmaf(qa.y, kf[1], s[g]);
+        s[g] = fmaf(qa.z, kf[2], s[g]);
+        s[g] = fmaf(qa.w, kf[3], s[g]);
+        s[g] = fmaf(qb.x, kf[4], s[g]);
+        s[g] = fmaf(qb.y, kf[5], s[g]);
+        s[g] = fmaf(qb.z, kf[6], s[g]);
+        s[g] = fmaf(qb.w, kf[7], s[g]);
+      }
+    }
+
+    // Online softmax over the tile (its first token is always valid, so each
+    // tile maximum is finite).
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float sg = valid ? s[g] : -INFINITY;
+      float mNew = fmaxf(m[g], warpMax(sg));
+      float corr = exp2f(m[g] - mNew); // m = -inf on the first tile: 0
+      float p = exp2f(sg - mNew);      // invalid: 0
+      l[g] = l[g] * corr + warpSum(p);
+#pragma unroll
+      for (int j = 0; j < DPL; ++j)
+        acc[g][j] *= corr;
+      m[g] = mNew;
+      ps[g * kTile + lane] = p;
+    }
+    __syncwarp();
+
+    // p·V: lane owns dims [lane · DPL, lane · DPL + DPL).
+    if (lane * DPL < HD) {
+      const int nValid = static_cast<int>(min(int64_t(kTile), end - t0));
+#pragma unroll 4
+      for (int t = 0; t < nValid; ++t) {
+        float v[DPL];
+        loadVSlice<DPL>(vTileSmem + t * vRowBytes<HD>, lane, v);
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          float p = ps[g * kTile + t];
+#pragma unroll
+          for (int j = 0; j < DPL; ++j)
+            acc[g][j] = fmaf(p, v[j], acc[g][j]);
+        }
+      }
+    }
+    __syncwarp(); // this stage and ps are overwritten next iteration
+  }
+  cpAsyncWait<0>();
+  __syncthreads(); // all warps done with their stages: reuse shared memory
+
+  // Merge the warps: per warp [G][HD] acc, [G] max, [G] sum.
+  constexpr int kWarpState = G * (HD + 2);
+  float *state = reinterpret_cast<float *>(smem + G * HD * 4);
+  float *mine = state + warp * kWarpState;
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    if (lane * DPL < HD) {
+#pragma unroll
+      for (int j = 0; j < DPL; ++j)
+        mine[g * HD + lane * DPL + j] = acc[g][j];
+    }
+    if (lane == 0) {
+      mine[G * HD + g] = m[g];
+      mine[G * HD + G + g] = l[g];
+    }
+  }
+  __syncthreads();
+
+  for (int i = tid; i < groups * HD; i += blockDim.x) {
+    int g = i / HD;
+    float mMax = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w)
+      mMax = fmaxf(mMax, state[w * kWarpState + G * HD + g]);
+    float sum = 0.0f, value = 0.0f;
+    if (mMax != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+        float f = exp2f(state[w * kWarpState + G * HD + g] - mMax);
+        sum += f * state[w * kWarpState + G * HD + G + g];
+        value += f * state[w * kWarpState + i];
+      }
+    }
+    int h = kvh * groups + g;
+    int64_t head = row * a.heads + h;
+    if (splits == 1) {
+      if (a.sinks)
+        value *= addSink(a.sinks[h] * kLog2e, mMax, sum);
+      a.out[head * HD + i % HD] =
+          __float2bfloat16_rn(sum > 0.0f ? value / sum : 0.0f);
+    } else {
+      float *part = a.workspace + (head * splits + split) * (HD + 2);
+      part[i % HD] = value;
+      if (i % HD == 0) {
+        part[HD] = mMax;
+        part[HD + 1] = sum;
+      }
+    }
+  }
+}
+
+// Merges the per-split partials of one (row, head); thread d owns dim d.
+// The split weights are computed once, in parallel, into shared memory, so
+// the final loop has only independent loads.
+template <int HD>
+__global__ void __launch_bounds__(HD < 32 ? 32 : HD)
+    combineSplitsKernel(AttentionArgs a, int splits) {
+  extern __shared__ float weights[]; // [splits]
+  __shared__ float scratch[32];
+  const int64_t head = blockIdx.x * int64_t(a.heads) + blockIdx.y;
+  const float *parts = a.workspace + head * splits * (HD + 2);
+  const int d = threadIdx.x;
+
+  float mMax = -INFINITY;
+  for (int s = d; s < splits; s += blockDim.x)
+    mMax = fmaxf(mMax, parts[s * (HD + 2) + HD]);
+  // blockSum's pattern for a maximum: warp, then across warps.
+  mMax = warpMax(mMax);
+  if (d % 32 == 0)
+    scratch[d / 32] = mMax;
+  __syncthreads();
+  mMax = scratch[0];
+  for (int w = 1; w < int(blockDim.x / 32); ++w)
+    mMax = fmaxf(mMax, scratch[w]);
+  __syncthreads();
+  float sum = 0.0f;
+  for (int s = d; s < splits; s += blockDim.x) {
+    float f = mMax == -INFINITY ? 0.0f : exp2f(parts[s * (HD + 2) + HD] - mMax);
+    weights[s] = f;
+    sum += f * parts[s * (HD + 2) + HD + 1];
+  }
+  sum = blockSum(sum, scratch); // its barriers publish weights
+  if (d >= HD)
+    return;
+  float value = 0.0f;
+#pragma unroll 8
+  for (int s = 0; s < splits; ++s)
+    value = fmaf(weights[s], parts[s * (HD + 2) + d], value);
+  if (a.sinks)
+    value *= addSink(a.sinks[blockIdx.y] * kLog2e, mMax, sum);
+  a.out[head * HD + d] = __float2bfloat16_rn(sum > 0.0f ? value / sum : 0.0f);
+}
+
+struct SplitPlan {
+  int splits;
+  int tokensPerWarp;
+};
+
+// Enough blocks for about two waves; long contexts of few rows are split.
+SplitPlan planSplits(int64_t rows, int kvHeads, int maxSpan, int smCount) {
+  const int64_t units = std::max<int64_t>(1, rows * kvHeads);
+  const int64_t targetBlocks = std::max(1, smCount) * 6; // ~2 waves of 3/SM
+  const int span = std::max(1, maxSpan);
+  const int maxSplits = (span + kWarps * kTile - 1) / (kWarps * kTile);
+  int splits = static_cast<int>(
+      std::clamp<int64_t>((targetBlocks + units - 1) / units, 1, maxSplits));
+  int perWarp = (span + splits * kWarps - 1) / (splits * kWarps);
+  perWarp = std::max(kTile, (perWarp + kTile - 1) / kTile * kTile);
+  splits = std::max(1, (span + perWarp * kWarps - 1) / (perWarp * kWarps));
+  return {splits, perWarp};
+}
+
+template <int HD, int G>
+cudaError_t launchAttention(const AttentionArgs &a, SplitPlan plan,
+                            cudaStream_t stream) {
+  constexpr int smem = smemBytes<HD, G>;
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(attentionKernel<HD, G>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (attr != cudaSuccess)
+    return attr;
+  dim3 grid(static_cast<unsigned>(a.rows), a.kvHeads, plan.splits);
+  attentionKernel<HD, G>
+      <<<grid, kWarps * 32, smem, stream>>>(a, plan.tokensPerWarp, plan.splits);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || plan.splits == 1)
+    return err;
+  combineSplitsKernel<HD>
+      <<<dim3(static_cast<unsigned>(a.rows), a.heads), std::max(HD, 32),
+         plan.splits * sizeof(float), stream>>>(a, plan.splits);
+  return cudaGetLastError();
+}
+
+// The smallest instantiated group size ≥ heads / kvHeads; 0 when none.
+// headDim 256 stops at 8 (16 would not fit the registers).
+int groupBound(int heads, int kvHeads, int headDim) {
+  int groups = heads / kvHeads;
+  int limit = headDim == 256 ? 8 : 16;
+  for (int g = 1; g <= limit; g *= 2)
+    if (groups <= g)
+      return g;
+  return 0;
+}
+
+template <int HD>
+cudaError_t launchForGroup(const AttentionArgs &a, SplitPlan plan,
+                           cudaStream_t stream) {
+  switch (groupBound(a.heads, a.kvHeads, HD)) {
+  case 1:
+    return launchAttention<HD, 1>(a, plan, stream);
+  case 2:
+    return launchAttention<HD, 2>(a, plan, stream);
+  case 4:
+    return launchAttention<HD, 4>(a, plan, stream);
+  case 8:
+    return launchAttention<HD, 8>(a, plan, stream);
+  case 16:
+    if constexpr (HD != 256)
+      return launchAttention<HD, 16>(a, plan, stream);
+    [[fallthrough]];
+  default:
+    return cudaErrorInvalidValue;
+  }
+}
+
+} // namespace
+
+bool attentionSupports(int heads, int kvHeads, int headDim) {
+  bool dim = headDim == 16 || headDim == 32 || headDim == 64 ||
+             headDim == 128 || headDim == 256;
+  return dim && kvHeads > 0 && kvHeads <= 65535 && heads % kvHeads == 0 &&
+         heads <= 65535 && groupBound(heads, kvHeads, headDim) > 0;
+}
+
+size_t attentionWorkspaceBytes(int64_t rows, int heads, int kvHeads,
+                               int headDim, int maxSpan, int smCount) {
+  SplitPlan plan = planSplits(rows, kvHeads, maxSpan, smCount);
+  if (plan.splits == 1)
+    return 0;
+  return size_t(rows) * heads * plan.splits * (headDim + 2) * sizeof(float);
+}
+
+cudaError_t attention(const AttentionArgs &a, int smCount,
+                      cudaStream_t stream) {
+  if (!attentionSupports(a.heads, a.kvHeads, a.headDim) || a.rows < 0 ||
+      a.rows > INT32_MAX || a.maxSpan < 0)
+    return cudaErrorInvalidValue;
+  if (!aligned16(a.k) || !aligned16(a.v) || a.seqStride % 8 != 0)
+    return cudaErrorMisalignedAddress;
+  if (a.rows == 0)
+    return cudaSuccess;
+  SplitPlan plan = planSplits(a.rows, a.kvHeads, a.maxSpan, smCount);
+  if (plan.splits > 1 && a.workspace == nullptr)
+    return cudaErrorInvalidValue;
+  switch (a.headDim) {
+  case 16:
+    return launchForGroup<16>(a, plan, stream);
+  case 32:
+    return launchForGroup<32>(a, plan, stream);
+  case 64:
+    return launchForGroup<64>(a, plan, stream);
+  case 128:
+    return launchForGroup<128>(a, plan, stream);
+  default:
+    return launchForGroup<256>(a, plan, stream);
+  }
+}
+
+} // namespace moe::cuda::kernels

@@ -1,0 +1,241 @@
+// kernels::attention against a double-precision loop on the same bf16
+// inputs: GQA group sizes 1..16 (and one that is not a power of 2), every
+// head size, sliding windows, sinks, rows of mixed sequences and positions
+// (prefill-like runs and decode-like single rows), and long contexts split
+// over several blocks. The output is poisoned (NaN) before each launch.
+#include "runtime/backends/cuda/kernels/Kernels.h"
+#include "test/runtime/cuda/CudaTestSupport.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+namespace {
+
+namespace kn = moe::cuda::kernels;
+using moe::cuda::test::bf16ToFloat;
+using moe::cuda::test::randomBf16;
+using moe::cuda::test::relativeL2;
+
+void check(cudaError_t code, const char *what) {
+  if (code != cudaSuccess)
+    throw std::runtime_error(std::string(what) + ": " +
+                             cudaGetErrorString(code));
+}
+
+template <typename T> T *upload(const std::vector<T> &host) {
+  void *p = nullptr;
+  check(cudaMalloc(&p, std::max<size_t>(host.size(), 1) * sizeof(T)),
+        "cudaMalloc");
+  check(cudaMemcpy(p, host.data(), host.size() * sizeof(T),
+                   cudaMemcpyHostToDevice),
+        "upload");
+  return static_cast<T *>(p);
+}
+
+struct Case {
+  int heads, kvHeads, headDim;
+  int sequences, maxContext;
+  int64_t window;
+  bool sinks;
+  // Per row: (sequence, position); rows of one sequence need not be
+  // consecutive.
+  std::vector<std::pair<int32_t, int32_t>> rows;
+};
+
+// Every row of a prompt of `length` for each sequence (a prefill).
+std::vector<std::pair<int32_t, int32_t>> prefillRows(int sequences,
+                                                     int length) {
+  std::vector<std::pair<int32_t, int32_t>> rows;
+  for (int s = 0; s < sequences; ++s)
+    for (int p = 0; p < length; ++p)
+      rows.push_back({s, p});
+  return rows;
+}
+
+void runCase(const Case &c, std::mt19937 &rng) {
+  SCOPED_TRACE(testing::Message()
+               << "heads " << c.heads << " kv " << c.kvHeads << " dim "
+               << c.headDim << " rows " << c.rows.size() << " context "
+               << c.maxContext << " window " << c.window << " sinks "
+               << c.sinks);
+  ASSERT_TRUE(kn::attentionSupports(c.heads, c.kvHeads, c.headDim));
+  int64_t rows = static_cast<int64_t>(c.rows.size());
+  int64_t qw = int64_t(c.heads) * c.headDim,
+          kvw = int64_t(c.kvHeads) * c.headDim;
+  int64_t seqStride = int64_t(c.maxContext) * kvw;
+  auto q = randomBf16(size_t(rows * qw), rng);
+  auto k = randomBf16(size_t(c.sequences * seqStride), rng);
+  auto v = randomBf16(size_t(c.sequences * seqStride), rng);
+  // Scores of a few units: a peaked but not one-hot softmax.
+  for (auto &x : q)
+    x = moe::cuda::test::floatToBf16(bf16ToFloat(x) * 2.0f);
+  std::vector<float> sinks(c.heads);
+  std::uniform_real_distribution<float> sinkDist(-1.0f, 3.0f);
+  for (float &s : sinks)
+    s = sinkDist(rng);
+  std::vector<int32_t> sequences, positions;
+  int maxSpan = 0;
+  for (auto [s, p] : c.rows) {
+    sequences.push_back(s);
+    positions.push_back(p);
+    int64_t first = c.window > 0 ? std::max<int64_t>(0, p - c.window + 1) : 0;
+    maxSpan = std::max<int>(maxSpan, int(p - first + 1));
+  }
+
+  int smCount = 0;
+  check(cudaDeviceGetAttribute(&smCount, cudaDevAttrMultiProcessorCount, 0),
+        "sm count");
+  auto *dq = upload(q), *dk = upload(k), *dv = upload(v);
+  auto *dSeq = upload(sequences), *dPos = upload(positions);
+  auto *dSinks = upload(sinks);
+  void *dOut = nullptr, *dWs = nullptr;
+  check(cudaMalloc(&dOut, size_t(rows * qw) * 2), "cudaMalloc out");
+  check(cudaMemset(dOut, 0xFF, size_t(rows * qw) * 2), "poison");
+  size_t wsBytes = kn::attentionWorkspaceBytes(rows, c.heads, c.kvHeads,
+                                               c.headDim, maxSpan, smCount);
+  check(cudaMalloc(&dWs, std::max<size_t>(wsBytes, 4)), "cudaMalloc ws");
+
+  kn::AttentionArgs a;
+  a.q = reinterpret_cast<const kn::bf16 *>(dq);
+  a.k = reinterpret_cast<const kn::bf16 *>(dk);
+  a.v = reinterpret_cast<const kn::bf16 *>(dv);
+  a.out = static_cast<kn::bf16 *>(dOut);
+  a.sequences = dSeq;
+  a.positions = dPos;
+  a.sinks = c.sinks ? dSinks : nullptr;
+  a.rows = rows;
+  a.heads = c.heads;
+  a.kvHeads = c.kvHeads;
+  a.headDim = c.headDim;
+  a.seqStride = seqStride;
+  a.window = c.window;
+  a.maxSpan = maxSpan;
+  a.scale = 1.0f / std::sqrt(float(c.headDim));
+  a.workspace = static_cast<float *>(dWs);
+  check(kn::attention(a, smCount, nullptr), "attention");
+  check(cudaDeviceSynchronize(), "sync");
+  std::vector<uint16_t> outBits(size_t(rows * qw));
+  check(cudaMemcpy(outBits.data(), dOut, outBits.size() * 2,
+                   cudaMemcpyDeviceToHost),
+        "download");
+  for (void *p : {(void *)dq, (void *)dk, (void *)dv, (void *)dSeq,
+                  (void *)dPos, (void *)dSinks, dOut, dWs})
+    cudaFree(p);
+
+  std::vector<double> ref(size_t(rows * qw), 0.0);
+  int group = c.heads / c.kvHeads;
+  std::vector<double> scores;
+  for (int64_t r = 0; r < rows; ++r) {
+    auto [s, p] = c.rows[r];
+    int64_t first = c.window > 0 ? std::max<int64_t>(0, p - c.window + 1) : 0;
+    for (int h = 0; h < c.heads; ++h) {
+      const uint16_t *qh = q.data() + r * qw + h * c.headDim;
+      int64_t kvOff = int64_t(h / group) * c.headDim;
+      double mx = c.sinks ? sinks[h] : -INFINITY;
+      scores.clear();
+      for (int64_t t = first; t <= p; ++t) {
+        const uint16_t *kt = k.data() + s * seqStride + t * kvw + kvOff;
+        double dot = 0;
+        for (int d = 0; d < c.headDim; ++d)
+          dot += double(bf16ToFloat(qh[d])) * bf16ToFloat(kt[d]);
+        scores.push_back(dot * a.scale);
+        mx = std::max(mx, scores.back());
+      }
+      double sum = c.sinks ? std::exp(sinks[h] - mx) : 0.0;
+      for (double &x : scores)
+        sum += (x = std::exp(x - mx));
+      double *o = ref.data() + r * qw + h * c.headDim;
+      for (int64_t t = first; t <= p; ++t) {
+        const uint16_t *vt = v.data() + s * seqStride + t * kvw + kvOff;
+        for (int d = 0; d < c.headDim; ++d)
+          o[d] += scores[t - first] / sum * bf16ToFloat(vt[d]);
+      }
+    }
+  }
+  std::vector<float> got(outBits.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    got[i] = bf16ToFloat(outBits[i]);
+  EXPECT_LE(relativeL2(got, ref), 1e-2);
+}
+
+std::mt19937 seeded() {
+  unsigned seed = std::random_device{}();
+  std::printf("seed %u\n", seed);
+  return std::mt19937(seed);
+}
+
+TEST(Attention, DecodeRowsOfMixedSequences) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  // (heads, kv heads, head dim): Mixtral, Qwen3-30B, Qwen2-MoE, GPT-OSS,
+  // Qwen3-235B (16 per kv head), Qwen2-57B (7 per kv head), the tiny
+  // fixtures, head dim 256.
+  struct Shape {
+    int heads, kvHeads, headDim;
+  };
+  for (Shape s :
+       {Shape{32, 8, 128}, Shape{32, 4, 128}, Shape{16, 16, 128},
+        Shape{64, 8, 64}, Shape{64, 4, 128}, Shape{28, 4, 128}, Shape{8, 2, 16},
+        Shape{4, 2, 16}, Shape{8, 4, 32}, Shape{16, 2, 256}}) {
+    Case c{s.heads, s.kvHeads, s.headDim, 9, 1200, 0, false, {}};
+    // Out of sequence order, short and long contexts, one at position 0.
+    for (auto [seq, pos] : std::vector<std::pair<int32_t, int32_t>>{
+             {3, 1199}, {0, 0}, {7, 31}, {1, 32}, {8, 700}, {2, 65}})
+      c.rows.push_back({seq, pos});
+    runCase(c, rng);
+  }
+}
+
+TEST(Attention, LongContextSplitOverBlocks) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  // One or two rows of 4k-8k tokens: dozens of splits, merged by the second
+  // kernel.
+  for (int rowsCount : {1, 2}) {
+    Case c{32, 8, 128, 2, 8192, 0, false, {}};
+    for (int r = 0; r < rowsCount; ++r)
+      c.rows.push_back({r, r == 0 ? 8191 : 4000});
+    runCase(c, rng);
+    c.sinks = true;
+    runCase(c, rng);
+  }
+}
+
+TEST(Attention, PrefillRows) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  runCase({32, 8, 128, 3, 300, 0, false, prefillRows(3, 300)}, rng);
+  runCase({8, 2, 16, 4, 40, 0, false, prefillRows(4, 40)}, rng);
+}
+
+TEST(Attention, SlidingWindowAndSinks) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  // GPT-OSS: window 128 and sinks, prefill and decode rows; the tiny
+  // fixture's window 8 at head dim 16.
+  runCase({64, 8, 64, 2, 400, 128, true, prefillRows(2, 400)}, rng);
+  Case decode{64, 8, 64, 4, 2000, 128, true, {}};
+  for (int s = 0; s < 4; ++s)
+    decode.rows.push_back({s, 100 + 600 * s});
+  runCase(decode, rng);
+  runCase({4, 2, 16, 2, 30, 8, true, prefillRows(2, 30)}, rng);
+}
+
+TEST(Attention, RefusesUnsupportedShapes) {
+  EXPECT_FALSE(kn::attentionSupports(32, 8, 96));  // head dim not a power of 2
+  EXPECT_FALSE(kn::attentionSupports(64, 2, 128)); // 32 heads per kv head
+  EXPECT_FALSE(kn::attentionSupports(32, 2, 256)); // 16 per kv head at 256
+  EXPECT_FALSE(kn::attentionSupports(30, 4, 128)); // kv heads ∤ heads
+  EXPECT_TRUE(kn::attentionSupports(28, 4, 128));
+}
+
+} // namespace
