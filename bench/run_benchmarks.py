@@ -78,7 +78,7 @@ def write_prompts(path, count, length, vocab, new_tokens, seed):
 
 def run_case(args, case, batch):
     explain = json.loads((args.out / f"{case}.explain.json").read_text())
-    decision, report = explain["decision"], explain["report"]
+    decision = explain["decision"]
     batch = batch or decision["resident_batch"]
     name = case if batch == decision["resident_batch"] else f"{case}-b{batch}"
     mean_context = args.prompt_len + args.gen_len // 2
@@ -101,7 +101,27 @@ def run_case(args, case, batch):
         lines = [l for l in log_path.read_text().replace("\r", "\n").splitlines() if l.strip()]
         return {"case": name, "model": model, "B": batch,
                 "error": f"moe-run exited {done.returncode}: {lines[-1] if lines else ''}"}
-    stats = json.loads(stats_path.read_text())
+    entry = summarize(case, name, batch, prompt_len, json.loads(stats_path.read_text()), explain)
+    entry["wall_seconds"] = time.time() - started
+    return entry
+
+
+# Measured decode stages per step next to the plan's, grouped where the backend times one op
+# for what the plan prices as several (attention waits for its KV loads; the experts for their
+# streamed weights).
+STAGE_GROUPS = {
+    "attention + KV load": (["attention"], ["attention", "KV load"]),
+    "routed experts + weight copy": (["routed experts"], ["routed experts", "weight copy"]),
+    "LM head": (["lm head"], ["LM head"]),
+    "router + norms + residuals": (["router", "norm", "residual", "embedding"],
+                                   ["router", "norm", "embedding"]),
+}
+
+
+def summarize(case, name, batch, prompt_len, stats, explain):
+    """One results entry from moe-run's stats and the plan's explanation."""
+    decision, report = explain["decision"], explain["report"]
+    model, gpu = CASES[case]
     steps = stats["decode"]["steps"]
     measured_step = stats["decode"]["seconds_per_step"]
     roofline = report["roofline"]["seconds"]
@@ -109,10 +129,14 @@ def run_case(args, case, batch):
     # The plan's step is for B sequences; a smaller --batch scales the bound's KV share only
     # approximately, so fractions are reported for the planned B alone.
     planned = batch == decision["resident_batch"]
+    decode_stages = stats["stage_seconds"].get("decode", {})
+    stages = {group: {"measured_s": sum(decode_stages.get(s, 0.0) for s in ours) / max(steps, 1),
+                      "predicted_s": sum(report["decode_stage_seconds"].get(s, 0.0) for s in plans)}
+              for group, (ours, plans) in STAGE_GROUPS.items()} if planned else None
     return {
         "case": name, "model": model, "budget": f"{gpu} GiB",
         "B": batch, "prompt_len": prompt_len, "decode_steps": steps,
-        "wall_seconds": time.time() - started, "prepare_seconds": stats.get("prepare_seconds"),
+        "prepare_seconds": stats.get("prepare_seconds"),
         "prefill_tokens_per_second": stats["prefill"]["tokens_per_second"],
         "decode_tokens_per_second": stats["decode"]["tokens_per_second"],
         "new_tokens_per_second": stats["new_tokens_per_second"],
@@ -129,6 +153,7 @@ def run_case(args, case, batch):
         + report["decode_bytes_per_step"]["h2d_kv"],
         "stage_seconds": stats["stage_seconds"],
         "predicted_stage_seconds_per_step": report["decode_stage_seconds"],
+        "stages": stages,
         "memory": stats["memory"],
     }
 
