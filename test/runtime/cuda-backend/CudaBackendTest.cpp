@@ -211,6 +211,25 @@ protected:
     ASSERT_TRUE(status.ok()) << status.error().message();
   }
 
+  // Every prompt position of all prompts in one prefill against HF.
+  void expectPromptsMatchHuggingFace(Backend &backend, const char *label) {
+    ASSERT_NO_FATAL_FAILURE(prepare(backend));
+    std::vector<float> logits;
+    Status status = backend.forward(promptBatch(golden_), logits);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    Comparison all;
+    size_t offset = 0;
+    for (size_t p = 0; p < golden_.prompts.size(); ++p) {
+      std::vector<float> want =
+          golden_.rows("prompt_logits_" + std::to_string(p));
+      size_t positions = want.size() / size_t(golden_.vocab);
+      all.add(logits.data() + offset, want.data(), int64_t(positions),
+              golden_.vocab, routingTies(golden_, p, 0, positions));
+      offset += want.size();
+    }
+    all.expectWithinBars(std::string(GetParam()) + label);
+  }
+
   Golden golden_;
   std::optional<LoadedPlan> plan_;
   std::optional<WeightSet> weights_;
@@ -218,21 +237,7 @@ protected:
 
 TEST_P(CudaBackendGolden, PromptLogitsMatchHuggingFaceInOneMixedBatch) {
   cuda::CudaBackend backend;
-  ASSERT_NO_FATAL_FAILURE(prepare(backend));
-  std::vector<float> logits;
-  Status status = backend.forward(promptBatch(golden_), logits);
-  ASSERT_TRUE(status.ok()) << status.error().message();
-  Comparison all;
-  size_t offset = 0;
-  for (size_t p = 0; p < golden_.prompts.size(); ++p) {
-    std::vector<float> want =
-        golden_.rows("prompt_logits_" + std::to_string(p));
-    size_t positions = want.size() / size_t(golden_.vocab);
-    all.add(logits.data() + offset, want.data(), int64_t(positions),
-            golden_.vocab, routingTies(golden_, p, 0, positions));
-    offset += want.size();
-  }
-  all.expectWithinBars(std::string(GetParam()) + " prompts vs HF");
+  expectPromptsMatchHuggingFace(backend, " prompts vs HF");
 }
 
 TEST_P(CudaBackendGolden, GeneratedLogitsMatchHuggingFaceStepByStep) {
@@ -284,6 +289,15 @@ TEST_P(CudaBackendGolden, GreedyPicksOnTheGpuAreTheLogitsArgmax) {
           << "step " << s << " logit row " << r;
     }
   }
+}
+
+// The routed experts' two paths (one grouped launch, or one cuBLASLt GEMM
+// per expert once groups are large) against HF on the same prompts.
+TEST_P(CudaBackendGolden, BothExpertGemmPathsMatchHuggingFace) {
+  cuda::CudaBackend perExpert({.perExpertGemmRows = 1});
+  expectPromptsMatchHuggingFace(perExpert, " per-expert GEMMs vs HF");
+  cuda::CudaBackend grouped({.perExpertGemmRows = int64_t{1} << 40});
+  expectPromptsMatchHuggingFace(grouped, " grouped GEMM vs HF");
 }
 
 // Prefill then decode steps on both backends, the same batches.

@@ -20,9 +20,15 @@
 
 namespace moe::cuda {
 
+struct CudaBackendOptions {
+  // Mean rows per expert from which the routed experts run as one cuBLASLt
+  // GEMM each (the host reads the counts) instead of one grouped launch.
+  int64_t perExpertGemmRows = 128;
+};
+
 class CudaBackend : public Backend {
 public:
-  CudaBackend();
+  explicit CudaBackend(CudaBackendOptions options = {});
   ~CudaBackend() override;
 
   Status prepare(const LoadedPlan &plan, const WeightSet &weights,
@@ -50,6 +56,7 @@ private:
   // logit rows [firstLogit, endLogit) of the batch land in `out`.
   Status runPass(const StepBatch &batch, int64_t first, int64_t end,
                  size_t firstLogit, size_t endLogit, HeadOutput out);
+  CudaBackendOptions options_;
   std::unique_ptr<State> state_;
 };
 
