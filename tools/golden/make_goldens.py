@@ -349,7 +349,9 @@ class RouterProbe:
             x = args[0] if args else kwargs.get("hidden_states")
             idx, gap, ggap, alt = self._select(x.detach(), router)
             if self.capture is not None:
-                self.capture.append(gap.cpu())
+                # A near-tie between groups flips experts as surely as one at
+                # the top-k boundary.
+                self.capture.append((gap if ggap is None else torch.minimum(gap, ggap)).cpu())
             self._pending[layer] = idx
             self.min_gap[layer] = min(self.min_gap.get(layer, float("inf")), gap.min().item())
             if ggap is not None:
@@ -611,8 +613,8 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
             model(input_ids=torch.tensor([p], device=device), use_cache=False)
     probe.enabled = False
     res = run_prompts(model, prompts, device, notes)
-    # Per position of each prompt and its continuation: the smallest top-k router gap over the
-    # layers, so a test can tell the positions whose routing a bf16 backend may flip.
+    # Per position of each prompt and its continuation: the smallest top-k (or group) router gap
+    # over the layers, so a test can tell the positions whose routing a bf16 backend may flip.
     position_gaps = []
     probe.enabled = True
     with torch.no_grad():

@@ -404,16 +404,19 @@ TEST_P(CudaBackendStreamed, MatchesHuggingFaceAndTheCpuBackend) {
 }
 
 INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaBackendStreamed,
-                         ::testing::Values("tiny-mixtral", "tiny-qwen2-moe"),
+                         ::testing::Values("tiny-mixtral", "tiny-qwen2-moe",
+                                           "tiny-deepseek-v2"),
                          testName);
 
 INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaBackendGolden,
                          ::testing::Values("tiny-mixtral", "tiny-qwen2-moe",
-                                           "tiny-qwen3-moe", "tiny-gpt-oss"),
+                                           "tiny-qwen3-moe", "tiny-gpt-oss",
+                                           "tiny-deepseek-v2",
+                                           "tiny-deepseek-v3"),
                          testName);
 
-// MLA and lightning attention are refused before anything touches the GPU,
-// so this runs without a device too.
+// Lightning attention is refused before anything touches the GPU, so this
+// runs without a device too.
 class CudaBackendRefuses : public ::testing::TestWithParam<const char *> {};
 
 TEST_P(CudaBackendRefuses, UnsupportedAttentionInPrepare) {
@@ -433,9 +436,7 @@ TEST_P(CudaBackendRefuses, UnsupportedAttentionInPrepare) {
 }
 
 INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaBackendRefuses,
-                         ::testing::Values("tiny-deepseek-v2",
-                                           "tiny-deepseek-v3",
-                                           "tiny-minimax-partial-rope"),
+                         ::testing::Values("tiny-minimax-partial-rope"),
                          testName);
 
 } // namespace

@@ -82,7 +82,18 @@ __global__ void appendKvKernel(const bf16 *k, const bf16 *v,
   int64_t r = i / width, c = i % width;
   int64_t at = int64_t(cacheRows[r]) * width + c;
   kCache[at] = k[i];
-  vCache[at] = v[i];
+  if (v)
+    vCache[at] = v[i];
+}
+
+__global__ void swapLeadingKernel(const bf16 *in, int64_t a, int64_t b,
+                                  int64_t inWidth, int64_t offset,
+                                  int64_t width, bf16 *out) {
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= a * b * width)
+    return;
+  int64_t c = i % width, j = (i / width) % b, k = i / (width * b);
+  out[(j * a + k) * width + c] = in[(k * b + j) * inWidth + offset + c];
 }
 
 __global__ void sigmoidGateKernel(const bf16 *gate, int64_t rows, int64_t width,
@@ -155,6 +166,16 @@ cudaError_t appendKv(const bf16 *k, const bf16 *v, const int32_t *cacheRows,
     return cudaSuccess;
   appendKvKernel<<<blocksFor(rows * width), kThreads, 0, stream>>>(
       k, v, cacheRows, rows, width, kCache, vCache);
+  return cudaGetLastError();
+}
+
+cudaError_t swapLeadingDims(const bf16 *in, int64_t a, int64_t b,
+                            int64_t inWidth, int64_t offset, int64_t width,
+                            bf16 *out, cudaStream_t stream) {
+  if (a * b * width == 0)
+    return cudaSuccess;
+  swapLeadingKernel<<<blocksFor(a * b * width), kThreads, 0, stream>>>(
+      in, a, b, inWidth, offset, width, out);
   return cudaGetLastError();
 }
 

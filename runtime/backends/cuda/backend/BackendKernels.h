@@ -1,7 +1,7 @@
 // Device kernels the CUDA backend needs beyond runtime/backends/cuda/kernels:
 // embedding gather, scaled residual adds and RMSNorm on the fp32 residual
-// stream, fp32 router logits, the KV-cache append, the sigmoid output gate
-// and dtype conversions.
+// stream, fp32 router logits, the KV-cache append, MLA's per-head layout
+// swaps, the sigmoid output gate and dtype conversions.
 // Plain launchers returning cudaError_t: nvcc compiles this header, so no fmt.
 // Every pointer is device memory, row-major, rows = tokens.
 #pragma once
@@ -40,10 +40,18 @@ cudaError_t routerLogits(const float *x, const float *w, const float *bias,
                          float *out, cudaStream_t stream);
 
 // Writes each row's K and V ([rows, width]) into a layer's caches
-// [slot·maxContext + position][width] at cacheRows[r].
+// [slot·maxContext + position][width] at cacheRows[r]; v may be null (MLA's
+// latent cache has no V).
 cudaError_t appendKv(const bf16 *k, const bf16 *v, const int32_t *cacheRows,
                      int64_t rows, int64_t width, bf16 *kCache, bf16 *vCache,
                      cudaStream_t stream);
+
+// out[j][i][0:width] = in[i][j][offset : offset + width] for i < a, j < b,
+// in's innermost rows inWidth wide: moves per-head vectors between
+// [rows, heads, ·] and [heads, rows, ·] (MLA's per-head GEMMs).
+cudaError_t swapLeadingDims(const bf16 *in, int64_t a, int64_t b,
+                            int64_t inWidth, int64_t offset, int64_t width,
+                            bf16 *out, cudaStream_t stream);
 
 // x[r, :] *= σ(gate[r]) (Qwen2's shared-expert gate: gate [rows] is x·w).
 cudaError_t sigmoidGate(const bf16 *gate, int64_t rows, int64_t width, bf16 *x,

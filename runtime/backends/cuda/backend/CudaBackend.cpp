@@ -10,6 +10,7 @@
 #include "runtime/backends/cuda/backend/ChunkRows.h"
 #include "runtime/backends/cuda/kernels/GroupedGemm.h"
 #include "runtime/backends/cuda/kernels/Kernels.h"
+#include "runtime/backends/cuda/kernels/MlaAttention.h"
 
 #include <algorithm>
 #include <array>
@@ -49,6 +50,19 @@ struct AttentionOp {
   int sinks; // fp32 array or -1
   int cache;
   bool ownsKv;
+};
+// DeepSeek's multi-head latent attention in its absorbed form: the cache
+// holds each token's normed latent and roped k_pe; W_UK is folded into the
+// query and W_UV applied after attention, one GEMM per head each.
+struct MlaOp {
+  int64_t hidden, heads, qLoraRank, latent, nope, ropeDim, vDim;
+  int cos, sin; // fp32 rope tables
+  kn::RopeStyle style;
+  float scale, eps;
+  const bf16 *q, *qA, *qANorm, *qB, *kvA, *kvANorm, *o;
+  const bf16 *wUkT; // [heads][latent][nope]: W_UK,hᵀ as [out, in]
+  const bf16 *wUv;  // [heads][vDim][latent]
+  int cache;
 };
 // Router weights stay fp32 (fp32 arrays): see backend::routerLogits.
 struct RouterOp {
@@ -96,10 +110,11 @@ struct HeadOp {
 };
 
 using Op = std::variant<EmbeddingOp, NormOp, AttentionOp, RouterOp, ExpertsOp,
-                        MlpOp, ResidualOp, HeadOp>;
+                        MlpOp, ResidualOp, HeadOp, MlaOp>;
+// Per op kind; kinds of one name are one stage in the stats.
 constexpr std::array<const char *, std::variant_size_v<Op>> kStageNames = {
-    "embedding",      "norm", "attention", "router",
-    "routed experts", "mlp",  "residual",  "lm head"};
+    "embedding", "norm",     "attention", "router",   "routed experts",
+    "mlp",       "residual", "lm head",   "attention"};
 
 struct CompiledOp {
   Op op;
@@ -146,6 +161,7 @@ struct DeviceValue {
 // pinned host memory, [slot, position, kvHeads·headDim] each.
 struct KvCache {
   int64_t kvHeads = 0, headDim = 0;
+  bool hasValues = true; // MLA caches only the latent (as K)
   bf16 *k = nullptr, *v = nullptr;
   bf16 *hostK = nullptr, *hostV = nullptr;
   int64_t width() const { return kvHeads * headDim; }
@@ -537,6 +553,77 @@ public:
     return Op(k);
   }
 
+  Result<Op> mla(const plan::MLAttention &a, int64_t hidden,
+                 std::vector<KvCache> &caches) {
+    MlaOp k{};
+    k.hidden = hidden;
+    k.heads = a.num_heads();
+    k.qLoraRank = a.q_lora_rank();
+    k.latent = a.kv_lora_rank();
+    k.nope = a.qk_nope_head_dim();
+    k.ropeDim = a.qk_rope_head_dim();
+    k.vDim = a.v_head_dim();
+    if (k.heads <= 0 || k.qLoraRank < 0 || k.latent <= 0 || k.nope <= 0 ||
+        k.ropeDim <= 0 || k.vDim <= 0)
+      return makeError("MLA dimensions are invalid");
+    if (!kn::mlaAttentionSupports(static_cast<int>(k.heads),
+                                  static_cast<int>(k.latent),
+                                  static_cast<int>(k.ropeDim)))
+      return makeError("the MLA kernel does not support {} heads with "
+                       "kv_lora_rank {} and qk_rope_head_dim {}",
+                       k.heads, k.latent, k.ropeDim);
+    if (a.rope()->rotary_dim() != k.ropeDim)
+      return makeError("rope rotary_dim {} differs from qk_rope_head_dim {}",
+                       a.rope()->rotary_dim(), k.ropeDim);
+    auto tables = rope(*a.rope(), k.ropeDim);
+    if (!tables)
+      return tables.error();
+    std::tie(k.cos, k.sin) = *tables;
+    k.style = static_cast<kn::RopeStyle>(a.rope()->style());
+    k.scale = static_cast<float>(a.scale());
+    k.eps = static_cast<float>(a.norm_eps());
+    int64_t qw = k.heads * (k.nope + k.ropeDim);
+    if (k.qLoraRank > 0) {
+      MOE_RETURN_IF_ERROR(bind(k.qA, a.q_a(), k.qLoraRank * hidden, "q_a"));
+      MOE_RETURN_IF_ERROR(
+          bind(k.qANorm, a.q_a_norm(), k.qLoraRank, "q_a_norm"));
+      MOE_RETURN_IF_ERROR(bind(k.qB, a.q_b(), qw * k.qLoraRank, "q_b"));
+    } else {
+      MOE_RETURN_IF_ERROR(bind(k.q, a.q(), qw * hidden, "q"));
+    }
+    MOE_RETURN_IF_ERROR(
+        bind(k.kvA, a.kv_a(), (k.latent + k.ropeDim) * hidden, "kv_a"));
+    MOE_RETURN_IF_ERROR(bind(k.kvANorm, a.kv_a_norm(), k.latent, "kv_a_norm"));
+    MOE_RETURN_IF_ERROR(bind(k.o, a.o(), hidden * k.heads * k.vDim, "o"));
+    // kv_b [heads·(nope + vDim), latent] split per head into W_UK,hᵀ
+    // [latent, nope] (transposed: the GEMMs take [out, in]) and W_UV,h
+    // [vDim, latent], in one buffer placed where the plan put kv_b.
+    int64_t perHead = (k.nope + k.vDim) * k.latent;
+    MOE_RETURN_IF_ERROR(check(a.kv_b(), k.heads * perHead, "kv_b"));
+    HostBf16 kvB = readBf16(weights_, a.kv_b());
+    HostBf16 split(kvB.size);
+    bf16 *wUkT = split.data.get(), *wUv = wUkT + k.heads * k.latent * k.nope;
+    for (int64_t h = 0; h < k.heads; ++h) {
+      const bf16 *block = kvB.data.get() + h * perHead;
+      for (int64_t d = 0; d < k.nope; ++d)
+        for (int64_t c = 0; c < k.latent; ++c)
+          wUkT[(h * k.latent + c) * k.nope + d] = block[d * k.latent + c];
+      std::copy_n(block + k.nope * k.latent, k.vDim * k.latent,
+                  wUv + h * k.vDim * k.latent);
+    }
+    auto device = model_.params()->Get(a.kv_b())->placement() ==
+                          plan::Placement::host_streamed
+                      ? stream(split, "kv_b")
+                      : upload(split, "kv_b");
+    if (!device)
+      return device.error();
+    k.wUkT = *device;
+    k.wUv = *device + k.heads * k.latent * k.nope;
+    k.cache = static_cast<int>(caches.size());
+    caches.push_back({1, k.latent + k.ropeDim, false});
+    return Op(k);
+  }
+
   Result<Op> router(const plan::Router &r, int64_t hidden) {
     RouterOp k{};
     k.hidden = hidden;
@@ -719,6 +806,11 @@ int64_t opRowBytes(const Op &op) {
           return (3 * k.width + k.hidden + 1) * b;
         else if constexpr (std::is_same_v<K, ResidualOp>)
           return k.width * b;
+        else if constexpr (std::is_same_v<K, MlaOp>) // runMla's buffers
+          return (k.heads *
+                      (2 * k.nope + 2 * k.ropeDim + 4 * k.latent + 2 * k.vDim) +
+                  k.qLoraRank + 3 * (k.latent + k.ropeDim) + k.hidden) *
+                 b;
         else
           return k.hidden * b;
       },
@@ -872,7 +964,7 @@ Status CudaBackend::State::compile(const plan::Model &model,
       break;
     }
     case plan::Module::MLAttention:
-      kernel = makeError("the CUDA backend does not run mla_attention yet");
+      kernel = compiler.mla(*op.spec_as_MLAttention(), in, kv);
       break;
     case plan::Module::LightningAttention:
       kernel =
@@ -947,10 +1039,6 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   const plan::Model &model = plan.model();
   // Unsupported attention kinds fail before anything is uploaded.
   for (const plan::Op *op : *model.ops()) {
-    if (op->spec_type() == plan::Module::MLAttention)
-      return fail(makeError("the CUDA backend does not run mla_attention yet "
-                            "(layer {})",
-                            op->layer()));
     if (op->spec_type() == plan::Module::LightningAttention)
       return fail(makeError("the CUDA backend does not run "
                             "lightning_attention yet (layer {})",
@@ -1049,17 +1137,21 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
   // params; host slots' KV in pinned memory.
   int32_t hostSlots = slots - gpuSlots;
   int64_t widest = 0;
-  for (const KvCache &cache : kv)
+  bool anyValues = false;
+  for (const KvCache &cache : kv) {
     widest = std::max(widest, cache.width());
+    anyValues = anyValues || cache.hasValues;
+  }
   int64_t stagingSequences =
       hostSlots > 0 ? std::min<int64_t>(hostSlots, std::max(prefillMicroBatch,
                                                             decodeMicroBatch))
                     : 0;
   size_t stagingElements = size_t(stagingSequences) * maxContext * widest;
-  size_t cacheBytes = 2 * stagingBuffers * alignUp(stagingElements * 2);
+  size_t cacheBytes =
+      (anyValues ? 2 : 1) * stagingBuffers * alignUp(stagingElements * 2);
   for (const KvCache &cache : kv)
-    cacheBytes +=
-        2 * alignUp(size_t(gpuSlots) * maxContext * cache.width() * 2);
+    cacheBytes += (cache.hasValues ? 2 : 1) *
+                  alignUp(size_t(gpuSlots) * maxContext * cache.width() * 2);
   for (const std::vector<float> &values : floats)
     cacheBytes += alignUp(values.size() * sizeof(float));
   auto cacheArena = DeviceArena::create(cacheBytes + kPoolAlignment, "kv");
@@ -1071,29 +1163,43 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
     size_t hostElements = size_t(hostSlots) * maxContext * c.width();
     if (gpuElements > 0) {
       auto k = cache->allocateArray<bf16>(gpuElements, "k cache");
-      auto v = cache->allocateArray<bf16>(gpuElements, "v cache");
-      if (!k || !v)
-        return !k ? k.error() : v.error();
+      if (!k)
+        return k.error();
       c.k = *k;
-      c.v = *v;
+      if (c.hasValues) {
+        auto v = cache->allocateArray<bf16>(gpuElements, "v cache");
+        if (!v)
+          return v.error();
+        c.v = *v;
+      }
     }
     if (hostElements > 0) {
       auto k = pinned->allocate(hostElements * sizeof(bf16), "host k cache");
-      auto v = pinned->allocate(hostElements * sizeof(bf16), "host v cache");
-      if (!k || !v)
-        return !k ? k.error() : v.error();
+      if (!k)
+        return k.error();
       c.hostK = static_cast<bf16 *>(*k);
-      c.hostV = static_cast<bf16 *>(*v);
+      if (c.hasValues) {
+        auto v = pinned->allocate(hostElements * sizeof(bf16), "host v cache");
+        if (!v)
+          return v.error();
+        c.hostV = static_cast<bf16 *>(*v);
+      }
     }
   }
   if (stagingElements > 0)
     for (int b = 0; b < stagingBuffers; ++b) {
       auto k = cache->allocateArray<bf16>(stagingElements, "k staging");
-      auto v = cache->allocateArray<bf16>(stagingElements, "v staging");
-      if (!k || !v)
-        return !k ? k.error() : v.error();
+      if (!k)
+        return k.error();
       stagingK.push_back(*k);
-      stagingV.push_back(*v);
+      bf16 *v = nullptr;
+      if (anyValues) {
+        auto staged = cache->allocateArray<bf16>(stagingElements, "v staging");
+        if (!staged)
+          return staged.error();
+        v = *staged;
+      }
+      stagingV.push_back(v);
     }
   for (const std::vector<float> &values : floats) {
     auto device = cache->allocateArray<float>(values.size(), "fp32 param");
@@ -1198,6 +1304,10 @@ struct Step {
   const KvPass &kvPass;
   const KvStreams &kvStreams;
   std::vector<void *> made; // this op's allocations
+  // The op's attention partials, reused by its micro-batches (stream order
+  // keeps them apart); among `made`, so freed with the op's scratch.
+  float *partials = nullptr;
+  size_t partialBytes = 0;
 
   template <typename T> Result<T *> alloc(int64_t count, const char *what) {
     auto ptr = memory.allocate(size_t(count) * sizeof(T), what, stream);
@@ -1205,6 +1315,18 @@ struct Step {
       return ptr.error();
     made.push_back(*ptr);
     return static_cast<T *>(*ptr);
+  }
+  // At least `bytes` of attention partials; null for 0.
+  Result<float *> attentionPartials(size_t bytes) {
+    if (bytes > partialBytes) {
+      auto more =
+          alloc<float>(int64_t(bytes / sizeof(float)), "attention partials");
+      if (!more)
+        return more.error();
+      partials = *more;
+      partialBytes = bytes;
+    }
+    return bytes > 0 ? partials : nullptr;
   }
   const float *floatArray(int index) const {
     return index < 0 ? nullptr : floats[index];
@@ -1305,6 +1427,8 @@ Status attendHostSlots(Step &step, const KvCache &cache, const bf16 *key,
     for (const KvStoreRun &run : pass.stores) {
       for (auto [from, to] :
            {std::pair{key, cache.hostK}, std::pair{value, cache.hostV}}) {
+        if (!to)
+          continue;
         const bf16 *src = from + run.row * width;
         bf16 *dst = to + (run.hostSlot * context + run.position) * width;
         if (run.acrossSlots)
@@ -1315,7 +1439,8 @@ Status attendHostSlots(Step &step, const KvCache &cache, const bf16 *key,
           MOE_CUDA_TRY(cudaMemcpyAsync(dst, src, run.rows * rowBytes,
                                        cudaMemcpyDeviceToHost, io.store));
       }
-      io.counters.kvBytesToHost += int64_t(2 * run.rows * rowBytes);
+      io.counters.kvBytesToHost +=
+          int64_t((cache.hasValues ? 2 : 1) * run.rows * rowBytes);
     }
     MOE_RETURN_IF_ERROR(io.stored.record(io.store));
   }
@@ -1335,21 +1460,23 @@ Status attendHostSlots(Step &step, const KvCache &cache, const bf16 *key,
         continue;
       for (auto [from, to] :
            {std::pair{cache.hostK, stagedK}, std::pair{cache.hostV, stagedV}})
-        MOE_CUDA_TRY(
-            cudaMemcpy2DAsync(to + load.local * context * width, slotBytes,
-                              from + load.hostSlot * context * width, slotBytes,
-                              size_t(length) * rowBytes, load.count,
-                              cudaMemcpyHostToDevice, io.load));
+        if (from)
+          MOE_CUDA_TRY(
+              cudaMemcpy2DAsync(to + load.local * context * width, slotBytes,
+                                from + load.hostSlot * context * width,
+                                slotBytes, size_t(length) * rowBytes,
+                                load.count, cudaMemcpyHostToDevice, io.load));
       io.counters.kvBytesToDevice +=
-          int64_t(2 * load.count * length * rowBytes);
+          int64_t((cache.hasValues ? 2 : 1) * load.count * length * rowBytes);
     }
     MOE_RETURN_IF_ERROR(io.loaded[b].record(io.load));
     MOE_CUDA_TRY(cudaStreamWaitEvent(step.stream, io.loaded[b].get()));
     if (key)
-      MOE_CUDA_TRY(backend::appendKv(
-          key + batch.firstRow * width, value + batch.firstRow * width,
-          step.cacheRows + batch.firstRow, batch.rows, width, stagedK, stagedV,
-          step.stream));
+      MOE_CUDA_TRY(
+          backend::appendKv(key + batch.firstRow * width,
+                            value ? value + batch.firstRow * width : nullptr,
+                            step.cacheRows + batch.firstRow, batch.rows, width,
+                            stagedK, stagedV, step.stream));
     MOE_RETURN_IF_ERROR(attend(batch.firstRow, batch.rows, stagedK, stagedV));
     MOE_RETURN_IF_ERROR(io.free[b].record(step.stream));
   }
@@ -1437,15 +1564,10 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
     args.sequences = step.attnSlots + first;
     args.positions = step.positions + first;
     args.rows = count;
-    size_t workspace =
-        kn::attentionWorkspaceBytes(count, args.heads, args.kvHeads,
-                                    args.headDim, args.maxSpan, step.smCount);
-    args.workspace = nullptr;
-    if (workspace > 0) {
-      MOE_ALLOC(partials, float, workspace / sizeof(float),
-                "attention partials");
-      args.workspace = partials;
-    }
+    MOE_INPUT(partials, step.attentionPartials(kn::attentionWorkspaceBytes(
+                            count, args.heads, args.kvHeads, args.headDim,
+                            args.maxSpan, step.smCount)));
+    args.workspace = partials;
     MOE_CUDA_TRY(kn::attention(args, step.smCount, step.stream));
     return Status::success();
   };
@@ -1461,6 +1583,137 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
         attendHostSlots(step, cache, k.ownsKv ? key : nullptr, value, attend));
   MOE_ALLOC(y, bf16, rows * k.hidden, "attention out");
   MOE_RETURN_IF_ERROR(step.linear(o, rows, qw, k.o, k.hidden, k.oBias, y));
+  out.a = y;
+  return Status::success();
+}
+
+Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
+              DeviceValue &out) {
+  MOE_INPUT(x, step.bf16Of(in));
+  int64_t rows = step.rows, heads = k.heads, r = k.latent;
+  int64_t qkDim = k.nope + k.ropeDim, qw = heads * qkDim;
+  int64_t cw = r + k.ropeDim;
+  auto copyColumns = [&](bf16 *to, int64_t toWidth, const bf16 *from,
+                         int64_t fromWidth, int64_t width, int64_t count) {
+    return cudaMemcpy2DAsync(to, toWidth * sizeof(bf16), from,
+                             fromWidth * sizeof(bf16), width * sizeof(bf16),
+                             count, cudaMemcpyDeviceToDevice, step.stream);
+  };
+  MOE_ALLOC(q, bf16, rows * qw, "mla q");
+  if (k.qLoraRank > 0) {
+    MOE_ALLOC(qa, bf16, rows * k.qLoraRank, "mla q_a");
+    MOE_RETURN_IF_ERROR(
+        step.linear(x, rows, k.hidden, k.qA, k.qLoraRank, nullptr, qa));
+    kn::RmsNormArgs norm;
+    norm.x = qa;
+    norm.weight = k.qANorm;
+    norm.out = qa;
+    norm.rows = rows;
+    norm.width = k.qLoraRank;
+    norm.eps = k.eps;
+    MOE_CUDA_TRY(kn::rmsNorm(norm, step.stream));
+    MOE_RETURN_IF_ERROR(
+        step.linear(qa, rows, k.qLoraRank, k.qB, qw, nullptr, q));
+  } else {
+    MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.q, qw, nullptr, q));
+  }
+  // The cache rows [normed latent | roped k_pe] and the roped q_pe.
+  MOE_ALLOC(kvA, bf16, rows * cw, "mla kv_a");
+  MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.kvA, cw, nullptr, kvA));
+  MOE_ALLOC(latent, bf16, rows * r, "mla latent");
+  MOE_ALLOC(kPe, bf16, rows * k.ropeDim, "mla k_pe");
+  MOE_ALLOC(qPe, bf16, rows * heads * k.ropeDim, "mla q_pe");
+  MOE_CUDA_TRY(copyColumns(latent, r, kvA, cw, r, rows));
+  MOE_CUDA_TRY(copyColumns(kPe, k.ropeDim, kvA + r, cw, k.ropeDim, rows));
+  MOE_CUDA_TRY(
+      copyColumns(qPe, k.ropeDim, q + k.nope, qkDim, k.ropeDim, rows * heads));
+  kn::RmsNormArgs norm;
+  norm.x = latent;
+  norm.weight = k.kvANorm;
+  norm.out = latent;
+  norm.rows = rows;
+  norm.width = r;
+  norm.eps = k.eps;
+  MOE_CUDA_TRY(kn::rmsNorm(norm, step.stream));
+  kn::RopeArgs rope;
+  rope.q = qPe;
+  rope.k = kPe;
+  rope.rows = rows;
+  rope.heads = static_cast<int>(heads);
+  rope.kvHeads = 1;
+  rope.headDim = static_cast<int>(k.ropeDim);
+  rope.rotaryDim = static_cast<int>(k.ropeDim);
+  rope.style = k.style;
+  rope.positions = step.positions;
+  rope.cos = step.floatArray(k.cos);
+  rope.sin = step.floatArray(k.sin);
+  MOE_CUDA_TRY(kn::applyRope(rope, step.stream));
+  MOE_ALLOC(rowsOut, bf16, rows * cw, "mla cache rows");
+  MOE_CUDA_TRY(copyColumns(rowsOut, cw, latent, r, r, rows));
+  MOE_CUDA_TRY(copyColumns(rowsOut + r, cw, kPe, k.ropeDim, k.ropeDim, rows));
+
+  // Absorbed query q̃_h = W_UK,hᵀ q_nope,h, one GEMM per head on
+  // head-major rows.
+  MOE_ALLOC(qNope, bf16, heads * rows * k.nope, "mla q_nope");
+  MOE_ALLOC(qTilde, bf16, heads * rows * r, "mla absorbed q");
+  MOE_ALLOC(qLatent, bf16, rows * heads * r, "mla absorbed q rows");
+  MOE_CUDA_TRY(backend::swapLeadingDims(q, rows, heads, qkDim, 0, k.nope, qNope,
+                                        step.stream));
+  for (int64_t h = 0; h < heads; ++h)
+    MOE_RETURN_IF_ERROR(step.linear(qNope + h * rows * k.nope, rows, k.nope,
+                                    k.wUkT + h * r * k.nope, r, nullptr,
+                                    qTilde + h * rows * r));
+  MOE_CUDA_TRY(backend::swapLeadingDims(qTilde, heads, rows, r, 0, r, qLatent,
+                                        step.stream));
+
+  MOE_ALLOC(mixed, bf16, rows * heads * r, "mla attention");
+  kn::MlaAttentionArgs args;
+  args.heads = static_cast<int>(heads);
+  args.latentDim = static_cast<int>(r);
+  args.ropeDim = static_cast<int>(k.ropeDim);
+  args.seqStride = int64_t(step.maxContext) * cw;
+  args.maxSpan = step.maxSpan;
+  args.scale = k.scale;
+  auto attend = [&](int64_t first, int64_t count, const bf16 *kCache,
+                    const bf16 *) -> Status {
+    args.qLatent = qLatent + first * heads * r;
+    args.qRope = qPe + first * heads * k.ropeDim;
+    args.cache = kCache;
+    args.out = mixed + first * heads * r;
+    args.sequences = step.attnSlots + first;
+    args.positions = step.positions + first;
+    args.rows = count;
+    MOE_INPUT(partials, step.attentionPartials(kn::mlaAttentionWorkspaceBytes(
+                            count, args.heads, args.latentDim, args.maxSpan,
+                            step.smCount)));
+    args.workspace = partials;
+    MOE_CUDA_TRY(kn::mlaAttention(args, step.smCount, step.stream));
+    return Status::success();
+  };
+  int64_t gpuRows = step.kvPass.gpuRows;
+  if (gpuRows > 0) {
+    MOE_CUDA_TRY(backend::appendKv(rowsOut, nullptr, step.cacheRows, gpuRows,
+                                   cw, cache.k, nullptr, step.stream));
+    MOE_RETURN_IF_ERROR(attend(0, gpuRows, cache.k, nullptr));
+  }
+  if (rows > gpuRows)
+    MOE_RETURN_IF_ERROR(attendHostSlots(step, cache, rowsOut, nullptr, attend));
+
+  // o_h = W_UV,h · mixed_h per head, back to [rows, heads·vDim] for o.
+  MOE_ALLOC(mixedHeads, bf16, heads * rows * r, "mla attention by head");
+  MOE_ALLOC(oHeads, bf16, heads * rows * k.vDim, "mla values by head");
+  MOE_ALLOC(o, bf16, rows * heads * k.vDim, "mla values");
+  MOE_CUDA_TRY(backend::swapLeadingDims(mixed, rows, heads, r, 0, r, mixedHeads,
+                                        step.stream));
+  for (int64_t h = 0; h < heads; ++h)
+    MOE_RETURN_IF_ERROR(step.linear(mixedHeads + h * rows * r, rows, r,
+                                    k.wUv + h * k.vDim * r, k.vDim, nullptr,
+                                    oHeads + h * rows * k.vDim));
+  MOE_CUDA_TRY(backend::swapLeadingDims(oHeads, heads, rows, k.vDim, 0, k.vDim,
+                                        o, step.stream));
+  MOE_ALLOC(y, bf16, rows * k.hidden, "mla out");
+  MOE_RETURN_IF_ERROR(
+      step.linear(o, rows, heads * k.vDim, k.o, k.hidden, nullptr, y));
   out.a = y;
   return Status::success();
 }
@@ -1976,6 +2229,8 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
                 return runNorm(step, k, in, out);
               else if constexpr (std::is_same_v<K, AttentionOp>)
                 return runAttention(step, k, s.kv[k.cache], in, out);
+              else if constexpr (std::is_same_v<K, MlaOp>)
+                return runMla(step, k, s.kv[k.cache], in, out);
               else if constexpr (std::is_same_v<K, RouterOp>)
                 return runRouter(step, k, in, out, values[op.results[1]]);
               else if constexpr (std::is_same_v<K, ExpertsOp>)
@@ -2014,6 +2269,8 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
             MOE_RETURN_IF_ERROR(s.memory.free(ptr, stream));
         }
         step.made.clear();
+        step.partials = nullptr;
+        step.partialBytes = 0;
         for (int v : op.results)
           values[v].kind = values[v].f ? 'f' : values[v].i ? 'i' : 'a';
         for (int v = 1; v < s.numValues; ++v)
@@ -2069,10 +2326,19 @@ std::vector<StageTime> CudaBackend::stageSeconds() const {
   if (!state_)
     return stages;
   for (int phase = 0; phase < 2; ++phase)
-    for (size_t kind = 0; kind < kStageNames.size(); ++kind)
-      if (state_->stageSeconds[phase][kind] > 0)
-        stages.push_back({phase == 0 ? "prefill" : "decode", kStageNames[kind],
-                          state_->stageSeconds[phase][kind]});
+    for (size_t kind = 0; kind < kStageNames.size(); ++kind) {
+      double seconds = state_->stageSeconds[phase][kind];
+      if (seconds <= 0)
+        continue;
+      std::string name = phase == 0 ? "prefill" : "decode";
+      auto same = std::find_if(stages.begin(), stages.end(), [&](auto &t) {
+        return t.phase == name && t.stage == kStageNames[kind];
+      });
+      if (same != stages.end())
+        same->seconds += seconds;
+      else
+        stages.push_back({name, kStageNames[kind], seconds});
+    }
   return stages;
 }
 

@@ -1,0 +1,493 @@
+// Multi-head latent attention (DeepSeek MLA, absorbed form): every query head
+// of a row attends over the same latent cache rows [c | k_pe], like MQA with
+// a 512-wide value that is the key's own latent part.
+//
+// Design (the cache is read once per block, and a block serves many heads):
+//  * grid (rows · headGroups, splits), head groups fastest so the blocks that
+//    share a row's cache rows run together (L2 hits); a block of 8 warps
+//    serves a group of G ∈ {4, 8, 16} heads of one row and a range of its
+//    context (the whole context unless it is split);
+//  * the block walks its range in tiles of 32 cache rows, double-buffered in
+//    shared memory with cp.async (rows padded by 16 bytes, so eight rows'
+//    16-byte chunks at one column hit distinct banks); q of the group sits
+//    in shared memory as bf16 (fp32 would halve the blocks per SM);
+//  * q·k is a G × 32 × (latent + rope) product: each warp takes every 8th
+//    16-byte column chunk, each lane a 4-token × G/4-head register tile, and
+//    the 8 warps' partial scores are summed in shared memory;
+//  * online softmax in the log2 domain, fp32: warp w owns heads w and w + 8
+//    (lane = token), keeps their running max and sum in registers and
+//    publishes the tile's probabilities and rescale factors;
+//  * p·V: thread (head set, 8-dim octet) owns G / headSets heads × 8 output
+//    dims (16 heads × 512 dims = 32 fp32 accumulators per thread), reading
+//    its octet of each latent row (consecutive lanes, consecutive chunks);
+//  * long contexts of few rows are split over blocks: partials (acc, max,
+//    sum) go to a workspace and a second kernel merges them.
+// The math runs on CUDA cores in fp32 (products of bf16 values are exact).
+#include "runtime/backends/cuda/kernels/MlaAttention.h"
+
+#include "runtime/backends/cuda/kernels/Kernels.cuh"
+
+#include <algorithm>
+#include <cmath>
+
+namespace moe::cuda::kernels {
+namespace {
+
+using namespace detail;
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kTile = 32;   // cache rows per tile
+constexpr int kRowPad = 16; // bytes of padding per row in shared memory
+constexpr int kMinSplitTokens = 128; // a split's partial is ~1/8 of its reads
+constexpr int kMaxHeads = 128;
+constexpr int kMaxRope = 64;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// Byte offsets into the dynamic shared memory for rows of `dim` values and a
+// group of g heads.
+struct SmemLayout {
+  int rowBytes;    // one cache row of a tile
+  int stageBytes;  // one tile
+  int qStride;     // elements per head of q
+  int q;           // bf16 [g][qStride]
+  int partial;     // float [kWarps][g][kTile], swizzled (scoreIndex)
+  int probs;       // float [kTile][g], swizzled (probIndex)
+  int corrections; // float [g]
+  int maxima;      // float [g]
+  int sums;        // float [g]
+  int total;
+};
+
+__host__ __device__ constexpr SmemLayout smemLayout(int dim, int g) {
+  SmemLayout s{};
+  s.rowBytes = dim * 2 + kRowPad;
+  s.stageBytes = kTile * s.rowBytes;
+  s.qStride = dim + kRowPad / 2;
+  s.q = 2 * s.stageBytes;
+  s.partial = s.q + g * s.qStride * 2;
+  s.probs = s.partial + kWarps * g * kTile * 4;
+  s.corrections = s.probs + kTile * g * 4;
+  s.maxima = s.corrections + g * 4;
+  s.sums = s.maxima + g * 4;
+  s.total = s.sums + g * 4;
+  return s;
+}
+
+__device__ __forceinline__ void unpack8(uint4 w, float (&f)[8]) {
+  f[0] = __uint_as_float(w.x << 16);
+  f[1] = __uint_as_float(w.x & 0xFFFF0000u);
+  f[2] = __uint_as_float(w.y << 16);
+  f[3] = __uint_as_float(w.y & 0xFFFF0000u);
+  f[4] = __uint_as_float(w.z << 16);
+  f[5] = __uint_as_float(w.z & 0xFFFF0000u);
+  f[6] = __uint_as_float(w.w << 16);
+  f[7] = __uint_as_float(w.w & 0xFFFF0000u);
+}
+
+__device__ __forceinline__ uint4 load16(const void *p) {
+  return *reinterpret_cast<const uint4 *>(p);
+}
+
+// Score (g, t) in one warp's partial block: the XOR makes a warp's q·k
+// stores (heads gq + 4j, tokens tq + 8i) hit 32 distinct banks.
+__device__ __forceinline__ int scoreIndex(int g, int t) {
+  return g * kTile + (t ^ ((g & 3) << 3));
+}
+
+// Probability (t, g) in [kTile][G]: the head quads of a token are permuted
+// by token, so a warp storing one head's 32 probabilities spreads them over
+// 8 banks (2 unpermuted at G = 16), while ≤ 4 heads of a quad stay one
+// vector load.
+template <int G> __device__ __forceinline__ int probIndex(int t, int g) {
+  int swizzle = (t * G / kTile) % (G / 4);
+  return t * G + (((g >> 2) ^ swizzle) << 2) + (g & 3);
+}
+
+template <int N>
+__device__ __forceinline__ void loadProbs(const float *p, float (&v)[N]) {
+  if constexpr (N == 4) {
+    float4 x = *reinterpret_cast<const float4 *>(p);
+    v[0] = x.x;
+    v[1] = x.y;
+    v[2] = x.z;
+    v[3] = x.w;
+  } else if constexpr (N == 2) {
+    float2 x = *reinterpret_cast<const float2 *>(p);
+    v[0] = x.x;
+    v[1] = x.y;
+  } else {
+    static_assert(N == 1);
+    v[0] = *p;
+  }
+}
+
+// L: latent dims; G: heads per block (heads beyond a.heads are computed on
+// zero queries and dropped).
+template <int L, int G>
+__global__ void __launch_bounds__(kThreads, 2)
+    mlaAttentionKernel(MlaAttentionArgs a, int groups, int tokensPerSplit,
+                       int splits) {
+  constexpr int HPL = G / 4;     // heads per lane in q·k
+  constexpr int kOctets = L / 8; // 8-dim output slices
+  // p·V: head sets × octets threads, each with HPT heads.
+  constexpr int HS = kThreads / kOctets < G ? kThreads / kOctets : G;
+  constexpr int HPT = G / HS;
+  constexpr int SH = (G + kWarps - 1) / kWarps; // heads per warp in softmax
+
+  extern __shared__ __align__(16) char smem[];
+  const int dim = L + a.ropeDim;
+  const int chunks = dim / 8; // 16-byte chunks per cache row
+  const SmemLayout lay = smemLayout(dim, G);
+  bf16 *qs = reinterpret_cast<bf16 *>(smem + lay.q);
+  float *partial = reinterpret_cast<float *>(smem + lay.partial);
+  float *probs = reinterpret_cast<float *>(smem + lay.probs);
+  float *corrections = reinterpret_cast<float *>(smem + lay.corrections);
+  float *maxima = reinterpret_cast<float *>(smem + lay.maxima);
+  float *sums = reinterpret_cast<float *>(smem + lay.sums);
+
+  const int64_t row = blockIdx.x / groups;
+  const int group = blockIdx.x % groups;
+  const int split = blockIdx.y;
+  const int tid = threadIdx.x;
+  const int warp = tid / 32;
+  const int lane = tid % 32;
+
+  for (int i = tid; i < G * dim; i += kThreads) {
+    int g = i / dim;
+    int d = i - g * dim;
+    int h = group * G + g;
+    bf16 v = __float2bfloat16(0.0f);
+    if (h < a.heads) {
+      int64_t head = row * a.heads + h;
+      v = d < L ? a.qLatent[head * L + d] : a.qRope[head * a.ropeDim + (d - L)];
+    }
+    qs[g * lay.qStride + d] = v;
+  }
+
+  const int64_t sequence = a.sequences ? a.sequences[row] : row;
+  const bf16 *cacheSeq = a.cache + sequence * a.seqStride;
+  const int64_t start = int64_t(split) * tokensPerSplit;
+  const int64_t end =
+      min(start + tokensPerSplit, int64_t(a.positions[row]) + 1);
+  const int numTiles =
+      end > start ? static_cast<int>((end - start + kTile - 1) / kTile) : 0;
+
+  auto issue = [&](int tile, int stage) {
+    char *dst = smem + stage * lay.stageBytes;
+    const int64_t t0 = start + int64_t(tile) * kTile;
+    for (int c = tid; c < kTile * chunks; c += kThreads) {
+      int r = c / chunks;
+      int col = c - r * chunks;
+      int64_t tok = t0 + r;
+      bool valid = tok < end;
+      cpAsync16(dst + r * lay.rowBytes + col * 16,
+                cacheSeq + (valid ? tok : start) * dim + col * 8,
+                valid ? 16 : 0);
+    }
+    cpAsyncCommit();
+  };
+
+  // Softmax state of this warp's heads warp + k·kWarps (all lanes alike).
+  float m[SH], l[SH];
+#pragma unroll
+  for (int k = 0; k < SH; ++k) {
+    m[k] = -INFINITY;
+    l[k] = 0.0f;
+  }
+  float acc[HPT][8];
+#pragma unroll
+  for (int j = 0; j < HPT; ++j)
+#pragma unroll
+    for (int d = 0; d < 8; ++d)
+      acc[j][d] = 0.0f;
+
+  const bool pvThread = tid < kOctets * HS;
+  const int octet = tid % kOctets;
+  const int headSet = tid / kOctets;
+  const float qkScale = a.scale * kLog2e;
+
+  if (numTiles > 0)
+    issue(0, 0);
+  for (int tile = 0; tile < numTiles; ++tile) {
+    cpAsyncWait<0>();
+    // The tile (and, on the first, q) is visible, and every thread is done
+    // with the previous tile's stage, scores and probabilities.
+    __syncthreads();
+    if (tile + 1 < numTiles)
+      issue(tile + 1, (tile + 1) & 1);
+    const char *tileSmem = smem + (tile & 1) * lay.stageBytes;
+    const int64_t t0 = start + int64_t(tile) * kTile;
+
+    // q·k: lane (gq, tq) sums heads gq + 4j × tokens tq + 8i over this
+    // warp's chunks (eight consecutive rows per load: no bank conflicts).
+    {
+      const int gq = lane / 8;
+      const int tq = lane % 8;
+      float s[HPL][4];
+#pragma unroll
+      for (int j = 0; j < HPL; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          s[j][i] = 0.0f;
+      for (int c = warp; c < chunks; c += kWarps) {
+        float k[4][8];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          unpack8(load16(tileSmem + (tq + 8 * i) * lay.rowBytes + c * 16),
+                  k[i]);
+#pragma unroll
+        for (int j = 0; j < HPL; ++j) {
+          float q[8];
+          unpack8(load16(qs + (gq + 4 * j) * lay.qStride + c * 8), q);
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int d = 0; d < 8; ++d)
+              s[j][i] = fmaf(q[d], k[i][d], s[j][i]);
+        }
+      }
+      float *mine = partial + warp * G * kTile;
+#pragma unroll
+      for (int j = 0; j < HPL; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          mine[scoreIndex(gq + 4 * j, tq + 8 * i)] = s[j][i];
+    }
+    __syncthreads();
+
+    // Online softmax over the tile (its first token is always valid, so each
+    // tile maximum is finite).
+    const bool valid = t0 + lane < end;
+#pragma unroll
+    for (int k = 0; k < SH; ++k) {
+      const int g = warp + k * kWarps;
+      if (g < G) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w)
+          s += partial[w * G * kTile + scoreIndex(g, lane)];
+        s = valid ? s * qkScale : -INFINITY;
+        float mNew = fmaxf(m[k], warpMax(s));
+        float corr = exp2f(m[k] - mNew); // m = -inf on the first tile: 0
+        float p = exp2f(s - mNew);       // invalid: 0
+        l[k] = l[k] * corr + warpSum(p);
+        m[k] = mNew;
+        probs[probIndex<G>(lane, g)] = p;
+        if (lane == 0)
+          corrections[g] = corr;
+      }
+    }
+    __syncthreads();
+
+    // p·V over the tile's valid rows.
+    if (pvThread) {
+#pragma unroll
+      for (int j = 0; j < HPT; ++j) {
+        float corr = corrections[headSet * HPT + j];
+#pragma unroll
+        for (int d = 0; d < 8; ++d)
+          acc[j][d] *= corr;
+      }
+      const int nValid = static_cast<int>(min(int64_t(kTile), end - t0));
+      const char *column = tileSmem + octet * 16;
+#pragma unroll 4
+      for (int t = 0; t < nValid; ++t) {
+        float v[8];
+        unpack8(load16(column + t * lay.rowBytes), v);
+        float p[HPT];
+        loadProbs<HPT>(probs + probIndex<G>(t, headSet * HPT), p);
+#pragma unroll
+        for (int j = 0; j < HPT; ++j)
+#pragma unroll
+          for (int d = 0; d < 8; ++d)
+            acc[j][d] = fmaf(p[j], v[d], acc[j][d]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int k = 0; k < SH; ++k) {
+    const int g = warp + k * kWarps;
+    if (g < G && lane == 0) {
+      maxima[g] = m[k];
+      sums[g] = l[k];
+    }
+  }
+  __syncthreads();
+  if (!pvThread)
+    return;
+#pragma unroll
+  for (int j = 0; j < HPT; ++j) {
+    const int g = headSet * HPT + j;
+    const int h = group * G + g;
+    if (h >= a.heads)
+      continue;
+    const int64_t head = row * a.heads + h;
+    const float sum = sums[g];
+    if (splits == 1) {
+      bf16 *o = a.out + head * L + octet * 8;
+#pragma unroll
+      for (int d = 0; d < 8; ++d)
+        o[d] = __float2bfloat16_rn(sum > 0.0f ? acc[j][d] / sum : 0.0f);
+    } else {
+      float *part = a.workspace + (head * splits + split) * (L + 2);
+#pragma unroll
+      for (int d = 0; d < 8; ++d)
+        part[octet * 8 + d] = acc[j][d];
+      if (octet == 0) {
+        part[L] = maxima[g];
+        part[L + 1] = sum;
+      }
+    }
+  }
+}
+
+// Merges the per-split partials of one (row, head); thread d owns dim d. The
+// split weights are computed once, in parallel, into shared memory, so the
+// final loop has only independent loads.
+__global__ void __launch_bounds__(512)
+    mlaCombineSplitsKernel(MlaAttentionArgs a, int splits) {
+  extern __shared__ float weights[]; // [splits]
+  __shared__ float scratch[32];
+  const int L = a.latentDim;
+  const int64_t head = blockIdx.x * int64_t(a.heads) + blockIdx.y;
+  const float *parts = a.workspace + head * splits * (L + 2);
+  const int d = threadIdx.x;
+
+  float mMax = -INFINITY;
+  for (int s = d; s < splits; s += blockDim.x)
+    mMax = fmaxf(mMax, parts[s * (L + 2) + L]);
+  // blockSum's pattern for a maximum: warp, then across warps.
+  mMax = warpMax(mMax);
+  if (d % 32 == 0)
+    scratch[d / 32] = mMax;
+  __syncthreads();
+  mMax = scratch[0];
+  for (int w = 1; w < int(blockDim.x / 32); ++w)
+    mMax = fmaxf(mMax, scratch[w]);
+  __syncthreads();
+  float sum = 0.0f;
+  for (int s = d; s < splits; s += blockDim.x) {
+    float f = mMax == -INFINITY ? 0.0f : exp2f(parts[s * (L + 2) + L] - mMax);
+    weights[s] = f;
+    sum += f * parts[s * (L + 2) + L + 1];
+  }
+  sum = blockSum(sum, scratch); // its barriers publish weights
+  if (d >= L)
+    return;
+  float value = 0.0f;
+#pragma unroll 8
+  for (int s = 0; s < splits; ++s)
+    value = fmaf(weights[s], parts[s * (L + 2) + d], value);
+  a.out[head * L + d] = __float2bfloat16_rn(sum > 0.0f ? value / sum : 0.0f);
+}
+
+// The smallest instantiated head group that holds all heads, else 16.
+int groupSize(int heads) { return heads <= 4 ? 4 : heads <= 8 ? 8 : 16; }
+int headGroups(int heads) {
+  int g = groupSize(heads);
+  return (heads + g - 1) / g;
+}
+
+struct SplitPlan {
+  int splits;
+  int tokensPerSplit;
+};
+
+// Enough blocks for about two waves of two per SM; long contexts of few rows
+// are split, no split shorter than kMinSplitTokens.
+SplitPlan planSplits(int64_t rows, int heads, int maxSpan, int smCount) {
+  const int64_t units = std::max<int64_t>(1, rows * headGroups(heads));
+  const int64_t targetBlocks = std::max(1, smCount) * 4;
+  const int span = std::max(1, maxSpan);
+  const int maxSplits = (span + kMinSplitTokens - 1) / kMinSplitTokens;
+  int splits = static_cast<int>(
+      std::clamp<int64_t>((targetBlocks + units - 1) / units, 1, maxSplits));
+  int perSplit = (span + splits - 1) / splits;
+  perSplit = (perSplit + kTile - 1) / kTile * kTile;
+  splits = (span + perSplit - 1) / perSplit;
+  return {splits, perSplit};
+}
+
+template <int L, int G>
+cudaError_t launchMla(const MlaAttentionArgs &a, SplitPlan plan,
+                      cudaStream_t stream) {
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      mlaAttentionKernel<L, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      smemLayout(L + kMaxRope, G).total);
+  if (attr != cudaSuccess)
+    return attr;
+  const int groups = headGroups(a.heads);
+  dim3 grid(static_cast<unsigned>(a.rows * groups), plan.splits);
+  mlaAttentionKernel<L, G>
+      <<<grid, kThreads, smemLayout(L + a.ropeDim, G).total, stream>>>(
+          a, groups, plan.tokensPerSplit, plan.splits);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || plan.splits == 1)
+    return err;
+  mlaCombineSplitsKernel<<<dim3(static_cast<unsigned>(a.rows), a.heads),
+                           std::max(L, 32), plan.splits * sizeof(float),
+                           stream>>>(a, plan.splits);
+  return cudaGetLastError();
+}
+
+template <int L>
+cudaError_t launchForGroup(const MlaAttentionArgs &a, SplitPlan plan,
+                           cudaStream_t stream) {
+  switch (groupSize(a.heads)) {
+  case 4:
+    return launchMla<L, 4>(a, plan, stream);
+  case 8:
+    return launchMla<L, 8>(a, plan, stream);
+  default:
+    return launchMla<L, 16>(a, plan, stream);
+  }
+}
+
+} // namespace
+
+bool mlaAttentionSupports(int heads, int latentDim, int ropeDim) {
+  bool latent = latentDim == 16 || latentDim == 32 || latentDim == 64 ||
+                latentDim == 128 || latentDim == 256 || latentDim == 512;
+  bool rope = ropeDim == 8 || ropeDim == 16 || ropeDim == 32 || ropeDim == 64;
+  return latent && rope && heads >= 1 && heads <= kMaxHeads;
+}
+
+size_t mlaAttentionWorkspaceBytes(int64_t rows, int heads, int latentDim,
+                                  int maxSpan, int smCount) {
+  SplitPlan plan = planSplits(rows, heads, maxSpan, smCount);
+  if (plan.splits == 1)
+    return 0;
+  return size_t(rows) * heads * plan.splits * (latentDim + 2) * sizeof(float);
+}
+
+cudaError_t mlaAttention(const MlaAttentionArgs &a, int smCount,
+                         cudaStream_t stream) {
+  if (!mlaAttentionSupports(a.heads, a.latentDim, a.ropeDim) || a.rows < 0 ||
+      a.rows * headGroups(a.heads) > INT32_MAX || a.maxSpan < 0)
+    return cudaErrorInvalidValue;
+  if (!aligned16(a.cache) || a.seqStride % 8 != 0)
+    return cudaErrorMisalignedAddress;
+  if (a.rows == 0)
+    return cudaSuccess;
+  SplitPlan plan = planSplits(a.rows, a.heads, a.maxSpan, smCount);
+  if (plan.splits > 1 && a.workspace == nullptr)
+    return cudaErrorInvalidValue;
+  switch (a.latentDim) {
+  case 16:
+    return launchForGroup<16>(a, plan, stream);
+  case 32:
+    return launchForGroup<32>(a, plan, stream);
+  case 64:
+    return launchForGroup<64>(a, plan, stream);
+  case 128:
+    return launchForGroup<128>(a, plan, stream);
+  case 256:
+    return launchForGroup<256>(a, plan, stream);
+  default:
+    return launchForGroup<512>(a, plan, stream);
+  }
+}
+
+} // namespace moe::cuda::kernels

@@ -1,0 +1,283 @@
+// kernels::mlaAttention against a double-precision loop on the same bf16
+// inputs: DeepSeek-V2-Lite (16 heads) and V3 (128 heads) decode rows of mixed
+// sequences, long contexts split over several blocks, prefill-like rows, the
+// tiny fixtures' shapes, head counts that fill a head group partially, and
+// negative positions (zeros). The output is poisoned (NaN) before each
+// launch.
+#include "runtime/backends/cuda/kernels/MlaAttention.h"
+#include "test/runtime/cuda/CudaTestSupport.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+namespace {
+
+namespace kn = moe::cuda::kernels;
+using moe::cuda::test::bf16ToFloat;
+using moe::cuda::test::floatToBf16;
+using moe::cuda::test::randomBf16;
+using moe::cuda::test::relativeL2;
+
+void check(cudaError_t code, const char *what) {
+  if (code != cudaSuccess)
+    throw std::runtime_error(std::string(what) + ": " +
+                             cudaGetErrorString(code));
+}
+
+template <typename T> T *upload(const std::vector<T> &host) {
+  void *p = nullptr;
+  check(cudaMalloc(&p, std::max<size_t>(host.size(), 1) * sizeof(T)),
+        "cudaMalloc");
+  check(cudaMemcpy(p, host.data(), host.size() * sizeof(T),
+                   cudaMemcpyHostToDevice),
+        "upload");
+  return static_cast<T *>(p);
+}
+
+struct Case {
+  int heads, latentDim, ropeDim;
+  int sequences, maxContext;
+  // Per row: (sequence, position); rows of one sequence need not be
+  // consecutive. With rowIsSequence, row r must read sequence r and the
+  // kernel is given no sequence list.
+  std::vector<std::pair<int32_t, int32_t>> rows;
+  bool rowIsSequence = false;
+};
+
+// Every row of a prompt of `length` for each sequence (a prefill).
+std::vector<std::pair<int32_t, int32_t>> prefillRows(int sequences,
+                                                     int length) {
+  std::vector<std::pair<int32_t, int32_t>> rows;
+  for (int s = 0; s < sequences; ++s)
+    for (int p = 0; p < length; ++p)
+      rows.push_back({s, p});
+  return rows;
+}
+
+void runCase(const Case &c, std::mt19937 &rng) {
+  SCOPED_TRACE(testing::Message()
+               << "heads " << c.heads << " latent " << c.latentDim << " rope "
+               << c.ropeDim << " rows " << c.rows.size() << " context "
+               << c.maxContext);
+  ASSERT_TRUE(kn::mlaAttentionSupports(c.heads, c.latentDim, c.ropeDim));
+  const int64_t rows = static_cast<int64_t>(c.rows.size());
+  const int dim = c.latentDim + c.ropeDim;
+  const int64_t seqStride = int64_t(c.maxContext) * dim;
+  auto qLatent = randomBf16(size_t(rows * c.heads * c.latentDim), rng);
+  auto qRope = randomBf16(size_t(rows * c.heads * c.ropeDim), rng);
+  auto cache = randomBf16(size_t(c.sequences * seqStride), rng);
+  // q in [-3, 3) and scale 1/sqrt(dim): scores of unit spread, a peaked but
+  // not one-hot softmax.
+  for (auto *q : {&qLatent, &qRope})
+    for (auto &x : *q)
+      x = floatToBf16(bf16ToFloat(x) * 3.0f);
+  const float scale = 1.0f / std::sqrt(float(dim));
+  std::vector<int32_t> sequences, positions;
+  int maxSpan = 0;
+  for (auto [s, p] : c.rows) {
+    sequences.push_back(s);
+    positions.push_back(p);
+    maxSpan = std::max(maxSpan, p + 1);
+  }
+
+  int smCount = 0;
+  check(cudaDeviceGetAttribute(&smCount, cudaDevAttrMultiProcessorCount, 0),
+        "sm count");
+  auto *dqLatent = upload(qLatent), *dqRope = upload(qRope);
+  auto *dCache = upload(cache);
+  auto *dSeq = upload(sequences), *dPos = upload(positions);
+  const size_t outCount = size_t(rows * c.heads * c.latentDim);
+  void *dOut = nullptr, *dWs = nullptr;
+  check(cudaMalloc(&dOut, outCount * 2), "cudaMalloc out");
+  check(cudaMemset(dOut, 0xFF, outCount * 2), "poison");
+  size_t wsBytes = kn::mlaAttentionWorkspaceBytes(rows, c.heads, c.latentDim,
+                                                  maxSpan, smCount);
+  check(cudaMalloc(&dWs, std::max<size_t>(wsBytes, 4)), "cudaMalloc ws");
+
+  kn::MlaAttentionArgs a;
+  a.qLatent = reinterpret_cast<const kn::bf16 *>(dqLatent);
+  a.qRope = reinterpret_cast<const kn::bf16 *>(dqRope);
+  a.cache = reinterpret_cast<const kn::bf16 *>(dCache);
+  a.out = static_cast<kn::bf16 *>(dOut);
+  a.sequences = c.rowIsSequence ? nullptr : dSeq;
+  a.positions = dPos;
+  a.rows = rows;
+  a.heads = c.heads;
+  a.latentDim = c.latentDim;
+  a.ropeDim = c.ropeDim;
+  a.seqStride = seqStride;
+  a.maxSpan = maxSpan;
+  a.scale = scale;
+  a.workspace = static_cast<float *>(dWs);
+  check(kn::mlaAttention(a, smCount, nullptr), "mlaAttention");
+  check(cudaDeviceSynchronize(), "sync");
+  std::vector<uint16_t> outBits(outCount);
+  check(cudaMemcpy(outBits.data(), dOut, outCount * 2, cudaMemcpyDeviceToHost),
+        "download");
+  for (void *p : {(void *)dqLatent, (void *)dqRope, (void *)dCache,
+                  (void *)dSeq, (void *)dPos, dOut, dWs})
+    cudaFree(p);
+
+  std::vector<double> ref(outCount, 0.0);
+  std::vector<double> scores;
+  for (int64_t r = 0; r < rows; ++r) {
+    auto [s, p] = c.rows[r];
+    const uint16_t *seq = cache.data() + s * seqStride;
+    for (int h = 0; h < c.heads; ++h) {
+      const int64_t head = r * c.heads + h;
+      const uint16_t *ql = qLatent.data() + head * c.latentDim;
+      const uint16_t *qr = qRope.data() + head * c.ropeDim;
+      scores.clear();
+      double mx = -INFINITY;
+      for (int64_t t = 0; t <= p; ++t) {
+        const uint16_t *kt = seq + t * dim;
+        double dot = 0;
+        for (int d = 0; d < c.latentDim; ++d)
+          dot += double(bf16ToFloat(ql[d])) * bf16ToFloat(kt[d]);
+        for (int d = 0; d < c.ropeDim; ++d)
+          dot += double(bf16ToFloat(qr[d])) * bf16ToFloat(kt[c.latentDim + d]);
+        scores.push_back(dot * scale);
+        mx = std::max(mx, scores.back());
+      }
+      double sum = 0;
+      for (double &x : scores)
+        sum += (x = std::exp(x - mx));
+      double *o = ref.data() + head * c.latentDim;
+      for (int64_t t = 0; t <= p; ++t)
+        for (int d = 0; d < c.latentDim; ++d)
+          o[d] += scores[t] / sum * bf16ToFloat(seq[t * dim + d]);
+    }
+  }
+  std::vector<float> got(outCount);
+  for (size_t i = 0; i < got.size(); ++i)
+    got[i] = bf16ToFloat(outBits[i]);
+  EXPECT_LE(relativeL2(got, ref), 1e-2);
+  // Rows at negative positions attend to nothing: exact zeros.
+  for (int64_t r = 0; r < rows; ++r) {
+    if (c.rows[r].second >= 0)
+      continue;
+    for (int64_t i = 0; i < int64_t(c.heads) * c.latentDim; ++i)
+      ASSERT_EQ(got[r * c.heads * c.latentDim + i], 0.0f) << "row " << r;
+  }
+}
+
+std::mt19937 seeded() {
+  unsigned seed = std::random_device{}();
+  std::printf("seed %u\n", seed);
+  return std::mt19937(seed);
+}
+
+// Out of sequence order, short and long contexts, one at position 0.
+std::vector<std::pair<int32_t, int32_t>> decodeRows() {
+  return {{3, 1199}, {0, 0}, {7, 31}, {1, 32}, {8, 700}, {2, 65}};
+}
+
+TEST(MlaAttention, DeepSeekV2LiteDecode) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  runCase({16, 512, 64, 9, 1200, decodeRows()}, rng);
+}
+
+TEST(MlaAttention, DeepSeekV3Decode) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  runCase({128, 512, 64, 3, 1200, {{2, 1199}, {0, 517}}}, rng);
+}
+
+TEST(MlaAttention, LongContextSplitOverBlocks) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  // One or two rows of 4k-8k tokens: dozens of splits, merged by the second
+  // kernel; a row at a negative position among them.
+  runCase({16, 512, 64, 1, 8192, {{0, 8191}}}, rng);
+  runCase({16, 512, 64, 3, 8192, {{2, 4000}, {1, -1}, {0, 8191}}}, rng);
+  runCase({128, 512, 64, 1, 4096, {{0, 4095}}}, rng);
+}
+
+TEST(MlaAttention, PrefillRows) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  runCase({16, 512, 64, 3, 200, prefillRows(3, 200)}, rng);
+  runCase({4, 32, 8, 2, 40, prefillRows(2, 40)}, rng);
+}
+
+TEST(MlaAttention, TinyShapes) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  for (int latent : {16, 32}) {
+    runCase({4, latent, 8, 9, 1200, decodeRows()}, rng);
+    // No sequence list: row r reads sequence r.
+    Case own{4, latent, 8, 3, 100, {{0, 99}, {1, 5}, {2, 64}}, true};
+    runCase(own, rng);
+  }
+}
+
+TEST(MlaAttention, OtherShapes) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  // Every latent size, each head-group size, and head counts that leave the
+  // last group part empty (1, 6, 20, 40).
+  struct Shape {
+    int heads, latent, rope;
+  };
+  for (Shape s : {Shape{1, 512, 64}, Shape{6, 64, 16}, Shape{8, 128, 32},
+                  Shape{20, 128, 32}, Shape{40, 256, 64}, Shape{16, 256, 8},
+                  Shape{12, 16, 64}})
+    runCase({s.heads, s.latent, s.rope, 9, 1200, decodeRows()}, rng);
+}
+
+TEST(MlaAttention, NegativePositionGivesZeros) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  runCase({16, 512, 64, 3, 64, {{0, 40}, {1, -1}, {2, 63}, {0, -5}}}, rng);
+}
+
+TEST(MlaAttention, RefusesUnsupportedShapes) {
+  EXPECT_TRUE(kn::mlaAttentionSupports(16, 512, 64));
+  EXPECT_TRUE(kn::mlaAttentionSupports(128, 512, 64));
+  EXPECT_TRUE(kn::mlaAttentionSupports(4, 16, 8));
+  EXPECT_FALSE(kn::mlaAttentionSupports(0, 512, 64));   // no heads
+  EXPECT_FALSE(kn::mlaAttentionSupports(129, 512, 64)); // over 128 heads
+  EXPECT_FALSE(kn::mlaAttentionSupports(16, 576, 64));  // latent 576
+  EXPECT_FALSE(kn::mlaAttentionSupports(16, 8, 8));     // latent 8
+  EXPECT_FALSE(kn::mlaAttentionSupports(16, 1024, 64)); // latent 1024
+  EXPECT_FALSE(kn::mlaAttentionSupports(16, 512, 0));   // no rope part
+  EXPECT_FALSE(kn::mlaAttentionSupports(16, 512, 128)); // rope 128
+  EXPECT_FALSE(kn::mlaAttentionSupports(16, 512, 24));  // rope not 2^k
+
+  // The launcher checks its arguments before touching the device.
+  alignas(16) static const kn::bf16 cache[16] = {};
+  kn::MlaAttentionArgs a;
+  a.cache = cache;
+  a.heads = 16;
+  a.latentDim = 512;
+  a.ropeDim = 64;
+  a.seqStride = 576;
+  EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaSuccess); // rows 0
+  a.rows = 1;
+  a.maxSpan = 8192;
+  ASSERT_GT(kn::mlaAttentionWorkspaceBytes(1, 16, 512, 8192, 132), 0u);
+  EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(kn::mlaAttentionWorkspaceBytes(1024, 16, 512, 640, 132), 0u);
+  a.rows = 0;
+  a.seqStride = 580;
+  EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaErrorMisalignedAddress);
+  a.seqStride = 576;
+  a.cache = cache + 1;
+  EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaErrorMisalignedAddress);
+  a.cache = cache;
+  a.ropeDim = 48;
+  EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaErrorInvalidValue);
+}
+
+} // namespace
