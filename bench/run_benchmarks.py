@@ -112,6 +112,7 @@ def run_case(args, case, batch):
 STAGE_GROUPS = {
     "attention + KV load": (["attention"], ["attention", "KV load"]),
     "routed experts + weight copy": (["routed experts"], ["routed experts", "weight copy"]),
+    "shared + dense MLPs": (["mlp"], ["shared experts", "dense MLP"]),
     "LM head": (["lm head"], ["LM head"]),
     "router + norms + residuals": (["router", "norm", "residual", "embedding"],
                                    ["router", "norm", "embedding"]),

@@ -4,10 +4,10 @@
 // residual stream (embedding, residual adds, the experts' weighted sum, norm
 // inputs) and the routers (weights, inputs and logits), whose top-k picks hinge
 // on near-ties. It interprets the plan's ops with the CPU backend's semantics
-// (runtime/backends/cpu/CpuBackend.cpp), for the softmax-attention families;
-// MLA and lightning attention are refused in prepare. It keeps the plan's
-// placement and batching: streamed weights live in pinned host memory and
-// are copied through the plan's weight ring on their own stream ahead of
+// (runtime/backends/cpu/CpuBackend.cpp), for the softmax-attention families
+// and MLA (absorbed); lightning attention is refused in prepare. It keeps the
+// plan's placement and batching: streamed weights live in pinned host memory
+// and are copied through the plan's weight ring on their own stream ahead of
 // their ops; the KV of the slots beyond the plan's GPU share lives in pinned
 // memory and is staged per attention micro-batch on a load stream, new rows
 // stored back on a store stream; activations stay within what the GPU
