@@ -241,6 +241,7 @@ struct CudaBackend::State {
   std::optional<Stream> weightCopy; // host-to-device: streamed weights
   std::optional<Stream> kvLoad;     // host-to-device: KV of host slots
   std::optional<Stream> kvStore;    // device-to-host: new KV rows
+  std::optional<Stream> park; // device-to-host: hidden states between layers
   std::unique_ptr<GemmRunner> gemm;
   std::optional<PinnedHostPool> pinned; // streamed weights, host KV
   std::optional<DeviceArena> weights;   // resident bf16 weights
@@ -285,6 +286,8 @@ struct CudaBackend::State {
   std::vector<bf16 *> stagingK, stagingV; // per KV staging buffer
   std::vector<Event> stagingLoaded, stagingFree;
   std::optional<Event> kvReady, kvStored, passStart, opStart;
+  // A chunk's values ready to park; a segment's parked values stored.
+  std::optional<Event> parkReady, segmentParked;
   BackendCounters counters;
 
   std::function<void(double)> progress; // share of the ops compiled
@@ -1232,7 +1235,7 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
   MOE_CUDA_TRY(
       cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
 
-  for (auto *target : {&stream, &weightCopy, &kvLoad, &kvStore}) {
+  for (auto *target : {&stream, &weightCopy, &kvLoad, &kvStore, &park}) {
     auto created = Stream::create();
     if (!created)
       return created.error();
@@ -1255,7 +1258,8 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
   MOE_RETURN_IF_ERROR(addEvents(ringSlotFree, size_t(ringSlots), false));
   MOE_RETURN_IF_ERROR(addEvents(stagingLoaded, stagingK.size(), false));
   MOE_RETURN_IF_ERROR(addEvents(stagingFree, stagingK.size(), false));
-  for (auto *single : {&kvReady, &kvStored, &passStart, &opStart}) {
+  for (auto *single : {&kvReady, &kvStored, &passStart, &opStart, &parkReady,
+                       &segmentParked}) {
     auto event = Event::create(false);
     if (!event)
       return event.error();
@@ -2143,9 +2147,9 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
   std::vector<std::pair<size_t, size_t>> timed; // (op, timing pair)
   std::vector<DeviceValue> values(s.numValues);
   std::vector<std::vector<void *>> owned(s.numValues);
-  auto freeValue = [&](int v) -> Status {
+  auto freeValue = [&](int v, cudaStream_t on) -> Status {
     for (void *ptr : owned[v])
-      MOE_RETURN_IF_ERROR(s.memory.free(ptr, stream));
+      MOE_RETURN_IF_ERROR(s.memory.free(ptr, on));
     owned[v].clear();
     values[v] = DeviceValue{nullptr, nullptr, nullptr, s.valueWidths[v]};
     return Status::success();
@@ -2153,6 +2157,7 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
   for (int v = 0; v < s.numValues; ++v)
     values[v].width = s.valueWidths[v];
 
+  bool parkedInSegment = false;
   for (const auto &[segmentBegin, segmentEnd] : s.segments) {
     for (size_t c = 0; c < chunks; ++c) {
       int64_t from = cuts[c], count = cuts[c + 1] - from;
@@ -2275,30 +2280,54 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
           values[v].kind = values[v].f ? 'f' : values[v].i ? 'i' : 'a';
         for (int v = 1; v < s.numValues; ++v)
           if (!owned[v].empty() && s.lastUse[v] <= static_cast<int>(index))
-            MOE_RETURN_IF_ERROR(freeValue(v));
+            MOE_RETURN_IF_ERROR(freeValue(v, stream));
       }
-      // The chunk's values that later segments read, parked; the rest of
-      // its values freed.
-      if (chunks > 1)
+      // The chunk's values that later segments read, parked on the park
+      // stream while the next chunk computes (their buffers freed there,
+      // after the copy: the step memory counts them free at once, so the
+      // pool may briefly hold one chunk's parked values beyond the limit);
+      // the rest of its values freed.
+      if (chunks > 1) {
+        auto parksHere = [&](int v) {
+          // Values made before this segment are parked already.
+          return !owned[v].empty() && parkOffset[v] != SIZE_MAX &&
+                 s.lastUse[v] >= int(segmentEnd) &&
+                 s.definedBy[v] >= int(segmentBegin);
+        };
+        bool parking = false;
+        for (int v = 1; v < s.numValues; ++v)
+          parking = parking || parksHere(v);
+        if (parking) {
+          MOE_RETURN_IF_ERROR(s.parkReady->record(stream));
+          MOE_RETURN_IF_ERROR(s.park->wait(*s.parkReady));
+          parkedInSegment = true;
+        }
         for (int v = 1; v < s.numValues; ++v) {
           if (owned[v].empty())
             continue;
-          // Values made before this segment are parked already.
-          if (parkOffset[v] != SIZE_MAX && s.lastUse[v] >= int(segmentEnd) &&
-              s.definedBy[v] >= int(segmentBegin)) {
-            const DeviceValue &value = values[v];
-            parkedKind[v] = value.kind;
-            const void *from32 = value.kind == 'f'   ? (const void *)value.f
-                                 : value.kind == 'a' ? (const void *)value.a
-                                                     : (const void *)value.i;
-            size_t bytes = size_t(count * value.width) *
-                           (value.kind == 'a' ? sizeof(bf16) : 4);
-            MOE_CUDA_TRY(cudaMemcpyAsync(
-                parked + (parkOffset[v] + size_t(from * value.width)) * 4,
-                from32, bytes, cudaMemcpyDeviceToHost, stream));
+          if (!parksHere(v)) {
+            MOE_RETURN_IF_ERROR(freeValue(v, stream));
+            continue;
           }
-          MOE_RETURN_IF_ERROR(freeValue(v));
+          const DeviceValue &value = values[v];
+          parkedKind[v] = value.kind;
+          const void *from32 = value.kind == 'f'   ? (const void *)value.f
+                               : value.kind == 'a' ? (const void *)value.a
+                                                   : (const void *)value.i;
+          size_t bytes = size_t(count * value.width) *
+                         (value.kind == 'a' ? sizeof(bf16) : 4);
+          MOE_CUDA_TRY(cudaMemcpyAsync(
+              parked + (parkOffset[v] + size_t(from * value.width)) * 4, from32,
+              bytes, cudaMemcpyDeviceToHost, s.park->get()));
+          MOE_RETURN_IF_ERROR(freeValue(v, s.park->get()));
         }
+      }
+    }
+    // The next segment loads what this one parked.
+    if (parkedInSegment) {
+      MOE_RETURN_IF_ERROR(s.segmentParked->record(*s.park));
+      MOE_RETURN_IF_ERROR(s.stream->wait(*s.segmentParked));
+      parkedInSegment = false;
     }
   }
   MOE_RETURN_IF_ERROR(s.memory.free(base, stream));
