@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -22,24 +21,10 @@ namespace {
 
 namespace kn = moe::cuda::kernels;
 using moe::cuda::test::bf16ToFloat;
+using moe::cuda::test::check;
 using moe::cuda::test::randomBf16;
 using moe::cuda::test::relativeL2;
-
-void check(cudaError_t code, const char *what) {
-  if (code != cudaSuccess)
-    throw std::runtime_error(std::string(what) + ": " +
-                             cudaGetErrorString(code));
-}
-
-template <typename T> T *upload(const std::vector<T> &host) {
-  void *p = nullptr;
-  check(cudaMalloc(&p, std::max<size_t>(host.size(), 1) * sizeof(T)),
-        "cudaMalloc");
-  check(cudaMemcpy(p, host.data(), host.size() * sizeof(T),
-                   cudaMemcpyHostToDevice),
-        "upload");
-  return static_cast<T *>(p);
-}
+using moe::cuda::test::upload;
 
 struct Case {
   int heads, kvHeads, headDim;

@@ -15,7 +15,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
-#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,16 +26,11 @@ namespace {
 
 namespace gpu = moe::cuda::kernels;
 using moe::cuda::test::bf16ToFloat;
+using moe::cuda::test::check;
 using moe::cuda::test::randomBf16;
 
 constexpr int64_t kShift = 97;         // pool offset between experts, elements
 constexpr double kCheckMacs = 1 << 27; // reference work per problem
-
-void check(cudaError_t code, const char *what) {
-  if (code != cudaSuccess)
-    throw std::runtime_error(std::string(what) + ": " +
-                             cudaGetErrorString(code));
-}
 
 class DeviceBuffer {
 public:

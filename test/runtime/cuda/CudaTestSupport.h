@@ -1,11 +1,14 @@
 // Shared pieces of the CUDA runtime tests: the skip-without-a-device guard,
-// bf16 on the host, random data and the relative L2 error.
+// CUDA errors as exceptions, uploads, bf16 on the host, random data and the
+// relative L2 error.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -21,6 +24,24 @@ inline std::string missingDeviceReason() {
   if (code != cudaSuccess)
     return cudaGetErrorString(code);
   return count > 0 ? std::string() : std::string("no device found");
+}
+
+// Throws on a CUDA error, naming the call: the test fails with that message.
+inline void check(cudaError_t code, const char *what) {
+  if (code != cudaSuccess)
+    throw std::runtime_error(std::string(what) + ": " +
+                             cudaGetErrorString(code));
+}
+
+// A device copy of `host` (cudaFree it); at least one element is allocated.
+template <typename T> T *upload(const std::vector<T> &host) {
+  void *p = nullptr;
+  check(cudaMalloc(&p, std::max<std::size_t>(host.size(), 1) * sizeof(T)),
+        "cudaMalloc");
+  check(cudaMemcpy(p, host.data(), host.size() * sizeof(T),
+                   cudaMemcpyHostToDevice),
+        "upload");
+  return static_cast<T *>(p);
 }
 
 inline std::uint16_t floatToBf16(float value) {

@@ -1378,6 +1378,21 @@ struct Step {
     var = *moeAlloc_;                                                          \
   }
 
+// x = RMSNorm(x) · w in place, per row of `width`.
+Status normInPlace(Step &step, bf16 *x, const bf16 *weight, int64_t rows,
+                   int64_t width, float eps, bool weightAfterCast) {
+  kn::RmsNormArgs norm;
+  norm.x = x;
+  norm.weight = weight;
+  norm.out = x;
+  norm.rows = rows;
+  norm.width = width;
+  norm.eps = eps;
+  norm.weightAfterCast = weightAfterCast;
+  MOE_CUDA_TRY(kn::rmsNorm(norm, step.stream));
+  return Status::success();
+}
+
 Status runEmbedding(Step &step, const EmbeddingOp &k, const DeviceValue &ids,
                     DeviceValue &out) {
   MOE_ALLOC(y, float, step.rows *k.hidden, "embedding");
@@ -1505,27 +1520,13 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
     key = kk;
     value = vv;
     if (k.qkNorm == plan::QKNorm::full_width) {
-      kn::RmsNormArgs norm;
-      norm.x = kk;
-      norm.weight = k.kNorm;
-      norm.out = kk;
-      norm.rows = rows;
-      norm.width = kvw;
-      norm.eps = k.qkEps;
-      norm.weightAfterCast = false;
-      MOE_CUDA_TRY(kn::rmsNorm(norm, step.stream));
+      MOE_RETURN_IF_ERROR(
+          normInPlace(step, kk, k.kNorm, rows, kvw, k.qkEps, false));
     }
   }
   if (k.qkNorm == plan::QKNorm::full_width) {
-    kn::RmsNormArgs norm;
-    norm.x = q;
-    norm.weight = k.qNorm;
-    norm.out = q;
-    norm.rows = rows;
-    norm.width = qw;
-    norm.eps = k.qkEps;
-    norm.weightAfterCast = false;
-    MOE_CUDA_TRY(kn::rmsNorm(norm, step.stream));
+    MOE_RETURN_IF_ERROR(
+        normInPlace(step, q, k.qNorm, rows, qw, k.qkEps, false));
   }
   bool perHead = k.qkNorm == plan::QKNorm::per_head;
   if (k.rotaryDim > 0 || perHead) {
@@ -1608,14 +1609,8 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
     MOE_ALLOC(qa, bf16, rows * k.qLoraRank, "mla q_a");
     MOE_RETURN_IF_ERROR(
         step.linear(x, rows, k.hidden, k.qA, k.qLoraRank, nullptr, qa));
-    kn::RmsNormArgs norm;
-    norm.x = qa;
-    norm.weight = k.qANorm;
-    norm.out = qa;
-    norm.rows = rows;
-    norm.width = k.qLoraRank;
-    norm.eps = k.eps;
-    MOE_CUDA_TRY(kn::rmsNorm(norm, step.stream));
+    MOE_RETURN_IF_ERROR(
+        normInPlace(step, qa, k.qANorm, rows, k.qLoraRank, k.eps, true));
     MOE_RETURN_IF_ERROR(
         step.linear(qa, rows, k.qLoraRank, k.qB, qw, nullptr, q));
   } else {
@@ -1631,14 +1626,8 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
   MOE_CUDA_TRY(copyColumns(kPe, k.ropeDim, kvA + r, cw, k.ropeDim, rows));
   MOE_CUDA_TRY(
       copyColumns(qPe, k.ropeDim, q + k.nope, qkDim, k.ropeDim, rows * heads));
-  kn::RmsNormArgs norm;
-  norm.x = latent;
-  norm.weight = k.kvANorm;
-  norm.out = latent;
-  norm.rows = rows;
-  norm.width = r;
-  norm.eps = k.eps;
-  MOE_CUDA_TRY(kn::rmsNorm(norm, step.stream));
+  MOE_RETURN_IF_ERROR(
+      normInPlace(step, latent, k.kvANorm, rows, r, k.eps, true));
   kn::RopeArgs rope;
   rope.q = qPe;
   rope.k = kPe;
