@@ -22,6 +22,7 @@ namespace {
 namespace kn = moe::cuda::kernels;
 using moe::cuda::test::bf16ToFloat;
 using moe::cuda::test::check;
+using moe::cuda::test::prefillRows;
 using moe::cuda::test::randomBf16;
 using moe::cuda::test::relativeL2;
 using moe::cuda::test::upload;
@@ -35,16 +36,6 @@ struct Case {
   // consecutive.
   std::vector<std::pair<int32_t, int32_t>> rows;
 };
-
-// Every row of a prompt of `length` for each sequence (a prefill).
-std::vector<std::pair<int32_t, int32_t>> prefillRows(int sequences,
-                                                     int length) {
-  std::vector<std::pair<int32_t, int32_t>> rows;
-  for (int s = 0; s < sequences; ++s)
-    for (int p = 0; p < length; ++p)
-      rows.push_back({s, p});
-  return rows;
-}
 
 void runCase(const Case &c, std::mt19937 &rng) {
   SCOPED_TRACE(testing::Message()

@@ -10,6 +10,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -42,6 +43,17 @@ template <typename T> T *upload(const std::vector<T> &host) {
                    cudaMemcpyHostToDevice),
         "upload");
   return static_cast<T *>(p);
+}
+
+// (sequence, position) of every row of a prompt of `length` for each of
+// `sequences` sequences: an attention test's prefill.
+inline std::vector<std::pair<std::int32_t, std::int32_t>>
+prefillRows(int sequences, int length) {
+  std::vector<std::pair<std::int32_t, std::int32_t>> rows;
+  for (int s = 0; s < sequences; ++s)
+    for (int p = 0; p < length; ++p)
+      rows.push_back({s, p});
+  return rows;
 }
 
 inline std::uint16_t floatToBf16(float value) {
