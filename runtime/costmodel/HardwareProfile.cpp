@@ -207,6 +207,57 @@ int64_t attentionTokens(const AttentionPoint &point) {
   return point.batch * point.context;
 }
 
+Result<std::vector<GroupedGemmShapeProfile>>
+parseGroupedGemm(const Json &root) {
+  // Optional: without it routed experts are priced as one GEMM per expert.
+  if (!root.contains("grouped_gemm_bf16"))
+    return std::vector<GroupedGemmShapeProfile>{};
+  auto shapes = requireArray(root, "grouped_gemm_bf16", "");
+  MOE_RETURN_IF_ERROR(shapes);
+  std::vector<GroupedGemmShapeProfile> result;
+  for (size_t i = 0; i < (*shapes)->size(); ++i) {
+    const Json &shape = (**shapes)[i];
+    std::string path = fmt::format("grouped_gemm_bf16[{}]", i);
+    if (!shape.is_object())
+      return makeError("{}: must be an object", path);
+    GroupedGemmShapeProfile profile;
+    for (auto [key, field] :
+         {std::pair{"n", &GroupedGemmShapeProfile::n},
+          std::pair{"k", &GroupedGemmShapeProfile::k},
+          std::pair{"experts", &GroupedGemmShapeProfile::experts}}) {
+      auto value = requirePositiveInteger(shape, key, path);
+      MOE_RETURN_IF_ERROR(value);
+      profile.*field = *value;
+    }
+    auto points = requireArray(shape, "points", path);
+    MOE_RETURN_IF_ERROR(points);
+    if ((*points)->empty())
+      return makeError("{}.points: needs at least one point", path);
+    for (size_t j = 0; j < (*points)->size(); ++j) {
+      const Json &point = (**points)[j];
+      std::string pointPath = fmt::format("{}.points[{}]", path, j);
+      if (!point.is_object())
+        return makeError("{}: must be an object", pointPath);
+      auto rows = requirePositiveInteger(point, "rows_per_expert", pointPath);
+      MOE_RETURN_IF_ERROR(rows);
+      auto seconds = requirePositiveNumber(point, "seconds", pointPath);
+      MOE_RETURN_IF_ERROR(seconds);
+      profile.points.push_back({*rows, *seconds});
+    }
+    std::sort(profile.points.begin(), profile.points.end(),
+              [](const GroupedGemmPoint &a, const GroupedGemmPoint &b) {
+                return a.rowsPerExpert < b.rowsPerExpert;
+              });
+    for (size_t j = 1; j < profile.points.size(); ++j)
+      if (profile.points[j].rowsPerExpert ==
+          profile.points[j - 1].rowsPerExpert)
+        return makeError("{}.points: rows_per_expert = {} is measured twice",
+                         path, profile.points[j].rowsPerExpert);
+    result.push_back(std::move(profile));
+  }
+  return result;
+}
+
 Result<std::vector<AttentionShapeProfile>> parseAttention(const Json &root) {
   // Optional: without measurements attention is priced by KV bytes / HBM.
   if (!root.contains("attention_decode_bf16"))
@@ -311,6 +362,9 @@ Result<HardwareProfile> HardwareProfile::fromJson(std::string_view text) {
   auto attention = parseAttention(root);
   MOE_RETURN_IF_ERROR(attention);
   profile.attention_ = std::move(*attention);
+  auto grouped = parseGroupedGemm(root);
+  MOE_RETURN_IF_ERROR(grouped);
+  profile.groupedGemm_ = std::move(*grouped);
 
   profile.gpuBudgetBytes_ =
       profile.device_.memoryBytes - profile.device_.reservedBytes;
@@ -376,6 +430,35 @@ double HardwareProfile::gemmSeconds(int64_t m, int64_t n, int64_t k) const {
   if (m < closest->points.front().m)
     measured = std::max(measured, hbmSeconds(weightBytes));
   return std::max(measured, floor);
+}
+
+std::optional<double> HardwareProfile::groupedGemmSeconds(int64_t rowsPerExpert,
+                                                          double experts,
+                                                          int64_t n,
+                                                          int64_t k) const {
+  if (groupedGemm_.empty())
+    return std::nullopt;
+  if (rowsPerExpert <= 0 || experts <= 0 || n <= 0 || k <= 0)
+    return 0.0;
+  double rows = experts * double(rowsPerExpert);
+  double flops = 2.0 * rows * n * k;
+  double bytesTouched = kBf16Bytes * (experts * n * k + rows * (n + k));
+  double floor = std::max(peakComputeSeconds(flops), hbmSeconds(bytesTouched));
+
+  double logSize = std::log(double(n) * k);
+  const GroupedGemmShapeProfile *closest = &groupedGemm_.front();
+  for (const GroupedGemmShapeProfile &shape : groupedGemm_)
+    if (std::abs(std::log(double(shape.n) * shape.k) - logSize) <
+        std::abs(std::log(double(closest->n) * closest->k) - logSize))
+      closest = &shape;
+  // Per expert of the measured launch, scaled to this size and count.
+  double perExpert = interpolateLogLog(closest->points, double(rowsPerExpert),
+                                       [](const GroupedGemmPoint &p) {
+                                         return double(p.rowsPerExpert);
+                                       }) /
+                     double(closest->experts);
+  double sizeRatio = double(n) * k / (double(closest->n) * closest->k);
+  return std::max(perExpert * sizeRatio * experts, floor);
 }
 
 double HardwareProfile::attentionDecodeSeconds(int64_t batch, int64_t context,

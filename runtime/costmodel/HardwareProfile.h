@@ -54,6 +54,21 @@ struct GemmShapeProfile {
   std::vector<GemmPoint> points; // Sorted by m, distinct m.
 };
 
+struct GroupedGemmPoint {
+  int64_t rowsPerExpert = 0;
+  double seconds = 0;
+};
+
+// The routed experts' grouped kernel: one launch over `experts` experts of
+// W [n, k], each given the same rows, timed for several rows per expert (the
+// CUDA backend runs decode-sized expert groups this way).
+struct GroupedGemmShapeProfile {
+  int64_t n = 0;
+  int64_t k = 0;
+  int64_t experts = 0;
+  std::vector<GroupedGemmPoint> points; // Sorted by rows per expert.
+};
+
 struct AttentionPoint {
   int64_t batch = 0;
   int64_t context = 0;
@@ -93,6 +108,9 @@ public:
   const std::vector<AttentionShapeProfile> &attentionShapes() const {
     return attention_;
   }
+  const std::vector<GroupedGemmShapeProfile> &groupedGemmShapes() const {
+    return groupedGemm_;
+  }
 
   int64_t gpuBudgetBytes() const { return gpuBudgetBytes_; }
   int64_t hostBudgetBytes() const { return hostBudgetBytes_; }
@@ -104,6 +122,15 @@ public:
   // measured shape closest in n·k (log-log interpolation over m), never below
   // max(FLOPs / peak rate, bytes touched / HBM bandwidth).
   double gemmSeconds(int64_t m, int64_t n, int64_t k) const;
+
+  // One grouped launch over `experts` experts (a mean: the expected number
+  // a step reaches) of W [n, k] with `rowsPerExpert` rows each: the measured
+  // shape closest in n·k, interpolated log-log over rows per expert, scaled
+  // by size and expert count, never below the floors. None without grouped
+  // measurements.
+  std::optional<double> groupedGemmSeconds(int64_t rowsPerExpert,
+                                           double experts, int64_t n,
+                                           int64_t k) const;
 
   // Decode attention of `batch` sequences over `context` cached tokens. Uses
   // the measured points of the same head shape; without them, the time to
@@ -127,6 +154,7 @@ private:
   LinkBandwidths links_;
   std::vector<GemmShapeProfile> gemm_;
   std::vector<AttentionShapeProfile> attention_;
+  std::vector<GroupedGemmShapeProfile> groupedGemm_;
   int64_t gpuBudgetBytes_ = 0;
   int64_t hostBudgetBytes_ = 0;
   double peakGemmFlops_ = 0;

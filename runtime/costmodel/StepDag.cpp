@@ -7,7 +7,6 @@
 namespace moe::costmodel {
 namespace {
 
-
 double gemmFlopsPerToken(const ModuleCosts &module) {
   double flops = 0;
   for (const GemmShape &gemm : module.gemms)
@@ -68,16 +67,42 @@ ExpertLoad expectedExpertLoad(const ModuleCosts &module, int64_t tokens) {
   return load;
 }
 
+// Below this mean of rows per expert the CUDA backend runs an expert layer
+// as one grouped launch per GEMM, from it as one GEMM per expert
+// (CudaBackendOptions::perExpertGemmRows).
+constexpr int64_t kGroupedGemmRowsPerExpert = 128;
+
+// The experts' GEMMs as the backend runs them: grouped where the profile
+// measured the grouped kernel and groups are small, else one per expert.
+double expertGemmSeconds(const HardwareProfile &profile,
+                         const ModuleCosts &module, const ExpertLoad &load,
+                         int64_t tokens, int64_t expertMicroBatch) {
+  if (tokens * module.topK < kGroupedGemmRowsPerExpert * module.numExperts) {
+    double grouped = 0;
+    bool measured = true;
+    for (const GemmShape &gemm : module.gemms) {
+      std::optional<double> seconds = profile.groupedGemmSeconds(
+          load.tokensPerActiveExpert, load.activeExperts, gemm.n, gemm.k);
+      measured = measured && seconds.has_value();
+      grouped += seconds.value_or(0);
+    }
+    if (measured)
+      return grouped;
+  }
+  return load.activeExperts * gemmSeconds(profile, module.gemms,
+                                          load.tokensPerActiveExpert,
+                                          expertMicroBatch);
+}
+
 // Routed experts over `tokens` tokens; `share` of the experts is priced.
 double routedExpertSeconds(const HardwareProfile &profile,
                            const ModelCosts &model, const ModuleCosts &module,
                            int64_t tokens, int64_t expertMicroBatch,
                            double share) {
   ExpertLoad load = expectedExpertLoad(module, tokens);
-  return share * (load.activeExperts * gemmSeconds(profile, module.gemms,
-                                                   load.tokensPerActiveExpert,
-                                                   expertMicroBatch) +
-                  elementwiseSeconds(profile, model, module, tokens));
+  return share *
+         (expertGemmSeconds(profile, module, load, tokens, expertMicroBatch) +
+          elementwiseSeconds(profile, model, module, tokens));
 }
 
 double denseModuleSeconds(const HardwareProfile &profile,
@@ -214,8 +239,8 @@ public:
 
   JobId add(Stream stream, Stage stage, double seconds, std::vector<JobId> deps,
             std::string label, JobTarget target) {
-    return step_.dag.add(Job{stream, stage, seconds, std::move(deps),
-                             std::move(label), target});
+    return step_.dag.add(
+        Job{stream, stage, seconds, std::move(deps), std::move(label), target});
   }
 
   JobId addCompute(Stage stage, double seconds, std::vector<JobId> deps,
@@ -345,10 +370,9 @@ Result<StepDag> buildDecodeStepDag(const ModelCosts &model, const Plan &plan,
             elementwiseSeconds(profile, model, module, micro.sequences);
         if (kvLoad)
           target.buffer = staged.buffer; // attention reads the staged KV
-        JobId compute =
-            builder.addCompute(Stage::Attention, seconds,
-                               depsOf({kvLoad, builder.weightCopy(m)}), label,
-                               target);
+        JobId compute = builder.addCompute(
+            Stage::Attention, seconds, depsOf({kvLoad, builder.weightCopy(m)}),
+            label, target);
         traffic.kvBytesRead += double(micro.sequences) * kvPerSequence;
         traffic.flops += double(micro.sequences) *
                          (module.flopsPerToken +
@@ -400,15 +424,16 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
                             .firstSequence = chunk.firstSequence,
                             .sequences = chunk.sequences};
       JobTarget hidden = chunkTarget;
-      hidden.buffer = int64_t(hiddenBufferFree.size() % size_t(kPrefillHiddenBuffers));
+      hidden.buffer =
+          int64_t(hiddenBufferFree.size() % size_t(kPrefillHiddenBuffers));
       hidden.bytes = double(tokens) * hiddenBytesPerToken;
       // The first layer starts from token ids; later ones from parked states.
       std::optional<JobId> hiddenLoad;
       if (l > 0) {
         std::optional<JobId> bufferFree;
         if (hiddenBufferFree.size() >= size_t(kPrefillHiddenBuffers))
-          bufferFree =
-              hiddenBufferFree[hiddenBufferFree.size() - size_t(kPrefillHiddenBuffers)];
+          bufferFree = hiddenBufferFree[hiddenBufferFree.size() -
+                                        size_t(kPrefillHiddenBuffers)];
         double bytes = double(tokens) * hiddenBytesPerToken;
         hiddenLoad = builder.add(
             Stream::HostToDevice, Stage::HiddenLoad,

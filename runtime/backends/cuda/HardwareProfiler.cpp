@@ -1,5 +1,6 @@
-// Host side of the hardware profiler: device/host facts, copy rates, cuBLASLt
-// GEMM times and decode-attention times, each the median of timed repeats.
+// Host side of the hardware profiler: device/host facts, copy rates,
+// GEMM times (cuBLASLt and the grouped expert kernel) and decode-attention
+// times, each the median of timed repeats.
 //
 // Method: CUDA events; warm-up calls first; every timed batch is preceded by a
 // short spin kernel so the host can queue the whole batch and the batch runs
@@ -13,6 +14,7 @@
 #include "runtime/backends/cuda/CudaCheck.h"
 #include "runtime/backends/cuda/GemmRunner.h"
 #include "runtime/backends/cuda/ProfilerKernels.h"
+#include "runtime/backends/cuda/kernels/GroupedGemm.h"
 #include "runtime/backends/cuda/kernels/Kernels.h"
 
 #include <algorithm>
@@ -516,6 +518,77 @@ Status measureGemm(const Context &ctx, GemmRunner &runner,
   return Status::success();
 }
 
+// The grouped expert GEMM at the expert shapes of the common MoE models,
+// for the decode-sized groups the backend gives it (fewer than
+// CudaBackendOptions::perExpertGemmRows rows per expert).
+Status measureGroupedGemm(const Context &ctx,
+                          std::vector<GroupedGemmProfile> &out) {
+  struct Shape {
+    std::int64_t n, k, experts;
+  };
+  std::vector<Shape> shapes;
+  std::vector<std::int64_t> rows;
+  if (ctx.quick) {
+    shapes = {{1536, 2048, 128}};
+    rows = {1, 16, 64};
+  } else {
+    // Qwen3-30B-A3B gate|up and down, DeepSeek-V2-Lite's, GPT-OSS-20B's.
+    shapes = {{1536, 2048, 128}, {2048, 768, 128}, {2816, 2048, 64},
+              {2048, 1408, 64},  {5760, 2880, 32}, {2880, 2880, 32}};
+    rows = {1, 2, 4, 8, 16, 32, 64, 128};
+  }
+  const std::int64_t maxRows = rows.back();
+  for (const Shape &shape : shapes) {
+    GroupedGemmProfile profile;
+    profile.n = shape.n;
+    profile.k = shape.k;
+    profile.experts = shape.experts;
+    // All experts' weights exceed L2, so every launch reads them from HBM.
+    const std::size_t wCount = std::size_t(shape.experts) * shape.n * shape.k;
+    const std::size_t xRows = std::size_t(shape.experts) * maxRows;
+    DeviceBuffer w, x, y, offsets;
+    MOE_RETURN_IF_ERROR(w.allocate(wCount * 2));
+    MOE_RETURN_IF_ERROR(x.allocate(xRows * shape.k * 2));
+    MOE_RETURN_IF_ERROR(y.allocate(xRows * shape.n * 2));
+    MOE_RETURN_IF_ERROR(
+        offsets.allocate((shape.experts + 1) * sizeof(std::int32_t)));
+    MOE_RETURN_IF_ERROR(fillRandom(ctx, w.as<bf16>(), wCount, 3000 + shape.n));
+    MOE_RETURN_IF_ERROR(
+        fillRandom(ctx, x.as<bf16>(), xRows * shape.k, 4000 + shape.k));
+    for (std::int64_t r : rows) {
+      std::vector<std::int32_t> starts(shape.experts + 1);
+      for (std::int64_t e = 0; e <= shape.experts; ++e)
+        starts[e] = static_cast<std::int32_t>(e * r);
+      MOE_CUDA_TRY(cudaMemcpyAsync(offsets.as(), starts.data(),
+                                   starts.size() * sizeof(std::int32_t),
+                                   cudaMemcpyHostToDevice, ctx.stream));
+      kernels::GroupedGemmArgs args;
+      args.x = x.as<bf16>();
+      args.offsets = offsets.as<std::int32_t>();
+      args.weight.resident = w.as<bf16>();
+      args.weight.residentExperts = shape.experts;
+      args.weight.stride = shape.n * shape.k;
+      args.y = y.as<bf16>();
+      args.rows = shape.experts * r;
+      args.experts = static_cast<int>(shape.experts);
+      args.n = shape.n;
+      args.k = shape.k;
+      auto t = timeCalls(ctx, [&](std::int64_t) -> Status {
+        MOE_CUDA_TRY(kernels::groupedGemm(args, ctx.stream));
+        return Status::success();
+      });
+      MOE_RETURN_IF_ERROR(t);
+      profile.points.push_back({r, *t});
+      ctx.print("grouped n={:>5} k={:>5} experts={:>3} rows/expert={:>3}: "
+                "{:>8.1f} us {:>6.2f} TB/s of weights",
+                shape.n, shape.k, shape.experts, r, *t * 1e6,
+                2.0 * wCount / *t / 1e12);
+    }
+    out.push_back(std::move(profile));
+  }
+  return Status::success();
+}
+
 struct AttentionShape {
   int heads, kvHeads, headDim;
 };
@@ -694,6 +767,7 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
 
   MOE_RETURN_IF_ERROR(measureLinks(ctx, profile.links));
   MOE_RETURN_IF_ERROR(measureGemm(ctx, **gemm, profile.gemmBf16));
+  MOE_RETURN_IF_ERROR(measureGroupedGemm(ctx, profile.groupedGemmBf16));
   MOE_RETURN_IF_ERROR(measureAttention(ctx, profile.attentionDecodeBf16));
   MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
   return profile;
@@ -723,6 +797,19 @@ std::string profileToJson(const HardwareProfile &p) {
     gemm.push_back({{"n", g.n}, {"k", g.k}, {"points", std::move(points)}});
   }
   j["gemm_bf16"] = std::move(gemm);
+  ordered_json grouped = ordered_json::array();
+  for (const GroupedGemmProfile &g : p.groupedGemmBf16) {
+    ordered_json points = ordered_json::array();
+    for (const GroupedGemmPoint &pt : g.points)
+      points.push_back(
+          {{"rows_per_expert", pt.rowsPerExpert}, {"seconds", pt.seconds}});
+    grouped.push_back({{"n", g.n},
+                       {"k", g.k},
+                       {"experts", g.experts},
+                       {"points", std::move(points)}});
+  }
+  if (!grouped.empty())
+    j["grouped_gemm_bf16"] = std::move(grouped);
   ordered_json attention = ordered_json::array();
   for (const AttentionProfile &a : p.attentionDecodeBf16) {
     ordered_json points = ordered_json::array();

@@ -51,6 +51,19 @@ struct GemmProfile {
   std::vector<GemmPoint> points;
 };
 
+// The routed experts' grouped kernel (kernels::groupedGemm): one launch
+// over `experts` experts of W [n, k], each given `rowsPerExpert` rows.
+struct GroupedGemmPoint {
+  std::int64_t rowsPerExpert = 0;
+  double seconds = 0;
+};
+struct GroupedGemmProfile {
+  std::int64_t n = 0;
+  std::int64_t k = 0;
+  std::int64_t experts = 0;
+  std::vector<GroupedGemmPoint> points;
+};
+
 // One decode step of attention for `batch` sequences of `context` tokens
 // (one query token each), all heads of one layer.
 struct AttentionPoint {
@@ -70,6 +83,7 @@ struct HardwareProfile {
   HostInfo host;
   LinkRates links;
   std::vector<GemmProfile> gemmBf16;
+  std::vector<GroupedGemmProfile> groupedGemmBf16;
   std::vector<AttentionProfile> attentionDecodeBf16;
 };
 

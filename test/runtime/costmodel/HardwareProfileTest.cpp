@@ -1,5 +1,6 @@
 #include "runtime/costmodel/HardwareProfile.h"
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 
@@ -149,6 +150,32 @@ TEST(HardwareProfileTest, BudgetsOverrideMeasuredMemory) {
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.error().message(),
             "GPU memory budget: must be positive, got 0");
+}
+
+TEST(HardwareProfileTest, GroupedGemmUsesMeasuredPointsPerExpert) {
+  auto profile = HardwareProfile::fromJson(testing::groupedGemmProfileJson());
+  ASSERT_TRUE(profile.ok()) << profile.error().message();
+  EXPECT_DOUBLE_EQ(*profile->groupedGemmSeconds(1, 10, 1000, 1000), 4e-5);
+  // Half the experts, half the time; twice the weight, twice the time.
+  EXPECT_NEAR(*profile->groupedGemmSeconds(1, 5, 1000, 1000), 2e-5, 1e-15);
+  EXPECT_NEAR(*profile->groupedGemmSeconds(1, 10, 2000, 1000), 8e-5, 1e-15);
+  // Halfway in log rows between 1 and 100: the geometric mean of the times.
+  EXPECT_NEAR(*profile->groupedGemmSeconds(10, 10, 1000, 1000),
+              std::sqrt(4e-5 * 1e-4), 1e-15);
+  // Never faster than reading the 10 experts' 20 MB of weights at 1 TB/s.
+  EXPECT_GE(*profile->groupedGemmSeconds(1, 10, 1000, 1000), 2e-5);
+  EXPECT_EQ(*profile->groupedGemmSeconds(0, 10, 1000, 1000), 0);
+}
+
+TEST(HardwareProfileTest, GroupedGemmMeasurementsAreOptional) {
+  HardwareProfile profile = syntheticProfile();
+  EXPECT_TRUE(profile.groupedGemmShapes().empty());
+  EXPECT_FALSE(profile.groupedGemmSeconds(1, 10, 1000, 1000).has_value());
+  std::string json = testing::groupedGemmProfileJson();
+  EXPECT_EQ(profileError(replaced(json, R"("rows_per_expert": 1,)", "")),
+            "grouped_gemm_bf16[0].points[1].rows_per_expert: missing");
+  EXPECT_EQ(profileError(replaced(json, R"("experts": 10)", R"("experts": 0)")),
+            "grouped_gemm_bf16[0].experts: must be a positive integer");
 }
 
 TEST(HardwareProfileTest, AttentionMeasurementsAreOptional) {

@@ -1,6 +1,7 @@
 #include "runtime/costmodel/StepDag.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include <gtest/gtest.h>
 
@@ -105,9 +106,8 @@ TEST(StepDagTest, JobsCarryExecutableTargets) {
     EXPECT_GE(target.module, 0) << job.label;
     if (job.stage == Stage::WeightCopy) {
       EXPECT_GT(target.bytes, 0) << job.label;
-      bool usesRing =
-          model.layers[target.layer].modules[target.module].kind !=
-          ModuleKind::Embedding;
+      bool usesRing = model.layers[target.layer].modules[target.module].kind !=
+                      ModuleKind::Embedding;
       if (usesRing) {
         EXPECT_GE(target.buffer, 0) << job.label;
         EXPECT_LT(target.buffer, plan.prefetchDepth) << job.label;
@@ -222,6 +222,36 @@ TEST(StepDagTest, FewTokensReachFewExperts) {
   EXPECT_NEAR(perExpert, 4.006e-6 + 2.004e-6, 1e-15);
   EXPECT_NEAR(result->stage(Stage::Experts), 2 * perExpert + 4000 / 1e12,
               1e-15);
+}
+
+TEST(StepDagTest, SmallExpertGroupsArePricedAsTheGroupedKernel) {
+  ModelCosts model = tinyMoe(1);
+  Plan plan = decodePlan(model);
+  plan.kvGpuFraction = 1;
+  plan.resident = residentPrefix(model, int64_t(residencyOrder(model).size()));
+  auto grouped = HardwareProfile::fromJson(testing::groupedGemmProfileJson());
+  ASSERT_TRUE(grouped.ok()) << grouped.error().message();
+  HardwareProfile perExpert = syntheticProfile();
+  auto experts = [&](const HardwareProfile &profile, bool prefill) {
+    auto step = prefill ? buildPrefillDag(model, plan, profile)
+                        : buildDecodeStepDag(model, plan, profile);
+    auto result = evaluate(built(std::move(step)).dag);
+    EXPECT_TRUE(result.ok());
+    return result.ok() ? result->stage(Stage::Experts) : 0.0;
+  };
+  // Decode: 10 tokens x top-2 over 8 experts, far below 128 rows per expert:
+  // one grouped launch per GEMM over the experts the step reaches, plus one
+  // read and write of the tokens' hidden states.
+  double reached = 8 * (1 - std::pow(1 - 2.0 / 8, 10));
+  int64_t rows = int64_t(std::ceil(10 * 2 / reached));
+  double launches = *grouped->groupedGemmSeconds(rows, reached, 2000, 1000) +
+                    *grouped->groupedGemmSeconds(rows, reached, 1000, 1000);
+  EXPECT_NEAR(experts(*grouped, false), launches + 10 * 4000 / 1e12, 1e-15);
+  EXPECT_NE(experts(*grouped, false), experts(perExpert, false));
+  // Prefill chunks of 4 prompts of 1000 tokens give 1000 rows per expert:
+  // per-expert GEMMs, priced the same with or without the measurement.
+  plan.lengths = {1000, 50};
+  EXPECT_DOUBLE_EQ(experts(*grouped, true), experts(perExpert, true));
 }
 
 TEST(StepDagTest, RecurrentStateIsStagedLikeKv) {

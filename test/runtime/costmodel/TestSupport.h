@@ -41,6 +41,21 @@ inline std::string syntheticProfileJson(int64_t gpuBytes = 80 * kGiB,
                      gpuBytes, hostBytes);
 }
 
+// The synthetic profile plus a grouped expert GEMM measurement: 10 experts
+// of 1000x1000 take 40 µs at 1 row each (half the HBM rate) and 100 µs at
+// 100 rows each (the peak FLOP rate).
+inline std::string groupedGemmProfileJson() {
+  std::string json = syntheticProfileJson();
+  json.insert(json.rfind('}'), R"(,
+  "grouped_gemm_bf16": [
+    {"n": 1000, "k": 1000, "experts": 10,
+     "points": [{"rows_per_expert": 100, "seconds": 1e-4},
+                {"rows_per_expert": 1, "seconds": 4e-5}]}
+  ]
+)");
+  return json;
+}
+
 inline HardwareProfile syntheticProfile(int64_t gpuBytes = 80 * kGiB,
                                         int64_t hostBytes = 128 * kGiB) {
   auto profile =
