@@ -159,6 +159,40 @@ Result<LinkBandwidths> parseLinks(const Json &root) {
   return bandwidths;
 }
 
+// `path`.points: ≥ 1 {xKey: positive integer, "seconds": positive number},
+// each x once; returned sorted by x.
+template <typename Point>
+Result<std::vector<Point>> parsePoints(const Json &shape,
+                                       const std::string &path,
+                                       const char *xKey, int64_t Point::*x) {
+  auto points = requireArray(shape, "points", path);
+  MOE_RETURN_IF_ERROR(points);
+  if ((*points)->empty())
+    return makeError("{}.points: needs at least one point", path);
+  std::vector<Point> result;
+  for (size_t j = 0; j < (*points)->size(); ++j) {
+    const Json &point = (**points)[j];
+    std::string pointPath = fmt::format("{}.points[{}]", path, j);
+    if (!point.is_object())
+      return makeError("{}: must be an object", pointPath);
+    auto value = requirePositiveInteger(point, xKey, pointPath);
+    MOE_RETURN_IF_ERROR(value);
+    auto seconds = requirePositiveNumber(point, "seconds", pointPath);
+    MOE_RETURN_IF_ERROR(seconds);
+    Point parsed;
+    parsed.*x = *value;
+    parsed.seconds = *seconds;
+    result.push_back(parsed);
+  }
+  std::sort(result.begin(), result.end(),
+            [&](const Point &a, const Point &b) { return a.*x < b.*x; });
+  for (size_t j = 1; j < result.size(); ++j)
+    if (result[j].*x == result[j - 1].*x)
+      return makeError("{}.points: {} = {} is measured twice", path, xKey,
+                       result[j].*x);
+  return result;
+}
+
 Result<std::vector<GemmShapeProfile>> parseGemm(const Json &root) {
   auto shapes = requireArray(root, "gemm_bf16", "");
   MOE_RETURN_IF_ERROR(shapes);
@@ -177,27 +211,9 @@ Result<std::vector<GemmShapeProfile>> parseGemm(const Json &root) {
     MOE_RETURN_IF_ERROR(k);
     profile.n = *n;
     profile.k = *k;
-    auto points = requireArray(shape, "points", path);
+    auto points = parsePoints(shape, path, "m", &GemmPoint::m);
     MOE_RETURN_IF_ERROR(points);
-    if ((*points)->empty())
-      return makeError("{}.points: needs at least one point", path);
-    for (size_t j = 0; j < (*points)->size(); ++j) {
-      const Json &point = (**points)[j];
-      std::string pointPath = fmt::format("{}.points[{}]", path, j);
-      if (!point.is_object())
-        return makeError("{}: must be an object", pointPath);
-      auto m = requirePositiveInteger(point, "m", pointPath);
-      MOE_RETURN_IF_ERROR(m);
-      auto seconds = requirePositiveNumber(point, "seconds", pointPath);
-      MOE_RETURN_IF_ERROR(seconds);
-      profile.points.push_back({*m, *seconds});
-    }
-    std::sort(profile.points.begin(), profile.points.end(),
-              [](const GemmPoint &a, const GemmPoint &b) { return a.m < b.m; });
-    for (size_t j = 1; j < profile.points.size(); ++j)
-      if (profile.points[j].m == profile.points[j - 1].m)
-        return makeError("{}.points: m = {} is measured twice", path,
-                         profile.points[j].m);
+    profile.points = std::move(*points);
     result.push_back(std::move(profile));
   }
   return result;
@@ -229,30 +245,10 @@ parseGroupedGemm(const Json &root) {
       MOE_RETURN_IF_ERROR(value);
       profile.*field = *value;
     }
-    auto points = requireArray(shape, "points", path);
+    auto points = parsePoints(shape, path, "rows_per_expert",
+                              &GroupedGemmPoint::rowsPerExpert);
     MOE_RETURN_IF_ERROR(points);
-    if ((*points)->empty())
-      return makeError("{}.points: needs at least one point", path);
-    for (size_t j = 0; j < (*points)->size(); ++j) {
-      const Json &point = (**points)[j];
-      std::string pointPath = fmt::format("{}.points[{}]", path, j);
-      if (!point.is_object())
-        return makeError("{}: must be an object", pointPath);
-      auto rows = requirePositiveInteger(point, "rows_per_expert", pointPath);
-      MOE_RETURN_IF_ERROR(rows);
-      auto seconds = requirePositiveNumber(point, "seconds", pointPath);
-      MOE_RETURN_IF_ERROR(seconds);
-      profile.points.push_back({*rows, *seconds});
-    }
-    std::sort(profile.points.begin(), profile.points.end(),
-              [](const GroupedGemmPoint &a, const GroupedGemmPoint &b) {
-                return a.rowsPerExpert < b.rowsPerExpert;
-              });
-    for (size_t j = 1; j < profile.points.size(); ++j)
-      if (profile.points[j].rowsPerExpert ==
-          profile.points[j - 1].rowsPerExpert)
-        return makeError("{}.points: rows_per_expert = {} is measured twice",
-                         path, profile.points[j].rowsPerExpert);
+    profile.points = std::move(*points);
     result.push_back(std::move(profile));
   }
   return result;
