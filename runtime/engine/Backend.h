@@ -49,6 +49,7 @@ struct BackendCounters {
   int64_t decodeBytesToDevice = 0; // weights and KV, in decode steps only
   int64_t deviceFixedBytes = 0;    // weights, ring, KV, staging buffers
   int64_t devicePeakStepBytes = 0; // activations and scratch, at most
+  int64_t deviceMemoryTrims = 0;   // times step memory was drained to fit
   int64_t pinnedHostBytes = 0;     // streamed weights and host KV
 };
 

@@ -239,7 +239,8 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
        {{"host_peak_resident_bytes", peakResidentBytes()},
         {"host_pinned_bytes", moved.pinnedHostBytes},
         {"device_fixed_bytes", moved.deviceFixedBytes},
-        {"device_peak_activation_bytes", moved.devicePeakStepBytes}}}};
+        {"device_peak_activation_bytes", moved.devicePeakStepBytes},
+        {"device_memory_trims", moved.deviceMemoryTrims}}}};
   nlohmann::json stages = nlohmann::json::object();
   for (const StageTime &stage : backend.stageSeconds())
     stages[stage.phase][stage.stage] = stage.seconds;

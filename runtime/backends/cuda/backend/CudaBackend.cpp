@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <optional>
 #include <tuple>
 #include <variant>
@@ -204,33 +205,80 @@ HostBf16 readBf16(const WeightSet &weights, int index) {
 // (cudaMallocAsync from the device's pool, which keeps what is freed for
 // reuse): scratch returns when its op has run, a value's buffers when its
 // last reader has. `limit` is what the plan's GPU budget leaves for it.
+//
+// Chunks of a pass differ in rows a little (they end at slot boundaries),
+// so a freed buffer is often a few bytes short for the next chunk's and the
+// pool maps more memory. Sizes are therefore rounded up to one of 16 classes
+// per power of two, and when the pool cannot grow, the streams that free
+// step memory are drained and its unused memory returned before one retry.
 class StepMemory {
 public:
   size_t limit = 0, inUse = 0, peak = 0;
+  int64_t trims = 0; // times the pool was drained to satisfy an allocation
+  cudaMemPool_t pool = nullptr;
+  std::vector<cudaStream_t> freeingStreams;
+
+  // At most 1/16 more than `bytes`.
+  static size_t roundUp(size_t bytes) {
+    size_t step = std::bit_floor(std::max<size_t>(bytes, 16 * 256)) / 16;
+    return (bytes + step - 1) / step * step;
+  }
 
   Result<void *> allocate(size_t bytes, std::string_view what,
                           cudaStream_t stream) {
-    bytes = std::max<size_t>(bytes, 1);
+    bytes = roundUp(bytes);
     if (inUse + bytes > limit)
       return makeError("activations: '{}' needs {} more bytes, {} of the {} "
                        "that the GPU budget leaves are in use",
                        what, bytes, inUse, limit);
     void *ptr = nullptr;
-    MOE_CUDA_TRY(cudaMallocAsync(&ptr, bytes, stream));
+    cudaError_t allocated = cudaMallocAsync(&ptr, bytes, stream);
+    if (allocated == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      for (cudaStream_t freeing : freeingStreams)
+        MOE_CUDA_TRY(cudaStreamSynchronize(freeing));
+      MOE_CUDA_TRY(cudaMemPoolTrimTo(pool, 0));
+      ++trims;
+      allocated = cudaMallocAsync(&ptr, bytes, stream);
+    }
+    if (allocated != cudaSuccess) {
+      (void)cudaGetLastError();
+      size_t freeBytes = 0, totalBytes = 0;
+      uint64_t pooled = 0;
+      (void)cudaMemGetInfo(&freeBytes, &totalBytes);
+      (void)cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent,
+                                    &pooled);
+      return makeError("activations: cudaMallocAsync of {} bytes for '{}' "
+                       "failed ({}): {} of the {} bytes the GPU budget leaves "
+                       "are in use, the pool holds {}, the device has {} free",
+                       bytes, what, cudaGetErrorString(allocated), inUse,
+                       limit, pooled, freeBytes);
+    }
     sizes_[ptr] = bytes;
     inUse += bytes;
     peak = std::max(peak, inUse);
     return ptr;
   }
   Status free(void *ptr, cudaStream_t stream) {
+    auto bytes = freeLater(ptr, stream);
+    if (!bytes)
+      return bytes.error();
+    release(*bytes);
+    return Status::success();
+  }
+  // Frees on `stream` but keeps the bytes counted until release(): for
+  // buffers freed on a side stream, which allocations on the compute stream
+  // reuse only once that stream is ordered after the free.
+  Result<size_t> freeLater(void *ptr, cudaStream_t stream) {
     auto it = sizes_.find(ptr);
     if (it == sizes_.end())
       return makeError("step memory: freeing an unknown pointer");
-    inUse -= it->second;
+    size_t bytes = it->second;
     sizes_.erase(it);
     MOE_CUDA_TRY(cudaFreeAsync(ptr, stream));
-    return Status::success();
+    return bytes;
   }
+  void release(size_t bytes) { inUse -= bytes; }
 
 private:
   std::unordered_map<void *, size_t> sizes_;
@@ -267,6 +315,9 @@ struct CudaBackend::State {
   int numValues = 0, logitsValue = 0;
   int64_t embeddingVocab = 0, vocab = 0;
   int64_t rowBytes = 0; // most step memory one batch row needs at once
+  // Per row: the most bytes of one segment's values parked at its end,
+  // held until the chunk after next (runPass).
+  int64_t parkRowBytes = 0;
   int32_t slots = 0, maxContext = 0;
   int smCount = 0; // sizes the attention kernel's split of long contexts
   std::vector<int32_t> lengths;
@@ -288,6 +339,7 @@ struct CudaBackend::State {
   std::optional<Event> kvReady, kvStored, passStart, opStart;
   // A chunk's values ready to park; a segment's parked values stored.
   std::optional<Event> parkReady, segmentParked;
+  std::array<std::optional<Event>, 2> chunkParked; // by chunk parity
   BackendCounters counters;
 
   std::function<void(double)> progress; // share of the ops compiled
@@ -1024,6 +1076,14 @@ Status CudaBackend::State::compile(const plan::Model &model,
         live += 6 * valueWidths[value];
     rowBytes = std::max(rowBytes, live + opRowBytes(op));
   }
+  for (const auto &[begin, stop] : segments) {
+    int64_t parkedHere = 0;
+    for (int value = 1; value < numValues; ++value)
+      if (definedBy[value] >= int(begin) && definedBy[value] < int(stop) &&
+          lastUse[value] >= int(stop))
+        parkedHere += 6 * valueWidths[value];
+    parkRowBytes = std::max(parkRowBytes, parkedHere);
+  }
   if (!logitsFromHead)
     return makeError("the logits value {} is not an LM head's result",
                      logitsValue);
@@ -1234,6 +1294,7 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
   uint64_t keep = std::numeric_limits<uint64_t>::max();
   MOE_CUDA_TRY(
       cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  memory.pool = pool;
 
   for (auto *target : {&stream, &weightCopy, &kvLoad, &kvStore, &park}) {
     auto created = Stream::create();
@@ -1241,6 +1302,7 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
       return created.error();
     target->emplace(std::move(*created));
   }
+  memory.freeingStreams = {stream->get(), park->get()};
   auto gemmRunner = GemmRunner::create();
   if (!gemmRunner)
     return gemmRunner.error();
@@ -1259,7 +1321,7 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
   MOE_RETURN_IF_ERROR(addEvents(stagingLoaded, stagingK.size(), false));
   MOE_RETURN_IF_ERROR(addEvents(stagingFree, stagingK.size(), false));
   for (auto *single : {&kvReady, &kvStored, &passStart, &opStart, &parkReady,
-                       &segmentParked}) {
+                       &segmentParked, &chunkParked[0], &chunkParked[1]}) {
     auto event = Event::create(false);
     if (!event)
       return event.error();
@@ -2016,9 +2078,15 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
   cudaStream_t stream = s.stream->get();
 
   // Chunks of what the step memory holds, cut at slot boundaries where
-  // possible (a slot's second part continues its cache).
-  int64_t chunkLimit = std::max<int64_t>(
-      1, int64_t(s.memory.limit / size_t(std::max<int64_t>(s.rowBytes, 1))));
+  // possible (a slot's second part continues its cache). Beside a chunk's
+  // own rows the step memory holds the previous chunk's parked values.
+  // Sizes are rounded up by at most 1/16 (StepMemory).
+  int64_t perRow = std::max<int64_t>(s.rowBytes, 1);
+  if (size_t(rows * perRow) > s.memory.limit)
+    perRow += s.parkRowBytes;
+  perRow += perRow / 16;
+  int64_t chunkLimit =
+      std::max<int64_t>(1, int64_t(s.memory.limit / size_t(perRow)));
   std::vector<int64_t> cuts = cutAtSlots(batch.rows, first, end, chunkLimit);
   for (int64_t &cut : cuts) // pass-relative
     cut -= first;
@@ -2136,11 +2204,26 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
   std::vector<std::pair<size_t, size_t>> timed; // (op, timing pair)
   std::vector<DeviceValue> values(s.numValues);
   std::vector<std::vector<void *>> owned(s.numValues);
-  auto freeValue = [&](int v, cudaStream_t on) -> Status {
-    for (void *ptr : owned[v])
-      MOE_RETURN_IF_ERROR(s.memory.free(ptr, on));
+  auto clearValue = [&](int v) {
     owned[v].clear();
     values[v] = DeviceValue{nullptr, nullptr, nullptr, s.valueWidths[v]};
+  };
+  auto freeValue = [&](int v) -> Status {
+    for (void *ptr : owned[v])
+      MOE_RETURN_IF_ERROR(s.memory.free(ptr, stream));
+    clearValue(v);
+    return Status::success();
+  };
+  // Bytes of parked values freed on the park stream and still counted, by
+  // chunk parity: chunk c takes chunk c - 2's back after waiting for its
+  // parking, so the pool never holds more than the step memory counts.
+  std::array<size_t, 2> parkPending{};
+  auto takeBackParked = [&](size_t parity) -> Status {
+    if (parkPending[parity] == 0)
+      return Status::success();
+    MOE_RETURN_IF_ERROR(s.stream->wait(*s.chunkParked[parity]));
+    s.memory.release(parkPending[parity]);
+    parkPending[parity] = 0;
     return Status::success();
   };
   for (int v = 0; v < s.numValues; ++v)
@@ -2174,6 +2257,7 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
           kvStreams,
           {}};
       values[0].i = base + from;
+      MOE_RETURN_IF_ERROR(takeBackParked(c % 2));
       // The chunk's parked values back on the device.
       if (chunks > 1)
         for (int v = 1; v < s.numValues; ++v) {
@@ -2269,13 +2353,11 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
           values[v].kind = values[v].f ? 'f' : values[v].i ? 'i' : 'a';
         for (int v = 1; v < s.numValues; ++v)
           if (!owned[v].empty() && s.lastUse[v] <= static_cast<int>(index))
-            MOE_RETURN_IF_ERROR(freeValue(v, stream));
+            MOE_RETURN_IF_ERROR(freeValue(v));
       }
       // The chunk's values that later segments read, parked on the park
       // stream while the next chunk computes (their buffers freed there,
-      // after the copy: the step memory counts them free at once, so the
-      // pool may briefly hold one chunk's parked values beyond the limit);
-      // the rest of its values freed.
+      // after the copy); the rest of its values freed.
       if (chunks > 1) {
         auto parksHere = [&](int v) {
           // Values made before this segment are parked already.
@@ -2295,7 +2377,7 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
           if (owned[v].empty())
             continue;
           if (!parksHere(v)) {
-            MOE_RETURN_IF_ERROR(freeValue(v, stream));
+            MOE_RETURN_IF_ERROR(freeValue(v));
             continue;
           }
           const DeviceValue &value = values[v];
@@ -2308,14 +2390,24 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
           MOE_CUDA_TRY(cudaMemcpyAsync(
               parked + (parkOffset[v] + size_t(from * value.width)) * 4, from32,
               bytes, cudaMemcpyDeviceToHost, s.park->get()));
-          MOE_RETURN_IF_ERROR(freeValue(v, s.park->get()));
+          for (void *ptr : owned[v]) {
+            auto freed = s.memory.freeLater(ptr, s.park->get());
+            if (!freed)
+              return freed.error();
+            parkPending[c % 2] += *freed;
+          }
+          clearValue(v);
         }
+        if (parking)
+          MOE_RETURN_IF_ERROR(s.chunkParked[c % 2]->record(*s.park));
       }
     }
     // The next segment loads what this one parked.
     if (parkedInSegment) {
       MOE_RETURN_IF_ERROR(s.segmentParked->record(*s.park));
       MOE_RETURN_IF_ERROR(s.stream->wait(*s.segmentParked));
+      s.memory.release(parkPending[0] + parkPending[1]);
+      parkPending = {};
       parkedInSegment = false;
     }
   }
@@ -2323,6 +2415,7 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
   MOE_RETURN_IF_ERROR(s.stream->synchronize());
   s.counters.devicePeakStepBytes =
       std::max(s.counters.devicePeakStepBytes, int64_t(s.memory.peak));
+  s.counters.deviceMemoryTrims = s.memory.trims;
   if (!prefill)
     s.counters.decodeBytesToDevice += s.counters.weightBytesToDevice +
                                       s.counters.kvBytesToDevice - movedBefore;
