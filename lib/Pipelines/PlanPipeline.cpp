@@ -28,6 +28,10 @@ struct PlanPipelineOptions : public PassPipelineOptions<PlanPipelineOptions> {
   Option<int64_t> generatedTokens{*this, "gen-len",
                                   llvm::cl::desc("Generated tokens"),
                                   llvm::cl::init(256)};
+  Option<int64_t> maxBatch{
+      *this, "max-batch",
+      llvm::cl::desc("Largest resident batch (e.g. the number of prompts)"),
+      llvm::cl::init(65536)};
   Option<std::string> weightDtype{
       *this, "weight-dtype",
       llvm::cl::desc("Streamed weight dtype: declared, bf16, f16, f32"),
@@ -51,6 +55,7 @@ void mlir::moe::registerPlanPipeline() {
         select.hostMemGiB = options.hostMemGiB;
         select.promptTokens = options.promptTokens;
         select.generatedTokens = options.generatedTokens;
+        select.maxBatch = options.maxBatch;
         select.weightDtype = options.weightDtype;
         select.kvDtype = options.kvDtype;
         pm.addPass(createSelectBatchSizes(select));
