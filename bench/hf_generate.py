@@ -9,8 +9,9 @@ times one static-batch greedy model.generate over the first --batch prompts of a
     layers that do not fit stay in host memory and are copied to the GPU for every forward, as
     transformers' from_pretrained(device_map="auto", max_memory=...) does.
 
-Every sequence generates exactly --gen-len tokens (EOS disabled). The result, or the error, is
-written as one JSON object to --json; the exit code is 1 on any failure.
+Every sequence generates exactly --gen-len tokens (EOS disabled), or as many as --max-seconds
+allows (then "stopped_early" is true and the rates are over the tokens generated). The result, or
+the error, is written as one JSON object to --json; the exit code is 1 on any failure.
 
 Example:
   python3 bench/hf_generate.py --config models/qwen3-30b-a3b/config.json \
@@ -60,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--attn-impl", default="sdpa", help="attention implementation (falls back to eager)")
     p.add_argument("--experts-impl", default=None, choices=["eager", "grouped_mm", "batched_mm"],
                    help="transformers experts implementation (default: transformers' own default)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop the timed generate after this many seconds (a slow offloaded baseline "
+                        "then reports its rate over the tokens it generated)")
     p.add_argument("--no-prefill-probe", action="store_true",
                    help="skip the separate prefill-only forward over the batch")
     args = p.parse_args(argv)
@@ -67,6 +71,8 @@ def parse_args(argv=None):
         p.error("--batch and --gen-len must be >= 1")
     if args.gpu_mem_gib is not None and args.gpu_mem_gib <= 0:
         p.error("--gpu-mem-gib must be > 0")
+    if args.max_seconds is not None and args.max_seconds <= 0:
+        p.error("--max-seconds must be > 0")
     return args
 
 
@@ -194,28 +200,35 @@ def materialise(model, device_map, seed):
 
 
 class ProgressLog(StoppingCriteria):
-    """A stopping criterion that never stops: it logs progress and times the first new token.
+    """A stopping criterion that logs progress, times the first new token and stops only once
+    max_seconds have passed since `start`.
 
     generate calls it once per generated token; the single synchronize at the first call pins the
-    end of prefill + first token without adding a sync per decode step.
+    end of prefill + first token without adding a sync per decode step (generate's own check of
+    the finished sequences keeps the host in step with the GPU).
     """
 
-    def __init__(self, prompt_len, gen_len):
+    def __init__(self, prompt_len, gen_len, max_seconds=None):
         self.prompt_len = prompt_len
         self.gen_len = gen_len
+        self.max_seconds = max_seconds
         self.every = max(1, gen_len // 10)
         self.start = None
         self.first_token_time = None
 
     def __call__(self, input_ids, scores, **kwargs):
         step = input_ids.shape[1] - self.prompt_len
+        elapsed = time.perf_counter() - self.start
         if self.first_token_time is None:
             torch.cuda.synchronize()
             self.first_token_time = time.perf_counter()
             log(f"  first token after {self.first_token_time - self.start:.2f} s")
         elif step % self.every == 0 or step == self.gen_len:
-            log(f"  token {step}/{self.gen_len} at {time.perf_counter() - self.start:.2f} s")
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            log(f"  token {step}/{self.gen_len} at {elapsed:.2f} s")
+        stop = self.max_seconds is not None and elapsed >= self.max_seconds and step < self.gen_len
+        if stop:
+            log(f"  stopped after token {step}/{self.gen_len}: {elapsed:.2f} s >= --max-seconds")
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 def generation_config(new_tokens):
@@ -226,13 +239,17 @@ def generation_config(new_tokens):
 
 
 def generate(model, input_ids, new_tokens, progress=None):
+    """New tokens per sequence: new_tokens, or fewer where `progress` stopped generate early."""
     criteria = StoppingCriteriaList([progress]) if progress is not None else None
     out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                          generation_config=generation_config(new_tokens), stopping_criteria=criteria)
-    if out.shape != (input_ids.shape[0], input_ids.shape[1] + new_tokens):
+    generated = out.shape[1] - input_ids.shape[1]
+    may_stop = progress is not None and progress.max_seconds is not None
+    if out.shape[0] != input_ids.shape[0] or not (0 < generated <= new_tokens) or (
+            generated < new_tokens and not may_stop):
         raise RuntimeError(f"generate returned shape {tuple(out.shape)}, expected "
                            f"{(input_ids.shape[0], input_ids.shape[1] + new_tokens)}")
-    return out
+    return generated
 
 
 @torch.no_grad()
@@ -330,21 +347,23 @@ def run(args, result):
 
         phase = f"generate (batch {args.batch})"
         log(f"timed generate: batch {args.batch}, prompt {prompt_len}, {args.gen_len} new tokens")
-        progress = ProgressLog(prompt_len, args.gen_len)
+        progress = ProgressLog(prompt_len, args.gen_len, args.max_seconds)
         torch.cuda.synchronize()
         progress.start = start = time.perf_counter()
-        generate(model, input_ids, args.gen_len, progress)
+        generated = generate(model, input_ids, args.gen_len, progress)
         torch.cuda.synchronize()
         end = time.perf_counter()
         wall = end - start
-        new_tokens = args.batch * args.gen_len
-        result.update(new_tokens=new_tokens, wall_seconds=wall, new_tokens_per_second=new_tokens / wall,
+        new_tokens = args.batch * generated
+        result.update(new_tokens=new_tokens, generated_per_sequence=generated,
+                      stopped_early=generated < args.gen_len, wall_seconds=wall,
+                      new_tokens_per_second=new_tokens / wall,
                       first_token_seconds=progress.first_token_time - start,
                       gpu_peak_bytes=torch.cuda.max_memory_allocated())
-        if args.gen_len > 1:
-            # Tokens 2..gen_len, after the prefill and the first token.
+        if generated > 1:
+            # Tokens 2..generated, after the prefill and the first token.
             decode = end - progress.first_token_time
-            result.update(decode_seconds=decode, decode_tokens_per_second=args.batch * (args.gen_len - 1) / decode)
+            result.update(decode_seconds=decode, decode_tokens_per_second=args.batch * (generated - 1) / decode)
 
         if not args.no_prefill_probe:
             phase = "prefill probe"
@@ -385,7 +404,8 @@ def main(argv=None):
         print(f"hf_generate: {result['model']} batch {args.batch} ({result['budget']}): {result['error']}",
               file=sys.stderr, flush=True)
         return 1
-    summary = (f"{result['model']} B={args.batch} prompt={result['prompt_len']} gen={args.gen_len} "
+    summary = (f"{result['model']} B={args.batch} prompt={result['prompt_len']} "
+               f"gen={result['generated_per_sequence']}/{args.gen_len} "
                f"{result['budget']}: {result['new_tokens_per_second']:.1f} new tok/s "
                f"(wall {result['wall_seconds']:.2f} s")
     if "decode_tokens_per_second" in result:

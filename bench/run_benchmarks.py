@@ -7,6 +7,10 @@ shapes, and compares what it measured with what the plan predicted.
 
 `plan` writes DIR/<case>.moeplan and DIR/<case>.explain.json (moe-opt --moe-explain-plan=json=true).
 `run` runs each planned case and writes DIR/<case>.stats.json, DIR/results.json and prints a table.
+With --hf-batches N ..., `run` also runs HuggingFace transformers (bench/hf_generate.py) on each
+case in the same call: the same model shape, the first N of the same prompts, the same lengths,
+the whole model on the GPU for resident cases and accelerate's CPU offload at the case's GPU
+budget otherwise; the table then gives moe-run's new tokens/s over transformers' best.
 The two stages are apart because the GPU machine may lack the compiler's libraries; on a machine
 with both, run `plan` then `run`.
 
@@ -22,20 +26,36 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "models/hardware/h100-sxm-80gb.json"
 
-# name: (model folder, GPU budget in GiB). "The whole GPU" is what an H100 80GB leaves after the
-# CUDA context and cuBLASLt's workspace (79.1 GiB free, 1 GiB kept back by the CUDA backend).
+
+class Case(NamedTuple):
+    model: str  # folder under models/
+    gpu_gib: float  # moe-opt's GPU budget
+    resident: bool  # the model fits the GPU: transformers runs without offload
+    max_batch: int = 65536  # moe-opt's cap on the resident batch
+
+    @property
+    def budget(self):
+        return "resident" if self.resident else f"{self.gpu_gib:g} GiB"
+
+
+# "The whole GPU" is what an H100 80GB leaves after the CUDA context and cuBLASLt's workspace
+# (79.1 GiB free, 1 GiB kept back by the CUDA backend).
+WHOLE_GPU = 77.5
 CASES = {
-    "mixtral-8x7b": ("mixtral-8x7b", 77.5),
-    "qwen3-30b-a3b-24g": ("qwen3-30b-a3b", 24),
-    "qwen3-30b-a3b-resident": ("qwen3-30b-a3b", 77.5),
-    "deepseek-v2-lite-24g": ("deepseek-v2-lite", 24),
-    "deepseek-v2-lite-resident": ("deepseek-v2-lite", 77.5),
+    "mixtral-8x7b": Case("mixtral-8x7b", WHOLE_GPU, resident=False),
+    "qwen3-30b-a3b-24g": Case("qwen3-30b-a3b", 24, resident=False),
+    "qwen3-30b-a3b-resident": Case("qwen3-30b-a3b", WHOLE_GPU, resident=True),
+    # Capped so that a whole 512 + 256 generation and transformers' beside it fit the GPU
+    # machine's 10-minute command limit (the uncapped plan, B 4096, prefills 2.1 M tokens).
+    "deepseek-v2-lite-24g": Case("deepseek-v2-lite", 24, resident=False, max_batch=1024),
+    "deepseek-v2-lite-resident": Case("deepseek-v2-lite", WHOLE_GPU, resident=True),
     # The driver's own smoke test (CPU backend, tiny lengths; see test/bench).
-    "tiny-mixtral": ("tiny-mixtral", 0.002),
+    "tiny-mixtral": Case("tiny-mixtral", 0.002, resident=False),
 }
 
 
@@ -54,8 +74,9 @@ def plan(args):
     moe_opt = tool(args, "moe-opt")
     args.out.mkdir(parents=True, exist_ok=True)
     for case in args.cases:
-        model, gpu = CASES[case]
+        model, gpu = CASES[case].model, args.gpu_mem or CASES[case].gpu_gib
         options = [f"profile={args.profile}", f"host-mem={args.host_mem}", f"gpu-mem={gpu}",
+                   f"max-batch={CASES[case].max_batch}",
                    f"prompt-len={args.prompt_len}", f"gen-len={args.gen_len}",
                    f"output={args.out / (case + '.moeplan')}"]
         explain = subprocess.run(
@@ -68,7 +89,15 @@ def plan(args):
             f"{report['decode_tokens_per_second']:.0f} tok/s")
 
 
+PROMPT_SEED = 1
+
+
+def vocab_size(model):
+    return json.loads((ROOT / "models" / model / "config.json").read_text())["vocab_size"]
+
+
 def write_prompts(path, count, length, vocab, new_tokens, seed):
+    """`count` random prompts; a smaller count with the same seed gives the first of them."""
     rng = random.Random(seed)
     with open(path, "w") as f:
         for _ in range(count):
@@ -83,10 +112,9 @@ def run_case(args, case, batch):
     name = case if batch == decision["resident_batch"] else f"{case}-b{batch}"
     mean_context = args.prompt_len + args.gen_len // 2
     prompt_len = mean_context - args.decode_steps // 2
-    model, gpu = CASES[case]
-    vocab = json.loads((ROOT / "models" / model / "config.json").read_text())["vocab_size"]
+    model = CASES[case].model
     prompts = args.out / f"{name}.prompts.jsonl"
-    write_prompts(prompts, batch, prompt_len, vocab, args.decode_steps, seed=1)
+    write_prompts(prompts, batch, prompt_len, vocab_size(model), args.decode_steps, seed=PROMPT_SEED)
     stats_path = args.out / f"{name}.stats.json"
     command = [tool(args, "moe-run"), str(args.out / f"{case}.moeplan"), "--synthetic-seed", "1",
                "--prompts", str(prompts), "--output", str(args.out / f"{name}.answers.jsonl"),
@@ -99,7 +127,7 @@ def run_case(args, case, batch):
         done = subprocess.run(command, timeout=args.timeout, stderr=log_file)
     if done.returncode != 0:
         lines = [l for l in log_path.read_text().replace("\r", "\n").splitlines() if l.strip()]
-        return {"case": name, "model": model, "B": batch,
+        return {"case": name, "model": model, "budget": CASES[case].budget, "B": batch,
                 "error": f"moe-run exited {done.returncode}: {lines[-1] if lines else ''}"}
     entry = summarize(case, name, batch, prompt_len, json.loads(stats_path.read_text()), explain)
     entry["wall_seconds"] = time.time() - started
@@ -122,7 +150,6 @@ STAGE_GROUPS = {
 def summarize(case, name, batch, prompt_len, stats, explain):
     """One results entry from moe-run's stats and the plan's explanation."""
     decision, report = explain["decision"], explain["report"]
-    model, gpu = CASES[case]
     steps = stats["decode"]["steps"]
     measured_step = stats["decode"]["seconds_per_step"]
     roofline = report["roofline"]["seconds"]
@@ -135,7 +162,7 @@ def summarize(case, name, batch, prompt_len, stats, explain):
                       "predicted_s": sum(report["decode_stage_seconds"].get(s, 0.0) for s in plans)}
               for group, (ours, plans) in STAGE_GROUPS.items()} if planned else None
     return {
-        "case": name, "model": model, "budget": f"{gpu} GiB",
+        "case": name, "model": CASES[case].model, "budget": CASES[case].budget,
         "B": batch, "prompt_len": prompt_len, "decode_steps": steps,
         "prepare_seconds": stats.get("prepare_seconds"),
         "prefill_tokens_per_second": stats["prefill"]["tokens_per_second"],
@@ -167,23 +194,42 @@ def card_name():
         return "no GPU"
 
 
-def run(args):
-    tool(args, "moe-run")
-    results = {"card": card_name(), "prompt_len": args.prompt_len, "gen_len": args.gen_len,
-               "moe_run": [], "transformers": [json.loads(Path(f).read_text()) for f in args.transformers]}
-    for case in args.cases:
-        for batch in args.batches or [None]:
-            try:
-                results["moe_run"].append(run_case(args, case, batch))
-            except subprocess.TimeoutExpired:
-                results["moe_run"].append({"case": case, "B": batch,
-                                           "error": f"timed out after {args.timeout} s"})
-            (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    card = results["card"]
-    print(f"\n{card}, prompt {args.prompt_len} + {args.gen_len} (decode window of "
+def run_transformers(args, case, batch):
+    """bench/hf_generate.py on `case` at static batch `batch`: its result, or an error entry."""
+    model = CASES[case].model
+    prompt_len = args.prompt_len + args.gen_len // 2 - args.decode_steps // 2
+    name = f"{case}-hf-b{batch}"
+    prompts = args.out / f"{name}.prompts.jsonl"
+    write_prompts(prompts, batch, prompt_len, vocab_size(model), args.decode_steps, seed=PROMPT_SEED)
+    result_path = args.out / f"{name}.json"
+    command = [sys.executable, str(ROOT / "bench/hf_generate.py"),
+               "--config", str(ROOT / "models" / model / "config.json"), "--prompts", str(prompts),
+               "--batch", str(batch), "--gen-len", str(args.decode_steps), "--json", str(result_path)]
+    if not CASES[case].resident:
+        command += ["--gpu-mem-gib", f"{CASES[case].gpu_gib:g}"]
+    if args.hf_max_seconds:
+        command += ["--max-seconds", f"{args.hf_max_seconds:g}"]
+    log(f"{name}: {' '.join(command)}")
+    result_path.unlink(missing_ok=True)
+    with open(args.out / f"{name}.log", "w") as log_file:
+        try:
+            subprocess.run(command, timeout=args.timeout, stdout=log_file, stderr=subprocess.STDOUT)
+        except subprocess.TimeoutExpired:
+            return {"tool": "transformers", "case": name, "model": model, "budget": CASES[case].budget,
+                    "batch": batch, "error": f"timed out after {args.timeout} s"}
+    if not result_path.is_file():
+        return {"tool": "transformers", "case": name, "model": model, "budget": CASES[case].budget,
+                "batch": batch, "error": f"no result; see {name}.log"}
+    result = json.loads(result_path.read_text())
+    result.update(case=name, budget=CASES[case].budget)
+    return result
+
+
+def print_table(results, args):
+    print(f"\n{results['card']}, prompt {args.prompt_len} + {args.gen_len} (decode window of "
           f"{args.decode_steps} steps at the mean context), synthetic bf16 weights")
     print(f"{'case':28s} {'B':>5s} {'prefill/s':>10s} {'decode/s':>9s} {'pred/s':>8s} "
-          f"{'step s':>7s} {'pred s':>7s} {'roof':>6s} {'GB/step':>8s}")
+          f"{'step s':>7s} {'pred s':>7s} {'roof':>6s} {'GB/step':>8s} {'new/s':>8s}")
     for r in results["moe_run"]:
         if "error" in r:
             print(f"{r['case']:28s} {r['error']}")
@@ -193,7 +239,47 @@ def run(args):
               f"{r['decode_tokens_per_second']:9.1f} {r['predicted_decode_tokens_per_second']:8.1f} "
               f"{r['measured_step_seconds']:7.3f} {r['predicted_step_seconds']:7.3f} "
               f"{(f'{100 * fraction:5.1f}%' if fraction else '   -  '):>6s} "
-              f"{r['h2d_bytes_per_decode_step'] / 1e9:8.2f}")
+              f"{r['h2d_bytes_per_decode_step'] / 1e9:8.2f} {r['new_tokens_per_second']:8.1f}")
+    for r in results["transformers"]:
+        if "error" in r:
+            print(f"{r['case']:28s} {r['error']}")
+            continue
+        stopped = (f"  (stopped after {r['generated_per_sequence']} of {r['gen_len']} tokens)"
+                   if r.get("stopped_early") else "")
+        print(f"{r['case']:28s} {r['batch']:5d} {r.get('prefill_tokens_per_second', 0):10.0f} "
+              f"{r.get('decode_tokens_per_second', 0):9.1f} {'':8s} {'':7s} {'':7s} {'':6s} {'':8s} "
+              f"{r['new_tokens_per_second']:8.1f}{stopped}")
+    # New tokens over wall time, prefill included: the measure a user of either tool sees.
+    for r in results["moe_run"]:
+        peers = [t for t in results["transformers"] if "error" not in t
+                 and (t["model"], t["budget"]) == (r.get("model"), r.get("budget"))]
+        if "error" not in r and peers:
+            best = max(peers, key=lambda t: t["new_tokens_per_second"])
+            print(f"{r['case']}: {r['new_tokens_per_second'] / best['new_tokens_per_second']:.1f}x "
+                  f"transformers' best ({best['new_tokens_per_second']:.1f} new tok/s at batch {best['batch']})")
+
+
+def run(args):
+    tool(args, "moe-run")
+    results = {"card": card_name(), "prompt_len": args.prompt_len, "gen_len": args.gen_len,
+               "decode_steps": args.decode_steps, "moe_run": [], "transformers": []}
+
+    def save():
+        (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+
+    for case in args.cases:
+        for batch in args.batches or [None]:
+            try:
+                results["moe_run"].append(run_case(args, case, batch))
+            except subprocess.TimeoutExpired:
+                results["moe_run"].append({"case": case, "model": CASES[case].model,
+                                           "budget": CASES[case].budget, "B": batch,
+                                           "error": f"timed out after {args.timeout} s"})
+            save()
+        for batch in args.hf_batches:
+            results["transformers"].append(run_transformers(args, case, batch))
+            save()
+    print_table(results, args)
 
 
 def main():
@@ -204,15 +290,20 @@ def main():
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--profile", type=Path, default=PROFILE)
     p.add_argument("--host-mem", type=float, default=120, help="host budget in GiB")
+    p.add_argument("--gpu-mem", type=float, default=None,
+                   help="GPU budget in GiB for every case (plan; default: the case's)")
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--gen-len", type=int, default=256)
     p.add_argument("--decode-steps", type=int, default=16, help="decode steps measured")
     p.add_argument("--batches", type=int, nargs="+", default=None,
                    help="resident batches to run instead of the plan's B (a sweep)")
     p.add_argument("--backend", default="cuda", choices=["cuda", "cpu", "auto"])
-    p.add_argument("--transformers", nargs="*", default=[],
-                   help="bench/hf_generate.py JSON files to put beside the moe-run results")
-    p.add_argument("--timeout", type=float, default=540, help="seconds per moe-run")
+    p.add_argument("--hf-batches", type=int, nargs="+", default=[],
+                   help="also run HuggingFace transformers on each case at these static batches")
+    p.add_argument("--hf-max-seconds", type=float, default=None,
+                   help="stop each transformers generate after this many seconds (its rate is then "
+                        "over the tokens it generated)")
+    p.add_argument("--timeout", type=float, default=540, help="seconds per moe-run or transformers run")
     args = p.parse_args()
     plan(args) if args.stage == "plan" else run(args)
 
