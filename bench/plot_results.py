@@ -93,6 +93,7 @@ def plot_decode_vs_batch(results, out_dir):
         series.setdefault((model, budget), []).append((batch, measured, batch / step if step else None))
 
     baseline = {}  # (model, budget) -> [(batch, new tok/s)]
+    stopped = set()  # series with a generate stopped early (hf_generate --max-seconds)
     for i, run in enumerate(runs(results, "transformers")):
         where = f"transformers[{i}]"
         if "error" in run:
@@ -106,6 +107,8 @@ def plot_decode_vs_batch(results, out_dir):
         rate = number(run, "new_tokens_per_second", where)
         if batch is not None and rate is not None:
             baseline.setdefault((model, budget), []).append((batch, rate))
+            if run.get("stopped_early"):
+                stopped.add((model, budget))
 
     if not series and not baseline:
         warn("nothing to plot for decode_vs_batch.png")
@@ -128,7 +131,8 @@ def plot_decode_vs_batch(results, out_dir):
     for key, points in baseline.items():
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], linestyle="none", marker="x", markersize=9,
-                markeredgewidth=2, color=colour[key], label=f"transformers, {series_label(*key)}")
+                markeredgewidth=2, color=colour[key],
+                label=f"transformers, {series_label(*key)}" + (" (stopped early)" if key in stopped else ""))
     if any(p[2] is not None for points in series.values() for p in points):
         # One legend entry for all roofline lines (same colour as their series).
         ax.plot([], [], linestyle="--", marker="_", markersize=18, markeredgewidth=2, color="grey",
