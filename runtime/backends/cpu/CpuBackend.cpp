@@ -342,13 +342,7 @@ public:
     MOE_RETURN_IF_ERROR(bind(k.gate, a.gate(), w * hidden, "gate"));
     MOE_RETURN_IF_ERROR(bind(k.norm, a.norm(), w, "norm"));
     MOE_RETURN_IF_ERROR(bind(k.out, a.out(), hidden * w, "out"));
-    // HF's slope rate in fp32: (2^(−8/H))^h, times the layer's factor.
-    for (int64_t h = 1; h <= k.heads; ++h) {
-      float slope = static_cast<float>(
-          std::pow(std::pow(2.0, -8.0 / static_cast<double>(k.heads)),
-                   static_cast<double>(h)));
-      k.decay.push_back(slope * static_cast<float>(a.decay_scale()));
-    }
+    k.decay = cpu::lightningDecays(k.heads, a.decay_scale());
     LightningState state;
     state.heads = k.heads;
     state.headDim = k.headDim;

@@ -99,6 +99,10 @@ void routeToken(const RouterParams &router, const float *logits,
 // Lightning attention (one head)
 //===----------------------------------------------------------------------===//
 
+/// λ_h of each of `heads` heads: HF's slope rate in fp32, (2^(−8/H))^h for
+/// h = 1..H, times the layer's factor.
+std::vector<float> lightningDecays(int64_t heads, double layerScale);
+
 /// One head over n consecutive tokens continuing `state` [d][d] (d_k × d_v),
 /// which is updated. q/k/v rows are `stride` apart; out rows `outStride`.
 /// `decay` is λ_h. The recurrence: S = e^{−λ}S + kᵀv, o = qS.

@@ -412,32 +412,31 @@ INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaBackendGolden,
                          ::testing::Values("tiny-mixtral", "tiny-qwen2-moe",
                                            "tiny-qwen3-moe", "tiny-gpt-oss",
                                            "tiny-deepseek-v2",
-                                           "tiny-deepseek-v3"),
+                                           "tiny-deepseek-v3",
+                                           "tiny-minimax-partial-rope"),
                          testName);
 
-// Lightning attention is refused before anything touches the GPU, so this
-// runs without a device too.
-class CudaBackendRefuses : public ::testing::TestWithParam<const char *> {};
-
-TEST_P(CudaBackendRefuses, UnsupportedAttentionInPrepare) {
-  auto plan = LoadedPlan::fromFile(plansDir() + "/" + GetParam() + ".moeplan");
+// Lightning attention's states stay on the GPU: a plan that keeps some
+// sequences' KV and states in host memory is refused before anything touches
+// the GPU, so this runs without a device too.
+TEST(CudaBackendRefuses, LightningStatesInHostMemory) {
+  const std::string model = "tiny-minimax-partial-rope";
+  auto plan = LoadedPlan::fromFile(plansDir() + "/" + model + ".streamed.moeplan");
   ASSERT_TRUE(plan.ok()) << plan.error().message();
-  auto weights =
-      WeightSet::fromCheckpoint(goldenDir() + "/" + GetParam(), plan->model());
+  ASSERT_LT(plan->plan().batching()->kv_gpu_fraction(), 1.0);
+  auto weights = WeightSet::fromCheckpoint(goldenDir() + "/" + model,
+                                           plan->model());
   ASSERT_TRUE(weights.ok()) << weights.error().message();
   cuda::CudaBackend backend;
   Status status = backend.prepare(*plan, *weights, kSlots, kContext);
   ASSERT_FALSE(status.ok());
   std::string message = status.error().message();
-  EXPECT_NE(message.find("the CUDA backend does not run"), std::string::npos)
+  EXPECT_NE(message.find("the CUDA backend keeps those states on the GPU"),
+            std::string::npos)
       << message;
   std::vector<float> logits;
   EXPECT_FALSE(backend.forward(StepBatch{}, logits).ok());
 }
-
-INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaBackendRefuses,
-                         ::testing::Values("tiny-minimax-partial-rope"),
-                         testName);
 
 } // namespace
 } // namespace moe

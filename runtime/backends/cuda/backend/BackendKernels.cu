@@ -96,12 +96,13 @@ __global__ void swapLeadingKernel(const bf16 *in, int64_t a, int64_t b,
   out[(j * a + k) * width + c] = in[(k * b + j) * inWidth + offset + c];
 }
 
-__global__ void sigmoidGateKernel(const bf16 *gate, int64_t rows, int64_t width,
-                                  bf16 *x) {
+__global__ void sigmoidGateKernel(const bf16 *gate, int64_t gateWidth,
+                                  int64_t rows, int64_t width, bf16 *x) {
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= rows * width)
     return;
-  float g = __bfloat162float(gate[i / width]);
+  float g = __bfloat162float(
+      gate[gateWidth == 1 ? i / width : i]); // else gateWidth == width
   float s = 1.0f / (1.0f + expf(-g));
   x[i] = __float2bfloat16_rn(s * __bfloat162float(x[i]));
 }
@@ -179,12 +180,14 @@ cudaError_t swapLeadingDims(const bf16 *in, int64_t a, int64_t b,
   return cudaGetLastError();
 }
 
-cudaError_t sigmoidGate(const bf16 *gate, int64_t rows, int64_t width, bf16 *x,
-                        cudaStream_t stream) {
+cudaError_t sigmoidGate(const bf16 *gate, int64_t gateWidth, int64_t rows,
+                        int64_t width, bf16 *x, cudaStream_t stream) {
+  if (gateWidth != 1 && gateWidth != width)
+    return cudaErrorInvalidValue;
   if (rows * width == 0)
     return cudaSuccess;
   sigmoidGateKernel<<<blocksFor(rows * width), kThreads, 0, stream>>>(
-      gate, rows, width, x);
+      gate, gateWidth, rows, width, x);
   return cudaGetLastError();
 }
 

@@ -53,9 +53,11 @@ cudaError_t swapLeadingDims(const bf16 *in, int64_t a, int64_t b,
                             int64_t inWidth, int64_t offset, int64_t width,
                             bf16 *out, cudaStream_t stream);
 
-// x[r, :] *= σ(gate[r]) (Qwen2's shared-expert gate: gate [rows] is x·w).
-cudaError_t sigmoidGate(const bf16 *gate, int64_t rows, int64_t width, bf16 *x,
-                        cudaStream_t stream);
+// x[r, i] *= σ(gate[r, i]) with gate [rows, width] (lightning attention's
+// output gate), or x[r, :] *= σ(gate[r]) with gateWidth 1 (Qwen2's
+// shared-expert gate).
+cudaError_t sigmoidGate(const bf16 *gate, int64_t gateWidth, int64_t rows,
+                        int64_t width, bf16 *x, cudaStream_t stream);
 
 cudaError_t toFloat(const bf16 *in, int64_t n, float *out, cudaStream_t stream);
 cudaError_t toBf16(const float *in, int64_t n, bf16 *out, cudaStream_t stream);

@@ -10,6 +10,7 @@
 #include "runtime/backends/cuda/backend/ChunkRows.h"
 #include "runtime/backends/cuda/kernels/GroupedGemm.h"
 #include "runtime/backends/cuda/kernels/Kernels.h"
+#include "runtime/backends/cuda/kernels/LightningAttention.h"
 #include "runtime/backends/cuda/kernels/MlaAttention.h"
 
 #include <algorithm>
@@ -65,6 +66,16 @@ struct MlaOp {
   const bf16 *wUv;  // [heads][vDim][latent]
   int cache;
 };
+// MiniMax's lightning attention: SiLU(qkv) through the recurrent state
+// (kernels::lightningAttention), RMSNorm over all heads, times σ(x·gate),
+// then the output projection. The state of every slot stays on the GPU.
+struct LightningOp {
+  int64_t hidden, heads, headDim;
+  float eps;
+  int decay; // fp32 array: λ per head
+  const bf16 *qkv, *gate, *norm, *out;
+  int state; // into State::lightningStates
+};
 // Router weights stay fp32 (fp32 arrays): see backend::routerLogits.
 struct RouterOp {
   int64_t hidden, experts, topK;
@@ -111,11 +122,12 @@ struct HeadOp {
 };
 
 using Op = std::variant<EmbeddingOp, NormOp, AttentionOp, RouterOp, ExpertsOp,
-                        MlpOp, ResidualOp, HeadOp, MlaOp>;
+                        MlpOp, ResidualOp, HeadOp, MlaOp, LightningOp>;
 // Per op kind; kinds of one name are one stage in the stats.
 constexpr std::array<const char *, std::variant_size_v<Op>> kStageNames = {
-    "embedding", "norm",     "attention", "router",   "routed experts",
-    "mlp",       "residual", "lm head",   "attention"};
+    "embedding", "norm",     "attention", "router",
+    "routed experts", "mlp", "residual",  "lm head",
+    "attention", "lightning attention"};
 
 struct CompiledOp {
   Op op;
@@ -312,6 +324,10 @@ struct CudaBackend::State {
   std::vector<std::vector<float>> floats; // host copies until uploaded
   std::vector<float *> floatsOnDevice;
   std::vector<KvCache> kv;
+  // Per lightning op: floats of one slot's state, then the states of all
+  // slots on the device.
+  std::vector<int64_t> lightningStateFloats;
+  std::vector<float *> lightningStates;
   int numValues = 0, logitsValue = 0;
   int64_t embeddingVocab = 0, vocab = 0;
   int64_t rowBytes = 0; // most step memory one batch row needs at once
@@ -679,6 +695,31 @@ public:
     return Op(k);
   }
 
+  // `states` gets the floats one slot's state of this op takes.
+  Result<Op> lightning(const plan::LightningAttention &a, int64_t hidden,
+                       std::vector<int64_t> &states) {
+    LightningOp k{};
+    k.hidden = hidden;
+    k.heads = a.num_heads();
+    k.headDim = a.head_dim();
+    k.eps = static_cast<float>(a.norm_eps());
+    if (!kn::lightningAttentionSupports(static_cast<int>(k.heads),
+                                        static_cast<int>(k.headDim)))
+      return makeError("the lightning attention kernel does not support {} "
+                       "heads of head_dim {} (head_dim 16, 32, 64 or 128)",
+                       k.heads, k.headDim);
+    int64_t w = k.heads * k.headDim;
+    MOE_RETURN_IF_ERROR(bind(k.qkv, a.qkv(), 3 * w * hidden, "qkv"));
+    MOE_RETURN_IF_ERROR(bind(k.gate, a.gate(), w * hidden, "gate"));
+    MOE_RETURN_IF_ERROR(bind(k.norm, a.norm(), w, "norm"));
+    MOE_RETURN_IF_ERROR(bind(k.out, a.out(), hidden * w, "out"));
+    floats_.push_back(cpu::lightningDecays(k.heads, a.decay_scale()));
+    k.decay = static_cast<int>(floats_.size()) - 1;
+    k.state = static_cast<int>(states.size());
+    states.push_back(w * k.headDim);
+    return Op(k);
+  }
+
   Result<Op> router(const plan::Router &r, int64_t hidden) {
     RouterOp k{};
     k.hidden = hidden;
@@ -866,6 +907,8 @@ int64_t opRowBytes(const Op &op) {
                       (2 * k.nope + 2 * k.ropeDim + 4 * k.latent + 2 * k.vDim) +
                   k.qLoraRank + 3 * (k.latent + k.ropeDim) + k.hidden) *
                  b;
+        else if constexpr (std::is_same_v<K, LightningOp>) // qkv, mixed, gate
+          return (5 * k.heads * k.headDim + k.hidden) * b;
         else
           return k.hidden * b;
       },
@@ -1022,8 +1065,8 @@ Status CudaBackend::State::compile(const plan::Model &model,
       kernel = compiler.mla(*op.spec_as_MLAttention(), in, kv);
       break;
     case plan::Module::LightningAttention:
-      kernel =
-          makeError("the CUDA backend does not run lightning_attention yet");
+      kernel = compiler.lightning(*op.spec_as_LightningAttention(), in,
+                                  lightningStateFloats);
       break;
     case plan::Module::NONE:
       break;
@@ -1090,6 +1133,20 @@ Status CudaBackend::State::compile(const plan::Model &model,
   return Status::success();
 }
 
+namespace {
+// Slots [0, gpuSlotsOf) keep their KV on the GPU, the rest in host memory.
+int32_t gpuSlotsOf(const plan::Batching *batching, int32_t slots) {
+  if (!batching)
+    return slots;
+  return static_cast<int32_t>(std::clamp<double>(
+      std::llround(batching->kv_gpu_fraction() * slots), 0, slots));
+}
+
+size_t alignUp(size_t bytes) {
+  return (bytes + kPoolAlignment - 1) / kPoolAlignment * kPoolAlignment;
+}
+} // namespace
+
 CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {}
 CudaBackend::~CudaBackend() = default;
 
@@ -1100,16 +1157,21 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   };
   state_.reset();
   const plan::Model &model = plan.model();
-  // Unsupported attention kinds fail before anything is uploaded.
-  for (const plan::Op *op : *model.ops()) {
-    if (op->spec_type() == plan::Module::LightningAttention)
-      return fail(makeError("the CUDA backend does not run "
-                            "lightning_attention yet (layer {})",
-                            op->layer()));
-  }
   if (slots <= 0 || maxContext <= 0)
     return fail(makeError("slots ({}) and max context ({}) must be positive",
                           slots, maxContext));
+  // Lightning attention's states stay on the GPU: a plan that keeps some
+  // sequences' KV and states in host memory fails before anything is
+  // uploaded.
+  int32_t hostSlots = slots - gpuSlotsOf(plan.plan().batching(), slots);
+  for (const plan::Op *op : *model.ops())
+    if (op->spec_type() == plan::Module::LightningAttention && hostSlots > 0)
+      return fail(makeError(
+          "the plan keeps {} of {} sequences' KV and lightning attention "
+          "states (layer {}) in host memory; the CUDA backend keeps those "
+          "states on the GPU: plan with a larger GPU budget or a smaller "
+          "batch, or use the CPU backend",
+          hostSlots, slots, op->layer()));
   size_t count = model.params()->size();
   if (weights.size() != count)
     return fail(makeError("the weights hold {} params, the plan {}",
@@ -1126,12 +1188,6 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   state_ = std::move(s);
   return Status::success();
 }
-
-namespace {
-size_t alignUp(size_t bytes) {
-  return (bytes + kPoolAlignment - 1) / kPoolAlignment * kPoolAlignment;
-}
-} // namespace
 
 Status CudaBackend::State::setUp(const LoadedPlan &plan,
                                  const WeightSet &weightSet) {
@@ -1152,12 +1208,10 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
                                 : std::numeric_limits<size_t>::max() / 2;
   pinned.emplace(hostOptions);
 
-  gpuSlots = slots;
+  gpuSlots = gpuSlotsOf(batching, slots);
   prefillMicroBatch = decodeMicroBatch = slots;
   int stagingBuffers = 2;
   if (batching) {
-    gpuSlots = static_cast<int32_t>(std::clamp<double>(
-        std::llround(batching->kv_gpu_fraction() * slots), 0, slots));
     prefillMicroBatch = std::clamp<int64_t>(
         batching->attention_micro_batch_prefill(), 1, slots);
     decodeMicroBatch =
@@ -1217,6 +1271,8 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
                   alignUp(size_t(gpuSlots) * maxContext * cache.width() * 2);
   for (const std::vector<float> &values : floats)
     cacheBytes += alignUp(values.size() * sizeof(float));
+  for (int64_t perSlot : lightningStateFloats)
+    cacheBytes += alignUp(size_t(slots) * size_t(perSlot) * sizeof(float));
   auto cacheArena = DeviceArena::create(cacheBytes + kPoolAlignment, "kv");
   if (!cacheArena)
     return cacheArena.error();
@@ -1264,6 +1320,14 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
       }
       stagingV.push_back(v);
     }
+  // Not initialised: a slot's first row (position 0) starts from zero.
+  for (int64_t perSlot : lightningStateFloats) {
+    auto device = cache->allocateArray<float>(size_t(slots) * size_t(perSlot),
+                                              "lightning attention state");
+    if (!device)
+      return device.error();
+    lightningStates.push_back(*device);
+  }
   for (const std::vector<float> &values : floats) {
     auto device = cache->allocateArray<float>(values.size(), "fp32 param");
     if (!device)
@@ -1773,6 +1837,35 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
   return Status::success();
 }
 
+Status runLightning(Step &step, const LightningOp &k, float *state,
+                    DeviceValue &in, DeviceValue &out) {
+  MOE_INPUT(x, step.bf16Of(in));
+  int64_t rows = step.rows, w = k.heads * k.headDim;
+  MOE_ALLOC(qkv, bf16, rows * 3 * w, "lightning qkv");
+  MOE_ALLOC(mixed, bf16, rows * w, "lightning attention");
+  MOE_ALLOC(gate, bf16, rows * w, "lightning gate");
+  MOE_ALLOC(y, bf16, rows * k.hidden, "lightning out");
+  MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.qkv, 3 * w, nullptr, qkv));
+  kn::LightningAttentionArgs a;
+  a.qkv = qkv;
+  a.state = state;
+  a.decay = step.floatArray(k.decay);
+  a.sequences = step.attnSlots; // every slot's state is on the GPU
+  a.positions = step.positions;
+  a.out = mixed;
+  a.rows = rows;
+  a.heads = static_cast<int>(k.heads);
+  a.headDim = static_cast<int>(k.headDim);
+  MOE_CUDA_TRY(kn::lightningAttention(a, step.stream));
+  // HF normalises the fp32 attention output: one rounding, after the weight.
+  MOE_RETURN_IF_ERROR(normInPlace(step, mixed, k.norm, rows, w, k.eps, false));
+  MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.gate, w, nullptr, gate));
+  MOE_CUDA_TRY(backend::sigmoidGate(gate, w, rows, w, mixed, step.stream));
+  MOE_RETURN_IF_ERROR(step.linear(mixed, rows, w, k.out, k.hidden, nullptr, y));
+  out.a = y;
+  return Status::success();
+}
+
 Status runRouter(Step &step, const RouterOp &k, DeviceValue &in,
                  DeviceValue &weights, DeviceValue &indices) {
   MOE_INPUT(x, step.f32Of(in));
@@ -1905,7 +1998,7 @@ Status runMlp(Step &step, const MlpOp &k, DeviceValue &in, DeviceValue &out) {
     MOE_ALLOC(gate, bf16, rows, "mlp output gate");
     MOE_RETURN_IF_ERROR(
         step.linear(x, rows, h, k.outputGate, 1, nullptr, gate));
-    MOE_CUDA_TRY(backend::sigmoidGate(gate, rows, h, y, step.stream));
+    MOE_CUDA_TRY(backend::sigmoidGate(gate, 1, rows, h, y, step.stream));
   }
   out.a = y;
   return Status::success();
@@ -2309,6 +2402,9 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
                 return runAttention(step, k, s.kv[k.cache], in, out);
               else if constexpr (std::is_same_v<K, MlaOp>)
                 return runMla(step, k, s.kv[k.cache], in, out);
+              else if constexpr (std::is_same_v<K, LightningOp>)
+                return runLightning(step, k, s.lightningStates[k.state], in,
+                                    out);
               else if constexpr (std::is_same_v<K, RouterOp>)
                 return runRouter(step, k, in, out, values[op.results[1]]);
               else if constexpr (std::is_same_v<K, ExpertsOp>)
