@@ -28,18 +28,11 @@ using moe::cuda::test::randomBf16;
 using moe::cuda::test::relativeL2;
 using moe::cuda::test::upload;
 
-// HF's per-head decay: (2^(−8/H))^h for h = 1..H, times a layer factor.
-std::vector<float> decays(int heads, float factor) {
-  std::vector<float> out;
-  for (int h = 1; h <= heads; ++h)
-    out.push_back(float(std::pow(std::pow(2.0, -8.0 / heads), h)) * factor);
-  return out;
-}
-
 class Lightning {
 public:
   Lightning(int sequences, int heads, int headDim, float decayFactor)
-      : heads_(heads), d_(headDim), decay_(decays(heads, decayFactor)),
+      : heads_(heads), d_(headDim),
+        decay_(moe::cpu::lightningDecays(heads, decayFactor)),
         cpuState_(size_t(sequences) * heads * headDim * headDim, 0.0f) {
     // Poisoned: a sequence at position 0 must not read its old state.
     std::vector<float> poison(cpuState_.size(),
