@@ -235,8 +235,9 @@ void routeToken(const RouterParams &router, const float *logits,
 std::vector<float> lightningDecays(int64_t heads, double layerScale) {
   std::vector<float> decays;
   for (int64_t h = 1; h <= heads; ++h) {
-    float slope = static_cast<float>(std::pow(
-        std::pow(2.0, -8.0 / static_cast<double>(heads)), static_cast<double>(h)));
+    float slope = static_cast<float>(
+        std::pow(std::pow(2.0, -8.0 / static_cast<double>(heads)),
+                 static_cast<double>(h)));
     decays.push_back(slope * static_cast<float>(layerScale));
   }
   return decays;

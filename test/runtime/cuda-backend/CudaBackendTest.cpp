@@ -421,11 +421,12 @@ INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaBackendGolden,
 // the GPU, so this runs without a device too.
 TEST(CudaBackendRefuses, LightningStatesInHostMemory) {
   const std::string model = "tiny-minimax-partial-rope";
-  auto plan = LoadedPlan::fromFile(plansDir() + "/" + model + ".streamed.moeplan");
+  auto plan =
+      LoadedPlan::fromFile(plansDir() + "/" + model + ".streamed.moeplan");
   ASSERT_TRUE(plan.ok()) << plan.error().message();
   ASSERT_LT(plan->plan().batching()->kv_gpu_fraction(), 1.0);
-  auto weights = WeightSet::fromCheckpoint(goldenDir() + "/" + model,
-                                           plan->model());
+  auto weights =
+      WeightSet::fromCheckpoint(goldenDir() + "/" + model, plan->model());
   ASSERT_TRUE(weights.ok()) << weights.error().message();
   cuda::CudaBackend backend;
   Status status = backend.prepare(*plan, *weights, kSlots, kContext);

@@ -4,8 +4,8 @@
 // decode step continuing them, a sequence split over two calls, the tiny
 // fixture's and MiniMax-Text-01's shapes. Outputs and the final states are
 // compared.
-#include "runtime/backends/cpu/Kernels.h"
 #include "runtime/backends/cuda/kernels/LightningAttention.h"
+#include "runtime/backends/cpu/Kernels.h"
 #include "test/runtime/cuda/CudaTestSupport.h"
 
 #include <algorithm>
@@ -91,8 +91,8 @@ public:
         ++end;
       auto [sequence, position] = rows[first];
       for (int h = 0; h < heads_; ++h) {
-        float *s = cpuState_.data() +
-                   (int64_t(sequence) * heads_ + h) * d_ * d_;
+        float *s =
+            cpuState_.data() + (int64_t(sequence) * heads_ + h) * d_ * d_;
         if (position == 0)
           std::fill(s, s + d_ * d_, 0.0f);
         const float *q = act.data() + first * 3 * w + h * 3 * d_;

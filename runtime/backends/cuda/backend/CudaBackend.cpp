@@ -125,9 +125,8 @@ using Op = std::variant<EmbeddingOp, NormOp, AttentionOp, RouterOp, ExpertsOp,
                         MlpOp, ResidualOp, HeadOp, MlaOp, LightningOp>;
 // Per op kind; kinds of one name are one stage in the stats.
 constexpr std::array<const char *, std::variant_size_v<Op>> kStageNames = {
-    "embedding", "norm",     "attention", "router",
-    "routed experts", "mlp", "residual",  "lm head",
-    "attention", "lightning attention"};
+    "embedding", "norm",     "attention", "router",    "routed experts",
+    "mlp",       "residual", "lm head",   "attention", "lightning attention"};
 
 struct CompiledOp {
   Op op;
@@ -263,8 +262,8 @@ public:
       return makeError("activations: cudaMallocAsync of {} bytes for '{}' "
                        "failed ({}): {} of the {} bytes the GPU budget leaves "
                        "are in use, the pool holds {}, the device has {} free",
-                       bytes, what, cudaGetErrorString(allocated), inUse,
-                       limit, pooled, freeBytes);
+                       bytes, what, cudaGetErrorString(allocated), inUse, limit,
+                       pooled, freeBytes);
     }
     sizes_[ptr] = bytes;
     inUse += bytes;
@@ -1845,7 +1844,8 @@ Status runLightning(Step &step, const LightningOp &k, float *state,
   MOE_ALLOC(mixed, bf16, rows * w, "lightning attention");
   MOE_ALLOC(gate, bf16, rows * w, "lightning gate");
   MOE_ALLOC(y, bf16, rows * k.hidden, "lightning out");
-  MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.qkv, 3 * w, nullptr, qkv));
+  MOE_RETURN_IF_ERROR(
+      step.linear(x, rows, k.hidden, k.qkv, 3 * w, nullptr, qkv));
   kn::LightningAttentionArgs a;
   a.qkv = qkv;
   a.state = state;

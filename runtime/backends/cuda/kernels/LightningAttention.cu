@@ -12,8 +12,7 @@ __device__ inline float silu(float x) { return x / (1.0f + __expf(-x)); }
 // decode rows are all run starts, and a prefill's idle blocks cost less than
 // a host-built run table would.
 template <int D>
-__global__ void __launch_bounds__(D)
-    lightningKernel(LightningAttentionArgs a) {
+__global__ void __launch_bounds__(D) lightningKernel(LightningAttentionArgs a) {
   const int64_t first = blockIdx.x;
   const int head = blockIdx.y;
   const int b = threadIdx.x;
