@@ -100,6 +100,11 @@ mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
           static_cast<int64_t>(attention.getNumHeads()),
           static_cast<int64_t>(attention.getNumKvHeads()),
           static_cast<int64_t>(attention.getHeadDim())};
+    if (auto mla = dyn_cast<MLAttentionOp>(&op))
+      costs.mlaHeads = cm::MlaHeads{
+          static_cast<int64_t>(mla.getNumHeads()),
+          static_cast<int64_t>(mla.getKvLoraRank()),
+          static_cast<int64_t>(mla.getQkRopeHeadDim())};
     view.costs.layers[slot].modules.push_back(std::move(costs));
     view.ops[slot].push_back(&op);
   }

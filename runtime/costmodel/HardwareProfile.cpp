@@ -1,6 +1,7 @@
 #include "runtime/costmodel/HardwareProfile.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -254,55 +255,88 @@ parseGroupedGemm(const Json &root) {
   return result;
 }
 
-Result<std::vector<AttentionShapeProfile>> parseAttention(const Json &root) {
-  // Optional: without measurements attention is priced by KV bytes / HBM.
-  if (!root.contains("attention_decode_bf16"))
-    return std::vector<AttentionShapeProfile>{};
-  auto shapes = requireArray(root, "attention_decode_bf16", "");
+// `path`.points: ≥ 1 {"batch", "context": positive integers, "seconds":
+// positive number}; returned sorted by batch·context.
+Result<std::vector<AttentionPoint>>
+parseAttentionPoints(const Json &shape, const std::string &path) {
+  auto points = requireArray(shape, "points", path);
+  MOE_RETURN_IF_ERROR(points);
+  if ((*points)->empty())
+    return makeError("{}.points: needs at least one point", path);
+  std::vector<AttentionPoint> result;
+  for (size_t j = 0; j < (*points)->size(); ++j) {
+    const Json &point = (**points)[j];
+    std::string pointPath = fmt::format("{}.points[{}]", path, j);
+    if (!point.is_object())
+      return makeError("{}: must be an object", pointPath);
+    auto batch = requirePositiveInteger(point, "batch", pointPath);
+    MOE_RETURN_IF_ERROR(batch);
+    auto context = requirePositiveInteger(point, "context", pointPath);
+    MOE_RETURN_IF_ERROR(context);
+    auto seconds = requirePositiveNumber(point, "seconds", pointPath);
+    MOE_RETURN_IF_ERROR(seconds);
+    result.push_back({*batch, *context, *seconds});
+  }
+  std::sort(result.begin(), result.end(),
+            [](const AttentionPoint &a, const AttentionPoint &b) {
+              return attentionTokens(a) < attentionTokens(b);
+            });
+  return result;
+}
+
+// The optional array `key` of shapes, each with the positive integers
+// `fields` and attention points.
+template <typename Shape, size_t N>
+Result<std::vector<Shape>> parseAttentionShapes(
+    const Json &root, const char *key,
+    const std::array<std::pair<const char *, int64_t Shape::*>, N> &fields) {
+  std::vector<Shape> result;
+  if (!root.contains(key))
+    return result;
+  auto shapes = requireArray(root, key, "");
   MOE_RETURN_IF_ERROR(shapes);
-  std::vector<AttentionShapeProfile> result;
   for (size_t i = 0; i < (*shapes)->size(); ++i) {
     const Json &shape = (**shapes)[i];
-    std::string path = fmt::format("attention_decode_bf16[{}]", i);
+    std::string path = fmt::format("{}[{}]", key, i);
     if (!shape.is_object())
       return makeError("{}: must be an object", path);
-    AttentionShapeProfile profile;
-    auto heads = requirePositiveInteger(shape, "heads", path);
-    MOE_RETURN_IF_ERROR(heads);
-    auto kvHeads = requirePositiveInteger(shape, "kv_heads", path);
-    MOE_RETURN_IF_ERROR(kvHeads);
-    auto headDim = requirePositiveInteger(shape, "head_dim", path);
-    MOE_RETURN_IF_ERROR(headDim);
-    if (*heads % *kvHeads != 0)
-      return makeError("{}.kv_heads: {} does not divide heads = {}", path,
-                       *kvHeads, *heads);
-    profile.heads = *heads;
-    profile.kvHeads = *kvHeads;
-    profile.headDim = *headDim;
-    auto points = requireArray(shape, "points", path);
-    MOE_RETURN_IF_ERROR(points);
-    if ((*points)->empty())
-      return makeError("{}.points: needs at least one point", path);
-    for (size_t j = 0; j < (*points)->size(); ++j) {
-      const Json &point = (**points)[j];
-      std::string pointPath = fmt::format("{}.points[{}]", path, j);
-      if (!point.is_object())
-        return makeError("{}: must be an object", pointPath);
-      auto batch = requirePositiveInteger(point, "batch", pointPath);
-      MOE_RETURN_IF_ERROR(batch);
-      auto context = requirePositiveInteger(point, "context", pointPath);
-      MOE_RETURN_IF_ERROR(context);
-      auto seconds = requirePositiveNumber(point, "seconds", pointPath);
-      MOE_RETURN_IF_ERROR(seconds);
-      profile.points.push_back({*batch, *context, *seconds});
+    Shape profile;
+    for (auto [name, field] : fields) {
+      auto value = requirePositiveInteger(shape, name, path);
+      MOE_RETURN_IF_ERROR(value);
+      profile.*field = *value;
     }
-    std::sort(profile.points.begin(), profile.points.end(),
-              [](const AttentionPoint &a, const AttentionPoint &b) {
-                return attentionTokens(a) < attentionTokens(b);
-              });
+    auto points = parseAttentionPoints(shape, path);
+    MOE_RETURN_IF_ERROR(points);
+    profile.points = std::move(*points);
     result.push_back(std::move(profile));
   }
   return result;
+}
+
+// Optional: without measurements attention is priced by KV bytes / HBM.
+Result<std::vector<AttentionShapeProfile>> parseAttention(const Json &root) {
+  auto shapes = parseAttentionShapes<AttentionShapeProfile, 3>(
+      root, "attention_decode_bf16",
+      {{{"heads", &AttentionShapeProfile::heads},
+        {"kv_heads", &AttentionShapeProfile::kvHeads},
+        {"head_dim", &AttentionShapeProfile::headDim}}});
+  MOE_RETURN_IF_ERROR(shapes);
+  for (size_t i = 0; i < shapes->size(); ++i)
+    if ((*shapes)[i].heads % (*shapes)[i].kvHeads != 0)
+      return makeError(
+          "attention_decode_bf16[{}].kv_heads: {} does not divide heads = {}",
+          i, (*shapes)[i].kvHeads, (*shapes)[i].heads);
+  return shapes;
+}
+
+// Optional: without measurements MLA is priced by latent bytes and FLOPs.
+Result<std::vector<MlaShapeProfile>> parseMla(const Json &root) {
+  return parseAttentionShapes<MlaShapeProfile, 3>(
+      root, "mla_attention_decode_bf16",
+      {{{"heads", &MlaShapeProfile::heads},
+        {"latent_dim", &MlaShapeProfile::latentDim},
+        {"rope_dim", &MlaShapeProfile::ropeDim}}});
 }
 
 // Interpolates seconds(x) between measured (x, seconds) points linearly in
@@ -358,6 +392,9 @@ Result<HardwareProfile> HardwareProfile::fromJson(std::string_view text) {
   auto attention = parseAttention(root);
   MOE_RETURN_IF_ERROR(attention);
   profile.attention_ = std::move(*attention);
+  auto mla = parseMla(root);
+  MOE_RETURN_IF_ERROR(mla);
+  profile.mla_ = std::move(*mla);
   auto grouped = parseGroupedGemm(root);
   MOE_RETURN_IF_ERROR(grouped);
   profile.groupedGemm_ = std::move(*grouped);
@@ -475,6 +512,24 @@ double HardwareProfile::attentionDecodeSeconds(int64_t batch, int64_t context,
     return std::max(measured, floor);
   }
   return floor;
+}
+
+std::optional<double>
+HardwareProfile::mlaDecodeSeconds(int64_t batch, int64_t context, int64_t heads,
+                                  int64_t latentDim, int64_t ropeDim) const {
+  for (const MlaShapeProfile &shape : mla_) {
+    if (shape.heads != heads || shape.latentDim != latentDim ||
+        shape.ropeDim != ropeDim)
+      continue;
+    if (batch <= 0 || context <= 0)
+      return 0.0;
+    double measured = interpolateLogLog(
+        shape.points, double(batch) * context,
+        [](const AttentionPoint &p) { return double(attentionTokens(p)); });
+    return std::max(measured, hbmSeconds(kBf16Bytes * double(batch) * context *
+                                         double(latentDim + ropeDim)));
+  }
+  return std::nullopt;
 }
 
 double HardwareProfile::copySeconds(double bytes,

@@ -83,6 +83,15 @@ struct AttentionShapeProfile {
   std::vector<AttentionPoint> points; // Sorted by batch·context.
 };
 
+// DeepSeek's absorbed MLA decode (kernels::mlaAttention): `heads` query
+// heads per token over one shared cache row of latentDim + ropeDim.
+struct MlaShapeProfile {
+  int64_t heads = 0;
+  int64_t latentDim = 0;
+  int64_t ropeDim = 0;
+  std::vector<AttentionPoint> points; // Sorted by batch·context.
+};
+
 enum class CopyDirection {
   HostToDevicePinned,
   DeviceToHostPinned,
@@ -111,6 +120,7 @@ public:
   const std::vector<GroupedGemmShapeProfile> &groupedGemmShapes() const {
     return groupedGemm_;
   }
+  const std::vector<MlaShapeProfile> &mlaShapes() const { return mla_; }
 
   int64_t gpuBudgetBytes() const { return gpuBudgetBytes_; }
   int64_t hostBudgetBytes() const { return hostBudgetBytes_; }
@@ -137,6 +147,12 @@ public:
   // read the KV once from HBM.
   double attentionDecodeSeconds(int64_t batch, int64_t context, int64_t heads,
                                 int64_t kvHeads, int64_t headDim) const;
+  // MLA decode of `batch` sequences over `context` latent rows: the measured
+  // points of the same shape, never below reading the latent cache once from
+  // HBM. None without them.
+  std::optional<double> mlaDecodeSeconds(int64_t batch, int64_t context,
+                                         int64_t heads, int64_t latentDim,
+                                         int64_t ropeDim) const;
 
   double copySeconds(double bytes, CopyDirection direction) const;
 
@@ -155,6 +171,7 @@ private:
   std::vector<GemmShapeProfile> gemm_;
   std::vector<AttentionShapeProfile> attention_;
   std::vector<GroupedGemmShapeProfile> groupedGemm_;
+  std::vector<MlaShapeProfile> mla_;
   int64_t gpuBudgetBytes_ = 0;
   int64_t hostBudgetBytes_ = 0;
   double peakGemmFlops_ = 0;

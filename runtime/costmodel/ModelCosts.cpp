@@ -56,6 +56,10 @@ Status validateModelCosts(const ModelCosts &model) {
           return fail("attention heads must be positive and kv heads must "
                       "divide heads");
       }
+      if (module.mlaHeads &&
+          (module.mlaHeads->heads <= 0 || module.mlaHeads->latentDim <= 0 ||
+           module.mlaHeads->ropeDim <= 0))
+        return fail("MLA heads, latent and rope dims must be positive");
       if (module.kind != ModuleKind::RoutedExperts)
         continue;
       if (module.numExperts <= 0)

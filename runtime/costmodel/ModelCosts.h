@@ -33,12 +33,18 @@ struct GemmShape {
 };
 
 // Head layout of softmax attention, so that measured decode-attention points
-// of the hardware profile apply. Absent for MLA and linear attention, which
-// are priced from their KV bytes and FLOPs.
+// of the hardware profile apply. Absent for MLA and linear attention.
 struct AttentionHeads {
   int64_t heads = 0;
   int64_t kvHeads = 0;
   int64_t headDim = 0;
+};
+// MLA's shape, for the profile's measured MLA decode points. Without those
+// (and for linear attention) attention is priced from KV bytes and FLOPs.
+struct MlaHeads {
+  int64_t heads = 0;
+  int64_t latentDim = 0;
+  int64_t ropeDim = 0;
 };
 
 struct ModuleCosts {
@@ -61,6 +67,7 @@ struct ModuleCosts {
   // GEMMs per token; for routed experts, those of one expert.
   std::vector<GemmShape> gemms;
   std::optional<AttentionHeads> attentionHeads;
+  std::optional<MlaHeads> mlaHeads;
 };
 
 struct LayerCosts {

@@ -289,6 +289,11 @@ double decodeAttentionCoreSeconds(const HardwareProfile &profile,
     return profile.attentionDecodeSeconds(
         sequences, attended, module.attentionHeads->heads,
         module.attentionHeads->kvHeads, module.attentionHeads->headDim);
+  if (module.mlaHeads)
+    if (auto measured = profile.mlaDecodeSeconds(
+            sequences, attended, module.mlaHeads->heads,
+            module.mlaHeads->latentDim, module.mlaHeads->ropeDim))
+      return *measured;
   double bytes =
       double(sequences) * (double(attended) * double(module.kvBytesPerToken) +
                            double(module.stateBytesPerSequence));

@@ -16,6 +16,7 @@
 #include "runtime/backends/cuda/ProfilerKernels.h"
 #include "runtime/backends/cuda/kernels/GroupedGemm.h"
 #include "runtime/backends/cuda/kernels/Kernels.h"
+#include "runtime/backends/cuda/kernels/MlaAttention.h"
 
 #include <algorithm>
 #include <chrono>
@@ -684,6 +685,99 @@ Status measureAttention(const Context &ctx,
   return Status::success();
 }
 
+// The MLA kernel the backend runs, at DeepSeek-V2-Lite's (16 heads) and
+// DeepSeek-V2/V3's (128 heads) shapes: one query row per sequence at its
+// last position, sequence r reading cache r.
+Status measureMlaAttention(const Context &ctx,
+                           std::vector<MlaAttentionProfile> &out) {
+  std::vector<int> heads, batches, contexts;
+  if (ctx.quick) {
+    heads = {16};
+    batches = {1, 64};
+    contexts = {512, 4096};
+  } else {
+    heads = {16, 128};
+    batches = {1, 16, 64, 256, 1024};
+    contexts = {512, 1024, 2048, 4096};
+  }
+  constexpr int kLatent = 512, kRope = 64, kRow = kLatent + kRope;
+  const std::size_t cacheLimit = 4 * kGiB; // latent bytes of one point
+  for (int h : heads) {
+    MlaAttentionProfile profile;
+    profile.heads = h;
+    profile.latentDim = kLatent;
+    profile.ropeDim = kRope;
+    auto cacheBytesOf = [](int batch, int context) {
+      return std::size_t(batch) * context * kRow * 2;
+    };
+    std::size_t maxCache = 0, maxWs = 0;
+    int maxBatch = 0;
+    for (int batch : batches)
+      for (int context : contexts)
+        if (cacheBytesOf(batch, context) <= cacheLimit) {
+          maxCache = std::max(maxCache, cacheBytesOf(batch, context));
+          maxBatch = std::max(maxBatch, batch);
+          maxWs = std::max(maxWs, kernels::mlaAttentionWorkspaceBytes(
+                                      batch, h, kLatent, context, ctx.smCount));
+        }
+    const std::size_t poolBytes = std::max(maxCache, 512 * kMiB);
+    DeviceBuffer cache, qLatent, qRope, o, ws, positions;
+    MOE_RETURN_IF_ERROR(positions.allocate(maxBatch * sizeof(std::int32_t)));
+    MOE_RETURN_IF_ERROR(cache.allocate(poolBytes));
+    const std::size_t rows = std::size_t(maxBatch) * h;
+    MOE_RETURN_IF_ERROR(qLatent.allocate(rows * kLatent * 2));
+    MOE_RETURN_IF_ERROR(qRope.allocate(rows * kRope * 2));
+    MOE_RETURN_IF_ERROR(o.allocate(rows * kLatent * 2));
+    MOE_RETURN_IF_ERROR(ws.allocate(std::max<std::size_t>(maxWs, 4)));
+    MOE_RETURN_IF_ERROR(fillRandom(ctx, cache.as<bf16>(), poolBytes / 2, 41));
+    MOE_RETURN_IF_ERROR(
+        fillRandom(ctx, qLatent.as<bf16>(), rows * kLatent, 42));
+    MOE_RETURN_IF_ERROR(fillRandom(ctx, qRope.as<bf16>(), rows * kRope, 43));
+
+    for (int batch : batches)
+      for (int context : contexts) {
+        const std::size_t bytes = cacheBytesOf(batch, context);
+        if (bytes > cacheLimit)
+          continue;
+        // Rotate over cache copies until ~384 MiB is touched (or the pool
+        // ends), as for softmax attention.
+        const std::size_t copies = std::max<std::size_t>(
+            1, std::min(poolBytes / bytes, (384 * kMiB + bytes - 1) / bytes));
+        std::vector<std::int32_t> last(batch, context - 1);
+        MOE_CUDA_TRY(cudaMemcpyAsync(positions.as(), last.data(),
+                                     last.size() * sizeof(std::int32_t),
+                                     cudaMemcpyHostToDevice, ctx.stream));
+        kernels::MlaAttentionArgs args;
+        args.qLatent = qLatent.as<bf16>();
+        args.qRope = qRope.as<bf16>();
+        args.out = o.as<bf16>();
+        args.positions = positions.as<std::int32_t>();
+        args.rows = batch;
+        args.heads = h;
+        args.latentDim = kLatent;
+        args.ropeDim = kRope;
+        args.seqStride = std::int64_t(context) * kRow;
+        args.maxSpan = context;
+        args.scale = 1.0f / std::sqrt(static_cast<float>(kRow));
+        args.workspace = ws.as<float>();
+        auto t = timeCalls(ctx, [&](std::int64_t i) -> Status {
+          kernels::MlaAttentionArgs a = args;
+          a.cache = cache.as<bf16>() + (i % copies) * (bytes / 2);
+          MOE_CUDA_TRY(kernels::mlaAttention(a, ctx.smCount, ctx.stream));
+          return Status::success();
+        });
+        MOE_RETURN_IF_ERROR(t);
+        profile.points.push_back({batch, context, *t});
+        ctx.print("mla    heads={} latent={} rope={} batch={:>4} "
+                  "context={:>4}: {:>8.1f} us  cache {:>7.1f} MiB",
+                  h, kLatent, kRope, batch, context, *t * 1e6,
+                  double(bytes) / kMiB);
+      }
+    out.push_back(std::move(profile));
+  }
+  return Status::success();
+}
+
 HostInfo queryHost() {
   HostInfo host;
   std::ifstream meminfo("/proc/meminfo");
@@ -769,6 +863,7 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
   MOE_RETURN_IF_ERROR(measureGemm(ctx, **gemm, profile.gemmBf16));
   MOE_RETURN_IF_ERROR(measureGroupedGemm(ctx, profile.groupedGemmBf16));
   MOE_RETURN_IF_ERROR(measureAttention(ctx, profile.attentionDecodeBf16));
+  MOE_RETURN_IF_ERROR(measureMlaAttention(ctx, profile.mlaAttentionDecodeBf16));
   MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
   return profile;
 }
@@ -823,6 +918,20 @@ std::string profileToJson(const HardwareProfile &p) {
                          {"points", std::move(points)}});
   }
   j["attention_decode_bf16"] = std::move(attention);
+  ordered_json mla = ordered_json::array();
+  for (const MlaAttentionProfile &a : p.mlaAttentionDecodeBf16) {
+    ordered_json points = ordered_json::array();
+    for (const AttentionPoint &pt : a.points)
+      points.push_back({{"batch", pt.batch},
+                        {"context", pt.context},
+                        {"seconds", pt.seconds}});
+    mla.push_back({{"heads", a.heads},
+                   {"latent_dim", a.latentDim},
+                   {"rope_dim", a.ropeDim},
+                   {"points", std::move(points)}});
+  }
+  if (!mla.empty())
+    j["mla_attention_decode_bf16"] = std::move(mla);
   return j.dump(2) + "\n";
 }
 

@@ -78,6 +78,15 @@ struct AttentionProfile {
   std::vector<AttentionPoint> points;
 };
 
+// DeepSeek's absorbed MLA decode (kernels::mlaAttention): `heads` query
+// heads per token over one shared latent cache row of latentDim + ropeDim.
+struct MlaAttentionProfile {
+  int heads = 0;
+  int latentDim = 0;
+  int ropeDim = 0;
+  std::vector<AttentionPoint> points;
+};
+
 struct HardwareProfile {
   DeviceInfo device;
   HostInfo host;
@@ -85,6 +94,7 @@ struct HardwareProfile {
   std::vector<GemmProfile> gemmBf16;
   std::vector<GroupedGemmProfile> groupedGemmBf16;
   std::vector<AttentionProfile> attentionDecodeBf16;
+  std::vector<MlaAttentionProfile> mlaAttentionDecodeBf16;
 };
 
 struct ProfileOptions {

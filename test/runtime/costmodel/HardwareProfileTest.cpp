@@ -178,6 +178,34 @@ TEST(HardwareProfileTest, GroupedGemmMeasurementsAreOptional) {
             "grouped_gemm_bf16[0].experts: must be a positive integer");
 }
 
+TEST(HardwareProfileTest, MlaDecodeUsesMeasuredPointsOfItsShape) {
+  auto profile = HardwareProfile::fromJson(testing::mlaProfileJson());
+  ASSERT_TRUE(profile.ok()) << profile.error().message();
+  ASSERT_EQ(profile->mlaShapes().size(), 1u);
+  EXPECT_DOUBLE_EQ(*profile->mlaDecodeSeconds(4, 125, 16, 512, 64), 1e-3);
+  // Beyond the one point its rate carries on: twice the tokens, twice the
+  // time.
+  EXPECT_DOUBLE_EQ(*profile->mlaDecodeSeconds(8, 125, 16, 512, 64), 2e-3);
+  EXPECT_EQ(*profile->mlaDecodeSeconds(0, 125, 16, 512, 64), 0);
+  // Never below reading the 576-wide latent rows once at 1 TB/s.
+  auto fast = HardwareProfile::fromJson(replaced(
+      testing::mlaProfileJson(), R"("seconds": 1e-3)", R"("seconds": 1e-9)"));
+  ASSERT_TRUE(fast.ok()) << fast.error().message();
+  EXPECT_DOUBLE_EQ(*fast->mlaDecodeSeconds(4, 125, 16, 512, 64),
+                   2.0 * 4 * 125 * 576 / 1e12);
+  // Another shape, or no measurements: none.
+  EXPECT_FALSE(profile->mlaDecodeSeconds(4, 125, 128, 512, 64).has_value());
+  EXPECT_FALSE(
+      syntheticProfile().mlaDecodeSeconds(4, 125, 16, 512, 64).has_value());
+  std::string json = testing::mlaProfileJson();
+  EXPECT_EQ(profileError(
+                replaced(json, R"("latent_dim": 512)", R"("latent_dim": 0)")),
+            "mla_attention_decode_bf16[0].latent_dim: must be a positive "
+            "integer");
+  EXPECT_EQ(profileError(replaced(json, R"("context": 125, )", "")),
+            "mla_attention_decode_bf16[0].points[0].context: missing");
+}
+
 TEST(HardwareProfileTest, AttentionMeasurementsAreOptional) {
   std::string json = syntheticProfileJson();
   size_t at = json.find(",\n  \"attention_decode_bf16\"");

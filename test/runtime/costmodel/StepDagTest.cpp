@@ -254,6 +254,33 @@ TEST(StepDagTest, SmallExpertGroupsArePricedAsTheGroupedKernel) {
   EXPECT_DOUBLE_EQ(experts(*grouped, true), experts(perExpert, true));
 }
 
+TEST(StepDagTest, MlaDecodeIsPricedByTheMeasuredKernel) {
+  ModelCosts model = tinyMoe(1);
+  ModuleCosts &attention = model.layers[1].modules[1];
+  attention.attentionHeads.reset();
+  attention.mlaHeads = MlaHeads{16, 512, 64};
+  attention.kvBytesPerToken = 2 * 576;
+  Plan plan = decodePlan(model);
+  auto measured = HardwareProfile::fromJson(testing::mlaProfileJson());
+  ASSERT_TRUE(measured.ok()) << measured.error().message();
+  HardwareProfile unmeasured = syntheticProfile();
+  auto attentionSeconds = [&](const HardwareProfile &profile) {
+    auto result = evaluate(built(buildDecodeStepDag(model, plan, profile)).dag);
+    EXPECT_TRUE(result.ok());
+    return result.ok() ? result->stage(Stage::Attention) : 0.0;
+  };
+  // Micro-batches of 4, 4 and 2 sequences at the mean context of 125: the
+  // measured 1 ms, 1 ms and (half the tokens) 0.5 ms in place of the KV read
+  // or FLOPs bound each is priced at without the measurement.
+  double bounds = 0;
+  for (int sequences : {4, 4, 2})
+    bounds += std::max(unmeasured.hbmSeconds(sequences * 125.0 * 2 * 576),
+                       unmeasured.peakComputeSeconds(
+                           sequences * 125.0 * attention.flopsPerContextToken));
+  EXPECT_NEAR(attentionSeconds(*measured) - attentionSeconds(unmeasured),
+              2.5e-3 - bounds, 1e-12);
+}
+
 TEST(StepDagTest, RecurrentStateIsStagedLikeKv) {
   ModelCosts model = tinyMoe(1);
   ModuleCosts &attention = model.layers[1].modules[1];
