@@ -905,31 +905,27 @@ std::string profileToJson(const HardwareProfile &p) {
   }
   if (!grouped.empty())
     j["grouped_gemm_bf16"] = std::move(grouped);
-  ordered_json attention = ordered_json::array();
-  for (const AttentionProfile &a : p.attentionDecodeBf16) {
+  auto attentionPoints = [](const std::vector<AttentionPoint> &measured) {
     ordered_json points = ordered_json::array();
-    for (const AttentionPoint &pt : a.points)
+    for (const AttentionPoint &pt : measured)
       points.push_back({{"batch", pt.batch},
                         {"context", pt.context},
                         {"seconds", pt.seconds}});
+    return points;
+  };
+  ordered_json attention = ordered_json::array();
+  for (const AttentionProfile &a : p.attentionDecodeBf16)
     attention.push_back({{"heads", a.heads},
                          {"kv_heads", a.kvHeads},
                          {"head_dim", a.headDim},
-                         {"points", std::move(points)}});
-  }
+                         {"points", attentionPoints(a.points)}});
   j["attention_decode_bf16"] = std::move(attention);
   ordered_json mla = ordered_json::array();
-  for (const MlaAttentionProfile &a : p.mlaAttentionDecodeBf16) {
-    ordered_json points = ordered_json::array();
-    for (const AttentionPoint &pt : a.points)
-      points.push_back({{"batch", pt.batch},
-                        {"context", pt.context},
-                        {"seconds", pt.seconds}});
+  for (const MlaAttentionProfile &a : p.mlaAttentionDecodeBf16)
     mla.push_back({{"heads", a.heads},
                    {"latent_dim", a.latentDim},
                    {"rope_dim", a.ropeDim},
-                   {"points", std::move(points)}});
-  }
+                   {"points", attentionPoints(a.points)}});
   if (!mla.empty())
     j["mla_attention_decode_bf16"] = std::move(mla);
   return j.dump(2) + "\n";
