@@ -459,17 +459,22 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
                                    chunkTarget);
           continue;
         }
-        double contextFlops = double(chunk.sequences) *
-                              causalAttendedPairs(module, promptTokens) *
-                              module.flopsPerContextToken;
+        double pairs = causalAttendedPairs(module, promptTokens);
+        double contextFlops =
+            double(chunk.sequences) * pairs * module.flopsPerContextToken;
         int64_t keptTokens = attendedTokens(module, promptTokens);
         double kvBytes = double(chunk.sequences) *
                          (double(keptTokens) * double(module.kvBytesPerToken) +
                           double(module.stateBytesPerSequence));
-        double seconds = gemmSeconds(profile, module.gemms, tokens, tokens) +
-                         std::max(profile.peakComputeSeconds(contextFlops),
-                                  profile.hbmSeconds(kvBytes)) +
-                         elementwiseSeconds(profile, model, module, tokens);
+        // The backend attends each prompt row with the decode kernel over
+        // its causal context, so the chunk costs what decode rows reading
+        // `pairs` cached tokens per sequence cost (the measured curve where
+        // the profile has one).
+        double seconds =
+            gemmSeconds(profile, module.gemms, tokens, tokens) +
+            decodeAttentionCoreSeconds(profile, module, chunk.sequences,
+                                       int64_t(pairs)) +
+            elementwiseSeconds(profile, model, module, tokens);
         JobTarget attention = chunkTarget;
         attention.module = int64_t(m);
         JobId compute =

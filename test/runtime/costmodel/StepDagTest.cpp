@@ -281,6 +281,33 @@ TEST(StepDagTest, MlaDecodeIsPricedByTheMeasuredKernel) {
               2.5e-3 - bounds, 1e-12);
 }
 
+TEST(StepDagTest, PrefillAttentionIsPricedAsDecodeRows) {
+  ModelCosts model = tinyMoe(1);
+  Plan plan = decodePlan(model);
+  plan.kvGpuFraction = 1;
+  HardwareProfile measured = syntheticProfile();
+  std::string json = testing::syntheticProfileJson();
+  json = json.substr(0, json.find(",\n  \"attention_decode_bf16\"")) + "\n}";
+  auto unmeasured = HardwareProfile::fromJson(json);
+  ASSERT_TRUE(unmeasured.ok()) << unmeasured.error().message();
+  auto attentionSeconds = [&](const HardwareProfile &profile) {
+    auto result = evaluate(built(buildPrefillDag(model, plan, profile)).dag);
+    EXPECT_TRUE(result.ok());
+    return result.ok() ? result->stage(Stage::Attention) : 0.0;
+  };
+  // Chunks of 4, 4 and 2 prompts of 100 tokens: each prompt's rows read
+  // 1 + 2 + ... + 100 = 5050 cached tokens. The measured curve (50 us per
+  // 10,000 tokens at its end, carried on) replaces the bytes those rows
+  // read at 1 TB/s (2 x 2 x 2 KV heads x 64 = 512 bytes a token), which is
+  // what the profile without attention points gives.
+  double difference = 0;
+  for (int sequences : {4, 4, 2})
+    difference +=
+        5e-5 * sequences * 5050 / 10'000 - sequences * 5050 * 512 / 1e12;
+  EXPECT_NEAR(attentionSeconds(measured) - attentionSeconds(*unmeasured),
+              difference, 1e-12);
+}
+
 TEST(StepDagTest, RecurrentStateIsStagedLikeKv) {
   ModelCosts model = tinyMoe(1);
   ModuleCosts &attention = model.layers[1].modules[1];
