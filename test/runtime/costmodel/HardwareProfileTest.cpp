@@ -207,11 +207,8 @@ TEST(HardwareProfileTest, MlaDecodeUsesMeasuredPointsOfItsShape) {
 }
 
 TEST(HardwareProfileTest, AttentionMeasurementsAreOptional) {
-  std::string json = syntheticProfileJson();
-  size_t at = json.find(",\n  \"attention_decode_bf16\"");
-  ASSERT_NE(at, std::string::npos);
-  json = json.substr(0, at) + "\n}";
-  auto profile = HardwareProfile::fromJson(json);
+  auto profile =
+      HardwareProfile::fromJson(testing::profileJsonWithoutAttention());
   ASSERT_TRUE(profile.ok()) << profile.error().message();
   EXPECT_TRUE(profile->attentionShapes().empty());
 }

@@ -38,6 +38,17 @@ StepDag built(Result<StepDag> step) {
   return step.ok() ? std::move(*step) : StepDag{};
 }
 
+// Seconds of `stage` in one decode step, or in the prefill.
+double stageSeconds(const ModelCosts &model, const Plan &plan,
+                    const HardwareProfile &profile, Stage stage,
+                    bool prefill = false) {
+  auto step = prefill ? buildPrefillDag(model, plan, profile)
+                      : buildDecodeStepDag(model, plan, profile);
+  auto result = evaluate(built(std::move(step)).dag);
+  EXPECT_TRUE(result.ok()) << result.error().message();
+  return result.ok() ? result->stage(stage) : 0.0;
+}
+
 double makespan(const StepDag &step) {
   auto result = evaluate(step.dag);
   EXPECT_TRUE(result.ok()) << result.error().message();
@@ -233,11 +244,7 @@ TEST(StepDagTest, SmallExpertGroupsArePricedAsTheGroupedKernel) {
   ASSERT_TRUE(grouped.ok()) << grouped.error().message();
   HardwareProfile perExpert = syntheticProfile();
   auto experts = [&](const HardwareProfile &profile, bool prefill) {
-    auto step = prefill ? buildPrefillDag(model, plan, profile)
-                        : buildDecodeStepDag(model, plan, profile);
-    auto result = evaluate(built(std::move(step)).dag);
-    EXPECT_TRUE(result.ok());
-    return result.ok() ? result->stage(Stage::Experts) : 0.0;
+    return stageSeconds(model, plan, profile, Stage::Experts, prefill);
   };
   // Decode: 10 tokens x top-2 over 8 experts, far below 128 rows per expert:
   // one grouped launch per GEMM over the experts the step reaches, plus one
@@ -264,11 +271,6 @@ TEST(StepDagTest, MlaDecodeIsPricedByTheMeasuredKernel) {
   auto measured = HardwareProfile::fromJson(testing::mlaProfileJson());
   ASSERT_TRUE(measured.ok()) << measured.error().message();
   HardwareProfile unmeasured = syntheticProfile();
-  auto attentionSeconds = [&](const HardwareProfile &profile) {
-    auto result = evaluate(built(buildDecodeStepDag(model, plan, profile)).dag);
-    EXPECT_TRUE(result.ok());
-    return result.ok() ? result->stage(Stage::Attention) : 0.0;
-  };
   // Micro-batches of 4, 4 and 2 sequences at the mean context of 125: the
   // measured 1 ms, 1 ms and (half the tokens) 0.5 ms in place of the KV read
   // or FLOPs bound each is priced at without the measurement.
@@ -277,7 +279,8 @@ TEST(StepDagTest, MlaDecodeIsPricedByTheMeasuredKernel) {
     bounds += std::max(unmeasured.hbmSeconds(sequences * 125.0 * 2 * 576),
                        unmeasured.peakComputeSeconds(
                            sequences * 125.0 * attention.flopsPerContextToken));
-  EXPECT_NEAR(attentionSeconds(*measured) - attentionSeconds(unmeasured),
+  EXPECT_NEAR(stageSeconds(model, plan, *measured, Stage::Attention) -
+                  stageSeconds(model, plan, unmeasured, Stage::Attention),
               2.5e-3 - bounds, 1e-12);
 }
 
@@ -286,15 +289,9 @@ TEST(StepDagTest, PrefillAttentionIsPricedAsDecodeRows) {
   Plan plan = decodePlan(model);
   plan.kvGpuFraction = 1;
   HardwareProfile measured = syntheticProfile();
-  std::string json = testing::syntheticProfileJson();
-  json = json.substr(0, json.find(",\n  \"attention_decode_bf16\"")) + "\n}";
-  auto unmeasured = HardwareProfile::fromJson(json);
+  auto unmeasured =
+      HardwareProfile::fromJson(testing::profileJsonWithoutAttention());
   ASSERT_TRUE(unmeasured.ok()) << unmeasured.error().message();
-  auto attentionSeconds = [&](const HardwareProfile &profile) {
-    auto result = evaluate(built(buildPrefillDag(model, plan, profile)).dag);
-    EXPECT_TRUE(result.ok());
-    return result.ok() ? result->stage(Stage::Attention) : 0.0;
-  };
   // Chunks of 4, 4 and 2 prompts of 100 tokens: each prompt's rows read
   // 1 + 2 + ... + 100 = 5050 cached tokens. The measured curve (50 us per
   // 10,000 tokens at its end, carried on) replaces the bytes those rows
@@ -304,8 +301,10 @@ TEST(StepDagTest, PrefillAttentionIsPricedAsDecodeRows) {
   for (int sequences : {4, 4, 2})
     difference +=
         5e-5 * sequences * 5050 / 10'000 - sequences * 5050 * 512 / 1e12;
-  EXPECT_NEAR(attentionSeconds(measured) - attentionSeconds(*unmeasured),
-              difference, 1e-12);
+  EXPECT_NEAR(
+      stageSeconds(model, plan, measured, Stage::Attention, true) -
+          stageSeconds(model, plan, *unmeasured, Stage::Attention, true),
+      difference, 1e-12);
 }
 
 TEST(StepDagTest, RecurrentStateIsStagedLikeKv) {

@@ -41,6 +41,14 @@ inline std::string syntheticProfileJson(int64_t gpuBytes = 80 * kGiB,
                      gpuBytes, hostBytes);
 }
 
+// The synthetic profile without its decode-attention points.
+inline std::string profileJsonWithoutAttention() {
+  std::string json = syntheticProfileJson();
+  size_t at = json.find(",\n  \"attention_decode_bf16\"");
+  EXPECT_NE(at, std::string::npos);
+  return json.substr(0, at) + "\n}";
+}
+
 // The synthetic profile plus a grouped expert GEMM measurement: 10 experts
 // of 1000x1000 take 40 µs at 1 row each (half the HBM rate) and 100 µs at
 // 100 rows each (the peak FLOP rate).
