@@ -96,6 +96,11 @@ def vocab_size(model):
     return json.loads((ROOT / "models" / model / "config.json").read_text())["vocab_size"]
 
 
+def measured_prompt_len(args):
+    """Prompts end half the measured decode steps before the plan's mean decode context."""
+    return args.prompt_len + args.gen_len // 2 - args.decode_steps // 2
+
+
 def write_prompts(path, count, length, vocab, new_tokens, seed):
     """`count` random prompts; a smaller count with the same seed gives the first of them."""
     rng = random.Random(seed)
@@ -110,8 +115,7 @@ def run_case(args, case, batch):
     decision = explain["decision"]
     batch = batch or decision["resident_batch"]
     name = case if batch == decision["resident_batch"] else f"{case}-b{batch}"
-    mean_context = args.prompt_len + args.gen_len // 2
-    prompt_len = mean_context - args.decode_steps // 2
+    prompt_len = measured_prompt_len(args)
     model = CASES[case].model
     prompts = args.out / f"{name}.prompts.jsonl"
     write_prompts(prompts, batch, prompt_len, vocab_size(model), args.decode_steps, seed=PROMPT_SEED)
@@ -197,10 +201,10 @@ def card_name():
 def run_transformers(args, case, batch):
     """bench/hf_generate.py on `case` at static batch `batch`: its result, or an error entry."""
     model = CASES[case].model
-    prompt_len = args.prompt_len + args.gen_len // 2 - args.decode_steps // 2
     name = f"{case}-hf-b{batch}"
     prompts = args.out / f"{name}.prompts.jsonl"
-    write_prompts(prompts, batch, prompt_len, vocab_size(model), args.decode_steps, seed=PROMPT_SEED)
+    write_prompts(prompts, batch, measured_prompt_len(args), vocab_size(model), args.decode_steps,
+                  seed=PROMPT_SEED)
     result_path = args.out / f"{name}.json"
     command = [sys.executable, str(ROOT / "bench/hf_generate.py"),
                "--config", str(ROOT / "models" / model / "config.json"), "--prompts", str(prompts),
@@ -210,16 +214,16 @@ def run_transformers(args, case, batch):
     if args.hf_max_seconds:
         command += ["--max-seconds", f"{args.hf_max_seconds:g}"]
     log(f"{name}: {' '.join(command)}")
+    failed = {"tool": "transformers", "case": name, "model": model, "budget": CASES[case].budget,
+              "batch": batch}
     result_path.unlink(missing_ok=True)
     with open(args.out / f"{name}.log", "w") as log_file:
         try:
             subprocess.run(command, timeout=args.timeout, stdout=log_file, stderr=subprocess.STDOUT)
         except subprocess.TimeoutExpired:
-            return {"tool": "transformers", "case": name, "model": model, "budget": CASES[case].budget,
-                    "batch": batch, "error": f"timed out after {args.timeout} s"}
+            return failed | {"error": f"timed out after {args.timeout} s"}
     if not result_path.is_file():
-        return {"tool": "transformers", "case": name, "model": model, "budget": CASES[case].budget,
-                "batch": batch, "error": f"no result; see {name}.log"}
+        return failed | {"error": f"no result; see {name}.log"}
     result = json.loads(result_path.read_text())
     result.update(case=name, budget=CASES[case].budget)
     return result
