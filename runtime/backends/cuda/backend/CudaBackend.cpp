@@ -315,6 +315,12 @@ struct CudaBackend::State {
   // one layer each, cut so no range streams more ops than the ring holds
   // (an op's ring slot is refilled only after its last chunk).
   std::vector<std::pair<size_t, size_t>> segments;
+  // Value v is made in segment [begin, stop) and read after it: chunked
+  // passes park it in host memory at the segment's end.
+  bool crossesSegment(int v, size_t begin, size_t stop) const {
+    return definedBy[v] >= int(begin) && definedBy[v] < int(stop) &&
+           lastUse[v] >= int(stop);
+  }
   std::vector<Event> timing; // start/stop pairs, one per op run
   // fp32/bf16/i32 values parked in pinned memory between segments when a
   // pass runs in several chunks.
@@ -1121,8 +1127,7 @@ Status CudaBackend::State::compile(const plan::Model &model,
   for (const auto &[begin, stop] : segments) {
     int64_t parkedHere = 0;
     for (int value = 1; value < numValues; ++value)
-      if (definedBy[value] >= int(begin) && definedBy[value] < int(stop) &&
-          lastUse[value] >= int(stop))
+      if (crossesSegment(value, begin, stop))
         parkedHere += 6 * valueWidths[value];
     parkRowBytes = std::max(parkRowBytes, parkedHere);
   }
@@ -2231,14 +2236,10 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
   std::vector<size_t> parkOffset(s.numValues, SIZE_MAX);
   std::vector<char> parkedKind(s.numValues, 'f');
   if (chunks > 1) {
-    auto crosses = [&](int v, size_t begin, size_t stop) {
-      return s.definedBy[v] >= int(begin) && s.definedBy[v] < int(stop) &&
-             s.lastUse[v] >= int(stop);
-    };
     int64_t widest = 0;
     for (const auto &[begin, stop] : s.segments)
       for (int v = 1; v < s.numValues; ++v)
-        if (crosses(v, begin, stop))
+        if (s.crossesSegment(v, begin, stop))
           widest = std::max(widest, s.valueWidths[v]);
     size_t region = size_t(rows * widest);
     std::vector<int> holders; // per region: the value parked there, or -1
@@ -2247,7 +2248,7 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
         if (holder >= 0 && s.lastUse[holder] < int(begin))
           holder = -1;
       for (int v = 1; v < s.numValues; ++v) {
-        if (!crosses(v, begin, stop))
+        if (!s.crossesSegment(v, begin, stop))
           continue;
         auto free = std::find(holders.begin(), holders.end(), -1);
         if (free == holders.end())
@@ -2458,8 +2459,7 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
         auto parksHere = [&](int v) {
           // Values made before this segment are parked already.
           return !owned[v].empty() && parkOffset[v] != SIZE_MAX &&
-                 s.lastUse[v] >= int(segmentEnd) &&
-                 s.definedBy[v] >= int(segmentBegin);
+                 s.crossesSegment(v, segmentBegin, segmentEnd);
         };
         bool parking = false;
         for (int v = 1; v < s.numValues; ++v)
