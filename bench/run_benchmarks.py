@@ -7,6 +7,9 @@ shapes, and compares what it measured with what the plan predicted.
 
 `plan` writes DIR/<case>.moeplan and DIR/<case>.explain.json (moe-opt --moe-explain-plan=json=true).
 `run` runs each planned case and writes DIR/<case>.stats.json, DIR/results.json and prints a table.
+With --batches B ... (give the same to both stages), a sweep: `plan` plans each case once per B,
+capped at that resident batch (DIR/<case>-b<B>.*), so each point has its own predicted step and
+roofline bound, and `run` runs those plans.
 With --hf-batches N ..., `run` also runs HuggingFace transformers (bench/hf_generate.py) on each
 case in the same call: the same model shape, the first N of the same prompts, the same lengths,
 the whole model on the GPU for resident cases and accelerate's CPU offload at the case's GPU
@@ -70,23 +73,33 @@ def tool(args, name):
     return str(path)
 
 
+def plan_name(case, batch):
+    """The plan of `case` capped at resident batch `batch` (a sweep point), or the case's own."""
+    return f"{case}-b{batch}" if batch else case
+
+
 def plan(args):
     moe_opt = tool(args, "moe-opt")
     args.out.mkdir(parents=True, exist_ok=True)
     for case in args.cases:
-        model, gpu = CASES[case].model, args.gpu_mem or CASES[case].gpu_gib
-        options = [f"profile={args.profile}", f"host-mem={args.host_mem}", f"gpu-mem={gpu}",
-                   f"max-batch={CASES[case].max_batch}",
-                   f"prompt-len={args.prompt_len}", f"gen-len={args.gen_len}",
-                   f"output={args.out / (case + '.moeplan')}"]
-        explain = subprocess.run(
-            [moe_opt, str(ROOT / "models" / model / "config.json"),
-             "--moe-plan=" + " ".join(options), "--moe-explain-plan=json=true", "-o", "/dev/null"],
-            check=True, capture_output=True, text=True).stdout
-        (args.out / f"{case}.explain.json").write_text(explain)
-        report = json.loads(explain)["report"]
-        log(f"{case}: B {json.loads(explain)['decision']['resident_batch']}, predicted decode "
-            f"{report['decode_tokens_per_second']:.0f} tok/s")
+        # A sweep plans each B itself, so that its prediction and roofline bound are for that B.
+        for batch in args.batches or [None]:
+            model, gpu = CASES[case].model, args.gpu_mem or CASES[case].gpu_gib
+            name = plan_name(case, batch)
+            options = [f"profile={args.profile}", f"host-mem={args.host_mem}", f"gpu-mem={gpu}",
+                       f"max-batch={batch or CASES[case].max_batch}",
+                       f"prompt-len={args.prompt_len}", f"gen-len={args.gen_len}",
+                       f"output={args.out / (name + '.moeplan')}"]
+            explain = subprocess.run(
+                [moe_opt, str(ROOT / "models" / model / "config.json"),
+                 "--moe-plan=" + " ".join(options), "--moe-explain-plan=json=true", "-o", "/dev/null"],
+                check=True, capture_output=True, text=True).stdout
+            (args.out / f"{name}.explain.json").write_text(explain)
+            explained = json.loads(explain)
+            planned = explained["decision"]["resident_batch"]
+            capped = f" (memory holds no more than B {planned})" if batch and planned < batch else ""
+            log(f"{name}: B {planned}, predicted decode "
+                f"{explained['report']['decode_tokens_per_second']:.0f} tok/s{capped}")
 
 
 PROMPT_SEED = 1
@@ -111,16 +124,16 @@ def write_prompts(path, count, length, vocab, new_tokens, seed):
 
 
 def run_case(args, case, batch):
-    explain = json.loads((args.out / f"{case}.explain.json").read_text())
-    decision = explain["decision"]
-    batch = batch or decision["resident_batch"]
-    name = case if batch == decision["resident_batch"] else f"{case}-b{batch}"
+    """moe-run on the plan of `case` (at `batch`, when a sweep planned it): its results entry."""
+    name = plan_name(case, batch)
+    explain = json.loads((args.out / f"{name}.explain.json").read_text())
+    batch = explain["decision"]["resident_batch"]
     prompt_len = measured_prompt_len(args)
     model = CASES[case].model
     prompts = args.out / f"{name}.prompts.jsonl"
     write_prompts(prompts, batch, prompt_len, vocab_size(model), args.decode_steps, seed=PROMPT_SEED)
     stats_path = args.out / f"{name}.stats.json"
-    command = [tool(args, "moe-run"), str(args.out / f"{case}.moeplan"), "--synthetic-seed", "1",
+    command = [tool(args, "moe-run"), str(args.out / f"{name}.moeplan"), "--synthetic-seed", "1",
                "--prompts", str(prompts), "--output", str(args.out / f"{name}.answers.jsonl"),
                "--stats", str(stats_path), "--backend", args.backend, "--batch", str(batch),
                "--max-context", str(args.prompt_len + args.gen_len), "--progress"]
@@ -153,18 +166,15 @@ STAGE_GROUPS = {
 
 def summarize(case, name, batch, prompt_len, stats, explain):
     """One results entry from moe-run's stats and the plan's explanation."""
-    decision, report = explain["decision"], explain["report"]
+    report = explain["report"]
     steps = stats["decode"]["steps"]
     measured_step = stats["decode"]["seconds_per_step"]
     roofline = report["roofline"]["seconds"]
     predicted_step = report["decode_step_seconds"]
-    # The plan's step is for B sequences; a smaller --batch scales the bound's KV share only
-    # approximately, so fractions are reported for the planned B alone.
-    planned = batch == decision["resident_batch"]
     decode_stages = stats["stage_seconds"].get("decode", {})
     stages = {group: {"measured_s": sum(decode_stages.get(s, 0.0) for s in ours) / max(steps, 1),
                       "predicted_s": sum(report["decode_stage_seconds"].get(s, 0.0) for s in plans)}
-              for group, (ours, plans) in STAGE_GROUPS.items()} if planned else None
+              for group, (ours, plans) in STAGE_GROUPS.items()}
     return {
         "case": name, "model": CASES[case].model, "budget": CASES[case].budget,
         "B": batch, "prompt_len": prompt_len, "decode_steps": steps,
@@ -176,8 +186,8 @@ def summarize(case, name, batch, prompt_len, stats, explain):
         "predicted_step_seconds": predicted_step,
         "roofline_step_seconds": roofline,
         "roofline_bound": report["roofline"]["bound"],
-        "fraction_of_roofline": roofline / measured_step if planned and measured_step else None,
-        "predicted_over_measured": predicted_step / measured_step if planned and measured_step else None,
+        "fraction_of_roofline": roofline / measured_step if measured_step else None,
+        "predicted_over_measured": predicted_step / measured_step if measured_step else None,
         "predicted_decode_tokens_per_second": report["decode_tokens_per_second"],
         "predicted_prefill_tokens_per_second": report["prefill_tokens_per_second"],
         "h2d_bytes_per_decode_step": stats["bytes_moved"]["host_to_device_per_decode_step"],
@@ -272,7 +282,15 @@ def run(args):
         (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
 
     for case in args.cases:
+        batches_run = set()
         for batch in args.batches or [None]:
+            # A sweep point that memory capped to an earlier point's B is that point again.
+            planned = json.loads((args.out / f"{plan_name(case, batch)}.explain.json").read_text())
+            if planned["decision"]["resident_batch"] in batches_run:
+                log(f"{plan_name(case, batch)}: skipped, its plan is for B "
+                    f"{planned['decision']['resident_batch']}, measured already")
+                continue
+            batches_run.add(planned["decision"]["resident_batch"])
             try:
                 results["moe_run"].append(run_case(args, case, batch))
             except subprocess.TimeoutExpired:
@@ -300,7 +318,7 @@ def main():
     p.add_argument("--gen-len", type=int, default=256)
     p.add_argument("--decode-steps", type=int, default=16, help="decode steps measured")
     p.add_argument("--batches", type=int, nargs="+", default=None,
-                   help="resident batches to run instead of the plan's B (a sweep)")
+                   help="a sweep: plan and run each case capped at each of these resident batches")
     p.add_argument("--backend", default="cuda", choices=["cuda", "cpu", "auto"])
     p.add_argument("--hf-batches", type=int, nargs="+", default=[],
                    help="also run HuggingFace transformers on each case at these static batches")
