@@ -36,6 +36,38 @@ int64_t activationBytes(const ModelCosts &model, int64_t residentTokens,
          peakIntermediateBytes(model, attentionTokens, ffnTokens);
 }
 
+// What one row of a decode step holds on the GPU while the backend runs a
+// module over all of the step's rows at once (it splits a step only where
+// memory runs out, and a split step parks its hidden states in host memory
+// between layers and restarts the KV pipeline: 0.2 s of a 0.6 s
+// DeepSeek-V2-Lite step). Per module: every GEMM's input and output for each
+// expert a token visits, plus MLA's absorbed per-head query and latent
+// buffers, beside four hidden-size rows in both forms (residual stream,
+// normalised input, output, the experts' fp32 sum). It bounds the CUDA
+// backend's own per-row count (CudaBackend's rowBytes: 303 KB for
+// Mixtral-8x7B against 319 KB here, DeepSeek-V2-Lite 161 against 174). The LM
+// head makes its logits a block of rows at a time: not a per-row cost.
+int64_t decodeRowBytes(const ModelCosts &model) {
+  constexpr int64_t kBothForms = 6; // bf16 + fp32 bytes of one element
+  int64_t rowBytes = 0;
+  for (const LayerCosts &layer : model.layers)
+    for (const ModuleCosts &module : layer.modules) {
+      if (module.kind == ModuleKind::LmHead)
+        continue;
+      int64_t elements = 0;
+      for (const GemmShape &gemm : module.gemms)
+        elements += gemm.n + gemm.k;
+      if (module.kind == ModuleKind::RoutedExperts)
+        elements *= module.topK;
+      if (module.mlaHeads)
+        elements += module.mlaHeads->heads * (4 * module.mlaHeads->latentDim +
+                                              2 * module.mlaHeads->ropeDim);
+      rowBytes = std::max(rowBytes, elements * model.activationElementBytes +
+                                        4 * kBothForms * model.hiddenSize);
+    }
+  return rowBytes;
+}
+
 int64_t maxLayerKvBytesPerSequence(const ModelCosts &model, int64_t context) {
   int64_t peak = 0;
   for (const LayerCosts &layer : model.layers) {
@@ -199,8 +231,11 @@ MemoryUse accountMemory(const ModelCosts &model, const Plan &plan) {
         maxLayerKvBytesPerSequence(model, lengths.maxContext());
 
   int64_t decodeAttention = std::min(plan.attentionMicroBatchDecode, batch);
-  int64_t decodeActivations = activationBytes(
-      model, batch, decodeAttention, std::min(plan.expertMicroBatch, batch));
+  // The backend rounds step buffers up by as much as 1/16.
+  int64_t decodeActivations =
+      std::max(activationBytes(model, batch, decodeAttention,
+                               std::min(plan.expertMicroBatch, batch)),
+               batch * decodeRowBytes(model) * 17 / 16);
   int64_t prefillChunkTokens =
       std::min(plan.attentionMicroBatchPrefill, batch) * lengths.promptTokens;
   int64_t prefillActivations =

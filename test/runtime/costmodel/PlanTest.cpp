@@ -46,6 +46,24 @@ TEST(PlanTest, AccountsEveryPool) {
   EXPECT_EQ(use.hostBytes(), 218'312'000 + 1'024'000 + 2'000'000);
 }
 
+// The backend runs a decode step's rows through each module at once, so the
+// step's activations are reserved for every row, whatever the expert
+// micro-batch: the routed experts' row (two GEMMs of 3000 inputs + outputs
+// for each of 2 experts, bf16) beside 4 hidden rows in bf16 and fp32,
+// rounded up by the backend's 1/16.
+TEST(PlanTest, DecodeReservesEveryRowOfTheStep) {
+  ModelCosts model = tinyMoe();
+  Plan plan = smallPlan();
+  plan.residentBatch = 1024;
+  constexpr int64_t rowBytes = 2 * (3000 + 2000) * 2 + 4 * 6 * 1000;
+  for (int64_t expertBatch : {64, 1024}) {
+    plan.expertMicroBatch = expertBatch;
+    EXPECT_EQ(accountMemory(model, plan).activationBytes,
+              1024 * rowBytes * 17 / 16)
+        << "expert micro-batch " << expertBatch;
+  }
+}
+
 TEST(PlanTest, ResidentWeightsLeaveTheHostAndTheRing) {
   ModelCosts model = tinyMoe();
   Plan plan = smallPlan();

@@ -1111,7 +1111,8 @@ Status CudaBackend::State::compile(const plan::Model &model,
   }
   // Per row at each op: the values alive across it in both forms (bf16 and
   // fp32) and the op's own bytes. The LM head's logits are made a chunk of
-  // rows at a time (runHead), not per row.
+  // rows at a time (runHead), not per row. The planner's decodeRowBytes
+  // (costmodel/Plan.cpp) reserves at least this for every decode row.
   for (size_t index = 0; index < ops.size(); ++index) {
     int at = static_cast<int>(index);
     int64_t live = 0;
