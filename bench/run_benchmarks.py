@@ -152,11 +152,12 @@ def run_case(args, case, batch):
 
 
 # Measured decode stages per step next to the plan's, grouped where the backend times one op
-# for what the plan prices as several (attention waits for its KV loads; the experts for their
-# streamed weights).
+# for what the plan prices as several (attention waits for its KV loads inside its op) or times
+# apart what the plan prices with an op (the experts' wait for their streamed weights).
 STAGE_GROUPS = {
     "attention + KV load": (["attention"], ["attention", "KV load"]),
-    "routed experts + weight copy": (["routed experts"], ["routed experts", "weight copy"]),
+    "routed experts + weight copy": (["routed experts", "weight wait"],
+                                     ["routed experts", "weight copy"]),
     "shared + dense MLPs": (["mlp"], ["shared experts", "dense MLP"]),
     "LM head": (["lm head"], ["LM head"]),
     "router + norms + residuals": (["router", "norm", "residual", "embedding"],

@@ -123,10 +123,18 @@ struct HeadOp {
 
 using Op = std::variant<EmbeddingOp, NormOp, AttentionOp, RouterOp, ExpertsOp,
                         MlpOp, ResidualOp, HeadOp, MlaOp, LightningOp>;
-// Per op kind; kinds of one name are one stage in the stats.
-constexpr std::array<const char *, std::variant_size_v<Op>> kStageNames = {
-    "embedding", "norm",     "attention", "router",    "routed experts",
-    "mlp",       "residual", "lm head",   "attention", "lightning attention"};
+// Per op kind, then the compute stream's timed waits between ops; kinds of
+// one name are one stage in the stats.
+constexpr size_t kWeightWaitStage = std::variant_size_v<Op>;
+constexpr size_t kParkedStage = kWeightWaitStage + 1;
+constexpr std::array<const char *, kParkedStage + 1> kStageNames = {
+    "embedding", "norm", "attention", "router", "routed experts", "mlp",
+    "residual", "lm head", "attention", "lightning attention",
+    // An op's first chunk waiting for its streamed weights.
+    "weight wait",
+    // A chunked pass's hidden states parked in host memory between layers:
+    // waiting for them and copying them back.
+    "parked states"};
 
 struct CompiledOp {
   Op op;
@@ -345,7 +353,7 @@ struct CudaBackend::State {
   bool prepared = false;
   bool gptOssNorm = false;
   // [prefill, decode][kind]
-  std::array<std::array<double, std::variant_size_v<Op>>, 2> stageSeconds{};
+  std::array<std::array<double, kStageNames.size()>, 2> stageSeconds{};
 
   // Streaming, as the plan's batching and schedule say.
   int32_t gpuSlots = 0; // slots whose KV stays on the GPU
@@ -2296,7 +2304,23 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
                       s.stagingV,      s.stagingLoaded,  s.stagingFree,
                       *s.kvReady,      *s.kvStored,      *s.opStart,
                       s.counters};
-  std::vector<std::pair<size_t, size_t>> timed; // (op, timing pair)
+  std::vector<std::pair<size_t, size_t>> timed; // (stage, timing pair)
+  // Times the compute stream's work from here to stopTiming() as `stage`.
+  auto startTiming = [&](size_t stage) -> Result<size_t> {
+    size_t pair = timed.size();
+    while (s.timing.size() < 2 * (pair + 1)) {
+      auto event = Event::create(true);
+      if (!event)
+        return event.error();
+      s.timing.push_back(std::move(*event));
+    }
+    timed.push_back({stage, pair});
+    MOE_RETURN_IF_ERROR(s.timing[2 * pair].record(stream));
+    return pair;
+  };
+  auto stopTiming = [&](size_t pair) {
+    return s.timing[2 * pair + 1].record(stream);
+  };
   std::vector<DeviceValue> values(s.numValues);
   std::vector<std::vector<void *>> owned(s.numValues);
   auto clearValue = [&](int v) {
@@ -2352,9 +2376,12 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
           kvStreams,
           {}};
       values[0].i = base + from;
-      MOE_RETURN_IF_ERROR(takeBackParked(c % 2));
       // The chunk's parked values back on the device.
-      if (chunks > 1)
+      if (chunks > 1) {
+        auto parkedTiming = startTiming(kParkedStage);
+        if (!parkedTiming)
+          return parkedTiming.error();
+        MOE_RETURN_IF_ERROR(takeBackParked(c % 2));
         for (int v = 1; v < s.numValues; ++v) {
           if (parkOffset[v] == SIZE_MAX ||
               s.definedBy[v] >= int(segmentBegin) ||
@@ -2378,20 +2405,21 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
           else
             value.i = static_cast<int32_t *>(*buffer);
         }
+        MOE_RETURN_IF_ERROR(stopTiming(*parkedTiming));
+      }
       for (size_t index = segmentBegin; index < segmentEnd; ++index) {
         const CompiledOp &op = s.ops[index];
         DeviceValue &in = values[op.operands[0]];
-        if (op.streamIndex >= 0 && c == 0)
+        if (op.streamIndex >= 0 && c == 0) {
+          auto waitTiming = startTiming(kWeightWaitStage);
+          if (!waitTiming)
+            return waitTiming.error();
           MOE_RETURN_IF_ERROR(s.stream->wait(s.weightsCopied[op.streamIndex]));
-        size_t pair = timed.size();
-        while (s.timing.size() < 2 * (pair + 1)) {
-          auto event = Event::create(true);
-          if (!event)
-            return event.error();
-          s.timing.push_back(std::move(*event));
+          MOE_RETURN_IF_ERROR(stopTiming(*waitTiming));
         }
-        timed.push_back({index, pair});
-        MOE_RETURN_IF_ERROR(s.timing[2 * pair].record(stream));
+        auto opTiming = startTiming(op.op.index());
+        if (!opTiming)
+          return opTiming.error();
         Status ran = std::visit(
             [&](const auto &k) -> Status {
               DeviceValue &out = values[op.results[0]];
@@ -2422,7 +2450,7 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
             op.op);
         if (!ran.ok())
           return ran.error().withContext(fmt::format("op {}", index));
-        MOE_RETURN_IF_ERROR(s.timing[2 * pair + 1].record(stream));
+        MOE_RETURN_IF_ERROR(stopTiming(*opTiming));
         if (op.streamIndex >= 0 && c + 1 == chunks) {
           int j = op.streamIndex;
           MOE_RETURN_IF_ERROR(s.ringSlotFree[j % s.ringSlots].record(stream));
@@ -2502,7 +2530,11 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
     // The next segment loads what this one parked.
     if (parkedInSegment) {
       MOE_RETURN_IF_ERROR(s.segmentParked->record(*s.park));
+      auto parkedTiming = startTiming(kParkedStage);
+      if (!parkedTiming)
+        return parkedTiming.error();
       MOE_RETURN_IF_ERROR(s.stream->wait(*s.segmentParked));
+      MOE_RETURN_IF_ERROR(stopTiming(*parkedTiming));
       s.memory.release(parkPending[0] + parkPending[1]);
       parkPending = {};
       parkedInSegment = false;
@@ -2516,11 +2548,11 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
   if (!prefill)
     s.counters.decodeBytesToDevice += s.counters.weightBytesToDevice +
                                       s.counters.kvBytesToDevice - movedBefore;
-  for (const auto &[index, pair] : timed) {
+  for (const auto &[stage, pair] : timed) {
     auto seconds = elapsedSeconds(s.timing[2 * pair], s.timing[2 * pair + 1]);
     if (!seconds)
       return seconds.error();
-    s.stageSeconds[prefill ? 0 : 1][s.ops[index].op.index()] += *seconds;
+    s.stageSeconds[prefill ? 0 : 1][stage] += *seconds;
   }
   return Status::success();
 }
