@@ -338,14 +338,20 @@ Status run(const Options &options) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
   // Stats are written even when the run failed part-way: they describe what
-  // was done.
+  // was done. They appear whole or not at all (written aside, then renamed),
+  // so a reader never takes a cut-off file for a finished run.
   if (!options.stats.empty()) {
-    std::ofstream file(options.stats);
+    std::string partial = options.stats + ".partial";
+    std::ofstream file(partial);
     file << statsJson(options, *plan, engine, stats, backend, backendName,
                       prepareSeconds, wall, answers->written())
                 .dump(2)
          << "\n";
-    if (!file)
+    file.close();
+    std::error_code renamed;
+    if (file)
+      std::filesystem::rename(partial, options.stats, renamed);
+    if (!file || renamed)
       return makeError("{}: cannot write the stats file", options.stats);
   }
   if (!status.ok())
