@@ -82,9 +82,9 @@ def plan(args):
     moe_opt = tool(args, "moe-opt")
     args.out.mkdir(parents=True, exist_ok=True)
     for case in args.cases:
+        model, gpu = CASES[case].model, args.gpu_mem or CASES[case].gpu_gib
         # A sweep plans each B itself, so that its prediction and roofline bound are for that B.
         for batch in args.batches or [None]:
-            model, gpu = CASES[case].model, args.gpu_mem or CASES[case].gpu_gib
             name = plan_name(case, batch)
             options = [f"profile={args.profile}", f"host-mem={args.host_mem}", f"gpu-mem={gpu}",
                        f"max-batch={batch or CASES[case].max_batch}",
