@@ -78,6 +78,15 @@ def plan_name(case, batch):
     return f"{case}-b{batch}" if batch else case
 
 
+def explanation(args, case, batch):
+    """The explain JSON `plan` wrote for `case` (at sweep point `batch`); exits if there is none."""
+    path = args.out / f"{plan_name(case, batch)}.explain.json"
+    if not path.is_file():
+        sys.exit(f"run_benchmarks: no plan of {case}{f' at B {batch}' if batch else ''} in "
+                 f"{args.out}: run `plan` with the same --out, --cases and --batches first")
+    return json.loads(path.read_text())
+
+
 def plan(args):
     moe_opt = tool(args, "moe-opt")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +135,7 @@ def write_prompts(path, count, length, vocab, new_tokens, seed):
 def run_case(args, case, batch):
     """moe-run on the plan of `case` (at `batch`, when a sweep planned it): its results entry."""
     name = plan_name(case, batch)
-    explain = json.loads((args.out / f"{name}.explain.json").read_text())
+    explain = explanation(args, case, batch)
     batch = explain["decision"]["resident_batch"]
     prompt_len = measured_prompt_len(args)
     model = CASES[case].model
@@ -300,7 +309,7 @@ def run(args):
         batches_run = set()
         for batch in args.batches or [None]:
             # A sweep point that memory capped to an earlier point's B is that point again.
-            planned = json.loads((args.out / f"{plan_name(case, batch)}.explain.json").read_text())
+            planned = explanation(args, case, batch)
             if planned["decision"]["resident_batch"] in batches_run:
                 log(f"{plan_name(case, batch)}: skipped, its plan is for B "
                     f"{planned['decision']['resident_batch']}, measured already")
