@@ -351,8 +351,10 @@ Status run(const Options &options) {
     std::error_code renamed;
     if (file)
       std::filesystem::rename(partial, options.stats, renamed);
-    if (!file || renamed)
+    if (!file || renamed) {
+      std::filesystem::remove(partial, renamed);
       return makeError("{}: cannot write the stats file", options.stats);
+    }
   }
   if (!status.ok())
     return status;

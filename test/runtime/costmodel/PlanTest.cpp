@@ -48,9 +48,9 @@ TEST(PlanTest, AccountsEveryPool) {
 
 // The backend runs a decode step's rows through each module at once, so the
 // step's activations are reserved for every row, whatever the expert
-// micro-batch: the routed experts' row (two GEMMs of 3000 inputs + outputs
-// for each of 2 experts, bf16) beside 4 hidden rows in bf16 and fp32,
-// rounded up by the backend's 1/16.
+// micro-batch: the routed experts' row (inputs + outputs of two GEMMs, 3000
+// and 2000 elements, for each of 2 experts, bf16) beside 4 hidden rows in
+// bf16 and fp32, rounded up by the backend's 1/16.
 TEST(PlanTest, DecodeReservesEveryRowOfTheStep) {
   ModelCosts model = tinyMoe();
   Plan plan = smallPlan();
