@@ -42,11 +42,10 @@ int64_t activationBytes(const ModelCosts &model, int64_t residentTokens,
 // between layers and restarts the KV pipeline: 0.2 s of a 0.6 s
 // DeepSeek-V2-Lite step). Per module: every GEMM's input and output for each
 // expert a token visits, plus MLA's absorbed per-head query and latent
-// buffers, beside four hidden-size rows in both forms (residual stream,
-// normalised input, output, the experts' fp32 sum). It bounds the CUDA
-// backend's own per-row count (CudaBackend's rowBytes: 303 KB for
-// Mixtral-8x7B against 319 KB here, DeepSeek-V2-Lite 161 against 174). The LM
-// head makes its logits a block of rows at a time: not a per-row cost.
+// buffers, beside the hidden buffers of a resident token in both forms. It
+// bounds the CUDA backend's own per-row count (CudaBackend's rowBytes: 303 KB
+// for Mixtral-8x7B against 319 KB here, DeepSeek-V2-Lite 161 against 174).
+// The LM head makes its logits a block of rows at a time: not a per-row cost.
 int64_t decodeRowBytes(const ModelCosts &model) {
   constexpr int64_t kBothForms = 6; // bf16 + fp32 bytes of one element
   int64_t rowBytes = 0;
@@ -63,7 +62,8 @@ int64_t decodeRowBytes(const ModelCosts &model) {
         elements += module.mlaHeads->heads * (4 * module.mlaHeads->latentDim +
                                               2 * module.mlaHeads->ropeDim);
       rowBytes = std::max(rowBytes, elements * model.activationElementBytes +
-                                        4 * kBothForms * model.hiddenSize);
+                                        kHiddenBuffersPerToken * kBothForms *
+                                            model.hiddenSize);
     }
   return rowBytes;
 }
