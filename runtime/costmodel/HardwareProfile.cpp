@@ -160,12 +160,11 @@ Result<LinkBandwidths> parseLinks(const Json &root) {
   return bandwidths;
 }
 
-// `path`.points: ≥ 1 {xKey: positive integer, "seconds": positive number},
-// each x once; returned sorted by x.
-template <typename Point>
-Result<std::vector<Point>> parsePoints(const Json &shape,
-                                       const std::string &path,
-                                       const char *xKey, int64_t Point::*x) {
+// `path`.points: ≥ 1 objects, each read by `parse(point, pointPath)`.
+template <typename Point, typename Parse>
+Result<std::vector<Point>> parsePointObjects(const Json &shape,
+                                             const std::string &path,
+                                             const Parse &parse) {
   auto points = requireArray(shape, "points", path);
   MOE_RETURN_IF_ERROR(points);
   if ((*points)->empty())
@@ -176,15 +175,33 @@ Result<std::vector<Point>> parsePoints(const Json &shape,
     std::string pointPath = fmt::format("{}.points[{}]", path, j);
     if (!point.is_object())
       return makeError("{}: must be an object", pointPath);
-    auto value = requirePositiveInteger(point, xKey, pointPath);
-    MOE_RETURN_IF_ERROR(value);
-    auto seconds = requirePositiveNumber(point, "seconds", pointPath);
-    MOE_RETURN_IF_ERROR(seconds);
-    Point parsed;
-    parsed.*x = *value;
-    parsed.seconds = *seconds;
-    result.push_back(parsed);
+    Result<Point> parsed = parse(point, pointPath);
+    MOE_RETURN_IF_ERROR(parsed);
+    result.push_back(*parsed);
   }
+  return result;
+}
+
+// `path`.points: ≥ 1 {xKey: positive integer, "seconds": positive number},
+// each x once; returned sorted by x.
+template <typename Point>
+Result<std::vector<Point>> parsePoints(const Json &shape,
+                                       const std::string &path,
+                                       const char *xKey, int64_t Point::*x) {
+  auto points = parsePointObjects<Point>(
+      shape, path,
+      [&](const Json &point, const std::string &pointPath) -> Result<Point> {
+        auto value = requirePositiveInteger(point, xKey, pointPath);
+        MOE_RETURN_IF_ERROR(value);
+        auto seconds = requirePositiveNumber(point, "seconds", pointPath);
+        MOE_RETURN_IF_ERROR(seconds);
+        Point parsed;
+        parsed.*x = *value;
+        parsed.seconds = *seconds;
+        return parsed;
+      });
+  MOE_RETURN_IF_ERROR(points);
+  std::vector<Point> result = std::move(*points);
   std::sort(result.begin(), result.end(),
             [&](const Point &a, const Point &b) { return a.*x < b.*x; });
   for (size_t j = 1; j < result.size(); ++j)
@@ -259,24 +276,20 @@ parseGroupedGemm(const Json &root) {
 // positive number}; returned sorted by batch·context.
 Result<std::vector<AttentionPoint>>
 parseAttentionPoints(const Json &shape, const std::string &path) {
-  auto points = requireArray(shape, "points", path);
+  auto points = parsePointObjects<AttentionPoint>(
+      shape, path,
+      [](const Json &point,
+         const std::string &pointPath) -> Result<AttentionPoint> {
+        auto batch = requirePositiveInteger(point, "batch", pointPath);
+        MOE_RETURN_IF_ERROR(batch);
+        auto context = requirePositiveInteger(point, "context", pointPath);
+        MOE_RETURN_IF_ERROR(context);
+        auto seconds = requirePositiveNumber(point, "seconds", pointPath);
+        MOE_RETURN_IF_ERROR(seconds);
+        return AttentionPoint{*batch, *context, *seconds};
+      });
   MOE_RETURN_IF_ERROR(points);
-  if ((*points)->empty())
-    return makeError("{}.points: needs at least one point", path);
-  std::vector<AttentionPoint> result;
-  for (size_t j = 0; j < (*points)->size(); ++j) {
-    const Json &point = (**points)[j];
-    std::string pointPath = fmt::format("{}.points[{}]", path, j);
-    if (!point.is_object())
-      return makeError("{}: must be an object", pointPath);
-    auto batch = requirePositiveInteger(point, "batch", pointPath);
-    MOE_RETURN_IF_ERROR(batch);
-    auto context = requirePositiveInteger(point, "context", pointPath);
-    MOE_RETURN_IF_ERROR(context);
-    auto seconds = requirePositiveNumber(point, "seconds", pointPath);
-    MOE_RETURN_IF_ERROR(seconds);
-    result.push_back({*batch, *context, *seconds});
-  }
+  std::vector<AttentionPoint> result = std::move(*points);
   std::sort(result.begin(), result.end(),
             [](const AttentionPoint &a, const AttentionPoint &b) {
               return attentionTokens(a) < attentionTokens(b);
