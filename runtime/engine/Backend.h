@@ -46,6 +46,10 @@ struct BackendCounters {
   int64_t weightBytesToDevice = 0; // streamed weights, host to GPU
   int64_t kvBytesToDevice = 0;     // cached KV loaded for attention
   int64_t kvBytesToHost = 0;       // new KV rows stored to host memory
+  // Hidden states of a pass run in chunks, parked in host memory between
+  // layers and brought back.
+  int64_t hiddenBytesToHost = 0;
+  int64_t hiddenBytesToDevice = 0;
   int64_t decodeBytesToDevice = 0; // weights and KV, in decode steps only
   int64_t deviceFixedBytes = 0;    // weights, ring, KV, staging buffers
   int64_t devicePeakStepBytes = 0; // activations and scratch, at most

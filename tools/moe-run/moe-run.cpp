@@ -231,6 +231,8 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
        {{"weights_host_to_device", moved.weightBytesToDevice},
         {"kv_host_to_device", moved.kvBytesToDevice},
         {"kv_device_to_host", moved.kvBytesToHost},
+        {"hidden_device_to_host", moved.hiddenBytesToHost},
+        {"hidden_host_to_device", moved.hiddenBytesToDevice},
         {"host_to_device_per_decode_step",
          s.decodeSteps
              ? double(moved.decodeBytesToDevice) / double(s.decodeSteps)

@@ -334,26 +334,20 @@ TEST_P(CudaBackendGolden, MatchesTheCpuBackendOnTheSameInputs) {
 // The tiny models planned for a card too small for them (the
 // "*.streamed.moeplan" plans of test/runtime/golden): experts streamed
 // through the weight ring from pinned memory, most slots' KV in host memory
-// and staged one sequence per attention micro-batch. For the plan's B and for
-// four slots, the prompts spread over the slots so that host and GPU slots
-// mix: prefill and decode logits match HF and the CPU backend, and the
-// weights and KV really moved.
+// and staged one sequence per attention micro-batch.
 class CudaBackendStreamed : public CudaBackendGolden {
 protected:
   std::string planSuffix() const override { return ".streamed.moeplan"; }
-};
 
-TEST_P(CudaBackendStreamed, MatchesHuggingFaceAndTheCpuBackend) {
-  const plan::Batching *batching = plan_->plan().batching();
-  ASSERT_NE(batching, nullptr);
-  ASSERT_LT(batching->kv_gpu_fraction(), 1.0) << "the plan keeps all KV";
-  int32_t planned = int32_t(batching->resident_batch());
-  size_t prompts = golden_.prompts.size(), steps = golden_.generated[0].size();
-  for (int32_t slotCount : {int32_t(prompts), planned}) {
+  // The prompts spread over `slotCount` slots, then the generated tokens
+  // step by step: logits against HF and the CPU backend.
+  void expectStepsMatch(cuda::CudaBackend &gpu, int32_t slotCount,
+                        const std::string &what) {
+    size_t prompts = golden_.prompts.size(),
+           steps = golden_.generated[0].size();
     std::vector<int32_t> slots;
     for (size_t p = 0; p < prompts; ++p)
       slots.push_back(int32_t(p * (slotCount - 1) / (prompts - 1)));
-    cuda::CudaBackend gpu;
     CpuBackend cpu(2);
     ASSERT_NO_FATAL_FAILURE(prepare(gpu, slotCount));
     ASSERT_NO_FATAL_FAILURE(prepare(cpu, slotCount));
@@ -387,20 +381,59 @@ TEST_P(CudaBackendStreamed, MatchesHuggingFaceAndTheCpuBackend) {
                  want[p].data() + s * golden_.vocab, 1, golden_.vocab,
                  {ties[p]});
     }
-    std::string what =
-        std::string(GetParam()) + ", " + std::to_string(slotCount) + " slots";
     vsHf.expectWithinBars(what + " vs HF");
     vsCpu.expectWithinBars(what + " vs CPU backend");
     BackendCounters moved = gpu.counters();
     std::printf("[ metrics  ] %s: weights to GPU %lld B, KV to GPU %lld B, KV "
-                "to host %lld B\n",
+                "to host %lld B, hidden states to host %lld B and back %lld "
+                "B\n",
                 what.c_str(), (long long)moved.weightBytesToDevice,
                 (long long)moved.kvBytesToDevice,
-                (long long)moved.kvBytesToHost);
+                (long long)moved.kvBytesToHost,
+                (long long)moved.hiddenBytesToHost,
+                (long long)moved.hiddenBytesToDevice);
+  }
+};
+
+// For the plan's B and for four slots, the prompts spread over the slots so
+// that host and GPU slots mix: prefill and decode logits match HF and the CPU
+// backend, and the weights and KV really moved.
+TEST_P(CudaBackendStreamed, MatchesHuggingFaceAndTheCpuBackend) {
+  const plan::Batching *batching = plan_->plan().batching();
+  ASSERT_NE(batching, nullptr);
+  ASSERT_LT(batching->kv_gpu_fraction(), 1.0) << "the plan keeps all KV";
+  int32_t planned = int32_t(batching->resident_batch());
+  for (int32_t slotCount : {int32_t(golden_.prompts.size()), planned}) {
+    std::string what =
+        std::string(GetParam()) + ", " + std::to_string(slotCount) + " slots";
+    cuda::CudaBackend gpu;
+    ASSERT_NO_FATAL_FAILURE(expectStepsMatch(gpu, slotCount, what));
+    BackendCounters moved = gpu.counters();
     EXPECT_GT(moved.weightBytesToDevice, 0) << what;
     EXPECT_GT(moved.kvBytesToDevice, 0) << what;
     EXPECT_GT(moved.kvBytesToHost, 0) << what;
   }
+}
+
+// With a third of the step memory the prefill needed, each pass runs in
+// chunks of rows layer by layer, the chunks' hidden states parked in host
+// memory in between: the results do not change.
+TEST_P(CudaBackendStreamed, PassesInChunksParkHiddenStatesAndMatch) {
+  int32_t slotCount = int32_t(golden_.prompts.size());
+  cuda::CudaBackend whole;
+  ASSERT_NO_FATAL_FAILURE(
+      expectStepsMatch(whole, slotCount, std::string(GetParam()) + ", whole"));
+  BackendCounters unchunked = whole.counters();
+  EXPECT_EQ(unchunked.hiddenBytesToHost, 0);
+  cuda::CudaBackendOptions options;
+  options.maxStepBytes = size_t(unchunked.devicePeakStepBytes) / 3;
+  cuda::CudaBackend chunked(options);
+  std::string what = std::string(GetParam()) + ", chunked";
+  ASSERT_NO_FATAL_FAILURE(expectStepsMatch(chunked, slotCount, what));
+  BackendCounters moved = chunked.counters();
+  EXPECT_GT(moved.hiddenBytesToHost, 0) << what;
+  EXPECT_GT(moved.hiddenBytesToDevice, 0) << what;
+  EXPECT_LE(moved.devicePeakStepBytes, int64_t(options.maxStepBytes)) << what;
 }
 
 INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaBackendStreamed,

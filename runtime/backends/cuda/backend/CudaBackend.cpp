@@ -309,6 +309,7 @@ struct CudaBackend::State {
   std::optional<Stream> kvLoad;     // host-to-device: KV of host slots
   std::optional<Stream> kvStore;    // device-to-host: new KV rows
   std::optional<Stream> park; // device-to-host: hidden states between layers
+  std::optional<Stream> restore; // host-to-device: parked states, ahead
   std::unique_ptr<GemmRunner> gemm;
   std::optional<PinnedHostPool> pinned; // streamed weights, host KV
   std::optional<DeviceArena> weights;   // resident bf16 weights
@@ -329,6 +330,11 @@ struct CudaBackend::State {
     return definedBy[v] >= int(begin) && definedBy[v] < int(stop) &&
            lastUse[v] >= int(stop);
   }
+  // Value v, parked by an earlier segment, is live in the segment starting
+  // at op `begin`: chunked passes copy it back for each chunk.
+  bool restoredIn(int v, size_t begin) const {
+    return v > 0 && definedBy[v] < int(begin) && lastUse[v] >= int(begin);
+  }
   std::vector<Event> timing; // start/stop pairs, one per op run
   // fp32/bf16/i32 values parked in pinned memory between segments when a
   // pass runs in several chunks.
@@ -347,6 +353,9 @@ struct CudaBackend::State {
   // Per row: the most bytes of one segment's values parked at its end,
   // held until the chunk after next (runPass).
   int64_t parkRowBytes = 0;
+  // Per row: the most bytes of parked values one segment reads (restored
+  // for the next chunk while a chunk computes).
+  int64_t restoreRowBytes = 0;
   int32_t slots = 0, maxContext = 0;
   int smCount = 0; // sizes the attention kernel's split of long contexts
   std::vector<int32_t> lengths;
@@ -369,6 +378,9 @@ struct CudaBackend::State {
   // A chunk's values ready to park; a segment's parked values stored.
   std::optional<Event> parkReady, segmentParked;
   std::array<std::optional<Event>, 2> chunkParked; // by chunk parity
+  // Buffers for a chunk's parked values allocated; the values copied in.
+  std::optional<Event> restoreReady;
+  std::array<std::optional<Event>, 2> chunkRestored; // by chunk parity
   BackendCounters counters;
 
   std::function<void(double)> progress; // share of the ops compiled
@@ -1107,15 +1119,22 @@ Status CudaBackend::State::compile(const plan::Model &model,
     for (int value : ops[index].results)
       definedBy[value] = static_cast<int>(index);
   }
+  // Ops of no layer (residual adds, the final norm and head) stay in the
+  // segment of the layer before them: a segment of their own would park and
+  // restore every value crossing it, several hidden states a layer.
+  int segmentLayer = -1;
   for (size_t index = 0, streamedInSegment = 0; index < ops.size(); ++index) {
     bool streams = ops[index].streamIndex >= 0;
-    if (segments.empty() || ops[index].layer != ops[index - 1].layer ||
+    int layer = ops[index].layer;
+    if (segments.empty() || (layer >= 0 && layer != segmentLayer) ||
         (streams && streamedInSegment == size_t(ringSlots))) {
       segments.push_back({index, index});
       streamedInSegment = 0;
     }
     segments.back().second = index + 1;
     streamedInSegment += streams;
+    if (layer >= 0)
+      segmentLayer = layer;
   }
   // Per row at each op: the values alive across it in both forms (bf16 and
   // fp32) and the op's own bytes. The LM head's logits are made a chunk of
@@ -1134,11 +1153,15 @@ Status CudaBackend::State::compile(const plan::Model &model,
     rowBytes = std::max(rowBytes, live + opRowBytes(op));
   }
   for (const auto &[begin, stop] : segments) {
-    int64_t parkedHere = 0;
-    for (int value = 1; value < numValues; ++value)
+    int64_t parkedHere = 0, restoredHere = 0;
+    for (int value = 1; value < numValues; ++value) {
       if (crossesSegment(value, begin, stop))
         parkedHere += 6 * valueWidths[value];
+      if (restoredIn(value, begin))
+        restoredHere += 4 * valueWidths[value];
+    }
     parkRowBytes = std::max(parkRowBytes, parkedHere);
+    restoreRowBytes = std::max(restoreRowBytes, restoredHere);
   }
   if (!logitsFromHead)
     return makeError("the logits value {} is not an LM head's result",
@@ -1197,6 +1220,14 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   Status ready = s->setUp(plan, weights);
   if (!ready.ok())
     return fail(ready.error());
+  if (options_.maxStepBytes > 0) {
+    int64_t oneRow = s->rowBytes + s->parkRowBytes + s->restoreRowBytes;
+    if (options_.maxStepBytes < size_t(oneRow + oneRow / 16))
+      return fail(makeError("a step memory of {} bytes holds no row (one "
+                            "needs {} bytes)",
+                            options_.maxStepBytes, oneRow + oneRow / 16));
+    s->memory.limit = std::min(s->memory.limit, options_.maxStepBytes);
+  }
   s->prepared = true;
   state_ = std::move(s);
   return Status::success();
@@ -1373,7 +1404,8 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
       cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
   memory.pool = pool;
 
-  for (auto *target : {&stream, &weightCopy, &kvLoad, &kvStore, &park}) {
+  for (auto *target :
+       {&stream, &weightCopy, &kvLoad, &kvStore, &park, &restore}) {
     auto created = Stream::create();
     if (!created)
       return created.error();
@@ -1398,7 +1430,8 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
   MOE_RETURN_IF_ERROR(addEvents(stagingLoaded, stagingK.size(), false));
   MOE_RETURN_IF_ERROR(addEvents(stagingFree, stagingK.size(), false));
   for (auto *single : {&kvReady, &kvStored, &passStart, &opStart, &parkReady,
-                       &segmentParked, &chunkParked[0], &chunkParked[1]}) {
+                       &segmentParked, &chunkParked[0], &chunkParked[1],
+                       &restoreReady, &chunkRestored[0], &chunkRestored[1]}) {
     auto event = Event::create(false);
     if (!event)
       return event.error();
@@ -2186,11 +2219,12 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
 
   // Chunks of what the step memory holds, cut at slot boundaries where
   // possible (a slot's second part continues its cache). Beside a chunk's
-  // own rows the step memory holds the previous chunk's parked values.
-  // Sizes are rounded up by at most 1/16 (StepMemory).
+  // own rows the step memory holds the previous chunk's parked values and
+  // the next chunk's restored ones. Sizes are rounded up by at most 1/16
+  // (StepMemory).
   int64_t perRow = std::max<int64_t>(s.rowBytes, 1);
   if (size_t(rows * perRow) > s.memory.limit)
-    perRow += s.parkRowBytes;
+    perRow += s.parkRowBytes + s.restoreRowBytes;
   perRow += perRow / 16;
   int64_t chunkLimit =
       std::max<int64_t>(1, int64_t(s.memory.limit / size_t(perRow)));
@@ -2345,6 +2379,44 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
     parkPending[parity] = 0;
     return Status::success();
   };
+  // A chunk's values made by earlier segments, copied back from the parking
+  // buffer on the restore stream while the chunk before it computes. The
+  // buffers are allocated on the compute stream, which the restore stream
+  // then follows: it has waited for the previous segment's parking.
+  struct Restored {
+    int value;
+    void *buffer;
+  };
+  std::array<std::vector<Restored>, 2> restored; // by chunk parity
+  auto restoreChunk = [&](size_t segmentBegin, size_t c) -> Status {
+    std::vector<Restored> &into = restored[c % 2];
+    into.clear();
+    int64_t from = cuts[c], count = cuts[c + 1] - from;
+    for (int v = 1; v < s.numValues; ++v) {
+      if (!s.restoredIn(v, segmentBegin))
+        continue;
+      size_t bytes = size_t(count * s.valueWidths[v]) *
+                     (parkedKind[v] == 'a' ? sizeof(bf16) : 4);
+      auto buffer = s.memory.allocate(bytes, "parked value", stream);
+      if (!buffer)
+        return buffer.error();
+      into.push_back({v, *buffer});
+    }
+    if (into.empty())
+      return Status::success();
+    MOE_RETURN_IF_ERROR(s.restoreReady->record(stream));
+    MOE_RETURN_IF_ERROR(s.restore->wait(*s.restoreReady));
+    for (const auto &[v, buffer] : into) {
+      size_t bytes = size_t(count * s.valueWidths[v]) *
+                     (parkedKind[v] == 'a' ? sizeof(bf16) : 4);
+      MOE_CUDA_TRY(cudaMemcpyAsync(
+          buffer,
+          parked + (parkOffset[v] + size_t(from * s.valueWidths[v])) * 4, bytes,
+          cudaMemcpyHostToDevice, s.restore->get()));
+      s.counters.hiddenBytesToDevice += int64_t(bytes);
+    }
+    return s.chunkRestored[c % 2]->record(*s.restore);
+  };
   for (int v = 0; v < s.numValues; ++v)
     values[v].width = s.valueWidths[v];
 
@@ -2376,35 +2448,31 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
           kvStreams,
           {}};
       values[0].i = base + from;
-      // The chunk's parked values back on the device.
+      // The chunk's parked values back on the device (the first chunk's
+      // now, the next chunk's ahead).
       if (chunks > 1) {
         auto parkedTiming = startTiming(kParkedStage);
         if (!parkedTiming)
           return parkedTiming.error();
         MOE_RETURN_IF_ERROR(takeBackParked(c % 2));
-        for (int v = 1; v < s.numValues; ++v) {
-          if (parkOffset[v] == SIZE_MAX ||
-              s.definedBy[v] >= int(segmentBegin) ||
-              s.lastUse[v] < int(segmentBegin))
-            continue;
-          size_t bytes = size_t(count * values[v].width) * 4;
-          auto buffer = s.memory.allocate(bytes, "parked value", stream);
-          if (!buffer)
-            return buffer.error();
-          owned[v].push_back(*buffer);
-          MOE_CUDA_TRY(cudaMemcpyAsync(
-              *buffer,
-              parked + (parkOffset[v] + size_t(from * values[v].width)) * 4,
-              bytes, cudaMemcpyHostToDevice, stream));
+        if (c == 0)
+          MOE_RETURN_IF_ERROR(restoreChunk(segmentBegin, 0));
+        if (c + 1 < chunks)
+          MOE_RETURN_IF_ERROR(restoreChunk(segmentBegin, c + 1));
+        if (!restored[c % 2].empty())
+          MOE_RETURN_IF_ERROR(s.stream->wait(*s.chunkRestored[c % 2]));
+        for (const auto &[v, buffer] : restored[c % 2]) {
+          owned[v].push_back(buffer);
           DeviceValue &value = values[v];
           value.kind = parkedKind[v];
           if (value.kind == 'f')
-            value.f = static_cast<float *>(*buffer);
+            value.f = static_cast<float *>(buffer);
           else if (value.kind == 'a')
-            value.a = static_cast<bf16 *>(*buffer);
+            value.a = static_cast<bf16 *>(buffer);
           else
-            value.i = static_cast<int32_t *>(*buffer);
+            value.i = static_cast<int32_t *>(buffer);
         }
+        restored[c % 2].clear();
         MOE_RETURN_IF_ERROR(stopTiming(*parkedTiming));
       }
       for (size_t index = segmentBegin; index < segmentEnd; ++index) {
@@ -2515,6 +2583,7 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
           MOE_CUDA_TRY(cudaMemcpyAsync(
               parked + (parkOffset[v] + size_t(from * value.width)) * 4, from32,
               bytes, cudaMemcpyDeviceToHost, s.park->get()));
+          s.counters.hiddenBytesToHost += int64_t(bytes);
           for (void *ptr : owned[v]) {
             auto freed = s.memory.freeLater(ptr, s.park->get());
             if (!freed)

@@ -24,6 +24,10 @@ struct CudaBackendOptions {
   // Mean rows per expert from which the routed experts run as one cuBLASLt
   // GEMM each (the host reads the counts) instead of one grouped launch.
   int64_t perExpertGemmRows = 128;
+  // At most this much GPU memory for a step's activations and scratch (0:
+  // all that the plan's GPU budget leaves). Less runs a pass in more chunks
+  // of rows, their hidden states parked in host memory between layers.
+  size_t maxStepBytes = 0;
 };
 
 class CudaBackend : public Backend {
