@@ -80,6 +80,10 @@ mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
     costs.weightBytes = dtypes.weightElementBytes
                             ? cost.params * *dtypes.weightElementBytes
                             : cost.weightBytes;
+    // The CUDA backend keeps router weights in fp32: top-k picks hinge on
+    // near-ties that bf16 rounding would flip.
+    if (isa<RouterOp>(&op))
+      costs.weightBytes = cost.params * int64_t(sizeof(float));
     costs.flopsPerToken = cost.flopsPerToken;
     costs.flopsPerContextToken = cost.flopsPerContextToken;
     costs.kvBytesPerToken =

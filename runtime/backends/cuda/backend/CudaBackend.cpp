@@ -1271,9 +1271,27 @@ Status CudaBackend::State::setUp(const LoadedPlan &plan,
       }
 
   // Resident bf16 bytes: whole params, or their first gpu_experts experts;
-  // each allocation rounded up to the pool alignment.
+  // each allocation rounded up to the pool alignment. Routers' params and
+  // attention sinks are kept in fp32 (bindFloat), with the cache arena.
+  std::vector<bool> inFp32(model.params()->size(), false);
+  auto markFp32 = [&](int index) {
+    if (index >= 0 && size_t(index) < inFp32.size())
+      inFp32[size_t(index)] = true;
+  };
+  for (const plan::Op *op : *model.ops()) {
+    if (const plan::Router *r = op->spec_as_Router()) {
+      markFp32(r->weight());
+      markFp32(r->bias());
+      markFp32(r->correction_bias());
+    }
+    if (const plan::Attention *a = op->spec_as_Attention())
+      markFp32(a->sinks());
+  }
   size_t weightBytes = model.ops()->size() * 4 * kPoolAlignment;
-  for (const plan::Param *param : *model.params()) {
+  for (size_t index = 0; index < inFp32.size(); ++index) {
+    const plan::Param *param = model.params()->Get(index);
+    if (inFp32[index])
+      continue;
     size_t elements = size_t(paramElements(*param));
     if (param->placement() == plan::Placement::host_streamed)
       elements = param->gpu_experts() > 0 ? elements / param->shape()->Get(0) *
