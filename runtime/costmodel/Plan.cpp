@@ -68,6 +68,19 @@ int64_t decodeRowBytes(const ModelCosts &model) {
   return rowBytes;
 }
 
+} // namespace
+
+int64_t prefillChunkRows(const ModelCosts &model, const Plan &plan) {
+  // The parked value in fp32 and bf16, the next chunk's restored one in
+  // fp32 (CudaBackend's parkRowBytes and restoreRowBytes).
+  int64_t perRow = decodeRowBytes(model) + 10 * model.hiddenSize;
+  perRow += perRow / 16;
+  return std::max<int64_t>(1,
+                           accountMemory(model, plan).activationBytes / perRow);
+}
+
+namespace {
+
 int64_t maxLayerKvBytesPerSequence(const ModelCosts &model, int64_t context) {
   int64_t peak = 0;
   for (const LayerCosts &layer : model.layers) {

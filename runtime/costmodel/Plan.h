@@ -102,6 +102,16 @@ struct MemoryUse {
 
 MemoryUse accountMemory(const ModelCosts &model, const Plan &plan);
 
+// The most prompt rows one forward pass of the CUDA backend runs; each pass
+// streams the weights once.
+inline constexpr int64_t kPassRows = 65536;
+
+// Prompt rows one chunk of a prefill pass holds: the CUDA backend runs a pass
+// that its step memory (the plan's activations) cannot hold in chunks, layer
+// by layer, each row needing what a decode row does plus its parked and
+// restored fp32 hidden state, rounded up by 1/16. At least 1.
+int64_t prefillChunkRows(const ModelCosts &model, const Plan &plan);
+
 // Fails naming each pool that does not fit, e.g. "host memory: plan needs
 // 131.2 GiB, budget 116.0 GiB (short by 15.2 GiB)".
 Status checkMemory(const MemoryUse &use, const HardwareProfile &profile);

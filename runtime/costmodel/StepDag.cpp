@@ -408,10 +408,16 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
   StepBuilder builder(model, plan, profile);
   StepTraffic &traffic = builder.traffic();
   int64_t promptTokens = plan.lengths.promptTokens;
-  double hiddenBytesPerToken =
-      double(model.hiddenSize) * double(model.activationElementBytes);
+  // The backend parks the fp32 residual stream between layers.
+  double hiddenBytesPerToken = double(model.hiddenSize) * sizeof(float);
+  // Chunks of what the step memory holds (whole prompts here, at least
+  // one), not of the attention micro-batch: a pass that one chunk holds
+  // parks nothing.
+  int64_t chunkRows = prefillChunkRows(model, plan);
   std::vector<MicroBatch> chunks =
-      microBatches(plan, plan.attentionMicroBatchPrefill);
+      microBatches(plan, std::max<int64_t>(1, chunkRows / promptTokens));
+  bool parks =
+      chunkRows < std::min(kPassRows, plan.residentBatch * promptTokens);
   // The job after which each chunk's hidden-state buffer is free again.
   std::vector<JobId> hiddenBufferFree;
   size_t lastLayer = model.layers.size() - 1;
@@ -434,7 +440,7 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
       hidden.bytes = double(tokens) * hiddenBytesPerToken;
       // The first layer starts from token ids; later ones from parked states.
       std::optional<JobId> hiddenLoad;
-      if (l > 0) {
+      if (l > 0 && parks) {
         std::optional<JobId> bufferFree;
         if (hiddenBufferFree.size() >= size_t(kPrefillHiddenBuffers))
           bufferFree = hiddenBufferFree[hiddenBufferFree.size() -
@@ -495,7 +501,7 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
         }
       }
       std::optional<JobId> chunkDone = builder.lastCompute();
-      if (l == lastLayer || !chunkDone) {
+      if (l == lastLayer || !chunkDone || !parks) {
         if (chunkDone)
           hiddenBufferFree.push_back(*chunkDone);
         continue;

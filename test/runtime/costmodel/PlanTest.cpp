@@ -64,6 +64,21 @@ TEST(PlanTest, DecodeReservesEveryRowOfTheStep) {
   }
 }
 
+// A prefill chunk's row needs a decode row's bytes plus the parked (fp32 and
+// bf16) and the next chunk's restored (fp32) hidden state, rounded up by
+// 1/16; the chunk holds what the plan's activations hold.
+TEST(PlanTest, PrefillChunksHoldWhatTheActivationsHold) {
+  ModelCosts model = tinyMoe();
+  Plan plan = smallPlan();
+  plan.residentBatch = 1024;
+  constexpr int64_t decodeRow = 2 * (3000 + 2000) * 2 + 4 * 6 * 1000;
+  constexpr int64_t prefillRow = (decodeRow + 10 * 1000) * 17 / 16;
+  EXPECT_EQ(prefillChunkRows(model, plan),
+            accountMemory(model, plan).activationBytes / prefillRow);
+  EXPECT_EQ(prefillChunkRows(model, plan),
+            1024 * decodeRow * 17 / 16 / prefillRow);
+}
+
 TEST(PlanTest, ResidentWeightsLeaveTheHostAndTheRing) {
   ModelCosts model = tinyMoe();
   Plan plan = smallPlan();

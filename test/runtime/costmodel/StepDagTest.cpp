@@ -203,17 +203,33 @@ TEST(StepDagTest, PrefillStreamsEachLayerOnceAndParksHiddenStates) {
   EXPECT_EQ(countJobs(prefill.dag, Stream::HostToDevice, Stage::WeightCopy),
             1u + 4 * 4 + 1);
   EXPECT_EQ(countJobs(prefill.dag, Stream::HostToDevice, Stage::KvLoad), 0u);
-  // Chunks of 4, 4 and 2 prompts; every layer after the first loads them.
+  // The step memory holds less than a 100-token prompt: chunks of one
+  // prompt, whose fp32 hidden states every layer after the first loads.
+  ASSERT_LT(prefillChunkRows(model, plan), 100);
   EXPECT_EQ(countJobs(prefill.dag, Stream::HostToDevice, Stage::HiddenLoad),
-            5u * 3);
+            5u * 10);
   EXPECT_EQ(countJobs(prefill.dag, Stream::DeviceToHost, Stage::HiddenStore),
-            5u * 3);
+            5u * 10);
   EXPECT_EQ(countJobs(prefill.dag, Stream::DeviceToHost, Stage::KvStore),
-            4u * 3);
-  EXPECT_DOUBLE_EQ(prefill.traffic.hiddenBytesToGpu, 5.0 * 10 * 100 * 1000 * 2);
+            4u * 10);
+  EXPECT_DOUBLE_EQ(prefill.traffic.hiddenBytesToGpu, 5.0 * 10 * 100 * 1000 * 4);
   double kvStored = 4.0 * 10 * 100 * 512;
   EXPECT_DOUBLE_EQ(prefill.traffic.bytesToHost,
-                   kvStored + 5.0 * 10 * 100 * 1000 * 2);
+                   kvStored + 5.0 * 10 * 100 * 1000 * 4);
+}
+
+TEST(StepDagTest, PrefillThatOneChunkHoldsParksNothing) {
+  ModelCosts model = tinyMoe();
+  Plan plan = decodePlan(model);
+  plan.residentBatch = 1;
+  plan.lengths = {1, 50};
+  ASSERT_GE(prefillChunkRows(model, plan), 1);
+  StepDag prefill = built(buildPrefillDag(model, plan, syntheticProfile()));
+  EXPECT_EQ(countJobs(prefill.dag, Stream::HostToDevice, Stage::HiddenLoad),
+            0u);
+  EXPECT_EQ(countJobs(prefill.dag, Stream::DeviceToHost, Stage::HiddenStore),
+            0u);
+  EXPECT_DOUBLE_EQ(prefill.traffic.hiddenBytesToGpu, 0);
 }
 
 TEST(StepDagTest, FewTokensReachFewExperts) {
@@ -292,15 +308,14 @@ TEST(StepDagTest, PrefillAttentionIsPricedAsDecodeRows) {
   auto unmeasured =
       HardwareProfile::fromJson(testing::profileJsonWithoutAttention());
   ASSERT_TRUE(unmeasured.ok()) << unmeasured.error().message();
-  // Chunks of 4, 4 and 2 prompts of 100 tokens: each prompt's rows read
-  // 1 + 2 + ... + 100 = 5050 cached tokens. The measured curve (50 us per
-  // 10,000 tokens at its end, carried on) replaces the bytes those rows
-  // read at 1 TB/s (2 x 2 x 2 KV heads x 64 = 512 bytes a token), which is
-  // what the profile without attention points gives.
-  double difference = 0;
-  for (int sequences : {4, 4, 2})
-    difference +=
-        5e-5 * sequences * 5050 / 10'000 - sequences * 5050 * 512 / 1e12;
+  // Chunks of one prompt of 100 tokens (what the step memory holds, at
+  // least one): its rows read 1 + 2 + ... + 100 = 5050 cached tokens. The
+  // measured curve at one sequence of 5050 tokens replaces the bytes those
+  // rows read at 1 TB/s (2 x 2 x 2 KV heads x 64 = 512 bytes a token),
+  // which is what the profile without attention points gives.
+  ASSERT_LT(prefillChunkRows(model, plan), 200);
+  double difference = 10 * (measured.attentionDecodeSeconds(1, 5050, 8, 2, 64) -
+                            5050 * 512 / 1e12);
   EXPECT_NEAR(
       stageSeconds(model, plan, measured, Stage::Attention, true) -
           stageSeconds(model, plan, *unmeasured, Stage::Attention, true),

@@ -12,6 +12,7 @@
 #include "runtime/backends/cuda/kernels/Kernels.h"
 #include "runtime/backends/cuda/kernels/LightningAttention.h"
 #include "runtime/backends/cuda/kernels/MlaAttention.h"
+#include "runtime/costmodel/Plan.h"
 
 #include <algorithm>
 #include <array>
@@ -2202,8 +2203,8 @@ Status CudaBackend::run(const StepBatch &batch, std::vector<float> *logits,
   // split; its second part continues the cache). Each pass streams the
   // weights once; within it, chunks of what the step memory holds run layer
   // by layer with their hidden states parked in host memory.
-  constexpr int64_t kPassRows = 65536;
-  std::vector<int64_t> passes = cutAtSlots(batch.rows, 0, rows, kPassRows);
+  std::vector<int64_t> passes =
+      cutAtSlots(batch.rows, 0, rows, costmodel::kPassRows);
   size_t logitIndex = 0;
   for (size_t p = 0; p + 1 < passes.size(); ++p) {
     int64_t first = passes[p], end = passes[p + 1];
