@@ -302,7 +302,9 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
   MOE_RETURN_IF_ERROR(decode);
   choice.decode = std::move(*decode);
 
-  // Prefill chunk: the fastest that still fits, the rest of the plan fixed.
+  // Prefill attention micro-batch: the fastest that still fits, the rest of
+  // the plan fixed; of equally fast ones the largest (fewer, fuller
+  // attention launches in the backend's chunks).
   std::vector<int64_t> chunks =
       microBatchGrid(options.prefillMicroBatches, best->plan.residentBatch, 1);
   chunks.push_back(best->plan.attentionMicroBatchPrefill);
@@ -316,7 +318,9 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
     auto evaluation = evaluate(prefill->dag);
     MOE_RETURN_IF_ERROR(evaluation);
     if (choice.prefillSeconds == 0 ||
-        evaluation->makespan < choice.prefillSeconds) {
+        evaluation->makespan < choice.prefillSeconds ||
+        (evaluation->makespan == choice.prefillSeconds &&
+         chunk > choice.best.plan.attentionMicroBatchPrefill)) {
       choice.prefillSeconds = evaluation->makespan;
       choice.best.plan.attentionMicroBatchPrefill = chunk;
       choice.best.memory = accountMemory(model, plan);
