@@ -219,6 +219,7 @@ def summarize(case, name, batch, prompt_len, stats, explain):
         + report["decode_bytes_per_step"]["h2d_kv"],
         "stage_seconds": stats["stage_seconds"],
         "predicted_stage_seconds_per_step": report["decode_stage_seconds"],
+        "predicted_prefill_stage_seconds": report.get("prefill_stage_seconds", {}),
         "stages": stages,
         "memory": stats["memory"],
     }

@@ -128,11 +128,14 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
                     number(roofline, "pcie_seconds"),
                     number(roofline, "compute_seconds"),
                     number(roofline, "kv_seconds")));
-  os << "decode step, time per stage\n";
-  for (NamedAttribute stage : report.getAs<DictionaryAttr>("decode_stage_seconds"))
-    row(stage.getName().getValue(),
-        llvm::formatv("{0:F4} s", cast<FloatAttr>(stage.getValue())
-                                      .getValueAsDouble()));
+  auto stages = [&](StringRef title, StringRef key) {
+    os << title << ", time per stage\n";
+    for (NamedAttribute stage : report.getAs<DictionaryAttr>(key))
+      row(stage.getName().getValue(),
+          llvm::formatv("{0:F4} s",
+                        cast<FloatAttr>(stage.getValue()).getValueAsDouble()));
+  };
+  stages("decode step", "decode_stage_seconds");
   os << "decode step, busy time per stream\n";
   for (NamedAttribute stream :
        report.getAs<DictionaryAttr>("decode_stream_busy_seconds"))
@@ -147,6 +150,7 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
   row("GPU->host", gb(number(bytes, "d2h")));
   row("KV read from HBM", gb(number(bytes, "hbm_kv_read")));
   row("FLOPs", llvm::formatv("{0:F2} TFLOP", number(bytes, "flops") / 1e12));
+  stages("prefill of B prompts", "prefill_stage_seconds");
   auto pool = [&](StringRef name, DictionaryAttr memory) {
     os << name << " memory: " << gib(number(memory, "total")) << " of "
        << gib(number(memory, "budget")) << "\n";

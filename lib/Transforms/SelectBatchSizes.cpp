@@ -119,10 +119,13 @@ DictionaryAttr SelectBatchSizesPass::report(const cm::PlanChoice &choice,
   Builder builder(context);
   const cm::Candidate &best = choice.best;
 
-  Report stages(context);
-  for (size_t stage = 0; stage < cm::kNumStages; ++stage)
-    if (double seconds = choice.decode.stageSeconds[stage]; seconds > 0)
-      stages.add(cm::stageName(static_cast<cm::Stage>(stage)), seconds);
+  auto stagesOf = [&](const cm::Evaluation &evaluation) {
+    Report stages(context);
+    for (size_t stage = 0; stage < cm::kNumStages; ++stage)
+      if (double seconds = evaluation.stageSeconds[stage]; seconds > 0)
+        stages.add(cm::stageName(static_cast<cm::Stage>(stage)), seconds);
+    return stages.get();
+  };
   Report streams(context);
   for (size_t stream = 0; stream < cm::kNumStreams; ++stream)
     streams.add(cm::streamName(static_cast<cm::Stream>(stream)),
@@ -183,7 +186,8 @@ DictionaryAttr SelectBatchSizesPass::report(const cm::PlanChoice &choice,
       .add("decode_step_seconds", best.decodeStepSeconds)
       .add("prefill_tokens_per_second", choice.prefillTokensPerSecond)
       .add("prefill_seconds", choice.prefillSeconds)
-      .add("decode_stage_seconds", stages.get())
+      .add("decode_stage_seconds", stagesOf(choice.decode))
+      .add("prefill_stage_seconds", stagesOf(choice.prefill))
       .add("decode_stream_busy_seconds", streams.get())
       .add("decode_bytes_per_step", bytes)
       .add("gpu_memory", gpu)

@@ -322,6 +322,7 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
         (evaluation->makespan == choice.prefillSeconds &&
          chunk > choice.best.plan.attentionMicroBatchPrefill)) {
       choice.prefillSeconds = evaluation->makespan;
+      choice.prefill = std::move(*evaluation);
       choice.best.plan.attentionMicroBatchPrefill = chunk;
       choice.best.memory = accountMemory(model, plan);
     }

@@ -61,6 +61,7 @@ struct RunnerUp {
 struct PlanChoice {
   Candidate best;
   Evaluation decode; // The best plan's decode step, for per-stage reports.
+  Evaluation prefill; // Its prefill of all B prompts, likewise.
   double prefillSeconds = 0;
   double prefillTokensPerSecond = 0;
   std::vector<RunnerUp> runnerUps; // Fastest first, infeasible ones last.
