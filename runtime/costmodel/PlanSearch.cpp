@@ -309,6 +309,11 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
       microBatchGrid(options.prefillMicroBatches, best->plan.residentBatch, 1);
   chunks.push_back(best->plan.attentionMicroBatchPrefill);
   for (int64_t chunk : chunks) {
+    // The backend's KV staging buffers hold the larger of the two attention
+    // micro-batches; accountMemory counts the decode one.
+    if (best->plan.hostKvSequences() > 0 &&
+        chunk > best->plan.attentionMicroBatchDecode)
+      continue;
     Plan plan = best->plan;
     plan.attentionMicroBatchPrefill = chunk;
     if (!checkMemory(accountMemory(model, plan), profile).ok())

@@ -131,6 +131,34 @@ TEST(PlanSearchTest, TighterGpuBudgetStreamsMore) {
   EXPECT_EQ(small.best.decodeRoofline.bound, RooflineBound::PcieBytes);
 }
 
+// With KV in host memory the prefill micro-batch stays within the decode
+// one (the backend's staging buffers hold the larger, the plan counts the
+// decode one); of equally fast ones it is the largest.
+TEST(PlanSearchTest, PrefillMicroBatchFitsTheDecodeStaging) {
+  ModelCosts model = tinyMoe();
+  SearchOptions options = largeBatches();
+  options.kvGpuFractions = {0};
+  options.decodeMicroBatches = {4};
+  options.prefillMicroBatches = {1, 2, 4, 8, 16};
+  PlanChoice choice =
+      chosen(model, syntheticProfile(150 * kMB, 260 * kMB), options);
+  ASSERT_GT(choice.best.plan.hostKvSequences(), 0);
+  EXPECT_EQ(choice.best.plan.attentionMicroBatchDecode, 4);
+  EXPECT_LE(choice.best.plan.attentionMicroBatchPrefill, 4);
+  // No smaller one is faster, and a larger one of the same time won.
+  for (int64_t microBatch : {1, 2, 4}) {
+    Plan plan = choice.best.plan;
+    plan.attentionMicroBatchPrefill = microBatch;
+    auto prefill = buildPrefillDag(model, plan, syntheticProfile());
+    ASSERT_TRUE(prefill.ok());
+    auto evaluation = evaluate(prefill->dag);
+    ASSERT_TRUE(evaluation.ok());
+    EXPECT_GE(evaluation->makespan, choice.prefillSeconds) << microBatch;
+    if (microBatch > choice.best.plan.attentionMicroBatchPrefill)
+      EXPECT_GT(evaluation->makespan, choice.prefillSeconds) << microBatch;
+  }
+}
+
 TEST(PlanSearchTest, RunnerUpsSayWhyTheyLost) {
   ModelCosts model = tinyMoe();
   PlanChoice choice =
