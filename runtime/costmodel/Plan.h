@@ -102,7 +102,7 @@ struct MemoryUse {
 
 MemoryUse accountMemory(const ModelCosts &model, const Plan &plan);
 
-// The most prompt rows one forward pass of the CUDA backend runs; each pass
+// The most rows one forward pass of the CUDA backend runs; each pass
 // streams the weights once.
 inline constexpr int64_t kPassRows = 65536;
 

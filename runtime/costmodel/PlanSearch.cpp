@@ -305,17 +305,17 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
   // Prefill attention micro-batch: the fastest that still fits, the rest of
   // the plan fixed; of equally fast ones the largest (fewer, fuller
   // attention launches in the backend's chunks).
-  std::vector<int64_t> chunks =
+  std::vector<int64_t> microBatches =
       microBatchGrid(options.prefillMicroBatches, best->plan.residentBatch, 1);
-  chunks.push_back(best->plan.attentionMicroBatchPrefill);
-  for (int64_t chunk : chunks) {
+  microBatches.push_back(best->plan.attentionMicroBatchPrefill);
+  for (int64_t microBatch : microBatches) {
     // The backend's KV staging buffers hold the larger of the two attention
     // micro-batches; accountMemory counts the decode one.
     if (best->plan.hostKvSequences() > 0 &&
-        chunk > best->plan.attentionMicroBatchDecode)
+        microBatch > best->plan.attentionMicroBatchDecode)
       continue;
     Plan plan = best->plan;
-    plan.attentionMicroBatchPrefill = chunk;
+    plan.attentionMicroBatchPrefill = microBatch;
     if (!checkMemory(accountMemory(model, plan), profile).ok())
       continue;
     auto prefill = buildPrefillDag(model, plan, profile);
@@ -325,10 +325,10 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
     if (choice.prefillSeconds == 0 ||
         evaluation->makespan < choice.prefillSeconds ||
         (evaluation->makespan == choice.prefillSeconds &&
-         chunk > choice.best.plan.attentionMicroBatchPrefill)) {
+         microBatch > choice.best.plan.attentionMicroBatchPrefill)) {
       choice.prefillSeconds = evaluation->makespan;
       choice.prefill = std::move(*evaluation);
-      choice.best.plan.attentionMicroBatchPrefill = chunk;
+      choice.best.plan.attentionMicroBatchPrefill = microBatch;
       choice.best.memory = accountMemory(model, plan);
     }
   }

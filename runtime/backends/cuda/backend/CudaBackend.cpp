@@ -2405,6 +2405,7 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
   struct Restored {
     int value;
     void *buffer;
+    size_t bytes;
   };
   std::array<std::vector<Restored>, 2> restored; // by chunk parity
   auto restoreChunk = [&](size_t segmentBegin, size_t c) -> Status {
@@ -2419,15 +2420,13 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
       auto buffer = s.memory.allocate(bytes, "parked value", stream);
       if (!buffer)
         return buffer.error();
-      into.push_back({v, *buffer});
+      into.push_back({v, *buffer, bytes});
     }
     if (into.empty())
       return Status::success();
     MOE_RETURN_IF_ERROR(s.restoreReady->record(stream));
     MOE_RETURN_IF_ERROR(s.restore->wait(*s.restoreReady));
-    for (const auto &[v, buffer] : into) {
-      size_t bytes = size_t(count * s.valueWidths[v]) *
-                     (parkedKind[v] == 'a' ? sizeof(bf16) : 4);
+    for (const auto &[v, buffer, bytes] : into) {
       MOE_CUDA_TRY(cudaMemcpyAsync(
           buffer,
           parked + (parkOffset[v] + size_t(from * s.valueWidths[v])) * 4, bytes,
@@ -2480,7 +2479,7 @@ Status CudaBackend::runPass(const StepBatch &batch, int64_t first, int64_t end,
           MOE_RETURN_IF_ERROR(restoreChunk(segmentBegin, c + 1));
         if (!restored[c % 2].empty())
           MOE_RETURN_IF_ERROR(s.stream->wait(*s.chunkRestored[c % 2]));
-        for (const auto &[v, buffer] : restored[c % 2]) {
+        for (const auto &[v, buffer, bytes] : restored[c % 2]) {
           owned[v].push_back(buffer);
           DeviceValue &value = values[v];
           value.kind = parkedKind[v];
