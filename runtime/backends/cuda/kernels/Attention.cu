@@ -93,16 +93,6 @@ __device__ __forceinline__ Span spanOf(const AttentionArgs &a, int64_t row) {
   return {first, last};
 }
 
-// Folds the sink (a logit without a value, log2 domain) into (max, sum) and
-// returns the factor the accumulated values are scaled by.
-__device__ __forceinline__ float addSink(float sinkLog2, float &m, float &sum) {
-  float mNew = fmaxf(m, sinkLog2);
-  float keep = m == -INFINITY ? 0.0f : exp2f(m - mNew);
-  sum = sum * keep + exp2f(sinkLog2 - mNew);
-  m = mNew;
-  return keep;
-}
-
 // G is the largest group the instantiation serves; the row's heads / kvHeads
 // may be smaller (heads beyond it are computed on zeros and dropped).
 template <int HD, int G>
@@ -308,46 +298,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// Merges the per-split partials of one (row, head); thread d owns dim d.
-// The split weights are computed once, in parallel, into shared memory, so
-// the final loop has only independent loads.
+// Merges the per-split partials of one (row, head).
 template <int HD>
 __global__ void __launch_bounds__(HD < 32 ? 32 : HD)
     combineSplitsKernel(AttentionArgs a, int splits) {
-  extern __shared__ float weights[]; // [splits]
-  __shared__ float scratch[32];
   const int64_t head = blockIdx.x * int64_t(a.heads) + blockIdx.y;
-  const float *parts = a.workspace + head * splits * (HD + 2);
-  const int d = threadIdx.x;
-
-  float mMax = -INFINITY;
-  for (int s = d; s < splits; s += blockDim.x)
-    mMax = fmaxf(mMax, parts[s * (HD + 2) + HD]);
-  // blockSum's pattern for a maximum: warp, then across warps.
-  mMax = warpMax(mMax);
-  if (d % 32 == 0)
-    scratch[d / 32] = mMax;
-  __syncthreads();
-  mMax = scratch[0];
-  for (int w = 1; w < int(blockDim.x / 32); ++w)
-    mMax = fmaxf(mMax, scratch[w]);
-  __syncthreads();
-  float sum = 0.0f;
-  for (int s = d; s < splits; s += blockDim.x) {
-    float f = mMax == -INFINITY ? 0.0f : exp2f(parts[s * (HD + 2) + HD] - mMax);
-    weights[s] = f;
-    sum += f * parts[s * (HD + 2) + HD + 1];
-  }
-  sum = blockSum(sum, scratch); // its barriers publish weights
-  if (d >= HD)
-    return;
-  float value = 0.0f;
-#pragma unroll 8
-  for (int s = 0; s < splits; ++s)
-    value = fmaf(weights[s], parts[s * (HD + 2) + d], value);
-  if (a.sinks)
-    value *= addSink(a.sinks[blockIdx.y] * kLog2e, mMax, sum);
-  a.out[head * HD + d] = __float2bfloat16_rn(sum > 0.0f ? value / sum : 0.0f);
+  const float sink = a.sinks ? a.sinks[blockIdx.y] * kLog2e : 0.0f;
+  combineSplits(a.workspace + head * splits * (HD + 2), splits, HD,
+                a.sinks ? &sink : nullptr, a.out + head * HD);
 }
 
 struct SplitPlan {

@@ -1,5 +1,6 @@
 // Device helpers shared by the kernel files: warp/block reductions, bf16
-// vector loads and cp.async copies. Included only by .cu files.
+// vector loads, cp.async copies and the merge of split attention. Included
+// only by .cu files.
 #pragma once
 
 #include "runtime/backends/cuda/kernels/Kernels.h"
@@ -107,6 +108,62 @@ __device__ __forceinline__ void cpAsyncCommit() {
 }
 template <int N> __device__ __forceinline__ void cpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Folds the sink (a logit without a value, log2 domain) into (max, sum) and
+// returns the factor the accumulated values are scaled by.
+__device__ __forceinline__ float addSink(float sinkLog2, float &m, float &sum) {
+  float mNew = fmaxf(m, sinkLog2);
+  float keep = m == -INFINITY ? 0.0f : exp2f(m - mNew);
+  sum = sum * keep + exp2f(sinkLog2 - mNew);
+  m = mNew;
+  return keep;
+}
+
+// The second kernel of split attention, for one (row, head) per block:
+// `parts` holds `splits` records of `width` accumulators, the running
+// maximum (log2 domain) and sum; thread d < width writes out[d]. A sink
+// (log2 logit, or null) joins as a logit without a value. Needs `splits`
+// floats of dynamic shared memory and blockDim.x >= width, a multiple of 32.
+// The split weights are computed once, in parallel, so the final loop has
+// only independent loads.
+__device__ __forceinline__ void combineSplits(const float *parts, int splits,
+                                              int width, const float *sinkLog2,
+                                              bf16 *out) {
+  extern __shared__ float weights[]; // [splits]
+  __shared__ float scratch[32];
+  const int d = threadIdx.x;
+  const int record = width + 2;
+
+  float mMax = -INFINITY;
+  for (int s = d; s < splits; s += blockDim.x)
+    mMax = fmaxf(mMax, parts[s * record + width]);
+  // blockSum's pattern for a maximum: warp, then across warps.
+  mMax = warpMax(mMax);
+  if (d % 32 == 0)
+    scratch[d / 32] = mMax;
+  __syncthreads();
+  mMax = scratch[0];
+  for (int w = 1; w < int(blockDim.x / 32); ++w)
+    mMax = fmaxf(mMax, scratch[w]);
+  __syncthreads();
+  float sum = 0.0f;
+  for (int s = d; s < splits; s += blockDim.x) {
+    float f =
+        mMax == -INFINITY ? 0.0f : exp2f(parts[s * record + width] - mMax);
+    weights[s] = f;
+    sum += f * parts[s * record + width + 1];
+  }
+  sum = blockSum(sum, scratch); // its barriers publish weights
+  if (d >= width)
+    return;
+  float value = 0.0f;
+#pragma unroll 8
+  for (int s = 0; s < splits; ++s)
+    value = fmaf(weights[s], parts[s * record + d], value);
+  if (sinkLog2)
+    value *= addSink(*sinkLog2, mMax, sum);
+  out[d] = __float2bfloat16_rn(sum > 0.0f ? value / sum : 0.0f);
 }
 
 inline bool aligned16(const void *p) {

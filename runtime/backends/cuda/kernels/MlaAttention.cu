@@ -343,44 +343,12 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
-// Merges the per-split partials of one (row, head); thread d owns dim d. The
-// split weights are computed once, in parallel, into shared memory, so the
-// final loop has only independent loads.
+// Merges the per-split partials of one (row, head).
 __global__ void __launch_bounds__(512)
     mlaCombineSplitsKernel(MlaAttentionArgs a, int splits) {
-  extern __shared__ float weights[]; // [splits]
-  __shared__ float scratch[32];
-  const int L = a.latentDim;
   const int64_t head = blockIdx.x * int64_t(a.heads) + blockIdx.y;
-  const float *parts = a.workspace + head * splits * (L + 2);
-  const int d = threadIdx.x;
-
-  float mMax = -INFINITY;
-  for (int s = d; s < splits; s += blockDim.x)
-    mMax = fmaxf(mMax, parts[s * (L + 2) + L]);
-  // blockSum's pattern for a maximum: warp, then across warps.
-  mMax = warpMax(mMax);
-  if (d % 32 == 0)
-    scratch[d / 32] = mMax;
-  __syncthreads();
-  mMax = scratch[0];
-  for (int w = 1; w < int(blockDim.x / 32); ++w)
-    mMax = fmaxf(mMax, scratch[w]);
-  __syncthreads();
-  float sum = 0.0f;
-  for (int s = d; s < splits; s += blockDim.x) {
-    float f = mMax == -INFINITY ? 0.0f : exp2f(parts[s * (L + 2) + L] - mMax);
-    weights[s] = f;
-    sum += f * parts[s * (L + 2) + L + 1];
-  }
-  sum = blockSum(sum, scratch); // its barriers publish weights
-  if (d >= L)
-    return;
-  float value = 0.0f;
-#pragma unroll 8
-  for (int s = 0; s < splits; ++s)
-    value = fmaf(weights[s], parts[s * (L + 2) + d], value);
-  a.out[head * L + d] = __float2bfloat16_rn(sum > 0.0f ? value / sum : 0.0f);
+  combineSplits(a.workspace + head * splits * (a.latentDim + 2), splits,
+                a.latentDim, nullptr, a.out + head * a.latentDim);
 }
 
 // The smallest instantiated head group that holds all heads, else 16.
