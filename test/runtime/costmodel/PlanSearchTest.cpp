@@ -154,8 +154,9 @@ TEST(PlanSearchTest, PrefillMicroBatchFitsTheDecodeStaging) {
     auto evaluation = evaluate(prefill->dag);
     ASSERT_TRUE(evaluation.ok());
     EXPECT_GE(evaluation->makespan, choice.prefillSeconds) << microBatch;
-    if (microBatch > choice.best.plan.attentionMicroBatchPrefill)
+    if (microBatch > choice.best.plan.attentionMicroBatchPrefill) {
       EXPECT_GT(evaluation->makespan, choice.prefillSeconds) << microBatch;
+    }
   }
 }
 
