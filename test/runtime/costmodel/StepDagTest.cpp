@@ -135,8 +135,9 @@ TEST(StepDagTest, JobsCarryExecutableTargets) {
     }
   }
   for (size_t l = 0; l < model.layers.size(); ++l)
-    if (covered[l] > 0)
+    if (covered[l] > 0) {
       EXPECT_EQ(covered[l], plan.residentBatch) << "layer " << l;
+    }
 }
 
 TEST(StepDagTest, StreamingBoundStepIsAsLongAsItsCopies) {

@@ -210,8 +210,9 @@ TEST(ExportPlan, PlannedModelCarriesItsDecisions) {
       EXPECT_EQ(entry.kind() == ::moe::plan::JobKind::compute, !copy);
       EXPECT_EQ(entry.after() ? entry.after()->size() : 0u,
                 op.getNumOperands());
-      if (copy)
+      if (copy) {
         EXPECT_DOUBLE_EQ(entry.bytes(), copy.getBytes().convertToDouble());
+      }
     }
     EXPECT_EQ(job, written->jobs()->size());
   }
