@@ -68,19 +68,6 @@ int64_t decodeRowBytes(const ModelCosts &model) {
   return rowBytes;
 }
 
-} // namespace
-
-int64_t prefillChunkRows(const ModelCosts &model, const Plan &plan) {
-  // The parked value in fp32 and bf16, the next chunk's restored one in
-  // fp32 (CudaBackend's parkRowBytes and restoreRowBytes).
-  int64_t perRow = decodeRowBytes(model) + 10 * model.hiddenSize;
-  perRow += perRow / 16;
-  return std::max<int64_t>(1,
-                           accountMemory(model, plan).activationBytes / perRow);
-}
-
-namespace {
-
 int64_t maxLayerKvBytesPerSequence(const ModelCosts &model, int64_t context) {
   int64_t peak = 0;
   for (const LayerCosts &layer : model.layers) {
@@ -256,6 +243,15 @@ MemoryUse accountMemory(const ModelCosts &model, const Plan &plan) {
                       std::min(plan.expertMicroBatch, prefillChunkTokens));
   use.activationBytes = std::max(decodeActivations, prefillActivations);
   return use;
+}
+
+int64_t prefillChunkRows(const ModelCosts &model, const Plan &plan) {
+  // The parked value in fp32 and bf16, the next chunk's restored one in
+  // fp32 (CudaBackend's parkRowBytes and restoreRowBytes).
+  int64_t perRow = decodeRowBytes(model) + 10 * model.hiddenSize;
+  perRow += perRow / 16;
+  return std::max<int64_t>(1,
+                           accountMemory(model, plan).activationBytes / perRow);
 }
 
 std::string formatBytes(double bytes, double scale) {
