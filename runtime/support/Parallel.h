@@ -2,7 +2,7 @@
 // handed out one index at a time to the calling thread and helper threads
 // that live for this call only. For work done once or per step (weight
 // conversion, sampling); hot loops of many small calls keep a thread pool
-// (runtime/backends/cpu/ThreadPool.h).
+// (runtime/support/ThreadPool.h).
 #pragma once
 
 #include <algorithm>

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "runtime/backends/cpu/Kernels.h"
+#include "runtime/model/Lightning.h"
 
 #include <algorithm>
 #include <cstring>
@@ -15,7 +16,6 @@ namespace moe {
 namespace {
 
 using cpu::RopeTable;
-using cpu::ThreadPool;
 
 // Each plan op resolved against the weights: sizes checked, pointers bound.
 
@@ -195,7 +195,7 @@ public:
   /// cost more than the KV cache.
   Result<std::shared_ptr<const RopeTable>> rope(const plan::Rope &plan,
                                                 int64_t limit) {
-    cpu::RopeParams p = cpu::RopeParams::fromPlan(plan);
+    model::RopeParams p = model::RopeParams::fromPlan(plan);
     if (p.rotaryDim < 0 || p.rotaryDim % 2 != 0 || p.rotaryDim > limit)
       return makeError("rope rotary_dim {} must be even and at most {}",
                        p.rotaryDim, limit);
@@ -342,7 +342,7 @@ public:
     MOE_RETURN_IF_ERROR(bind(k.gate, a.gate(), w * hidden, "gate"));
     MOE_RETURN_IF_ERROR(bind(k.norm, a.norm(), w, "norm"));
     MOE_RETURN_IF_ERROR(bind(k.out, a.out(), hidden * w, "out"));
-    k.decay = cpu::lightningDecays(k.heads, a.decay_scale());
+    k.decay = model::lightningDecays(k.heads, a.decay_scale());
     LightningState state;
     state.heads = k.heads;
     state.headDim = k.headDim;
@@ -466,7 +466,7 @@ private:
   std::vector<std::vector<float>> &params_;
   std::vector<std::vector<float>> &derived_;
   int32_t slots_, maxContext_;
-  std::vector<std::pair<cpu::RopeParams, std::shared_ptr<const RopeTable>>>
+  std::vector<std::pair<model::RopeParams, std::shared_ptr<const RopeTable>>>
       ropeTables_;
 };
 

@@ -58,71 +58,9 @@ void rmsNorm(const float *x, const float *w, int64_t n, double eps, float *y) {
 // RoPE
 //===----------------------------------------------------------------------===//
 
-RopeParams RopeParams::fromPlan(const plan::Rope &rope) {
-  RopeParams p;
-  p.style = rope.style();
-  p.theta = rope.theta();
-  p.rotaryDim = rope.rotary_dim();
-  p.yarn = rope.scaling() == plan::RopeScaling::yarn;
-  p.factor = rope.factor();
-  p.originalMaxPosition = rope.original_max_position();
-  p.betaFast = rope.beta_fast();
-  p.betaSlow = rope.beta_slow();
-  p.truncate = rope.truncate();
-  p.attentionFactor = rope.attention_factor();
-  return p;
-}
-
-YarnRange yarnCorrectionRange(const RopeParams &rope) {
-  double d = static_cast<double>(rope.rotaryDim);
-  auto correctionDim = [&](double rotations) {
-    return d *
-           std::log(static_cast<double>(rope.originalMaxPosition) /
-                    (rotations * 2 * std::numbers::pi)) /
-           (2 * std::log(rope.theta));
-  };
-  double low = correctionDim(rope.betaFast);
-  double high = correctionDim(rope.betaSlow);
-  if (rope.truncate) {
-    low = std::floor(low);
-    high = std::ceil(high);
-  }
-  return {std::max(low, 0.0), std::min(high, d - 1)};
-}
-
-std::vector<float> ropeInverseFrequencies(const RopeParams &rope) {
-  // HF builds these in fp32: base^(2i/d) as a float power, then 1/x.
-  int64_t half = rope.rotaryDim / 2;
-  float dim = static_cast<float>(rope.rotaryDim);
-  std::vector<float> inverse(half);
-  std::vector<float> power(half);
-  for (int64_t i = 0; i < half; ++i) {
-    float exponent = static_cast<float>(2 * i) / dim;
-    power[i] = static_cast<float>(
-        std::pow(static_cast<double>(static_cast<float>(rope.theta)),
-                 static_cast<double>(exponent)));
-    inverse[i] = 1.0f / power[i];
-  }
-  if (!rope.yarn)
-    return inverse;
-  YarnRange range = yarnCorrectionRange(rope);
-  double high = range.high == range.low ? range.high + 0.001 : range.high;
-  float factor = static_cast<float>(rope.factor);
-  for (int64_t i = 0; i < half; ++i) {
-    float ramp = (static_cast<float>(i) - static_cast<float>(range.low)) /
-                 static_cast<float>(high - range.low);
-    ramp = std::clamp(ramp, 0.0f, 1.0f);
-    float extrapolation = 1.0f - ramp;
-    float interpolated = 1.0f / (factor * power[i]);
-    inverse[i] =
-        interpolated * (1.0f - extrapolation) + inverse[i] * extrapolation;
-  }
-  return inverse;
-}
-
-RopeTable::RopeTable(const RopeParams &rope, int64_t maxPositions)
+RopeTable::RopeTable(const model::RopeParams &rope, int64_t maxPositions)
     : rope_(rope), half_(rope.rotaryDim / 2) {
-  std::vector<float> inverse = ropeInverseFrequencies(rope);
+  std::vector<float> inverse = model::ropeInverseFrequencies(rope);
   float attention = static_cast<float>(rope.attentionFactor);
   cos_.resize(maxPositions * half_);
   sin_.resize(maxPositions * half_);
@@ -231,17 +169,6 @@ void routeToken(const RouterParams &router, const float *logits,
 //===----------------------------------------------------------------------===//
 // Lightning attention
 //===----------------------------------------------------------------------===//
-
-std::vector<float> lightningDecays(int64_t heads, double layerScale) {
-  std::vector<float> decays;
-  for (int64_t h = 1; h <= heads; ++h) {
-    float slope = static_cast<float>(
-        std::pow(std::pow(2.0, -8.0 / static_cast<double>(heads)),
-                 static_cast<double>(h)));
-    decays.push_back(slope * static_cast<float>(layerScale));
-  }
-  return decays;
-}
 
 void lightningRecurrent(const float *q, const float *k, const float *v,
                         int64_t stride, int64_t n, int64_t d, float decay,

@@ -4,7 +4,8 @@
 // the thread count, so results are bit-identical across pool sizes.
 #pragma once
 
-#include "runtime/backends/cpu/ThreadPool.h"
+#include "runtime/model/Rope.h"
+#include "runtime/support/ThreadPool.h"
 #include "runtime/schemas/plan_generated.h"
 
 #include <cmath>
@@ -31,45 +32,18 @@ inline float silu(float x) { return x * sigmoid(x); }
 // RoPE
 //===----------------------------------------------------------------------===//
 
-struct RopeParams {
-  plan::RopeStyle style = plan::RopeStyle::neox;
-  double theta = 10000.0;
-  int64_t rotaryDim = 0;
-  bool yarn = false;
-  double factor = 1.0;
-  int64_t originalMaxPosition = 0;
-  double betaFast = 32.0;
-  double betaSlow = 1.0;
-  bool truncate = true;
-  double attentionFactor = 1.0;
-
-  static RopeParams fromPlan(const plan::Rope &rope);
-  bool operator==(const RopeParams &) const = default;
-};
-
-/// YaRN's [low, high] dims (HF find_correction_range): below `low` the
-/// original frequency, above `high` the frequency divided by the factor.
-struct YarnRange {
-  double low = 0;
-  double high = 0;
-};
-YarnRange yarnCorrectionRange(const RopeParams &rope);
-
-/// The rotaryDim/2 inverse frequencies, rounded to fp32 as HF keeps them.
-std::vector<float> ropeInverseFrequencies(const RopeParams &rope);
-
 /// cos/sin per position (times the attention factor), applied to the first
 /// rotaryDim values of a head vector; the rest pass through.
 class RopeTable {
 public:
   RopeTable() = default;
-  RopeTable(const RopeParams &rope, int64_t maxPositions);
+  RopeTable(const model::RopeParams &rope, int64_t maxPositions);
 
   int64_t rotaryDim() const { return rope_.rotaryDim; }
   void apply(float *x, int64_t position) const;
 
 private:
-  RopeParams rope_;
+  model::RopeParams rope_;
   int64_t half_ = 0;
   std::vector<float> cos_, sin_; // [position][half]
 };
@@ -98,10 +72,6 @@ void routeToken(const RouterParams &router, const float *logits,
 //===----------------------------------------------------------------------===//
 // Lightning attention (one head)
 //===----------------------------------------------------------------------===//
-
-/// λ_h of each of `heads` heads: HF's slope rate in fp32, (2^(−8/H))^h for
-/// h = 1..H, times the layer's factor.
-std::vector<float> lightningDecays(int64_t heads, double layerScale);
 
 /// One head over n consecutive tokens continuing `state` [d][d] (d_k × d_v),
 /// which is updated. q/k/v rows are `stride` apart; out rows `outStride`.

@@ -190,26 +190,26 @@ struct RopeTables {
   std::vector<float> cos, sin;
 };
 
-RopeTables hostTables(const cpu::RopeParams &p, int64_t maxPositions) {
+RopeTables hostTables(const model::RopeParams &p, int64_t maxPositions) {
   int64_t half = p.rotaryDim / 2;
   RopeTables t{std::vector<float>(maxPositions * half),
                std::vector<float>(maxPositions * half)};
-  std::vector<float> inverse = cpu::ropeInverseFrequencies(p);
+  std::vector<float> inverse = model::ropeInverseFrequencies(p);
   gpu::buildRopeTable(inverse.data(), half, p.attentionFactor, maxPositions,
                       t.cos.data(), t.sin.data());
   return t;
 }
 
-cpu::RopeParams ropeParams(moe::plan::RopeStyle style, double theta,
+model::RopeParams ropeParams(moe::plan::RopeStyle style, double theta,
                            int64_t rotaryDim) {
-  cpu::RopeParams p;
+  model::RopeParams p;
   p.style = style;
   p.theta = theta;
   p.rotaryDim = rotaryDim;
   return p;
 }
 
-cpu::RopeParams withYarn(cpu::RopeParams p, double factor, int64_t original,
+model::RopeParams withYarn(model::RopeParams p, double factor, int64_t original,
                          bool truncate, double attentionFactor) {
   p.yarn = true;
   p.factor = factor;
@@ -223,7 +223,7 @@ cpu::RopeParams withYarn(cpu::RopeParams p, double factor, int64_t original,
 // exactly (cos_i, sin_i) in the NeoX pairing.
 TEST(Kernels, RopeTableMatchesCpu) {
   using moe::plan::RopeStyle;
-  for (const cpu::RopeParams &p :
+  for (const model::RopeParams &p :
        {ropeParams(RopeStyle::neox, 1e6, 128),
         withYarn(ropeParams(RopeStyle::neox, 150000, 64), 32, 4096, false,
                  1.3466),
@@ -252,7 +252,7 @@ TEST(Kernels, RopeAndQkNorm) {
   std::mt19937 rng = freshRng();
   struct Case {
     const char *name;
-    cpu::RopeParams p;
+    model::RopeParams p;
     int heads, kvHeads, headDim;
     int64_t rows;
     bool qkNorm;

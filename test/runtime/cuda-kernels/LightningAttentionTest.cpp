@@ -32,7 +32,7 @@ class Lightning {
 public:
   Lightning(int sequences, int heads, int headDim, float decayFactor)
       : heads_(heads), d_(headDim),
-        decay_(moe::cpu::lightningDecays(heads, decayFactor)),
+        decay_(moe::model::lightningDecays(heads, decayFactor)),
         cpuState_(size_t(sequences) * heads * headDim * headDim, 0.0f) {
     // Poisoned: a sequence at position 0 must not read its old state.
     std::vector<float> poison(cpuState_.size(),

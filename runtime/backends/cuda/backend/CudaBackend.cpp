@@ -1,7 +1,5 @@
 #include "runtime/backends/cuda/backend/CudaBackend.h"
 
-#include "runtime/backends/cpu/Kernels.h"
-#include "runtime/backends/cpu/ThreadPool.h"
 #include "runtime/backends/cuda/CudaCheck.h"
 #include "runtime/backends/cuda/GemmRunner.h"
 #include "runtime/backends/cuda/Memory.h"
@@ -13,6 +11,9 @@
 #include "runtime/backends/cuda/kernels/LightningAttention.h"
 #include "runtime/backends/cuda/kernels/MlaAttention.h"
 #include "runtime/costmodel/Plan.h"
+#include "runtime/model/Lightning.h"
+#include "runtime/model/Rope.h"
+#include "runtime/support/ThreadPool.h"
 
 #include <algorithm>
 #include <array>
@@ -551,7 +552,7 @@ public:
 
   // cos and sin tables, shared by the layers of one RoPE.
   Result<std::pair<int, int>> rope(const plan::Rope &plan, int64_t limit) {
-    cpu::RopeParams p = cpu::RopeParams::fromPlan(plan);
+    model::RopeParams p = model::RopeParams::fromPlan(plan);
     if (p.rotaryDim < 0 || p.rotaryDim % 2 != 0 || p.rotaryDim > limit)
       return makeError("rope rotary_dim {} must be even and at most {}",
                        p.rotaryDim, limit);
@@ -565,7 +566,7 @@ public:
     for (const auto &[params, tables] : ropes_)
       if (params == p)
         return tables;
-    std::vector<float> inverse = cpu::ropeInverseFrequencies(p);
+    std::vector<float> inverse = model::ropeInverseFrequencies(p);
     int64_t half = p.rotaryDim / 2;
     std::vector<float> cos(maxContext_ * half), sin(maxContext_ * half);
     kn::buildRopeTable(inverse.data(), half, p.attentionFactor, maxContext_,
@@ -739,7 +740,7 @@ public:
     MOE_RETURN_IF_ERROR(bind(k.gate, a.gate(), w * hidden, "gate"));
     MOE_RETURN_IF_ERROR(bind(k.norm, a.norm(), w, "norm"));
     MOE_RETURN_IF_ERROR(bind(k.out, a.out(), hidden * w, "out"));
-    floats_.push_back(cpu::lightningDecays(k.heads, a.decay_scale()));
+    floats_.push_back(model::lightningDecays(k.heads, a.decay_scale()));
     k.decay = static_cast<int>(floats_.size()) - 1;
     k.state = static_cast<int>(states.size());
     states.push_back(w * k.headDim);
@@ -896,11 +897,11 @@ private:
   PinnedHostPool &pinned_;
   std::vector<CopyPart> parts_;
   size_t slotUsed_ = 0;
-  cpu::ThreadPool pool_{0};
+  ThreadPool pool_{0};
   std::vector<std::vector<float>> &floats_;
   int32_t maxContext_;
   std::vector<const bf16 *> uploaded_;
-  std::vector<std::pair<cpu::RopeParams, std::pair<int, int>>> ropes_;
+  std::vector<std::pair<model::RopeParams, std::pair<int, int>>> ropes_;
   std::vector<std::pair<int, int>> layerCaches_; // layer → KV cache
 };
 

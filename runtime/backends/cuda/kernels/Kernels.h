@@ -49,7 +49,7 @@ enum class RopeStyle : int { neox = 0, interleaved = 1 }; // plan::RopeStyle
 // cos/sin tables [maxPositions, half] exactly as cpu::RopeTable builds them:
 // the angle p·inv[i] in fp32, cos/sin in double rounded to fp32, times the
 // attention factor (YaRN). `inverseFrequencies` comes from
-// cpu::ropeInverseFrequencies, so both backends use the same frequencies.
+// model::ropeInverseFrequencies, so both backends use the same frequencies.
 void buildRopeTable(const float *inverseFrequencies, int64_t half,
                     double attentionFactor, int64_t maxPositions, float *cos,
                     float *sin);

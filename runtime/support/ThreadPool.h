@@ -1,6 +1,7 @@
-// A small fixed pool of worker threads for the CPU backend's data-parallel
-// loops. Work is split into index ranges; which thread runs a range never
-// changes what is computed there, so results do not depend on the pool size.
+// A small fixed pool of worker threads for hot data-parallel loops (the CPU
+// backend's kernels, weight re-layout at load). Work is split into index
+// ranges; which thread runs a range never changes what is computed there, so
+// results do not depend on the pool size.
 #pragma once
 
 #include <atomic>
@@ -11,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-namespace moe::cpu {
+namespace moe {
 
 class ThreadPool {
 public:
@@ -46,4 +47,4 @@ private:
   bool stopping_ = false;
 };
 
-} // namespace moe::cpu
+} // namespace moe

@@ -1,8 +1,8 @@
-#include "runtime/backends/cpu/ThreadPool.h"
+#include "runtime/support/ThreadPool.h"
 
 #include <algorithm>
 
-namespace moe::cpu {
+namespace moe {
 
 ThreadPool::ThreadPool(int threads) {
   if (threads <= 0)
@@ -75,4 +75,4 @@ void ThreadPool::parallelFor(int64_t n,
   body_ = nullptr;
 }
 
-} // namespace moe::cpu
+} // namespace moe
