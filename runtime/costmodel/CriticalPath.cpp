@@ -46,6 +46,8 @@ std::string_view stageName(Stage stage) {
     return "embedding";
   case Stage::LmHead:
     return "LM head";
+  case Stage::Residual:
+    return "residual";
   }
   return "unknown";
 }

@@ -34,8 +34,11 @@ enum class Stage {
   Norm,
   Embedding,
   LmHead,
+  // Residual adds, which the backends time apart; the planner counts them in
+  // each module's elementwise work, so no job of its DAGs has this stage.
+  Residual,
 };
-inline constexpr size_t kNumStages = 13;
+inline constexpr size_t kNumStages = 14;
 
 std::string_view stageName(Stage stage);
 

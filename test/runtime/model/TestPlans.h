@@ -1,4 +1,5 @@
-// Builds small plans with seeded fp32 weights for the CPU backend tests.
+// Builds small plans with seeded fp32 weights, for the tests of the model's
+// resolution and of the backends.
 #pragma once
 
 #include "runtime/plan/LoadedPlan.h"
@@ -81,6 +82,29 @@ private:
   std::vector<std::vector<float>> weights_;
   std::vector<flatbuffers::Offset<plan::Op>> ops_;
   int numValues_ = 1;
+};
+
+/// Embedding → op → LM head with an identity weight, so the logits are the
+/// op's output.
+struct OpHarness {
+  PlanBuilder b{9};
+  int64_t hidden, vocab = 20;
+  int embedding, table;
+  explicit OpHarness(int64_t width) : hidden(width) {
+    table = b.random({vocab, hidden}, 1.0f);
+    embedding =
+        b.op(plan::Module::Embedding, plan::CreateEmbedding(b.fb, table), {0});
+  }
+  TestModel finish(int output) {
+    std::vector<float> identity(hidden * hidden, 0.0f);
+    for (int64_t i = 0; i < hidden; ++i)
+      identity[i * hidden + i] = 1.0f;
+    int head =
+        b.op(plan::Module::LMHead,
+             plan::CreateLMHead(b.fb, b.values({hidden, hidden}, identity)),
+             {output});
+    return b.finish(head, hidden, hidden);
+  }
 };
 
 } // namespace moe::test
