@@ -4,7 +4,6 @@
 #include "runtime/backends/cuda/GemmRunner.h"
 #include "runtime/backends/cuda/Memory.h"
 #include "runtime/backends/cuda/Stream.h"
-#include "runtime/backends/cuda/backend/BackendKernels.h"
 #include "runtime/backends/cuda/backend/ChunkRows.h"
 #include "runtime/backends/cuda/kernels/GroupedGemm.h"
 #include "runtime/backends/cuda/kernels/Kernels.h"
@@ -78,7 +77,7 @@ struct LightningOp {
   const bf16 *qkv, *gate, *norm, *out;
   int state; // into State::lightningStates
 };
-// Router weights stay fp32 (fp32 arrays): see backend::routerLogits.
+// Router weights stay fp32 (fp32 arrays): see kernels::routerLogits.
 struct RouterOp {
   int64_t hidden, experts, topK;
   int weight, bias, correction; // fp32 arrays; bias and correction may be -1
@@ -310,7 +309,7 @@ struct CudaBackend::State {
   std::optional<Stream> weightCopy; // host-to-device: streamed weights
   std::optional<Stream> kvLoad;     // host-to-device: KV of host slots
   std::optional<Stream> kvStore;    // device-to-host: new KV rows
-  std::optional<Stream> park; // device-to-host: hidden states between layers
+  std::optional<Stream> park;    // device-to-host: hidden states between layers
   std::optional<Stream> restore; // host-to-device: parked states, ahead
   std::unique_ptr<GemmRunner> gemm;
   std::optional<PinnedHostPool> pinned; // streamed weights, host KV
@@ -1533,7 +1532,7 @@ struct Step {
       auto out = alloc<bf16>(rows * value.width, "bf16 activation");
       if (!out)
         return out.error();
-      MOE_CUDA_TRY(backend::toBf16(value.f, rows * value.width, *out, stream));
+      MOE_CUDA_TRY(kn::floatToBf16(value.f, rows * value.width, *out, stream));
       value.a = *out;
     }
     return static_cast<const bf16 *>(value.a);
@@ -1543,7 +1542,7 @@ struct Step {
       auto out = alloc<float>(rows * value.width, "fp32 activation");
       if (!out)
         return out.error();
-      MOE_CUDA_TRY(backend::toFloat(value.a, rows * value.width, *out, stream));
+      MOE_CUDA_TRY(kn::bf16ToFloat(value.a, rows * value.width, *out, stream));
       value.f = *out;
     }
     return static_cast<const float *>(value.f);
@@ -1589,7 +1588,7 @@ Status runEmbedding(Step &step, const EmbeddingOp &k, const DeviceValue &ids,
                     DeviceValue &out) {
   MOE_ALLOC(y, float, step.rows *k.hidden, "embedding");
   MOE_CUDA_TRY(
-      backend::embedRows(k.table, ids.i, step.rows, k.hidden, y, step.stream));
+      kn::embedRows(k.table, ids.i, step.rows, k.hidden, y, step.stream));
   out.f = y;
   return Status::success();
 }
@@ -1600,8 +1599,8 @@ Status runNorm(Step &step, const NormOp &k, const DeviceValue &x,
   out.a = y;
   if (x.f) {
     MOE_ALLOC(y32, float, step.rows *k.width, "norm fp32");
-    MOE_CUDA_TRY(backend::rmsNormF32(x.f, k.weight, step.rows, k.width, k.eps,
-                                     y, y32, step.stream));
+    MOE_CUDA_TRY(kn::rmsNormF32(x.f, k.weight, step.rows, k.width, k.eps, y,
+                                y32, step.stream));
     out.f = y32;
     return Status::success();
   }
@@ -1684,10 +1683,10 @@ Status attendHostSlots(Step &step, const KvCache &cache, const bf16 *key,
     MOE_CUDA_TRY(cudaStreamWaitEvent(step.stream, io.loaded[b].get()));
     if (key)
       MOE_CUDA_TRY(
-          backend::appendKv(key + batch.firstRow * width,
-                            value ? value + batch.firstRow * width : nullptr,
-                            step.cacheRows + batch.firstRow, batch.rows, width,
-                            stagedK, stagedV, step.stream));
+          kn::appendKv(key + batch.firstRow * width,
+                       value ? value + batch.firstRow * width : nullptr,
+                       step.cacheRows + batch.firstRow, batch.rows, width,
+                       stagedK, stagedV, step.stream));
     MOE_RETURN_IF_ERROR(attend(batch.firstRow, batch.rows, stagedK, stagedV));
     MOE_RETURN_IF_ERROR(io.free[b].record(step.stream));
   }
@@ -1771,8 +1770,8 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
   int64_t gpuRows = step.kvPass.gpuRows;
   if (gpuRows > 0) {
     if (k.ownsKv)
-      MOE_CUDA_TRY(backend::appendKv(key, value, step.cacheRows, gpuRows, kvw,
-                                     cache.k, cache.v, step.stream));
+      MOE_CUDA_TRY(kn::appendKv(key, value, step.cacheRows, gpuRows, kvw,
+                                cache.k, cache.v, step.stream));
     MOE_RETURN_IF_ERROR(attend(0, gpuRows, cache.k, cache.v));
   }
   if (rows > gpuRows)
@@ -1842,14 +1841,14 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
   MOE_ALLOC(qNope, bf16, heads * rows * k.nope, "mla q_nope");
   MOE_ALLOC(qTilde, bf16, heads * rows * r, "mla absorbed q");
   MOE_ALLOC(qLatent, bf16, rows * heads * r, "mla absorbed q rows");
-  MOE_CUDA_TRY(backend::swapLeadingDims(q, rows, heads, qkDim, 0, k.nope, qNope,
-                                        step.stream));
+  MOE_CUDA_TRY(kn::swapLeadingDims(q, rows, heads, qkDim, 0, k.nope, qNope,
+                                   step.stream));
   for (int64_t h = 0; h < heads; ++h)
     MOE_RETURN_IF_ERROR(step.linear(qNope + h * rows * k.nope, rows, k.nope,
                                     k.wUkT + h * r * k.nope, r, nullptr,
                                     qTilde + h * rows * r));
-  MOE_CUDA_TRY(backend::swapLeadingDims(qTilde, heads, rows, r, 0, r, qLatent,
-                                        step.stream));
+  MOE_CUDA_TRY(
+      kn::swapLeadingDims(qTilde, heads, rows, r, 0, r, qLatent, step.stream));
 
   MOE_ALLOC(mixed, bf16, rows * heads * r, "mla attention");
   kn::MlaAttentionArgs args;
@@ -1877,8 +1876,8 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
   };
   int64_t gpuRows = step.kvPass.gpuRows;
   if (gpuRows > 0) {
-    MOE_CUDA_TRY(backend::appendKv(rowsOut, nullptr, step.cacheRows, gpuRows,
-                                   cw, cache.k, nullptr, step.stream));
+    MOE_CUDA_TRY(kn::appendKv(rowsOut, nullptr, step.cacheRows, gpuRows, cw,
+                              cache.k, nullptr, step.stream));
     MOE_RETURN_IF_ERROR(attend(0, gpuRows, cache.k, nullptr));
   }
   if (rows > gpuRows)
@@ -1888,14 +1887,14 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
   MOE_ALLOC(mixedHeads, bf16, heads * rows * r, "mla attention by head");
   MOE_ALLOC(oHeads, bf16, heads * rows * k.vDim, "mla values by head");
   MOE_ALLOC(o, bf16, rows * heads * k.vDim, "mla values");
-  MOE_CUDA_TRY(backend::swapLeadingDims(mixed, rows, heads, r, 0, r, mixedHeads,
-                                        step.stream));
+  MOE_CUDA_TRY(kn::swapLeadingDims(mixed, rows, heads, r, 0, r, mixedHeads,
+                                   step.stream));
   for (int64_t h = 0; h < heads; ++h)
     MOE_RETURN_IF_ERROR(step.linear(mixedHeads + h * rows * r, rows, r,
                                     k.wUv + h * k.vDim * r, k.vDim, nullptr,
                                     oHeads + h * rows * k.vDim));
-  MOE_CUDA_TRY(backend::swapLeadingDims(oHeads, heads, rows, k.vDim, 0, k.vDim,
-                                        o, step.stream));
+  MOE_CUDA_TRY(kn::swapLeadingDims(oHeads, heads, rows, k.vDim, 0, k.vDim, o,
+                                   step.stream));
   MOE_ALLOC(y, bf16, rows * k.hidden, "mla out");
   MOE_RETURN_IF_ERROR(
       step.linear(o, rows, heads * k.vDim, k.o, k.hidden, nullptr, y));
@@ -1927,7 +1926,7 @@ Status runLightning(Step &step, const LightningOp &k, float *state,
   // HF normalises the fp32 attention output: one rounding, after the weight.
   MOE_RETURN_IF_ERROR(normInPlace(step, mixed, k.norm, rows, w, k.eps, false));
   MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.gate, w, nullptr, gate));
-  MOE_CUDA_TRY(backend::sigmoidGate(gate, w, rows, w, mixed, step.stream));
+  MOE_CUDA_TRY(kn::sigmoidGate(gate, w, rows, w, mixed, step.stream));
   MOE_RETURN_IF_ERROR(step.linear(mixed, rows, w, k.out, k.hidden, nullptr, y));
   out.a = y;
   return Status::success();
@@ -1940,9 +1939,9 @@ Status runRouter(Step &step, const RouterOp &k, DeviceValue &in,
   MOE_ALLOC(logits32, float, rows *k.experts, "router logits");
   MOE_ALLOC(w, float, rows *k.topK, "route weights");
   MOE_ALLOC(idx, int32_t, rows * k.topK, "route indices");
-  MOE_CUDA_TRY(backend::routerLogits(x, step.floatArray(k.weight),
-                                     step.floatArray(k.bias), rows, k.hidden,
-                                     k.experts, logits32, step.stream));
+  MOE_CUDA_TRY(kn::routerLogits(x, step.floatArray(k.weight),
+                                step.floatArray(k.bias), rows, k.hidden,
+                                k.experts, logits32, step.stream));
   kn::RouterArgs args;
   args.logits = logits32;
   args.correctionBias = step.floatArray(k.correction);
@@ -2065,7 +2064,7 @@ Status runMlp(Step &step, const MlpOp &k, DeviceValue &in, DeviceValue &out) {
     MOE_ALLOC(gate, bf16, rows, "mlp output gate");
     MOE_RETURN_IF_ERROR(
         step.linear(x, rows, h, k.outputGate, 1, nullptr, gate));
-    MOE_CUDA_TRY(backend::sigmoidGate(gate, 1, rows, h, y, step.stream));
+    MOE_CUDA_TRY(kn::sigmoidGate(gate, 1, rows, h, y, step.stream));
   }
   out.a = y;
   return Status::success();
@@ -2076,8 +2075,8 @@ Status runResidual(Step &step, const ResidualOp &k, DeviceValue &skipValue,
   MOE_INPUT(skip, step.f32Of(skipValue));
   MOE_INPUT(update, step.f32Of(updateValue));
   MOE_ALLOC(y, float, step.rows *k.width, "residual");
-  MOE_CUDA_TRY(backend::scaledAdd(skip, update, k.skipScale, k.updateScale,
-                                  step.rows * k.width, y, step.stream));
+  MOE_CUDA_TRY(kn::scaledAdd(skip, update, k.skipScale, k.updateScale,
+                             step.rows * k.width, y, step.stream));
   out.f = y;
   return Status::success();
 }
@@ -2114,7 +2113,7 @@ Status runHead(Step &step, const HeadOp &k, DeviceValue &in) {
           kn::argmaxRows(logits, n, k.vocab, ids + first, step.stream));
       continue;
     }
-    MOE_CUDA_TRY(backend::toFloat(logits, n * k.vocab, logits32, step.stream));
+    MOE_CUDA_TRY(kn::bf16ToFloat(logits, n * k.vocab, logits32, step.stream));
     MOE_CUDA_TRY(cudaMemcpyAsync(step.head.logits + first * k.vocab, logits32,
                                  size_t(n * k.vocab) * sizeof(float),
                                  cudaMemcpyDeviceToHost, step.stream));

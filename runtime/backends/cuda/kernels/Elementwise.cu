@@ -1,8 +1,11 @@
-#include "runtime/backends/cuda/backend/BackendKernels.h"
+// One thread per element: the embedding gather, scaled residual adds, the
+// KV-cache append, MLA's per-head layout swaps, sigmoid gates and dtype
+// conversions.
+#include "runtime/backends/cuda/kernels/Kernels.h"
 
 #include <cmath>
 
-namespace moe::cuda::backend {
+namespace moe::cuda::kernels {
 namespace {
 
 constexpr int kThreads = 256;
@@ -26,51 +29,6 @@ __global__ void scaledAddKernel(const float *skip, const float *update,
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i < n)
     out[i] = skipScale * skip[i] + updateScale * update[i];
-}
-
-// One block per row: a block-wide sum of squares, then the scaled row.
-__global__ void rmsNormF32Kernel(const float *x, const bf16 *weight,
-                                 int64_t width, float eps, bf16 *out,
-                                 float *outF32) {
-  __shared__ float partials[kThreads / 32];
-  const float *xr = x + blockIdx.x * width;
-  float sum = 0.0f;
-  for (int64_t i = threadIdx.x; i < width; i += blockDim.x)
-    sum += xr[i] * xr[i];
-  for (int offset = 16; offset > 0; offset /= 2)
-    sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-  if (threadIdx.x % 32 == 0)
-    partials[threadIdx.x / 32] = sum;
-  __syncthreads();
-  float total = 0.0f;
-  for (int w = 0; w < kThreads / 32; ++w)
-    total += partials[w];
-  float inverse = rsqrtf(total / float(width) + eps);
-  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
-    float y = __bfloat162float(weight[i]) * (xr[i] * inverse);
-    out[blockIdx.x * width + i] = __float2bfloat16_rn(y);
-    if (outF32)
-      outF32[blockIdx.x * width + i] = y;
-  }
-}
-
-// One warp per (row, expert).
-__global__ void routerLogitsKernel(const float *x, const float *w,
-                                   const float *bias, int64_t rows,
-                                   int64_t hidden, int64_t experts,
-                                   float *out) {
-  int64_t task = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
-  int lane = threadIdx.x % 32;
-  if (task >= rows * experts)
-    return;
-  int64_t r = task / experts, e = task % experts;
-  float sum = 0.0f;
-  for (int64_t i = lane; i < hidden; i += 32)
-    sum += x[r * hidden + i] * w[e * hidden + i];
-  for (int offset = 16; offset > 0; offset /= 2)
-    sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-  if (lane == 0)
-    out[task] = sum + (bias ? bias[e] : 0.0f);
 }
 
 __global__ void appendKvKernel(const bf16 *k, const bf16 *v,
@@ -140,26 +98,6 @@ cudaError_t scaledAdd(const float *skip, const float *update, float skipScale,
   return cudaGetLastError();
 }
 
-cudaError_t rmsNormF32(const float *x, const bf16 *weight, int64_t rows,
-                       int64_t width, float eps, bf16 *out, float *outF32,
-                       cudaStream_t stream) {
-  if (rows == 0)
-    return cudaSuccess;
-  rmsNormF32Kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      x, weight, width, eps, out, outF32);
-  return cudaGetLastError();
-}
-
-cudaError_t routerLogits(const float *x, const float *w, const float *bias,
-                         int64_t rows, int64_t hidden, int64_t experts,
-                         float *out, cudaStream_t stream) {
-  if (rows * experts == 0)
-    return cudaSuccess;
-  routerLogitsKernel<<<blocksFor(rows * experts * 32), kThreads, 0, stream>>>(
-      x, w, bias, rows, hidden, experts, out);
-  return cudaGetLastError();
-}
-
 cudaError_t appendKv(const bf16 *k, const bf16 *v, const int32_t *cacheRows,
                      int64_t rows, int64_t width, bf16 *kCache, bf16 *vCache,
                      cudaStream_t stream) {
@@ -191,19 +129,20 @@ cudaError_t sigmoidGate(const bf16 *gate, int64_t gateWidth, int64_t rows,
   return cudaGetLastError();
 }
 
-cudaError_t toFloat(const bf16 *in, int64_t n, float *out,
-                    cudaStream_t stream) {
+cudaError_t bf16ToFloat(const bf16 *in, int64_t n, float *out,
+                        cudaStream_t stream) {
   if (n == 0)
     return cudaSuccess;
   toFloatKernel<<<blocksFor(n), kThreads, 0, stream>>>(in, n, out);
   return cudaGetLastError();
 }
 
-cudaError_t toBf16(const float *in, int64_t n, bf16 *out, cudaStream_t stream) {
+cudaError_t floatToBf16(const float *in, int64_t n, bf16 *out,
+                        cudaStream_t stream) {
   if (n == 0)
     return cudaSuccess;
   toBf16Kernel<<<blocksFor(n), kThreads, 0, stream>>>(in, n, out);
   return cudaGetLastError();
 }
 
-} // namespace moe::cuda::backend
+} // namespace moe::cuda::kernels

@@ -1,5 +1,5 @@
-// RMSNorm over rows (plain and with the pre-norm residual add), and RoPE with
-// the optional per-head QK norm before it.
+// RMSNorm over rows (plain, with the pre-norm residual add, and of the fp32
+// residual stream), and RoPE with the optional per-head QK norm before it.
 #include "runtime/backends/cuda/kernels/Kernels.cuh"
 
 namespace moe::cuda::kernels {
@@ -104,6 +104,34 @@ __global__ void ropeKernel(RopeArgs a) {
       x[i] = __float2bfloat16_rn(normed(i));
 }
 
+constexpr int kF32NormThreads = 256;
+
+// One block per row: a block-wide sum of squares, then the scaled row.
+__global__ void rmsNormF32Kernel(const float *x, const bf16 *weight,
+                                 int64_t width, float eps, bf16 *out,
+                                 float *outF32) {
+  __shared__ float partials[kF32NormThreads / 32];
+  const float *xr = x + blockIdx.x * width;
+  float sum = 0.0f;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x)
+    sum += xr[i] * xr[i];
+  for (int offset = 16; offset > 0; offset /= 2)
+    sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  if (threadIdx.x % 32 == 0)
+    partials[threadIdx.x / 32] = sum;
+  __syncthreads();
+  float total = 0.0f;
+  for (int w = 0; w < kF32NormThreads / 32; ++w)
+    total += partials[w];
+  float inverse = rsqrtf(total / float(width) + eps);
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
+    float y = __bfloat162float(weight[i]) * (xr[i] * inverse);
+    out[blockIdx.x * width + i] = __float2bfloat16_rn(y);
+    if (outF32)
+      outF32[blockIdx.x * width + i] = y;
+  }
+}
+
 } // namespace
 
 cudaError_t rmsNorm(const RmsNormArgs &a, cudaStream_t stream) {
@@ -151,6 +179,16 @@ cudaError_t headRmsNorm(bf16 *x, const bf16 *weight, int64_t vectors,
   a.qNorm = weight;
   a.normEps = eps;
   return applyRope(a, stream);
+}
+
+cudaError_t rmsNormF32(const float *x, const bf16 *weight, int64_t rows,
+                       int64_t width, float eps, bf16 *out, float *outF32,
+                       cudaStream_t stream) {
+  if (rows == 0)
+    return cudaSuccess;
+  rmsNormF32Kernel<<<static_cast<unsigned>(rows), kF32NormThreads, 0, stream>>>(
+      x, weight, width, eps, out, outF32);
+  return cudaGetLastError();
 }
 
 } // namespace moe::cuda::kernels

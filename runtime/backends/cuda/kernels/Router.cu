@@ -1,5 +1,6 @@
-// Top-k routing, one warp per token row: the row's ≤ 256 scores live in
-// registers (expert e = lane + 32·t), group scores go through shared memory.
+// Router logits in fp32, one warp per (row, expert); top-k routing, one warp
+// per token row: the row's ≤ 256 scores live in registers (expert e = lane +
+// 32·t), group scores go through shared memory.
 #include "runtime/backends/cuda/kernels/Kernels.cuh"
 
 #include <cmath>
@@ -146,6 +147,31 @@ __global__ void routerKernel(RouterArgs a) {
   }
 }
 
+constexpr int kLogitThreads = 256;
+
+int blocksFor(int64_t n) {
+  return static_cast<int>((n + kLogitThreads - 1) / kLogitThreads);
+}
+
+// Router logits, one warp per (row, expert).
+__global__ void routerLogitsKernel(const float *x, const float *w,
+                                   const float *bias, int64_t rows,
+                                   int64_t hidden, int64_t experts,
+                                   float *out) {
+  int64_t task = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
+  int lane = threadIdx.x % 32;
+  if (task >= rows * experts)
+    return;
+  int64_t r = task / experts, e = task % experts;
+  float sum = 0.0f;
+  for (int64_t i = lane; i < hidden; i += 32)
+    sum += x[r * hidden + i] * w[e * hidden + i];
+  for (int offset = 16; offset > 0; offset /= 2)
+    sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  if (lane == 0)
+    out[task] = sum + (bias ? bias[e] : 0.0f);
+}
+
 } // namespace
 
 cudaError_t routeTopK(const RouterArgs &a, cudaStream_t stream) {
@@ -159,6 +185,16 @@ cudaError_t routeTopK(const RouterArgs &a, cudaStream_t stream) {
   int64_t blocks = (a.rows + kWarps - 1) / kWarps;
   routerKernel<<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(a);
   return launched();
+}
+
+cudaError_t routerLogits(const float *x, const float *w, const float *bias,
+                         int64_t rows, int64_t hidden, int64_t experts,
+                         float *out, cudaStream_t stream) {
+  if (rows * experts == 0)
+    return cudaSuccess;
+  routerLogitsKernel<<<blocksFor(rows * experts * 32), kLogitThreads, 0,
+                       stream>>>(x, w, bias, rows, hidden, experts, out);
+  return cudaGetLastError();
 }
 
 } // namespace moe::cuda::kernels
