@@ -86,13 +86,6 @@ Stage stageOf(const OpSpec &spec) {
       spec);
 }
 
-int64_t elements(const plan::Param &param) {
-  int64_t n = 1;
-  for (int64_t dim : *param.shape())
-    n *= dim;
-  return n;
-}
-
 class Resolver {
 public:
   explicit Resolver(const plan::Model &model) : model_(model) {}
@@ -199,24 +192,51 @@ private:
     return OpSpec(std::move(*spec));
   }
 
-  /// Checks that weight `index` exists with `size` elements; an optional one
-  /// may be absent (any negative index becomes kAbsent).
-  Status param(int &index, int64_t size, const char *field,
-               bool optional = false) {
-    if (index < 0) {
-      index = kAbsent;
-      return optional ? Status::success()
-                      : Status(makeError("'{}' is missing", field));
-    }
+  /// Whether an op reads a weight: always, where the plan gives one, or not
+  /// at all (a weight of the op's other form, whose index is ignored).
+  enum class Use { required, optional, unused };
+  static Use when(bool read, Use use = Use::required) {
+    return read ? use : Use::unused;
+  }
+
+  /// One weight of an op: the spec's field, the plan's index, the elements
+  /// the op needs and the plan's name for it.
+  struct Weight {
+    int &field;
+    int index;
+    int64_t size;
+    const char *name;
+    Use use = Use::required;
+  };
+
+  /// Sets each weight's field to its index once the param is found to hold
+  /// exactly `size` elements, or to kAbsent for one the op goes without.
+  Status bind(std::initializer_list<Weight> weights) {
     const auto &params = *model_.params();
-    if (index >= static_cast<int>(params.size()))
-      return makeError("'{}' refers to param {}, which does not exist", field,
-                       index);
-    int64_t have = elements(*params.Get(index));
-    if (have != size)
-      return makeError("'{}' (param {}) has {} values, the op needs {}", field,
-                       index, have, size);
+    for (const Weight &w : weights) {
+      w.field = kAbsent;
+      if (w.use == Use::unused || (w.use == Use::optional && w.index < 0))
+        continue;
+      if (w.index < 0)
+        return makeError("'{}' is missing", w.name);
+      if (w.index >= static_cast<int>(params.size()))
+        return makeError("'{}' refers to param {}, which does not exist",
+                         w.name, w.index);
+      int64_t have = paramElements(*params.Get(w.index));
+      if (have != w.size)
+        return makeError("'{}' (param {}) has {} values, the op needs {}",
+                         w.name, w.index, have, w.size);
+      w.field = w.index;
+    }
     return Status::success();
+  }
+
+  /// The first dimension of param `index`, 0 if there is no such param.
+  int64_t rows(int index) const {
+    const auto &params = *model_.params();
+    return index >= 0 && index < static_cast<int>(params.size())
+               ? params.Get(index)->shape()->Get(0)
+               : 0;
   }
 
   Result<RopeParams> rope(const plan::Rope &plan, int64_t limit) {
@@ -233,34 +253,37 @@ private:
   }
 
   Result<EmbeddingSpec> embedding(const plan::Embedding &e) {
-    EmbeddingSpec s{e.table(), 0, 0};
-    const auto &params = *model_.params();
-    if (s.table >= 0 && s.table < static_cast<int>(params.size())) {
-      const auto &shape = *params.Get(s.table)->shape();
+    EmbeddingSpec s{.vocab = rows(e.table())};
+    if (s.vocab > 0) {
+      const auto &shape = *model_.params()->Get(e.table())->shape();
       if (shape.size() != 2)
         return makeError("needs a [vocab, hidden] table");
-      s.vocab = shape.Get(0);
       s.hidden = shape.Get(1);
     }
-    MOE_RETURN_IF_ERROR(param(s.table, s.vocab * s.hidden, "table"));
+    MOE_RETURN_IF_ERROR(
+        bind({{s.table, e.table(), s.vocab * s.hidden, "table"}}));
     out_.embeddingVocab = s.vocab;
     out_.hidden = s.hidden;
     return s;
   }
 
   Result<NormSpec> norm(const plan::RMSNorm &n, int64_t in) {
-    NormSpec s{n.weight(), in, n.eps()};
-    MOE_RETURN_IF_ERROR(param(s.weight, in, "weight"));
+    NormSpec s{.width = in, .eps = n.eps()};
+    MOE_RETURN_IF_ERROR(bind({{s.weight, n.weight(), in, "weight"}}));
     return s;
   }
 
   Result<AttentionSpec> attention(const plan::Attention &a, int64_t hidden,
                                   int layer) {
-    AttentionSpec s{};
-    s.hidden = hidden;
-    s.heads = a.num_heads();
-    s.kvHeads = a.num_kv_heads();
-    s.headDim = a.head_dim();
+    AttentionSpec s{.hidden = hidden,
+                    .heads = a.num_heads(),
+                    .kvHeads = a.num_kv_heads(),
+                    .headDim = a.head_dim(),
+                    .scale = a.scale(),
+                    .qkNorm = a.qk_norm(),
+                    .qkEps = a.qk_norm_eps(),
+                    .window = a.sliding_window(),
+                    .ownsKv = a.kv_source_layer() < 0};
     if (s.heads <= 0 || s.kvHeads <= 0 || s.headDim <= 0 ||
         s.heads % s.kvHeads != 0)
       return makeError("heads {} / kv heads {} / head_dim {} are invalid",
@@ -269,44 +292,30 @@ private:
     if (!rotation.ok())
       return rotation.error();
     s.rope = *rotation;
-    s.scale = a.scale();
-    s.ownsKv = a.kv_source_layer() < 0;
     int64_t qw = s.heads * s.headDim, kvw = s.kvHeads * s.headDim;
-    s.q = a.q();
-    s.o = a.o();
-    s.qBias = a.q_bias();
-    s.oBias = a.o_bias();
-    s.sinks = a.sinks();
-    MOE_RETURN_IF_ERROR(param(s.q, qw * hidden, "q"));
-    MOE_RETURN_IF_ERROR(param(s.o, hidden * qw, "o"));
-    MOE_RETURN_IF_ERROR(param(s.qBias, qw, "q_bias", true));
-    MOE_RETURN_IF_ERROR(param(s.oBias, hidden, "o_bias", true));
-    MOE_RETURN_IF_ERROR(param(s.sinks, s.heads, "sinks", true));
-    s.qkNorm = a.qk_norm();
-    s.qkEps = a.qk_norm_eps();
+    // QK norm weights are per head (one for all heads) or over the whole
+    // projection; K's and V's weights only where the layer makes its own.
     bool normed = s.qkNorm != plan::QKNorm::none;
     bool perHead = s.qkNorm == plan::QKNorm::per_head;
-    s.qNorm = normed ? a.q_norm() : kAbsent;
-    if (normed)
-      MOE_RETURN_IF_ERROR(param(s.qNorm, perHead ? s.headDim : qw, "q_norm"));
-    if (a.sliding_window() < 0)
-      return makeError("sliding_window {} is negative", a.sliding_window());
-    s.window = a.sliding_window();
-    s.k = s.v = s.kBias = s.vBias = s.kNorm = kAbsent;
+    MOE_RETURN_IF_ERROR(bind({
+        {s.q, a.q(), qw * hidden, "q"},
+        {s.o, a.o(), hidden * qw, "o"},
+        {s.qBias, a.q_bias(), qw, "q_bias", Use::optional},
+        {s.oBias, a.o_bias(), hidden, "o_bias", Use::optional},
+        {s.sinks, a.sinks(), s.heads, "sinks", Use::optional},
+        {s.qNorm, a.q_norm(), perHead ? s.headDim : qw, "q_norm", when(normed)},
+    }));
+    if (s.window < 0)
+      return makeError("sliding_window {} is negative", s.window);
+    MOE_RETURN_IF_ERROR(bind({
+        {s.k, a.k(), kvw * hidden, "k", when(s.ownsKv)},
+        {s.v, a.v(), kvw * hidden, "v", when(s.ownsKv)},
+        {s.kBias, a.k_bias(), kvw, "k_bias", when(s.ownsKv, Use::optional)},
+        {s.vBias, a.v_bias(), kvw, "v_bias", when(s.ownsKv, Use::optional)},
+        {s.kNorm, a.k_norm(), perHead ? s.headDim : kvw, "k_norm",
+         when(s.ownsKv && normed)},
+    }));
     if (s.ownsKv) {
-      s.k = a.k();
-      s.v = a.v();
-      s.kBias = a.k_bias();
-      s.vBias = a.v_bias();
-      MOE_RETURN_IF_ERROR(param(s.k, kvw * hidden, "k"));
-      MOE_RETURN_IF_ERROR(param(s.v, kvw * hidden, "v"));
-      MOE_RETURN_IF_ERROR(param(s.kBias, kvw, "k_bias", true));
-      MOE_RETURN_IF_ERROR(param(s.vBias, kvw, "v_bias", true));
-      if (normed) {
-        s.kNorm = a.k_norm();
-        MOE_RETURN_IF_ERROR(
-            param(s.kNorm, perHead ? s.headDim : kvw, "k_norm"));
-      }
       s.cache = static_cast<int>(out_.kvCaches.size());
       out_.kvCaches.push_back({s.kvHeads, s.headDim, layer});
       return s;
@@ -328,14 +337,15 @@ private:
 
   Result<LatentAttentionSpec> latentAttention(const plan::MLAttention &a,
                                               int64_t hidden, int layer) {
-    LatentAttentionSpec s{};
-    s.hidden = hidden;
-    s.heads = a.num_heads();
-    s.qLoraRank = a.q_lora_rank();
-    s.kvLoraRank = a.kv_lora_rank();
-    s.nope = a.qk_nope_head_dim();
-    s.ropeDim = a.qk_rope_head_dim();
-    s.vDim = a.v_head_dim();
+    LatentAttentionSpec s{.hidden = hidden,
+                          .heads = a.num_heads(),
+                          .qLoraRank = a.q_lora_rank(),
+                          .kvLoraRank = a.kv_lora_rank(),
+                          .nope = a.qk_nope_head_dim(),
+                          .ropeDim = a.qk_rope_head_dim(),
+                          .vDim = a.v_head_dim(),
+                          .scale = a.scale(),
+                          .eps = a.norm_eps()};
     if (s.heads <= 0 || s.qLoraRank < 0 || s.kvLoraRank <= 0 || s.nope < 0 ||
         s.ropeDim <= 0 || s.vDim <= 0)
       return makeError("MLA dimensions are invalid");
@@ -346,31 +356,19 @@ private:
     if (!rotation.ok())
       return rotation.error();
     s.rope = *rotation;
-    s.scale = a.scale();
-    s.eps = a.norm_eps();
-    int64_t qw = s.heads * (s.nope + s.ropeDim);
-    s.q = s.qA = s.qANorm = s.qB = kAbsent;
-    if (s.qLoraRank > 0) {
-      s.qA = a.q_a();
-      s.qANorm = a.q_a_norm();
-      s.qB = a.q_b();
-      MOE_RETURN_IF_ERROR(param(s.qA, s.qLoraRank * hidden, "q_a"));
-      MOE_RETURN_IF_ERROR(param(s.qANorm, s.qLoraRank, "q_a_norm"));
-      MOE_RETURN_IF_ERROR(param(s.qB, qw * s.qLoraRank, "q_b"));
-    } else {
-      s.q = a.q();
-      MOE_RETURN_IF_ERROR(param(s.q, qw * hidden, "q"));
-    }
-    s.kvA = a.kv_a();
-    s.kvANorm = a.kv_a_norm();
-    s.kvB = a.kv_b();
-    s.o = a.o();
-    MOE_RETURN_IF_ERROR(
-        param(s.kvA, (s.kvLoraRank + s.ropeDim) * hidden, "kv_a"));
-    MOE_RETURN_IF_ERROR(param(s.kvANorm, s.kvLoraRank, "kv_a_norm"));
-    MOE_RETURN_IF_ERROR(
-        param(s.kvB, s.heads * (s.nope + s.vDim) * s.kvLoraRank, "kv_b"));
-    MOE_RETURN_IF_ERROR(param(s.o, hidden * s.heads * s.vDim, "o"));
+    // q in one projection, or through the low rank qLoraRank.
+    int64_t qw = s.heads * (s.nope + s.ropeDim), rank = s.qLoraRank;
+    bool lowRank = rank > 0;
+    MOE_RETURN_IF_ERROR(bind({
+        {s.q, a.q(), qw * hidden, "q", when(!lowRank)},
+        {s.qA, a.q_a(), rank * hidden, "q_a", when(lowRank)},
+        {s.qANorm, a.q_a_norm(), rank, "q_a_norm", when(lowRank)},
+        {s.qB, a.q_b(), qw * rank, "q_b", when(lowRank)},
+        {s.kvA, a.kv_a(), (s.kvLoraRank + s.ropeDim) * hidden, "kv_a"},
+        {s.kvANorm, a.kv_a_norm(), s.kvLoraRank, "kv_a_norm"},
+        {s.kvB, a.kv_b(), s.heads * (s.nope + s.vDim) * s.kvLoraRank, "kv_b"},
+        {s.o, a.o(), hidden * s.heads * s.vDim, "o"},
+    }));
     s.cache = static_cast<int>(out_.latentCaches.size());
     out_.latentCaches.push_back({s.kvLoraRank + s.ropeDim, layer});
     return s;
@@ -378,24 +376,21 @@ private:
 
   Result<LightningSpec> lightning(const plan::LightningAttention &a,
                                   int64_t hidden, int layer) {
-    LightningSpec s{};
-    s.hidden = hidden;
-    s.heads = a.num_heads();
-    s.headDim = a.head_dim();
-    s.blockSize = a.block_size();
-    s.eps = a.norm_eps();
+    LightningSpec s{.hidden = hidden,
+                    .heads = a.num_heads(),
+                    .headDim = a.head_dim(),
+                    .blockSize = a.block_size(),
+                    .eps = a.norm_eps()};
     if (s.heads <= 0 || s.headDim <= 0 || s.blockSize <= 0)
       return makeError("lightning heads, head_dim and block_size must be "
                        "positive");
     int64_t w = s.heads * s.headDim;
-    s.qkv = a.qkv();
-    s.gate = a.gate();
-    s.norm = a.norm();
-    s.out = a.out();
-    MOE_RETURN_IF_ERROR(param(s.qkv, 3 * w * hidden, "qkv"));
-    MOE_RETURN_IF_ERROR(param(s.gate, w * hidden, "gate"));
-    MOE_RETURN_IF_ERROR(param(s.norm, w, "norm"));
-    MOE_RETURN_IF_ERROR(param(s.out, hidden * w, "out"));
+    MOE_RETURN_IF_ERROR(bind({
+        {s.qkv, a.qkv(), 3 * w * hidden, "qkv"},
+        {s.gate, a.gate(), w * hidden, "gate"},
+        {s.norm, a.norm(), w, "norm"},
+        {s.out, a.out(), hidden * w, "out"},
+    }));
     s.decays = lightningDecays(s.heads, a.decay_scale());
     s.state = static_cast<int>(out_.lightningStates.size());
     out_.lightningStates.push_back({s.heads, s.headDim, layer});
@@ -403,40 +398,41 @@ private:
   }
 
   Result<RouterSpec> router(const plan::Router &r, int64_t hidden) {
-    RouterSpec s{};
-    s.hidden = hidden;
-    s.experts = r.num_experts();
-    s.topK = r.top_k();
-    s.scoring = r.scoring();
-    s.selection = r.selection();
-    s.groups = r.n_group();
-    s.keptGroups = r.topk_group();
-    s.normalize = r.normalize();
-    s.scaling = r.scaling();
+    RouterSpec s{.hidden = hidden,
+                 .experts = r.num_experts(),
+                 .topK = r.top_k(),
+                 .scoring = r.scoring(),
+                 .selection = r.selection(),
+                 .groups = r.n_group(),
+                 .keptGroups = r.topk_group(),
+                 .normalize = r.normalize(),
+                 .scaling = r.scaling()};
     if (s.topK <= 0 || s.topK > s.experts)
       return makeError("router top_k {} is not in 1..{}", s.topK, s.experts);
     if (s.groups <= 0 || s.experts % s.groups != 0 || s.keptGroups <= 0 ||
         s.keptGroups > s.groups)
       return makeError("router groups {} / kept {} do not fit {} experts",
                        s.groups, s.keptGroups, s.experts);
-    s.weight = r.weight();
-    s.bias = r.bias();
-    s.correction = r.correction_bias();
-    MOE_RETURN_IF_ERROR(param(s.weight, s.experts * hidden, "weight"));
-    MOE_RETURN_IF_ERROR(param(s.bias, s.experts, "bias", true));
-    MOE_RETURN_IF_ERROR(
-        param(s.correction, s.experts, "correction_bias", true));
+    MOE_RETURN_IF_ERROR(bind({
+        {s.weight, r.weight(), s.experts * hidden, "weight"},
+        {s.bias, r.bias(), s.experts, "bias", Use::optional},
+        {s.correction, r.correction_bias(), s.experts, "correction_bias",
+         Use::optional},
+    }));
     return s;
   }
 
   Result<ExpertsSpec> experts(const plan::Experts &e, int64_t hidden,
                               const ValueInfo &routeWeights,
                               const ValueInfo &routeIndices) {
-    ExpertsSpec s{};
-    s.hidden = hidden;
-    s.width = e.intermediate_size();
-    s.experts = e.num_experts();
-    s.topK = routeWeights.width;
+    ExpertsSpec s{.hidden = hidden,
+                  .width = e.intermediate_size(),
+                  .experts = e.num_experts(),
+                  .topK = routeWeights.width,
+                  .activation = e.activation(),
+                  .layout = e.layout(),
+                  .limit = e.swiglu_limit(),
+                  .alpha = e.swiglu_alpha()};
     if (routeWeights.width != routeIndices.width ||
         routeIndices.experts > s.experts)
       return makeError("the routing weights and indices do not match "
@@ -445,10 +441,6 @@ private:
     int64_t n = s.experts, h = hidden, w = s.width;
     if (n <= 0 || w <= 0)
       return makeError("experts and intermediate_size must be positive");
-    s.activation = e.activation();
-    s.layout = e.layout();
-    s.limit = e.swiglu_limit();
-    s.alpha = e.swiglu_alpha();
     bool separate = s.layout == plan::ExpertLayout::separate;
     if (separate && s.clamped())
       return makeError("swiglu_clamped needs the fused layout");
@@ -456,35 +448,30 @@ private:
       return makeError("gate_up_bias needs the fused layout");
     if (!separate && !s.clamped())
       return makeError("the fused layout needs swiglu_clamped");
-    s.down = e.down();
-    s.downBias = e.down_bias();
-    MOE_RETURN_IF_ERROR(param(s.downBias, n * h, "down_bias", true));
-    s.gate = s.up = s.gateUp = s.gateUpBias = kAbsent;
-    if (separate) {
-      s.gate = e.gate();
-      s.up = e.up();
-      MOE_RETURN_IF_ERROR(param(s.gate, n * w * h, "gate"));
-      MOE_RETURN_IF_ERROR(param(s.up, n * w * h, "up"));
-      MOE_RETURN_IF_ERROR(param(s.down, n * h * w, "down"));
-      return s;
-    }
-    s.gateUp = e.gate_up();
-    s.gateUpBias = e.gate_up_bias();
-    MOE_RETURN_IF_ERROR(param(s.gateUp, n * h * 2 * w, "gate_up"));
-    MOE_RETURN_IF_ERROR(param(s.gateUpBias, n * 2 * w, "gate_up_bias", true));
-    MOE_RETURN_IF_ERROR(param(s.down, n * w * h, "down"));
+    MOE_RETURN_IF_ERROR(bind({
+        {s.downBias, e.down_bias(), n * h, "down_bias", Use::optional},
+        {s.gate, e.gate(), n * w * h, "gate", when(separate)},
+        {s.up, e.up(), n * w * h, "up", when(separate)},
+        {s.gateUp, e.gate_up(), n * h * 2 * w, "gate_up", when(!separate)},
+        {s.gateUpBias, e.gate_up_bias(), n * 2 * w, "gate_up_bias",
+         when(!separate, Use::optional)},
+        {s.down, e.down(), n * w * h, "down"},
+    }));
     return s;
   }
 
   Result<MlpSpec> mlp(const plan::MLP &m, int64_t hidden) {
-    MlpSpec s{hidden,   m.intermediate_size(), m.gate(),          m.up(),
-              m.down(), m.output_gate(),       m.shared_experts()};
+    MlpSpec s{.hidden = hidden,
+              .width = m.intermediate_size(),
+              .sharedExperts = m.shared_experts()};
     if (s.width <= 0)
       return makeError("intermediate_size must be positive");
-    MOE_RETURN_IF_ERROR(param(s.gate, s.width * hidden, "gate"));
-    MOE_RETURN_IF_ERROR(param(s.up, s.width * hidden, "up"));
-    MOE_RETURN_IF_ERROR(param(s.down, hidden * s.width, "down"));
-    MOE_RETURN_IF_ERROR(param(s.outputGate, hidden, "output_gate", true));
+    MOE_RETURN_IF_ERROR(bind({
+        {s.gate, m.gate(), s.width * hidden, "gate"},
+        {s.up, m.up(), s.width * hidden, "up"},
+        {s.down, m.down(), hidden * s.width, "down"},
+        {s.outputGate, m.output_gate(), hidden, "output_gate", Use::optional},
+    }));
     return s;
   }
 
@@ -496,11 +483,9 @@ private:
   }
 
   Result<HeadSpec> head(const plan::LMHead &h, int64_t hidden) {
-    HeadSpec s{h.weight(), 0, hidden};
-    const auto &params = *model_.params();
-    if (s.weight >= 0 && s.weight < static_cast<int>(params.size()))
-      s.vocab = params.Get(s.weight)->shape()->Get(0);
-    MOE_RETURN_IF_ERROR(param(s.weight, s.vocab * hidden, "weight"));
+    HeadSpec s{.vocab = rows(h.weight()), .hidden = hidden};
+    MOE_RETURN_IF_ERROR(
+        bind({{s.weight, h.weight(), s.vocab * hidden, "weight"}}));
     return s;
   }
 
@@ -509,6 +494,13 @@ private:
 };
 
 } // namespace
+
+int64_t paramElements(const plan::Param &param) {
+  int64_t n = 1;
+  for (int64_t dim : *param.shape())
+    n *= dim;
+  return n;
+}
 
 Result<ResolvedModel> ResolvedModel::resolve(const plan::Model &model) {
   return Resolver(model).resolve();

@@ -176,7 +176,7 @@ struct ValueInfo {
   ValueKind kind = ValueKind::undefined;
   int64_t width = 0;   // per row
   int64_t experts = 0; // route indices: the router's expert count
-  int definedBy = -1;  // the op making it; -1 for the token ids
+  int definedBy = -1;  // the op making it; -1: the token ids, or no op
   // The last op reading it, after which it is dead; the logits live to the
   // end (ops.size()); -1: never read.
   int lastUse = -1;
@@ -204,6 +204,9 @@ struct LightningStateSpec {
   int layer;
   int64_t elementsPerSlot() const { return heads * headDim * headDim; }
 };
+
+/// The elements a param holds: the product of its shape.
+int64_t paramElements(const plan::Param &param);
 
 struct ResolvedModel {
   /// Resolves a verified plan model (LoadedPlan). Errors name the op as

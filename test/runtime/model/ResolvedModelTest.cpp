@@ -12,10 +12,7 @@
 namespace moe::model {
 namespace {
 
-using test::AttentionKind;
-using test::buildModel;
 using test::ModelConfig;
-using test::modelConfigs;
 using test::OpHarness;
 using test::PlanBuilder;
 using test::TestModel;
@@ -33,11 +30,15 @@ std::string errorOf(const TestModel &m) {
 }
 
 ModelConfig family(const std::string &name) {
-  for (const ModelConfig &config : modelConfigs())
+  for (const ModelConfig &config : test::modelConfigs())
     if (config.name == name)
       return config;
   ADD_FAILURE() << "no model " << name;
   return {};
+}
+
+Result<ResolvedModel> resolveFamily(const ModelConfig &config) {
+  return resolve(test::buildModel(config));
 }
 
 std::vector<std::string> stageNames(const ResolvedModel &m) {
@@ -52,9 +53,9 @@ std::vector<std::string> stageNames(const ResolvedModel &m) {
 //===----------------------------------------------------------------------===//
 
 TEST(ResolvedModel, ResolvesEveryFamilyWithConsistentValues) {
-  for (const ModelConfig &config : modelConfigs()) {
+  for (const ModelConfig &config : test::modelConfigs()) {
     SCOPED_TRACE(config.name);
-    TestModel plan = buildModel(config);
+    TestModel plan = test::buildModel(config);
     Result<ResolvedModel> m = resolve(plan);
     ASSERT_TRUE(m.ok()) << m.error().message();
     EXPECT_EQ(
@@ -79,7 +80,7 @@ TEST(ResolvedModel, ResolvesEveryFamilyWithConsistentValues) {
 }
 
 TEST(ResolvedModel, MixtralOpsValuesAndStages) {
-  Result<ResolvedModel> m = resolve(buildModel(family("mixtral")));
+  Result<ResolvedModel> m = resolveFamily(family("mixtral"));
   ASSERT_TRUE(m.ok()) << m.error().message();
   EXPECT_EQ(m->modelType, "test");
   std::vector<std::string> layer{"norm",   "attention",      "residual", "norm",
@@ -121,14 +122,14 @@ TEST(ResolvedModel, MixtralOpsValuesAndStages) {
 // The planner's stage names (costmodel::stageName): every attention is
 // "attention", an MLP is shared experts or a dense MLP by its flag.
 TEST(ResolvedModel, StagesAreThePlannersForEveryAttentionAndMlp) {
-  Result<ResolvedModel> v3 = resolve(buildModel(family("deepseek_v3")));
+  Result<ResolvedModel> v3 = resolveFamily(family("deepseek_v3"));
   ASSERT_TRUE(v3.ok()) << v3.error().message();
   std::vector<std::string> stages = stageNames(*v3);
   EXPECT_EQ(stages[2], "attention");
   EXPECT_EQ(stages[5], "dense MLP");
   EXPECT_EQ(std::count(stages.begin(), stages.end(), "shared experts"), 1);
 
-  Result<ResolvedModel> minimax = resolve(buildModel(family("minimax")));
+  Result<ResolvedModel> minimax = resolveFamily(family("minimax"));
   ASSERT_TRUE(minimax.ok()) << minimax.error().message();
   ASSERT_EQ(minimax->ops[2].kind(), OpKind::lightning);
   EXPECT_EQ(costmodel::stageName(minimax->ops[2].stage), "attention");
@@ -136,7 +137,7 @@ TEST(ResolvedModel, StagesAreThePlannersForEveryAttentionAndMlp) {
 
 TEST(ResolvedModel, SharedKvCachesLatentCachesAndLightningStates) {
   // Yi-Lightning: layer 1 reads layer 0's K/V; layer 2 has its own.
-  Result<ResolvedModel> yi = resolve(buildModel(family("yi_lightning")));
+  Result<ResolvedModel> yi = resolveFamily(family("yi_lightning"));
   ASSERT_TRUE(yi.ok()) << yi.error().message();
   ASSERT_EQ(yi->kvCaches.size(), 2u);
   EXPECT_EQ(yi->kvCaches[0].layer, 0);
@@ -154,7 +155,7 @@ TEST(ResolvedModel, SharedKvCachesLatentCachesAndLightningStates) {
   EXPECT_EQ(attention[0]->window, 4);
 
   ModelConfig c = family("deepseek_v3");
-  Result<ResolvedModel> v3 = resolve(buildModel(c));
+  Result<ResolvedModel> v3 = resolveFamily(c);
   ASSERT_TRUE(v3.ok()) << v3.error().message();
   ASSERT_EQ(v3->latentCaches.size(), 2u);
   EXPECT_EQ(v3->latentCaches[1].width, c.kvLoraRank + c.ropeDim);
@@ -167,7 +168,7 @@ TEST(ResolvedModel, SharedKvCachesLatentCachesAndLightningStates) {
   EXPECT_TRUE(mla.rope.yarn);
 
   c = family("minimax");
-  Result<ResolvedModel> minimax = resolve(buildModel(c));
+  Result<ResolvedModel> minimax = resolveFamily(c);
   ASSERT_TRUE(minimax.ok()) << minimax.error().message();
   ASSERT_EQ(minimax->lightningStates.size(), 2u);
   EXPECT_EQ(minimax->lightningStates[1].layer, 2);
@@ -181,7 +182,7 @@ TEST(ResolvedModel, SharedKvCachesLatentCachesAndLightningStates) {
 }
 
 TEST(ResolvedModel, GptOssFusedExpertsAndOptionalWeights) {
-  Result<ResolvedModel> m = resolve(buildModel(family("gpt_oss")));
+  Result<ResolvedModel> m = resolveFamily(family("gpt_oss"));
   ASSERT_TRUE(m.ok()) << m.error().message();
   const auto &attention = std::get<AttentionSpec>(m->ops[2].spec);
   EXPECT_NE(attention.sinks, kAbsent);
