@@ -5,6 +5,7 @@
 // interface, so one engine drives both.
 #pragma once
 
+#include "runtime/engine/StepBatch.h"
 #include "runtime/plan/LoadedPlan.h"
 #include "runtime/support/Result.h"
 #include "runtime/weights/WeightSet.h"
@@ -17,14 +18,6 @@
 
 namespace moe {
 
-/// One row of a step's batch: which sequence slot it belongs to and its
-/// position in that sequence (0-based). Rows of one slot are consecutive
-/// and in position order; a slot's positions continue its cache.
-struct TokenRow {
-  int32_t slot = 0;
-  int32_t position = 0;
-};
-
 /// Time spent in one kind of work ("attention", "routed experts", ...) in
 /// prefill forwards (a sequence with several rows) or decode forwards.
 struct StageTime {
@@ -32,14 +25,6 @@ struct StageTime {
   std::string stage;
   double seconds = 0;
 };
-
-/// Whether a forward prefills: some slot has more than one row.
-inline bool isPrefill(const std::vector<TokenRow> &rows) {
-  for (size_t r = 1; r < rows.size(); ++r)
-    if (rows[r].slot == rows[r - 1].slot)
-      return true;
-  return false;
-}
 
 /// What a backend moved and held since prepare, for the stats file.
 struct BackendCounters {
@@ -57,12 +42,6 @@ struct BackendCounters {
   int64_t pinnedHostBytes = 0;     // streamed weights and host KV
 };
 
-struct StepBatch {
-  std::vector<int32_t> tokenIds; // one per row
-  std::vector<TokenRow> rows;
-  std::vector<int32_t> logitRows; // rows whose logits the engine needs
-};
-
 class Backend {
 public:
   virtual ~Backend() = default;
@@ -74,8 +53,8 @@ public:
   /// Forgets a slot's cache and state so a new sequence can take it.
   virtual void resetSlot(int32_t slot) = 0;
   /// Runs the model over the batch, extending each slot's cache by its rows,
-  /// and writes logits [logitRows.size(), vocab] in fp32. Rows of one slot
-  /// are consecutive and the slots in increasing order; logit rows increase.
+  /// and writes logits [logitRows.size(), vocab] in fp32. A batch that breaks
+  /// StepBatch's contract is refused (validateStepBatch).
   virtual Status forward(const StepBatch &batch,
                          std::vector<float> &logits) = 0;
   /// forward() for greedy decoding: each logit row's first largest logit's
