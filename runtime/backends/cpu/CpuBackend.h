@@ -1,6 +1,8 @@
 // The CPU backend: every op of the plan in fp32, multi-threaded, with the
 // semantics of HuggingFace transformers' eager fp32 forward. It is the
 // reference the CUDA backend and the golden fixtures are checked against.
+// It runs the model as model::ResolvedModel resolved and checked it, adding
+// only fp32 weights, RoPE tables, GPT-OSS's experts re-laid out, and caches.
 #pragma once
 
 #include "runtime/engine/Backend.h"

@@ -97,7 +97,7 @@ void RopeTable::apply(float *x, int64_t position) const {
 // Routing
 //===----------------------------------------------------------------------===//
 
-void routeToken(const RouterParams &router, const float *logits,
+void routeToken(const model::RouterSpec &router, const float *logits,
                 const float *correctionBias, float *weights, int32_t *indices) {
   int64_t e = router.experts;
   std::vector<float> scores(e);

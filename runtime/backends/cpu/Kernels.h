@@ -4,9 +4,10 @@
 // the thread count, so results are bit-identical across pool sizes.
 #pragma once
 
+#include "runtime/model/ResolvedModel.h"
 #include "runtime/model/Rope.h"
-#include "runtime/support/ThreadPool.h"
 #include "runtime/schemas/plan_generated.h"
+#include "runtime/support/ThreadPool.h"
 
 #include <cmath>
 #include <cstdint>
@@ -52,21 +53,10 @@ private:
 // Routing
 //===----------------------------------------------------------------------===//
 
-struct RouterParams {
-  int64_t experts = 0;
-  int64_t topK = 0;
-  plan::RouterScoring scoring = plan::RouterScoring::softmax;
-  plan::RouterSelection selection = plan::RouterSelection::greedy;
-  int64_t groups = 1;
-  int64_t keptGroups = 1;
-  bool normalize = false;
-  double scaling = 1.0;
-};
-
 /// Picks top_k experts of one token from its router logits (bias already
 /// added). `correctionBias` (noaux_tc; may be null) only steers selection.
 /// Indices come out in descending selection score.
-void routeToken(const RouterParams &router, const float *logits,
+void routeToken(const model::RouterSpec &router, const float *logits,
                 const float *correctionBias, float *weights, int32_t *indices);
 
 //===----------------------------------------------------------------------===//

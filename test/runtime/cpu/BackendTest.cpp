@@ -125,7 +125,7 @@ TEST_P(Models, BatchedSequencesMatchEachAlone) {
   std::vector<Logits> together = runSteps(*prepared(model), ids,
                                           {{{0, 0, 5}, {1, 0, 3}},
                                            {{0, 5, 1}, {1, 3, 4}},
-                                           {{1, 7, 1}, {0, 6, 1}},
+                                           {{0, 6, 1}, {1, 7, 1}},
                                            {{0, 7, 1}, {1, 8, 2}}});
   // Alone, in slot 0 and in slot 1, with the same chunks.
   Logits first = runChunks(*prepared(model), ids[0], {5, 1, 1, 1});
@@ -184,7 +184,9 @@ TEST(CpuBackend, LightningBlocksEqualRecurrence) {
               runChunks(*prepared(model), ids, {10, 1, 2}), 1e-5);
 }
 
-TEST(CpuBackend, RejectsBatchesThatDoNotContinueTheCache) {
+// validateStepBatch's contract (test/runtime/engine), as the backend reports
+// it.
+TEST(CpuBackend, RejectsBatchesOutsideTheContract) {
   TestModel model = buildModel(modelConfigs()[0]);
   auto backend = prepared(model);
   std::vector<float> logits;
@@ -194,6 +196,10 @@ TEST(CpuBackend, RejectsBatchesThatDoNotContinueTheCache) {
   StepBatch late{{1}, {{1, 3}}, {0}};
   EXPECT_EQ(backend->forward(late, logits).error().message(),
             "cpu backend: row 0: slot 1 continues at position 0, not 3");
+  StepBatch reversed{{1, 2}, {{1, 0}, {0, 0}}, {0, 1}};
+  EXPECT_EQ(backend->forward(reversed, logits).error().message(),
+            "cpu backend: row 1: slot 0 follows slot 1; runs must be in slot "
+            "order");
   StepBatch badToken{{400}, {{0, 0}}, {0}};
   EXPECT_FALSE(backend->forward(badToken, logits).ok());
 }

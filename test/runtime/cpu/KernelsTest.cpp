@@ -97,7 +97,16 @@ struct Routed {
   std::vector<int32_t> indices;
 };
 
-Routed route(const RouterParams &router, const std::vector<float> &logits,
+/// A router of `experts` picking `topK`, otherwise as the plan's defaults.
+model::RouterSpec routerOf(int64_t experts, int64_t topK) {
+  return {.experts = experts,
+          .topK = topK,
+          .groups = 1,
+          .keptGroups = 1,
+          .scaling = 1.0};
+}
+
+Routed route(const model::RouterSpec &router, const std::vector<float> &logits,
              const std::vector<float> &correction = {}) {
   Routed r{std::vector<float>(router.topK), std::vector<int32_t>(router.topK)};
   routeToken(router, logits.data(),
@@ -107,7 +116,7 @@ Routed route(const RouterParams &router, const std::vector<float> &logits,
 }
 
 TEST(Router, SoftmaxGreedyNormalized) {
-  RouterParams router{4, 2};
+  model::RouterSpec router = routerOf(4, 2);
   router.normalize = true;
   Routed r = route(router, {1.0f, 3.0f, 2.0f, 0.5f});
   EXPECT_EQ(r.indices, (std::vector<int32_t>{1, 2}));
@@ -117,7 +126,7 @@ TEST(Router, SoftmaxGreedyNormalized) {
 }
 
 TEST(Router, SoftmaxGreedyScaledNotNormalized) {
-  RouterParams router{4, 2};
+  model::RouterSpec router = routerOf(4, 2);
   router.scaling = 16.0;
   std::vector<float> logits{1.0f, 3.0f, 2.0f, 0.5f};
   Routed r = route(router, logits);
@@ -132,14 +141,14 @@ TEST(Router, SoftmaxGreedyScaledNotNormalized) {
 TEST(Router, GroupLimitedGreedyRanksGroupsByMax) {
   // Groups of two: {5, -5}, {4.9, -4}, {4.8, 4.7}, {0, 0}; the two groups
   // with the best maxima are 0 and 1, so expert 4 (plain top-3) loses to 3.
-  RouterParams router{8, 3};
+  model::RouterSpec router = routerOf(8, 3);
   router.selection = plan::RouterSelection::group_limited_greedy;
   router.groups = 4;
   router.keptGroups = 2;
   std::vector<float> logits{5, -5, 4.9f, -4, 4.8f, 4.7f, 0, 0};
   Routed r = route(router, logits);
   EXPECT_EQ(r.indices, (std::vector<int32_t>{0, 2, 3}));
-  RouterParams plain{8, 3};
+  model::RouterSpec plain = routerOf(8, 3);
   EXPECT_EQ(route(plain, logits).indices, (std::vector<int32_t>{0, 2, 4}));
   double sum = 0;
   for (float z : logits)
@@ -158,7 +167,7 @@ TEST(Router, NoauxTcRanksGroupsByTopTwoSumOfBiasedScores) {
   std::vector<float> logits;
   for (double p : s)
     logits.push_back(logit(p));
-  RouterParams router{8, 2};
+  model::RouterSpec router = routerOf(8, 2);
   router.scoring = plan::RouterScoring::sigmoid;
   router.selection = plan::RouterSelection::noaux_tc;
   router.groups = 4;
@@ -171,7 +180,7 @@ TEST(Router, NoauxTcRanksGroupsByTopTwoSumOfBiasedScores) {
   EXPECT_NEAR(r.weights[0], 0.6 / 1.1 * 2.5, 1e-5);
   EXPECT_NEAR(r.weights[1], 0.5 / 1.1 * 2.5, 1e-5);
 
-  RouterParams greedy = router;
+  model::RouterSpec greedy = router;
   greedy.selection = plan::RouterSelection::greedy;
   EXPECT_EQ(route(greedy, logits, bias).indices, (std::vector<int32_t>{0, 2}));
 }
@@ -179,7 +188,7 @@ TEST(Router, NoauxTcRanksGroupsByTopTwoSumOfBiasedScores) {
 TEST(Router, NoauxTcWithOneGroupIsPlainTopKOfBiasedScores) {
   // Kimi-K2: n_group 1.
   std::vector<float> logits{logit(0.5), logit(0.4), logit(0.3)};
-  RouterParams router{3, 1};
+  model::RouterSpec router = routerOf(3, 1);
   router.scoring = plan::RouterScoring::sigmoid;
   router.selection = plan::RouterSelection::noaux_tc;
   Routed r = route(router, logits, {0.0f, 0.0f, 0.3f});
