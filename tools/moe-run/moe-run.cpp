@@ -17,6 +17,7 @@
 #include "runtime/io/Jsonl.h"
 #include "runtime/plan/LoadedPlan.h"
 #include "runtime/tokenizer/Tokenizer.h"
+#include "runtime/trace/PlanTimeline.h"
 #include "runtime/weights/WeightSet.h"
 
 #include <CLI/CLI.hpp>
@@ -35,7 +36,7 @@ using namespace moe;
 namespace {
 
 struct Options {
-  std::string plan, checkpoint, prompts, output = "-", stats;
+  std::string plan, checkpoint, prompts, output = "-", stats, trace;
   std::string profileHardware; // measure the machine into this file instead
   std::string backend = "auto";
   std::optional<uint64_t> syntheticSeed;
@@ -263,6 +264,9 @@ Status run(const Options &options) {
   if (!plan.ok())
     return plan.error();
   const plan::Model &model = plan->model();
+  ChromeTrace trace;
+  if (!options.trace.empty())
+    MOE_RETURN_IF_ERROR(addPlanTimelines(trace, plan->plan()));
 
   Result<WeightSet> weights =
       options.syntheticSeed
@@ -358,6 +362,8 @@ Status run(const Options &options) {
       return makeError("{}: cannot write the stats file", options.stats);
     }
   }
+  if (!options.trace.empty())
+    MOE_RETURN_IF_ERROR(trace.write(options.trace));
   if (!status.ok())
     return status;
   std::fprintf(stderr,
@@ -397,6 +403,9 @@ int main(int argc, char **argv) {
                  "JSONL: {\"input_ids\": [...]} or {\"prompt\": \"...\"}");
   app.add_option("--output", options.output, "Answers JSONL ('-': stdout)");
   app.add_option("--stats", options.stats, "Write run statistics as JSON");
+  app.add_option("--trace", options.trace,
+                 "Write the plan's decode step and prefill pass as timelines "
+                 "in Chrome's trace format (open in ui.perfetto.dev)");
   app.add_option("--backend", options.backend,
                  "auto (CUDA when a GPU runs the plan, else CPU), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
