@@ -9,14 +9,6 @@
 #include "runtime/backends/cuda/CudaCheck.h"
 
 namespace moe::cuda {
-namespace {
-
-std::size_t alignUp(std::size_t bytes) {
-  return (bytes + kPoolAlignment - 1) / kPoolAlignment * kPoolAlignment;
-}
-
-} // namespace
-
 // --- DeviceArena ------------------------------------------------------------
 
 Result<DeviceArena> DeviceArena::create(std::size_t capacity,
@@ -54,7 +46,7 @@ DeviceArena::~DeviceArena() {
 }
 
 Result<void *> DeviceArena::allocate(std::size_t bytes, std::string_view what) {
-  const std::size_t size = alignUp(bytes);
+  const std::size_t size = poolAligned(bytes);
   if (size > remaining() || size < bytes)
     return makeError("device arena '{}': '{}' needs {}, only {} of {} left",
                      name_, what, formatBytes(bytes), formatBytes(remaining()),
@@ -186,7 +178,7 @@ Status PinnedHostPool::reserve(std::size_t bytes) {
 
 Result<void *> PinnedHostPool::allocate(std::size_t bytes,
                                         std::string_view what) {
-  const std::size_t size = alignUp(bytes);
+  const std::size_t size = poolAligned(bytes);
   if (size < bytes)
     return makeError("pinned host pool: '{}' needs {}", what,
                      formatBytes(bytes));

@@ -16,6 +16,10 @@ namespace moe::cuda {
 // All pool allocations are aligned to this: cuBLASLt's fastest kernels want
 // 16-byte operands, and 256 matches what cudaMalloc itself guarantees.
 inline constexpr std::size_t kPoolAlignment = 256;
+// `bytes` rounded up to kPoolAlignment: what an allocation takes of a pool.
+inline constexpr std::size_t poolAligned(std::size_t bytes) {
+  return (bytes + kPoolAlignment - 1) / kPoolAlignment * kPoolAlignment;
+}
 
 // One cudaMalloc of a planned size, handed out by bumping an offset. There is
 // no per-allocation free: reset() releases everything at once (per run, or per

@@ -79,6 +79,36 @@ Result<bool> Event::isComplete() const {
   return cudaFailure(code, "cudaEventQuery");
 }
 
+Status createStreams(std::initializer_list<std::optional<Stream> *> targets) {
+  for (std::optional<Stream> *target : targets) {
+    auto created = Stream::create();
+    if (!created)
+      return created.error();
+    target->emplace(std::move(*created));
+  }
+  return Status::success();
+}
+
+Status createEvents(std::initializer_list<std::optional<Event> *> targets) {
+  for (std::optional<Event> *target : targets) {
+    auto created = Event::create(false);
+    if (!created)
+      return created.error();
+    target->emplace(std::move(*created));
+  }
+  return Status::success();
+}
+
+Status appendEvents(std::vector<Event> &events, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    auto created = Event::create(false);
+    if (!created)
+      return created.error();
+    events.push_back(std::move(*created));
+  }
+  return Status::success();
+}
+
 Result<double> elapsedSeconds(const Event &start, const Event &stop) {
   float ms = 0;
   MOE_CUDA_TRY(cudaEventElapsedTime(&ms, start.get(), stop.get()));

@@ -7,6 +7,10 @@
 
 #include "runtime/support/Result.h"
 
+#include <initializer_list>
+#include <optional>
+#include <vector>
+
 namespace moe::cuda {
 
 class Event;
@@ -60,6 +64,13 @@ private:
   explicit Event(cudaEvent_t event) : event_(event) {}
   cudaEvent_t event_ = nullptr;
 };
+
+// A new stream into each of `targets`, in order.
+Status createStreams(std::initializer_list<std::optional<Stream> *> targets);
+// A new ordering (non-timing) event into each of `targets`, in order.
+Status createEvents(std::initializer_list<std::optional<Event> *> targets);
+// `count` new ordering events appended to `events`.
+Status appendEvents(std::vector<Event> &events, size_t count);
 
 // Seconds of device time between two recorded timing events (after `stop`
 // has completed; call stop.synchronize() first).

@@ -20,6 +20,8 @@
 
 namespace moe::cuda {
 
+struct BackendState;
+
 struct CudaBackendOptions {
   // Mean rows per expert from which the routed experts run as one cuBLASLt
   // GEMM each (the host reads the counts) instead of one grouped launch.
@@ -45,23 +47,11 @@ public:
   std::vector<StageTime> stageSeconds() const override;
   BackendCounters counters() const override;
 
-  // Where the LM head's results go (host memory): logits [rows, vocab], or
-  // the greedy token of each row when `tokens` is set.
-  struct HeadOutput {
-    float *logits = nullptr;
-    int32_t *tokens = nullptr;
-  };
-
 private:
-  struct State;
   Status run(const StepBatch &batch, std::vector<float> *logits,
              std::vector<int32_t> *tokens);
-  // Rows [first, end) of the batch through the whole model; the results of
-  // logit rows [firstLogit, endLogit) of the batch land in `out`.
-  Status runPass(const StepBatch &batch, int64_t first, int64_t end,
-                 size_t firstLogit, size_t endLogit, HeadOutput out);
   CudaBackendOptions options_;
-  std::unique_ptr<State> state_;
+  std::unique_ptr<BackendState> state_;
 };
 
 } // namespace moe::cuda

@@ -1,0 +1,54 @@
+// Everything the CUDA backend holds between prepare and the last forward:
+// its memory, the bound program, the streams and events of the weight ring,
+// the KV pipeline and the parking of chunked passes, and the stats.
+#pragma once
+
+#include "runtime/backends/cuda/GemmRunner.h"
+#include "runtime/backends/cuda/Memory.h"
+#include "runtime/backends/cuda/Stream.h"
+#include "runtime/backends/cuda/backend/KvCaches.h"
+#include "runtime/backends/cuda/backend/Parking.h"
+#include "runtime/backends/cuda/backend/Program.h"
+#include "runtime/backends/cuda/backend/Stats.h"
+#include "runtime/backends/cuda/backend/StepMemory.h"
+#include "runtime/backends/cuda/backend/WeightRing.h"
+#include "runtime/engine/Backend.h"
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace moe::cuda {
+
+struct BackendState {
+  std::optional<Stream> stream; // compute
+  std::unique_ptr<GemmRunner> gemm;
+  std::optional<PinnedHostPool> pinned; // streamed weights, host KV
+  std::optional<DeviceArena> weights;   // resident bf16 weights
+  // KV caches, staging buffers, fp32 arrays, lightning states.
+  std::optional<DeviceArena> cache;
+  StepMemory memory;
+  Program program;
+  WeightRing ring;
+  KvCaches kv;
+  Parking parking;
+  StageTimer timer;
+  std::vector<std::vector<float>> floats; // host copies until uploaded
+  std::vector<float *> floatsOnDevice;
+  // Per lightning op: floats of one slot's state, then the states of all
+  // slots on the device.
+  std::vector<int64_t> lightningStateFloats;
+  std::vector<float *> lightningStates;
+  int32_t slots = 0, maxContext = 0;
+  int smCount = 0; // sizes the attention kernel's split of long contexts
+  std::vector<int32_t> lengths;
+  bool prepared = false;
+  // Streaming, as the plan's batching and schedule say.
+  int32_t gpuSlots = 0; // slots whose KV stays on the GPU
+  int64_t prefillMicroBatch = 1, decodeMicroBatch = 1;
+  BackendCounters counters;
+  std::function<void(double)> progress; // share of the ops bound
+};
+
+} // namespace moe::cuda

@@ -1,0 +1,361 @@
+#include "runtime/backends/cuda/backend/ChunkedPass.h"
+
+#include "runtime/backends/cuda/CudaCheck.h"
+
+#include <algorithm>
+
+namespace moe::cuda {
+
+ChunkedPass::ChunkedPass(BackendState &state, int64_t perExpertGemmRows,
+                         const StepBatch &batch, int64_t first, int64_t end,
+                         size_t firstLogit, size_t endLogit, HeadOutput out)
+    : s_(state), program_(state.program), perExpertGemmRows_(perExpertGemmRows),
+      batch_(batch), first_(first), end_(end), rows_(end - first),
+      firstLogit_(firstLogit), endLogit_(endLogit), out_(out),
+      prefill_(isPrefill(batch.rows)),
+      microBatch_(prefill_ ? state.prefillMicroBatch : state.decodeMicroBatch),
+      stream_(state.stream->get()) {}
+
+Status ChunkedPass::run() {
+  cutChunks();
+  layOutRows();
+  movedBefore_ = s_.counters.weightBytesToDevice + s_.counters.kvBytesToDevice;
+  MOE_RETURN_IF_ERROR(uploadRows());
+  MOE_RETURN_IF_ERROR(planParking());
+  MOE_RETURN_IF_ERROR(s_.ring.beginPass(s_.counters));
+  s_.timer.beginPass();
+  values_.assign(program_.numValues, DeviceValue{});
+  owned_.assign(program_.numValues, {});
+  for (int v = 0; v < program_.numValues; ++v)
+    values_[v].width = program_.valueWidths[v];
+  for (const auto &[segmentBegin, segmentEnd] : program_.segments) {
+    for (size_t c = 0; c < chunks_; ++c)
+      MOE_RETURN_IF_ERROR(runChunk(segmentBegin, segmentEnd, c));
+    MOE_RETURN_IF_ERROR(endSegment());
+  }
+  return finish();
+}
+
+// Chunks of what the step memory holds, cut at slot boundaries where
+// possible (a slot's second part continues its cache).
+void ChunkedPass::cutChunks() {
+  int64_t chunkLimit = program_.chunkRowLimit(rows_, s_.memory.limit);
+  cuts_ = cutAtSlots(batch_.rows, first_, end_, chunkLimit);
+  for (int64_t &cut : cuts_) // pass-relative
+    cut -= first_;
+  chunks_ = cuts_.size() - 1;
+}
+
+void ChunkedPass::layOutRows() {
+  meta_.assign(size_t(4 * rows_) + (endLogit_ - firstLogit_), 0);
+  int32_t *tokens = meta_.data(), *attnSlots = tokens + rows_,
+          *positions = attnSlots + rows_, *cacheRows = positions + rows_;
+  chunkLogits_ = {firstLogit_};
+  for (size_t c = 0; c < chunks_; ++c) {
+    int64_t from = cuts_[c], to = cuts_[c + 1];
+    int32_t span = 0;
+    for (int64_t r = first_ + from; r < first_ + to; ++r)
+      span = std::max(span, batch_.rows[r].position + 1);
+    chunkSpans_.push_back(span);
+    kvPasses_.push_back(chunkRows(batch_, first_ + from, first_ + to,
+                                  s_.gpuSlots, s_.maxContext, microBatch_,
+                                  tokens + from, attnSlots + from,
+                                  positions + from, cacheRows + from));
+    // A slot split across chunks loads what the earlier chunk stored.
+    kvPasses_.back().loadsAfterCompute = c > 0;
+    size_t logit = chunkLogits_.back();
+    for (; logit < endLogit_ && batch_.logitRows[logit] < first_ + to; ++logit)
+      meta_[size_t(4 * rows_) + (logit - firstLogit_)] =
+          static_cast<int32_t>(batch_.logitRows[logit] - first_ - from);
+    chunkLogits_.push_back(logit);
+  }
+}
+
+Status ChunkedPass::uploadRows() {
+  auto device =
+      s_.memory.allocate(meta_.size() * sizeof(int32_t), "batch", stream_);
+  if (!device)
+    return device.error();
+  base_ = static_cast<int32_t *>(*device);
+  MOE_CUDA_TRY(cudaMemcpyAsync(base_, meta_.data(),
+                               meta_.size() * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, stream_));
+  return s_.kv.beginPass(stream_);
+}
+
+Status ChunkedPass::planParking() {
+  parkOffset_.assign(program_.numValues, SIZE_MAX);
+  parkedForm_.assign(program_.numValues, ValueForm::fp32);
+  if (chunks_ > 1) {
+    int64_t widest = 0;
+    for (const auto &[begin, stop] : program_.segments)
+      for (int v = 1; v < program_.numValues; ++v)
+        if (program_.crossesSegment(v, begin, stop))
+          widest = std::max(widest, program_.valueWidths[v]);
+    size_t region = size_t(rows_ * widest);
+    std::vector<int> holders; // per region: the value parked there, or -1
+    for (const auto &[begin, stop] : program_.segments) {
+      for (int &holder : holders)
+        if (holder >= 0 && program_.lastUse[holder] < int(begin))
+          holder = -1;
+      for (int v = 1; v < program_.numValues; ++v) {
+        if (!program_.crossesSegment(v, begin, stop))
+          continue;
+        auto free = std::find(holders.begin(), holders.end(), -1);
+        if (free == holders.end())
+          free = holders.insert(holders.end(), -1);
+        *free = v;
+        parkOffset_[v] = size_t(free - holders.begin()) * region;
+      }
+    }
+    MOE_RETURN_IF_ERROR(s_.parking.reserve(holders.size() * region * 4, rows_));
+  }
+  parked_ = s_.parking.buffer();
+  return Status::success();
+}
+
+Step ChunkedPass::stepFor(size_t c) {
+  int64_t from = cuts_[c];
+  size_t logits = chunkLogits_[c] - firstLogit_;
+  return Step{
+      .memory = s_.memory,
+      .gemm = *s_.gemm,
+      .stream = stream_,
+      .rows = cuts_[c + 1] - from,
+      .attnSlots = base_ + rows_ + from,
+      .positions = base_ + 2 * rows_ + from,
+      .cacheRows = base_ + 3 * rows_ + from,
+      .logitRows = base_ + 4 * rows_ + logits,
+      .logitCount = static_cast<int64_t>(chunkLogits_[c + 1] - chunkLogits_[c]),
+      .head = out_.logits
+                  ? HeadOutput{out_.logits + logits * program_.vocab, nullptr}
+                  : HeadOutput{nullptr, out_.tokens + logits},
+      .maxContext = s_.maxContext,
+      .maxSpan = chunkSpans_[c],
+      .smCount = s_.smCount,
+      .perExpertGemmRows = perExpertGemmRows_,
+      .gptOssNorm = program_.gptOssNorm,
+      .floats = s_.floatsOnDevice,
+      .lightningStates = s_.lightningStates,
+      .kv = s_.kv,
+      .kvPass = kvPasses_[c],
+      .counters = s_.counters};
+}
+
+Status ChunkedPass::runChunk(size_t segmentBegin, size_t segmentEnd, size_t c) {
+  Step step = stepFor(c);
+  values_[0].i = base_ + cuts_[c];
+  if (chunks_ > 1)
+    MOE_RETURN_IF_ERROR(bringBackParked(segmentBegin, c));
+  for (size_t index = segmentBegin; index < segmentEnd; ++index)
+    MOE_RETURN_IF_ERROR(launch(index, c, step));
+  if (chunks_ > 1)
+    MOE_RETURN_IF_ERROR(parkChunk(segmentBegin, segmentEnd, c));
+  return Status::success();
+}
+
+Status ChunkedPass::launch(size_t index, size_t c, Step &step) {
+  const CompiledOp &op = program_.ops[index];
+  if (op.streamIndex >= 0 && c == 0) {
+    auto waitTiming = s_.timer.start(kWeightWaitStage, stream_);
+    if (!waitTiming)
+      return waitTiming.error();
+    MOE_RETURN_IF_ERROR(s_.ring.waitForWeights(op.streamIndex, *s_.stream));
+    MOE_RETURN_IF_ERROR(s_.timer.stop(*waitTiming, stream_));
+  }
+  auto opTiming = s_.timer.start(op.op.index(), stream_);
+  if (!opTiming)
+    return opTiming.error();
+  Status ran = runOp(step, op.op, op.operands, op.results, values_);
+  if (!ran.ok())
+    return ran.error().withContext(fmt::format("op {}", index));
+  MOE_RETURN_IF_ERROR(s_.timer.stop(*opTiming, stream_));
+  if (op.streamIndex >= 0 && c + 1 == chunks_)
+    MOE_RETURN_IF_ERROR(
+        s_.ring.releaseSlot(op.streamIndex, stream_, s_.counters));
+  return keepResults(index, step);
+}
+
+// The op's allocations belong to the values they hold; the rest was
+// scratch. Values nobody reads again are freed.
+Status ChunkedPass::keepResults(size_t index, Step &step) {
+  const CompiledOp &op = program_.ops[index];
+  for (void *ptr : step.made) {
+    int holder = -1;
+    for (int v : op.operands)
+      if (values_[v].a == ptr || values_[v].f == ptr)
+        holder = v;
+    for (int v : op.results)
+      if (values_[v].a == ptr || values_[v].f == ptr || values_[v].i == ptr)
+        holder = v;
+    if (holder >= 0)
+      owned_[holder].push_back(ptr);
+    else
+      MOE_RETURN_IF_ERROR(s_.memory.free(ptr, stream_));
+  }
+  step.made.clear();
+  step.partials = nullptr;
+  step.partialBytes = 0;
+  for (int v : op.results)
+    values_[v].form = values_[v].written();
+  for (int v = 1; v < program_.numValues; ++v)
+    if (!owned_[v].empty() && program_.lastUse[v] <= static_cast<int>(index))
+      MOE_RETURN_IF_ERROR(freeValue(v));
+  return Status::success();
+}
+
+// The chunk's parked values back on the device (the first chunk's now, the
+// next chunk's ahead).
+Status ChunkedPass::bringBackParked(size_t segmentBegin, size_t c) {
+  auto parkedTiming = s_.timer.start(kParkedStage, stream_);
+  if (!parkedTiming)
+    return parkedTiming.error();
+  MOE_RETURN_IF_ERROR(takeBackParked(c % 2));
+  if (c == 0)
+    MOE_RETURN_IF_ERROR(restoreChunk(segmentBegin, 0));
+  if (c + 1 < chunks_)
+    MOE_RETURN_IF_ERROR(restoreChunk(segmentBegin, c + 1));
+  if (!restored_[c % 2].empty())
+    MOE_RETURN_IF_ERROR(s_.stream->wait(*s_.parking.chunkRestored[c % 2]));
+  for (const auto &[v, buffer, bytes] : restored_[c % 2]) {
+    owned_[v].push_back(buffer);
+    values_[v].setBuffer(parkedForm_[v], buffer);
+  }
+  restored_[c % 2].clear();
+  return s_.timer.stop(*parkedTiming, stream_);
+}
+
+Status ChunkedPass::takeBackParked(size_t parity) {
+  if (parkPending_[parity] == 0)
+    return Status::success();
+  MOE_RETURN_IF_ERROR(s_.stream->wait(*s_.parking.chunkParked[parity]));
+  s_.memory.release(parkPending_[parity]);
+  parkPending_[parity] = 0;
+  return Status::success();
+}
+
+// A chunk's values made by earlier segments, copied back from the parking
+// buffer on the restore stream while the chunk before it computes. The
+// buffers are allocated on the compute stream, which the restore stream
+// then follows: it has waited for the previous segment's parking.
+Status ChunkedPass::restoreChunk(size_t segmentBegin, size_t c) {
+  std::vector<Restored> &into = restored_[c % 2];
+  into.clear();
+  int64_t from = cuts_[c], count = cuts_[c + 1] - from;
+  for (int v = 1; v < program_.numValues; ++v) {
+    if (!program_.restoredIn(v, segmentBegin))
+      continue;
+    size_t bytes =
+        size_t(count * program_.valueWidths[v]) * elementBytes(parkedForm_[v]);
+    auto buffer = s_.memory.allocate(bytes, "parked value", stream_);
+    if (!buffer)
+      return buffer.error();
+    into.push_back({v, *buffer, bytes});
+  }
+  if (into.empty())
+    return Status::success();
+  Parking &parking = s_.parking;
+  MOE_RETURN_IF_ERROR(parking.restoreReady->record(stream_));
+  MOE_RETURN_IF_ERROR(parking.restore->wait(*parking.restoreReady));
+  for (const auto &[v, buffer, bytes] : into) {
+    MOE_CUDA_TRY(cudaMemcpyAsync(
+        buffer,
+        parked_ + (parkOffset_[v] + size_t(from * program_.valueWidths[v])) * 4,
+        bytes, cudaMemcpyHostToDevice, parking.restore->get()));
+    s_.counters.hiddenBytesToDevice += int64_t(bytes);
+  }
+  return parking.chunkRestored[c % 2]->record(*parking.restore);
+}
+
+bool ChunkedPass::parksHere(int v, size_t segmentBegin,
+                            size_t segmentEnd) const {
+  // Values made before this segment are parked already.
+  return !owned_[v].empty() && parkOffset_[v] != SIZE_MAX &&
+         program_.crossesSegment(v, segmentBegin, segmentEnd);
+}
+
+// The chunk's values that later segments read, parked on the park stream
+// while the next chunk computes (their buffers freed there, after the
+// copy); the rest of its values freed.
+Status ChunkedPass::parkChunk(size_t segmentBegin, size_t segmentEnd,
+                              size_t c) {
+  Parking &parking = s_.parking;
+  int64_t from = cuts_[c], count = cuts_[c + 1] - from;
+  bool parks = false;
+  for (int v = 1; v < program_.numValues; ++v)
+    parks = parks || parksHere(v, segmentBegin, segmentEnd);
+  if (parks) {
+    MOE_RETURN_IF_ERROR(parking.parkReady->record(stream_));
+    MOE_RETURN_IF_ERROR(parking.park->wait(*parking.parkReady));
+    parkedInSegment_ = true;
+  }
+  for (int v = 1; v < program_.numValues; ++v) {
+    if (owned_[v].empty())
+      continue;
+    if (!parksHere(v, segmentBegin, segmentEnd)) {
+      MOE_RETURN_IF_ERROR(freeValue(v));
+      continue;
+    }
+    const DeviceValue &value = values_[v];
+    parkedForm_[v] = value.form;
+    size_t bytes = size_t(count * value.width) * elementBytes(value.form);
+    MOE_CUDA_TRY(cudaMemcpyAsync(
+        parked_ + (parkOffset_[v] + size_t(from * value.width)) * 4,
+        value.buffer(), bytes, cudaMemcpyDeviceToHost, parking.park->get()));
+    s_.counters.hiddenBytesToHost += int64_t(bytes);
+    for (void *ptr : owned_[v]) {
+      auto freed = s_.memory.freeLater(ptr, parking.park->get());
+      if (!freed)
+        return freed.error();
+      parkPending_[c % 2] += *freed;
+    }
+    clearValue(v);
+  }
+  if (parks)
+    MOE_RETURN_IF_ERROR(parking.chunkParked[c % 2]->record(*parking.park));
+  return Status::success();
+}
+
+// The next segment loads what this one parked.
+Status ChunkedPass::endSegment() {
+  if (!parkedInSegment_)
+    return Status::success();
+  Parking &parking = s_.parking;
+  MOE_RETURN_IF_ERROR(parking.segmentParked->record(*parking.park));
+  auto parkedTiming = s_.timer.start(kParkedStage, stream_);
+  if (!parkedTiming)
+    return parkedTiming.error();
+  MOE_RETURN_IF_ERROR(s_.stream->wait(*parking.segmentParked));
+  MOE_RETURN_IF_ERROR(s_.timer.stop(*parkedTiming, stream_));
+  s_.memory.release(parkPending_[0] + parkPending_[1]);
+  parkPending_ = {};
+  parkedInSegment_ = false;
+  return Status::success();
+}
+
+Status ChunkedPass::finish() {
+  MOE_RETURN_IF_ERROR(s_.memory.free(base_, stream_));
+  MOE_RETURN_IF_ERROR(s_.stream->synchronize());
+  BackendCounters &counters = s_.counters;
+  counters.devicePeakStepBytes =
+      std::max(counters.devicePeakStepBytes, int64_t(s_.memory.peak));
+  counters.deviceMemoryTrims = s_.memory.trims;
+  if (!prefill_)
+    counters.decodeBytesToDevice +=
+        counters.weightBytesToDevice + counters.kvBytesToDevice - movedBefore_;
+  return s_.timer.endPass(prefill_);
+}
+
+void ChunkedPass::clearValue(int v) {
+  owned_[v].clear();
+  values_[v] = DeviceValue{nullptr, nullptr, nullptr, program_.valueWidths[v]};
+}
+
+Status ChunkedPass::freeValue(int v) {
+  for (void *ptr : owned_[v])
+    MOE_RETURN_IF_ERROR(s_.memory.free(ptr, stream_));
+  clearValue(v);
+  return Status::success();
+}
+
+} // namespace moe::cuda

@@ -1,0 +1,187 @@
+#include "runtime/backends/cuda/backend/KvCaches.h"
+
+#include "runtime/backends/cuda/CudaCheck.h"
+#include "runtime/backends/cuda/kernels/Kernels.h"
+
+#include <algorithm>
+
+namespace moe::cuda {
+
+int KvCaches::add(KvCache cache, int layer) {
+  caches.push_back(cache);
+  int index = static_cast<int>(caches.size()) - 1;
+  if (layer >= 0)
+    layerCaches_.emplace_back(layer, index);
+  return index;
+}
+
+int KvCaches::ofLayer(int layer) const {
+  auto found =
+      std::find_if(layerCaches_.begin(), layerCaches_.end(),
+                   [&](const auto &entry) { return entry.first == layer; });
+  return found == layerCaches_.end() ? -1 : found->second;
+}
+
+bool KvCaches::anyValues() const {
+  return std::any_of(caches.begin(), caches.end(),
+                     [](const KvCache &cache) { return cache.hasValues; });
+}
+
+size_t KvCaches::stagingElements(int32_t maxContext,
+                                 int64_t stagedSlots) const {
+  int64_t widest = 0;
+  for (const KvCache &cache : caches)
+    widest = std::max(widest, cache.width());
+  return size_t(stagedSlots) * maxContext * widest;
+}
+
+size_t KvCaches::deviceBytes(int32_t gpuSlots, int32_t maxContext,
+                             int64_t stagedSlots, int buffers) const {
+  size_t bytes = (anyValues() ? 2 : 1) * buffers *
+                 poolAligned(stagingElements(maxContext, stagedSlots) * 2);
+  for (const KvCache &cache : caches)
+    bytes += (cache.hasValues ? 2 : 1) *
+             poolAligned(size_t(gpuSlots) * maxContext * cache.width() * 2);
+  return bytes;
+}
+
+Status KvCaches::allocate(DeviceArena &arena, PinnedHostPool &pinned,
+                          int32_t gpuSlots, int32_t hostSlots,
+                          int32_t maxContext, int64_t stagedSlots,
+                          int buffers) {
+  for (KvCache &c : caches) {
+    size_t gpuElements = size_t(gpuSlots) * maxContext * c.width();
+    size_t hostElements = size_t(hostSlots) * maxContext * c.width();
+    if (gpuElements > 0) {
+      auto k = arena.allocateArray<bf16>(gpuElements, "k cache");
+      if (!k)
+        return k.error();
+      c.k = *k;
+      if (c.hasValues) {
+        auto v = arena.allocateArray<bf16>(gpuElements, "v cache");
+        if (!v)
+          return v.error();
+        c.v = *v;
+      }
+    }
+    if (hostElements > 0) {
+      auto k = pinned.allocate(hostElements * sizeof(bf16), "host k cache");
+      if (!k)
+        return k.error();
+      c.hostK = static_cast<bf16 *>(*k);
+      if (c.hasValues) {
+        auto v = pinned.allocate(hostElements * sizeof(bf16), "host v cache");
+        if (!v)
+          return v.error();
+        c.hostV = static_cast<bf16 *>(*v);
+      }
+    }
+  }
+  size_t staged = stagingElements(maxContext, stagedSlots);
+  if (staged > 0)
+    for (int b = 0; b < buffers; ++b) {
+      auto k = arena.allocateArray<bf16>(staged, "k staging");
+      if (!k)
+        return k.error();
+      stagingK_.push_back(*k);
+      bf16 *v = nullptr;
+      if (anyValues()) {
+        auto values = arena.allocateArray<bf16>(staged, "v staging");
+        if (!values)
+          return values.error();
+        v = *values;
+      }
+      stagingV_.push_back(v);
+    }
+  return Status::success();
+}
+
+Status KvCaches::createStreams() {
+  return moe::cuda::createStreams({&load_, &store_});
+}
+
+Status KvCaches::createEvents() {
+  MOE_RETURN_IF_ERROR(appendEvents(loaded_, stagingK_.size()));
+  MOE_RETURN_IF_ERROR(appendEvents(free_, stagingK_.size()));
+  return moe::cuda::createEvents({&ready_, &stored_, &passStart_, &opStart_});
+}
+
+Status KvCaches::beginPass(cudaStream_t compute) {
+  MOE_RETURN_IF_ERROR(passStart_->record(compute));
+  return load_->wait(*passStart_);
+}
+
+Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
+                                 int32_t maxContext, const int32_t *cacheRows,
+                                 const KvCache &cache, const bf16 *key,
+                                 const bf16 *value, BackendCounters &counters,
+                                 const Attend &attend) {
+  cudaStream_t load = load_->get(), store = store_->get();
+  int64_t width = cache.width(), context = maxContext;
+  size_t rowBytes = size_t(width) * sizeof(bf16);
+  size_t slotBytes = size_t(context) * rowBytes;
+  if (key) {
+    MOE_RETURN_IF_ERROR(ready_->record(compute));
+    MOE_CUDA_TRY(cudaStreamWaitEvent(store, ready_->get()));
+    for (const KvStoreRun &run : pass.stores) {
+      for (auto [from, to] :
+           {std::pair{key, cache.hostK}, std::pair{value, cache.hostV}}) {
+        if (!to)
+          continue;
+        const bf16 *src = from + run.row * width;
+        bf16 *dst = to + (run.hostSlot * context + run.position) * width;
+        if (run.acrossSlots)
+          MOE_CUDA_TRY(cudaMemcpy2DAsync(dst, slotBytes, src, rowBytes,
+                                         rowBytes, run.rows,
+                                         cudaMemcpyDeviceToHost, store));
+        else
+          MOE_CUDA_TRY(cudaMemcpyAsync(dst, src, run.rows * rowBytes,
+                                       cudaMemcpyDeviceToHost, store));
+      }
+      counters.kvBytesToHost +=
+          int64_t((cache.hasValues ? 2 : 1) * run.rows * rowBytes);
+    }
+    MOE_RETURN_IF_ERROR(stored_->record(store));
+  }
+  if (!key || pass.loadsAfterCompute) {
+    MOE_RETURN_IF_ERROR(opStart_->record(compute));
+    MOE_CUDA_TRY(cudaStreamWaitEvent(load, opStart_->get()));
+  }
+  size_t buffers = stagingK_.size();
+  for (size_t m = 0; m < pass.microBatches.size(); ++m) {
+    const KvMicroBatch &batch = pass.microBatches[m];
+    size_t b = m % buffers;
+    bf16 *stagedK = stagingK_[b], *stagedV = stagingV_[b];
+    MOE_CUDA_TRY(cudaStreamWaitEvent(load, free_[b].get()));
+    for (const KvLoad &kvLoad : batch.loads) {
+      int64_t length = key ? kvLoad.length : kvLoad.lengthAfter;
+      if (length == 0)
+        continue;
+      for (auto [from, to] :
+           {std::pair{cache.hostK, stagedK}, std::pair{cache.hostV, stagedV}})
+        if (from)
+          MOE_CUDA_TRY(
+              cudaMemcpy2DAsync(to + kvLoad.local * context * width, slotBytes,
+                                from + kvLoad.hostSlot * context * width,
+                                slotBytes, size_t(length) * rowBytes,
+                                kvLoad.count, cudaMemcpyHostToDevice, load));
+      counters.kvBytesToDevice +=
+          int64_t((cache.hasValues ? 2 : 1) * kvLoad.count * length * rowBytes);
+    }
+    MOE_RETURN_IF_ERROR(loaded_[b].record(load));
+    MOE_CUDA_TRY(cudaStreamWaitEvent(compute, loaded_[b].get()));
+    if (key)
+      MOE_CUDA_TRY(
+          kernels::appendKv(key + batch.firstRow * width,
+                            value ? value + batch.firstRow * width : nullptr,
+                            cacheRows + batch.firstRow, batch.rows, width,
+                            stagedK, stagedV, compute));
+    MOE_RETURN_IF_ERROR(attend(batch.firstRow, batch.rows, stagedK, stagedV));
+    MOE_RETURN_IF_ERROR(free_[b].record(compute));
+  }
+  if (key)
+    MOE_CUDA_TRY(cudaStreamWaitEvent(compute, stored_->get()));
+  return Status::success();
+}
+
+} // namespace moe::cuda

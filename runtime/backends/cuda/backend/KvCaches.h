@@ -1,0 +1,90 @@
+// The KV caches of the attention layers and the host slots' pipeline. K and
+// V of the GPU slots [0, gpuSlots) live in the kv arena, those of the others
+// in pinned host memory, [slot, position, kvHeads·headDim] each. Host slots'
+// rows are attended a micro-batch at a time (ChunkRows.h lays them out):
+// the micro-batch's cached K/V are loaded into a staging buffer on the load
+// stream while earlier micro-batches attend, new rows stored back to pinned
+// memory on the store stream.
+#pragma once
+
+#include "runtime/backends/cuda/Memory.h"
+#include "runtime/backends/cuda/Stream.h"
+#include "runtime/backends/cuda/backend/ChunkRows.h"
+#include "runtime/engine/Backend.h"
+
+#include <cuda_bf16.h>
+
+#include <functional>
+#include <optional>
+#include <utility>
+#include <vector>
+
+namespace moe::cuda {
+
+struct KvCache {
+  int64_t kvHeads = 0, headDim = 0;
+  bool hasValues = true; // MLA caches only the latent (as K)
+  __nv_bfloat16 *k = nullptr, *v = nullptr;
+  __nv_bfloat16 *hostK = nullptr, *hostV = nullptr;
+  int64_t width() const { return kvHeads * headDim; }
+};
+
+class KvCaches {
+public:
+  using bf16 = __nv_bfloat16;
+
+  // Per layer that owns its KV, in plan order.
+  std::vector<KvCache> caches;
+
+  // A new cache; one added for `layer` (>= 0) is found by layers sharing
+  // that layer's KV.
+  int add(KvCache cache, int layer = -1);
+  // The cache added for `layer`, -1 if none.
+  int ofLayer(int layer) const;
+
+  // Device bytes of the GPU slots' caches and of `buffers` staging buffers
+  // for `stagedSlots` host slots each.
+  size_t deviceBytes(int32_t gpuSlots, int32_t maxContext, int64_t stagedSlots,
+                     int buffers) const;
+  // The GPU slots' caches and the staging buffers in `arena`, the host
+  // slots' caches in `pinned`.
+  Status allocate(DeviceArena &arena, PinnedHostPool &pinned, int32_t gpuSlots,
+                  int32_t hostSlots, int32_t maxContext, int64_t stagedSlots,
+                  int buffers);
+  // The load and store streams; the events of the pipeline (after
+  // allocate(): one pair per staging buffer).
+  Status createStreams();
+  Status createEvents();
+
+  // Loads of this pass come after everything of the previous one.
+  Status beginPass(cudaStream_t compute);
+
+  // Rows [first, first + count) of a chunk against the K/V array k / v.
+  using Attend = std::function<Status(int64_t first, int64_t count,
+                                      const bf16 *k, const bf16 *v)>;
+  // Host slots' rows, a micro-batch at a time: its slots' cached K/V are
+  // loaded into a staging buffer on the load stream while earlier
+  // micro-batches attend, then the new rows are appended there and
+  // attended. A layer that owns its KV (`key` set) stores the new rows to
+  // pinned memory on the store stream, and the compute stream waits for
+  // that before the op's scratch, which the copies read, is freed. A layer
+  // sharing an earlier layer's KV loads the rows that layer stored.
+  Status attendHostSlots(cudaStream_t compute, const KvPass &pass,
+                         int32_t maxContext, const int32_t *cacheRows,
+                         const KvCache &cache, const bf16 *key,
+                         const bf16 *value, BackendCounters &counters,
+                         const Attend &attend);
+
+private:
+  size_t stagingElements(int32_t maxContext, int64_t stagedSlots) const;
+  bool anyValues() const;
+
+  std::vector<std::pair<int, int>> layerCaches_; // layer → cache
+  std::optional<Stream> load_;                   // host-to-device: cached KV
+  std::optional<Stream> store_;                  // device-to-host: new rows
+  std::vector<bf16 *> stagingK_, stagingV_;      // per staging buffer
+  std::vector<Event> loaded_, free_;             // per staging buffer
+  std::optional<Event> ready_, stored_, opStart_, passStart_;
+};
+
+} // namespace moe::cuda

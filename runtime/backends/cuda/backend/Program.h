@@ -1,0 +1,74 @@
+// The plan's ops bound to their weights, and what a pass needs to know of
+// their values: widths, the op making and the op last reading each, the
+// segments a chunked pass runs layer by layer, and the step memory a row
+// takes.
+#pragma once
+
+#include "runtime/backends/cuda/backend/KvCaches.h"
+#include "runtime/backends/cuda/backend/WeightPlacement.h"
+#include "runtime/backends/cuda/backend/ops/Ops.h"
+
+#include <functional>
+#include <utility>
+#include <vector>
+
+namespace moe::cuda {
+
+struct CompiledOp {
+  Op op;
+  std::vector<int> operands, results;
+  int streamIndex = -1; // into WeightRing::streamed when it streams weights
+  int layer = -1;
+};
+
+struct Program {
+  std::vector<CompiledOp> ops;
+  int numValues = 0, logitsValue = 0;
+  std::vector<int64_t> valueWidths;
+  std::vector<int> lastUse;   // per value: the last op reading it, -1 if none
+  std::vector<int> definedBy; // per value: the op making it (-1: tokens)
+  // Op ranges run for all chunks of a pass before the next range starts:
+  // one layer each, cut so no range streams more ops than the ring holds
+  // (an op's ring slot is refilled only after its last chunk).
+  std::vector<std::pair<size_t, size_t>> segments;
+  int64_t embeddingVocab = 0, vocab = 0;
+  int64_t rowBytes = 0; // most step memory one batch row needs at once
+  // Per row: the most bytes of one segment's values parked at its end,
+  // held until the chunk after next (ChunkedPass).
+  int64_t parkRowBytes = 0;
+  // Per row: the most bytes of parked values one segment reads (restored
+  // for the next chunk while a chunk computes).
+  int64_t restoreRowBytes = 0;
+  bool gptOssNorm = false;
+
+  // Value v is made in segment [begin, stop) and read after it: chunked
+  // passes park it in host memory at the segment's end.
+  bool crossesSegment(int v, size_t begin, size_t stop) const {
+    return definedBy[v] >= int(begin) && definedBy[v] < int(stop) &&
+           lastUse[v] >= int(stop);
+  }
+  // Value v, parked by an earlier segment, is live in the segment starting
+  // at op `begin`: chunked passes copy it back for each chunk.
+  bool restoredIn(int v, size_t begin) const {
+    return v > 0 && definedBy[v] < int(begin) && lastUse[v] >= int(begin);
+  }
+  // Step memory one row of a chunk takes: its own values and scratch, and
+  // when the pass runs in several chunks (`parks`) the previous chunk's
+  // parked values and the next chunk's restored ones beside them; plus the
+  // 1/16 by which StepMemory rounds sizes up at most.
+  int64_t chunkRowBytes(bool parks) const;
+  // The most rows of a chunk that `limit` bytes of step memory hold in a
+  // pass of `rows` rows (at least 1).
+  int64_t chunkRowLimit(int64_t rows, size_t limit) const;
+};
+
+// Binds every op of `model` (weights through `placement`, KV caches into
+// `kv`, lightning states' floats per slot into `lightningStateFloats`) and
+// lays out its values and segments. `progress` gets the share of ops bound.
+Status compileProgram(const plan::Model &model, WeightPlacement &placement,
+                      KvCaches &kv, std::vector<int64_t> &lightningStateFloats,
+                      int ringSlots,
+                      const std::function<void(double)> &progress,
+                      Program &program);
+
+} // namespace moe::cuda

@@ -1,0 +1,237 @@
+#include "runtime/backends/cuda/backend/WeightPlacement.h"
+
+#include "runtime/backends/cuda/CudaCheck.h"
+#include "runtime/backends/cuda/kernels/Kernels.h"
+
+#include <cstring>
+
+namespace moe::cuda {
+
+int64_t paramElements(const plan::Param &param) {
+  int64_t n = 1;
+  for (int64_t dim : *param.shape())
+    n *= dim;
+  return n;
+}
+
+Fp32Params fp32Params(const plan::Op &op) {
+  Fp32Params params;
+  if (const plan::Router *r = op.spec_as_Router()) {
+    params.routerWeight = r->weight();
+    params.routerBias = r->bias();
+    params.correctionBias = r->correction_bias();
+  }
+  if (const plan::Attention *a = op.spec_as_Attention())
+    params.sinks = a->sinks();
+  return params;
+}
+
+const bf16 *expertBlock(const ExpertWeight &w, int64_t e) {
+  if (!w.resident && !w.streamed)
+    return nullptr;
+  return e < w.residentExperts
+             ? w.resident + e * w.stride
+             : w.streamed + (e - w.residentExperts) * w.stride;
+}
+
+WeightPlacement::WeightPlacement(const plan::Model &model,
+                                 const WeightSet &weights, DeviceArena &arena,
+                                 WeightRing &ring, PinnedHostPool &pinned,
+                                 std::vector<std::vector<float>> &floats,
+                                 int32_t maxContext)
+    : model_(model), weights_(weights), arena_(arena), ring_(ring),
+      pinned_(pinned), floats_(floats), maxContext_(maxContext),
+      uploaded_(model.params()->size(), nullptr) {}
+
+int WeightPlacement::endOp() {
+  if (parts_.empty())
+    return -1;
+  ring_.streamed.push_back(std::move(parts_));
+  parts_.clear();
+  return static_cast<int>(ring_.streamed.size()) - 1;
+}
+
+HostBf16 WeightPlacement::readBf16(int index) const {
+  size_t count = 1;
+  for (int64_t dim : weights_.param(size_t(index)).shape)
+    count *= size_t(dim);
+  HostBf16 host(count);
+  weights_.toBf16(size_t(index), host.bits(0, count));
+  return host;
+}
+
+bool WeightPlacement::isStreamed(int index) const {
+  return model_.params()->Get(index)->placement() ==
+         plan::Placement::host_streamed;
+}
+
+const plan::Param *WeightPlacement::param(int index) const {
+  if (index < 0 || index >= static_cast<int>(model_.params()->size()))
+    return nullptr;
+  return model_.params()->Get(index);
+}
+
+Status WeightPlacement::check(int index, int64_t size,
+                              const char *field) const {
+  if (index < 0 || index >= static_cast<int>(uploaded_.size()))
+    return makeError("'{}' refers to param {}, which does not exist", field,
+                     index);
+  int64_t have = paramElements(*model_.params()->Get(index));
+  if (have != size)
+    return makeError("'{}' (param {}) has {} values, the op needs {}", field,
+                     index, have, size);
+  return Status::success();
+}
+
+int64_t WeightPlacement::residentExperts(int index, int64_t experts) const {
+  const plan::Param &param = *model_.params()->Get(index);
+  return param.placement() == plan::Placement::host_streamed
+             ? std::min<int64_t>(param.gpu_experts(), experts)
+             : experts;
+}
+
+Result<const bf16 *> WeightPlacement::upload(std::span<const bf16> host,
+                                             const char *what) {
+  auto device = arena_.allocateArray<bf16>(host.size(), what);
+  if (!device)
+    return device.error();
+  MOE_CUDA_TRY(cudaMemcpy(*device, host.data(), host.size() * sizeof(bf16),
+                          cudaMemcpyHostToDevice));
+  return static_cast<const bf16 *>(*device);
+}
+
+Result<const bf16 *> WeightPlacement::stream(std::span<const bf16> host,
+                                             const char *what) {
+  size_t bytes = host.size() * sizeof(bf16);
+  if (!ring_.arena || slotUsed_ + bytes > ring_.slotBytes)
+    return makeError("the plan's weight ring ({} slot(s) of {} bytes) has "
+                     "no room for '{}' ({} bytes, {} already in this op's "
+                     "slot)",
+                     ring_.slots, ring_.slotBytes, what, bytes, slotUsed_);
+  auto staged = pinned_.allocate(bytes, what);
+  if (!staged)
+    return staged.error();
+  std::memcpy(*staged, host.data(), bytes);
+  size_t slot = ring_.streamed.size() % size_t(ring_.slots);
+  auto *device = static_cast<char *>(ring_.arena->base()) +
+                 slot * ring_.slotBytes + slotUsed_;
+  slotUsed_ += poolAligned(bytes);
+  parts_.push_back({*staged, device, bytes});
+  return reinterpret_cast<const bf16 *>(device);
+}
+
+Result<ExpertWeight> WeightPlacement::place(std::span<const bf16> host,
+                                            int64_t experts,
+                                            int64_t residentExperts,
+                                            const char *what) {
+  ExpertWeight w;
+  w.stride = static_cast<int64_t>(host.size()) / experts;
+  w.residentExperts = residentExperts;
+  size_t split = size_t(residentExperts * w.stride);
+  if (split > 0) {
+    auto device = upload(host.first(split), what);
+    if (!device)
+      return device.error();
+    w.resident = *device;
+  }
+  if (split < host.size()) {
+    auto device = stream(host.subspan(split), what);
+    if (!device)
+      return device.error();
+    w.streamed = *device;
+  }
+  return w;
+}
+
+Result<ExpertWeight> WeightPlacement::bindExperts(int index, int64_t experts,
+                                                  int64_t size,
+                                                  const char *field,
+                                                  bool optional) {
+  if (index < 0 && optional)
+    return ExpertWeight{};
+  if (index < 0)
+    return makeError("'{}' is missing", field);
+  MOE_RETURN_IF_ERROR(check(index, size, field));
+  return place(readBf16(index), experts, residentExperts(index, experts),
+               field);
+}
+
+Status WeightPlacement::bindTable(const bf16 *&out, int index, int64_t size) {
+  MOE_RETURN_IF_ERROR(check(index, size, "table"));
+  if (!isStreamed(index))
+    return bind(out, index, size, "table");
+  auto staged = pinned_.allocate(size_t(size) * sizeof(bf16), "table");
+  if (!staged)
+    return staged.error();
+  weights_.toBf16(size_t(index),
+                  {static_cast<uint16_t *>(*staged), size_t(size)});
+  out = static_cast<const bf16 *>(*staged);
+  return Status::success();
+}
+
+Status WeightPlacement::bind(const bf16 *&out, int index, int64_t size,
+                             const char *field, bool optional) {
+  out = nullptr;
+  if (index < 0 && optional)
+    return Status::success();
+  if (index < 0)
+    return makeError("'{}' is missing", field);
+  MOE_RETURN_IF_ERROR(check(index, size, field));
+  if (isStreamed(index)) {
+    auto device = stream(readBf16(index), field);
+    if (!device)
+      return device.error();
+    out = *device;
+    return Status::success();
+  }
+  if (!uploaded_[index]) {
+    auto device = upload(readBf16(index), field);
+    if (!device)
+      return device.error();
+    uploaded_[index] = *device;
+  }
+  out = uploaded_[index];
+  return Status::success();
+}
+
+Result<int> WeightPlacement::bindFloat(int index, int64_t size,
+                                       const char *field) {
+  if (index < 0)
+    return -1;
+  MOE_RETURN_IF_ERROR(check(index, size, field));
+  return addFloats(weights_.toFloat32(index));
+}
+
+int WeightPlacement::addFloats(std::vector<float> values) {
+  floats_.push_back(std::move(values));
+  return static_cast<int>(floats_.size()) - 1;
+}
+
+Result<std::pair<int, int>> WeightPlacement::ropeTables(const plan::Rope &plan,
+                                                        int64_t limit) {
+  model::RopeParams p = model::RopeParams::fromPlan(plan);
+  if (p.rotaryDim < 0 || p.rotaryDim % 2 != 0 || p.rotaryDim > limit)
+    return makeError("rope rotary_dim {} must be even and at most {}",
+                     p.rotaryDim, limit);
+  if (p.rotaryDim == 0)
+    return std::pair{-1, -1};
+  if (!(p.theta > 1.0))
+    return makeError("rope theta {} must exceed 1", p.theta);
+  if (p.yarn && (!(p.factor > 0) || p.originalMaxPosition <= 0))
+    return makeError("yarn rope needs a positive factor and "
+                     "original_max_position");
+  for (const auto &[params, tables] : ropes_)
+    if (params == p)
+      return tables;
+  std::vector<float> inverse = model::ropeInverseFrequencies(p);
+  int64_t half = p.rotaryDim / 2;
+  std::vector<float> cos(maxContext_ * half), sin(maxContext_ * half);
+  kernels::buildRopeTable(inverse.data(), half, p.attentionFactor, maxContext_,
+                          cos.data(), sin.data());
+  int at = addFloats(std::move(cos));
+  addFloats(std::move(sin));
+  ropes_.emplace_back(p, std::pair{at, at + 1});
+  return ropes_.back().second;
+}
+
+} // namespace moe::cuda

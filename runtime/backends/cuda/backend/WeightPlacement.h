@@ -1,0 +1,127 @@
+// Places a plan's params where the plan put them, converted to bf16 and
+// checking sizes as the CPU backend does: resident params are uploaded once
+// (on first use) into the weights arena; streamed ones go to pinned host
+// memory and are copied into the op's weight-ring slot before each run of
+// the op (WeightRing); the params kept in fp32 (fp32Params) become fp32
+// arrays, uploaded with the KV caches once every op is bound.
+#pragma once
+
+#include "runtime/backends/cuda/Memory.h"
+#include "runtime/backends/cuda/backend/WeightRing.h"
+#include "runtime/backends/cuda/kernels/GroupedGemm.h"
+#include "runtime/model/Rope.h"
+#include "runtime/schemas/plan_generated.h"
+#include "runtime/support/ThreadPool.h"
+#include "runtime/weights/WeightSet.h"
+
+#include <cuda_bf16.h>
+
+#include <array>
+#include <memory>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace moe::cuda {
+
+using bf16 = __nv_bfloat16;
+
+int64_t paramElements(const plan::Param &param);
+
+// A param's bf16 values on the host, not zero-filled first: a full-scale
+// model has billions of values to convert and lay out before the first step.
+struct HostBf16 {
+  std::unique_ptr<bf16[]> data;
+  size_t size = 0;
+
+  explicit HostBf16(size_t n)
+      : data(std::make_unique_for_overwrite<bf16[]>(n)), size(n) {}
+  std::span<bf16> span() { return {data.get(), size}; }
+  operator std::span<const bf16>() const { return {data.get(), size}; }
+  std::span<uint16_t> bits(size_t offset, size_t count) {
+    return {reinterpret_cast<uint16_t *>(data.get() + offset), count};
+  }
+};
+
+// The params an op keeps in fp32 (bindFloat) instead of bf16, with the fp32
+// arrays rather than in the weights arena: a router's weight, bias and
+// correction bias (its top-k picks hinge on near-ties that bf16 rounding
+// would flip) and attention sinks. -1 where absent.
+struct Fp32Params {
+  int routerWeight = -1, routerBias = -1, correctionBias = -1, sinks = -1;
+  std::array<int, 4> all() const {
+    return {routerWeight, routerBias, correctionBias, sinks};
+  }
+};
+Fp32Params fp32Params(const plan::Op &op);
+
+// A stacked [E, ...] expert weight whose first `residentExperts` blocks
+// stay in the weights arena while the rest are streamed into the op's ring
+// slot (the plan's gpu_experts); null when the op has no such weight.
+using ExpertWeight = kernels::ExpertMatrix;
+// Expert e's block of a stacked weight; null when the weight is absent.
+const bf16 *expertBlock(const ExpertWeight &w, int64_t e);
+
+class WeightPlacement {
+public:
+  WeightPlacement(const plan::Model &model, const WeightSet &weights,
+                  DeviceArena &arena, WeightRing &ring, PinnedHostPool &pinned,
+                  std::vector<std::vector<float>> &floats, int32_t maxContext);
+
+  // Streamed weights of the op bound next go to ring slot (streamed ops so
+  // far) mod (ring slots). endOp() makes them the ring's next streamed op
+  // and returns its index there, -1 when the op streams nothing.
+  void beginOp() { parts_.clear(), slotUsed_ = 0; }
+  int endOp();
+
+  const WeightSet &weights() const { return weights_; }
+  ThreadPool &threads() { return threads_; }
+  HostBf16 readBf16(int index) const;
+  bool isStreamed(int index) const;
+  // The plan's param `index`, null when there is none.
+  const plan::Param *param(int index) const;
+
+  Status check(int index, int64_t size, const char *field) const;
+  // Experts of the param kept on the GPU: all unless it is streamed.
+  int64_t residentExperts(int index, int64_t experts) const;
+
+  Result<const bf16 *> upload(std::span<const bf16> host, const char *what);
+  // `host` into pinned memory and a copy of it into this op's ring slot.
+  Result<const bf16 *> stream(std::span<const bf16> host, const char *what);
+  // A stacked weight of `experts` equal blocks, split as the plan placed it.
+  Result<ExpertWeight> place(std::span<const bf16> host, int64_t experts,
+                             int64_t residentExperts, const char *what);
+
+  Result<ExpertWeight> bindExperts(int index, int64_t experts, int64_t size,
+                                   const char *field, bool optional = false);
+  // The embedding table is read in place when streamed: the kernel gathers
+  // only the batch's rows from pinned memory (mapped into the device's
+  // address space).
+  Status bindTable(const bf16 *&out, int index, int64_t size);
+  Status bind(const bf16 *&out, int index, int64_t size, const char *field,
+              bool optional = false);
+  // An fp32 param kept in fp32 (Fp32Params): -1 when absent, else its
+  // index among the fp32 arrays.
+  Result<int> bindFloat(int index, int64_t size, const char *field);
+  // An fp32 array made on the host (lightning decays): its index.
+  int addFloats(std::vector<float> values);
+  // cos and sin tables, shared by the layers of one RoPE; -1 each without
+  // rotation.
+  Result<std::pair<int, int>> ropeTables(const plan::Rope &plan, int64_t limit);
+
+private:
+  const plan::Model &model_;
+  const WeightSet &weights_;
+  DeviceArena &arena_;
+  WeightRing &ring_;
+  PinnedHostPool &pinned_;
+  std::vector<CopyPart> parts_;
+  size_t slotUsed_ = 0;
+  ThreadPool threads_{0};
+  std::vector<std::vector<float>> &floats_;
+  int32_t maxContext_;
+  std::vector<const bf16 *> uploaded_;
+  std::vector<std::pair<model::RopeParams, std::pair<int, int>>> ropes_;
+};
+
+} // namespace moe::cuda

@@ -1,0 +1,175 @@
+#include "runtime/backends/cuda/backend/ops/OpMacros.h"
+#include "runtime/backends/cuda/backend/ops/Ops.h"
+
+#include <algorithm>
+#include <tuple>
+
+namespace moe::cuda {
+
+Result<AttentionOp> bindAttentionOp(WeightPlacement &placement,
+                                    const plan::Attention &a,
+                                    const Fp32Params &fp32, int64_t hidden,
+                                    int layer, KvCaches &caches) {
+  AttentionOp k{};
+  k.hidden = hidden;
+  k.heads = a.num_heads();
+  k.kvHeads = a.num_kv_heads();
+  k.headDim = a.head_dim();
+  if (k.heads <= 0 || k.kvHeads <= 0 || k.headDim <= 0 ||
+      k.heads % k.kvHeads != 0)
+    return makeError("heads {} / kv heads {} / head_dim {} are invalid",
+                     k.heads, k.kvHeads, k.headDim);
+  if (!kernels::attentionSupports(static_cast<int>(k.heads),
+                                  static_cast<int>(k.kvHeads),
+                                  static_cast<int>(k.headDim)))
+    return makeError("the attention kernel does not support {} heads over "
+                     "{} kv heads of head_dim {} (head_dim 16..256, a power "
+                     "of 2; at most 16 heads per kv head, 8 at head_dim 256)",
+                     k.heads, k.kvHeads, k.headDim);
+  auto tables = placement.ropeTables(*a.rope(), k.headDim);
+  if (!tables)
+    return tables.error();
+  std::tie(k.cos, k.sin) = *tables;
+  k.rotaryDim = a.rope()->rotary_dim();
+  k.style = static_cast<kernels::RopeStyle>(a.rope()->style());
+  k.scale = static_cast<float>(a.scale());
+  k.ownsKv = a.kv_source_layer() < 0;
+  int64_t qw = k.heads * k.headDim, kvw = k.kvHeads * k.headDim;
+  MOE_RETURN_IF_ERROR(placement.bind(k.q, a.q(), qw * hidden, "q"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.o, a.o(), hidden * qw, "o"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.qBias, a.q_bias(), qw, "q_bias", true));
+  MOE_RETURN_IF_ERROR(
+      placement.bind(k.oBias, a.o_bias(), hidden, "o_bias", true));
+  auto sinks = placement.bindFloat(fp32.sinks, k.heads, "sinks");
+  if (!sinks)
+    return sinks.error();
+  k.sinks = *sinks;
+  k.qkNorm = a.qk_norm();
+  k.qkEps = static_cast<float>(a.qk_norm_eps());
+  bool perHead = k.qkNorm == plan::QKNorm::per_head;
+  if (k.qkNorm != plan::QKNorm::none)
+    MOE_RETURN_IF_ERROR(placement.bind(k.qNorm, a.q_norm(),
+                                       perHead ? k.headDim : qw, "q_norm"));
+  if (a.sliding_window() < 0)
+    return makeError("sliding_window {} is negative", a.sliding_window());
+  k.window = a.sliding_window();
+  if (k.ownsKv) {
+    MOE_RETURN_IF_ERROR(placement.bind(k.k, a.k(), kvw * hidden, "k"));
+    MOE_RETURN_IF_ERROR(placement.bind(k.v, a.v(), kvw * hidden, "v"));
+    MOE_RETURN_IF_ERROR(
+        placement.bind(k.kBias, a.k_bias(), kvw, "k_bias", true));
+    MOE_RETURN_IF_ERROR(
+        placement.bind(k.vBias, a.v_bias(), kvw, "v_bias", true));
+    if (k.qkNorm != plan::QKNorm::none)
+      MOE_RETURN_IF_ERROR(placement.bind(k.kNorm, a.k_norm(),
+                                         perHead ? k.headDim : kvw, "k_norm"));
+    k.cache = caches.add({k.kvHeads, k.headDim}, layer);
+    return k;
+  }
+  k.cache = caches.ofLayer(a.kv_source_layer());
+  if (k.cache < 0)
+    return makeError("kv_source_layer {} has no K/V cache before this op",
+                     a.kv_source_layer());
+  const KvCache &source = caches.caches[k.cache];
+  if (source.kvHeads != k.kvHeads || source.headDim != k.headDim)
+    return makeError("kv_source_layer {} caches {} heads of {}, this layer "
+                     "reads {} of {}",
+                     a.kv_source_layer(), source.kvHeads, source.headDim,
+                     k.kvHeads, k.headDim);
+  return k;
+}
+
+int64_t rowBytes(const AttentionOp &k) {
+  return (2 * k.heads * k.headDim + 2 * k.kvHeads * k.headDim + k.hidden) *
+         kBf16Bytes;
+}
+
+Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
+                    DeviceValue &in, DeviceValue &out) {
+  MOE_INPUT(x, step.bf16Of(in));
+  int64_t rows = step.rows, qw = k.heads * k.headDim;
+  int64_t kvw = k.kvHeads * k.headDim;
+  MOE_ALLOC(q, bf16, rows * qw, "attention q");
+  MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.q, qw, k.qBias, q));
+  bf16 *key = nullptr, *value = nullptr;
+  if (k.ownsKv) {
+    MOE_ALLOC(kk, bf16, rows * kvw, "attention k");
+    MOE_ALLOC(vv, bf16, rows * kvw, "attention v");
+    MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.k, kvw, k.kBias, kk));
+    MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.v, kvw, k.vBias, vv));
+    key = kk;
+    value = vv;
+    if (k.qkNorm == plan::QKNorm::full_width) {
+      MOE_RETURN_IF_ERROR(
+          step.normInPlace(kk, k.kNorm, rows, kvw, k.qkEps, false));
+    }
+  }
+  if (k.qkNorm == plan::QKNorm::full_width) {
+    MOE_RETURN_IF_ERROR(step.normInPlace(q, k.qNorm, rows, qw, k.qkEps, false));
+  }
+  bool perHead = k.qkNorm == plan::QKNorm::per_head;
+  if (k.rotaryDim > 0 || perHead) {
+    kernels::RopeArgs rope;
+    rope.q = q;
+    rope.k = key;
+    rope.rows = rows;
+    rope.heads = static_cast<int>(k.heads);
+    rope.kvHeads = key ? static_cast<int>(k.kvHeads) : 0;
+    rope.headDim = static_cast<int>(k.headDim);
+    rope.rotaryDim = static_cast<int>(k.rotaryDim);
+    rope.style = k.style;
+    rope.positions = k.rotaryDim > 0 ? step.positions : nullptr;
+    rope.cos = step.floatArray(k.cos);
+    rope.sin = step.floatArray(k.sin);
+    rope.qNorm = perHead ? k.qNorm : nullptr;
+    rope.kNorm = perHead && key ? k.kNorm : nullptr;
+    rope.normEps = k.qkEps;
+    MOE_CUDA_TRY(kernels::applyRope(rope, step.stream));
+  }
+  MOE_ALLOC(o, bf16, rows * qw, "attention o");
+  kernels::AttentionArgs args;
+  args.sinks = step.floatArray(k.sinks);
+  args.heads = static_cast<int>(k.heads);
+  args.kvHeads = static_cast<int>(k.kvHeads);
+  args.headDim = static_cast<int>(k.headDim);
+  args.seqStride = int64_t(step.maxContext) * kvw;
+  args.window = k.window;
+  args.maxSpan = k.window > 0
+                     ? int32_t(std::min<int64_t>(step.maxSpan, k.window))
+                     : step.maxSpan;
+  args.scale = k.scale;
+  // Rows [first, first + count) against the K/V array kCache / vCache.
+  auto attend = [&](int64_t first, int64_t count, const bf16 *kCache,
+                    const bf16 *vCache) -> Status {
+    args.q = q + first * qw;
+    args.out = o + first * qw;
+    args.k = kCache;
+    args.v = vCache;
+    args.sequences = step.attnSlots + first;
+    args.positions = step.positions + first;
+    args.rows = count;
+    MOE_INPUT(partials, step.attentionPartials(kernels::attentionWorkspaceBytes(
+                            count, args.heads, args.kvHeads, args.headDim,
+                            args.maxSpan, step.smCount)));
+    args.workspace = partials;
+    MOE_CUDA_TRY(kernels::attention(args, step.smCount, step.stream));
+    return Status::success();
+  };
+  int64_t gpuRows = step.kvPass.gpuRows;
+  if (gpuRows > 0) {
+    if (k.ownsKv)
+      MOE_CUDA_TRY(kernels::appendKv(key, value, step.cacheRows, gpuRows, kvw,
+                                     cache.k, cache.v, step.stream));
+    MOE_RETURN_IF_ERROR(attend(0, gpuRows, cache.k, cache.v));
+  }
+  if (rows > gpuRows)
+    MOE_RETURN_IF_ERROR(step.kv.attendHostSlots(
+        step.stream, step.kvPass, step.maxContext, step.cacheRows, cache,
+        k.ownsKv ? key : nullptr, value, step.counters, attend));
+  MOE_ALLOC(y, bf16, rows * k.hidden, "attention out");
+  MOE_RETURN_IF_ERROR(step.linear(o, rows, qw, k.o, k.hidden, k.oBias, y));
+  out.a = y;
+  return Status::success();
+}
+
+} // namespace moe::cuda

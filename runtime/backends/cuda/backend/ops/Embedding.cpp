@@ -1,0 +1,30 @@
+#include "runtime/backends/cuda/backend/ops/OpMacros.h"
+#include "runtime/backends/cuda/backend/ops/Ops.h"
+
+namespace moe::cuda {
+
+Result<EmbeddingOp> bindEmbeddingOp(WeightPlacement &placement,
+                                    const plan::Embedding &spec) {
+  const plan::Param *table = placement.param(spec.table());
+  if (!table || table->shape()->size() != 2)
+    return makeError("needs a [vocab, hidden] table");
+  EmbeddingOp k{};
+  k.vocab = table->shape()->Get(0);
+  k.hidden = table->shape()->Get(1);
+  MOE_RETURN_IF_ERROR(
+      placement.bindTable(k.table, spec.table(), k.vocab * k.hidden));
+  return k;
+}
+
+int64_t rowBytes(const EmbeddingOp &k) { return k.hidden * kBf16Bytes; }
+
+Status runEmbedding(Step &step, const EmbeddingOp &k, const DeviceValue &ids,
+                    DeviceValue &out) {
+  MOE_ALLOC(y, float, step.rows *k.hidden, "embedding");
+  MOE_CUDA_TRY(
+      kernels::embedRows(k.table, ids.i, step.rows, k.hidden, y, step.stream));
+  out.f = y;
+  return Status::success();
+}
+
+} // namespace moe::cuda

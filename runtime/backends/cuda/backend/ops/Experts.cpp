@@ -1,0 +1,187 @@
+#include "runtime/backends/cuda/backend/ops/OpMacros.h"
+#include "runtime/backends/cuda/backend/ops/Ops.h"
+#include "runtime/backends/cuda/kernels/GroupedGemm.h"
+
+namespace moe::cuda {
+
+Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
+                                const plan::Experts &e, int64_t hidden,
+                                int64_t topK) {
+  ExpertsOp k{};
+  k.hidden = hidden;
+  k.width = e.intermediate_size();
+  k.experts = e.num_experts();
+  k.topK = topK;
+  int64_t n = k.experts, h = hidden, w = k.width;
+  if (n <= 0 || w <= 0)
+    return makeError("experts and intermediate_size must be positive");
+  if (n > 1024)
+    return makeError("{} experts exceed the dispatch kernel's 1024", n);
+  k.clamped = e.activation() == plan::ExpertActivation::swiglu_clamped;
+  k.limit = static_cast<float>(e.swiglu_limit());
+  k.alpha = static_cast<float>(e.swiglu_alpha());
+  auto downBias =
+      placement.bindExperts(e.down_bias(), n, n * h, "down_bias", true);
+  if (!downBias)
+    return downBias.error();
+  k.downBias = *downBias;
+  const WeightSet &weights = placement.weights();
+  ThreadPool &threads = placement.threads();
+  HostBf16 gateUp(size_t(2 * n * w * h)), down(size_t(n * h * w));
+  int gateUpParam = e.gate_up();
+  if (e.layout() == plan::ExpertLayout::separate) {
+    if (k.clamped)
+      return makeError("swiglu_clamped needs the fused layout");
+    if (e.gate_up_bias() >= 0)
+      return makeError("gate_up_bias needs the fused layout");
+    MOE_RETURN_IF_ERROR(placement.check(e.gate(), n * w * h, "gate"));
+    MOE_RETURN_IF_ERROR(placement.check(e.up(), n * w * h, "up"));
+    MOE_RETURN_IF_ERROR(placement.check(e.down(), n * h * w, "down"));
+    // Gate and up rows of each expert, one after the other.
+    for (auto [index, offset] :
+         {std::pair{e.gate(), int64_t{0}}, std::pair{e.up(), w * h}}) {
+      HostBf16 values = placement.readBf16(index);
+      threads.parallelFor(n, [&](int64_t first, int64_t last) {
+        for (int64_t x = first; x < last; ++x)
+          std::copy_n(values.data.get() + x * w * h, w * h,
+                      gateUp.data.get() + 2 * x * w * h + offset);
+      });
+    }
+    down = placement.readBf16(e.down());
+    gateUpParam = e.gate();
+  } else {
+    if (!k.clamped)
+      return makeError("the fused layout needs swiglu_clamped");
+    // gate_up [E, H, 2I] and down [E, I, H] are [in, out]: transposed once.
+    MOE_RETURN_IF_ERROR(placement.check(e.gate_up(), n * h * 2 * w, "gate_up"));
+    MOE_RETURN_IF_ERROR(placement.check(e.down(), n * w * h, "down"));
+    auto gateUpBias = placement.bindExperts(e.gate_up_bias(), n, n * 2 * w,
+                                            "gate_up_bias", true);
+    if (!gateUpBias)
+      return gateUpBias.error();
+    k.gateUpBias = *gateUpBias;
+    std::vector<float> values = weights.toFloat32(e.gate_up());
+    threads.parallelFor(n, [&](int64_t first, int64_t last) {
+      for (int64_t x = first; x < last; ++x)
+        for (int64_t j = 0; j < h; ++j)
+          for (int64_t c = 0; c < 2 * w; ++c)
+            gateUp.data[(x * 2 * w + c) * h + j] =
+                __float2bfloat16_rn(values[(x * h + j) * 2 * w + c]);
+    });
+    values = weights.toFloat32(e.down());
+    threads.parallelFor(n, [&](int64_t first, int64_t last) {
+      for (int64_t x = first; x < last; ++x)
+        for (int64_t i = 0; i < w; ++i)
+          for (int64_t j = 0; j < h; ++j)
+            down.data[(x * h + j) * w + i] =
+                __float2bfloat16_rn(values[(x * w + i) * h + j]);
+    });
+  }
+  auto gu = placement.place(
+      gateUp, n, placement.residentExperts(gateUpParam, n), "experts gate|up");
+  if (!gu)
+    return gu.error();
+  auto d = placement.place(down, n, placement.residentExperts(e.down(), n),
+                           "experts down");
+  if (!d)
+    return d.error();
+  k.gateUp = *gu;
+  k.down = *d;
+  return k;
+}
+
+int64_t rowBytes(const ExpertsOp &k) {
+  return k.topK * ((2 * k.hidden + 3 * k.width) * kBf16Bytes + 8) +
+         k.hidden * (4 + kBf16Bytes);
+}
+
+Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
+                  const DeviceValue &weights, const DeviceValue &indices,
+                  DeviceValue &out) {
+  MOE_INPUT(x, step.bf16Of(in));
+  int64_t rows = step.rows, pairs = rows * k.topK;
+  int64_t h = k.hidden, w = k.width;
+  MOE_ALLOC(counts, int32_t, k.experts, "expert counts");
+  MOE_ALLOC(offsets, int32_t, k.experts + 1, "expert offsets");
+  MOE_ALLOC(slotToPair, int32_t, pairs, "slot to pair");
+  MOE_ALLOC(pairToSlot, int32_t, pairs, "pair to slot");
+  MOE_ALLOC(xs, bf16, pairs * h, "expert inputs");
+  MOE_ALLOC(gu, bf16, pairs * 2 * w, "expert gate|up");
+  MOE_ALLOC(act, bf16, pairs * w, "expert activations");
+  MOE_ALLOC(down, bf16, pairs * h, "expert outputs");
+  MOE_ALLOC(sum, float, rows *h, "expert sum");
+  kernels::DispatchArgs dispatch;
+  dispatch.indices = indices.i;
+  dispatch.rows = rows;
+  dispatch.topK = static_cast<int>(k.topK);
+  dispatch.experts = static_cast<int>(k.experts);
+  dispatch.counts = counts;
+  dispatch.offsets = offsets;
+  dispatch.slotToPair = slotToPair;
+  dispatch.pairToSlot = pairToSlot;
+  MOE_CUDA_TRY(kernels::buildDispatch(dispatch, step.stream));
+  MOE_CUDA_TRY(kernels::gatherRows(x, slotToPair, pairs, dispatch.topK, h, xs,
+                                   step.stream));
+  // Small groups (decode) run as one grouped launch per GEMM with the sizes
+  // left on the device, so nothing waits. Large groups (prefill, or B over
+  // 128 per expert) run one cuBLASLt GEMM per expert: its Hopper kernels are
+  // ~3x the grouped kernel's mma.sync rate there (686 against ~200 TFLOP/s
+  // at 512 rows), which is worth one host wait per layer for the counts.
+  bool perExpert = pairs >= step.perExpertGemmRows * k.experts;
+  std::vector<int32_t> hostOffsets;
+  if (perExpert) {
+    hostOffsets.resize(k.experts + 1);
+    MOE_CUDA_TRY(cudaMemcpyAsync(hostOffsets.data(), offsets,
+                                 hostOffsets.size() * sizeof(int32_t),
+                                 cudaMemcpyDeviceToHost, step.stream));
+    MOE_CUDA_TRY(cudaStreamSynchronize(step.stream));
+  }
+  // y = x · Wᵀ (+ bias) for every expert's rows.
+  auto expertsGemm = [&](const bf16 *in, const ExpertWeight &weight,
+                         const ExpertWeight &bias, int64_t n, int64_t kDim,
+                         bf16 *y) -> Status {
+    if (!perExpert) {
+      kernels::GroupedGemmArgs args;
+      args.x = in;
+      args.offsets = offsets;
+      args.weight = weight;
+      args.bias = bias;
+      args.y = y;
+      args.rows = pairs;
+      args.experts = dispatch.experts;
+      args.n = n;
+      args.k = kDim;
+      MOE_CUDA_TRY(kernels::groupedGemm(args, step.stream));
+      return Status::success();
+    }
+    for (int64_t e = 0; e < k.experts; ++e) {
+      int64_t first = hostOffsets[e], m = hostOffsets[e + 1] - first;
+      if (m > 0)
+        MOE_RETURN_IF_ERROR(step.linear(in + first * kDim, m, kDim,
+                                        expertBlock(weight, e), n,
+                                        expertBlock(bias, e), y + first * n));
+    }
+    return Status::success();
+  };
+  MOE_RETURN_IF_ERROR(expertsGemm(xs, k.gateUp, k.gateUpBias, 2 * w, h, gu));
+  if (k.clamped)
+    MOE_CUDA_TRY(kernels::swigluClamped(gu, act, pairs, w, k.limit, k.alpha,
+                                        step.stream));
+  else
+    MOE_CUDA_TRY(kernels::siluMul(gu, act, pairs, w, step.stream));
+  MOE_RETURN_IF_ERROR(expertsGemm(act, k.down, k.downBias, h, w, down));
+  kernels::CombineArgs combine;
+  combine.expertOut = down;
+  combine.weights = weights.f;
+  combine.indices = indices.i;
+  combine.pairToSlot = pairToSlot;
+  combine.rows = rows;
+  combine.topK = dispatch.topK;
+  combine.width = h;
+  combine.out = sum;
+  MOE_CUDA_TRY(kernels::combineExperts(combine, step.stream));
+  out.f = sum;
+  return Status::success();
+}
+
+} // namespace moe::cuda

@@ -1,0 +1,65 @@
+#include "runtime/backends/cuda/backend/ops/OpMacros.h"
+#include "runtime/backends/cuda/backend/ops/Ops.h"
+
+#include <algorithm>
+
+namespace moe::cuda {
+
+Result<HeadOp> bindHeadOp(WeightPlacement &placement, const plan::LMHead &spec,
+                          int64_t hidden) {
+  const plan::Param *weight = placement.param(spec.weight());
+  if (!weight)
+    return makeError("weight param {} does not exist", spec.weight());
+  HeadOp k{nullptr, weight->shape()->Get(0), hidden};
+  MOE_RETURN_IF_ERROR(
+      placement.bind(k.weight, spec.weight(), k.vocab * hidden, "weight"));
+  return k;
+}
+
+// Its logits are made a chunk of rows at a time, not per row.
+int64_t rowBytes(const HeadOp &k) { return k.hidden * kBf16Bytes; }
+
+Status runHead(Step &step, const HeadOp &k, DeviceValue &in) {
+  MOE_INPUT(x, step.bf16Of(in));
+  bool greedy = step.head.tokens != nullptr;
+  constexpr int64_t kChunkBytes = int64_t{64} << 20;
+  int64_t chunk = std::clamp<int64_t>(kChunkBytes / (6 * k.vocab), 1,
+                                      std::max<int64_t>(step.logitCount, 1));
+  MOE_ALLOC(picked, bf16, chunk * k.hidden, "head rows");
+  MOE_ALLOC(logits, bf16, chunk * k.vocab, "logits");
+  float *logits32 = nullptr;
+  int32_t *ids = nullptr;
+  if (greedy) {
+    MOE_ALLOC(chosen, int32_t, std::max<int64_t>(step.logitCount, 1),
+              "greedy tokens");
+    ids = chosen;
+  } else {
+    MOE_ALLOC(wide, float, chunk *k.vocab, "logits fp32");
+    logits32 = wide;
+  }
+  for (int64_t first = 0; first < step.logitCount; first += chunk) {
+    int64_t n = std::min(chunk, step.logitCount - first);
+    // gatherRows with topK 1 picks rows by index.
+    MOE_CUDA_TRY(kernels::gatherRows(x, step.logitRows + first, n, 1, k.hidden,
+                                     picked, step.stream));
+    MOE_RETURN_IF_ERROR(
+        step.linear(picked, n, k.hidden, k.weight, k.vocab, nullptr, logits));
+    if (greedy) {
+      MOE_CUDA_TRY(
+          kernels::argmaxRows(logits, n, k.vocab, ids + first, step.stream));
+      continue;
+    }
+    MOE_CUDA_TRY(
+        kernels::bf16ToFloat(logits, n * k.vocab, logits32, step.stream));
+    MOE_CUDA_TRY(cudaMemcpyAsync(step.head.logits + first * k.vocab, logits32,
+                                 size_t(n * k.vocab) * sizeof(float),
+                                 cudaMemcpyDeviceToHost, step.stream));
+  }
+  if (greedy && step.logitCount > 0)
+    MOE_CUDA_TRY(cudaMemcpyAsync(step.head.tokens, ids,
+                                 size_t(step.logitCount) * sizeof(int32_t),
+                                 cudaMemcpyDeviceToHost, step.stream));
+  return Status::success();
+}
+
+} // namespace moe::cuda

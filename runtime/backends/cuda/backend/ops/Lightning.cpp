@@ -1,0 +1,69 @@
+#include "runtime/model/Lightning.h"
+#include "runtime/backends/cuda/backend/ops/OpMacros.h"
+#include "runtime/backends/cuda/backend/ops/Ops.h"
+#include "runtime/backends/cuda/kernels/LightningAttention.h"
+
+namespace moe::cuda {
+
+Result<LightningOp> bindLightningOp(WeightPlacement &placement,
+                                    const plan::LightningAttention &a,
+                                    int64_t hidden,
+                                    std::vector<int64_t> &states) {
+  LightningOp k{};
+  k.hidden = hidden;
+  k.heads = a.num_heads();
+  k.headDim = a.head_dim();
+  k.eps = static_cast<float>(a.norm_eps());
+  if (!kernels::lightningAttentionSupports(static_cast<int>(k.heads),
+                                           static_cast<int>(k.headDim)))
+    return makeError("the lightning attention kernel does not support {} "
+                     "heads of head_dim {} (head_dim 16, 32, 64 or 128)",
+                     k.heads, k.headDim);
+  int64_t w = k.heads * k.headDim;
+  MOE_RETURN_IF_ERROR(placement.bind(k.qkv, a.qkv(), 3 * w * hidden, "qkv"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.gate, a.gate(), w * hidden, "gate"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.norm, a.norm(), w, "norm"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.out, a.out(), hidden * w, "out"));
+  k.decay =
+      placement.addFloats(model::lightningDecays(k.heads, a.decay_scale()));
+  k.state = static_cast<int>(states.size());
+  states.push_back(w * k.headDim);
+  return k;
+}
+
+// qkv, mixed, gate.
+int64_t rowBytes(const LightningOp &k) {
+  return (5 * k.heads * k.headDim + k.hidden) * kBf16Bytes;
+}
+
+Status runLightning(Step &step, const LightningOp &k, float *state,
+                    DeviceValue &in, DeviceValue &out) {
+  MOE_INPUT(x, step.bf16Of(in));
+  int64_t rows = step.rows, w = k.heads * k.headDim;
+  MOE_ALLOC(qkv, bf16, rows * 3 * w, "lightning qkv");
+  MOE_ALLOC(mixed, bf16, rows * w, "lightning attention");
+  MOE_ALLOC(gate, bf16, rows * w, "lightning gate");
+  MOE_ALLOC(y, bf16, rows * k.hidden, "lightning out");
+  MOE_RETURN_IF_ERROR(
+      step.linear(x, rows, k.hidden, k.qkv, 3 * w, nullptr, qkv));
+  kernels::LightningAttentionArgs a;
+  a.qkv = qkv;
+  a.state = state;
+  a.decay = step.floatArray(k.decay);
+  a.sequences = step.attnSlots; // every slot's state is on the GPU
+  a.positions = step.positions;
+  a.out = mixed;
+  a.rows = rows;
+  a.heads = static_cast<int>(k.heads);
+  a.headDim = static_cast<int>(k.headDim);
+  MOE_CUDA_TRY(kernels::lightningAttention(a, step.stream));
+  // HF normalises the fp32 attention output: one rounding, after the weight.
+  MOE_RETURN_IF_ERROR(step.normInPlace(mixed, k.norm, rows, w, k.eps, false));
+  MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.gate, w, nullptr, gate));
+  MOE_CUDA_TRY(kernels::sigmoidGate(gate, w, rows, w, mixed, step.stream));
+  MOE_RETURN_IF_ERROR(step.linear(mixed, rows, w, k.out, k.hidden, nullptr, y));
+  out.a = y;
+  return Status::success();
+}
+
+} // namespace moe::cuda

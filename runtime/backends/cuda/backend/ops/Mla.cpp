@@ -1,0 +1,211 @@
+#include "runtime/backends/cuda/backend/ops/OpMacros.h"
+#include "runtime/backends/cuda/backend/ops/Ops.h"
+#include "runtime/backends/cuda/kernels/MlaAttention.h"
+
+#include <algorithm>
+#include <tuple>
+
+namespace moe::cuda {
+
+Result<MlaOp> bindMlaOp(WeightPlacement &placement, const plan::MLAttention &a,
+                        int64_t hidden, KvCaches &caches) {
+  MlaOp k{};
+  k.hidden = hidden;
+  k.heads = a.num_heads();
+  k.qLoraRank = a.q_lora_rank();
+  k.latent = a.kv_lora_rank();
+  k.nope = a.qk_nope_head_dim();
+  k.ropeDim = a.qk_rope_head_dim();
+  k.vDim = a.v_head_dim();
+  if (k.heads <= 0 || k.qLoraRank < 0 || k.latent <= 0 || k.nope <= 0 ||
+      k.ropeDim <= 0 || k.vDim <= 0)
+    return makeError("MLA dimensions are invalid");
+  if (!kernels::mlaAttentionSupports(static_cast<int>(k.heads),
+                                     static_cast<int>(k.latent),
+                                     static_cast<int>(k.ropeDim)))
+    return makeError("the MLA kernel does not support {} heads with "
+                     "kv_lora_rank {} and qk_rope_head_dim {}",
+                     k.heads, k.latent, k.ropeDim);
+  if (a.rope()->rotary_dim() != k.ropeDim)
+    return makeError("rope rotary_dim {} differs from qk_rope_head_dim {}",
+                     a.rope()->rotary_dim(), k.ropeDim);
+  auto tables = placement.ropeTables(*a.rope(), k.ropeDim);
+  if (!tables)
+    return tables.error();
+  std::tie(k.cos, k.sin) = *tables;
+  k.style = static_cast<kernels::RopeStyle>(a.rope()->style());
+  k.scale = static_cast<float>(a.scale());
+  k.eps = static_cast<float>(a.norm_eps());
+  int64_t qw = k.heads * (k.nope + k.ropeDim);
+  if (k.qLoraRank > 0) {
+    MOE_RETURN_IF_ERROR(
+        placement.bind(k.qA, a.q_a(), k.qLoraRank * hidden, "q_a"));
+    MOE_RETURN_IF_ERROR(
+        placement.bind(k.qANorm, a.q_a_norm(), k.qLoraRank, "q_a_norm"));
+    MOE_RETURN_IF_ERROR(placement.bind(k.qB, a.q_b(), qw * k.qLoraRank, "q_b"));
+  } else {
+    MOE_RETURN_IF_ERROR(placement.bind(k.q, a.q(), qw * hidden, "q"));
+  }
+  MOE_RETURN_IF_ERROR(
+      placement.bind(k.kvA, a.kv_a(), (k.latent + k.ropeDim) * hidden, "kv_a"));
+  MOE_RETURN_IF_ERROR(
+      placement.bind(k.kvANorm, a.kv_a_norm(), k.latent, "kv_a_norm"));
+  MOE_RETURN_IF_ERROR(
+      placement.bind(k.o, a.o(), hidden * k.heads * k.vDim, "o"));
+  // kv_b [heads·(nope + vDim), latent] split per head into W_UK,hᵀ
+  // [latent, nope] (transposed: the GEMMs take [out, in]) and W_UV,h
+  // [vDim, latent], in one buffer placed where the plan put kv_b.
+  int64_t perHead = (k.nope + k.vDim) * k.latent;
+  MOE_RETURN_IF_ERROR(placement.check(a.kv_b(), k.heads * perHead, "kv_b"));
+  HostBf16 kvB = placement.readBf16(a.kv_b());
+  HostBf16 split(kvB.size);
+  bf16 *wUkT = split.data.get(), *wUv = wUkT + k.heads * k.latent * k.nope;
+  for (int64_t h = 0; h < k.heads; ++h) {
+    const bf16 *block = kvB.data.get() + h * perHead;
+    for (int64_t d = 0; d < k.nope; ++d)
+      for (int64_t c = 0; c < k.latent; ++c)
+        wUkT[(h * k.latent + c) * k.nope + d] = block[d * k.latent + c];
+    std::copy_n(block + k.nope * k.latent, k.vDim * k.latent,
+                wUv + h * k.vDim * k.latent);
+  }
+  auto device = placement.isStreamed(a.kv_b())
+                    ? placement.stream(split, "kv_b")
+                    : placement.upload(split, "kv_b");
+  if (!device)
+    return device.error();
+  k.wUkT = *device;
+  k.wUv = *device + k.heads * k.latent * k.nope;
+  k.cache = caches.add({1, k.latent + k.ropeDim, false});
+  return k;
+}
+
+// runMla's buffers.
+int64_t rowBytes(const MlaOp &k) {
+  return (k.heads * (2 * k.nope + 2 * k.ropeDim + 4 * k.latent + 2 * k.vDim) +
+          k.qLoraRank + 3 * (k.latent + k.ropeDim) + k.hidden) *
+         kBf16Bytes;
+}
+
+Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
+              DeviceValue &out) {
+  MOE_INPUT(x, step.bf16Of(in));
+  int64_t rows = step.rows, heads = k.heads, r = k.latent;
+  int64_t qkDim = k.nope + k.ropeDim, qw = heads * qkDim;
+  int64_t cw = r + k.ropeDim;
+  auto copyColumns = [&](bf16 *to, int64_t toWidth, const bf16 *from,
+                         int64_t fromWidth, int64_t width, int64_t count) {
+    return cudaMemcpy2DAsync(to, toWidth * sizeof(bf16), from,
+                             fromWidth * sizeof(bf16), width * sizeof(bf16),
+                             count, cudaMemcpyDeviceToDevice, step.stream);
+  };
+  MOE_ALLOC(q, bf16, rows * qw, "mla q");
+  if (k.qLoraRank > 0) {
+    MOE_ALLOC(qa, bf16, rows * k.qLoraRank, "mla q_a");
+    MOE_RETURN_IF_ERROR(
+        step.linear(x, rows, k.hidden, k.qA, k.qLoraRank, nullptr, qa));
+    MOE_RETURN_IF_ERROR(
+        step.normInPlace(qa, k.qANorm, rows, k.qLoraRank, k.eps, true));
+    MOE_RETURN_IF_ERROR(
+        step.linear(qa, rows, k.qLoraRank, k.qB, qw, nullptr, q));
+  } else {
+    MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.q, qw, nullptr, q));
+  }
+  // The cache rows [normed latent | roped k_pe] and the roped q_pe.
+  MOE_ALLOC(kvA, bf16, rows * cw, "mla kv_a");
+  MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.kvA, cw, nullptr, kvA));
+  MOE_ALLOC(latent, bf16, rows * r, "mla latent");
+  MOE_ALLOC(kPe, bf16, rows * k.ropeDim, "mla k_pe");
+  MOE_ALLOC(qPe, bf16, rows * heads * k.ropeDim, "mla q_pe");
+  MOE_CUDA_TRY(copyColumns(latent, r, kvA, cw, r, rows));
+  MOE_CUDA_TRY(copyColumns(kPe, k.ropeDim, kvA + r, cw, k.ropeDim, rows));
+  MOE_CUDA_TRY(
+      copyColumns(qPe, k.ropeDim, q + k.nope, qkDim, k.ropeDim, rows * heads));
+  MOE_RETURN_IF_ERROR(
+      step.normInPlace(latent, k.kvANorm, rows, r, k.eps, true));
+  kernels::RopeArgs rope;
+  rope.q = qPe;
+  rope.k = kPe;
+  rope.rows = rows;
+  rope.heads = static_cast<int>(heads);
+  rope.kvHeads = 1;
+  rope.headDim = static_cast<int>(k.ropeDim);
+  rope.rotaryDim = static_cast<int>(k.ropeDim);
+  rope.style = k.style;
+  rope.positions = step.positions;
+  rope.cos = step.floatArray(k.cos);
+  rope.sin = step.floatArray(k.sin);
+  MOE_CUDA_TRY(kernels::applyRope(rope, step.stream));
+  MOE_ALLOC(rowsOut, bf16, rows * cw, "mla cache rows");
+  MOE_CUDA_TRY(copyColumns(rowsOut, cw, latent, r, r, rows));
+  MOE_CUDA_TRY(copyColumns(rowsOut + r, cw, kPe, k.ropeDim, k.ropeDim, rows));
+
+  // Absorbed query q̃_h = W_UK,hᵀ q_nope,h, one GEMM per head on
+  // head-major rows.
+  MOE_ALLOC(qNope, bf16, heads * rows * k.nope, "mla q_nope");
+  MOE_ALLOC(qTilde, bf16, heads * rows * r, "mla absorbed q");
+  MOE_ALLOC(qLatent, bf16, rows * heads * r, "mla absorbed q rows");
+  MOE_CUDA_TRY(kernels::swapLeadingDims(q, rows, heads, qkDim, 0, k.nope, qNope,
+                                        step.stream));
+  for (int64_t h = 0; h < heads; ++h)
+    MOE_RETURN_IF_ERROR(step.linear(qNope + h * rows * k.nope, rows, k.nope,
+                                    k.wUkT + h * r * k.nope, r, nullptr,
+                                    qTilde + h * rows * r));
+  MOE_CUDA_TRY(kernels::swapLeadingDims(qTilde, heads, rows, r, 0, r, qLatent,
+                                        step.stream));
+
+  MOE_ALLOC(mixed, bf16, rows * heads * r, "mla attention");
+  kernels::MlaAttentionArgs args;
+  args.heads = static_cast<int>(heads);
+  args.latentDim = static_cast<int>(r);
+  args.ropeDim = static_cast<int>(k.ropeDim);
+  args.seqStride = int64_t(step.maxContext) * cw;
+  args.maxSpan = step.maxSpan;
+  args.scale = k.scale;
+  auto attend = [&](int64_t first, int64_t count, const bf16 *kCache,
+                    const bf16 *) -> Status {
+    args.qLatent = qLatent + first * heads * r;
+    args.qRope = qPe + first * heads * k.ropeDim;
+    args.cache = kCache;
+    args.out = mixed + first * heads * r;
+    args.sequences = step.attnSlots + first;
+    args.positions = step.positions + first;
+    args.rows = count;
+    MOE_INPUT(
+        partials,
+        step.attentionPartials(kernels::mlaAttentionWorkspaceBytes(
+            count, args.heads, args.latentDim, args.maxSpan, step.smCount)));
+    args.workspace = partials;
+    MOE_CUDA_TRY(kernels::mlaAttention(args, step.smCount, step.stream));
+    return Status::success();
+  };
+  int64_t gpuRows = step.kvPass.gpuRows;
+  if (gpuRows > 0) {
+    MOE_CUDA_TRY(kernels::appendKv(rowsOut, nullptr, step.cacheRows, gpuRows,
+                                   cw, cache.k, nullptr, step.stream));
+    MOE_RETURN_IF_ERROR(attend(0, gpuRows, cache.k, nullptr));
+  }
+  if (rows > gpuRows)
+    MOE_RETURN_IF_ERROR(step.kv.attendHostSlots(
+        step.stream, step.kvPass, step.maxContext, step.cacheRows, cache,
+        rowsOut, nullptr, step.counters, attend));
+
+  // o_h = W_UV,h · mixed_h per head, back to [rows, heads·vDim] for o.
+  MOE_ALLOC(mixedHeads, bf16, heads * rows * r, "mla attention by head");
+  MOE_ALLOC(oHeads, bf16, heads * rows * k.vDim, "mla values by head");
+  MOE_ALLOC(o, bf16, rows * heads * k.vDim, "mla values");
+  MOE_CUDA_TRY(kernels::swapLeadingDims(mixed, rows, heads, r, 0, r, mixedHeads,
+                                        step.stream));
+  for (int64_t h = 0; h < heads; ++h)
+    MOE_RETURN_IF_ERROR(step.linear(mixedHeads + h * rows * r, rows, r,
+                                    k.wUv + h * k.vDim * r, k.vDim, nullptr,
+                                    oHeads + h * rows * k.vDim));
+  MOE_CUDA_TRY(kernels::swapLeadingDims(oHeads, heads, rows, k.vDim, 0, k.vDim,
+                                        o, step.stream));
+  MOE_ALLOC(y, bf16, rows * k.hidden, "mla out");
+  MOE_RETURN_IF_ERROR(
+      step.linear(o, rows, heads * k.vDim, k.o, k.hidden, nullptr, y));
+  out.a = y;
+  return Status::success();
+}
+
+} // namespace moe::cuda

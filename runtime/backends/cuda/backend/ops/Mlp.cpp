@@ -1,0 +1,54 @@
+#include "runtime/backends/cuda/backend/ops/OpMacros.h"
+#include "runtime/backends/cuda/backend/ops/Ops.h"
+
+namespace moe::cuda {
+
+Result<MlpOp> bindMlpOp(WeightPlacement &placement, const plan::MLP &m,
+                        int64_t hidden) {
+  MlpOp k{};
+  k.hidden = hidden;
+  k.width = m.intermediate_size();
+  int64_t h = hidden, w = k.width;
+  if (w <= 0)
+    return makeError("intermediate_size must be positive");
+  MOE_RETURN_IF_ERROR(placement.check(m.gate(), w * h, "gate"));
+  MOE_RETURN_IF_ERROR(placement.check(m.up(), w * h, "up"));
+  HostBf16 gateUp(size_t(2 * w * h));
+  placement.weights().toBf16(size_t(m.gate()), gateUp.bits(0, size_t(w * h)));
+  placement.weights().toBf16(size_t(m.up()),
+                             gateUp.bits(size_t(w * h), size_t(w * h)));
+  auto device = placement.place(
+      gateUp, 1, placement.residentExperts(m.gate(), 1), "mlp gate|up");
+  if (!device)
+    return device.error();
+  k.gateUp = expertBlock(*device, 0);
+  MOE_RETURN_IF_ERROR(placement.bind(k.down, m.down(), h * w, "down"));
+  MOE_RETURN_IF_ERROR(
+      placement.bind(k.outputGate, m.output_gate(), h, "output_gate", true));
+  return k;
+}
+
+int64_t rowBytes(const MlpOp &k) {
+  return (3 * k.width + k.hidden + 1) * kBf16Bytes;
+}
+
+Status runMlp(Step &step, const MlpOp &k, DeviceValue &in, DeviceValue &out) {
+  MOE_INPUT(x, step.bf16Of(in));
+  int64_t rows = step.rows, h = k.hidden, w = k.width;
+  MOE_ALLOC(gu, bf16, rows * 2 * w, "mlp gate|up");
+  MOE_ALLOC(act, bf16, rows * w, "mlp activations");
+  MOE_ALLOC(y, bf16, rows * h, "mlp out");
+  MOE_RETURN_IF_ERROR(step.linear(x, rows, h, k.gateUp, 2 * w, nullptr, gu));
+  MOE_CUDA_TRY(kernels::siluMul(gu, act, rows, w, step.stream));
+  MOE_RETURN_IF_ERROR(step.linear(act, rows, w, k.down, h, nullptr, y));
+  if (k.outputGate) {
+    MOE_ALLOC(gate, bf16, rows, "mlp output gate");
+    MOE_RETURN_IF_ERROR(
+        step.linear(x, rows, h, k.outputGate, 1, nullptr, gate));
+    MOE_CUDA_TRY(kernels::sigmoidGate(gate, 1, rows, h, y, step.stream));
+  }
+  out.a = y;
+  return Status::success();
+}
+
+} // namespace moe::cuda

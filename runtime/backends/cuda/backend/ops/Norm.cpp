@@ -1,0 +1,38 @@
+#include "runtime/backends/cuda/backend/ops/OpMacros.h"
+#include "runtime/backends/cuda/backend/ops/Ops.h"
+
+namespace moe::cuda {
+
+Result<NormOp> bindNormOp(WeightPlacement &placement, const plan::RMSNorm &spec,
+                          int64_t width) {
+  NormOp k{nullptr, width, static_cast<float>(spec.eps())};
+  MOE_RETURN_IF_ERROR(placement.bind(k.weight, spec.weight(), width, "weight"));
+  return k;
+}
+
+int64_t rowBytes(const NormOp &k) { return k.width * kBf16Bytes; }
+
+Status runNorm(Step &step, const NormOp &k, const DeviceValue &x,
+               DeviceValue &out) {
+  MOE_ALLOC(y, bf16, step.rows * k.width, "norm");
+  out.a = y;
+  if (x.f) {
+    MOE_ALLOC(y32, float, step.rows *k.width, "norm fp32");
+    MOE_CUDA_TRY(kernels::rmsNormF32(x.f, k.weight, step.rows, k.width, k.eps,
+                                     y, y32, step.stream));
+    out.f = y32;
+    return Status::success();
+  }
+  kernels::RmsNormArgs args;
+  args.x = x.a;
+  args.weight = k.weight;
+  args.out = y;
+  args.rows = step.rows;
+  args.width = k.width;
+  args.eps = k.eps;
+  args.weightAfterCast = !step.gptOssNorm;
+  MOE_CUDA_TRY(kernels::rmsNorm(args, step.stream));
+  return Status::success();
+}
+
+} // namespace moe::cuda

@@ -1,0 +1,19 @@
+#include "runtime/backends/cuda/backend/ops/OpMacros.h"
+#include "runtime/backends/cuda/backend/ops/Ops.h"
+
+namespace moe::cuda {
+
+int64_t rowBytes(const ResidualOp &k) { return k.width * kBf16Bytes; }
+
+Status runResidual(Step &step, const ResidualOp &k, DeviceValue &skipValue,
+                   DeviceValue &updateValue, DeviceValue &out) {
+  MOE_INPUT(skip, step.f32Of(skipValue));
+  MOE_INPUT(update, step.f32Of(updateValue));
+  MOE_ALLOC(y, float, step.rows *k.width, "residual");
+  MOE_CUDA_TRY(kernels::scaledAdd(skip, update, k.skipScale, k.updateScale,
+                                  step.rows * k.width, y, step.stream));
+  out.f = y;
+  return Status::success();
+}
+
+} // namespace moe::cuda

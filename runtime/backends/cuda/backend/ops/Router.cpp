@@ -1,0 +1,80 @@
+#include "runtime/backends/cuda/backend/ops/OpMacros.h"
+#include "runtime/backends/cuda/backend/ops/Ops.h"
+
+namespace moe::cuda {
+
+Result<RouterOp> bindRouterOp(WeightPlacement &placement, const plan::Router &r,
+                              const Fp32Params &fp32, int64_t hidden) {
+  RouterOp k{};
+  k.hidden = hidden;
+  k.experts = r.num_experts();
+  k.topK = r.top_k();
+  k.groups = r.n_group();
+  k.keptGroups = r.topk_group();
+  if (k.experts <= 0 || k.experts > 256 || k.topK < 1 || k.topK > 8 ||
+      k.topK > k.experts)
+    return makeError("router of {} experts, top {}: the CUDA router takes "
+                     "at most 256 experts and top 8",
+                     k.experts, k.topK);
+  if (k.groups <= 0 || k.groups > 8 || k.experts % k.groups != 0 ||
+      k.keptGroups <= 0 || k.keptGroups > k.groups)
+    return makeError("router groups {} / kept {} do not fit {} experts",
+                     k.groups, k.keptGroups, k.experts);
+  k.scoring = static_cast<kernels::RouterScoring>(r.scoring());
+  k.selection = static_cast<kernels::RouterSelection>(r.selection());
+  k.normalize = r.normalize();
+  k.scaling = static_cast<float>(r.scaling());
+  if (fp32.routerWeight < 0)
+    return makeError("'weight' is missing");
+  auto weight =
+      placement.bindFloat(fp32.routerWeight, k.experts * hidden, "weight");
+  if (!weight)
+    return weight.error();
+  k.weight = *weight;
+  auto bias = placement.bindFloat(fp32.routerBias, k.experts, "bias");
+  if (!bias)
+    return bias.error();
+  k.bias = *bias;
+  auto correction =
+      placement.bindFloat(fp32.correctionBias, k.experts, "correction_bias");
+  if (!correction)
+    return correction.error();
+  k.correction = *correction;
+  return k;
+}
+
+int64_t rowBytes(const RouterOp &k) {
+  return k.experts * (kBf16Bytes + 4) + k.topK * 8;
+}
+
+Status runRouter(Step &step, const RouterOp &k, DeviceValue &in,
+                 DeviceValue &weights, DeviceValue &indices) {
+  MOE_INPUT(x, step.f32Of(in));
+  int64_t rows = step.rows;
+  MOE_ALLOC(logits32, float, rows *k.experts, "router logits");
+  MOE_ALLOC(w, float, rows *k.topK, "route weights");
+  MOE_ALLOC(idx, int32_t, rows * k.topK, "route indices");
+  MOE_CUDA_TRY(kernels::routerLogits(x, step.floatArray(k.weight),
+                                     step.floatArray(k.bias), rows, k.hidden,
+                                     k.experts, logits32, step.stream));
+  kernels::RouterArgs args;
+  args.logits = logits32;
+  args.correctionBias = step.floatArray(k.correction);
+  args.weights = w;
+  args.indices = idx;
+  args.rows = rows;
+  args.experts = static_cast<int>(k.experts);
+  args.topK = static_cast<int>(k.topK);
+  args.scoring = k.scoring;
+  args.selection = k.selection;
+  args.groups = k.groups;
+  args.keptGroups = k.keptGroups;
+  args.normalize = k.normalize;
+  args.scaling = k.scaling;
+  MOE_CUDA_TRY(kernels::routeTopK(args, step.stream));
+  weights.f = w;
+  indices.i = idx;
+  return Status::success();
+}
+
+} // namespace moe::cuda
