@@ -4,6 +4,8 @@
 // before the launch, so an element left unwritten fails the comparison.
 #include "runtime/backends/cpu/Kernels.h"
 #include "runtime/backends/cuda/kernels/Kernels.h"
+#include "runtime/model/ResolvedModel.h"
+#include "runtime/model/Rope.h"
 
 #include <algorithm>
 #include <cmath>
@@ -24,6 +26,7 @@ namespace {
 
 namespace gpu = moe::cuda::kernels;
 namespace cpu = moe::cpu;
+namespace model = moe::model;
 using gpu::bf16;
 
 void check(cudaError_t code, const char *what) {
@@ -460,9 +463,15 @@ TEST(Kernels, Router) {
       args.scaling = static_cast<float>(c.scaling);
       LAUNCH(gpu::routeTopK(args, nullptr));
 
-      cpu::RouterParams params{c.experts,   c.topK,   c.scoring,
-                               c.selection, c.groups, c.keptGroups,
-                               c.normalize, c.scaling};
+      moe::model::RouterSpec params{};
+      params.experts = c.experts;
+      params.topK = c.topK;
+      params.scoring = c.scoring;
+      params.selection = c.selection;
+      params.groups = c.groups;
+      params.keptGroups = c.keptGroups;
+      params.normalize = c.normalize;
+      params.scaling = c.scaling;
       std::vector<float> weights(rows * c.topK);
       std::vector<int32_t> indices(rows * c.topK);
       for (int64_t r = 0; r < rows; ++r)

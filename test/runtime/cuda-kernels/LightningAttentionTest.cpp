@@ -6,6 +6,7 @@
 // compared.
 #include "runtime/backends/cuda/kernels/LightningAttention.h"
 #include "runtime/backends/cpu/Kernels.h"
+#include "runtime/model/Lightning.h"
 #include "test/runtime/cuda/CudaTestSupport.h"
 
 #include <algorithm>
