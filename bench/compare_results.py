@@ -2,7 +2,10 @@
 """Two runs of the benchmark side by side: a candidate's moe-run against its predecessor's on the
 same plans and card (run_benchmarks.py `run` twice with different --bin and --out).
 
-  python3 bench/compare_results.py BEFORE/results.json AFTER/results.json [--tolerance 0.03]
+  python3 bench/compare_results.py BEFORE AFTER [--tolerance 0.03]
+
+BEFORE and AFTER are results.json files or folders whose results.json files (at any depth, e.g.
+one per case, as bench/compare_binaries.sh writes them) are taken together.
 
 Prints, per case, prefill and decode tokens/s, the decode step and new tokens/s of both runs and
 their ratio, and exits 1 when any of them is slower after than before by more than the tolerance
@@ -20,8 +23,17 @@ MEASURES = [("prefill_tokens_per_second", "prefill/s"),
 
 
 def entries(path):
-    results = json.loads(Path(path).read_text())
-    return results["card"], {r["case"]: r for r in results["moe_run"]}
+    files = sorted(path.rglob("results.json")) if path.is_dir() else [path]
+    if not files:
+        sys.exit(f"compare_results: no results.json in {path}")
+    cards, cases = set(), {}
+    for file in files:
+        results = json.loads(file.read_text())
+        cards.add(results["card"])
+        cases.update({r["case"]: r for r in results["moe_run"]})
+    if len(cards) != 1:
+        sys.exit(f"compare_results: {path} holds runs of several cards: {sorted(cards)}")
+    return cards.pop(), cases
 
 
 def main():
