@@ -5,10 +5,18 @@ set -euo pipefail
 
 MOE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MOE_BUILD=${MOE_BUILD_DIR:-$MOE_ROOT/build}
+# OFF: the runtime and its tests only, without LLVM/MLIR (a new build dir).
+MOE_BUILD_COMPILER=${MOE_BUILD_COMPILER:-ON}
+compiler_packages=(llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools)
+compiler_options=(-DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir
+                  -DLLVM_EXTERNAL_LIT=/usr/lib/llvm-22/bin/lit)
+if [ "$MOE_BUILD_COMPILER" != ON ]; then
+  compiler_packages=()
+  compiler_options=(-DMOE_BUILD_COMPILER=OFF)
+fi
 
 packages=(
-  cmake ninja-build g++ python3
-  llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools
+  cmake ninja-build g++ python3 "${compiler_packages[@]}"
   libflatbuffers-dev flatbuffers-compiler flatbuffers-compiler-dev libfmt-dev
   libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev
   libpcre2-dev libutf8proc-dev
@@ -28,8 +36,7 @@ fi
 if [ ! -f "$MOE_BUILD/build.ninja" ]; then
   cmake -G Ninja -S "$MOE_ROOT" -B "$MOE_BUILD" \
     -DCMAKE_BUILD_TYPE=Release \
-    -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
-    -DLLVM_EXTERNAL_LIT=/usr/lib/llvm-22/bin/lit \
+    "${compiler_options[@]}" \
     -DPython3_EXECUTABLE=/usr/bin/python3
 fi
 cmake --build "$MOE_BUILD"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test (lit + gtest) through ctest. GPU tests
-# skip, visibly, on a machine without a GPU.
+# skip, visibly, on a machine without a GPU. The runtime alone, without
+# LLVM/MLIR:
+#   MOE_BUILD_COMPILER=OFF MOE_BUILD_DIR=build-runtime scripts/test.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 # The tokenizer parity tests compare against HF's reference implementation

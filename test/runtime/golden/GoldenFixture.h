@@ -1,19 +1,51 @@
 // One HuggingFace golden fixture (test/golden/<model>): the prompts, HF's
-// greedy continuations and its logits, shared by the CPU and CUDA backend
-// tests.
+// greedy continuations and its logits, the model's committed plans and its
+// weights, and the batches that feed the prompts and continuations to a
+// backend.
 #pragma once
 
+#include "runtime/engine/Backend.h"
+#include "runtime/plan/LoadedPlan.h"
 #include "runtime/weights/Safetensors.h"
+#include "runtime/weights/WeightSet.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace moe {
+
+/// Every fixture with HF outputs (test/golden/README.md).
+inline const std::vector<std::string> kGoldenModels = {
+    "tiny-mixtral",   "tiny-deepseek-v2", "tiny-deepseek-v3",
+    "tiny-qwen2-moe", "tiny-qwen3-moe",   "tiny-minimax-partial-rope",
+    "tiny-gpt-oss"};
+
+/// test/golden, or MOE_GOLDEN_DIR from the environment: a test binary run on
+/// a machine where the checkout lives elsewhere.
+inline std::string goldenDir() {
+  const char *dir = std::getenv("MOE_GOLDEN_DIR");
+  return dir && *dir ? dir : MOE_GOLDEN_DIR;
+}
+
+/// test/golden/<model>/<name>.moeplan: "resident" (as imported),
+/// "small-card" (B 2, experts streamed) or "streamed" (KV in host memory
+/// too), made by scripts/golden-plans.sh.
+inline Result<LoadedPlan> loadGoldenPlan(const std::string &model,
+                                         const std::string &name) {
+  return LoadedPlan::fromFile(goldenDir() + "/" + model + "/" + name +
+                              ".moeplan");
+}
+
+inline Result<WeightSet> loadGoldenWeights(const std::string &model,
+                                           const LoadedPlan &plan) {
+  return WeightSet::fromCheckpoint(goldenDir() + "/" + model, plan.model());
+}
 
 struct Golden {
   std::vector<std::vector<int32_t>> prompts, generated;
@@ -39,8 +71,9 @@ struct Golden {
   }
 };
 
-/// Reads golden.json and golden_logits.safetensors of the fixture `dir`.
-inline Golden loadGolden(const std::string &dir) {
+/// Reads golden.json and golden_logits.safetensors of the fixture `model`.
+inline Golden loadGolden(const std::string &model) {
+  std::string dir = goldenDir() + "/" + model;
   Golden golden;
   std::ifstream file(dir + "/golden.json");
   nlohmann::json json = nlohmann::json::parse(file);
@@ -57,6 +90,52 @@ inline Golden loadGolden(const std::string &dir) {
   golden.logits = std::move(*logits);
   golden.vocab = golden.logits->find("prompt_logits_0")->shape[1];
   return golden;
+}
+
+/// Prompt p in slot slots[p] (increasing), or in slot p.
+inline int32_t slotOf(const std::vector<int32_t> &slots, size_t p) {
+  return slots.empty() ? int32_t(p) : slots[p];
+}
+
+/// All prompts in one prefill batch, every position's logits wanted.
+inline StepBatch promptBatch(const Golden &golden,
+                             const std::vector<int32_t> &slots = {}) {
+  StepBatch batch;
+  for (size_t p = 0; p < golden.prompts.size(); ++p)
+    for (size_t t = 0; t < golden.prompts[p].size(); ++t) {
+      batch.tokenIds.push_back(golden.prompts[p][t]);
+      batch.rows.push_back({slotOf(slots, p), int32_t(t)});
+      batch.logitRows.push_back(int32_t(batch.rows.size()) - 1);
+    }
+  return batch;
+}
+
+/// Step s >= 1 of greedy decoding, all prompts: HF's token of step s - 1.
+inline StepBatch decodeBatch(const Golden &golden, size_t s,
+                             const std::vector<int32_t> &slots = {}) {
+  StepBatch batch;
+  for (size_t p = 0; p < golden.prompts.size(); ++p) {
+    batch.tokenIds.push_back(golden.generated[p][s - 1]);
+    batch.rows.push_back(
+        {slotOf(slots, p), int32_t(golden.prompts[p].size() + s - 1)});
+    batch.logitRows.push_back(int32_t(p));
+  }
+  return batch;
+}
+
+/// Step s of greedy decoding as HF ran it: the prompts with only each one's
+/// last position's logits wanted, then decodeBatch. Row p of the logits
+/// compares with row s of HF's "generated_logits_<p>".
+inline StepBatch greedyStepBatch(const Golden &golden, size_t s,
+                                 const std::vector<int32_t> &slots = {}) {
+  if (s > 0)
+    return decodeBatch(golden, s, slots);
+  StepBatch batch = promptBatch(golden, slots);
+  batch.logitRows.clear();
+  int32_t end = 0;
+  for (const auto &prompt : golden.prompts)
+    batch.logitRows.push_back((end += int32_t(prompt.size())) - 1);
+  return batch;
 }
 
 } // namespace moe

@@ -1,0 +1,76 @@
+// The CPU backend in the conformance suite: fp32 like HF, so its logits are
+// within rel-L2 1e-4 of HF's, every prompt and every step alone. Beside it,
+// what only the exact backend can promise: the engine's greedy answers are
+// HF's tokens for any plan and B.
+
+#include "runtime/backends/cpu/CpuBackend.h"
+#include "runtime/engine/Engine.h"
+#include "test/runtime/conformance/GoldenConformance.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace moe {
+namespace {
+
+const BackendUnderTest kCpu{
+    .name = "CPU",
+    .make = [] { return std::make_unique<CpuBackend>(2); },
+    .tolerance = {.relativeL2 = 1e-4,
+                  .blockRelativeL2 = 1e-4,
+                  .top1Agreement = 1.0,
+                  .routerTieMargin = 0},
+};
+
+INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenConformance,
+                         ::testing::ValuesIn(goldenCases(kCpu)),
+                         goldenCaseName);
+
+class CpuBackendGolden : public GoldenBackendTest {};
+
+// The engine's greedy answers equal HF's for the resident plan and the
+// small-card one (B 2, experts streamed), and for any B.
+TEST_P(CpuBackendGolden, GreedyTokensMatchForEveryPlanAndBatch) {
+  auto smallCard = loadGoldenPlan(model(), "small-card");
+  ASSERT_TRUE(smallCard.ok()) << smallCard.error().message();
+  for (const LoadedPlan *plan : {&*plan_, &*smallCard}) {
+    for (int32_t residentBatch : {1, 3, 4}) {
+      CpuBackend backend(2);
+      Status status =
+          backend.prepare(*plan, *weights_, residentBatch, kContext);
+      ASSERT_TRUE(status.ok()) << status.error().message();
+      EngineOptions options;
+      options.residentBatch = residentBatch;
+      options.maxContext = kContext; // EOS off: HF generated through it
+      Engine engine(backend, int32_t(golden_.vocab), options);
+      size_t next = 0;
+      std::map<int64_t, std::vector<int32_t>> answers;
+      status = engine.run(
+          [&]() -> Result<std::optional<Request>> {
+            if (next == golden_.prompts.size())
+              return std::optional<Request>();
+            Request request{int64_t(next), golden_.prompts[next],
+                            int32_t(golden_.generated[next].size())};
+            ++next;
+            return std::optional<Request>(request);
+          },
+          [&](Completion completion) {
+            answers[completion.index] = completion.outputIds;
+            return Status::success();
+          });
+      ASSERT_TRUE(status.ok()) << status.error().message();
+      for (size_t p = 0; p < golden_.prompts.size(); ++p)
+        EXPECT_EQ(answers[int64_t(p)], golden_.generated[p])
+            << (plan == &*plan_ ? "resident" : "small-card")
+            << " plan, B=" << residentBatch << ", prompt " << p;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(HuggingFace, CpuBackendGolden,
+                         ::testing::ValuesIn(goldenCases(kCpu)),
+                         goldenCaseName);
+
+} // namespace
+} // namespace moe

@@ -1,0 +1,234 @@
+// The CUDA backend in the conformance suite, within bf16's bars: logits
+// rel-L2 ≤ 2e-2 over all positions and the same top-1 token at ≥ 99% of
+// them, leaving out positions HF routed by a near-tie. Beside it, what only
+// this backend has: greedy picks made on the GPU, its two expert GEMM paths,
+// agreement with the CPU backend on the same inputs, plans that stream
+// weights and keep KV in host memory, passes run in chunks, and the plans it
+// refuses. Without a GPU every test skips, except the refusal, which needs
+// none.
+
+#include "runtime/backends/cpu/CpuBackend.h"
+#include "runtime/backends/cuda/backend/CudaBackend.h"
+#include "test/runtime/conformance/GoldenConformance.h"
+#include "test/runtime/cuda/CudaTestSupport.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <limits>
+
+namespace moe {
+namespace {
+
+const BackendUnderTest kCuda{
+    .name = "CUDA",
+    .make = [] { return std::make_unique<cuda::CudaBackend>(); },
+    .tolerance = {.relativeL2 = 2e-2,
+                  .blockRelativeL2 = std::numeric_limits<double>::infinity(),
+                  .top1Agreement = 0.99,
+                  .routerTieMargin = 1e-2},
+    .unavailableReason = cuda::test::missingDeviceReason,
+};
+
+INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenConformance,
+                         ::testing::ValuesIn(goldenCases(kCuda)),
+                         goldenCaseName);
+
+class CudaBackendGolden : public GoldenBackendTest {};
+
+// Greedy picks made on the GPU are the argmax of the logits forward()
+// returns, on two backends fed the same batches (prefill, then decode steps
+// on HF's generated tokens).
+TEST_P(CudaBackendGolden, GreedyPicksOnTheGpuAreTheLogitsArgmax) {
+  cuda::CudaBackend logitsBackend, greedyBackend;
+  ASSERT_NO_FATAL_FAILURE(prepare(logitsBackend));
+  ASSERT_NO_FATAL_FAILURE(prepare(greedyBackend));
+  for (size_t s = 0; s < golden_.generated[0].size(); ++s) {
+    StepBatch batch = s == 0 ? promptBatch(golden_) : decodeBatch(golden_, s);
+    std::vector<float> logits;
+    std::vector<int32_t> tokens;
+    Status status = logitsBackend.forward(batch, logits);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    status = greedyBackend.forwardGreedy(batch, tokens);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    ASSERT_EQ(tokens.size(), batch.logitRows.size());
+    for (size_t r = 0; r < tokens.size(); ++r) {
+      const float *row = logits.data() + r * golden_.vocab;
+      EXPECT_EQ(tokens[r], std::max_element(row, row + golden_.vocab) - row)
+          << "step " << s << " logit row " << r;
+    }
+  }
+}
+
+// The routed experts' two paths (one grouped launch, or one cuBLASLt GEMM
+// per expert once groups are large) against HF on the same prompts.
+TEST_P(CudaBackendGolden, BothExpertGemmPathsMatchHuggingFace) {
+  cuda::CudaBackend perExpert({.perExpertGemmRows = 1});
+  expectPromptsMatchHuggingFace(perExpert, "per-expert GEMMs vs HF");
+  cuda::CudaBackend grouped({.perExpertGemmRows = int64_t{1} << 40});
+  expectPromptsMatchHuggingFace(grouped, "grouped GEMM vs HF");
+}
+
+// Prefill then decode steps on both backends, the same batches.
+TEST_P(CudaBackendGolden, MatchesTheCpuBackendOnTheSameInputs) {
+  cuda::CudaBackend gpu;
+  CpuBackend cpu(2);
+  ASSERT_NO_FATAL_FAILURE(prepare(gpu));
+  ASSERT_NO_FATAL_FAILURE(prepare(cpu));
+  LogitComparison all(tolerance());
+  for (size_t s = 0; s < golden_.generated[0].size(); ++s) {
+    StepBatch batch = s == 0 ? promptBatch(golden_) : decodeBatch(golden_, s);
+    std::vector<float> got, want;
+    Status status = gpu.forward(batch, got);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    status = cpu.forward(batch, want);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    ASSERT_EQ(got.size(), want.size());
+    std::vector<bool> ties;
+    for (size_t p = 0; p < golden_.prompts.size(); ++p) {
+      size_t length = golden_.prompts[p].size();
+      std::vector<bool> mine =
+          s == 0 ? routerTies(golden_, tolerance(), p, 0, length)
+                 : routerTies(golden_, tolerance(), p, length - 1 + s, 1);
+      ties.insert(ties.end(), mine.begin(), mine.end());
+    }
+    all.add("step " + std::to_string(s), got.data(), want.data(),
+            int64_t(batch.logitRows.size()), golden_.vocab, ties);
+  }
+  all.expectWithin(model() + " vs CPU backend");
+  EXPECT_FALSE(gpu.stageSeconds().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaBackendGolden,
+                         ::testing::ValuesIn(goldenCases(kCuda)),
+                         goldenCaseName);
+
+// The tiny models planned for a card too small for them (the committed
+// "streamed" plans): experts streamed through the weight ring from pinned
+// memory, most slots' KV in host memory and staged one sequence per
+// attention micro-batch.
+class CudaBackendStreamed : public GoldenBackendTest {
+protected:
+  std::string planName() const override { return "streamed"; }
+
+  // The prompts spread over `slotCount` slots, then the generated tokens
+  // step by step: logits against HF and the CPU backend.
+  void expectStepsMatch(cuda::CudaBackend &gpu, int32_t slotCount,
+                        const std::string &what) {
+    size_t prompts = golden_.prompts.size(),
+           steps = golden_.generated[0].size();
+    std::vector<int32_t> slots;
+    for (size_t p = 0; p < prompts; ++p)
+      slots.push_back(int32_t(p * (slotCount - 1) / (prompts - 1)));
+    CpuBackend cpu(2);
+    ASSERT_NO_FATAL_FAILURE(prepare(gpu, slotCount));
+    ASSERT_NO_FATAL_FAILURE(prepare(cpu, slotCount));
+    std::vector<std::vector<float>> want(prompts);
+    for (size_t p = 0; p < prompts; ++p)
+      want[p] = golden_.rows("generated_logits_" + std::to_string(p));
+    LogitComparison vsHf(tolerance()), vsCpu(tolerance());
+    for (size_t s = 0; s < steps; ++s) {
+      StepBatch batch = greedyStepBatch(golden_, s, slots);
+      std::vector<float> got, reference;
+      Status status = gpu.forward(batch, got);
+      ASSERT_TRUE(status.ok()) << status.error().message();
+      status = cpu.forward(batch, reference);
+      ASSERT_TRUE(status.ok()) << status.error().message();
+      ASSERT_EQ(got.size(), reference.size());
+      std::vector<bool> ties;
+      for (size_t p = 0; p < prompts; ++p)
+        ties.push_back(golden_.routerTie(p, golden_.prompts[p].size() - 1 + s,
+                                         tolerance().routerTieMargin));
+      std::string step = "step " + std::to_string(s);
+      vsCpu.add(step, got.data(), reference.data(), int64_t(prompts),
+                golden_.vocab, ties);
+      for (size_t p = 0; p < prompts; ++p)
+        vsHf.add("prompt " + std::to_string(p) + " " + step,
+                 got.data() + p * golden_.vocab,
+                 want[p].data() + s * golden_.vocab, 1, golden_.vocab,
+                 {ties[p]});
+    }
+    vsHf.expectWithin(what + " vs HF");
+    vsCpu.expectWithin(what + " vs CPU backend");
+    BackendCounters moved = gpu.counters();
+    std::printf("[ metrics  ] %s: weights to GPU %lld B, KV to GPU %lld B, KV "
+                "to host %lld B, hidden states to host %lld B and back %lld "
+                "B\n",
+                what.c_str(), (long long)moved.weightBytesToDevice,
+                (long long)moved.kvBytesToDevice,
+                (long long)moved.kvBytesToHost,
+                (long long)moved.hiddenBytesToHost,
+                (long long)moved.hiddenBytesToDevice);
+  }
+};
+
+// For the plan's B and for four slots, the prompts spread over the slots so
+// that host and GPU slots mix: prefill and decode logits match HF and the CPU
+// backend, and the weights and KV really moved.
+TEST_P(CudaBackendStreamed, MatchesHuggingFaceAndTheCpuBackend) {
+  const plan::Batching *batching = plan_->plan().batching();
+  ASSERT_NE(batching, nullptr);
+  ASSERT_LT(batching->kv_gpu_fraction(), 1.0) << "the plan keeps all KV";
+  int32_t planned = int32_t(batching->resident_batch());
+  for (int32_t slotCount : {int32_t(golden_.prompts.size()), planned}) {
+    std::string what = model() + ", " + std::to_string(slotCount) + " slots";
+    cuda::CudaBackend gpu;
+    ASSERT_NO_FATAL_FAILURE(expectStepsMatch(gpu, slotCount, what));
+    BackendCounters moved = gpu.counters();
+    EXPECT_GT(moved.weightBytesToDevice, 0) << what;
+    EXPECT_GT(moved.kvBytesToDevice, 0) << what;
+    EXPECT_GT(moved.kvBytesToHost, 0) << what;
+  }
+}
+
+// With a third of the step memory the prefill needed, each pass runs in
+// chunks of rows layer by layer, the chunks' hidden states parked in host
+// memory in between: the results do not change.
+TEST_P(CudaBackendStreamed, PassesInChunksParkHiddenStatesAndMatch) {
+  int32_t slotCount = int32_t(golden_.prompts.size());
+  cuda::CudaBackend whole;
+  ASSERT_NO_FATAL_FAILURE(
+      expectStepsMatch(whole, slotCount, model() + ", whole"));
+  BackendCounters unchunked = whole.counters();
+  EXPECT_EQ(unchunked.hiddenBytesToHost, 0);
+  cuda::CudaBackendOptions options;
+  options.maxStepBytes = size_t(unchunked.devicePeakStepBytes) / 3;
+  cuda::CudaBackend chunked(options);
+  std::string what = model() + ", chunked";
+  ASSERT_NO_FATAL_FAILURE(expectStepsMatch(chunked, slotCount, what));
+  BackendCounters moved = chunked.counters();
+  EXPECT_GT(moved.hiddenBytesToHost, 0) << what;
+  EXPECT_GT(moved.hiddenBytesToDevice, 0) << what;
+  EXPECT_LE(moved.devicePeakStepBytes, int64_t(options.maxStepBytes)) << what;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    HuggingFace, CudaBackendStreamed,
+    ::testing::ValuesIn(goldenCases(kCuda, {"tiny-mixtral", "tiny-qwen2-moe",
+                                            "tiny-deepseek-v2"})),
+    goldenCaseName);
+
+// Lightning attention's states stay on the GPU: a plan that keeps some
+// sequences' KV and states in host memory is refused before anything touches
+// the GPU, so this runs without a device too.
+TEST(CudaBackendRefuses, LightningStatesInHostMemory) {
+  const std::string model = "tiny-minimax-partial-rope";
+  auto plan = loadGoldenPlan(model, "streamed");
+  ASSERT_TRUE(plan.ok()) << plan.error().message();
+  ASSERT_LT(plan->plan().batching()->kv_gpu_fraction(), 1.0);
+  auto weights = loadGoldenWeights(model, *plan);
+  ASSERT_TRUE(weights.ok()) << weights.error().message();
+  cuda::CudaBackend backend;
+  Status status = backend.prepare(*plan, *weights, kSlots, kContext);
+  ASSERT_FALSE(status.ok());
+  std::string message = status.error().message();
+  EXPECT_NE(message.find("the CUDA backend keeps those states on the GPU"),
+            std::string::npos)
+      << message;
+  std::vector<float> logits;
+  EXPECT_FALSE(backend.forward(StepBatch{}, logits).ok());
+}
+
+} // namespace
+} // namespace moe

@@ -1,0 +1,82 @@
+// The conformance suite: a backend reproduces HuggingFace transformers'
+// outputs (test/golden) within its tolerance. The test bodies every backend
+// shares are in GoldenConformance.cpp; each backend's file instantiates them
+// with its factory and tolerance (as IREE's hal/cts does for its drivers)
+// and holds the tests that only make sense for that backend, on the same
+// fixture.
+#pragma once
+
+#include "runtime/engine/Backend.h"
+#include "test/runtime/golden/GoldenFixture.h"
+#include "test/runtime/golden/LogitComparison.h"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+/// What the golden tests prepare a backend for: a slot for each prompt,
+/// room for every prompt and its continuation.
+inline constexpr int32_t kSlots = 4, kContext = 64;
+
+struct BackendUnderTest {
+  std::string name; // in messages
+  std::function<std::unique_ptr<Backend>()> make;
+  LogitTolerance tolerance;
+  /// Empty when the backend can run on this machine, else why not (its
+  /// tests skip).
+  std::function<std::string()> unavailableReason = [] { return ""; };
+};
+
+struct GoldenCase {
+  const BackendUnderTest *backend;
+  std::string model;
+};
+
+/// gtest prints a failing test's parameter with this.
+inline void PrintTo(const GoldenCase &golden, std::ostream *out) {
+  *out << golden.model << " on the " << golden.backend->name << " backend";
+}
+
+/// The backend on every model of `models`.
+std::vector<GoldenCase>
+goldenCases(const BackendUnderTest &backend,
+            const std::vector<std::string> &models = kGoldenModels);
+/// The model's name, '-' spelled '_' (gtest's test names allow no '-').
+std::string goldenCaseName(const ::testing::TestParamInfo<GoldenCase> &info);
+
+/// One model's golden, a plan of it and its weights, for one backend.
+class GoldenBackendTest : public ::testing::TestWithParam<GoldenCase> {
+protected:
+  /// Which committed plan of the model the fixture loads.
+  virtual std::string planName() const { return "resident"; }
+
+  void SetUp() override;
+
+  const std::string &model() const { return GetParam().model; }
+  const LogitTolerance &tolerance() const {
+    return GetParam().backend->tolerance;
+  }
+  std::unique_ptr<Backend> makeBackend() const {
+    return GetParam().backend->make();
+  }
+
+  void prepare(Backend &backend, int32_t slots = kSlots);
+  /// Every position of all prompts, in one prefill, against HF.
+  void expectPromptsMatchHuggingFace(Backend &backend, const std::string &what);
+
+  Golden golden_;
+  std::optional<LoadedPlan> plan_;
+  std::optional<WeightSet> weights_;
+};
+
+/// The tests every backend runs.
+class GoldenConformance : public GoldenBackendTest {};
+
+} // namespace moe
