@@ -36,9 +36,7 @@ struct BackendState {
   StageTimer timer;
   std::vector<std::vector<float>> floats; // host copies until uploaded
   std::vector<float *> floatsOnDevice;
-  // Per lightning op: floats of one slot's state, then the states of all
-  // slots on the device.
-  std::vector<int64_t> lightningStateFloats;
+  // Per lightning attention layer: the states of all slots.
   std::vector<float *> lightningStates;
   int32_t slots = 0, maxContext = 0;
   int smCount = 0; // sizes the attention kernel's split of long contexts

@@ -163,7 +163,7 @@ Status ChunkedPass::launch(size_t index, size_t c, Step &step) {
     MOE_RETURN_IF_ERROR(s_.ring.waitForWeights(op.streamIndex, *s_.stream));
     MOE_RETURN_IF_ERROR(s_.timer.stop(*waitTiming, stream_));
   }
-  auto opTiming = s_.timer.start(op.op.index(), stream_);
+  auto opTiming = s_.timer.start(size_t(op.stage), stream_);
   if (!opTiming)
     return opTiming.error();
   Status ran = runOp(step, op.op, op.operands, op.results, values_);

@@ -5,6 +5,7 @@
 #include "runtime/backends/cuda/backend/ChunkedPass.h"
 #include "runtime/backends/cuda/backend/WeightPlacement.h"
 #include "runtime/costmodel/Plan.h"
+#include "runtime/model/ResolvedModel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -24,10 +25,11 @@ int32_t gpuSlotsOf(const plan::Batching *batching, int32_t slots) {
 // Bytes of the weights arena: whole params, or their first gpu_experts
 // experts; each allocation rounded up to the pool alignment. The params
 // kept in fp32 live with the fp32 arrays in the cache arena.
-size_t residentWeightBytes(const plan::Model &model) {
+size_t residentWeightBytes(const plan::Model &model,
+                           const model::ResolvedModel &resolved) {
   std::vector<bool> inFp32(model.params()->size(), false);
-  for (const plan::Op *op : *model.ops())
-    for (int index : fp32Params(*op).all())
+  for (const model::ResolvedOp &op : resolved.ops)
+    for (int index : fp32Params(op).all())
       if (index >= 0 && size_t(index) < inFp32.size())
         inFp32[size_t(index)] = true;
   size_t bytes = model.ops()->size() * 4 * kPoolAlignment;
@@ -35,7 +37,7 @@ size_t residentWeightBytes(const plan::Model &model) {
     const plan::Param *param = model.params()->Get(index);
     if (inFp32[index])
       continue;
-    size_t elements = size_t(paramElements(*param));
+    size_t elements = size_t(model::paramElements(*param));
     if (param->placement() == plan::Placement::host_streamed)
       elements = param->gpu_experts() > 0 ? elements / param->shape()->Get(0) *
                                                 size_t(param->gpu_experts())
@@ -46,7 +48,7 @@ size_t residentWeightBytes(const plan::Model &model) {
 }
 
 Status setUp(BackendState &s, const LoadedPlan &plan,
-             const WeightSet &weightSet) {
+             const model::ResolvedModel &resolved, const WeightSet &weightSet) {
   const plan::Model &model = plan.model();
   const plan::Batching *batching = plan.plan().batching();
   const plan::Schedule *schedule = plan.plan().schedule();
@@ -82,16 +84,16 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
         s.ring.slotBytes = poolAligned(size_t(pool->buffer_bytes()));
       }
 
-  auto arena = DeviceArena::create(residentWeightBytes(model), "weights");
+  auto arena =
+      DeviceArena::create(residentWeightBytes(model, resolved), "weights");
   if (!arena)
     return arena.error();
   s.weights.emplace(std::move(*arena));
   MOE_RETURN_IF_ERROR(s.ring.allocate());
   WeightPlacement placement(model, weightSet, *s.weights, s.ring, *s.pinned,
                             s.floats, s.maxContext);
-  MOE_RETURN_IF_ERROR(compileProgram(model, placement, s.kv,
-                                     s.lightningStateFloats, s.ring.slots,
-                                     s.progress, s.program));
+  MOE_RETURN_IF_ERROR(compileProgram(model, resolved, placement, s.kv,
+                                     s.ring.slots, s.progress, s.program));
 
   // KV of GPU slots, staging buffers for host slots' micro-batches, fp32
   // params; host slots' KV in pinned memory.
@@ -104,9 +106,9 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
       s.kv.deviceBytes(s.gpuSlots, s.maxContext, stagedSlots, stagingBuffers);
   for (const std::vector<float> &values : s.floats)
     cacheBytes += poolAligned(values.size() * sizeof(float));
-  for (int64_t perSlot : s.lightningStateFloats)
-    cacheBytes +=
-        poolAligned(size_t(s.slots) * size_t(perSlot) * sizeof(float));
+  for (const model::LightningStateSpec &state : resolved.lightningStates)
+    cacheBytes += poolAligned(size_t(s.slots) *
+                              size_t(state.elementsPerSlot()) * sizeof(float));
   auto cacheArena = DeviceArena::create(cacheBytes + kPoolAlignment, "kv");
   if (!cacheArena)
     return cacheArena.error();
@@ -114,9 +116,10 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
   MOE_RETURN_IF_ERROR(s.kv.allocate(*s.cache, *s.pinned, s.gpuSlots, hostSlots,
                                     s.maxContext, stagedSlots, stagingBuffers));
   // Not initialised: a slot's first row (position 0) starts from zero.
-  for (int64_t perSlot : s.lightningStateFloats) {
+  for (const model::LightningStateSpec &state : resolved.lightningStates) {
     auto device = s.cache->allocateArray<float>(
-        size_t(s.slots) * size_t(perSlot), "lightning attention state");
+        size_t(s.slots) * size_t(state.elementsPerSlot()),
+        "lightning attention state");
     if (!device)
       return device.error();
     s.lightningStates.push_back(*device);
@@ -185,18 +188,20 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   if (slots <= 0 || maxContext <= 0)
     return fail(makeError("slots ({}) and max context ({}) must be positive",
                           slots, maxContext));
+  auto resolved = model::ResolvedModel::resolve(model);
+  if (!resolved)
+    return fail(resolved.error());
   // Lightning attention's states stay on the GPU: a plan that keeps some
   // sequences' KV and states in host memory fails before anything is
   // uploaded.
   int32_t hostSlots = slots - gpuSlotsOf(plan.plan().batching(), slots);
-  for (const plan::Op *op : *model.ops())
-    if (op->spec_type() == plan::Module::LightningAttention && hostSlots > 0)
-      return fail(makeError(
-          "the plan keeps {} of {} sequences' KV and lightning attention "
-          "states (layer {}) in host memory; the CUDA backend keeps those "
-          "states on the GPU: plan with a larger GPU budget or a smaller "
-          "batch, or use the CPU backend",
-          hostSlots, slots, op->layer()));
+  if (!resolved->lightningStates.empty() && hostSlots > 0)
+    return fail(makeError(
+        "the plan keeps {} of {} sequences' KV and lightning attention "
+        "states (layer {}) in host memory; the CUDA backend keeps those "
+        "states on the GPU: plan with a larger GPU budget or a smaller "
+        "batch, or use the CPU backend",
+        hostSlots, slots, resolved->lightningStates.front().layer));
   size_t count = model.params()->size();
   if (weights.size() != count)
     return fail(makeError("the weights hold {} params, the plan {}",
@@ -206,7 +211,7 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   s->maxContext = maxContext;
   s->lengths.assign(slots, 0);
   s->progress = prepareProgress_;
-  Status ready = setUp(*s, plan, weights);
+  Status ready = setUp(*s, plan, *resolved, weights);
   if (!ready.ok())
     return fail(ready.error());
   if (options_.maxStepBytes > 0) {
@@ -245,52 +250,18 @@ Status CudaBackend::run(const StepBatch &batch, std::vector<float> *logits,
   if (!state_ || !state_->prepared)
     return fail(makeError("forward before prepare"));
   BackendState &s = *state_;
+  // Slots in increasing order put the host slots' rows last (ChunkRows.h).
+  auto runs = validateStepBatch(batch, s.lengths, s.maxContext,
+                                s.program.embeddingVocab);
+  if (!runs)
+    return fail(runs.error());
   int64_t rows = static_cast<int64_t>(batch.rows.size());
-  if (static_cast<int64_t>(batch.tokenIds.size()) != rows)
-    return fail(
-        makeError("{} token ids for {} rows", batch.tokenIds.size(), rows));
-  // Each slot is one run of consecutive positions continuing its cache,
-  // the runs in slot order (host slots' rows then come last).
-  for (int64_t r = 0; r < rows; ++r) {
-    const TokenRow &row = batch.rows[r];
-    if (row.slot < 0 || row.slot >= s.slots)
-      return fail(makeError("row {}: slot {} is not in 0..{}", r, row.slot,
-                            s.slots - 1));
-    if (r == 0 || batch.rows[r - 1].slot != row.slot) {
-      if (r > 0 && row.slot < batch.rows[r - 1].slot)
-        return fail(makeError("row {}: slot {} follows slot {}; runs must be "
-                              "in slot order",
-                              r, row.slot, batch.rows[r - 1].slot));
-      if (row.position != s.lengths[row.slot])
-        return fail(makeError("row {}: slot {} continues at position {}, "
-                              "not {}",
-                              r, row.slot, s.lengths[row.slot], row.position));
-    } else if (row.position != batch.rows[r - 1].position + 1) {
-      return fail(makeError("row {}: positions of slot {} are not "
-                            "consecutive",
-                            r, row.slot));
-    }
-    if (row.position >= s.maxContext)
-      return fail(makeError("row {}: position {} exceeds the context of {}", r,
-                            row.position, s.maxContext));
-    if (batch.tokenIds[r] < 0 || batch.tokenIds[r] >= s.program.embeddingVocab)
-      return fail(makeError("row {}: token id {} is not in 0..{}", r,
-                            batch.tokenIds[r], s.program.embeddingVocab - 1));
-  }
-  for (int32_t row : batch.logitRows)
-    if (row < 0 || row >= rows)
-      return fail(makeError("logit row {} is not in 0..{}", row, rows - 1));
   if (logits)
     logits->clear();
   else
     tokens->clear();
   if (rows == 0)
     return Status::success();
-
-  for (size_t i = 1; i < batch.logitRows.size(); ++i)
-    if (batch.logitRows[i] <= batch.logitRows[i - 1])
-      return fail(makeError("logit rows must increase (row {} follows {})",
-                            batch.logitRows[i], batch.logitRows[i - 1]));
   if (logits)
     logits->resize(batch.logitRows.size() * size_t(s.program.vocab));
   else

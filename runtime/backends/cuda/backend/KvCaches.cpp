@@ -7,19 +7,12 @@
 
 namespace moe::cuda {
 
-int KvCaches::add(KvCache cache, int layer) {
-  caches.push_back(cache);
-  int index = static_cast<int>(caches.size()) - 1;
-  if (layer >= 0)
-    layerCaches_.emplace_back(layer, index);
-  return index;
-}
-
-int KvCaches::ofLayer(int layer) const {
-  auto found =
-      std::find_if(layerCaches_.begin(), layerCaches_.end(),
-                   [&](const auto &entry) { return entry.first == layer; });
-  return found == layerCaches_.end() ? -1 : found->second;
+void KvCaches::describe(const model::ResolvedModel &model) {
+  for (const model::KvCacheSpec &spec : model.kvCaches)
+    caches.push_back({spec.kvHeads, spec.headDim});
+  firstLatent_ = static_cast<int>(caches.size());
+  for (const model::LatentCacheSpec &spec : model.latentCaches)
+    caches.push_back({1, spec.width, false});
 }
 
 bool KvCaches::anyValues() const {

@@ -11,12 +11,12 @@
 #include "runtime/backends/cuda/Stream.h"
 #include "runtime/backends/cuda/backend/ChunkRows.h"
 #include "runtime/engine/Backend.h"
+#include "runtime/model/ResolvedModel.h"
 
 #include <cuda_bf16.h>
 
 #include <functional>
 #include <optional>
-#include <utility>
 #include <vector>
 
 namespace moe::cuda {
@@ -33,14 +33,13 @@ class KvCaches {
 public:
   using bf16 = __nv_bfloat16;
 
-  // Per layer that owns its KV, in plan order.
+  // The resolved model's softmax attention caches, then its latent (MLA)
+  // caches, which cache only K.
   std::vector<KvCache> caches;
 
-  // A new cache; one added for `layer` (>= 0) is found by layers sharing
-  // that layer's KV.
-  int add(KvCache cache, int layer = -1);
-  // The cache added for `layer`, -1 if none.
-  int ofLayer(int layer) const;
+  void describe(const model::ResolvedModel &model);
+  // The index among `caches` of the model's latent cache `latent`.
+  int latentCache(int latent) const { return firstLatent_ + latent; }
 
   // Device bytes of the GPU slots' caches and of `buffers` staging buffers
   // for `stagedSlots` host slots each.
@@ -79,11 +78,11 @@ private:
   size_t stagingElements(int32_t maxContext, int64_t stagedSlots) const;
   bool anyValues() const;
 
-  std::vector<std::pair<int, int>> layerCaches_; // layer → cache
-  std::optional<Stream> load_;                   // host-to-device: cached KV
-  std::optional<Stream> store_;                  // device-to-host: new rows
-  std::vector<bf16 *> stagingK_, stagingV_;      // per staging buffer
-  std::vector<Event> loaded_, free_;             // per staging buffer
+  int firstLatent_ = 0;
+  std::optional<Stream> load_;              // host-to-device: cached KV
+  std::optional<Stream> store_;             // device-to-host: new rows
+  std::vector<bf16 *> stagingK_, stagingV_; // per staging buffer
+  std::vector<Event> loaded_, free_;        // per staging buffer
   std::optional<Event> ready_, stored_, opStart_, passStart_;
 };
 

@@ -5,25 +5,39 @@
 namespace moe::cuda {
 namespace {
 
-enum class ValueKind {
-  undefined,
-  tokens,
-  activations,
-  routeWeights,
-  routeIndices,
-  logits
-};
-
-struct ValueInfo {
-  ValueKind kind = ValueKind::undefined;
-  int64_t width = 0;
-  int64_t experts = 0;
-};
-
 template <typename K> Result<Op> asOp(Result<K> bound) {
   if (!bound)
     return bound.error();
   return Op(std::move(*bound));
+}
+
+Result<Op> bindOp(const model::ResolvedOp &op, WeightPlacement &placement,
+                  const KvCaches &kv) {
+  return std::visit(
+      [&](const auto &spec) -> Result<Op> {
+        using S = std::decay_t<decltype(spec)>;
+        if constexpr (std::is_same_v<S, model::EmbeddingSpec>)
+          return asOp(bindEmbeddingOp(placement, spec));
+        else if constexpr (std::is_same_v<S, model::NormSpec>)
+          return asOp(bindNormOp(placement, spec));
+        else if constexpr (std::is_same_v<S, model::AttentionSpec>)
+          return asOp(bindAttentionOp(placement, spec, fp32Params(op)));
+        else if constexpr (std::is_same_v<S, model::LatentAttentionSpec>)
+          return asOp(bindMlaOp(placement, spec, kv.latentCache(spec.cache)));
+        else if constexpr (std::is_same_v<S, model::LightningSpec>)
+          return asOp(bindLightningOp(placement, spec));
+        else if constexpr (std::is_same_v<S, model::RouterSpec>)
+          return asOp(bindRouterOp(placement, spec, fp32Params(op)));
+        else if constexpr (std::is_same_v<S, model::ExpertsSpec>)
+          return asOp(bindExpertsOp(placement, spec));
+        else if constexpr (std::is_same_v<S, model::MlpSpec>)
+          return asOp(bindMlpOp(placement, spec));
+        else if constexpr (std::is_same_v<S, model::ResidualSpec>)
+          return Op(residualOp(spec));
+        else
+          return asOp(bindHeadOp(placement, spec));
+      },
+      op.spec);
 }
 
 } // namespace
@@ -40,164 +54,37 @@ int64_t Program::chunkRowLimit(int64_t rows, size_t limit) const {
   return std::max<int64_t>(1, int64_t(limit / size_t(chunkRowBytes(parks))));
 }
 
-Status compileProgram(const plan::Model &model, WeightPlacement &placement,
-                      KvCaches &kv, std::vector<int64_t> &lightningStateFloats,
-                      int ringSlots,
+Status compileProgram(const plan::Model &plan,
+                      const model::ResolvedModel &model,
+                      WeightPlacement &placement, KvCaches &kv, int ringSlots,
                       const std::function<void(double)> &progress,
                       Program &program) {
   Program &p = program;
-  p.numValues = model.num_values();
-  p.logitsValue = model.logits();
-  p.gptOssNorm = model.model_type()->str() == "gpt_oss";
-  std::vector<ValueInfo> infos(p.numValues);
-  if (p.numValues <= 0)
-    return makeError("the plan defines no values");
-  infos[0] = {ValueKind::tokens, 1, 0};
-  bool logitsFromHead = false;
-  const auto &planOps = *model.ops();
-  for (uint32_t index = 0; index < planOps.size(); ++index) {
-    const plan::Op &op = *planOps.Get(index);
+  p.numValues = static_cast<int>(model.values.size());
+  p.embeddingVocab = model.embeddingVocab;
+  p.vocab = model.headVocab;
+  p.gptOssNorm = model.modelType == "gpt_oss";
+  kv.describe(model);
+  for (size_t index = 0; index < model.ops.size(); ++index) {
+    const model::ResolvedOp &op = model.ops[index];
     if (progress)
-      progress(double(index) / double(planOps.size()));
-    CompiledOp compiled;
+      progress(double(index) / double(model.ops.size()));
     placement.beginOp();
-    compiled.layer = op.layer();
-    compiled.operands.assign(op.operands()->begin(), op.operands()->end());
-    compiled.results.assign(op.results()->begin(), op.results()->end());
-    auto fail = [&](const Error &error) {
-      return error.withContext(fmt::format("op {} ({}, layer {})", index,
-                                           plan::EnumNameModule(op.spec_type()),
-                                           op.layer()));
-    };
-    size_t operands = 1, results = 1;
-    std::vector<ValueKind> wanted{ValueKind::activations};
-    switch (op.spec_type()) {
-    case plan::Module::Embedding:
-      wanted = {ValueKind::tokens};
-      break;
-    case plan::Module::Router:
-      results = 2;
-      break;
-    case plan::Module::Experts:
-      operands = 3;
-      wanted = {ValueKind::activations, ValueKind::routeWeights,
-                ValueKind::routeIndices};
-      break;
-    case plan::Module::Residual:
-      operands = 2;
-      wanted = {ValueKind::activations, ValueKind::activations};
-      break;
-    default:
-      break;
+    Result<Op> bound = bindOp(op, placement, kv);
+    if (!bound.ok()) {
+      const plan::Op &planOp = *plan.ops()->Get(index);
+      return bound.error().withContext(
+          fmt::format("op {} ({}, layer {})", index,
+                      plan::EnumNameModule(planOp.spec_type()), op.layer));
     }
-    if (compiled.operands.size() != operands ||
-        compiled.results.size() != results)
-      return fail(
-          makeError("expects {} operands and {} results", operands, results));
-    for (int value : compiled.operands)
-      if (value < 0 || value >= p.numValues)
-        return fail(makeError("operand value {} does not exist", value));
-    for (int value : compiled.results)
-      if (value <= 0 || value >= p.numValues)
-        return fail(makeError("result value {} is invalid", value));
-    for (size_t i = 0; i < wanted.size(); ++i)
-      if (infos[compiled.operands[i]].kind != wanted[i])
-        return fail(makeError(
-            "operand {} (value {}) is not {}", i, compiled.operands[i],
-            wanted[i] == ValueKind::tokens        ? "the token ids"
-            : wanted[i] == ValueKind::activations ? "an activation"
-                                                  : "a router result"));
-    int64_t in = infos[compiled.operands[0]].width;
-    Result<Op> kernel = makeError("unsupported module");
-    std::vector<ValueInfo> resultInfos{{ValueKind::activations, in, 0}};
-    switch (op.spec_type()) {
-    case plan::Module::Embedding: {
-      auto bound = bindEmbeddingOp(placement, *op.spec_as_Embedding());
-      if (bound) {
-        resultInfos = {{ValueKind::activations, bound->hidden, 0}};
-        p.embeddingVocab = bound->vocab;
-      }
-      kernel = asOp(std::move(bound));
-      break;
-    }
-    case plan::Module::RMSNorm:
-      kernel = asOp(bindNormOp(placement, *op.spec_as_RMSNorm(), in));
-      break;
-    case plan::Module::Attention:
-      kernel = asOp(bindAttentionOp(placement, *op.spec_as_Attention(),
-                                    fp32Params(op), in, op.layer(), kv));
-      break;
-    case plan::Module::Router: {
-      const plan::Router &r = *op.spec_as_Router();
-      kernel = asOp(bindRouterOp(placement, r, fp32Params(op), in));
-      resultInfos = {{ValueKind::routeWeights, r.top_k(), 0},
-                     {ValueKind::routeIndices, r.top_k(), r.num_experts()}};
-      break;
-    }
-    case plan::Module::Experts: {
-      const ValueInfo &routeWeights = infos[compiled.operands[1]];
-      const ValueInfo &indices = infos[compiled.operands[2]];
-      const plan::Experts &e = *op.spec_as_Experts();
-      if (routeWeights.width != indices.width ||
-          indices.experts > e.num_experts()) {
-        kernel = makeError("the routing weights and indices do not match "
-                           "{} experts",
-                           e.num_experts());
-        break;
-      }
-      kernel = asOp(bindExpertsOp(placement, e, in, routeWeights.width));
-      break;
-    }
-    case plan::Module::MLP:
-      kernel = asOp(bindMlpOp(placement, *op.spec_as_MLP(), in));
-      break;
-    case plan::Module::Residual: {
-      const plan::Residual &r = *op.spec_as_Residual();
-      if (infos[compiled.operands[1]].width != in) {
-        kernel = makeError("skip and update differ in width");
-        break;
-      }
-      kernel = Op(ResidualOp{static_cast<float>(r.skip_scale()),
-                             static_cast<float>(r.update_scale()), in});
-      break;
-    }
-    case plan::Module::LMHead: {
-      auto bound = bindHeadOp(placement, *op.spec_as_LMHead(), in);
-      if (bound) {
-        resultInfos = {{ValueKind::logits, bound->vocab, 0}};
-        logitsFromHead |= compiled.results[0] == p.logitsValue;
-        p.vocab = std::max(p.vocab, bound->vocab);
-      }
-      kernel = asOp(std::move(bound));
-      break;
-    }
-    case plan::Module::MLAttention:
-      kernel = asOp(bindMlaOp(placement, *op.spec_as_MLAttention(), in, kv));
-      break;
-    case plan::Module::LightningAttention:
-      kernel = asOp(bindLightningOp(placement, *op.spec_as_LightningAttention(),
-                                    in, lightningStateFloats));
-      break;
-    case plan::Module::NONE:
-      break;
-    }
-    if (!kernel.ok())
-      return fail(kernel.error());
-    compiled.op = std::move(*kernel);
-    compiled.streamIndex = placement.endOp();
-    for (size_t r = 0; r < compiled.results.size(); ++r)
-      infos[compiled.results[r]] = resultInfos[r];
-    p.ops.push_back(std::move(compiled));
+    p.ops.push_back({std::move(*bound), op.operands, op.results,
+                     placement.endOp(), op.layer, op.stage});
   }
-  for (const ValueInfo &info : infos)
-    p.valueWidths.push_back(info.width);
-  p.lastUse.assign(p.numValues, -1);
-  p.definedBy.assign(p.numValues, -1);
-  for (size_t index = 0; index < p.ops.size(); ++index) {
-    for (int value : p.ops[index].operands)
-      p.lastUse[value] = static_cast<int>(index);
-    for (int value : p.ops[index].results)
-      p.definedBy[value] = static_cast<int>(index);
+  for (const model::ValueInfo &value : model.values) {
+    p.valueWidths.push_back(value.width);
+    p.definedBy.push_back(value.definedBy);
+    p.lastUse.push_back(value.kind == model::ValueKind::logits ? -1
+                                                               : value.lastUse);
   }
   // Ops of no layer (residual adds, the final norm and head) stay in the
   // segment of the layer before them: a segment of their own would park and
@@ -243,9 +130,6 @@ Status compileProgram(const plan::Model &model, WeightPlacement &placement,
     p.parkRowBytes = std::max(p.parkRowBytes, parkedHere);
     p.restoreRowBytes = std::max(p.restoreRowBytes, restoredHere);
   }
-  if (!logitsFromHead)
-    return makeError("the logits value {} is not an LM head's result",
-                     p.logitsValue);
   return Status::success();
 }
 

@@ -7,6 +7,7 @@
 #include "runtime/backends/cuda/backend/KvCaches.h"
 #include "runtime/backends/cuda/backend/WeightPlacement.h"
 #include "runtime/backends/cuda/backend/ops/Ops.h"
+#include "runtime/model/ResolvedModel.h"
 
 #include <functional>
 #include <utility>
@@ -19,14 +20,17 @@ struct CompiledOp {
   std::vector<int> operands, results;
   int streamIndex = -1; // into WeightRing::streamed when it streams weights
   int layer = -1;
+  costmodel::Stage stage; // where the stats count its time
 };
 
 struct Program {
   std::vector<CompiledOp> ops;
-  int numValues = 0, logitsValue = 0;
+  int numValues = 0;
   std::vector<int64_t> valueWidths;
-  std::vector<int> lastUse;   // per value: the last op reading it, -1 if none
-  std::vector<int> definedBy; // per value: the op making it (-1: tokens)
+  // Per value: the last op reading it (-1 if none, and for the logits,
+  // which the LM head writes to the host), and the op making it (-1:
+  // tokens).
+  std::vector<int> lastUse, definedBy;
   // Op ranges run for all chunks of a pass before the next range starts:
   // one layer each, cut so no range streams more ops than the ring holds
   // (an op's ring slot is refilled only after its last chunk).
@@ -62,12 +66,12 @@ struct Program {
   int64_t chunkRowLimit(int64_t rows, size_t limit) const;
 };
 
-// Binds every op of `model` (weights through `placement`, KV caches into
-// `kv`, lightning states' floats per slot into `lightningStateFloats`) and
-// lays out its values and segments. `progress` gets the share of ops bound.
-Status compileProgram(const plan::Model &model, WeightPlacement &placement,
-                      KvCaches &kv, std::vector<int64_t> &lightningStateFloats,
-                      int ringSlots,
+// Binds every op of the resolved `model` (weights through `placement`,
+// caches described in `kv`) and lays out its values and segments. `plan`
+// names the ops in errors; `progress` gets the share of ops bound.
+Status compileProgram(const plan::Model &plan,
+                      const model::ResolvedModel &model,
+                      WeightPlacement &placement, KvCaches &kv, int ringSlots,
                       const std::function<void(double)> &progress,
                       Program &program);
 

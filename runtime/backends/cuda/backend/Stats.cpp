@@ -1,8 +1,16 @@
 #include "runtime/backends/cuda/backend/Stats.h"
 
-#include <algorithm>
+#include <string>
 
 namespace moe::cuda {
+
+std::string_view stageName(size_t stage) {
+  if (stage == kWeightWaitStage)
+    return "weight wait";
+  if (stage == kParkedStage)
+    return "parked states";
+  return costmodel::stageName(costmodel::Stage(stage));
+}
 
 Result<size_t> StageTimer::start(size_t stage, cudaStream_t stream) {
   size_t pair = timed_.size();
@@ -34,19 +42,10 @@ Status StageTimer::endPass(bool prefill) {
 std::vector<StageTime> StageTimer::stages() const {
   std::vector<StageTime> stages;
   for (int phase = 0; phase < 2; ++phase)
-    for (size_t kind = 0; kind < kStageNames.size(); ++kind) {
-      double seconds = seconds_[phase][kind];
-      if (seconds <= 0)
-        continue;
-      std::string name = phase == 0 ? "prefill" : "decode";
-      auto same = std::find_if(stages.begin(), stages.end(), [&](auto &t) {
-        return t.phase == name && t.stage == kStageNames[kind];
-      });
-      if (same != stages.end())
-        same->seconds += seconds;
-      else
-        stages.push_back({name, kStageNames[kind], seconds});
-    }
+    for (size_t stage = 0; stage < kStages; ++stage)
+      if (double seconds = seconds_[phase][stage]; seconds > 0)
+        stages.push_back({phase == 0 ? "prefill" : "decode",
+                          std::string(stageName(stage)), seconds});
   return stages;
 }
 

@@ -1,17 +1,28 @@
-// Device time per stage (kStageNames): timing events recorded on the
-// compute stream around each op run and each timed wait of a pass, read
-// once the pass has finished and summed per phase (prefill or decode).
+// Device time per stage: timing events recorded on the compute stream
+// around each op run and each timed wait of a pass, read once the pass has
+// finished and summed per phase (prefill or decode).
 #pragma once
 
 #include "runtime/backends/cuda/Stream.h"
-#include "runtime/backends/cuda/backend/ops/Ops.h"
+#include "runtime/costmodel/CriticalPath.h"
 #include "runtime/engine/Backend.h"
 
 #include <array>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 namespace moe::cuda {
+
+// The planner's stages (costmodel::Stage, where each op's time goes), then
+// the compute stream's timed waits between ops.
+// An op's first chunk waiting for its streamed weights.
+constexpr size_t kWeightWaitStage = costmodel::kNumStages;
+// A chunked pass's hidden states parked in host memory between layers:
+// waiting for them and copying them back.
+constexpr size_t kParkedStage = kWeightWaitStage + 1;
+constexpr size_t kStages = kParkedStage + 1;
+std::string_view stageName(size_t stage);
 
 class StageTimer {
 public:
@@ -29,7 +40,7 @@ private:
   std::vector<Event> timing_; // start/stop pairs, one per timed run
   std::vector<std::pair<size_t, size_t>> timed_; // (stage, timing pair)
   // [prefill, decode][stage]
-  std::array<std::array<double, kStageNames.size()>, 2> seconds_{};
+  std::array<std::array<double, kStages>, 2> seconds_{};
 };
 
 } // namespace moe::cuda

@@ -7,22 +7,15 @@
 
 namespace moe::cuda {
 
-int64_t paramElements(const plan::Param &param) {
-  int64_t n = 1;
-  for (int64_t dim : *param.shape())
-    n *= dim;
-  return n;
-}
-
-Fp32Params fp32Params(const plan::Op &op) {
+Fp32Params fp32Params(const model::ResolvedOp &op) {
   Fp32Params params;
-  if (const plan::Router *r = op.spec_as_Router()) {
-    params.routerWeight = r->weight();
-    params.routerBias = r->bias();
-    params.correctionBias = r->correction_bias();
+  if (const auto *router = std::get_if<model::RouterSpec>(&op.spec)) {
+    params.routerWeight = router->weight;
+    params.routerBias = router->bias;
+    params.correctionBias = router->correction;
   }
-  if (const plan::Attention *a = op.spec_as_Attention())
-    params.sinks = a->sinks();
+  if (const auto *attention = std::get_if<model::AttentionSpec>(&op.spec))
+    params.sinks = attention->sinks;
   return params;
 }
 
@@ -63,24 +56,6 @@ HostBf16 WeightPlacement::readBf16(int index) const {
 bool WeightPlacement::isStreamed(int index) const {
   return model_.params()->Get(index)->placement() ==
          plan::Placement::host_streamed;
-}
-
-const plan::Param *WeightPlacement::param(int index) const {
-  if (index < 0 || index >= static_cast<int>(model_.params()->size()))
-    return nullptr;
-  return model_.params()->Get(index);
-}
-
-Status WeightPlacement::check(int index, int64_t size,
-                              const char *field) const {
-  if (index < 0 || index >= static_cast<int>(uploaded_.size()))
-    return makeError("'{}' refers to param {}, which does not exist", field,
-                     index);
-  int64_t have = paramElements(*model_.params()->Get(index));
-  if (have != size)
-    return makeError("'{}' (param {}) has {} values, the op needs {}", field,
-                     index, have, size);
-  return Status::success();
 }
 
 int64_t WeightPlacement::residentExperts(int index, int64_t experts) const {
@@ -144,22 +119,16 @@ Result<ExpertWeight> WeightPlacement::place(std::span<const bf16> host,
 }
 
 Result<ExpertWeight> WeightPlacement::bindExperts(int index, int64_t experts,
-                                                  int64_t size,
-                                                  const char *field,
-                                                  bool optional) {
-  if (index < 0 && optional)
+                                                  const char *field) {
+  if (index == model::kAbsent)
     return ExpertWeight{};
-  if (index < 0)
-    return makeError("'{}' is missing", field);
-  MOE_RETURN_IF_ERROR(check(index, size, field));
   return place(readBf16(index), experts, residentExperts(index, experts),
                field);
 }
 
 Status WeightPlacement::bindTable(const bf16 *&out, int index, int64_t size) {
-  MOE_RETURN_IF_ERROR(check(index, size, "table"));
   if (!isStreamed(index))
-    return bind(out, index, size, "table");
+    return bind(out, index, "table");
   auto staged = pinned_.allocate(size_t(size) * sizeof(bf16), "table");
   if (!staged)
     return staged.error();
@@ -169,14 +138,10 @@ Status WeightPlacement::bindTable(const bf16 *&out, int index, int64_t size) {
   return Status::success();
 }
 
-Status WeightPlacement::bind(const bf16 *&out, int index, int64_t size,
-                             const char *field, bool optional) {
+Status WeightPlacement::bind(const bf16 *&out, int index, const char *field) {
   out = nullptr;
-  if (index < 0 && optional)
+  if (index == model::kAbsent)
     return Status::success();
-  if (index < 0)
-    return makeError("'{}' is missing", field);
-  MOE_RETURN_IF_ERROR(check(index, size, field));
   if (isStreamed(index)) {
     auto device = stream(readBf16(index), field);
     if (!device)
@@ -194,11 +159,9 @@ Status WeightPlacement::bind(const bf16 *&out, int index, int64_t size,
   return Status::success();
 }
 
-Result<int> WeightPlacement::bindFloat(int index, int64_t size,
-                                       const char *field) {
-  if (index < 0)
+int WeightPlacement::bindFloat(int index) {
+  if (index == model::kAbsent)
     return -1;
-  MOE_RETURN_IF_ERROR(check(index, size, field));
   return addFloats(weights_.toFloat32(index));
 }
 
@@ -207,30 +170,20 @@ int WeightPlacement::addFloats(std::vector<float> values) {
   return static_cast<int>(floats_.size()) - 1;
 }
 
-Result<std::pair<int, int>> WeightPlacement::ropeTables(const plan::Rope &plan,
-                                                        int64_t limit) {
-  model::RopeParams p = model::RopeParams::fromPlan(plan);
-  if (p.rotaryDim < 0 || p.rotaryDim % 2 != 0 || p.rotaryDim > limit)
-    return makeError("rope rotary_dim {} must be even and at most {}",
-                     p.rotaryDim, limit);
-  if (p.rotaryDim == 0)
-    return std::pair{-1, -1};
-  if (!(p.theta > 1.0))
-    return makeError("rope theta {} must exceed 1", p.theta);
-  if (p.yarn && (!(p.factor > 0) || p.originalMaxPosition <= 0))
-    return makeError("yarn rope needs a positive factor and "
-                     "original_max_position");
+std::pair<int, int> WeightPlacement::ropeTables(const model::RopeParams &rope) {
+  if (rope.rotaryDim == 0)
+    return {-1, -1};
   for (const auto &[params, tables] : ropes_)
-    if (params == p)
+    if (params == rope)
       return tables;
-  std::vector<float> inverse = model::ropeInverseFrequencies(p);
-  int64_t half = p.rotaryDim / 2;
+  std::vector<float> inverse = model::ropeInverseFrequencies(rope);
+  int64_t half = rope.rotaryDim / 2;
   std::vector<float> cos(maxContext_ * half), sin(maxContext_ * half);
-  kernels::buildRopeTable(inverse.data(), half, p.attentionFactor, maxContext_,
-                          cos.data(), sin.data());
+  kernels::buildRopeTable(inverse.data(), half, rope.attentionFactor,
+                          maxContext_, cos.data(), sin.data());
   int at = addFloats(std::move(cos));
   addFloats(std::move(sin));
-  ropes_.emplace_back(p, std::pair{at, at + 1});
+  ropes_.emplace_back(rope, std::pair{at, at + 1});
   return ropes_.back().second;
 }
 

@@ -1,5 +1,5 @@
-// Places a plan's params where the plan put them, converted to bf16 and
-// checking sizes as the CPU backend does: resident params are uploaded once
+// Places a plan's params where the plan put them, converted to bf16 (their
+// sizes checked by model::ResolvedModel): resident params are uploaded once
 // (on first use) into the weights arena; streamed ones go to pinned host
 // memory and are copied into the op's weight-ring slot before each run of
 // the op (WeightRing); the params kept in fp32 (fp32Params) become fp32
@@ -9,6 +9,7 @@
 #include "runtime/backends/cuda/Memory.h"
 #include "runtime/backends/cuda/backend/WeightRing.h"
 #include "runtime/backends/cuda/kernels/GroupedGemm.h"
+#include "runtime/model/ResolvedModel.h"
 #include "runtime/model/Rope.h"
 #include "runtime/schemas/plan_generated.h"
 #include "runtime/support/ThreadPool.h"
@@ -25,8 +26,6 @@
 namespace moe::cuda {
 
 using bf16 = __nv_bfloat16;
-
-int64_t paramElements(const plan::Param &param);
 
 // A param's bf16 values on the host, not zero-filled first: a full-scale
 // model has billions of values to convert and lay out before the first step.
@@ -53,7 +52,7 @@ struct Fp32Params {
     return {routerWeight, routerBias, correctionBias, sinks};
   }
 };
-Fp32Params fp32Params(const plan::Op &op);
+Fp32Params fp32Params(const model::ResolvedOp &op);
 
 // A stacked [E, ...] expert weight whose first `residentExperts` blocks
 // stay in the weights arena while the rest are streamed into the op's ring
@@ -78,10 +77,6 @@ public:
   ThreadPool &threads() { return threads_; }
   HostBf16 readBf16(int index) const;
   bool isStreamed(int index) const;
-  // The plan's param `index`, null when there is none.
-  const plan::Param *param(int index) const;
-
-  Status check(int index, int64_t size, const char *field) const;
   // Experts of the param kept on the GPU: all unless it is streamed.
   int64_t residentExperts(int index, int64_t experts) const;
 
@@ -92,22 +87,23 @@ public:
   Result<ExpertWeight> place(std::span<const bf16> host, int64_t experts,
                              int64_t residentExperts, const char *what);
 
-  Result<ExpertWeight> bindExperts(int index, int64_t experts, int64_t size,
-                                   const char *field, bool optional = false);
+  // Absent (model::kAbsent) binds as null.
+  Result<ExpertWeight> bindExperts(int index, int64_t experts,
+                                   const char *field);
   // The embedding table is read in place when streamed: the kernel gathers
   // only the batch's rows from pinned memory (mapped into the device's
   // address space).
   Status bindTable(const bf16 *&out, int index, int64_t size);
-  Status bind(const bf16 *&out, int index, int64_t size, const char *field,
-              bool optional = false);
+  // Absent (model::kAbsent) binds as null.
+  Status bind(const bf16 *&out, int index, const char *field);
   // An fp32 param kept in fp32 (Fp32Params): -1 when absent, else its
   // index among the fp32 arrays.
-  Result<int> bindFloat(int index, int64_t size, const char *field);
+  int bindFloat(int index);
   // An fp32 array made on the host (lightning decays): its index.
   int addFloats(std::vector<float> values);
   // cos and sin tables, shared by the layers of one RoPE; -1 each without
   // rotation.
-  Result<std::pair<int, int>> ropeTables(const plan::Rope &plan, int64_t limit);
+  std::pair<int, int> ropeTables(const model::RopeParams &rope);
 
 private:
   const plan::Model &model_;

@@ -7,18 +7,13 @@
 namespace moe::cuda {
 
 Result<AttentionOp> bindAttentionOp(WeightPlacement &placement,
-                                    const plan::Attention &a,
-                                    const Fp32Params &fp32, int64_t hidden,
-                                    int layer, KvCaches &caches) {
+                                    const model::AttentionSpec &a,
+                                    const Fp32Params &fp32) {
   AttentionOp k{};
-  k.hidden = hidden;
-  k.heads = a.num_heads();
-  k.kvHeads = a.num_kv_heads();
-  k.headDim = a.head_dim();
-  if (k.heads <= 0 || k.kvHeads <= 0 || k.headDim <= 0 ||
-      k.heads % k.kvHeads != 0)
-    return makeError("heads {} / kv heads {} / head_dim {} are invalid",
-                     k.heads, k.kvHeads, k.headDim);
+  k.hidden = a.hidden;
+  k.heads = a.heads;
+  k.kvHeads = a.kvHeads;
+  k.headDim = a.headDim;
   if (!kernels::attentionSupports(static_cast<int>(k.heads),
                                   static_cast<int>(k.kvHeads),
                                   static_cast<int>(k.headDim)))
@@ -26,56 +21,26 @@ Result<AttentionOp> bindAttentionOp(WeightPlacement &placement,
                      "{} kv heads of head_dim {} (head_dim 16..256, a power "
                      "of 2; at most 16 heads per kv head, 8 at head_dim 256)",
                      k.heads, k.kvHeads, k.headDim);
-  auto tables = placement.ropeTables(*a.rope(), k.headDim);
-  if (!tables)
-    return tables.error();
-  std::tie(k.cos, k.sin) = *tables;
-  k.rotaryDim = a.rope()->rotary_dim();
-  k.style = static_cast<kernels::RopeStyle>(a.rope()->style());
-  k.scale = static_cast<float>(a.scale());
-  k.ownsKv = a.kv_source_layer() < 0;
-  int64_t qw = k.heads * k.headDim, kvw = k.kvHeads * k.headDim;
-  MOE_RETURN_IF_ERROR(placement.bind(k.q, a.q(), qw * hidden, "q"));
-  MOE_RETURN_IF_ERROR(placement.bind(k.o, a.o(), hidden * qw, "o"));
-  MOE_RETURN_IF_ERROR(placement.bind(k.qBias, a.q_bias(), qw, "q_bias", true));
-  MOE_RETURN_IF_ERROR(
-      placement.bind(k.oBias, a.o_bias(), hidden, "o_bias", true));
-  auto sinks = placement.bindFloat(fp32.sinks, k.heads, "sinks");
-  if (!sinks)
-    return sinks.error();
-  k.sinks = *sinks;
-  k.qkNorm = a.qk_norm();
-  k.qkEps = static_cast<float>(a.qk_norm_eps());
-  bool perHead = k.qkNorm == plan::QKNorm::per_head;
-  if (k.qkNorm != plan::QKNorm::none)
-    MOE_RETURN_IF_ERROR(placement.bind(k.qNorm, a.q_norm(),
-                                       perHead ? k.headDim : qw, "q_norm"));
-  if (a.sliding_window() < 0)
-    return makeError("sliding_window {} is negative", a.sliding_window());
-  k.window = a.sliding_window();
-  if (k.ownsKv) {
-    MOE_RETURN_IF_ERROR(placement.bind(k.k, a.k(), kvw * hidden, "k"));
-    MOE_RETURN_IF_ERROR(placement.bind(k.v, a.v(), kvw * hidden, "v"));
-    MOE_RETURN_IF_ERROR(
-        placement.bind(k.kBias, a.k_bias(), kvw, "k_bias", true));
-    MOE_RETURN_IF_ERROR(
-        placement.bind(k.vBias, a.v_bias(), kvw, "v_bias", true));
-    if (k.qkNorm != plan::QKNorm::none)
-      MOE_RETURN_IF_ERROR(placement.bind(k.kNorm, a.k_norm(),
-                                         perHead ? k.headDim : kvw, "k_norm"));
-    k.cache = caches.add({k.kvHeads, k.headDim}, layer);
-    return k;
-  }
-  k.cache = caches.ofLayer(a.kv_source_layer());
-  if (k.cache < 0)
-    return makeError("kv_source_layer {} has no K/V cache before this op",
-                     a.kv_source_layer());
-  const KvCache &source = caches.caches[k.cache];
-  if (source.kvHeads != k.kvHeads || source.headDim != k.headDim)
-    return makeError("kv_source_layer {} caches {} heads of {}, this layer "
-                     "reads {} of {}",
-                     a.kv_source_layer(), source.kvHeads, source.headDim,
-                     k.kvHeads, k.headDim);
+  std::tie(k.cos, k.sin) = placement.ropeTables(a.rope);
+  k.rotaryDim = a.rope.rotaryDim;
+  k.style = static_cast<kernels::RopeStyle>(a.rope.style);
+  k.scale = static_cast<float>(a.scale);
+  k.ownsKv = a.ownsKv;
+  MOE_RETURN_IF_ERROR(placement.bind(k.q, a.q, "q"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.o, a.o, "o"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.qBias, a.qBias, "q_bias"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.oBias, a.oBias, "o_bias"));
+  k.sinks = placement.bindFloat(fp32.sinks);
+  k.qkNorm = a.qkNorm;
+  k.qkEps = static_cast<float>(a.qkEps);
+  MOE_RETURN_IF_ERROR(placement.bind(k.qNorm, a.qNorm, "q_norm"));
+  k.window = a.window;
+  MOE_RETURN_IF_ERROR(placement.bind(k.k, a.k, "k"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.v, a.v, "v"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.kBias, a.kBias, "k_bias"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.vBias, a.vBias, "v_bias"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.kNorm, a.kNorm, "k_norm"));
+  k.cache = a.cache;
   return k;
 }
 

@@ -4,15 +4,10 @@
 namespace moe::cuda {
 
 Result<EmbeddingOp> bindEmbeddingOp(WeightPlacement &placement,
-                                    const plan::Embedding &spec) {
-  const plan::Param *table = placement.param(spec.table());
-  if (!table || table->shape()->size() != 2)
-    return makeError("needs a [vocab, hidden] table");
-  EmbeddingOp k{};
-  k.vocab = table->shape()->Get(0);
-  k.hidden = table->shape()->Get(1);
+                                    const model::EmbeddingSpec &spec) {
+  EmbeddingOp k{nullptr, spec.vocab, spec.hidden};
   MOE_RETURN_IF_ERROR(
-      placement.bindTable(k.table, spec.table(), k.vocab * k.hidden));
+      placement.bindTable(k.table, spec.table, k.vocab * k.hidden));
   return k;
 }
 

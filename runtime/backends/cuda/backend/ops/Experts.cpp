@@ -5,41 +5,30 @@
 namespace moe::cuda {
 
 Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
-                                const plan::Experts &e, int64_t hidden,
-                                int64_t topK) {
+                                const model::ExpertsSpec &e) {
   ExpertsOp k{};
-  k.hidden = hidden;
-  k.width = e.intermediate_size();
-  k.experts = e.num_experts();
-  k.topK = topK;
-  int64_t n = k.experts, h = hidden, w = k.width;
-  if (n <= 0 || w <= 0)
-    return makeError("experts and intermediate_size must be positive");
+  k.hidden = e.hidden;
+  k.width = e.width;
+  k.experts = e.experts;
+  k.topK = e.topK;
+  int64_t n = k.experts, h = k.hidden, w = k.width;
   if (n > 1024)
     return makeError("{} experts exceed the dispatch kernel's 1024", n);
-  k.clamped = e.activation() == plan::ExpertActivation::swiglu_clamped;
-  k.limit = static_cast<float>(e.swiglu_limit());
-  k.alpha = static_cast<float>(e.swiglu_alpha());
-  auto downBias =
-      placement.bindExperts(e.down_bias(), n, n * h, "down_bias", true);
+  k.clamped = e.clamped();
+  k.limit = static_cast<float>(e.limit);
+  k.alpha = static_cast<float>(e.alpha);
+  auto downBias = placement.bindExperts(e.downBias, n, "down_bias");
   if (!downBias)
     return downBias.error();
   k.downBias = *downBias;
   const WeightSet &weights = placement.weights();
   ThreadPool &threads = placement.threads();
   HostBf16 gateUp(size_t(2 * n * w * h)), down(size_t(n * h * w));
-  int gateUpParam = e.gate_up();
-  if (e.layout() == plan::ExpertLayout::separate) {
-    if (k.clamped)
-      return makeError("swiglu_clamped needs the fused layout");
-    if (e.gate_up_bias() >= 0)
-      return makeError("gate_up_bias needs the fused layout");
-    MOE_RETURN_IF_ERROR(placement.check(e.gate(), n * w * h, "gate"));
-    MOE_RETURN_IF_ERROR(placement.check(e.up(), n * w * h, "up"));
-    MOE_RETURN_IF_ERROR(placement.check(e.down(), n * h * w, "down"));
+  int gateUpParam = e.gateUp;
+  if (e.layout == plan::ExpertLayout::separate) {
     // Gate and up rows of each expert, one after the other.
     for (auto [index, offset] :
-         {std::pair{e.gate(), int64_t{0}}, std::pair{e.up(), w * h}}) {
+         {std::pair{e.gate, int64_t{0}}, std::pair{e.up, w * h}}) {
       HostBf16 values = placement.readBf16(index);
       threads.parallelFor(n, [&](int64_t first, int64_t last) {
         for (int64_t x = first; x < last; ++x)
@@ -47,20 +36,15 @@ Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
                       gateUp.data.get() + 2 * x * w * h + offset);
       });
     }
-    down = placement.readBf16(e.down());
-    gateUpParam = e.gate();
+    down = placement.readBf16(e.down);
+    gateUpParam = e.gate;
   } else {
-    if (!k.clamped)
-      return makeError("the fused layout needs swiglu_clamped");
     // gate_up [E, H, 2I] and down [E, I, H] are [in, out]: transposed once.
-    MOE_RETURN_IF_ERROR(placement.check(e.gate_up(), n * h * 2 * w, "gate_up"));
-    MOE_RETURN_IF_ERROR(placement.check(e.down(), n * w * h, "down"));
-    auto gateUpBias = placement.bindExperts(e.gate_up_bias(), n, n * 2 * w,
-                                            "gate_up_bias", true);
+    auto gateUpBias = placement.bindExperts(e.gateUpBias, n, "gate_up_bias");
     if (!gateUpBias)
       return gateUpBias.error();
     k.gateUpBias = *gateUpBias;
-    std::vector<float> values = weights.toFloat32(e.gate_up());
+    std::vector<float> values = weights.toFloat32(e.gateUp);
     threads.parallelFor(n, [&](int64_t first, int64_t last) {
       for (int64_t x = first; x < last; ++x)
         for (int64_t j = 0; j < h; ++j)
@@ -68,7 +52,7 @@ Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
             gateUp.data[(x * 2 * w + c) * h + j] =
                 __float2bfloat16_rn(values[(x * h + j) * 2 * w + c]);
     });
-    values = weights.toFloat32(e.down());
+    values = weights.toFloat32(e.down);
     threads.parallelFor(n, [&](int64_t first, int64_t last) {
       for (int64_t x = first; x < last; ++x)
         for (int64_t i = 0; i < w; ++i)
@@ -81,7 +65,7 @@ Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
       gateUp, n, placement.residentExperts(gateUpParam, n), "experts gate|up");
   if (!gu)
     return gu.error();
-  auto d = placement.place(down, n, placement.residentExperts(e.down(), n),
+  auto d = placement.place(down, n, placement.residentExperts(e.down, n),
                            "experts down");
   if (!d)
     return d.error();

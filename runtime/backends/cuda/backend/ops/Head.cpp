@@ -5,14 +5,10 @@
 
 namespace moe::cuda {
 
-Result<HeadOp> bindHeadOp(WeightPlacement &placement, const plan::LMHead &spec,
-                          int64_t hidden) {
-  const plan::Param *weight = placement.param(spec.weight());
-  if (!weight)
-    return makeError("weight param {} does not exist", spec.weight());
-  HeadOp k{nullptr, weight->shape()->Get(0), hidden};
-  MOE_RETURN_IF_ERROR(
-      placement.bind(k.weight, spec.weight(), k.vocab * hidden, "weight"));
+Result<HeadOp> bindHeadOp(WeightPlacement &placement,
+                          const model::HeadSpec &spec) {
+  HeadOp k{nullptr, spec.vocab, spec.hidden};
+  MOE_RETURN_IF_ERROR(placement.bind(k.weight, spec.weight, "weight"));
   return k;
 }
 

@@ -1,4 +1,3 @@
-#include "runtime/model/Lightning.h"
 #include "runtime/backends/cuda/backend/ops/OpMacros.h"
 #include "runtime/backends/cuda/backend/ops/Ops.h"
 #include "runtime/backends/cuda/kernels/LightningAttention.h"
@@ -6,28 +5,23 @@
 namespace moe::cuda {
 
 Result<LightningOp> bindLightningOp(WeightPlacement &placement,
-                                    const plan::LightningAttention &a,
-                                    int64_t hidden,
-                                    std::vector<int64_t> &states) {
+                                    const model::LightningSpec &a) {
   LightningOp k{};
-  k.hidden = hidden;
-  k.heads = a.num_heads();
-  k.headDim = a.head_dim();
-  k.eps = static_cast<float>(a.norm_eps());
+  k.hidden = a.hidden;
+  k.heads = a.heads;
+  k.headDim = a.headDim;
+  k.eps = static_cast<float>(a.eps);
   if (!kernels::lightningAttentionSupports(static_cast<int>(k.heads),
                                            static_cast<int>(k.headDim)))
     return makeError("the lightning attention kernel does not support {} "
                      "heads of head_dim {} (head_dim 16, 32, 64 or 128)",
                      k.heads, k.headDim);
-  int64_t w = k.heads * k.headDim;
-  MOE_RETURN_IF_ERROR(placement.bind(k.qkv, a.qkv(), 3 * w * hidden, "qkv"));
-  MOE_RETURN_IF_ERROR(placement.bind(k.gate, a.gate(), w * hidden, "gate"));
-  MOE_RETURN_IF_ERROR(placement.bind(k.norm, a.norm(), w, "norm"));
-  MOE_RETURN_IF_ERROR(placement.bind(k.out, a.out(), hidden * w, "out"));
-  k.decay =
-      placement.addFloats(model::lightningDecays(k.heads, a.decay_scale()));
-  k.state = static_cast<int>(states.size());
-  states.push_back(w * k.headDim);
+  MOE_RETURN_IF_ERROR(placement.bind(k.qkv, a.qkv, "qkv"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.gate, a.gate, "gate"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.norm, a.norm, "norm"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.out, a.out, "out"));
+  k.decay = placement.addFloats(a.decays);
+  k.state = a.state;
   return k;
 }
 

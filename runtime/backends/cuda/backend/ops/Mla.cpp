@@ -7,18 +7,17 @@
 
 namespace moe::cuda {
 
-Result<MlaOp> bindMlaOp(WeightPlacement &placement, const plan::MLAttention &a,
-                        int64_t hidden, KvCaches &caches) {
+Result<MlaOp> bindMlaOp(WeightPlacement &placement,
+                        const model::LatentAttentionSpec &a, int cache) {
   MlaOp k{};
-  k.hidden = hidden;
-  k.heads = a.num_heads();
-  k.qLoraRank = a.q_lora_rank();
-  k.latent = a.kv_lora_rank();
-  k.nope = a.qk_nope_head_dim();
-  k.ropeDim = a.qk_rope_head_dim();
-  k.vDim = a.v_head_dim();
-  if (k.heads <= 0 || k.qLoraRank < 0 || k.latent <= 0 || k.nope <= 0 ||
-      k.ropeDim <= 0 || k.vDim <= 0)
+  k.hidden = a.hidden;
+  k.heads = a.heads;
+  k.qLoraRank = a.qLoraRank;
+  k.latent = a.kvLoraRank;
+  k.nope = a.nope;
+  k.ropeDim = a.ropeDim;
+  k.vDim = a.vDim;
+  if (k.nope <= 0)
     return makeError("MLA dimensions are invalid");
   if (!kernels::mlaAttentionSupports(static_cast<int>(k.heads),
                                      static_cast<int>(k.latent),
@@ -26,38 +25,22 @@ Result<MlaOp> bindMlaOp(WeightPlacement &placement, const plan::MLAttention &a,
     return makeError("the MLA kernel does not support {} heads with "
                      "kv_lora_rank {} and qk_rope_head_dim {}",
                      k.heads, k.latent, k.ropeDim);
-  if (a.rope()->rotary_dim() != k.ropeDim)
-    return makeError("rope rotary_dim {} differs from qk_rope_head_dim {}",
-                     a.rope()->rotary_dim(), k.ropeDim);
-  auto tables = placement.ropeTables(*a.rope(), k.ropeDim);
-  if (!tables)
-    return tables.error();
-  std::tie(k.cos, k.sin) = *tables;
-  k.style = static_cast<kernels::RopeStyle>(a.rope()->style());
-  k.scale = static_cast<float>(a.scale());
-  k.eps = static_cast<float>(a.norm_eps());
-  int64_t qw = k.heads * (k.nope + k.ropeDim);
-  if (k.qLoraRank > 0) {
-    MOE_RETURN_IF_ERROR(
-        placement.bind(k.qA, a.q_a(), k.qLoraRank * hidden, "q_a"));
-    MOE_RETURN_IF_ERROR(
-        placement.bind(k.qANorm, a.q_a_norm(), k.qLoraRank, "q_a_norm"));
-    MOE_RETURN_IF_ERROR(placement.bind(k.qB, a.q_b(), qw * k.qLoraRank, "q_b"));
-  } else {
-    MOE_RETURN_IF_ERROR(placement.bind(k.q, a.q(), qw * hidden, "q"));
-  }
-  MOE_RETURN_IF_ERROR(
-      placement.bind(k.kvA, a.kv_a(), (k.latent + k.ropeDim) * hidden, "kv_a"));
-  MOE_RETURN_IF_ERROR(
-      placement.bind(k.kvANorm, a.kv_a_norm(), k.latent, "kv_a_norm"));
-  MOE_RETURN_IF_ERROR(
-      placement.bind(k.o, a.o(), hidden * k.heads * k.vDim, "o"));
+  std::tie(k.cos, k.sin) = placement.ropeTables(a.rope);
+  k.style = static_cast<kernels::RopeStyle>(a.rope.style);
+  k.scale = static_cast<float>(a.scale);
+  k.eps = static_cast<float>(a.eps);
+  MOE_RETURN_IF_ERROR(placement.bind(k.qA, a.qA, "q_a"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.qANorm, a.qANorm, "q_a_norm"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.qB, a.qB, "q_b"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.q, a.q, "q"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.kvA, a.kvA, "kv_a"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.kvANorm, a.kvANorm, "kv_a_norm"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.o, a.o, "o"));
   // kv_b [heads·(nope + vDim), latent] split per head into W_UK,hᵀ
   // [latent, nope] (transposed: the GEMMs take [out, in]) and W_UV,h
   // [vDim, latent], in one buffer placed where the plan put kv_b.
   int64_t perHead = (k.nope + k.vDim) * k.latent;
-  MOE_RETURN_IF_ERROR(placement.check(a.kv_b(), k.heads * perHead, "kv_b"));
-  HostBf16 kvB = placement.readBf16(a.kv_b());
+  HostBf16 kvB = placement.readBf16(a.kvB);
   HostBf16 split(kvB.size);
   bf16 *wUkT = split.data.get(), *wUv = wUkT + k.heads * k.latent * k.nope;
   for (int64_t h = 0; h < k.heads; ++h) {
@@ -68,14 +51,13 @@ Result<MlaOp> bindMlaOp(WeightPlacement &placement, const plan::MLAttention &a,
     std::copy_n(block + k.nope * k.latent, k.vDim * k.latent,
                 wUv + h * k.vDim * k.latent);
   }
-  auto device = placement.isStreamed(a.kv_b())
-                    ? placement.stream(split, "kv_b")
-                    : placement.upload(split, "kv_b");
+  auto device = placement.isStreamed(a.kvB) ? placement.stream(split, "kv_b")
+                                            : placement.upload(split, "kv_b");
   if (!device)
     return device.error();
   k.wUkT = *device;
   k.wUv = *device + k.heads * k.latent * k.nope;
-  k.cache = caches.add({1, k.latent + k.ropeDim, false});
+  k.cache = cache;
   return k;
 }
 

@@ -3,28 +3,23 @@
 
 namespace moe::cuda {
 
-Result<MlpOp> bindMlpOp(WeightPlacement &placement, const plan::MLP &m,
-                        int64_t hidden) {
+Result<MlpOp> bindMlpOp(WeightPlacement &placement, const model::MlpSpec &m) {
   MlpOp k{};
-  k.hidden = hidden;
-  k.width = m.intermediate_size();
-  int64_t h = hidden, w = k.width;
-  if (w <= 0)
-    return makeError("intermediate_size must be positive");
-  MOE_RETURN_IF_ERROR(placement.check(m.gate(), w * h, "gate"));
-  MOE_RETURN_IF_ERROR(placement.check(m.up(), w * h, "up"));
+  k.hidden = m.hidden;
+  k.width = m.width;
+  int64_t h = k.hidden, w = k.width;
   HostBf16 gateUp(size_t(2 * w * h));
-  placement.weights().toBf16(size_t(m.gate()), gateUp.bits(0, size_t(w * h)));
-  placement.weights().toBf16(size_t(m.up()),
+  placement.weights().toBf16(size_t(m.gate), gateUp.bits(0, size_t(w * h)));
+  placement.weights().toBf16(size_t(m.up),
                              gateUp.bits(size_t(w * h), size_t(w * h)));
-  auto device = placement.place(
-      gateUp, 1, placement.residentExperts(m.gate(), 1), "mlp gate|up");
+  auto device = placement.place(gateUp, 1, placement.residentExperts(m.gate, 1),
+                                "mlp gate|up");
   if (!device)
     return device.error();
   k.gateUp = expertBlock(*device, 0);
-  MOE_RETURN_IF_ERROR(placement.bind(k.down, m.down(), h * w, "down"));
+  MOE_RETURN_IF_ERROR(placement.bind(k.down, m.down, "down"));
   MOE_RETURN_IF_ERROR(
-      placement.bind(k.outputGate, m.output_gate(), h, "output_gate", true));
+      placement.bind(k.outputGate, m.outputGate, "output_gate"));
   return k;
 }
 

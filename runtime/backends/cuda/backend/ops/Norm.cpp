@@ -3,10 +3,10 @@
 
 namespace moe::cuda {
 
-Result<NormOp> bindNormOp(WeightPlacement &placement, const plan::RMSNorm &spec,
-                          int64_t width) {
-  NormOp k{nullptr, width, static_cast<float>(spec.eps())};
-  MOE_RETURN_IF_ERROR(placement.bind(k.weight, spec.weight(), width, "weight"));
+Result<NormOp> bindNormOp(WeightPlacement &placement,
+                          const model::NormSpec &spec) {
+  NormOp k{nullptr, spec.width, static_cast<float>(spec.eps)};
+  MOE_RETURN_IF_ERROR(placement.bind(k.weight, spec.weight, "weight"));
   return k;
 }
 

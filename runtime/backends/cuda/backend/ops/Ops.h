@@ -11,9 +11,8 @@
 #include "runtime/backends/cuda/backend/WeightPlacement.h"
 #include "runtime/backends/cuda/kernels/Kernels.h"
 #include "runtime/engine/Backend.h"
-#include "runtime/schemas/plan_generated.h"
+#include "runtime/model/ResolvedModel.h"
 
-#include <array>
 #include <span>
 #include <variant>
 #include <vector>
@@ -104,19 +103,6 @@ struct HeadOp {
 
 using Op = std::variant<EmbeddingOp, NormOp, AttentionOp, RouterOp, ExpertsOp,
                         MlpOp, ResidualOp, HeadOp, MlaOp, LightningOp>;
-// Per op kind, then the compute stream's timed waits between ops; kinds of
-// one name are one stage in the stats.
-constexpr size_t kWeightWaitStage = std::variant_size_v<Op>;
-constexpr size_t kParkedStage = kWeightWaitStage + 1;
-constexpr std::array<const char *, kParkedStage + 1> kStageNames = {
-    "embedding", "norm", "attention", "router", "routed experts", "mlp",
-    "residual", "lm head", "attention", "lightning attention",
-    // An op's first chunk waiting for its streamed weights.
-    "weight wait",
-    // A chunked pass's hidden states parked in host memory between layers:
-    // waiting for them and copying them back.
-    "parked states"};
-
 // The buffer of a value that its making op wrote last: fp32 (the residual
 // stream), bf16 (GEMM inputs and outputs) or i32 (expert indices). A
 // chunked pass parks a value in this form.
@@ -214,33 +200,29 @@ struct Step {
                      float eps, bool weightAfterCast);
 };
 
-// Binding: each op's weights placed, its dimensions checked.
+// Binding: each resolved op's weights placed, and what the CUDA kernels
+// cannot run refused.
 Result<EmbeddingOp> bindEmbeddingOp(WeightPlacement &placement,
-                                    const plan::Embedding &spec);
-Result<NormOp> bindNormOp(WeightPlacement &placement, const plan::RMSNorm &spec,
-                          int64_t width);
+                                    const model::EmbeddingSpec &spec);
+Result<NormOp> bindNormOp(WeightPlacement &placement,
+                          const model::NormSpec &spec);
 Result<AttentionOp> bindAttentionOp(WeightPlacement &placement,
-                                    const plan::Attention &spec,
-                                    const Fp32Params &fp32, int64_t hidden,
-                                    int layer, KvCaches &caches);
+                                    const model::AttentionSpec &spec,
+                                    const Fp32Params &fp32);
+// `cache`: the op's cache among KvCaches::caches.
 Result<MlaOp> bindMlaOp(WeightPlacement &placement,
-                        const plan::MLAttention &spec, int64_t hidden,
-                        KvCaches &caches);
-// `states` gets the floats one slot's state of this op takes.
+                        const model::LatentAttentionSpec &spec, int cache);
 Result<LightningOp> bindLightningOp(WeightPlacement &placement,
-                                    const plan::LightningAttention &spec,
-                                    int64_t hidden,
-                                    std::vector<int64_t> &states);
+                                    const model::LightningSpec &spec);
 Result<RouterOp> bindRouterOp(WeightPlacement &placement,
-                              const plan::Router &spec, const Fp32Params &fp32,
-                              int64_t hidden);
+                              const model::RouterSpec &spec,
+                              const Fp32Params &fp32);
 Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
-                                const plan::Experts &spec, int64_t hidden,
-                                int64_t topK);
-Result<MlpOp> bindMlpOp(WeightPlacement &placement, const plan::MLP &spec,
-                        int64_t hidden);
-Result<HeadOp> bindHeadOp(WeightPlacement &placement, const plan::LMHead &spec,
-                          int64_t hidden);
+                                const model::ExpertsSpec &spec);
+Result<MlpOp> bindMlpOp(WeightPlacement &placement, const model::MlpSpec &spec);
+ResidualOp residualOp(const model::ResidualSpec &spec);
+Result<HeadOp> bindHeadOp(WeightPlacement &placement,
+                          const model::HeadSpec &spec);
 
 // Step-memory bytes per row that an op takes (its results and scratch); a
 // little generous, the step memory is sized from it.

@@ -3,6 +3,11 @@
 
 namespace moe::cuda {
 
+ResidualOp residualOp(const model::ResidualSpec &spec) {
+  return {static_cast<float>(spec.skipScale),
+          static_cast<float>(spec.updateScale), spec.width};
+}
+
 int64_t rowBytes(const ResidualOp &k) { return k.width * kBf16Bytes; }
 
 Status runResidual(Step &step, const ResidualOp &k, DeviceValue &skipValue,

@@ -3,43 +3,29 @@
 
 namespace moe::cuda {
 
-Result<RouterOp> bindRouterOp(WeightPlacement &placement, const plan::Router &r,
-                              const Fp32Params &fp32, int64_t hidden) {
+Result<RouterOp> bindRouterOp(WeightPlacement &placement,
+                              const model::RouterSpec &r,
+                              const Fp32Params &fp32) {
   RouterOp k{};
-  k.hidden = hidden;
-  k.experts = r.num_experts();
-  k.topK = r.top_k();
-  k.groups = r.n_group();
-  k.keptGroups = r.topk_group();
-  if (k.experts <= 0 || k.experts > 256 || k.topK < 1 || k.topK > 8 ||
-      k.topK > k.experts)
+  k.hidden = r.hidden;
+  k.experts = r.experts;
+  k.topK = r.topK;
+  k.groups = static_cast<int>(r.groups);
+  k.keptGroups = static_cast<int>(r.keptGroups);
+  if (k.experts > 256 || k.topK > 8)
     return makeError("router of {} experts, top {}: the CUDA router takes "
                      "at most 256 experts and top 8",
                      k.experts, k.topK);
-  if (k.groups <= 0 || k.groups > 8 || k.experts % k.groups != 0 ||
-      k.keptGroups <= 0 || k.keptGroups > k.groups)
+  if (k.groups > 8)
     return makeError("router groups {} / kept {} do not fit {} experts",
                      k.groups, k.keptGroups, k.experts);
-  k.scoring = static_cast<kernels::RouterScoring>(r.scoring());
-  k.selection = static_cast<kernels::RouterSelection>(r.selection());
-  k.normalize = r.normalize();
-  k.scaling = static_cast<float>(r.scaling());
-  if (fp32.routerWeight < 0)
-    return makeError("'weight' is missing");
-  auto weight =
-      placement.bindFloat(fp32.routerWeight, k.experts * hidden, "weight");
-  if (!weight)
-    return weight.error();
-  k.weight = *weight;
-  auto bias = placement.bindFloat(fp32.routerBias, k.experts, "bias");
-  if (!bias)
-    return bias.error();
-  k.bias = *bias;
-  auto correction =
-      placement.bindFloat(fp32.correctionBias, k.experts, "correction_bias");
-  if (!correction)
-    return correction.error();
-  k.correction = *correction;
+  k.scoring = static_cast<kernels::RouterScoring>(r.scoring);
+  k.selection = static_cast<kernels::RouterSelection>(r.selection);
+  k.normalize = r.normalize;
+  k.scaling = static_cast<float>(r.scaling);
+  k.weight = placement.bindFloat(fp32.routerWeight);
+  k.bias = placement.bindFloat(fp32.routerBias);
+  k.correction = placement.bindFloat(fp32.correctionBias);
   return k;
 }
 
