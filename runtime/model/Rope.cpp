@@ -68,4 +68,21 @@ std::vector<float> ropeInverseFrequencies(const RopeParams &rope) {
   return inverse;
 }
 
+RopeTables ropeTables(const RopeParams &rope, int64_t maxPositions) {
+  std::vector<float> inverse = ropeInverseFrequencies(rope);
+  int64_t half = rope.rotaryDim / 2;
+  float attention = static_cast<float>(rope.attentionFactor);
+  RopeTables tables{std::vector<float>(maxPositions * half),
+                    std::vector<float>(maxPositions * half)};
+  for (int64_t p = 0; p < maxPositions; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      float angle = static_cast<float>(p) * inverse[i];
+      tables.cos[p * half + i] =
+          static_cast<float>(std::cos(static_cast<double>(angle))) * attention;
+      tables.sin[p * half + i] =
+          static_cast<float>(std::sin(static_cast<double>(angle))) * attention;
+    }
+  return tables;
+}
+
 } // namespace moe::model

@@ -37,4 +37,13 @@ YarnRange yarnCorrectionRange(const RopeParams &rope);
 /// The rotaryDim/2 inverse frequencies, rounded to fp32 as HF keeps them.
 std::vector<float> ropeInverseFrequencies(const RopeParams &rope);
 
+/// cos and sin of every position's angles, [maxPositions, rotaryDim/2] each,
+/// times the attention factor (YaRN): the angle p·inv[i] an fp32 product as
+/// in HF's inv_freq @ positions, cos and sin taken in double and rounded to
+/// fp32. Both backends rotate by these tables.
+struct RopeTables {
+  std::vector<float> cos, sin;
+};
+RopeTables ropeTables(const RopeParams &rope, int64_t maxPositions);
+
 } // namespace moe::model

@@ -60,19 +60,9 @@ void rmsNorm(const float *x, const float *w, int64_t n, double eps, float *y) {
 
 RopeTable::RopeTable(const model::RopeParams &rope, int64_t maxPositions)
     : rope_(rope), half_(rope.rotaryDim / 2) {
-  std::vector<float> inverse = model::ropeInverseFrequencies(rope);
-  float attention = static_cast<float>(rope.attentionFactor);
-  cos_.resize(maxPositions * half_);
-  sin_.resize(maxPositions * half_);
-  for (int64_t p = 0; p < maxPositions; ++p)
-    for (int64_t i = 0; i < half_; ++i) {
-      // The angle is an fp32 product, as in HF's inv_freq @ positions.
-      float angle = static_cast<float>(p) * inverse[i];
-      cos_[p * half_ + i] =
-          static_cast<float>(std::cos(static_cast<double>(angle))) * attention;
-      sin_[p * half_ + i] =
-          static_cast<float>(std::sin(static_cast<double>(angle))) * attention;
-    }
+  model::RopeTables tables = model::ropeTables(rope, maxPositions);
+  cos_ = std::move(tables.cos);
+  sin_ = std::move(tables.sin);
 }
 
 void RopeTable::apply(float *x, int64_t position) const {

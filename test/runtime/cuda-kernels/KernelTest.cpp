@@ -189,22 +189,8 @@ TEST(Kernels, RmsNorm) {
 // RoPE and QK norm
 //===----------------------------------------------------------------------===//
 
-struct RopeTables {
-  std::vector<float> cos, sin;
-};
-
-RopeTables hostTables(const model::RopeParams &p, int64_t maxPositions) {
-  int64_t half = p.rotaryDim / 2;
-  RopeTables t{std::vector<float>(maxPositions * half),
-               std::vector<float>(maxPositions * half)};
-  std::vector<float> inverse = model::ropeInverseFrequencies(p);
-  gpu::buildRopeTable(inverse.data(), half, p.attentionFactor, maxPositions,
-                      t.cos.data(), t.sin.data());
-  return t;
-}
-
 model::RopeParams ropeParams(moe::plan::RopeStyle style, double theta,
-                           int64_t rotaryDim) {
+                             int64_t rotaryDim) {
   model::RopeParams p;
   p.style = style;
   p.theta = theta;
@@ -213,7 +199,7 @@ model::RopeParams ropeParams(moe::plan::RopeStyle style, double theta,
 }
 
 model::RopeParams withYarn(model::RopeParams p, double factor, int64_t original,
-                         bool truncate, double attentionFactor) {
+                           bool truncate, double attentionFactor) {
   p.yarn = true;
   p.factor = factor;
   p.originalMaxPosition = original;
@@ -222,8 +208,8 @@ model::RopeParams withYarn(model::RopeParams p, double factor, int64_t original,
   return p;
 }
 
-// The table equals cpu::RopeTable's: rotating a unit vector e_i yields
-// exactly (cos_i, sin_i) in the NeoX pairing.
+// The tables the CUDA backend uploads equal cpu::RopeTable's: rotating a
+// unit vector e_i yields exactly (cos_i, sin_i) in the NeoX pairing.
 TEST(Kernels, RopeTableMatchesCpu) {
   using moe::plan::RopeStyle;
   for (const model::RopeParams &p :
@@ -234,7 +220,7 @@ TEST(Kernels, RopeTableMatchesCpu) {
                  1.0)}) {
     constexpr int64_t kPositions = 300;
     int64_t half = p.rotaryDim / 2;
-    RopeTables t = hostTables(p, kPositions);
+    model::RopeTables t = model::ropeTables(p, kPositions);
     cpu::RopeTable reference(p, kPositions);
     int64_t mismatches = 0;
     for (int64_t pos = 0; pos < kPositions; ++pos)
@@ -283,7 +269,7 @@ TEST(Kernels, RopeAndQkNorm) {
   constexpr float kEps = 1e-6f;
   for (const Case &c : cases) {
     SCOPED_TRACE(c.name);
-    RopeTables t = hostTables(c.p, kPositions);
+    model::RopeTables t = model::ropeTables(c.p, kPositions);
     cpu::RopeTable reference(c.p, kPositions);
     size_t nq = c.rows * c.heads * c.headDim,
            nk = c.rows * c.kvHeads * c.headDim;

@@ -1,7 +1,6 @@
 #include "runtime/backends/cuda/backend/WeightPlacement.h"
 
 #include "runtime/backends/cuda/CudaCheck.h"
-#include "runtime/backends/cuda/kernels/Kernels.h"
 
 #include <cstring>
 
@@ -176,13 +175,9 @@ std::pair<int, int> WeightPlacement::ropeTables(const model::RopeParams &rope) {
   for (const auto &[params, tables] : ropes_)
     if (params == rope)
       return tables;
-  std::vector<float> inverse = model::ropeInverseFrequencies(rope);
-  int64_t half = rope.rotaryDim / 2;
-  std::vector<float> cos(maxContext_ * half), sin(maxContext_ * half);
-  kernels::buildRopeTable(inverse.data(), half, rope.attentionFactor,
-                          maxContext_, cos.data(), sin.data());
-  int at = addFloats(std::move(cos));
-  addFloats(std::move(sin));
+  model::RopeTables tables = model::ropeTables(rope, maxContext_);
+  int at = addFloats(std::move(tables.cos));
+  addFloats(std::move(tables.sin));
   ropes_.emplace_back(rope, std::pair{at, at + 1});
   return ropes_.back().second;
 }

@@ -53,14 +53,6 @@ cudaError_t rmsNormF32(const float *x, const bf16 *weight, int64_t rows,
 
 enum class RopeStyle : int { neox = 0, interleaved = 1 }; // plan::RopeStyle
 
-// cos/sin tables [maxPositions, half] exactly as cpu::RopeTable builds them:
-// the angle p·inv[i] in fp32, cos/sin in double rounded to fp32, times the
-// attention factor (YaRN). `inverseFrequencies` comes from
-// model::ropeInverseFrequencies, so both backends use the same frequencies.
-void buildRopeTable(const float *inverseFrequencies, int64_t half,
-                    double attentionFactor, int64_t maxPositions, float *cos,
-                    float *sin);
-
 // In place on q [rows, heads, headDim] and k [rows, kvHeads, headDim] (k may
 // be null with kvHeads 0): optional per-head RMSNorm (qNorm/kNorm [headDim],
 // null to skip; fp32 w·(x·inv)), then rotation of the first rotaryDim dims by
