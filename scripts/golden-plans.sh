@@ -70,7 +70,7 @@ for committed in "$root"/test/golden/*/*.moeplan; do
 done
 if ((stale)); then
   echo "the committed golden plans are not what moe-opt makes now; remake them:" >&2
-  echo "  scripts/golden-plans.sh $moe_opt" >&2
+  echo "  $root/scripts/golden-plans.sh $moe_opt" >&2
   exit 1
 fi
 echo "every golden plan is what moe-opt makes now"

@@ -37,6 +37,16 @@ INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenConformance,
 
 class CudaBackendGolden : public GoldenBackendTest {};
 
+// The same batch on the GPU and on the CPU backend, the reference.
+void forwardOnBoth(Backend &gpu, Backend &cpu, const StepBatch &batch,
+                   std::vector<float> &got, std::vector<float> &reference) {
+  Status status = gpu.forward(batch, got);
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  status = cpu.forward(batch, reference);
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  ASSERT_EQ(got.size(), reference.size());
+}
+
 // Greedy picks made on the GPU are the argmax of the logits forward()
 // returns, on two backends fed the same batches (prefill, then decode steps
 // on HF's generated tokens).
@@ -80,11 +90,7 @@ TEST_P(CudaBackendGolden, MatchesTheCpuBackendOnTheSameInputs) {
   for (size_t s = 0; s < golden_.generated[0].size(); ++s) {
     StepBatch batch = s == 0 ? promptBatch(golden_) : decodeBatch(golden_, s);
     std::vector<float> got, want;
-    Status status = gpu.forward(batch, got);
-    ASSERT_TRUE(status.ok()) << status.error().message();
-    status = cpu.forward(batch, want);
-    ASSERT_TRUE(status.ok()) << status.error().message();
-    ASSERT_EQ(got.size(), want.size());
+    ASSERT_NO_FATAL_FAILURE(forwardOnBoth(gpu, cpu, batch, got, want));
     std::vector<bool> ties;
     for (size_t p = 0; p < golden_.prompts.size(); ++p) {
       size_t length = golden_.prompts[p].size();
@@ -131,11 +137,7 @@ protected:
     for (size_t s = 0; s < steps; ++s) {
       StepBatch batch = greedyStepBatch(golden_, s, slots);
       std::vector<float> got, reference;
-      Status status = gpu.forward(batch, got);
-      ASSERT_TRUE(status.ok()) << status.error().message();
-      status = cpu.forward(batch, reference);
-      ASSERT_TRUE(status.ok()) << status.error().message();
-      ASSERT_EQ(got.size(), reference.size());
+      ASSERT_NO_FATAL_FAILURE(forwardOnBoth(gpu, cpu, batch, got, reference));
       std::vector<bool> ties;
       for (size_t p = 0; p < prompts; ++p)
         ties.push_back(golden_.routerTie(p, golden_.prompts[p].size() - 1 + s,
