@@ -3,9 +3,10 @@
 // fp32 because bf16 rounding there costs far more accuracy than it saves: the
 // residual stream (embedding, residual adds, the experts' weighted sum, norm
 // inputs) and the routers (weights, inputs and logits), whose top-k picks hinge
-// on near-ties. It interprets the plan's ops with the CPU backend's semantics
-// (runtime/backends/cpu/CpuBackend.cpp), for the softmax-attention families
-// and MLA (absorbed); lightning attention is refused in prepare. It keeps the
+// on near-ties. It runs the ops of model::ResolvedModel with the CPU
+// backend's semantics (runtime/backends/cpu/CpuBackend.cpp): the softmax-
+// attention families, MLA (absorbed) and lightning attention (whose states
+// stay on the GPU: a plan with host slots is refused in prepare). It keeps the
 // plan's placement and batching: streamed weights live in pinned host memory
 // and are copied through the plan's weight ring on their own stream ahead of
 // their ops; the KV of the slots beyond the plan's GPU share lives in pinned
