@@ -1,7 +1,7 @@
-// The plan's ops bound to their weights, and what a pass needs to know of
-// their values: widths, the op making and the op last reading each, the
-// segments a chunked pass runs layer by layer, and the step memory a row
-// takes.
+// The resolved model's ops bound to their weights, and what a pass needs
+// to know of their values: widths, the op making and the op last reading
+// each, the segments a chunked pass runs layer by layer, and the step
+// memory a row takes.
 #pragma once
 
 #include "runtime/backends/cuda/backend/KvCaches.h"
