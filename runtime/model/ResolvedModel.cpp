@@ -9,6 +9,14 @@ namespace {
 
 using costmodel::Stage;
 
+// OpKind k names OpSpec's alternative k.
+template <OpKind kind>
+using SpecOf = std::variant_alternative_t<static_cast<size_t>(kind), OpSpec>;
+static_assert(std::is_same_v<SpecOf<OpKind::embedding>, EmbeddingSpec> &&
+              std::is_same_v<SpecOf<OpKind::lightning>, LightningSpec> &&
+              std::is_same_v<SpecOf<OpKind::head>, HeadSpec> &&
+              std::variant_size_v<OpSpec> == size_t(OpKind::head) + 1);
+
 template <typename... Ts> struct Overloaded : Ts... {
   using Ts::operator()...;
 };
