@@ -2,6 +2,9 @@
 #include "runtime/backends/cuda/backend/ops/Ops.h"
 #include "runtime/backends/cuda/kernels/GroupedGemm.h"
 
+#include <algorithm>
+#include <vector>
+
 namespace moe::cuda {
 
 Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
