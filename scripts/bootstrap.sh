@@ -5,8 +5,11 @@ set -euo pipefail
 
 MOE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MOE_BUILD=${MOE_BUILD_DIR:-$MOE_ROOT/build}
-# OFF: the runtime and its tests only, without LLVM/MLIR (a new build dir).
+# For a new build dir (MOE_BUILD_DIR): MOE_BUILD_COMPILER=OFF builds the
+# runtime and its tests only, without LLVM/MLIR; MOE_ENABLE_CUDA=OFF leaves
+# out the CUDA backend.
 MOE_BUILD_COMPILER=${MOE_BUILD_COMPILER:-ON}
+MOE_ENABLE_CUDA=${MOE_ENABLE_CUDA:-ON}
 compiler_packages=(llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools)
 compiler_options=(-DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir
                   -DLLVM_EXTERNAL_LIT=/usr/lib/llvm-22/bin/lit)
@@ -36,7 +39,7 @@ fi
 if [ ! -f "$MOE_BUILD/build.ninja" ]; then
   cmake -G Ninja -S "$MOE_ROOT" -B "$MOE_BUILD" \
     -DCMAKE_BUILD_TYPE=Release \
-    "${compiler_options[@]}" \
+    -DMOE_ENABLE_CUDA="$MOE_ENABLE_CUDA" "${compiler_options[@]}" \
     -DPython3_EXECUTABLE=/usr/bin/python3
 fi
 cmake --build "$MOE_BUILD"
