@@ -174,15 +174,16 @@ def run_case(args, case, batch):
     return entry
 
 
-# Measured decode stages per step next to the plan's, grouped where the backend times one op
-# for what the plan prices as several (attention waits for its KV loads inside its op) or times
-# apart what the plan prices with an op (the experts' wait for their streamed weights).
+# Measured decode stages per step next to the plan's (both named by the planner's stages),
+# grouped where the backend times one op for what the plan prices as several (attention waits
+# for its KV loads inside its op), times apart what the plan prices with an op (the experts'
+# wait for their streamed weights) or times what the plan folds into each module (residuals).
 STAGE_GROUPS = {
     "attention + KV load": (["attention"], ["attention", "KV load"]),
     "routed experts + weight copy": (["routed experts", "weight wait"],
                                      ["routed experts", "weight copy"]),
-    "shared + dense MLPs": (["mlp"], ["shared experts", "dense MLP"]),
-    "LM head": (["lm head"], ["LM head"]),
+    "shared + dense MLPs": (["shared experts", "dense MLP"], ["shared experts", "dense MLP"]),
+    "LM head": (["LM head"], ["LM head"]),
     "router + norms + residuals": (["router", "norm", "residual", "embedding"],
                                    ["router", "norm", "embedding"]),
 }
