@@ -15,7 +15,6 @@ namespace moe {
 namespace {
 
 using cpu::RopeTable;
-namespace m = model;
 
 /// One expert as [out, in] Linear weights: gate and up [I, H], down [H, I].
 struct ExpertWeights {
@@ -48,14 +47,14 @@ struct Params {
   std::vector<std::vector<float>> arrays;
   /// Null for an absent optional weight.
   const float *operator[](int index) const {
-    return index == m::kAbsent ? nullptr : arrays[index].data();
+    return index == model::kAbsent ? nullptr : arrays[index].data();
   }
 };
 
 /// gate_up [E, H, 2I] with gate/up in alternating columns and down [E, I, H]
 /// (GPT-OSS), re-laid out once as [out, in] weights for `linear`.
 std::vector<ExpertWeights>
-relayFusedExperts(const m::ExpertsSpec &e, const Params &params,
+relayFusedExperts(const model::ExpertsSpec &e, const Params &params,
                   std::vector<std::vector<float>> &derived) {
   int64_t n = e.experts, h = e.hidden, w = e.width;
   const float *gateUp = params[e.gateUp], *gateUpBias = params[e.gateUpBias];
@@ -97,7 +96,7 @@ relayFusedExperts(const m::ExpertsSpec &e, const Params &params,
 }
 
 /// Separate [E, I, H] gate and up and [E, H, I] down, used in place.
-std::vector<ExpertWeights> separateExperts(const m::ExpertsSpec &e,
+std::vector<ExpertWeights> separateExperts(const model::ExpertsSpec &e,
                                            const Params &params) {
   int64_t h = e.hidden, w = e.width;
   const float *gate = params[e.gate], *up = params[e.up],
@@ -118,7 +117,7 @@ struct CpuBackend::State {
 
   ThreadPool pool;
   bool prepared = false;
-  m::ResolvedModel model;
+  model::ResolvedModel model;
   Params params;
   std::vector<std::vector<float>> derived; // fused experts re-laid out
   std::vector<OpBindings> bindings;        // per op
@@ -141,32 +140,33 @@ void CpuBackend::State::allocate(int32_t slotCount, int32_t context) {
   lengths.assign(slots, 0);
   // One table per distinct RoPE: at long contexts a table per layer would
   // cost more than the KV cache.
-  std::vector<std::pair<m::RopeParams, std::shared_ptr<const RopeTable>>> ropes;
-  auto ropeTable = [&](const m::RopeParams &p) {
+  std::vector<std::pair<model::RopeParams, std::shared_ptr<const RopeTable>>>
+      ropes;
+  auto ropeTable = [&](const model::RopeParams &p) {
     for (const auto &[params, table] : ropes)
       if (params == p)
         return table;
     ropes.emplace_back(p, std::make_shared<RopeTable>(p, maxContext));
     return ropes.back().second;
   };
-  for (const m::ResolvedOp &op : model.ops) {
+  for (const model::ResolvedOp &op : model.ops) {
     OpBindings &t = bindings.emplace_back();
-    if (const auto *a = std::get_if<m::AttentionSpec>(&op.spec))
+    if (const auto *a = std::get_if<model::AttentionSpec>(&op.spec))
       t.rope = ropeTable(a->rope);
-    else if (const auto *a = std::get_if<m::LatentAttentionSpec>(&op.spec))
+    else if (const auto *a = std::get_if<model::LatentAttentionSpec>(&op.spec))
       t.rope = ropeTable(a->rope);
-    else if (const auto *e = std::get_if<m::ExpertsSpec>(&op.spec))
+    else if (const auto *e = std::get_if<model::ExpertsSpec>(&op.spec))
       t.experts = e->layout == plan::ExpertLayout::separate
                       ? separateExperts(*e, params)
                       : relayFusedExperts(*e, params, derived);
   }
   size_t positions = static_cast<size_t>(slots) * maxContext;
-  for (const m::KvCacheSpec &cache : model.kvCaches)
+  for (const model::KvCacheSpec &cache : model.kvCaches)
     kv.push_back({std::vector<float>(positions * cache.width()),
                   std::vector<float>(positions * cache.width())});
-  for (const m::LatentCacheSpec &cache : model.latentCaches)
+  for (const model::LatentCacheSpec &cache : model.latentCaches)
     latent.emplace_back(positions * cache.width);
-  for (const m::LightningStateSpec &state : model.lightningStates)
+  for (const model::LightningStateSpec &state : model.lightningStates)
     lightning.emplace_back(static_cast<size_t>(slots) *
                            state.elementsPerSlot());
 }
@@ -217,8 +217,8 @@ void softmaxWithSink(float *scores, int64_t n, const float *sink) {
     scores[j] /= sum;
 }
 
-void runEmbedding(const Step &step, const m::EmbeddingSpec &k, const Value &ids,
-                  Value &out) {
+void runEmbedding(const Step &step, const model::EmbeddingSpec &k,
+                  const Value &ids, Value &out) {
   const float *table = step.params[k.table];
   out.f.resize(step.rows() * k.hidden);
   for (int64_t r = 0; r < step.rows(); ++r)
@@ -226,7 +226,7 @@ void runEmbedding(const Step &step, const m::EmbeddingSpec &k, const Value &ids,
                 k.hidden * sizeof(float));
 }
 
-void runNorm(const Step &step, const m::NormSpec &k, const Value &x,
+void runNorm(const Step &step, const model::NormSpec &k, const Value &x,
              Value &out) {
   const float *weight = step.params[k.weight];
   out.f.resize(x.f.size());
@@ -237,7 +237,7 @@ void runNorm(const Step &step, const m::NormSpec &k, const Value &x,
   });
 }
 
-void runAttention(const Step &step, const m::AttentionSpec &k,
+void runAttention(const Step &step, const model::AttentionSpec &k,
                   const RopeTable &rope, KvCache &cache, const Value &x,
                   Value &out) {
   const Params &w = step.params;
@@ -315,7 +315,7 @@ void runAttention(const Step &step, const m::AttentionSpec &k,
               out.f.data());
 }
 
-void runLatent(const Step &step, const m::LatentAttentionSpec &k,
+void runLatent(const Step &step, const model::LatentAttentionSpec &k,
                const RopeTable &rope, std::vector<float> &cache, const Value &x,
                Value &out) {
   const Params &w = step.params;
@@ -404,7 +404,7 @@ void runLatent(const Step &step, const m::LatentAttentionSpec &k,
               out.f.data());
 }
 
-void runLightning(const Step &step, const m::LightningSpec &k,
+void runLightning(const Step &step, const model::LightningSpec &k,
                   std::vector<float> &state, const Value &x, Value &out) {
   const Params &params = step.params;
   int64_t rows = step.rows(), d = k.headDim, w = k.heads * d;
@@ -449,7 +449,7 @@ void runLightning(const Step &step, const m::LightningSpec &k,
               nullptr, out.f.data());
 }
 
-void runRouter(const Step &step, const m::RouterSpec &k, const Value &x,
+void runRouter(const Step &step, const model::RouterSpec &k, const Value &x,
                Value &weights, Value &indices) {
   int64_t rows = static_cast<int64_t>(x.f.size()) / k.hidden;
   int64_t e = k.experts, top = k.topK;
@@ -465,7 +465,7 @@ void runRouter(const Step &step, const m::RouterSpec &k, const Value &x,
   });
 }
 
-void runExperts(const Step &step, const m::ExpertsSpec &k,
+void runExperts(const Step &step, const model::ExpertsSpec &k,
                 const std::vector<ExpertWeights> &experts, const Value &x,
                 const Value &weights, const Value &indices, Value &out) {
   int64_t h = k.hidden, w = k.width, top = k.topK;
@@ -529,7 +529,8 @@ void runExperts(const Step &step, const m::ExpertsSpec &k,
   });
 }
 
-void runMlp(const Step &step, const m::MlpSpec &k, const Value &x, Value &out) {
+void runMlp(const Step &step, const model::MlpSpec &k, const Value &x,
+            Value &out) {
   const Params &params = step.params;
   int64_t h = k.hidden, w = k.width;
   int64_t rows = static_cast<int64_t>(x.f.size()) / h;
@@ -551,7 +552,7 @@ void runMlp(const Step &step, const m::MlpSpec &k, const Value &x, Value &out) {
     });
 }
 
-void runResidual(const m::ResidualSpec &k, const Value &skip,
+void runResidual(const model::ResidualSpec &k, const Value &skip,
                  const Value &update, Value &out) {
   float skipScale = static_cast<float>(k.skipScale);
   float updateScale = static_cast<float>(k.updateScale);
@@ -560,7 +561,7 @@ void runResidual(const m::ResidualSpec &k, const Value &skip,
     out.f[i] = skipScale * skip.f[i] + updateScale * update.f[i];
 }
 
-void runHead(const Step &step, const m::HeadSpec &k, const Value &x,
+void runHead(const Step &step, const model::HeadSpec &k, const Value &x,
              Value &out) {
   int64_t n = static_cast<int64_t>(step.batch.logitRows.size());
   std::vector<float> picked(n * k.hidden);
@@ -615,12 +616,12 @@ Status CpuBackend::prepare(const LoadedPlan &plan,
                           model.params()->size()));
   for (size_t i = 0; i < params.size(); ++i) {
     const plan::Param &param = *model.params()->Get(i);
-    if (static_cast<int64_t>(params[i].size()) != m::paramElements(param))
+    if (static_cast<int64_t>(params[i].size()) != model::paramElements(param))
       return fail(makeError("param {} ('{}') has {} values, its shape {}", i,
                             param.name()->str(), params[i].size(),
-                            m::paramElements(param)));
+                            model::paramElements(param)));
   }
-  Result<m::ResolvedModel> resolved = m::ResolvedModel::resolve(model);
+  Result<model::ResolvedModel> resolved = model::ResolvedModel::resolve(model);
   if (!resolved.ok())
     return fail(resolved.error());
   s.model = std::move(*resolved);
@@ -661,7 +662,7 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
   std::vector<Value> values(s.model.values.size());
   values[0].i = batch.tokenIds;
   for (size_t index = 0; index < s.model.ops.size(); ++index) {
-    const m::ResolvedOp &op = s.model.ops[index];
+    const model::ResolvedOp &op = s.model.ops[index];
     const OpBindings &bound = s.bindings[index];
     const Value &in = values[op.operands[0]];
     Value &out = values[op.results[0]];
@@ -669,24 +670,24 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
     std::visit(
         [&](const auto &k) {
           using K = std::decay_t<decltype(k)>;
-          if constexpr (std::is_same_v<K, m::EmbeddingSpec>)
+          if constexpr (std::is_same_v<K, model::EmbeddingSpec>)
             runEmbedding(step, k, in, out);
-          else if constexpr (std::is_same_v<K, m::NormSpec>)
+          else if constexpr (std::is_same_v<K, model::NormSpec>)
             runNorm(step, k, in, out);
-          else if constexpr (std::is_same_v<K, m::AttentionSpec>)
+          else if constexpr (std::is_same_v<K, model::AttentionSpec>)
             runAttention(step, k, *bound.rope, s.kv[k.cache], in, out);
-          else if constexpr (std::is_same_v<K, m::LatentAttentionSpec>)
+          else if constexpr (std::is_same_v<K, model::LatentAttentionSpec>)
             runLatent(step, k, *bound.rope, s.latent[k.cache], in, out);
-          else if constexpr (std::is_same_v<K, m::LightningSpec>)
+          else if constexpr (std::is_same_v<K, model::LightningSpec>)
             runLightning(step, k, s.lightning[k.state], in, out);
-          else if constexpr (std::is_same_v<K, m::RouterSpec>)
+          else if constexpr (std::is_same_v<K, model::RouterSpec>)
             runRouter(step, k, in, out, values[op.results[1]]);
-          else if constexpr (std::is_same_v<K, m::ExpertsSpec>)
+          else if constexpr (std::is_same_v<K, model::ExpertsSpec>)
             runExperts(step, k, bound.experts, in, values[op.operands[1]],
                        values[op.operands[2]], out);
-          else if constexpr (std::is_same_v<K, m::MlpSpec>)
+          else if constexpr (std::is_same_v<K, model::MlpSpec>)
             runMlp(step, k, in, out);
-          else if constexpr (std::is_same_v<K, m::ResidualSpec>)
+          else if constexpr (std::is_same_v<K, model::ResidualSpec>)
             runResidual(k, in, values[op.operands[1]], out);
           else
             runHead(step, k, in, out);
