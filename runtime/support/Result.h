@@ -77,3 +77,15 @@ private:
     if (!moeStatus_.ok())                                                      \
       return moeStatus_.error();                                               \
   } while (false)
+
+// `decl = *expr` for a successful Result, else returns its error from the
+// enclosing function: MOE_ASSIGN_OR_RETURN(float *x, step.alloc<float>(n)).
+#define MOE_ASSIGN_OR_RETURN(decl, expr)                                       \
+  MOE_ASSIGN_OR_RETURN_(MOE_CONCAT_(moeResult_, __LINE__), decl, expr)
+#define MOE_ASSIGN_OR_RETURN_(result, decl, expr)                              \
+  auto result = (expr);                                                        \
+  if (!result.ok())                                                            \
+    return result.error();                                                     \
+  decl = std::move(*result)
+#define MOE_CONCAT_(a, b) MOE_CONCAT_INNER_(a, b)
+#define MOE_CONCAT_INNER_(a, b) a##b

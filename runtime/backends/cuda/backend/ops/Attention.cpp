@@ -1,5 +1,6 @@
-#include "runtime/backends/cuda/backend/ops/OpMacros.h"
 #include "runtime/backends/cuda/backend/ops/Ops.h"
+
+#include "runtime/backends/cuda/CudaCheck.h"
 
 #include <algorithm>
 #include <tuple>
@@ -51,15 +52,17 @@ int64_t rowBytes(const AttentionOp &k) {
 
 Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
                     DeviceValue &in, DeviceValue &out) {
-  MOE_INPUT(x, step.bf16Of(in));
+  MOE_ASSIGN_OR_RETURN(auto x, step.bf16Of(in));
   int64_t rows = step.rows, qw = k.heads * k.headDim;
   int64_t kvw = k.kvHeads * k.headDim;
-  MOE_ALLOC(q, bf16, rows * qw, "attention q");
+  MOE_ASSIGN_OR_RETURN(bf16 * q, step.alloc<bf16>(rows * qw, "attention q"));
   MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.q, qw, k.qBias, q));
   bf16 *key = nullptr, *value = nullptr;
   if (k.ownsKv) {
-    MOE_ALLOC(kk, bf16, rows * kvw, "attention k");
-    MOE_ALLOC(vv, bf16, rows * kvw, "attention v");
+    MOE_ASSIGN_OR_RETURN(bf16 * kk,
+                         step.alloc<bf16>(rows * kvw, "attention k"));
+    MOE_ASSIGN_OR_RETURN(bf16 * vv,
+                         step.alloc<bf16>(rows * kvw, "attention v"));
     MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.k, kvw, k.kBias, kk));
     MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.v, kvw, k.vBias, vv));
     key = kk;
@@ -91,7 +94,7 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
     rope.normEps = k.qkEps;
     MOE_CUDA_TRY(kernels::applyRope(rope, step.stream));
   }
-  MOE_ALLOC(o, bf16, rows * qw, "attention o");
+  MOE_ASSIGN_OR_RETURN(bf16 * o, step.alloc<bf16>(rows * qw, "attention o"));
   kernels::AttentionArgs args;
   args.sinks = step.floatArray(k.sinks);
   args.heads = static_cast<int>(k.heads);
@@ -113,9 +116,10 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
     args.sequences = step.attnSlots + first;
     args.positions = step.positions + first;
     args.rows = count;
-    MOE_INPUT(partials, step.attentionPartials(kernels::attentionWorkspaceBytes(
-                            count, args.heads, args.kvHeads, args.headDim,
-                            args.maxSpan, step.smCount)));
+    MOE_ASSIGN_OR_RETURN(
+        auto partials, step.attentionPartials(kernels::attentionWorkspaceBytes(
+                           count, args.heads, args.kvHeads, args.headDim,
+                           args.maxSpan, step.smCount)));
     args.workspace = partials;
     MOE_CUDA_TRY(kernels::attention(args, step.smCount, step.stream));
     return Status::success();
@@ -131,7 +135,8 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
     MOE_RETURN_IF_ERROR(step.kv.attendHostSlots(
         step.stream, step.kvPass, step.maxContext, step.cacheRows, cache,
         k.ownsKv ? key : nullptr, value, step.counters, attend));
-  MOE_ALLOC(y, bf16, rows * k.hidden, "attention out");
+  MOE_ASSIGN_OR_RETURN(bf16 * y,
+                       step.alloc<bf16>(rows * k.hidden, "attention out"));
   MOE_RETURN_IF_ERROR(step.linear(o, rows, qw, k.o, k.hidden, k.oBias, y));
   out.a = y;
   return Status::success();

@@ -1,5 +1,6 @@
-#include "runtime/backends/cuda/backend/ops/OpMacros.h"
 #include "runtime/backends/cuda/backend/ops/Ops.h"
+
+#include "runtime/backends/cuda/CudaCheck.h"
 
 namespace moe::cuda {
 
@@ -15,7 +16,8 @@ int64_t rowBytes(const EmbeddingOp &k) { return k.hidden * kBf16Bytes; }
 
 Status runEmbedding(Step &step, const EmbeddingOp &k, const DeviceValue &ids,
                     DeviceValue &out) {
-  MOE_ALLOC(y, float, step.rows *k.hidden, "embedding");
+  MOE_ASSIGN_OR_RETURN(float *y,
+                       step.alloc<float>(step.rows * k.hidden, "embedding"));
   MOE_CUDA_TRY(
       kernels::embedRows(k.table, ids.i, step.rows, k.hidden, y, step.stream));
   out.f = y;

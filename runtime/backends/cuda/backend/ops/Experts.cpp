@@ -1,5 +1,6 @@
-#include "runtime/backends/cuda/backend/ops/OpMacros.h"
 #include "runtime/backends/cuda/backend/ops/Ops.h"
+
+#include "runtime/backends/cuda/CudaCheck.h"
 #include "runtime/backends/cuda/kernels/GroupedGemm.h"
 
 #include <algorithm>
@@ -85,18 +86,25 @@ int64_t rowBytes(const ExpertsOp &k) {
 Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
                   const DeviceValue &weights, const DeviceValue &indices,
                   DeviceValue &out) {
-  MOE_INPUT(x, step.bf16Of(in));
+  MOE_ASSIGN_OR_RETURN(auto x, step.bf16Of(in));
   int64_t rows = step.rows, pairs = rows * k.topK;
   int64_t h = k.hidden, w = k.width;
-  MOE_ALLOC(counts, int32_t, k.experts, "expert counts");
-  MOE_ALLOC(offsets, int32_t, k.experts + 1, "expert offsets");
-  MOE_ALLOC(slotToPair, int32_t, pairs, "slot to pair");
-  MOE_ALLOC(pairToSlot, int32_t, pairs, "pair to slot");
-  MOE_ALLOC(xs, bf16, pairs * h, "expert inputs");
-  MOE_ALLOC(gu, bf16, pairs * 2 * w, "expert gate|up");
-  MOE_ALLOC(act, bf16, pairs * w, "expert activations");
-  MOE_ALLOC(down, bf16, pairs * h, "expert outputs");
-  MOE_ALLOC(sum, float, rows *h, "expert sum");
+  MOE_ASSIGN_OR_RETURN(int32_t * counts,
+                       step.alloc<int32_t>(k.experts, "expert counts"));
+  MOE_ASSIGN_OR_RETURN(int32_t * offsets,
+                       step.alloc<int32_t>(k.experts + 1, "expert offsets"));
+  MOE_ASSIGN_OR_RETURN(int32_t * slotToPair,
+                       step.alloc<int32_t>(pairs, "slot to pair"));
+  MOE_ASSIGN_OR_RETURN(int32_t * pairToSlot,
+                       step.alloc<int32_t>(pairs, "pair to slot"));
+  MOE_ASSIGN_OR_RETURN(bf16 * xs, step.alloc<bf16>(pairs * h, "expert inputs"));
+  MOE_ASSIGN_OR_RETURN(bf16 * gu,
+                       step.alloc<bf16>(pairs * 2 * w, "expert gate|up"));
+  MOE_ASSIGN_OR_RETURN(bf16 * act,
+                       step.alloc<bf16>(pairs * w, "expert activations"));
+  MOE_ASSIGN_OR_RETURN(bf16 * down,
+                       step.alloc<bf16>(pairs * h, "expert outputs"));
+  MOE_ASSIGN_OR_RETURN(float *sum, step.alloc<float>(rows * h, "expert sum"));
   kernels::DispatchArgs dispatch;
   dispatch.indices = indices.i;
   dispatch.rows = rows;

@@ -1,5 +1,6 @@
-#include "runtime/backends/cuda/backend/ops/OpMacros.h"
 #include "runtime/backends/cuda/backend/ops/Ops.h"
+
+#include "runtime/backends/cuda/CudaCheck.h"
 
 #include <algorithm>
 
@@ -16,21 +17,26 @@ Result<HeadOp> bindHeadOp(WeightPlacement &placement,
 int64_t rowBytes(const HeadOp &k) { return k.hidden * kBf16Bytes; }
 
 Status runHead(Step &step, const HeadOp &k, DeviceValue &in) {
-  MOE_INPUT(x, step.bf16Of(in));
+  MOE_ASSIGN_OR_RETURN(auto x, step.bf16Of(in));
   bool greedy = step.head.tokens != nullptr;
   constexpr int64_t kChunkBytes = int64_t{64} << 20;
   int64_t chunk = std::clamp<int64_t>(kChunkBytes / (6 * k.vocab), 1,
                                       std::max<int64_t>(step.logitCount, 1));
-  MOE_ALLOC(picked, bf16, chunk * k.hidden, "head rows");
-  MOE_ALLOC(logits, bf16, chunk * k.vocab, "logits");
+  MOE_ASSIGN_OR_RETURN(bf16 * picked,
+                       step.alloc<bf16>(chunk * k.hidden, "head rows"));
+  MOE_ASSIGN_OR_RETURN(bf16 * logits,
+                       step.alloc<bf16>(chunk * k.vocab, "logits"));
   float *logits32 = nullptr;
   int32_t *ids = nullptr;
   if (greedy) {
-    MOE_ALLOC(chosen, int32_t, std::max<int64_t>(step.logitCount, 1),
-              "greedy tokens");
+    MOE_ASSIGN_OR_RETURN(
+        int32_t * chosen,
+        step.alloc<int32_t>(std::max<int64_t>(step.logitCount, 1),
+                            "greedy tokens"));
     ids = chosen;
   } else {
-    MOE_ALLOC(wide, float, chunk *k.vocab, "logits fp32");
+    MOE_ASSIGN_OR_RETURN(float *wide,
+                         step.alloc<float>(chunk * k.vocab, "logits fp32"));
     logits32 = wide;
   }
   for (int64_t first = 0; first < step.logitCount; first += chunk) {

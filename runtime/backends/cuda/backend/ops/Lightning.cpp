@@ -1,5 +1,6 @@
-#include "runtime/backends/cuda/backend/ops/OpMacros.h"
 #include "runtime/backends/cuda/backend/ops/Ops.h"
+
+#include "runtime/backends/cuda/CudaCheck.h"
 #include "runtime/backends/cuda/kernels/LightningAttention.h"
 
 namespace moe::cuda {
@@ -32,12 +33,16 @@ int64_t rowBytes(const LightningOp &k) {
 
 Status runLightning(Step &step, const LightningOp &k, float *state,
                     DeviceValue &in, DeviceValue &out) {
-  MOE_INPUT(x, step.bf16Of(in));
+  MOE_ASSIGN_OR_RETURN(auto x, step.bf16Of(in));
   int64_t rows = step.rows, w = k.heads * k.headDim;
-  MOE_ALLOC(qkv, bf16, rows * 3 * w, "lightning qkv");
-  MOE_ALLOC(mixed, bf16, rows * w, "lightning attention");
-  MOE_ALLOC(gate, bf16, rows * w, "lightning gate");
-  MOE_ALLOC(y, bf16, rows * k.hidden, "lightning out");
+  MOE_ASSIGN_OR_RETURN(bf16 * qkv,
+                       step.alloc<bf16>(rows * 3 * w, "lightning qkv"));
+  MOE_ASSIGN_OR_RETURN(bf16 * mixed,
+                       step.alloc<bf16>(rows * w, "lightning attention"));
+  MOE_ASSIGN_OR_RETURN(bf16 * gate,
+                       step.alloc<bf16>(rows * w, "lightning gate"));
+  MOE_ASSIGN_OR_RETURN(bf16 * y,
+                       step.alloc<bf16>(rows * k.hidden, "lightning out"));
   MOE_RETURN_IF_ERROR(
       step.linear(x, rows, k.hidden, k.qkv, 3 * w, nullptr, qkv));
   kernels::LightningAttentionArgs a;

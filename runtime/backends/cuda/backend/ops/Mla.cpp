@@ -1,5 +1,6 @@
-#include "runtime/backends/cuda/backend/ops/OpMacros.h"
 #include "runtime/backends/cuda/backend/ops/Ops.h"
+
+#include "runtime/backends/cuda/CudaCheck.h"
 #include "runtime/backends/cuda/kernels/MlaAttention.h"
 
 #include <algorithm>
@@ -70,7 +71,7 @@ int64_t rowBytes(const MlaOp &k) {
 
 Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
               DeviceValue &out) {
-  MOE_INPUT(x, step.bf16Of(in));
+  MOE_ASSIGN_OR_RETURN(auto x, step.bf16Of(in));
   int64_t rows = step.rows, heads = k.heads, r = k.latent;
   int64_t qkDim = k.nope + k.ropeDim, qw = heads * qkDim;
   int64_t cw = r + k.ropeDim;
@@ -80,9 +81,10 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
                              fromWidth * sizeof(bf16), width * sizeof(bf16),
                              count, cudaMemcpyDeviceToDevice, step.stream);
   };
-  MOE_ALLOC(q, bf16, rows * qw, "mla q");
+  MOE_ASSIGN_OR_RETURN(bf16 * q, step.alloc<bf16>(rows * qw, "mla q"));
   if (k.qLoraRank > 0) {
-    MOE_ALLOC(qa, bf16, rows * k.qLoraRank, "mla q_a");
+    MOE_ASSIGN_OR_RETURN(bf16 * qa,
+                         step.alloc<bf16>(rows * k.qLoraRank, "mla q_a"));
     MOE_RETURN_IF_ERROR(
         step.linear(x, rows, k.hidden, k.qA, k.qLoraRank, nullptr, qa));
     MOE_RETURN_IF_ERROR(
@@ -93,11 +95,13 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
     MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.q, qw, nullptr, q));
   }
   // The cache rows [normed latent | roped k_pe] and the roped q_pe.
-  MOE_ALLOC(kvA, bf16, rows * cw, "mla kv_a");
+  MOE_ASSIGN_OR_RETURN(bf16 * kvA, step.alloc<bf16>(rows * cw, "mla kv_a"));
   MOE_RETURN_IF_ERROR(step.linear(x, rows, k.hidden, k.kvA, cw, nullptr, kvA));
-  MOE_ALLOC(latent, bf16, rows * r, "mla latent");
-  MOE_ALLOC(kPe, bf16, rows * k.ropeDim, "mla k_pe");
-  MOE_ALLOC(qPe, bf16, rows * heads * k.ropeDim, "mla q_pe");
+  MOE_ASSIGN_OR_RETURN(bf16 * latent, step.alloc<bf16>(rows * r, "mla latent"));
+  MOE_ASSIGN_OR_RETURN(bf16 * kPe,
+                       step.alloc<bf16>(rows * k.ropeDim, "mla k_pe"));
+  MOE_ASSIGN_OR_RETURN(bf16 * qPe,
+                       step.alloc<bf16>(rows * heads * k.ropeDim, "mla q_pe"));
   MOE_CUDA_TRY(copyColumns(latent, r, kvA, cw, r, rows));
   MOE_CUDA_TRY(copyColumns(kPe, k.ropeDim, kvA + r, cw, k.ropeDim, rows));
   MOE_CUDA_TRY(
@@ -117,15 +121,19 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
   rope.cos = step.floatArray(k.cos);
   rope.sin = step.floatArray(k.sin);
   MOE_CUDA_TRY(kernels::applyRope(rope, step.stream));
-  MOE_ALLOC(rowsOut, bf16, rows * cw, "mla cache rows");
+  MOE_ASSIGN_OR_RETURN(bf16 * rowsOut,
+                       step.alloc<bf16>(rows * cw, "mla cache rows"));
   MOE_CUDA_TRY(copyColumns(rowsOut, cw, latent, r, r, rows));
   MOE_CUDA_TRY(copyColumns(rowsOut + r, cw, kPe, k.ropeDim, k.ropeDim, rows));
 
   // Absorbed query q̃_h = W_UK,hᵀ q_nope,h, one GEMM per head on
   // head-major rows.
-  MOE_ALLOC(qNope, bf16, heads * rows * k.nope, "mla q_nope");
-  MOE_ALLOC(qTilde, bf16, heads * rows * r, "mla absorbed q");
-  MOE_ALLOC(qLatent, bf16, rows * heads * r, "mla absorbed q rows");
+  MOE_ASSIGN_OR_RETURN(bf16 * qNope,
+                       step.alloc<bf16>(heads * rows * k.nope, "mla q_nope"));
+  MOE_ASSIGN_OR_RETURN(bf16 * qTilde,
+                       step.alloc<bf16>(heads * rows * r, "mla absorbed q"));
+  MOE_ASSIGN_OR_RETURN(bf16 * qLatent, step.alloc<bf16>(rows * heads * r,
+                                                        "mla absorbed q rows"));
   MOE_CUDA_TRY(kernels::swapLeadingDims(q, rows, heads, qkDim, 0, k.nope, qNope,
                                         step.stream));
   for (int64_t h = 0; h < heads; ++h)
@@ -135,7 +143,8 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
   MOE_CUDA_TRY(kernels::swapLeadingDims(qTilde, heads, rows, r, 0, r, qLatent,
                                         step.stream));
 
-  MOE_ALLOC(mixed, bf16, rows * heads * r, "mla attention");
+  MOE_ASSIGN_OR_RETURN(bf16 * mixed,
+                       step.alloc<bf16>(rows * heads * r, "mla attention"));
   kernels::MlaAttentionArgs args;
   args.heads = static_cast<int>(heads);
   args.latentDim = static_cast<int>(r);
@@ -152,8 +161,8 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
     args.sequences = step.attnSlots + first;
     args.positions = step.positions + first;
     args.rows = count;
-    MOE_INPUT(
-        partials,
+    MOE_ASSIGN_OR_RETURN(
+        auto partials,
         step.attentionPartials(kernels::mlaAttentionWorkspaceBytes(
             count, args.heads, args.latentDim, args.maxSpan, step.smCount)));
     args.workspace = partials;
@@ -172,9 +181,13 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
         rowsOut, nullptr, step.counters, attend));
 
   // o_h = W_UV,h · mixed_h per head, back to [rows, heads·vDim] for o.
-  MOE_ALLOC(mixedHeads, bf16, heads * rows * r, "mla attention by head");
-  MOE_ALLOC(oHeads, bf16, heads * rows * k.vDim, "mla values by head");
-  MOE_ALLOC(o, bf16, rows * heads * k.vDim, "mla values");
+  MOE_ASSIGN_OR_RETURN(
+      bf16 * mixedHeads,
+      step.alloc<bf16>(heads * rows * r, "mla attention by head"));
+  MOE_ASSIGN_OR_RETURN(bf16 * oHeads, step.alloc<bf16>(heads * rows * k.vDim,
+                                                       "mla values by head"));
+  MOE_ASSIGN_OR_RETURN(bf16 * o,
+                       step.alloc<bf16>(rows * heads * k.vDim, "mla values"));
   MOE_CUDA_TRY(kernels::swapLeadingDims(mixed, rows, heads, r, 0, r, mixedHeads,
                                         step.stream));
   for (int64_t h = 0; h < heads; ++h)
@@ -183,7 +196,7 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
                                     oHeads + h * rows * k.vDim));
   MOE_CUDA_TRY(kernels::swapLeadingDims(oHeads, heads, rows, k.vDim, 0, k.vDim,
                                         o, step.stream));
-  MOE_ALLOC(y, bf16, rows * k.hidden, "mla out");
+  MOE_ASSIGN_OR_RETURN(bf16 * y, step.alloc<bf16>(rows * k.hidden, "mla out"));
   MOE_RETURN_IF_ERROR(
       step.linear(o, rows, heads * k.vDim, k.o, k.hidden, nullptr, y));
   out.a = y;

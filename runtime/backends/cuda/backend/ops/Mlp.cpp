@@ -1,5 +1,6 @@
-#include "runtime/backends/cuda/backend/ops/OpMacros.h"
 #include "runtime/backends/cuda/backend/ops/Ops.h"
+
+#include "runtime/backends/cuda/CudaCheck.h"
 
 namespace moe::cuda {
 
@@ -28,16 +29,19 @@ int64_t rowBytes(const MlpOp &k) {
 }
 
 Status runMlp(Step &step, const MlpOp &k, DeviceValue &in, DeviceValue &out) {
-  MOE_INPUT(x, step.bf16Of(in));
+  MOE_ASSIGN_OR_RETURN(auto x, step.bf16Of(in));
   int64_t rows = step.rows, h = k.hidden, w = k.width;
-  MOE_ALLOC(gu, bf16, rows * 2 * w, "mlp gate|up");
-  MOE_ALLOC(act, bf16, rows * w, "mlp activations");
-  MOE_ALLOC(y, bf16, rows * h, "mlp out");
+  MOE_ASSIGN_OR_RETURN(bf16 * gu,
+                       step.alloc<bf16>(rows * 2 * w, "mlp gate|up"));
+  MOE_ASSIGN_OR_RETURN(bf16 * act,
+                       step.alloc<bf16>(rows * w, "mlp activations"));
+  MOE_ASSIGN_OR_RETURN(bf16 * y, step.alloc<bf16>(rows * h, "mlp out"));
   MOE_RETURN_IF_ERROR(step.linear(x, rows, h, k.gateUp, 2 * w, nullptr, gu));
   MOE_CUDA_TRY(kernels::siluMul(gu, act, rows, w, step.stream));
   MOE_RETURN_IF_ERROR(step.linear(act, rows, w, k.down, h, nullptr, y));
   if (k.outputGate) {
-    MOE_ALLOC(gate, bf16, rows, "mlp output gate");
+    MOE_ASSIGN_OR_RETURN(bf16 * gate,
+                         step.alloc<bf16>(rows, "mlp output gate"));
     MOE_RETURN_IF_ERROR(
         step.linear(x, rows, h, k.outputGate, 1, nullptr, gate));
     MOE_CUDA_TRY(kernels::sigmoidGate(gate, 1, rows, h, y, step.stream));

@@ -1,5 +1,6 @@
-#include "runtime/backends/cuda/backend/ops/OpMacros.h"
 #include "runtime/backends/cuda/backend/ops/Ops.h"
+
+#include "runtime/backends/cuda/CudaCheck.h"
 
 namespace moe::cuda {
 
@@ -14,10 +15,11 @@ int64_t rowBytes(const NormOp &k) { return k.width * kBf16Bytes; }
 
 Status runNorm(Step &step, const NormOp &k, const DeviceValue &x,
                DeviceValue &out) {
-  MOE_ALLOC(y, bf16, step.rows * k.width, "norm");
+  MOE_ASSIGN_OR_RETURN(bf16 * y, step.alloc<bf16>(step.rows * k.width, "norm"));
   out.a = y;
   if (x.f) {
-    MOE_ALLOC(y32, float, step.rows *k.width, "norm fp32");
+    MOE_ASSIGN_OR_RETURN(float *y32,
+                         step.alloc<float>(step.rows * k.width, "norm fp32"));
     MOE_CUDA_TRY(kernels::rmsNormF32(x.f, k.weight, step.rows, k.width, k.eps,
                                      y, y32, step.stream));
     out.f = y32;

@@ -1,5 +1,6 @@
-#include "runtime/backends/cuda/backend/ops/OpMacros.h"
 #include "runtime/backends/cuda/backend/ops/Ops.h"
+
+#include "runtime/backends/cuda/CudaCheck.h"
 
 namespace moe::cuda {
 
@@ -12,9 +13,10 @@ int64_t rowBytes(const ResidualOp &k) { return k.width * kBf16Bytes; }
 
 Status runResidual(Step &step, const ResidualOp &k, DeviceValue &skipValue,
                    DeviceValue &updateValue, DeviceValue &out) {
-  MOE_INPUT(skip, step.f32Of(skipValue));
-  MOE_INPUT(update, step.f32Of(updateValue));
-  MOE_ALLOC(y, float, step.rows *k.width, "residual");
+  MOE_ASSIGN_OR_RETURN(auto skip, step.f32Of(skipValue));
+  MOE_ASSIGN_OR_RETURN(auto update, step.f32Of(updateValue));
+  MOE_ASSIGN_OR_RETURN(float *y,
+                       step.alloc<float>(step.rows * k.width, "residual"));
   MOE_CUDA_TRY(kernels::scaledAdd(skip, update, k.skipScale, k.updateScale,
                                   step.rows * k.width, y, step.stream));
   out.f = y;

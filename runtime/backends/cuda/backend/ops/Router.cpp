@@ -1,5 +1,6 @@
-#include "runtime/backends/cuda/backend/ops/OpMacros.h"
 #include "runtime/backends/cuda/backend/ops/Ops.h"
+
+#include "runtime/backends/cuda/CudaCheck.h"
 
 namespace moe::cuda {
 
@@ -35,11 +36,14 @@ int64_t rowBytes(const RouterOp &k) {
 
 Status runRouter(Step &step, const RouterOp &k, DeviceValue &in,
                  DeviceValue &weights, DeviceValue &indices) {
-  MOE_INPUT(x, step.f32Of(in));
+  MOE_ASSIGN_OR_RETURN(auto x, step.f32Of(in));
   int64_t rows = step.rows;
-  MOE_ALLOC(logits32, float, rows *k.experts, "router logits");
-  MOE_ALLOC(w, float, rows *k.topK, "route weights");
-  MOE_ALLOC(idx, int32_t, rows * k.topK, "route indices");
+  MOE_ASSIGN_OR_RETURN(float *logits32,
+                       step.alloc<float>(rows * k.experts, "router logits"));
+  MOE_ASSIGN_OR_RETURN(float *w,
+                       step.alloc<float>(rows * k.topK, "route weights"));
+  MOE_ASSIGN_OR_RETURN(int32_t * idx,
+                       step.alloc<int32_t>(rows * k.topK, "route indices"));
   MOE_CUDA_TRY(kernels::routerLogits(x, step.floatArray(k.weight),
                                      step.floatArray(k.bias), rows, k.hidden,
                                      k.experts, logits32, step.stream));
