@@ -14,9 +14,12 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace moe {
+
+class ChromeTrace;
 
 /// Time spent in one kind of work ("attention", "routed experts", ...) in
 /// prefill forwards (a sequence with several rows) or decode forwards.
@@ -84,8 +87,23 @@ public:
     prepareProgress_ = std::move(callback);
   }
 
+  /// Records the next decode step (a forward with one row per sequence) as
+  /// a timeline of `trace`, a track per stream the backend runs work on, to
+  /// set beside the plan's schedule. The trace must outlive that forward;
+  /// null stops.
+  void traceNextDecodeStep(ChromeTrace *trace) { trace_ = trace; }
+
 protected:
+  /// The trace to record `batch` into, if it is that step; then tracing
+  /// ends.
+  ChromeTrace *traceFor(const StepBatch &batch) {
+    if (!trace_ || batch.rows.empty() || isPrefill(batch.rows))
+      return nullptr;
+    return std::exchange(trace_, nullptr);
+  }
+
   std::function<void(double)> prepareProgress_;
+  ChromeTrace *trace_ = nullptr;
 };
 
 } // namespace moe

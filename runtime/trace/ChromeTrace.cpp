@@ -1,11 +1,17 @@
 #include "runtime/trace/ChromeTrace.h"
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <fstream>
 
 namespace moe {
+
+std::string layerSpanName(int layer, std::string_view what) {
+  return layer < 0 ? std::string(what)
+                   : fmt::format("layer {} {}", layer, what);
+}
 
 int ChromeTrace::addTimeline(std::string name) {
   timelines_.push_back({std::move(name), {}, {}});

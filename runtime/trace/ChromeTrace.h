@@ -8,6 +8,7 @@
 #include "runtime/support/Result.h"
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -19,6 +20,10 @@ struct TraceSpan {
   double startSeconds = 0, seconds = 0;
   std::vector<std::pair<std::string, std::string>> args; // shown on select
 };
+
+/// "layer 3 attention", or `what` alone for work of no layer (layer < 0):
+/// how every timeline names the work of a model layer (0-based).
+std::string layerSpanName(int layer, std::string_view what);
 
 class ChromeTrace {
 public:

@@ -55,7 +55,7 @@ std::string jobLabel(const plan::Job &job, cm::Stage stage,
   else if (job.layer() == modelLayers + 1 && stage != cm::Stage::LmHead)
     label = "head " + label;
   else if (job.layer() > 0 && job.layer() <= modelLayers)
-    label = fmt::format("layer {} {}", job.layer() - 1, label);
+    label = layerSpanName(int(job.layer()) - 1, label);
   if (job.micro_batch() >= 0)
     label += fmt::format(" {}", job.micro_batch());
   return label;
@@ -98,11 +98,11 @@ Status addTimeline(ChromeTrace &trace, const plan::StepSchedule &step,
       span.args.push_back({"micro batch", std::to_string(job.micro_batch())});
     if (job.sequences() > 0)
       span.args.push_back(
-          {"sequences", fmt::format("{} from {}", job.sequences(),
-                                    job.first_sequence())});
+          {"sequences",
+           fmt::format("{} from {}", job.sequences(), job.first_sequence())});
     if (job.buffer() >= 0)
-      span.args.push_back({"buffer", fmt::format("{} of pool {}", job.buffer(),
-                                                 job.pool())});
+      span.args.push_back(
+          {"buffer", fmt::format("{} of pool {}", job.buffer(), job.pool())});
     if (job.bytes() > 0)
       span.args.push_back({"bytes", fmt::format("{:.0f}", job.bytes())});
     trace.addSpan(timeline, std::string(cm::streamName(timed.stream)),

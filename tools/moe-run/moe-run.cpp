@@ -325,6 +325,8 @@ Status run(const Options &options) {
                               std::chrono::steady_clock::now() - prepareStart)
                               .count();
   Backend &backend = **chosen;
+  if (!options.trace.empty())
+    backend.traceNextDecodeStep(&trace);
   Engine generator(backend, static_cast<int32_t>(model.vocab_size()), engine);
   ProgressBar bar(countPromptLines(options.prompts), options.progress);
   auto start = std::chrono::steady_clock::now();
@@ -404,8 +406,9 @@ int main(int argc, char **argv) {
   app.add_option("--output", options.output, "Answers JSONL ('-': stdout)");
   app.add_option("--stats", options.stats, "Write run statistics as JSON");
   app.add_option("--trace", options.trace,
-                 "Write the plan's decode step and prefill pass as timelines "
-                 "in Chrome's trace format (open in ui.perfetto.dev)");
+                 "Write the plan's decode step and prefill pass and the first "
+                 "decode step as run, as timelines in Chrome's trace format "
+                 "(open in ui.perfetto.dev)");
   app.add_option("--backend", options.backend,
                  "auto (CUDA when a GPU runs the plan, else CPU), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));

@@ -2,6 +2,7 @@
 
 #include "runtime/backends/cpu/Kernels.h"
 #include "runtime/model/ResolvedModel.h"
+#include "runtime/trace/ChromeTrace.h"
 
 #include <algorithm>
 #include <array>
@@ -658,6 +659,11 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
     return Status::success();
 
   bool prefill = isPrefill(batch.rows);
+  ChromeTrace *trace = traceFor(batch);
+  int timeline = trace ? trace->addTimeline("cpu backend: decode step "
+                                            "(measured)")
+                       : -1;
+  auto stepStart = std::chrono::steady_clock::now();
   Step step{s.pool, s.params, batch, *runs, s.maxContext, options_};
   std::vector<Value> values(s.model.values.size());
   values[0].i = batch.tokenIds;
@@ -693,9 +699,18 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
             runHead(step, k, in, out);
         },
         op.spec);
-    s.stageSeconds[prefill ? 0 : 1][static_cast<size_t>(op.stage)] +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-            .count();
+    auto stop = std::chrono::steady_clock::now();
+    double seconds = std::chrono::duration<double>(stop - start).count();
+    s.stageSeconds[prefill ? 0 : 1][static_cast<size_t>(op.stage)] += seconds;
+    if (trace) {
+      std::string_view stage = costmodel::stageName(op.stage);
+      trace->addSpan(timeline, "cpu",
+                     {layerSpanName(op.layer, stage),
+                      std::string(stage),
+                      std::chrono::duration<double>(start - stepStart).count(),
+                      seconds,
+                      {{"op", std::to_string(index)}}});
+    }
     for (int operand : op.operands)
       if (s.model.values[operand].lastUse == static_cast<int>(index)) {
         values[operand].f = {};

@@ -11,6 +11,7 @@
 #include "runtime/backends/cuda/backend/Program.h"
 #include "runtime/backends/cuda/backend/Stats.h"
 #include "runtime/backends/cuda/backend/StepMemory.h"
+#include "runtime/backends/cuda/backend/StepTrace.h"
 #include "runtime/backends/cuda/backend/WeightRing.h"
 #include "runtime/engine/Backend.h"
 
@@ -22,6 +23,11 @@
 namespace moe::cuda {
 
 struct BackendState {
+  // The ring's and the KV pipeline's copies go into the step trace too.
+  BackendState() { ring.trace = kv.trace = &trace; }
+  BackendState(const BackendState &) = delete;
+  BackendState &operator=(const BackendState &) = delete;
+
   std::optional<Stream> stream; // compute
   std::unique_ptr<GemmRunner> gemm;
   std::optional<PinnedHostPool> pinned; // streamed weights, host KV
@@ -34,6 +40,7 @@ struct BackendState {
   KvCaches kv;
   Parking parking;
   StageTimer timer;
+  StepTrace trace; // the spans of the step Backend::traceNextDecodeStep asks
   std::vector<std::vector<float>> floats; // host copies until uploaded
   std::vector<float *> floatsOnDevice;
   // Per lightning attention layer: the states of all slots.

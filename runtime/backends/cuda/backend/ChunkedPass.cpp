@@ -156,20 +156,29 @@ Status ChunkedPass::runChunk(size_t segmentBegin, size_t segmentEnd, size_t c) {
 
 Status ChunkedPass::launch(size_t index, size_t c, Step &step) {
   const CompiledOp &op = program_.ops[index];
+  step.layer = op.layer;
   if (op.streamIndex >= 0 && c == 0) {
     auto waitTiming = s_.timer.start(kWeightWaitStage, stream_);
     if (!waitTiming)
       return waitTiming.error();
+    MOE_ASSIGN_OR_RETURN(size_t span, s_.trace.start(stream_));
     MOE_RETURN_IF_ERROR(s_.ring.waitForWeights(op.streamIndex, *s_.stream));
     MOE_RETURN_IF_ERROR(s_.timer.stop(*waitTiming, stream_));
+    MOE_RETURN_IF_ERROR(s_.trace.stop(span, stream_, "compute",
+                                      layerSpanName(op.layer, "weight wait"),
+                                      stageName(kWeightWaitStage)));
   }
   auto opTiming = s_.timer.start(size_t(op.stage), stream_);
   if (!opTiming)
     return opTiming.error();
+  MOE_ASSIGN_OR_RETURN(size_t span, s_.trace.start(stream_));
   Status ran = runOp(step, op.op, op.operands, op.results, values_);
   if (!ran.ok())
     return ran.error().withContext(fmt::format("op {}", index));
   MOE_RETURN_IF_ERROR(s_.timer.stop(*opTiming, stream_));
+  std::string_view stage = costmodel::stageName(op.stage);
+  MOE_RETURN_IF_ERROR(s_.trace.stop(span, stream_, "compute",
+                                    layerSpanName(op.layer, stage), stage));
   if (op.streamIndex >= 0 && c + 1 == chunks_)
     MOE_RETURN_IF_ERROR(
         s_.ring.releaseSlot(op.streamIndex, stream_, s_.counters));
@@ -257,6 +266,7 @@ Status ChunkedPass::restoreChunk(size_t segmentBegin, size_t c) {
   Parking &parking = s_.parking;
   MOE_RETURN_IF_ERROR(parking.restoreReady->record(stream_));
   MOE_RETURN_IF_ERROR(parking.restore->wait(*parking.restoreReady));
+  MOE_ASSIGN_OR_RETURN(size_t span, s_.trace.start(parking.restore->get()));
   for (const auto &[v, buffer, bytes] : into) {
     MOE_CUDA_TRY(cudaMemcpyAsync(
         buffer,
@@ -264,6 +274,11 @@ Status ChunkedPass::restoreChunk(size_t segmentBegin, size_t c) {
         bytes, cudaMemcpyHostToDevice, parking.restore->get()));
     s_.counters.hiddenBytesToDevice += int64_t(bytes);
   }
+  MOE_RETURN_IF_ERROR(
+      s_.trace.stop(span, parking.restore->get(), "h2d hidden",
+                    layerSpanName(program_.ops[segmentBegin].layer,
+                                  fmt::format("hidden-state load {}", c)),
+                    "hidden-state load"));
   return parking.chunkRestored[c % 2]->record(*parking.restore);
 }
 
@@ -284,9 +299,11 @@ Status ChunkedPass::parkChunk(size_t segmentBegin, size_t segmentEnd,
   bool parks = false;
   for (int v = 1; v < program_.numValues; ++v)
     parks = parks || parksHere(v, segmentBegin, segmentEnd);
+  size_t span = 0;
   if (parks) {
     MOE_RETURN_IF_ERROR(parking.parkReady->record(stream_));
     MOE_RETURN_IF_ERROR(parking.park->wait(*parking.parkReady));
+    MOE_ASSIGN_OR_RETURN(span, s_.trace.start(parking.park->get()));
     parkedInSegment_ = true;
   }
   for (int v = 1; v < program_.numValues; ++v) {
@@ -311,8 +328,14 @@ Status ChunkedPass::parkChunk(size_t segmentBegin, size_t segmentEnd,
     }
     clearValue(v);
   }
-  if (parks)
+  if (parks) {
+    MOE_RETURN_IF_ERROR(
+        s_.trace.stop(span, parking.park->get(), "d2h hidden",
+                      layerSpanName(program_.ops[segmentBegin].layer,
+                                    fmt::format("hidden-state store {}", c)),
+                      "hidden-state store"));
     MOE_RETURN_IF_ERROR(parking.chunkParked[c % 2]->record(*parking.park));
+  }
   return Status::success();
 }
 

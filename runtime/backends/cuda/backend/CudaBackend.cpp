@@ -273,6 +273,9 @@ Status CudaBackend::run(const StepBatch &batch, std::vector<float> *logits,
   // by layer with their hidden states parked in host memory.
   std::vector<int64_t> passes =
       cutAtSlots(batch.rows, 0, rows, costmodel::kPassRows);
+  ChromeTrace *trace = traceFor(batch);
+  if (trace)
+    MOE_RETURN_IF_ERROR(s.trace.begin(s.stream->get()));
   size_t logitIndex = 0;
   for (size_t p = 0; p + 1 < passes.size(); ++p) {
     int64_t first = passes[p], end = passes[p + 1];
@@ -294,6 +297,9 @@ Status CudaBackend::run(const StepBatch &batch, std::vector<float> *logits,
         s.lengths[batch.rows[r].slot] = batch.rows[r].position + 1;
     logitIndex = logitEnd;
   }
+  if (trace)
+    MOE_RETURN_IF_ERROR(
+        s.trace.end(*trace, "cuda backend: decode step (measured)"));
   return Status::success();
 }
 

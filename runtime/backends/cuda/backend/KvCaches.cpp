@@ -1,7 +1,9 @@
 #include "runtime/backends/cuda/backend/KvCaches.h"
 
 #include "runtime/backends/cuda/CudaCheck.h"
+
 #include "runtime/backends/cuda/kernels/Kernels.h"
+#include <fmt/format.h>
 
 #include <algorithm>
 
@@ -106,8 +108,9 @@ Status KvCaches::beginPass(cudaStream_t compute) {
 
 Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
                                  int32_t maxContext, const int32_t *cacheRows,
-                                 const KvCache &cache, const bf16 *key,
-                                 const bf16 *value, BackendCounters &counters,
+                                 int layer, const KvCache &cache,
+                                 const bf16 *key, const bf16 *value,
+                                 BackendCounters &counters,
                                  const Attend &attend) {
   cudaStream_t load = load_->get(), store = store_->get();
   int64_t width = cache.width(), context = maxContext;
@@ -116,6 +119,7 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
   if (key) {
     MOE_RETURN_IF_ERROR(ready_->record(compute));
     MOE_CUDA_TRY(cudaStreamWaitEvent(store, ready_->get()));
+    MOE_ASSIGN_OR_RETURN(size_t span, trace->start(store));
     for (const KvStoreRun &run : pass.stores) {
       for (auto [from, to] :
            {std::pair{key, cache.hostK}, std::pair{value, cache.hostV}}) {
@@ -134,6 +138,8 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
       counters.kvBytesToHost +=
           int64_t((cache.hasValues ? 2 : 1) * run.rows * rowBytes);
     }
+    MOE_RETURN_IF_ERROR(trace->stop(
+        span, store, "d2h KV", layerSpanName(layer, "KV store"), "KV store"));
     MOE_RETURN_IF_ERROR(stored_->record(store));
   }
   if (!key || pass.loadsAfterCompute) {
@@ -146,6 +152,7 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
     size_t b = m % buffers;
     bf16 *stagedK = stagingK_[b], *stagedV = stagingV_[b];
     MOE_CUDA_TRY(cudaStreamWaitEvent(load, free_[b].get()));
+    MOE_ASSIGN_OR_RETURN(size_t span, trace->start(load));
     for (const KvLoad &kvLoad : batch.loads) {
       int64_t length = key ? kvLoad.length : kvLoad.lengthAfter;
       if (length == 0)
@@ -161,6 +168,9 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
       counters.kvBytesToDevice +=
           int64_t((cache.hasValues ? 2 : 1) * kvLoad.count * length * rowBytes);
     }
+    MOE_RETURN_IF_ERROR(trace->stop(
+        span, load, "h2d KV",
+        layerSpanName(layer, fmt::format("KV load {}", m)), "KV load"));
     MOE_RETURN_IF_ERROR(loaded_[b].record(load));
     MOE_CUDA_TRY(cudaStreamWaitEvent(compute, loaded_[b].get()));
     if (key)

@@ -10,6 +10,7 @@
 #include "runtime/backends/cuda/Memory.h"
 #include "runtime/backends/cuda/Stream.h"
 #include "runtime/backends/cuda/backend/ChunkRows.h"
+#include "runtime/backends/cuda/backend/StepTrace.h"
 #include "runtime/engine/Backend.h"
 #include "runtime/model/ResolvedModel.h"
 
@@ -36,6 +37,7 @@ public:
   // The resolved model's softmax attention caches, then its latent (MLA)
   // caches, which cache only K.
   std::vector<KvCache> caches;
+  StepTrace *trace = nullptr; // spans of a traced step's copies
 
   void describe(const model::ResolvedModel &model);
   // The index among `caches` of the model's latent cache `latent`.
@@ -67,10 +69,11 @@ public:
   // attended. A layer that owns its KV (`key` set) stores the new rows to
   // pinned memory on the store stream, and the compute stream waits for
   // that before the op's scratch, which the copies read, is freed. A layer
-  // sharing an earlier layer's KV loads the rows that layer stored.
+  // sharing an earlier layer's KV loads the rows that layer stored. `layer`
+  // names the copies in traces.
   Status attendHostSlots(cudaStream_t compute, const KvPass &pass,
                          int32_t maxContext, const int32_t *cacheRows,
-                         const KvCache &cache, const bf16 *key,
+                         int layer, const KvCache &cache, const bf16 *key,
                          const bf16 *value, BackendCounters &counters,
                          const Attend &attend);
 

@@ -1,5 +1,7 @@
 #include "runtime/backends/cuda/backend/Program.h"
 
+#include "runtime/trace/ChromeTrace.h"
+
 #include <algorithm>
 
 namespace moe::cuda {
@@ -77,8 +79,10 @@ Status compileProgram(const plan::Model &plan,
           fmt::format("op {} ({}, layer {})", index,
                       plan::EnumNameModule(planOp.spec_type()), op.layer));
     }
-    p.ops.push_back({std::move(*bound), op.operands, op.results,
-                     placement.endOp(), op.layer, op.stage});
+    int streamIndex = placement.endOp(
+        layerSpanName(op.layer, costmodel::stageName(op.stage)));
+    p.ops.push_back({std::move(*bound), op.operands, op.results, streamIndex,
+                     op.layer, op.stage});
   }
   for (const model::ValueInfo &value : model.values) {
     p.valueWidths.push_back(value.width);

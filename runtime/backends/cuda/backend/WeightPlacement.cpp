@@ -35,10 +35,10 @@ WeightPlacement::WeightPlacement(const plan::Model &model,
       pinned_(pinned), floats_(floats), maxContext_(maxContext),
       uploaded_(model.params()->size(), nullptr) {}
 
-int WeightPlacement::endOp() {
+int WeightPlacement::endOp(std::string name) {
   if (parts_.empty())
     return -1;
-  ring_.streamed.push_back(std::move(parts_));
+  ring_.streamed.push_back({std::move(parts_), std::move(name)});
   parts_.clear();
   return static_cast<int>(ring_.streamed.size()) - 1;
 }

@@ -69,9 +69,10 @@ public:
 
   // Streamed weights of the op bound next go to ring slot (streamed ops so
   // far) mod (ring slots). endOp() makes them the ring's next streamed op
-  // and returns its index there, -1 when the op streams nothing.
+  // (`name` in traces) and returns its index there, -1 when the op streams
+  // nothing.
   void beginOp() { parts_.clear(), slotUsed_ = 0; }
-  int endOp();
+  int endOp(std::string name);
 
   const WeightSet &weights() const { return weights_; }
   ThreadPool &threads() { return threads_; }

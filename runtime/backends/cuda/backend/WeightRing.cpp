@@ -27,11 +27,15 @@ Status WeightRing::createEvents() {
 
 Status WeightRing::copy(int j, BackendCounters &counters) {
   MOE_RETURN_IF_ERROR(copyStream_->wait(slotFree_[j % slots]));
-  for (const CopyPart &part : streamed[j]) {
+  MOE_ASSIGN_OR_RETURN(size_t span, trace->start(copyStream_->get()));
+  for (const CopyPart &part : streamed[j].parts) {
     MOE_CUDA_TRY(cudaMemcpyAsync(part.device, part.host, part.bytes,
                                  cudaMemcpyHostToDevice, copyStream_->get()));
     counters.weightBytesToDevice += int64_t(part.bytes);
   }
+  MOE_RETURN_IF_ERROR(trace->stop(span, copyStream_->get(), "h2d weights",
+                                  streamed[j].name + " weights",
+                                  "weight copy"));
   return copied_[j].record(*copyStream_);
 }
 

@@ -7,9 +7,11 @@
 
 #include "runtime/backends/cuda/Memory.h"
 #include "runtime/backends/cuda/Stream.h"
+#include "runtime/backends/cuda/backend/StepTrace.h"
 #include "runtime/engine/Backend.h"
 
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace moe::cuda {
@@ -21,12 +23,19 @@ struct CopyPart {
   size_t bytes;
 };
 
+// The copies of one streamed op, and the op's name in traces.
+struct StreamedOp {
+  std::vector<CopyPart> parts;
+  std::string name; // "layer 3 routed experts"
+};
+
 class WeightRing {
 public:
   int slots = 1;
   size_t slotBytes = 0;
   std::optional<DeviceArena> arena; // slots · slotBytes; none without a ring
-  std::vector<std::vector<CopyPart>> streamed; // per streamed op
+  std::vector<StreamedOp> streamed;
+  StepTrace *trace = nullptr; // spans of a traced step's copies
 
   // The ring's device memory, as the plan's schedule sizes it.
   Status allocate();

@@ -133,8 +133,8 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
   }
   if (rows > gpuRows)
     MOE_RETURN_IF_ERROR(step.kv.attendHostSlots(
-        step.stream, step.kvPass, step.maxContext, step.cacheRows, cache,
-        k.ownsKv ? key : nullptr, value, step.counters, attend));
+        step.stream, step.kvPass, step.maxContext, step.cacheRows, step.layer,
+        cache, k.ownsKv ? key : nullptr, value, step.counters, attend));
   MOE_ASSIGN_OR_RETURN(bf16 * y,
                        step.alloc<bf16>(rows * k.hidden, "attention out"));
   MOE_RETURN_IF_ERROR(step.linear(o, rows, qw, k.o, k.hidden, k.oBias, y));

@@ -177,8 +177,8 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
   }
   if (rows > gpuRows)
     MOE_RETURN_IF_ERROR(step.kv.attendHostSlots(
-        step.stream, step.kvPass, step.maxContext, step.cacheRows, cache,
-        rowsOut, nullptr, step.counters, attend));
+        step.stream, step.kvPass, step.maxContext, step.cacheRows, step.layer,
+        cache, rowsOut, nullptr, step.counters, attend));
 
   // o_h = W_UV,h · mixed_h per head, back to [rows, heads·vDim] for o.
   MOE_ASSIGN_OR_RETURN(

@@ -164,6 +164,7 @@ struct Step {
   HeadOutput head; // host
   int32_t maxContext;
   int32_t maxSpan; // the longest context a row attends to (+1: its own)
+  int layer = -1;  // of the op running, for traced spans
   int smCount;
   int64_t perExpertGemmRows;
   bool gptOssNorm;
