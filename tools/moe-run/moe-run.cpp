@@ -25,9 +25,12 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 #include <unistd.h>
 
@@ -45,6 +48,21 @@ struct Options {
   SamplingParams sampling;
   bool progress = isatty(STDERR_FILENO);
 };
+
+/// Accepts a finite number that `allowed` accepts; otherwise the option's
+/// error says `rule` ("--top-p: must be in (0, 1], not 2").
+CLI::Validator numberIn(std::function<bool(double)> allowed, std::string rule) {
+  return CLI::Validator(
+      [allowed, rule](const std::string &text) -> std::string {
+        char *end = nullptr;
+        double value = std::strtod(text.c_str(), &end);
+        bool number = end != text.c_str() && *end == '\0';
+        if (number && std::isfinite(value) && allowed(value))
+          return {};
+        return "must be " + rule + ", not " + text;
+      },
+      rule);
+}
 
 int64_t countPromptLines(const std::string &path) {
   std::ifstream file(path);
@@ -412,16 +430,20 @@ int main(int argc, char **argv) {
   app.add_option("--backend", options.backend,
                  "auto (CUDA when a GPU runs the plan, else CPU), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_option("--threads", options.threads, "CPU threads");
+  app.add_option("--threads", options.threads, "CPU threads")
+      ->check(numberIn([](double v) { return v >= 1; }, "at least 1"));
   app.add_option("--batch", options.batch,
                  "Resident batch B (default: the plan's)");
   app.add_option("--max-context", options.maxContext,
                  "Tokens per sequence, prompt included");
   app.add_option("--max-new-tokens", options.maxNewTokens,
                  "Default generation length (a prompt line may set its own)");
-  app.add_option("--temperature", options.sampling.temperature, "0 = greedy");
-  app.add_option("--top-k", options.sampling.topK, "0 = off");
-  app.add_option("--top-p", options.sampling.topP, "1 = off");
+  app.add_option("--temperature", options.sampling.temperature, "0 = greedy")
+      ->check(numberIn([](double v) { return v >= 0; }, "at least 0"));
+  app.add_option("--top-k", options.sampling.topK, "0 = off")
+      ->check(numberIn([](double v) { return v >= 0; }, "at least 0"));
+  app.add_option("--top-p", options.sampling.topP, "1 = off")
+      ->check(numberIn([](double v) { return v > 0 && v <= 1; }, "in (0, 1]"));
   app.add_option("--seed", options.sampling.seed, "Sampling seed");
   app.add_flag("--progress,!--no-progress", options.progress,
                "Progress bar with ETA on stderr");
