@@ -164,9 +164,10 @@ Status ChunkedPass::launch(size_t index, size_t c, Step &step) {
     MOE_ASSIGN_OR_RETURN(size_t span, s_.trace.start(stream_));
     MOE_RETURN_IF_ERROR(s_.ring.waitForWeights(op.streamIndex, *s_.stream));
     MOE_RETURN_IF_ERROR(s_.timer.stop(*waitTiming, stream_));
-    MOE_RETURN_IF_ERROR(s_.trace.stop(span, stream_, "compute",
-                                      layerSpanName(op.layer, "weight wait"),
-                                      stageName(kWeightWaitStage)));
+    MOE_RETURN_IF_ERROR(s_.trace.stop(
+        span, stream_, "compute",
+        [&] { return layerSpanName(op.layer, "weight wait"); },
+        stageName(kWeightWaitStage)));
   }
   auto opTiming = s_.timer.start(size_t(op.stage), stream_);
   if (!opTiming)
@@ -177,8 +178,9 @@ Status ChunkedPass::launch(size_t index, size_t c, Step &step) {
     return ran.error().withContext(fmt::format("op {}", index));
   MOE_RETURN_IF_ERROR(s_.timer.stop(*opTiming, stream_));
   std::string_view stage = costmodel::stageName(op.stage);
-  MOE_RETURN_IF_ERROR(s_.trace.stop(span, stream_, "compute",
-                                    layerSpanName(op.layer, stage), stage));
+  MOE_RETURN_IF_ERROR(s_.trace.stop(
+      span, stream_, "compute", [&] { return layerSpanName(op.layer, stage); },
+      stage));
   if (op.streamIndex >= 0 && c + 1 == chunks_)
     MOE_RETURN_IF_ERROR(
         s_.ring.releaseSlot(op.streamIndex, stream_, s_.counters));
@@ -274,11 +276,13 @@ Status ChunkedPass::restoreChunk(size_t segmentBegin, size_t c) {
         bytes, cudaMemcpyHostToDevice, parking.restore->get()));
     s_.counters.hiddenBytesToDevice += int64_t(bytes);
   }
-  MOE_RETURN_IF_ERROR(
-      s_.trace.stop(span, parking.restore->get(), "h2d hidden",
-                    layerSpanName(program_.ops[segmentBegin].layer,
-                                  fmt::format("hidden-state load {}", c)),
-                    "hidden-state load"));
+  MOE_RETURN_IF_ERROR(s_.trace.stop(
+      span, parking.restore->get(), "h2d hidden",
+      [&] {
+        return layerSpanName(program_.ops[segmentBegin].layer,
+                             fmt::format("hidden-state load {}", c));
+      },
+      "hidden-state load"));
   return parking.chunkRestored[c % 2]->record(*parking.restore);
 }
 
@@ -329,11 +333,13 @@ Status ChunkedPass::parkChunk(size_t segmentBegin, size_t segmentEnd,
     clearValue(v);
   }
   if (parks) {
-    MOE_RETURN_IF_ERROR(
-        s_.trace.stop(span, parking.park->get(), "d2h hidden",
-                      layerSpanName(program_.ops[segmentBegin].layer,
-                                    fmt::format("hidden-state store {}", c)),
-                      "hidden-state store"));
+    MOE_RETURN_IF_ERROR(s_.trace.stop(
+        span, parking.park->get(), "d2h hidden",
+        [&] {
+          return layerSpanName(program_.ops[segmentBegin].layer,
+                               fmt::format("hidden-state store {}", c));
+        },
+        "hidden-state store"));
     MOE_RETURN_IF_ERROR(parking.chunkParked[c % 2]->record(*parking.park));
   }
   return Status::success();

@@ -290,8 +290,11 @@ Status CudaBackend::run(const StepBatch &batch, std::vector<float> *logits,
     Status ran = ChunkedPass(s, options_.perExpertGemmRows, batch, first, end,
                              logitIndex, logitEnd, out)
                      .run();
-    if (!ran.ok())
+    if (!ran.ok()) {
+      if (trace)
+        s.trace.cancel();
       return fail(ran.error());
+    }
     for (int64_t r = first; r < end; ++r)
       if (r + 1 == end || batch.rows[r + 1].slot != batch.rows[r].slot)
         s.lengths[batch.rows[r].slot] = batch.rows[r].position + 1;

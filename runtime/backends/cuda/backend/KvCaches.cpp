@@ -139,7 +139,8 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
           int64_t((cache.hasValues ? 2 : 1) * run.rows * rowBytes);
     }
     MOE_RETURN_IF_ERROR(trace->stop(
-        span, store, "d2h KV", layerSpanName(layer, "KV store"), "KV store"));
+        span, store, "d2h KV", [&] { return layerSpanName(layer, "KV store"); },
+        "KV store"));
     MOE_RETURN_IF_ERROR(stored_->record(store));
   }
   if (!key || pass.loadsAfterCompute) {
@@ -170,7 +171,8 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
     }
     MOE_RETURN_IF_ERROR(trace->stop(
         span, load, "h2d KV",
-        layerSpanName(layer, fmt::format("KV load {}", m)), "KV load"));
+        [&] { return layerSpanName(layer, fmt::format("KV load {}", m)); },
+        "KV load"));
     MOE_RETURN_IF_ERROR(loaded_[b].record(load));
     MOE_CUDA_TRY(cudaStreamWaitEvent(compute, loaded_[b].get()));
     if (key)

@@ -33,11 +33,8 @@ Result<size_t> StepTrace::start(cudaStream_t stream) {
   return id;
 }
 
-Status StepTrace::stop(size_t id, cudaStream_t stream, std::string track,
-                       std::string name, std::string_view category) {
-  if (!active_)
-    return Status::success();
-  spans_[id] = {std::move(track), std::move(name), std::string(category)};
+Status StepTrace::record(size_t id, cudaStream_t stream, Span span) {
+  spans_[id] = std::move(span);
   return events_[2 * id + 1].record(stream);
 }
 

@@ -23,11 +23,24 @@ public:
   // Work on `stream` from here to stop(id, ...) is one span; the id is
   // meaningless when off.
   Result<size_t> start(cudaStream_t stream);
-  Status stop(size_t id, cudaStream_t stream, std::string track,
-              std::string name, std::string_view category);
+  // The span's name is made by `name()` only while tracing: untraced steps,
+  // every step but one, format nothing.
+  template <typename Name>
+  Status stop(size_t id, cudaStream_t stream, std::string_view track,
+              Name &&name, std::string_view category) {
+    if (!active_)
+      return Status::success();
+    return record(id, stream,
+                  {std::string(track), name(), std::string(category)});
+  }
   // Waits for the step's spans, adds them to `trace` as the timeline
   // `name`, and turns tracing off.
   Status end(ChromeTrace &trace, std::string name);
+  // Turns tracing off without a timeline (the traced step failed).
+  void cancel() {
+    active_ = false;
+    spans_.clear();
+  }
 
 private:
   struct Span {
@@ -38,6 +51,8 @@ private:
   std::optional<Event> origin_;
   std::vector<Event> events_; // start and stop of span i at 2i, 2i + 1
   std::vector<Span> spans_;
+
+  Status record(size_t id, cudaStream_t stream, Span span);
 };
 
 } // namespace moe::cuda

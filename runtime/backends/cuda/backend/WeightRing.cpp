@@ -33,9 +33,9 @@ Status WeightRing::copy(int j, BackendCounters &counters) {
                                  cudaMemcpyHostToDevice, copyStream_->get()));
     counters.weightBytesToDevice += int64_t(part.bytes);
   }
-  MOE_RETURN_IF_ERROR(trace->stop(span, copyStream_->get(), "h2d weights",
-                                  streamed[j].name + " weights",
-                                  "weight copy"));
+  MOE_RETURN_IF_ERROR(trace->stop(
+      span, copyStream_->get(), "h2d weights",
+      [&] { return streamed[j].name + " weights"; }, "weight copy"));
   return copied_[j].record(*copyStream_);
 }
 
