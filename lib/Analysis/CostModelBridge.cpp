@@ -48,8 +48,8 @@ mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
   auto forward = module.lookupSymbol<func::FuncOp>("forward");
   if (!model || !forward)
     return module.emitError()
-           << "planning needs an imported model ('" << MoEDialect::kModelAttrName
-           << "' and func.func @forward)";
+           << "planning needs an imported model ('"
+           << MoEDialect::kModelAttrName << "' and func.func @forward)";
   CostModelView view;
   int64_t numLayers = model.getNumLayers();
   view.costs.vocabSize = model.getVocabSize();
@@ -58,21 +58,16 @@ mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
   view.ops.resize(numLayers + 2);
 
   SymbolTableCollection symbols;
-  bool seenLayer = false;
+  cm::ModuleNumbering numbering(numLayers);
   for (Operation &op : forward.getBody().front()) {
     auto module = dyn_cast<ModuleCostInterface>(&op);
     if (!module)
       continue;
-    size_t slot;
-    if (auto layer = op.getAttrOfType<IntegerAttr>("layer")) {
-      if (layer.getInt() >= numLayers)
-        return op.emitOpError() << "layer " << layer.getInt()
-                                << " is beyond the model's " << numLayers;
-      slot = layer.getInt() + 1;
-      seenLayer = true;
-    } else {
-      slot = seenLayer ? numLayers + 1 : 0; // embedding, or the model's tail
-    }
+    auto layer = op.getAttrOfType<IntegerAttr>("layer");
+    ::moe::Result<cm::ModuleRef> slot =
+        numbering.next(layer ? layer.getInt() : -1);
+    if (!slot)
+      return op.emitOpError() << slot.error().message();
     ModuleCost cost = module.getModuleCost(symbols, dtypes.cache);
     SmallVector<ParamOp> params = referencedParams(&op, symbols);
     cm::ModuleCosts costs;
@@ -100,17 +95,17 @@ mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
       costs.expertWeightBytes = costs.weightBytes / costs.numExperts;
     }
     if (auto attention = dyn_cast<AttentionOp>(&op))
-      costs.attentionHeads = cm::AttentionHeads{
-          static_cast<int64_t>(attention.getNumHeads()),
-          static_cast<int64_t>(attention.getNumKvHeads()),
-          static_cast<int64_t>(attention.getHeadDim())};
+      costs.attentionHeads =
+          cm::AttentionHeads{static_cast<int64_t>(attention.getNumHeads()),
+                             static_cast<int64_t>(attention.getNumKvHeads()),
+                             static_cast<int64_t>(attention.getHeadDim())};
     if (auto mla = dyn_cast<MLAttentionOp>(&op))
-      costs.mlaHeads = cm::MlaHeads{
-          static_cast<int64_t>(mla.getNumHeads()),
-          static_cast<int64_t>(mla.getKvLoraRank()),
-          static_cast<int64_t>(mla.getQkRopeHeadDim())};
-    view.costs.layers[slot].modules.push_back(std::move(costs));
-    view.ops[slot].push_back(&op);
+      costs.mlaHeads =
+          cm::MlaHeads{static_cast<int64_t>(mla.getNumHeads()),
+                       static_cast<int64_t>(mla.getKvLoraRank()),
+                       static_cast<int64_t>(mla.getQkRopeHeadDim())};
+    view.costs.layers[slot->layer].modules.push_back(std::move(costs));
+    view.ops[slot->layer].push_back(&op);
   }
   if (::moe::Status status = cm::validateModelCosts(view.costs); !status.ok())
     return module.emitError() << "cost model: " << status.error().message();

@@ -100,4 +100,21 @@ int64_t kvBytesPerSequence(const ModelCosts &model, int64_t context) {
   return total;
 }
 
+ModuleNumbering::ModuleNumbering(int64_t numLayers)
+    : numLayers_(numLayers), counts_(size_t(numLayers + 2), 0) {}
+
+Result<ModuleRef> ModuleNumbering::next(int64_t modelLayer) {
+  if (modelLayer >= numLayers_)
+    return makeError("layer {} is beyond the model's {}", modelLayer,
+                     numLayers_);
+  int64_t layer;
+  if (modelLayer >= 0) {
+    layer = modelLayer + 1;
+    seenLayer_ = true;
+  } else {
+    layer = seenLayer_ ? numLayers_ + 1 : 0;
+  }
+  return ModuleRef{layer, counts_[size_t(layer)]++};
+}
+
 } // namespace moe::costmodel

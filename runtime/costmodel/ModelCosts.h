@@ -84,6 +84,32 @@ struct ModelCosts {
   std::vector<LayerCosts> layers;
 };
 
+// Where a module sits in ModelCosts: layers[layer].modules[module].
+struct ModuleRef {
+  int64_t layer = -1;
+  int64_t module = -1;
+};
+
+// The cost model's numbering of a model's modules in program order: cost
+// layer 0 holds what precedes the model's first layer (the embedding),
+// cost layer l + 1 the model's layer l, the last one what follows the
+// layers (final norm, LM head); modules are counted within their cost
+// layer. The compiler builds ModelCosts in this order and the runtime
+// numbers plan ops with it, so a schedule's (layer, module) names the same
+// op on both sides.
+class ModuleNumbering {
+public:
+  explicit ModuleNumbering(int64_t numLayers);
+  // The next module in program order; `modelLayer` is -1 outside the
+  // model's layers. Errors on a layer beyond the model's.
+  Result<ModuleRef> next(int64_t modelLayer);
+
+private:
+  int64_t numLayers_;
+  bool seenLayer_ = false;
+  std::vector<int64_t> counts_; // modules so far per cost layer
+};
+
 // Rejects inconsistent costs (top-k above expert count, expert bytes not
 // adding up, ...) with an error naming layer and module.
 Status validateModelCosts(const ModelCosts &model);

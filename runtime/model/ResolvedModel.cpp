@@ -96,7 +96,8 @@ Stage stageOf(const OpSpec &spec) {
 
 class Resolver {
 public:
-  explicit Resolver(const plan::Model &model) : model_(model) {}
+  explicit Resolver(const plan::Model &model)
+      : model_(model), numbering_(model.num_layers()) {}
 
   Result<ResolvedModel> resolve() {
     int numValues = model_.num_values();
@@ -151,6 +152,10 @@ private:
       return spec.error();
     resolved.spec = std::move(*spec);
     resolved.stage = stageOf(resolved.spec);
+    if (resolved.kind() != OpKind::residual) {
+      MOE_ASSIGN_OR_RETURN(resolved.module, numbering_.next(op.layer()));
+      out_.opOfModule[{resolved.module.layer, resolved.module.module}] = index;
+    }
     std::vector<ValueInfo> results = resultsOf(resolved.spec);
     for (size_t r = 0; r < results.size(); ++r) {
       results[r].definedBy = index;
@@ -307,7 +312,7 @@ private:
     bool perHead = s.qkNorm == plan::QKNorm::per_head;
     MOE_RETURN_IF_ERROR(bind({
         {s.q, a.q(), qw * hidden, "q"},
-        {s.o, a.o(), hidden * qw, "o"},
+        {s.o, a.out(), hidden * qw, "o"},
         {s.qBias, a.q_bias(), qw, "q_bias", Use::optional},
         {s.oBias, a.o_bias(), hidden, "o_bias", Use::optional},
         {s.sinks, a.sinks(), s.heads, "sinks", Use::optional},
@@ -375,7 +380,7 @@ private:
         {s.kvA, a.kv_a(), (s.kvLoraRank + s.ropeDim) * hidden, "kv_a"},
         {s.kvANorm, a.kv_a_norm(), s.kvLoraRank, "kv_a_norm"},
         {s.kvB, a.kv_b(), s.heads * (s.nope + s.vDim) * s.kvLoraRank, "kv_b"},
-        {s.o, a.o(), hidden * s.heads * s.vDim, "o"},
+        {s.o, a.out(), hidden * s.heads * s.vDim, "o"},
     }));
     s.cache = static_cast<int>(out_.latentCaches.size());
     out_.latentCaches.push_back({s.kvLoraRank + s.ropeDim, layer});
@@ -498,6 +503,7 @@ private:
   }
 
   const plan::Model &model_;
+  costmodel::ModuleNumbering numbering_;
   ResolvedModel out_;
 };
 

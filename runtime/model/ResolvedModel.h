@@ -8,11 +8,13 @@
 #pragma once
 
 #include "runtime/costmodel/CriticalPath.h"
+#include "runtime/costmodel/ModelCosts.h"
 #include "runtime/model/Rope.h"
 #include "runtime/schemas/plan_generated.h"
 #include "runtime/support/Result.h"
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <variant>
 #include <vector>
@@ -158,6 +160,10 @@ struct ResolvedOp {
   // Where the stats count the op's time: the planner's stage of its module
   // (costmodel::stageName), so measured and predicted stages line up.
   costmodel::Stage stage;
+  // The op's module in the cost model's numbering (costmodel::
+  // ModuleNumbering), which the plan's schedule uses; residual adds are no
+  // module: {-1, -1}.
+  costmodel::ModuleRef module;
 
   OpKind kind() const { return static_cast<OpKind>(spec.index()); }
 };
@@ -223,6 +229,8 @@ struct ResolvedModel {
   int64_t embeddingVocab = 0; // token ids are in [0, embeddingVocab)
   int64_t hidden = 0;         // the embedding's width
   int64_t headVocab = 0;      // the logits' width
+  // The op of each module, by the cost model's (layer, module).
+  std::map<std::pair<int64_t, int64_t>, int> opOfModule;
 };
 
 } // namespace moe::model

@@ -82,7 +82,7 @@ private:
     case Module::Attention: {
       const plan::Attention &a = *op.spec_as_Attention();
       MOE_RETURN_IF_ERROR(param(a.q(), "q"));
-      MOE_RETURN_IF_ERROR(param(a.o(), "o"));
+      MOE_RETURN_IF_ERROR(param(a.out(), "o"));
       bool ownsKv = a.kv_source_layer() < 0;
       MOE_RETURN_IF_ERROR(param(a.k(), "k", !ownsKv));
       MOE_RETURN_IF_ERROR(param(a.v(), "v", !ownsKv));
@@ -104,7 +104,7 @@ private:
       MOE_RETURN_IF_ERROR(param(a.kv_a(), "kv_a"));
       MOE_RETURN_IF_ERROR(param(a.kv_a_norm(), "kv_a_norm"));
       MOE_RETURN_IF_ERROR(param(a.kv_b(), "kv_b"));
-      return param(a.o(), "o");
+      return param(a.out(), "o");
     }
     case Module::LightningAttention: {
       const plan::LightningAttention &a = *op.spec_as_LightningAttention();

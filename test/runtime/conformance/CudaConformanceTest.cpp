@@ -3,15 +3,17 @@
 // them, leaving out positions HF routed by a near-tie. Beside it, what only
 // this backend has: greedy picks made on the GPU, its two expert GEMM paths,
 // agreement with the CPU backend on the same inputs, plans that stream
-// weights and keep KV in host memory, passes run in chunks, and the plans it
-// refuses. Without a GPU every test skips, except the refusal, which needs
-// none.
+// weights and keep KV in host memory, passes run in chunks, the plan's
+// schedule followed as edited, traces, and the plans it refuses. Without a GPU
+// every test skips, except the refusal, which needs none.
 
 #include "runtime/backends/cpu/CpuBackend.h"
 #include "runtime/backends/cuda/backend/CudaBackend.h"
+#include "runtime/model/RingSchedule.h"
 #include "runtime/trace/ChromeTrace.h"
 #include "test/runtime/conformance/GoldenConformance.h"
 #include "test/runtime/cuda/CudaTestSupport.h"
+#include "test/runtime/golden/ScheduleEdits.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -20,6 +22,7 @@
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <set>
 
 namespace moe {
 namespace {
@@ -33,6 +36,37 @@ const BackendUnderTest kCuda{
                   .routerTieMargin = 1e-2},
     .unavailableReason = cuda::test::missingDeviceReason,
 };
+
+/// A traced step as Perfetto shows it: its process, tracks and spans (in
+/// microseconds from the step's start).
+struct TracedSpan {
+  std::string name, track, category;
+  double start, end;
+};
+struct TracedStep {
+  std::string process;
+  std::vector<std::string> tracks;
+  std::vector<TracedSpan> spans; // in the order they were issued
+};
+
+TracedStep tracedStep(const ChromeTrace &trace) {
+  nlohmann::json events = nlohmann::json::parse(trace.json())["traceEvents"];
+  TracedStep step;
+  std::map<int, std::string> tracks;
+  for (const auto &e : events)
+    if (e["name"] == "process_name")
+      step.process = e["args"]["name"];
+    else if (e["name"] == "thread_name")
+      tracks[e["tid"]] = e["args"]["name"];
+  for (const auto &[id, name] : tracks)
+    step.tracks.push_back(name);
+  for (const auto &e : events)
+    if (e["ph"] == "X")
+      step.spans.push_back({e["name"], tracks[e["tid"]], e["cat"],
+                            e["ts"].get<double>(),
+                            e["ts"].get<double>() + e["dur"].get<double>()});
+  return step;
+}
 
 INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenConformance,
                          ::testing::ValuesIn(goldenCases(kCuda)),
@@ -218,28 +252,14 @@ TEST_P(CudaBackendStreamed, TracesADecodeStepOnEveryStream) {
   ChromeTrace trace;
   gpu.traceNextDecodeStep(&trace);
   ASSERT_NO_FATAL_FAILURE(expectStepsMatch(gpu, slotCount, model()));
-  nlohmann::json events = nlohmann::json::parse(trace.json())["traceEvents"];
-  std::map<int, std::string> tracks;
-  for (const auto &e : events)
-    if (e["name"] == "process_name")
-      EXPECT_EQ(e["args"]["name"], "cuda backend: decode step (measured)");
-    else if (e["name"] == "thread_name")
-      tracks[e["tid"]] = e["args"]["name"];
+  TracedStep step = tracedStep(trace);
+  EXPECT_EQ(step.process, "cuda backend: decode step (measured)");
   for (const char *track : {"compute", "h2d weights", "h2d KV", "d2h KV"})
-    EXPECT_NE(std::find_if(tracks.begin(), tracks.end(),
-                           [&](const auto &t) { return t.second == track; }),
-              tracks.end())
+    EXPECT_NE(std::find(step.tracks.begin(), step.tracks.end(), track),
+              step.tracks.end())
         << track;
-  struct Span {
-    std::string name, track;
-    double start, end;
-  };
-  std::vector<Span> compute, copies;
-  for (const auto &e : events) {
-    if (e["ph"] != "X")
-      continue;
-    Span span{e["name"], tracks[e["tid"]], e["ts"].get<double>(),
-              e["ts"].get<double>() + e["dur"].get<double>()};
+  std::vector<TracedSpan> compute, copies;
+  for (const TracedSpan &span : step.spans) {
     EXPECT_GE(span.start, 0) << span.name;
     EXPECT_GE(span.end, span.start) << span.name;
     (span.track == "compute" ? compute : copies).push_back(span);
@@ -248,18 +268,68 @@ TEST_P(CudaBackendStreamed, TracesADecodeStepOnEveryStream) {
   for (size_t i = 1; i < compute.size(); ++i)
     EXPECT_GE(compute[i].start, compute[i - 1].start) << compute[i].name;
   int weightCopies = 0;
-  for (const Span &copy : copies) {
+  for (const TracedSpan &copy : copies) {
     if (copy.track != "h2d weights")
       continue;
     ++weightCopies;
-    // "layer 3 routed experts weights": that op waits for them (timing
-    // events resolve about half a microsecond).
+    // "layer 3 routed experts weights (ring buffer 0)": that op waits for
+    // them (timing events resolve about half a microsecond).
     std::string op = copy.name.substr(0, copy.name.rfind(" weights"));
-    EXPECT_TRUE(std::any_of(compute.begin(), compute.end(), [&](const Span &s) {
+    EXPECT_TRUE(std::any_of(compute.begin(), compute.end(), [&](const auto &s) {
       return s.name == op && s.start >= copy.end - 1;
     })) << copy.name;
   }
   EXPECT_GT(weightCopies, 0);
+}
+
+// The schedule in the plan is what runs: the streamed plan's ring of one
+// buffer edited to two, layers alternating between them and each layer's
+// copies waiting for the layer two back. The traced decode step copies each
+// streamed op in the edited schedule's order into the buffer it names, and
+// starts no copy before the ops it waits for have ended; the logits still
+// match HF and the CPU backend.
+TEST_P(CudaBackendStreamed, RunsTheScheduleAsThePlanSaysIt) {
+  Result<LoadedPlan> edited = editPlan(*plan_, alternateRingBuffers);
+  ASSERT_TRUE(edited.ok()) << edited.error().message();
+  plan_.emplace(std::move(*edited));
+  Result<model::ResolvedModel> resolved =
+      model::ResolvedModel::resolve(plan_->model());
+  ASSERT_TRUE(resolved.ok()) << resolved.error().message();
+  Result<model::RingSchedule> ring =
+      model::resolveRingSchedule(plan_->plan(), *resolved);
+  ASSERT_TRUE(ring.ok()) << ring.error().message();
+  ASSERT_EQ(ring->buffers, 2);
+
+  cuda::CudaBackend gpu;
+  ChromeTrace trace;
+  gpu.traceNextDecodeStep(&trace);
+  ASSERT_NO_FATAL_FAILURE(expectStepsMatch(gpu, int32_t(golden_.prompts.size()),
+                                           model() + ", edited schedule"));
+  // A decode step of a few rows runs in one chunk: the compute stream's
+  // spans other than weight waits are the ops in program order.
+  std::vector<TracedSpan> ops, copies;
+  for (const TracedSpan &span : tracedStep(trace).spans)
+    if (span.track == "compute" && span.category != "weight wait")
+      ops.push_back(span);
+    else if (span.track == "h2d weights")
+      copies.push_back(span);
+  ASSERT_EQ(ops.size(), resolved->ops.size());
+  const std::vector<model::RingLoad> &loads = ring->decode.loads;
+  ASSERT_EQ(copies.size(), loads.size());
+  std::set<int> buffersUsed;
+  for (size_t i = 0; i < loads.size(); ++i) {
+    const model::RingLoad &load = loads[i];
+    int buffer = ring->bufferOf[size_t(load.op)];
+    buffersUsed.insert(buffer);
+    EXPECT_EQ(copies[i].name, fmt::format("{} weights (ring buffer {})",
+                                          ops[size_t(load.op)].name, buffer));
+    for (int op : load.after)
+      EXPECT_GE(copies[i].start, ops[size_t(op)].end - 1)
+          << copies[i].name << " waits for op " << op;
+    EXPECT_GE(ops[size_t(load.op)].start, copies[i].end - 1)
+        << ops[size_t(load.op)].name << " waits for its weights";
+  }
+  EXPECT_EQ(buffersUsed, (std::set<int>{0, 1}));
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -14,6 +14,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,6 +41,20 @@ inline Result<LoadedPlan> loadGoldenPlan(const std::string &model,
                                          const std::string &name) {
   return LoadedPlan::fromFile(goldenDir() + "/" + model + "/" + name +
                               ".moeplan");
+}
+
+/// `plan` as `edit` changes it (the schema's object API), verified again.
+inline Result<LoadedPlan>
+editPlan(const LoadedPlan &plan,
+         const std::function<void(plan::PlanT &)> &edit) {
+  std::unique_ptr<plan::PlanT> unpacked(plan.plan().UnPack());
+  edit(*unpacked);
+  flatbuffers::FlatBufferBuilder fb;
+  plan::FinishSizePrefixedPlanBuffer(fb, plan::Plan::Pack(fb, unpacked.get()));
+  return LoadedPlan::fromBytes(
+      std::vector<uint8_t>(fb.GetBufferPointer(),
+                           fb.GetBufferPointer() + fb.GetSize()),
+      "edited plan");
 }
 
 inline Result<WeightSet> loadGoldenWeights(const std::string &model,

@@ -5,6 +5,7 @@
 #include "runtime/plan/LoadedPlan.h"
 #include "runtime/schemas/PlanVersion.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -60,14 +61,15 @@ public:
       out.push_back(numValues_++);
     ops_.push_back(
         plan::CreateOpDirect(fb, type, spec.Union(), layer, &operands, &out));
+    numLayers_ = std::max(numLayers_, layer + 1);
     return out[0];
   }
 
   TestModel finish(int logits, int64_t vocab, int64_t hidden) {
     std::vector<int64_t> eos{1};
     auto model =
-        plan::CreateModelDirect(fb, "test", "", vocab, hidden, 1, 64, -1, &eos,
-                                &params_, &ops_, numValues_, logits);
+        plan::CreateModelDirect(fb, "test", "", vocab, hidden, numLayers_, 64,
+                                -1, &eos, &params_, &ops_, numValues_, logits);
     plan::FinishSizePrefixedPlanBuffer(
         fb, plan::CreatePlan(fb, plan::kSchemaVersion, model));
     TestModel m;
@@ -78,6 +80,7 @@ public:
 
 private:
   std::mt19937 rng_;
+  int numLayers_ = 0;
   std::vector<flatbuffers::Offset<plan::Param>> params_;
   std::vector<std::vector<float>> weights_;
   std::vector<flatbuffers::Offset<plan::Op>> ops_;

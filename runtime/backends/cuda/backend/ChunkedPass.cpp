@@ -22,7 +22,7 @@ Status ChunkedPass::run() {
   movedBefore_ = s_.counters.weightBytesToDevice + s_.counters.kvBytesToDevice;
   MOE_RETURN_IF_ERROR(uploadRows());
   MOE_RETURN_IF_ERROR(planParking());
-  MOE_RETURN_IF_ERROR(s_.ring.beginPass(s_.counters));
+  MOE_RETURN_IF_ERROR(s_.ring.beginPass(prefill_, s_.counters));
   s_.timer.beginPass();
   values_.assign(program_.numValues, DeviceValue{});
   owned_.assign(program_.numValues, {});
@@ -157,12 +157,12 @@ Status ChunkedPass::runChunk(size_t segmentBegin, size_t segmentEnd, size_t c) {
 Status ChunkedPass::launch(size_t index, size_t c, Step &step) {
   const CompiledOp &op = program_.ops[index];
   step.layer = op.layer;
-  if (op.streamIndex >= 0 && c == 0) {
+  if (op.streams && c == 0) {
     auto waitTiming = s_.timer.start(kWeightWaitStage, stream_);
     if (!waitTiming)
       return waitTiming.error();
     MOE_ASSIGN_OR_RETURN(size_t span, s_.trace.start(stream_));
-    MOE_RETURN_IF_ERROR(s_.ring.waitForWeights(op.streamIndex, *s_.stream));
+    MOE_RETURN_IF_ERROR(s_.ring.waitForWeights(int(index), *s_.stream));
     MOE_RETURN_IF_ERROR(s_.timer.stop(*waitTiming, stream_));
     MOE_RETURN_IF_ERROR(s_.trace.stop(
         span, stream_, "compute",
@@ -181,9 +181,8 @@ Status ChunkedPass::launch(size_t index, size_t c, Step &step) {
   MOE_RETURN_IF_ERROR(s_.trace.stop(
       span, stream_, "compute", [&] { return layerSpanName(op.layer, stage); },
       stage));
-  if (op.streamIndex >= 0 && c + 1 == chunks_)
-    MOE_RETURN_IF_ERROR(
-        s_.ring.releaseSlot(op.streamIndex, stream_, s_.counters));
+  if (c + 1 == chunks_ && s_.ring.awaited(int(index)))
+    MOE_RETURN_IF_ERROR(s_.ring.finished(int(index), stream_, s_.counters));
   return keepResults(index, step);
 }
 

@@ -51,7 +51,6 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
              const model::ResolvedModel &resolved, const WeightSet &weightSet) {
   const plan::Model &model = plan.model();
   const plan::Batching *batching = plan.plan().batching();
-  const plan::Schedule *schedule = plan.plan().schedule();
 
   // The plan's GPU budget (the physical card's free memory without one).
   size_t freeBytes = 0, totalBytes = 0;
@@ -76,13 +75,6 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
         batching->attention_micro_batch_decode(), 1, s.slots);
     stagingBuffers = std::max(1, batching->kv_staging_buffers());
   }
-  if (schedule)
-    for (const plan::BufferPool *pool : *schedule->pools())
-      if (pool->kind() == plan::PoolKind::weight_ring &&
-          pool->buffer_bytes() > 0) {
-        s.ring.slots = std::max(1, pool->count());
-        s.ring.slotBytes = poolAligned(size_t(pool->buffer_bytes()));
-      }
 
   auto arena =
       DeviceArena::create(residentWeightBytes(model, resolved), "weights");
@@ -93,7 +85,7 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
   WeightPlacement placement(model, weightSet, *s.weights, s.ring, *s.pinned,
                             s.floats, s.maxContext);
   MOE_RETURN_IF_ERROR(compileProgram(model, resolved, placement, s.kv,
-                                     s.ring.slots, s.progress, s.program));
+                                     s.ring.schedule, s.progress, s.program));
 
   // KV of GPU slots, staging buffers for host slots' micro-batches, fp32
   // params; host slots' KV in pinned memory.
@@ -165,7 +157,7 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
   if (!gemmRunner)
     return gemmRunner.error();
   s.gemm = std::move(*gemmRunner);
-  MOE_RETURN_IF_ERROR(s.ring.createEvents());
+  MOE_RETURN_IF_ERROR(s.ring.finishBinding());
   MOE_RETURN_IF_ERROR(s.kv.createEvents());
   MOE_RETURN_IF_ERROR(s.parking.createEvents());
   s.counters.deviceFixedBytes = fixed;
@@ -202,6 +194,9 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
         "states on the GPU: plan with a larger GPU budget or a smaller "
         "batch, or use the CPU backend",
         hostSlots, slots, resolved->lightningStates.front().layer));
+  auto ring = model::resolveRingSchedule(plan.plan(), *resolved);
+  if (!ring)
+    return fail(ring.error());
   size_t count = model.params()->size();
   if (weights.size() != count)
     return fail(makeError("the weights hold {} params, the plan {}",
@@ -211,6 +206,7 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   s->maxContext = maxContext;
   s->lengths.assign(slots, 0);
   s->progress = prepareProgress_;
+  s->ring.schedule = std::move(*ring);
   Status ready = setUp(*s, plan, *resolved, weights);
   if (!ready.ok())
     return fail(ready.error());

@@ -58,7 +58,8 @@ int64_t Program::chunkRowLimit(int64_t rows, size_t limit) const {
 
 Status compileProgram(const plan::Model &plan,
                       const model::ResolvedModel &model,
-                      WeightPlacement &placement, KvCaches &kv, int ringSlots,
+                      WeightPlacement &placement, KvCaches &kv,
+                      const model::RingSchedule &ring,
                       const std::function<void(double)> &progress,
                       Program &program) {
   Program &p = program;
@@ -71,7 +72,7 @@ Status compileProgram(const plan::Model &plan,
     const model::ResolvedOp &op = model.ops[index];
     if (progress)
       progress(double(index) / double(model.ops.size()));
-    placement.beginOp();
+    placement.beginOp(int(index));
     Result<Op> bound = bindOp(op, placement, kv);
     if (!bound.ok()) {
       const plan::Op &planOp = *plan.ops()->Get(index);
@@ -79,10 +80,9 @@ Status compileProgram(const plan::Model &plan,
           fmt::format("op {} ({}, layer {})", index,
                       plan::EnumNameModule(planOp.spec_type()), op.layer));
     }
-    int streamIndex = placement.endOp(
-        layerSpanName(op.layer, costmodel::stageName(op.stage)));
-    p.ops.push_back({std::move(*bound), op.operands, op.results, streamIndex,
-                     op.layer, op.stage});
+    placement.endOp(layerSpanName(op.layer, costmodel::stageName(op.stage)));
+    p.ops.push_back({std::move(*bound), op.operands, op.results,
+                     ring.bufferOf[index] >= 0, op.layer, op.stage});
   }
   for (const model::ValueInfo &value : model.values) {
     p.valueWidths.push_back(value.width);
@@ -93,17 +93,20 @@ Status compileProgram(const plan::Model &plan,
   // Ops of no layer (residual adds, the final norm and head) stay in the
   // segment of the layer before them: a segment of their own would park and
   // restore every value crossing it, several hidden states a layer.
+  // Per op: the last op its weights' copy waits for.
+  std::vector<int> copyWaitsFor(p.ops.size(), -1);
+  for (const model::RingStep *step : {&ring.decode, &ring.prefill})
+    for (const model::RingLoad &load : step->loads)
+      if (!load.after.empty())
+        copyWaitsFor[size_t(load.op)] =
+            std::max(copyWaitsFor[size_t(load.op)], load.after.back());
   int segmentLayer = -1;
-  for (size_t index = 0, streamedInSegment = 0; index < p.ops.size(); ++index) {
-    bool streams = p.ops[index].streamIndex >= 0;
+  for (size_t index = 0; index < p.ops.size(); ++index) {
     int layer = p.ops[index].layer;
     if (p.segments.empty() || (layer >= 0 && layer != segmentLayer) ||
-        (streams && streamedInSegment == size_t(ringSlots))) {
+        copyWaitsFor[index] >= int(p.segments.back().first))
       p.segments.push_back({index, index});
-      streamedInSegment = 0;
-    }
     p.segments.back().second = index + 1;
-    streamedInSegment += streams;
     if (layer >= 0)
       segmentLayer = layer;
   }

@@ -18,7 +18,7 @@ namespace moe::cuda {
 struct CompiledOp {
   Op op;
   std::vector<int> operands, results;
-  int streamIndex = -1; // into WeightRing::streamed when it streams weights
+  bool streams = false; // the schedule copies its weights into the ring
   int layer = -1;
   costmodel::Stage stage; // where the stats count its time
 };
@@ -32,8 +32,8 @@ struct Program {
   // tokens).
   std::vector<int> lastUse, definedBy;
   // Op ranges run for all chunks of a pass before the next range starts:
-  // one layer each, cut so no range streams more ops than the ring holds
-  // (an op's ring slot is refilled only after its last chunk).
+  // one layer each, cut before an op whose weights' copy waits for an op of
+  // the range (that op has run only after its last chunk).
   std::vector<std::pair<size_t, size_t>> segments;
   int64_t embeddingVocab = 0, vocab = 0;
   int64_t rowBytes = 0; // most step memory one batch row needs at once
@@ -67,11 +67,13 @@ struct Program {
 };
 
 // Binds every op of the resolved `model` (weights through `placement`,
-// caches described in `kv`) and lays out its values and segments. `plan`
-// names the ops in errors; `progress` gets the share of ops bound.
+// caches described in `kv`) and lays out its values and segments (cut where
+// the weight ring's schedule `ring` needs). `plan` names the ops in errors;
+// `progress` gets the share of ops bound.
 Status compileProgram(const plan::Model &plan,
                       const model::ResolvedModel &model,
-                      WeightPlacement &placement, KvCaches &kv, int ringSlots,
+                      WeightPlacement &placement, KvCaches &kv,
+                      const model::RingSchedule &ring,
                       const std::function<void(double)> &progress,
                       Program &program);
 

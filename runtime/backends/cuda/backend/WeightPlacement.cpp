@@ -32,15 +32,14 @@ WeightPlacement::WeightPlacement(const plan::Model &model,
                                  std::vector<std::vector<float>> &floats,
                                  int32_t maxContext)
     : model_(model), weights_(weights), arena_(arena), ring_(ring),
-      pinned_(pinned), floats_(floats), maxContext_(maxContext),
-      uploaded_(model.params()->size(), nullptr) {}
+      pinned_(pinned), turnUsed_(model.ops()->size(), 0), floats_(floats),
+      maxContext_(maxContext), uploaded_(model.params()->size(), nullptr) {}
 
-int WeightPlacement::endOp(std::string name) {
-  if (parts_.empty())
-    return -1;
-  ring_.streamed.push_back({std::move(parts_), std::move(name)});
+void WeightPlacement::endOp(std::string name) {
+  if (ring_.streamed.size() <= size_t(op_))
+    ring_.streamed.resize(size_t(op_) + 1);
+  ring_.streamed[size_t(op_)] = {std::move(parts_), std::move(name)};
   parts_.clear();
-  return static_cast<int>(ring_.streamed.size()) - 1;
 }
 
 HostBf16 WeightPlacement::readBf16(int index) const {
@@ -77,19 +76,16 @@ Result<const bf16 *> WeightPlacement::upload(std::span<const bf16> host,
 Result<const bf16 *> WeightPlacement::stream(std::span<const bf16> host,
                                              const char *what) {
   size_t bytes = host.size() * sizeof(bf16);
-  if (!ring_.arena || slotUsed_ + bytes > ring_.slotBytes)
-    return makeError("the plan's weight ring ({} slot(s) of {} bytes) has "
-                     "no room for '{}' ({} bytes, {} already in this op's "
-                     "slot)",
-                     ring_.slots, ring_.slotBytes, what, bytes, slotUsed_);
+  // The first op of the turn keeps the count; place() refuses ops without.
+  int turn = ring_.schedule.turnOf[size_t(op_)];
+  size_t *used = turn >= 0 ? &turnUsed_[size_t(turn)] : nullptr;
+  MOE_ASSIGN_OR_RETURN(char *device,
+                       ring_.place(op_, used ? *used : 0, bytes, what));
   auto staged = pinned_.allocate(bytes, what);
   if (!staged)
     return staged.error();
   std::memcpy(*staged, host.data(), bytes);
-  size_t slot = ring_.streamed.size() % size_t(ring_.slots);
-  auto *device = static_cast<char *>(ring_.arena->base()) +
-                 slot * ring_.slotBytes + slotUsed_;
-  slotUsed_ += poolAligned(bytes);
+  *used += poolAligned(bytes);
   parts_.push_back({*staged, device, bytes});
   return reinterpret_cast<const bf16 *>(device);
 }

@@ -1,7 +1,7 @@
 // Places a plan's params where the plan put them, converted to bf16 (their
 // sizes checked by model::ResolvedModel): resident params are uploaded once
 // (on first use) into the weights arena; streamed ones go to pinned host
-// memory and are copied into the op's weight-ring slot before each run of
+// memory and are copied into the op's weight-ring buffer before each run of
 // the op (WeightRing); the params kept in fp32 (fp32Params) become fp32
 // arrays, uploaded with the KV caches once every op is bound.
 #pragma once
@@ -56,7 +56,7 @@ Fp32Params fp32Params(const model::ResolvedOp &op);
 
 // A stacked [E, ...] expert weight whose first `residentExperts` blocks
 // stay in the weights arena while the rest are streamed into the op's ring
-// slot (the plan's gpu_experts); null when the op has no such weight.
+// buffer (the plan's gpu_experts); null when the op has no such weight.
 using ExpertWeight = kernels::ExpertMatrix;
 // Expert e's block of a stacked weight; null when the weight is absent.
 const bf16 *expertBlock(const ExpertWeight &w, int64_t e);
@@ -67,12 +67,11 @@ public:
                   DeviceArena &arena, WeightRing &ring, PinnedHostPool &pinned,
                   std::vector<std::vector<float>> &floats, int32_t maxContext);
 
-  // Streamed weights of the op bound next go to ring slot (streamed ops so
-  // far) mod (ring slots). endOp() makes them the ring's next streamed op
-  // (`name` in traces) and returns its index there, -1 when the op streams
-  // nothing.
-  void beginOp() { parts_.clear(), slotUsed_ = 0; }
-  int endOp(std::string name);
+  // Streamed weights of op `op`, bound next, go to its ring buffer after
+  // those of the earlier ops of its turn (model::RingSchedule). endOp()
+  // hands the op's copies to the ring (`name` in traces).
+  void beginOp(int op) { op_ = op, parts_.clear(); }
+  void endOp(std::string name);
 
   const WeightSet &weights() const { return weights_; }
   ThreadPool &threads() { return threads_; }
@@ -82,7 +81,7 @@ public:
   int64_t residentExperts(int index, int64_t experts) const;
 
   Result<const bf16 *> upload(std::span<const bf16> host, const char *what);
-  // `host` into pinned memory and a copy of it into this op's ring slot.
+  // `host` into pinned memory and a copy of it into this op's ring buffer.
   Result<const bf16 *> stream(std::span<const bf16> host, const char *what);
   // A stacked weight of `experts` equal blocks, split as the plan placed it.
   Result<ExpertWeight> place(std::span<const bf16> host, int64_t experts,
@@ -112,8 +111,9 @@ private:
   DeviceArena &arena_;
   WeightRing &ring_;
   PinnedHostPool &pinned_;
+  int op_ = -1;
   std::vector<CopyPart> parts_;
-  size_t slotUsed_ = 0;
+  std::vector<size_t> turnUsed_; // per turn's first op: bytes taken
   ThreadPool threads_{0};
   std::vector<std::vector<float>> &floats_;
   int32_t maxContext_;

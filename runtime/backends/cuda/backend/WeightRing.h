@@ -1,14 +1,16 @@
 // The plan's weight ring: streamed ops' weights live in pinned host memory
-// and are copied into a ring slot on their own stream ahead of their ops.
-// Streamed op j uses slot j mod slots; its copy waits until the slot's
-// previous user (op j - slots) has run for every chunk of the pass, and the
-// op's first chunk waits for its copy.
+// and are copied, on the ring's own stream, into the ring buffer the plan's
+// schedule gives them, in the schedule's order (model::RingSchedule). A copy
+// starts once the ops it waits for have run for every chunk of the pass (so
+// the buffer's previous users are done), and an op's first chunk waits for
+// its copy.
 #pragma once
 
 #include "runtime/backends/cuda/Memory.h"
 #include "runtime/backends/cuda/Stream.h"
 #include "runtime/backends/cuda/backend/StepTrace.h"
 #include "runtime/engine/Backend.h"
+#include "runtime/model/RingSchedule.h"
 
 #include <optional>
 #include <string>
@@ -16,14 +18,14 @@
 
 namespace moe::cuda {
 
-// One host-to-device copy of a streamed weight into its ring slot.
+// One host-to-device copy of a streamed weight into its ring buffer.
 struct CopyPart {
   const void *host;
   void *device;
   size_t bytes;
 };
 
-// The copies of one streamed op, and the op's name in traces.
+// The copies of one op's streamed weights, and the op's name in traces.
 struct StreamedOp {
   std::vector<CopyPart> parts;
   std::string name; // "layer 3 routed experts"
@@ -31,30 +33,43 @@ struct StreamedOp {
 
 class WeightRing {
 public:
-  int slots = 1;
-  size_t slotBytes = 0;
-  std::optional<DeviceArena> arena; // slots · slotBytes; none without a ring
-  std::vector<StreamedOp> streamed;
-  StepTrace *trace = nullptr; // spans of a traced step's copies
+  model::RingSchedule schedule;
+  std::optional<DeviceArena> arena; // buffers · bufferBytes; none without
+  std::vector<StreamedOp> streamed; // per op; no parts when it streams none
+  StepTrace *trace = nullptr;       // spans of a traced step's copies
 
   // The ring's device memory, as the plan's schedule sizes it.
   Status allocate();
   Status createStreams();
-  Status createEvents();
+  // Once every op is bound: the events of the ops copied or waited for.
+  Status finishBinding();
+  // Where `bytes` more of op `op`'s weights go in its ring buffer, after
+  // `used` bytes of its turn (the ops sharing the buffer with it).
+  Result<char *> place(int op, size_t used, size_t bytes,
+                       const char *what) const;
 
-  // The first streamed ops' copies, one per slot.
-  Status beginPass(BackendCounters &counters);
-  // Streamed op j's first chunk waits for its weights.
-  Status waitForWeights(int j, const Stream &compute) const;
-  // Streamed op j has run for every chunk: its slot takes op j + slots.
-  Status releaseSlot(int j, cudaStream_t compute, BackendCounters &counters);
+  // A pass of the decode or prefill step: the copies that wait for nothing.
+  Status beginPass(bool prefill, BackendCounters &counters);
+  // Op `op`'s first chunk waits for its weights.
+  Status waitForWeights(int op, const Stream &compute) const;
+  // Op `op` has run for every chunk of the pass: the copies waiting for it
+  // may start.
+  Status finished(int op, cudaStream_t compute, BackendCounters &counters);
+  bool awaited(int op) const { return awaited_[size_t(op)]; }
 
 private:
-  Status copy(int j, BackendCounters &counters);
+  // The step's next copies, in order, as far as their ops have run.
+  Status issueReady(BackendCounters &counters);
+  Status copy(int op, BackendCounters &counters);
 
   std::optional<Stream> copyStream_;
-  std::vector<Event> copied_;   // per streamed op
-  std::vector<Event> slotFree_; // per slot
+  std::vector<std::optional<Event>> copied_, done_; // per op, where used
+  std::vector<char> awaited_; // per op: a copy waits for it
+  // The pass: its step, the next copy to issue, per op whether it has run
+  // and whether its copy is issued.
+  const model::RingStep *step_ = nullptr;
+  size_t next_ = 0;
+  std::vector<char> ran_, issued_;
 };
 
 } // namespace moe::cuda
