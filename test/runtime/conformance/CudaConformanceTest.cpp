@@ -285,9 +285,10 @@ TEST_P(CudaBackendStreamed, TracesADecodeStepOnEveryStream) {
 // The schedule in the plan is what runs: the streamed plan's ring of one
 // buffer edited to two, layers alternating between them and each layer's
 // copies waiting for the layer two back. The traced decode step copies each
-// streamed op in the edited schedule's order into the buffer it names, and
-// starts no copy before the ops it waits for have ended; the logits still
-// match HF and the CPU backend.
+// streamed op in the edited schedule's order into the buffer it names,
+// starts no copy before the ops it waits for have ended, and takes the KV
+// staging buffers in the schedule's turn; the logits still match HF and the
+// CPU backend.
 TEST_P(CudaBackendStreamed, RunsTheScheduleAsThePlanSaysIt) {
   Result<LoadedPlan> edited = editPlan(*plan_, alternateRingBuffers);
   ASSERT_TRUE(edited.ok()) << edited.error().message();
@@ -307,12 +308,14 @@ TEST_P(CudaBackendStreamed, RunsTheScheduleAsThePlanSaysIt) {
                                            model() + ", edited schedule"));
   // A decode step of a few rows runs in one chunk: the compute stream's
   // spans other than weight waits are the ops in program order.
-  std::vector<TracedSpan> ops, copies;
+  std::vector<TracedSpan> ops, copies, kvLoads;
   for (const TracedSpan &span : tracedStep(trace).spans)
     if (span.track == "compute" && span.category != "weight wait")
       ops.push_back(span);
     else if (span.track == "h2d weights")
       copies.push_back(span);
+    else if (span.track == "h2d KV")
+      kvLoads.push_back(span);
   ASSERT_EQ(ops.size(), resolved->ops.size());
   const std::vector<model::RingLoad> &loads = ring->decode.loads;
   ASSERT_EQ(copies.size(), loads.size());
@@ -330,6 +333,27 @@ TEST_P(CudaBackendStreamed, RunsTheScheduleAsThePlanSaysIt) {
         << ops[size_t(load.op)].name << " waits for its weights";
   }
   EXPECT_EQ(buffersUsed, (std::set<int>{0, 1}));
+
+  // KV loads take the staging buffers in turn across the layers, as the
+  // schedule's kv_load jobs take the kv_staging pool's.
+  const plan::Schedule &schedule = *plan_->plan().schedule();
+  int staging = 0;
+  for (const plan::BufferPool *pool : *schedule.pools())
+    if (pool->kind() == plan::PoolKind::kv_staging)
+      staging = pool->count();
+  ASSERT_GT(staging, 0);
+  int planned = 0;
+  for (const plan::Job *job : *schedule.decode()->jobs()) {
+    if (job->kind() == plan::JobKind::kv_load) {
+      EXPECT_EQ(job->buffer(), planned++ % staging);
+    }
+  }
+  ASSERT_FALSE(kvLoads.empty());
+  for (size_t i = 0; i < kvLoads.size(); ++i)
+    EXPECT_NE(kvLoads[i].name.find(
+                  fmt::format("(staging buffer {})", int(i) % staging)),
+              std::string::npos)
+        << kvLoads[i].name;
 }
 
 INSTANTIATE_TEST_SUITE_P(

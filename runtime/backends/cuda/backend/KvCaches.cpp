@@ -102,6 +102,7 @@ Status KvCaches::createEvents() {
 }
 
 Status KvCaches::beginPass(cudaStream_t compute) {
+  nextBuffer_ = 0;
   MOE_RETURN_IF_ERROR(passStart_->record(compute));
   return load_->wait(*passStart_);
 }
@@ -150,7 +151,7 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
   size_t buffers = stagingK_.size();
   for (size_t m = 0; m < pass.microBatches.size(); ++m) {
     const KvMicroBatch &batch = pass.microBatches[m];
-    size_t b = m % buffers;
+    size_t b = nextBuffer_++ % buffers;
     bf16 *stagedK = stagingK_[b], *stagedV = stagingV_[b];
     MOE_CUDA_TRY(cudaStreamWaitEvent(load, free_[b].get()));
     MOE_ASSIGN_OR_RETURN(size_t span, trace->start(load));
@@ -171,7 +172,10 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
     }
     MOE_RETURN_IF_ERROR(trace->stop(
         span, load, "h2d KV",
-        [&] { return layerSpanName(layer, fmt::format("KV load {}", m)); },
+        [&] {
+          return layerSpanName(
+              layer, fmt::format("KV load {} (staging buffer {})", m, b));
+        },
         "KV load"));
     MOE_RETURN_IF_ERROR(loaded_[b].record(load));
     MOE_CUDA_TRY(cudaStreamWaitEvent(compute, loaded_[b].get()));

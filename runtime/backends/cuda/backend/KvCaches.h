@@ -4,7 +4,8 @@
 // rows are attended a micro-batch at a time (ChunkRows.h lays them out):
 // the micro-batch's cached K/V are loaded into a staging buffer on the load
 // stream while earlier micro-batches attend, new rows stored back to pinned
-// memory on the store stream.
+// memory on the store stream. The staging buffers are taken in turn across
+// the layers of a pass, as the plan's schedule takes its kv_staging pool.
 #pragma once
 
 #include "runtime/backends/cuda/Memory.h"
@@ -86,6 +87,7 @@ private:
   std::optional<Stream> store_;             // device-to-host: new rows
   std::vector<bf16 *> stagingK_, stagingV_; // per staging buffer
   std::vector<Event> loaded_, free_;        // per staging buffer
+  size_t nextBuffer_ = 0; // the pass's next staging buffer, in turn
   std::optional<Event> ready_, stored_, opStart_, passStart_;
 };
 
