@@ -16,12 +16,16 @@ inline bool isRingCopy(const plan::JobT &job) {
 /// A ring of one buffer (each layer's copies waiting for the end of the
 /// layer streamed before) made a ring of two: layers alternate between the
 /// buffers, and each layer's copies wait for the end of the layer streamed
-/// two before, the first two layers' for nothing.
+/// two before, the first two layers' for nothing. The GPU budget grows by
+/// the second buffer (and its alignment).
 inline void alternateRingBuffers(plan::PlanT &plan) {
   plan::ScheduleT &schedule = *plan.schedule;
   for (auto &pool : schedule.pools)
-    if (pool->kind == plan::PoolKind::weight_ring)
+    if (pool->kind == plan::PoolKind::weight_ring) {
       pool->count = 2;
+      if (plan.batching)
+        plan.batching->gpu_budget_bytes += pool->buffer_bytes + 4096;
+    }
   for (plan::StepScheduleT *step :
        {schedule.decode.get(), schedule.prefill.get()}) {
     // Per streamed layer in order: the job its copies waited for, which
