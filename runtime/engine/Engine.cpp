@@ -19,39 +19,58 @@ Engine::Engine(Backend &backend, int32_t vocabSize, EngineOptions options)
 Status Engine::finish(int32_t slot, std::string reason,
                       const CompletionSink &sink) {
   Slot &s = slots_[slot];
-  Completion completion{s.request->index, std::move(s.output),
-                        std::move(reason)};
+  Completion completion{
+      s.request->index, std::move(s.output), std::move(reason), {}};
   s = Slot{};
   backend_.resetSlot(slot);
   return sink(std::move(completion));
 }
 
+// Why `request` cannot run here; empty when it can.
+std::string Engine::refusal(const Request &request) const {
+  if (!request.error.empty())
+    return request.error;
+  std::string why;
+  int64_t length = int64_t(request.promptIds.size());
+  if (length == 0 || length >= options_.maxContext)
+    why = fmt::format("the prompt has {} tokens; this job takes 1 to {}",
+                      length, options_.maxContext - 1);
+  for (int32_t id : request.promptIds)
+    if (why.empty() && (id < 0 || id >= vocabSize_))
+      why = fmt::format("token id {} is outside the model's vocabulary of {}",
+                        id, vocabSize_);
+  if (why.empty() || request.origin.empty())
+    return why;
+  return request.origin + ": " + why;
+}
+
 Status Engine::refill(const RequestSource &source, Status &sourceError,
-                      bool &exhausted) {
+                      bool &exhausted, const CompletionSink &sink) {
   StepBatch batch;
   stepSlots_.clear();
   for (int32_t slot = 0; slot < options_.residentBatch && !exhausted; ++slot) {
     if (slots_[slot].request)
       continue;
-    Result<std::optional<Request>> next = source();
-    if (!next.ok()) {
-      sourceError = next.error();
-      exhausted = true;
-      break;
+    std::optional<Request> admitted;
+    while (!admitted && !exhausted) {
+      Result<std::optional<Request>> next = source();
+      if (!next.ok()) {
+        sourceError = next.error();
+        exhausted = true;
+      } else if (!*next) {
+        exhausted = true;
+      } else if (std::string why = refusal(**next); !why.empty()) {
+        ++stats_.prompts;
+        ++stats_.failedRequests;
+        MOE_RETURN_IF_ERROR(sink(Completion{(*next)->index, {}, "error", why}));
+      } else {
+        admitted = std::move(**next);
+      }
     }
-    if (!*next) {
-      exhausted = true;
+    if (!admitted)
       break;
-    }
-    Request &request = **next;
+    Request &request = *admitted;
     int32_t promptLength = static_cast<int32_t>(request.promptIds.size());
-    if (promptLength == 0 || promptLength >= options_.maxContext) {
-      sourceError =
-          makeError("prompt {} has {} tokens; it must have 1 to {}",
-                    request.index + 1, promptLength, options_.maxContext - 1);
-      exhausted = true;
-      break;
-    }
     for (int32_t position = 0; position < promptLength; ++position) {
       batch.tokenIds.push_back(request.promptIds[position]);
       batch.rows.push_back({slot, position});
@@ -153,8 +172,10 @@ Status Engine::run(const RequestSource &source, const CompletionSink &sink,
                        [](const Slot &s) { return s.request.has_value(); });
   };
   while (true) {
+    if (options_.stopRequested && options_.stopRequested())
+      return makeError("{}", kInterrupted);
     if (!exhausted) {
-      MOE_RETURN_IF_ERROR(refill(source, sourceError, exhausted));
+      MOE_RETURN_IF_ERROR(refill(source, sourceError, exhausted, sink));
       // The prefill gives each new sequence its first token.
       std::vector<int32_t> admitted = stepSlots_;
       if (!admitted.empty())

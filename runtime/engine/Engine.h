@@ -14,6 +14,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace moe {
@@ -22,12 +23,18 @@ struct Request {
   int64_t index = 0; // position in the input, 0-based
   std::vector<int32_t> promptIds;
   int32_t maxNewTokens = 0;
+  // Why the request cannot run (a malformed line, an unsupported field);
+  // empty when it can. It completes at once with this error.
+  std::string error;
+  // Where it came from ("prompts.jsonl:12"), naming it in errors.
+  std::string origin;
 };
 
 struct Completion {
   int64_t index = 0;
   std::vector<int32_t> outputIds;
-  std::string finishReason; // "eos", "length" or "context"
+  std::string finishReason; // "eos", "length", "context" or "error"
+  std::string error;        // set when finishReason is "error"
 };
 
 struct EngineOptions {
@@ -38,10 +45,17 @@ struct EngineOptions {
   // A step with at least this many logits samples its rows on all cores
   // (each row's sampler is its own, so the tokens are the same).
   int64_t parallelSamplingLogits = int64_t{1} << 22;
+  // Asked between steps: when it says stop, run returns kInterrupted with
+  // the sequences in flight unfinished (a resumed job redoes them).
+  std::function<bool()> stopRequested;
 };
+
+/// What Engine::run returns when stopRequested said stop.
+inline constexpr std::string_view kInterrupted = "interrupted";
 
 struct EngineStats {
   int64_t prompts = 0;
+  int64_t failedRequests = 0; // completed with an error
   int64_t prefillTokens = 0, decodeTokens = 0;
   int64_t newTokens = 0; // sampled: one per prefilled prompt and decode row
   int64_t prefillSteps = 0, decodeSteps = 0;
@@ -49,9 +63,11 @@ struct EngineStats {
   int32_t peakActiveSequences = 0;
 };
 
-/// Where requests come from: returns the next one, nothing at the end, or an
-/// error (a malformed input line). After an error the engine finishes the
-/// sequences it holds and then returns the error, so no answer is lost.
+/// Where requests come from: returns the next one (which may carry its own
+/// error: it completes at once with it), nothing at the end, or an error
+/// the job cannot go on after (the input cannot be read). After such an
+/// error the engine finishes the sequences it holds and then returns it, so
+/// no answer is lost.
 using RequestSource = std::function<Result<std::optional<Request>>()>;
 /// Receives each finished sequence, in completion order.
 using CompletionSink = std::function<Status(Completion)>;
@@ -74,10 +90,12 @@ private:
     int32_t length = 0; // tokens in the cache
   };
 
-  /// Admits requests into free slots and prefills them. Sets `exhausted`
-  /// when the source is empty or failed.
+  /// Admits requests into free slots and prefills them; a request that
+  /// cannot run completes at once with its error. Sets `exhausted` when the
+  /// source is empty or failed.
   Status refill(const RequestSource &source, Status &sourceError,
-                bool &exhausted);
+                bool &exhausted, const CompletionSink &sink);
+  std::string refusal(const Request &request) const;
   Status decodeStep();
   /// The forward pass of a step: greedy decoding takes the backend's picks
   /// (stepTokens_), sampling takes the logits (logits_).

@@ -4,11 +4,29 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <sys/file.h>
+#include <unistd.h>
+
 namespace moe {
+namespace {
+
+bool isBlank(const std::string &line) {
+  return line.find_first_not_of(" \t\r") == std::string::npos;
+}
+
+std::string systemError() { return std::strerror(errno); }
+
+} // namespace
 
 Result<PromptReader> PromptReader::open(const std::string &path,
                                         const Tokenizer *tokenizer,
                                         int32_t defaultMaxNewTokens) {
+  if (std::filesystem::is_directory(path))
+    return makeError("{}: is a directory, not a prompts file", path);
   PromptReader reader;
   reader.path_ = path;
   reader.file_ = std::make_unique<std::ifstream>(path);
@@ -19,99 +37,208 @@ Result<PromptReader> PromptReader::open(const std::string &path,
   return reader;
 }
 
-Result<std::optional<Request>> PromptReader::next() {
-  std::string line;
+bool PromptReader::nextLine(std::string &line) {
   while (std::getline(*file_, line)) {
     ++lineNumber_;
-    if (line.find_first_not_of(" \t\r") == std::string::npos)
-      continue;
-    auto fail = [&](const std::string &what) {
-      return makeError("{}:{}: {}", path_, lineNumber_, what);
-    };
-    nlohmann::json object = nlohmann::json::parse(line, nullptr, false);
-    if (object.is_discarded() || !object.is_object())
-      return fail("not a JSON object");
-    Request request;
-    request.index = nextIndex_;
-    request.maxNewTokens = defaultMaxNewTokens_;
-    if (auto it = object.find("input_ids"); it != object.end()) {
-      if (!it->is_array())
-        return fail("\"input_ids\" must be a list of token ids");
-      for (const nlohmann::json &id : *it) {
-        if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
-            id.get<int64_t>() > INT32_MAX)
-          return fail("\"input_ids\" must hold non-negative integers");
-        request.promptIds.push_back(id.get<int32_t>());
-      }
-    } else if (auto text = object.find("prompt"); text != object.end()) {
-      if (!text->is_string())
-        return fail("\"prompt\" must be a string");
-      if (!tokenizer_)
-        return fail("\"prompt\" needs a tokenizer.json in the checkpoint; "
-                    "give \"input_ids\" instead");
-      Result<std::vector<int32_t>> ids =
-          tokenizer_->encode(text->get<std::string>(), /*addSpecial=*/true);
-      if (!ids.ok())
-        return fail(ids.error().message());
-      request.promptIds = std::move(*ids);
-    } else {
-      return fail("expected \"input_ids\" or \"prompt\"");
-    }
-    if (request.promptIds.empty())
-      return fail("the prompt is empty");
-    if (auto it = object.find("max_new_tokens"); it != object.end()) {
-      if (!it->is_number_integer() || it->get<int64_t>() <= 0)
-        return fail("\"max_new_tokens\" must be a positive integer");
-      request.maxNewTokens = it->get<int32_t>();
-    }
-    auto id = object.find("id");
-    ids_[nextIndex_] = id == object.end() ? "null" : id->dump();
-    ++nextIndex_;
-    return std::optional<Request>(std::move(request));
+    if (!isBlank(line))
+      return true;
   }
-  if (file_->bad())
-    return makeError("{}: read error after line {}", path_, lineNumber_);
-  return std::optional<Request>();
+  return false;
+}
+
+Request PromptReader::parse(const std::string &line) {
+  Request request;
+  request.index = nextIndex_;
+  request.maxNewTokens = defaultMaxNewTokens_;
+  request.origin = fmt::format("{}:{}", path_, lineNumber_);
+  ids_[nextIndex_] = "null";
+  auto fail = [&](const std::string &what) {
+    request.error = request.origin + ": " + what;
+    request.promptIds.clear();
+    return request;
+  };
+  nlohmann::json object = nlohmann::json::parse(line, nullptr, false);
+  if (object.is_discarded() || !object.is_object())
+    return fail("not a JSON object");
+  if (auto id = object.find("id"); id != object.end())
+    ids_[nextIndex_] = id->dump();
+  for (const auto &[key, value] : object.items())
+    if (key != "input_ids" && key != "prompt" && key != "id" &&
+        key != "max_new_tokens")
+      return fail(fmt::format("\"{}\" is not supported (a line may hold "
+                              "\"input_ids\" or \"prompt\", \"id\" and "
+                              "\"max_new_tokens\")",
+                              key));
+  if (auto it = object.find("input_ids"); it != object.end()) {
+    if (!it->is_array())
+      return fail("\"input_ids\" must be a list of token ids");
+    for (const nlohmann::json &id : *it) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+          id.get<int64_t>() > INT32_MAX)
+        return fail("\"input_ids\" must hold non-negative integers");
+      request.promptIds.push_back(id.get<int32_t>());
+    }
+  } else if (auto text = object.find("prompt"); text != object.end()) {
+    if (!text->is_string())
+      return fail("\"prompt\" must be a string");
+    if (!tokenizer_)
+      return fail("\"prompt\" needs a tokenizer.json in the checkpoint; "
+                  "give \"input_ids\" instead");
+    Result<std::vector<int32_t>> ids =
+        tokenizer_->encode(text->get<std::string>(), /*addSpecial=*/true);
+    if (!ids.ok())
+      return fail(ids.error().message());
+    request.promptIds = std::move(*ids);
+  } else {
+    return fail("expected \"input_ids\" or \"prompt\"");
+  }
+  if (request.promptIds.empty())
+    return fail("the prompt is empty");
+  if (auto it = object.find("max_new_tokens"); it != object.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() <= 0 ||
+        it->get<int64_t>() > INT32_MAX)
+      return fail("\"max_new_tokens\" must be an integer from 1 to 2^31 - 1");
+    request.maxNewTokens = it->get<int32_t>();
+  }
+  return request;
+}
+
+Result<std::optional<Request>> PromptReader::next() {
+  std::string line;
+  if (!nextLine(line)) {
+    if (file_->bad())
+      return makeError("{}: read error after line {}", path_, lineNumber_);
+    return std::optional<Request>();
+  }
+  Request request = parse(line);
+  ++nextIndex_;
+  return std::optional<Request>(std::move(request));
+}
+
+Status PromptReader::skip(int64_t count) {
+  std::string line;
+  for (int64_t skipped = 0; skipped < count; ++skipped, ++nextIndex_)
+    if (!nextLine(line))
+      return makeError("{}: has {} requests, fewer than the {} answered "
+                       "before: the prompts changed since",
+                       path_, nextIndex_, count);
+  return Status::success();
+}
+
+std::string PromptReader::takeId(int64_t index) {
+  auto it = ids_.find(index);
+  if (it == ids_.end())
+    return "null";
+  std::string id = std::move(it->second);
+  ids_.erase(it);
+  return id;
 }
 
 Result<AnswerWriter> AnswerWriter::open(const std::string &path,
-                                        const PromptReader &prompts,
-                                        const Tokenizer *tokenizer) {
+                                        PromptReader &prompts,
+                                        const Tokenizer *tokenizer,
+                                        const std::string &job) {
   AnswerWriter writer;
   writer.path_ = path;
-  if (path == "-") {
-    writer.file_ = std::shared_ptr<std::FILE>(stdout, [](std::FILE *) {});
-  } else {
-    std::FILE *file = std::fopen(path.c_str(), "w");
-    if (!file)
-      return makeError("{}: cannot create the answers file", path);
-    writer.file_ = std::shared_ptr<std::FILE>(file, std::fclose);
-  }
   writer.prompts_ = &prompts;
   writer.tokenizer_ = tokenizer;
+  if (path == "-") {
+    writer.file_ = std::shared_ptr<std::FILE>(stdout, [](std::FILE *) {});
+    return writer;
+  }
+  if (std::filesystem::is_directory(path))
+    return makeError("{}: is a directory, not an answers file", path);
+  writer.partial_ = path + ".partial";
+  writer.jobPath_ = writer.partial_ + ".job";
+  int fd = ::open(writer.partial_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return makeError("{}: cannot create the answers file: {}", writer.partial_,
+                     systemError());
+  // Closing the file releases the lock, also when the process dies.
+  std::FILE *file = ::fdopen(fd, "a+");
+  if (!file) {
+    ::close(fd);
+    return makeError("{}: {}", writer.partial_, systemError());
+  }
+  writer.file_ = std::shared_ptr<std::FILE>(file, std::fclose);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0)
+    return makeError("{}: another moe-run is writing these answers ({} is "
+                     "locked)",
+                     path, writer.partial_);
+  MOE_RETURN_IF_ERROR(writer.resume(job));
   return writer;
+}
+
+// A partial file of this job: its complete answers kept, a cut-off last
+// line dropped. An empty one starts the job afresh.
+Status AnswerWriter::resume(const std::string &job) {
+  int fd = ::fileno(file_.get());
+  off_t size = ::lseek(fd, 0, SEEK_END);
+  if (size < 0)
+    return makeError("{}: {}", partial_, systemError());
+  if (size == 0) {
+    std::ofstream description(jobPath_, std::ios::trunc);
+    description << job << "\n";
+    description.close();
+    if (!description)
+      return makeError("{}: cannot write the job's description", jobPath_);
+    return Status::success();
+  }
+  std::ifstream description(jobPath_);
+  std::string earlier;
+  std::getline(description, earlier);
+  if (earlier != job)
+    return makeError("{} holds answers of another job ({}); give another "
+                     "--output, or delete {} and {} to start this one over",
+                     partial_,
+                     earlier.empty() ? "no description beside it"
+                                     : "different plan, weights, prompts or "
+                                       "options",
+                     partial_, jobPath_);
+  std::ifstream in(partial_, std::ios::binary);
+  std::string line;
+  off_t kept = 0;
+  while (std::getline(in, line) && !in.eof()) {
+    nlohmann::json answer = nlohmann::json::parse(line, nullptr, false);
+    if (answer.is_discarded() || !answer.is_object() ||
+        answer.value("index", int64_t(-1)) != nextIndex_)
+      break;
+    failed_ += answer.contains("error");
+    ++nextIndex_;
+    kept += off_t(line.size() + 1);
+  }
+  if (kept < size && ::ftruncate(fd, kept) != 0)
+    return makeError("{}: cannot drop its unfinished last line: {}", partial_,
+                     systemError());
+  resumed_ = nextIndex_;
+  return prompts_->skip(resumed_);
 }
 
 Status AnswerWriter::writeLine(const Completion &completion) {
   nlohmann::json line;
   line["index"] = completion.index;
-  line["id"] = nlohmann::json::parse(prompts_->idOf(completion.index));
-  line["output_ids"] = completion.outputIds;
+  line["id"] = nlohmann::json::parse(prompts_->takeId(completion.index));
   line["finish_reason"] = completion.finishReason;
-  if (tokenizer_) {
-    Result<std::string> text =
-        tokenizer_->decode(completion.outputIds, /*skipSpecial=*/true);
-    if (!text.ok())
-      return text.error().withContext(path_);
-    line["text"] = *text;
+  if (completion.finishReason == "error") {
+    line["error"] = completion.error;
+    ++failed_;
+  } else {
+    line["output_ids"] = completion.outputIds;
+    if (tokenizer_) {
+      Result<std::string> text =
+          tokenizer_->decode(completion.outputIds, /*skipSpecial=*/true);
+      if (!text.ok())
+        return text.error().withContext(path_);
+      line["text"] = *text;
+    }
   }
-  std::string textLine = line.dump(-1, ' ', false,
-                                   nlohmann::json::error_handler_t::replace) +
-                         "\n";
+  std::string textLine =
+      line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+      "\n";
   if (std::fwrite(textLine.data(), 1, textLine.size(), file_.get()) !=
           textLine.size() ||
       std::fflush(file_.get()) != 0)
-    return makeError("{}: write failed", path_);
+    return makeError("{}: write failed", partial_.empty() ? path_ : partial_);
   return Status::success();
 }
 
@@ -124,6 +251,20 @@ Status AnswerWriter::add(Completion completion) {
     pending_.erase(it);
     ++nextIndex_;
   }
+  return Status::success();
+}
+
+Status AnswerWriter::commit() {
+  if (partial_.empty())
+    return Status::success();
+  if (std::fflush(file_.get()) != 0 || ::fsync(::fileno(file_.get())) != 0)
+    return makeError("{}: {}", partial_, systemError());
+  std::error_code error;
+  std::filesystem::rename(partial_, path_, error);
+  if (error)
+    return makeError("{}: cannot rename it to {}: {}", partial_, path_,
+                     error.message());
+  std::filesystem::remove(jobPath_, error);
   return Status::success();
 }
 

@@ -1,6 +1,8 @@
 // Prompts in, answers out, one JSON object per line. Prompts are read one
-// at a time as slots free up; answers are written in input order, each line
-// flushed as soon as it and every earlier one are done.
+// at a time as slots free up (a pipe works: nothing reads ahead); answers
+// are written in input order, each line flushed as soon as it and every
+// earlier one are done. A request that cannot run gets an error line in its
+// place and the job goes on.
 #pragma once
 
 #include "runtime/engine/Engine.h"
@@ -18,7 +20,9 @@ class Tokenizer;
 
 /// Lines: {"input_ids": [1, 2, 3]} or {"prompt": "text"} (needs a
 /// tokenizer), with optional "id" (echoed in the answer) and
-/// "max_new_tokens". Blank lines are skipped.
+/// "max_new_tokens". Blank lines are skipped; every other line is one
+/// request, numbered from 0, and a line that is malformed or asks for what
+/// is not supported is a request carrying its error.
 class PromptReader {
 public:
   static Result<PromptReader> open(const std::string &path,
@@ -26,13 +30,21 @@ public:
                                    int32_t defaultMaxNewTokens);
   PromptReader(PromptReader &&) = default;
 
-  /// The next request, nothing at the end, or an error naming file and line.
+  /// The next request, nothing at the end, or an error when the file cannot
+  /// be read.
   Result<std::optional<Request>> next();
-  /// The "id" of request `index` as JSON text ("null" when absent).
-  const std::string &idOf(int64_t index) const { return ids_.at(index); }
+  /// Passes over the next `count` requests without reading them (those a
+  /// resumed job has answered).
+  Status skip(int64_t count);
+  /// The "id" of request `index` as JSON text ("null" when absent), once:
+  /// the reader forgets it.
+  std::string takeId(int64_t index);
 
 private:
   PromptReader() = default;
+  /// The request of one non-blank line; its error when the line is bad.
+  Request parse(const std::string &line);
+  bool nextLine(std::string &line);
 
   std::string path_;
   std::unique_ptr<std::ifstream> file_;
@@ -43,27 +55,52 @@ private:
   int64_t nextIndex_ = 0;
 };
 
+/// Answers in input order, one line each: {"index", "id", "output_ids",
+/// "finish_reason"[, "text"]}, or {"index", "id", "error", "finish_reason":
+/// "error"} for a request that could not run.
+///
+/// A file (not "-", stdout) is never emptied or left half-written: answers
+/// go to OUTPUT.partial beside it, locked against a second job writing
+/// there, and it becomes OUTPUT by rename once every request is answered
+/// (commit). A job that stops before (killed, interrupted, failed) leaves
+/// OUTPUT.partial and OUTPUT.partial.job, the description of the job; the
+/// same job started again resumes: its complete lines are kept (a cut-off
+/// last line is dropped), their requests skipped. A different job finding
+/// them is refused.
 class AnswerWriter {
 public:
-  /// `path` "-" writes to stdout.
+  /// `job` describes what decides the answers (plan, weights, prompts,
+  /// sampling, lengths); equal descriptions may resume each other.
   static Result<AnswerWriter> open(const std::string &path,
-                                   const PromptReader &prompts,
-                                   const Tokenizer *tokenizer);
+                                   PromptReader &prompts,
+                                   const Tokenizer *tokenizer,
+                                   const std::string &job);
   AnswerWriter(AnswerWriter &&) = default;
 
   Status add(Completion completion);
+  /// Answers written, those resumed included.
   int64_t written() const { return nextIndex_; }
+  /// Answers kept from an earlier run of the job.
+  int64_t resumed() const { return resumed_; }
+  /// Error lines among the written answers.
+  int64_t failed() const { return failed_; }
+  /// Where unfinished answers are kept ("" for stdout).
+  const std::string &partialPath() const { return partial_; }
+  /// Every request is answered: OUTPUT.partial becomes OUTPUT.
+  Status commit();
 
 private:
   AnswerWriter() = default;
+  Status resume(const std::string &job);
   Status writeLine(const Completion &completion);
 
-  std::string path_;
+  std::string path_, partial_, jobPath_;
+  // The partial file (its lock held while it is open), or stdout.
   std::shared_ptr<std::FILE> file_;
-  const PromptReader *prompts_ = nullptr;
+  PromptReader *prompts_ = nullptr;
   const Tokenizer *tokenizer_ = nullptr;
   std::map<int64_t, Completion> pending_;
-  int64_t nextIndex_ = 0;
+  int64_t nextIndex_ = 0, resumed_ = 0, failed_ = 0;
 };
 
 } // namespace moe

@@ -1,8 +1,10 @@
 //===- moe-run.cpp - execute a plan over a file of prompts ----------------===//
 //
 // Thin: parse the command line, load and verify the plan, bind weights,
-// hand prompts to the engine, write answers and stats. Every failure is one
-// line on stderr and exit code 1; answers already written stay written.
+// hand prompts to the engine, write answers and stats. A request that
+// cannot run is an error line in the answers, the job goes on, and the exit
+// code is 2; every other failure is one line on stderr and exit code 1,
+// with the answers finished so far kept for the same command to resume.
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,6 +28,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -64,13 +67,58 @@ CLI::Validator numberIn(std::function<bool(double)> allowed, std::string rule) {
       rule);
 }
 
+/// Requests in a prompts file (non-blank lines); -1 for a pipe or device,
+/// which is read only once, as the job goes.
 int64_t countPromptLines(const std::string &path) {
+  if (!std::filesystem::is_regular_file(path))
+    return -1;
   std::ifstream file(path);
   std::string line;
   int64_t count = 0;
   while (std::getline(file, line))
     count += line.find_first_not_of(" \t\r") != std::string::npos;
   return count;
+}
+
+/// What decides a job's answers, so that a resumed job is the same job.
+std::string jobDescription(const Options &options, const EngineOptions &engine,
+                           int32_t maxNewTokens) {
+  auto fileOf = [](const std::string &path) {
+    std::error_code error;
+    nlohmann::json file{
+        {"path", std::filesystem::weakly_canonical(path, error).string()}};
+    if (std::filesystem::is_regular_file(path))
+      file["bytes"] = std::filesystem::file_size(path, error);
+    return file;
+  };
+  nlohmann::json job{{"plan", fileOf(options.plan)},
+                     {"prompts", fileOf(options.prompts)},
+                     {"weights", options.syntheticSeed
+                                     ? nlohmann::json{{"synthetic_seed",
+                                                       *options.syntheticSeed}}
+                                     : fileOf(options.checkpoint)},
+                     {"backend", options.backend},
+                     {"batch", engine.residentBatch},
+                     {"max_context", engine.maxContext},
+                     {"max_new_tokens", maxNewTokens},
+                     {"temperature", options.sampling.temperature},
+                     {"top_k", options.sampling.topK},
+                     {"top_p", options.sampling.topP},
+                     {"seed", options.sampling.seed}};
+  return job.dump();
+}
+
+/// Set by SIGINT or SIGTERM: the job stops after the step in flight.
+volatile std::sig_atomic_t stopSignal = 0;
+
+void installStopHandlers() {
+  struct sigaction action {};
+  action.sa_handler = [](int signal) { stopSignal = signal; };
+  // A second signal acts as if there were no handler.
+  action.sa_flags = SA_RESETHAND;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
 }
 
 /// Peak resident memory of this process, from /proc (0 where unavailable).
@@ -97,7 +145,8 @@ std::string duration(double seconds) {
   return fmt::format("{:.1f}s", seconds);
 }
 
-/// "[=====>    ] 12/40 prompts  3100 tok/s  ETA 1m05s" on stderr.
+/// "[=====>    ] 12/40 prompts  3100 tok/s  ETA 1m05s" on stderr (without a
+/// total, "12 prompts  3100 tok/s").
 class ProgressBar {
 public:
   ProgressBar(int64_t total, bool enabled) : total_(total), enabled_(enabled) {}
@@ -109,18 +158,23 @@ public:
     if (!last && elapsed - lastDraw_ < 0.25)
       return;
     lastDraw_ = elapsed;
-    double fraction = total_ > 0 ? double(done) / double(total_) : 0.0;
-    int filled = static_cast<int>(fraction * 30);
-    std::string bar(static_cast<size_t>(filled), '=');
-    if (filled < 30)
-      bar += '>' + std::string(static_cast<size_t>(29 - filled), ' ');
-    std::string eta = done > 0 && done < total_
-                          ? duration(elapsed / fraction - elapsed)
-                          : std::string("-");
-    std::fprintf(stderr, "\r[%s] %lld/%lld prompts  %.0f tok/s  ETA %s   ",
-                 bar.c_str(), static_cast<long long>(done),
-                 static_cast<long long>(total_),
-                 elapsed > 0 ? double(tokens) / elapsed : 0.0, eta.c_str());
+    double rate = elapsed > 0 ? double(tokens) / elapsed : 0.0;
+    if (total_ < 0) { // prompts from a pipe: no total, no ETA
+      std::fprintf(stderr, "\r%lld prompts  %.0f tok/s   ",
+                   static_cast<long long>(done), rate);
+    } else {
+      double fraction = total_ > 0 ? double(done) / double(total_) : 0.0;
+      int filled = static_cast<int>(fraction * 30);
+      std::string bar(static_cast<size_t>(filled), '=');
+      if (filled < 30)
+        bar += '>' + std::string(static_cast<size_t>(29 - filled), ' ');
+      std::string eta = done > 0 && done < total_
+                            ? duration(elapsed / fraction - elapsed)
+                            : std::string("-");
+      std::fprintf(stderr, "\r[%s] %lld/%lld prompts  %.0f tok/s  ETA %s   ",
+                   bar.c_str(), static_cast<long long>(done),
+                   static_cast<long long>(total_), rate, eta.c_str());
+    }
     if (last)
       std::fputc('\n', stderr);
   }
@@ -213,7 +267,7 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
                          const EngineOptions &engine, const EngineStats &s,
                          const Backend &backend, const std::string &backendName,
                          double prepareSeconds, double wallSeconds,
-                         int64_t answers) {
+                         const AnswerWriter &answers) {
   auto rate = [](double count, double seconds) {
     return seconds > 0 ? count / seconds : 0.0;
   };
@@ -225,7 +279,9 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
       {"resident_batch", engine.residentBatch},
       {"max_context", engine.maxContext},
       {"prompts", s.prompts},
-      {"answers_written", answers},
+      {"answers_written", answers.written()},
+      {"answers_resumed", answers.resumed()},
+      {"failed_requests", answers.failed()},
       {"prepare_seconds", prepareSeconds},
       {"wall_seconds", wallSeconds},
       {"new_tokens", s.newTokens},
@@ -277,7 +333,10 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
   return stats;
 }
 
-Status run(const Options &options) {
+/// How a job that ran to its end went (exit codes 0 and 2).
+enum class RunOutcome { allAnswered, someRequestsFailed };
+
+Result<RunOutcome> run(const Options &options) {
   Result<LoadedPlan> plan = LoadedPlan::fromFile(options.plan);
   if (!plan.ok())
     return plan.error();
@@ -324,14 +383,26 @@ Status run(const Options &options) {
     return makeError("--batch, --max-context and --max-new-tokens must be "
                      "positive (context at least 2)");
 
+  std::error_code same;
+  if (options.output != "-" &&
+      (std::filesystem::weakly_canonical(options.output, same) ==
+           std::filesystem::weakly_canonical(options.prompts, same) ||
+       std::filesystem::equivalent(options.output, options.prompts, same)))
+    return makeError("--output {} is the prompts file; answers go elsewhere",
+                     options.output);
   Result<PromptReader> prompts =
       PromptReader::open(options.prompts, tokens, maxNewTokens);
   if (!prompts.ok())
     return prompts.error();
   Result<AnswerWriter> answers =
-      AnswerWriter::open(options.output, *prompts, tokens);
+      AnswerWriter::open(options.output, *prompts, tokens,
+                         jobDescription(options, engine, maxNewTokens));
   if (!answers.ok())
     return answers.error();
+  if (answers->resumed() > 0)
+    std::fprintf(stderr, "moe-run: resuming: %lld answers kept in %s\n",
+                 static_cast<long long>(answers->resumed()),
+                 answers->partialPath().c_str());
 
   std::string backendName;
   auto prepareStart = std::chrono::steady_clock::now();
@@ -345,8 +416,12 @@ Status run(const Options &options) {
   Backend &backend = **chosen;
   if (!options.trace.empty())
     backend.traceNextDecodeStep(&trace);
+  engine.stopRequested = [] { return stopSignal != 0; };
+  installStopHandlers();
   Engine generator(backend, static_cast<int32_t>(model.vocab_size()), engine);
-  ProgressBar bar(countPromptLines(options.prompts), options.progress);
+  int64_t total = countPromptLines(options.prompts);
+  ProgressBar bar(total < 0 ? -1 : total - answers->resumed(),
+                  options.progress);
   auto start = std::chrono::steady_clock::now();
   Status status = generator.run(
       [&] { return prompts->next(); },
@@ -354,15 +429,19 @@ Status run(const Options &options) {
         return answers->add(std::move(completion));
       },
       [&](const EngineStats &stats) {
-        bar.update(answers->written(), stats.prefillTokens + stats.decodeTokens,
-                   false);
+        bar.update(answers->written() - answers->resumed(),
+                   stats.prefillTokens + stats.decodeTokens, false);
       });
   const EngineStats &stats = generator.stats();
-  bar.update(answers->written(), stats.prefillTokens + stats.decodeTokens,
-             true);
+  bar.update(answers->written() - answers->resumed(),
+             stats.prefillTokens + stats.decodeTokens, true);
   double wall =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
+  // Answers of a finished job first: a stats file that cannot be written
+  // does not hold them back.
+  if (status.ok())
+    MOE_RETURN_IF_ERROR(answers->commit());
   // Stats are written even when the run failed part-way: they describe what
   // was done. They appear whole or not at all (written aside, then renamed),
   // so a reader never takes a cut-off file for a finished run.
@@ -370,7 +449,7 @@ Status run(const Options &options) {
     std::string partial = options.stats + ".partial";
     std::ofstream file(partial);
     file << statsJson(options, *plan, engine, stats, backend, backendName,
-                      prepareSeconds, wall, answers->written())
+                      prepareSeconds, wall, *answers)
                 .dump(2)
          << "\n";
     file.close();
@@ -384,12 +463,26 @@ Status run(const Options &options) {
   }
   if (!options.trace.empty())
     MOE_RETURN_IF_ERROR(trace.write(options.trace));
-  if (!status.ok())
-    return status;
+  if (!status.ok()) {
+    if (answers->partialPath().empty())
+      return status.error();
+    std::string why = status.error().message() == kInterrupted
+                          ? "interrupted"
+                          : status.error().message();
+    return makeError("{}; {} answers are kept in {}: run the same command "
+                     "to resume",
+                     why, answers->written(), answers->partialPath());
+  }
+  std::string failed =
+      answers->failed() > 0
+          ? fmt::format(", {} failed (error lines in the answers)",
+                        answers->failed())
+          : std::string();
   std::fprintf(stderr,
-               "moe-run: %lld answers on %s; prefill %.1f tok/s, decode %.1f "
-               "tok/s (%lld steps, B=%d)\n",
-               static_cast<long long>(answers->written()), backendName.c_str(),
+               "moe-run: %lld answers%s on %s; prefill %.1f tok/s, decode "
+               "%.1f tok/s (%lld steps, B=%d)\n",
+               static_cast<long long>(answers->written()), failed.c_str(),
+               backendName.c_str(),
                stats.prefillSeconds > 0
                    ? double(stats.prefillTokens) / stats.prefillSeconds
                    : 0.0,
@@ -397,7 +490,8 @@ Status run(const Options &options) {
                    ? double(stats.decodeTokens) / stats.decodeSeconds
                    : 0.0,
                static_cast<long long>(stats.decodeSteps), engine.residentBatch);
-  return Status::success();
+  return answers->failed() > 0 ? RunOutcome::someRequestsFailed
+                               : RunOutcome::allAnswered;
 }
 
 } // namespace
@@ -421,7 +515,10 @@ int main(int argc, char **argv) {
   checkpoint->excludes(synthetic);
   app.add_option("--prompts", options.prompts,
                  "JSONL: {\"input_ids\": [...]} or {\"prompt\": \"...\"}");
-  app.add_option("--output", options.output, "Answers JSONL ('-': stdout)");
+  app.add_option("--output", options.output,
+                 "Answers JSONL ('-': stdout), written as OUTPUT.partial and "
+                 "renamed once every request is answered; a stopped job "
+                 "resumes when run again with the same command");
   app.add_option("--stats", options.stats, "Write run statistics as JSON");
   app.add_option("--trace", options.trace,
                  "Write the plan's decode step and prefill pass and the first "
@@ -466,10 +563,10 @@ int main(int argc, char **argv) {
                          "--synthetic-seed N\n");
     return 1;
   }
-  Status status = run(options);
-  if (!status.ok()) {
-    std::fprintf(stderr, "moe-run: %s\n", status.error().message().c_str());
+  Result<RunOutcome> outcome = run(options);
+  if (!outcome.ok()) {
+    std::fprintf(stderr, "moe-run: %s\n", outcome.error().message().c_str());
     return 1;
   }
-  return 0;
+  return *outcome == RunOutcome::allAnswered ? 0 : 2;
 }

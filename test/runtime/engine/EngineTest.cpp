@@ -93,7 +93,7 @@ RunResult runEngine(
   result.status = engine.run(
       [&]() -> Result<std::optional<Request>> {
         if (static_cast<int>(next) == failAt)
-          return makeError("prompts.jsonl:{}: not a JSON object", failAt + 1);
+          return makeError("prompts.jsonl: read error after line {}", failAt);
         if (next == requests.size())
           return std::optional<Request>();
         return std::optional<Request>(requests[next++]);
@@ -189,24 +189,74 @@ TEST(Engine, SamplingDependsOnTheRequestNotTheBatch) {
               many.completions.at(request.index).outputIds);
 }
 
-TEST(Engine, BadInputFinishesWhatIsRunningThenFails) {
+TEST(Engine, UnreadableInputFinishesWhatIsRunningThenFails) {
   std::vector<Request> requests = makeRequests(10);
   RunResult result = runEngine(4, requests, {}, /*failAt=*/6);
   ASSERT_FALSE(result.status.ok());
   EXPECT_EQ(result.status.error().message(),
-            "prompts.jsonl:7: not a JSON object");
-  // All six prompts read before the bad line were answered.
+            "prompts.jsonl: read error after line 6");
+  // All six prompts read before the failure were answered.
   EXPECT_EQ(result.completions.size(), 6u);
 }
 
-TEST(Engine, PromptLongerThanTheContextIsRejected) {
-  std::vector<Request> requests = makeRequests(2);
-  requests[1].promptIds.assign(64, 11);
+// A request that cannot run (a bad line, a prompt longer than the context,
+// an id outside the vocabulary) completes at once with its error, named by
+// where it came from; the others run as if it were not there.
+TEST(Engine, RequestsThatCannotRunCompleteWithTheirErrorAndTheJobGoesOn) {
+  std::vector<Request> requests = makeRequests(6);
+  RunResult clean = runEngine(2, requests);
+  ASSERT_TRUE(clean.status.ok());
+  requests[1].error = "prompts.jsonl:2: not a JSON object";
+  requests[2].promptIds.assign(64, 11);
+  requests[2].origin = "prompts.jsonl:3";
+  requests[4].promptIds.push_back(kVocab);
   RunResult result = runEngine(2, requests);
-  ASSERT_FALSE(result.status.ok());
-  EXPECT_EQ(result.status.error().message(),
-            "prompt 2 has 64 tokens; it must have 1 to 63");
-  EXPECT_EQ(result.completions.size(), 1u);
+  ASSERT_TRUE(result.status.ok()) << result.status.error().message();
+  ASSERT_EQ(result.completions.size(), requests.size());
+  EXPECT_EQ(result.completions.at(1).error,
+            "prompts.jsonl:2: not a JSON object");
+  EXPECT_EQ(result.completions.at(2).error,
+            "prompts.jsonl:3: the prompt has 64 tokens; this job takes 1 to "
+            "63");
+  EXPECT_EQ(result.completions.at(4).error,
+            fmt::format("token id {} is outside the model's vocabulary of {}",
+                        kVocab, kVocab));
+  for (int64_t index : {1, 2, 4}) {
+    EXPECT_EQ(result.completions.at(index).finishReason, "error");
+    EXPECT_TRUE(result.completions.at(index).outputIds.empty());
+  }
+  for (int64_t index : {0, 3, 5})
+    EXPECT_EQ(result.completions.at(index).outputIds,
+              clean.completions.at(index).outputIds);
+}
+
+// Asked to stop, the engine returns between steps without finishing the
+// sequences in flight: what completed is all it gave.
+TEST(Engine, StopsBetweenStepsWhenAsked) {
+  std::vector<Request> requests = makeRequests(8);
+  HistoryBackend backend;
+  backend.histories.assign(2, {});
+  EngineOptions options;
+  options.residentBatch = 2;
+  options.maxContext = 64;
+  int steps = 0;
+  options.stopRequested = [&] { return ++steps > 3; };
+  Engine engine(backend, kVocab, options);
+  size_t next = 0, completed = 0;
+  Status status = engine.run(
+      [&]() -> Result<std::optional<Request>> {
+        if (next == requests.size())
+          return std::optional<Request>();
+        return std::optional<Request>(requests[next++]);
+      },
+      [&](Completion) {
+        ++completed;
+        return Status::success();
+      });
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.error().message(), kInterrupted);
+  EXPECT_LT(completed, requests.size());
+  EXPECT_LE(next, 4u) << "no request admitted after the stop";
 }
 
 } // namespace
