@@ -2,6 +2,7 @@
 
 #include "runtime/schemas/PlanVersion.h"
 
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -23,8 +24,8 @@ public:
                          param.name()->str());
       for (int64_t dim : *param.shape())
         if (dim <= 0)
-          return makeError("param {} ('{}') has a non-positive dimension",
-                           i, param.name()->str());
+          return makeError("param {} ('{}') has a non-positive dimension", i,
+                           param.name()->str());
     }
     if (model_.num_values() < 1)
       return makeError("model has no values");
@@ -59,8 +60,7 @@ private:
   Status checkOp(const plan::Op &op) {
     for (int operand : *op.operands())
       if (!isDefined(operand))
-        return makeError("operand value {} is not defined before use",
-                         operand);
+        return makeError("operand value {} is not defined before use", operand);
     MOE_RETURN_IF_ERROR(checkModule(op));
     for (int result : *op.results()) {
       if (result <= 0 || result >= static_cast<int>(defined_.size()))
@@ -86,11 +86,13 @@ private:
       bool ownsKv = a.kv_source_layer() < 0;
       MOE_RETURN_IF_ERROR(param(a.k(), "k", !ownsKv));
       MOE_RETURN_IF_ERROR(param(a.v(), "v", !ownsKv));
-      for (auto [index, field] :
-           {std::pair{a.q_bias(), "q_bias"}, {a.k_bias(), "k_bias"},
-            {a.v_bias(), "v_bias"}, {a.o_bias(), "o_bias"},
-            {a.q_norm(), "q_norm"}, {a.k_norm(), "k_norm"},
-            {a.sinks(), "sinks"}})
+      for (auto [index, field] : {std::pair{a.q_bias(), "q_bias"},
+                                  {a.k_bias(), "k_bias"},
+                                  {a.v_bias(), "v_bias"},
+                                  {a.o_bias(), "o_bias"},
+                                  {a.q_norm(), "q_norm"},
+                                  {a.k_norm(), "k_norm"},
+                                  {a.sinks(), "sinks"}})
         MOE_RETURN_IF_ERROR(param(index, field, /*optional=*/true));
       return Status::success();
     }
@@ -214,8 +216,8 @@ Status checkStep(const plan::StepSchedule &step, const plan::Schedule &schedule,
       if (job.pool() >= static_cast<int>(pools.size()))
         return fail(makeError("pool {} does not exist", job.pool()));
       if (job.buffer() < 0 || job.buffer() >= pools.Get(job.pool())->count())
-        return fail(makeError("buffer {} is not in pool {}", job.buffer(),
-                              job.pool()));
+        return fail(
+            makeError("buffer {} is not in pool {}", job.buffer(), job.pool()));
     }
   }
   return Status::success();
@@ -268,6 +270,8 @@ Result<LoadedPlan> LoadedPlan::fromBytes(std::vector<uint8_t> bytes,
 }
 
 Result<LoadedPlan> LoadedPlan::fromFile(const std::string &path) {
+  if (std::filesystem::is_directory(path))
+    return makeError("{}: is a directory, not a plan file", path);
   std::ifstream file(path, std::ios::binary);
   if (!file)
     return makeError("{}: cannot open plan file", path);

@@ -204,9 +204,14 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
     int devices = 0;
     cudaError_t error = cudaGetDeviceCount(&devices);
     if (error != cudaSuccess || devices == 0) {
+      // Without a GPU the runtime reports a missing driver as an old one.
+      std::string none = fmt::format(
+          "no CUDA GPU on this machine (the CUDA runtime says: {})",
+          error == cudaSuccess ? "no device" : cudaGetErrorString(error));
       if (options.backend == "cuda")
-        return makeError("--backend cuda: no CUDA device ({})",
-                         cudaGetErrorString(error));
+        return makeError("--backend cuda: {}", none);
+      std::fprintf(stderr, "moe-run: %s: using the CPU backend\n",
+                   none.c_str());
     } else {
       auto gpu = std::make_unique<cuda::CudaBackend>();
       if (options.progress) {
@@ -239,6 +244,9 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
 #else
   if (options.backend == "cuda")
     return makeError("--backend cuda: this moe-run was built without CUDA");
+  if (options.backend == "auto")
+    std::fprintf(stderr, "moe-run: built without CUDA: using the CPU "
+                         "backend\n");
 #endif
   auto cpu = std::make_unique<CpuBackend>(options.threads);
   MOE_RETURN_IF_ERROR(
@@ -382,6 +390,23 @@ Result<RunOutcome> run(const Options &options) {
   if (engine.residentBatch <= 0 || engine.maxContext <= 1 || maxNewTokens <= 0)
     return makeError("--batch, --max-context and --max-new-tokens must be "
                      "positive (context at least 2)");
+  // Overrides stay within what the plan's memory and the model allow.
+  if (options.batch && batching && *options.batch > batching->resident_batch())
+    return makeError("--batch {} is beyond the plan's B of {}, which its GPU "
+                     "and host memory were planned for; plan again with "
+                     "moe-opt (max-batch=...) for a larger batch",
+                     *options.batch, batching->resident_batch());
+  if (options.maxContext && model.max_position() > 0 &&
+      *options.maxContext > model.max_position())
+    return makeError("--max-context {} is beyond the model's {} positions",
+                     *options.maxContext, model.max_position());
+  if (options.maxContext && plannedContext > 0 &&
+      *options.maxContext > plannedContext)
+    std::fprintf(stderr,
+                 "moe-run: warning: --max-context %d is beyond the %lld "
+                 "tokens a sequence was planned for; the KV cache grows past "
+                 "the plan's memory\n",
+                 *options.maxContext, static_cast<long long>(plannedContext));
 
   std::error_code same;
   if (options.output != "-" &&
@@ -563,7 +588,15 @@ int main(int argc, char **argv) {
                          "--synthetic-seed N\n");
     return 1;
   }
-  Result<RunOutcome> outcome = run(options);
+  Result<RunOutcome> outcome = makeError("not run");
+  try {
+    outcome = run(options);
+  } catch (const std::bad_alloc &) {
+    outcome = makeError("out of host memory (the batch and context ask for "
+                        "more than this machine has)");
+  } catch (const std::exception &error) {
+    outcome = makeError("internal error: {}", error.what());
+  }
   if (!outcome.ok()) {
     std::fprintf(stderr, "moe-run: %s\n", outcome.error().message().c_str());
     return 1;
