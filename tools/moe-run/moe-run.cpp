@@ -41,9 +41,14 @@ using namespace moe;
 
 namespace {
 
+/// New tokens a request asks for where neither its line, --max-new-tokens
+/// nor the plan says.
+constexpr int32_t kDefaultNewTokens = 128;
+
 struct Options {
   std::string plan, checkpoint, prompts, output = "-", stats, trace;
-  std::string profileHardware; // measure the machine into this file instead
+  std::string profileHardware;  // measure the machine into this file instead
+  bool describePrompts = false; // describe the job for the planner instead
   std::string backend = "auto";
   std::optional<uint64_t> syntheticSeed;
   int32_t threads = static_cast<int32_t>(std::thread::hardware_concurrency());
@@ -271,6 +276,46 @@ Status profileHardware(const std::string &path) {
 #endif
 }
 
+/// The shape of the job in the prompts file, as the planner wants it: the
+/// requests, their prompt lengths in tokens and the tokens they ask for
+/// (`defaultNewTokens` where a line gives none), the malformed lines. One
+/// JSON object on stdout.
+Status describePrompts(const Options &options, int32_t defaultNewTokens) {
+  std::optional<Tokenizer> tokenizer;
+  std::string tokenizerPath = options.checkpoint + "/tokenizer.json";
+  if (!options.checkpoint.empty() && std::filesystem::exists(tokenizerPath)) {
+    MOE_ASSIGN_OR_RETURN(tokenizer, Tokenizer::fromFile(tokenizerPath));
+  }
+  MOE_ASSIGN_OR_RETURN(PromptReader prompts,
+                       PromptReader::open(options.prompts,
+                                          tokenizer ? &*tokenizer : nullptr,
+                                          defaultNewTokens));
+  int64_t requests = 0, failed = 0, longest = 0, total = 0, mostNew = 0;
+  while (true) {
+    MOE_ASSIGN_OR_RETURN(std::optional<Request> request, prompts.next());
+    if (!request)
+      break;
+    ++requests;
+    if (!request->error.empty()) {
+      ++failed;
+      continue;
+    }
+    int64_t length = int64_t(request->promptIds.size());
+    longest = std::max(longest, length);
+    total += length;
+    mostNew = std::max<int64_t>(mostNew, request->maxNewTokens);
+  }
+  int64_t runnable = requests - failed;
+  nlohmann::json shape{
+      {"requests", requests},
+      {"malformed_requests", failed},
+      {"prompt_tokens_max", longest},
+      {"prompt_tokens_mean", runnable ? double(total) / double(runnable) : 0.0},
+      {"new_tokens_max", mostNew}};
+  std::printf("%s\n", shape.dump().c_str());
+  return Status::success();
+}
+
 nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
                          const EngineOptions &engine, const EngineStats &s,
                          const Backend &backend, const std::string &backendName,
@@ -382,7 +427,8 @@ Result<RunOutcome> run(const Options &options) {
       plannedContext > 0 ? std::min(plannedContext, modelContext)
                          : std::min<int64_t>(modelContext, 8192)));
   int32_t maxNewTokens = options.maxNewTokens.value_or(
-      batching ? static_cast<int32_t>(batching->generated_tokens()) : 128);
+      batching ? static_cast<int32_t>(batching->generated_tokens())
+               : kDefaultNewTokens);
   if (model.eos_token_ids())
     for (int64_t id : *model.eos_token_ids())
       engine.eosTokenIds.push_back(static_cast<int32_t>(id));
@@ -531,6 +577,12 @@ int main(int argc, char **argv) {
                  "rates; minutes) into this JSON file for moe-opt's "
                  "--moe-plan=profile=..., then exit")
       ->excludes(planOption);
+  auto *describe = app.add_flag(
+      "--describe-prompts", options.describePrompts,
+      "Print the job's shape (requests, longest and mean prompt in tokens, "
+      "most new tokens asked: --max-new-tokens where a line sets none) as "
+      "JSON for planning it, then exit");
+  describe->excludes(planOption);
   auto *checkpoint =
       app.add_option("--checkpoint", options.checkpoint,
                      "HuggingFace checkpoint directory (safetensors)");
@@ -574,6 +626,20 @@ int main(int argc, char **argv) {
     Status profiled = profileHardware(options.profileHardware);
     if (!profiled.ok()) {
       std::fprintf(stderr, "moe-run: %s\n", profiled.error().message().c_str());
+      return 1;
+    }
+    return 0;
+  }
+  if (options.describePrompts) {
+    if (options.prompts.empty()) {
+      std::fprintf(stderr, "moe-run: --describe-prompts needs --prompts\n");
+      return 1;
+    }
+    Status described = describePrompts(
+        options, options.maxNewTokens.value_or(kDefaultNewTokens));
+    if (!described.ok()) {
+      std::fprintf(stderr, "moe-run: %s\n",
+                   described.error().message().c_str());
       return 1;
     }
     return 0;
