@@ -230,7 +230,7 @@ void SelectBatchSizesPass::runOnOperation() {
   ::moe::Result<cm::PlanChoice> choice =
       cm::selectPlan(view->costs, *hardware, lengths, options);
   if (!choice.ok()) {
-    module.emitError() << "no plan fits: " << choice.error().message();
+    module.emitError() << "planning: " << choice.error().message();
     return signalPassFailure();
   }
   const cm::Plan &plan = choice->best.plan;

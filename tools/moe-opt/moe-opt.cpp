@@ -24,6 +24,10 @@
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 using namespace mlir;
 
 /// Imports a model definition and hands it to MlirOptMain as IR text, so
@@ -60,8 +64,17 @@ int main(int argc, char **argv) {
   registerCSEPass();
   registerSymbolDCEPass();
 
+  // An error names its op without printing it: the op is usually the
+  // module, the whole model's IR (hundreds of KB for DeepSeek-V3). Asked
+  // for, it is printed as usual.
+  std::vector<char *> args(argv, argv + argc);
+  std::string quiet = "--mlir-print-op-on-diagnostic=false";
+  if (std::none_of(args.begin(), args.end(), [](const char *arg) {
+        return llvm::StringRef(arg).contains("mlir-print-op-on-diagnostic");
+      }))
+    args.insert(args.begin() + 1, quiet.data());
   auto [inputFilename, outputFilename] = registerAndParseCLIOptions(
-      argc, argv,
+      int(args.size()), args.data(),
       "moe-opt: import MoE models (HF model dir or config.json), run passes, "
       "print IR\n",
       registry);
