@@ -71,14 +71,23 @@ public:
   std::optional<int64_t> optionalInteger(StringRef key) {
     if (!has(key))
       return std::nullopt;
-    if (std::optional<int64_t> value = object.getInteger(key))
-      return value;
+    std::optional<int64_t> value = object.getInteger(key);
     // Some configs write integers as 4096.0.
     if (std::optional<double> number = object.getNumber(key);
-        number && *number == std::floor(*number))
-      return static_cast<int64_t>(*number);
-    fail(key, "must be an integer");
-    return std::nullopt;
+        !value && number && *number == std::floor(*number) &&
+        std::fabs(*number) < 0x1p62)
+      value = static_cast<int64_t>(*number);
+    if (!value) {
+      fail(key, "must be an integer");
+      return std::nullopt;
+    }
+    // Dimensions, counts and ids are int32 in the plan and the runtime.
+    if (*value > INT32_MAX || *value < INT32_MIN) {
+      fail(key,
+           llvm::formatv("is {0}, beyond what a 32-bit integer holds", *value));
+      return std::nullopt;
+    }
+    return value;
   }
   int64_t integer(StringRef key) {
     if (!has(key)) {
@@ -90,17 +99,16 @@ public:
   int64_t integer(StringRef key, int64_t defaultValue) {
     return has(key) ? optionalInteger(key).value_or(0) : defaultValue;
   }
-  int64_t positive(StringRef key) {
-    int64_t value = integer(key);
-    require(!ok() || value > 0, key,
-            llvm::formatv("must be positive, got {0}", value));
-    return value;
-  }
+  /// A positive value; 1 after reporting any other, so that the readers
+  /// computing with it go on to report the config's other errors.
+  int64_t positive(StringRef key) { return checkPositive(key, integer(key)); }
   int64_t positive(StringRef key, int64_t defaultValue) {
-    int64_t value = integer(key, defaultValue);
+    return checkPositive(key, integer(key, defaultValue));
+  }
+  int64_t checkPositive(StringRef key, int64_t value) {
     require(!ok() || value > 0, key,
             llvm::formatv("must be positive, got {0}", value));
-    return value;
+    return value > 0 ? value : 1;
   }
   double number(StringRef key, std::optional<double> defaultValue = {}) {
     if (!has(key)) {
@@ -234,8 +242,8 @@ struct MoESpec {
 
 /// Where a family keeps its tensors in the hub checkpoint.
 struct TensorNaming {
-  std::string moeBlock = "mlp";        // "block_sparse_moe" in Mixtral/MiniMax
-  std::string router = "gate";         // "router" in GPT-OSS
+  std::string moeBlock = "mlp"; // "block_sparse_moe" in Mixtral/MiniMax
+  std::string router = "gate";  // "router" in GPT-OSS
   std::string expertGate = "gate_proj", expertUp = "up_proj",
               expertDown = "down_proj";
   std::string shared = "shared_experts"; // "shared_expert" in Qwen2-MoE
@@ -286,6 +294,13 @@ static void readCommon(ConfigReader &config, ModelSpec &spec,
   spec.vocab = config.positive("vocab_size");
   spec.hidden = config.positive("hidden_size");
   spec.layers = config.positive("num_hidden_layers");
+  // Every layer becomes ops and params: a count beyond any model's is a
+  // broken config, not a model to build.
+  constexpr int64_t kMaxLayers = 4096;
+  if (!config.require(spec.layers <= kMaxLayers, "num_hidden_layers",
+                      llvm::formatv("is {0}; at most {1} are supported",
+                                    spec.layers, kMaxLayers)))
+    spec.layers = 1;
   spec.maxPosition = config.integer("max_position_embeddings", 0);
   spec.normEps = config.number("rms_norm_eps", 1e-6);
   spec.tieEmbeddings = config.boolean("tie_word_embeddings", false);
@@ -293,8 +308,8 @@ static void readCommon(ConfigReader &config, ModelSpec &spec,
   spec.eos = config.integerOrList("eos_token_id");
   // v5 writes "dtype"; older configs "torch_dtype". Quantized checkpoints
   // (fp8, mxfp4) are planned at bf16, the dtype the runtime streams today.
-  std::string dtype = config.string(
-      "dtype", config.string("torch_dtype", "bfloat16"));
+  std::string dtype =
+      config.string("dtype", config.string("torch_dtype", "bfloat16"));
   if (dtype == "float32")
     spec.dtype = Float32Type::get(context);
   else if (dtype == "float16")
@@ -319,7 +334,8 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
   ConfigReader nested(*source, config.location(), (sourceKey + ".").str());
   if (parameters)
     rope.theta = nested.number("rope_theta", rope.theta);
-  std::string type = nested.string("rope_type", nested.string("type", "default"));
+  std::string type =
+      nested.string("rope_type", nested.string("type", "default"));
   if (type == "yarn") {
     rope.scaling = RopeScaling::yarn;
     rope.factor = nested.number("factor");
@@ -582,28 +598,27 @@ static void readMiniMax(ConfigReader &config, ModelSpec &spec, bool legacy) {
     }
   } else {
     for (const std::string &type : config.strings("layer_types")) {
-      config.require(type == "linear_attention" || type == "full_attention",
-                     "layer_types",
-                     "entries must be linear_attention or full_attention, got '" +
-                         type + "'");
+      config.require(
+          type == "linear_attention" || type == "full_attention", "layer_types",
+          "entries must be linear_attention or full_attention, got '" + type +
+              "'");
       softmaxLayer.push_back(type == "full_attention");
     }
   }
   StringRef typesKey = legacy ? "attn_type_list" : "layer_types";
-  if (!hasOneEntryPerLayer(config, typesKey, softmaxLayer.size(),
-                           spec.layers))
+  if (!hasOneEntryPerLayer(config, typesKey, softmaxLayer.size(), spec.layers))
     return;
   auto factor = [&](StringRef native, StringRef old) {
     return legacy ? config.number(old, 1.0) : config.number(native, 1.0);
   };
-  double fullAlpha = factor("full_attn_alpha_factor",
-                            "layernorm_full_attention_alpha");
-  double fullBeta = factor("full_attn_beta_factor",
-                           "layernorm_full_attention_beta");
-  double linearAlpha = factor("linear_attn_alpha_factor",
-                              "layernorm_linear_attention_alpha");
-  double linearBeta = factor("linear_attn_beta_factor",
-                             "layernorm_linear_attention_beta");
+  double fullAlpha =
+      factor("full_attn_alpha_factor", "layernorm_full_attention_alpha");
+  double fullBeta =
+      factor("full_attn_beta_factor", "layernorm_full_attention_beta");
+  double linearAlpha =
+      factor("linear_attn_alpha_factor", "layernorm_linear_attention_alpha");
+  double linearBeta =
+      factor("linear_attn_beta_factor", "layernorm_linear_attention_beta");
   spec.mlpAlpha = factor("mlp_alpha_factor", "layernorm_mlp_alpha");
   spec.mlpBeta = factor("mlp_beta_factor", "layernorm_mlp_beta");
   for (auto [index, layer] : llvm::enumerate(spec.layerSpecs)) {
@@ -702,10 +717,11 @@ private:
                           StringRef hfName, Type elementType = {}) {
     OpBuilder::InsertionGuard guard(builder);
     builder.setInsertionPoint(function);
-    auto type = RankedTensorType::get(shape, elementType ? elementType
-                                                         : spec.dtype);
+    auto type =
+        RankedTensorType::get(shape, elementType ? elementType : spec.dtype);
     ParamOp::create(builder, loc, symbol, type,
-                    hfName.empty() ? StringAttr() : builder.getStringAttr(hfName),
+                    hfName.empty() ? StringAttr()
+                                   : builder.getStringAttr(hfName),
                     PlacementAttr(), IntegerAttr());
     return FlatSymbolRefAttr::get(context, symbol);
   }
@@ -816,9 +832,11 @@ Value ModelEmitter::latentAttention(Value input, int64_t l) {
   int64_t h = spec.hidden, qkDim = a.nopeDim + a.ropeDim;
   FlatSymbolRefAttr q, qA, qANorm, qB;
   if (a.qLoraRank == 0) {
-    q = layerParam(l, "attn.q", {a.heads * qkDim, h}, "self_attn.q_proj.weight");
+    q = layerParam(l, "attn.q", {a.heads * qkDim, h},
+                   "self_attn.q_proj.weight");
   } else {
-    qA = layerParam(l, "attn.q_a", {a.qLoraRank, h}, "self_attn.q_a_proj.weight");
+    qA = layerParam(l, "attn.q_a", {a.qLoraRank, h},
+                    "self_attn.q_a_proj.weight");
     qANorm = layerParam(l, "attn.q_a_norm", {a.qLoraRank},
                         "self_attn.q_a_layernorm.weight");
     qB = layerParam(l, "attn.q_b", {a.heads * qkDim, a.qLoraRank},
@@ -836,12 +854,14 @@ Value ModelEmitter::latentAttention(Value input, int64_t l) {
       layerParam(l, "attn.o", {h, a.heads * a.vDim}, "self_attn.o_proj.weight");
   return MLAttentionOp::create(
       builder, loc, input.getType(), input, builder.getI64IntegerAttr(l),
-      builder.getI64IntegerAttr(a.heads), builder.getI64IntegerAttr(a.qLoraRank),
+      builder.getI64IntegerAttr(a.heads),
+      builder.getI64IntegerAttr(a.qLoraRank),
       builder.getI64IntegerAttr(a.kvLoraRank),
-      builder.getI64IntegerAttr(a.nopeDim), builder.getI64IntegerAttr(a.ropeDim),
-      builder.getI64IntegerAttr(a.vDim), ropeAttr(),
-      builder.getF64FloatAttr(a.scale), builder.getF64FloatAttr(spec.normEps),
-      q, qA, qANorm, qB, kvA, kvANorm, kvB, o);
+      builder.getI64IntegerAttr(a.nopeDim),
+      builder.getI64IntegerAttr(a.ropeDim), builder.getI64IntegerAttr(a.vDim),
+      ropeAttr(), builder.getF64FloatAttr(a.scale),
+      builder.getF64FloatAttr(spec.normEps), q, qA, qANorm, qB, kvA, kvANorm,
+      kvB, o);
 }
 
 Value ModelEmitter::lightningAttention(Value input, int64_t l) {
@@ -849,13 +869,13 @@ Value ModelEmitter::lightningAttention(Value input, int64_t l) {
   int64_t h = spec.hidden, width = a.heads * a.headDim;
   // HF's per-layer decay factor; layer 0 decays fastest, the last barely.
   double decayScale =
-      1.0 - static_cast<double>(l) / (static_cast<double>(spec.layers) - 1.0 +
-                                      1e-5) +
+      1.0 -
+      static_cast<double>(l) / (static_cast<double>(spec.layers) - 1.0 + 1e-5) +
       1e-5;
-  FlatSymbolRefAttr qkv = layerParam(l, "attn.qkv", {3 * width, h},
-                                     "self_attn.qkv_proj.weight");
-  FlatSymbolRefAttr gate = layerParam(l, "attn.gate", {width, h},
-                                      "self_attn.output_gate.weight");
+  FlatSymbolRefAttr qkv =
+      layerParam(l, "attn.qkv", {3 * width, h}, "self_attn.qkv_proj.weight");
+  FlatSymbolRefAttr gate =
+      layerParam(l, "attn.gate", {width, h}, "self_attn.output_gate.weight");
   FlatSymbolRefAttr norm =
       layerParam(l, "attn.norm", {width}, "self_attn.norm.weight");
   FlatSymbolRefAttr out =
@@ -863,7 +883,8 @@ Value ModelEmitter::lightningAttention(Value input, int64_t l) {
   return LightningAttentionOp::create(
       builder, loc, input.getType(), input, builder.getI64IntegerAttr(l),
       builder.getI64IntegerAttr(a.heads), builder.getI64IntegerAttr(a.headDim),
-      builder.getF64FloatAttr(decayScale), builder.getI64IntegerAttr(a.blockSize),
+      builder.getF64FloatAttr(decayScale),
+      builder.getI64IntegerAttr(a.blockSize),
       builder.getF64FloatAttr(a.normEps), qkv, gate, norm, out);
 }
 
@@ -882,11 +903,10 @@ Value ModelEmitter::mlp(Value input, int64_t l, int64_t width,
       gated ? layerParam(l, (symbolPrefix + ".gate_logit").str(), {1, h},
                          (hubPrefix + "_gate.weight").str())
             : FlatSymbolRefAttr();
-  return MLPOp::create(builder, loc, input.getType(), input,
-                       builder.getI64IntegerAttr(l),
-                       builder.getI64IntegerAttr(width), gate, up, down,
-                       outputGate,
-                       sharedExperts ? builder.getUnitAttr() : UnitAttr());
+  return MLPOp::create(
+      builder, loc, input.getType(), input, builder.getI64IntegerAttr(l),
+      builder.getI64IntegerAttr(width), gate, up, down, outputGate,
+      sharedExperts ? builder.getUnitAttr() : UnitAttr());
 }
 
 Value ModelEmitter::moeBlock(Value input, int64_t l) {
@@ -915,9 +935,9 @@ Value ModelEmitter::moeBlock(Value input, int64_t l) {
       builder.getI64IntegerAttr(m.topK),
       RouterScoringAttr::get(context, m.scoring),
       RouterSelectionAttr::get(context, m.selection),
-      builder.getI64IntegerAttr(m.groups), builder.getI64IntegerAttr(m.keptGroups),
-      builder.getBoolAttr(m.normalize), builder.getF64FloatAttr(m.scaling),
-      routerWeight, routerBias, correction);
+      builder.getI64IntegerAttr(m.groups),
+      builder.getI64IntegerAttr(m.keptGroups), builder.getBoolAttr(m.normalize),
+      builder.getF64FloatAttr(m.scaling), routerWeight, routerBias, correction);
 
   std::string experts = block + ".experts";
   FlatSymbolRefAttr gate, up, gateUp, down, gateUpBias, downBias;
@@ -951,16 +971,16 @@ Value ModelEmitter::moeBlock(Value input, int64_t l) {
       gateUp, down, gateUpBias, downBias);
   if (m.sharedWidth == 0)
     return routed;
-  Value shared = mlp(input, l, m.sharedWidth, "shared",
-                     block + "." + names.shared, /*sharedExperts=*/true,
-                     m.sharedGated);
+  Value shared =
+      mlp(input, l, m.sharedWidth, "shared", block + "." + names.shared,
+          /*sharedExperts=*/true, m.sharedGated);
   return residual(routed, shared);
 }
 
 void ModelEmitter::emit() {
   builder.setInsertionPointToEnd(module.getBody());
-  auto idsType = RankedTensorType::get({ShapedType::kDynamic},
-                                       builder.getI32Type());
+  auto idsType =
+      RankedTensorType::get({ShapedType::kDynamic}, builder.getI32Type());
   auto logitsType = activations(spec.vocab);
   function = func::FuncOp::create(builder, loc, "forward",
                                   builder.getFunctionType(idsType, logitsType));
@@ -973,9 +993,9 @@ void ModelEmitter::emit() {
                                 body->getArgument(0), embed);
   for (int64_t l = 0; l < spec.layers; ++l) {
     const LayerSpec &layer = spec.layerSpecs[l];
-    Value h = rmsNorm(x, layerParam(l, "input_norm", {spec.hidden},
-                                    "input_layernorm.weight"),
-                      l);
+    Value h = rmsNorm(
+        x, layerParam(l, "input_norm", {spec.hidden}, "input_layernorm.weight"),
+        l);
     Value a;
     switch (layer.attention) {
     case AttentionKind::Softmax:
@@ -990,8 +1010,9 @@ void ModelEmitter::emit() {
     }
     x = spec.postNorm ? residual(h, a, spec.attnAlpha[l], spec.attnBeta[l])
                       : residual(x, a);
-    Value h2 = rmsNorm(x, layerParam(l, "post_norm", {spec.hidden},
-                                     "post_attention_layernorm.weight"),
+    Value h2 = rmsNorm(x,
+                       layerParam(l, "post_norm", {spec.hidden},
+                                  "post_attention_layernorm.weight"),
                        l);
     Value m = layer.moe ? moeBlock(h2, l)
                         : mlp(h2, l, spec.denseWidth, "mlp", "mlp",
@@ -999,8 +1020,8 @@ void ModelEmitter::emit() {
     x = spec.postNorm ? residual(h2, m, spec.mlpAlpha, spec.mlpBeta)
                       : residual(x, m);
   }
-  Value normed = rmsNorm(x, param("final_norm", {spec.hidden}, "model.norm.weight"),
-                         std::nullopt);
+  Value normed = rmsNorm(
+      x, param("final_norm", {spec.hidden}, "model.norm.weight"), std::nullopt);
   FlatSymbolRefAttr head =
       spec.tieEmbeddings
           ? embed
@@ -1008,11 +1029,10 @@ void ModelEmitter::emit() {
   Value logits = LMHeadOp::create(builder, loc, logitsType, normed, head);
   func::ReturnOp::create(builder, loc, logits);
 
-  module->setAttr(
-      MoEDialect::kModelAttrName,
-      ModelAttr::get(context, spec.modelType, spec.architecture, spec.vocab,
-                     spec.hidden, spec.layers, spec.maxPosition, spec.bos,
-                     spec.eos));
+  module->setAttr(MoEDialect::kModelAttrName,
+                  ModelAttr::get(context, spec.modelType, spec.architecture,
+                                 spec.vocab, spec.hidden, spec.layers,
+                                 spec.maxPosition, spec.bos, spec.eos));
 }
 
 } // namespace
@@ -1023,9 +1043,8 @@ void ModelEmitter::emit() {
 
 ArrayRef<StringLiteral> mlir::moe::supportedModelTypes() {
   static constexpr StringLiteral types[] = {
-      "mixtral",   "deepseek_v2",     "deepseek_v3", "qwen2_moe",
-      "qwen3_moe", "minimax",         "minimax_text_01", "minimax_m1",
-      "gpt_oss",   "yi_lightning"};
+      "mixtral", "deepseek_v2",     "deepseek_v3", "qwen2_moe", "qwen3_moe",
+      "minimax", "minimax_text_01", "minimax_m1",  "gpt_oss",   "yi_lightning"};
   return types;
 }
 
