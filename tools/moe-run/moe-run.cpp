@@ -54,7 +54,8 @@ struct Options {
   int32_t threads = static_cast<int32_t>(std::thread::hardware_concurrency());
   std::optional<int32_t> batch, maxContext, maxNewTokens;
   SamplingParams sampling;
-  bool progress = isatty(STDERR_FILENO);
+  bool progress = true;
+  double progressInterval = 30; // seconds between lines in a log
 };
 
 /// Accepts a finite number that `allowed` accepts; otherwise the option's
@@ -126,12 +127,13 @@ void installStopHandlers() {
   sigaction(SIGTERM, &action, nullptr);
 }
 
-/// Peak resident memory of this process, from /proc (0 where unavailable).
-int64_t peakResidentBytes() {
+/// A memory figure of this process from /proc/self/status ("VmRSS:" now,
+/// "VmHWM:" the peak), in bytes; 0 where unavailable.
+int64_t processMemoryBytes(std::string_view field) {
   std::ifstream status("/proc/self/status");
   std::string key;
   while (status >> key) {
-    if (key == "VmHWM:") {
+    if (key == field) {
       int64_t kib = 0;
       status >> kib;
       return kib * 1024;
@@ -150,52 +152,76 @@ std::string duration(double seconds) {
   return fmt::format("{:.1f}s", seconds);
 }
 
-/// "[=====>    ] 12/40 prompts  3100 tok/s  ETA 1m05s" on stderr (without a
-/// total, "12 prompts  3100 tok/s").
-class ProgressBar {
+/// Progress on stderr: on a terminal one line redrawn in place (at most four
+/// times a second); in a log (stderr not a terminal: batch systems, files) a
+/// line every `interval` seconds, so that the log shows the job moving.
+class ProgressLine {
 public:
-  ProgressBar(int64_t total, bool enabled) : total_(total), enabled_(enabled) {}
+  ProgressLine(bool enabled, bool terminal, double interval)
+      : enabled_(enabled), terminal_(terminal), interval_(interval) {}
 
-  void update(int64_t done, int64_t tokens, bool last) {
+  /// `text()` is made only when a line is shown.
+  template <typename Text> void show(Text &&text, bool last) {
     if (!enabled_)
       return;
-    double elapsed = secondsSince(start_);
-    if (!last && elapsed - lastDraw_ < 0.25)
+    double elapsed = seconds();
+    double every = terminal_ ? 0.25 : interval_;
+    if (!last && lastShown_ >= 0 && elapsed - lastShown_ < every)
       return;
-    lastDraw_ = elapsed;
-    double rate = elapsed > 0 ? double(tokens) / elapsed : 0.0;
-    if (total_ < 0) { // prompts from a pipe: no total, no ETA
-      std::fprintf(stderr, "\r%lld prompts  %.0f tok/s   ",
-                   static_cast<long long>(done), rate);
-    } else {
-      double fraction = total_ > 0 ? double(done) / double(total_) : 0.0;
+    lastShown_ = elapsed;
+    if (terminal_)
+      std::fprintf(stderr, "\r%s   %s", text().c_str(), last ? "\n" : "");
+    else
+      std::fprintf(stderr, "moe-run: %s\n", text().c_str());
+  }
+  double seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                         start_)
+        .count();
+  }
+
+private:
+  bool enabled_, terminal_;
+  double interval_;
+  std::chrono::steady_clock::time_point start_ =
+      std::chrono::steady_clock::now();
+  double lastShown_ = -1;
+};
+
+/// The job's progress: "[=====>    ] 12/40 requests  310 new tok/s  ETA
+/// 1m05s  host 3.1 GB  GPU 70.2 GB" (without a total, from a pipe: no bar,
+/// no ETA). New tokens per second as the stats count them: sampled tokens
+/// over the time generating.
+std::string jobProgress(int64_t done, int64_t total, int64_t newTokens,
+                        double elapsed, const BackendCounters &held,
+                        bool terminal) {
+  double rate = elapsed > 0 ? double(newTokens) / elapsed : 0.0;
+  std::string text;
+  if (total < 0) {
+    text = fmt::format("{} requests  {:.0f} new tok/s", done, rate);
+  } else {
+    double fraction = total > 0 ? double(done) / double(total) : 0.0;
+    if (terminal) {
       int filled = static_cast<int>(fraction * 30);
       std::string bar(static_cast<size_t>(filled), '=');
       if (filled < 30)
         bar += '>' + std::string(static_cast<size_t>(29 - filled), ' ');
-      std::string eta = done > 0 && done < total_
-                            ? duration(elapsed / fraction - elapsed)
-                            : std::string("-");
-      std::fprintf(stderr, "\r[%s] %lld/%lld prompts  %.0f tok/s  ETA %s   ",
-                   bar.c_str(), static_cast<long long>(done),
-                   static_cast<long long>(total_), rate, eta.c_str());
+      text = "[" + bar + "] ";
     }
-    if (last)
-      std::fputc('\n', stderr);
+    std::string eta = done > 0 && done < total
+                          ? duration(elapsed / fraction - elapsed)
+                          : std::string("-");
+    text += fmt::format("{}/{} requests  {:.0f} new tok/s  ETA {}", done, total,
+                        rate, eta);
   }
-
-private:
-  static double secondsSince(std::chrono::steady_clock::time_point start) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                         start)
-        .count();
-  }
-  int64_t total_;
-  bool enabled_;
-  std::chrono::steady_clock::time_point start_ =
-      std::chrono::steady_clock::now();
-  double lastDraw_ = -1;
-};
+  text += fmt::format("  host {:.1f} GB",
+                      double(processMemoryBytes("VmRSS:")) / 1e9);
+  if (held.deviceFixedBytes > 0)
+    text += fmt::format(
+        "  GPU {:.1f} GB",
+        double(held.deviceFixedBytes + held.devicePeakStepBytes) / 1e9);
+  return text;
+}
 
 /// The backend to run on: `cuda` where a GPU is present and the CUDA backend
 /// runs the plan (auto), else the CPU reference backend.
@@ -219,23 +245,22 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
                    none.c_str());
     } else {
       auto gpu = std::make_unique<cuda::CudaBackend>();
-      if (options.progress) {
-        auto start = std::chrono::steady_clock::now();
-        gpu->setPrepareProgress([start](double fraction) {
-          double elapsed = std::chrono::duration<double>(
-                               std::chrono::steady_clock::now() - start)
-                               .count();
-          std::string eta = fraction > 0
-                                ? duration(elapsed / fraction - elapsed)
-                                : std::string("-");
-          std::fprintf(stderr, "\rplacing weights: %3.0f%%  ETA %s   ",
-                       100 * fraction, eta.c_str());
-        });
-      }
+      auto placing = std::make_shared<ProgressLine>(
+          options.progress, isatty(STDERR_FILENO), options.progressInterval);
+      gpu->setPrepareProgress([placing](double fraction) {
+        placing->show(
+            [&] {
+              double elapsed = placing->seconds();
+              std::string eta = fraction > 0
+                                    ? duration(elapsed / fraction - elapsed)
+                                    : std::string("-");
+              return fmt::format("placing weights: {:3.0f}%  ETA {}",
+                                 100 * fraction, eta);
+            },
+            fraction >= 1);
+      });
       Status prepared =
           gpu->prepare(plan, weights, engine.residentBatch, engine.maxContext);
-      if (options.progress)
-        std::fputc('\n', stderr);
       if (prepared.ok()) {
         name = "cuda";
         return std::unique_ptr<Backend>(std::move(gpu));
@@ -366,7 +391,7 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
              ? double(moved.decodeBytesToDevice) / double(s.decodeSteps)
              : 0.0}}},
       {"memory",
-       {{"host_peak_resident_bytes", peakResidentBytes()},
+       {{"host_peak_resident_bytes", processMemoryBytes("VmHWM:")},
         {"host_pinned_bytes", moved.pinnedHostBytes},
         {"device_fixed_bytes", moved.deviceFixedBytes},
         {"device_peak_activation_bytes", moved.devicePeakStepBytes},
@@ -491,24 +516,27 @@ Result<RunOutcome> run(const Options &options) {
   installStopHandlers();
   Engine generator(backend, static_cast<int32_t>(model.vocab_size()), engine);
   int64_t total = countPromptLines(options.prompts);
-  ProgressBar bar(total < 0 ? -1 : total - answers->resumed(),
-                  options.progress);
-  auto start = std::chrono::steady_clock::now();
+  int64_t toDo = total < 0 ? -1 : total - answers->resumed();
+  bool terminal = isatty(STDERR_FILENO);
+  ProgressLine progress(options.progress, terminal, options.progressInterval);
+  auto showProgress = [&](const EngineStats &stats, bool last) {
+    progress.show(
+        [&] {
+          return jobProgress(answers->written() - answers->resumed(), toDo,
+                             stats.newTokens, progress.seconds(),
+                             backend.counters(), terminal);
+        },
+        last);
+  };
   Status status = generator.run(
       [&] { return prompts->next(); },
       [&](Completion completion) {
         return answers->add(std::move(completion));
       },
-      [&](const EngineStats &stats) {
-        bar.update(answers->written() - answers->resumed(),
-                   stats.prefillTokens + stats.decodeTokens, false);
-      });
+      [&](const EngineStats &stats) { showProgress(stats, false); });
   const EngineStats &stats = generator.stats();
-  bar.update(answers->written() - answers->resumed(),
-             stats.prefillTokens + stats.decodeTokens, true);
-  double wall =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-          .count();
+  showProgress(stats, true);
+  double wall = progress.seconds();
   // Answers of a finished job first: a stats file that cannot be written
   // does not hold them back.
   if (status.ok())
@@ -549,18 +577,18 @@ Result<RunOutcome> run(const Options &options) {
           ? fmt::format(", {} failed (error lines in the answers)",
                         answers->failed())
           : std::string();
-  std::fprintf(stderr,
-               "moe-run: %lld answers%s on %s; prefill %.1f tok/s, decode "
-               "%.1f tok/s (%lld steps, B=%d)\n",
-               static_cast<long long>(answers->written()), failed.c_str(),
-               backendName.c_str(),
-               stats.prefillSeconds > 0
-                   ? double(stats.prefillTokens) / stats.prefillSeconds
-                   : 0.0,
-               stats.decodeSeconds > 0
-                   ? double(stats.decodeTokens) / stats.decodeSeconds
-                   : 0.0,
-               static_cast<long long>(stats.decodeSteps), engine.residentBatch);
+  std::fprintf(
+      stderr,
+      "moe-run: %lld answers%s on %s; %.1f new tok/s; prefill %.1f tok/s, "
+      "decode %.1f tok/s (%lld steps, B=%d)\n",
+      static_cast<long long>(answers->written()), failed.c_str(),
+      backendName.c_str(), wall > 0 ? double(stats.newTokens) / wall : 0.0,
+      stats.prefillSeconds > 0
+          ? double(stats.prefillTokens) / stats.prefillSeconds
+          : 0.0,
+      stats.decodeSeconds > 0 ? double(stats.decodeTokens) / stats.decodeSeconds
+                              : 0.0,
+      static_cast<long long>(stats.decodeSteps), engine.residentBatch);
   return answers->failed() > 0 ? RunOutcome::someRequestsFailed
                                : RunOutcome::allAnswered;
 }
@@ -620,7 +648,12 @@ int main(int argc, char **argv) {
       ->check(numberIn([](double v) { return v > 0 && v <= 1; }, "in (0, 1]"));
   app.add_option("--seed", options.sampling.seed, "Sampling seed");
   app.add_flag("--progress,!--no-progress", options.progress,
-               "Progress bar with ETA on stderr");
+               "Progress with ETA on stderr: a bar on a terminal, a line "
+               "every --progress-interval seconds in a log");
+  app.add_option("--progress-interval", options.progressInterval,
+                 "Seconds between progress lines when stderr is not a "
+                 "terminal")
+      ->check(numberIn([](double v) { return v > 0; }, "positive"));
   CLI11_PARSE(app, argc, argv);
   if (!options.profileHardware.empty()) {
     Status profiled = profileHardware(options.profileHardware);
