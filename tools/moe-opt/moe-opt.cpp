@@ -19,6 +19,7 @@
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 #include "mlir/Transforms/Passes.h"
+#include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/ToolOutputFile.h"
@@ -64,6 +65,12 @@ int main(int argc, char **argv) {
   registerCSEPass();
   registerSymbolDCEPass();
 
+  // The LLVM libraries linked in register hundreds of code generation flags
+  // (AMDGPU, Hexagon, ...) before main; --help shows this tool's options and
+  // passes without them (--help-hidden still lists them).
+  for (auto &[name, option] : llvm::cl::getRegisteredOptions())
+    if (!name.starts_with("help") && name != "version")
+      option->setHiddenFlag(llvm::cl::Hidden);
   // An error names its op without printing it: the op is usually the
   // module, the whole model's IR (hundreds of KB for DeepSeek-V3). Asked
   // for, it is printed as usual.
@@ -76,7 +83,17 @@ int main(int argc, char **argv) {
   auto [inputFilename, outputFilename] = registerAndParseCLIOptions(
       int(args.size()), args.data(),
       "moe-opt: import MoE models (HF model dir or config.json), run passes, "
-      "print IR\n",
+      "print IR\n\n"
+      "  Plan a model for a machine and a job (the options of --moe-plan are\n"
+      "  under 'Pass Pipelines' below):\n"
+      "    moe-opt MODEL_DIR --moe-plan=\"profile=PROFILE.json gpu-mem=GiB\n"
+      "      host-mem=GiB prompt-len=N gen-len=N max-batch=B "
+      "output=PLAN.moeplan\"\n"
+      "      [--moe-explain-plan] -o /dev/null\n"
+      "  See the model: moe-opt MODEL_DIR --moe-print-summary -o /dev/null\n"
+      "  Export it unplanned (all resident): moe-opt MODEL_DIR\n"
+      "      --moe-export-plan=output=PLAN.moeplan -o /dev/null\n"
+      "  The project's passes are the moe-* ones under 'Passes' below.\n",
       registry);
   MlirOptMainConfig config = MlirOptMainConfig::createFromCLOptions();
 
