@@ -61,7 +61,6 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
         exhausted = true;
       } else if (std::string why = refusal(**next); !why.empty()) {
         ++stats_.prompts;
-        ++stats_.failedRequests;
         MOE_RETURN_IF_ERROR(sink(Completion{(*next)->index, {}, "error", why}));
       } else {
         admitted = std::move(**next);

@@ -55,7 +55,6 @@ inline constexpr std::string_view kInterrupted = "interrupted";
 
 struct EngineStats {
   int64_t prompts = 0;
-  int64_t failedRequests = 0; // completed with an error
   int64_t prefillTokens = 0, decodeTokens = 0;
   int64_t newTokens = 0; // sampled: one per prefilled prompt and decode row
   int64_t prefillSteps = 0, decodeSteps = 0;

@@ -168,11 +168,17 @@ public:
     double every = terminal_ ? 0.25 : interval_;
     if (!last && lastShown_ >= 0 && elapsed - lastShown_ < every)
       return;
-    lastShown_ = elapsed;
+    lastShown_ = last ? -1 : elapsed;
     if (terminal_)
       std::fprintf(stderr, "\r%s   %s", text().c_str(), last ? "\n" : "");
     else
       std::fprintf(stderr, "moe-run: %s\n", text().c_str());
+  }
+  /// Ends a terminal's line that no `last` show ended.
+  void end() {
+    if (enabled_ && terminal_ && lastShown_ >= 0)
+      std::fputc('\n', stderr);
+    lastShown_ = -1;
   }
   double seconds() const {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() -
@@ -257,10 +263,11 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
               return fmt::format("placing weights: {:3.0f}%  ETA {}",
                                  100 * fraction, eta);
             },
-            fraction >= 1);
+            false);
       });
       Status prepared =
           gpu->prepare(plan, weights, engine.residentBatch, engine.maxContext);
+      placing->end();
       if (prepared.ok()) {
         name = "cuda";
         return std::unique_ptr<Backend>(std::move(gpu));
