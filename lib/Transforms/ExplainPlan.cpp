@@ -104,30 +104,34 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
   row("KV staging buffers", Twine(b.getKvStagingBuffers()));
   row("KV on the GPU", llvm::formatv("{0:P0} of the sequences",
                                      b.getKvGpuFraction().convertToDouble()));
-  row("CPU attention share", llvm::formatv("{0:F2}", b.getCpuAttentionShare()
-                                                         .convertToDouble()));
-  row("resident weight units", Twine(b.getResidentUnits()) +
-                                   " (modules or single experts, greedy order)");
+  row("CPU attention share",
+      llvm::formatv("{0:F2}", b.getCpuAttentionShare().convertToDouble()));
+  row("resident weight units",
+      Twine(b.getResidentUnits()) +
+          " (modules or single experts, greedy order)");
   if (!report)
     return;
   double step = number(report, "decode_step_seconds");
-  os << "predicted\n";
-  row("decode", llvm::formatv("{0:F1} tok/s (step {1:F4} s)",
-                              number(report, "decode_tokens_per_second"),
-                              step));
+  os << "predicted";
+  if (auto priced = report.getAs<DictionaryAttr>("profile"))
+    os << " on " << priced.getAs<StringAttr>("device").getValue() << " ("
+       << priced.getAs<StringAttr>("file").getValue() << ")";
+  os << "\n";
+  row("decode",
+      llvm::formatv("{0:F1} tok/s (step {1:F4} s)",
+                    number(report, "decode_tokens_per_second"), step));
   row("prefill", llvm::formatv("{0:F1} tok/s ({1:F3} s for B prompts)",
                                number(report, "prefill_tokens_per_second"),
                                number(report, "prefill_seconds")));
   auto roofline = report.getAs<DictionaryAttr>("roofline");
   row("roofline bound",
-      llvm::formatv("{0}, {1:F4} s = {2:P0} of the predicted step (pcie "
-                    "{3:F4} s, compute {4:F4} s, kv {5:F4} s)",
-                    cast<StringAttr>(roofline.get("bound")).getValue(),
-                    number(roofline, "seconds"),
-                    number(roofline, "fraction_of_step"),
-                    number(roofline, "pcie_seconds"),
-                    number(roofline, "compute_seconds"),
-                    number(roofline, "kv_seconds")));
+      llvm::formatv(
+          "{0}, {1:F4} s = {2:P0} of the predicted step (pcie "
+          "{3:F4} s, compute {4:F4} s, kv {5:F4} s)",
+          cast<StringAttr>(roofline.get("bound")).getValue(),
+          number(roofline, "seconds"), number(roofline, "fraction_of_step"),
+          number(roofline, "pcie_seconds"), number(roofline, "compute_seconds"),
+          number(roofline, "kv_seconds")));
   auto stages = [&](StringRef title, StringRef key) {
     os << title << ", time per stage\n";
     for (NamedAttribute stage : report.getAs<DictionaryAttr>(key))
@@ -140,8 +144,8 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
   for (NamedAttribute stream :
        report.getAs<DictionaryAttr>("decode_stream_busy_seconds"))
     row(stream.getName().getValue(),
-        llvm::formatv("{0:F4} s", cast<FloatAttr>(stream.getValue())
-                                      .getValueAsDouble()));
+        llvm::formatv("{0:F4} s",
+                      cast<FloatAttr>(stream.getValue()).getValueAsDouble()));
   auto bytes = report.getAs<DictionaryAttr>("decode_bytes_per_step");
   os << "decode step, bytes per link\n";
   row("host->GPU weights", gb(number(bytes, "h2d_weights")));
@@ -168,15 +172,14 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
        llvm::enumerate(report.getAs<ArrayAttr>("runner_ups"))) {
     auto runnerUp = cast<DictionaryAttr>(entry);
     auto plan = runnerUp.getAs<DictionaryAttr>("plan");
-    os << llvm::formatv("  {0}. B={1} b_a={2} b_e={3} prefetch={4} "
-                        "kv_gpu={5:P0} resident={6}: {7}\n",
-                        index + 1, integer(plan, "resident_batch"),
-                        integer(plan, "attention_micro_batch_decode"),
-                        integer(plan, "expert_micro_batch"),
-                        integer(plan, "prefetch_depth"),
-                        number(plan, "kv_gpu_fraction"),
-                        integer(plan, "resident_units"),
-                        cast<StringAttr>(runnerUp.get("why_lost")).getValue());
+    os << llvm::formatv(
+        "  {0}. B={1} b_a={2} b_e={3} prefetch={4} "
+        "kv_gpu={5:P0} resident={6}: {7}\n",
+        index + 1, integer(plan, "resident_batch"),
+        integer(plan, "attention_micro_batch_decode"),
+        integer(plan, "expert_micro_batch"), integer(plan, "prefetch_depth"),
+        number(plan, "kv_gpu_fraction"), integer(plan, "resident_units"),
+        cast<StringAttr>(runnerUp.get("why_lost")).getValue());
   }
 }
 

@@ -13,6 +13,7 @@
 #include "runtime/costmodel/PlanSearch.h"
 
 #include "mlir/IR/Builders.h"
+#include "llvm/Support/Path.h"
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_SELECTBATCHSIZES
@@ -99,10 +100,11 @@ FailureOr<cm::HardwareProfile> SelectBatchSizesPass::loadProfile() {
     return module.emitError()
            << "moe-select-batch-sizes needs a hardware profile: "
               "profile=models/hardware/h100-sxm-80gb.json";
-  ::moe::Result<cm::HardwareProfile> loaded = cm::HardwareProfile::load(profile);
+  ::moe::Result<cm::HardwareProfile> loaded =
+      cm::HardwareProfile::load(profile);
   if (!loaded.ok())
-    return module.emitError() << "hardware profile: "
-                              << loaded.error().message();
+    return module.emitError()
+           << "hardware profile: " << loaded.error().message();
   if (gpuMemGiB < 0 || hostMemGiB < 0)
     return module.emitError() << "gpu-mem and host-mem must be >= 0 GiB";
   ::moe::Result<cm::HardwareProfile> budgeted = loaded->withBudgets(
@@ -113,8 +115,9 @@ FailureOr<cm::HardwareProfile> SelectBatchSizesPass::loadProfile() {
   return std::move(budgeted).value();
 }
 
-DictionaryAttr SelectBatchSizesPass::report(const cm::PlanChoice &choice,
-                                            const cm::HardwareProfile &profile) {
+DictionaryAttr
+SelectBatchSizesPass::report(const cm::PlanChoice &choice,
+                             const cm::HardwareProfile &profile) {
   MLIRContext *context = &getContext();
   Builder builder(context);
   const cm::Candidate &best = choice.best;
@@ -132,15 +135,14 @@ DictionaryAttr SelectBatchSizesPass::report(const cm::PlanChoice &choice,
                 choice.decode.busySeconds[stream]);
 
   const cm::StepTraffic &traffic = best.decodeTraffic;
-  DictionaryAttr bytes =
-      Report(context)
-          .add("h2d_weights", traffic.weightBytesToGpu)
-          .add("h2d_kv", traffic.kvBytesToGpu)
-          .add("h2d_hidden", traffic.hiddenBytesToGpu)
-          .add("d2h", traffic.bytesToHost)
-          .add("hbm_kv_read", traffic.kvBytesRead)
-          .add("flops", traffic.flops)
-          .get();
+  DictionaryAttr bytes = Report(context)
+                             .add("h2d_weights", traffic.weightBytesToGpu)
+                             .add("h2d_kv", traffic.kvBytesToGpu)
+                             .add("h2d_hidden", traffic.hiddenBytesToGpu)
+                             .add("d2h", traffic.bytesToHost)
+                             .add("hbm_kv_read", traffic.kvBytesRead)
+                             .add("flops", traffic.flops)
+                             .get();
 
   const cm::MemoryUse &memory = best.memory;
   DictionaryAttr gpu = Report(context)
@@ -181,7 +183,17 @@ DictionaryAttr SelectBatchSizesPass::report(const cm::PlanChoice &choice,
     runnerUps.push_back(entry.get());
   }
 
+  // What the predictions were priced on (a card's numbers apply to that
+  // card): the profile's device and file name, not its path, so that a plan
+  // is the same wherever it is made.
+  DictionaryAttr priced =
+      Report(context)
+          .add("device", profile.device().name)
+          .add("file", llvm::sys::path::filename(this->profile.getValue()))
+          .get();
+
   return Report(context)
+      .add("profile", priced)
       .add("decode_tokens_per_second", best.decodeTokensPerSecond)
       .add("decode_step_seconds", best.decodeStepSeconds)
       .add("prefill_tokens_per_second", choice.prefillTokensPerSecond)
@@ -243,8 +255,7 @@ void SelectBatchSizesPass::runOnOperation() {
           APFloat(plan.cpuAttentionShare), APFloat(plan.kvGpuFraction),
           residentUnitCount(plan.resident), promptTokens, generatedTokens,
           hardware->gpuBudgetBytes(), hardware->hostBudgetBytes()));
-  module->setAttr(MoEDialect::kPlanReportAttrName,
-                  report(*choice, *hardware));
+  module->setAttr(MoEDialect::kPlanReportAttrName, report(*choice, *hardware));
 }
 
 } // namespace

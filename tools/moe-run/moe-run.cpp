@@ -414,7 +414,13 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
         {"prefill_tokens_per_second", predicted->prefill_tokens_per_second()},
         {"roofline_bound", predicted->roofline_bound()
                                ? predicted->roofline_bound()->str()
-                               : std::string()}};
+                               : std::string()},
+        {"profile_device", predicted->profile_device()
+                               ? predicted->profile_device()->str()
+                               : std::string()},
+        {"profile_file", predicted->profile_file()
+                             ? predicted->profile_file()->str()
+                             : std::string()}};
   return stats;
 }
 

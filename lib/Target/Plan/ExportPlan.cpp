@@ -134,11 +134,10 @@ FailureOr<fb::Offset<pl::Param>> PlanWriter::writeParam(ParamOp op) {
               Placement::host_streamed
           ? pl::Placement::host_streamed
           : pl::Placement::gpu_resident;
-  return pl::CreateParamDirect(builder, op.getSymName().str().c_str(),
-                               op.getHfName() ? op.getHfName()->str().c_str()
-                                              : nullptr,
-                               &shape, dtype, placement,
-                               op.getGpuExperts().value_or(0));
+  return pl::CreateParamDirect(
+      builder, op.getSymName().str().c_str(),
+      op.getHfName() ? op.getHfName()->str().c_str() : nullptr, &shape, dtype,
+      placement, op.getGpuExperts().value_or(0));
 }
 
 fb::Offset<pl::Batching> PlanWriter::writeBatching(BatchingAttr b) {
@@ -177,13 +176,19 @@ fb::Offset<pl::Prediction> PlanWriter::writePrediction(DictionaryAttr report) {
   double h2d = bytes ? number(bytes, "h2d_weights") + number(bytes, "h2d_kv") +
                            number(bytes, "h2d_hidden")
                      : 0.0;
+  std::string device, file;
+  if (auto priced = report.getAs<DictionaryAttr>("profile")) {
+    device = priced.getAs<StringAttr>("device").str();
+    file = priced.getAs<StringAttr>("file").str();
+  }
   return pl::CreatePredictionDirect(
       builder, number(report, "decode_step_seconds"),
       number(report, "decode_tokens_per_second"),
       number(report, "prefill_seconds"),
       number(report, "prefill_tokens_per_second"), &stages, h2d,
       bytes ? number(bytes, "d2h") : 0.0, bound.c_str(),
-      roofline ? number(roofline, "seconds") : 0.0);
+      roofline ? number(roofline, "seconds") : 0.0, device.c_str(),
+      file.c_str());
 }
 
 FailureOr<fb::Offset<pl::StepSchedule>>
@@ -215,8 +220,8 @@ PlanWriter::writeStep(sched::StepOp step, const llvm::StringMap<int> &pools) {
     int64_t first = copy ? copy.getFirstSequence() : compute.getFirstSequence();
     int64_t sequences = copy ? copy.getSequences() : compute.getSequences();
     int64_t buffer = copy ? copy.getBuffer() : compute.getBuffer();
-    double seconds = (copy ? copy.getSeconds() : compute.getSeconds())
-                         .convertToDouble();
+    double seconds =
+        (copy ? copy.getSeconds() : compute.getSeconds()).convertToDouble();
     jobs.push_back(pl::CreateJobDirect(
         builder, kind, streamKindOf(stream.getKind()),
         compute ? stage.c_str() : nullptr, &after, static_cast<int>(layer),
@@ -247,9 +252,9 @@ FailureOr<fb::Offset<pl::Schedule>> PlanWriter::writeSchedule() {
   std::vector<fb::Offset<pl::BufferPool>> pools;
   for (sched::BufferPoolOp pool : module.getOps<sched::BufferPoolOp>()) {
     poolIndex[pool.getSymName()] = static_cast<int>(pools.size());
-    pools.push_back(pl::CreateBufferPool(
-        builder, poolKindOf(pool.getKind()),
-        static_cast<int>(pool.getCount()), pool.getBufferBytes()));
+    pools.push_back(pl::CreateBufferPool(builder, poolKindOf(pool.getKind()),
+                                         static_cast<int>(pool.getCount()),
+                                         pool.getBufferBytes()));
   }
   FailureOr<fb::Offset<pl::StepSchedule>> decodeOffset =
       writeStep(decode, poolIndex);
@@ -266,9 +271,9 @@ PlanWriter::writeModule(Operation *op) {
   using Written = std::pair<pl::Module, fb::Offset<void>>;
   return llvm::TypeSwitch<Operation *, FailureOr<Written>>(op)
       .Case([&](EmbeddingOp e) -> FailureOr<Written> {
-        return Written{pl::Module::Embedding,
-                       pl::CreateEmbedding(builder, param(e.getTableAttr()))
-                           .Union()};
+        return Written{
+            pl::Module::Embedding,
+            pl::CreateEmbedding(builder, param(e.getTableAttr())).Union()};
       })
       .Case([&](RMSNormOp n) -> FailureOr<Written> {
         return Written{pl::Module::RMSNorm,
@@ -282,14 +287,12 @@ PlanWriter::writeModule(Operation *op) {
             pl::Module::Attention,
             pl::CreateAttention(
                 builder, a.getNumHeads(), a.getNumKvHeads(), a.getHeadDim(),
-                ropeOffset, a.getScale().convertToDouble(),
-                param(a.getQAttr()), param(a.getKAttr()), param(a.getVAttr()),
-                param(a.getOAttr()), param(a.getQBiasAttr()),
-                param(a.getKBiasAttr()), param(a.getVBiasAttr()),
-                param(a.getOBiasAttr()),
-                static_cast<pl::QKNorm>(a.getQkNorm()),
-                param(a.getQNormAttr()), param(a.getKNormAttr()),
-                f64(a.getQkNormEpsAttr()),
+                ropeOffset, a.getScale().convertToDouble(), param(a.getQAttr()),
+                param(a.getKAttr()), param(a.getVAttr()), param(a.getOAttr()),
+                param(a.getQBiasAttr()), param(a.getKBiasAttr()),
+                param(a.getVBiasAttr()), param(a.getOBiasAttr()),
+                static_cast<pl::QKNorm>(a.getQkNorm()), param(a.getQNormAttr()),
+                param(a.getKNormAttr()), f64(a.getQkNormEpsAttr()),
                 static_cast<int64_t>(a.getSlidingWindow().value_or(0)),
                 param(a.getSinksAttr()),
                 a.sharesKv() ? static_cast<int>(a.getKvLayer()) : -1)
@@ -297,54 +300,53 @@ PlanWriter::writeModule(Operation *op) {
       })
       .Case([&](MLAttentionOp a) -> FailureOr<Written> {
         auto ropeOffset = rope(a.getRope());
-        return Written{
-            pl::Module::MLAttention,
-            pl::CreateMLAttention(
-                builder, a.getNumHeads(), a.getQLoraRank(), a.getKvLoraRank(),
-                a.getQkNopeHeadDim(), a.getQkRopeHeadDim(), a.getVHeadDim(),
-                ropeOffset, a.getScale().convertToDouble(),
-                a.getNormEps().convertToDouble(), param(a.getQAttr()),
-                param(a.getQAAttr()), param(a.getQANormAttr()),
-                param(a.getQBAttr()), param(a.getKvAAttr()),
-                param(a.getKvANormAttr()), param(a.getKvBAttr()),
-                param(a.getOAttr()))
-                .Union()};
+        return Written{pl::Module::MLAttention,
+                       pl::CreateMLAttention(
+                           builder, a.getNumHeads(), a.getQLoraRank(),
+                           a.getKvLoraRank(), a.getQkNopeHeadDim(),
+                           a.getQkRopeHeadDim(), a.getVHeadDim(), ropeOffset,
+                           a.getScale().convertToDouble(),
+                           a.getNormEps().convertToDouble(),
+                           param(a.getQAttr()), param(a.getQAAttr()),
+                           param(a.getQANormAttr()), param(a.getQBAttr()),
+                           param(a.getKvAAttr()), param(a.getKvANormAttr()),
+                           param(a.getKvBAttr()), param(a.getOAttr()))
+                           .Union()};
       })
       .Case([&](LightningAttentionOp a) -> FailureOr<Written> {
-        return Written{
-            pl::Module::LightningAttention,
-            pl::CreateLightningAttention(
-                builder, a.getNumHeads(), a.getHeadDim(),
-                a.getDecayScale().convertToDouble(), a.getBlockSize(),
-                a.getNormEps().convertToDouble(), param(a.getQkvAttr()),
-                param(a.getGateAttr()), param(a.getNormAttr()),
-                param(a.getOutAttr()))
-                .Union()};
+        return Written{pl::Module::LightningAttention,
+                       pl::CreateLightningAttention(
+                           builder, a.getNumHeads(), a.getHeadDim(),
+                           a.getDecayScale().convertToDouble(),
+                           a.getBlockSize(), a.getNormEps().convertToDouble(),
+                           param(a.getQkvAttr()), param(a.getGateAttr()),
+                           param(a.getNormAttr()), param(a.getOutAttr()))
+                           .Union()};
       })
       .Case([&](RouterOp r) -> FailureOr<Written> {
         return Written{
             pl::Module::Router,
-            pl::CreateRouter(
-                builder, r.getNumExperts(), r.getTopK(),
-                static_cast<pl::RouterScoring>(r.getScoring()),
-                static_cast<pl::RouterSelection>(r.getSelection()),
-                r.getNGroup(), r.getTopkGroup(), r.getNormalize(),
-                r.getScaling().convertToDouble(), param(r.getWeightAttr()),
-                param(r.getBiasAttr()), param(r.getCorrectionBiasAttr()))
+            pl::CreateRouter(builder, r.getNumExperts(), r.getTopK(),
+                             static_cast<pl::RouterScoring>(r.getScoring()),
+                             static_cast<pl::RouterSelection>(r.getSelection()),
+                             r.getNGroup(), r.getTopkGroup(), r.getNormalize(),
+                             r.getScaling().convertToDouble(),
+                             param(r.getWeightAttr()), param(r.getBiasAttr()),
+                             param(r.getCorrectionBiasAttr()))
                 .Union()};
       })
       .Case([&](ExpertsOp e) -> FailureOr<Written> {
-        return Written{
-            pl::Module::Experts,
-            pl::CreateExperts(
-                builder, e.getNumExperts(), e.getIntermediateSize(),
-                static_cast<pl::ExpertActivation>(e.getActivation()),
-                static_cast<pl::ExpertLayout>(e.getExpertLayout()),
-                f64(e.getSwigluLimitAttr()), f64(e.getSwigluAlphaAttr()),
-                param(e.getGateAttr()), param(e.getUpAttr()),
-                param(e.getGateUpAttr()), param(e.getDownAttr()),
-                param(e.getGateUpBiasAttr()), param(e.getDownBiasAttr()))
-                .Union()};
+        return Written{pl::Module::Experts,
+                       pl::CreateExperts(
+                           builder, e.getNumExperts(), e.getIntermediateSize(),
+                           static_cast<pl::ExpertActivation>(e.getActivation()),
+                           static_cast<pl::ExpertLayout>(e.getExpertLayout()),
+                           f64(e.getSwigluLimitAttr()),
+                           f64(e.getSwigluAlphaAttr()), param(e.getGateAttr()),
+                           param(e.getUpAttr()), param(e.getGateUpAttr()),
+                           param(e.getDownAttr()), param(e.getGateUpBiasAttr()),
+                           param(e.getDownBiasAttr()))
+                           .Union()};
       })
       .Case([&](MLPOp m) -> FailureOr<Written> {
         return Written{
@@ -363,9 +365,9 @@ PlanWriter::writeModule(Operation *op) {
                            .Union()};
       })
       .Case([&](LMHeadOp h) -> FailureOr<Written> {
-        return Written{pl::Module::LMHead,
-                       pl::CreateLMHead(builder, param(h.getWeightAttr()))
-                           .Union()};
+        return Written{
+            pl::Module::LMHead,
+            pl::CreateLMHead(builder, param(h.getWeightAttr())).Union()};
       })
       .Default([&](Operation *other) -> FailureOr<Written> {
         return other->emitOpError() << "cannot be expressed in a plan";
@@ -375,8 +377,8 @@ PlanWriter::writeModule(Operation *op) {
 FailureOr<std::vector<uint8_t>> PlanWriter::write() {
   auto model = module->getAttrOfType<ModelAttr>(MoEDialect::kModelAttrName);
   if (!model)
-    return module.emitError() << "module has no '"
-                              << MoEDialect::kModelAttrName << "' attribute";
+    return module.emitError()
+           << "module has no '" << MoEDialect::kModelAttrName << "' attribute";
   auto forward = module.lookupSymbol<func::FuncOp>("forward");
   if (!forward || forward.getNumArguments() != 1 ||
       forward.getNumResults() != 1)
