@@ -606,6 +606,44 @@ Result<RunOutcome> run(const Options &options) {
                                : RunOutcome::allAnswered;
 }
 
+/// Edits (insertions, deletions, substitutions) between two strings.
+size_t editDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j)
+    row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      row[j] = std::min({above + 1, row[j - 1] + 1,
+                         diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+/// " (did you mean --max-tokens?)" for the first unexpected option close to
+/// one of `app`'s, else "".
+std::string nearestOption(const CLI::App &app,
+                          const std::vector<std::string> &unexpected) {
+  for (const std::string &given : unexpected) {
+    if (!given.starts_with("--"))
+      continue;
+    std::string name = given.substr(2, given.find('=') - 2);
+    std::string best;
+    size_t bestDistance = std::max<size_t>(2, name.size() / 3) + 1;
+    for (const CLI::Option *option : app.get_options())
+      for (const std::string &candidate : option->get_lnames())
+        if (size_t d = editDistance(name, candidate); d < bestDistance)
+          bestDistance = d, best = candidate;
+    if (!best.empty())
+      return " (did you mean --" + best + "?)";
+  }
+  return "";
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -651,8 +689,9 @@ int main(int argc, char **argv) {
                  "Resident batch B (default: the plan's)");
   app.add_option("--max-context", options.maxContext,
                  "Tokens per sequence, prompt included");
-  app.add_option("--max-new-tokens", options.maxNewTokens,
-                 "Default generation length (a prompt line may set its own)");
+  app.add_option("--max-new-tokens,--max-tokens", options.maxNewTokens,
+                 "Default generation length (a prompt line may set its own; "
+                 "--max-tokens as vLLM names it)");
   app.add_option("--temperature", options.sampling.temperature, "0 = greedy")
       ->check(numberIn([](double v) { return v >= 0; }, "at least 0"));
   app.add_option("--top-k", options.sampling.topK, "0 = off")
@@ -667,7 +706,15 @@ int main(int argc, char **argv) {
                  "Seconds between progress lines when stderr is not a "
                  "terminal")
       ->check(numberIn([](double v) { return v > 0; }, "positive"));
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ExtrasError &error) {
+    std::fprintf(stderr, "moe-run: %s%s\n", error.what(),
+                 nearestOption(app, app.remaining()).c_str());
+    return error.get_exit_code();
+  } catch (const CLI::ParseError &error) {
+    return app.exit(error);
+  }
   if (!options.profileHardware.empty()) {
     Status profiled = profileHardware(options.profileHardware);
     if (!profiled.ok()) {
