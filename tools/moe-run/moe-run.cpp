@@ -308,16 +308,24 @@ Status profileHardware(const std::string &path) {
 #endif
 }
 
+/// The checkpoint's tokenizer.json, or none (synthetic weights, or a
+/// checkpoint without one: prompts then give token ids).
+Result<std::optional<Tokenizer>>
+checkpointTokenizer(const std::string &checkpoint) {
+  std::string path = checkpoint + "/tokenizer.json";
+  if (checkpoint.empty() || !std::filesystem::exists(path))
+    return std::optional<Tokenizer>();
+  MOE_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::fromFile(path));
+  return std::optional<Tokenizer>(std::move(tokenizer));
+}
+
 /// The shape of the job in the prompts file, as the planner wants it: the
 /// requests, their prompt lengths in tokens and the tokens they ask for
 /// (`defaultNewTokens` where a line gives none), the malformed lines. One
 /// JSON object on stdout.
 Status describePrompts(const Options &options, int32_t defaultNewTokens) {
-  std::optional<Tokenizer> tokenizer;
-  std::string tokenizerPath = options.checkpoint + "/tokenizer.json";
-  if (!options.checkpoint.empty() && std::filesystem::exists(tokenizerPath)) {
-    MOE_ASSIGN_OR_RETURN(tokenizer, Tokenizer::fromFile(tokenizerPath));
-  }
+  MOE_ASSIGN_OR_RETURN(std::optional<Tokenizer> tokenizer,
+                       checkpointTokenizer(options.checkpoint));
   MOE_ASSIGN_OR_RETURN(PromptReader prompts,
                        PromptReader::open(options.prompts,
                                           tokenizer ? &*tokenizer : nullptr,
@@ -443,14 +451,8 @@ Result<RunOutcome> run(const Options &options) {
   if (!weights.ok())
     return weights.error();
 
-  std::optional<Tokenizer> tokenizer;
-  std::string tokenizerPath = options.checkpoint + "/tokenizer.json";
-  if (!options.checkpoint.empty() && std::filesystem::exists(tokenizerPath)) {
-    Result<Tokenizer> loaded = Tokenizer::fromFile(tokenizerPath);
-    if (!loaded.ok())
-      return loaded.error();
-    tokenizer.emplace(std::move(*loaded));
-  }
+  MOE_ASSIGN_OR_RETURN(std::optional<Tokenizer> tokenizer,
+                       checkpointTokenizer(options.checkpoint));
   const Tokenizer *tokens = tokenizer ? &*tokenizer : nullptr;
 
   // Batch and lengths: the plan's decision unless overridden.
