@@ -43,6 +43,16 @@ struct BackendCounters {
   int64_t devicePeakStepBytes = 0; // activations and scratch, at most
   int64_t deviceMemoryTrims = 0;   // times step memory was drained to fit
   int64_t pinnedHostBytes = 0;     // streamed weights and host KV
+  // Decode passes launched op by op, passes captured as CUDA graphs (and
+  // captures that failed: their shapes run op by op), replays of those, the
+  // kernel launches the replays stood for, and the most device memory the
+  // graphs' step memory held.
+  int64_t eagerDecodePasses = 0;
+  int64_t graphCaptures = 0;
+  int64_t graphCaptureFailures = 0;
+  int64_t graphReplays = 0;
+  int64_t graphKernelLaunches = 0;
+  int64_t deviceGraphBytes = 0;
 };
 
 class Backend {

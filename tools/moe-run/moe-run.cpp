@@ -56,6 +56,7 @@ struct Options {
   SamplingParams sampling;
   bool progress = true;
   double progressInterval = 30; // seconds between lines in a log
+  bool enforceEager = false;    // no CUDA graphs
 };
 
 /// Accepts a finite number that `allowed` accepts; otherwise the option's
@@ -250,7 +251,8 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
       std::fprintf(stderr, "moe-run: %s: using the CPU backend\n",
                    none.c_str());
     } else {
-      auto gpu = std::make_unique<cuda::CudaBackend>();
+      auto gpu = std::make_unique<cuda::CudaBackend>(
+          cuda::CudaBackendOptions{.graphs = !options.enforceEager});
       auto placing = std::make_shared<ProgressLine>(
           options.progress, isatty(STDERR_FILENO), options.progressInterval);
       gpu->setPrepareProgress([placing](double fraction) {
@@ -410,7 +412,14 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
         {"host_pinned_bytes", moved.pinnedHostBytes},
         {"device_fixed_bytes", moved.deviceFixedBytes},
         {"device_peak_activation_bytes", moved.devicePeakStepBytes},
-        {"device_memory_trims", moved.deviceMemoryTrims}}}};
+        {"device_memory_trims", moved.deviceMemoryTrims},
+        {"device_graph_bytes", moved.deviceGraphBytes}}},
+      {"cuda_graphs",
+       {{"eager_decode_passes", moved.eagerDecodePasses},
+        {"captures", moved.graphCaptures},
+        {"capture_failures", moved.graphCaptureFailures},
+        {"replays", moved.graphReplays},
+        {"kernel_launches_replayed", moved.graphKernelLaunches}}}};
   nlohmann::json stages = nlohmann::json::object();
   for (const StageTime &stage : backend.stageSeconds())
     stages[stage.phase][stage.stage] = stage.seconds;
@@ -685,6 +694,9 @@ int main(int argc, char **argv) {
   app.add_option("--backend", options.backend,
                  "auto (CUDA when a GPU runs the plan, else CPU), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_flag("--enforce-eager", options.enforceEager,
+               "Launch every decode step op by op on the GPU (no CUDA "
+               "graphs; vLLM's name)");
   app.add_option("--threads", options.threads, "CPU threads")
       ->check(numberIn([](double v) { return v >= 1; }, "at least 1"));
   app.add_option("--batch", options.batch,

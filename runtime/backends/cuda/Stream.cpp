@@ -66,6 +66,12 @@ Status Event::record(cudaStream_t stream) const {
   return checkCuda(cudaEventRecord(event_, stream), "cudaEventRecord");
 }
 
+Status Event::recordInGraph(cudaStream_t stream) const {
+  return checkCuda(
+      cudaEventRecordWithFlags(event_, stream, cudaEventRecordExternal),
+      "cudaEventRecordWithFlags");
+}
+
 Status Event::synchronize() const {
   return checkCuda(cudaEventSynchronize(event_), "cudaEventSynchronize");
 }

@@ -55,6 +55,9 @@ public:
 
   Status record(const Stream &stream) const { return record(stream.get()); }
   Status record(cudaStream_t stream) const;
+  // record(), and where `stream` is being captured into a CUDA graph, a node
+  // of that graph: each replay records the event again.
+  Status recordInGraph(cudaStream_t stream) const;
   // Blocks the host until the work before the last record() has finished.
   Status synchronize() const;
   // Whether that work has finished, without blocking.

@@ -2,9 +2,10 @@
 // rel-L2 ≤ 2e-2 over all positions and the same top-1 token at ≥ 99% of
 // them, leaving out positions HF routed by a near-tie. Beside it, what only
 // this backend has: greedy picks made on the GPU, its two expert GEMM paths,
-// agreement with the CPU backend on the same inputs, plans that stream
-// weights and keep KV in host memory, passes run in chunks, the plan's
-// schedule followed as edited, traces, and the plans it refuses. Without a GPU
+// agreement with the CPU backend on the same inputs, decode steps replayed
+// from CUDA graphs, plans that stream weights and keep KV in host memory,
+// passes run in chunks, the plan's schedule followed as edited, traces, and
+// the plans it refuses. Without a GPU
 // every test skips, except the refusal, which needs none.
 
 #include "runtime/backends/cpu/CpuBackend.h"
@@ -141,6 +142,54 @@ TEST_P(CudaBackendGolden, MatchesTheCpuBackendOnTheSameInputs) {
   }
   all.expectWithin(model() + " vs CPU backend");
   EXPECT_FALSE(gpu.stageSeconds().empty());
+}
+
+// Greedy decode steps replayed from CUDA graphs pick the tokens that the
+// same steps launched op by op pick (a decode step launches the same kernels
+// either way), over a context's worth of steps fed the picks, the batch
+// shrinking midway. Each shape runs eagerly once, is captured the next time
+// and replayed from then on.
+TEST_P(CudaBackendGolden, DecodeStepsReplayedFromGraphsMatchEagerOnes) {
+  cuda::CudaBackend replayed, eager({.graphs = false});
+  ASSERT_NO_FATAL_FAILURE(prepare(replayed));
+  ASSERT_NO_FATAL_FAILURE(prepare(eager));
+  constexpr int64_t kShrinkAfter = 6; // decode steps before slot 0 leaves
+  StepBatch batch = greedyStepBatch(golden_, 0);
+  int64_t decodeSteps = 0;
+  for (bool full = false; !full;) {
+    std::vector<int32_t> fromGraphs, fromEager;
+    Status status = replayed.forwardGreedy(batch, fromGraphs);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    status = eager.forwardGreedy(batch, fromEager);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    ASSERT_EQ(fromGraphs, fromEager) << "after decode step " << decodeSteps;
+    decodeSteps += isPrefill(batch.rows) ? 0 : 1;
+    StepBatch next;
+    for (size_t r = 0; r < batch.logitRows.size(); ++r) {
+      const TokenRow &row = batch.rows[size_t(batch.logitRows[r])];
+      full = full || row.position + 1 >= kContext;
+      if (row.slot == 0 && decodeSteps == kShrinkAfter)
+        continue;
+      next.tokenIds.push_back(fromGraphs[r]);
+      next.rows.push_back({row.slot, row.position + 1});
+      next.logitRows.push_back(int32_t(next.rows.size()) - 1);
+    }
+    batch = std::move(next);
+  }
+  // The longest prompt's slot filled; two shapes (all slots, then one
+  // fewer), each run eagerly once.
+  ASSERT_GT(decodeSteps, kShrinkAfter + 2);
+  BackendCounters counters = replayed.counters();
+  EXPECT_EQ(counters.graphCaptureFailures, 0);
+  EXPECT_EQ(counters.eagerDecodePasses, 2);
+  EXPECT_EQ(counters.graphCaptures, 2);
+  EXPECT_EQ(counters.graphReplays, decodeSteps - 2);
+  EXPECT_GT(counters.graphKernelLaunches,
+            counters.graphReplays * int64_t(golden_.prompts.size()));
+  EXPECT_GT(counters.deviceGraphBytes, 0);
+  BackendCounters opByOp = eager.counters();
+  EXPECT_EQ(opByOp.eagerDecodePasses, decodeSteps);
+  EXPECT_EQ(opByOp.graphReplays, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaBackendGolden,
@@ -280,6 +329,20 @@ TEST_P(CudaBackendStreamed, TracesADecodeStepOnEveryStream) {
     })) << copy.name;
   }
   EXPECT_GT(weightCopies, 0);
+}
+
+// The plan's expert micro-batch b_e edited to 2 rows: each expert's
+// cuBLASLt GEMMs take at most 2 rows at a time, with the same results.
+TEST_P(CudaBackendStreamed, PerExpertGemmsTakeThePlansExpertMicroBatch) {
+  Result<LoadedPlan> edited = editPlan(*plan_, [](plan::PlanT &plan) {
+    plan.batching->expert_micro_batch = 2;
+  });
+  ASSERT_TRUE(edited.ok()) << edited.error().message();
+  plan_.emplace(std::move(*edited));
+  cuda::CudaBackend perExpert({.perExpertGemmRows = 1});
+  ASSERT_NO_FATAL_FAILURE(expectStepsMatch(perExpert,
+                                           int32_t(golden_.prompts.size()),
+                                           model() + ", b_e of 2 rows"));
 }
 
 // The schedule in the plan is what runs: the streamed plan's ring of one

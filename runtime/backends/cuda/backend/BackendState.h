@@ -10,6 +10,7 @@
 #include "runtime/backends/cuda/backend/Parking.h"
 #include "runtime/backends/cuda/backend/Program.h"
 #include "runtime/backends/cuda/backend/Stats.h"
+#include "runtime/backends/cuda/backend/StepGraphs.h"
 #include "runtime/backends/cuda/backend/StepMemory.h"
 #include "runtime/backends/cuda/backend/StepTrace.h"
 #include "runtime/backends/cuda/backend/WeightRing.h"
@@ -41,6 +42,7 @@ struct BackendState {
   Parking parking;
   StageTimer timer;
   StepTrace trace; // the spans of the step Backend::traceNextDecodeStep asks
+  StepGraphs graphs;
   std::vector<std::vector<float>> floats; // host copies until uploaded
   std::vector<float *> floatsOnDevice;
   // Per lightning attention layer: the states of all slots.
@@ -52,6 +54,7 @@ struct BackendState {
   // Streaming, as the plan's batching and schedule say.
   int32_t gpuSlots = 0; // slots whose KV stays on the GPU
   int64_t prefillMicroBatch = 1, decodeMicroBatch = 1;
+  int64_t expertMicroBatch = INT64_MAX; // b_e
   BackendCounters counters;
   std::function<void(double)> progress; // share of the ops bound
 };

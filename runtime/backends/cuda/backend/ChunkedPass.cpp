@@ -20,6 +20,73 @@ Status ChunkedPass::run() {
   cutChunks();
   layOutRows();
   movedBefore_ = s_.counters.weightBytesToDevice + s_.counters.kvBytesToDevice;
+  std::optional<StepGraphs::Shape> shape = graphShape();
+  if (shape && !s_.graphs.has(*shape) && s_.graphs.shouldCapture(*shape))
+    MOE_RETURN_IF_ERROR(capture(*shape));
+  if (shape && s_.graphs.has(*shape))
+    return replay(*shape);
+  if (shape)
+    s_.graphs.ranEagerly(*shape);
+  if (!prefill_)
+    ++s_.counters.eagerDecodePasses;
+  MOE_RETURN_IF_ERROR(enqueue());
+  return finish();
+}
+
+std::optional<StepGraphs::Shape> ChunkedPass::graphShape() const {
+  if (!s_.graphs.enabled() || prefill_ || !out_.tokens || chunks_ != 1 ||
+      s_.trace.active() || program_.streamsWeights ||
+      kvPasses_[0].gpuRows != rows_ ||
+      program_.waitsForHost(rows_, perExpertGemmRows_))
+    return std::nullopt;
+  return StepGraphs::Shape{rows_, int64_t(endLogit_ - firstLogit_),
+                           chunkSpans_[0]};
+}
+
+// The pass captured, not run: its metadata read from the graphs' pinned
+// input, its tokens written to their pinned output. A capture that fails
+// leaves the shape to eager passes.
+Status ChunkedPass::capture(const StepGraphs::Shape &shape) {
+  // The pool's free memory returned: the graph's memory nodes take its place.
+  MOE_RETURN_IF_ERROR(s_.stream->synchronize());
+  MOE_CUDA_TRY(cudaMemPoolTrimTo(s_.memory.pool, 0));
+  HeadOutput out = out_;
+  out_ = {nullptr, s_.graphs.output()};
+  size_t inUse = s_.memory.inUse;
+  MOE_CUDA_TRY(
+      cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  capturing_ = true;
+  s_.memory.beginCapture();
+  Status enqueued = enqueue();
+  cudaGraph_t graph = nullptr;
+  cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+  // Every allocation freed within the pass: the graph can run again.
+  bool kept =
+      enqueued.ok() && ended == cudaSuccess && s_.memory.inUse == inUse;
+  s_.memory.endCapture(kept);
+  capturing_ = false;
+  out_ = out;
+  if (!kept) {
+    (void)cudaGetLastError();
+    if (graph)
+      (void)cudaGraphDestroy(graph);
+    s_.graphs.refuse(shape);
+    ++s_.counters.graphCaptureFailures;
+    return Status::success();
+  }
+  return s_.graphs.add(shape, graph, s_.timer.timed(), s_.counters);
+}
+
+Status ChunkedPass::replay(const StepGraphs::Shape &shape) {
+  std::copy(meta_.begin(), meta_.end(), s_.graphs.input());
+  MOE_RETURN_IF_ERROR(s_.graphs.replay(shape, stream_, s_.memory.pool,
+                                       s_.timer, s_.counters));
+  MOE_RETURN_IF_ERROR(finish());
+  std::copy_n(s_.graphs.output(), endLogit_ - firstLogit_, out_.tokens);
+  return Status::success();
+}
+
+Status ChunkedPass::enqueue() {
   MOE_RETURN_IF_ERROR(uploadRows());
   MOE_RETURN_IF_ERROR(planParking());
   MOE_RETURN_IF_ERROR(s_.ring.beginPass(prefill_, s_.counters));
@@ -33,7 +100,7 @@ Status ChunkedPass::run() {
       MOE_RETURN_IF_ERROR(runChunk(segmentBegin, segmentEnd, c));
     MOE_RETURN_IF_ERROR(endSegment());
   }
-  return finish();
+  return s_.memory.free(base_, stream_);
 }
 
 // Chunks of what the step memory holds, cut at slot boundaries where
@@ -56,7 +123,7 @@ void ChunkedPass::layOutRows() {
     int32_t span = 0;
     for (int64_t r = first_ + from; r < first_ + to; ++r)
       span = std::max(span, batch_.rows[r].position + 1);
-    chunkSpans_.push_back(span);
+    chunkSpans_.push_back(prefill_ ? span : decodeSpan(span, s_.maxContext));
     kvPasses_.push_back(chunkRows(batch_, first_ + from, first_ + to,
                                   s_.gpuSlots, s_.maxContext, microBatch_,
                                   tokens + from, attnSlots + from,
@@ -77,10 +144,12 @@ Status ChunkedPass::uploadRows() {
   if (!device)
     return device.error();
   base_ = static_cast<int32_t *>(*device);
-  MOE_CUDA_TRY(cudaMemcpyAsync(base_, meta_.data(),
-                               meta_.size() * sizeof(int32_t),
-                               cudaMemcpyHostToDevice, stream_));
-  return s_.kv.beginPass(stream_);
+  MOE_CUDA_TRY(cudaMemcpyAsync(
+      base_, capturing_ ? s_.graphs.input() : meta_.data(),
+      meta_.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  // A captured pass keeps its rows' KV on the GPU: the KV streams stay out
+  // of its graph.
+  return capturing_ ? Status::success() : s_.kv.beginPass(stream_);
 }
 
 Status ChunkedPass::planParking() {
@@ -134,6 +203,7 @@ Step ChunkedPass::stepFor(size_t c) {
       .maxSpan = chunkSpans_[c],
       .smCount = s_.smCount,
       .perExpertGemmRows = perExpertGemmRows_,
+      .expertMicroBatch = s_.expertMicroBatch,
       .gptOssNorm = program_.gptOssNorm,
       .floats = s_.floatsOnDevice,
       .lightningStates = s_.lightningStates,
@@ -362,7 +432,6 @@ Status ChunkedPass::endSegment() {
 }
 
 Status ChunkedPass::finish() {
-  MOE_RETURN_IF_ERROR(s_.memory.free(base_, stream_));
   MOE_RETURN_IF_ERROR(s_.stream->synchronize());
   BackendCounters &counters = s_.counters;
   counters.devicePeakStepBytes =

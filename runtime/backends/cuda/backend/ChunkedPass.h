@@ -2,12 +2,14 @@
 // the rows in chunks of what the step memory holds (cut at slot boundaries
 // where possible; a slot's second part continues its cache), run segment
 // by segment (ops of one layer) for every chunk, the values crossing a
-// segment parked in pinned memory between them.
+// segment parked in pinned memory between them. A decode pass that
+// StepGraphs can replay is captured once and replayed.
 #pragma once
 
 #include "runtime/backends/cuda/backend/BackendState.h"
 
 #include <array>
+#include <optional>
 #include <vector>
 
 namespace moe::cuda {
@@ -31,6 +33,12 @@ private:
 
   void cutChunks();
   void layOutRows();
+  // The shape of a pass StepGraphs can capture, or none.
+  std::optional<StepGraphs::Shape> graphShape() const;
+  Status capture(const StepGraphs::Shape &shape);
+  Status replay(const StepGraphs::Shape &shape);
+  // Issues the pass's work on the streams.
+  Status enqueue();
   Status uploadRows();
   Status planParking();
   Step stepFor(size_t c);
@@ -57,6 +65,7 @@ private:
   bool prefill_;
   int64_t microBatch_;
   cudaStream_t stream_;
+  bool capturing_ = false; // the pass is being captured, not run
 
   // Chunk c is rows [cuts_[c], cuts_[c + 1]) of the pass.
   std::vector<int64_t> cuts_;

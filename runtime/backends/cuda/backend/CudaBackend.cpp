@@ -74,6 +74,7 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
     s.decodeMicroBatch = std::clamp<int64_t>(
         batching->attention_micro_batch_decode(), 1, s.slots);
     stagingBuffers = std::max(1, batching->kv_staging_buffers());
+    s.expertMicroBatch = batching->expert_micro_batch();
   }
 
   auto arena =
@@ -217,6 +218,11 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
                             "needs {} bytes)",
                             options_.maxStepBytes, oneRow));
     s->memory.limit = std::min(s->memory.limit, options_.maxStepBytes);
+  }
+  if (options_.graphs) {
+    Status graphs = s->graphs.enable(slots);
+    if (!graphs.ok())
+      return fail(graphs.error());
   }
   s->prepared = true;
   state_ = std::move(s);

@@ -31,6 +31,9 @@ struct CudaBackendOptions {
   // all that the plan's GPU budget leaves). Less runs a pass in more chunks
   // of rows, their hidden states parked in host memory between layers.
   size_t maxStepBytes = 0;
+  // Decode passes that allow it captured as CUDA graphs and replayed
+  // (StepGraphs.h); off, every pass launches op by op.
+  bool graphs = true;
 };
 
 class CudaBackend : public Backend {

@@ -56,6 +56,13 @@ int64_t Program::chunkRowLimit(int64_t rows, size_t limit) const {
   return std::max<int64_t>(1, int64_t(limit / size_t(chunkRowBytes(parks))));
 }
 
+bool Program::waitsForHost(int64_t rows, int64_t perExpertGemmRows) const {
+  return std::any_of(ops.begin(), ops.end(), [&](const CompiledOp &op) {
+    const auto *experts = std::get_if<ExpertsOp>(&op.op);
+    return experts && expertsWaitForHost(*experts, rows, perExpertGemmRows);
+  });
+}
+
 Status compileProgram(const plan::Model &plan,
                       const model::ResolvedModel &model,
                       WeightPlacement &placement, KvCaches &kv,
@@ -83,6 +90,7 @@ Status compileProgram(const plan::Model &plan,
     placement.endOp(layerSpanName(op.layer, costmodel::stageName(op.stage)));
     p.ops.push_back({std::move(*bound), op.operands, op.results,
                      ring.bufferOf[index] >= 0, op.layer, op.stage});
+    p.streamsWeights = p.streamsWeights || p.ops.back().streams;
   }
   for (const model::ValueInfo &value : model.values) {
     p.valueWidths.push_back(value.width);

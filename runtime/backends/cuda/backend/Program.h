@@ -44,6 +44,7 @@ struct Program {
   // for the next chunk while a chunk computes).
   int64_t restoreRowBytes = 0;
   bool gptOssNorm = false;
+  bool streamsWeights = false; // some op's weights come through the ring
 
   // Value v is made in segment [begin, stop) and read after it: chunked
   // passes park it in host memory at the segment's end.
@@ -64,6 +65,9 @@ struct Program {
   // The most rows of a chunk that `limit` bytes of step memory hold in a
   // pass of `rows` rows (at least 1).
   int64_t chunkRowLimit(int64_t rows, size_t limit) const;
+  // Whether some op of a chunk of `rows` rows waits for the host (routed
+  // experts reading their counts back: expertsWaitForHost).
+  bool waitsForHost(int64_t rows, int64_t perExpertGemmRows) const;
 };
 
 // Binds every op of the resolved `model` (weights through `placement`,

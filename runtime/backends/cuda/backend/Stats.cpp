@@ -21,12 +21,12 @@ Result<size_t> StageTimer::start(size_t stage, cudaStream_t stream) {
     timing_.push_back(std::move(*event));
   }
   timed_.push_back({stage, pair});
-  MOE_RETURN_IF_ERROR(timing_[2 * pair].record(stream));
+  MOE_RETURN_IF_ERROR(timing_[2 * pair].recordInGraph(stream));
   return pair;
 }
 
 Status StageTimer::stop(size_t pair, cudaStream_t stream) {
-  return timing_[2 * pair + 1].record(stream);
+  return timing_[2 * pair + 1].recordInGraph(stream);
 }
 
 Status StageTimer::endPass(bool prefill) {

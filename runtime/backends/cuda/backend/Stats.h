@@ -1,6 +1,7 @@
 // Device time per stage: timing events recorded on the compute stream
 // around each op run and each timed wait of a pass, read once the pass has
-// finished and summed per phase (prefill or decode).
+// finished and summed per phase (prefill or decode). A pass captured as a
+// CUDA graph records the same events at each replay.
 #pragma once
 
 #include "runtime/backends/cuda/Stream.h"
@@ -26,7 +27,13 @@ std::string_view stageName(size_t stage);
 
 class StageTimer {
 public:
+  // (stage, timing pair) of each timed run of a pass.
+  using Timed = std::vector<std::pair<size_t, size_t>>;
+
   void beginPass() { timed_.clear(); }
+  // A replayed pass's runs: those its capture timed.
+  void beginReplay(const Timed &timed) { timed_ = timed; }
+  const Timed &timed() const { return timed_; }
   // Times the compute stream's work from here to stop() as `stage`; returns
   // what stop() takes.
   Result<size_t> start(size_t stage, cudaStream_t stream);
@@ -38,7 +45,7 @@ public:
 
 private:
   std::vector<Event> timing_; // start/stop pairs, one per timed run
-  std::vector<std::pair<size_t, size_t>> timed_; // (stage, timing pair)
+  Timed timed_;
   // [prefill, decode][stage]
   std::array<std::array<double, kStages>, 2> seconds_{};
 };

@@ -21,11 +21,14 @@ Result<void *> StepMemory::allocate(size_t bytes, std::string_view what,
                      what, bytes, inUse, limit);
   void *ptr = nullptr;
   cudaError_t allocated = cudaMallocAsync(&ptr, bytes, stream);
-  if (allocated == cudaErrorMemoryAllocation) {
+  if (allocated == cudaErrorMemoryAllocation && !capturing_) {
     (void)cudaGetLastError();
     for (cudaStream_t freeing : freeingStreams)
       MOE_CUDA_TRY(cudaStreamSynchronize(freeing));
     MOE_CUDA_TRY(cudaMemPoolTrimTo(pool, 0));
+    int device = 0;
+    MOE_CUDA_TRY(cudaGetDevice(&device));
+    MOE_CUDA_TRY(cudaDeviceGraphMemTrim(device));
     ++trims;
     allocated = cudaMallocAsync(&ptr, bytes, stream);
   }
@@ -43,6 +46,8 @@ Result<void *> StepMemory::allocate(size_t bytes, std::string_view what,
                      pooled, freeBytes);
   }
   sizes_[ptr] = bytes;
+  if (capturing_)
+    captured_.push_back(ptr);
   inUse += bytes;
   peak = std::max(peak, inUse);
   return ptr;
@@ -64,6 +69,22 @@ Result<size_t> StepMemory::freeLater(void *ptr, cudaStream_t stream) {
   sizes_.erase(it);
   MOE_CUDA_TRY(cudaFreeAsync(ptr, stream));
   return bytes;
+}
+
+void StepMemory::beginCapture() {
+  capturing_ = true;
+  inUseBeforeCapture_ = inUse;
+  captured_.clear();
+}
+
+void StepMemory::endCapture(bool kept) {
+  capturing_ = false;
+  if (!kept) {
+    for (void *ptr : captured_)
+      sizes_.erase(ptr);
+    inUse = inUseBeforeCapture_;
+  }
+  captured_.clear();
 }
 
 } // namespace moe::cuda

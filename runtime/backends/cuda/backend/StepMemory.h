@@ -7,7 +7,12 @@
 // so a freed buffer is often a few bytes short for the next chunk's and the
 // pool maps more memory. Sizes are therefore rounded up to one of 16 classes
 // per power of two, and when the pool cannot grow, the streams that free
-// step memory are drained and its unused memory returned before one retry.
+// step memory are drained and its unused memory returned (the pool's and the
+// captured decode graphs') before one retry.
+//
+// While a decode pass is captured as a CUDA graph, allocations become the
+// graph's memory nodes: counted here like any other, and forgotten if the
+// capture is abandoned.
 #pragma once
 
 #include "runtime/support/Result.h"
@@ -41,8 +46,16 @@ public:
   Result<size_t> freeLater(void *ptr, cudaStream_t stream);
   void release(size_t bytes) { inUse -= bytes; }
 
+  // Allocations from here to endCapture() belong to the stream capture in
+  // progress; endCapture(false) forgets those not freed in it.
+  void beginCapture();
+  void endCapture(bool kept);
+
 private:
   std::unordered_map<void *, size_t> sizes_;
+  bool capturing_ = false;
+  size_t inUseBeforeCapture_ = 0;
+  std::vector<void *> captured_;
 };
 
 } // namespace moe::cuda

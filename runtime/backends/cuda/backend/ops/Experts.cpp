@@ -83,6 +83,11 @@ int64_t rowBytes(const ExpertsOp &k) {
          k.hidden * (4 + kBf16Bytes);
 }
 
+bool expertsWaitForHost(const ExpertsOp &k, int64_t rows,
+                        int64_t perExpertGemmRows) {
+  return rows * k.topK >= perExpertGemmRows * k.experts;
+}
+
 Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
                   const DeviceValue &weights, const DeviceValue &indices,
                   DeviceValue &out) {
@@ -122,7 +127,7 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
   // 128 per expert) run one cuBLASLt GEMM per expert: its Hopper kernels are
   // ~3x the grouped kernel's mma.sync rate there (686 against ~200 TFLOP/s
   // at 512 rows), which is worth one host wait per layer for the counts.
-  bool perExpert = pairs >= step.perExpertGemmRows * k.experts;
+  bool perExpert = expertsWaitForHost(k, rows, step.perExpertGemmRows);
   std::vector<int32_t> hostOffsets;
   if (perExpert) {
     hostOffsets.resize(k.experts + 1);
@@ -149,13 +154,16 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
       MOE_CUDA_TRY(kernels::groupedGemm(args, step.stream));
       return Status::success();
     }
-    for (int64_t e = 0; e < k.experts; ++e) {
-      int64_t first = hostOffsets[e], m = hostOffsets[e + 1] - first;
-      if (m > 0)
+    // At most b_e rows a GEMM, as the plan priced them.
+    for (int64_t e = 0; e < k.experts; ++e)
+      for (int64_t first = hostOffsets[e]; first < hostOffsets[e + 1];
+           first += step.expertMicroBatch) {
+        int64_t m =
+            std::min<int64_t>(step.expertMicroBatch, hostOffsets[e + 1] - first);
         MOE_RETURN_IF_ERROR(step.linear(in + first * kDim, m, kDim,
                                         expertBlock(weight, e), n,
                                         expertBlock(bias, e), y + first * n));
-    }
+      }
     return Status::success();
   };
   MOE_RETURN_IF_ERROR(expertsGemm(xs, k.gateUp, k.gateUpBias, 2 * w, h, gu));

@@ -167,6 +167,7 @@ struct Step {
   int layer = -1;  // of the op running, for traced spans
   int smCount;
   int64_t perExpertGemmRows;
+  int64_t expertMicroBatch; // b_e: most rows of one per-expert GEMM
   bool gptOssNorm;
   const std::vector<float *> &floats;
   const std::vector<float *> &lightningStates;
@@ -253,6 +254,11 @@ Status runLightning(Step &step, const LightningOp &k, float *state,
                     DeviceValue &in, DeviceValue &out);
 Status runRouter(Step &step, const RouterOp &k, DeviceValue &in,
                  DeviceValue &weights, DeviceValue &indices);
+// Whether the routed experts over `rows` rows run one cuBLASLt GEMM per
+// expert, which needs their counts on the host (a wait for the stream), or
+// one grouped launch per GEMM with the counts left on the device.
+bool expertsWaitForHost(const ExpertsOp &k, int64_t rows,
+                        int64_t perExpertGemmRows);
 Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
                   const DeviceValue &weights, const DeviceValue &indices,
                   DeviceValue &out);
