@@ -302,36 +302,57 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
   MOE_RETURN_IF_ERROR(decode);
   choice.decode = std::move(*decode);
 
-  // Prefill attention micro-batch: the fastest that still fits, the rest of
-  // the plan fixed; of equally fast ones the largest (fewer, fuller
-  // attention launches in the backend's chunks).
+  // Prefill attention micro-batch and expert micro-batch b_e: the fastest
+  // prefill that still fits, the rest of the plan fixed and b_e among those
+  // that price the decode step as the best plan does (decode rarely gives an
+  // expert b_e rows, prefill does); of equally fast ones the largest
+  // micro-batch (fewer, fuller attention launches in the backend's chunks),
+  // then the largest b_e (fewer expert GEMMs).
+  std::vector<int64_t> expertBatches = {best->plan.expertMicroBatch};
+  for (int64_t expertBatch : options.expertMicroBatches) {
+    if (expertBatch == best->plan.expertMicroBatch)
+      continue;
+    Plan plan = best->plan;
+    plan.expertMicroBatch = expertBatch;
+    auto candidate = evaluatePlan(model, profile, plan);
+    if (candidate.ok() &&
+        candidate->decodeTokensPerSecond >= best->decodeTokensPerSecond)
+      expertBatches.push_back(expertBatch);
+  }
   std::vector<int64_t> microBatches =
       microBatchGrid(options.prefillMicroBatches, best->plan.residentBatch, 1);
   microBatches.push_back(best->plan.attentionMicroBatchPrefill);
-  for (int64_t microBatch : microBatches) {
-    // The backend's KV staging buffers hold the larger of the two attention
-    // micro-batches; accountMemory counts the decode one.
-    if (best->plan.hostKvSequences() > 0 &&
-        microBatch > best->plan.attentionMicroBatchDecode)
-      continue;
-    Plan plan = best->plan;
-    plan.attentionMicroBatchPrefill = microBatch;
-    if (!checkMemory(accountMemory(model, plan), profile).ok())
-      continue;
-    auto prefill = buildPrefillDag(model, plan, profile);
-    MOE_RETURN_IF_ERROR(prefill);
-    auto evaluation = evaluate(prefill->dag);
-    MOE_RETURN_IF_ERROR(evaluation);
-    if (choice.prefillSeconds == 0 ||
-        evaluation->makespan < choice.prefillSeconds ||
-        (evaluation->makespan == choice.prefillSeconds &&
-         microBatch > choice.best.plan.attentionMicroBatchPrefill)) {
-      choice.prefillSeconds = evaluation->makespan;
-      choice.prefill = std::move(*evaluation);
-      choice.best.plan.attentionMicroBatchPrefill = microBatch;
-      choice.best.memory = accountMemory(model, plan);
+  for (int64_t expertBatch : expertBatches)
+    for (int64_t microBatch : microBatches) {
+      // The backend's KV staging buffers hold the larger of the two
+      // attention micro-batches; accountMemory counts the decode one.
+      if (best->plan.hostKvSequences() > 0 &&
+          microBatch > best->plan.attentionMicroBatchDecode)
+        continue;
+      Plan plan = best->plan;
+      plan.attentionMicroBatchPrefill = microBatch;
+      plan.expertMicroBatch = expertBatch;
+      if (!checkMemory(accountMemory(model, plan), profile).ok())
+        continue;
+      auto prefill = buildPrefillDag(model, plan, profile);
+      MOE_RETURN_IF_ERROR(prefill);
+      auto evaluation = evaluate(prefill->dag);
+      MOE_RETURN_IF_ERROR(evaluation);
+      const Plan &chosen = choice.best.plan;
+      bool faster = choice.prefillSeconds == 0 ||
+                    evaluation->makespan < choice.prefillSeconds;
+      bool asFast = evaluation->makespan == choice.prefillSeconds;
+      if (faster ||
+          (asFast && microBatch > chosen.attentionMicroBatchPrefill) ||
+          (asFast && microBatch == chosen.attentionMicroBatchPrefill &&
+           expertBatch > chosen.expertMicroBatch)) {
+        choice.prefillSeconds = evaluation->makespan;
+        choice.prefill = std::move(*evaluation);
+        choice.best.plan.attentionMicroBatchPrefill = microBatch;
+        choice.best.plan.expertMicroBatch = expertBatch;
+        choice.best.memory = accountMemory(model, plan);
+      }
     }
-  }
   if (choice.prefillSeconds > 0)
     choice.prefillTokensPerSecond =
         double(best->plan.residentBatch * lengths.promptTokens) /

@@ -101,6 +101,49 @@ TEST(PlanSearchTest, MatchesBruteForceEnumeration) {
   EXPECT_TRUE(checkMemory(choice.best.memory, profile).ok());
 }
 
+// b_e rarely changes the decode step's price (few rows reach an expert);
+// it is chosen for prefill among the values that price the decode step as
+// the winner's: none of them prefills faster with any prefill micro-batch
+// that fits, and of equally fast settings the larger b_e is kept. Here no
+// expert gets 1,024 rows: all three price both phases alike (the decode
+// search alone keeps the first) and the largest is chosen.
+TEST(PlanSearchTest, ExpertMicroBatchIsTheFastestPrefillOfDecodeTies) {
+  ModelCosts model = tinyMoe();
+  HardwareProfile profile = syntheticProfile(150 * kMB, 240 * kMB);
+  SearchOptions options = smallSpace();
+  options.expertMicroBatches = {1024, 4096, 16384};
+  PlanChoice choice = chosen(model, profile, options);
+  const Plan &best = choice.best.plan;
+  int decodeTies = 0;
+  for (int64_t expertBatch : options.expertMicroBatches) {
+    Plan plan = best;
+    plan.expertMicroBatch = expertBatch;
+    auto decode = evaluatePlan(model, profile, plan);
+    if (!decode.ok() ||
+        decode->decodeTokensPerSecond < choice.best.decodeTokensPerSecond)
+      continue;
+    ++decodeTies;
+    std::vector<int64_t> chunks = options.prefillMicroBatches;
+    chunks.push_back(best.attentionMicroBatchPrefill);
+    for (int64_t chunk : chunks) {
+      plan.attentionMicroBatchPrefill = std::min(chunk, plan.residentBatch);
+      if (!checkMemory(accountMemory(model, plan), profile).ok())
+        continue;
+      auto prefill = buildPrefillDag(model, plan, profile);
+      ASSERT_TRUE(prefill.ok());
+      auto evaluation = evaluate(prefill->dag);
+      ASSERT_TRUE(evaluation.ok());
+      EXPECT_GE(evaluation->makespan, choice.prefillSeconds)
+          << "b_e " << expertBatch << ", prefill micro-batch " << chunk;
+      if (evaluation->makespan == choice.prefillSeconds &&
+          plan.attentionMicroBatchPrefill == best.attentionMicroBatchPrefill)
+        EXPECT_LE(expertBatch, best.expertMicroBatch);
+    }
+  }
+  EXPECT_EQ(decodeTies, 3);
+  EXPECT_EQ(best.expertMicroBatch, 16384);
+}
+
 TEST(PlanSearchTest, MoreHostMemoryAllowsALargerBatch) {
   ModelCosts model = tinyMoe();
   SearchOptions options = largeBatches();
