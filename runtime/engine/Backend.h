@@ -44,12 +44,14 @@ struct BackendCounters {
   int64_t deviceMemoryTrims = 0;   // times step memory was drained to fit
   int64_t pinnedHostBytes = 0;     // streamed weights and host KV
   // Decode passes launched op by op, passes captured as CUDA graphs (and
-  // captures that failed: their shapes run op by op), replays of those, the
-  // kernel launches the replays stood for, and the most device memory the
-  // graphs' step memory held.
+  // captures that failed: their shapes run op by op) and the host time
+  // capturing and instantiating them took, replays of those, the kernel
+  // launches the replays stood for, and the most device memory the graphs'
+  // step memory held.
   int64_t eagerDecodePasses = 0;
   int64_t graphCaptures = 0;
   int64_t graphCaptureFailures = 0;
+  double graphCaptureSeconds = 0;
   int64_t graphReplays = 0;
   int64_t graphKernelLaunches = 0;
   int64_t deviceGraphBytes = 0;

@@ -418,6 +418,7 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
        {{"eager_decode_passes", moved.eagerDecodePasses},
         {"captures", moved.graphCaptures},
         {"capture_failures", moved.graphCaptureFailures},
+        {"capture_seconds", moved.graphCaptureSeconds},
         {"replays", moved.graphReplays},
         {"kernel_launches_replayed", moved.graphKernelLaunches}}}};
   nlohmann::json stages = nlohmann::json::object();

@@ -3,6 +3,7 @@
 #include "runtime/backends/cuda/CudaCheck.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace moe::cuda {
 
@@ -47,9 +48,7 @@ std::optional<StepGraphs::Shape> ChunkedPass::graphShape() const {
 // input, its tokens written to their pinned output. A capture that fails
 // leaves the shape to eager passes.
 Status ChunkedPass::capture(const StepGraphs::Shape &shape) {
-  // The pool's free memory returned: the graph's memory nodes take its place.
-  MOE_RETURN_IF_ERROR(s_.stream->synchronize());
-  MOE_CUDA_TRY(cudaMemPoolTrimTo(s_.memory.pool, 0));
+  auto started = std::chrono::steady_clock::now();
   HeadOutput out = out_;
   out_ = {nullptr, s_.graphs.output()};
   size_t inUse = s_.memory.inUse;
@@ -74,7 +73,12 @@ Status ChunkedPass::capture(const StepGraphs::Shape &shape) {
     ++s_.counters.graphCaptureFailures;
     return Status::success();
   }
-  return s_.graphs.add(shape, graph, s_.timer.timed(), s_.counters);
+  MOE_RETURN_IF_ERROR(
+      s_.graphs.add(shape, graph, s_.timer.timed(), s_.counters));
+  s_.counters.graphCaptureSeconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+          .count();
+  return Status::success();
 }
 
 Status ChunkedPass::replay(const StepGraphs::Shape &shape) {

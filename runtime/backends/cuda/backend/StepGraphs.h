@@ -9,7 +9,8 @@
 //
 // A graph's step memory comes from its own memory nodes. Its physical memory
 // is shared by all graphs (they run one at a time on the compute stream) and
-// returned when step memory runs short (StepMemory).
+// returned when step memory runs short (StepMemory); where a replay cannot
+// map it, the pool of eager passes returns what it keeps first.
 #pragma once
 
 #include "runtime/backends/cuda/backend/Stats.h"
