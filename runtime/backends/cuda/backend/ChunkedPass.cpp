@@ -21,7 +21,13 @@ Status ChunkedPass::run() {
   cutChunks();
   layOutRows();
   movedBefore_ = s_.counters.weightBytesToDevice + s_.counters.kvBytesToDevice;
-  std::optional<StepGraphs::Shape> shape = graphShape();
+  std::optional<StepGraphs::Shape> shape;
+  if (replayable()) {
+    chunkSpans_[0] = decodeSpan(chunkSpans_[0], s_.maxContext);
+    if (s_.graphs.enabled() && out_.tokens && !s_.trace.active())
+      shape = StepGraphs::Shape{rows_, int64_t(endLogit_ - firstLogit_),
+                                chunkSpans_[0]};
+  }
   if (shape && !s_.graphs.has(*shape) && s_.graphs.shouldCapture(*shape))
     MOE_RETURN_IF_ERROR(capture(*shape));
   if (shape && s_.graphs.has(*shape))
@@ -34,14 +40,12 @@ Status ChunkedPass::run() {
   return finish();
 }
 
-std::optional<StepGraphs::Shape> ChunkedPass::graphShape() const {
-  if (!s_.graphs.enabled() || prefill_ || !out_.tokens || chunks_ != 1 ||
-      s_.trace.active() || program_.streamsWeights ||
-      kvPasses_[0].gpuRows != rows_ ||
-      program_.waitsForHost(rows_, perExpertGemmRows_))
-    return std::nullopt;
-  return StepGraphs::Shape{rows_, int64_t(endLogit_ - firstLogit_),
-                           chunkSpans_[0]};
+// A decode pass in one chunk whose weights and KV are on the GPU and whose
+// ops never wait for the host: its work stays on the compute stream.
+bool ChunkedPass::replayable() const {
+  return !prefill_ && chunks_ == 1 && !program_.streamsWeights &&
+         kvPasses_[0].gpuRows == rows_ &&
+         !program_.waitsForHost(rows_, perExpertGemmRows_);
 }
 
 // The pass captured, not run: its metadata read from the graphs' pinned
@@ -127,7 +131,7 @@ void ChunkedPass::layOutRows() {
     int32_t span = 0;
     for (int64_t r = first_ + from; r < first_ + to; ++r)
       span = std::max(span, batch_.rows[r].position + 1);
-    chunkSpans_.push_back(prefill_ ? span : decodeSpan(span, s_.maxContext));
+    chunkSpans_.push_back(span);
     kvPasses_.push_back(chunkRows(batch_, first_ + from, first_ + to,
                                   s_.gpuSlots, s_.maxContext, microBatch_,
                                   tokens + from, attnSlots + from,

@@ -33,8 +33,10 @@ private:
 
   void cutChunks();
   void layOutRows();
-  // The shape of a pass StepGraphs can capture, or none.
-  std::optional<StepGraphs::Shape> graphShape() const;
+  // Whether the pass's work stays on the compute stream, so that StepGraphs
+  // can replay it (its attention span then rounded by decodeSpan, replayed
+  // or not; greedy untraced passes are captured).
+  bool replayable() const;
   Status capture(const StepGraphs::Shape &shape);
   Status replay(const StepGraphs::Shape &shape);
   // Issues the pass's work on the streams.

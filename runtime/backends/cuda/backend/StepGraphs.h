@@ -26,10 +26,10 @@
 
 namespace moe::cuda {
 
-// The longest context a decode pass attends to, rounded up so that one
-// captured graph serves the steps until it grows past the rounding (a
-// multiple of 64 tokens, or of 1/16 of the span from 1,024): a decode step
-// launches the same kernels whether replayed or not.
+// The longest context a replayable decode pass attends to, rounded up so
+// that one captured graph serves the steps until it grows past the rounding
+// (a multiple of 64 tokens, or of 1/16 of the span from 1,024): such a pass
+// launches the same kernels whether replayed or not, greedy or not.
 int32_t decodeSpan(int32_t span, int32_t maxContext);
 
 class StepGraphs {
