@@ -16,14 +16,45 @@ Engine::Engine(Backend &backend, int32_t vocabSize, EngineOptions options)
     : backend_(backend), vocabSize_(vocabSize), options_(std::move(options)),
       slots_(static_cast<size_t>(options_.residentBatch)) {}
 
-Status Engine::finish(int32_t slot, std::string reason,
+Status Engine::finish(int32_t slot, Completion ending,
                       const CompletionSink &sink) {
   Slot &s = slots_[slot];
-  Completion completion{
-      s.request->index, std::move(s.output), std::move(reason), {}};
+  ending.index = s.request->index;
+  ending.outputIds = std::move(s.output);
   s = Slot{};
   backend_.resetSlot(slot);
-  return sink(std::move(completion));
+  return sink(std::move(ending));
+}
+
+Completion Engine::ending(Slot &s, int32_t token) const {
+  Completion ending;
+  auto holds = [token](const std::vector<int32_t> &ids) {
+    return std::find(ids.begin(), ids.end(), token) != ids.end();
+  };
+  if (holds(options_.eosTokenIds)) {
+    ending.finishReason = "eos";
+  } else if (holds(s.request->stopTokenIds)) {
+    ending.finishReason = "stop";
+    ending.stop = token;
+  } else if (s.stops) {
+    Result<std::optional<StopStrings::Match>> match = s.stops->push(token);
+    if (!match.ok()) {
+      ending.finishReason = "error";
+      ending.error = fmt::format("{}: looking for its stop strings: {}",
+                                 s.request->origin, match.error().message());
+    } else if (*match) {
+      ending.finishReason = "stop";
+      ending.stop = (*match)->stop;
+      ending.textBytes = (*match)->textBytes;
+    }
+  }
+  if (!ending.finishReason.empty())
+    return ending;
+  if (static_cast<int32_t>(s.output.size()) >= s.request->maxNewTokens)
+    ending.finishReason = "length";
+  else if (s.length + 1 >= options_.maxContext)
+    ending.finishReason = "context";
+  return ending;
 }
 
 // Why `request` cannot run here; empty when it can.
@@ -39,6 +70,8 @@ std::string Engine::refusal(const Request &request) const {
     if (why.empty() && (id < 0 || id >= vocabSize_))
       why = fmt::format("token id {} is outside the model's vocabulary of {}",
                         id, vocabSize_);
+  if (why.empty() && !request.stopStrings.empty() && !options_.tokenizer)
+    why = "stop strings need the checkpoint's tokenizer.json";
   if (why.empty() || request.origin.empty())
     return why;
   return request.origin + ": " + why;
@@ -78,6 +111,8 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
     stepSlots_.push_back(slot);
     Slot &s = slots_[slot];
     s.sampler.emplace(options_.sampling, static_cast<uint64_t>(request.index));
+    if (!request.stopStrings.empty())
+      s.stops.emplace(*options_.tokenizer, request.stopStrings);
     s.length = promptLength;
     s.request = std::move(request);
     ++stats_.prompts;
@@ -123,15 +158,8 @@ Status Engine::advance(const std::vector<int32_t> &slots,
     int32_t token = tokens[row];
     s.output.push_back(token);
     ++stats_.newTokens;
-    bool eos =
-        std::find(options_.eosTokenIds.begin(), options_.eosTokenIds.end(),
-                  token) != options_.eosTokenIds.end();
-    if (eos)
-      MOE_RETURN_IF_ERROR(finish(slot, "eos", sink));
-    else if (static_cast<int32_t>(s.output.size()) >= s.request->maxNewTokens)
-      MOE_RETURN_IF_ERROR(finish(slot, "length", sink));
-    else if (s.length + 1 >= options_.maxContext)
-      MOE_RETURN_IF_ERROR(finish(slot, "context", sink));
+    if (Completion end = ending(s, token); !end.finishReason.empty())
+      MOE_RETURN_IF_ERROR(finish(slot, std::move(end), sink));
   }
   stats_.samplingSeconds += secondsSince(start);
   return Status::success();

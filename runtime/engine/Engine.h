@@ -8,6 +8,7 @@
 
 #include "runtime/engine/Backend.h"
 #include "runtime/engine/Sampler.h"
+#include "runtime/tokenizer/StopStrings.h"
 
 #include <chrono>
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 namespace moe {
@@ -23,6 +25,10 @@ struct Request {
   int64_t index = 0; // position in the input, 0-based
   std::vector<int32_t> promptIds;
   int32_t maxNewTokens = 0;
+  // Generation also stops at any of these ids (beside the job's EOS ids) and
+  // once its text holds any of these strings (EngineOptions::tokenizer).
+  std::vector<int32_t> stopTokenIds;
+  std::vector<std::string> stopStrings;
   // Why the request cannot run (a malformed line, an unsupported field);
   // empty when it can. It completes at once with this error.
   std::string error;
@@ -33,14 +39,22 @@ struct Request {
 struct Completion {
   int64_t index = 0;
   std::vector<int32_t> outputIds;
-  std::string finishReason; // "eos", "length", "context" or "error"
-  std::string error;        // set when finishReason is "error"
+  // "eos", "stop", "length", "context" or "error".
+  std::string finishReason;
+  std::string error; // set when finishReason is "error"
+  // What a "stop" stopped at: one of the request's stop strings or stop
+  // token ids. The answer's text leaves it out: it is the text of outputIds
+  // cut at textBytes (a string), or of all but the last id (a token).
+  std::variant<std::monostate, std::string, int32_t> stop;
+  size_t textBytes = 0;
 };
 
 struct EngineOptions {
   int32_t residentBatch = 1; // B: slots
   int32_t maxContext = 0;    // prompt + generated tokens per slot
   std::vector<int32_t> eosTokenIds;
+  // Decodes outputs for requests with stop strings (none: they are refused).
+  const Tokenizer *tokenizer = nullptr;
   SamplingParams sampling;
   // A step with at least this many logits samples its rows on all cores
   // (each row's sampler is its own, so the tokens are the same).
@@ -86,6 +100,7 @@ private:
     std::optional<Request> request;
     std::vector<int32_t> output;
     std::optional<Sampler> sampler;
+    std::optional<StopStrings> stops;
     int32_t length = 0; // tokens in the cache
   };
 
@@ -101,7 +116,11 @@ private:
   Status forward(const StepBatch &batch);
   /// Gives each of the step's slots its next token; finishes slots.
   Status advance(const std::vector<int32_t> &slots, const CompletionSink &sink);
-  Status finish(int32_t slot, std::string reason, const CompletionSink &sink);
+  /// Ends the slot's sequence as `ending` says (its reason, error, stop);
+  /// the request's index and output go in here.
+  Status finish(int32_t slot, Completion ending, const CompletionSink &sink);
+  /// How the slot's newest token ends its sequence; no reason if it does not.
+  Completion ending(Slot &s, int32_t token) const;
 
   Backend &backend_;
   int32_t vocabSize_;

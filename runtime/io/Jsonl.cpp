@@ -4,10 +4,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
+#include <span>
+#include <variant>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -64,10 +67,11 @@ Request PromptReader::parse(const std::string &line) {
     ids_[nextIndex_] = id->dump();
   for (const auto &[key, value] : object.items())
     if (key != "input_ids" && key != "prompt" && key != "id" &&
-        key != "max_new_tokens")
+        key != "max_new_tokens" && key != "stop" && key != "stop_token_ids")
       return fail(fmt::format("\"{}\" is not supported (a line may hold "
-                              "\"input_ids\" or \"prompt\", \"id\" and "
-                              "\"max_new_tokens\")",
+                              "\"input_ids\" or \"prompt\", \"id\", "
+                              "\"max_new_tokens\", \"stop\" and "
+                              "\"stop_token_ids\")",
                               key));
   if (auto it = object.find("input_ids"); it != object.end()) {
     if (!it->is_array())
@@ -99,6 +103,27 @@ Request PromptReader::parse(const std::string &line) {
         it->get<int64_t>() > INT32_MAX)
       return fail("\"max_new_tokens\" must be an integer from 1 to 2^31 - 1");
     request.maxNewTokens = it->get<int32_t>();
+  }
+  if (auto it = object.find("stop"); it != object.end()) {
+    // A string or a list of them, as OpenAI's and vLLM's "stop".
+    nlohmann::json stops = it->is_string() ? nlohmann::json::array({*it}) : *it;
+    if (!stops.is_array())
+      return fail("\"stop\" must be a non-empty string or a list of them");
+    for (const nlohmann::json &stop : stops) {
+      if (!stop.is_string() || stop.get<std::string>().empty())
+        return fail("\"stop\" must be a non-empty string or a list of them");
+      request.stopStrings.push_back(stop.get<std::string>());
+    }
+  }
+  if (auto it = object.find("stop_token_ids"); it != object.end()) {
+    if (!it->is_array())
+      return fail("\"stop_token_ids\" must be a list of token ids");
+    for (const nlohmann::json &id : *it) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+          id.get<int64_t>() > INT32_MAX)
+        return fail("\"stop_token_ids\" must hold non-negative integers");
+      request.stopTokenIds.push_back(id.get<int32_t>());
+    }
   }
   return request;
 }
@@ -224,11 +249,20 @@ Status AnswerWriter::writeLine(const Completion &completion) {
     ++failed_;
   } else {
     line["output_ids"] = completion.outputIds;
+    std::span<const int32_t> textIds = completion.outputIds;
+    if (const auto *id = std::get_if<int32_t>(&completion.stop)) {
+      line["stop_reason"] = *id;
+      textIds = textIds.first(textIds.size() - 1);
+    } else if (const auto *stop = std::get_if<std::string>(&completion.stop)) {
+      line["stop_reason"] = *stop;
+    }
     if (tokenizer_) {
       Result<std::string> text =
-          tokenizer_->decode(completion.outputIds, /*skipSpecial=*/true);
+          tokenizer_->decode(textIds, /*skipSpecial=*/true);
       if (!text.ok())
         return text.error().withContext(path_);
+      if (std::holds_alternative<std::string>(completion.stop))
+        text->resize(std::min(text->size(), completion.textBytes));
       line["text"] = *text;
     }
   }

@@ -19,8 +19,9 @@ namespace moe {
 class Tokenizer;
 
 /// Lines: {"input_ids": [1, 2, 3]} or {"prompt": "text"} (needs a
-/// tokenizer), with optional "id" (echoed in the answer) and
-/// "max_new_tokens". Blank lines are skipped; every other line is one
+/// tokenizer), with optional "id" (echoed in the answer), "max_new_tokens",
+/// "stop" (a string or a list: generation ends once the text holds one) and
+/// "stop_token_ids". Blank lines are skipped; every other line is one
 /// request, numbered from 0, and a line that is malformed or asks for what
 /// is not supported is a request carrying its error.
 class PromptReader {
@@ -56,8 +57,11 @@ private:
 };
 
 /// Answers in input order, one line each: {"index", "id", "output_ids",
-/// "finish_reason"[, "text"]}, or {"index", "id", "error", "finish_reason":
-/// "error"} for a request that could not run.
+/// "finish_reason"[, "stop_reason"][, "text"]}, or {"index", "id", "error",
+/// "finish_reason": "error"} for a request that could not run. A request
+/// ended by a stop ("finish_reason": "stop") names it in "stop_reason" (the
+/// string or the token id); its "text" ends before the stop, its
+/// "output_ids" hold every id generated.
 ///
 /// A file (not "-", stdout) is never emptied or left half-written: answers
 /// go to OUTPUT.partial beside it, locked against a second job writing

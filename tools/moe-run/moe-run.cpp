@@ -108,6 +108,7 @@ std::string jobDescription(const Options &options, const EngineOptions &engine,
                      {"batch", engine.residentBatch},
                      {"max_context", engine.maxContext},
                      {"max_new_tokens", maxNewTokens},
+                     {"eos_token_ids", engine.eosTokenIds},
                      {"temperature", options.sampling.temperature},
                      {"top_k", options.sampling.topK},
                      {"top_p", options.sampling.topP},
@@ -321,6 +322,34 @@ checkpointTokenizer(const std::string &checkpoint) {
   return std::optional<Tokenizer>(std::move(tokenizer));
 }
 
+/// The end-of-sequence ids of the checkpoint's generation_config.json
+/// ("eos_token_id": one id or a list), none without that file: chat models
+/// often end turns with an id config.json does not name.
+Result<std::vector<int32_t>>
+generationConfigEos(const std::string &checkpoint) {
+  std::string path = checkpoint + "/generation_config.json";
+  if (checkpoint.empty() || !std::filesystem::exists(path))
+    return std::vector<int32_t>();
+  std::ifstream file(path);
+  nlohmann::json config = nlohmann::json::parse(file, nullptr, false);
+  if (config.is_discarded() || !config.is_object())
+    return makeError("{}: not a JSON object", path);
+  auto eos = config.find("eos_token_id");
+  if (eos == config.end() || eos->is_null())
+    return std::vector<int32_t>();
+  nlohmann::json ids = eos->is_array() ? *eos : nlohmann::json::array({*eos});
+  std::vector<int32_t> out;
+  for (const nlohmann::json &id : ids) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+        id.get<int64_t>() > INT32_MAX)
+      return makeError("{}: \"eos_token_id\" must be a token id or a list "
+                       "of them",
+                       path);
+    out.push_back(id.get<int32_t>());
+  }
+  return out;
+}
+
 /// The shape of the job in the prompts file, as the planner wants it: the
 /// requests, their prompt lengths in tokens and the tokens they ask for
 /// (`defaultNewTokens` where a line gives none), the malformed lines. One
@@ -482,6 +511,13 @@ Result<RunOutcome> run(const Options &options) {
   if (model.eos_token_ids())
     for (int64_t id : *model.eos_token_ids())
       engine.eosTokenIds.push_back(static_cast<int32_t>(id));
+  MOE_ASSIGN_OR_RETURN(std::vector<int32_t> generationEos,
+                       generationConfigEos(options.checkpoint));
+  for (int32_t id : generationEos)
+    if (std::find(engine.eosTokenIds.begin(), engine.eosTokenIds.end(), id) ==
+        engine.eosTokenIds.end())
+      engine.eosTokenIds.push_back(id);
+  engine.tokenizer = tokens;
   engine.sampling = options.sampling;
   if (engine.residentBatch <= 0 || engine.maxContext <= 1 || maxNewTokens <= 0)
     return makeError("--batch, --max-context and --max-new-tokens must be "

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
 namespace moe {
@@ -232,6 +233,46 @@ TEST(Engine, RequestsThatCannotRunCompleteWithTheirErrorAndTheJobGoesOn) {
 
 // Asked to stop, the engine returns between steps without finishing the
 // sequences in flight: what completed is all it gave.
+// A request's stop token ids end it as EOS does, named as its stop; stop
+// strings without a tokenizer to decode the output are refused.
+TEST(Engine, StopTokenIdsEndARequestAndStopStringsNeedATokenizer) {
+  std::vector<Request> requests = makeRequests(6);
+  for (Request &request : requests) {
+    request.maxNewTokens = 40;
+    std::vector<int32_t> alone = expected(request).outputIds;
+    ASSERT_GE(alone.size(), 3u);
+    request.stopTokenIds = {alone[2], 49};
+  }
+  requests[5].stopStrings = {"never"};
+  RunResult result = runEngine(2, requests);
+  ASSERT_TRUE(result.status.ok()) << result.status.error().message();
+  for (size_t i = 0; i < 5; ++i) {
+    // What the request gives alone, up to its first stop id or EOS.
+    std::vector<int32_t> want = expected(requests[i]).outputIds;
+    const std::vector<int32_t> &stops = requests[i].stopTokenIds;
+    auto first = std::find_if(want.begin(), want.end(), [&](int32_t id) {
+      return id == kEos || std::find(stops.begin(), stops.end(), id) !=
+                               stops.end();
+    });
+    ASSERT_NE(first, want.end());
+    want.erase(first + 1, want.end());
+    const Completion &got = result.completions.at(int64_t(i));
+    EXPECT_EQ(got.outputIds, want) << "request " << i;
+    if (want.back() == kEos) {
+      EXPECT_EQ(got.finishReason, "eos");
+    } else {
+      EXPECT_EQ(got.finishReason, "stop");
+      EXPECT_EQ(std::get<int32_t>(got.stop), want.back());
+    }
+  }
+  const Completion &refused = result.completions.at(5);
+  EXPECT_EQ(refused.finishReason, "error");
+  EXPECT_NE(refused.error.find("stop strings need the checkpoint's "
+                               "tokenizer.json"),
+            std::string::npos)
+      << refused.error;
+}
+
 TEST(Engine, StopsBetweenStepsWhenAsked) {
   std::vector<Request> requests = makeRequests(8);
   HistoryBackend backend;

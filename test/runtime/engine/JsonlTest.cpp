@@ -73,13 +73,19 @@ TEST(PromptReader, MalformedLinesAreRequestsCarryingTheirError) {
   expectLineError("{\"input_ids\": [1, -2]}",
                   "\"input_ids\" must hold non-negative integers");
   expectLineError("{\"input_ids\": []}", "the prompt is empty");
-  expectLineError("{\"text\": \"hi\"}",
-                  "\"text\" is not supported (a line may hold \"input_ids\" "
-                  "or \"prompt\", \"id\" and \"max_new_tokens\")");
-  expectLineError(
-      "{\"input_ids\": [1], \"temperature\": 0.5}",
-      "\"temperature\" is not supported (a line may hold "
-      "\"input_ids\" or \"prompt\", \"id\" and \"max_new_tokens\")");
+  const std::string fields = "(a line may hold \"input_ids\" or \"prompt\", "
+                             "\"id\", \"max_new_tokens\", \"stop\" and "
+                             "\"stop_token_ids\")";
+  expectLineError("{\"text\": \"hi\"}", "\"text\" is not supported " + fields);
+  expectLineError("{\"input_ids\": [1], \"temperature\": 0.5}",
+                  "\"temperature\" is not supported " + fields);
+  for (const char *stop : {"\"\"", "3", "[\"a\", 3]", "{}", "[\"\"]"})
+    expectLineError(fmt::format("{{\"input_ids\": [1], \"stop\": {}}}", stop),
+                    "\"stop\" must be a non-empty string or a list of them");
+  expectLineError("{\"input_ids\": [1], \"stop_token_ids\": 5}",
+                  "\"stop_token_ids\" must be a list of token ids");
+  expectLineError("{\"input_ids\": [1], \"stop_token_ids\": [5, -1]}",
+                  "\"stop_token_ids\" must hold non-negative integers");
   expectLineError("{\"id\": 3}", "expected \"input_ids\" or \"prompt\"");
   expectLineError("{\"prompt\": \"hi\"}",
                   "\"prompt\" needs a tokenizer.json in the checkpoint; give "
@@ -88,6 +94,24 @@ TEST(PromptReader, MalformedLinesAreRequestsCarryingTheirError) {
     expectLineError(
         fmt::format("{{\"input_ids\": [1], \"max_new_tokens\": {}}}", tokens),
         "\"max_new_tokens\" must be an integer from 1 to 2^31 - 1");
+}
+
+TEST(PromptReader, ReadsStops) {
+  std::string path =
+      writeFile("stops.jsonl", "{\"input_ids\": [1], \"stop\": \"\\n\\n\"}\n"
+                               "{\"input_ids\": [1], \"stop\": [\"a\", \"é\"], "
+                               "\"stop_token_ids\": [7, 9]}\n");
+  auto reader = PromptReader::open(path, nullptr, 4);
+  ASSERT_TRUE(reader.ok());
+  auto first = reader->next();
+  ASSERT_TRUE(first.ok() && *first);
+  EXPECT_EQ((*first)->stopStrings, std::vector<std::string>{"\n\n"});
+  EXPECT_TRUE((*first)->stopTokenIds.empty());
+  auto second = reader->next();
+  ASSERT_TRUE(second.ok() && *second);
+  EXPECT_EQ((*second)->stopStrings,
+            (std::vector<std::string>{"a", "\xC3\xA9"}));
+  EXPECT_EQ((*second)->stopTokenIds, (std::vector<int32_t>{7, 9}));
 }
 
 TEST(PromptReader, SkipsWhatAResumedJobAnswered) {
