@@ -20,6 +20,7 @@ Status Engine::finish(int32_t slot, Completion ending,
                       const CompletionSink &sink) {
   Slot &s = slots_[slot];
   ending.index = s.request->index;
+  ending.promptTokens = int64_t(s.request->promptIds.size());
   ending.outputIds = std::move(s.output);
   s = Slot{};
   backend_.resetSlot(slot);
@@ -110,7 +111,8 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
     batch.logitRows.push_back(static_cast<int32_t>(batch.rows.size()) - 1);
     stepSlots_.push_back(slot);
     Slot &s = slots_[slot];
-    s.sampler.emplace(options_.sampling, static_cast<uint64_t>(request.index));
+    s.sampler.emplace(request.sampling.value_or(options_.sampling),
+                      request.seeded ? 0 : static_cast<uint64_t>(request.index));
     if (!request.stopStrings.empty())
       s.stops.emplace(*options_.tokenizer, request.stopStrings);
     s.length = promptLength;
@@ -128,7 +130,10 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
 }
 
 Status Engine::forward(const StepBatch &batch) {
-  if (options_.sampling.temperature <= 0.0f)
+  sampledStep_ = std::any_of(stepSlots_.begin(), stepSlots_.end(), [&](int32_t slot) {
+    return !slots_[slot].sampler->greedy();
+  });
+  if (!sampledStep_)
     return backend_.forwardGreedy(batch, stepTokens_);
   return backend_.forward(batch, logits_);
 }
@@ -137,7 +142,7 @@ Status Engine::advance(const std::vector<int32_t> &slots,
                        const CompletionSink &sink) {
   auto start = Clock::now();
   std::vector<int32_t> &tokens = stepTokens_;
-  if (options_.sampling.temperature > 0.0f) {
+  if (sampledStep_) {
     tokens.resize(slots.size());
     auto sampleRow = [&](size_t row) {
       tokens[row] = slots_[slots[row]].sampler->sample(std::span<const float>(

@@ -29,6 +29,11 @@ struct Request {
   // once its text holds any of these strings (EngineOptions::tokenizer).
   std::vector<int32_t> stopTokenIds;
   std::vector<std::string> stopStrings;
+  // Its own sampling, instead of the job's (EngineOptions::sampling); with
+  // `seeded`, its seed alone starts its random stream (the same request and
+  // seed sample the same answer), else the seed and the request's index.
+  std::optional<SamplingParams> sampling;
+  bool seeded = false;
   // Why the request cannot run (a malformed line, an unsupported field);
   // empty when it can. It completes at once with this error.
   std::string error;
@@ -47,6 +52,7 @@ struct Completion {
   // cut at textBytes (a string), or of all but the last id (a token).
   std::variant<std::monostate, std::string, int32_t> stop;
   size_t textBytes = 0;
+  int64_t promptTokens = 0;
 };
 
 struct EngineOptions {
@@ -55,7 +61,7 @@ struct EngineOptions {
   std::vector<int32_t> eosTokenIds;
   // Decodes outputs for requests with stop strings (none: they are refused).
   const Tokenizer *tokenizer = nullptr;
-  SamplingParams sampling;
+  SamplingParams sampling; // of requests that do not bring their own
   // A step with at least this many logits samples its rows on all cores
   // (each row's sampler is its own, so the tokens are the same).
   int64_t parallelSamplingLogits = int64_t{1} << 22;
@@ -111,8 +117,9 @@ private:
                 bool &exhausted, const CompletionSink &sink);
   std::string refusal(const Request &request) const;
   Status decodeStep();
-  /// The forward pass of a step: greedy decoding takes the backend's picks
-  /// (stepTokens_), sampling takes the logits (logits_).
+  /// The forward pass of a step: a step of greedy sequences only takes the
+  /// backend's picks (stepTokens_), any other the logits (logits_), which
+  /// each sequence's sampler then reads (sampledStep_).
   Status forward(const StepBatch &batch);
   /// Gives each of the step's slots its next token; finishes slots.
   Status advance(const std::vector<int32_t> &slots, const CompletionSink &sink);
@@ -130,6 +137,7 @@ private:
   std::vector<float> logits_;
   std::vector<int32_t> stepTokens_;
   std::vector<int32_t> stepSlots_;
+  bool sampledStep_ = false;
 };
 
 } // namespace moe

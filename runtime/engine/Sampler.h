@@ -23,6 +23,8 @@ public:
 
   /// Picks a token id from one row of logits.
   int32_t sample(std::span<const float> logits);
+  /// Whether it picks the largest logit (temperature 0).
+  bool greedy() const { return params_.temperature <= 0.0f; }
 
 private:
   double nextUniform(); // in [0, 1)

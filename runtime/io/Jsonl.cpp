@@ -1,11 +1,13 @@
 #include "runtime/io/Jsonl.h"
 
+#include "runtime/io/OpenAiBatch.h"
 #include "runtime/tokenizer/Tokenizer.h"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cerrno>
+#include <ctime>
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
@@ -27,7 +29,8 @@ std::string systemError() { return std::strerror(errno); }
 
 Result<PromptReader> PromptReader::open(const std::string &path,
                                         const Tokenizer *tokenizer,
-                                        int32_t defaultMaxNewTokens) {
+                                        int32_t defaultMaxNewTokens,
+                                        const SamplingParams &sampling) {
   if (std::filesystem::is_directory(path))
     return makeError("{}: is a directory, not a prompts file", path);
   PromptReader reader;
@@ -37,6 +40,7 @@ Result<PromptReader> PromptReader::open(const std::string &path,
     return makeError("{}: cannot open the prompts file", path);
   reader.tokenizer_ = tokenizer;
   reader.defaultMaxNewTokens_ = defaultMaxNewTokens;
+  reader.sampling_ = sampling;
   return reader;
 }
 
@@ -54,7 +58,7 @@ Request PromptReader::parse(const std::string &line) {
   request.index = nextIndex_;
   request.maxNewTokens = defaultMaxNewTokens_;
   request.origin = fmt::format("{}:{}", path_, lineNumber_);
-  ids_[nextIndex_] = "null";
+  Echo &echo = echoes_[nextIndex_];
   auto fail = [&](const std::string &what) {
     request.error = request.origin + ": " + what;
     request.promptIds.clear();
@@ -63,8 +67,23 @@ Request PromptReader::parse(const std::string &line) {
   nlohmann::json object = nlohmann::json::parse(line, nullptr, false);
   if (object.is_discarded() || !object.is_object())
     return fail("not a JSON object");
+  bool batchLine = object.contains("custom_id");
+  noteFormat(batchLine);
+  if (format_ == PromptFormat::openaiBatch) {
+    BatchEcho batch;
+    std::string why =
+        batchLine ? parseBatchRequest(object, tokenizer_, sampling_, request,
+                                      batch)
+                  : "not an OpenAI batch request (no \"custom_id\"), as "
+                    "the file's first line is";
+    echo.id = batch.customId.dump();
+    echo.model = batch.model;
+    return why.empty() ? request : fail(why);
+  }
+  if (batchLine)
+    return fail("an OpenAI batch request, but the file's first line is not");
   if (auto id = object.find("id"); id != object.end())
-    ids_[nextIndex_] = id->dump();
+    echo.id = id->dump();
   for (const auto &[key, value] : object.items())
     if (key != "input_ids" && key != "prompt" && key != "id" &&
         key != "max_new_tokens" && key != "stop" && key != "stop_token_ids")
@@ -140,23 +159,35 @@ Result<std::optional<Request>> PromptReader::next() {
   return std::optional<Request>(std::move(request));
 }
 
+void PromptReader::noteFormat(bool batchLine) {
+  if (formatKnown_)
+    return;
+  format_ = batchLine ? PromptFormat::openaiBatch : PromptFormat::moe;
+  formatKnown_ = true;
+}
+
 Status PromptReader::skip(int64_t count) {
   std::string line;
-  for (int64_t skipped = 0; skipped < count; ++skipped, ++nextIndex_)
+  for (int64_t skipped = 0; skipped < count; ++skipped, ++nextIndex_) {
     if (!nextLine(line))
       return makeError("{}: has {} requests, fewer than the {} answered "
                        "before: the prompts changed since",
                        path_, nextIndex_, count);
+    if (!formatKnown_) {
+      nlohmann::json object = nlohmann::json::parse(line, nullptr, false);
+      noteFormat(object.is_object() && object.contains("custom_id"));
+    }
+  }
   return Status::success();
 }
 
-std::string PromptReader::takeId(int64_t index) {
-  auto it = ids_.find(index);
-  if (it == ids_.end())
-    return "null";
-  std::string id = std::move(it->second);
-  ids_.erase(it);
-  return id;
+PromptReader::Echo PromptReader::takeEcho(int64_t index) {
+  auto it = echoes_.find(index);
+  if (it == echoes_.end())
+    return {};
+  Echo echo = std::move(it->second);
+  echoes_.erase(it);
+  return echo;
 }
 
 Result<AnswerWriter> AnswerWriter::open(const std::string &path,
@@ -225,10 +256,14 @@ Status AnswerWriter::resume(const std::string &job) {
   off_t kept = 0;
   while (std::getline(in, line) && !in.eof()) {
     nlohmann::json answer = nlohmann::json::parse(line, nullptr, false);
-    if (answer.is_discarded() || !answer.is_object() ||
-        answer.value("index", int64_t(-1)) != nextIndex_)
+    if (answer.is_discarded() || !answer.is_object())
       break;
-    failed_ += answer.contains("error");
+    int64_t index = answer.contains("custom_id")
+                        ? batchAnswerIndex(answer)
+                        : answer.value("index", int64_t(-1));
+    if (index != nextIndex_)
+      break;
+    failed_ += answer.contains("error") && !answer["error"].is_null();
     ++nextIndex_;
     kept += off_t(line.size() + 1);
   }
@@ -239,31 +274,46 @@ Status AnswerWriter::resume(const std::string &job) {
   return prompts_->skip(resumed_);
 }
 
+// The answer's text: its ids decoded, without the stop that ended it.
+Result<std::string> AnswerWriter::answerText(const Completion &completion) {
+  std::span<const int32_t> ids = completion.outputIds;
+  if (std::holds_alternative<int32_t>(completion.stop))
+    ids = ids.first(ids.size() - 1);
+  Result<std::string> text = tokenizer_->decode(ids, /*skipSpecial=*/true);
+  if (!text.ok())
+    return text.error().withContext(path_);
+  if (std::holds_alternative<std::string>(completion.stop))
+    text->resize(std::min(text->size(), completion.textBytes));
+  return text;
+}
+
 Status AnswerWriter::writeLine(const Completion &completion) {
+  PromptReader::Echo echo = prompts_->takeEcho(completion.index);
+  bool failed = completion.finishReason == "error";
+  failed_ += failed;
+  std::string text;
+  if (tokenizer_ && !failed) {
+    MOE_ASSIGN_OR_RETURN(text, answerText(completion));
+  }
   nlohmann::json line;
-  line["index"] = completion.index;
-  line["id"] = nlohmann::json::parse(prompts_->takeId(completion.index));
-  line["finish_reason"] = completion.finishReason;
-  if (completion.finishReason == "error") {
-    line["error"] = completion.error;
-    ++failed_;
+  if (prompts_->format() == PromptFormat::openaiBatch) {
+    line = batchAnswer(completion,
+                       {nlohmann::json::parse(echo.id), echo.model}, text,
+                       int64_t(std::time(nullptr)));
   } else {
-    line["output_ids"] = completion.outputIds;
-    std::span<const int32_t> textIds = completion.outputIds;
-    if (const auto *id = std::get_if<int32_t>(&completion.stop)) {
-      line["stop_reason"] = *id;
-      textIds = textIds.first(textIds.size() - 1);
-    } else if (const auto *stop = std::get_if<std::string>(&completion.stop)) {
-      line["stop_reason"] = *stop;
-    }
-    if (tokenizer_) {
-      Result<std::string> text =
-          tokenizer_->decode(textIds, /*skipSpecial=*/true);
-      if (!text.ok())
-        return text.error().withContext(path_);
-      if (std::holds_alternative<std::string>(completion.stop))
-        text->resize(std::min(text->size(), completion.textBytes));
-      line["text"] = *text;
+    line["index"] = completion.index;
+    line["id"] = nlohmann::json::parse(echo.id);
+    line["finish_reason"] = completion.finishReason;
+    if (failed) {
+      line["error"] = completion.error;
+    } else {
+      line["output_ids"] = completion.outputIds;
+      if (const auto *id = std::get_if<int32_t>(&completion.stop))
+        line["stop_reason"] = *id;
+      else if (const auto *stop = std::get_if<std::string>(&completion.stop))
+        line["stop_reason"] = *stop;
+      if (tokenizer_)
+        line["text"] = text;
     }
   }
   std::string textLine =

@@ -18,17 +18,27 @@ namespace moe {
 
 class Tokenizer;
 
+/// The two kinds of prompts file, told apart by the first line; answers
+/// come in the same kind.
+enum class PromptFormat {
+  moe,         // the lines PromptReader describes
+  openaiBatch, // OpenAI Batch API request lines (OpenAiBatch.h)
+};
+
 /// Lines: {"input_ids": [1, 2, 3]} or {"prompt": "text"} (needs a
 /// tokenizer), with optional "id" (echoed in the answer), "max_new_tokens",
 /// "stop" (a string or a list: generation ends once the text holds one) and
-/// "stop_token_ids". Blank lines are skipped; every other line is one
+/// "stop_token_ids"; or OpenAI Batch API request lines when the first line
+/// has a "custom_id". Blank lines are skipped; every other line is one
 /// request, numbered from 0, and a line that is malformed or asks for what
 /// is not supported is a request carrying its error.
 class PromptReader {
 public:
+  /// `sampling` is the job's, which batch requests may override.
   static Result<PromptReader> open(const std::string &path,
                                    const Tokenizer *tokenizer,
-                                   int32_t defaultMaxNewTokens);
+                                   int32_t defaultMaxNewTokens,
+                                   const SamplingParams &sampling = {});
   PromptReader(PromptReader &&) = default;
 
   /// The next request, nothing at the end, or an error when the file cannot
@@ -37,26 +47,38 @@ public:
   /// Passes over the next `count` requests without reading them (those a
   /// resumed job has answered).
   Status skip(int64_t count);
-  /// The "id" of request `index` as JSON text ("null" when absent), once:
-  /// the reader forgets it.
-  std::string takeId(int64_t index);
+  /// What the answer of request `index` repeats of it (its "id" or
+  /// "custom_id", a batch body's "model"), once: the reader forgets it.
+  struct Echo {
+    std::string id = "null"; // as JSON text
+    std::string model;
+  };
+  Echo takeEcho(int64_t index);
+  /// The file's kind (moe until a line is read).
+  PromptFormat format() const { return format_; }
 
 private:
   PromptReader() = default;
   /// The request of one non-blank line; its error when the line is bad.
   Request parse(const std::string &line);
+  /// The file's kind, from its first line: a batch line or not.
+  void noteFormat(bool batchLine);
   bool nextLine(std::string &line);
 
   std::string path_;
   std::unique_ptr<std::ifstream> file_;
   const Tokenizer *tokenizer_ = nullptr;
   int32_t defaultMaxNewTokens_ = 0;
+  SamplingParams sampling_;
+  PromptFormat format_ = PromptFormat::moe;
+  bool formatKnown_ = false;
   int64_t lineNumber_ = 0;
-  std::map<int64_t, std::string> ids_;
+  std::map<int64_t, Echo> echoes_;
   int64_t nextIndex_ = 0;
 };
 
-/// Answers in input order, one line each: {"index", "id", "output_ids",
+/// Answers in input order, one line each, of the prompts file's kind (an
+/// OpenAI batch file's: OpenAiBatch.h): {"index", "id", "output_ids",
 /// "finish_reason"[, "stop_reason"][, "text"]}, or {"index", "id", "error",
 /// "finish_reason": "error"} for a request that could not run. A request
 /// ended by a stop ("finish_reason": "stop") names it in "stop_reason" (the
@@ -96,6 +118,7 @@ public:
 private:
   AnswerWriter() = default;
   Status resume(const std::string &job);
+  Result<std::string> answerText(const Completion &completion);
   Status writeLine(const Completion &completion);
 
   std::string path_, partial_, jobPath_;

@@ -548,7 +548,8 @@ Result<RunOutcome> run(const Options &options) {
     return makeError("--output {} is the prompts file; answers go elsewhere",
                      options.output);
   Result<PromptReader> prompts =
-      PromptReader::open(options.prompts, tokens, maxNewTokens);
+      PromptReader::open(options.prompts, tokens, maxNewTokens,
+                         options.sampling);
   if (!prompts.ok())
     return prompts.error();
   Result<AnswerWriter> answers =

@@ -39,8 +39,8 @@ TEST(PromptReader, ReadsIdsLimitsAndIds) {
   ASSERT_TRUE(second.ok() && *second);
   EXPECT_EQ((*second)->index, 1);
   EXPECT_EQ((*second)->maxNewTokens, 2);
-  EXPECT_EQ(reader->takeId(1), "\"q7\"");
-  EXPECT_EQ(reader->takeId(1), "null") << "taken once";
+  EXPECT_EQ(reader->takeEcho(1).id, "\"q7\"");
+  EXPECT_EQ(reader->takeEcho(1).id, "null") << "taken once";
   auto end = reader->next();
   ASSERT_TRUE(end.ok());
   EXPECT_FALSE(*end);
@@ -213,6 +213,103 @@ TEST(AnswerWriter, ResumesTheSameJobAndRefusesAnother) {
             "{\"finish_reason\":\"length\",\"id\":1,\"index\":0,"
             "\"output_ids\":[5]}\n{\"finish_reason\":\"eos\",\"id\":null,"
             "\"index\":1,\"output_ids\":[6]}\n");
+}
+
+// OpenAI batch lines: the body's fields make the request (sampling over
+// the job's, its seed alone starting its stream), errors name the field, a
+// line of the other kind is refused; answers are batch output lines, and a
+// stopped batch job resumes from them.
+TEST(OpenAiBatch, RequestsAnswersAndResume) {
+  std::string path = writeFile(
+      "batch.jsonl",
+      R"({"custom_id": "a", "method": "POST", "url": "/v1/completions", )"
+      R"("body": {"model": "m", "prompt": [5, 6], "max_tokens": 3, )"
+      R"("temperature": 0.5, "seed": 9, "stop": "x", "stop_token_ids": [4]}})"
+      "\n"
+      R"({"custom_id": "b", "method": "POST", "url": "/v1/completions", )"
+      R"("body": {"prompt": [7], "top_p": 0}})"
+      "\n"
+      R"({"input_ids": [1]})"
+      "\n"
+      R"({"custom_id": "d", "method": "GET", "url": "/v1/completions", )"
+      R"("body": {"prompt": [7]}})"
+      "\n");
+  SamplingParams job;
+  job.topK = 3;
+  auto reader = PromptReader::open(path, nullptr, 8, job);
+  ASSERT_TRUE(reader.ok());
+  auto a = reader->next();
+  ASSERT_TRUE(a.ok() && *a);
+  EXPECT_EQ(reader->format(), PromptFormat::openaiBatch);
+  const Request &first = **a;
+  EXPECT_TRUE(first.error.empty()) << first.error;
+  EXPECT_EQ(first.promptIds, (std::vector<int32_t>{5, 6}));
+  EXPECT_EQ(first.maxNewTokens, 3);
+  ASSERT_TRUE(first.sampling);
+  EXPECT_FLOAT_EQ(first.sampling->temperature, 0.5f);
+  EXPECT_EQ(first.sampling->topK, 3) << "the job's where the body is silent";
+  EXPECT_EQ(first.sampling->seed, 9u);
+  EXPECT_TRUE(first.seeded);
+  EXPECT_EQ(first.stopStrings, std::vector<std::string>{"x"});
+  EXPECT_EQ(first.stopTokenIds, std::vector<int32_t>{4});
+  for (const char *error :
+       {"\"top_p\" must be a number in (0, 1]",
+        "not an OpenAI batch request (no \"custom_id\"), as the file's "
+        "first line is",
+        "\"method\" must be \"POST\""}) {
+    auto bad = reader->next();
+    ASSERT_TRUE(bad.ok() && *bad);
+    EXPECT_NE((*bad)->error.find(error), std::string::npos) << (*bad)->error;
+  }
+
+  std::string out = answersPath("batch-answers.jsonl");
+  {
+    auto writer = AnswerWriter::open(out, *reader, nullptr, "job");
+    ASSERT_TRUE(writer.ok());
+    Completion done{0, {8, 9, 4}, "stop", {}};
+    done.stop = int32_t(4);
+    done.promptTokens = 2;
+    ASSERT_TRUE(writer->add(done).ok());
+    ASSERT_TRUE(writer->add({1, {}, "error", "batch.jsonl:2: bad"}).ok());
+  }
+  std::istringstream lines(readFile(out + ".partial"));
+  std::string line;
+  std::getline(lines, line);
+  nlohmann::json answer = nlohmann::json::parse(line);
+  EXPECT_EQ(answer["id"], "batch_req_0");
+  EXPECT_EQ(answer["custom_id"], "a");
+  EXPECT_TRUE(answer["error"].is_null());
+  EXPECT_EQ(answer["response"]["status_code"], 200);
+  const nlohmann::json &body = answer["response"]["body"];
+  EXPECT_EQ(body["model"], "m");
+  EXPECT_EQ(body["object"], "text_completion");
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(body["choices"][0]["stop_reason"], 4);
+  EXPECT_EQ(body["choices"][0]["token_ids"], (std::vector<int32_t>{8, 9, 4}));
+  EXPECT_EQ(body["usage"]["prompt_tokens"], 2);
+  EXPECT_EQ(body["usage"]["completion_tokens"], 3);
+  EXPECT_EQ(body["usage"]["total_tokens"], 5);
+  std::getline(lines, line);
+  answer = nlohmann::json::parse(line);
+  EXPECT_EQ(answer["custom_id"], "b");
+  EXPECT_TRUE(answer["response"].is_null());
+  EXPECT_EQ(answer["error"]["message"], "batch.jsonl:2: bad");
+
+  auto again = PromptReader::open(path, nullptr, 8, job);
+  ASSERT_TRUE(again.ok());
+  auto resumed = AnswerWriter::open(out, *again, nullptr, "job");
+  ASSERT_TRUE(resumed.ok()) << resumed.error().message();
+  EXPECT_EQ(resumed->resumed(), 2);
+  EXPECT_EQ(resumed->failed(), 1);
+  EXPECT_EQ(again->format(), PromptFormat::openaiBatch)
+      << "told by the lines skipped";
+  ASSERT_TRUE(resumed->add({2, {}, "error", "batch.jsonl:3: bad"}).ok());
+  std::string all = readFile(out + ".partial");
+  EXPECT_NE(all.find("{\"custom_id\":null,\"error\":{\"code\":"
+                     "\"invalid_request\",\"message\":\"batch.jsonl:3: bad\"},"
+                     "\"id\":\"batch_req_2\",\"response\":null}"),
+            std::string::npos)
+      << all;
 }
 
 TEST(AnswerWriter, OneJobWritesAFileAtATime) {

@@ -17,31 +17,7 @@ import os
 import subprocess
 import sys
 
-
-def byte_level_tokenizer():
-    """tokenizer.json of GPT-2's byte-to-unicode alphabet, no merges."""
-    printable = (list(range(ord("!"), ord("~") + 1)) +
-                 list(range(ord("\xa1"), ord("\xac") + 1)) +
-                 list(range(ord("\xae"), ord("\xff") + 1)))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    byte_level = {"type": "ByteLevel", "add_prefix_space": False,
-                  "trim_offsets": True, "use_regex": True}
-    return {"version": "1.0", "truncation": None, "padding": None,
-            "added_tokens": [], "normalizer": None,
-            "pre_tokenizer": byte_level, "post_processor": None,
-            "decoder": byte_level,
-            "model": {"type": "BPE", "dropout": None, "unk_token": None,
-                      "continuing_subword_prefix": None,
-                      "end_of_word_suffix": None, "fuse_unk": False,
-                      "byte_fallback": False,
-                      "vocab": {chars[b]: b for b in range(256)},
-                      "merges": []}}
+from byte_tokenizer import byte_level_checkpoint
 
 
 def run(moe_run, plan, checkpoint, work, name, lines):
@@ -72,14 +48,7 @@ def check(condition, message):
 
 def main():
     moe_run, plan, source, work = sys.argv[1:5]
-    checkpoint = os.path.join(work, "checkpoint")
-    os.makedirs(checkpoint, exist_ok=True)
-    for name in ("config.json", "model.safetensors"):
-        target = os.path.join(checkpoint, name)
-        if not os.path.exists(target):
-            os.symlink(os.path.abspath(os.path.join(source, name)), target)
-    with open(os.path.join(checkpoint, "tokenizer.json"), "w") as f:
-        json.dump(byte_level_tokenizer(), f)
+    checkpoint = byte_level_checkpoint(source, os.path.join(work, "checkpoint"))
 
     prompts = [{"prompt": "The stop", "max_new_tokens": 40},
                {"input_ids": [200, 201, 202, 203, 204], "max_new_tokens": 40},

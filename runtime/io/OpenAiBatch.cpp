@@ -1,0 +1,241 @@
+#include "runtime/io/OpenAiBatch.h"
+
+#include "runtime/tokenizer/Tokenizer.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <string_view>
+
+namespace moe {
+namespace {
+
+constexpr std::string_view kCompletions = "/v1/completions";
+constexpr std::string_view kChatCompletions = "/v1/chat/completions";
+
+bool isTokenId(const nlohmann::json &id) {
+  return id.is_number_integer() && id.get<int64_t>() >= 0 &&
+         id.get<int64_t>() <= INT32_MAX;
+}
+
+// The prompt of a completions body: text or token ids, alone or as the one
+// element of a list.
+std::string readPrompt(const nlohmann::json &prompt,
+                       const Tokenizer *tokenizer, Request &request) {
+  nlohmann::json one = prompt;
+  if (prompt.is_array() && !prompt.empty() &&
+      (prompt[0].is_string() || prompt[0].is_array())) {
+    if (prompt.size() != 1)
+      return "\"prompt\" holds several prompts; send one request each";
+    one = prompt[0];
+  }
+  if (one.is_string()) {
+    if (!tokenizer)
+      return "a text \"prompt\" needs a tokenizer.json in the checkpoint; "
+             "give token ids instead";
+    Result<std::vector<int32_t>> ids =
+        tokenizer->encode(one.get<std::string>(), /*addSpecial=*/true);
+    if (!ids.ok())
+      return ids.error().message();
+    request.promptIds = std::move(*ids);
+  } else if (one.is_array()) {
+    for (const nlohmann::json &id : one) {
+      if (!isTokenId(id))
+        return "\"prompt\" must be text or a list of token ids";
+      request.promptIds.push_back(id.get<int32_t>());
+    }
+  } else {
+    return "\"prompt\" must be text or a list of token ids";
+  }
+  return request.promptIds.empty() ? "the prompt is empty" : "";
+}
+
+// The body's sampling fields over the job's.
+std::string readSampling(const nlohmann::json &body,
+                         const SamplingParams &jobSampling,
+                         Request &request) {
+  SamplingParams sampling = jobSampling;
+  bool own = false;
+  auto number = [&](const char *key, double low, double high, bool openLow,
+                    float &into) -> std::string {
+    auto it = body.find(key);
+    if (it == body.end() || it->is_null())
+      return "";
+    double value = it->is_number() ? it->get<double>() : -1e300;
+    if (!it->is_number() || value < low || value > high ||
+        (openLow && value == low))
+      return fmt::format("\"{}\" must be a number in {}{}, {}]", key,
+                         openLow ? "(" : "[", low, high);
+    into = float(value);
+    own = true;
+    return "";
+  };
+  for (std::string why : {number("temperature", 0, 2, false,
+                                 sampling.temperature),
+                          number("top_p", 0, 1, true, sampling.topP)})
+    if (!why.empty())
+      return why;
+  if (auto it = body.find("top_k"); it != body.end() && !it->is_null()) {
+    // vLLM's -1 is no limit, as 0 here.
+    if (!it->is_number_integer() || it->get<int64_t>() < -1 ||
+        it->get<int64_t>() > INT32_MAX)
+      return "\"top_k\" must be an integer from -1 (no limit)";
+    sampling.topK = std::max<int32_t>(0, it->get<int32_t>());
+    own = true;
+  }
+  if (auto it = body.find("seed"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_integer())
+      return "\"seed\" must be an integer";
+    sampling.seed = it->is_number_unsigned() ? it->get<uint64_t>()
+                                             : uint64_t(it->get<int64_t>());
+    request.seeded = own = true;
+  }
+  if (own)
+    request.sampling = sampling;
+  return "";
+}
+
+std::string readStops(const nlohmann::json &body, Request &request) {
+  if (auto it = body.find("stop"); it != body.end() && !it->is_null()) {
+    nlohmann::json stops = it->is_string() ? nlohmann::json::array({*it}) : *it;
+    if (!stops.is_array())
+      return "\"stop\" must be a non-empty string or a list of them";
+    for (const nlohmann::json &stop : stops) {
+      if (!stop.is_string() || stop.get<std::string>().empty())
+        return "\"stop\" must be a non-empty string or a list of them";
+      request.stopStrings.push_back(stop.get<std::string>());
+    }
+  }
+  if (auto it = body.find("stop_token_ids"); it != body.end() &&
+                                             !it->is_null()) {
+    if (!it->is_array())
+      return "\"stop_token_ids\" must be a list of token ids";
+    for (const nlohmann::json &id : *it) {
+      if (!isTokenId(id))
+        return "\"stop_token_ids\" must hold non-negative integers";
+      request.stopTokenIds.push_back(id.get<int32_t>());
+    }
+  }
+  return "";
+}
+
+std::string readBody(const nlohmann::json &body, const Tokenizer *tokenizer,
+                     const SamplingParams &jobSampling, Request &request,
+                     BatchEcho &echo) {
+  static constexpr std::array kFields = {
+      "model", "prompt", "max_tokens", "temperature", "top_p",
+      "top_k", "seed",   "stop",       "stop_token_ids", "n",
+      "stream", "user"};
+  for (const auto &[key, value] : body.items())
+    if (std::find(kFields.begin(), kFields.end(), key) == kFields.end())
+      return fmt::format("body field \"{}\" is not supported", key);
+  if (auto it = body.find("model"); it != body.end() && it->is_string())
+    echo.model = it->get<std::string>();
+  if (auto it = body.find("n"); it != body.end() && !it->is_null() &&
+                                (!it->is_number_integer() || *it != 1))
+    return "\"n\" must be 1: send one request per completion";
+  if (auto it = body.find("stream"); it != body.end() && !it->is_null() &&
+                                     *it != false)
+    return "\"stream\" must be false in a batch";
+  auto prompt = body.find("prompt");
+  if (prompt == body.end())
+    return "the body has no \"prompt\"";
+  if (std::string why = readPrompt(*prompt, tokenizer, request); !why.empty())
+    return why;
+  if (auto it = body.find("max_tokens"); it != body.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() <= 0 ||
+        it->get<int64_t>() > INT32_MAX)
+      return "\"max_tokens\" must be an integer from 1 to 2^31 - 1";
+    request.maxNewTokens = it->get<int32_t>();
+  }
+  if (std::string why = readSampling(body, jobSampling, request); !why.empty())
+    return why;
+  return readStops(body, request);
+}
+
+} // namespace
+
+std::string parseBatchRequest(const nlohmann::json &line,
+                              const Tokenizer *tokenizer,
+                              const SamplingParams &jobSampling,
+                              Request &request, BatchEcho &echo) {
+  echo.customId = line["custom_id"];
+  for (const auto &[key, value] : line.items())
+    if (key != "custom_id" && key != "method" && key != "url" && key != "body")
+      return fmt::format("\"{}\" is not supported (a batch line holds "
+                         "\"custom_id\", \"method\", \"url\" and \"body\")",
+                         key);
+  if (!echo.customId.is_string())
+    return "\"custom_id\" must be a string";
+  if (line.value("method", "") != "POST")
+    return "\"method\" must be \"POST\"";
+  std::string url = line.value("url", "");
+  if (url == kChatCompletions)
+    return fmt::format("{} needs the model's chat template, which moe-run "
+                       "does not apply yet: send {} requests with the "
+                       "conversation rendered as the prompt",
+                       kChatCompletions, kCompletions);
+  if (url != kCompletions)
+    return fmt::format("\"url\" must be \"{}\"", kCompletions);
+  auto body = line.find("body");
+  if (body == line.end() || !body->is_object())
+    return "\"body\" must be an object";
+  return readBody(*body, tokenizer, jobSampling, request, echo);
+}
+
+nlohmann::json batchAnswer(const Completion &completion, const BatchEcho &echo,
+                           const std::string &text, int64_t created) {
+  nlohmann::json line{{"id", fmt::format("batch_req_{}", completion.index)},
+                      {"custom_id", echo.customId}};
+  if (completion.finishReason == "error") {
+    line["response"] = nullptr;
+    line["error"] = {{"code", "invalid_request"},
+                     {"message", completion.error}};
+    return line;
+  }
+  // OpenAI's reasons: a stop or EOS is "stop", a token budget "length".
+  bool stopped =
+      completion.finishReason == "eos" || completion.finishReason == "stop";
+  nlohmann::json choice{{"index", 0},
+                        {"text", text},
+                        {"logprobs", nullptr},
+                        {"finish_reason", stopped ? "stop" : "length"},
+                        {"token_ids", completion.outputIds}};
+  if (const auto *stop = std::get_if<std::string>(&completion.stop))
+    choice["stop_reason"] = *stop;
+  else if (const auto *id = std::get_if<int32_t>(&completion.stop))
+    choice["stop_reason"] = *id;
+  int64_t generated = int64_t(completion.outputIds.size());
+  nlohmann::json body{
+      {"id", fmt::format("cmpl-{}", completion.index)},
+      {"object", "text_completion"},
+      {"created", created},
+      {"model", echo.model},
+      {"choices", nlohmann::json::array({choice})},
+      {"usage",
+       {{"prompt_tokens", completion.promptTokens},
+        {"completion_tokens", generated},
+        {"total_tokens", completion.promptTokens + generated}}}};
+  line["response"] = {{"status_code", 200},
+                      {"request_id", fmt::format("req_{}", completion.index)},
+                      {"body", std::move(body)}};
+  line["error"] = nullptr;
+  return line;
+}
+
+int64_t batchAnswerIndex(const nlohmann::json &answer) {
+  constexpr std::string_view kPrefix = "batch_req_";
+  auto id = answer.find("id");
+  if (id == answer.end() || !id->is_string())
+    return -1;
+  std::string text = id->get<std::string>();
+  if (!text.starts_with(kPrefix) || text.size() == kPrefix.size() ||
+      text.size() > kPrefix.size() + 18 ||
+      !std::all_of(text.begin() + kPrefix.size(), text.end(),
+                   [](char c) { return c >= '0' && c <= '9'; }))
+    return -1;
+  return std::stoll(text.substr(kPrefix.size()));
+}
+
+} // namespace moe

@@ -1,0 +1,46 @@
+// OpenAI Batch API lines (what `vllm run-batch` and hosted batch services
+// read and write): a request line {"custom_id", "method": "POST", "url",
+// "body"} becomes a Request; an answer becomes {"id", "custom_id",
+// "response": {"status_code", "request_id", "body"}, "error"}.
+//
+// "/v1/completions" bodies are supported: "prompt" (text, with a
+// tokenizer, or token ids; one prompt), "max_tokens", "temperature",
+// "top_p", "top_k", "seed", "stop", "stop_token_ids", "n" (1), "stream"
+// (false), "model" and "user" (echoed and ignored). "/v1/chat/completions"
+// requests need the model's chat template, which is not applied yet: they
+// are answered with an error line. Any other field is an error naming it.
+#pragma once
+
+#include "runtime/engine/Engine.h"
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+namespace moe {
+
+class Tokenizer;
+
+// What an answer line repeats of its request.
+struct BatchEcho {
+  nlohmann::json customId;
+  std::string model;
+};
+
+// Fills `request` from one batch request line (an object with "custom_id");
+// returns the error that makes it a failed request, empty when it can run.
+// `jobSampling` is what fields the body leaves out take.
+std::string parseBatchRequest(const nlohmann::json &line,
+                              const Tokenizer *tokenizer,
+                              const SamplingParams &jobSampling,
+                              Request &request, BatchEcho &echo);
+
+// The answer line of `completion`; `text` is its answer's text (empty
+// without a tokenizer), `created` the Unix time it is stamped with.
+nlohmann::json batchAnswer(const Completion &completion, const BatchEcho &echo,
+                           const std::string &text, int64_t created);
+
+// The request index of an answer line written by batchAnswer, or -1.
+int64_t batchAnswerIndex(const nlohmann::json &answer);
+
+} // namespace moe
