@@ -1,6 +1,7 @@
 #include "runtime/io/Jsonl.h"
 
 #include "runtime/io/OpenAiBatch.h"
+#include "runtime/io/RequestFields.h"
 #include "runtime/tokenizer/Tokenizer.h"
 
 #include <nlohmann/json.hpp>
@@ -93,14 +94,9 @@ Request PromptReader::parse(const std::string &line) {
                               "\"stop_token_ids\")",
                               key));
   if (auto it = object.find("input_ids"); it != object.end()) {
-    if (!it->is_array())
-      return fail("\"input_ids\" must be a list of token ids");
-    for (const nlohmann::json &id : *it) {
-      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
-          id.get<int64_t>() > INT32_MAX)
-        return fail("\"input_ids\" must hold non-negative integers");
-      request.promptIds.push_back(id.get<int32_t>());
-    }
+    if (std::string why = readTokenIds(*it, "input_ids", request.promptIds);
+        !why.empty())
+      return fail(why);
   } else if (auto text = object.find("prompt"); text != object.end()) {
     if (!text->is_string())
       return fail("\"prompt\" must be a string");
@@ -123,27 +119,8 @@ Request PromptReader::parse(const std::string &line) {
       return fail("\"max_new_tokens\" must be an integer from 1 to 2^31 - 1");
     request.maxNewTokens = it->get<int32_t>();
   }
-  if (auto it = object.find("stop"); it != object.end()) {
-    // A string or a list of them, as OpenAI's and vLLM's "stop".
-    nlohmann::json stops = it->is_string() ? nlohmann::json::array({*it}) : *it;
-    if (!stops.is_array())
-      return fail("\"stop\" must be a non-empty string or a list of them");
-    for (const nlohmann::json &stop : stops) {
-      if (!stop.is_string() || stop.get<std::string>().empty())
-        return fail("\"stop\" must be a non-empty string or a list of them");
-      request.stopStrings.push_back(stop.get<std::string>());
-    }
-  }
-  if (auto it = object.find("stop_token_ids"); it != object.end()) {
-    if (!it->is_array())
-      return fail("\"stop_token_ids\" must be a list of token ids");
-    for (const nlohmann::json &id : *it) {
-      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
-          id.get<int64_t>() > INT32_MAX)
-        return fail("\"stop_token_ids\" must hold non-negative integers");
-      request.stopTokenIds.push_back(id.get<int32_t>());
-    }
-  }
+  if (std::string why = readStops(object, request); !why.empty())
+    return fail(why);
   return request;
 }
 

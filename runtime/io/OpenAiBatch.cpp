@@ -1,5 +1,6 @@
 #include "runtime/io/OpenAiBatch.h"
 
+#include "runtime/io/RequestFields.h"
 #include "runtime/tokenizer/Tokenizer.h"
 
 #include <fmt/format.h>
@@ -13,11 +14,6 @@ namespace {
 
 constexpr std::string_view kCompletions = "/v1/completions";
 constexpr std::string_view kChatCompletions = "/v1/chat/completions";
-
-bool isTokenId(const nlohmann::json &id) {
-  return id.is_number_integer() && id.get<int64_t>() >= 0 &&
-         id.get<int64_t>() <= INT32_MAX;
-}
 
 // The prompt of a completions body: text or token ids, alone or as the one
 // element of a list.
@@ -40,11 +36,9 @@ std::string readPrompt(const nlohmann::json &prompt,
       return ids.error().message();
     request.promptIds = std::move(*ids);
   } else if (one.is_array()) {
-    for (const nlohmann::json &id : one) {
-      if (!isTokenId(id))
-        return "\"prompt\" must be text or a list of token ids";
-      request.promptIds.push_back(id.get<int32_t>());
-    }
+    if (std::string why = readTokenIds(one, "prompt", request.promptIds);
+        !why.empty())
+      return why;
   } else {
     return "\"prompt\" must be text or a list of token ids";
   }
@@ -93,30 +87,6 @@ std::string readSampling(const nlohmann::json &body,
   }
   if (own)
     request.sampling = sampling;
-  return "";
-}
-
-std::string readStops(const nlohmann::json &body, Request &request) {
-  if (auto it = body.find("stop"); it != body.end() && !it->is_null()) {
-    nlohmann::json stops = it->is_string() ? nlohmann::json::array({*it}) : *it;
-    if (!stops.is_array())
-      return "\"stop\" must be a non-empty string or a list of them";
-    for (const nlohmann::json &stop : stops) {
-      if (!stop.is_string() || stop.get<std::string>().empty())
-        return "\"stop\" must be a non-empty string or a list of them";
-      request.stopStrings.push_back(stop.get<std::string>());
-    }
-  }
-  if (auto it = body.find("stop_token_ids"); it != body.end() &&
-                                             !it->is_null()) {
-    if (!it->is_array())
-      return "\"stop_token_ids\" must be a list of token ids";
-    for (const nlohmann::json &id : *it) {
-      if (!isTokenId(id))
-        return "\"stop_token_ids\" must hold non-negative integers";
-      request.stopTokenIds.push_back(id.get<int32_t>());
-    }
-  }
   return "";
 }
 

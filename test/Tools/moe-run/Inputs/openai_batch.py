@@ -12,17 +12,7 @@ import os
 import subprocess
 import sys
 
-from byte_tokenizer import byte_level_checkpoint
-
-
-def fail(message):
-    print("FAIL: " + message)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
+from run_support import byte_level_checkpoint, check, fail
 
 
 def completion(custom_id, **body):

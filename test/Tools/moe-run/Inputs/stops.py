@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 
-from byte_tokenizer import byte_level_checkpoint
+from run_support import byte_level_checkpoint, check, fail
 
 
 def run(moe_run, plan, checkpoint, work, name, lines):
@@ -34,16 +34,6 @@ def run(moe_run, plan, checkpoint, work, name, lines):
         fail(f"{name}: moe-run exited {done.returncode}: {done.stderr}")
     with open(answers) as f:
         return [json.loads(line) for line in f]
-
-
-def fail(message):
-    print("FAIL: " + message)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
 
 
 def main():

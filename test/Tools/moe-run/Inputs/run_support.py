@@ -1,8 +1,20 @@
-"""A checkpoint of the tiny fixtures' weights with a 256-token byte-level
-tokenizer.json (GPT-2's byte-to-unicode alphabet, no merges): one token per
-byte, so characters of two or three bytes span tokens."""
+"""What the moe-run test scripts share: a checkpoint of the tiny fixtures'
+weights with a 256-token byte-level tokenizer.json (GPT-2's byte-to-unicode
+alphabet, no merges: one token per byte, so characters of two or three
+bytes span tokens), and failing with a message."""
 import json
 import os
+import sys
+
+
+def fail(message):
+    print("FAIL: " + message)
+    sys.exit(1)
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
 
 
 def byte_level_tokenizer():
