@@ -268,6 +268,7 @@ Status AnswerWriter::writeLine(const Completion &completion) {
   PromptReader::Echo echo = prompts_->takeEcho(completion.index);
   bool failed = completion.finishReason == "error";
   failed_ += failed;
+  ++finishReasons_[completion.finishReason];
   std::string text;
   if (tokenizer_ && !failed) {
     MOE_ASSIGN_OR_RETURN(text, answerText(completion));

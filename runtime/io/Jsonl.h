@@ -110,6 +110,10 @@ public:
   int64_t resumed() const { return resumed_; }
   /// Error lines among the written answers.
   int64_t failed() const { return failed_; }
+  /// The answers this run wrote, by finish reason ("eos", "stop", ...).
+  const std::map<std::string, int64_t> &finishReasons() const {
+    return finishReasons_;
+  }
   /// Where unfinished answers are kept ("" for stdout).
   const std::string &partialPath() const { return partial_; }
   /// Every request is answered: OUTPUT.partial becomes OUTPUT.
@@ -127,6 +131,7 @@ private:
   PromptReader *prompts_ = nullptr;
   const Tokenizer *tokenizer_ = nullptr;
   std::map<int64_t, Completion> pending_;
+  std::map<std::string, int64_t> finishReasons_;
   int64_t nextIndex_ = 0, resumed_ = 0, failed_ = 0;
 };
 
