@@ -10,9 +10,9 @@
 #   small-card.moeplan  planned for a 2 MiB card: B 2, attention micro-batch
 #                       1, experts streamed
 #   streamed.moeplan    (some models) budgets at which the planner streams
-#                       experts and keeps most KV in host memory; for
-#                       tiny-minimax, all of it, which the CUDA backend
-#                       refuses for lightning states
+#                       experts and keeps most KV in host memory (not
+#                       tiny-minimax's: its lightning states, and so its KV,
+#                       stay on the GPU)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -220,6 +220,16 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
     return makeError("plan search: candidate lists must hold positive values "
                      "and only the micro-batch lists may be empty");
 
+  // The CUDA backend keeps recurrent states (lightning attention) on the
+  // GPU and refuses a plan that keeps some sequences in host memory: such a
+  // model's plans keep all KV on the GPU.
+  bool statesOnGpu = std::any_of(
+      model.layers.begin(), model.layers.end(), [](const LayerCosts &layer) {
+        return std::any_of(layer.modules.begin(), layer.modules.end(),
+                           [](const ModuleCosts &module) {
+                             return module.stateBytesPerSequence > 0;
+                           });
+      });
   ResidencyLadder ladder = buildLadder(model);
   std::optional<Candidate> best;
   std::map<VariableKey, Candidate> bestPerValue;
@@ -229,7 +239,9 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
   std::optional<std::string> smallestMisfit;
   size_t evaluated = 0;
 
-  for (double fraction : options.kvGpuFractions)
+  for (double fraction : options.kvGpuFractions) {
+    if (statesOnGpu && fraction < 1)
+      continue;
     for (int64_t depth : options.prefetchDepths)
       for (int64_t expertBatch : options.expertMicroBatches)
         for (int64_t batch : batches) {
@@ -288,10 +300,20 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
             break;
           }
         }
+  }
 
+  std::string statesNote =
+      statesOnGpu ? "; the model's lightning attention states stay on the "
+                    "GPU, and with them all of its sequences' KV"
+                  : "";
+  if (!best && !smallestMisfit)
+    return makeError("no plan: no candidate keeps all KV on the GPU (KV "
+                     "share 1){}",
+                     statesNote);
   if (!best)
-    return makeError("no plan fits the memory budgets; smallest candidate {}",
-                     *smallestMisfit);
+    return makeError("no plan fits the memory budgets; smallest candidate "
+                     "{}{}",
+                     *smallestMisfit, statesNote);
 
   PlanChoice choice;
   choice.best = *best;

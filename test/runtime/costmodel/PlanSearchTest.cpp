@@ -143,8 +143,9 @@ TEST(PlanSearchTest, ExpertMicroBatchIsTheFastestPrefillOfDecodeTies) {
       EXPECT_GE(*seconds, choice.prefillSeconds)
           << "b_e " << expertBatch << ", prefill micro-batch " << chunk;
       if (*seconds == choice.prefillSeconds &&
-          plan.attentionMicroBatchPrefill == best.attentionMicroBatchPrefill)
+          plan.attentionMicroBatchPrefill == best.attentionMicroBatchPrefill) {
         EXPECT_LE(expertBatch, best.expertMicroBatch);
+      }
     }
   }
   EXPECT_EQ(decodeTies, 3);
@@ -179,6 +180,31 @@ TEST(PlanSearchTest, TighterGpuBudgetStreamsMore) {
   EXPECT_GT(small.best.decodeTraffic.weightBytesToGpu,
             half.best.decodeTraffic.weightBytesToGpu);
   EXPECT_EQ(small.best.decodeRoofline.bound, RooflineBound::PcieBytes);
+}
+
+// A model with recurrent states (lightning attention) keeps all KV on the
+// GPU, where the CUDA backend keeps those states: where the same model
+// without them puts KV in host memory, it plans a smaller batch instead,
+// and without KV share 1 among the candidates there is no plan, saying why.
+TEST(PlanSearchTest, RecurrentStatesKeepAllKvOnTheGpu) {
+  ModelCosts model = tinyMoe();
+  SearchOptions options = largeBatches();
+  HardwareProfile profile = syntheticProfile(150 * kMB, 260 * kMB);
+  PlanChoice plain = chosen(model, profile, options);
+  ASSERT_GT(plain.best.plan.hostKvSequences(), 0);
+  model.layers[1].modules[1].stateBytesPerSequence = 4096;
+  PlanChoice stateful = chosen(model, profile, options);
+  EXPECT_EQ(stateful.best.plan.kvGpuFraction, 1.0);
+  EXPECT_EQ(stateful.best.plan.hostKvSequences(), 0);
+  for (const RunnerUp &runnerUp : stateful.runnerUps)
+    EXPECT_EQ(runnerUp.plan.kvGpuFraction, 1.0);
+  options.kvGpuFractions = {0, 0.5};
+  auto none = selectPlan(model, profile, kLengths, options);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().message(),
+            "no plan: no candidate keeps all KV on the GPU (KV share 1); the "
+            "model's lightning attention states stay on the GPU, and with "
+            "them all of its sequences' KV");
 }
 
 // With KV in host memory the prefill micro-batch stays within the decode
