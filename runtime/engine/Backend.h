@@ -11,6 +11,7 @@
 #include "runtime/weights/WeightSet.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -57,6 +58,13 @@ struct BackendCounters {
   int64_t deviceGraphBytes = 0;
 };
 
+/// The token a backend picks for a row whose logits hold NaN or Inf.
+inline constexpr int32_t kNotFinite = -1;
+inline bool allFinite(const float *values, size_t count) {
+  return std::all_of(values, values + count,
+                     [](float value) { return std::isfinite(value); });
+}
+
 class Backend {
 public:
   virtual ~Backend() = default;
@@ -73,8 +81,9 @@ public:
   virtual Status forward(const StepBatch &batch,
                          std::vector<float> &logits) = 0;
   /// forward() for greedy decoding: each logit row's first largest logit's
-  /// index (torch.argmax) instead of the logits. A backend whose logits live
-  /// elsewhere picks them there and moves only the ids.
+  /// index (torch.argmax) instead of the logits, or kNotFinite for a row
+  /// holding NaN or Inf. A backend whose logits live elsewhere picks them
+  /// there and moves only the ids.
   virtual Status forwardGreedy(const StepBatch &batch,
                                std::vector<int32_t> &tokens) {
     std::vector<float> logits;
@@ -85,7 +94,9 @@ public:
     for (size_t r = 0; r < tokens.size(); ++r) {
       const float *row = logits.data() + r * vocab;
       tokens[r] =
-          static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+          allFinite(row, vocab)
+              ? static_cast<int32_t>(std::max_element(row, row + vocab) - row)
+              : kNotFinite;
     }
     return Status::success();
   }

@@ -145,8 +145,12 @@ Status Engine::advance(const std::vector<int32_t> &slots,
   if (sampledStep_) {
     tokens.resize(slots.size());
     auto sampleRow = [&](size_t row) {
-      tokens[row] = slots_[slots[row]].sampler->sample(std::span<const float>(
-          logits_.data() + row * vocabSize_, static_cast<size_t>(vocabSize_)));
+      const float *logits = logits_.data() + row * vocabSize_;
+      size_t vocab = static_cast<size_t>(vocabSize_);
+      tokens[row] = allFinite(logits, vocab)
+                        ? slots_[slots[row]].sampler->sample(
+                              std::span<const float>(logits, vocab))
+                        : kNotFinite;
     };
     if (int64_t(slots.size()) * vocabSize_ >= options_.parallelSamplingLogits)
       runOnAllCores(slots.size(), sampleRow);
@@ -161,6 +165,16 @@ Status Engine::advance(const std::vector<int32_t> &slots,
     int32_t slot = slots[row];
     Slot &s = slots_[slot];
     int32_t token = tokens[row];
+    if (token == kNotFinite) {
+      Completion failed;
+      failed.finishReason = "error";
+      failed.error = fmt::format(
+          "{}: the logits of its token {} hold NaN or Inf (the weights or "
+          "activations overflowed)",
+          s.request->origin, s.output.size());
+      MOE_RETURN_IF_ERROR(finish(slot, std::move(failed), sink));
+      continue;
+    }
     s.output.push_back(token);
     ++stats_.newTokens;
     if (Completion end = ending(s, token); !end.finishReason.empty())

@@ -5,6 +5,7 @@
 #include "runtime/trace/ChromeTrace.h"
 
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <chrono>
 #include <cstring>
@@ -621,6 +622,14 @@ Status CpuBackend::prepare(const LoadedPlan &plan,
       return fail(makeError("param {} ('{}') has {} values, its shape {}", i,
                             param.name()->str(), params[i].size(),
                             model::paramElements(param)));
+    auto bad = std::find_if(params[i].begin(), params[i].end(),
+                            [](float value) { return !std::isfinite(value); });
+    if (bad != params[i].end())
+      return fail(makeError("param {} ('{}') holds {} at element {}: the "
+                            "checkpoint is damaged",
+                            i, param.name()->str(),
+                            std::isnan(*bad) ? "NaN" : "Inf",
+                            bad - params[i].begin()));
   }
   Result<model::ResolvedModel> resolved = model::ResolvedModel::resolve(model);
   if (!resolved.ok())

@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -212,6 +214,24 @@ TEST(CpuBackend, RejectsWeightsOfTheWrongSize) {
   ASSERT_FALSE(status.ok());
   EXPECT_NE(status.error().message().find("param 3"), std::string::npos)
       << status.error().message();
+}
+
+// A damaged checkpoint (NaN or Inf in a weight) is refused, naming the
+// param and the element.
+TEST(CpuBackend, RejectsWeightsThatAreNotFinite) {
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(),
+                    -std::numeric_limits<float>::infinity()}) {
+    TestModel model = buildModel(modelConfigs()[0]);
+    model.weights[3][5] = bad;
+    CpuBackend backend(1);
+    Status status = backend.prepare(model.plan(), model.weights, 1, 8);
+    ASSERT_FALSE(status.ok());
+    std::string name = model.plan().model().params()->Get(3)->name()->str();
+    EXPECT_EQ(status.error().message(),
+              fmt::format("cpu backend: param 3 ('{}') holds {} at element 5: "
+                          "the checkpoint is damaged",
+                          name, std::isnan(bad) ? "NaN" : "Inf"));
+  }
 }
 
 TEST(CpuBackend, PreparesFromAWeightSet) {

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 #include <map>
 
 namespace moe {
@@ -271,6 +272,64 @@ TEST(Engine, StopTokenIdsEndARequestAndStopStringsNeedATokenizer) {
                                "tokenizer.json"),
             std::string::npos)
       << refused.error;
+}
+
+// Logits holding NaN or Inf end that request with an error naming its
+// token; the others complete, greedy (the backend's picks) or sampled (the
+// engine's check).
+TEST(Engine, LogitsThatAreNotFiniteFailTheirRequestOnly) {
+  class PoisonedBackend : public HistoryBackend {
+  public:
+    Status forward(const StepBatch &batch, std::vector<float> &logits) override {
+      MOE_RETURN_IF_ERROR(HistoryBackend::forward(batch, logits));
+      for (size_t i = 0; i < batch.logitRows.size(); ++i) {
+        const std::vector<int32_t> &history =
+            histories[batch.rows[batch.logitRows[i]].slot];
+        if (history.front() == 13 && history.size() >= 5)
+          logits[i * kVocab + 3] = std::numeric_limits<float>::quiet_NaN();
+      }
+      return Status::success();
+    }
+  };
+  for (float temperature : {0.0f, 0.7f}) {
+    std::vector<Request> requests = makeRequests(5);
+    requests[2].promptIds = {13, 14};
+    requests[2].origin = "prompts.jsonl:3";
+    for (Request &request : requests)
+      request.maxNewTokens = 8;
+    PoisonedBackend backend;
+    EngineOptions options;
+    options.residentBatch = 2;
+    options.maxContext = 64;
+    options.sampling.temperature = temperature;
+    backend.histories.assign(2, {});
+    Engine engine(backend, kVocab, options);
+    size_t next = 0;
+    std::map<int64_t, Completion> done;
+    Status status = engine.run(
+        [&]() -> Result<std::optional<Request>> {
+          if (next == requests.size())
+            return std::optional<Request>();
+          return std::optional<Request>(requests[next++]);
+        },
+        [&](Completion completion) {
+          done.emplace(completion.index, std::move(completion));
+          return Status::success();
+        });
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    ASSERT_EQ(done.size(), requests.size());
+    for (const auto &[index, completion] : done) {
+      if (index != 2) {
+        EXPECT_NE(completion.finishReason, "error") << completion.error;
+        continue;
+      }
+      EXPECT_EQ(completion.finishReason, "error");
+      // The prompt's 2 tokens and 3 generated make the history poisoned.
+      EXPECT_EQ(completion.error,
+                "prompts.jsonl:3: the logits of its token 3 hold NaN or Inf "
+                "(the weights or activations overflowed)");
+    }
+  }
 }
 
 TEST(Engine, StopsBetweenStepsWhenAsked) {
