@@ -736,22 +736,26 @@ int main(int argc, char **argv) {
   app.add_flag("--enforce-eager", options.enforceEager,
                "Launch every decode step op by op on the GPU (no CUDA "
                "graphs; vLLM's name)");
-  app.add_option("--threads", options.threads, "CPU threads")
+  app.add_option("--threads,-t", options.threads, "CPU threads")
       ->check(numberIn([](double v) { return v >= 1; }, "at least 1"));
   app.add_option("--batch", options.batch,
                  "Resident batch B (default: the plan's)");
-  app.add_option("--max-context", options.maxContext,
-                 "Tokens per sequence, prompt included");
-  app.add_option("--max-new-tokens,--max-tokens", options.maxNewTokens,
+  app.add_option("--max-context,--ctx-size,-c", options.maxContext,
+                 "Tokens per sequence, prompt included (--ctx-size, -c as "
+                 "llama.cpp names it)");
+  app.add_option("--max-new-tokens,--max-tokens,--n-predict,-n",
+                 options.maxNewTokens,
                  "Default generation length (a prompt line may set its own; "
-                 "--max-tokens as vLLM names it)");
-  app.add_option("--temperature", options.sampling.temperature, "0 = greedy")
+                 "--max-tokens as vLLM names it, --n-predict, -n as "
+                 "llama.cpp does)");
+  app.add_option("--temperature,--temp", options.sampling.temperature,
+                 "0 = greedy")
       ->check(numberIn([](double v) { return v >= 0; }, "at least 0"));
   app.add_option("--top-k", options.sampling.topK, "0 = off")
       ->check(numberIn([](double v) { return v >= 0; }, "at least 0"));
   app.add_option("--top-p", options.sampling.topP, "1 = off")
       ->check(numberIn([](double v) { return v > 0 && v <= 1; }, "in (0, 1]"));
-  app.add_option("--seed", options.sampling.seed, "Sampling seed");
+  app.add_option("--seed,-s", options.sampling.seed, "Sampling seed");
   app.add_flag("--progress,!--no-progress", options.progress,
                "Progress with ETA on stderr: a bar on a terminal, a line "
                "every --progress-interval seconds in a log");
