@@ -29,9 +29,10 @@ for doc in "${files[@]}"; do
     for path in "${paths[@]}"; do
       [[ $path == */* || $path =~ $suffix ]] || continue
       [[ $path =~ [\<\>\*\{\}\ =:\"] || $path == -* || $path == http* ]] && continue
-      # Build outputs, files a command writes, schema and npm package names.
+      # Build outputs, files a command writes, schema and npm package names,
+      # the OpenAI API's endpoints.
       [[ $path == build/* || $path == @* || $path == */OUT.json || $path == moe-hardware-profile/* ||
-         $path == .* ]] && continue
+         $path == .* || $path == /v1/* ]] && continue
       # Names of generated or user files, not of files in the tree.
       case $path in plan_generated.h | tokenizer.json | answers.jsonl | stats.json | results.json) continue ;; esac
       if [[ $path == */* ]]; then
