@@ -112,7 +112,8 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
     stepSlots_.push_back(slot);
     Slot &s = slots_[slot];
     s.sampler.emplace(request.sampling.value_or(options_.sampling),
-                      request.seeded ? 0 : static_cast<uint64_t>(request.index));
+                      request.seeded ? 0
+                                     : static_cast<uint64_t>(request.index));
     if (!request.stopStrings.empty())
       s.stops.emplace(*options_.tokenizer, request.stopStrings);
     s.length = promptLength;
@@ -130,9 +131,10 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
 }
 
 Status Engine::forward(const StepBatch &batch) {
-  sampledStep_ = std::any_of(stepSlots_.begin(), stepSlots_.end(), [&](int32_t slot) {
-    return !slots_[slot].sampler->greedy();
-  });
+  sampledStep_ =
+      std::any_of(stepSlots_.begin(), stepSlots_.end(), [&](int32_t slot) {
+        return !slots_[slot].sampler->greedy();
+      });
   if (!sampledStep_)
     return backend_.forwardGreedy(batch, stepTokens_);
   return backend_.forward(batch, logits_);

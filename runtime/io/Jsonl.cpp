@@ -8,14 +8,14 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <ctime>
 #include <cstring>
+#include <ctime>
 #include <fcntl.h>
 #include <filesystem>
 #include <span>
-#include <variant>
 #include <sys/file.h>
 #include <unistd.h>
+#include <variant>
 
 namespace moe {
 namespace {
@@ -73,10 +73,10 @@ Request PromptReader::parse(const std::string &line) {
   if (format_ == PromptFormat::openaiBatch) {
     BatchEcho batch;
     std::string why =
-        batchLine ? parseBatchRequest(object, tokenizer_, sampling_, request,
-                                      batch)
-                  : "not an OpenAI batch request (no \"custom_id\"), as "
-                    "the file's first line is";
+        batchLine
+            ? parseBatchRequest(object, tokenizer_, sampling_, request, batch)
+            : "not an OpenAI batch request (no \"custom_id\"), as "
+              "the file's first line is";
     echo.id = batch.customId.dump();
     echo.model = batch.model;
     return why.empty() ? request : fail(why);
@@ -275,9 +275,8 @@ Status AnswerWriter::writeLine(const Completion &completion) {
   }
   nlohmann::json line;
   if (prompts_->format() == PromptFormat::openaiBatch) {
-    line = batchAnswer(completion,
-                       {nlohmann::json::parse(echo.id), echo.model}, text,
-                       int64_t(std::time(nullptr)));
+    line = batchAnswer(completion, {nlohmann::json::parse(echo.id), echo.model},
+                       text, int64_t(std::time(nullptr)));
   } else {
     line["index"] = completion.index;
     line["id"] = nlohmann::json::parse(echo.id);

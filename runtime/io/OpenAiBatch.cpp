@@ -17,8 +17,8 @@ constexpr std::string_view kChatCompletions = "/v1/chat/completions";
 
 // The prompt of a completions body: text or token ids, alone or as the one
 // element of a list.
-std::string readPrompt(const nlohmann::json &prompt,
-                       const Tokenizer *tokenizer, Request &request) {
+std::string readPrompt(const nlohmann::json &prompt, const Tokenizer *tokenizer,
+                       Request &request) {
   nlohmann::json one = prompt;
   if (prompt.is_array() && !prompt.empty() &&
       (prompt[0].is_string() || prompt[0].is_array())) {
@@ -47,8 +47,7 @@ std::string readPrompt(const nlohmann::json &prompt,
 
 // The body's sampling fields over the job's.
 std::string readSampling(const nlohmann::json &body,
-                         const SamplingParams &jobSampling,
-                         Request &request) {
+                         const SamplingParams &jobSampling, Request &request) {
   SamplingParams sampling = jobSampling;
   bool own = false;
   auto number = [&](const char *key, double low, double high, bool openLow,
@@ -65,9 +64,9 @@ std::string readSampling(const nlohmann::json &body,
     own = true;
     return "";
   };
-  for (std::string why : {number("temperature", 0, 2, false,
-                                 sampling.temperature),
-                          number("top_p", 0, 1, true, sampling.topP)})
+  for (std::string why :
+       {number("temperature", 0, 2, false, sampling.temperature),
+        number("top_p", 0, 1, true, sampling.topP)})
     if (!why.empty())
       return why;
   if (auto it = body.find("top_k"); it != body.end() && !it->is_null()) {
@@ -94,9 +93,8 @@ std::string readBody(const nlohmann::json &body, const Tokenizer *tokenizer,
                      const SamplingParams &jobSampling, Request &request,
                      BatchEcho &echo) {
   static constexpr std::array kFields = {
-      "model", "prompt", "max_tokens", "temperature", "top_p",
-      "top_k", "seed",   "stop",       "stop_token_ids", "n",
-      "stream", "user"};
+      "model", "prompt", "max_tokens",     "temperature", "top_p",  "top_k",
+      "seed",  "stop",   "stop_token_ids", "n",           "stream", "user"};
   for (const auto &[key, value] : body.items())
     if (std::find(kFields.begin(), kFields.end(), key) == kFields.end())
       return fmt::format("body field \"{}\" is not supported", key);
@@ -105,8 +103,8 @@ std::string readBody(const nlohmann::json &body, const Tokenizer *tokenizer,
   if (auto it = body.find("n"); it != body.end() && !it->is_null() &&
                                 (!it->is_number_integer() || *it != 1))
     return "\"n\" must be 1: send one request per completion";
-  if (auto it = body.find("stream"); it != body.end() && !it->is_null() &&
-                                     *it != false)
+  if (auto it = body.find("stream");
+      it != body.end() && !it->is_null() && *it != false)
     return "\"stream\" must be false in a batch";
   auto prompt = body.find("prompt");
   if (prompt == body.end())

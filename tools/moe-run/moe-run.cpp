@@ -548,9 +548,8 @@ Result<RunOutcome> run(const Options &options) {
        std::filesystem::equivalent(options.output, options.prompts, same)))
     return makeError("--output {} is the prompts file; answers go elsewhere",
                      options.output);
-  Result<PromptReader> prompts =
-      PromptReader::open(options.prompts, tokens, maxNewTokens,
-                         options.sampling);
+  Result<PromptReader> prompts = PromptReader::open(
+      options.prompts, tokens, maxNewTokens, options.sampling);
   if (!prompts.ok())
     return prompts.error();
   Result<AnswerWriter> answers =

@@ -5,9 +5,9 @@
 #include "runtime/trace/ChromeTrace.h"
 
 #include <algorithm>
-#include <cmath>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <numeric>

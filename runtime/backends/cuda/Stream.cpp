@@ -69,8 +69,8 @@ Status Event::record(cudaStream_t stream) const {
 Status Event::recordInGraph(cudaStream_t stream) const {
   // The external flag is refused on a stream that is not capturing.
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  MOE_RETURN_IF_ERROR(
-      checkCuda(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing"));
+  MOE_RETURN_IF_ERROR(checkCuda(cudaStreamIsCapturing(stream, &capture),
+                                "cudaStreamIsCapturing"));
   if (capture != cudaStreamCaptureStatusActive)
     return record(stream);
   return checkCuda(

@@ -334,15 +334,13 @@ TEST_P(CudaBackendStreamed, TracesADecodeStepOnEveryStream) {
 // The plan's expert micro-batch b_e edited to 2 rows: each expert's
 // cuBLASLt GEMMs take at most 2 rows at a time, with the same results.
 TEST_P(CudaBackendStreamed, PerExpertGemmsTakeThePlansExpertMicroBatch) {
-  Result<LoadedPlan> edited = editPlan(*plan_, [](plan::PlanT &plan) {
-    plan.batching->expert_micro_batch = 2;
-  });
+  Result<LoadedPlan> edited = editPlan(
+      *plan_, [](plan::PlanT &plan) { plan.batching->expert_micro_batch = 2; });
   ASSERT_TRUE(edited.ok()) << edited.error().message();
   plan_.emplace(std::move(*edited));
   cuda::CudaBackend perExpert({.perExpertGemmRows = 1});
-  ASSERT_NO_FATAL_FAILURE(expectStepsMatch(perExpert,
-                                           int32_t(golden_.prompts.size()),
-                                           model() + ", b_e of 2 rows"));
+  ASSERT_NO_FATAL_FAILURE(expectStepsMatch(
+      perExpert, int32_t(golden_.prompts.size()), model() + ", b_e of 2 rows"));
 }
 
 // The schedule in the plan is what runs: the streamed plan's ring of one

@@ -252,8 +252,8 @@ TEST(Engine, StopTokenIdsEndARequestAndStopStringsNeedATokenizer) {
     std::vector<int32_t> want = expected(requests[i]).outputIds;
     const std::vector<int32_t> &stops = requests[i].stopTokenIds;
     auto first = std::find_if(want.begin(), want.end(), [&](int32_t id) {
-      return id == kEos || std::find(stops.begin(), stops.end(), id) !=
-                               stops.end();
+      return id == kEos ||
+             std::find(stops.begin(), stops.end(), id) != stops.end();
     });
     ASSERT_NE(first, want.end());
     want.erase(first + 1, want.end());
@@ -280,7 +280,8 @@ TEST(Engine, StopTokenIdsEndARequestAndStopStringsNeedATokenizer) {
 TEST(Engine, LogitsThatAreNotFiniteFailTheirRequestOnly) {
   class PoisonedBackend : public HistoryBackend {
   public:
-    Status forward(const StepBatch &batch, std::vector<float> &logits) override {
+    Status forward(const StepBatch &batch,
+                   std::vector<float> &logits) override {
       MOE_RETURN_IF_ERROR(HistoryBackend::forward(batch, logits));
       for (size_t i = 0; i < batch.logitRows.size(); ++i) {
         const std::vector<int32_t> &history =

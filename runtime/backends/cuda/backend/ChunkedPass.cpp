@@ -64,8 +64,7 @@ Status ChunkedPass::capture(const StepGraphs::Shape &shape) {
   cudaGraph_t graph = nullptr;
   cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
   // Every allocation freed within the pass: the graph can run again.
-  bool kept =
-      enqueued.ok() && ended == cudaSuccess && s_.memory.inUse == inUse;
+  bool kept = enqueued.ok() && ended == cudaSuccess && s_.memory.inUse == inUse;
   s_.memory.endCapture(kept);
   capturing_ = false;
   out_ = out;
@@ -87,8 +86,8 @@ Status ChunkedPass::capture(const StepGraphs::Shape &shape) {
 
 Status ChunkedPass::replay(const StepGraphs::Shape &shape) {
   std::copy(meta_.begin(), meta_.end(), s_.graphs.input());
-  MOE_RETURN_IF_ERROR(s_.graphs.replay(shape, stream_, s_.memory.pool,
-                                       s_.timer, s_.counters));
+  MOE_RETURN_IF_ERROR(
+      s_.graphs.replay(shape, stream_, s_.memory.pool, s_.timer, s_.counters));
   MOE_RETURN_IF_ERROR(finish());
   std::copy_n(s_.graphs.output(), endLogit_ - firstLogit_, out_.tokens);
   return Status::success();

@@ -158,7 +158,8 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
     for (int64_t e = 0; e < k.experts; ++e)
       for (int64_t first = hostOffsets[e], m = 0; first < hostOffsets[e + 1];
            first += m) {
-        m = std::min<int64_t>(step.expertMicroBatch, hostOffsets[e + 1] - first);
+        m = std::min<int64_t>(step.expertMicroBatch,
+                              hostOffsets[e + 1] - first);
         MOE_RETURN_IF_ERROR(step.linear(in + first * kDim, m, kDim,
                                         expertBlock(weight, e), n,
                                         expertBlock(bias, e), y + first * n));
