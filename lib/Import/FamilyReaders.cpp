@@ -1,0 +1,466 @@
+//===- FamilyReaders.cpp - config.json to ModelSpec, per family -----------===//
+//
+// Each family's conventions: which layers are MoE, RoPE flavour, router
+// rule, tensor names; the defaults are what transformers' config classes
+// mean when a key is left out.
+//
+//===----------------------------------------------------------------------===//
+
+#include "FamilyReaders.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace mlir::moe::hf {
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Shared readers
+//===----------------------------------------------------------------------===//
+
+static void readCommon(ConfigReader &config, ModelSpec &spec,
+                       MLIRContext *context) {
+  std::vector<std::string> architectures = config.strings("architectures");
+  spec.architecture = architectures.empty() ? "" : architectures.front();
+  spec.vocab = config.positive("vocab_size");
+  spec.hidden = config.positive("hidden_size");
+  spec.layers = config.positive("num_hidden_layers");
+  // Every layer becomes ops and params: a count beyond any model's is a
+  // broken config, not a model to build.
+  constexpr int64_t kMaxLayers = 4096;
+  if (!config.require(spec.layers <= kMaxLayers, "num_hidden_layers",
+                      llvm::formatv("is {0}; at most {1} are supported",
+                                    spec.layers, kMaxLayers)))
+    spec.layers = 1;
+  spec.maxPosition = config.integer("max_position_embeddings", 0);
+  spec.normEps = config.number("rms_norm_eps", 1e-6);
+  spec.tieEmbeddings = config.boolean("tie_word_embeddings", false);
+  spec.bos = config.integer("bos_token_id", -1);
+  spec.eos = config.integerOrList("eos_token_id");
+  // v5 writes "dtype"; older configs "torch_dtype". Quantized checkpoints
+  // (fp8, mxfp4) are planned at bf16, the dtype the runtime streams today.
+  std::string dtype =
+      config.string("dtype", config.string("torch_dtype", "bfloat16"));
+  if (dtype == "float32")
+    spec.dtype = Float32Type::get(context);
+  else if (dtype == "float16")
+    spec.dtype = Float16Type::get(context);
+  else if (dtype == "bfloat16")
+    spec.dtype = BFloat16Type::get(context);
+  else
+    config.fail(config.has("dtype") ? "dtype" : "torch_dtype",
+                "must be float32, float16 or bfloat16, got '" + dtype + "'");
+}
+
+/// rope_theta and rope_scaling (v4) or rope_parameters (v5).
+static void readRope(ConfigReader &config, RopeSpec &rope,
+                     double defaultTheta) {
+  const json::Object *parameters = config.nestedObject("rope_parameters");
+  const json::Object *scaling = config.nestedObject("rope_scaling");
+  const json::Object *source = parameters ? parameters : scaling;
+  rope.theta = config.number("rope_theta", defaultTheta);
+  if (!source)
+    return;
+  StringRef sourceKey = parameters ? "rope_parameters" : "rope_scaling";
+  ConfigReader nested(*source, config.location(), (sourceKey + ".").str());
+  if (parameters)
+    rope.theta = nested.number("rope_theta", rope.theta);
+  std::string type =
+      nested.string("rope_type", nested.string("type", "default"));
+  if (type == "yarn") {
+    rope.scaling = RopeScaling::yarn;
+    rope.factor = nested.number("factor");
+    rope.originalMaxPosition =
+        nested.positive("original_max_position_embeddings");
+    rope.betaFast = nested.number("beta_fast", 32.0);
+    rope.betaSlow = nested.number("beta_slow", 1.0);
+    rope.truncate = nested.boolean("truncate", true);
+    auto yarnMscale = [&](double scale, double m) {
+      return scale <= 1.0 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
+    };
+    bool hasMscale = nested.has("mscale") && nested.has("mscale_all_dim");
+    double mscale = nested.number("mscale", 1.0);
+    double mscaleAllDim = nested.number("mscale_all_dim", 0.0);
+    if (nested.has("attention_factor"))
+      rope.attentionFactor = nested.number("attention_factor");
+    else if (hasMscale)
+      rope.attentionFactor = yarnMscale(rope.factor, mscale) /
+                             yarnMscale(rope.factor, mscaleAllDim);
+    else
+      rope.attentionFactor = yarnMscale(rope.factor, 1.0);
+    if (mscaleAllDim > 0) {
+      double m = yarnMscale(rope.factor, mscaleAllDim);
+      rope.softmaxScaleFactor = m * m;
+    }
+  } else if (type != "default") {
+    nested.fail("rope_type", "'" + type + "' is not supported (default, yarn)");
+  }
+  // The nested reader reported the problem; stop the outer one too.
+  if (!nested.ok())
+    config.markFailed();
+}
+
+/// A per-layer list must have one entry per layer.
+static bool hasOneEntryPerLayer(ConfigReader &config, StringRef key,
+                                size_t entries, int64_t layers) {
+  return config.require(
+      static_cast<int64_t>(entries) == layers, key,
+      llvm::formatv("has {0} entries but num_hidden_layers is {1}", entries,
+                    layers));
+}
+
+/// Per-layer sliding windows from `layer_types`.
+static void readLayerTypes(ConfigReader &config, ModelSpec &spec) {
+  std::vector<std::string> types = config.strings("layer_types");
+  if (types.empty())
+    return;
+  if (!hasOneEntryPerLayer(config, "layer_types", types.size(), spec.layers))
+    return;
+  for (auto [layer, type] : llvm::enumerate(types)) {
+    if (type == "sliding_attention") {
+      spec.layerSpecs[layer].slidingWindow = config.positive("sliding_window");
+    } else if (type != "full_attention") {
+      config.fail("layer_types", "entry " + std::to_string(layer) + " is '" +
+                                     type +
+                                     "', expected sliding_attention or "
+                                     "full_attention");
+    }
+  }
+}
+
+static void readSoftmaxHeads(ConfigReader &config, ModelSpec &spec) {
+  SoftmaxAttentionSpec &attn = spec.softmax;
+  attn.heads = config.positive("num_attention_heads");
+  attn.kvHeads = config.positive("num_key_value_heads", attn.heads);
+  if (config.has("head_dim")) {
+    attn.headDim = config.positive("head_dim");
+  } else if (config.require(attn.heads > 0 && spec.hidden % attn.heads == 0,
+                            "num_attention_heads",
+                            llvm::formatv("({0}) must divide hidden_size ({1}) "
+                                          "when head_dim is not given",
+                                          attn.heads, spec.hidden))) {
+    attn.headDim = spec.hidden / attn.heads;
+  }
+  config.require(!config.ok() || attn.heads % attn.kvHeads == 0,
+                 "num_key_value_heads",
+                 llvm::formatv("({0}) must divide num_attention_heads ({1})",
+                               attn.kvHeads, attn.heads));
+  attn.scale = 1.0 / std::sqrt(static_cast<double>(attn.headDim));
+  spec.rope.rotaryDim = attn.headDim;
+}
+
+static void readExpertCounts(ConfigReader &config, MoESpec &moe,
+                             StringRef expertsKey, StringRef widthKey,
+                             StringRef topKKey = "num_experts_per_tok") {
+  moe.experts = config.positive(expertsKey);
+  moe.topK = config.positive(topKKey);
+  moe.width = config.positive(widthKey);
+  config.require(!config.ok() || moe.topK <= moe.experts, topKKey,
+                 llvm::formatv("({0}) exceeds the number of experts ({1})",
+                               moe.topK, moe.experts));
+}
+
+/// DeepSeekMoE's routed + shared experts and router scoring (DeepSeek,
+/// Yi-Lightning).
+static void readDeepSeekMoE(ConfigReader &config, MoESpec &moe,
+                            bool normalizeByDefault) {
+  readExpertCounts(config, moe, "n_routed_experts", "moe_intermediate_size");
+  moe.sharedWidth = config.integer("n_shared_experts", 0) * moe.width;
+  moe.scaling = config.number("routed_scaling_factor", 1.0);
+  moe.normalize = config.boolean("norm_topk_prob", normalizeByDefault);
+  std::string scoring = config.string("scoring_func", "softmax");
+  if (scoring == "sigmoid")
+    moe.scoring = RouterScoring::sigmoid;
+  else if (scoring != "softmax")
+    config.fail("scoring_func", "'" + scoring + "' is not softmax or sigmoid");
+}
+
+//===----------------------------------------------------------------------===//
+// Family readers
+//===----------------------------------------------------------------------===//
+
+static void readMixtral(ConfigReader &config, ModelSpec &spec) {
+  readSoftmaxHeads(config, spec);
+  readRope(config, spec.rope, 1e6);
+  readExpertCounts(config, spec.moe, "num_local_experts", "intermediate_size");
+  spec.moe.normalize = true;
+  spec.names.moeBlock = "block_sparse_moe";
+  spec.names.expertGate = "w1";
+  spec.names.expertUp = "w3";
+  spec.names.expertDown = "w2";
+  std::optional<int64_t> window = config.optionalInteger("sliding_window");
+  for (LayerSpec &layer : spec.layerSpecs) {
+    layer.moe = true;
+    layer.slidingWindow = window;
+  }
+}
+
+static void readQwenMoE(ConfigReader &config, ModelSpec &spec, bool qwen3) {
+  readSoftmaxHeads(config, spec);
+  readRope(config, spec.rope, 10000.0);
+  spec.softmax.qkvBias = qwen3 ? config.boolean("attention_bias", false)
+                               : config.boolean("qkv_bias", true);
+  spec.softmax.oBias = false;
+  if (qwen3)
+    spec.softmax.qkNorm = QKNorm::per_head;
+  // transformers 5 writes num_local_experts where the hub has num_experts.
+  readExpertCounts(config, spec.moe,
+                   config.has("num_experts") ? "num_experts"
+                                             : "num_local_experts",
+                   "moe_intermediate_size");
+  spec.moe.normalize = config.boolean("norm_topk_prob", qwen3);
+  spec.denseWidth = config.integer("intermediate_size", 0);
+  if (!qwen3) {
+    spec.moe.sharedWidth = config.integer("shared_expert_intermediate_size", 0);
+    spec.moe.sharedGated = spec.moe.sharedWidth > 0;
+    spec.names.shared = "shared_expert";
+  }
+  int64_t sparseStep = config.positive("decoder_sparse_step", 1);
+  std::vector<int64_t> mlpOnly = config.integers("mlp_only_layers");
+  for (auto [index, layer] : llvm::enumerate(spec.layerSpecs)) {
+    int64_t l = index;
+    layer.moe = !llvm::is_contained(mlpOnly, l) && (l + 1) % sparseStep == 0;
+    if (!layer.moe)
+      config.require(spec.denseWidth > 0, "intermediate_size",
+                     "must be positive: layer " + std::to_string(l) +
+                         " is a dense MLP layer");
+  }
+  if (config.has("layer_types")) {
+    readLayerTypes(config, spec);
+  } else if (config.boolean("use_sliding_window", false)) {
+    int64_t window = config.positive("sliding_window");
+    int64_t fromLayer = config.integer("max_window_layers", 0);
+    for (int64_t l = fromLayer; l < spec.layers; ++l)
+      spec.layerSpecs[l].slidingWindow = window;
+  }
+}
+
+static void readDeepSeek(ConfigReader &config, ModelSpec &spec, bool v3) {
+  LatentAttentionSpec &attn = spec.latent;
+  attn.heads = config.positive("num_attention_heads");
+  attn.qLoraRank = config.integer("q_lora_rank", 0);
+  attn.kvLoraRank = config.positive("kv_lora_rank");
+  attn.nopeDim = config.positive("qk_nope_head_dim");
+  attn.ropeDim = config.positive("qk_rope_head_dim");
+  attn.vDim = config.positive("v_head_dim");
+  readRope(config, spec.rope, 10000.0);
+  // The hub weights pair rope dims GPT-J style; HF V3 permutes them on the
+  // fly (rope_interleave), which gives the same attention output.
+  spec.rope.style = (!v3 || config.boolean("rope_interleave", true))
+                        ? RopeStyle::interleaved
+                        : RopeStyle::neox;
+  spec.rope.rotaryDim = attn.ropeDim;
+  attn.scale = spec.rope.softmaxScaleFactor /
+               std::sqrt(static_cast<double>(attn.nopeDim + attn.ropeDim));
+
+  MoESpec &moe = spec.moe;
+  readDeepSeekMoE(config, moe, /*normalizeByDefault=*/false);
+  std::string method = config.string("topk_method", "greedy");
+  if (method == "group_limited_greedy")
+    moe.selection = RouterSelection::group_limited_greedy;
+  else if (method == "noaux_tc")
+    moe.selection = RouterSelection::noaux_tc;
+  else if (method != "greedy")
+    config.fail("topk_method", "'" + method +
+                                   "' is not greedy, group_limited_greedy or "
+                                   "noaux_tc");
+  moe.correctionBias = moe.selection == RouterSelection::noaux_tc;
+  if (moe.selection != RouterSelection::greedy) {
+    moe.groups = config.positive("n_group", 1);
+    moe.keptGroups = config.positive("topk_group", 1);
+    config.require(!config.ok() || moe.experts % moe.groups == 0, "n_group",
+                   llvm::formatv("({0}) must divide n_routed_experts ({1})",
+                                 moe.groups, moe.experts));
+    config.require(!config.ok() || moe.keptGroups <= moe.groups, "topk_group",
+                   llvm::formatv("({0}) exceeds n_group ({1})", moe.keptGroups,
+                                 moe.groups));
+  }
+  spec.denseWidth = config.integer("intermediate_size", 0);
+  int64_t firstDense = config.integer("first_k_dense_replace", 0);
+  int64_t frequency = config.positive("moe_layer_freq", 1);
+  for (auto [index, layer] : llvm::enumerate(spec.layerSpecs)) {
+    int64_t l = index;
+    layer.attention = AttentionKind::Latent;
+    layer.moe = l >= firstDense && l % frequency == 0;
+    if (!layer.moe)
+      config.require(spec.denseWidth > 0, "intermediate_size",
+                     "must be positive: layer " + std::to_string(l) +
+                         " is a dense MLP layer");
+  }
+}
+
+/// MiniMax-Text-01 / M1, with the HF-native keys (model_type "minimax") or
+/// the original remote-code keys (minimax_text_01, minimax_m1).
+static void readMiniMax(ConfigReader &config, ModelSpec &spec, bool legacy) {
+  readSoftmaxHeads(config, spec);
+  readRope(config, spec.rope, 10000.0);
+  int64_t headDim = spec.softmax.headDim;
+  if (legacy) {
+    spec.rope.rotaryDim = config.integer("rotary_dim", headDim);
+  } else {
+    double partial = config.number("partial_rotary_factor", 1.0);
+    if (const json::Object *parameters = config.nestedObject("rope_parameters"))
+      if (std::optional<double> value =
+              parameters->getNumber("partial_rotary_factor"))
+        partial = *value;
+    spec.rope.rotaryDim = static_cast<int64_t>(headDim * partial);
+  }
+  spec.lightning.heads = spec.softmax.heads;
+  spec.lightning.headDim = headDim;
+  spec.lightning.blockSize = config.positive("block_size", 256);
+
+  readExpertCounts(config, spec.moe, "num_local_experts", "intermediate_size");
+  spec.moe.normalize = true;
+  spec.names.moeBlock = "block_sparse_moe";
+  spec.names.expertGate = "w1";
+  spec.names.expertUp = "w3";
+  spec.names.expertDown = "w2";
+  int64_t shared = config.integer("shared_intermediate_size", 0);
+  config.require(shared == 0, "shared_intermediate_size",
+                 "must be 0: MiniMax shared experts are not supported");
+  spec.postNorm = config.boolean("postnorm", !legacy);
+
+  std::vector<bool> softmaxLayer;
+  if (legacy) {
+    for (int64_t type : config.integers("attn_type_list")) {
+      config.require(type == 0 || type == 1, "attn_type_list",
+                     "entries must be 0 (lightning) or 1 (softmax)");
+      softmaxLayer.push_back(type == 1);
+    }
+  } else {
+    for (const std::string &type : config.strings("layer_types")) {
+      config.require(
+          type == "linear_attention" || type == "full_attention", "layer_types",
+          "entries must be linear_attention or full_attention, got '" + type +
+              "'");
+      softmaxLayer.push_back(type == "full_attention");
+    }
+  }
+  StringRef typesKey = legacy ? "attn_type_list" : "layer_types";
+  if (!hasOneEntryPerLayer(config, typesKey, softmaxLayer.size(), spec.layers))
+    return;
+  auto factor = [&](StringRef native, StringRef old) {
+    return legacy ? config.number(old, 1.0) : config.number(native, 1.0);
+  };
+  double fullAlpha =
+      factor("full_attn_alpha_factor", "layernorm_full_attention_alpha");
+  double fullBeta =
+      factor("full_attn_beta_factor", "layernorm_full_attention_beta");
+  double linearAlpha =
+      factor("linear_attn_alpha_factor", "layernorm_linear_attention_alpha");
+  double linearBeta =
+      factor("linear_attn_beta_factor", "layernorm_linear_attention_beta");
+  spec.mlpAlpha = factor("mlp_alpha_factor", "layernorm_mlp_alpha");
+  spec.mlpBeta = factor("mlp_beta_factor", "layernorm_mlp_beta");
+  for (auto [index, layer] : llvm::enumerate(spec.layerSpecs)) {
+    bool full = softmaxLayer[index];
+    layer.attention = full ? AttentionKind::Softmax : AttentionKind::Lightning;
+    layer.moe = true;
+    spec.attnAlpha[index] = full ? fullAlpha : linearAlpha;
+    spec.attnBeta[index] = full ? fullBeta : linearBeta;
+  }
+}
+
+static void readGptOss(ConfigReader &config, ModelSpec &spec) {
+  readSoftmaxHeads(config, spec);
+  readRope(config, spec.rope, 150000.0);
+  bool bias = config.boolean("attention_bias", true);
+  spec.softmax.qkvBias = bias;
+  spec.softmax.oBias = bias;
+  spec.softmax.sinks = true;
+  MoESpec &moe = spec.moe;
+  readExpertCounts(config, moe, "num_local_experts", "intermediate_size",
+                   config.has("num_experts_per_tok") ? "num_experts_per_tok"
+                                                     : "experts_per_token");
+  // top-k of the biased logits, softmax over the selection: the same as
+  // softmax, top-k, renormalise.
+  moe.normalize = true;
+  moe.routerBias = true;
+  moe.activation = ExpertActivation::swiglu_clamped;
+  moe.layout = ExpertLayout::fused_interleaved_transposed;
+  moe.swigluLimit = config.number("swiglu_limit", 7.0);
+  moe.swigluAlpha = 1.702; // fixed in the reference implementation
+  spec.names.router = "router";
+  for (LayerSpec &layer : spec.layerSpecs)
+    layer.moe = true;
+  readLayerTypes(config, spec);
+}
+
+/// This project's Yi-Lightning-style definition (no public config exists):
+/// DeepSeekMoE-style fine-grained + shared experts, a sliding-window/full
+/// hybrid, and cross-layer KV sharing (`kv_source_layers`).
+static void readYiLightning(ConfigReader &config, ModelSpec &spec) {
+  readSoftmaxHeads(config, spec);
+  readRope(config, spec.rope, 10000.0);
+  readDeepSeekMoE(config, spec.moe, /*normalizeByDefault=*/true);
+  spec.denseWidth = config.integer("intermediate_size", 0);
+  int64_t firstDense = config.integer("first_k_dense_replace", 0);
+  for (auto [index, layer] : llvm::enumerate(spec.layerSpecs)) {
+    layer.moe = static_cast<int64_t>(index) >= firstDense;
+    if (!layer.moe)
+      config.require(spec.denseWidth > 0, "intermediate_size",
+                     "must be positive for the dense first layers");
+  }
+  readLayerTypes(config, spec);
+  std::vector<int64_t> sources = config.integers("kv_source_layers");
+  if (sources.empty())
+    return;
+  if (!hasOneEntryPerLayer(config, "kv_source_layers", sources.size(),
+                           spec.layers))
+    return;
+  for (auto [index, source] : llvm::enumerate(sources)) {
+    int64_t l = index;
+    if (source == l)
+      continue;
+    if (!config.require(source >= 0 && source < l, "kv_source_layers",
+                        llvm::formatv("entry {0} is {1}: a layer can only read "
+                                      "the K/V of an earlier layer",
+                                      l, source)) ||
+        !config.require(sources[source] == source, "kv_source_layers",
+                        llvm::formatv("entry {0} reads layer {1}, which itself "
+                                      "reads layer {2}",
+                                      l, source, sources[source])) ||
+        !config.require(spec.layerSpecs[source].slidingWindow ==
+                            spec.layerSpecs[l].slidingWindow,
+                        "kv_source_layers",
+                        llvm::formatv("entry {0} reads layer {1}, which has a "
+                                      "different attention window",
+                                      l, source)))
+      return;
+    spec.layerSpecs[l].kvSourceLayer = source;
+  }
+}
+
+} // namespace
+
+void readModelSpec(ConfigReader &config, ModelSpec &spec,
+                   MLIRContext *context) {
+  readCommon(config, spec, context);
+  if (!config.ok())
+    return;
+  spec.layerSpecs.resize(spec.layers);
+  spec.attnAlpha.assign(spec.layers, 1.0);
+  spec.attnBeta.assign(spec.layers, 1.0);
+
+  StringRef type = spec.modelType;
+  if (type == "mixtral")
+    readMixtral(config, spec);
+  else if (type == "deepseek_v2" || type == "deepseek_v3")
+    readDeepSeek(config, spec, type == "deepseek_v3");
+  else if (type == "qwen2_moe" || type == "qwen3_moe")
+    readQwenMoE(config, spec, type == "qwen3_moe");
+  else if (type == "minimax" || type == "minimax_text_01" ||
+           type == "minimax_m1")
+    readMiniMax(config, spec, type != "minimax");
+  else if (type == "gpt_oss")
+    readGptOss(config, spec);
+  else if (type == "yi_lightning")
+    readYiLightning(config, spec);
+}
+
+} // namespace mlir::moe::hf
