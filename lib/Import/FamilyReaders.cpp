@@ -184,15 +184,22 @@ static void readDeepSeekMoE(ConfigReader &config, MoESpec &moe,
 // Family readers
 //===----------------------------------------------------------------------===//
 
-static void readMixtral(ConfigReader &config, ModelSpec &spec) {
-  readSoftmaxHeads(config, spec);
-  readRope(config, spec.rope, 1e6);
+// Mixtral's expert block, which MiniMax keeps: normalized top-k over
+// num_local_experts experts, "block_sparse_moe" with w1 (gate), w3 (up) and
+// w2 (down).
+static void readMixtralExperts(ConfigReader &config, ModelSpec &spec) {
   readExpertCounts(config, spec.moe, "num_local_experts", "intermediate_size");
   spec.moe.normalize = true;
   spec.names.moeBlock = "block_sparse_moe";
   spec.names.expertGate = "w1";
   spec.names.expertUp = "w3";
   spec.names.expertDown = "w2";
+}
+
+static void readMixtral(ConfigReader &config, ModelSpec &spec) {
+  readSoftmaxHeads(config, spec);
+  readRope(config, spec.rope, 1e6);
+  readMixtralExperts(config, spec);
   std::optional<int64_t> window = config.optionalInteger("sliding_window");
   for (LayerSpec &layer : spec.layerSpecs) {
     layer.moe = true;
@@ -314,12 +321,7 @@ static void readMiniMax(ConfigReader &config, ModelSpec &spec, bool legacy) {
   spec.lightning.headDim = headDim;
   spec.lightning.blockSize = config.positive("block_size", 256);
 
-  readExpertCounts(config, spec.moe, "num_local_experts", "intermediate_size");
-  spec.moe.normalize = true;
-  spec.names.moeBlock = "block_sparse_moe";
-  spec.names.expertGate = "w1";
-  spec.names.expertUp = "w3";
-  spec.names.expertDown = "w2";
+  readMixtralExperts(config, spec);
   int64_t shared = config.integer("shared_intermediate_size", 0);
   config.require(shared == 0, "shared_intermediate_size",
                  "must be 0: MiniMax shared experts are not supported");
