@@ -113,12 +113,9 @@ Request PromptReader::parse(const std::string &line) {
   }
   if (request.promptIds.empty())
     return fail("the prompt is empty");
-  if (auto it = object.find("max_new_tokens"); it != object.end()) {
-    if (!it->is_number_integer() || it->get<int64_t>() <= 0 ||
-        it->get<int64_t>() > INT32_MAX)
-      return fail("\"max_new_tokens\" must be an integer from 1 to 2^31 - 1");
-    request.maxNewTokens = it->get<int32_t>();
-  }
+  if (std::string why = readMaxNewTokens(object, "max_new_tokens", request);
+      !why.empty())
+    return fail(why);
   if (std::string why = readStops(object, request); !why.empty())
     return fail(why);
   return request;
@@ -285,10 +282,8 @@ Status AnswerWriter::writeLine(const Completion &completion) {
       line["error"] = completion.error;
     } else {
       line["output_ids"] = completion.outputIds;
-      if (const auto *id = std::get_if<int32_t>(&completion.stop))
-        line["stop_reason"] = *id;
-      else if (const auto *stop = std::get_if<std::string>(&completion.stop))
-        line["stop_reason"] = *stop;
+      if (nlohmann::json stop = stopReason(completion); !stop.is_null())
+        line["stop_reason"] = std::move(stop);
       if (tokenizer_)
         line["text"] = text;
     }

@@ -111,12 +111,9 @@ std::string readBody(const nlohmann::json &body, const Tokenizer *tokenizer,
     return "the body has no \"prompt\"";
   if (std::string why = readPrompt(*prompt, tokenizer, request); !why.empty())
     return why;
-  if (auto it = body.find("max_tokens"); it != body.end() && !it->is_null()) {
-    if (!it->is_number_integer() || it->get<int64_t>() <= 0 ||
-        it->get<int64_t>() > INT32_MAX)
-      return "\"max_tokens\" must be an integer from 1 to 2^31 - 1";
-    request.maxNewTokens = it->get<int32_t>();
-  }
+  if (std::string why = readMaxNewTokens(body, "max_tokens", request);
+      !why.empty())
+    return why;
   if (std::string why = readSampling(body, jobSampling, request); !why.empty())
     return why;
   return readStops(body, request);
@@ -170,10 +167,8 @@ nlohmann::json batchAnswer(const Completion &completion, const BatchEcho &echo,
                         {"logprobs", nullptr},
                         {"finish_reason", stopped ? "stop" : "length"},
                         {"token_ids", completion.outputIds}};
-  if (const auto *stop = std::get_if<std::string>(&completion.stop))
-    choice["stop_reason"] = *stop;
-  else if (const auto *id = std::get_if<int32_t>(&completion.stop))
-    choice["stop_reason"] = *id;
+  if (nlohmann::json stop = stopReason(completion); !stop.is_null())
+    choice["stop_reason"] = std::move(stop);
   int64_t generated = int64_t(completion.outputIds.size());
   nlohmann::json body{
       {"id", fmt::format("cmpl-{}", completion.index)},

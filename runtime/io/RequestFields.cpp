@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <variant>
+
 namespace moe {
 
 bool isTokenId(const nlohmann::json &id) {
@@ -21,6 +23,18 @@ std::string readTokenIds(const nlohmann::json &ids, const std::string &field,
   return "";
 }
 
+std::string readMaxNewTokens(const nlohmann::json &object,
+                             const std::string &key, Request &request) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null())
+    return "";
+  if (!it->is_number_integer() || it->get<int64_t>() <= 0 ||
+      it->get<int64_t>() > INT32_MAX)
+    return fmt::format("\"{}\" must be an integer from 1 to 2^31 - 1", key);
+  request.maxNewTokens = it->get<int32_t>();
+  return "";
+}
+
 std::string readStops(const nlohmann::json &object, Request &request) {
   if (auto it = object.find("stop"); it != object.end() && !it->is_null()) {
     // A string or a list of them, as OpenAI's and vLLM's "stop".
@@ -37,6 +51,14 @@ std::string readStops(const nlohmann::json &object, Request &request) {
       it != object.end() && !it->is_null())
     return readTokenIds(*it, "stop_token_ids", request.stopTokenIds);
   return "";
+}
+
+nlohmann::json stopReason(const Completion &completion) {
+  if (const auto *stop = std::get_if<std::string>(&completion.stop))
+    return *stop;
+  if (const auto *id = std::get_if<int32_t>(&completion.stop))
+    return *id;
+  return nullptr;
 }
 
 } // namespace moe

@@ -1,6 +1,7 @@
 // The request fields both prompt formats share, read from a JSON object the
-// same way: token id lists and stops. Each returns the error that makes the
-// request fail, empty when the field is absent, null or good.
+// same way: token id lists, the new-token budget and stops. Each reader
+// returns the error that makes the request fail, empty when the field is
+// absent, null or good. And the stop an answer of either format names.
 #pragma once
 
 #include "runtime/engine/Engine.h"
@@ -16,7 +17,13 @@ bool isTokenId(const nlohmann::json &id);
 // `ids`, a list of token ids, appended to `out`; `field` names it.
 std::string readTokenIds(const nlohmann::json &ids, const std::string &field,
                          std::vector<int32_t> &out);
+// The new tokens asked for under `key` ("max_new_tokens", "max_tokens").
+std::string readMaxNewTokens(const nlohmann::json &object,
+                             const std::string &key, Request &request);
 // "stop" (a non-empty string or a list of them) and "stop_token_ids".
 std::string readStops(const nlohmann::json &object, Request &request);
+// An answer's "stop_reason": the stop string or token id it ended at; null
+// when it did not end at a stop.
+nlohmann::json stopReason(const Completion &completion);
 
 } // namespace moe

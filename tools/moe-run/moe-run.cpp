@@ -17,6 +17,7 @@
 #endif
 #include "runtime/engine/Engine.h"
 #include "runtime/io/Jsonl.h"
+#include "runtime/io/RequestFields.h"
 #include "runtime/plan/LoadedPlan.h"
 #include "runtime/tokenizer/Tokenizer.h"
 #include "runtime/trace/PlanTimeline.h"
@@ -340,8 +341,7 @@ generationConfigEos(const std::string &checkpoint) {
   nlohmann::json ids = eos->is_array() ? *eos : nlohmann::json::array({*eos});
   std::vector<int32_t> out;
   for (const nlohmann::json &id : ids) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
-        id.get<int64_t>() > INT32_MAX)
+    if (!isTokenId(id))
       return makeError("{}: \"eos_token_id\" must be a token id or a list "
                        "of them",
                        path);
