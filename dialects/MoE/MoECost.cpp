@@ -59,9 +59,8 @@ ModuleCost AttentionOp::getModuleCost(SymbolTableCollection &symbols,
   double heads = getNumHeads(), headDim = getHeadDim();
   cost.flopsPerContextToken = 4.0 * heads * headDim; // q·k and p·v
   if (!sharesKv()) {
-    cost.kvBytesPerToken = 2 * static_cast<int64_t>(getNumKvHeads()) *
-                           static_cast<int64_t>(getHeadDim()) *
-                           dtypes.kvElementBytes;
+    cost.kvBytesPerToken =
+        2 * ::moe::model::kvRowBytes(dtypes.kv, getNumKvHeads(), getHeadDim());
     if (std::optional<uint64_t> window = getSlidingWindow()) {
       cost.kvWindowTokens = static_cast<int64_t>(*window);
       cost.stateBytesPerSequence = cost.kvWindowTokens * cost.kvBytesPerToken;
@@ -83,9 +82,8 @@ ModuleCost MLAttentionOp::getModuleCost(SymbolTableCollection &symbols,
   cost.flopsPerContextToken =
       2.0 * heads * (latent + static_cast<double>(getQkRopeHeadDim())) +
       2.0 * heads * latent;
-  cost.kvBytesPerToken =
-      static_cast<int64_t>(getKvLoraRank() + getQkRopeHeadDim()) *
-      dtypes.kvElementBytes;
+  cost.kvBytesPerToken = ::moe::model::latentRowBytes(
+      dtypes.kv, getKvLoraRank(), getQkRopeHeadDim());
   return cost;
 }
 

@@ -88,7 +88,7 @@ BatchingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                      APFloat cpuShare, APFloat kvGpuFraction,
                      int64_t residentUnits, int64_t promptTokens,
                      int64_t generatedTokens, int64_t gpuBudget,
-                     int64_t hostBudget) {
+                     int64_t hostBudget, StringRef kvDtype) {
   if (residentBatch <= 0 || microBatchPrefill <= 0 || microBatchDecode <= 0 ||
       expertMicroBatch <= 0)
     return emitError() << "batch sizes must be positive";
@@ -107,6 +107,9 @@ BatchingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
       gpuBudget <= 0 || hostBudget <= 0)
     return emitError() << "resident_units must be >= 0; lengths and budgets "
                           "must be positive";
+  if (!::moe::model::parseKvDtype(kvDtype))
+    return emitError() << "kv_dtype must be bf16 or fp8, not '" << kvDtype
+                       << "'";
   return success();
 }
 

@@ -174,7 +174,8 @@ def MoE_BatchingAttr : MoE_Attr<"Batching", "batching"> {
     over GEMMs of at most b_e tokens; `prefetch_depth` layers of streamed
     weights may be in flight; `kv_gpu_fraction` of the B sequences keep
     their KV on the GPU, the rest on the host, staged through
-    `kv_staging_buffers`; `resident_units` is how many units (modules, or
+    `kv_staging_buffers`, in the format `kv_dtype`
+    (`runtime/model/KvFormat.h`); `resident_units` is how many units (modules, or
     single experts) of the greedy residency order stay on the GPU. The
     lengths and budgets it was planned for are kept with it.
   }];
@@ -191,7 +192,9 @@ def MoE_BatchingAttr : MoE_Attr<"Batching", "batching"> {
     "int64_t":$prompt_tokens,
     "int64_t":$generated_tokens,
     "int64_t":$gpu_budget_bytes,
-    "int64_t":$host_budget_bytes
+    "int64_t":$host_budget_bytes,
+    StringRefParameter<"the KV caches' format: bf16 or fp8",
+                       "\"bf16\"">:$kv_dtype
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

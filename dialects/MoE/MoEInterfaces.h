@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "runtime/costmodel/ModelCosts.h"
+#include "runtime/model/KvFormat.h"
 
 #include "mlir/IR/OpDefinition.h"
 #include "mlir/IR/SymbolTable.h"
@@ -16,7 +17,7 @@ using ModuleKind = ::moe::costmodel::ModuleKind;
 
 /// Element sizes of what a sequence keeps between steps.
 struct CacheDtypes {
-  int64_t kvElementBytes = 2;    // bf16 KV cache
+  ::moe::model::KvDtype kv = ::moe::model::KvDtype::bf16;
   int64_t stateElementBytes = 4; // fp32 recurrent state (lightning attention)
 };
 

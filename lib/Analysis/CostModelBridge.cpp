@@ -111,3 +111,11 @@ mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
     return module.emitError() << "cost model: " << status.error().message();
   return view;
 }
+
+PlanDtypes mlir::moe::planDtypesOf(BatchingAttr batching) {
+  PlanDtypes dtypes;
+  if (std::optional<::moe::model::KvDtype> kv =
+          ::moe::model::parseKvDtype(batching.getKvDtype()))
+    dtypes.cache.kv = *kv;
+  return dtypes;
+}

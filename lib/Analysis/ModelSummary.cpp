@@ -20,6 +20,7 @@ mlir::moe::summarizeModel(ModuleOp module, const CacheDtypes &cacheDtypes) {
                               << "' attribute; import a model first";
   ModelSummary summary;
   summary.modelType = model.getModelType().str();
+  summary.kvDtype = cacheDtypes.kv;
   summary.architecture = model.getArchitecture().str();
   summary.numLayers = model.getNumLayers();
   summary.hiddenSize = model.getHiddenSize();
@@ -105,7 +106,10 @@ void mlir::moe::printModelSummary(raw_ostream &os,
                                        2.0 * summary.totalParams / 1e9,
                                        bytes(2 * summary.totalParams)));
   row("weights as declared", llvm::formatv("{0:F2} GB", summary.weightBytes / 1e9));
-  row("KV bytes per token (bf16)", Twine(summary.kvBytesPerToken));
+  std::string kvLabel = "KV bytes per token (" +
+                        std::string(::moe::model::kvDtypeName(summary.kvDtype)) +
+                        ")";
+  row(kvLabel, Twine(summary.kvBytesPerToken));
   row("fixed state per sequence", bytes(summary.stateBytesPerSequence) + " (" +
                                       Twine(summary.stateBytesPerSequence) +
                                       " B)");
@@ -148,6 +152,7 @@ llvm::json::Value mlir::moe::modelSummaryToJSON(const ModelSummary &summary) {
       {"flops_per_token", summary.flopsPerToken},
       {"flops_per_context_token", summary.flopsPerContextToken},
       {"kv_bytes_per_token", summary.kvBytesPerToken},
+      {"kv_dtype", std::string(::moe::model::kvDtypeName(summary.kvDtype))},
       {"state_bytes_per_sequence", summary.stateBytesPerSequence},
       {"by_module_kind", std::move(byKind)}};
 }

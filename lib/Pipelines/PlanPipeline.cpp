@@ -37,7 +37,7 @@ struct PlanPipelineOptions : public PassPipelineOptions<PlanPipelineOptions> {
       llvm::cl::desc("Streamed weight dtype: declared, bf16, f16, f32"),
       llvm::cl::init("declared")};
   Option<std::string> kvDtype{*this, "kv-dtype",
-                              llvm::cl::desc("KV dtype: bf16, f16, f32, fp8"),
+                              llvm::cl::desc("KV cache format: bf16 or fp8"),
                               llvm::cl::init("bf16")};
   Option<std::string> output{*this, "output",
                              llvm::cl::desc("Write the plan to this file")};

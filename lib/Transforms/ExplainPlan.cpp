@@ -61,7 +61,8 @@ json::Object batchingToJSON(BatchingAttr b) {
       {"prompt_tokens", b.getPromptTokens()},
       {"generated_tokens", b.getGeneratedTokens()},
       {"gpu_budget_bytes", b.getGpuBudgetBytes()},
-      {"host_budget_bytes", b.getHostBudgetBytes()}};
+      {"host_budget_bytes", b.getHostBudgetBytes()},
+      {"kv_dtype", b.getKvDtype()}};
 }
 
 double number(DictionaryAttr dictionary, StringRef key) {

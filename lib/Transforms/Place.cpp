@@ -41,7 +41,8 @@ struct PlacePass : public mlir::moe::impl::PlaceBase<PlacePass> {
                             "moe-select-batch-sizes first";
       return signalPassFailure();
     }
-    FailureOr<CostModelView> view = buildCostModelView(module, PlanDtypes{});
+    FailureOr<CostModelView> view =
+        buildCostModelView(module, planDtypesOf(batching));
     if (failed(view))
       return signalPassFailure();
     cm::ResidentSet resident =

@@ -19,13 +19,15 @@ struct PrintModelSummaryPass
   using PrintModelSummaryBase::PrintModelSummaryBase;
 
   void runOnOperation() override {
-    if (kvBytes <= 0 || stateBytes <= 0) {
-      getOperation().emitError()
-          << "moe-print-summary: kv-bytes and state-bytes must be positive";
+    std::optional<::moe::model::KvDtype> kv =
+        ::moe::model::parseKvDtype(kvDtype);
+    if (!kv || stateBytes <= 0) {
+      getOperation().emitError() << "moe-print-summary: kv-dtype must be "
+                                    "bf16 or fp8, state-bytes positive";
       return signalPassFailure();
     }
-    FailureOr<ModelSummary> summary = summarizeModel(
-        getOperation(), CacheDtypes{kvBytes, stateBytes});
+    FailureOr<ModelSummary> summary =
+        summarizeModel(getOperation(), CacheDtypes{*kv, stateBytes});
     if (failed(summary))
       return signalPassFailure();
     if (json)

@@ -26,11 +26,10 @@ namespace cm = ::moe::costmodel;
 
 namespace {
 
-std::optional<int64_t> elementBytes(StringRef dtype) {
+std::optional<int64_t> weightElementBytes(StringRef dtype) {
   return llvm::StringSwitch<std::optional<int64_t>>(dtype)
       .Case("f32", 4)
       .Cases({"bf16", "f16"}, 2)
-      .Case("fp8", 1)
       .Default(std::nullopt);
 }
 
@@ -213,11 +212,11 @@ SelectBatchSizesPass::report(const cm::PlanChoice &choice,
 
 void SelectBatchSizesPass::runOnOperation() {
   ModuleOp module = getOperation();
-  std::optional<int64_t> kvBytes = elementBytes(kvDtype);
-  std::optional<int64_t> weightBytes = elementBytes(weightDtype);
-  if (!kvBytes || (!weightBytes && weightDtype != "declared")) {
+  std::optional<::moe::model::KvDtype> kv = ::moe::model::parseKvDtype(kvDtype);
+  std::optional<int64_t> weightBytes = weightElementBytes(weightDtype);
+  if (!kv || (!weightBytes && weightDtype != "declared")) {
     module.emitError() << "unknown dtype: weight-dtype must be declared, "
-                          "bf16, f16 or f32; kv-dtype bf16, f16, f32 or fp8";
+                          "bf16, f16 or f32; kv-dtype bf16 or fp8";
     return signalPassFailure();
   }
   if (promptTokens <= 0 || generatedTokens <= 0 || maxBatch <= 0 ||
@@ -230,7 +229,7 @@ void SelectBatchSizesPass::runOnOperation() {
     return signalPassFailure();
   PlanDtypes dtypes;
   dtypes.weightElementBytes = weightBytes;
-  dtypes.cache.kvElementBytes = *kvBytes;
+  dtypes.cache.kv = *kv;
   FailureOr<CostModelView> view = buildCostModelView(module, dtypes);
   if (failed(view))
     return signalPassFailure();
@@ -254,7 +253,8 @@ void SelectBatchSizesPass::runOnOperation() {
           plan.prefetchDepth, plan.kvStagingBuffers,
           APFloat(plan.cpuAttentionShare), APFloat(plan.kvGpuFraction),
           residentUnitCount(plan.resident), promptTokens, generatedTokens,
-          hardware->gpuBudgetBytes(), hardware->hostBudgetBytes()));
+          hardware->gpuBudgetBytes(), hardware->hostBudgetBytes(),
+          ::moe::model::kvDtypeName(*kv)));
   module->setAttr(MoEDialect::kPlanReportAttrName, report(*choice, *hardware));
 }
 

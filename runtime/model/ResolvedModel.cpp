@@ -383,7 +383,7 @@ private:
         {s.o, a.out(), hidden * s.heads * s.vDim, "o"},
     }));
     s.cache = static_cast<int>(out_.latentCaches.size());
-    out_.latentCaches.push_back({s.kvLoraRank + s.ropeDim, layer});
+    out_.latentCaches.push_back({s.kvLoraRank + s.ropeDim, layer, s.ropeDim});
     return s;
   }
 
@@ -518,6 +518,20 @@ int64_t paramElements(const plan::Param &param) {
 
 Result<ResolvedModel> ResolvedModel::resolve(const plan::Model &model) {
   return Resolver(model).resolve();
+}
+
+Result<ResolvedModel> ResolvedModel::resolve(const plan::Plan &plan) {
+  MOE_ASSIGN_OR_RETURN(ResolvedModel model, resolve(*plan.model()));
+  if (const plan::Batching *batching = plan.batching())
+    model.kvDtype = batching->kv_dtype() == plan::KvDType::fp8 ? KvDtype::fp8
+                                                               : KvDtype::bf16;
+  if (model.kvDtype == KvDtype::fp8)
+    for (const LatentCacheSpec &cache : model.latentCaches)
+      if (cache.width % cache.ropeDim != 0)
+        return makeError("an fp8 latent cache scales groups of the rope "
+                         "dim ({}), which must divide its width {} (layer {})",
+                         cache.ropeDim, cache.width, cache.layer);
+  return model;
 }
 
 } // namespace moe::model

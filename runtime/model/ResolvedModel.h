@@ -9,6 +9,7 @@
 
 #include "runtime/costmodel/CriticalPath.h"
 #include "runtime/costmodel/ModelCosts.h"
+#include "runtime/model/KvFormat.h"
 #include "runtime/model/Rope.h"
 #include "runtime/schemas/plan_generated.h"
 #include "runtime/support/Result.h"
@@ -194,6 +195,10 @@ struct KvCacheSpec {
   int64_t kvHeads, headDim;
   int layer;
   int64_t width() const { return kvHeads * headDim; }
+  // Bytes of a token's K (or V) row; fp8 scales each head.
+  int64_t rowBytes(KvDtype dtype) const {
+    return kvRowBytes(dtype, kvHeads, headDim);
+  }
 };
 
 /// MLA's cache of one layer, per slot and position: the normed latent then
@@ -201,6 +206,10 @@ struct KvCacheSpec {
 struct LatentCacheSpec {
   int64_t width; // kvLoraRank + ropeDim
   int layer;
+  int64_t ropeDim; // fp8 scales groups of this many elements
+  int64_t rowBytes(KvDtype dtype) const {
+    return latentRowBytes(dtype, width - ropeDim, ropeDim);
+  }
 };
 
 /// Lightning attention's state of one layer, per slot:
@@ -218,6 +227,10 @@ struct ResolvedModel {
   /// Resolves a verified plan model (LoadedPlan). Errors name the op as
   /// "op 7 (Attention, layer 2): ...".
   static Result<ResolvedModel> resolve(const plan::Model &model);
+  /// The plan's model with the KV format its batching was planned for.
+  static Result<ResolvedModel> resolve(const plan::Plan &plan);
+
+  KvDtype kvDtype = KvDtype::bf16; // of every KV and latent cache
 
   std::string modelType; // HF's model_type, e.g. "gpt_oss"
   std::vector<ResolvedOp> ops;

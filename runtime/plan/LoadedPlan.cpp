@@ -177,6 +177,9 @@ Status checkBatching(const plan::Plan &root) {
       !(b->cpu_attention_share() >= 0 && b->cpu_attention_share() <= 1))
     return makeError("batching: kv_gpu_fraction and cpu_attention_share "
                      "must be in [0, 1]");
+  if (b->kv_dtype() > plan::KvDType::MAX)
+    return makeError("batching: kv_dtype {} is neither bf16 nor fp8",
+                     static_cast<int>(b->kv_dtype()));
   for (const plan::Param *param : *root.model()->params())
     if (param->gpu_experts() < 0 ||
         (param->gpu_experts() > 0 &&

@@ -1,5 +1,5 @@
 // RUN: moe-opt %s --moe-print-summary -o /dev/null | FileCheck %s
-// RUN: moe-opt %s --moe-print-summary="kv-bytes=1" -o /dev/null | FileCheck %s --check-prefix=FP8
+// RUN: moe-opt %s --moe-print-summary="kv-dtype=fp8" -o /dev/null | FileCheck %s --check-prefix=FP8
 // RUN: moe-opt %s --moe-print-summary="json=true" -o /dev/null | FileCheck %s --check-prefix=JSON
 // RUN: moe-opt %s --moe-print-summary | FileCheck %s --check-prefix=IR
 // RUN: echo 'module {}' | not moe-opt --moe-print-summary 2>&1 | FileCheck %s --check-prefix=NOMODEL
@@ -35,7 +35,8 @@ module attributes {moe.model = #moe.model<model_type = "test", vocab_size = 16, 
 // KV: 2 (K and V) × 1 head × 4 dims × 2 bytes.
 // CHECK: KV bytes per token (bf16) 16
 // CHECK: attention FLOP per context token 32
-// FP8: KV bytes per token (bf16) 8
+// fp8: 4 codes, the scale from byte 16, the row padded to 32 bytes: 2 × 32.
+// FP8: KV bytes per token (fp8) 64
 // JSON-DAG: "total_params": 648,
 // JSON-DAG: "active_params": 360,
 // 2 × (attention 192 + norm 8 + router 32 + active experts 288 + head 128)

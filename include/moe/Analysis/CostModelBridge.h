@@ -31,6 +31,9 @@ struct PlanDtypes {
 FailureOr<CostModelView> buildCostModelView(ModuleOp module,
                                             const PlanDtypes &dtypes);
 
+/// The dtypes a recorded batching decision was made for.
+PlanDtypes planDtypesOf(BatchingAttr batching);
+
 /// The weights an op references, in attribute order.
 SmallVector<ParamOp> referencedParams(Operation *op,
                                       SymbolTableCollection &symbols);

@@ -23,7 +23,8 @@ struct ModelSummary {
   int64_t weightBytes = 0;   // at the declared dtypes
   double flopsPerToken = 0;  // without attention over the context
   double flopsPerContextToken = 0; // attention, per attended token
-  int64_t kvBytesPerToken = 0;       // over all layers
+  int64_t kvBytesPerToken = 0;       // over all layers, in kvDtype
+  ::moe::model::KvDtype kvDtype = ::moe::model::KvDtype::bf16;
   int64_t stateBytesPerSequence = 0; // lightning state and sliding windows
   std::map<ModuleKind, ModuleCost> byKind;
 };

@@ -15,8 +15,8 @@ def PrintModelSummary : Pass<"moe-print-summary", "::mlir::ModuleOp"> {
   let options = [
     Option<"json", "json", "bool", /*default=*/"false",
            "Print JSON instead of text">,
-    Option<"kvBytes", "kv-bytes", "int64_t", /*default=*/"2",
-           "Bytes per KV cache element (2 = bf16)">,
+    Option<"kvDtype", "kv-dtype", "std::string", /*default=*/"\"bf16\"",
+           "KV cache format: bf16 or fp8">,
     Option<"stateBytes", "state-bytes", "int64_t", /*default=*/"4",
            "Bytes per recurrent state element (4 = fp32)">,
   ];
@@ -48,7 +48,8 @@ def SelectBatchSizes : Pass<"moe-select-batch-sizes", "::mlir::ModuleOp"> {
     Option<"weightDtype", "weight-dtype", "std::string", /*default=*/"\"declared\"",
            "Streamed weight dtype: declared, bf16, f16 or f32">,
     Option<"kvDtype", "kv-dtype", "std::string", /*default=*/"\"bf16\"",
-           "KV cache dtype: bf16, f16, f32 or fp8">,
+           "KV cache format: bf16, or fp8 (E4M3 with a scale per token "
+           "and head)">,
     Option<"maxBatch", "max-batch", "int64_t", /*default=*/"65536",
            "Largest resident batch to consider">,
     Option<"runnerUps", "runner-ups", "int64_t", /*default=*/"6",

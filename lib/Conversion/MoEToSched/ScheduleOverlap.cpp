@@ -162,7 +162,8 @@ struct ScheduleOverlapPass
       module.emitError() << "hardware profile: " << hardware.error().message();
       return signalPassFailure();
     }
-    FailureOr<CostModelView> view = buildCostModelView(module, PlanDtypes{});
+    FailureOr<CostModelView> view =
+        buildCostModelView(module, planDtypesOf(batching));
     if (failed(view))
       return signalPassFailure();
     cm::Plan plan = planOf(batching, view->costs);

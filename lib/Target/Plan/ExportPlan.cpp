@@ -150,7 +150,8 @@ fb::Offset<pl::Batching> PlanWriter::writeBatching(BatchingAttr b) {
       static_cast<int>(b.getKvStagingBuffers()),
       b.getCpuAttentionShare().convertToDouble(),
       b.getKvGpuFraction().convertToDouble(), b.getPromptTokens(),
-      b.getGeneratedTokens(), b.getGpuBudgetBytes(), b.getHostBudgetBytes());
+      b.getGeneratedTokens(), b.getGpuBudgetBytes(), b.getHostBudgetBytes(),
+      b.getKvDtype() == "fp8" ? pl::KvDType::fp8 : pl::KvDType::bf16);
 }
 
 /// The subset of moe.plan_report the runtime compares measurements with.

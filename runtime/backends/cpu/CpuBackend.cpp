@@ -187,6 +187,7 @@ struct Step {
   const std::vector<SlotRun> &runs;
   int32_t maxContext;
   const CpuBackendOptions &options;
+  model::KvDtype kvDtype;
 
   int64_t rows() const { return static_cast<int64_t>(batch.rows.size()); }
   /// Offset of (row's slot, row's position) in a [slot][position] cache.
@@ -281,10 +282,14 @@ void runAttention(const Step &step, const model::AttentionSpec &k,
     if (kr) {
       for (int64_t h = 0; h < k.kvHeads; ++h)
         rope.apply(kr + h * hd, position);
+      float *vr = value.data() + r * kvw;
+      if (step.kvDtype == model::KvDtype::fp8) {
+        model::roundTripFp8(kr, k.kvHeads, hd);
+        model::roundTripFp8(vr, k.kvHeads, hd);
+      }
       int64_t at = step.cacheRow(r) * kvw;
       std::memcpy(cache.k.data() + at, kr, kvw * sizeof(float));
-      std::memcpy(cache.v.data() + at, value.data() + r * kvw,
-                  kvw * sizeof(float));
+      std::memcpy(cache.v.data() + at, vr, kvw * sizeof(float));
     }
   });
   std::vector<float> o(rows * qw);
@@ -347,6 +352,8 @@ void runLatent(const Step &step, const model::LatentAttentionSpec &k,
     float *c = kv.data() + row * cw;
     cpu::rmsNorm(c, w[k.kvANorm], r, k.eps, c);
     rope.apply(c + r, position);
+    if (step.kvDtype == model::KvDtype::fp8)
+      model::roundTripFp8(c, cw / k.ropeDim, k.ropeDim);
     std::memcpy(cache.data() + step.cacheRow(row) * cw, c, cw * sizeof(float));
     for (int64_t h = 0; h < k.heads; ++h)
       rope.apply(q.data() + row * qw + h * qkDim + k.nope, position);
@@ -631,7 +638,8 @@ Status CpuBackend::prepare(const LoadedPlan &plan,
                             std::isnan(*bad) ? "NaN" : "Inf",
                             bad - params[i].begin()));
   }
-  Result<model::ResolvedModel> resolved = model::ResolvedModel::resolve(model);
+  Result<model::ResolvedModel> resolved =
+      model::ResolvedModel::resolve(plan.plan());
   if (!resolved.ok())
     return fail(resolved.error());
   s.model = std::move(*resolved);
@@ -673,7 +681,8 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
                                             "(measured)")
                        : -1;
   auto stepStart = std::chrono::steady_clock::now();
-  Step step{s.pool, s.params, batch, *runs, s.maxContext, options_};
+  Step step{s.pool,       s.params, batch,          *runs,
+            s.maxContext, options_, s.model.kvDtype};
   std::vector<Value> values(s.model.values.size());
   values[0].i = batch.tokenIds;
   for (size_t index = 0; index < s.model.ops.size(); ++index) {

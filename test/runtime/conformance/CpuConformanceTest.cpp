@@ -26,6 +26,9 @@ const BackendUnderTest kCpu{
 INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenConformance,
                          ::testing::ValuesIn(goldenCases(kCpu)),
                          goldenCaseName);
+INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenFp8KvCache,
+                         ::testing::ValuesIn(goldenCases(kCpu)),
+                         goldenCaseName);
 
 class CpuBackendGolden : public GoldenBackendTest {};
 

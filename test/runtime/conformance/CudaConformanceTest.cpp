@@ -72,6 +72,9 @@ TracedStep tracedStep(const ChromeTrace &trace) {
 INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenConformance,
                          ::testing::ValuesIn(goldenCases(kCuda)),
                          goldenCaseName);
+INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenFp8KvCache,
+                         ::testing::ValuesIn(goldenCases(kCuda)),
+                         goldenCaseName);
 
 class CudaBackendGolden : public GoldenBackendTest {};
 

@@ -89,5 +89,59 @@ TEST_P(GoldenConformance, GeneratedLogitsMatchHuggingFaceStepByStep) {
   all.expectWithin(model() + " decode vs HF");
 }
 
+// An fp8 KV cache (runtime/model/KvFormat.h) against the bf16 one: the
+// logits of every prompt position and of each step of HF's continuations,
+// positions HF routed by a near-tie left out (a cache's rounding flips those
+// experts and changes the logits wholesale), as the backend's own tolerance
+// leaves them out against HF. E4M3 keeps 3 mantissa bits to bf16's 7: the
+// logits may move by 10% (rel-L2), and greedy picks agree at 98% of the
+// positions or more, counting as agreeing a swap of two picks within 10%
+// of the row's logit RMS.
+TEST_P(GoldenFp8KvCache, GreedyPicksAgreeWithTheBf16Cache) {
+  ASSERT_NE(plan_->plan().batching(), nullptr);
+  Result<LoadedPlan> fp8Plan = editPlan(*plan_, [](plan::PlanT &plan) {
+    plan.batching->kv_dtype = plan::KvDType::fp8;
+  });
+  ASSERT_TRUE(fp8Plan.ok()) << fp8Plan.error().message();
+  // Per step (0: the prompts, every position) the logits of a plan.
+  auto logitsOf = [&](const LoadedPlan &plan,
+                      std::vector<std::vector<float>> &steps) {
+    std::unique_ptr<Backend> backend = makeBackend();
+    Status status = backend->prepare(plan, *weights_, kSlots, kContext);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    for (size_t s = 0; s < golden_.generated[0].size(); ++s) {
+      std::vector<float> &logits = steps.emplace_back();
+      status = backend->forward(
+          s == 0 ? promptBatch(golden_) : decodeBatch(golden_, s), logits);
+      ASSERT_TRUE(status.ok()) << status.error().message();
+    }
+  };
+  std::vector<std::vector<float>> bf16, fp8;
+  ASSERT_NO_FATAL_FAILURE(logitsOf(*plan_, bf16));
+  ASSERT_NO_FATAL_FAILURE(logitsOf(*fp8Plan, fp8));
+  LogitTolerance tolerance{.relativeL2 = 0.1,
+                           .blockRelativeL2 = 0.25,
+                           .top1Agreement = 0.98,
+                           .routerTieMargin = 1e-2};
+  LogitComparison all(tolerance);
+  size_t offset = 0;
+  for (size_t p = 0; p < golden_.prompts.size(); ++p) {
+    size_t positions = golden_.prompts[p].size();
+    all.add("prompt " + std::to_string(p),
+            fp8[0].data() + offset * golden_.vocab,
+            bf16[0].data() + offset * golden_.vocab, int64_t(positions),
+            golden_.vocab, routerTies(golden_, tolerance, p, 0, positions));
+    offset += positions;
+  }
+  for (size_t s = 1; s < bf16.size(); ++s)
+    for (size_t p = 0; p < golden_.prompts.size(); ++p)
+      all.add("prompt " + std::to_string(p) + " step " + std::to_string(s),
+              fp8[s].data() + p * golden_.vocab,
+              bf16[s].data() + p * golden_.vocab, 1, golden_.vocab,
+              routerTies(golden_, tolerance, p,
+                         golden_.prompts[p].size() - 1 + s, 1));
+  all.expectWithin(model() + " fp8 KV vs bf16 KV");
+}
+
 } // namespace
 } // namespace moe

@@ -79,4 +79,11 @@ protected:
 /// The tests every backend runs.
 class GoldenConformance : public GoldenBackendTest {};
 
+/// An fp8 KV cache against the bf16 one, on the plan for a small card (its
+/// KV in host memory where the backend has a host tier).
+class GoldenFp8KvCache : public GoldenBackendTest {
+protected:
+  std::string planName() const override { return "small-card"; }
+};
+
 } // namespace moe

@@ -1,0 +1,139 @@
+// How a softmax-attention KV cache stores a token: the row format every
+// backend and the cost model agree on, and the FP8 (E4M3) encoding the CPU
+// backend computes as the reference the GPU kernels are checked against.
+//
+// A cached token of one layer is a row of `vectors` K (or V) heads of
+// `width` elements each:
+//  * bf16: the vectors' elements, 2 bytes each;
+//  * fp8:  the vectors' E4M3 codes (one byte each), then from the next
+//    16-byte boundary one fp32 scale per vector, the row padded to 16 bytes
+//    (kernels copy rows in 16-byte pieces).
+//    A vector's scale is amax / 448 (E4M3's largest finite value), so its
+//    largest element encodes to ±448: one scale per token and head follows
+//    the magnitude of each key and value as it is written, needs no
+//    calibration, and costs 4 bytes per 128-element head (3%).
+// Header-only: the compiler's cost model prices cache bytes with it.
+#pragma once
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+namespace moe::model {
+
+enum class KvDtype : uint8_t { bf16 = 0, fp8 = 1 };
+
+inline constexpr std::string_view kvDtypeName(KvDtype dtype) {
+  return dtype == KvDtype::fp8 ? "fp8" : "bf16";
+}
+
+inline std::optional<KvDtype> parseKvDtype(std::string_view name) {
+  if (name == "bf16")
+    return KvDtype::bf16;
+  if (name == "fp8")
+    return KvDtype::fp8;
+  return std::nullopt;
+}
+
+inline constexpr int64_t alignTo16(int64_t bytes) {
+  return (bytes + 15) / 16 * 16;
+}
+
+/// Where an fp8 row's scales start.
+inline constexpr int64_t fp8ScalesOffset(int64_t vectors, int64_t width) {
+  return alignTo16(vectors * width);
+}
+
+/// Bytes of one cached token of `vectors` vectors of `width` elements.
+inline constexpr int64_t kvRowBytes(KvDtype dtype, int64_t vectors,
+                                    int64_t width) {
+  if (dtype == KvDtype::bf16)
+    return vectors * width * 2;
+  return alignTo16(fp8ScalesOffset(vectors, width) + vectors * 4);
+}
+
+/// Bytes of one token of an MLA latent cache: the latent and k_pe, in fp8
+/// scaled per group of ropeDim elements (k_pe one group, the latent the
+/// others: a multiple of ropeDim wide, which ResolvedModel checks).
+inline constexpr int64_t latentRowBytes(KvDtype dtype, int64_t latentDim,
+                                        int64_t ropeDim) {
+  if (dtype == KvDtype::bf16 || ropeDim <= 0)
+    return (latentDim + ropeDim) * 2;
+  return kvRowBytes(dtype, (latentDim + ropeDim) / ropeDim, ropeDim);
+}
+
+inline constexpr float kFp8Max = 448.0f;
+
+/// E4M3 (bias 7, no infinities, 0x7F/0xFF NaN) from fp32: round to nearest
+/// even, saturating to ±448 — the conversion CUDA's
+/// __nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3) performs.
+inline uint8_t fp8FromFloat(float x) {
+  uint8_t sign = (std::bit_cast<uint32_t>(x) >> 24) & 0x80;
+  if (std::isnan(x))
+    return sign | 0x7F;
+  float a = std::fabs(x);
+  if (a >= kFp8Max)
+    return sign | 0x7E;
+  if (a < 0.015625f) // below the smallest normal, 2^-6: steps of 2^-9
+    return sign | static_cast<uint8_t>(std::nearbyint(a * 512.0f));
+  int exponent = 0;
+  float mantissa = std::frexp(a, &exponent); // a = mantissa · 2^exponent
+  // a = (1 + m / 8) · 2^(exponent − 1); a carry into the exponent is the
+  // next code up, so adding the rounded mantissa to the code handles it.
+  int m = static_cast<int>(std::nearbyint((mantissa * 2.0f - 1.0f) * 8.0f));
+  return sign | static_cast<uint8_t>(((exponent - 1 + 7) << 3) + m);
+}
+
+inline float floatFromFp8(uint8_t code) {
+  int exponent = (code >> 3) & 0xF, m = code & 7;
+  float sign = code & 0x80 ? -1.0f : 1.0f;
+  if (exponent == 0xF && m == 7)
+    return NAN;
+  if (exponent == 0)
+    return sign * std::ldexp(static_cast<float>(m), -9);
+  return sign * std::ldexp(1.0f + m / 8.0f, exponent - 7);
+}
+
+/// Encodes `vectors` vectors of `width` values into one fp8 row
+/// (kvRowBytes(KvDtype::fp8, vectors, width) bytes).
+inline void encodeFp8Row(const float *x, int64_t vectors, int64_t width,
+                         uint8_t *row) {
+  uint8_t *scales = row + fp8ScalesOffset(vectors, width);
+  for (int64_t h = 0; h < vectors; ++h) {
+    const float *v = x + h * width;
+    float amax = 0.0f;
+    for (int64_t i = 0; i < width; ++i)
+      amax = std::fmax(amax, std::fabs(v[i]));
+    float inverse = amax > 0.0f ? kFp8Max / amax : 0.0f;
+    for (int64_t i = 0; i < width; ++i)
+      row[h * width + i] = fp8FromFloat(v[i] * inverse);
+    float scale = amax / kFp8Max;
+    std::memcpy(scales + h * 4, &scale, sizeof scale);
+  }
+}
+
+/// The values an fp8 row stands for.
+inline void decodeFp8Row(const uint8_t *row, int64_t vectors, int64_t width,
+                         float *x) {
+  const uint8_t *scales = row + fp8ScalesOffset(vectors, width);
+  for (int64_t h = 0; h < vectors; ++h) {
+    float scale;
+    std::memcpy(&scale, scales + h * 4, sizeof scale);
+    for (int64_t i = 0; i < width; ++i)
+      x[h * width + i] = floatFromFp8(row[h * width + i]) * scale;
+  }
+}
+
+/// x replaced by the values its fp8 row stands for: the CPU backend caches
+/// these, so that it computes what the fp8 cache holds.
+inline void roundTripFp8(float *x, int64_t vectors, int64_t width) {
+  std::vector<uint8_t> row(kvRowBytes(KvDtype::fp8, vectors, width));
+  encodeFp8Row(x, vectors, width, row.data());
+  decodeFp8Row(row.data(), vectors, width, x);
+}
+
+} // namespace moe::model
