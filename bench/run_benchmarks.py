@@ -40,6 +40,7 @@ class Case(NamedTuple):
     gpu_gib: float  # moe-opt's GPU budget
     resident: bool  # the model fits the GPU: transformers runs without offload
     max_batch: int = 65536  # moe-opt's cap on the resident batch
+    kv_dtype: str = "bf16"  # moe-opt's kv-dtype
 
     @property
     def budget(self):
@@ -57,6 +58,9 @@ CASES = {
     # machine's 10-minute command limit (the uncapped plan, B 4096, prefills 2.1 M tokens).
     "deepseek-v2-lite-24g": Case("deepseek-v2-lite", 24, resident=False, max_batch=1024),
     "deepseek-v2-lite-resident": Case("deepseek-v2-lite", WHOLE_GPU, resident=True),
+    # The same plans with an fp8 KV cache (E4M3, a scale per token and head).
+    "mixtral-8x7b-fp8kv": Case("mixtral-8x7b", WHOLE_GPU, resident=False, kv_dtype="fp8"),
+    "qwen3-30b-a3b-24g-fp8kv": Case("qwen3-30b-a3b", 24, resident=False, kv_dtype="fp8"),
     # The driver's own smoke test (CPU backend, tiny lengths; see test/bench).
     "tiny-mixtral": Case("tiny-mixtral", 0.002, resident=False),
 }
@@ -97,6 +101,7 @@ def plan(args):
             name = plan_name(case, batch)
             options = [f"profile={args.profile}", f"host-mem={args.host_mem}", f"gpu-mem={gpu}",
                        f"max-batch={batch or CASES[case].max_batch}",
+                       f"kv-dtype={CASES[case].kv_dtype}",
                        f"prompt-len={args.prompt_len}", f"gen-len={args.gen_len}",
                        f"output={args.out / (name + '.moeplan')}"]
             explain = subprocess.run(

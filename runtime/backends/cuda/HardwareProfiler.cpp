@@ -298,7 +298,8 @@ Status checkDecodeAttention(const Context &ctx, int heads, int kvHeads,
   args.kvHeads = kvHeads;
   args.headDim = headDim;
   args.maxSpan = maxContext;
-  args.seqStride = seqStride;
+  args.rowBytes = int64_t(kvHeads) * headDim * sizeof(bf16);
+  args.seqStride = seqStride * int64_t(sizeof(bf16));
   args.scale = 1.0f / std::sqrt(static_cast<float>(headDim));
   args.workspace = workspace.as<float>();
   MOE_CUDA_TRY(kernels::attention(args, ctx.smCount, ctx.stream));
@@ -662,7 +663,8 @@ Status measureAttention(const Context &ctx,
         args.kvHeads = s.kvHeads;
         args.headDim = s.headDim;
         args.maxSpan = context;
-        args.seqStride = std::int64_t(context) * s.kvHeads * s.headDim;
+        args.rowBytes = std::int64_t(s.kvHeads) * s.headDim * sizeof(bf16);
+        args.seqStride = std::int64_t(context) * args.rowBytes;
         args.scale = 1.0f / std::sqrt(static_cast<float>(s.headDim));
         args.workspace = ws.as<float>();
         auto t = timeCalls(ctx, [&](std::int64_t i) -> Status {

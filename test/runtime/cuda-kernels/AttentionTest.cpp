@@ -2,14 +2,19 @@
 // inputs: GQA group sizes 1..16 (and one that is not a power of 2), every
 // head size, sliding windows, sinks, rows of mixed sequences and positions
 // (prefill-like runs and decode-like single rows), and long contexts split
-// over several blocks. The output is poisoned (NaN) before each launch.
+// over several blocks; caches in bf16 and in fp8 (against the values the
+// CPU reference's encoding stands for), and the fp8 encoding kernel against
+// that reference bit for bit. The output is poisoned (NaN) before each
+// launch.
 #include "runtime/backends/cuda/kernels/Kernels.h"
+#include "runtime/model/KvFormat.h"
 #include "test/runtime/cuda/CudaTestSupport.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -35,22 +40,56 @@ struct Case {
   // Per row: (sequence, position); rows of one sequence need not be
   // consecutive.
   std::vector<std::pair<int32_t, int32_t>> rows;
+  bool fp8 = false;
 };
+
+/// A cache of `tokens` rows of `vectors` × `width` values (bf16 bits) in
+/// the cache's format, and the values the kernel should read from it.
+struct CacheRows {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+};
+CacheRows cacheRows(const std::vector<uint16_t> &bits, int64_t tokens,
+                    int vectors, int width, bool fp8) {
+  using moe::model::KvDtype;
+  int64_t elements = int64_t(vectors) * width;
+  int64_t rowBytes =
+      moe::model::kvRowBytes(fp8 ? KvDtype::fp8 : KvDtype::bf16, vectors, width);
+  CacheRows rows{std::vector<uint8_t>(size_t(tokens * rowBytes)),
+                 std::vector<float>(size_t(tokens * elements))};
+  for (size_t i = 0; i < bits.size(); ++i)
+    rows.values[i] = bf16ToFloat(bits[i]);
+  for (int64_t t = 0; t < tokens; ++t) {
+    float *values = rows.values.data() + t * elements;
+    uint8_t *row = rows.bytes.data() + t * rowBytes;
+    if (fp8) {
+      moe::model::encodeFp8Row(values, vectors, width, row);
+      moe::model::decodeFp8Row(row, vectors, width, values);
+    } else {
+      std::memcpy(row, bits.data() + t * elements, size_t(elements) * 2);
+    }
+  }
+  return rows;
+}
 
 void runCase(const Case &c, std::mt19937 &rng) {
   SCOPED_TRACE(testing::Message()
                << "heads " << c.heads << " kv " << c.kvHeads << " dim "
                << c.headDim << " rows " << c.rows.size() << " context "
                << c.maxContext << " window " << c.window << " sinks "
-               << c.sinks);
+               << c.sinks << " fp8 " << c.fp8);
   ASSERT_TRUE(kn::attentionSupports(c.heads, c.kvHeads, c.headDim));
   int64_t rows = static_cast<int64_t>(c.rows.size());
   int64_t qw = int64_t(c.heads) * c.headDim,
           kvw = int64_t(c.kvHeads) * c.headDim;
   int64_t seqStride = int64_t(c.maxContext) * kvw;
   auto q = randomBf16(size_t(rows * qw), rng);
-  auto k = randomBf16(size_t(c.sequences * seqStride), rng);
-  auto v = randomBf16(size_t(c.sequences * seqStride), rng);
+  int64_t tokens = int64_t(c.sequences) * c.maxContext;
+  CacheRows k = cacheRows(randomBf16(size_t(c.sequences * seqStride), rng),
+                          tokens, c.kvHeads, c.headDim, c.fp8);
+  CacheRows v = cacheRows(randomBf16(size_t(c.sequences * seqStride), rng),
+                          tokens, c.kvHeads, c.headDim, c.fp8);
+  int64_t rowBytes = int64_t(k.bytes.size()) / tokens;
   // Scores of a few units: a peaked but not one-hot softmax.
   for (auto &x : q)
     x = moe::cuda::test::floatToBf16(bf16ToFloat(x) * 2.0f);
@@ -70,7 +109,8 @@ void runCase(const Case &c, std::mt19937 &rng) {
   int smCount = 0;
   check(cudaDeviceGetAttribute(&smCount, cudaDevAttrMultiProcessorCount, 0),
         "sm count");
-  auto *dq = upload(q), *dk = upload(k), *dv = upload(v);
+  auto *dq = upload(q);
+  auto *dk = upload(k.bytes), *dv = upload(v.bytes);
   auto *dSeq = upload(sequences), *dPos = upload(positions);
   auto *dSinks = upload(sinks);
   void *dOut = nullptr, *dWs = nullptr;
@@ -82,8 +122,10 @@ void runCase(const Case &c, std::mt19937 &rng) {
 
   kn::AttentionArgs a;
   a.q = reinterpret_cast<const kn::bf16 *>(dq);
-  a.k = reinterpret_cast<const kn::bf16 *>(dk);
-  a.v = reinterpret_cast<const kn::bf16 *>(dv);
+  a.k = dk;
+  a.v = dv;
+  a.fp8 = c.fp8;
+  a.rowBytes = rowBytes;
   a.out = static_cast<kn::bf16 *>(dOut);
   a.sequences = dSeq;
   a.positions = dPos;
@@ -92,7 +134,7 @@ void runCase(const Case &c, std::mt19937 &rng) {
   a.heads = c.heads;
   a.kvHeads = c.kvHeads;
   a.headDim = c.headDim;
-  a.seqStride = seqStride;
+  a.seqStride = int64_t(c.maxContext) * rowBytes;
   a.window = c.window;
   a.maxSpan = maxSpan;
   a.scale = 1.0f / std::sqrt(float(c.headDim));
@@ -119,10 +161,10 @@ void runCase(const Case &c, std::mt19937 &rng) {
       double mx = c.sinks ? sinks[h] : -INFINITY;
       scores.clear();
       for (int64_t t = first; t <= p; ++t) {
-        const uint16_t *kt = k.data() + s * seqStride + t * kvw + kvOff;
+        const float *kt = k.values.data() + s * seqStride + t * kvw + kvOff;
         double dot = 0;
         for (int d = 0; d < c.headDim; ++d)
-          dot += double(bf16ToFloat(qh[d])) * bf16ToFloat(kt[d]);
+          dot += double(bf16ToFloat(qh[d])) * kt[d];
         scores.push_back(dot * a.scale);
         mx = std::max(mx, scores.back());
       }
@@ -131,9 +173,9 @@ void runCase(const Case &c, std::mt19937 &rng) {
         sum += (x = std::exp(x - mx));
       double *o = ref.data() + r * qw + h * c.headDim;
       for (int64_t t = first; t <= p; ++t) {
-        const uint16_t *vt = v.data() + s * seqStride + t * kvw + kvOff;
+        const float *vt = v.values.data() + s * seqStride + t * kvw + kvOff;
         for (int d = 0; d < c.headDim; ++d)
-          o[d] += scores[t - first] / sum * bf16ToFloat(vt[d]);
+          o[d] += scores[t - first] / sum * vt[d];
       }
     }
   }
@@ -168,6 +210,8 @@ TEST(Attention, DecodeRowsOfMixedSequences) {
              {3, 1199}, {0, 0}, {7, 31}, {1, 32}, {8, 700}, {2, 65}})
       c.rows.push_back({seq, pos});
     runCase(c, rng);
+    c.fp8 = true;
+    runCase(c, rng);
   }
 }
 
@@ -183,6 +227,8 @@ TEST(Attention, LongContextSplitOverBlocks) {
     runCase(c, rng);
     c.sinks = true;
     runCase(c, rng);
+    c.fp8 = true;
+    runCase(c, rng);
   }
 }
 
@@ -191,6 +237,8 @@ TEST(Attention, PrefillRows) {
   std::mt19937 rng = seeded();
   runCase({32, 8, 128, 3, 300, 0, false, prefillRows(3, 300)}, rng);
   runCase({8, 2, 16, 4, 40, 0, false, prefillRows(4, 40)}, rng);
+  runCase({32, 8, 128, 3, 300, 0, false, prefillRows(3, 300), true}, rng);
+  runCase({8, 2, 16, 4, 40, 0, false, prefillRows(4, 40), true}, rng);
 }
 
 TEST(Attention, SlidingWindowAndSinks) {
@@ -204,6 +252,57 @@ TEST(Attention, SlidingWindowAndSinks) {
     decode.rows.push_back({s, 100 + 600 * s});
   runCase(decode, rng);
   runCase({4, 2, 16, 2, 30, 8, true, prefillRows(2, 30)}, rng);
+  decode.fp8 = true;
+  runCase(decode, rng);
+}
+
+// The GPU's fp8 rows equal model::encodeFp8Row's byte for byte (codes and
+// scales): the CPU backend's fp8 cache is the GPU's. Values span E4M3's
+// normal and subnormal ranges relative to each vector's largest; one vector
+// is all zeros.
+TEST(Attention, Fp8EncodingMatchesTheCpuReference) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  struct Shape {
+    int vectors, width;
+  };
+  for (Shape shape : {Shape{8, 128}, Shape{2, 16}, Shape{9, 64}, Shape{5, 8},
+                      Shape{4, 256}}) {
+    SCOPED_TRACE(testing::Message() << shape.vectors << " x " << shape.width);
+    const int64_t rows = 37, elements = int64_t(shape.vectors) * shape.width;
+    std::vector<uint16_t> bits = randomBf16(size_t(rows * elements), rng);
+    std::uniform_int_distribution<int> exponent(-12, 6);
+    for (auto &b : bits)
+      b = moe::cuda::test::floatToBf16(bf16ToFloat(b) *
+                                       std::ldexp(1.0f, exponent(rng)));
+    std::fill(bits.begin(), bits.begin() + shape.width, 0); // a zero vector
+    int64_t rowBytes = moe::model::kvRowBytes(moe::model::KvDtype::fp8,
+                                              shape.vectors, shape.width);
+    int64_t scales = moe::model::fp8ScalesOffset(shape.vectors, shape.width);
+    CacheRows want = cacheRows(bits, rows, shape.vectors, shape.width, true);
+
+    auto *dx = upload(bits);
+    void *dOut = nullptr;
+    check(cudaMalloc(&dOut, size_t(rows * rowBytes)), "cudaMalloc out");
+    check(cudaMemset(dOut, 0, size_t(rows * rowBytes)), "zero");
+    check(kn::encodeFp8Rows(reinterpret_cast<const kn::bf16 *>(dx), rows,
+                            shape.vectors, shape.width, scales, rowBytes,
+                            dOut, nullptr),
+          "encodeFp8Rows");
+    std::vector<uint8_t> got(size_t(rows * rowBytes));
+    check(cudaMemcpy(got.data(), dOut, got.size(), cudaMemcpyDeviceToHost),
+          "download");
+    cudaFree(dx);
+    cudaFree(dOut);
+    int64_t mismatches = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < scales + 4 * shape.vectors; ++i) {
+        bool padding = i >= elements && i < scales;
+        mismatches += !padding && got[r * rowBytes + i] !=
+                                      want.bytes[r * rowBytes + i];
+      }
+    EXPECT_EQ(mismatches, 0);
+  }
 }
 
 TEST(Attention, RefusesUnsupportedShapes) {

@@ -10,11 +10,12 @@
 namespace moe::cuda {
 
 void KvCaches::describe(const model::ResolvedModel &model) {
+  dtype = model.kvDtype;
   for (const model::KvCacheSpec &spec : model.kvCaches)
-    caches.push_back({spec.kvHeads, spec.headDim});
+    caches.push_back({spec.rowBytes(dtype)});
   firstLatent_ = static_cast<int>(caches.size());
   for (const model::LatentCacheSpec &spec : model.latentCaches)
-    caches.push_back({1, spec.width, false});
+    caches.push_back({spec.rowBytes(dtype), false});
 }
 
 bool KvCaches::anyValues() const {
@@ -22,21 +23,20 @@ bool KvCaches::anyValues() const {
                      [](const KvCache &cache) { return cache.hasValues; });
 }
 
-size_t KvCaches::stagingElements(int32_t maxContext,
-                                 int64_t stagedSlots) const {
+size_t KvCaches::stagingBytes(int32_t maxContext, int64_t stagedSlots) const {
   int64_t widest = 0;
   for (const KvCache &cache : caches)
-    widest = std::max(widest, cache.width());
+    widest = std::max(widest, cache.rowBytes);
   return size_t(stagedSlots) * maxContext * widest;
 }
 
 size_t KvCaches::deviceBytes(int32_t gpuSlots, int32_t maxContext,
                              int64_t stagedSlots, int buffers) const {
   size_t bytes = (anyValues() ? 2 : 1) * buffers *
-                 poolAligned(stagingElements(maxContext, stagedSlots) * 2);
+                 poolAligned(stagingBytes(maxContext, stagedSlots));
   for (const KvCache &cache : caches)
     bytes += (cache.hasValues ? 2 : 1) *
-             poolAligned(size_t(gpuSlots) * maxContext * cache.width() * 2);
+             poolAligned(size_t(gpuSlots) * maxContext * cache.rowBytes);
   return bytes;
 }
 
@@ -45,43 +45,43 @@ Status KvCaches::allocate(DeviceArena &arena, PinnedHostPool &pinned,
                           int32_t maxContext, int64_t stagedSlots,
                           int buffers) {
   for (KvCache &c : caches) {
-    size_t gpuElements = size_t(gpuSlots) * maxContext * c.width();
-    size_t hostElements = size_t(hostSlots) * maxContext * c.width();
-    if (gpuElements > 0) {
-      auto k = arena.allocateArray<bf16>(gpuElements, "k cache");
+    size_t gpuBytes = size_t(gpuSlots) * maxContext * c.rowBytes;
+    size_t hostBytes = size_t(hostSlots) * maxContext * c.rowBytes;
+    if (gpuBytes > 0) {
+      auto k = arena.allocateArray<uint8_t>(gpuBytes, "k cache");
       if (!k)
         return k.error();
       c.k = *k;
       if (c.hasValues) {
-        auto v = arena.allocateArray<bf16>(gpuElements, "v cache");
+        auto v = arena.allocateArray<uint8_t>(gpuBytes, "v cache");
         if (!v)
           return v.error();
         c.v = *v;
       }
     }
-    if (hostElements > 0) {
-      auto k = pinned.allocate(hostElements * sizeof(bf16), "host k cache");
+    if (hostBytes > 0) {
+      auto k = pinned.allocate(hostBytes, "host k cache");
       if (!k)
         return k.error();
-      c.hostK = static_cast<bf16 *>(*k);
+      c.hostK = static_cast<uint8_t *>(*k);
       if (c.hasValues) {
-        auto v = pinned.allocate(hostElements * sizeof(bf16), "host v cache");
+        auto v = pinned.allocate(hostBytes, "host v cache");
         if (!v)
           return v.error();
-        c.hostV = static_cast<bf16 *>(*v);
+        c.hostV = static_cast<uint8_t *>(*v);
       }
     }
   }
-  size_t staged = stagingElements(maxContext, stagedSlots);
+  size_t staged = stagingBytes(maxContext, stagedSlots);
   if (staged > 0)
     for (int b = 0; b < buffers; ++b) {
-      auto k = arena.allocateArray<bf16>(staged, "k staging");
+      auto k = arena.allocateArray<uint8_t>(staged, "k staging");
       if (!k)
         return k.error();
       stagingK_.push_back(*k);
-      bf16 *v = nullptr;
+      uint8_t *v = nullptr;
       if (anyValues()) {
-        auto values = arena.allocateArray<bf16>(staged, "v staging");
+        auto values = arena.allocateArray<uint8_t>(staged, "v staging");
         if (!values)
           return values.error();
         v = *values;
@@ -110,12 +110,11 @@ Status KvCaches::beginPass(cudaStream_t compute) {
 Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
                                  int32_t maxContext, const int32_t *cacheRows,
                                  int layer, const KvCache &cache,
-                                 const bf16 *key, const bf16 *value,
+                                 const uint8_t *key, const uint8_t *value,
                                  BackendCounters &counters,
                                  const Attend &attend) {
   cudaStream_t load = load_->get(), store = store_->get();
-  int64_t width = cache.width(), context = maxContext;
-  size_t rowBytes = size_t(width) * sizeof(bf16);
+  int64_t context = maxContext, rowBytes = cache.rowBytes;
   size_t slotBytes = size_t(context) * rowBytes;
   if (key) {
     MOE_RETURN_IF_ERROR(ready_->record(compute));
@@ -126,8 +125,8 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
            {std::pair{key, cache.hostK}, std::pair{value, cache.hostV}}) {
         if (!to)
           continue;
-        const bf16 *src = from + run.row * width;
-        bf16 *dst = to + (run.hostSlot * context + run.position) * width;
+        const uint8_t *src = from + run.row * rowBytes;
+        uint8_t *dst = to + (run.hostSlot * context + run.position) * rowBytes;
         if (run.acrossSlots)
           MOE_CUDA_TRY(cudaMemcpy2DAsync(dst, slotBytes, src, rowBytes,
                                          rowBytes, run.rows,
@@ -152,7 +151,7 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
   for (size_t m = 0; m < pass.microBatches.size(); ++m) {
     const KvMicroBatch &batch = pass.microBatches[m];
     size_t b = nextBuffer_++ % buffers;
-    bf16 *stagedK = stagingK_[b], *stagedV = stagingV_[b];
+    uint8_t *stagedK = stagingK_[b], *stagedV = stagingV_[b];
     MOE_CUDA_TRY(cudaStreamWaitEvent(load, free_[b].get()));
     MOE_ASSIGN_OR_RETURN(size_t span, trace->start(load));
     for (const KvLoad &kvLoad : batch.loads) {
@@ -163,9 +162,9 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
            {std::pair{cache.hostK, stagedK}, std::pair{cache.hostV, stagedV}})
         if (from)
           MOE_CUDA_TRY(
-              cudaMemcpy2DAsync(to + kvLoad.local * context * width, slotBytes,
-                                from + kvLoad.hostSlot * context * width,
-                                slotBytes, size_t(length) * rowBytes,
+              cudaMemcpy2DAsync(to + kvLoad.local * slotBytes, slotBytes,
+                                from + kvLoad.hostSlot * slotBytes, slotBytes,
+                                size_t(length) * rowBytes,
                                 kvLoad.count, cudaMemcpyHostToDevice, load));
       counters.kvBytesToDevice +=
           int64_t((cache.hasValues ? 2 : 1) * kvLoad.count * length * rowBytes);
@@ -180,11 +179,11 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
     MOE_RETURN_IF_ERROR(loaded_[b].record(load));
     MOE_CUDA_TRY(cudaStreamWaitEvent(compute, loaded_[b].get()));
     if (key)
-      MOE_CUDA_TRY(
-          kernels::appendKv(key + batch.firstRow * width,
-                            value ? value + batch.firstRow * width : nullptr,
-                            cacheRows + batch.firstRow, batch.rows, width,
-                            stagedK, stagedV, compute));
+      MOE_CUDA_TRY(kernels::appendKv(
+          key + batch.firstRow * rowBytes,
+          value ? value + batch.firstRow * rowBytes : nullptr,
+          cacheRows + batch.firstRow, batch.rows, rowBytes, stagedK, stagedV,
+          compute));
     MOE_RETURN_IF_ERROR(attend(batch.firstRow, batch.rows, stagedK, stagedV));
     MOE_RETURN_IF_ERROR(free_[b].record(compute));
   }

@@ -1,6 +1,7 @@
 // The KV caches of the attention layers and the host slots' pipeline. K and
 // V of the GPU slots [0, gpuSlots) live in the kv arena, those of the others
-// in pinned host memory, [slot, position, kvHeads·headDim] each. Host slots'
+// in pinned host memory, [slot, position] rows each, in the plan's format
+// (runtime/model/KvFormat.h: bf16 elements, or fp8 codes and scales). Host slots'
 // rows are attended a micro-batch at a time (ChunkRows.h lays them out):
 // the micro-batch's cached K/V are loaded into a staging buffer on the load
 // stream while earlier micro-batches attend, new rows stored back to pinned
@@ -15,8 +16,6 @@
 #include "runtime/engine/Backend.h"
 #include "runtime/model/ResolvedModel.h"
 
-#include <cuda_bf16.h>
-
 #include <functional>
 #include <optional>
 #include <vector>
@@ -24,16 +23,15 @@
 namespace moe::cuda {
 
 struct KvCache {
-  int64_t kvHeads = 0, headDim = 0;
+  int64_t rowBytes = 0;  // of a token's K (V) row
   bool hasValues = true; // MLA caches only the latent (as K)
-  __nv_bfloat16 *k = nullptr, *v = nullptr;
-  __nv_bfloat16 *hostK = nullptr, *hostV = nullptr;
-  int64_t width() const { return kvHeads * headDim; }
+  uint8_t *k = nullptr, *v = nullptr;
+  uint8_t *hostK = nullptr, *hostV = nullptr;
 };
 
 class KvCaches {
 public:
-  using bf16 = __nv_bfloat16;
+  model::KvDtype dtype = model::KvDtype::bf16;
 
   // The resolved model's softmax attention caches, then its latent (MLA)
   // caches, which cache only K.
@@ -63,7 +61,7 @@ public:
 
   // Rows [first, first + count) of a chunk against the K/V array k / v.
   using Attend = std::function<Status(int64_t first, int64_t count,
-                                      const bf16 *k, const bf16 *v)>;
+                                      const uint8_t *k, const uint8_t *v)>;
   // Host slots' rows, a micro-batch at a time: its slots' cached K/V are
   // loaded into a staging buffer on the load stream while earlier
   // micro-batches attend, then the new rows are appended there and
@@ -71,21 +69,22 @@ public:
   // pinned memory on the store stream, and the compute stream waits for
   // that before the op's scratch, which the copies read, is freed. A layer
   // sharing an earlier layer's KV loads the rows that layer stored. `layer`
-  // names the copies in traces.
+  // names the copies in traces. key and value are the new rows in the
+  // cache's format.
   Status attendHostSlots(cudaStream_t compute, const KvPass &pass,
                          int32_t maxContext, const int32_t *cacheRows,
-                         int layer, const KvCache &cache, const bf16 *key,
-                         const bf16 *value, BackendCounters &counters,
+                         int layer, const KvCache &cache, const uint8_t *key,
+                         const uint8_t *value, BackendCounters &counters,
                          const Attend &attend);
 
 private:
-  size_t stagingElements(int32_t maxContext, int64_t stagedSlots) const;
+  size_t stagingBytes(int32_t maxContext, int64_t stagedSlots) const;
   bool anyValues() const;
 
   int firstLatent_ = 0;
-  std::optional<Stream> load_;              // host-to-device: cached KV
-  std::optional<Stream> store_;             // device-to-host: new rows
-  std::vector<bf16 *> stagingK_, stagingV_; // per staging buffer
+  std::optional<Stream> load_;                    // host-to-device: cached KV
+  std::optional<Stream> store_;                   // device-to-host: new rows
+  std::vector<uint8_t *> stagingK_, stagingV_;    // per staging buffer
   std::vector<Event> loaded_, free_;        // per staging buffer
   size_t nextBuffer_ = 0; // the pass's next staging buffer, in turn
   std::optional<Event> ready_, stored_, opStart_, passStart_;

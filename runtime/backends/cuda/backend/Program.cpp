@@ -23,9 +23,9 @@ Result<Op> bindOp(const model::ResolvedOp &op, WeightPlacement &placement,
         else if constexpr (std::is_same_v<S, model::NormSpec>)
           return asOp(bindNormOp(placement, spec));
         else if constexpr (std::is_same_v<S, model::AttentionSpec>)
-          return asOp(bindAttentionOp(placement, spec, fp32Params(op)));
+          return asOp(bindAttentionOp(placement, spec, fp32Params(op), kv));
         else if constexpr (std::is_same_v<S, model::LatentAttentionSpec>)
-          return asOp(bindMlaOp(placement, spec, kv.latentCache(spec.cache)));
+          return asOp(bindMlaOp(placement, spec, kv));
         else if constexpr (std::is_same_v<S, model::LightningSpec>)
           return asOp(bindLightningOp(placement, spec));
         else if constexpr (std::is_same_v<S, model::RouterSpec>)

@@ -9,6 +9,9 @@
 //    tiles of 32 tokens, double-buffered in shared memory with cp.async
 //    (16-byte, coalesced copies: the next tile streams in while this one is
 //    used);
+//  * fp8 caches (F8) copy their codes and the tile's per-token scales and
+//    convert in registers: a token's K scale multiplies its score, its V
+//    scale its softmax weight, so each costs one multiply per token;
 //  * q·k: one lane per token, reading its K row from shared memory (rows
 //    padded by 16 bytes, so the 16-byte reads of a quarter warp hit distinct
 //    banks) against q held in shared memory as fp32 (broadcast reads);
@@ -33,14 +36,20 @@ constexpr int kTile = 32;   // tokens per tile (one per lane in q·k)
 constexpr int kRowPad = 16; // bytes of padding per K row in shared memory
 constexpr float kLog2e = 1.4426950408889634f;
 
-template <int HD> constexpr int kRowBytes = HD * 2 + kRowPad;
-template <int HD> constexpr int vRowBytes = HD * 2;
-template <int HD>
-constexpr int stageBytes = kTile *kRowBytes<HD> + kTile *vRowBytes<HD>;
-template <int HD, int G>
-constexpr int warpBytes = 2 * stageBytes<HD> + G *kTile * 4;
-template <int HD, int G>
-constexpr int smemBytes = G *HD * 4 + kWarps *warpBytes<HD, G>;
+// Shared memory per stage: K rows (padded), V rows, then for fp8 the tile's
+// K scales and V scales.
+template <int HD, bool F8> constexpr int kElementBytes = F8 ? 1 : 2;
+template <int HD, bool F8>
+constexpr int kRowBytes = HD * kElementBytes<HD, F8> + kRowPad;
+template <int HD, bool F8>
+constexpr int vRowBytes = HD * kElementBytes<HD, F8>;
+template <int HD, bool F8>
+constexpr int stageBytes =
+    kTile *kRowBytes<HD, F8> + kTile *vRowBytes<HD, F8> + (F8 ? 2 * kTile * 4 : 0);
+template <int HD, int G, bool F8>
+constexpr int warpBytes = 2 * stageBytes<HD, F8> + G *kTile * 4;
+template <int HD, int G, bool F8>
+constexpr int smemBytes = G *HD * 4 + kWarps *warpBytes<HD, G, F8>;
 // Output dims per lane in p·V (lanes ≥ headDim idle when headDim < 32).
 template <int HD> constexpr int kDimsPerLane = HD >= 32 ? HD / 32 : 1;
 
@@ -52,9 +61,28 @@ __device__ __forceinline__ float bf16High(unsigned w) {
 }
 
 // This lane's DPL consecutive values of a V row, as floats.
-template <int DPL>
+template <int DPL, bool F8>
 __device__ __forceinline__ void loadVSlice(const char *row, int lane,
                                            float (&v)[DPL]) {
+  if constexpr (F8) {
+    const char *p = row + lane * DPL;
+    if constexpr (DPL == 1) {
+      __half_raw h = __nv_cvt_fp8_to_halfraw(
+          *reinterpret_cast<const __nv_fp8_storage_t *>(p), __NV_E4M3);
+      v[0] = __half2float(*reinterpret_cast<const __half *>(&h));
+    } else {
+      static_assert(DPL % 2 == 0, "headDim must be 16, 32, 64, 128 or 256");
+      const unsigned short *pairs =
+          reinterpret_cast<const unsigned short *>(p);
+#pragma unroll
+      for (int j = 0; j < DPL / 2; ++j) {
+        float2 f = fp8x2ToFloat2(pairs[j]);
+        v[2 * j] = f.x;
+        v[2 * j + 1] = f.y;
+      }
+    }
+    return;
+  }
   const char *p = row + lane * DPL * 2;
   if constexpr (DPL == 1) {
     v[0] = __uint_as_float(
@@ -95,11 +123,12 @@ __device__ __forceinline__ Span spanOf(const AttentionArgs &a, int64_t row) {
 
 // G is the largest group the instantiation serves; the row's heads / kvHeads
 // may be smaller (heads beyond it are computed on zeros and dropped).
-template <int HD, int G>
+template <int HD, int G, bool F8>
 __global__ void __launch_bounds__(kWarps * 32)
     attentionKernel(AttentionArgs a, int tokensPerWarp, int splits) {
   constexpr int DPL = kDimsPerLane<HD>;
-  constexpr int kChunks = HD / 8; // 16-byte chunks per row
+  constexpr int EB = kElementBytes<HD, F8>;
+  constexpr int kChunks = HD * EB / 16; // 16-byte chunks per row
   extern __shared__ __align__(16) char smem[];
   float *qs = reinterpret_cast<float *>(smem);
 
@@ -124,12 +153,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
   __syncthreads();
 
-  char *wbase = smem + G * HD * 4 + warp * warpBytes<HD, G>;
-  float *ps = reinterpret_cast<float *>(wbase + 2 * stageBytes<HD>);
-  const int64_t tokenStride = int64_t(a.kvHeads) * HD;
+  char *wbase = smem + G * HD * 4 + warp * warpBytes<HD, G, F8>;
+  float *ps = reinterpret_cast<float *>(wbase + 2 * stageBytes<HD, F8>);
   const int64_t sequence = a.sequences ? a.sequences[row] : row;
-  const bf16 *kSeq = a.k + sequence * a.seqStride + kvh * HD;
-  const bf16 *vSeq = a.v + sequence * a.seqStride + kvh * HD;
+  const char *kSeq = static_cast<const char *>(a.k) + sequence * a.seqStride;
+  const char *vSeq = static_cast<const char *>(a.v) + sequence * a.seqStride;
+  // This head's elements, and for fp8 its scale, within a token's row.
+  const int64_t headOffset = int64_t(kvh) * HD * EB;
+  const int64_t scaleOffset = int64_t(a.kvHeads) * HD + kvh * 4;
 
   const int64_t start =
       span.first + int64_t(split * kWarps + warp) * tokensPerWarp;
@@ -138,8 +169,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       end > start ? static_cast<int>((end - start + kTile - 1) / kTile) : 0;
 
   auto issue = [&](int tile, int stage) {
-    char *kDst = wbase + stage * stageBytes<HD>;
-    char *vDst = kDst + kTile * kRowBytes<HD>;
+    char *kDst = wbase + stage * stageBytes<HD, F8>;
+    char *vDst = kDst + kTile * kRowBytes<HD, F8>;
     const int64_t t0 = start + int64_t(tile) * kTile;
 #pragma unroll
     for (int c = lane; c < kTile * kChunks; c += 32) {
@@ -147,11 +178,19 @@ __global__ void __launch_bounds__(kWarps * 32)
       int col = c % kChunks;
       int64_t tok = t0 + r;
       bool valid = tok < end;
-      int64_t off = (valid ? tok : start) * tokenStride + col * 8;
-      cpAsync16(kDst + r * kRowBytes<HD> + col * 16, kSeq + off,
+      int64_t off = (valid ? tok : start) * a.rowBytes + headOffset + col * 16;
+      cpAsync16(kDst + r * kRowBytes<HD, F8> + col * 16, kSeq + off,
                 valid ? 16 : 0);
-      cpAsync16(vDst + r * vRowBytes<HD> + col * 16, vSeq + off,
+      cpAsync16(vDst + r * vRowBytes<HD, F8> + col * 16, vSeq + off,
                 valid ? 16 : 0);
+    }
+    if constexpr (F8) {
+      char *scales = vDst + kTile * vRowBytes<HD, F8>;
+      int64_t tok = t0 + lane;
+      bool valid = tok < end;
+      int64_t off = (valid ? tok : start) * a.rowBytes + scaleOffset;
+      cpAsync4(scales + lane * 4, kSeq + off, valid ? 4 : 0);
+      cpAsync4(scales + (kTile + lane) * 4, vSeq + off, valid ? 4 : 0);
     }
     cpAsyncCommit();
   };
@@ -176,8 +215,11 @@ __global__ void __launch_bounds__(kWarps * 32)
     cpAsyncWait<1>();
     __syncwarp();
 
-    const char *kTileSmem = wbase + (tile & 1) * stageBytes<HD>;
-    const char *vTileSmem = kTileSmem + kTile * kRowBytes<HD>;
+    const char *kTileSmem = wbase + (tile & 1) * stageBytes<HD, F8>;
+    const char *vTileSmem = kTileSmem + kTile * kRowBytes<HD, F8>;
+    // fp8: the tile's K scales, then its V scales.
+    const float *tileScales =
+        reinterpret_cast<const float *>(vTileSmem + kTile * vRowBytes<HD, F8>);
     const int64_t t0 = start + int64_t(tile) * kTile;
     const bool valid = t0 + lane < end;
 
@@ -186,16 +228,12 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int g = 0; g < G; ++g)
       s[g] = 0.0f;
-    const char *kRow = kTileSmem + lane * kRowBytes<HD>;
-#pragma unroll 4
-    for (int c = 0; c < kChunks; ++c) {
-      uint4 w = *reinterpret_cast<const uint4 *>(kRow + c * 16);
-      float kf[8] = {bf16Low(w.x), bf16High(w.x), bf16Low(w.y), bf16High(w.y),
-                     bf16Low(w.z), bf16High(w.z), bf16Low(w.w), bf16High(w.w)};
+    const char *kRow = kTileSmem + lane * kRowBytes<HD, F8>;
+    // q · (8 K values from 16 bytes at kRow + offset) for dims [d, d + 8).
+    auto dot8 = [&](const float (&kf)[8], int d) {
 #pragma unroll
       for (int g = 0; g < G; ++g) {
-        const float4 *q4 =
-            reinterpret_cast<const float4 *>(qs + g * HD + c * 8);
+        const float4 *q4 = reinterpret_cast<const float4 *>(qs + g * HD + d);
         float4 qa = q4[0];
         float4 qb = q4[1];
         s[g] = fmaf(qa.x, kf[0], s[g]);
@@ -207,6 +245,39 @@ __global__ void __launch_bounds__(kWarps * 32)
         s[g] = fmaf(qb.z, kf[6], s[g]);
         s[g] = fmaf(qb.w, kf[7], s[g]);
       }
+    };
+#pragma unroll 4
+    for (int c = 0; c < kChunks; ++c) {
+      uint4 w = *reinterpret_cast<const uint4 *>(kRow + c * 16);
+      if constexpr (F8) {
+        unsigned words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          float kf[8];
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            unsigned word = words[half * 2 + j];
+            float2 lo = fp8x2ToFloat2(static_cast<unsigned short>(word));
+            float2 hi = fp8x2ToFloat2(static_cast<unsigned short>(word >> 16));
+            kf[4 * j] = lo.x;
+            kf[4 * j + 1] = lo.y;
+            kf[4 * j + 2] = hi.x;
+            kf[4 * j + 3] = hi.y;
+          }
+          dot8(kf, c * 16 + half * 8);
+        }
+      } else {
+        float kf[8] = {bf16Low(w.x), bf16High(w.x), bf16Low(w.y),
+                       bf16High(w.y), bf16Low(w.z), bf16High(w.z),
+                       bf16Low(w.w), bf16High(w.w)};
+        dot8(kf, c * 8);
+      }
+    }
+    if constexpr (F8) {
+      const float kScale = tileScales[lane];
+#pragma unroll
+      for (int g = 0; g < G; ++g)
+        s[g] *= kScale;
     }
 
     // Online softmax over the tile (its first token is always valid, so each
@@ -232,10 +303,11 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll 4
       for (int t = 0; t < nValid; ++t) {
         float v[DPL];
-        loadVSlice<DPL>(vTileSmem + t * vRowBytes<HD>, lane, v);
+        loadVSlice<DPL, F8>(vTileSmem + t * vRowBytes<HD, F8>, lane, v);
+        const float vScale = F8 ? tileScales[kTile + t] : 1.0f;
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          float p = ps[g * kTile + t];
+          float p = ps[g * kTile + t] * vScale;
 #pragma unroll
           for (int j = 0; j < DPL; ++j)
             acc[g][j] = fmaf(p, v[j], acc[g][j]);
@@ -327,17 +399,17 @@ SplitPlan planSplits(int64_t rows, int kvHeads, int maxSpan, int smCount) {
   return {splits, perWarp};
 }
 
-template <int HD, int G>
+template <int HD, int G, bool F8>
 cudaError_t launchAttention(const AttentionArgs &a, SplitPlan plan,
                             cudaStream_t stream) {
-  constexpr int smem = smemBytes<HD, G>;
+  constexpr int smem = smemBytes<HD, G, F8>;
   static const cudaError_t attr =
-      cudaFuncSetAttribute(attentionKernel<HD, G>,
+      cudaFuncSetAttribute(attentionKernel<HD, G, F8>,
                            cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (attr != cudaSuccess)
     return attr;
   dim3 grid(static_cast<unsigned>(a.rows), a.kvHeads, plan.splits);
-  attentionKernel<HD, G>
+  attentionKernel<HD, G, F8>
       <<<grid, kWarps * 32, smem, stream>>>(a, plan.tokensPerWarp, plan.splits);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || plan.splits == 1)
@@ -359,25 +431,32 @@ int groupBound(int heads, int kvHeads, int headDim) {
   return 0;
 }
 
-template <int HD>
+template <int HD, bool F8>
 cudaError_t launchForGroup(const AttentionArgs &a, SplitPlan plan,
                            cudaStream_t stream) {
   switch (groupBound(a.heads, a.kvHeads, HD)) {
   case 1:
-    return launchAttention<HD, 1>(a, plan, stream);
+    return launchAttention<HD, 1, F8>(a, plan, stream);
   case 2:
-    return launchAttention<HD, 2>(a, plan, stream);
+    return launchAttention<HD, 2, F8>(a, plan, stream);
   case 4:
-    return launchAttention<HD, 4>(a, plan, stream);
+    return launchAttention<HD, 4, F8>(a, plan, stream);
   case 8:
-    return launchAttention<HD, 8>(a, plan, stream);
+    return launchAttention<HD, 8, F8>(a, plan, stream);
   case 16:
     if constexpr (HD != 256)
-      return launchAttention<HD, 16>(a, plan, stream);
+      return launchAttention<HD, 16, F8>(a, plan, stream);
     [[fallthrough]];
   default:
     return cudaErrorInvalidValue;
   }
+}
+
+template <int HD>
+cudaError_t launchForDtype(const AttentionArgs &a, SplitPlan plan,
+                           cudaStream_t stream) {
+  return a.fp8 ? launchForGroup<HD, true>(a, plan, stream)
+               : launchForGroup<HD, false>(a, plan, stream);
 }
 
 } // namespace
@@ -402,7 +481,12 @@ cudaError_t attention(const AttentionArgs &a, int smCount,
   if (!attentionSupports(a.heads, a.kvHeads, a.headDim) || a.rows < 0 ||
       a.rows > INT32_MAX || a.maxSpan < 0)
     return cudaErrorInvalidValue;
-  if (!aligned16(a.k) || !aligned16(a.v) || a.seqStride % 8 != 0)
+  // A token's row holds the heads' elements (and for fp8 their scales).
+  int64_t headBytes = int64_t(a.kvHeads) * a.headDim * (a.fp8 ? 1 : 2);
+  if (a.rowBytes < headBytes + (a.fp8 ? 4 * int64_t(a.kvHeads) : 0))
+    return cudaErrorInvalidValue;
+  if (!aligned16(a.k) || !aligned16(a.v) || a.seqStride % 16 != 0 ||
+      a.rowBytes % 16 != 0)
     return cudaErrorMisalignedAddress;
   if (a.rows == 0)
     return cudaSuccess;
@@ -411,15 +495,15 @@ cudaError_t attention(const AttentionArgs &a, int smCount,
     return cudaErrorInvalidValue;
   switch (a.headDim) {
   case 16:
-    return launchForGroup<16>(a, plan, stream);
+    return launchForDtype<16>(a, plan, stream);
   case 32:
-    return launchForGroup<32>(a, plan, stream);
+    return launchForDtype<32>(a, plan, stream);
   case 64:
-    return launchForGroup<64>(a, plan, stream);
+    return launchForDtype<64>(a, plan, stream);
   case 128:
-    return launchForGroup<128>(a, plan, stream);
+    return launchForDtype<128>(a, plan, stream);
   default:
-    return launchForGroup<256>(a, plan, stream);
+    return launchForDtype<256>(a, plan, stream);
   }
 }
 

@@ -1,6 +1,5 @@
-// One thread per element: the embedding gather, scaled residual adds, the
-// KV-cache append, MLA's per-head layout swaps, sigmoid gates and dtype
-// conversions.
+// One thread per element: the embedding gather, scaled residual adds, MLA's
+// per-head layout swaps, sigmoid gates and dtype conversions.
 #include "runtime/backends/cuda/kernels/Kernels.h"
 
 #include <cmath>
@@ -29,19 +28,6 @@ __global__ void scaledAddKernel(const float *skip, const float *update,
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i < n)
     out[i] = skipScale * skip[i] + updateScale * update[i];
-}
-
-__global__ void appendKvKernel(const bf16 *k, const bf16 *v,
-                               const int32_t *cacheRows, int64_t rows,
-                               int64_t width, bf16 *kCache, bf16 *vCache) {
-  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= rows * width)
-    return;
-  int64_t r = i / width, c = i % width;
-  int64_t at = int64_t(cacheRows[r]) * width + c;
-  kCache[at] = k[i];
-  if (v)
-    vCache[at] = v[i];
 }
 
 __global__ void swapLeadingKernel(const bf16 *in, int64_t a, int64_t b,
@@ -95,16 +81,6 @@ cudaError_t scaledAdd(const float *skip, const float *update, float skipScale,
     return cudaSuccess;
   scaledAddKernel<<<blocksFor(n), kThreads, 0, stream>>>(
       skip, update, skipScale, updateScale, n, out);
-  return cudaGetLastError();
-}
-
-cudaError_t appendKv(const bf16 *k, const bf16 *v, const int32_t *cacheRows,
-                     int64_t rows, int64_t width, bf16 *kCache, bf16 *vCache,
-                     cudaStream_t stream) {
-  if (rows * width == 0)
-    return cudaSuccess;
-  appendKvKernel<<<blocksFor(rows * width), kThreads, 0, stream>>>(
-      k, v, cacheRows, rows, width, kCache, vCache);
   return cudaGetLastError();
 }
 

@@ -1,9 +1,12 @@
 // Device helpers shared by the kernel files: warp/block reductions, bf16
-// vector loads, cp.async copies and the merge of split attention. Included
-// only by .cu files.
+// and fp8 vector loads, cp.async copies and the merge of split attention.
+// Included only by .cu files.
 #pragma once
 
 #include "runtime/backends/cuda/kernels/Kernels.h"
+
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <cstdint>
 
@@ -103,6 +106,14 @@ __device__ __forceinline__ void cpAsync16(void *smem, const void *global,
                "l"(global), "r"(srcBytes)
                : "memory");
 }
+// 4 bytes (both addresses 4-byte aligned); srcBytes 0 zero-fills.
+__device__ __forceinline__ void cpAsync4(void *smem, const void *global,
+                                         int srcBytes) {
+  unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst),
+               "l"(global), "r"(srcBytes)
+               : "memory");
+}
 __device__ __forceinline__ void cpAsyncCommit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
@@ -164,6 +175,13 @@ __device__ __forceinline__ void combineSplits(const float *parts, int splits,
   if (sinkLog2)
     value *= addSink(*sinkLog2, mMax, sum);
   out[d] = __float2bfloat16_rn(sum > 0.0f ? value / sum : 0.0f);
+}
+
+// Two E4M3 codes (the first in the low byte) as floats: exact, through the
+// hardware's fp8x2 → f16x2 conversion.
+__device__ __forceinline__ float2 fp8x2ToFloat2(unsigned short codes) {
+  __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(codes, __NV_E4M3);
+  return __half22float2(*reinterpret_cast<const __half2 *>(&h));
 }
 
 inline bool aligned16(const void *p) {

@@ -134,14 +134,22 @@ cudaError_t routeTopK(const RouterArgs &args, cudaStream_t stream);
 // repeat_kv order. Scores q·k·scale, softmax and accumulation in fp32; a sink
 // (sinks[h], fp32, optional) joins the denominator as a logit with no value.
 // Supported: headDim ∈ {16, 32, 64, 128, 256}, heads / kvHeads ≤ 16 (≤ 8 at
-// headDim 256): attentionSupports(); k, v 16-byte aligned, seqStride a
-// multiple of 8.
+// headDim 256): attentionSupports(); k, v 16-byte aligned, seqStride and
+// rowBytes multiples of 16.
+//
+// The caches hold a row per token (runtime/model/KvFormat.h): bf16, the
+// kvHeads·headDim elements; fp8, their E4M3 codes, then from byte
+// kvHeads·headDim one fp32 scale per head. fp8 is dequantized on the fly:
+// q·k and p·v run on the codes, each token's K scale multiplies its score
+// and its V scale its weight.
 struct AttentionArgs {
   const bf16 *q = nullptr; // [rows, heads·headDim]
-  // Sequence s's K (V) rows start at k + s·seqStride: [positions,
-  // kvHeads·headDim], position-major.
-  const bf16 *k = nullptr;
-  const bf16 *v = nullptr;
+  // Sequence s's K (V) rows start at k + s·seqStride bytes: a row of
+  // rowBytes per position.
+  const void *k = nullptr;
+  const void *v = nullptr;
+  bool fp8 = false;
+  int64_t rowBytes = 0;
   bf16 *out = nullptr;                // [rows, heads·headDim]
   const int32_t *sequences = nullptr; // [rows]; null: row r reads sequence r
   const int32_t *positions = nullptr; // [rows]
@@ -150,7 +158,7 @@ struct AttentionArgs {
   int heads = 0;
   int kvHeads = 0;
   int headDim = 0;
-  int64_t seqStride = 0; // elements
+  int64_t seqStride = 0; // bytes
   int64_t window = 0;    // 0 = full
   // ≥ every row's attended length (positions[r] − first + 1): it sizes the
   // split of long contexts, and positions beyond it would be left out.
@@ -167,12 +175,21 @@ size_t attentionWorkspaceBytes(int64_t rows, int heads, int kvHeads,
 cudaError_t attention(const AttentionArgs &args, int smCount,
                       cudaStream_t stream);
 
-// Writes each row's K and V ([rows, width]) into a layer's caches
-// [slot·maxContext + position][width] at cacheRows[r]; v may be null (MLA's
-// latent cache has no V).
-cudaError_t appendKv(const bf16 *k, const bf16 *v, const int32_t *cacheRows,
-                     int64_t rows, int64_t width, bf16 *kCache, bf16 *vCache,
+// Writes each row's K and V (rows of rowBytes, already in the cache's
+// format) into a layer's caches [slot·maxContext + position] at
+// cacheRows[r]; v may be null (MLA's latent cache has no V). rowBytes a
+// multiple of 16, every pointer 16-byte aligned.
+cudaError_t appendKv(const void *k, const void *v, const int32_t *cacheRows,
+                     int64_t rows, int64_t rowBytes, void *kCache, void *vCache,
                      cudaStream_t stream);
+
+// x [rows, vectors·width] as fp8 cache rows (runtime/model/KvFormat.h) of
+// rowBytes, scales from byte scalesOffset: per vector, amax / 448 and the
+// codes of x · (448 / amax), rounded to nearest even and saturated — what
+// model::encodeFp8Row computes. width ≤ 1024.
+cudaError_t encodeFp8Rows(const bf16 *x, int64_t rows, int vectors, int width,
+                          int64_t scalesOffset, int64_t rowBytes, void *out,
+                          cudaStream_t stream);
 
 // out[j][i][0:width] = in[i][j][offset : offset + width] for i < a, j < b,
 // in's innermost rows inWidth wide: moves per-head vectors between

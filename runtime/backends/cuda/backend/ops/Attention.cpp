@@ -9,7 +9,8 @@ namespace moe::cuda {
 
 Result<AttentionOp> bindAttentionOp(WeightPlacement &placement,
                                     const model::AttentionSpec &a,
-                                    const Fp32Params &fp32) {
+                                    const Fp32Params &fp32,
+                                    const KvCaches &kv) {
   AttentionOp k{};
   k.hidden = a.hidden;
   k.heads = a.heads;
@@ -42,12 +43,15 @@ Result<AttentionOp> bindAttentionOp(WeightPlacement &placement,
   MOE_RETURN_IF_ERROR(placement.bind(k.vBias, a.vBias, "v_bias"));
   MOE_RETURN_IF_ERROR(placement.bind(k.kNorm, a.kNorm, "k_norm"));
   k.cache = a.cache;
+  k.fp8RowBytes =
+      kv.dtype == model::KvDtype::fp8 ? kv.caches[a.cache].rowBytes : 0;
   return k;
 }
 
 int64_t rowBytes(const AttentionOp &k) {
   return (2 * k.heads * k.headDim + 2 * k.kvHeads * k.headDim + k.hidden) *
-         kBf16Bytes;
+             kBf16Bytes +
+         2 * k.fp8RowBytes;
 }
 
 Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
@@ -94,21 +98,39 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
     rope.normEps = k.qkEps;
     MOE_CUDA_TRY(kernels::applyRope(rope, step.stream));
   }
+  // The new rows in the cache's format: bf16 as projected, fp8 encoded.
+  const uint8_t *keyRows = reinterpret_cast<const uint8_t *>(key);
+  const uint8_t *valueRows = reinterpret_cast<const uint8_t *>(value);
+  if (key && k.fp8RowBytes > 0) {
+    MOE_ASSIGN_OR_RETURN(uint8_t * kRows, step.alloc<uint8_t>(
+                                              rows * k.fp8RowBytes, "fp8 k"));
+    MOE_ASSIGN_OR_RETURN(uint8_t * vRows, step.alloc<uint8_t>(
+                                              rows * k.fp8RowBytes, "fp8 v"));
+    int64_t scales = model::fp8ScalesOffset(k.kvHeads, k.headDim);
+    for (auto [from, to] : {std::pair{key, kRows}, std::pair{value, vRows}})
+      MOE_CUDA_TRY(kernels::encodeFp8Rows(
+          from, rows, static_cast<int>(k.kvHeads), static_cast<int>(k.headDim),
+          scales, k.fp8RowBytes, to, step.stream));
+    keyRows = kRows;
+    valueRows = vRows;
+  }
   MOE_ASSIGN_OR_RETURN(bf16 * o, step.alloc<bf16>(rows * qw, "attention o"));
   kernels::AttentionArgs args;
   args.sinks = step.floatArray(k.sinks);
   args.heads = static_cast<int>(k.heads);
   args.kvHeads = static_cast<int>(k.kvHeads);
   args.headDim = static_cast<int>(k.headDim);
-  args.seqStride = int64_t(step.maxContext) * kvw;
+  args.fp8 = k.fp8RowBytes > 0;
+  args.rowBytes = cache.rowBytes;
+  args.seqStride = int64_t(step.maxContext) * cache.rowBytes;
   args.window = k.window;
   args.maxSpan = k.window > 0
                      ? int32_t(std::min<int64_t>(step.maxSpan, k.window))
                      : step.maxSpan;
   args.scale = k.scale;
   // Rows [first, first + count) against the K/V array kCache / vCache.
-  auto attend = [&](int64_t first, int64_t count, const bf16 *kCache,
-                    const bf16 *vCache) -> Status {
+  auto attend = [&](int64_t first, int64_t count, const uint8_t *kCache,
+                    const uint8_t *vCache) -> Status {
     args.q = q + first * qw;
     args.out = o + first * qw;
     args.k = kCache;
@@ -127,14 +149,15 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
   int64_t gpuRows = step.kvPass.gpuRows;
   if (gpuRows > 0) {
     if (k.ownsKv)
-      MOE_CUDA_TRY(kernels::appendKv(key, value, step.cacheRows, gpuRows, kvw,
-                                     cache.k, cache.v, step.stream));
+      MOE_CUDA_TRY(kernels::appendKv(keyRows, valueRows, step.cacheRows,
+                                     gpuRows, cache.rowBytes, cache.k, cache.v,
+                                     step.stream));
     MOE_RETURN_IF_ERROR(attend(0, gpuRows, cache.k, cache.v));
   }
   if (rows > gpuRows)
     MOE_RETURN_IF_ERROR(step.kv.attendHostSlots(
         step.stream, step.kvPass, step.maxContext, step.cacheRows, step.layer,
-        cache, k.ownsKv ? key : nullptr, value, step.counters, attend));
+        cache, k.ownsKv ? keyRows : nullptr, valueRows, step.counters, attend));
   MOE_ASSIGN_OR_RETURN(bf16 * y,
                        step.alloc<bf16>(rows * k.hidden, "attention out"));
   MOE_RETURN_IF_ERROR(step.linear(o, rows, qw, k.o, k.hidden, k.oBias, y));

@@ -9,7 +9,8 @@
 namespace moe::cuda {
 
 Result<MlaOp> bindMlaOp(WeightPlacement &placement,
-                        const model::LatentAttentionSpec &a, int cache) {
+                        const model::LatentAttentionSpec &a,
+                        const KvCaches &kv) {
   MlaOp k{};
   k.hidden = a.hidden;
   k.heads = a.heads;
@@ -20,6 +21,9 @@ Result<MlaOp> bindMlaOp(WeightPlacement &placement,
   k.vDim = a.vDim;
   if (k.nope <= 0)
     return makeError("MLA dimensions are invalid");
+  if (kv.dtype != model::KvDtype::bf16)
+    return makeError("the MLA kernel reads bf16 latent caches only; plan "
+                     "this model with kv-dtype=bf16");
   if (!kernels::mlaAttentionSupports(static_cast<int>(k.heads),
                                      static_cast<int>(k.latent),
                                      static_cast<int>(k.ropeDim)))
@@ -58,7 +62,7 @@ Result<MlaOp> bindMlaOp(WeightPlacement &placement,
     return device.error();
   k.wUkT = *device;
   k.wUv = *device + k.heads * k.latent * k.nope;
-  k.cache = cache;
+  k.cache = kv.latentCache(a.cache);
   return k;
 }
 
@@ -152,11 +156,11 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
   args.seqStride = int64_t(step.maxContext) * cw;
   args.maxSpan = step.maxSpan;
   args.scale = k.scale;
-  auto attend = [&](int64_t first, int64_t count, const bf16 *kCache,
-                    const bf16 *) -> Status {
+  auto attend = [&](int64_t first, int64_t count, const uint8_t *kCache,
+                    const uint8_t *) -> Status {
     args.qLatent = qLatent + first * heads * r;
     args.qRope = qPe + first * heads * k.ropeDim;
-    args.cache = kCache;
+    args.cache = reinterpret_cast<const bf16 *>(kCache);
     args.out = mixed + first * heads * r;
     args.sequences = step.attnSlots + first;
     args.positions = step.positions + first;
@@ -172,13 +176,15 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
   int64_t gpuRows = step.kvPass.gpuRows;
   if (gpuRows > 0) {
     MOE_CUDA_TRY(kernels::appendKv(rowsOut, nullptr, step.cacheRows, gpuRows,
-                                   cw, cache.k, nullptr, step.stream));
+                                   cache.rowBytes, cache.k, nullptr,
+                                   step.stream));
     MOE_RETURN_IF_ERROR(attend(0, gpuRows, cache.k, nullptr));
   }
   if (rows > gpuRows)
     MOE_RETURN_IF_ERROR(step.kv.attendHostSlots(
         step.stream, step.kvPass, step.maxContext, step.cacheRows, step.layer,
-        cache, rowsOut, nullptr, step.counters, attend));
+        cache, reinterpret_cast<const uint8_t *>(rowsOut), nullptr,
+        step.counters, attend));
 
   // o_h = W_UV,h · mixed_h per head, back to [rows, heads·vDim] for o.
   MOE_ASSIGN_OR_RETURN(

@@ -45,6 +45,9 @@ struct AttentionOp {
   int sinks; // fp32 array or -1
   int cache;
   bool ownsKv;
+  // An fp8 cache's row bytes (new rows are encoded into scratch before
+  // they are written); 0 for bf16, whose rows are the projections.
+  int64_t fp8RowBytes;
 };
 // DeepSeek's multi-head latent attention in its absorbed form: the cache
 // holds each token's normed latent and roped k_pe; W_UK is folded into the
@@ -210,10 +213,11 @@ Result<NormOp> bindNormOp(WeightPlacement &placement,
                           const model::NormSpec &spec);
 Result<AttentionOp> bindAttentionOp(WeightPlacement &placement,
                                     const model::AttentionSpec &spec,
-                                    const Fp32Params &fp32);
-// `cache`: the op's cache among KvCaches::caches.
+                                    const Fp32Params &fp32,
+                                    const KvCaches &kv);
 Result<MlaOp> bindMlaOp(WeightPlacement &placement,
-                        const model::LatentAttentionSpec &spec, int cache);
+                        const model::LatentAttentionSpec &spec,
+                        const KvCaches &kv);
 Result<LightningOp> bindLightningOp(WeightPlacement &placement,
                                     const model::LightningSpec &spec);
 Result<RouterOp> bindRouterOp(WeightPlacement &placement,
