@@ -21,9 +21,6 @@ Result<MlaOp> bindMlaOp(WeightPlacement &placement,
   k.vDim = a.vDim;
   if (k.nope <= 0)
     return makeError("MLA dimensions are invalid");
-  if (kv.dtype != model::KvDtype::bf16)
-    return makeError("the MLA kernel reads bf16 latent caches only; plan "
-                     "this model with kv-dtype=bf16");
   if (!kernels::mlaAttentionSupports(static_cast<int>(k.heads),
                                      static_cast<int>(k.latent),
                                      static_cast<int>(k.ropeDim)))
