@@ -520,11 +520,16 @@ Result<ResolvedModel> ResolvedModel::resolve(const plan::Model &model) {
   return Resolver(model).resolve();
 }
 
+KvDtype kvDtypeOf(const plan::Plan &plan) {
+  const plan::Batching *batching = plan.batching();
+  return batching && batching->kv_dtype() == plan::KvDType::fp8
+             ? KvDtype::fp8
+             : KvDtype::bf16;
+}
+
 Result<ResolvedModel> ResolvedModel::resolve(const plan::Plan &plan) {
   MOE_ASSIGN_OR_RETURN(ResolvedModel model, resolve(*plan.model()));
-  if (const plan::Batching *batching = plan.batching())
-    model.kvDtype = batching->kv_dtype() == plan::KvDType::fp8 ? KvDtype::fp8
-                                                               : KvDtype::bf16;
+  model.kvDtype = kvDtypeOf(plan);
   if (model.kvDtype == KvDtype::fp8)
     for (const LatentCacheSpec &cache : model.latentCaches)
       if (cache.width % cache.ropeDim != 0)

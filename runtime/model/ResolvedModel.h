@@ -223,6 +223,9 @@ struct LightningStateSpec {
 /// The elements a param holds: the product of its shape.
 int64_t paramElements(const plan::Param &param);
 
+/// The KV format a plan's batching names (bf16 without one).
+KvDtype kvDtypeOf(const plan::Plan &plan);
+
 struct ResolvedModel {
   /// Resolves a verified plan model (LoadedPlan). Errors name the op as
   /// "op 7 (Attention, layer 2): ...".

@@ -18,6 +18,7 @@
 #include "runtime/engine/Engine.h"
 #include "runtime/io/Jsonl.h"
 #include "runtime/io/RequestFields.h"
+#include "runtime/model/ResolvedModel.h"
 #include "runtime/plan/LoadedPlan.h"
 #include "runtime/tokenizer/Tokenizer.h"
 #include "runtime/trace/PlanTimeline.h"
@@ -402,6 +403,7 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
       {"threads", options.threads},
       {"resident_batch", engine.residentBatch},
       {"max_context", engine.maxContext},
+      {"kv_dtype", model::kvDtypeName(model::kvDtypeOf(plan.plan()))},
       {"prompts", s.prompts},
       {"answers_written", answers.written()},
       {"answers_resumed", answers.resumed()},
