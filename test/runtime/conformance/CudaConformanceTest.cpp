@@ -76,10 +76,9 @@ INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenConformance,
 // (CudaBackendRefuses.Fp8LatentCache).
 INSTANTIATE_TEST_SUITE_P(
     HuggingFace, GoldenFp8KvCache,
-    ::testing::ValuesIn(goldenCases(kCuda, {"tiny-mixtral", "tiny-qwen2-moe",
-                                            "tiny-qwen3-moe",
-                                            "tiny-minimax-partial-rope",
-                                            "tiny-gpt-oss"})),
+    ::testing::ValuesIn(
+        goldenCases(kCuda, {"tiny-mixtral", "tiny-qwen2-moe", "tiny-qwen3-moe",
+                            "tiny-minimax-partial-rope", "tiny-gpt-oss"})),
     goldenCaseName);
 
 class CudaBackendGolden : public GoldenBackendTest {};

@@ -53,8 +53,8 @@ CacheRows cacheRows(const std::vector<uint16_t> &bits, int64_t tokens,
                     int vectors, int width, bool fp8) {
   using moe::model::KvDtype;
   int64_t elements = int64_t(vectors) * width;
-  int64_t rowBytes =
-      moe::model::kvRowBytes(fp8 ? KvDtype::fp8 : KvDtype::bf16, vectors, width);
+  int64_t rowBytes = moe::model::kvRowBytes(fp8 ? KvDtype::fp8 : KvDtype::bf16,
+                                            vectors, width);
   CacheRows rows{std::vector<uint8_t>(size_t(tokens * rowBytes)),
                  std::vector<float>(size_t(tokens * elements))};
   for (size_t i = 0; i < bits.size(); ++i)
@@ -76,8 +76,8 @@ void runCase(const Case &c, std::mt19937 &rng) {
   SCOPED_TRACE(testing::Message()
                << "heads " << c.heads << " kv " << c.kvHeads << " dim "
                << c.headDim << " rows " << c.rows.size() << " context "
-               << c.maxContext << " window " << c.window << " sinks "
-               << c.sinks << " fp8 " << c.fp8);
+               << c.maxContext << " window " << c.window << " sinks " << c.sinks
+               << " fp8 " << c.fp8);
   ASSERT_TRUE(kn::attentionSupports(c.heads, c.kvHeads, c.headDim));
   int64_t rows = static_cast<int64_t>(c.rows.size());
   int64_t qw = int64_t(c.heads) * c.headDim,
@@ -286,8 +286,8 @@ TEST(Attention, Fp8EncodingMatchesTheCpuReference) {
     check(cudaMalloc(&dOut, size_t(rows * rowBytes)), "cudaMalloc out");
     check(cudaMemset(dOut, 0, size_t(rows * rowBytes)), "zero");
     check(kn::encodeFp8Rows(reinterpret_cast<const kn::bf16 *>(dx), rows,
-                            shape.vectors, shape.width, scales, rowBytes,
-                            dOut, nullptr),
+                            shape.vectors, shape.width, scales, rowBytes, dOut,
+                            nullptr),
           "encodeFp8Rows");
     std::vector<uint8_t> got(size_t(rows * rowBytes));
     check(cudaMemcpy(got.data(), dOut, got.size(), cudaMemcpyDeviceToHost),
@@ -298,8 +298,8 @@ TEST(Attention, Fp8EncodingMatchesTheCpuReference) {
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t i = 0; i < scales + 4 * shape.vectors; ++i) {
         bool padding = i >= elements && i < scales;
-        mismatches += !padding && got[r * rowBytes + i] !=
-                                      want.bytes[r * rowBytes + i];
+        mismatches +=
+            !padding && got[r * rowBytes + i] != want.bytes[r * rowBytes + i];
       }
     EXPECT_EQ(mismatches, 0);
   }

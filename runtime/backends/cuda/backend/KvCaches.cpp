@@ -164,8 +164,8 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
           MOE_CUDA_TRY(
               cudaMemcpy2DAsync(to + kvLoad.local * slotBytes, slotBytes,
                                 from + kvLoad.hostSlot * slotBytes, slotBytes,
-                                size_t(length) * rowBytes,
-                                kvLoad.count, cudaMemcpyHostToDevice, load));
+                                size_t(length) * rowBytes, kvLoad.count,
+                                cudaMemcpyHostToDevice, load));
       counters.kvBytesToDevice +=
           int64_t((cache.hasValues ? 2 : 1) * kvLoad.count * length * rowBytes);
     }
@@ -179,11 +179,11 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
     MOE_RETURN_IF_ERROR(loaded_[b].record(load));
     MOE_CUDA_TRY(cudaStreamWaitEvent(compute, loaded_[b].get()));
     if (key)
-      MOE_CUDA_TRY(kernels::appendKv(
-          key + batch.firstRow * rowBytes,
-          value ? value + batch.firstRow * rowBytes : nullptr,
-          cacheRows + batch.firstRow, batch.rows, rowBytes, stagedK, stagedV,
-          compute));
+      MOE_CUDA_TRY(
+          kernels::appendKv(key + batch.firstRow * rowBytes,
+                            value ? value + batch.firstRow * rowBytes : nullptr,
+                            cacheRows + batch.firstRow, batch.rows, rowBytes,
+                            stagedK, stagedV, compute));
     MOE_RETURN_IF_ERROR(attend(batch.firstRow, batch.rows, stagedK, stagedV));
     MOE_RETURN_IF_ERROR(free_[b].record(compute));
   }

@@ -1,8 +1,8 @@
 // The KV caches of the attention layers and the host slots' pipeline. K and
 // V of the GPU slots [0, gpuSlots) live in the kv arena, those of the others
 // in pinned host memory, [slot, position] rows each, in the plan's format
-// (runtime/model/KvFormat.h: bf16 elements, or fp8 codes and scales). Host slots'
-// rows are attended a micro-batch at a time (ChunkRows.h lays them out):
+// (runtime/model/KvFormat.h: bf16 elements, or fp8 codes and scales). Host
+// slots' rows are attended a micro-batch at a time (ChunkRows.h lays them out):
 // the micro-batch's cached K/V are loaded into a staging buffer on the load
 // stream while earlier micro-batches attend, new rows stored back to pinned
 // memory on the store stream. The staging buffers are taken in turn across
@@ -82,10 +82,10 @@ private:
   bool anyValues() const;
 
   int firstLatent_ = 0;
-  std::optional<Stream> load_;                    // host-to-device: cached KV
-  std::optional<Stream> store_;                   // device-to-host: new rows
-  std::vector<uint8_t *> stagingK_, stagingV_;    // per staging buffer
-  std::vector<Event> loaded_, free_;        // per staging buffer
+  std::optional<Stream> load_;                 // host-to-device: cached KV
+  std::optional<Stream> store_;                // device-to-host: new rows
+  std::vector<uint8_t *> stagingK_, stagingV_; // per staging buffer
+  std::vector<Event> loaded_, free_;           // per staging buffer
   size_t nextBuffer_ = 0; // the pass's next staging buffer, in turn
   std::optional<Event> ready_, stored_, opStart_, passStart_;
 };

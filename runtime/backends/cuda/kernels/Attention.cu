@@ -40,12 +40,11 @@ constexpr float kLog2e = 1.4426950408889634f;
 // K scales and V scales.
 template <int HD, bool F8> constexpr int kElementBytes = F8 ? 1 : 2;
 template <int HD, bool F8>
-constexpr int kRowBytes = HD * kElementBytes<HD, F8> + kRowPad;
+constexpr int kRowBytes = HD *kElementBytes<HD, F8> + kRowPad;
+template <int HD, bool F8> constexpr int vRowBytes = HD *kElementBytes<HD, F8>;
 template <int HD, bool F8>
-constexpr int vRowBytes = HD * kElementBytes<HD, F8>;
-template <int HD, bool F8>
-constexpr int stageBytes =
-    kTile *kRowBytes<HD, F8> + kTile *vRowBytes<HD, F8> + (F8 ? 2 * kTile * 4 : 0);
+constexpr int stageBytes = kTile *kRowBytes<HD, F8> + kTile *vRowBytes<HD, F8> +
+                           (F8 ? 2 * kTile * 4 : 0);
 template <int HD, int G, bool F8>
 constexpr int warpBytes = 2 * stageBytes<HD, F8> + G *kTile * 4;
 template <int HD, int G, bool F8>
@@ -72,8 +71,7 @@ __device__ __forceinline__ void loadVSlice(const char *row, int lane,
       v[0] = __half2float(*reinterpret_cast<const __half *>(&h));
     } else {
       static_assert(DPL % 2 == 0, "headDim must be 16, 32, 64, 128 or 256");
-      const unsigned short *pairs =
-          reinterpret_cast<const unsigned short *>(p);
+      const unsigned short *pairs = reinterpret_cast<const unsigned short *>(p);
 #pragma unroll
       for (int j = 0; j < DPL / 2; ++j) {
         float2 f = fp8x2ToFloat2(pairs[j]);
@@ -230,7 +228,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       s[g] = 0.0f;
     const char *kRow = kTileSmem + lane * kRowBytes<HD, F8>;
     // q · (8 K values from 16 bytes at kRow + offset) for dims [d, d + 8).
-    auto dot8 = [&](const float (&kf)[8], int d) {
+    auto dot8 = [&](const float(&kf)[8], int d) {
 #pragma unroll
       for (int g = 0; g < G; ++g) {
         const float4 *q4 = reinterpret_cast<const float4 *>(qs + g * HD + d);
@@ -267,9 +265,9 @@ __global__ void __launch_bounds__(kWarps * 32)
           dot8(kf, c * 16 + half * 8);
         }
       } else {
-        float kf[8] = {bf16Low(w.x), bf16High(w.x), bf16Low(w.y),
-                       bf16High(w.y), bf16Low(w.z), bf16High(w.z),
-                       bf16Low(w.w), bf16High(w.w)};
+        float kf[8] = {bf16Low(w.x),  bf16High(w.x), bf16Low(w.y),
+                       bf16High(w.y), bf16Low(w.z),  bf16High(w.z),
+                       bf16Low(w.w),  bf16High(w.w)};
         dot8(kf, c * 8);
       }
     }

@@ -41,8 +41,8 @@ __global__ void encodeFp8Kernel(const bf16 *x, int vectors, int width,
   const float inverse = amax > 0.0f ? __fdiv_rn(448.0f, amax) : 0.0f;
   uint8_t *codes = out + row * rowBytes + int64_t(vector) * width;
   for (int i = lane; i < width; i += 32)
-    codes[i] = __nv_cvt_float_to_fp8(__fmul_rn(__bfloat162float(in[i]), inverse),
-                                     __NV_SATFINITE, __NV_E4M3);
+    codes[i] = __nv_cvt_float_to_fp8(
+        __fmul_rn(__bfloat162float(in[i]), inverse), __NV_SATFINITE, __NV_E4M3);
   if (lane == 0)
     reinterpret_cast<float *>(out + row * rowBytes + scalesOffset)[vector] =
         __fdiv_rn(amax, 448.0f);

@@ -102,10 +102,10 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
   const uint8_t *keyRows = reinterpret_cast<const uint8_t *>(key);
   const uint8_t *valueRows = reinterpret_cast<const uint8_t *>(value);
   if (key && k.fp8RowBytes > 0) {
-    MOE_ASSIGN_OR_RETURN(uint8_t * kRows, step.alloc<uint8_t>(
-                                              rows * k.fp8RowBytes, "fp8 k"));
-    MOE_ASSIGN_OR_RETURN(uint8_t * vRows, step.alloc<uint8_t>(
-                                              rows * k.fp8RowBytes, "fp8 v"));
+    MOE_ASSIGN_OR_RETURN(uint8_t * kRows,
+                         step.alloc<uint8_t>(rows * k.fp8RowBytes, "fp8 k"));
+    MOE_ASSIGN_OR_RETURN(uint8_t * vRows,
+                         step.alloc<uint8_t>(rows * k.fp8RowBytes, "fp8 v"));
     int64_t scales = model::fp8ScalesOffset(k.kvHeads, k.headDim);
     for (auto [from, to] : {std::pair{key, kRows}, std::pair{value, vRows}})
       MOE_CUDA_TRY(kernels::encodeFp8Rows(

@@ -213,8 +213,7 @@ Result<NormOp> bindNormOp(WeightPlacement &placement,
                           const model::NormSpec &spec);
 Result<AttentionOp> bindAttentionOp(WeightPlacement &placement,
                                     const model::AttentionSpec &spec,
-                                    const Fp32Params &fp32,
-                                    const KvCaches &kv);
+                                    const Fp32Params &fp32, const KvCaches &kv);
 Result<MlaOp> bindMlaOp(WeightPlacement &placement,
                         const model::LatentAttentionSpec &spec,
                         const KvCaches &kv);
