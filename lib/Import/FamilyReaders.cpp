@@ -23,6 +23,57 @@ namespace {
 // Shared readers
 //===----------------------------------------------------------------------===//
 
+/// A quantized checkpoint's method, checked before anything is planned: FP8
+/// with 128 × 128 block scales (DeepSeek-V3, Qwen3-FP8) and
+/// compressed-tensors' 8-bit float weights load dequantized to bf16 (the
+/// weights' loader reads their scales); MXFP4 (GPT-OSS) plans, and its
+/// checkpoint's blocks are refused where they are read. Anything else
+/// would load as garbage: one error naming the method.
+static void readQuantizationMethod(ConfigReader &nested,
+                                   const json::Object &quantization) {
+  std::string method = nested.string("quant_method");
+  if (method == "mxfp4")
+    return;
+  if (method == "fp8") {
+    std::vector<int64_t> block = nested.integers("weight_block_size");
+    nested.require(block.empty() || block == std::vector<int64_t>{128, 128},
+                   "weight_block_size",
+                   "must be [128, 128]: the FP8 weights' loader reads 128 x "
+                   "128 block scales");
+    return;
+  }
+  if (method == "compressed-tensors") {
+    const json::Object *groups = quantization.getObject("config_groups");
+    for (const auto &[name, group] : groups ? *groups : json::Object()) {
+      const json::Object *weights =
+          group.getAsObject() ? group.getAsObject()->getObject("weights")
+                              : nullptr;
+      std::optional<int64_t> bits =
+          weights ? weights->getInteger("num_bits") : std::nullopt;
+      std::optional<StringRef> type =
+          weights ? weights->getString("type") : std::nullopt;
+      nested.require(bits == 8 && type == "float",
+                     ("config_groups." + name.str() + ".weights").c_str(),
+                     "must be 8-bit float weights: only FP8 compressed-tensors "
+                     "checkpoints load");
+    }
+    return;
+  }
+  nested.fail("quant_method",
+              "'" + method + "' is not supported (fp8 with 128 x 128 blocks "
+              "and compressed-tensors FP8 load as bf16; mxfp4 plans)");
+}
+
+static void readQuantization(ConfigReader &config) {
+  const json::Object *quantization = config.nestedObject("quantization_config");
+  if (!quantization)
+    return;
+  ConfigReader nested(*quantization, config.location(), "quantization_config.");
+  readQuantizationMethod(nested, *quantization);
+  if (!nested.ok())
+    config.markFailed();
+}
+
 static void readCommon(ConfigReader &config, ModelSpec &spec,
                        MLIRContext *context) {
   std::vector<std::string> architectures = config.strings("architectures");
@@ -42,6 +93,7 @@ static void readCommon(ConfigReader &config, ModelSpec &spec,
   spec.tieEmbeddings = config.boolean("tie_word_embeddings", false);
   spec.bos = config.integer("bos_token_id", -1);
   spec.eos = config.integerOrList("eos_token_id");
+  readQuantization(config);
   // v5 writes "dtype"; older configs "torch_dtype". Quantized checkpoints
   // (fp8, mxfp4) are planned at bf16, the dtype the runtime streams today.
   std::string dtype =

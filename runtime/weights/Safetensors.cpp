@@ -20,8 +20,8 @@ namespace moe {
 namespace {
 
 std::optional<ElementType> parseElementType(std::string_view name) {
-  for (ElementType type :
-       {ElementType::F32, ElementType::F16, ElementType::BF16})
+  for (ElementType type : {ElementType::F32, ElementType::F16,
+                           ElementType::BF16, ElementType::F8_E4M3})
     if (name == elementTypeName(type))
       return type;
   return std::nullopt;
@@ -142,8 +142,8 @@ Status SafetensorsFile::parseHeader() {
     std::optional<ElementType> type =
         parseElementType(dtype->get_ref<const std::string &>());
     if (!type)
-      return makeError("{}: tensor '{}': dtype {} is not supported (only F32, "
-                       "F16 and BF16 are)",
+      return makeError("{}: tensor '{}': dtype {} is not supported (F32, "
+                       "F16, BF16 and F8_E4M3 with scales are)",
                        label_, name, dtype->get_ref<const std::string &>());
     auto shapeField = entry.find("shape");
     std::optional<std::vector<int64_t>> shape;

@@ -1,5 +1,6 @@
 #include "runtime/weights/WeightSet.h"
 
+#include "runtime/support/Float8.h"
 #include "runtime/support/Parallel.h"
 #include "runtime/weights/HalfFloat.h"
 #include "runtime/weights/Safetensors.h"
@@ -152,6 +153,64 @@ Status addShards(const fs::path &directory,
   return Status::success();
 }
 
+int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/// The scales of F8_E4M3 tensor `tensorName` (a [rows, cols] matrix):
+/// `<name>_scale_inv` of 128 × 128 blocks (DeepSeek-V3, Qwen3-FP8) or
+/// `<name>_scale` per output channel or per tensor (compressed-tensors),
+/// F32 or BF16, taken by the param that takes the tensor. A static
+/// activation scale beside it (`input_scale`) is taken too and not used:
+/// activations stay bf16.
+Result<Fp8Scales> bindFp8Scales(const std::string &tensorName,
+                                const TensorView &view,
+                                CheckpointTensors &tensors,
+                                const std::string &param) {
+  constexpr int64_t kBlock = 128;
+  if (view.shape.size() != 2)
+    return makeError("F8_E4M3 tensor '{}' has shape [{}]: only matrices are "
+                     "dequantized (param {})",
+                     tensorName, fmt::join(view.shape, ", "), param);
+  int64_t rows = view.shape[0], cols = view.shape[1];
+  auto scaleTensor = tensors.find(tensorName + "_scale_inv");
+  if (scaleTensor == tensors.end())
+    scaleTensor = tensors.find(tensorName + "_scale");
+  if (scaleTensor == tensors.end())
+    return makeError("F8_E4M3 tensor '{}' has no scales: the checkpoint "
+                     "holds neither '{}_scale_inv' nor '{}_scale' (param {})",
+                     tensorName, tensorName, tensorName, param);
+  const std::string &scaleName = scaleTensor->first;
+  const TensorView &scale = *scaleTensor->second.view;
+  if (scale.type != ElementType::F32 && scale.type != ElementType::BF16)
+    return makeError("scale tensor '{}' is {}; F32 or BF16 expected", scaleName,
+                     elementTypeName(scale.type));
+  Fp8Scales scales{scale.type, scale.data, 0, 0, 0};
+  const std::vector<int64_t> &s = scale.shape;
+  int64_t count = scale.numElements();
+  if (s.size() == 2 && s[0] == ceilDiv(rows, kBlock) &&
+      s[1] == ceilDiv(cols, kBlock))
+    scales = {scale.type, scale.data, kBlock, kBlock, s[1]};
+  else if (count == rows && (s.size() == 1 || (s.size() == 2 && s[1] == 1)) &&
+           rows > 1)
+    scales = {scale.type, scale.data, 1, cols, 1};
+  else if (count == 1)
+    scales = {scale.type, scale.data, rows, cols, 1};
+  else
+    return makeError("scale tensor '{}' has shape [{}]; for [{}, {}] "
+                     "expected [{}, {}] (128 × 128 blocks), [{}, 1] (per "
+                     "channel) or [1] (per tensor)",
+                     scaleName, fmt::join(s, ", "), rows, cols,
+                     ceilDiv(rows, kBlock), ceilDiv(cols, kBlock), rows);
+  if (!scaleTensor->second.boundBy.empty())
+    return makeError("scale tensor '{}' is bound by both param {} and param "
+                     "{}",
+                     scaleName, scaleTensor->second.boundBy, param);
+  scaleTensor->second.boundBy = param;
+  std::string prefix = tensorName.substr(0, tensorName.rfind('.') + 1);
+  if (auto input = tensors.find(prefix + "input_scale"); input != tensors.end())
+    input->second.boundBy = param;
+  return scales;
+}
+
 /// Binds `tensorName` as the next part of `bound`, which wants it at `shape`.
 Status bindTensor(const std::string &tensorName,
                   const std::vector<int64_t> &shape, bool perExpert,
@@ -171,7 +230,15 @@ Status bindTensor(const std::string &tensorName,
                      fmt::join(tensor.view->shape, ", "), bound.name,
                      fmt::join(shape, ", "), perExpert ? " per expert" : "");
   tensor.boundBy = bound.name;
-  bound.parts.push_back(*tensor.view);
+  TensorView part = *tensor.view;
+  if (part.type == ElementType::F8_E4M3) {
+    Result<Fp8Scales> scales =
+        bindFp8Scales(tensorName, part, tensors, bound.name);
+    if (!scales.ok())
+      return scales.error().withContext(tensor.file->label());
+    part.scales = *scales;
+  }
+  bound.parts.push_back(std::move(part));
   return Status::success();
 }
 
@@ -292,31 +359,53 @@ void fillRange(uint8_t *buffer, ElementType type, int64_t begin, int64_t end,
                     std::memcpy(out + 2 * i, &half, 2);
                   });
     return;
+  case ElementType::F8_E4M3: // plans declare no fp8 params
+    return;
+  }
+}
+
+float scalarAt(ElementType type, const void *data, int64_t i) {
+  const auto *bytes = static_cast<const uint8_t *>(data);
+  if (type == ElementType::F32) {
+    float value;
+    std::memcpy(&value, bytes + 4 * i, 4);
+    return value;
+  }
+  uint16_t half;
+  std::memcpy(&half, bytes + 2 * i, 2);
+  return type == ElementType::F16 ? f16ToFloat(half) : bf16ToFloat(half);
+}
+
+/// Elements [begin, end) of `part` as fp32 into `out`; F8_E4M3 ones
+/// dequantized by their scales.
+void appendFloat32(const TensorView &part, int64_t begin, int64_t end,
+                   float *out) {
+  const auto *bytes = static_cast<const uint8_t *>(part.data);
+  switch (part.type) {
+  case ElementType::F32:
+    std::memcpy(out, bytes + 4 * begin, (end - begin) * 4);
+    return;
+  case ElementType::F16:
+  case ElementType::BF16:
+    for (int64_t i = begin; i < end; ++i)
+      out[i - begin] = scalarAt(part.type, bytes, i);
+    return;
+  case ElementType::F8_E4M3: {
+    const Fp8Scales &s = *part.scales;
+    int64_t cols = part.shape.back();
+    for (int64_t i = begin; i < end; ++i) {
+      int64_t r = i / cols, c = i % cols;
+      float scale = scalarAt(s.type, s.data,
+                             r / s.blockRows * s.scaleCols + c / s.blockCols);
+      out[i - begin] = floatFromFp8(bytes[i]) * scale;
+    }
+    return;
+  }
   }
 }
 
 void appendFloat32(const TensorView &part, float *out) {
-  const auto *bytes = static_cast<const uint8_t *>(part.data);
-  int64_t count = part.numElements();
-  switch (part.type) {
-  case ElementType::F32:
-    std::memcpy(out, bytes, count * 4);
-    return;
-  case ElementType::F16:
-    for (int64_t i = 0; i < count; ++i) {
-      uint16_t half;
-      std::memcpy(&half, bytes + 2 * i, 2);
-      out[i] = f16ToFloat(half);
-    }
-    return;
-  case ElementType::BF16:
-    for (int64_t i = 0; i < count; ++i) {
-      uint16_t half;
-      std::memcpy(&half, bytes + 2 * i, 2);
-      out[i] = bf16ToFloat(half);
-    }
-    return;
-  }
+  appendFloat32(part, 0, part.numElements(), out);
 }
 
 /// A synthetic param's values, made in its dtype on all cores (so they are
@@ -407,7 +496,8 @@ void WeightSet::toBf16(size_t index, std::span<uint16_t> out) const {
   // Slices of at most kJobElements within each part, converted on all cores
   // through a small fp32 buffer (bf16 sources are copied).
   struct Slice {
-    TensorView view;
+    const TensorView *part;
+    int64_t begin, end; // elements of the part
     uint16_t *out;
     int64_t first; // index of its first element in the param
   };
@@ -425,15 +515,10 @@ void WeightSet::toBf16(size_t index, std::span<uint16_t> out) const {
   size_t at = 0;
   for (const TensorView &part : parts) {
     int64_t count = part.numElements();
-    size_t elementBytes = part.numBytes() / size_t(std::max<int64_t>(count, 1));
     for (int64_t begin = 0; begin < count; begin += kJobElements) {
       int64_t end = std::min(count, begin + kJobElements);
-      slices.push_back({{part.type,
-                         {end - begin},
-                         static_cast<const uint8_t *>(part.data) +
-                             size_t(begin) * elementBytes},
-                        out.data() + at + begin,
-                        int64_t(at) + begin});
+      slices.push_back(
+          {&part, begin, end, out.data() + at + begin, int64_t(at) + begin});
     }
     at += size_t(count);
   }
@@ -441,17 +526,19 @@ void WeightSet::toBf16(size_t index, std::span<uint16_t> out) const {
       storage_->recipes.empty() ? nullptr : &storage_->recipes[index];
   runOnAllCores(slices.size(), [&](size_t job) {
     const Slice &slice = slices[job];
-    int64_t count = slice.view.numElements();
-    const auto *bytes = static_cast<const uint8_t *>(slice.view.data);
+    const TensorView &part = *slice.part;
+    int64_t count = slice.end - slice.begin;
     if (recipe) // made here, in the param's dtype, before converting
       fillRange(generated.get(), recipe->type, slice.first, slice.first + count,
                 recipe->key, recipe->distribution);
-    if (slice.view.type == ElementType::BF16) {
-      std::memcpy(slice.out, bytes, size_t(count) * 2);
+    if (part.type == ElementType::BF16) {
+      std::memcpy(slice.out,
+                  static_cast<const uint8_t *>(part.data) + 2 * slice.begin,
+                  size_t(count) * 2);
       return;
     }
     std::vector<float> values(count);
-    appendFloat32(slice.view, values.data());
+    appendFloat32(part, slice.begin, slice.end, values.data());
     for (int64_t i = 0; i < count; ++i)
       slice.out[i] = floatToBf16(values[i]);
   });

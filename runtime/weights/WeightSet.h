@@ -27,7 +27,8 @@ struct BoundParam {
 class WeightSet {
 public:
   /// Binds every param of a verified plan to tensors of the checkpoint
-  /// directory (any of F32, F16, BF16, whatever the plan's dtype): either
+  /// directory (any of F32, F16, BF16, whatever the plan's dtype, or
+  /// F8_E4M3 with its scales: Fp8Scales, dequantized when read): either
   /// model.safetensors or the shards listed by model.safetensors.index.json.
   /// Missing, mis-shaped or unexpected dtypes fail naming file and tensor;
   /// tensors the plan does not use fail too (a checkpoint of another model),

@@ -108,17 +108,17 @@ TEST(Safetensors, MissingDtype) {
 
 TEST(Safetensors, UnsupportedDtypes) {
   ScratchDirectory scratch;
+  // GPT-OSS's MXFP4 blocks.
   EXPECT_EQ(
-      errorForEntry(
-          scratch,
-          R"({"dtype": "F8_E4M3", "shape": [8], "data_offsets": [0, 8]})"),
-      "x.safetensors: tensor 'w': dtype F8_E4M3 is not supported (only "
-      "F32, F16 and BF16 are)");
+      errorForEntry(scratch,
+                    R"({"dtype": "U8", "shape": [8], "data_offsets": [0, 8]})"),
+      "x.safetensors: tensor 'w': dtype U8 is not supported (F32, F16, BF16 "
+      "and F8_E4M3 with scales are)");
   EXPECT_EQ(errorForEntry(
                 scratch,
                 R"({"dtype": "I64", "shape": [8], "data_offsets": [0, 64]})"),
-            "x.safetensors: tensor 'w': dtype I64 is not supported (only F32, "
-            "F16 and BF16 are)");
+            "x.safetensors: tensor 'w': dtype I64 is not supported (F32, F16, "
+            "BF16 and F8_E4M3 with scales are)");
 }
 
 TEST(Safetensors, BadShape) {

@@ -4,6 +4,7 @@
 
 #include "runtime/weights/WeightSet.h"
 #include "CheckpointWriter.h"
+#include "runtime/support/Float8.h"
 #include "runtime/weights/HalfFloat.h"
 
 #include <gtest/gtest.h>
@@ -301,14 +302,115 @@ TEST(WeightSet, TensorBoundTwice) {
 
 TEST(WeightSet, FileErrorsPassThrough) {
   std::vector<TensorSpec> tensors = moeTensors();
-  tensors.push_back({"model.layers.0.mlp.experts.0.gate_proj.weight_scale_inv",
-                     "F8_E4M3",
-                     {1},
-                     {0}});
+  tensors.push_back(
+      {"model.layers.0.mlp.experts.0.gate_proj.weight_blocks", "U8", {1}, {0}});
   EXPECT_EQ(singleFileError(tensors),
             "model.safetensors: tensor "
-            "'model.layers.0.mlp.experts.0.gate_proj.weight_scale_inv': dtype "
-            "F8_E4M3 is not supported (only F32, F16 and BF16 are)");
+            "'model.layers.0.mlp.experts.0.gate_proj.weight_blocks': dtype U8 "
+            "is not supported (F32, F16, BF16 and F8_E4M3 with scales are)");
+}
+
+/// E4M3 codes of a [rows, cols] matrix: every finite code, both signs.
+std::vector<uint8_t> fp8Codes(int64_t rows, int64_t cols) {
+  std::vector<uint8_t> codes(size_t(rows * cols));
+  for (size_t i = 0; i < codes.size(); ++i)
+    codes[i] = uint8_t((i * 37) % 0x7E) | (i % 3 == 0 ? 0x80 : 0);
+  return codes;
+}
+
+// FP8 checkpoints load as shipped: DeepSeek-V3 / Qwen3-FP8's 128 × 128
+// block scales (`weight_scale_inv`, here over a matrix that ends in partial
+// blocks) and compressed-tensors' per-channel and per-tensor `weight_scale`
+// (stacked experts, each its own), dequantized to fp32 and bf16 exactly.
+TEST(WeightSet, DequantizesFp8Tensors) {
+  const int64_t rows = 130, cols = 260;
+  std::vector<float> blockScales = {0.5f, 1.0f, 2.0f, 4.0f, 8.0f, 0.25f};
+  std::vector<float> perChannel = {0.1f, 2.0f, 3.0f};
+  std::vector<TensorSpec> tensors = {
+      {"model.layers.0.self_attn.q_proj.weight",
+       "F8_E4M3",
+       {rows, cols},
+       fp8Codes(rows, cols)},
+      {"model.layers.0.self_attn.q_proj.weight_scale_inv",
+       "F32",
+       {2, 3},
+       testing::f32Bytes(blockScales)},
+      {"model.layers.0.mlp.experts.0.gate_proj.weight",
+       "F8_E4M3",
+       {3, 4},
+       fp8Codes(3, 4)},
+      {"model.layers.0.mlp.experts.0.gate_proj.weight_scale",
+       "F32",
+       {1},
+       testing::f32Bytes({0.75f})},
+      {"model.layers.0.mlp.experts.0.gate_proj.input_scale",
+       "F32",
+       {1},
+       testing::f32Bytes({1.0f})},
+      {"model.layers.0.mlp.experts.1.gate_proj.weight",
+       "F8_E4M3",
+       {3, 4},
+       fp8Codes(3, 4)},
+      {"model.layers.0.mlp.experts.1.gate_proj.weight_scale",
+       "F32",
+       {3, 1},
+       testing::f32Bytes(perChannel)}};
+  std::vector<ParamSpec> params = {
+      {"l0.q", "model.layers.0.self_attn.q_proj.weight", {rows, cols}},
+      {"l0.experts.gate",
+       "model.layers.0.mlp.experts.{e}.gate_proj.weight",
+       {2, 3, 4}}};
+  ScratchDirectory scratch;
+  testing::writeSafetensors(scratch.file("model.safetensors"), tensors);
+  LoadedPlan plan = buildPlan(params);
+  Result<WeightSet> weights =
+      WeightSet::fromCheckpoint(scratch.path().string(), plan.model());
+  ASSERT_TRUE(weights.ok()) << weights.error().message();
+
+  std::vector<uint8_t> codes = fp8Codes(rows, cols);
+  std::vector<float> want(codes.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      want[r * cols + c] = floatFromFp8(codes[r * cols + c]) *
+                           blockScales[(r / 128) * 3 + c / 128];
+  EXPECT_EQ(weights->toFloat32(0), want);
+  std::vector<uint16_t> bf16(want.size());
+  weights->toBf16(0, bf16);
+  for (size_t i = 0; i < want.size(); ++i)
+    ASSERT_EQ(bf16[i], floatToBf16(want[i])) << i;
+
+  std::vector<uint8_t> expertCodes = fp8Codes(3, 4);
+  std::vector<float> experts = weights->toFloat32(1);
+  ASSERT_EQ(experts.size(), 24u);
+  for (int64_t i = 0; i < 12; ++i) {
+    EXPECT_EQ(experts[i], floatFromFp8(expertCodes[i]) * 0.75f) << i;
+    EXPECT_EQ(experts[12 + i], floatFromFp8(expertCodes[i]) * perChannel[i / 4])
+        << i;
+  }
+}
+
+std::string fp8Error(std::vector<TensorSpec> scales) {
+  std::vector<TensorSpec> tensors = {
+      {"lm_head.weight", "F8_E4M3", {8, 4}, fp8Codes(8, 4)}};
+  tensors.insert(tensors.end(), scales.begin(), scales.end());
+  return singleFileError(tensors, {{"lm_head", "lm_head.weight", {8, 4}}});
+}
+
+TEST(WeightSet, Fp8TensorsNeedTheirScales) {
+  EXPECT_EQ(fp8Error({}),
+            "model.safetensors: F8_E4M3 tensor 'lm_head.weight' has no "
+            "scales: the checkpoint holds neither 'lm_head.weight_scale_inv' "
+            "nor 'lm_head.weight_scale' (param lm_head)");
+  EXPECT_EQ(fp8Error({{"lm_head.weight_scale_inv",
+                       "F32",
+                       {2, 2},
+                       testing::f32Bytes({1, 1, 1, 1})}}),
+            "model.safetensors: scale tensor 'lm_head.weight_scale_inv' has "
+            "shape [2, 2]; for [8, 4] expected [1, 1] (128 × 128 blocks), "
+            "[8, 1] (per channel) or [1] (per tensor)");
+  EXPECT_EQ(fp8Error({{"lm_head.weight_scale", "F8_E4M3", {1}, {0x38}}}),
+            "model.safetensors: scale tensor 'lm_head.weight_scale' is "
+            "F8_E4M3; F32 or BF16 expected");
 }
 
 /// A two-shard checkpoint of kMoEParams whose index is `index`.
