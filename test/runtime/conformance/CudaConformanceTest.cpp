@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <limits>
 #include <map>
 #include <set>
@@ -431,24 +432,31 @@ INSTANTIATE_TEST_SUITE_P(
                                             "tiny-deepseek-v2"})),
     goldenCaseName);
 
-// Lightning attention's states stay on the GPU: a plan that keeps some
-// sequences' KV and states in host memory is refused before anything touches
-// the GPU, so this runs without a device too.
-TEST(CudaBackendRefuses, LightningStatesInHostMemory) {
-  const std::string model = "tiny-minimax-partial-rope";
-  // The planner keeps such a model's KV on the GPU; an edited plan does not.
-  auto streamed = loadGoldenPlan(model, "streamed");
-  ASSERT_TRUE(streamed.ok()) << streamed.error().message();
-  auto plan = editPlan(*streamed, [](plan::PlanT &edited) {
-    edited.batching->kv_gpu_fraction = 0.5;
-  });
-  ASSERT_TRUE(plan.ok()) << plan.error().message();
+// What `backend` says when it refuses `model`'s committed plan `planName`
+// edited by `edit`; such refusals come before anything touches the GPU, so
+// these run without a device too.
+std::string refusalOf(cuda::CudaBackend &backend, const std::string &model,
+                      const std::string &planName,
+                      const std::function<void(plan::PlanT &)> &edit) {
+  auto committed = loadGoldenPlan(model, planName);
+  EXPECT_TRUE(committed.ok()) << committed.error().message();
+  auto plan = editPlan(*committed, edit);
+  EXPECT_TRUE(plan.ok()) << plan.error().message();
   auto weights = loadGoldenWeights(model, *plan);
-  ASSERT_TRUE(weights.ok()) << weights.error().message();
-  cuda::CudaBackend backend;
+  EXPECT_TRUE(weights.ok()) << weights.error().message();
   Status status = backend.prepare(*plan, *weights, kSlots, kContext);
-  ASSERT_FALSE(status.ok());
-  std::string message = status.error().message();
+  EXPECT_FALSE(status.ok());
+  return status.ok() ? "" : status.error().message();
+}
+
+// Lightning attention's states stay on the GPU: a plan that keeps some
+// sequences' KV and states in host memory is refused (the planner keeps
+// such a model's KV on the GPU; an edited plan does not).
+TEST(CudaBackendRefuses, LightningStatesInHostMemory) {
+  cuda::CudaBackend backend;
+  std::string message = refusalOf(
+      backend, "tiny-minimax-partial-rope", "streamed",
+      [](plan::PlanT &edited) { edited.batching->kv_gpu_fraction = 0.5; });
   EXPECT_NE(message.find("the CUDA backend keeps those states on the GPU"),
             std::string::npos)
       << message;
@@ -456,22 +464,14 @@ TEST(CudaBackendRefuses, LightningStatesInHostMemory) {
   EXPECT_FALSE(backend.forward(StepBatch{}, logits).ok());
 }
 
-// The MLA kernel reads bf16 latent caches: a plan with an fp8 one is refused
-// before anything touches the GPU, naming the way out.
+// The MLA kernel reads bf16 latent caches: a plan with an fp8 one is refused,
+// naming the way out.
 TEST(CudaBackendRefuses, Fp8LatentCache) {
-  const std::string model = "tiny-deepseek-v2";
-  auto smallCard = loadGoldenPlan(model, "small-card");
-  ASSERT_TRUE(smallCard.ok()) << smallCard.error().message();
-  auto plan = editPlan(*smallCard, [](plan::PlanT &edited) {
-    edited.batching->kv_dtype = plan::KvDType::fp8;
-  });
-  ASSERT_TRUE(plan.ok()) << plan.error().message();
-  auto weights = loadGoldenWeights(model, *plan);
-  ASSERT_TRUE(weights.ok()) << weights.error().message();
   cuda::CudaBackend backend;
-  Status status = backend.prepare(*plan, *weights, kSlots, kContext);
-  ASSERT_FALSE(status.ok());
-  std::string message = status.error().message();
+  std::string message = refusalOf(
+      backend, "tiny-deepseek-v2", "small-card", [](plan::PlanT &edited) {
+        edited.batching->kv_dtype = plan::KvDType::fp8;
+      });
   EXPECT_NE(message.find("reads bf16 latent caches only: plan with "
                          "kv-dtype=bf16"),
             std::string::npos)
