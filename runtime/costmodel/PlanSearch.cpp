@@ -389,7 +389,8 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
            a.kvGpuFraction == b.kvGpuFraction;
   };
   std::vector<Candidate> alternatives;
-  for (const auto &[key, candidate] : bestPerValue) {
+  for (const auto &entry : bestPerValue) {
+    const Candidate &candidate = entry.second; // lambdas capture no bindings
     if (samePlan(candidate.plan, best->plan))
       continue;
     bool seen = std::any_of(alternatives.begin(), alternatives.end(),

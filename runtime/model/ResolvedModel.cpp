@@ -1,6 +1,7 @@
 #include "runtime/model/ResolvedModel.h"
 
 #include "runtime/model/Lightning.h"
+#include "runtime/plan/LoadedPlan.h"
 
 #include <algorithm>
 
@@ -17,9 +18,17 @@ static_assert(std::is_same_v<SpecOf<OpKind::embedding>, EmbeddingSpec> &&
               std::is_same_v<SpecOf<OpKind::head>, HeadSpec> &&
               std::variant_size_v<OpSpec> == size_t(OpKind::head) + 1);
 
+// Ops' dimensions obey the params' bound (kMaxDimension) too.
+bool withinDimensions(std::initializer_list<int64_t> dimensions) {
+  return std::all_of(dimensions.begin(), dimensions.end(),
+                     [](int64_t d) { return d <= kMaxDimension; });
+}
+
 template <typename... Ts> struct Overloaded : Ts... {
   using Ts::operator()...;
 };
+// Clang before 17 deduces no aggregate's template arguments by itself.
+template <typename... Ts> Overloaded(Ts...) -> Overloaded<Ts...>;
 
 /// The values an op of each module reads, by kind, and how many it makes.
 struct Signature {
@@ -298,7 +307,7 @@ private:
                     .window = a.sliding_window(),
                     .ownsKv = a.kv_source_layer() < 0};
     if (s.heads <= 0 || s.kvHeads <= 0 || s.headDim <= 0 ||
-        s.heads % s.kvHeads != 0)
+        s.heads % s.kvHeads != 0 || !withinDimensions({s.heads, s.headDim}))
       return makeError("heads {} / kv heads {} / head_dim {} are invalid",
                        s.heads, s.kvHeads, s.headDim);
     Result<RopeParams> rotation = rope(*a.rope(), s.headDim);
@@ -360,7 +369,9 @@ private:
                           .scale = a.scale(),
                           .eps = a.norm_eps()};
     if (s.heads <= 0 || s.qLoraRank < 0 || s.kvLoraRank <= 0 || s.nope < 0 ||
-        s.ropeDim <= 0 || s.vDim <= 0)
+        s.ropeDim <= 0 || s.vDim <= 0 ||
+        !withinDimensions(
+            {s.heads, s.qLoraRank, s.kvLoraRank, s.nope, s.ropeDim, s.vDim}))
       return makeError("MLA dimensions are invalid");
     if (a.rope()->rotary_dim() != s.ropeDim)
       return makeError("rope rotary_dim {} differs from qk_rope_head_dim {}",
@@ -394,9 +405,11 @@ private:
                     .headDim = a.head_dim(),
                     .blockSize = a.block_size(),
                     .eps = a.norm_eps()};
-    if (s.heads <= 0 || s.headDim <= 0 || s.blockSize <= 0)
+    if (s.heads <= 0 || s.headDim <= 0 || s.blockSize <= 0 ||
+        !withinDimensions({s.heads, s.headDim}))
       return makeError("lightning heads, head_dim and block_size must be "
-                       "positive");
+                       "positive and at most {}",
+                       kMaxDimension);
     int64_t w = s.heads * s.headDim;
     MOE_RETURN_IF_ERROR(bind({
         {s.qkv, a.qkv(), 3 * w * hidden, "qkv"},
@@ -420,6 +433,9 @@ private:
                  .keptGroups = r.topk_group(),
                  .normalize = r.normalize(),
                  .scaling = r.scaling()};
+    if (!withinDimensions({s.experts}))
+      return makeError("router: {} experts, beyond {}", s.experts,
+                       kMaxDimension);
     if (s.topK <= 0 || s.topK > s.experts)
       return makeError("router top_k {} is not in 1..{}", s.topK, s.experts);
     if (s.groups <= 0 || s.experts % s.groups != 0 || s.keptGroups <= 0 ||
@@ -452,8 +468,10 @@ private:
                        "{} experts",
                        s.experts);
     int64_t n = s.experts, h = hidden, w = s.width;
-    if (n <= 0 || w <= 0)
-      return makeError("experts and intermediate_size must be positive");
+    if (n <= 0 || w <= 0 || !withinDimensions({n, w}))
+      return makeError("experts and intermediate_size must be positive and "
+                       "at most {}",
+                       kMaxDimension);
     bool separate = s.layout == plan::ExpertLayout::separate;
     if (separate && s.clamped())
       return makeError("swiglu_clamped needs the fused layout");
@@ -477,8 +495,9 @@ private:
     MlpSpec s{.hidden = hidden,
               .width = m.intermediate_size(),
               .sharedExperts = m.shared_experts()};
-    if (s.width <= 0)
-      return makeError("intermediate_size must be positive");
+    if (s.width <= 0 || !withinDimensions({s.width}))
+      return makeError("intermediate_size must be positive and at most {}",
+                       kMaxDimension);
     MOE_RETURN_IF_ERROR(bind({
         {s.gate, m.gate(), s.width * hidden, "gate"},
         {s.up, m.up(), s.width * hidden, "up"},

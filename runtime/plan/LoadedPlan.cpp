@@ -2,6 +2,7 @@
 
 #include "runtime/schemas/PlanVersion.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -23,12 +24,19 @@ public:
         return makeError("param {} ('{}') has no shape", i,
                          param.name()->str());
       for (int64_t dim : *param.shape())
-        if (dim <= 0)
-          return makeError("param {} ('{}') has a non-positive dimension", i,
-                           param.name()->str());
+        if (dim <= 0 || dim > kMaxDimension)
+          return makeError("param {} ('{}') has a dimension of {}, not in "
+                           "1..{}",
+                           i, param.name()->str(), dim, kMaxDimension);
     }
     if (model_.num_values() < 1)
       return makeError("model has no values");
+    // The counts size per-layer and per-value tables.
+    if (model_.num_layers() < 0 || model_.num_layers() > kMaxDimension ||
+        model_.num_values() > kMaxDimension)
+      return makeError("model declares {} layers and {} values; at most {} "
+                       "of each",
+                       model_.num_layers(), model_.num_values(), kMaxDimension);
     defined_.assign(static_cast<size_t>(model_.num_values()), false);
     defined_[0] = true; // the token ids
     const auto &ops = *model_.ops();
@@ -226,14 +234,35 @@ Status checkStep(const plan::StepSchedule &step, const plan::Schedule &schedule,
   return Status::success();
 }
 
+/// FlatBuffers' verifier (2.0) checks a vector's length field, not its
+/// elements' alignment: 8-byte elements read from an odd offset would be
+/// misaligned loads.
+bool vectorsOfLongsAligned(const plan::Model &model) {
+  auto aligned = [](const flatbuffers::Vector<int64_t> *vector) {
+    return !vector || reinterpret_cast<uintptr_t>(vector->data()) % 8 == 0;
+  };
+  if (!aligned(model.eos_token_ids()))
+    return false;
+  return std::all_of(
+      model.params()->begin(), model.params()->end(),
+      [&](const plan::Param *param) { return aligned(param->shape()); });
+}
+
 Status checkSchedule(const plan::Plan &root) {
   const plan::Schedule *schedule = root.schedule();
   if (!schedule)
     return Status::success();
+  // A buffer no job can name is never used: more buffers than jobs is a
+  // damaged plan, and the executor sizes per-buffer state by the count.
+  int64_t jobs = int64_t(schedule->decode()->jobs()->size()) +
+                 int64_t(schedule->prefill()->jobs()->size());
   for (const plan::BufferPool *pool : *schedule->pools())
-    if (pool->count() <= 0 || pool->buffer_bytes() < 0)
-      return makeError("schedule: a buffer pool needs count > 0 and bytes "
-                       ">= 0");
+    if (pool->count() <= 0 || pool->buffer_bytes() < 0 ||
+        pool->count() > std::max<int64_t>(jobs, 1))
+      return makeError("schedule: a buffer pool needs 0 < count <= {} (the "
+                       "jobs) and bytes >= 0; it has count {} and {} bytes",
+                       std::max<int64_t>(jobs, 1), pool->count(),
+                       pool->buffer_bytes());
   MOE_RETURN_IF_ERROR(checkStep(*schedule->decode(), *schedule, "decode"));
   return checkStep(*schedule->prefill(), *schedule, "prefill");
 }
@@ -258,6 +287,9 @@ Result<LoadedPlan> LoadedPlan::fromBytes(std::vector<uint8_t> bytes,
   if (!plan::VerifySizePrefixedPlanBuffer(verifier))
     return fail(makeError("corrupt plan: the buffer fails verification"));
   const plan::Plan &root = *plan::GetSizePrefixedPlan(bytes.data());
+  if (!vectorsOfLongsAligned(*root.model()))
+    return fail(makeError("corrupt plan: a vector of 8-byte values is not "
+                          "8-byte aligned"));
   if (root.schema_version() != plan::kSchemaVersion)
     return fail(makeError("plan schema version {}, this runtime reads "
                           "version {}: recompile the plan with moe-opt",

@@ -12,6 +12,11 @@
 
 namespace moe {
 
+/// The largest dimension of a param or an op the runtime accepts: it
+/// multiplies up to four into a size, which this keeps within int64. Real
+/// models stay far below it (vocabularies of 2^18).
+inline constexpr int64_t kMaxDimension = int64_t(1) << 20;
+
 class LoadedPlan {
 public:
   /// Reads and verifies `path`. Errors name the file and what is wrong.

@@ -375,7 +375,7 @@ TEST(ResolvedModelErrors, LatentAndLightningDimensions) {
       {lightning.embedding}, 1, 0);
   EXPECT_EQ(errorOf(lightning.finish(linear)),
             "op 1 (LightningAttention, layer 0): lightning heads, head_dim "
-            "and block_size must be positive");
+            "and block_size must be positive and at most 1048576");
 }
 
 /// Router of 4 experts (top 2) → experts of width 4, as `experts` says.

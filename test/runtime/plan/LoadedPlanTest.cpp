@@ -26,12 +26,14 @@ struct PlanSpec {
   uint32_t copyWaitsFor = 0;  // the decode copy job (index 1) waits for this
   plan::StreamKind copyStream = plan::StreamKind::h2d;
   int copyBuffer = 0;
+  int ringBuffers = 2;
+  int64_t paramRows = 16;
 };
 
 /// embedding(ids) -> lm_head -> logits, over two parameters.
 std::vector<uint8_t> buildPlan(const PlanSpec &spec = {}) {
   flatbuffers::FlatBufferBuilder b;
-  std::vector<int64_t> shape{16, 8};
+  std::vector<int64_t> shape{spec.paramRows, 8};
   std::vector<flatbuffers::Offset<plan::Param>> params{
       plan::CreateParamDirect(b, "embed", "model.embed_tokens.weight", &shape,
                               plan::DType::bf16),
@@ -60,7 +62,8 @@ std::vector<uint8_t> buildPlan(const PlanSpec &spec = {}) {
   flatbuffers::Offset<plan::Schedule> schedule;
   if (spec.withSchedule) {
     std::vector<flatbuffers::Offset<plan::BufferPool>> pools{
-        plan::CreateBufferPool(b, plan::PoolKind::weight_ring, 2, 1024)};
+        plan::CreateBufferPool(b, plan::PoolKind::weight_ring, spec.ringBuffers,
+                               1024)};
     std::vector<uint32_t> none, after{spec.copyWaitsFor};
     std::vector<flatbuffers::Offset<plan::Job>> jobs{
         plan::CreateJobDirect(b, plan::JobKind::compute,
@@ -204,6 +207,25 @@ TEST(LoadedPlan, BufferOutsideItsPool) {
   spec.copyBuffer = 2;
   EXPECT_EQ(loadError(buildPlan(spec)),
             "x.moeplan: invalid plan: decode job 1: buffer 2 is not in pool 0");
+}
+
+// Counts a damaged plan could hold that would size the runtime's tables
+// beyond memory (found by test/fuzz): refused.
+TEST(LoadedPlan, PoolOfMoreBuffersThanJobs) {
+  PlanSpec spec;
+  spec.withSchedule = true;
+  spec.ringBuffers = 3;
+  EXPECT_EQ(loadError(buildPlan(spec)),
+            "x.moeplan: invalid plan: schedule: a buffer pool needs 0 < count "
+            "<= 2 (the jobs) and bytes >= 0; it has count 3 and 1024 bytes");
+}
+
+TEST(LoadedPlan, DimensionBeyondTheBound) {
+  PlanSpec spec;
+  spec.paramRows = kMaxDimension + 1;
+  EXPECT_EQ(loadError(buildPlan(spec)),
+            "x.moeplan: invalid plan: param 0 ('embed') has a dimension of "
+            "1048577, not in 1..1048576");
 }
 
 TEST(LoadedPlan, MissingFile) {
