@@ -22,7 +22,6 @@
 #include <cstring>
 #include <optional>
 #include <string_view>
-#include <vector>
 
 namespace moe::model {
 
@@ -67,6 +66,18 @@ inline constexpr int64_t latentRowBytes(KvDtype dtype, int64_t latentDim,
   return kvRowBytes(dtype, (latentDim + ropeDim) / ropeDim, ropeDim);
 }
 
+/// One vector's scale (amax / 448) and the factor its values are encoded
+/// with (448 / amax; 0 for a vector of zeros).
+struct Fp8Scaling {
+  float scale, inverse;
+};
+inline Fp8Scaling fp8Scaling(const float *v, int64_t width) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < width; ++i)
+    amax = std::fmax(amax, std::fabs(v[i]));
+  return {amax / kFp8Max, amax > 0.0f ? kFp8Max / amax : 0.0f};
+}
+
 /// Encodes `vectors` vectors of `width` values into one fp8 row
 /// (kvRowBytes(KvDtype::fp8, vectors, width) bytes).
 inline void encodeFp8Row(const float *x, int64_t vectors, int64_t width,
@@ -74,14 +85,10 @@ inline void encodeFp8Row(const float *x, int64_t vectors, int64_t width,
   uint8_t *scales = row + fp8ScalesOffset(vectors, width);
   for (int64_t h = 0; h < vectors; ++h) {
     const float *v = x + h * width;
-    float amax = 0.0f;
+    Fp8Scaling s = fp8Scaling(v, width);
     for (int64_t i = 0; i < width; ++i)
-      amax = std::fmax(amax, std::fabs(v[i]));
-    float inverse = amax > 0.0f ? kFp8Max / amax : 0.0f;
-    for (int64_t i = 0; i < width; ++i)
-      row[h * width + i] = fp8FromFloat(v[i] * inverse);
-    float scale = amax / kFp8Max;
-    std::memcpy(scales + h * 4, &scale, sizeof scale);
+      row[h * width + i] = fp8FromFloat(v[i] * s.inverse);
+    std::memcpy(scales + h * 4, &s.scale, sizeof s.scale);
   }
 }
 
@@ -99,10 +106,15 @@ inline void decodeFp8Row(const uint8_t *row, int64_t vectors, int64_t width,
 
 /// x replaced by the values its fp8 row stands for: the CPU backend caches
 /// these, so that it computes what the fp8 cache holds.
+/// Each value goes through the same codes and scale as in encodeFp8Row,
+/// without a row in between.
 inline void roundTripFp8(float *x, int64_t vectors, int64_t width) {
-  std::vector<uint8_t> row(kvRowBytes(KvDtype::fp8, vectors, width));
-  encodeFp8Row(x, vectors, width, row.data());
-  decodeFp8Row(row.data(), vectors, width, x);
+  for (int64_t h = 0; h < vectors; ++h) {
+    float *v = x + h * width;
+    Fp8Scaling s = fp8Scaling(v, width);
+    for (int64_t i = 0; i < width; ++i)
+      v[i] = floatFromFp8(fp8FromFloat(v[i] * s.inverse)) * s.scale;
+  }
 }
 
 } // namespace moe::model

@@ -6,6 +6,7 @@
 #include "runtime/weights/Safetensors.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -391,13 +392,25 @@ void appendFloat32(const TensorView &part, int64_t begin, int64_t end,
       out[i - begin] = scalarAt(part.type, bytes, i);
     return;
   case ElementType::F8_E4M3: {
+    // Every code's value, once: the loop below runs over whole checkpoints.
+    static const std::array<float, 256> values = [] {
+      std::array<float, 256> table;
+      for (int code = 0; code < 256; ++code)
+        table[code] = floatFromFp8(uint8_t(code));
+      return table;
+    }();
     const Fp8Scales &s = *part.scales;
     int64_t cols = part.shape.back();
-    for (int64_t i = begin; i < end; ++i) {
+    // A run of elements within one row and one block shares its scale.
+    for (int64_t i = begin; i < end;) {
       int64_t r = i / cols, c = i % cols;
+      int64_t run =
+          std::min({end - i, cols - c, s.blockCols - c % s.blockCols});
       float scale = scalarAt(s.type, s.data,
                              r / s.blockRows * s.scaleCols + c / s.blockCols);
-      out[i - begin] = floatFromFp8(bytes[i]) * scale;
+      for (int64_t k = 0; k < run; ++k)
+        out[i - begin + k] = values[bytes[i + k]] * scale;
+      i += run;
     }
     return;
   }
