@@ -3,6 +3,8 @@
 #include "dialects/MoE/MoEDialect.h"
 #include "dialects/MoE/MoEOps.h"
 
+#include "runtime/model/WeightFormat.h"
+
 #include "llvm/ADT/TypeSwitch.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OpImplementation.h"
@@ -80,15 +82,13 @@ LogicalResult RopeAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
-LogicalResult
-BatchingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
-                     int64_t residentBatch, int64_t microBatchPrefill,
-                     int64_t microBatchDecode, int64_t expertMicroBatch,
-                     int64_t prefetchDepth, int64_t kvStagingBuffers,
-                     APFloat cpuShare, APFloat kvGpuFraction,
-                     int64_t residentUnits, int64_t promptTokens,
-                     int64_t generatedTokens, int64_t gpuBudget,
-                     int64_t hostBudget, StringRef kvDtype) {
+LogicalResult BatchingAttr::verify(
+    function_ref<InFlightDiagnostic()> emitError, int64_t residentBatch,
+    int64_t microBatchPrefill, int64_t microBatchDecode,
+    int64_t expertMicroBatch, int64_t prefetchDepth, int64_t kvStagingBuffers,
+    APFloat cpuShare, APFloat kvGpuFraction, int64_t residentUnits,
+    int64_t promptTokens, int64_t generatedTokens, int64_t gpuBudget,
+    int64_t hostBudget, StringRef kvDtype, StringRef weightDtype) {
   if (residentBatch <= 0 || microBatchPrefill <= 0 || microBatchDecode <= 0 ||
       expertMicroBatch <= 0)
     return emitError() << "batch sizes must be positive";
@@ -110,6 +110,9 @@ BatchingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (!::moe::model::parseKvDtype(kvDtype))
     return emitError() << "kv_dtype must be bf16 or fp8, not '" << kvDtype
                        << "'";
+  if (!::moe::model::parseWeightDtype(weightDtype))
+    return emitError() << "weight_dtype must be bf16 or fp8, not '"
+                       << weightDtype << "'";
   return success();
 }
 

@@ -175,7 +175,8 @@ def MoE_BatchingAttr : MoE_Attr<"Batching", "batching"> {
     weights may be in flight; `kv_gpu_fraction` of the B sequences keep
     their KV on the GPU, the rest on the host, staged through
     `kv_staging_buffers`, in the format `kv_dtype`
-    (`runtime/model/KvFormat.h`); `resident_units` is how many units (modules, or
+    (`runtime/model/KvFormat.h`); routed experts' weights are held and
+    streamed as `weight_dtype` (`runtime/model/WeightFormat.h`); `resident_units` is how many units (modules, or
     single experts) of the greedy residency order stay on the GPU. The
     lengths and budgets it was planned for are kept with it.
   }];
@@ -194,7 +195,9 @@ def MoE_BatchingAttr : MoE_Attr<"Batching", "batching"> {
     "int64_t":$gpu_budget_bytes,
     "int64_t":$host_budget_bytes,
     StringRefParameter<"the KV caches' format: bf16 or fp8",
-                       "\"bf16\"">:$kv_dtype
+                       "\"bf16\"">:$kv_dtype,
+    StringRefParameter<"routed experts' weight format: bf16 or fp8",
+                       "\"bf16\"">:$weight_dtype
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

@@ -42,6 +42,30 @@ static std::vector<cm::GemmShape> gemmsOf(Operation *op,
   return gemms;
 }
 
+/// Routed experts held in fp8 (runtime/model/WeightFormat.h): each expert
+/// matrix as codes and block scales, biases in bf16; widened to bf16 each
+/// pass, one matrix of all experts at a time (the CUDA backend's gate|up
+/// rows together, then down).
+static void priceFp8Experts(ExpertsOp experts, ArrayRef<ParamOp> params,
+                            cm::ModuleCosts &costs) {
+  int64_t n = experts.getNumExperts(), w = experts.getIntermediateSize();
+  int64_t h =
+      cast<RankedTensorType>(experts.getInput().getType()).getDimSize(1);
+  costs.weightBytes = 0;
+  costs.widenBytes = 0;
+  for (ParamOp param : params) {
+    ArrayRef<int64_t> shape = param.getTensorType().getShape();
+    int64_t elements = param.getTensorType().getNumElements();
+    if (shape.size() != 3) {
+      costs.weightBytes += 2 * elements;
+      continue;
+    }
+    costs.weightBytes += n * ::moe::model::fp8MatrixBytes(shape[1], shape[2]);
+    costs.widenBytes += 3 * elements; // codes read, bf16 written
+  }
+  costs.widenScratchBytes = n * 2 * w * h * 2;
+}
+
 FailureOr<CostModelView>
 mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
   auto model = module->getAttrOfType<ModelAttr>(MoEDialect::kModelAttrName);
@@ -89,6 +113,8 @@ mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
         cost.kvWindowTokens ? 0 : cost.stateBytesPerSequence;
     costs.gemms = gemmsOf(&op, params);
     if (auto experts = dyn_cast<ExpertsOp>(&op)) {
+      if (dtypes.experts == ::moe::model::WeightDtype::fp8)
+        priceFp8Experts(experts, params, costs);
       costs.numExperts = experts.getNumExperts();
       costs.topK =
           cast<RankedTensorType>(experts.getWeights().getType()).getDimSize(1);
@@ -117,5 +143,8 @@ PlanDtypes mlir::moe::planDtypesOf(BatchingAttr batching) {
   if (std::optional<::moe::model::KvDtype> kv =
           ::moe::model::parseKvDtype(batching.getKvDtype()))
     dtypes.cache.kv = *kv;
+  if (std::optional<::moe::model::WeightDtype> experts =
+          ::moe::model::parseWeightDtype(batching.getWeightDtype()))
+    dtypes.experts = *experts;
   return dtypes;
 }

@@ -62,7 +62,8 @@ json::Object batchingToJSON(BatchingAttr b) {
       {"generated_tokens", b.getGeneratedTokens()},
       {"gpu_budget_bytes", b.getGpuBudgetBytes()},
       {"host_budget_bytes", b.getHostBudgetBytes()},
-      {"kv_dtype", b.getKvDtype()}};
+      {"kv_dtype", b.getKvDtype()},
+      {"weight_dtype", b.getWeightDtype()}};
 }
 
 double number(DictionaryAttr dictionary, StringRef key) {

@@ -26,10 +26,12 @@ namespace cm = ::moe::costmodel;
 
 namespace {
 
+/// Element bytes of the weights other than fp8 experts: fp8 plans run them
+/// bf16, as the backends do.
 std::optional<int64_t> weightElementBytes(StringRef dtype) {
   return llvm::StringSwitch<std::optional<int64_t>>(dtype)
       .Case("f32", 4)
-      .Cases({"bf16", "f16"}, 2)
+      .Cases({"bf16", "f16", "fp8"}, 2)
       .Default(std::nullopt);
 }
 
@@ -144,13 +146,15 @@ SelectBatchSizesPass::report(const cm::PlanChoice &choice,
                              .get();
 
   const cm::MemoryUse &memory = best.memory;
-  DictionaryAttr gpu = Report(context)
-                           .add("resident_weights", memory.residentWeightBytes)
-                           .add("weight_ring", memory.weightRingBytes)
-                           .add("kv", memory.gpuKvBytes)
-                           .add("kv_staging", memory.kvStagingBytes)
-                           .add("activations", memory.activationBytes)
-                           .add("total", memory.gpuBytes())
+  Report gpuPools(context);
+  gpuPools.add("resident_weights", memory.residentWeightBytes)
+      .add("weight_ring", memory.weightRingBytes)
+      .add("kv", memory.gpuKvBytes)
+      .add("kv_staging", memory.kvStagingBytes)
+      .add("activations", memory.activationBytes);
+  if (memory.widenScratchBytes > 0)
+    gpuPools.add("widened_experts", memory.widenScratchBytes);
+  DictionaryAttr gpu = gpuPools.add("total", memory.gpuBytes())
                            .add("budget", profile.gpuBudgetBytes())
                            .get();
   DictionaryAttr host = Report(context)
@@ -216,7 +220,7 @@ void SelectBatchSizesPass::runOnOperation() {
   std::optional<int64_t> weightBytes = weightElementBytes(weightDtype);
   if (!kv || (!weightBytes && weightDtype != "declared")) {
     module.emitError() << "unknown dtype: weight-dtype must be declared, "
-                          "bf16, f16 or f32; kv-dtype bf16 or fp8";
+                          "bf16, f16, f32 or fp8; kv-dtype bf16 or fp8";
     return signalPassFailure();
   }
   if (promptTokens <= 0 || generatedTokens <= 0 || maxBatch <= 0 ||
@@ -229,6 +233,8 @@ void SelectBatchSizesPass::runOnOperation() {
     return signalPassFailure();
   PlanDtypes dtypes;
   dtypes.weightElementBytes = weightBytes;
+  dtypes.experts = weightDtype == "fp8" ? ::moe::model::WeightDtype::fp8
+                                        : ::moe::model::WeightDtype::bf16;
   dtypes.cache.kv = *kv;
   FailureOr<CostModelView> view = buildCostModelView(module, dtypes);
   if (failed(view))
@@ -254,7 +260,8 @@ void SelectBatchSizesPass::runOnOperation() {
           APFloat(plan.cpuAttentionShare), APFloat(plan.kvGpuFraction),
           residentUnitCount(plan.resident), promptTokens, generatedTokens,
           hardware->gpuBudgetBytes(), hardware->hostBudgetBytes(),
-          ::moe::model::kvDtypeName(*kv)));
+          ::moe::model::kvDtypeName(*kv),
+          ::moe::model::weightDtypeName(dtypes.experts)));
   module->setAttr(MoEDialect::kPlanReportAttrName, report(*choice, *hardware));
 }
 

@@ -44,7 +44,8 @@ Status validateModelCosts(const ModelCosts &model) {
       };
       if (module.weightBytes < 0 || module.flopsPerToken < 0 ||
           module.flopsPerContextToken < 0 || module.kvBytesPerToken < 0 ||
-          module.kvWindowTokens < 0 || module.stateBytesPerSequence < 0)
+          module.kvWindowTokens < 0 || module.stateBytesPerSequence < 0 ||
+          module.widenBytes < 0 || module.widenScratchBytes < 0)
         return fail("sizes must not be negative");
       for (const GemmShape &gemm : module.gemms)
         if (gemm.n <= 0 || gemm.k <= 0)

@@ -205,6 +205,8 @@ MemoryUse accountMemory(const ModelCosts &model, const Plan &plan) {
       int64_t units = residentUnits(plan, l, m);
       int64_t resident = residentWeightBytes(module, units);
       use.residentWeightBytes += resident;
+      use.widenScratchBytes =
+          std::max(use.widenScratchBytes, module.widenScratchBytes);
       use.hostWeightBytes += module.weightBytes - resident;
       // Embedding rows travel through the hidden-state buffers, not the ring.
       if (module.kind != ModuleKind::Embedding)

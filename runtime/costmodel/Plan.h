@@ -82,6 +82,7 @@ struct MemoryUse {
   int64_t gpuKvBytes = 0;
   int64_t kvStagingBytes = 0;
   int64_t activationBytes = 0;
+  int64_t widenScratchBytes = 0; // fp8 experts widened for their GEMMs
   // Host pool (pinned).
   int64_t hostWeightBytes = 0;
   int64_t hostKvBytes = 0;       // At the full context.
@@ -90,7 +91,7 @@ struct MemoryUse {
 
   int64_t gpuBytes() const {
     return residentWeightBytes + weightRingBytes + gpuKvBytes + kvStagingBytes +
-           activationBytes;
+           activationBytes + widenScratchBytes;
   }
   // Paged KV grows with the context, so prefill's parked hidden states and
   // the full-length KV are never needed at once.

@@ -101,7 +101,8 @@ double routedExpertSeconds(const HardwareProfile &profile,
                            double share) {
   ExpertLoad load = expectedExpertLoad(module, tokens);
   return share *
-         (expertGemmSeconds(profile, module, load, tokens, expertMicroBatch) +
+         (profile.hbmSeconds(double(module.widenBytes)) +
+          expertGemmSeconds(profile, module, load, tokens, expertMicroBatch) +
           elementwiseSeconds(profile, model, module, tokens));
 }
 

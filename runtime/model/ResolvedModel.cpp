@@ -546,9 +546,17 @@ KvDtype kvDtypeOf(const plan::Plan &plan) {
              : KvDtype::bf16;
 }
 
+WeightDtype expertDtypeOf(const plan::Plan &plan) {
+  const plan::Batching *batching = plan.batching();
+  return batching && batching->weight_dtype() == plan::WeightDType::fp8
+             ? WeightDtype::fp8
+             : WeightDtype::bf16;
+}
+
 Result<ResolvedModel> ResolvedModel::resolve(const plan::Plan &plan) {
   MOE_ASSIGN_OR_RETURN(ResolvedModel model, resolve(*plan.model()));
   model.kvDtype = kvDtypeOf(plan);
+  model.expertDtype = expertDtypeOf(plan);
   if (model.kvDtype == KvDtype::fp8)
     for (const LatentCacheSpec &cache : model.latentCaches)
       if (cache.width % cache.ropeDim != 0)

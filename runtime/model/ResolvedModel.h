@@ -11,6 +11,7 @@
 #include "runtime/costmodel/ModelCosts.h"
 #include "runtime/model/KvFormat.h"
 #include "runtime/model/Rope.h"
+#include "runtime/model/WeightFormat.h"
 #include "runtime/schemas/plan_generated.h"
 #include "runtime/support/Result.h"
 
@@ -225,15 +226,20 @@ int64_t paramElements(const plan::Param &param);
 
 /// The KV format a plan's batching names (bf16 without one).
 KvDtype kvDtypeOf(const plan::Plan &plan);
+/// The routed experts' weight format a plan's batching names (bf16 without
+/// one).
+WeightDtype expertDtypeOf(const plan::Plan &plan);
 
 struct ResolvedModel {
   /// Resolves a verified plan model (LoadedPlan). Errors name the op as
   /// "op 7 (Attention, layer 2): ...".
   static Result<ResolvedModel> resolve(const plan::Model &model);
-  /// The plan's model with the KV format its batching was planned for.
+  /// The plan's model with the KV and expert formats its batching was
+  /// planned for.
   static Result<ResolvedModel> resolve(const plan::Plan &plan);
 
-  KvDtype kvDtype = KvDtype::bf16; // of every KV and latent cache
+  KvDtype kvDtype = KvDtype::bf16;             // of every KV and latent cache
+  WeightDtype expertDtype = WeightDtype::bf16; // of routed experts' matrices
 
   std::string modelType; // HF's model_type, e.g. "gpt_oss"
   std::vector<ResolvedOp> ops;

@@ -188,6 +188,9 @@ Status checkBatching(const plan::Plan &root) {
   if (b->kv_dtype() > plan::KvDType::MAX)
     return makeError("batching: kv_dtype {} is neither bf16 nor fp8",
                      static_cast<int>(b->kv_dtype()));
+  if (b->weight_dtype() > plan::WeightDType::MAX)
+    return makeError("batching: weight_dtype {} is neither bf16 nor fp8",
+                     static_cast<int>(b->weight_dtype()));
   for (const plan::Param *param : *root.model()->params())
     if (param->gpu_experts() < 0 ||
         (param->gpu_experts() > 0 &&

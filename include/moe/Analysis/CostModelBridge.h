@@ -3,6 +3,7 @@
 
 #include "dialects/MoE/MoEOps.h"
 #include "runtime/costmodel/ModelCosts.h"
+#include "runtime/model/WeightFormat.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/SymbolTable.h"
@@ -22,9 +23,12 @@ struct CostModelView {
 };
 
 /// Element sizes the plan is made for: weights as streamed (nullopt: as
-/// declared by each moe.param) and the KV cache / recurrent state.
+/// declared by each moe.param), routed experts' format (fp8 overrides
+/// weightElementBytes for their matrices) and the KV cache / recurrent
+/// state.
 struct PlanDtypes {
   std::optional<int64_t> weightElementBytes;
+  ::moe::model::WeightDtype experts = ::moe::model::WeightDtype::bf16;
   CacheDtypes cache;
 };
 

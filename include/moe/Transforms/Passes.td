@@ -46,7 +46,8 @@ def SelectBatchSizes : Pass<"moe-select-batch-sizes", "::mlir::ModuleOp"> {
     Option<"generatedTokens", "gen-len", "int64_t", /*default=*/"256",
            "Generated tokens per sequence">,
     Option<"weightDtype", "weight-dtype", "std::string", /*default=*/"\"declared\"",
-           "Streamed weight dtype: declared, bf16, f16 or f32">,
+           "Weight dtype priced: declared, bf16, f16, f32, or fp8 (routed "
+           "experts as E4M3 with 128x128 block scales, the rest bf16)">,
     Option<"kvDtype", "kv-dtype", "std::string", /*default=*/"\"bf16\"",
            "KV cache format: bf16, or fp8 (E4M3 with a scale per token "
            "and head)">,

@@ -151,7 +151,9 @@ fb::Offset<pl::Batching> PlanWriter::writeBatching(BatchingAttr b) {
       b.getCpuAttentionShare().convertToDouble(),
       b.getKvGpuFraction().convertToDouble(), b.getPromptTokens(),
       b.getGeneratedTokens(), b.getGpuBudgetBytes(), b.getHostBudgetBytes(),
-      b.getKvDtype() == "fp8" ? pl::KvDType::fp8 : pl::KvDType::bf16);
+      b.getKvDtype() == "fp8" ? pl::KvDType::fp8 : pl::KvDType::bf16,
+      b.getWeightDtype() == "fp8" ? pl::WeightDType::fp8
+                                  : pl::WeightDType::bf16);
 }
 
 /// The subset of moe.plan_report the runtime compares measurements with.

@@ -2,6 +2,7 @@
 
 #include "runtime/backends/cpu/Kernels.h"
 #include "runtime/model/ResolvedModel.h"
+#include "runtime/model/WeightFormat.h"
 #include "runtime/trace/ChromeTrace.h"
 
 #include <algorithm>
@@ -132,7 +133,33 @@ struct CpuBackend::State {
   std::array<std::array<double, costmodel::kNumStages>, 2> stageSeconds{};
 
   void allocate(int32_t slotCount, int32_t context);
+  // Routed experts' matrices as their fp8 form stands for (WeightFormat.h).
+  void quantizeExperts();
 };
+
+void CpuBackend::State::quantizeExperts() {
+  for (const model::ResolvedOp &op : model.ops) {
+    const auto *e = std::get_if<model::ExpertsSpec>(&op.spec);
+    if (!e)
+      continue;
+    // Each stacked [E, rows, cols] matrix, expert by expert, as stored.
+    for (auto [index, rows, cols] :
+         {std::tuple{e->gate, e->width, e->hidden},
+          std::tuple{e->up, e->width, e->hidden},
+          std::tuple{e->gateUp, e->hidden, 2 * e->width},
+          e->layout == plan::ExpertLayout::separate
+              ? std::tuple{e->down, e->hidden, e->width}
+              : std::tuple{e->down, e->width, e->hidden}}) {
+      if (index == model::kAbsent)
+        continue;
+      float *values = params.arrays[size_t(index)].data();
+      pool.parallelFor(e->experts, [&](int64_t first, int64_t last) {
+        for (int64_t x = first; x < last; ++x)
+          model::roundTripFp8Matrix(values + x * rows * cols, rows, cols);
+      });
+    }
+  }
+}
 
 /// Builds the RoPE tables and expert weights of the ops and zeroes the
 /// caches and states of `slotCount` slots of `context` positions.
@@ -644,6 +671,8 @@ Status CpuBackend::prepare(const LoadedPlan &plan,
     return fail(resolved.error());
   s.model = std::move(*resolved);
   s.params.arrays = std::move(params);
+  if (s.model.expertDtype == model::WeightDtype::fp8)
+    s.quantizeExperts();
   s.allocate(slots, maxContext);
   s.prepared = true;
   return Status::success();

@@ -29,6 +29,9 @@ INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenConformance,
 INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenFp8KvCache,
                          ::testing::ValuesIn(goldenCases(kCpu)),
                          goldenCaseName);
+INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenFp8Experts,
+                         ::testing::ValuesIn(goldenCases(kCpu)),
+                         goldenCaseName);
 
 class CpuBackendGolden : public GoldenBackendTest {};
 

@@ -81,6 +81,9 @@ INSTANTIATE_TEST_SUITE_P(
         goldenCases(kCuda, {"tiny-mixtral", "tiny-qwen2-moe", "tiny-qwen3-moe",
                             "tiny-minimax-partial-rope", "tiny-gpt-oss"})),
     goldenCaseName);
+INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenFp8Experts,
+                         ::testing::ValuesIn(goldenCases(kCuda)),
+                         goldenCaseName);
 
 class CudaBackendGolden : public GoldenBackendTest {};
 

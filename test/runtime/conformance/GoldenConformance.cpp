@@ -89,19 +89,17 @@ TEST_P(GoldenConformance, GeneratedLogitsMatchHuggingFaceStepByStep) {
   all.expectWithin(model() + " decode vs HF");
 }
 
-// An fp8 KV cache (runtime/model/KvFormat.h) against the bf16 one: the
-// logits of every prompt position and of each step of HF's continuations,
-// positions HF routed by a near-tie left out (a cache's rounding flips those
-// experts and changes the logits wholesale), as the backend's own tolerance
-// leaves them out against HF. E4M3 keeps 3 mantissa bits to bf16's 7: the
-// logits may move by 10% (rel-L2), and greedy picks agree at 98% of the
-// positions or more, counting as agreeing a swap of two picks within 10%
-// of the row's logit RMS.
-TEST_P(GoldenFp8KvCache, GreedyPicksAgreeWithTheBf16Cache) {
+} // namespace
+
+// The logits of every prompt position and of each step of HF's
+// continuations, positions HF routed by a near-tie left out (fp8's rounding
+// flips those experts and changes the logits wholesale), as the backend's
+// own tolerance leaves them out against HF.
+void GoldenFp8Test::expectAgreesWithBf16(
+    const std::function<void(plan::PlanT &)> &edit,
+    const LogitTolerance &tolerance, const std::string &what) {
   ASSERT_NE(plan_->plan().batching(), nullptr);
-  Result<LoadedPlan> fp8Plan = editPlan(*plan_, [](plan::PlanT &plan) {
-    plan.batching->kv_dtype = plan::KvDType::fp8;
-  });
+  Result<LoadedPlan> fp8Plan = editPlan(*plan_, edit);
   ASSERT_TRUE(fp8Plan.ok()) << fp8Plan.error().message();
   // Per step (0: the prompts, every position) the logits of a plan.
   auto logitsOf = [&](const LoadedPlan &plan,
@@ -119,10 +117,6 @@ TEST_P(GoldenFp8KvCache, GreedyPicksAgreeWithTheBf16Cache) {
   std::vector<std::vector<float>> bf16, fp8;
   ASSERT_NO_FATAL_FAILURE(logitsOf(*plan_, bf16));
   ASSERT_NO_FATAL_FAILURE(logitsOf(*fp8Plan, fp8));
-  LogitTolerance tolerance{.relativeL2 = 0.1,
-                           .blockRelativeL2 = 0.25,
-                           .top1Agreement = 0.98,
-                           .routerTieMargin = 1e-2};
   LogitComparison all(tolerance);
   size_t offset = 0;
   for (size_t p = 0; p < golden_.prompts.size(); ++p) {
@@ -140,7 +134,41 @@ TEST_P(GoldenFp8KvCache, GreedyPicksAgreeWithTheBf16Cache) {
               bf16[s].data() + p * golden_.vocab, 1, golden_.vocab,
               routerTies(golden_, tolerance, p,
                          golden_.prompts[p].size() - 1 + s, 1));
-  all.expectWithin(model() + " fp8 KV vs bf16 KV");
+  all.expectWithin(model() + " " + what);
+}
+
+namespace {
+
+// runtime/model/KvFormat.h: E4M3 with a scale per token and head. E4M3
+// keeps 3 mantissa bits to bf16's 7: the logits may move by 10% (rel-L2),
+// and greedy picks agree at 98% of the positions or more, counting as
+// agreeing a swap of two picks within 10% of the row's logit RMS.
+TEST_P(GoldenFp8KvCache, GreedyPicksAgreeWithTheBf16Cache) {
+  expectAgreesWithBf16(
+      [](plan::PlanT &plan) { plan.batching->kv_dtype = plan::KvDType::fp8; },
+      {.relativeL2 = 0.1,
+       .blockRelativeL2 = 0.25,
+       .top1Agreement = 0.98,
+       .routerTieMargin = 1e-2},
+      "fp8 KV vs bf16 KV");
+}
+
+// runtime/model/WeightFormat.h: E4M3 with a scale per 128 x 128 block. Every
+// expert weight moves, not one cached row per token: on the fixtures'
+// random weights, whose logits are nearly flat (RMS 1, top-2 margins of a
+// few percent), 10% of rel-L2 flips up to 5% of greedy picks, and one
+// position's expert choice flipped moves its logits by half (the block
+// bound). A wrong layout or scale moves them all by 100%.
+TEST_P(GoldenFp8Experts, GreedyPicksAgreeWithBf16Experts) {
+  expectAgreesWithBf16(
+      [](plan::PlanT &plan) {
+        plan.batching->weight_dtype = plan::WeightDType::fp8;
+      },
+      {.relativeL2 = 0.1,
+       .blockRelativeL2 = 0.6,
+       .top1Agreement = 0.95,
+       .routerTieMargin = 1e-2},
+      "fp8 experts vs bf16 experts");
 }
 
 } // namespace

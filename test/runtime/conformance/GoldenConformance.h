@@ -79,11 +79,21 @@ protected:
 /// The tests every backend runs.
 class GoldenConformance : public GoldenBackendTest {};
 
-/// An fp8 KV cache against the bf16 one, on the plan for a small card (its
-/// KV in host memory where the backend has a host tier).
-class GoldenFp8KvCache : public GoldenBackendTest {
+/// A plan edited to store something in fp8 against the bf16 plan, on the
+/// plan for a small card (its KV in host memory and its experts streamed
+/// where the backend has a host tier).
+class GoldenFp8Test : public GoldenBackendTest {
 protected:
   std::string planName() const override { return "small-card"; }
+  /// The logits of every prompt position and of each step of HF's
+  /// continuations agree with the bf16 plan's within `tolerance`.
+  void expectAgreesWithBf16(const std::function<void(plan::PlanT &)> &edit,
+                            const LogitTolerance &tolerance,
+                            const std::string &what);
 };
+/// An fp8 KV cache against the bf16 one.
+class GoldenFp8KvCache : public GoldenFp8Test {};
+/// fp8 routed experts against bf16 ones.
+class GoldenFp8Experts : public GoldenFp8Test {};
 
 } // namespace moe

@@ -4,6 +4,7 @@
 #include "runtime/backends/cuda/backend/BackendState.h"
 #include "runtime/backends/cuda/backend/ChunkedPass.h"
 #include "runtime/backends/cuda/backend/WeightPlacement.h"
+#include "runtime/backends/cuda/backend/ops/Ops.h"
 #include "runtime/costmodel/Plan.h"
 #include "runtime/model/ResolvedModel.h"
 
@@ -23,16 +24,26 @@ int32_t gpuSlotsOf(const plan::Batching *batching, int32_t slots) {
 }
 
 // Bytes of the weights arena: whole params, or their first gpu_experts
-// experts; each allocation rounded up to the pool alignment. The params
-// kept in fp32 live with the fp32 arrays in the cache arena.
+// experts (fp8 experts' codes at a byte an element and all their scales);
+// the scratch fp8 experts are widened into; each allocation rounded up to
+// the pool alignment. The params kept in fp32 live with the fp32 arrays in
+// the cache arena.
 size_t residentWeightBytes(const plan::Model &model,
                            const model::ResolvedModel &resolved) {
   std::vector<bool> inFp32(model.params()->size(), false);
-  for (const model::ResolvedOp &op : resolved.ops)
+  std::vector<bool> inFp8(model.params()->size(), false);
+  for (const model::ResolvedOp &op : resolved.ops) {
     for (int index : fp32Params(op).all())
       if (index >= 0 && size_t(index) < inFp32.size())
         inFp32[size_t(index)] = true;
-  size_t bytes = model.ops()->size() * 4 * kPoolAlignment;
+    const auto *e = std::get_if<model::ExpertsSpec>(&op.spec);
+    if (e && resolved.expertDtype == model::WeightDtype::fp8)
+      for (int index : {e->gate, e->up, e->gateUp, e->down})
+        if (index != model::kAbsent)
+          inFp8[size_t(index)] = true;
+  }
+  size_t bytes = model.ops()->size() * 4 * kPoolAlignment +
+                 size_t(widenedExpertElements(resolved)) * sizeof(bf16);
   for (size_t index = 0; index < inFp32.size(); ++index) {
     const plan::Param *param = model.params()->Get(index);
     if (inFp32[index])
@@ -42,7 +53,15 @@ size_t residentWeightBytes(const plan::Model &model,
       elements = param->gpu_experts() > 0 ? elements / param->shape()->Get(0) *
                                                 size_t(param->gpu_experts())
                                           : 0;
-    bytes += elements * sizeof(bf16) + 2 * kPoolAlignment;
+    if (inFp8[index]) {
+      const auto &shape = *param->shape();
+      bytes += elements +
+               size_t(shape.Get(0)) * 4 *
+                   size_t(model::fp8ScaleCount(shape.Get(1), shape.Get(2)));
+    } else {
+      bytes += elements * sizeof(bf16);
+    }
+    bytes += 2 * kPoolAlignment;
   }
   return bytes;
 }
@@ -85,6 +104,12 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
   MOE_RETURN_IF_ERROR(s.ring.allocate());
   WeightPlacement placement(model, weightSet, *s.weights, s.ring, *s.pinned,
                             s.floats, s.maxContext);
+  if (int64_t widened = widenedExpertElements(resolved)) {
+    MOE_ASSIGN_OR_RETURN(bf16 * scratch,
+                         s.weights->allocateArray<bf16>(
+                             size_t(widened), "fp8 experts widened to bf16"));
+    placement.setWidenedExperts(scratch);
+  }
   MOE_RETURN_IF_ERROR(compileProgram(model, resolved, placement, s.kv,
                                      s.ring.schedule, s.progress, s.program));
 

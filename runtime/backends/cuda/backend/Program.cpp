@@ -14,7 +14,7 @@ template <typename K> Result<Op> asOp(Result<K> bound) {
 }
 
 Result<Op> bindOp(const model::ResolvedOp &op, WeightPlacement &placement,
-                  const KvCaches &kv) {
+                  const KvCaches &kv, model::WeightDtype expertDtype) {
   return std::visit(
       [&](const auto &spec) -> Result<Op> {
         using S = std::decay_t<decltype(spec)>;
@@ -31,7 +31,7 @@ Result<Op> bindOp(const model::ResolvedOp &op, WeightPlacement &placement,
         else if constexpr (std::is_same_v<S, model::RouterSpec>)
           return asOp(bindRouterOp(placement, spec, fp32Params(op)));
         else if constexpr (std::is_same_v<S, model::ExpertsSpec>)
-          return asOp(bindExpertsOp(placement, spec));
+          return asOp(bindExpertsOp(placement, spec, expertDtype));
         else if constexpr (std::is_same_v<S, model::MlpSpec>)
           return asOp(bindMlpOp(placement, spec));
         else if constexpr (std::is_same_v<S, model::ResidualSpec>)
@@ -80,7 +80,7 @@ Status compileProgram(const plan::Model &plan,
     if (progress)
       progress(double(index) / double(model.ops.size()));
     placement.beginOp(int(index));
-    Result<Op> bound = bindOp(op, placement, kv);
+    Result<Op> bound = bindOp(op, placement, kv, model.expertDtype);
     if (!bound.ok()) {
       const plan::Op &planOp = *plan.ops()->Get(index);
       return bound.error().withContext(

@@ -63,19 +63,19 @@ int64_t WeightPlacement::residentExperts(int index, int64_t experts) const {
              : experts;
 }
 
-Result<const bf16 *> WeightPlacement::upload(std::span<const bf16> host,
+Result<const void *> WeightPlacement::upload(std::span<const std::byte> host,
                                              const char *what) {
-  auto device = arena_.allocateArray<bf16>(host.size(), what);
+  auto device = arena_.allocate(host.size(), what);
   if (!device)
     return device.error();
-  MOE_CUDA_TRY(cudaMemcpy(*device, host.data(), host.size() * sizeof(bf16),
-                          cudaMemcpyHostToDevice));
-  return static_cast<const bf16 *>(*device);
+  MOE_CUDA_TRY(
+      cudaMemcpy(*device, host.data(), host.size(), cudaMemcpyHostToDevice));
+  return static_cast<const void *>(*device);
 }
 
-Result<const bf16 *> WeightPlacement::stream(std::span<const bf16> host,
+Result<const void *> WeightPlacement::stream(std::span<const std::byte> host,
                                              const char *what) {
-  size_t bytes = host.size() * sizeof(bf16);
+  size_t bytes = host.size();
   // The first op of the turn keeps the count; place() refuses ops without.
   int turn = ring_.schedule.turnOf[size_t(op_)];
   size_t *used = turn >= 0 ? &turnUsed_[size_t(turn)] : nullptr;
@@ -87,29 +87,34 @@ Result<const bf16 *> WeightPlacement::stream(std::span<const bf16> host,
   std::memcpy(*staged, host.data(), bytes);
   *used += poolAligned(bytes);
   parts_.push_back({*staged, device, bytes});
-  return reinterpret_cast<const bf16 *>(device);
+  return static_cast<const void *>(device);
+}
+
+Result<std::pair<const void *, const void *>>
+WeightPlacement::place(std::span<const std::byte> host, int64_t experts,
+                       int64_t residentExperts, const char *what) {
+  std::pair<const void *, const void *> at{nullptr, nullptr};
+  size_t split = host.size() / size_t(experts) * size_t(residentExperts);
+  if (split > 0) {
+    MOE_ASSIGN_OR_RETURN(at.first, upload(host.first(split), what));
+  }
+  if (split < host.size()) {
+    MOE_ASSIGN_OR_RETURN(at.second, stream(host.subspan(split), what));
+  }
+  return at;
 }
 
 Result<ExpertWeight> WeightPlacement::place(std::span<const bf16> host,
                                             int64_t experts,
                                             int64_t residentExperts,
                                             const char *what) {
+  MOE_ASSIGN_OR_RETURN(
+      auto at, place(std::as_bytes(host), experts, residentExperts, what));
   ExpertWeight w;
   w.stride = static_cast<int64_t>(host.size()) / experts;
   w.residentExperts = residentExperts;
-  size_t split = size_t(residentExperts * w.stride);
-  if (split > 0) {
-    auto device = upload(host.first(split), what);
-    if (!device)
-      return device.error();
-    w.resident = *device;
-  }
-  if (split < host.size()) {
-    auto device = stream(host.subspan(split), what);
-    if (!device)
-      return device.error();
-    w.streamed = *device;
-  }
+  w.resident = static_cast<const bf16 *>(at.first);
+  w.streamed = static_cast<const bf16 *>(at.second);
   return w;
 }
 

@@ -80,10 +80,22 @@ public:
   // Experts of the param kept on the GPU: all unless it is streamed.
   int64_t residentExperts(int index, int64_t experts) const;
 
-  Result<const bf16 *> upload(std::span<const bf16> host, const char *what);
+  Result<const void *> upload(std::span<const std::byte> host,
+                              const char *what);
+  Result<const bf16 *> upload(std::span<const bf16> host, const char *what) {
+    return typed<bf16>(upload(std::as_bytes(host), what));
+  }
   // `host` into pinned memory and a copy of it into this op's ring buffer.
-  Result<const bf16 *> stream(std::span<const bf16> host, const char *what);
-  // A stacked weight of `experts` equal blocks, split as the plan placed it.
+  Result<const void *> stream(std::span<const std::byte> host,
+                              const char *what);
+  Result<const bf16 *> stream(std::span<const bf16> host, const char *what) {
+    return typed<bf16>(stream(std::as_bytes(host), what));
+  }
+  // A stacked weight of `experts` equal blocks, split as the plan placed it:
+  // where its resident and its streamed blocks are (either may be null).
+  Result<std::pair<const void *, const void *>>
+  place(std::span<const std::byte> host, int64_t experts,
+        int64_t residentExperts, const char *what);
   Result<ExpertWeight> place(std::span<const bf16> host, int64_t experts,
                              int64_t residentExperts, const char *what);
 
@@ -101,11 +113,20 @@ public:
   int bindFloat(int index);
   // An fp32 array made on the host (lightning decays): its index.
   int addFloats(std::vector<float> values);
+  // The bf16 scratch fp8 experts are widened into (null without).
+  void setWidenedExperts(bf16 *scratch) { widenedExperts_ = scratch; }
+  bf16 *widenedExperts() const { return widenedExperts_; }
   // cos and sin tables, shared by the layers of one RoPE; -1 each without
   // rotation.
   std::pair<int, int> ropeTables(const model::RopeParams &rope);
 
 private:
+  template <typename T> static Result<const T *> typed(Result<const void *> p) {
+    if (!p)
+      return p.error();
+    return static_cast<const T *>(*p);
+  }
+
   const plan::Model &model_;
   const WeightSet &weights_;
   DeviceArena &arena_;
@@ -118,6 +139,7 @@ private:
   std::vector<std::vector<float>> &floats_;
   int32_t maxContext_;
   std::vector<const bf16 *> uploaded_;
+  bf16 *widenedExperts_ = nullptr;
   std::vector<std::pair<model::RopeParams, std::pair<int, int>>> ropes_;
 };
 

@@ -4,12 +4,135 @@
 #include "runtime/backends/cuda/kernels/GroupedGemm.h"
 
 #include <algorithm>
+#include <functional>
 #include <vector>
 
 namespace moe::cuda {
+namespace {
+
+// Writes the fp32 [partRows, cols] matrix (a Linear's [out, in]) of one
+// part of one expert.
+using FillMatrix = std::function<void(int64_t expert, int64_t part, float *)>;
+
+// A stacked expert weight quantized expert by expert (WeightFormat.h), its
+// codes placed as the plan placed the param and its scales, small, all on
+// the GPU.
+Result<kernels::Fp8ExpertMatrix>
+placeFp8(WeightPlacement &placement, int64_t experts, int64_t residentExperts,
+         int64_t parts, int64_t partRows, int64_t cols, const FillMatrix &fill,
+         const char *what) {
+  if (cols % 16 != 0)
+    return makeError("{}: fp8 expert weights need rows of a multiple of 16 "
+                     "elements, not {}; plan with weight-dtype=bf16",
+                     what, cols);
+  int64_t matrix = partRows * cols;
+  int64_t scaleCount = model::fp8ScaleCount(partRows, cols);
+  auto codes = std::make_unique_for_overwrite<std::byte[]>(
+      size_t(experts * parts * matrix));
+  std::vector<float> scales(size_t(experts * parts * scaleCount));
+  placement.threads().parallelFor(experts, [&](int64_t first, int64_t last) {
+    std::vector<float> values(static_cast<size_t>(matrix));
+    for (int64_t x = first; x < last; ++x)
+      for (int64_t part = 0; part < parts; ++part) {
+        int64_t at = x * parts + part;
+        fill(x, part, values.data());
+        model::quantizeFp8Matrix(
+            values.data(), partRows, cols,
+            reinterpret_cast<uint8_t *>(codes.get() + at * matrix),
+            scales.data() + at * scaleCount);
+      }
+  });
+  MOE_ASSIGN_OR_RETURN(
+      auto at, placement.place({codes.get(), size_t(experts * parts * matrix)},
+                               experts, residentExperts, what));
+  MOE_ASSIGN_OR_RETURN(
+      const void *deviceScales,
+      placement.upload(std::as_bytes(std::span(scales)), "fp8 expert scales"));
+  kernels::Fp8ExpertMatrix m;
+  m.resident = static_cast<const uint8_t *>(at.first);
+  m.streamed = static_cast<const uint8_t *>(at.second);
+  m.residentExperts = residentExperts;
+  m.parts = parts;
+  m.partRows = partRows;
+  m.cols = cols;
+  m.scales = static_cast<const float *>(deviceScales);
+  return m;
+}
+
+// gate|up and down of fp8 experts from the checkpoint's values, laid out as
+// the bf16 path lays them out.
+Status bindFp8Experts(WeightPlacement &placement, const model::ExpertsSpec &e,
+                      ExpertsOp &k) {
+  const WeightSet &weights = placement.weights();
+  int64_t n = e.experts, h = e.hidden, w = e.width;
+  k.fp8 = true;
+  k.widened = placement.widenedExperts();
+  if (e.layout == plan::ExpertLayout::separate) {
+    std::vector<float> gate = weights.toFloat32(e.gate);
+    std::vector<float> up = weights.toFloat32(e.up);
+    MOE_ASSIGN_OR_RETURN(
+        k.gateUpFp8,
+        placeFp8(
+            placement, n, placement.residentExperts(e.gate, n), 2, w, h,
+            [&](int64_t x, int64_t part, float *out) {
+              std::copy_n((part == 0 ? gate : up).data() + x * w * h, w * h,
+                          out);
+            },
+            "experts gate|up"));
+    gate = {}, up = {};
+    std::vector<float> down = weights.toFloat32(e.down);
+    MOE_ASSIGN_OR_RETURN(k.downFp8,
+                         placeFp8(
+                             placement, n, placement.residentExperts(e.down, n),
+                             1, h, w,
+                             [&](int64_t x, int64_t, float *out) {
+                               std::copy_n(down.data() + x * h * w, h * w, out);
+                             },
+                             "experts down"));
+    return Status::success();
+  }
+  // gate_up [E, H, 2I] and down [E, I, H] are [in, out]: transposed.
+  std::vector<float> gateUp = weights.toFloat32(e.gateUp);
+  MOE_ASSIGN_OR_RETURN(
+      k.gateUpFp8,
+      placeFp8(
+          placement, n, placement.residentExperts(e.gateUp, n), 1, 2 * w, h,
+          [&](int64_t x, int64_t, float *out) {
+            for (int64_t c = 0; c < 2 * w; ++c)
+              for (int64_t j = 0; j < h; ++j)
+                out[c * h + j] = gateUp[(x * h + j) * 2 * w + c];
+          },
+          "experts gate|up"));
+  gateUp = {};
+  std::vector<float> down = weights.toFloat32(e.down);
+  MOE_ASSIGN_OR_RETURN(k.downFp8,
+                       placeFp8(
+                           placement, n, placement.residentExperts(e.down, n),
+                           1, h, w,
+                           [&](int64_t x, int64_t, float *out) {
+                             for (int64_t j = 0; j < h; ++j)
+                               for (int64_t i = 0; i < w; ++i)
+                                 out[j * w + i] = down[(x * w + i) * h + j];
+                           },
+                           "experts down"));
+  return Status::success();
+}
+
+} // namespace
+
+int64_t widenedExpertElements(const model::ResolvedModel &model) {
+  int64_t elements = 0;
+  if (model.expertDtype != model::WeightDtype::fp8)
+    return 0;
+  for (const model::ResolvedOp &op : model.ops)
+    if (const auto *e = std::get_if<model::ExpertsSpec>(&op.spec))
+      elements = std::max(elements, e->experts * 2 * e->width * e->hidden);
+  return elements;
+}
 
 Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
-                                const model::ExpertsSpec &e) {
+                                const model::ExpertsSpec &e,
+                                model::WeightDtype dtype) {
   ExpertsOp k{};
   k.hidden = e.hidden;
   k.width = e.width;
@@ -25,6 +148,16 @@ Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
   if (!downBias)
     return downBias.error();
   k.downBias = *downBias;
+  if (e.layout != plan::ExpertLayout::separate) {
+    auto gateUpBias = placement.bindExperts(e.gateUpBias, n, "gate_up_bias");
+    if (!gateUpBias)
+      return gateUpBias.error();
+    k.gateUpBias = *gateUpBias;
+  }
+  if (dtype == model::WeightDtype::fp8) {
+    MOE_RETURN_IF_ERROR(bindFp8Experts(placement, e, k));
+    return k;
+  }
   const WeightSet &weights = placement.weights();
   ThreadPool &threads = placement.threads();
   HostBf16 gateUp(size_t(2 * n * w * h)), down(size_t(n * h * w));
@@ -44,10 +177,6 @@ Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
     gateUpParam = e.gate;
   } else {
     // gate_up [E, H, 2I] and down [E, I, H] are [in, out]: transposed once.
-    auto gateUpBias = placement.bindExperts(e.gateUpBias, n, "gate_up_bias");
-    if (!gateUpBias)
-      return gateUpBias.error();
-    k.gateUpBias = *gateUpBias;
     std::vector<float> values = weights.toFloat32(e.gateUp);
     threads.parallelFor(n, [&](int64_t first, int64_t last) {
       for (int64_t x = first; x < last; ++x)
@@ -166,13 +295,25 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
       }
     return Status::success();
   };
-  MOE_RETURN_IF_ERROR(expertsGemm(xs, k.gateUp, k.gateUpBias, 2 * w, h, gu));
+  // fp8 experts: each matrix widened to bf16 just before its GEMM.
+  auto widened = [&](const kernels::Fp8ExpertMatrix &m,
+                     const ExpertWeight &bf16Weight) -> Result<ExpertWeight> {
+    if (!k.fp8)
+      return bf16Weight;
+    MOE_CUDA_TRY(
+        kernels::widenFp8Experts(m, k.experts, k.widened, step.stream));
+    return ExpertWeight{k.widened, nullptr, k.experts,
+                        m.parts * m.partRows * m.cols};
+  };
+  MOE_ASSIGN_OR_RETURN(ExpertWeight gateUp, widened(k.gateUpFp8, k.gateUp));
+  MOE_RETURN_IF_ERROR(expertsGemm(xs, gateUp, k.gateUpBias, 2 * w, h, gu));
   if (k.clamped)
     MOE_CUDA_TRY(kernels::swigluClamped(gu, act, pairs, w, k.limit, k.alpha,
                                         step.stream));
   else
     MOE_CUDA_TRY(kernels::siluMul(gu, act, pairs, w, step.stream));
-  MOE_RETURN_IF_ERROR(expertsGemm(act, k.down, k.downBias, h, w, down));
+  MOE_ASSIGN_OR_RETURN(ExpertWeight downWeight, widened(k.downFp8, k.down));
+  MOE_RETURN_IF_ERROR(expertsGemm(act, downWeight, k.downBias, h, w, down));
   kernels::CombineArgs combine;
   combine.expertOut = down;
   combine.weights = weights.f;

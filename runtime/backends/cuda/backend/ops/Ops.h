@@ -10,6 +10,7 @@
 #include "runtime/backends/cuda/backend/StepMemory.h"
 #include "runtime/backends/cuda/backend/WeightPlacement.h"
 #include "runtime/backends/cuda/kernels/Kernels.h"
+#include "runtime/backends/cuda/kernels/WidenFp8.h"
 #include "runtime/engine/Backend.h"
 #include "runtime/model/ResolvedModel.h"
 
@@ -90,7 +91,16 @@ struct ExpertsOp {
   bool clamped;
   float limit, alpha;
   ExpertWeight gateUp, gateUpBias, down, downBias; // down [E, H, I]
+  // fp8 experts (runtime/model/WeightFormat.h): gateUp and down are their
+  // codes widened into `widened` (shared by every experts op) before each
+  // GEMM.
+  bool fp8 = false;
+  kernels::Fp8ExpertMatrix gateUpFp8, downFp8;
+  bf16 *widened = nullptr;
 };
+// Elements of the bf16 scratch fp8 experts are widened into: the largest
+// stacked matrix (gate|up) of any experts op; 0 without fp8 experts.
+int64_t widenedExpertElements(const model::ResolvedModel &model);
 struct MlpOp {
   int64_t hidden, width;
   const bf16 *gateUp, *down, *outputGate; // gateUp [2I, H]
@@ -223,7 +233,8 @@ Result<RouterOp> bindRouterOp(WeightPlacement &placement,
                               const model::RouterSpec &spec,
                               const Fp32Params &fp32);
 Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
-                                const model::ExpertsSpec &spec);
+                                const model::ExpertsSpec &spec,
+                                model::WeightDtype dtype);
 Result<MlpOp> bindMlpOp(WeightPlacement &placement, const model::MlpSpec &spec);
 ResidualOp residualOp(const model::ResidualSpec &spec);
 Result<HeadOp> bindHeadOp(WeightPlacement &placement,
