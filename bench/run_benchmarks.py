@@ -70,6 +70,10 @@ CASES = {
                                   kv_dtype="fp8", weight_dtype="fp8"),
     "deepseek-v2-lite-24g-fp8": Case("deepseek-v2-lite", 24, resident=False, max_batch=1024,
                                      weight_dtype="fp8"),
+    # 141 B parameters, 262 GB in bf16: runs only with fp8 experts (136 GiB) on one H100 and
+    # host memory.
+    "mixtral-8x22b-fp8": Case("mixtral-8x22b", WHOLE_GPU, resident=False, kv_dtype="fp8",
+                              weight_dtype="fp8"),
     # The driver's own smoke test (CPU backend, tiny lengths; see test/bench).
     "tiny-mixtral": Case("tiny-mixtral", 0.002, resident=False),
 }

@@ -42,27 +42,29 @@ static std::vector<cm::GemmShape> gemmsOf(Operation *op,
   return gemms;
 }
 
-/// Routed experts held in fp8 (runtime/model/WeightFormat.h): each expert
-/// matrix as codes and block scales, biases in bf16; widened to bf16 each
-/// pass, one matrix of all experts at a time (the CUDA backend's gate|up
-/// rows together, then down).
+int64_t mlir::moe::fp8ExpertsWeightBytes(ArrayRef<ParamOp> params) {
+  int64_t bytes = 0;
+  for (ParamOp param : params) {
+    ArrayRef<int64_t> shape = param.getTensorType().getShape();
+    bytes += shape.size() == 3
+                 ? shape[0] * ::moe::model::fp8MatrixBytes(shape[1], shape[2])
+                 : 2 * param.getTensorType().getNumElements();
+  }
+  return bytes;
+}
+
+/// Routed experts held in fp8: widened to bf16 each pass, one matrix of all
+/// experts at a time (the CUDA backend's gate|up rows together, then down).
 static void priceFp8Experts(ExpertsOp experts, ArrayRef<ParamOp> params,
                             cm::ModuleCosts &costs) {
   int64_t n = experts.getNumExperts(), w = experts.getIntermediateSize();
   int64_t h =
       cast<RankedTensorType>(experts.getInput().getType()).getDimSize(1);
-  costs.weightBytes = 0;
+  costs.weightBytes = fp8ExpertsWeightBytes(params);
   costs.widenBytes = 0;
-  for (ParamOp param : params) {
-    ArrayRef<int64_t> shape = param.getTensorType().getShape();
-    int64_t elements = param.getTensorType().getNumElements();
-    if (shape.size() != 3) {
-      costs.weightBytes += 2 * elements;
-      continue;
-    }
-    costs.weightBytes += n * ::moe::model::fp8MatrixBytes(shape[1], shape[2]);
-    costs.widenBytes += 3 * elements; // codes read, bf16 written
-  }
+  for (ParamOp param : params)
+    if (param.getTensorType().getRank() == 3) // codes read, bf16 written
+      costs.widenBytes += 3 * param.getTensorType().getNumElements();
   costs.widenScratchBytes = n * 2 * w * h * 2;
 }
 

@@ -3,6 +3,7 @@
 #include "moe/Analysis/ModelSummary.h"
 
 #include "dialects/MoE/MoEOps.h"
+#include "moe/Analysis/CostModelBridge.h"
 
 #include "mlir/IR/SymbolTable.h"
 #include "llvm/ADT/DenseSet.h"
@@ -34,8 +35,13 @@ mlir::moe::summarizeModel(ModuleOp module, const CacheDtypes &cacheDtypes) {
 
   SymbolTableCollection symbols;
   llvm::DenseSet<Attribute> embeddingTables;
+  summary.fp8ExpertsWeightBytes = 2 * summary.totalParams;
   module.walk([&](ModuleCostInterface op) {
     ModuleCost cost = op.getModuleCost(symbols, cacheDtypes);
+    if (isa<ExpertsOp>(op.getOperation()))
+      summary.fp8ExpertsWeightBytes +=
+          fp8ExpertsWeightBytes(referencedParams(op, symbols)) -
+          2 * cost.params;
     ModuleKind kind = op.getModuleKind();
     ModuleCost &total = summary.byKind[kind];
     total.params += cost.params;
@@ -106,6 +112,9 @@ void mlir::moe::printModelSummary(raw_ostream &os,
                                        2.0 * summary.totalParams / 1e9,
                                        bytes(2 * summary.totalParams)));
   row("weights as declared", llvm::formatv("{0:F2} GB", summary.weightBytes / 1e9));
+  row("weights with fp8 experts",
+      llvm::formatv("{0:F2} GB ({1})", summary.fp8ExpertsWeightBytes / 1e9,
+                    bytes(summary.fp8ExpertsWeightBytes)));
   std::string kvLabel = "KV bytes per token (" +
                         std::string(::moe::model::kvDtypeName(summary.kvDtype)) +
                         ")";
@@ -149,6 +158,7 @@ llvm::json::Value mlir::moe::modelSummaryToJSON(const ModelSummary &summary) {
        summary.activeParams - summary.embeddingParams},
       {"bf16_weight_bytes", 2 * summary.totalParams},
       {"weight_bytes", summary.weightBytes},
+      {"fp8_experts_weight_bytes", summary.fp8ExpertsWeightBytes},
       {"flops_per_token", summary.flopsPerToken},
       {"flops_per_context_token", summary.flopsPerContextToken},
       {"kv_bytes_per_token", summary.kvBytesPerToken},

@@ -38,6 +38,11 @@ FailureOr<CostModelView> buildCostModelView(ModuleOp module,
 /// The dtypes a recorded batching decision was made for.
 PlanDtypes planDtypesOf(BatchingAttr batching);
 
+/// Bytes of a routed experts op's params held as fp8 experts
+/// (runtime/model/WeightFormat.h): each stacked matrix as codes and block
+/// scales, biases in bf16.
+int64_t fp8ExpertsWeightBytes(ArrayRef<ParamOp> params);
+
 /// The weights an op references, in attribute order.
 SmallVector<ParamOp> referencedParams(Operation *op,
                                       SymbolTableCollection &symbols);

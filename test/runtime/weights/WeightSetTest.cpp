@@ -3,7 +3,9 @@
 // that are deterministic and scaled as promised.
 
 #include "runtime/weights/WeightSet.h"
+
 #include "CheckpointWriter.h"
+#include "runtime/model/WeightFormat.h"
 #include "runtime/support/Float8.h"
 #include "runtime/weights/HalfFloat.h"
 
@@ -387,6 +389,49 @@ TEST(WeightSet, DequantizesFp8Tensors) {
     EXPECT_EQ(experts[12 + i], floatFromFp8(expertCodes[i]) * perChannel[i / 4])
         << i;
   }
+}
+
+// A plan with fp8 experts (runtime/model/WeightFormat.h) re-quantizes what
+// an FP8 checkpoint with 128 x 128 blocks dequantizes to: its blocks are the
+// checkpoint's, and a block scaled to its largest code (amax / 448, as
+// DeepSeek-V3 and Qwen3 quantize) gives back the checkpoint's own codes and,
+// to fp32 rounding, its scales.
+TEST(WeightSet, Fp8BlockCheckpointsRequantizeToTheirOwnCodes) {
+  const int64_t rows = 200, cols = 300;
+  std::vector<float> values(size_t(rows * cols));
+  for (int64_t i = 0; i < rows * cols; ++i)
+    values[size_t(i)] = std::sin(0.01f * float(i * i % 9973)) *
+                        std::ldexp(1.0f, int(i % 7) - 9);
+  std::vector<uint8_t> codes(values.size());
+  std::vector<float> scales(size_t(model::fp8ScaleCount(rows, cols)));
+  model::quantizeFp8Matrix(values.data(), rows, cols, codes.data(),
+                           scales.data());
+  ScratchDirectory scratch;
+  testing::writeSafetensors(
+      scratch.file("model.safetensors"),
+      {{"model.layers.0.mlp.experts.0.down_proj.weight",
+        "F8_E4M3",
+        {rows, cols},
+        codes},
+       {"model.layers.0.mlp.experts.0.down_proj.weight_scale_inv",
+        "F32",
+        {2, 3},
+        testing::f32Bytes(scales)}});
+  LoadedPlan plan = buildPlan(
+      {{"l0.experts.down",
+        "model.layers.0.mlp.experts.{e}.down_proj.weight",
+        {1, rows, cols}}});
+  Result<WeightSet> weights =
+      WeightSet::fromCheckpoint(scratch.path().string(), plan.model());
+  ASSERT_TRUE(weights.ok()) << weights.error().message();
+  std::vector<float> loaded = weights->toFloat32(0);
+  std::vector<uint8_t> again(codes.size());
+  std::vector<float> againScales(scales.size());
+  model::quantizeFp8Matrix(loaded.data(), rows, cols, again.data(),
+                           againScales.data());
+  EXPECT_EQ(again, codes);
+  for (size_t b = 0; b < scales.size(); ++b)
+    EXPECT_FLOAT_EQ(againScales[b], scales[b]) << "block " << b;
 }
 
 std::string fp8Error(std::vector<TensorSpec> scales) {
