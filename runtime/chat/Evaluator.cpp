@@ -170,8 +170,8 @@ private:
     }
     const List *values = value.is(Kind::list) ? &value.asList() : nullptr;
     if (!values)
-      fail(line, fmt::format("cannot unpack a {} into {} names",
-                             kindName(value.kind()), target.items.size()));
+      fail(line, fmt::format("cannot unpack {} into {} names",
+                             kindPhrase(value.kind()), target.items.size()));
     if (values->size() != target.items.size())
       fail(line, fmt::format("cannot unpack {} values into {} names",
                              values->size(), target.items.size()));
@@ -184,10 +184,10 @@ private:
     if (target.kind == Expr::Kind::attribute) {
       Value object = eval(*target.object, scope);
       if (!object.is(Kind::nameSpace))
-        fail(line, fmt::format("cannot set an attribute of {} (a {}): only "
+        fail(line, fmt::format("cannot set an attribute of {} ({}): only "
                                "namespace() objects take assignments",
                                described(*target.object),
-                               kindName(object.kind())));
+                               kindPhrase(object.kind())));
       object.asNamespace().attributes.set(target.name, value);
       return;
     }
@@ -208,9 +208,9 @@ private:
       items = applyFilter("list", iterable, {}, stmt.line).asList();
       break;
     default:
-      fail(stmt.line, fmt::format("cannot loop over {} (a {})",
+      fail(stmt.line, fmt::format("cannot loop over {} ({})",
                                   described(*stmt.value),
-                                  kindName(iterable.kind())));
+                                  kindPhrase(iterable.kind())));
     }
     ScopePtr loopScope = childOf(scope);
     if (stmt.condition) {
@@ -443,9 +443,9 @@ private:
         out.push_back(points[i]);
       return toUtf8(out);
     }
-    fail(expr.line, fmt::format("cannot slice {} (a {})",
+    fail(expr.line, fmt::format("cannot slice {} ({})",
                                 described(*expr.object),
-                                kindName(object.kind())));
+                                kindPhrase(object.kind())));
   }
 
   Value call(const Expr &expr, const ScopePtr &scope) {
@@ -455,13 +455,13 @@ private:
         Value object = eval(*expr.object->object, scope);
         if (object.is(Kind::string) || object.is(Kind::dict) ||
             object.is(Kind::list))
-          fail(expr.line, fmt::format("method '{}' of a {} is not supported",
+          fail(expr.line, fmt::format("method '{}' of {} is not supported",
                                       expr.object->name,
-                                      kindName(object.kind())));
+                                      kindPhrase(object.kind())));
       }
       fail(expr.line, fmt::format("{} is not callable (it is {})",
                                   described(*expr.object),
-                                  kindName(callee.kind())));
+                                  kindPhrase(callee.kind())));
     }
     return invoke(callee, evalArguments(expr.arguments, scope), expr.line);
   }
@@ -477,9 +477,9 @@ private:
     }
     if (operand.is(Kind::floating))
       return expr.name == "-" ? -operand.asNumber() : operand.asNumber();
-    fail(expr.line, fmt::format("unary '{}' does not apply to {} (a {})",
+    fail(expr.line, fmt::format("unary '{}' does not apply to {} ({})",
                                 expr.name, described(*expr.operand),
-                                kindName(operand.kind())));
+                                kindPhrase(operand.kind())));
   }
 
   Value binary(const Expr &expr, const ScopePtr &scope) {
@@ -540,8 +540,8 @@ private:
                         left.asList().end());
       return repeated;
     }
-    fail(expr.line, fmt::format("'{}' does not apply to a {} and a {}", op,
-                                kindName(left.kind()), kindName(right.kind())));
+    fail(expr.line, fmt::format("'{}' does not apply to {} and {}", op,
+                                kindPhrase(left.kind()), kindPhrase(right.kind())));
   }
 
   static bool contains(const Value &container, const Value &item,
@@ -557,14 +557,14 @@ private:
     case Kind::string:
       if (!item.is(Kind::string))
         fail(expr.line, fmt::format("'in <string>' needs a string on its "
-                                    "left, not a {}",
-                                    kindName(item.kind())));
+                                    "left, not {}",
+                                    kindPhrase(item.kind())));
       return container.asString().find(item.asString()) != std::string::npos;
     default:
       fail(expr.line, fmt::format("'in' needs a list, dict or string on its "
-                                  "right: {} is a {}",
+                                  "right: {} is {}",
                                   described(*expr.operand),
-                                  kindName(container.kind())));
+                                  kindPhrase(container.kind())));
     }
   }
 

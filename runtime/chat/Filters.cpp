@@ -29,8 +29,8 @@ constexpr std::array kFilters = {
 
 [[noreturn]] void notFor(std::string_view filter, const Value &operand,
                          int line) {
-  fail(line, fmt::format("filter '{}' does not apply to a {}", filter,
-                         kindName(operand.kind())));
+  fail(line, fmt::format("filter '{}' does not apply to {}", filter,
+                         kindPhrase(operand.kind())));
 }
 
 const std::string &text(std::string_view filter, const Value &operand,
@@ -110,8 +110,8 @@ bool lessThan(const Value &a, const Value &b, bool caseSensitive, int line) {
   if (a.is(Kind::string) && b.is(Kind::string))
     return caseSensitive ? a.asString() < b.asString()
                          : lower(a.asString()) < lower(b.asString());
-  fail(line, fmt::format("cannot order a {} and a {}", kindName(a.kind()),
-                         kindName(b.kind())));
+  fail(line, fmt::format("cannot order {} and {}", kindPhrase(a.kind()),
+                         kindPhrase(b.kind())));
 }
 
 Value toInteger(const Value &operand, const Value &fallback) {

@@ -28,8 +28,8 @@ const Value &argument(std::string_view test, const std::vector<Value> &arguments
 
 int64_t integer(std::string_view test, const Value &value, int line) {
   if (!value.is(Kind::integer))
-    fail(line, fmt::format("test '{}' applies to integers, not to a {}", test,
-                           kindName(value.kind())));
+    fail(line, fmt::format("test '{}' applies to integers, not to {}", test,
+                           kindPhrase(value.kind())));
   return value.asInteger();
 }
 

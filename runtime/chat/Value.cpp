@@ -254,10 +254,10 @@ bool operator==(const Value &a, const Value &b) {
   }
 }
 
-std::string_view kindName(Value::Kind kind) {
+std::string_view kindPhrase(Value::Kind kind) {
   static constexpr std::string_view kNames[] = {
-      "undefined", "none", "boolean", "integer",   "float",
-      "string",    "list", "dict",    "namespace", "callable"};
+      "undefined",   "none",   "a boolean", "an integer",  "a float",
+      "a string",    "a list", "a dict",    "a namespace", "a callable"};
   return kNames[size_t(kind)];
 }
 

@@ -124,8 +124,8 @@ private:
 // Python's ==: numbers by value, lists and dicts item by item.
 bool operator==(const Value &a, const Value &b);
 
-// The kind's name in error messages ("string", "list", ...).
-std::string_view kindName(Value::Kind kind);
+// The kind in error messages: "a string", "an integer", "none"...
+std::string_view kindPhrase(Value::Kind kind);
 
 // Python's repr() of a float: the shortest text that reads back the same,
 // with ".0" on integral values.
