@@ -11,17 +11,6 @@
 #     --fixtures test/runtime/chat/fixtures
 set -euo pipefail
 
-reference_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/test/runtime/chat/reference"
-stamp="$reference_dir/node_modules/.moe-installed-lock.sha256"
-lock_hash="$(sha256sum "$reference_dir/package-lock.json" | cut -d' ' -f1)"
-
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$lock_hash" ]]; then
-  exit 0
-fi
-if ! command -v npm >/dev/null 2>&1; then
-  echo "npm-jinja-references.sh: npm not found; install Node.js and npm" >&2
-  exit 1
-fi
-(cd "$reference_dir" && npm ci --no-audit --no-fund --loglevel=error)
-echo "$lock_hash" > "$stamp"
-echo "npm-jinja-references.sh: installed into $reference_dir/node_modules"
+scripts="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+exec bash "$scripts/npm-ci-locked.sh" \
+  "$(cd "$scripts/../test/runtime/chat/reference" && pwd)"

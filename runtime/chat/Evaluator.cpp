@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <ctime>
+#include <optional>
 #include <unordered_map>
 
 namespace moe::chat {
@@ -511,14 +512,8 @@ private:
       const std::string &a = left.asString(), &b = right.asString();
       if (op == "+")
         return a + b;
-      if (op == "<")
-        return a < b;
-      if (op == ">")
-        return a > b;
-      if (op == "<=")
-        return a <= b;
-      if (op == ">=")
-        return a >= b;
+      if (std::optional<bool> order = compared(op, a, b))
+        return *order;
     }
     if (op == "+" && left.is(Kind::list) && right.is(Kind::list)) {
       List joined = left.asList();
@@ -568,10 +563,10 @@ private:
     }
   }
 
-  static Value arithmetic(const std::string &op, const Value &left,
-                          const Value &right, int line) {
-    bool integers = !left.is(Kind::floating) && !right.is(Kind::floating);
-    double a = left.asNumber(), b = right.asNumber();
+  // `a op b` for the ordering operators, nothing for the others.
+  template <typename T>
+  static std::optional<bool> compared(const std::string &op, const T &a,
+                                      const T &b) {
     if (op == "<")
       return a < b;
     if (op == ">")
@@ -580,8 +575,22 @@ private:
       return a <= b;
     if (op == ">=")
       return a >= b;
+    return std::nullopt;
+  }
+
+  // Numbers (booleans as 0 and 1): integers stay integers except under /
+  // and negative powers, as in Python.
+  static Value arithmetic(const std::string &op, const Value &left,
+                          const Value &right, int line) {
+    bool integers = !left.is(Kind::floating) && !right.is(Kind::floating);
+    double a = left.asNumber(), b = right.asNumber();
+    if (std::optional<bool> order = compared(op, a, b))
+      return *order;
     if (integers && op != "/" && op != "**") {
-      int64_t x = int64_t(a), y = int64_t(b);
+      auto exact = [](const Value &v) {
+        return v.is(Kind::boolean) ? int64_t(v.asBool()) : v.asInteger();
+      };
+      int64_t x = exact(left), y = exact(right);
       if (op == "+")
         return x + y;
       if (op == "-")

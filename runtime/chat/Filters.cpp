@@ -47,9 +47,11 @@ bool flag(const CallArguments &arguments, size_t index, std::string_view name,
 }
 
 // The items a filter over sequences reads: a list's, a string's characters
-// or a dict's keys.
+// or a dict's keys; none of an undefined value, as Jinja iterates it.
 List items(std::string_view filter, const Value &operand, int line) {
   switch (operand.kind()) {
+  case Kind::undefined:
+    return {};
   case Kind::list:
     return operand.asList();
   case Kind::string: {

@@ -87,6 +87,22 @@ bool isCased(char32_t c) {
          category == UTF8PROC_CATEGORY_LT;
 }
 
+// Each character upper case where `upperHere(first, previousCased)` says
+// so, lower case elsewhere.
+std::string recased(std::string_view text, bool (*upperHere)(bool, bool)) {
+  std::string out;
+  bool first = true, previousCased = false;
+  for (char32_t c : codePoints(text)) {
+    utf8proc_int32_t point = utf8proc_int32_t(c);
+    appendUtf8(out, char32_t(upperHere(first, previousCased)
+                                 ? utf8proc_toupper(point)
+                                 : utf8proc_tolower(point)));
+    first = false;
+    previousCased = isCased(c);
+  }
+  return out;
+}
+
 } // namespace
 
 std::string upper(std::string_view text) {
@@ -98,27 +114,11 @@ std::string lower(std::string_view text) {
 }
 
 std::string title(std::string_view text) {
-  std::string out;
-  bool previousCased = false;
-  for (char32_t c : codePoints(text)) {
-    utf8proc_int32_t point = utf8proc_int32_t(c);
-    appendUtf8(out, char32_t(previousCased ? utf8proc_tolower(point)
-                                           : utf8proc_toupper(point)));
-    previousCased = isCased(c);
-  }
-  return out;
+  return recased(text, [](bool, bool previousCased) { return !previousCased; });
 }
 
 std::string capitalize(std::string_view text) {
-  std::string out;
-  bool first = true;
-  for (char32_t c : codePoints(text)) {
-    utf8proc_int32_t point = utf8proc_int32_t(c);
-    appendUtf8(out, char32_t(first ? utf8proc_toupper(point)
-                                   : utf8proc_tolower(point)));
-    first = false;
-  }
-  return out;
+  return recased(text, [](bool first, bool) { return first; });
 }
 
 } // namespace moe::chat

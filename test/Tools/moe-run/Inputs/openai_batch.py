@@ -30,6 +30,10 @@ def expect_keys(obj, keys, what):
 def main():
     moe_run, plan, source, work = sys.argv[1:5]
     checkpoint = byte_level_checkpoint(source, os.path.join(work, "checkpoint"))
+    run = lambda prompts, answers: subprocess.run(
+        [moe_run, plan, "--checkpoint", checkpoint, "--prompts", prompts,
+         "--output", answers, "--backend", "cpu", "--no-progress"],
+        capture_output=True, text=True)
     requests = [
         completion("text", prompt="Once upon", max_tokens=12),
         completion("ids", prompt=[10, 20, 30, 40], max_tokens=9,
@@ -56,10 +60,7 @@ def main():
     answers = os.path.join(work, "answers.jsonl")
     with open(prompts, "w") as f:
         f.write("\n".join(lines) + "\n")
-    done = subprocess.run([moe_run, plan, "--checkpoint", checkpoint,
-                           "--prompts", prompts, "--output", answers,
-                           "--backend", "cpu", "--no-progress"],
-                          capture_output=True, text=True)
+    done = run(prompts, answers)
     check(done.returncode == 2,
           f"moe-run exits 2 when some requests fail: {done.returncode} "
           f"{done.stderr}")
@@ -129,10 +130,7 @@ def main():
                                       max_tokens=12, stop=[stop])) + "\n")
         f.write(json.dumps(requests[2]) + "\n")
     out2 = os.path.join(work, "again.answers.jsonl")
-    done = subprocess.run([moe_run, plan, "--checkpoint", checkpoint,
-                           "--prompts", again, "--output", out2,
-                           "--backend", "cpu", "--no-progress"],
-                          capture_output=True, text=True)
+    done = run(again, out2)
     check(done.returncode == 0, f"second batch: {done.stderr}")
     with open(out2) as f:
         second = [json.loads(line)["response"]["body"]["choices"][0]
@@ -171,10 +169,7 @@ def main():
             "rendered", prompt="<|user|>Once upon\n<|assistant|>",
             max_tokens=6, temperature=0)) + "\n")
     out3 = os.path.join(work, "chat.answers.jsonl")
-    done = subprocess.run([moe_run, plan, "--checkpoint", checkpoint,
-                           "--prompts", chats, "--output", out3,
-                           "--backend", "cpu", "--no-progress"],
-                          capture_output=True, text=True)
+    done = run(chats, out3)
     check(done.returncode == 2, f"chat batch: {done.returncode} {done.stderr}")
     with open(out3) as f:
         hello, refused, rendered = [json.loads(line) for line in f]
