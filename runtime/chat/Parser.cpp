@@ -13,6 +13,10 @@
 namespace moe::chat {
 namespace {
 
+// Deeper than any real template; a template nested deeper fails with an
+// error instead of overflowing the stack.
+constexpr int kMaxNesting = 200;
+
 class Parser {
 public:
   explicit Parser(const std::vector<Token> &tokens) : tokens_(tokens) {}
@@ -76,6 +80,21 @@ private:
     return tokens_[at_++].text;
   }
 
+  // One level of nesting (a block, a parenthesis, an operator's operand)
+  // while it lives.
+  class Nested {
+  public:
+    Nested(Parser &parser) : parser_(parser) {
+      if (++parser_.depth_ > kMaxNesting)
+        fail(parser_.line(), fmt::format("nested deeper than {} levels",
+                                         kMaxNesting));
+    }
+    ~Nested() { --parser_.depth_; }
+
+  private:
+    Parser &parser_;
+  };
+
   // ---- statements
 
   Stmt statement() {
@@ -122,6 +141,7 @@ private:
   }
 
   Stmt block() {
+    Nested nested(*this);
     int line = this->line();
     std::string name = identifier("a statement name");
     if (name == "set")
@@ -294,6 +314,7 @@ private:
   }
 
   ExprPtr expression() {
+    Nested nested(*this);
     int line = this->line();
     ExprPtr value = orExpression();
     if (!isWord("if"))
@@ -337,6 +358,7 @@ private:
   ExprPtr notExpression() {
     if (!isWord("not"))
       return comparison();
+    Nested nested(*this);
     ExprPtr negation = node(Expr::Kind::unary, line());
     ++at_;
     negation->name = "not";
@@ -441,6 +463,7 @@ private:
 
   ExprPtr unary() {
     if (isKind(TokenKind::unarySign) || isSymbol("-") || isSymbol("+")) {
+      Nested nested(*this);
       ExprPtr sign = node(Expr::Kind::unary, line());
       sign->name = take().text;
       sign->operand = unary();
@@ -596,6 +619,7 @@ private:
 
   const std::vector<Token> &tokens_;
   size_t at_ = 0;
+  int depth_ = 0;
 };
 
 } // namespace

@@ -96,16 +96,15 @@ std::string readBody(const nlohmann::ordered_json &orderedBody,
   static constexpr std::array kShared = {
       "model", "max_tokens", "temperature",    "top_p", "top_k", "seed",
       "stop",  "n",          "stop_token_ids", "stream", "user"};
-  static constexpr std::array kChatOnly = {"max_completion_tokens"};
+  auto listed = [](const auto &names, const std::string &key) {
+    return std::find(names.begin(), names.end(), key) != names.end();
+  };
   nlohmann::json body(orderedBody);
   for (const auto &[key, value] : body.items()) {
-    bool known =
-        std::find(kShared.begin(), kShared.end(), key) != kShared.end() ||
-        (echo.chat ? std::find(kChatFields.begin(), kChatFields.end(), key) !=
-                             kChatFields.end() ||
-                         std::find(kChatOnly.begin(), kChatOnly.end(), key) !=
-                             kChatOnly.end()
-                   : key == "prompt");
+    bool known = listed(kShared, key) ||
+                 (echo.chat ? listed(kChatFields, key) ||
+                                  key == "max_completion_tokens"
+                            : key == "prompt");
     if (!known)
       return fmt::format("body field \"{}\" is not supported{}", key,
                          !echo.chat && key == "messages"
@@ -153,7 +152,7 @@ std::string parseBatchRequest(const nlohmann::ordered_json &line,
                               const ChatPrompting &chat,
                               const SamplingParams &jobSampling,
                               Request &request, BatchEcho &echo) {
-  echo.customId = nlohmann::json(line["custom_id"]);
+  echo.customId = nlohmann::json(line.at("custom_id"));
   for (const auto &[key, value] : line.items())
     if (key != "custom_id" && key != "method" && key != "url" && key != "body")
       return fmt::format("\"{}\" is not supported (a batch line holds "

@@ -289,6 +289,13 @@ TEST(TemplateErrors, MalformedTemplates) {
             "error: t line 1: a for loop's target must be a name or names");
   EXPECT_EQ(render("{{ '\\q' }}"),
             "error: t line 1: unknown escape \\q in a string literal");
+  EXPECT_EQ(render("{{ " + std::string(1000, '(') + "1" +
+                   std::string(1000, ')') + " }}"),
+            "error: t line 1: nested deeper than 200 levels");
+  std::string deep;
+  for (int i = 0; i < 300; ++i)
+    deep += "{% if true %}";
+  EXPECT_EQ(render(deep), "error: t line 1: nested deeper than 200 levels");
 }
 
 TEST(TemplateErrors, RenderingErrorsNameTheLine) {
