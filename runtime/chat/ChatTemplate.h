@@ -8,7 +8,8 @@
 // Rendering follows transformers (Python's Jinja) where the reference
 // @huggingface/jinja departs from it: none prints "None", booleans "True",
 // lists and dicts as Python's repr; strip('\n') strips only the characters
-// given; selectattr on a missing attribute tests it as undefined.
+// given; selectattr on a missing attribute tests it as undefined. Unlike
+// Python, integers have 64 bits: an overflow is an error.
 #pragma once
 
 #include "runtime/chat/Template.h"

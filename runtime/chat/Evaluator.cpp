@@ -21,6 +21,9 @@ using Kind = Value::Kind;
 // Deep enough for any real template, shallow enough to fail before the
 // stack does on a macro that calls itself forever.
 constexpr int kMaxCallDepth = 256;
+// The most bytes or items one repetition or range() makes: far beyond any
+// prompt, short of exhausting memory.
+constexpr uint64_t kMaxItems = uint64_t{1} << 28;
 
 struct Scope {
   std::shared_ptr<Scope> parent;
@@ -253,10 +256,12 @@ private:
     Dict kwargs;
     for (size_t i = parameters.size(); i < arguments.positional.size(); ++i)
       varargs.push_back(arguments.positional[i]);
-    for (const auto &[name, value] : arguments.keywords)
+    for (const auto &keyword : arguments.keywords)
       if (std::none_of(parameters.begin(), parameters.end(),
-                       [&](const Parameter &p) { return p.name == name; }))
-        kwargs.set(name, value);
+                       [&](const Parameter &p) {
+                         return p.name == keyword.first;
+                       }))
+        kwargs.set(keyword.first, keyword.second);
     for (size_t i = 0; i < parameters.size(); ++i) {
       const Parameter &parameter = parameters[i];
       if (const Value *given = arguments.get(i, parameter.name))
@@ -474,6 +479,8 @@ private:
     if (operand.is(Kind::integer) || operand.is(Kind::boolean)) {
       int64_t value = operand.is(Kind::boolean) ? operand.asBool()
                                                 : operand.asInteger();
+      if (expr.name == "-" && value == INT64_MIN)
+        fail(expr.line, "integer overflow in unary '-'");
       return expr.name == "-" ? -value : value;
     }
     if (operand.is(Kind::floating))
@@ -523,6 +530,11 @@ private:
     if (op == "*" && (left.is(Kind::string) || left.is(Kind::list)) &&
         right.is(Kind::integer)) {
       int64_t times = std::max<int64_t>(0, right.asInteger());
+      size_t each = left.is(Kind::string) ? left.asString().size()
+                                          : left.asList().size();
+      if (each > 0 && uint64_t(times) > kMaxItems / each)
+        fail(expr.line, fmt::format("'*' would make more than {} items",
+                                    kMaxItems));
       if (left.is(Kind::string)) {
         std::string repeated;
         for (int64_t i = 0; i < times; ++i)
@@ -590,13 +602,15 @@ private:
       auto exact = [](const Value &v) {
         return v.is(Kind::boolean) ? int64_t(v.asBool()) : v.asInteger();
       };
-      int64_t x = exact(left), y = exact(right);
-      if (op == "+")
-        return x + y;
-      if (op == "-")
-        return x - y;
-      if (op == "*")
-        return x * y;
+      int64_t x = exact(left), y = exact(right), result;
+      // Python's integers have no bound; these do, and say so.
+      if ((op == "+" && __builtin_add_overflow(x, y, &result)) ||
+          (op == "-" && __builtin_sub_overflow(x, y, &result)) ||
+          (op == "*" && __builtin_mul_overflow(x, y, &result)) ||
+          (y == -1 && x == INT64_MIN))
+        fail(line, fmt::format("integer overflow in {} {} {}", x, op, y));
+      if (op == "+" || op == "-" || op == "*")
+        return result;
       if (y == 0)
         fail(line, "division by zero");
       // Python's floor division and modulo: rounded toward -infinity.
@@ -614,7 +628,11 @@ private:
       return a * b;
     if (op == "**") {
       double power = std::pow(a, b);
-      return integers && b >= 0 ? Value(int64_t(power)) : Value(power);
+      if (!integers || b < 0)
+        return power;
+      if (!(std::fabs(power) < 0x1p63))
+        fail(line, fmt::format("integer overflow in {} ** {}", a, b));
+      return int64_t(power);
     }
     if (b == 0)
       fail(line, "division by zero");
@@ -656,9 +674,18 @@ Value range(const CallArguments &arguments) {
   int64_t step = bounds.size() == 3 ? bounds[2] : 1;
   if (step == 0)
     fail(0, "range() step cannot be zero");
+  // Counted in unsigned arithmetic, which wraps where int64_t would
+  // overflow.
+  uint64_t span = step > 0
+                      ? (stop > start ? uint64_t(stop) - uint64_t(start) : 0)
+                      : (start > stop ? uint64_t(start) - uint64_t(stop) : 0);
+  uint64_t stride = step > 0 ? uint64_t(step) : 0 - uint64_t(step);
+  uint64_t count = span / stride + (span % stride != 0);
+  if (count > kMaxItems)
+    fail(0, fmt::format("range() of more than {} items", kMaxItems));
   List out;
-  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
-    out.push_back(i);
+  for (uint64_t k = 0; k < count; ++k)
+    out.push_back(int64_t(uint64_t(start) + k * uint64_t(step)));
   return out;
 }
 

@@ -74,6 +74,13 @@ List items(std::string_view filter, const Value &operand, int line) {
   }
 }
 
+// `text` as a list index: decimal digits that fit.
+bool readIndex(const std::string &text, size_t &index) {
+  const char *end = text.data() + text.size();
+  auto [stop, error] = std::from_chars(text.data(), end, index);
+  return !text.empty() && error == std::errc() && stop == end;
+}
+
 // An item's attribute by a dotted path ("function.name", "0"), undefined
 // where the path leads nowhere.
 Value attributeOf(const Value &item, const std::string &path) {
@@ -88,10 +95,8 @@ Value attributeOf(const Value &item, const std::string &path) {
     } else if (value.is(Kind::nameSpace)) {
       const Value *found = value.asNamespace().attributes.find(part);
       value = found ? *found : Value();
-    } else if (value.is(Kind::list) && !part.empty() &&
-               std::all_of(part.begin(), part.end(),
-                           [](char c) { return c >= '0' && c <= '9'; })) {
-      size_t index = std::stoul(part);
+    } else if (size_t index = 0;
+               value.is(Kind::list) && readIndex(part, index)) {
       value = index < value.asList().size() ? value.asList()[index] : Value();
     } else {
       return Value();
@@ -402,8 +407,11 @@ Value applyFilter(std::string_view name, const Value &operand,
                                 ? *arguments.get(0, "default")
                                 : Value(0.0));
   if (name == "abs") {
-    if (operand.is(Kind::integer))
+    if (operand.is(Kind::integer)) {
+      if (operand.asInteger() == INT64_MIN)
+        fail(line, "integer overflow in abs");
       return int64_t(std::llabs(operand.asInteger()));
+    }
     if (operand.is(Kind::floating))
       return std::fabs(operand.asNumber());
     notFor(name, operand, line);

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cstdlib>
 
 namespace moe::chat {
@@ -506,7 +507,7 @@ private:
         } else if (name.kind == TokenKind::integer) {
           access = node(Expr::Kind::index, line);
           access->operand = node(Expr::Kind::literal, line);
-          access->operand->literal = int64_t(std::stoll(name.text));
+          access->operand->literal = integerLiteral(name);
         } else {
           fail(line, "expected a name or an integer after '.'");
         }
@@ -556,6 +557,17 @@ private:
     return slice;
   }
 
+  static int64_t integerLiteral(const Token &token) {
+    int64_t value = 0;
+    const char *begin = token.text.data(), *end = begin + token.text.size();
+    begin += *begin == '+';
+    auto [stop, error] = std::from_chars(begin, end, value);
+    if (error != std::errc() || stop != end)
+      fail(token.line,
+           fmt::format("integer {} does not fit in 64 bits", token.text));
+    return value;
+  }
+
   ExprPtr primary() {
     int line = this->line();
     const Token &token = take();
@@ -564,7 +576,7 @@ private:
     case TokenKind::floating: {
       ExprPtr literal = node(Expr::Kind::literal, line);
       literal->literal = token.kind == TokenKind::integer
-                             ? Value(int64_t(std::stoll(token.text)))
+                             ? Value(integerLiteral(token))
                              : Value(std::strtod(token.text.c_str(), nullptr));
       return literal;
     }

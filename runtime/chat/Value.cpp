@@ -35,6 +35,10 @@ const Value *CallArguments::get(size_t index, std::string_view name) const {
   return index < positional.size() ? &positional[index] : keyword(name);
 }
 
+Value::Value(List list) : data_(std::make_shared<List>(std::move(list))) {}
+
+Value::Value(Dict dict) : data_(std::make_shared<Dict>(std::move(dict))) {}
+
 Value Value::none() {
   Value value;
   value.data_ = None{};

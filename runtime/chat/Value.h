@@ -20,44 +20,12 @@
 
 namespace moe::chat {
 
+class Dict;
+struct Namespace;
+struct Callable;
 class Value;
 
 using List = std::vector<Value>;
-
-// A dict or a namespace's attributes, in insertion order.
-class Dict {
-public:
-  const Value *find(std::string_view key) const;
-  void set(std::string key, Value value);
-  const std::vector<std::pair<std::string, Value>> &entries() const {
-    return entries_;
-  }
-  size_t size() const { return entries_.size(); }
-
-private:
-  std::vector<std::pair<std::string, Value>> entries_;
-};
-
-struct Namespace {
-  Dict attributes;
-};
-
-// The arguments of one call: positional, then keyword ones in call order;
-// `caller` is the body of a `{% call %}` block, when the call is one.
-struct CallArguments {
-  std::vector<Value> positional;
-  std::vector<std::pair<std::string, Value>> keywords;
-  std::shared_ptr<const struct Callable> caller;
-
-  const Value *keyword(std::string_view name) const;
-  // Positional `index`, else keyword `name`, else nullptr.
-  const Value *get(size_t index, std::string_view name) const;
-};
-
-struct Callable {
-  std::string name; // in error messages
-  std::function<Value(const CallArguments &)> call;
-};
 
 class Value {
 public:
@@ -82,8 +50,8 @@ public:
   Value(double value) : data_(value) {}
   Value(std::string value) : data_(std::move(value)) {}
   Value(const char *value) : data_(std::string(value)) {}
-  Value(List list) : data_(std::make_shared<List>(std::move(list))) {}
-  Value(Dict dict) : data_(std::make_shared<Dict>(std::move(dict))) {}
+  Value(List list);
+  Value(Dict dict);
   Value(std::shared_ptr<Namespace> ns) : data_(std::move(ns)) {}
   Value(std::shared_ptr<const Callable> callable)
       : data_(std::move(callable)) {}
@@ -119,6 +87,41 @@ private:
                std::shared_ptr<List>, std::shared_ptr<Dict>,
                std::shared_ptr<Namespace>, std::shared_ptr<const Callable>>
       data_;
+};
+
+// A dict or a namespace's attributes, in insertion order.
+class Dict {
+public:
+  const Value *find(std::string_view key) const;
+  void set(std::string key, Value value);
+  const std::vector<std::pair<std::string, Value>> &entries() const {
+    return entries_;
+  }
+  size_t size() const { return entries_.size(); }
+
+private:
+  std::vector<std::pair<std::string, Value>> entries_;
+};
+
+struct Namespace {
+  Dict attributes;
+};
+
+// The arguments of one call: positional, then keyword ones in call order;
+// `caller` is the body of a `{% call %}` block, when the call is one.
+struct CallArguments {
+  std::vector<Value> positional;
+  std::vector<std::pair<std::string, Value>> keywords;
+  std::shared_ptr<const Callable> caller;
+
+  const Value *keyword(std::string_view name) const;
+  // Positional `index`, else keyword `name`, else nullptr.
+  const Value *get(size_t index, std::string_view name) const;
+};
+
+struct Callable {
+  std::string name; // in error messages
+  std::function<Value(const CallArguments &)> call;
 };
 
 // Python's ==: numbers by value, lists and dicts item by item.

@@ -319,6 +319,15 @@ TEST(TemplateErrors, RenderingErrorsNameTheLine) {
             "error: t line 1: macro 'f' nests deeper than 256 calls");
   EXPECT_EQ(render("{% set a, b = [1] %}"),
             "error: t line 1: cannot unpack 1 values into 2 names");
+  EXPECT_EQ(render("{{ 99999999999999999999 }}"),
+            "error: t line 1: integer 99999999999999999999 does not fit in 64 "
+            "bits");
+  EXPECT_EQ(render("{{ 9223372036854775807 + 1 }}"),
+            "error: t line 1: integer overflow in 9223372036854775807 + 1");
+  EXPECT_EQ(render("{{ 'ab' * 1000000000 }}"),
+            "error: t line 1: '*' would make more than 268435456 items");
+  EXPECT_EQ(render("{{ range(1000000000) | length }}"),
+            "error: t line 1: range() of more than 268435456 items");
 }
 
 } // namespace
