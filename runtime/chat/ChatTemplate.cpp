@@ -22,7 +22,8 @@ Result<std::string> readFile(const std::filesystem::path &path) {
 // token object holding its "content".
 Json specialTokensOf(const Json &config) {
   Json tokens = Json::object();
-  for (const char *name : {"bos_token", "eos_token", "unk_token", "pad_token"}) {
+  for (const char *name :
+       {"bos_token", "eos_token", "unk_token", "pad_token"}) {
     auto it = config.find(name);
     if (it == config.end())
       continue;
@@ -99,7 +100,8 @@ Result<ChatTemplate> ChatTemplate::fromSource(std::string_view source,
   return ChatTemplate(std::move(compiled), std::move(specialTokens));
 }
 
-Result<std::string> ChatTemplate::render(const Conversation &conversation) const {
+Result<std::string>
+ChatTemplate::render(const Conversation &conversation) const {
   if (!conversation.messages.is_array() || conversation.messages.empty())
     return makeError("\"messages\" must be a non-empty list of messages");
   for (const Json &message : conversation.messages)
@@ -113,9 +115,10 @@ Result<std::string> ChatTemplate::render(const Conversation &conversation) const
 
   // The variables in the order transformers passes them; the request's
   // kwargs may replace special tokens but not the conversation.
-  Json variables = {{"messages", conversation.messages},
-                    {"tools", conversation.tools},
-                    {"add_generation_prompt", conversation.addGenerationPrompt}};
+  Json variables = {
+      {"messages", conversation.messages},
+      {"tools", conversation.tools},
+      {"add_generation_prompt", conversation.addGenerationPrompt}};
   for (const auto &[name, value] : specialTokens_.items())
     variables[name] = value;
   if (conversation.kwargs.is_object())

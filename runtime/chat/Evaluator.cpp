@@ -137,7 +137,8 @@ private:
       return Flow::normal;
     case Stmt::Kind::set:
       assign(*stmt.target,
-             stmt.value ? eval(*stmt.value, scope) : Value(captured(stmt.body, scope)),
+             stmt.value ? eval(*stmt.value, scope)
+                        : Value(captured(stmt.body, scope)),
              scope, stmt.line);
       return Flow::normal;
     case Stmt::Kind::macro:
@@ -188,10 +189,10 @@ private:
     if (target.kind == Expr::Kind::attribute) {
       Value object = eval(*target.object, scope);
       if (!object.is(Kind::nameSpace))
-        fail(line, fmt::format("cannot set an attribute of {} ({}): only "
-                               "namespace() objects take assignments",
-                               described(*target.object),
-                               kindPhrase(object.kind())));
+        fail(line,
+             fmt::format("cannot set an attribute of {} ({}): only "
+                         "namespace() objects take assignments",
+                         described(*target.object), kindPhrase(object.kind())));
       object.asNamespace().attributes.set(target.name, value);
       return;
     }
@@ -212,9 +213,9 @@ private:
       items = applyFilter("list", iterable, {}, stmt.line).asList();
       break;
     default:
-      fail(stmt.line, fmt::format("cannot loop over {} ({})",
-                                  described(*stmt.value),
-                                  kindPhrase(iterable.kind())));
+      fail(stmt.line,
+           fmt::format("cannot loop over {} ({})", described(*stmt.value),
+                       kindPhrase(iterable.kind())));
     }
     ScopePtr loopScope = childOf(scope);
     if (stmt.condition) {
@@ -257,10 +258,9 @@ private:
     for (size_t i = parameters.size(); i < arguments.positional.size(); ++i)
       varargs.push_back(arguments.positional[i]);
     for (const auto &keyword : arguments.keywords)
-      if (std::none_of(parameters.begin(), parameters.end(),
-                       [&](const Parameter &p) {
-                         return p.name == keyword.first;
-                       }))
+      if (std::none_of(
+              parameters.begin(), parameters.end(),
+              [&](const Parameter &p) { return p.name == keyword.first; }))
         kwargs.set(keyword.first, keyword.second);
     for (size_t i = 0; i < parameters.size(); ++i) {
       const Parameter &parameter = parameters[i];
@@ -277,26 +277,27 @@ private:
 
   Value macro(const Stmt &stmt, const ScopePtr &definedIn) {
     std::weak_ptr<Scope> weakScope = definedIn;
-    return function(stmt.text, [this, &stmt,
-                                weakScope](const CallArguments &arguments) {
-      if (++depth_ > kMaxCallDepth)
-        fail(stmt.line, fmt::format("macro '{}' nests deeper than {} calls",
-                                    stmt.text, kMaxCallDepth));
-      ScopePtr scope = childOf(weakScope.lock());
-      bindParameters(stmt.parameters, arguments, scope);
-      if (arguments.caller)
-        scope->variables["caller"] = Value(arguments.caller);
-      std::string text = captured(stmt.body, scope);
-      --depth_;
-      return Value(std::move(text));
-    });
+    return function(
+        stmt.text, [this, &stmt, weakScope](const CallArguments &arguments) {
+          if (++depth_ > kMaxCallDepth)
+            fail(stmt.line, fmt::format("macro '{}' nests deeper than {} calls",
+                                        stmt.text, kMaxCallDepth));
+          ScopePtr scope = childOf(weakScope.lock());
+          bindParameters(stmt.parameters, arguments, scope);
+          if (arguments.caller)
+            scope->variables["caller"] = Value(arguments.caller);
+          std::string text = captured(stmt.body, scope);
+          --depth_;
+          return Value(std::move(text));
+        });
   }
 
   Value callBlock(const Stmt &stmt, const ScopePtr &scope) {
     const Expr &call = *stmt.value;
     Value callee = eval(*call.object, scope);
     if (!callee.is(Kind::callable))
-      fail(stmt.line, fmt::format("{} is not a macro", described(*call.object)));
+      fail(stmt.line,
+           fmt::format("{} is not a macro", described(*call.object)));
     CallArguments arguments = evalArguments(call.arguments, scope);
     arguments.caller = std::make_shared<const Callable>(Callable{
         "caller", [this, &stmt, scope](const CallArguments &callerArguments) {
@@ -437,8 +438,8 @@ private:
         bounds[i] = eval(*expr.items[i], scope);
     if (object.is(Kind::list)) {
       List out;
-      for (size_t i : sliceIndices(object.asList().size(), bounds[0],
-                                   bounds[1], bounds[2], expr.line))
+      for (size_t i : sliceIndices(object.asList().size(), bounds[0], bounds[1],
+                                   bounds[2], expr.line))
         out.push_back(object.asList()[i]);
       return out;
     }
@@ -449,8 +450,7 @@ private:
         out.push_back(points[i]);
       return toUtf8(out);
     }
-    fail(expr.line, fmt::format("cannot slice {} ({})",
-                                described(*expr.object),
+    fail(expr.line, fmt::format("cannot slice {} ({})", described(*expr.object),
                                 kindPhrase(object.kind())));
   }
 
@@ -461,13 +461,13 @@ private:
         Value object = eval(*expr.object->object, scope);
         if (object.is(Kind::string) || object.is(Kind::dict) ||
             object.is(Kind::list))
-          fail(expr.line, fmt::format("method '{}' of {} is not supported",
-                                      expr.object->name,
-                                      kindPhrase(object.kind())));
+          fail(expr.line,
+               fmt::format("method '{}' of {} is not supported",
+                           expr.object->name, kindPhrase(object.kind())));
       }
-      fail(expr.line, fmt::format("{} is not callable (it is {})",
-                                  described(*expr.object),
-                                  kindPhrase(callee.kind())));
+      fail(expr.line,
+           fmt::format("{} is not callable (it is {})", described(*expr.object),
+                       kindPhrase(callee.kind())));
     }
     return invoke(callee, evalArguments(expr.arguments, scope), expr.line);
   }
@@ -477,17 +477,17 @@ private:
     if (expr.name == "not")
       return !operand.truthy();
     if (operand.is(Kind::integer) || operand.is(Kind::boolean)) {
-      int64_t value = operand.is(Kind::boolean) ? operand.asBool()
-                                                : operand.asInteger();
+      int64_t value =
+          operand.is(Kind::boolean) ? operand.asBool() : operand.asInteger();
       if (expr.name == "-" && value == INT64_MIN)
         fail(expr.line, "integer overflow in unary '-'");
       return expr.name == "-" ? -value : value;
     }
     if (operand.is(Kind::floating))
       return expr.name == "-" ? -operand.asNumber() : operand.asNumber();
-    fail(expr.line, fmt::format("unary '{}' does not apply to {} ({})",
-                                expr.name, described(*expr.operand),
-                                kindPhrase(operand.kind())));
+    fail(expr.line,
+         fmt::format("unary '{}' does not apply to {} ({})", expr.name,
+                     described(*expr.operand), kindPhrase(operand.kind())));
   }
 
   Value binary(const Expr &expr, const ScopePtr &scope) {
@@ -530,11 +530,11 @@ private:
     if (op == "*" && (left.is(Kind::string) || left.is(Kind::list)) &&
         right.is(Kind::integer)) {
       int64_t times = std::max<int64_t>(0, right.asInteger());
-      size_t each = left.is(Kind::string) ? left.asString().size()
-                                          : left.asList().size();
+      size_t each =
+          left.is(Kind::string) ? left.asString().size() : left.asList().size();
       if (each > 0 && uint64_t(times) > kMaxItems / each)
-        fail(expr.line, fmt::format("'*' would make more than {} items",
-                                    kMaxItems));
+        fail(expr.line,
+             fmt::format("'*' would make more than {} items", kMaxItems));
       if (left.is(Kind::string)) {
         std::string repeated;
         for (int64_t i = 0; i < times; ++i)
@@ -547,8 +547,9 @@ private:
                         left.asList().end());
       return repeated;
     }
-    fail(expr.line, fmt::format("'{}' does not apply to {} and {}", op,
-                                kindPhrase(left.kind()), kindPhrase(right.kind())));
+    fail(expr.line,
+         fmt::format("'{}' does not apply to {} and {}", op,
+                     kindPhrase(left.kind()), kindPhrase(right.kind())));
   }
 
   static bool contains(const Value &container, const Value &item,
@@ -568,10 +569,10 @@ private:
                                     kindPhrase(item.kind())));
       return container.asString().find(item.asString()) != std::string::npos;
     default:
-      fail(expr.line, fmt::format("'in' needs a list, dict or string on its "
-                                  "right: {} is {}",
-                                  described(*expr.operand),
-                                  kindPhrase(container.kind())));
+      fail(expr.line,
+           fmt::format("'in' needs a list, dict or string on its "
+                       "right: {} is {}",
+                       described(*expr.operand), kindPhrase(container.kind())));
     }
   }
 
@@ -690,16 +691,15 @@ Value range(const CallArguments &arguments) {
 }
 
 Value strftimeNow(const CallArguments &arguments) {
-  if (arguments.positional.empty() ||
-      !arguments.positional[0].is(Kind::string))
+  if (arguments.positional.empty() || !arguments.positional[0].is(Kind::string))
     fail(0, "strftime_now() needs a format string");
   std::time_t now = std::time(nullptr);
   std::tm local{};
   localtime_r(&now, &local);
   char buffer[256];
-  size_t length = std::strftime(buffer, sizeof(buffer),
-                                arguments.positional[0].asString().c_str(),
-                                &local);
+  size_t length =
+      std::strftime(buffer, sizeof(buffer),
+                    arguments.positional[0].asString().c_str(), &local);
   return std::string(buffer, length);
 }
 

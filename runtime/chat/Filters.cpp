@@ -20,11 +20,11 @@ namespace {
 using Kind = Value::Kind;
 
 constexpr std::array kFilters = {
-    "abs",      "capitalize", "count",   "d",          "default", "dictsort",
-    "first",    "float",      "indent",  "int",        "items",   "join",
-    "last",     "length",     "list",    "lower",      "map",     "reject",
-    "rejectattr", "replace",  "reverse", "safe",       "select",  "selectattr",
-    "sort",     "string",     "title",   "tojson",     "trim",    "unique",
+    "abs",        "capitalize", "count",   "d",      "default", "dictsort",
+    "first",      "float",      "indent",  "int",    "items",   "join",
+    "last",       "length",     "list",    "lower",  "map",     "reject",
+    "rejectattr", "replace",    "reverse", "safe",   "select",  "selectattr",
+    "sort",       "string",     "title",   "tojson", "trim",    "unique",
     "upper"};
 
 [[noreturn]] void notFor(std::string_view filter, const Value &operand,
@@ -88,7 +88,8 @@ Value attributeOf(const Value &item, const std::string &path) {
   size_t at = 0;
   while (true) {
     size_t dot = path.find('.', at);
-    std::string part = path.substr(at, dot == std::string::npos ? dot : dot - at);
+    std::string part =
+        path.substr(at, dot == std::string::npos ? dot : dot - at);
     if (value.is(Kind::dict)) {
       const Value *found = value.asDict().find(part);
       value = found ? *found : Value();
@@ -207,8 +208,8 @@ Value selected(std::string_view filter, const Value &operand,
   if (next < arguments.positional.size()) {
     const Value &name = arguments.positional[next++];
     if (!name.is(Kind::string) || !isTest(name.asString()))
-      fail(line, fmt::format("{}: test {} is not supported", filter,
-                             name.repr()));
+      fail(line,
+           fmt::format("{}: test {} is not supported", filter, name.repr()));
     test = name.asString();
     testArguments.assign(arguments.positional.begin() + long(next),
                          arguments.positional.end());
@@ -236,16 +237,15 @@ Value mapped(const Value &operand, const CallArguments &arguments, int line) {
     }
     return out;
   }
-  if (arguments.positional.empty() ||
-      !arguments.positional[0].is(Kind::string))
+  if (arguments.positional.empty() || !arguments.positional[0].is(Kind::string))
     fail(line, "map needs a filter name or attribute=");
   const std::string &filter = arguments.positional[0].asString();
   if (!isFilter(filter))
     fail(line, fmt::format("map: filter '{}' is not supported", filter));
-  CallArguments rest{{arguments.positional.begin() + 1,
-                      arguments.positional.end()},
-                     arguments.keywords,
-                     nullptr};
+  CallArguments rest{
+      {arguments.positional.begin() + 1, arguments.positional.end()},
+      arguments.keywords,
+      nullptr};
   for (const Value &item : items("map", operand, line))
     out.push_back(applyFilter(filter, item, rest, line));
   return out;
@@ -332,8 +332,8 @@ Value applyFilter(std::string_view name, const Value &operand,
     for (size_t i = 0; i < list.size(); ++i) {
       if (i && separator)
         out += separator->str();
-      out += (attribute ? attributeOf(list[i], attribute->str()) : list[i])
-                 .str();
+      out +=
+          (attribute ? attributeOf(list[i], attribute->str()) : list[i]).str();
     }
     return out;
   }
@@ -371,13 +371,11 @@ Value applyFilter(std::string_view name, const Value &operand,
     auto key = [&](const Value &item) {
       return attribute ? attributeOf(item, attribute->str()) : item;
     };
-    std::stable_sort(list.begin(), list.end(),
-                     [&](const Value &a, const Value &b) {
-                       return reverse
-                                  ? lessThan(key(b), key(a), caseSensitive, line)
-                                  : lessThan(key(a), key(b), caseSensitive,
-                                             line);
-                     });
+    std::stable_sort(
+        list.begin(), list.end(), [&](const Value &a, const Value &b) {
+          return reverse ? lessThan(key(b), key(a), caseSensitive, line)
+                         : lessThan(key(a), key(b), caseSensitive, line);
+        });
     return list;
   }
   if (name == "unique") {

@@ -126,9 +126,9 @@ public:
 private:
   void newline(int depth, std::string &out) const {
     if (format_.indent)
-      out += "\n" + std::string(size_t(std::max<int64_t>(0, *format_.indent) *
-                                       depth),
-                                ' ');
+      out += "\n" +
+             std::string(size_t(std::max<int64_t>(0, *format_.indent) * depth),
+                         ' ');
   }
 
   const JsonFormat &format_;

@@ -127,11 +127,10 @@ Source prepared(std::string_view template_) {
 }
 
 // Longest first where one symbol starts another ("**" before "*").
-constexpr std::array kSymbols = {"{%", "%}", "{{", "}}", "(",  ")",  "{",
-                                 "}",  "[",  "]",  ",",  ".",  ":",  "|",
-                                 "<=", ">=", "==", "!=", "<",  ">",  "+",
-                                 "-",  "~",  "**", "*",  "//", "/",  "%",
-                                 "="};
+constexpr std::array kSymbols = {
+    "{%", "%}", "{{", "}}", "(",  ")",  "{",  "}",  "[", "]",
+    ",",  ".",  ":",  "|",  "<=", ">=", "==", "!=", "<", ">",
+    "+",  "-",  "~",  "**", "*",  "//", "/",  "%",  "="};
 
 bool isWordChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -221,8 +220,7 @@ private:
                : source_.lines[std::min(at_, source_.lines.size() - 1)];
   }
   bool starts(std::string_view prefix) const {
-    return std::string_view(source_.text).substr(at_, prefix.size()) ==
-           prefix;
+    return std::string_view(source_.text).substr(at_, prefix.size()) == prefix;
   }
   void push(TokenKind kind, std::string text) {
     tokens_.push_back({kind, std::move(text), line()});
@@ -260,8 +258,7 @@ private:
     const Token &last = tokens_.back();
     return last.kind == TokenKind::identifier ||
            last.kind == TokenKind::integer ||
-           last.kind == TokenKind::floating ||
-           last.kind == TokenKind::string ||
+           last.kind == TokenKind::floating || last.kind == TokenKind::string ||
            (last.kind == TokenKind::symbol &&
             (last.text == ")" || last.text == "]"));
   }
@@ -352,8 +349,8 @@ private:
       static constexpr std::string_view kTo = "\n\t\r\b\f\v'\"\\";
       size_t which = kFrom.find(escaped);
       if (which == std::string_view::npos)
-        fail(line(), fmt::format("unknown escape \\{} in a string literal",
-                                 escaped));
+        fail(line(),
+             fmt::format("unknown escape \\{} in a string literal", escaped));
       value.push_back(kTo[which]);
     }
     ++at_;

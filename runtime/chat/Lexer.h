@@ -19,9 +19,9 @@ enum class TokenKind {
   identifier,
   integer,
   floating,
-  string,     // a literal, its escapes resolved
-  symbol,     // punctuation and operators: ( ) [ ] { } , . : | = + - ~ ...
-  unarySign,  // + or - that cannot be binary where it stands
+  string,    // a literal, its escapes resolved
+  symbol,    // punctuation and operators: ( ) [ ] { } , . : | = + - ~ ...
+  unarySign, // + or - that cannot be binary where it stands
 };
 
 struct Token {

@@ -20,8 +20,7 @@ const std::string &stringArgument(const CallArguments &arguments, size_t index,
 }
 
 // startswith/endswith: a string or a tuple of strings to try.
-bool affixMatches(const std::string &text, const Value &affixes,
-                  bool atStart) {
+bool affixMatches(const std::string &text, const Value &affixes, bool atStart) {
   auto matches = [&](const Value &affix) {
     if (!affix.is(Kind::string))
       return false;
@@ -37,7 +36,8 @@ bool affixMatches(const std::string &text, const Value &affixes,
   return matches(affixes);
 }
 
-Value boundMethod(std::string name, std::function<Value(const CallArguments &)> call) {
+Value boundMethod(std::string name,
+                  std::function<Value(const CallArguments &)> call) {
   return Value(std::make_shared<const Callable>(
       Callable{std::move(name), std::move(call)}));
 }
@@ -60,8 +60,7 @@ Value stringMethod(const std::string &text, const std::string &name) {
         set.assign(points.begin(), points.end());
       }
       return Value(stripped(text, name != "rstrip", name != "lstrip",
-                            chars && chars->is(Kind::string) ? &set
-                                                             : nullptr));
+                            chars && chars->is(Kind::string) ? &set : nullptr));
     });
   if (name == "startswith" || name == "endswith")
     return boundMethod(name, [text, name](const CallArguments &arguments) {
@@ -143,8 +142,8 @@ List split(const std::string &text, const std::string *separator,
         size_t end = points.size();
         while (end > at && isPythonSpace(points[end - 1]))
           --end;
-        parts.push_back(toUtf8({points.begin() + long(at),
-                                points.begin() + long(end)}));
+        parts.push_back(
+            toUtf8({points.begin() + long(at), points.begin() + long(end)}));
         break;
       }
       size_t end = at;

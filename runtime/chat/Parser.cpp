@@ -46,19 +46,16 @@ private:
   }
   bool isWord(std::string_view text, size_t ahead = 0) const {
     const Token *token = peek(ahead);
-    return token && token->kind == TokenKind::identifier &&
-           token->text == text;
+    return token && token->kind == TokenKind::identifier && token->text == text;
   }
-  bool isKind(TokenKind kind) const {
-    return peek() && peek()->kind == kind;
-  }
+  bool isKind(TokenKind kind) const { return peek() && peek()->kind == kind; }
   [[noreturn]] void unexpected(std::string_view expected) const {
     const Token *token = peek();
-    fail(line(), token ? fmt::format("expected {}, found '{}'", expected,
-                                     token->text)
-                       : fmt::format("expected {}, found the end of the "
-                                     "template",
-                                     expected));
+    fail(line(),
+         token ? fmt::format("expected {}, found '{}'", expected, token->text)
+               : fmt::format("expected {}, found the end of the "
+                             "template",
+                             expected));
   }
   const Token &take() {
     if (!peek())
@@ -87,8 +84,8 @@ private:
   public:
     Nested(Parser &parser) : parser_(parser) {
       if (++parser_.depth_ > kMaxNesting)
-        fail(parser_.line(), fmt::format("nested deeper than {} levels",
-                                         kMaxNesting));
+        fail(parser_.line(),
+             fmt::format("nested deeper than {} levels", kMaxNesting));
     }
     ~Nested() { --parser_.depth_; }
 
@@ -102,8 +99,8 @@ private:
     const Token &token = take();
     switch (token.kind) {
     case TokenKind::text:
-      return Stmt{.kind = Stmt::Kind::text, .line = token.line,
-                  .text = token.text};
+      return Stmt{
+          .kind = Stmt::Kind::text, .line = token.line, .text = token.text};
     case TokenKind::openExpression: {
       Stmt output{.kind = Stmt::Kind::output, .line = token.line};
       output.value = expression();
@@ -113,7 +110,8 @@ private:
     case TokenKind::openStatement:
       return block();
     default:
-      fail(token.line, fmt::format("unexpected '{}' outside a tag", token.text));
+      fail(token.line,
+           fmt::format("unexpected '{}' outside a tag", token.text));
     }
   }
 
@@ -124,8 +122,8 @@ private:
     std::vector<Stmt> body;
     while (true) {
       if (!peek())
-        fail(openLine, fmt::format("'{}' block without its '{}'", opener,
-                                   *ends.begin()));
+        fail(openLine,
+             fmt::format("'{}' block without its '{}'", opener, *ends.begin()));
       if (isKind(TokenKind::openStatement))
         for (std::string_view end : ends)
           if (isWord(end, 1))
@@ -369,8 +367,8 @@ private:
 
   ExprPtr comparison() {
     ExprPtr left = additive();
-    static constexpr std::array kComparisons = {"==", "!=", "<", ">", "<=",
-                                                ">="};
+    static constexpr std::array kComparisons = {"==", "!=", "<",
+                                                ">",  "<=", ">="};
     while (true) {
       int line = this->line();
       std::string op;

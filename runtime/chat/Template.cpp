@@ -18,16 +18,16 @@ Error located(const std::string &name, const TemplateError &error) {
 
 Result<Template> Template::parse(std::string_view source, std::string name) {
   try {
-    auto program =
-        std::make_shared<const std::vector<Stmt>>(chat::parse(tokenize(source)));
+    auto program = std::make_shared<const std::vector<Stmt>>(
+        chat::parse(tokenize(source)));
     return Template(std::move(name), std::move(program));
   } catch (const TemplateError &error) {
     return located(name, error);
   }
 }
 
-Result<std::string> Template::render(
-    const nlohmann::ordered_json &variables) const {
+Result<std::string>
+Template::render(const nlohmann::ordered_json &variables) const {
   Value values = Value::fromJson(variables);
   if (!values.is(Value::Kind::dict))
     return makeError("{}: the variables must be a JSON object", name_);

@@ -14,13 +14,13 @@ namespace {
 using Kind = Value::Kind;
 
 constexpr std::array kTests = {
-    "boolean", "callable", "defined", "divisibleby", "eq",      "equalto",
-    "even",    "false",    "float",   "integer",     "iterable", "lower",
-    "mapping", "ne",       "none",    "number",      "odd",      "sameas",
-    "sequence", "string",  "true",    "undefined",   "upper"};
+    "boolean",  "callable", "defined", "divisibleby", "eq",       "equalto",
+    "even",     "false",    "float",   "integer",     "iterable", "lower",
+    "mapping",  "ne",       "none",    "number",      "odd",      "sameas",
+    "sequence", "string",   "true",    "undefined",   "upper"};
 
-const Value &argument(std::string_view test, const std::vector<Value> &arguments,
-                      int line) {
+const Value &argument(std::string_view test,
+                      const std::vector<Value> &arguments, int line) {
   if (arguments.empty())
     fail(line, fmt::format("test '{}' needs an argument", test));
   return arguments[0];

@@ -4,7 +4,6 @@
 
 #include <utf8proc.h>
 
-
 namespace moe::chat {
 
 std::vector<char32_t> codePoints(std::string_view text) {
@@ -72,8 +71,8 @@ std::string jsTrimmedEnd(std::string_view text) {
 
 namespace {
 
-std::string mapped(std::string_view text, utf8proc_int32_t (*map)(
-                                              utf8proc_int32_t)) {
+std::string mapped(std::string_view text,
+                   utf8proc_int32_t (*map)(utf8proc_int32_t)) {
   std::string out;
   out.reserve(text.size());
   for (char32_t c : codePoints(text))

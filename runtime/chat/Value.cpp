@@ -136,12 +136,13 @@ std::string formatFloat(double value) {
     out = digits.substr(0, 1);
     if (digits.size() > 1)
       out += "." + digits.substr(1);
-    out += fmt::format("e{}{:02}", exponent < 0 ? '-' : '+', std::abs(exponent));
+    out +=
+        fmt::format("e{}{:02}", exponent < 0 ? '-' : '+', std::abs(exponent));
   } else if (exponent < 0) {
     out = "0." + std::string(size_t(-exponent - 1), '0') + digits;
   } else if (size_t(exponent) + 1 >= digits.size()) {
-    out = digits + std::string(size_t(exponent) + 1 - digits.size(), '0') +
-          ".0";
+    out =
+        digits + std::string(size_t(exponent) + 1 - digits.size(), '0') + ".0";
   } else {
     out = digits.substr(0, size_t(exponent) + 1) + "." +
           digits.substr(size_t(exponent) + 1);
@@ -210,8 +211,8 @@ std::string Value::repr() const {
   case Kind::dict: {
     std::string out = "{";
     for (const auto &[key, item] : asDict().entries())
-      out += (out.size() > 1 ? ", " : "") + reprString(key) + ": " +
-             item.repr();
+      out +=
+          (out.size() > 1 ? ", " : "") + reprString(key) + ": " + item.repr();
     return out + "}";
   }
   case Kind::nameSpace:
@@ -260,8 +261,8 @@ bool operator==(const Value &a, const Value &b) {
 
 std::string_view kindPhrase(Value::Kind kind) {
   static constexpr std::string_view kNames[] = {
-      "undefined",   "none",   "a boolean", "an integer",  "a float",
-      "a string",    "a list", "a dict",    "a namespace", "a callable"};
+      "undefined", "none",   "a boolean", "an integer",  "a float",
+      "a string",  "a list", "a dict",    "a namespace", "a callable"};
   return kNames[size_t(kind)];
 }
 

@@ -94,17 +94,17 @@ std::string readBody(const nlohmann::ordered_json &orderedBody,
                      const SamplingParams &jobSampling, Request &request,
                      BatchEcho &echo) {
   static constexpr std::array kShared = {
-      "model", "max_tokens", "temperature",    "top_p", "top_k", "seed",
+      "model", "max_tokens", "temperature",    "top_p",  "top_k", "seed",
       "stop",  "n",          "stop_token_ids", "stream", "user"};
   auto listed = [](const auto &names, const std::string &key) {
     return std::find(names.begin(), names.end(), key) != names.end();
   };
   nlohmann::json body(orderedBody);
   for (const auto &[key, value] : body.items()) {
-    bool known = listed(kShared, key) ||
-                 (echo.chat ? listed(kChatFields, key) ||
-                                  key == "max_completion_tokens"
-                            : key == "prompt");
+    bool known =
+        listed(kShared, key) ||
+        (echo.chat ? listed(kChatFields, key) || key == "max_completion_tokens"
+                   : key == "prompt");
     if (!known)
       return fmt::format("body field \"{}\" is not supported{}", key,
                          !echo.chat && key == "messages"
@@ -198,8 +198,8 @@ nlohmann::json batchAnswer(const Completion &completion, const BatchEcho &echo,
     choice["stop_reason"] = std::move(stop);
   int64_t generated = int64_t(completion.outputIds.size());
   nlohmann::json body{
-      {"id", fmt::format("{}-{}", echo.chat ? "chatcmpl" : "cmpl",
-                         completion.index)},
+      {"id",
+       fmt::format("{}-{}", echo.chat ? "chatcmpl" : "cmpl", completion.index)},
       {"object", echo.chat ? "chat.completion" : "text_completion"},
       {"created", created},
       {"model", echo.model},

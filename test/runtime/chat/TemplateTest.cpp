@@ -14,7 +14,8 @@ std::string render(std::string_view source, const Json &variables = {}) {
   auto compiled = moe::chat::Template::parse(source, "t");
   if (!compiled.ok())
     return "error: " + compiled.error().message();
-  auto text = compiled->render(variables.is_null() ? Json::object() : variables);
+  auto text =
+      compiled->render(variables.is_null() ? Json::object() : variables);
   return text.ok() ? *text : "error: " + text.error().message();
 }
 
@@ -48,18 +49,20 @@ TEST(Template, IfElifElse) {
   EXPECT_EQ(render(source, {{"n", 3}}), "big");
   EXPECT_EQ(render(source, {{"n", 2}}), "two");
   EXPECT_EQ(render(source, {{"n", 1}}), "small");
-  EXPECT_EQ(render("{% if [] or {} or '' or 0 or none %}t{% else %}f{% endif %}"),
-            "f");
+  EXPECT_EQ(
+      render("{% if [] or {} or '' or 0 or none %}t{% else %}f{% endif %}"),
+      "f");
 }
 
 TEST(Template, ForLoopVariables) {
   Json vars = {{"xs", {"a", "b", "c"}}};
-  EXPECT_EQ(render("{% for x in xs %}{{ loop.index }}{{ loop.index0 }}"
-                   "{{ loop.revindex }}{{ loop.revindex0 }}{{ x }}"
-                   "{% if loop.first %}F{% endif %}{% if loop.last %}L{% endif %}"
-                   "{{ loop.length }};{% endfor %}",
-                   vars),
-            "1032aF3;2121b3;3210cL3;");
+  EXPECT_EQ(
+      render("{% for x in xs %}{{ loop.index }}{{ loop.index0 }}"
+             "{{ loop.revindex }}{{ loop.revindex0 }}{{ x }}"
+             "{% if loop.first %}F{% endif %}{% if loop.last %}L{% endif %}"
+             "{{ loop.length }};{% endfor %}",
+             vars),
+      "1032aF3;2121b3;3210cL3;");
   EXPECT_EQ(render("{% for x in xs %}{{ loop.previtem }}>{{ loop.nextitem }} "
                    "{% endfor %}",
                    vars),
@@ -88,9 +91,10 @@ TEST(Template, ForLoopElseFilterBreakContinue) {
 
 TEST(Template, SetScopesAndNamespace) {
   EXPECT_EQ(render("{% set a, b = 1, 2 %}{{ a }}{{ b }}"), "12");
-  EXPECT_EQ(render("{% set x = 1 %}{% for i in [1] %}{% set x = 2 %}{% endfor %}"
-                   "{{ x }}"),
-            "1");
+  EXPECT_EQ(
+      render("{% set x = 1 %}{% for i in [1] %}{% set x = 2 %}{% endfor %}"
+             "{{ x }}"),
+      "1");
   EXPECT_EQ(render("{% set ns = namespace(x=1) %}{% for i in [1, 2] %}"
                    "{% set ns.x = ns.x + i %}{% endfor %}{{ ns.x }}"),
             "4");
@@ -124,9 +128,9 @@ TEST(Template, Operators) {
                    "{{ 'z' not in d }} {{ 1 in undefined_name }}",
                    {{"d", {{"k", 1}}}}),
             "True True True True False");
-  EXPECT_EQ(render("{{ not true }} {{ 1 if false else 2 }} {{ -x }}",
-                   {{"x", 3}}),
-            "False 2 -3");
+  EXPECT_EQ(
+      render("{{ not true }} {{ 1 if false else 2 }} {{ -x }}", {{"x", 3}}),
+      "False 2 -3");
   EXPECT_EQ(render("{{ [1, 2] == [1, 2] }} {{ {'a': 1} == {'a': 1} }} "
                    "{{ 1 == 1.0 }}"),
             "True True True");
@@ -151,21 +155,23 @@ TEST(Template, Literals) {
   EXPECT_EQ(render("{{ 'a' 'b' }}"), "ab");
   EXPECT_EQ(render("{{ {'k': [1, 'two', none, true, 1.5]} }}"),
             "{'k': [1, 'two', None, True, 1.5]}");
-  EXPECT_EQ(render("{{ 0.1 }} {{ 1.0 }} {{ 100000000000000000.0 }} {{ -0.00001 }}"),
-            "0.1 1.0 1e+17 -1e-05");
+  EXPECT_EQ(
+      render("{{ 0.1 }} {{ 1.0 }} {{ 100000000000000000.0 }} {{ -0.00001 }}"),
+      "0.1 1.0 1e+17 -1e-05");
 }
 
 TEST(Template, StringMethods) {
   Json vars = {{"s", "  Hello World  "}};
-  EXPECT_EQ(render("[{{ s.strip() }}][{{ s.lstrip() }}][{{ s.rstrip() }}]",
-                   vars),
-            "[Hello World][Hello World  ][  Hello World]");
+  EXPECT_EQ(
+      render("[{{ s.strip() }}][{{ s.lstrip() }}][{{ s.rstrip() }}]", vars),
+      "[Hello World][Hello World  ][  Hello World]");
   EXPECT_EQ(render("{{ '\\nx \\n'.strip('\\n') }}|"), "x |");
   EXPECT_EQ(render("{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} "
                    "{{ 'a b c'.split(' ', 1) }}"),
             "['a', 'b', '', 'c'] ['a', 'b'] ['a', 'b c']");
-  EXPECT_EQ(render("{{ 'abc'.startswith('ab') }} {{ 'abc'.endswith(('x', 'c')) }}"),
-            "True True");
+  EXPECT_EQ(
+      render("{{ 'abc'.startswith('ab') }} {{ 'abc'.endswith(('x', 'c')) }}"),
+      "True True");
   EXPECT_EQ(render("{{ 'aaa'.replace('a', 'b', 2) }} {{ 'Ab'.upper() }} "
                    "{{ 'Ab'.lower() }} {{ 'hello wORLD'.title() }} "
                    "{{ 'éa'.capitalize() }}"),
@@ -201,10 +207,11 @@ TEST(Template, Filters) {
                    "{{ xs | map('upper') | join }}",
                    vars),
             "[1, 2, 0] BAC");
-  EXPECT_EQ(render("[{{ '  x ' | trim }}] {{ 'ab' | upper }} {{ 'AB' | lower }} "
-                   "{{ 'ab cd' | title }} {{ 'aB' | capitalize }} "
-                   "{{ 'a-b' | replace('-', '+') }} {{ 12 | string }}"),
-            "[x] AB ab Ab Cd Ab a+b 12");
+  EXPECT_EQ(
+      render("[{{ '  x ' | trim }}] {{ 'ab' | upper }} {{ 'AB' | lower }} "
+             "{{ 'ab cd' | title }} {{ 'aB' | capitalize }} "
+             "{{ 'a-b' | replace('-', '+') }} {{ 12 | string }}"),
+      "[x] AB ab Ab Cd Ab a+b 12");
   EXPECT_EQ(render("{{ missing | default('d') }} {{ '' | default('e', true) }} "
                    "{{ 'x' | default('f') }} {{ none | d('g') }}"),
             "d e x None");
@@ -222,7 +229,9 @@ TEST(Template, Filters) {
 }
 
 TEST(Template, ToJson) {
-  Json vars = {{"v", Json::parse(R"({"b": "é\"\n", "a": [1, 2.5, true, null], "e": {}})")}};
+  Json vars = {
+      {"v",
+       Json::parse(R"({"b": "é\"\n", "a": [1, 2.5, true, null], "e": {}})")}};
   EXPECT_EQ(render("{{ v | tojson }}", vars),
             R"({"b": "é\"\n", "a": [1, 2.5, true, null], "e": {}})");
   EXPECT_EQ(render("{{ v | tojson(indent=2) }}", vars),
@@ -237,8 +246,11 @@ TEST(Template, ToJson) {
 }
 
 TEST(Template, Tests) {
-  Json vars = {{"s", "x"}, {"n", nullptr}, {"d", Json::object()},
-               {"l", Json::array()}, {"i", 3}};
+  Json vars = {{"s", "x"},
+               {"n", nullptr},
+               {"d", Json::object()},
+               {"l", Json::array()},
+               {"i", 3}};
   EXPECT_EQ(render("{{ s is string }}{{ s is defined }}{{ z is undefined }}"
                    "{{ n is none }}{{ d is mapping }}{{ l is iterable }}"
                    "{{ s is iterable }}{{ i is number }}{{ i is integer }}"

@@ -28,8 +28,8 @@ protected:
                                          "/byte_level.json");
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.error().message();
     tokenizer_.emplace(std::move(*tokenizer));
-    auto compiled = chat::ChatTemplate::fromSource(kTemplate, "template",
-                                                   nlohmann::ordered_json::object());
+    auto compiled = chat::ChatTemplate::fromSource(
+        kTemplate, "template", nlohmann::ordered_json::object());
     ASSERT_TRUE(compiled.ok()) << compiled.error().message();
     template_.emplace(std::move(*compiled));
   }
@@ -42,8 +42,8 @@ protected:
 
   // The requests of a prompts file holding `text`.
   std::vector<Request> read(const std::string &text, ChatPrompting chat) {
-    auto reader = PromptReader::open(write("chat.jsonl", text), &*tokenizer_,
-                                     8, {}, std::move(chat));
+    auto reader = PromptReader::open(write("chat.jsonl", text), &*tokenizer_, 8,
+                                     {}, std::move(chat));
     EXPECT_TRUE(reader.ok());
     std::vector<Request> requests;
     while (true) {
@@ -98,7 +98,8 @@ TEST_F(ChatPrompts, BadChatRequestsAreErrorLines) {
       withTemplate());
   ASSERT_EQ(requests.size(), 5u);
   EXPECT_EQ(requests[0].error,
-            path + ":1: give one of \"input_ids\", \"prompt\" and \"messages\"");
+            path +
+                ":1: give one of \"input_ids\", \"prompt\" and \"messages\"");
   EXPECT_EQ(requests[1].error,
             path + ":2: \"tools\" belongs to a chat request: it needs "
                    "\"messages\"");
@@ -111,8 +112,8 @@ TEST_F(ChatPrompts, BadChatRequestsAreErrorLines) {
 
 TEST_F(ChatPrompts, WithoutATemplateChatRequestsSayWhy) {
   std::string path = ::testing::TempDir() + "/chat.jsonl";
-  std::string line =
-      R"({"messages": [{"role": "user", "content": "hi"}]})" "\n";
+  std::string line = R"({"messages": [{"role": "user", "content": "hi"}]})"
+                     "\n";
   EXPECT_EQ(read(line, {})[0].error,
             path + ":1: \"messages\" need the checkpoint's chat template "
                    "(\"chat_template\" in tokenizer_config.json, or "
@@ -128,7 +129,8 @@ TEST_F(ChatPrompts, BatchChatRequestsAreAnsweredAsChatCompletions) {
       "\n"
       R"({"custom_id": "c2", "method": "POST", "url": "/v1/completions", "body": {"prompt": "x", "messages": []}})"
       "\n");
-  auto reader = PromptReader::open(prompts, &*tokenizer_, 8, {}, withTemplate());
+  auto reader =
+      PromptReader::open(prompts, &*tokenizer_, 8, {}, withTemplate());
   ASSERT_TRUE(reader.ok());
   auto chat = reader->next();
   ASSERT_TRUE(chat.ok() && *chat);
