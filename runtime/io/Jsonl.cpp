@@ -31,7 +31,8 @@ std::string systemError() { return std::strerror(errno); }
 Result<PromptReader> PromptReader::open(const std::string &path,
                                         const Tokenizer *tokenizer,
                                         int32_t defaultMaxNewTokens,
-                                        const SamplingParams &sampling) {
+                                        const SamplingParams &sampling,
+                                        ChatPrompting chat) {
   if (std::filesystem::is_directory(path))
     return makeError("{}: is a directory, not a prompts file", path);
   PromptReader reader;
@@ -40,6 +41,7 @@ Result<PromptReader> PromptReader::open(const std::string &path,
   if (!*reader.file_)
     return makeError("{}: cannot open the prompts file", path);
   reader.tokenizer_ = tokenizer;
+  reader.chat_ = std::move(chat);
   reader.defaultMaxNewTokens_ = defaultMaxNewTokens;
   reader.sampling_ = sampling;
   return reader;
@@ -65,20 +67,25 @@ Request PromptReader::parse(const std::string &line) {
     request.promptIds.clear();
     return request;
   };
-  nlohmann::json object = nlohmann::json::parse(line, nullptr, false);
-  if (object.is_discarded() || !object.is_object())
+  // In the order written: a chat template may print a message's or a
+  // tool's fields in turn (tojson).
+  nlohmann::ordered_json ordered =
+      nlohmann::ordered_json::parse(line, nullptr, false);
+  if (ordered.is_discarded() || !ordered.is_object())
     return fail("not a JSON object");
+  nlohmann::json object(ordered);
   bool batchLine = object.contains("custom_id");
   noteFormat(batchLine);
   if (format_ == PromptFormat::openaiBatch) {
     BatchEcho batch;
-    std::string why =
-        batchLine
-            ? parseBatchRequest(object, tokenizer_, sampling_, request, batch)
-            : "not an OpenAI batch request (no \"custom_id\"), as "
-              "the file's first line is";
+    std::string why = batchLine
+                          ? parseBatchRequest(ordered, tokenizer_, chat_,
+                                              sampling_, request, batch)
+                          : "not an OpenAI batch request (no \"custom_id\"), "
+                            "as the file's first line is";
     echo.id = batch.customId.dump();
     echo.model = batch.model;
+    echo.chat = batch.chat;
     return why.empty() ? request : fail(why);
   }
   if (batchLine)
@@ -87,13 +94,29 @@ Request PromptReader::parse(const std::string &line) {
     echo.id = id->dump();
   for (const auto &[key, value] : object.items())
     if (key != "input_ids" && key != "prompt" && key != "id" &&
-        key != "max_new_tokens" && key != "stop" && key != "stop_token_ids")
+        key != "max_new_tokens" && key != "stop" && key != "stop_token_ids" &&
+        std::find(kChatFields.begin(), kChatFields.end(), key) ==
+            kChatFields.end())
       return fail(fmt::format("\"{}\" is not supported (a line may hold "
-                              "\"input_ids\" or \"prompt\", \"id\", "
+                              "\"input_ids\", \"prompt\" or \"messages\" "
+                              "with \"tools\", \"chat_template_kwargs\" and "
+                              "\"add_generation_prompt\"; \"id\", "
                               "\"max_new_tokens\", \"stop\" and "
                               "\"stop_token_ids\")",
                               key));
-  if (auto it = object.find("input_ids"); it != object.end()) {
+  bool chat = object.contains("messages");
+  if (chat && (object.contains("input_ids") || object.contains("prompt")))
+    return fail("give one of \"input_ids\", \"prompt\" and \"messages\"");
+  for (const char *field : kChatFields)
+    if (!chat && object.contains(field))
+      return fail(fmt::format("\"{}\" belongs to a chat request: it needs "
+                              "\"messages\"",
+                              field));
+  if (chat) {
+    if (std::string why = readChatPrompt(ordered, tokenizer_, chat_, request);
+        !why.empty())
+      return fail(why);
+  } else if (auto it = object.find("input_ids"); it != object.end()) {
     if (std::string why = readTokenIds(*it, "input_ids", request.promptIds);
         !why.empty())
       return fail(why);
@@ -109,7 +132,7 @@ Request PromptReader::parse(const std::string &line) {
       return fail(ids.error().message());
     request.promptIds = std::move(*ids);
   } else {
-    return fail("expected \"input_ids\" or \"prompt\"");
+    return fail("expected \"input_ids\", \"prompt\" or \"messages\"");
   }
   if (request.promptIds.empty())
     return fail("the prompt is empty");
@@ -272,7 +295,8 @@ Status AnswerWriter::writeLine(const Completion &completion) {
   }
   nlohmann::json line;
   if (prompts_->format() == PromptFormat::openaiBatch) {
-    line = batchAnswer(completion, {nlohmann::json::parse(echo.id), echo.model},
+    line = batchAnswer(completion,
+                       {nlohmann::json::parse(echo.id), echo.model, echo.chat},
                        text, int64_t(std::time(nullptr)));
   } else {
     line["index"] = completion.index;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "runtime/engine/Engine.h"
+#include "runtime/io/ChatPrompt.h"
 #include "runtime/support/Result.h"
 
 #include <cstdio>
@@ -25,8 +26,11 @@ enum class PromptFormat {
   openaiBatch, // OpenAI Batch API request lines (OpenAiBatch.h)
 };
 
-/// Lines: {"input_ids": [1, 2, 3]} or {"prompt": "text"} (needs a
-/// tokenizer), with optional "id" (echoed in the answer), "max_new_tokens",
+/// Lines: {"input_ids": [1, 2, 3]}, {"prompt": "text"} (needs a
+/// tokenizer) or {"messages": [...]} (a conversation, with "tools",
+/// "chat_template_kwargs" and "add_generation_prompt" if wanted: needs the
+/// checkpoint's chat template, ChatPrompt.h), with optional "id" (echoed in
+/// the answer), "max_new_tokens",
 /// "stop" (a string or a list: generation ends once the text holds one) and
 /// "stop_token_ids"; or OpenAI Batch API request lines when the first line
 /// has a "custom_id". Blank lines are skipped; every other line is one
@@ -34,11 +38,13 @@ enum class PromptFormat {
 /// is not supported is a request carrying its error.
 class PromptReader {
 public:
-  /// `sampling` is the job's, which batch requests may override.
+  /// `sampling` is the job's, which batch requests may override; `chat`
+  /// renders the requests that hold "messages".
   static Result<PromptReader> open(const std::string &path,
                                    const Tokenizer *tokenizer,
                                    int32_t defaultMaxNewTokens,
-                                   const SamplingParams &sampling = {});
+                                   const SamplingParams &sampling = {},
+                                   ChatPrompting chat = {});
   PromptReader(PromptReader &&) = default;
 
   /// The next request, nothing at the end, or an error when the file cannot
@@ -52,6 +58,7 @@ public:
   struct Echo {
     std::string id = "null"; // as JSON text
     std::string model;
+    bool chat = false; // a batch chat request, answered as a chat completion
   };
   Echo takeEcho(int64_t index);
   /// The file's kind (moe until a line is read).
@@ -68,6 +75,7 @@ private:
   std::string path_;
   std::unique_ptr<std::ifstream> file_;
   const Tokenizer *tokenizer_ = nullptr;
+  ChatPrompting chat_;
   int32_t defaultMaxNewTokens_ = 0;
   SamplingParams sampling_;
   PromptFormat format_ = PromptFormat::moe;

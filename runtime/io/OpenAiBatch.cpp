@@ -89,15 +89,29 @@ std::string readSampling(const nlohmann::json &body,
   return "";
 }
 
-std::string readBody(const nlohmann::json &body, const Tokenizer *tokenizer,
+std::string readBody(const nlohmann::ordered_json &orderedBody,
+                     const Tokenizer *tokenizer, const ChatPrompting &chat,
                      const SamplingParams &jobSampling, Request &request,
                      BatchEcho &echo) {
-  static constexpr std::array kFields = {
-      "model", "prompt", "max_tokens",     "temperature", "top_p",  "top_k",
-      "seed",  "stop",   "stop_token_ids", "n",           "stream", "user"};
-  for (const auto &[key, value] : body.items())
-    if (std::find(kFields.begin(), kFields.end(), key) == kFields.end())
-      return fmt::format("body field \"{}\" is not supported", key);
+  static constexpr std::array kShared = {
+      "model", "max_tokens", "temperature",    "top_p",  "top_k", "seed",
+      "stop",  "n",          "stop_token_ids", "stream", "user"};
+  auto listed = [](const auto &names, const std::string &key) {
+    return std::find(names.begin(), names.end(), key) != names.end();
+  };
+  nlohmann::json body(orderedBody);
+  for (const auto &[key, value] : body.items()) {
+    bool known =
+        listed(kShared, key) ||
+        (echo.chat ? listed(kChatFields, key) || key == "max_completion_tokens"
+                   : key == "prompt");
+    if (!known)
+      return fmt::format("body field \"{}\" is not supported{}", key,
+                         !echo.chat && key == "messages"
+                             ? fmt::format(" by {}: send it to {}",
+                                           kCompletions, kChatCompletions)
+                             : "");
+  }
   if (auto it = body.find("model"); it != body.end() && it->is_string())
     echo.model = it->get<std::string>();
   if (auto it = body.find("n"); it != body.end() && !it->is_null() &&
@@ -106,12 +120,24 @@ std::string readBody(const nlohmann::json &body, const Tokenizer *tokenizer,
   if (auto it = body.find("stream");
       it != body.end() && !it->is_null() && *it != false)
     return "\"stream\" must be false in a batch";
-  auto prompt = body.find("prompt");
-  if (prompt == body.end())
-    return "the body has no \"prompt\"";
-  if (std::string why = readPrompt(*prompt, tokenizer, request); !why.empty())
-    return why;
-  if (std::string why = readMaxNewTokens(body, "max_tokens", request);
+  if (echo.chat) {
+    if (!body.contains("messages"))
+      return "the body has no \"messages\"";
+    if (std::string why = readChatPrompt(orderedBody, tokenizer, chat, request);
+        !why.empty())
+      return why;
+  } else {
+    auto prompt = body.find("prompt");
+    if (prompt == body.end())
+      return "the body has no \"prompt\"";
+    if (std::string why = readPrompt(*prompt, tokenizer, request); !why.empty())
+      return why;
+  }
+  // OpenAI's chat API names the budget max_completion_tokens now.
+  bool completionTokens = echo.chat && body.contains("max_completion_tokens");
+  if (std::string why = readMaxNewTokens(
+          body, completionTokens ? "max_completion_tokens" : "max_tokens",
+          request);
       !why.empty())
     return why;
   if (std::string why = readSampling(body, jobSampling, request); !why.empty())
@@ -121,11 +147,12 @@ std::string readBody(const nlohmann::json &body, const Tokenizer *tokenizer,
 
 } // namespace
 
-std::string parseBatchRequest(const nlohmann::json &line,
+std::string parseBatchRequest(const nlohmann::ordered_json &line,
                               const Tokenizer *tokenizer,
+                              const ChatPrompting &chat,
                               const SamplingParams &jobSampling,
                               Request &request, BatchEcho &echo) {
-  echo.customId = line["custom_id"];
+  echo.customId = nlohmann::json(line.at("custom_id"));
   for (const auto &[key, value] : line.items())
     if (key != "custom_id" && key != "method" && key != "url" && key != "body")
       return fmt::format("\"{}\" is not supported (a batch line holds "
@@ -136,17 +163,14 @@ std::string parseBatchRequest(const nlohmann::json &line,
   if (line.value("method", "") != "POST")
     return "\"method\" must be \"POST\"";
   std::string url = line.value("url", "");
-  if (url == kChatCompletions)
-    return fmt::format("{} needs the model's chat template, which moe-run "
-                       "does not apply yet: send {} requests with the "
-                       "conversation rendered as the prompt",
-                       kChatCompletions, kCompletions);
-  if (url != kCompletions)
-    return fmt::format("\"url\" must be \"{}\"", kCompletions);
+  if (url != kCompletions && url != kChatCompletions)
+    return fmt::format("\"url\" must be \"{}\" or \"{}\"", kCompletions,
+                       kChatCompletions);
+  echo.chat = url == kChatCompletions;
   auto body = line.find("body");
   if (body == line.end() || !body->is_object())
     return "\"body\" must be an object";
-  return readBody(*body, tokenizer, jobSampling, request, echo);
+  return readBody(*body, tokenizer, chat, jobSampling, request, echo);
 }
 
 nlohmann::json batchAnswer(const Completion &completion, const BatchEcho &echo,
@@ -162,17 +186,21 @@ nlohmann::json batchAnswer(const Completion &completion, const BatchEcho &echo,
   // OpenAI's reasons: a stop or EOS is "stop", a token budget "length".
   bool stopped =
       completion.finishReason == "eos" || completion.finishReason == "stop";
-  nlohmann::json choice{{"index", 0},
-                        {"text", text},
-                        {"logprobs", nullptr},
-                        {"finish_reason", stopped ? "stop" : "length"},
-                        {"token_ids", completion.outputIds}};
+  nlohmann::json choice{{"index", 0}};
+  if (echo.chat)
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  else
+    choice["text"] = text;
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = stopped ? "stop" : "length";
+  choice["token_ids"] = completion.outputIds;
   if (nlohmann::json stop = stopReason(completion); !stop.is_null())
     choice["stop_reason"] = std::move(stop);
   int64_t generated = int64_t(completion.outputIds.size());
   nlohmann::json body{
-      {"id", fmt::format("cmpl-{}", completion.index)},
-      {"object", "text_completion"},
+      {"id",
+       fmt::format("{}-{}", echo.chat ? "chatcmpl" : "cmpl", completion.index)},
+      {"object", echo.chat ? "chat.completion" : "text_completion"},
       {"created", created},
       {"model", echo.model},
       {"choices", nlohmann::json::array({choice})},

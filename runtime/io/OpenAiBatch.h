@@ -7,11 +7,15 @@
 // tokenizer, or token ids; one prompt), "max_tokens", "temperature",
 // "top_p", "top_k", "seed", "stop", "stop_token_ids", "n" (1), "stream"
 // (false), "model" and "user" (echoed and ignored). "/v1/chat/completions"
-// requests need the model's chat template, which is not applied yet: they
-// are answered with an error line. Any other field is an error naming it.
+// bodies hold "messages" instead of "prompt", rendered by the checkpoint's
+// chat template with their "tools", "chat_template_kwargs" and
+// "add_generation_prompt" (ChatPrompt.h), and may give the budget as
+// "max_completion_tokens"; their answers are chat completions. Any other
+// field is an error naming it.
 #pragma once
 
 #include "runtime/engine/Engine.h"
+#include "runtime/io/ChatPrompt.h"
 
 #include <nlohmann/json.hpp>
 
@@ -25,13 +29,15 @@ class Tokenizer;
 struct BatchEcho {
   nlohmann::json customId;
   std::string model;
+  bool chat = false; // a /v1/chat/completions request
 };
 
 // Fills `request` from one batch request line (an object with "custom_id");
 // returns the error that makes it a failed request, empty when it can run.
 // `jobSampling` is what fields the body leaves out take.
-std::string parseBatchRequest(const nlohmann::json &line,
+std::string parseBatchRequest(const nlohmann::ordered_json &line,
                               const Tokenizer *tokenizer,
+                              const ChatPrompting &chat,
                               const SamplingParams &jobSampling,
                               Request &request, BatchEcho &echo);
 

@@ -15,6 +15,7 @@
 
 #include <cuda_runtime_api.h>
 #endif
+#include "runtime/chat/ChatTemplate.h"
 #include "runtime/engine/Engine.h"
 #include "runtime/io/Jsonl.h"
 #include "runtime/io/RequestFields.h"
@@ -324,6 +325,36 @@ checkpointTokenizer(const std::string &checkpoint) {
   return std::optional<Tokenizer>(std::move(tokenizer));
 }
 
+/// The checkpoint's chat template, for the requests that hold "messages".
+/// One that cannot be read does not stop the job: that is said once here,
+/// and each chat request is answered with its error.
+struct CheckpointChat {
+  std::optional<chat::ChatTemplate> chatTemplate;
+  std::string unavailable;
+
+  ChatPrompting prompting() const {
+    return {chatTemplate ? &*chatTemplate : nullptr, unavailable};
+  }
+};
+
+CheckpointChat checkpointChat(const std::string &checkpoint) {
+  CheckpointChat chat;
+  if (checkpoint.empty())
+    return chat;
+  Result<std::optional<chat::ChatTemplate>> loaded =
+      chat::ChatTemplate::fromCheckpoint(checkpoint);
+  if (loaded.ok()) {
+    chat.chatTemplate = std::move(*loaded);
+    return chat;
+  }
+  chat.unavailable = loaded.error().message();
+  std::fprintf(stderr,
+               "moe-run: warning: %s; requests with \"messages\" are "
+               "answered with this error\n",
+               chat.unavailable.c_str());
+  return chat;
+}
+
 /// The end-of-sequence ids of the checkpoint's generation_config.json
 /// ("eos_token_id": one id or a list), none without that file: chat models
 /// often end turns with an id config.json does not name.
@@ -358,10 +389,12 @@ generationConfigEos(const std::string &checkpoint) {
 Status describePrompts(const Options &options, int32_t defaultNewTokens) {
   MOE_ASSIGN_OR_RETURN(std::optional<Tokenizer> tokenizer,
                        checkpointTokenizer(options.checkpoint));
+  CheckpointChat chat = checkpointChat(options.checkpoint);
   MOE_ASSIGN_OR_RETURN(PromptReader prompts,
                        PromptReader::open(options.prompts,
                                           tokenizer ? &*tokenizer : nullptr,
-                                          defaultNewTokens));
+                                          defaultNewTokens, {},
+                                          chat.prompting()));
   int64_t requests = 0, failed = 0, longest = 0, total = 0, mostNew = 0;
   while (true) {
     MOE_ASSIGN_OR_RETURN(std::optional<Request> request, prompts.next());
@@ -498,6 +531,7 @@ Result<RunOutcome> run(const Options &options) {
   MOE_ASSIGN_OR_RETURN(std::optional<Tokenizer> tokenizer,
                        checkpointTokenizer(options.checkpoint));
   const Tokenizer *tokens = tokenizer ? &*tokenizer : nullptr;
+  CheckpointChat chat = checkpointChat(options.checkpoint);
 
   // Batch and lengths: the plan's decision unless overridden.
   const plan::Batching *batching = plan->plan().batching();
@@ -552,8 +586,9 @@ Result<RunOutcome> run(const Options &options) {
        std::filesystem::equivalent(options.output, options.prompts, same)))
     return makeError("--output {} is the prompts file; answers go elsewhere",
                      options.output);
-  Result<PromptReader> prompts = PromptReader::open(
-      options.prompts, tokens, maxNewTokens, options.sampling);
+  Result<PromptReader> prompts =
+      PromptReader::open(options.prompts, tokens, maxNewTokens,
+                         options.sampling, chat.prompting());
   if (!prompts.ok())
     return prompts.error();
   Result<AnswerWriter> answers =

@@ -73,9 +73,10 @@ TEST(PromptReader, MalformedLinesAreRequestsCarryingTheirError) {
   expectLineError("{\"input_ids\": [1, -2]}",
                   "\"input_ids\" must hold non-negative integers");
   expectLineError("{\"input_ids\": []}", "the prompt is empty");
-  const std::string fields = "(a line may hold \"input_ids\" or \"prompt\", "
-                             "\"id\", \"max_new_tokens\", \"stop\" and "
-                             "\"stop_token_ids\")";
+  const std::string fields =
+      "(a line may hold \"input_ids\", \"prompt\" or \"messages\" with "
+      "\"tools\", \"chat_template_kwargs\" and \"add_generation_prompt\"; "
+      "\"id\", \"max_new_tokens\", \"stop\" and \"stop_token_ids\")";
   expectLineError("{\"text\": \"hi\"}", "\"text\" is not supported " + fields);
   expectLineError("{\"input_ids\": [1], \"temperature\": 0.5}",
                   "\"temperature\" is not supported " + fields);
@@ -86,7 +87,8 @@ TEST(PromptReader, MalformedLinesAreRequestsCarryingTheirError) {
                   "\"stop_token_ids\" must be a list of token ids");
   expectLineError("{\"input_ids\": [1], \"stop_token_ids\": [5, -1]}",
                   "\"stop_token_ids\" must hold non-negative integers");
-  expectLineError("{\"id\": 3}", "expected \"input_ids\" or \"prompt\"");
+  expectLineError("{\"id\": 3}",
+                  "expected \"input_ids\", \"prompt\" or \"messages\"");
   expectLineError("{\"prompt\": \"hi\"}",
                   "\"prompt\" needs a tokenizer.json in the checkpoint; give "
                   "\"input_ids\" instead");

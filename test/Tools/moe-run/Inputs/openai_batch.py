@@ -1,8 +1,9 @@
 """An OpenAI Batch API file runs end to end on the tiny Mixtral fixture (with
 a byte-level tokenizer): completions with text and token-id prompts, greedy
-and sampled (per request), stops, a malformed line, a chat request and an
-unsupported field. Every output line is checked against the batch output
-schema: good requests answered in full, bad ones with an error line, moe-run
+and sampled (per request), stops, a malformed line, a chat request without
+a chat template and an unsupported field; then chat requests through a chat
+template. Every output line is checked against the batch output schema:
+good requests answered in full, bad ones with an error line, moe-run
 exiting 2. Prints one line per check; exits 1 on the first failure.
 
     openai_batch.py MOE_RUN PLAN CHECKPOINT WORKDIR
@@ -29,6 +30,10 @@ def expect_keys(obj, keys, what):
 def main():
     moe_run, plan, source, work = sys.argv[1:5]
     checkpoint = byte_level_checkpoint(source, os.path.join(work, "checkpoint"))
+    run = lambda prompts, answers: subprocess.run(
+        [moe_run, plan, "--checkpoint", checkpoint, "--prompts", prompts,
+         "--output", answers, "--backend", "cpu", "--no-progress"],
+        capture_output=True, text=True)
     requests = [
         completion("text", prompt="Once upon", max_tokens=12),
         completion("ids", prompt=[10, 20, 30, 40], max_tokens=9,
@@ -55,10 +60,7 @@ def main():
     answers = os.path.join(work, "answers.jsonl")
     with open(prompts, "w") as f:
         f.write("\n".join(lines) + "\n")
-    done = subprocess.run([moe_run, plan, "--checkpoint", checkpoint,
-                           "--prompts", prompts, "--output", answers,
-                           "--backend", "cpu", "--no-progress"],
-                          capture_output=True, text=True)
+    done = run(prompts, answers)
     check(done.returncode == 2,
           f"moe-run exits 2 when some requests fail: {done.returncode} "
           f"{done.stderr}")
@@ -128,10 +130,7 @@ def main():
                                       max_tokens=12, stop=[stop])) + "\n")
         f.write(json.dumps(requests[2]) + "\n")
     out2 = os.path.join(work, "again.answers.jsonl")
-    done = subprocess.run([moe_run, plan, "--checkpoint", checkpoint,
-                           "--prompts", again, "--output", out2,
-                           "--backend", "cpu", "--no-progress"],
-                          capture_output=True, text=True)
+    done = run(again, out2)
     check(done.returncode == 0, f"second batch: {done.stderr}")
     with open(out2) as f:
         second = [json.loads(line)["response"]["body"]["choices"][0]
@@ -143,6 +142,52 @@ def main():
     check(second[1] == choice("sampled-a"),
           "a sampled answer does not depend on its batch")
     print("stop string ends a completion; sampled answers repeat")
+
+    # With a chat template beside the tokenizer, chat requests render
+    # through it and are answered as chat completions; one the template
+    # refuses is an error line.
+    with open(os.path.join(checkpoint, "chat_template.jinja"), "w") as f:
+        f.write("{% if messages[0].role != 'user' %}"
+                "{{ raise_exception('the first message must be the user\\'s') }}"
+                "{% endif %}{% for m in messages %}<|{{ m.role }}|>"
+                "{{ m.content }}\n{% endfor %}"
+                "{% if add_generation_prompt %}<|assistant|>{% endif %}\n")
+    chats = os.path.join(work, "chat.jsonl")
+    chat = lambda custom_id, messages: {
+        "custom_id": custom_id, "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "tiny", "messages": messages,
+                 "max_completion_tokens": 6, "temperature": 0}}
+    with open(chats, "w") as f:
+        f.write(json.dumps(chat("hello", [{"role": "user",
+                                           "content": "Once upon"}])) + "\n")
+        f.write(json.dumps(chat("refused", [{"role": "assistant",
+                                             "content": "x"}])) + "\n")
+        # The same conversation rendered by hand (the tokenizer adds no
+        # special tokens): the same prompt, so the same greedy answer.
+        f.write(json.dumps(completion(
+            "rendered", prompt="<|user|>Once upon\n<|assistant|>",
+            max_tokens=6, temperature=0)) + "\n")
+    out3 = os.path.join(work, "chat.answers.jsonl")
+    done = run(chats, out3)
+    check(done.returncode == 2, f"chat batch: {done.returncode} {done.stderr}")
+    with open(out3) as f:
+        hello, refused, rendered = [json.loads(line) for line in f]
+    body = hello["response"]["body"]
+    check(body["object"] == "chat.completion" and
+          body["id"] == "chatcmpl-0", f"chat body {body}")
+    message = body["choices"][0]["message"]
+    check(message["role"] == "assistant" and isinstance(message["content"],
+                                                        str) and
+          len(body["choices"][0]["token_ids"]) == 6, f"chat choice {body}")
+    by_hand = rendered["response"]["body"]
+    check(body["usage"]["prompt_tokens"] ==
+          by_hand["usage"]["prompt_tokens"] and
+          body["choices"][0]["token_ids"] ==
+          by_hand["choices"][0]["token_ids"],
+          f"the rendered conversation is the prompt: {body} {by_hand}")
+    print(f"refused: error: {refused['error']['message']}")
+    print("chat requests answered as chat completions")
 
 
 main()

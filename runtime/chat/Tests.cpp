@@ -1,0 +1,95 @@
+#include "runtime/chat/Tests.h"
+
+#include "runtime/chat/TemplateError.h"
+#include "runtime/chat/Unicode.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+
+namespace moe::chat {
+namespace {
+
+using Kind = Value::Kind;
+
+constexpr std::array kTests = {
+    "boolean",  "callable", "defined", "divisibleby", "eq",       "equalto",
+    "even",     "false",    "float",   "integer",     "iterable", "lower",
+    "mapping",  "ne",       "none",    "number",      "odd",      "sameas",
+    "sequence", "string",   "true",    "undefined",   "upper"};
+
+const Value &argument(std::string_view test,
+                      const std::vector<Value> &arguments, int line) {
+  if (arguments.empty())
+    fail(line, fmt::format("test '{}' needs an argument", test));
+  return arguments[0];
+}
+
+int64_t integer(std::string_view test, const Value &value, int line) {
+  if (!value.is(Kind::integer))
+    fail(line, fmt::format("test '{}' applies to integers, not to {}", test,
+                           kindPhrase(value.kind())));
+  return value.asInteger();
+}
+
+} // namespace
+
+bool isTest(std::string_view name) {
+  return std::find(kTests.begin(), kTests.end(), name) != kTests.end();
+}
+
+bool applyTest(std::string_view name, const Value &value,
+               const std::vector<Value> &arguments, int line) {
+  if (name == "defined")
+    return !value.is(Kind::undefined);
+  if (name == "undefined")
+    return value.is(Kind::undefined);
+  if (name == "none")
+    return value.is(Kind::none);
+  if (name == "boolean")
+    return value.is(Kind::boolean);
+  if (name == "true" || name == "false")
+    return value.is(Kind::boolean) && value.asBool() == (name == "true");
+  if (name == "string")
+    return value.is(Kind::string);
+  if (name == "number")
+    return value.isNumber();
+  if (name == "integer")
+    return value.is(Kind::integer);
+  if (name == "float")
+    return value.is(Kind::floating);
+  if (name == "mapping")
+    return value.is(Kind::dict);
+  if (name == "iterable")
+    return value.is(Kind::list) || value.is(Kind::string) ||
+           value.is(Kind::dict);
+  if (name == "sequence")
+    return value.is(Kind::list) || value.is(Kind::string) ||
+           value.is(Kind::dict);
+  if (name == "callable")
+    return value.is(Kind::callable);
+  if (name == "lower" || name == "upper")
+    return value.is(Kind::string) &&
+           value.asString() == (name == "lower" ? lower(value.asString())
+                                                : upper(value.asString()));
+  if (name == "odd" || name == "even")
+    return (integer(name, value, line) % 2 != 0) == (name == "odd");
+  if (name == "divisibleby") {
+    int64_t divisor = integer(name, argument(name, arguments, line), line);
+    if (divisor == 0)
+      fail(line, "divisibleby(0)");
+    return integer(name, value, line) % divisor == 0;
+  }
+  if (name == "eq" || name == "equalto")
+    return value == argument(name, arguments, line);
+  if (name == "ne")
+    return !(value == argument(name, arguments, line));
+  if (name == "sameas") {
+    const Value &other = argument(name, arguments, line);
+    return value.kind() == other.kind() && value == other;
+  }
+  fail(line, fmt::format("test '{}' is not supported", name));
+}
+
+} // namespace moe::chat
