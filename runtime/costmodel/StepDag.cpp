@@ -72,12 +72,19 @@ ExpertLoad expectedExpertLoad(const ModuleCosts &module, int64_t tokens) {
 // (CudaBackendOptions::perExpertGemmRows).
 constexpr int64_t kGroupedGemmRowsPerExpert = 128;
 
+bool runsGrouped(const ModuleCosts &module, int64_t tokens) {
+  return tokens * module.topK < kGroupedGemmRowsPerExpert * module.numExperts;
+}
+
 // The experts' GEMMs as the backend runs them: grouped where the profile
 // measured the grouped kernel and groups are small, else one per expert.
+// fp8 experts are priced as bf16 ones (the grouped kernel reads their codes
+// at half the bytes: an overestimate where reading the weights binds), and
+// per-expert GEMMs first widen them to bf16.
 double expertGemmSeconds(const HardwareProfile &profile,
                          const ModuleCosts &module, const ExpertLoad &load,
                          int64_t tokens, int64_t expertMicroBatch) {
-  if (tokens * module.topK < kGroupedGemmRowsPerExpert * module.numExperts) {
+  if (runsGrouped(module, tokens)) {
     double grouped = 0;
     bool measured = true;
     for (const GemmShape &gemm : module.gemms) {
@@ -89,9 +96,12 @@ double expertGemmSeconds(const HardwareProfile &profile,
     if (measured)
       return grouped;
   }
-  return load.activeExperts * gemmSeconds(profile, module.gemms,
-                                          load.tokensPerActiveExpert,
-                                          expertMicroBatch);
+  double widen = runsGrouped(module, tokens)
+                     ? 0
+                     : profile.hbmSeconds(double(module.widenBytes));
+  return widen + load.activeExperts * gemmSeconds(profile, module.gemms,
+                                                  load.tokensPerActiveExpert,
+                                                  expertMicroBatch);
 }
 
 // Routed experts over `tokens` tokens; `share` of the experts is priced.
@@ -101,8 +111,7 @@ double routedExpertSeconds(const HardwareProfile &profile,
                            double share) {
   ExpertLoad load = expectedExpertLoad(module, tokens);
   return share *
-         (profile.hbmSeconds(double(module.widenBytes)) +
-          expertGemmSeconds(profile, module, load, tokens, expertMicroBatch) +
+         (expertGemmSeconds(profile, module, load, tokens, expertMicroBatch) +
           elementwiseSeconds(profile, model, module, tokens));
 }
 

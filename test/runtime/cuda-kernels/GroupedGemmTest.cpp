@@ -8,6 +8,7 @@
 // elements in, so every expert's data differs while only one expert-sized
 // block is generated on the host.
 #include "runtime/backends/cuda/kernels/GroupedGemm.h"
+#include "runtime/model/WeightFormat.h"
 #include "test/runtime/cuda/CudaTestSupport.h"
 
 #include <algorithm>
@@ -135,6 +136,13 @@ public:
 
   int64_t rows() const { return rows_; }
   const std::vector<int32_t> &counts() const { return p_.counts; }
+  // Expert e's [n, k] weight block (bf16 bits).
+  const uint16_t *weightBlock(int e) const {
+    return wPool_.data() + e * kShift;
+  }
+  int residentExperts() const {
+    return p_.residentExperts < 0 ? experts_ : p_.residentExperts;
+  }
 
   // Bytes of the weight blocks that some row uses: the least a launch reads.
   double usedWeightBytes() const {
@@ -322,6 +330,102 @@ TEST(GroupedGemm, OtherModelShapes) {
                  2816, 2048, false, -1, 0, 64});
   expectCorrect({"gpt-oss down bias", unevenCounts(32, 362 * 4, 65), 2880, 2880,
                  true, 20, 0, 66});
+}
+
+// A problem's weights quantized to fp8 (runtime/model/WeightFormat.h), each
+// expert's [n, k] block as `parts` matrices of n / parts rows, its codes
+// split between two allocations as the problem splits the bf16 ones; and the
+// same widened to bf16 by widenFp8Experts.
+struct Fp8Weights {
+  DeviceBuffer codes[2], scales, widened;
+  gpu::Fp8ExpertMatrix matrix;
+
+  Fp8Weights(const GroupedProblem &problem, int64_t parts) {
+    const gpu::GroupedGemmArgs &a = problem.args;
+    int64_t partRows = a.n / parts, matrixBytes = a.n * a.k;
+    int64_t scaleCount = moe::model::fp8ScaleCount(partRows, a.k);
+    std::vector<uint8_t> hostCodes(size_t(a.experts * matrixBytes));
+    std::vector<float> hostScales(size_t(a.experts * parts * scaleCount));
+    std::vector<float> values(size_t(a.n * a.k));
+    for (int e = 0; e < a.experts; ++e) {
+      const uint16_t *block = problem.weightBlock(e);
+      for (size_t i = 0; i < values.size(); ++i)
+        values[i] = bf16ToFloat(block[i]);
+      for (int64_t part = 0; part < parts; ++part)
+        moe::model::quantizeFp8Matrix(
+            values.data() + part * partRows * a.k, partRows, a.k,
+            hostCodes.data() + e * matrixBytes + part * partRows * a.k,
+            hostScales.data() + (e * parts + part) * scaleCount);
+    }
+    int64_t resident = problem.residentExperts();
+    int64_t perPart[2] = {resident, a.experts - resident};
+    for (int i = 0; i < 2; ++i)
+      if (perPart[i] > 0) {
+        codes[i] = DeviceBuffer(size_t(perPart[i] * matrixBytes));
+        codes[i].upload(hostCodes.data() +
+                            (i == 0 ? 0 : resident * matrixBytes),
+                        size_t(perPart[i] * matrixBytes));
+      }
+    scales = DeviceBuffer(hostScales.size() * 4);
+    scales.upload(hostScales.data(), hostScales.size() * 4);
+    matrix.resident = codes[0].as<uint8_t>();
+    matrix.streamed = codes[1].as<uint8_t>();
+    matrix.residentExperts = resident;
+    matrix.parts = parts;
+    matrix.partRows = partRows;
+    matrix.cols = a.k;
+    matrix.scales = scales.as<float>();
+    widened = DeviceBuffer(size_t(a.experts * matrixBytes * 2));
+    check(gpu::widenFp8Experts(matrix, a.experts, widened.as<gpu::bf16>(),
+                               nullptr),
+          "widenFp8Experts");
+  }
+};
+
+// The grouped kernel reading fp8 codes, widening each tile in shared memory,
+// equals the bf16 kernel over the weights widened beforehand, bit for bit.
+void expectFp8EqualsWidened(Problem p, int64_t parts) {
+  GroupedProblem problem(std::move(p));
+  Fp8Weights fp8(problem, parts);
+  gpu::GroupedGemmArgs bf16Args = problem.args;
+  bf16Args.weight = {fp8.widened.as<gpu::bf16>(), nullptr, bf16Args.experts,
+                     bf16Args.n * bf16Args.k};
+  problem.args = bf16Args;
+  problem.run();
+  std::vector<uint16_t> want = problem.y.downloadBf16();
+  problem.args.weight = {};
+  problem.args.fp8Weight = fp8.matrix;
+  problem.run();
+  std::vector<uint16_t> got = problem.y.downloadBf16();
+  ASSERT_EQ(got.size(), want.size());
+  int64_t differing = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (got[i] != want[i] && differing++ == 0)
+      ADD_FAILURE() << "row " << i / problem.args.n << " column "
+                    << i % problem.args.n << ": " << bf16ToFloat(got[i])
+                    << " against " << bf16ToFloat(want[i]);
+  EXPECT_EQ(differing, 0) << "of " << got.size() << " outputs";
+}
+
+// Every tile height, two parts (gate|up) of 200 rows (partial scale blocks),
+// k = 272 (a partial k-tile and a partial scale block), a bias, experts split
+// between two allocations; then decode shapes of real models.
+TEST(GroupedGemm, Fp8WeightsEqualTheWidenedBf16Gemm) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  for (int mean : {10, 25, 50, 150}) {
+    unsigned seed = 90 + mean;
+    SCOPED_TRACE(mean);
+    expectFp8EqualsWidened({"fp8 mean " + std::to_string(mean),
+                            unevenCounts(6, 6 * mean, seed), 400, 272, true, 2,
+                            0, seed},
+                           2);
+  }
+  expectFp8EqualsWidened({"fp8 qwen3 gate|up", unevenCounts(128, 362 * 8, 95),
+                          1536, 2048, false, 64, 0, 96},
+                         2);
+  expectFp8EqualsWidened({"fp8 mixtral down", unevenCounts(8, 512 * 2, 97),
+                          4096, 14336, false, 3, 0, 98},
+                         1);
 }
 
 TEST(GroupedGemm, RejectsUnsupportedArguments) {

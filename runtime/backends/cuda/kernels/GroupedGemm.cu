@@ -11,6 +11,11 @@
 // expert). grid.y is the n-tile. m-tiles vary fastest, so the blocks that share
 // an expert's weight tile run together and the later ones read it from L2.
 //
+// fp8 weights. A stage's weight tile arrives as codes (cp.async into a code
+// area beside the stages); once landed, the block widens it into the stage's
+// bf16 weight tile with its block scale (BK divides 128, so a tile row has
+// one) before the warps multiply, which then run as for bf16.
+//
 // Tiles. BM (16, 32, 64 or 128) follows the mean rows per expert. Small groups
 // (decode) are bound by reading the weights once per m-tile, so their blocks
 // keep a 128×64 weight tile per stage and 4 cp.async stages (16-byte,
@@ -19,7 +24,7 @@
 // rows padded by 16 bytes, which makes ldmatrix conflict-free. Rows past the
 // group, columns past n and k past its end are zero-filled by cp.async.
 #include "runtime/backends/cuda/kernels/GroupedGemm.h"
-#include "runtime/backends/cuda/kernels/Kernels.cuh"
+#include "runtime/backends/cuda/kernels/Fp8Weights.cuh"
 
 #include <cstdint>
 
@@ -39,7 +44,9 @@ struct Tile {
   static constexpr int ld = BK + 8; // shared row, elements
   static constexpr int stageElems = (BM + BN) * ld;
   static constexpr int smemBytes = stages * stageElems * 2;
-  static_assert(warpRows % 16 == 0 && warpCols % 16 == 0 && BK % 16 == 0);
+  static constexpr int codeStageBytes = BN * BK; // an fp8 weight tile
+  static_assert(warpRows % 16 == 0 && warpCols % 16 == 0 && BK % 16 == 0 &&
+                128 % BK == 0);
 };
 
 using Tile16 = Tile<16, 128, 64, 1, 4, 4, 2>;
@@ -92,6 +99,41 @@ loadTile(bf16 *dst, const bf16 *src, int validRows, int64_t kBegin, int64_t k) {
   }
 }
 
+// A BN×BK tile of fp8 codes of a row-major [·, k] matrix into shared memory
+// (rows of BK bytes); rows ≥ validRows and columns ≥ k become zero codes.
+template <class T>
+__device__ __forceinline__ void loadCodes(uint8_t *dst, const uint8_t *src,
+                                          int validRows, int64_t kBegin,
+                                          int64_t k) {
+  constexpr int chunksPerRow = T::BK / 16;
+  constexpr int rowsPerPass = T::threads / chunksPerRow;
+  static_assert(T::threads % chunksPerRow == 0 && T::BN % rowsPerPass == 0);
+  int row = threadIdx.x / chunksPerRow;
+  int col = (threadIdx.x % chunksPerRow) * 16;
+  bool colValid = kBegin + col < k;
+#pragma unroll
+  for (int p = 0; p < T::BN / rowsPerPass; ++p, row += rowsPerPass) {
+    bool valid = colValid && row < validRows;
+    cpAsync16(dst + row * T::BK, valid ? src + row * k + kBegin + col : src,
+              valid ? 16 : 0);
+  }
+}
+
+// The landed codes of a stage widened into its bf16 weight tile.
+template <class T>
+__device__ __forceinline__ void
+widenTile(bf16 *dst, const uint8_t *codes, const Fp8ExpertMatrix &m,
+          int expert, int64_t colBegin, int validRows, int64_t kBegin) {
+  constexpr int chunksPerRow = T::BK / 16;
+  for (int i = threadIdx.x; i < T::BN * chunksPerRow; i += T::threads) {
+    int row = i / chunksPerRow, col = (i % chunksPerRow) * 16;
+    float scale =
+        row < validRows ? fp8Scale(m, expert, colBegin + row, kBegin) : 0.0f;
+    widen16(*reinterpret_cast<const uint4 *>(codes + row * T::BK + col), scale,
+            dst + row * T::ld + col);
+  }
+}
+
 // One BK slice of the block's tile: each warp its warpRows×warpCols part.
 template <class T>
 __device__ __forceinline__ void
@@ -126,7 +168,7 @@ multiplyStage(const bf16 *as, const bf16 *bs,
   }
 }
 
-template <class T>
+template <class T, bool F8>
 __global__ void __launch_bounds__(T::threads, T::minBlocks)
     groupedGemmKernel(GroupedGemmArgs a) {
   extern __shared__ __align__(16) unsigned char sharedBytes[];
@@ -155,16 +197,26 @@ __global__ void __launch_bounds__(T::threads, T::minBlocks)
   int64_t colBegin = int64_t(blockIdx.y) * T::BN;
   int colsHere = static_cast<int>(min(int64_t(T::BN), a.n - colBegin));
   const bf16 *x = a.x + rowBegin * a.k;
-  const bf16 *w = expertBlock(a.weight, expert) + colBegin * a.k;
+  const bf16 *w = nullptr;
+  const uint8_t *codes = nullptr;
+  if constexpr (F8)
+    codes = fp8Codes(a.fp8Weight, expert) + colBegin * a.k;
+  else
+    w = expertBlock(a.weight, expert) + colBegin * a.k;
 
   bf16 *smem = reinterpret_cast<bf16 *>(sharedBytes);
+  uint8_t *codeStages = sharedBytes + T::smemBytes;
   int kTiles = static_cast<int>((a.k + T::BK - 1) / T::BK);
   auto load = [&](int kt) {
     if (kt < kTiles) {
       bf16 *stage = smem + (kt % T::stages) * T::stageElems;
       int64_t kBegin = int64_t(kt) * T::BK;
       loadTile<T, T::BM>(stage, x, rowsHere, kBegin, a.k);
-      loadTile<T, T::BN>(stage + T::BM * T::ld, w, colsHere, kBegin, a.k);
+      if constexpr (F8)
+        loadCodes<T>(codeStages + (kt % T::stages) * T::codeStageBytes, codes,
+                     colsHere, kBegin, a.k);
+      else
+        loadTile<T, T::BN>(stage + T::BM * T::ld, w, colsHere, kBegin, a.k);
     }
     cpAsyncCommit(); // empty groups keep the wait count uniform
   };
@@ -182,8 +234,14 @@ __global__ void __launch_bounds__(T::threads, T::minBlocks)
     // Tile kt has landed for every thread, and every warp is done with the
     // stage that the next load overwrites (read in iteration kt − 1).
     __syncthreads();
+    bf16 *stage = smem + (kt % T::stages) * T::stageElems;
+    if constexpr (F8) {
+      widenTile<T>(stage + T::BM * T::ld,
+                   codeStages + (kt % T::stages) * T::codeStageBytes,
+                   a.fp8Weight, expert, colBegin, colsHere, int64_t(kt) * T::BK);
+      __syncthreads();
+    }
     load(kt + T::stages - 1);
-    const bf16 *stage = smem + (kt % T::stages) * T::stageElems;
     multiplyStage<T>(stage, stage + T::BM * T::ld, acc, warpRow, warpCol, lane);
   }
 
@@ -224,11 +282,13 @@ __global__ void __launch_bounds__(T::threads, T::minBlocks)
   }
 }
 
-template <class T>
+template <class T, bool F8>
 cudaError_t launch(const GroupedGemmArgs &a, cudaStream_t stream) {
+  constexpr int smemBytes =
+      T::smemBytes + (F8 ? T::stages * T::codeStageBytes : 0);
   static const cudaError_t attr = cudaFuncSetAttribute(
-      groupedGemmKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-      T::smemBytes);
+      groupedGemmKernel<T, F8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      smemBytes);
   if (attr != cudaSuccess)
     return attr;
   int64_t slots = a.rows / T::BM + a.experts;
@@ -236,8 +296,13 @@ cudaError_t launch(const GroupedGemmArgs &a, cudaStream_t stream) {
   if (nTiles > 65535)
     return cudaErrorInvalidValue;
   dim3 grid(static_cast<unsigned>(slots), static_cast<unsigned>(nTiles));
-  groupedGemmKernel<T><<<grid, T::threads, T::smemBytes, stream>>>(a);
+  groupedGemmKernel<T, F8><<<grid, T::threads, smemBytes, stream>>>(a);
   return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t launch(const GroupedGemmArgs &a, bool fp8, cudaStream_t stream) {
+  return fp8 ? launch<T, true>(a, stream) : launch<T, false>(a, stream);
 }
 
 // Pointers present where experts use them, and the split in range.
@@ -256,10 +321,17 @@ cudaError_t groupedGemm(const GroupedGemmArgs &a, cudaStream_t stream) {
   if (a.rows == 0 || a.n == 0)
     return cudaSuccess;
   const ExpertMatrix &w = a.weight;
+  bool fp8 = a.fp8Weight.scales != nullptr;
+  bool validWeight =
+      fp8 ? w.resident == nullptr && w.streamed == nullptr &&
+                validFp8Matrix(a.fp8Weight, a.experts) &&
+                a.fp8Weight.cols == a.k &&
+                a.fp8Weight.parts * a.fp8Weight.partRows == a.n
+          : validMatrix(w, a.experts) && aligned16(w.resident) &&
+                aligned16(w.streamed) && w.stride % 8 == 0;
   bool hasBias = a.bias.resident != nullptr || a.bias.streamed != nullptr;
   if (a.x == nullptr || a.y == nullptr || a.offsets == nullptr ||
-      !aligned16(a.x) || !aligned16(a.y) || !validMatrix(w, a.experts) ||
-      !aligned16(w.resident) || !aligned16(w.streamed) || w.stride % 8 != 0 ||
+      !aligned16(a.x) || !aligned16(a.y) || !validWeight ||
       (hasBias && !validMatrix(a.bias, a.experts)))
     return cudaErrorInvalidValue;
 
@@ -267,12 +339,12 @@ cudaError_t groupedGemm(const GroupedGemmArgs &a, cudaStream_t stream) {
   // take one short tile each, so each weight byte is read about once.
   int64_t mean = (a.rows + a.experts - 1) / a.experts;
   if (mean <= 16)
-    return launch<Tile16>(a, stream);
+    return launch<Tile16>(a, fp8, stream);
   if (mean <= 32)
-    return launch<Tile32>(a, stream);
+    return launch<Tile32>(a, fp8, stream);
   if (mean <= 64)
-    return launch<Tile64>(a, stream);
-  return launch<Tile128>(a, stream);
+    return launch<Tile64>(a, fp8, stream);
+  return launch<Tile128>(a, fp8, stream);
 }
 
 } // namespace moe::cuda::kernels

@@ -24,9 +24,14 @@ struct Fp8ExpertMatrix {
   const float *scales = nullptr;
 };
 
+// What every kernel reading fp8 experts needs: cols a multiple of 16 (a
+// row is read 16 codes at a time), a positive part size, scales, and the
+// code pointers its experts use present and 16-byte aligned.
+bool validFp8Matrix(const Fp8ExpertMatrix &weight, int64_t experts);
+
 // out[e, r, c] = bf16(code · scale) for every expert: [E, parts·partRows,
-// cols] row-major. cols must be a multiple of 16 and the code pointers and
-// `out` 16-byte aligned (else cudaErrorInvalidValue).
+// cols] row-major, `out` 16-byte aligned (else, or for an invalid matrix,
+// cudaErrorInvalidValue).
 cudaError_t widenFp8Experts(const Fp8ExpertMatrix &weight, int64_t experts,
                             __nv_bfloat16 *out, cudaStream_t stream);
 

@@ -265,15 +265,21 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
                                  cudaMemcpyDeviceToHost, step.stream));
     MOE_CUDA_TRY(cudaStreamSynchronize(step.stream));
   }
-  // y = x · Wᵀ (+ bias) for every expert's rows.
-  auto expertsGemm = [&](const bf16 *in, const ExpertWeight &weight,
+  // y = x · Wᵀ (+ bias) for every expert's rows. fp8 experts are read as
+  // codes by the grouped kernel, and widened into k.widened for the
+  // per-expert GEMMs.
+  auto expertsGemm = [&](const bf16 *in, const ExpertWeight &bf16Weight,
+                         const kernels::Fp8ExpertMatrix &fp8Weight,
                          const ExpertWeight &bias, int64_t n, int64_t kDim,
                          bf16 *y) -> Status {
     if (!perExpert) {
       kernels::GroupedGemmArgs args;
       args.x = in;
       args.offsets = offsets;
-      args.weight = weight;
+      if (k.fp8)
+        args.fp8Weight = fp8Weight;
+      else
+        args.weight = bf16Weight;
       args.bias = bias;
       args.y = y;
       args.rows = pairs;
@@ -282,6 +288,12 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
       args.k = kDim;
       MOE_CUDA_TRY(kernels::groupedGemm(args, step.stream));
       return Status::success();
+    }
+    ExpertWeight weight = bf16Weight;
+    if (k.fp8) {
+      MOE_CUDA_TRY(kernels::widenFp8Experts(fp8Weight, k.experts, k.widened,
+                                            step.stream));
+      weight = {k.widened, nullptr, k.experts, n * kDim};
     }
     // At most b_e rows a GEMM, as the plan priced them.
     for (int64_t e = 0; e < k.experts; ++e)
@@ -295,25 +307,15 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
       }
     return Status::success();
   };
-  // fp8 experts: each matrix widened to bf16 just before its GEMM.
-  auto widened = [&](const kernels::Fp8ExpertMatrix &m,
-                     const ExpertWeight &bf16Weight) -> Result<ExpertWeight> {
-    if (!k.fp8)
-      return bf16Weight;
-    MOE_CUDA_TRY(
-        kernels::widenFp8Experts(m, k.experts, k.widened, step.stream));
-    return ExpertWeight{k.widened, nullptr, k.experts,
-                        m.parts * m.partRows * m.cols};
-  };
-  MOE_ASSIGN_OR_RETURN(ExpertWeight gateUp, widened(k.gateUpFp8, k.gateUp));
-  MOE_RETURN_IF_ERROR(expertsGemm(xs, gateUp, k.gateUpBias, 2 * w, h, gu));
+  MOE_RETURN_IF_ERROR(
+      expertsGemm(xs, k.gateUp, k.gateUpFp8, k.gateUpBias, 2 * w, h, gu));
   if (k.clamped)
     MOE_CUDA_TRY(kernels::swigluClamped(gu, act, pairs, w, k.limit, k.alpha,
                                         step.stream));
   else
     MOE_CUDA_TRY(kernels::siluMul(gu, act, pairs, w, step.stream));
-  MOE_ASSIGN_OR_RETURN(ExpertWeight downWeight, widened(k.downFp8, k.down));
-  MOE_RETURN_IF_ERROR(expertsGemm(act, downWeight, k.downBias, h, w, down));
+  MOE_RETURN_IF_ERROR(
+      expertsGemm(act, k.down, k.downFp8, k.downBias, h, w, down));
   kernels::CombineArgs combine;
   combine.expertOut = down;
   combine.weights = weights.f;

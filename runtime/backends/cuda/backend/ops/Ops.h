@@ -91,9 +91,9 @@ struct ExpertsOp {
   bool clamped;
   float limit, alpha;
   ExpertWeight gateUp, gateUpBias, down, downBias; // down [E, H, I]
-  // fp8 experts (runtime/model/WeightFormat.h): gateUp and down are their
-  // codes widened into `widened` (shared by every experts op) before each
-  // GEMM.
+  // fp8 experts (runtime/model/WeightFormat.h): their codes, read by the
+  // grouped GEMM as they are and widened into `widened` (shared by every
+  // experts op) before per-expert GEMMs; gateUp and down are absent.
   bool fp8 = false;
   kernels::Fp8ExpertMatrix gateUpFp8, downFp8;
   bf16 *widened = nullptr;
