@@ -114,7 +114,8 @@ __device__ __forceinline__ void loadCodes(uint8_t *dst, const uint8_t *src,
 #pragma unroll
   for (int p = 0; p < T::BN / rowsPerPass; ++p, row += rowsPerPass) {
     bool valid = colValid && row < validRows;
-    cpAsync16(dst + row * T::BK, valid ? src + row * k + kBegin + col : src,
+    cpAsync16(dst + row * T::BK + col,
+              valid ? src + row * k + kBegin + col : src,
               valid ? 16 : 0);
   }
 }

@@ -10,17 +10,18 @@
 namespace moe::cuda {
 namespace {
 
-// Writes the fp32 [partRows, cols] matrix (a Linear's [out, in]) of one
-// part of one expert.
-using FillMatrix = std::function<void(int64_t expert, int64_t part, float *)>;
+// The fp32 [partRows, cols] matrix (a Linear's [out, in]) of one part of
+// one expert.
+using MatrixOf = std::function<const float *(int64_t expert, int64_t part)>;
 
 // A stacked expert weight quantized expert by expert (WeightFormat.h), its
 // codes placed as the plan placed the param and its scales, small, all on
-// the GPU.
+// the GPU. Slabs of 128 rows (whole scale blocks) are quantized in
+// parallel: a layer of Mixtral's has 8 experts, and all cores are wanted.
 Result<kernels::Fp8ExpertMatrix>
 placeFp8(WeightPlacement &placement, int64_t experts, int64_t residentExperts,
-         int64_t parts, int64_t partRows, int64_t cols, const FillMatrix &fill,
-         const char *what) {
+         int64_t parts, int64_t partRows, int64_t cols,
+         const MatrixOf &matrixOf, const char *what) {
   if (cols % 16 != 0)
     return makeError("{}: fp8 expert weights need rows of a multiple of 16 "
                      "elements, not {}; plan with weight-dtype=bf16",
@@ -30,17 +31,20 @@ placeFp8(WeightPlacement &placement, int64_t experts, int64_t residentExperts,
   auto codes = std::make_unique_for_overwrite<std::byte[]>(
       size_t(experts * parts * matrix));
   std::vector<float> scales(size_t(experts * parts * scaleCount));
-  placement.threads().parallelFor(experts, [&](int64_t first, int64_t last) {
-    std::vector<float> values(static_cast<size_t>(matrix));
-    for (int64_t x = first; x < last; ++x)
-      for (int64_t part = 0; part < parts; ++part) {
-        int64_t at = x * parts + part;
-        fill(x, part, values.data());
-        model::quantizeFp8Matrix(
-            values.data(), partRows, cols,
-            reinterpret_cast<uint8_t *>(codes.get() + at * matrix),
-            scales.data() + at * scaleCount);
-      }
+  constexpr int64_t kSlab = model::kFp8WeightBlock;
+  int64_t slabs = (partRows + kSlab - 1) / kSlab;
+  int64_t scalesPerSlab = scaleCount / slabs;
+  placement.threads().parallelFor(experts * parts * slabs, [&](int64_t first,
+                                                               int64_t last) {
+    for (int64_t unit = first; unit < last; ++unit) {
+      int64_t at = unit / slabs, slab = unit % slabs;
+      int64_t row = slab * kSlab;
+      model::quantizeFp8Matrix(
+          matrixOf(at / parts, at % parts) + row * cols,
+          std::min(kSlab, partRows - row), cols,
+          reinterpret_cast<uint8_t *>(codes.get() + at * matrix + row * cols),
+          scales.data() + at * scaleCount + slab * scalesPerSlab);
+    }
   });
   MOE_ASSIGN_OR_RETURN(
       auto at, placement.place({codes.get(), size_t(experts * parts * matrix)},
@@ -74,47 +78,47 @@ Status bindFp8Experts(WeightPlacement &placement, const model::ExpertsSpec &e,
         k.gateUpFp8,
         placeFp8(
             placement, n, placement.residentExperts(e.gate, n), 2, w, h,
-            [&](int64_t x, int64_t part, float *out) {
-              std::copy_n((part == 0 ? gate : up).data() + x * w * h, w * h,
-                          out);
+            [&](int64_t x, int64_t part) {
+              return (part == 0 ? gate : up).data() + x * w * h;
             },
             "experts gate|up"));
     gate = {}, up = {};
     std::vector<float> down = weights.toFloat32(e.down);
-    MOE_ASSIGN_OR_RETURN(k.downFp8,
-                         placeFp8(
-                             placement, n, placement.residentExperts(e.down, n),
-                             1, h, w,
-                             [&](int64_t x, int64_t, float *out) {
-                               std::copy_n(down.data() + x * h * w, h * w, out);
-                             },
-                             "experts down"));
+    MOE_ASSIGN_OR_RETURN(
+        k.downFp8,
+        placeFp8(
+            placement, n, placement.residentExperts(e.down, n), 1, h, w,
+            [&](int64_t x, int64_t) { return down.data() + x * h * w; },
+            "experts down"));
     return Status::success();
   }
-  // gate_up [E, H, 2I] and down [E, I, H] are [in, out]: transposed.
-  std::vector<float> gateUp = weights.toFloat32(e.gateUp);
+  // gate_up [E, H, 2I] and down [E, I, H] are [in, out]: transposed first.
+  auto transposed = [&](int index, int64_t rows, int64_t cols) {
+    std::vector<float> values = weights.toFloat32(index), out(values.size());
+    placement.threads().parallelFor(n * cols, [&](int64_t first, int64_t last) {
+      for (int64_t unit = first; unit < last; ++unit) {
+        int64_t x = unit / cols, c = unit % cols;
+        for (int64_t r = 0; r < rows; ++r)
+          out[(x * cols + c) * rows + r] = values[(x * rows + r) * cols + c];
+      }
+    });
+    return out;
+  };
+  std::vector<float> gateUp = transposed(e.gateUp, h, 2 * w);
   MOE_ASSIGN_OR_RETURN(
       k.gateUpFp8,
       placeFp8(
           placement, n, placement.residentExperts(e.gateUp, n), 1, 2 * w, h,
-          [&](int64_t x, int64_t, float *out) {
-            for (int64_t c = 0; c < 2 * w; ++c)
-              for (int64_t j = 0; j < h; ++j)
-                out[c * h + j] = gateUp[(x * h + j) * 2 * w + c];
-          },
+          [&](int64_t x, int64_t) { return gateUp.data() + x * 2 * w * h; },
           "experts gate|up"));
   gateUp = {};
-  std::vector<float> down = weights.toFloat32(e.down);
-  MOE_ASSIGN_OR_RETURN(k.downFp8,
-                       placeFp8(
-                           placement, n, placement.residentExperts(e.down, n),
-                           1, h, w,
-                           [&](int64_t x, int64_t, float *out) {
-                             for (int64_t j = 0; j < h; ++j)
-                               for (int64_t i = 0; i < w; ++i)
-                                 out[j * w + i] = down[(x * w + i) * h + j];
-                           },
-                           "experts down"));
+  std::vector<float> down = transposed(e.down, w, h);
+  MOE_ASSIGN_OR_RETURN(
+      k.downFp8,
+      placeFp8(
+          placement, n, placement.residentExperts(e.down, n), 1, h, w,
+          [&](int64_t x, int64_t) { return down.data() + x * h * w; },
+          "experts down"));
   return Status::success();
 }
 
