@@ -27,12 +27,18 @@ namespace json = llvm::json;
 /// values and `ok()` tells the caller to stop.
 class ConfigReader {
 public:
-  ConfigReader(const json::Object &object, Location loc,
-               std::string fieldPrefix = "")
-      : object(object), loc(loc), fieldPrefix(std::move(fieldPrefix)) {}
+  ConfigReader(const json::Object &object, Location loc)
+      : object(object), loc(loc) {}
+  /// The object under `parent`'s field `key`. Both share one failure state:
+  /// a config gets one error, whichever reader finds it first.
+  ConfigReader(const json::Object &object, ConfigReader &parent, StringRef key)
+      : object(object), loc(parent.loc),
+        fieldPrefix((Twine(parent.fieldPrefix) + key + ".").str()),
+        failed(parent.failed) {}
+  ConfigReader(const ConfigReader &) = delete;
+  ConfigReader &operator=(const ConfigReader &) = delete;
 
-  bool ok() const { return !failed; }
-  void markFailed() { failed = true; }
+  bool ok() const { return !*failed; }
   bool has(StringRef key) const {
     const json::Value *value = object.get(key);
     return value && value->kind() != json::Value::Null;
@@ -40,9 +46,9 @@ public:
 
   /// Reports `message` about `key` unless an error was already reported.
   void fail(StringRef key, const Twine &message) {
-    if (failed)
+    if (*failed)
       return;
-    failed = true;
+    *failed = true;
     emitError(loc) << "field '" << fieldPrefix << key << "' " << message;
   }
   /// Reports an inconsistency between fields (`key` is the one to fix).
@@ -176,7 +182,8 @@ private:
   const json::Object &object;
   Location loc;
   std::string fieldPrefix; // "rope_scaling." for a nested object
-  bool failed = false;
+  bool ownFailed = false;
+  bool *failed = &ownFailed; // the outermost reader's
 };
 
 } // namespace mlir::moe::hf

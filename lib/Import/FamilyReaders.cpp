@@ -9,6 +9,7 @@
 #include "FamilyReaders.h"
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
@@ -68,10 +69,8 @@ static void readQuantization(ConfigReader &config) {
   const json::Object *quantization = config.nestedObject("quantization_config");
   if (!quantization)
     return;
-  ConfigReader nested(*quantization, config.location(), "quantization_config.");
+  ConfigReader nested(*quantization, config, "quantization_config");
   readQuantizationMethod(nested, *quantization);
-  if (!nested.ok())
-    config.markFailed();
 }
 
 static void readCommon(ConfigReader &config, ModelSpec &spec,
@@ -109,6 +108,9 @@ static void readCommon(ConfigReader &config, ModelSpec &spec,
                 "must be float32, float16 or bfloat16, got '" + dtype + "'");
 }
 
+/// A config's number as written (formatv's default shows two decimals).
+static auto number(double value) { return llvm::format("%g", value); }
+
 /// rope_theta and rope_scaling (v4) or rope_parameters (v5).
 static void readRope(ConfigReader &config, RopeSpec &rope,
                      double defaultTheta) {
@@ -116,12 +118,23 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
   const json::Object *scaling = config.nestedObject("rope_scaling");
   const json::Object *source = parameters ? parameters : scaling;
   rope.theta = config.number("rope_theta", defaultTheta);
-  if (!source)
+  // The frequencies are theta^(-2i/d): they must fall with i.
+  auto requireTheta = [&](ConfigReader &reader) {
+    reader.require(!reader.ok() || rope.theta > 1.0, "rope_theta",
+                   llvm::formatv("must exceed 1, got {0}", number(rope.theta)));
+  };
+  if (!source) {
+    requireTheta(config);
     return;
+  }
   StringRef sourceKey = parameters ? "rope_parameters" : "rope_scaling";
-  ConfigReader nested(*source, config.location(), (sourceKey + ".").str());
-  if (parameters)
-    rope.theta = nested.number("rope_theta", rope.theta);
+  ConfigReader nested(*source, config, sourceKey);
+  if (parameters && nested.has("rope_theta")) {
+    rope.theta = nested.number("rope_theta");
+    requireTheta(nested);
+  } else {
+    requireTheta(config);
+  }
   std::string type =
       nested.string("rope_type", nested.string("type", "default"));
   if (type == "yarn") {
@@ -129,8 +142,14 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
     rope.factor = nested.number("factor");
     rope.originalMaxPosition =
         nested.positive("original_max_position_embeddings");
+    nested.require(!nested.ok() || rope.factor >= 1.0, "factor",
+                   llvm::formatv("must be at least 1 for yarn, got {0}",
+                                 number(rope.factor)));
     rope.betaFast = nested.number("beta_fast", 32.0);
     rope.betaSlow = nested.number("beta_slow", 1.0);
+    nested.require(!nested.ok() || rope.betaFast > rope.betaSlow, "beta_fast",
+                   llvm::formatv("({0}) must exceed beta_slow ({1})",
+                                 number(rope.betaFast), number(rope.betaSlow)));
     rope.truncate = nested.boolean("truncate", true);
     auto yarnMscale = [&](double scale, double m) {
       return scale <= 1.0 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
@@ -145,6 +164,13 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
                              yarnMscale(rope.factor, mscaleAllDim);
     else
       rope.attentionFactor = yarnMscale(rope.factor, 1.0);
+    nested.require(!nested.ok() || rope.attentionFactor > 0.0,
+                   hasMscale && !nested.has("attention_factor")
+                       ? "mscale"
+                       : "attention_factor",
+                   llvm::formatv("gives an attention factor of {0}; it must "
+                                 "be positive",
+                                 number(rope.attentionFactor)));
     if (mscaleAllDim > 0) {
       double m = yarnMscale(rope.factor, mscaleAllDim);
       rope.softmaxScaleFactor = m * m;
@@ -152,9 +178,6 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
   } else if (type != "default") {
     nested.fail("rope_type", "'" + type + "' is not supported (default, yarn)");
   }
-  // The nested reader reported the problem; stop the outer one too.
-  if (!nested.ok())
-    config.markFailed();
 }
 
 /// A per-layer list must have one entry per layer.
@@ -204,6 +227,8 @@ static void readSoftmaxHeads(ConfigReader &config, ModelSpec &spec) {
                                attn.kvHeads, attn.heads));
   attn.scale = 1.0 / std::sqrt(static_cast<double>(attn.headDim));
   spec.rope.rotaryDim = attn.headDim;
+  spec.rope.rotaryDimKey =
+      config.has("head_dim") ? "head_dim" : "num_attention_heads";
 }
 
 static void readExpertCounts(ConfigReader &config, MoESpec &moe,
@@ -314,6 +339,7 @@ static void readDeepSeek(ConfigReader &config, ModelSpec &spec, bool v3) {
                         ? RopeStyle::interleaved
                         : RopeStyle::neox;
   spec.rope.rotaryDim = attn.ropeDim;
+  spec.rope.rotaryDimKey = "qk_rope_head_dim";
   attn.scale = spec.rope.softmaxScaleFactor /
                std::sqrt(static_cast<double>(attn.nopeDim + attn.ropeDim));
 
@@ -338,6 +364,21 @@ static void readDeepSeek(ConfigReader &config, ModelSpec &spec, bool v3) {
     config.require(!config.ok() || moe.keptGroups <= moe.groups, "topk_group",
                    llvm::formatv("({0}) exceeds n_group ({1})", moe.keptGroups,
                                  moe.groups));
+    int64_t groupSize = moe.experts / moe.groups;
+    config.require(!config.ok() || moe.topK <= moe.keptGroups * groupSize,
+                   "num_experts_per_tok",
+                   llvm::formatv("({0}) exceeds the {1} experts of the "
+                                 "topk_group ({2}) groups kept",
+                                 moe.topK, moe.keptGroups * groupSize,
+                                 moe.keptGroups));
+    // noaux_tc ranks the groups by the sum of their two best experts.
+    config.require(!config.ok() ||
+                       moe.selection != RouterSelection::noaux_tc ||
+                       groupSize >= 2,
+                   "n_group",
+                   llvm::formatv("({0}) leaves {1} expert per group; noaux_tc "
+                                 "needs at least 2",
+                                 moe.groups, groupSize));
   }
   spec.denseWidth = config.integer("intermediate_size", 0);
   int64_t firstDense = config.integer("first_k_dense_replace", 0);
@@ -360,14 +401,29 @@ static void readMiniMax(ConfigReader &config, ModelSpec &spec, bool legacy) {
   readRope(config, spec.rope, 10000.0);
   int64_t headDim = spec.softmax.headDim;
   if (legacy) {
-    spec.rope.rotaryDim = config.integer("rotary_dim", headDim);
+    if (config.has("rotary_dim")) {
+      spec.rope.rotaryDim = config.integer("rotary_dim");
+      spec.rope.rotaryDimKey = "rotary_dim";
+      config.require(!config.ok() || spec.rope.rotaryDim <= headDim,
+                     "rotary_dim",
+                     llvm::formatv("({0}) exceeds the head dimension ({1})",
+                                   spec.rope.rotaryDim, headDim));
+    }
   } else {
     double partial = config.number("partial_rotary_factor", 1.0);
+    StringRef partialKey = "partial_rotary_factor";
     if (const json::Object *parameters = config.nestedObject("rope_parameters"))
       if (std::optional<double> value =
-              parameters->getNumber("partial_rotary_factor"))
+              parameters->getNumber("partial_rotary_factor")) {
         partial = *value;
-    spec.rope.rotaryDim = static_cast<int64_t>(headDim * partial);
+        partialKey = "rope_parameters.partial_rotary_factor";
+      }
+    if (config.require(!config.ok() || (partial > 0.0 && partial <= 1.0),
+                       partialKey,
+                       llvm::formatv("must be in (0, 1], got {0}", number(partial)))) {
+      spec.rope.rotaryDim = static_cast<int64_t>(headDim * partial);
+      spec.rope.rotaryDimKey = partialKey;
+    }
   }
   spec.lightning.heads = spec.softmax.heads;
   spec.lightning.headDim = headDim;
@@ -515,6 +571,13 @@ void readModelSpec(ConfigReader &config, ModelSpec &spec,
     readGptOss(config, spec);
   else if (type == "yi_lightning")
     readYiLightning(config, spec);
+  // RoPE turns pairs of dimensions.
+  config.require(!config.ok() ||
+                     (spec.rope.rotaryDim > 0 && spec.rope.rotaryDim % 2 == 0),
+                 spec.rope.rotaryDimKey,
+                 llvm::formatv("gives a RoPE rotary dimension of {0}; it must "
+                               "be positive and even",
+                               spec.rope.rotaryDim));
 }
 
 } // namespace mlir::moe::hf
