@@ -183,7 +183,7 @@ private:
   Location loc;
   std::string fieldPrefix; // "rope_scaling." for a nested object
   bool ownFailed = false;
-  bool *failed = &ownFailed; // the outermost reader's
+  bool *failed = &ownFailed; // or the outermost reader's, if nested
 };
 
 } // namespace mlir::moe::hf

@@ -109,7 +109,7 @@ static void readCommon(ConfigReader &config, ModelSpec &spec,
 }
 
 /// A config's number as written (formatv's default shows two decimals).
-static auto number(double value) { return llvm::format("%g", value); }
+static auto asWritten(double value) { return llvm::format("%g", value); }
 
 /// rope_theta and rope_scaling (v4) or rope_parameters (v5).
 static void readRope(ConfigReader &config, RopeSpec &rope,
@@ -120,8 +120,9 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
   rope.theta = config.number("rope_theta", defaultTheta);
   // The frequencies are theta^(-2i/d): they must fall with i.
   auto requireTheta = [&](ConfigReader &reader) {
-    reader.require(!reader.ok() || rope.theta > 1.0, "rope_theta",
-                   llvm::formatv("must exceed 1, got {0}", number(rope.theta)));
+    reader.require(
+        !reader.ok() || rope.theta > 1.0, "rope_theta",
+        llvm::formatv("must exceed 1, got {0}", asWritten(rope.theta)));
   };
   if (!source) {
     requireTheta(config);
@@ -144,12 +145,13 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
         nested.positive("original_max_position_embeddings");
     nested.require(!nested.ok() || rope.factor >= 1.0, "factor",
                    llvm::formatv("must be at least 1 for yarn, got {0}",
-                                 number(rope.factor)));
+                                 asWritten(rope.factor)));
     rope.betaFast = nested.number("beta_fast", 32.0);
     rope.betaSlow = nested.number("beta_slow", 1.0);
     nested.require(!nested.ok() || rope.betaFast > rope.betaSlow, "beta_fast",
                    llvm::formatv("({0}) must exceed beta_slow ({1})",
-                                 number(rope.betaFast), number(rope.betaSlow)));
+                                 asWritten(rope.betaFast),
+                                 asWritten(rope.betaSlow)));
     rope.truncate = nested.boolean("truncate", true);
     auto yarnMscale = [&](double scale, double m) {
       return scale <= 1.0 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
@@ -170,7 +172,7 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
                        : "attention_factor",
                    llvm::formatv("gives an attention factor of {0}; it must "
                                  "be positive",
-                                 number(rope.attentionFactor)));
+                                 asWritten(rope.attentionFactor)));
     if (mscaleAllDim > 0) {
       double m = yarnMscale(rope.factor, mscaleAllDim);
       rope.softmaxScaleFactor = m * m;
@@ -372,8 +374,7 @@ static void readDeepSeek(ConfigReader &config, ModelSpec &spec, bool v3) {
                                  moe.topK, moe.keptGroups * groupSize,
                                  moe.keptGroups));
     // noaux_tc ranks the groups by the sum of their two best experts.
-    config.require(!config.ok() ||
-                       moe.selection != RouterSelection::noaux_tc ||
+    config.require(!config.ok() || moe.selection != RouterSelection::noaux_tc ||
                        groupSize >= 2,
                    "n_group",
                    llvm::formatv("({0}) leaves {1} expert per group; noaux_tc "
@@ -418,9 +419,9 @@ static void readMiniMax(ConfigReader &config, ModelSpec &spec, bool legacy) {
         partial = *value;
         partialKey = "rope_parameters.partial_rotary_factor";
       }
-    if (config.require(!config.ok() || (partial > 0.0 && partial <= 1.0),
-                       partialKey,
-                       llvm::formatv("must be in (0, 1], got {0}", number(partial)))) {
+    if (config.require(
+            !config.ok() || (partial > 0.0 && partial <= 1.0), partialKey,
+            llvm::formatv("must be in (0, 1], got {0}", asWritten(partial)))) {
       spec.rope.rotaryDim = static_cast<int64_t>(headDim * partial);
       spec.rope.rotaryDimKey = partialKey;
     }
