@@ -100,6 +100,13 @@ public:
             llvm::formatv("must be positive, got {0}", value));
     return value > 0 ? value : 1;
   }
+  /// A count or size that may be 0; 0 after reporting a negative one.
+  int64_t nonNegative(StringRef key, int64_t defaultValue) {
+    int64_t value = integer(key, defaultValue);
+    require(!ok() || value >= 0, key,
+            llvm::formatv("must not be negative, got {0}", value));
+    return value >= 0 ? value : 0;
+  }
   double number(StringRef key, std::optional<double> defaultValue = {}) {
     if (!has(key)) {
       if (defaultValue)
@@ -143,10 +150,12 @@ public:
     std::vector<int64_t> result;
     const json::Array *array = arrayOf(key);
     for (const json::Value &item : array ? *array : json::Array()) {
-      if (std::optional<int64_t> value = item.getAsInteger())
+      std::optional<int64_t> value = item.getAsInteger();
+      // Ids and layer numbers are int32 in the plan and the runtime.
+      if (value && *value >= INT32_MIN && *value <= INT32_MAX)
         result.push_back(*value);
       else
-        fail(key, "must be a list of integers");
+        fail(key, "must be a list of 32-bit integers");
     }
     return result;
   }

@@ -249,7 +249,7 @@ static void readExpertCounts(ConfigReader &config, MoESpec &moe,
 static void readDeepSeekMoE(ConfigReader &config, MoESpec &moe,
                             bool normalizeByDefault) {
   readExpertCounts(config, moe, "n_routed_experts", "moe_intermediate_size");
-  moe.sharedWidth = config.integer("n_shared_experts", 0) * moe.width;
+  moe.sharedWidth = config.nonNegative("n_shared_experts", 0) * moe.width;
   moe.scaling = config.number("routed_scaling_factor", 1.0);
   moe.normalize = config.boolean("norm_topk_prob", normalizeByDefault);
   std::string scoring = config.string("scoring_func", "softmax");
@@ -279,7 +279,9 @@ static void readMixtral(ConfigReader &config, ModelSpec &spec) {
   readSoftmaxHeads(config, spec);
   readRope(config, spec.rope, 1e6);
   readMixtralExperts(config, spec);
-  std::optional<int64_t> window = config.optionalInteger("sliding_window");
+  std::optional<int64_t> window;
+  if (config.has("sliding_window"))
+    window = config.positive("sliding_window");
   for (LayerSpec &layer : spec.layerSpecs) {
     layer.moe = true;
     layer.slidingWindow = window;
@@ -302,7 +304,8 @@ static void readQwenMoE(ConfigReader &config, ModelSpec &spec, bool qwen3) {
   spec.moe.normalize = config.boolean("norm_topk_prob", qwen3);
   spec.denseWidth = config.integer("intermediate_size", 0);
   if (!qwen3) {
-    spec.moe.sharedWidth = config.integer("shared_expert_intermediate_size", 0);
+    spec.moe.sharedWidth =
+        config.nonNegative("shared_expert_intermediate_size", 0);
     spec.moe.sharedGated = spec.moe.sharedWidth > 0;
     spec.names.shared = "shared_expert";
   }
@@ -320,7 +323,7 @@ static void readQwenMoE(ConfigReader &config, ModelSpec &spec, bool qwen3) {
     readLayerTypes(config, spec);
   } else if (config.boolean("use_sliding_window", false)) {
     int64_t window = config.positive("sliding_window");
-    int64_t fromLayer = config.integer("max_window_layers", 0);
+    int64_t fromLayer = config.nonNegative("max_window_layers", 0);
     for (int64_t l = fromLayer; l < spec.layers; ++l)
       spec.layerSpecs[l].slidingWindow = window;
   }
@@ -329,7 +332,7 @@ static void readQwenMoE(ConfigReader &config, ModelSpec &spec, bool qwen3) {
 static void readDeepSeek(ConfigReader &config, ModelSpec &spec, bool v3) {
   LatentAttentionSpec &attn = spec.latent;
   attn.heads = config.positive("num_attention_heads");
-  attn.qLoraRank = config.integer("q_lora_rank", 0);
+  attn.qLoraRank = config.nonNegative("q_lora_rank", 0);
   attn.kvLoraRank = config.positive("kv_lora_rank");
   attn.nopeDim = config.positive("qk_nope_head_dim");
   attn.ropeDim = config.positive("qk_rope_head_dim");
