@@ -18,11 +18,13 @@
 
 using namespace mlir;
 
-// What the importer may say when it refuses a config: a field, or the JSON.
+// What the importer may say when it refuses a config: a field, the JSON, or
+// the tensor whose sizes take the model past the weights it counts.
 static bool isImporterError(llvm::StringRef message) {
   return message.starts_with("field '") ||
          message.starts_with("not valid JSON") ||
-         message.starts_with("expected a JSON object");
+         message.starts_with("expected a JSON object") ||
+         message.starts_with("the config's sizes are beyond any model's");
 }
 
 [[noreturn]] static void fail(const llvm::Twine &why,
