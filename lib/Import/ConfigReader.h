@@ -151,7 +151,7 @@ public:
     const json::Array *array = arrayOf(key);
     for (const json::Value &item : array ? *array : json::Array()) {
       std::optional<int64_t> value = item.getAsInteger();
-      // Ids and layer numbers are int32 in the plan and the runtime.
+      // int32, as single integers are (ids and layer numbers).
       if (value && *value >= INT32_MIN && *value <= INT32_MAX)
         result.push_back(*value);
       else
