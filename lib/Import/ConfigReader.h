@@ -27,12 +27,18 @@ namespace json = llvm::json;
 /// values and `ok()` tells the caller to stop.
 class ConfigReader {
 public:
-  ConfigReader(const json::Object &object, Location loc,
-               std::string fieldPrefix = "")
-      : object(object), loc(loc), fieldPrefix(std::move(fieldPrefix)) {}
+  ConfigReader(const json::Object &object, Location loc)
+      : object(object), loc(loc) {}
+  /// The object under `parent`'s field `key`. Both share one failure state:
+  /// a config gets one error, whichever reader finds it first.
+  ConfigReader(const json::Object &object, ConfigReader &parent, StringRef key)
+      : object(object), loc(parent.loc),
+        fieldPrefix((Twine(parent.fieldPrefix) + key + ".").str()),
+        failed(parent.failed) {}
+  ConfigReader(const ConfigReader &) = delete;
+  ConfigReader &operator=(const ConfigReader &) = delete;
 
-  bool ok() const { return !failed; }
-  void markFailed() { failed = true; }
+  bool ok() const { return !*failed; }
   bool has(StringRef key) const {
     const json::Value *value = object.get(key);
     return value && value->kind() != json::Value::Null;
@@ -40,9 +46,9 @@ public:
 
   /// Reports `message` about `key` unless an error was already reported.
   void fail(StringRef key, const Twine &message) {
-    if (failed)
+    if (*failed)
       return;
-    failed = true;
+    *failed = true;
     emitError(loc) << "field '" << fieldPrefix << key << "' " << message;
   }
   /// Reports an inconsistency between fields (`key` is the one to fix).
@@ -94,6 +100,13 @@ public:
             llvm::formatv("must be positive, got {0}", value));
     return value > 0 ? value : 1;
   }
+  /// A count or size that may be 0; 0 after reporting a negative one.
+  int64_t nonNegative(StringRef key, int64_t defaultValue) {
+    int64_t value = integer(key, defaultValue);
+    require(!ok() || value >= 0, key,
+            llvm::formatv("must not be negative, got {0}", value));
+    return value >= 0 ? value : 0;
+  }
   double number(StringRef key, std::optional<double> defaultValue = {}) {
     if (!has(key)) {
       if (defaultValue)
@@ -137,10 +150,12 @@ public:
     std::vector<int64_t> result;
     const json::Array *array = arrayOf(key);
     for (const json::Value &item : array ? *array : json::Array()) {
-      if (std::optional<int64_t> value = item.getAsInteger())
+      std::optional<int64_t> value = item.getAsInteger();
+      // int32, as single integers are (ids and layer numbers).
+      if (value && *value >= INT32_MIN && *value <= INT32_MAX)
         result.push_back(*value);
       else
-        fail(key, "must be a list of integers");
+        fail(key, "must be a list of 32-bit integers");
     }
     return result;
   }
@@ -176,7 +191,8 @@ private:
   const json::Object &object;
   Location loc;
   std::string fieldPrefix; // "rope_scaling." for a nested object
-  bool failed = false;
+  bool ownFailed = false;
+  bool *failed = &ownFailed; // or the outermost reader's, if nested
 };
 
 } // namespace mlir::moe::hf

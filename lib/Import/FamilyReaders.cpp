@@ -9,6 +9,7 @@
 #include "FamilyReaders.h"
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
@@ -68,10 +69,8 @@ static void readQuantization(ConfigReader &config) {
   const json::Object *quantization = config.nestedObject("quantization_config");
   if (!quantization)
     return;
-  ConfigReader nested(*quantization, config.location(), "quantization_config.");
+  ConfigReader nested(*quantization, config, "quantization_config");
   readQuantizationMethod(nested, *quantization);
-  if (!nested.ok())
-    config.markFailed();
 }
 
 static void readCommon(ConfigReader &config, ModelSpec &spec,
@@ -109,6 +108,9 @@ static void readCommon(ConfigReader &config, ModelSpec &spec,
                 "must be float32, float16 or bfloat16, got '" + dtype + "'");
 }
 
+/// A config's number as written (formatv's default shows two decimals).
+static auto asWritten(double value) { return llvm::format("%g", value); }
+
 /// rope_theta and rope_scaling (v4) or rope_parameters (v5).
 static void readRope(ConfigReader &config, RopeSpec &rope,
                      double defaultTheta) {
@@ -116,12 +118,24 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
   const json::Object *scaling = config.nestedObject("rope_scaling");
   const json::Object *source = parameters ? parameters : scaling;
   rope.theta = config.number("rope_theta", defaultTheta);
-  if (!source)
+  // The frequencies are theta^(-2i/d): they must fall with i.
+  auto requireTheta = [&](ConfigReader &reader) {
+    reader.require(
+        !reader.ok() || rope.theta > 1.0, "rope_theta",
+        llvm::formatv("must exceed 1, got {0}", asWritten(rope.theta)));
+  };
+  if (!source) {
+    requireTheta(config);
     return;
+  }
   StringRef sourceKey = parameters ? "rope_parameters" : "rope_scaling";
-  ConfigReader nested(*source, config.location(), (sourceKey + ".").str());
-  if (parameters)
-    rope.theta = nested.number("rope_theta", rope.theta);
+  ConfigReader nested(*source, config, sourceKey);
+  if (parameters && nested.has("rope_theta")) {
+    rope.theta = nested.number("rope_theta");
+    requireTheta(nested);
+  } else {
+    requireTheta(config);
+  }
   std::string type =
       nested.string("rope_type", nested.string("type", "default"));
   if (type == "yarn") {
@@ -129,8 +143,15 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
     rope.factor = nested.number("factor");
     rope.originalMaxPosition =
         nested.positive("original_max_position_embeddings");
+    nested.require(!nested.ok() || rope.factor >= 1.0, "factor",
+                   llvm::formatv("must be at least 1 for yarn, got {0}",
+                                 asWritten(rope.factor)));
     rope.betaFast = nested.number("beta_fast", 32.0);
     rope.betaSlow = nested.number("beta_slow", 1.0);
+    nested.require(!nested.ok() || rope.betaFast > rope.betaSlow, "beta_fast",
+                   llvm::formatv("({0}) must exceed beta_slow ({1})",
+                                 asWritten(rope.betaFast),
+                                 asWritten(rope.betaSlow)));
     rope.truncate = nested.boolean("truncate", true);
     auto yarnMscale = [&](double scale, double m) {
       return scale <= 1.0 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
@@ -145,6 +166,13 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
                              yarnMscale(rope.factor, mscaleAllDim);
     else
       rope.attentionFactor = yarnMscale(rope.factor, 1.0);
+    nested.require(!nested.ok() || rope.attentionFactor > 0.0,
+                   hasMscale && !nested.has("attention_factor")
+                       ? "mscale"
+                       : "attention_factor",
+                   llvm::formatv("gives an attention factor of {0}; it must "
+                                 "be positive",
+                                 asWritten(rope.attentionFactor)));
     if (mscaleAllDim > 0) {
       double m = yarnMscale(rope.factor, mscaleAllDim);
       rope.softmaxScaleFactor = m * m;
@@ -152,9 +180,6 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
   } else if (type != "default") {
     nested.fail("rope_type", "'" + type + "' is not supported (default, yarn)");
   }
-  // The nested reader reported the problem; stop the outer one too.
-  if (!nested.ok())
-    config.markFailed();
 }
 
 /// A per-layer list must have one entry per layer.
@@ -204,6 +229,8 @@ static void readSoftmaxHeads(ConfigReader &config, ModelSpec &spec) {
                                attn.kvHeads, attn.heads));
   attn.scale = 1.0 / std::sqrt(static_cast<double>(attn.headDim));
   spec.rope.rotaryDim = attn.headDim;
+  spec.rope.rotaryDimKey =
+      config.has("head_dim") ? "head_dim" : "num_attention_heads";
 }
 
 static void readExpertCounts(ConfigReader &config, MoESpec &moe,
@@ -222,7 +249,7 @@ static void readExpertCounts(ConfigReader &config, MoESpec &moe,
 static void readDeepSeekMoE(ConfigReader &config, MoESpec &moe,
                             bool normalizeByDefault) {
   readExpertCounts(config, moe, "n_routed_experts", "moe_intermediate_size");
-  moe.sharedWidth = config.integer("n_shared_experts", 0) * moe.width;
+  moe.sharedWidth = config.nonNegative("n_shared_experts", 0) * moe.width;
   moe.scaling = config.number("routed_scaling_factor", 1.0);
   moe.normalize = config.boolean("norm_topk_prob", normalizeByDefault);
   std::string scoring = config.string("scoring_func", "softmax");
@@ -252,7 +279,9 @@ static void readMixtral(ConfigReader &config, ModelSpec &spec) {
   readSoftmaxHeads(config, spec);
   readRope(config, spec.rope, 1e6);
   readMixtralExperts(config, spec);
-  std::optional<int64_t> window = config.optionalInteger("sliding_window");
+  std::optional<int64_t> window;
+  if (config.has("sliding_window"))
+    window = config.positive("sliding_window");
   for (LayerSpec &layer : spec.layerSpecs) {
     layer.moe = true;
     layer.slidingWindow = window;
@@ -275,7 +304,8 @@ static void readQwenMoE(ConfigReader &config, ModelSpec &spec, bool qwen3) {
   spec.moe.normalize = config.boolean("norm_topk_prob", qwen3);
   spec.denseWidth = config.integer("intermediate_size", 0);
   if (!qwen3) {
-    spec.moe.sharedWidth = config.integer("shared_expert_intermediate_size", 0);
+    spec.moe.sharedWidth =
+        config.nonNegative("shared_expert_intermediate_size", 0);
     spec.moe.sharedGated = spec.moe.sharedWidth > 0;
     spec.names.shared = "shared_expert";
   }
@@ -293,7 +323,7 @@ static void readQwenMoE(ConfigReader &config, ModelSpec &spec, bool qwen3) {
     readLayerTypes(config, spec);
   } else if (config.boolean("use_sliding_window", false)) {
     int64_t window = config.positive("sliding_window");
-    int64_t fromLayer = config.integer("max_window_layers", 0);
+    int64_t fromLayer = config.nonNegative("max_window_layers", 0);
     for (int64_t l = fromLayer; l < spec.layers; ++l)
       spec.layerSpecs[l].slidingWindow = window;
   }
@@ -302,7 +332,7 @@ static void readQwenMoE(ConfigReader &config, ModelSpec &spec, bool qwen3) {
 static void readDeepSeek(ConfigReader &config, ModelSpec &spec, bool v3) {
   LatentAttentionSpec &attn = spec.latent;
   attn.heads = config.positive("num_attention_heads");
-  attn.qLoraRank = config.integer("q_lora_rank", 0);
+  attn.qLoraRank = config.nonNegative("q_lora_rank", 0);
   attn.kvLoraRank = config.positive("kv_lora_rank");
   attn.nopeDim = config.positive("qk_nope_head_dim");
   attn.ropeDim = config.positive("qk_rope_head_dim");
@@ -314,6 +344,7 @@ static void readDeepSeek(ConfigReader &config, ModelSpec &spec, bool v3) {
                         ? RopeStyle::interleaved
                         : RopeStyle::neox;
   spec.rope.rotaryDim = attn.ropeDim;
+  spec.rope.rotaryDimKey = "qk_rope_head_dim";
   attn.scale = spec.rope.softmaxScaleFactor /
                std::sqrt(static_cast<double>(attn.nopeDim + attn.ropeDim));
 
@@ -338,6 +369,20 @@ static void readDeepSeek(ConfigReader &config, ModelSpec &spec, bool v3) {
     config.require(!config.ok() || moe.keptGroups <= moe.groups, "topk_group",
                    llvm::formatv("({0}) exceeds n_group ({1})", moe.keptGroups,
                                  moe.groups));
+    int64_t groupSize = moe.experts / moe.groups;
+    config.require(!config.ok() || moe.topK <= moe.keptGroups * groupSize,
+                   "num_experts_per_tok",
+                   llvm::formatv("({0}) exceeds the {1} experts of the "
+                                 "topk_group ({2}) groups kept",
+                                 moe.topK, moe.keptGroups * groupSize,
+                                 moe.keptGroups));
+    // noaux_tc ranks the groups by the sum of their two best experts.
+    config.require(!config.ok() || moe.selection != RouterSelection::noaux_tc ||
+                       groupSize >= 2,
+                   "n_group",
+                   llvm::formatv("({0}) leaves {1} expert per group; noaux_tc "
+                                 "needs at least 2",
+                                 moe.groups, groupSize));
   }
   spec.denseWidth = config.integer("intermediate_size", 0);
   int64_t firstDense = config.integer("first_k_dense_replace", 0);
@@ -360,14 +405,29 @@ static void readMiniMax(ConfigReader &config, ModelSpec &spec, bool legacy) {
   readRope(config, spec.rope, 10000.0);
   int64_t headDim = spec.softmax.headDim;
   if (legacy) {
-    spec.rope.rotaryDim = config.integer("rotary_dim", headDim);
+    if (config.has("rotary_dim")) {
+      spec.rope.rotaryDim = config.integer("rotary_dim");
+      spec.rope.rotaryDimKey = "rotary_dim";
+      config.require(!config.ok() || spec.rope.rotaryDim <= headDim,
+                     "rotary_dim",
+                     llvm::formatv("({0}) exceeds the head dimension ({1})",
+                                   spec.rope.rotaryDim, headDim));
+    }
   } else {
     double partial = config.number("partial_rotary_factor", 1.0);
+    StringRef partialKey = "partial_rotary_factor";
     if (const json::Object *parameters = config.nestedObject("rope_parameters"))
       if (std::optional<double> value =
-              parameters->getNumber("partial_rotary_factor"))
+              parameters->getNumber("partial_rotary_factor")) {
         partial = *value;
-    spec.rope.rotaryDim = static_cast<int64_t>(headDim * partial);
+        partialKey = "rope_parameters.partial_rotary_factor";
+      }
+    if (config.require(
+            !config.ok() || (partial > 0.0 && partial <= 1.0), partialKey,
+            llvm::formatv("must be in (0, 1], got {0}", asWritten(partial)))) {
+      spec.rope.rotaryDim = static_cast<int64_t>(headDim * partial);
+      spec.rope.rotaryDimKey = partialKey;
+    }
   }
   spec.lightning.heads = spec.softmax.heads;
   spec.lightning.headDim = headDim;
@@ -515,6 +575,13 @@ void readModelSpec(ConfigReader &config, ModelSpec &spec,
     readGptOss(config, spec);
   else if (type == "yi_lightning")
     readYiLightning(config, spec);
+  // RoPE turns pairs of dimensions.
+  config.require(!config.ok() ||
+                     (spec.rope.rotaryDim > 0 && spec.rope.rotaryDim % 2 == 0),
+                 spec.rope.rotaryDimKey,
+                 llvm::formatv("gives a RoPE rotary dimension of {0}; it must "
+                               "be positive and even",
+                               spec.rope.rotaryDim));
 }
 
 } // namespace mlir::moe::hf

@@ -17,12 +17,38 @@
 #include "mlir/IR/Verifier.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MathExtras.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 
 using namespace mlir;
 using namespace mlir::moe;
 using namespace mlir::moe::hf;
+
+/// The verifier, the summary, the cost model and the planner count weights
+/// and bytes in 64 bits; sizes that multiply past any model's would wrap
+/// them (2^48 weights is 400 times DeepSeek-V3). Reports the tensor that
+/// crosses the bound, with its shape, since its name says which sizes made it.
+static LogicalResult checkWeightCount(ModuleOp module, Location loc) {
+  constexpr int64_t kMaxWeights = int64_t(1) << 48;
+  int64_t total = 0;
+  for (ParamOp param : module.getOps<ParamOp>()) {
+    int64_t count = 1;
+    bool overflow = false;
+    for (int64_t dim : param.getTensorType().getShape())
+      overflow |= llvm::MulOverflow(count, dim, count);
+    overflow |= llvm::AddOverflow(total, count, total);
+    if (overflow || total > kMaxWeights) {
+      InFlightDiagnostic diag = emitError(loc);
+      diag << "the config's sizes are beyond any model's: "
+           << param.getHfName().value_or(param.getSymName()) << " (";
+      llvm::interleave(param.getTensorType().getShape(), diag, " x ");
+      diag << ") takes the model past 2^48 weights";
+      return failure();
+    }
+  }
+  return success();
+}
 
 //===----------------------------------------------------------------------===//
 // Entry points
@@ -75,6 +101,8 @@ OwningOpRef<ModuleOp> mlir::moe::importHFConfigText(MLIRContext *context,
 
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
   emitModel(spec, *module);
+  if (failed(checkWeightCount(*module, loc)))
+    return nullptr;
   if (failed(mlir::verify(*module))) {
     emitError(loc) << "the imported model does not verify";
     return nullptr;

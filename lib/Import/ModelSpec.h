@@ -71,6 +71,7 @@ struct RopeSpec {
   RopeStyle style = RopeStyle::neox;
   double theta = 10000.0;
   int64_t rotaryDim = 0;
+  StringRef rotaryDimKey; // the config field it comes from, for errors
   RopeScaling scaling = RopeScaling::none;
   double factor = 1.0, betaFast = 32.0, betaSlow = 1.0, attentionFactor = 1.0;
   int64_t originalMaxPosition = 0;
