@@ -34,7 +34,7 @@ for doc in "${files[@]}"; do
       [[ $path == build/* || $path == @* || $path == */OUT.json || $path == moe-hardware-profile/* ||
          $path == .* || $path == /v1/* ]] && continue
       # Names of generated or user files, not of files in the tree.
-      case $path in plan_generated.h | tokenizer.json | answers.jsonl | stats.json | results.json) continue ;; esac
+      case $path in plan_generated.h | tokenizer.json | tokenizer_config.json | chat_template.jinja | generation_config.json | answers.jsonl | stats.json | results.json) continue ;; esac
       if [[ $path == */* ]]; then
         [[ -e $path ]] || { echo "$doc: \`$path\` does not exist"; missing=1; }
       else # a bare file name, named beside its folder: somewhere in the tree
