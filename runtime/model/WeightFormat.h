@@ -51,11 +51,13 @@ inline constexpr int64_t fp8MatrixBytes(int64_t rows, int64_t cols) {
   return rows * cols + 4 * fp8ScaleCount(rows, cols);
 }
 
-/// The row-major [rows, cols] matrix `values` as E4M3 codes (`codes`, the
-/// same shape) and block scales (`scales`, fp8ScaleCount of them). A block
-/// of zeros gets scale 0.
-inline void quantizeFp8Matrix(const float *values, int64_t rows, int64_t cols,
-                              uint8_t *codes, float *scales) {
+/// Calls encode(index, code) for every element (r, c) of the row-major
+/// [rows, cols] matrix `values` (index r · cols + c) and scale(block,
+/// scale) for each block (row-major over the ⌈rows/128⌉ × ⌈cols/128⌉
+/// blocks): amax / 448 of the block, which a block of zeros gets as 0.
+template <typename Encode, typename Scale>
+inline void forEachFp8Code(const float *values, int64_t rows, int64_t cols,
+                           Encode &&encode, Scale &&scale) {
   int64_t blockCols = (cols + kFp8WeightBlock - 1) / kFp8WeightBlock;
   for (int64_t r0 = 0; r0 < rows; r0 += kFp8WeightBlock) {
     int64_t r1 = std::min(rows, r0 + kFp8WeightBlock);
@@ -66,13 +68,22 @@ inline void quantizeFp8Matrix(const float *values, int64_t rows, int64_t cols,
         for (int64_t c = c0; c < c1; ++c)
           amax = std::fmax(amax, std::fabs(values[r * cols + c]));
       float inverse = amax > 0.0f ? kFp8Max / amax : 0.0f;
-      scales[r0 / kFp8WeightBlock * blockCols + c0 / kFp8WeightBlock] =
-          amax / kFp8Max;
+      scale(r0 / kFp8WeightBlock * blockCols + c0 / kFp8WeightBlock,
+            amax / kFp8Max);
       for (int64_t r = r0; r < r1; ++r)
         for (int64_t c = c0; c < c1; ++c)
-          codes[r * cols + c] = fp8FromFloat(values[r * cols + c] * inverse);
+          encode(r * cols + c, fp8FromFloat(values[r * cols + c] * inverse));
     }
   }
+}
+
+/// The row-major [rows, cols] matrix `values` as E4M3 codes (`codes`, the
+/// same shape) and block scales (`scales`, fp8ScaleCount of them).
+inline void quantizeFp8Matrix(const float *values, int64_t rows, int64_t cols,
+                              uint8_t *codes, float *scales) {
+  forEachFp8Code(
+      values, rows, cols, [&](int64_t i, uint8_t code) { codes[i] = code; },
+      [&](int64_t block, float scale) { scales[block] = scale; });
 }
 
 /// `values` replaced by what its quantized form stands for: the CPU
@@ -81,23 +92,14 @@ inline void quantizeFp8Matrix(const float *values, int64_t rows, int64_t cols,
 /// ([in, out] or [out, in]) gives the codes and scales the CUDA backend
 /// computes from its [out, in] copy.
 inline void roundTripFp8Matrix(float *values, int64_t rows, int64_t cols) {
-  for (int64_t r0 = 0; r0 < rows; r0 += kFp8WeightBlock) {
-    int64_t r1 = std::min(rows, r0 + kFp8WeightBlock);
-    for (int64_t c0 = 0; c0 < cols; c0 += kFp8WeightBlock) {
-      int64_t c1 = std::min(cols, c0 + kFp8WeightBlock);
-      float amax = 0.0f;
-      for (int64_t r = r0; r < r1; ++r)
-        for (int64_t c = c0; c < c1; ++c)
-          amax = std::fmax(amax, std::fabs(values[r * cols + c]));
-      float scale = amax / kFp8Max,
-            inverse = amax > 0.0f ? kFp8Max / amax : 0.0f;
-      for (int64_t r = r0; r < r1; ++r)
-        for (int64_t c = c0; c < c1; ++c) {
-          float &v = values[r * cols + c];
-          v = floatFromFp8(fp8FromFloat(v * inverse)) * scale;
-        }
-    }
-  }
+  // A block's codes are all encoded after its scale is reported.
+  float blockScale = 0.0f;
+  forEachFp8Code(
+      values, rows, cols,
+      [&](int64_t i, uint8_t code) {
+        values[i] = floatFromFp8(code) * blockScale;
+      },
+      [&](int64_t, float scale) { blockScale = scale; });
 }
 
 /// Element (r, c) of a quantized matrix.
