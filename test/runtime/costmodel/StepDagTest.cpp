@@ -278,6 +278,32 @@ TEST(StepDagTest, SmallExpertGroupsArePricedAsTheGroupedKernel) {
   EXPECT_DOUBLE_EQ(experts(*grouped, true), experts(perExpert, true));
 }
 
+// fp8 experts: the grouped kernel (decode) widens tiles as it reads them,
+// so only per-expert GEMMs (prefill) pay for widening a layer first, once
+// per run of the module, at the HBM rate.
+TEST(StepDagTest, OnlyPerExpertGemmsPayForWideningFp8Experts) {
+  ModelCosts bf16 = tinyMoe(1);
+  ModelCosts fp8 = bf16;
+  for (ModuleCosts &module : fp8.layers[1].modules)
+    if (module.kind == ModuleKind::RoutedExperts)
+      module.widenBytes = 3'000'000'000;
+  Plan plan = decodePlan(bf16);
+  plan.kvGpuFraction = 1;
+  plan.resident = residentPrefix(bf16, int64_t(residencyOrder(bf16).size()));
+  plan.lengths = {1000, 50};
+  auto grouped = HardwareProfile::fromJson(testing::groupedGemmProfileJson());
+  ASSERT_TRUE(grouped.ok()) << grouped.error().message();
+  auto experts = [&](const ModelCosts &model, bool prefill) {
+    return stageSeconds(model, plan, *grouped, Stage::Experts, prefill);
+  };
+  EXPECT_DOUBLE_EQ(experts(fp8, false), experts(bf16, false));
+  double runs = experts(fp8, true) - experts(bf16, true);
+  double once = grouped->hbmSeconds(3e9);
+  EXPECT_GT(runs, 0);
+  EXPECT_NEAR(runs / once, std::round(runs / once), 1e-9)
+      << "widening is paid once per run of the module";
+}
+
 TEST(StepDagTest, MlaDecodeIsPricedByTheMeasuredKernel) {
   ModelCosts model = tinyMoe(1);
   ModuleCosts &attention = model.layers[1].modules[1];
