@@ -143,19 +143,23 @@ void CpuBackend::State::quantizeExperts() {
     if (!e)
       continue;
     // Each stacked [E, rows, cols] matrix, expert by expert, as stored.
-    for (auto [index, rows, cols] :
-         {std::tuple{e->gate, e->width, e->hidden},
-          std::tuple{e->up, e->width, e->hidden},
-          std::tuple{e->gateUp, e->hidden, 2 * e->width},
-          e->layout == plan::ExpertLayout::separate
-              ? std::tuple{e->down, e->hidden, e->width}
-              : std::tuple{e->down, e->width, e->hidden}}) {
-      if (index == model::kAbsent)
+    struct Stacked {
+      int index;
+      int64_t rows, cols;
+    };
+    for (Stacked m : {Stacked{e->gate, e->width, e->hidden},
+                      Stacked{e->up, e->width, e->hidden},
+                      Stacked{e->gateUp, e->hidden, 2 * e->width},
+                      e->layout == plan::ExpertLayout::separate
+                          ? Stacked{e->down, e->hidden, e->width}
+                          : Stacked{e->down, e->width, e->hidden}}) {
+      if (m.index == model::kAbsent)
         continue;
-      float *values = params.arrays[size_t(index)].data();
+      float *values = params.arrays[size_t(m.index)].data();
       pool.parallelFor(e->experts, [&](int64_t first, int64_t last) {
         for (int64_t x = first; x < last; ++x)
-          model::roundTripFp8Matrix(values + x * rows * cols, rows, cols);
+          model::roundTripFp8Matrix(values + x * m.rows * m.cols, m.rows,
+                                    m.cols);
       });
     }
   }
