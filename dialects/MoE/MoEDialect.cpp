@@ -82,6 +82,17 @@ LogicalResult RopeAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
+LogicalResult ModelAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                StringRef, StringRef, int64_t, int64_t, int64_t,
+                                int64_t, int64_t, StringRef expertWeightDtype,
+                                ArrayRef<int64_t>) {
+  if (!::moe::model::parseWeightDtype(expertWeightDtype))
+    return emitError() << "expert_weight_dtype must be bf16, fp8 or mxfp4, "
+                          "not '"
+                       << expertWeightDtype << "'";
+  return success();
+}
+
 LogicalResult BatchingAttr::verify(
     function_ref<InFlightDiagnostic()> emitError, int64_t residentBatch,
     int64_t microBatchPrefill, int64_t microBatchDecode,
@@ -111,7 +122,7 @@ LogicalResult BatchingAttr::verify(
     return emitError() << "kv_dtype must be bf16 or fp8, not '" << kvDtype
                        << "'";
   if (!::moe::model::parseWeightDtype(weightDtype))
-    return emitError() << "weight_dtype must be bf16 or fp8, not '"
+    return emitError() << "weight_dtype must be bf16, fp8 or mxfp4, not '"
                        << weightDtype << "'";
   return success();
 }

@@ -161,9 +161,14 @@ def MoE_ModelAttr : MoE_Attr<"Model", "model"> {
     "int64_t":$num_layers,
     DefaultValuedParameter<"int64_t", "0">:$max_position,
     DefaultValuedParameter<"int64_t", "-1">:$bos_token_id,
+    StringRefParameter<"routed experts' format as the checkpoint stores "
+                       "them (runtime/model/WeightFormat.h)",
+                       "\"bf16\"">:$expert_weight_dtype,
+    // Last: its comma-separated values would swallow a parameter after it.
     OptionalArrayRefParameter<"int64_t">:$eos_token_ids
   );
   let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
 }
 
 def MoE_BatchingAttr : MoE_Attr<"Batching", "batching"> {
@@ -196,7 +201,7 @@ def MoE_BatchingAttr : MoE_Attr<"Batching", "batching"> {
     "int64_t":$host_budget_bytes,
     StringRefParameter<"the KV caches' format: bf16 or fp8",
                        "\"bf16\"">:$kv_dtype,
-    StringRefParameter<"routed experts' weight format: bf16 or fp8",
+    StringRefParameter<"routed experts' weight format: bf16, fp8 or mxfp4",
                        "\"bf16\"">:$weight_dtype
   );
   let assemblyFormat = "`<` struct(params) `>`";

@@ -42,29 +42,38 @@ static std::vector<cm::GemmShape> gemmsOf(Operation *op,
   return gemms;
 }
 
-int64_t mlir::moe::fp8ExpertsWeightBytes(ArrayRef<ParamOp> params) {
+int64_t mlir::moe::expertsWeightBytes(ArrayRef<ParamOp> params,
+                                      ::moe::model::WeightDtype dtype) {
   int64_t bytes = 0;
   for (ParamOp param : params) {
     ArrayRef<int64_t> shape = param.getTensorType().getShape();
-    bytes += shape.size() == 3
-                 ? shape[0] * ::moe::model::fp8MatrixBytes(shape[1], shape[2])
-                 : 2 * param.getTensorType().getNumElements();
+    // The bytes of a matrix and of its transpose are the same.
+    bytes += shape.size() == 3 ? shape[0] * ::moe::model::expertMatrixBytes(
+                                                dtype, shape[1], shape[2])
+                               : 2 * param.getTensorType().getNumElements();
   }
   return bytes;
 }
 
-/// Routed experts held in fp8: widened to bf16 each pass, one matrix of all
-/// experts at a time (the CUDA backend's gate|up rows together, then down).
-static void priceFp8Experts(ExpertsOp experts, ArrayRef<ParamOp> params,
-                            cm::ModuleCosts &costs) {
+/// Routed experts held quantized: widened to bf16 each pass of the
+/// per-expert GEMMs, one matrix of all experts at a time (the CUDA
+/// backend's gate|up rows together, then down).
+static void priceQuantizedExperts(ExpertsOp experts, ArrayRef<ParamOp> params,
+                                  ::moe::model::WeightDtype dtype,
+                                  cm::ModuleCosts &costs) {
   int64_t n = experts.getNumExperts(), w = experts.getIntermediateSize();
   int64_t h =
       cast<RankedTensorType>(experts.getInput().getType()).getDimSize(1);
-  costs.weightBytes = fp8ExpertsWeightBytes(params);
+  costs.weightBytes = expertsWeightBytes(params, dtype);
   costs.widenBytes = 0;
-  for (ParamOp param : params)
-    if (param.getTensorType().getRank() == 3) // codes read, bf16 written
-      costs.widenBytes += 3 * param.getTensorType().getNumElements();
+  for (ParamOp param : params) {
+    ArrayRef<int64_t> shape = param.getTensorType().getShape();
+    if (shape.size() == 3) // codes and scales read, bf16 written
+      costs.widenBytes +=
+          shape[0] *
+          (::moe::model::expertMatrixBytes(dtype, shape[1], shape[2]) +
+           2 * shape[1] * shape[2]);
+  }
   costs.widenScratchBytes = n * 2 * w * h * 2;
 }
 
@@ -115,8 +124,8 @@ mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
         cost.kvWindowTokens ? 0 : cost.stateBytesPerSequence;
     costs.gemms = gemmsOf(&op, params);
     if (auto experts = dyn_cast<ExpertsOp>(&op)) {
-      if (dtypes.experts == ::moe::model::WeightDtype::fp8)
-        priceFp8Experts(experts, params, costs);
+      if (dtypes.experts != ::moe::model::WeightDtype::bf16)
+        priceQuantizedExperts(experts, params, dtypes.experts, costs);
       costs.numExperts = experts.getNumExperts();
       costs.topK =
           cast<RankedTensorType>(experts.getWeights().getType()).getDimSize(1);

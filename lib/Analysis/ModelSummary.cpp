@@ -36,12 +36,24 @@ mlir::moe::summarizeModel(ModuleOp module, const CacheDtypes &cacheDtypes) {
   SymbolTableCollection symbols;
   llvm::DenseSet<Attribute> embeddingTables;
   summary.fp8ExpertsWeightBytes = 2 * summary.totalParams;
+  summary.mxfp4ExpertsWeightBytes = 2 * summary.totalParams;
+  summary.storedExpertDtype = model.getExpertWeightDtype().str();
+  summary.storedWeightBytes = summary.weightBytes;
+  namespace wf = ::moe::model;
+  wf::WeightDtype stored = wf::parseWeightDtype(summary.storedExpertDtype)
+                               .value_or(wf::WeightDtype::bf16);
   module.walk([&](ModuleCostInterface op) {
     ModuleCost cost = op.getModuleCost(symbols, cacheDtypes);
-    if (isa<ExpertsOp>(op.getOperation()))
+    if (isa<ExpertsOp>(op.getOperation())) {
+      SmallVector<ParamOp> params = referencedParams(op, symbols);
       summary.fp8ExpertsWeightBytes +=
-          fp8ExpertsWeightBytes(referencedParams(op, symbols)) -
-          2 * cost.params;
+          expertsWeightBytes(params, wf::WeightDtype::fp8) - 2 * cost.params;
+      summary.mxfp4ExpertsWeightBytes +=
+          expertsWeightBytes(params, wf::WeightDtype::mxfp4) - 2 * cost.params;
+      if (stored != wf::WeightDtype::bf16)
+        summary.storedWeightBytes +=
+            expertsWeightBytes(params, stored) - cost.weightBytes;
+    }
     ModuleKind kind = op.getModuleKind();
     ModuleCost &total = summary.byKind[kind];
     total.params += cost.params;
@@ -115,6 +127,12 @@ void mlir::moe::printModelSummary(raw_ostream &os,
   row("weights with fp8 experts",
       llvm::formatv("{0:F2} GB ({1})", summary.fp8ExpertsWeightBytes / 1e9,
                     bytes(summary.fp8ExpertsWeightBytes)));
+  row("weights with mxfp4 experts",
+      llvm::formatv("{0:F2} GB ({1})", summary.mxfp4ExpertsWeightBytes / 1e9,
+                    bytes(summary.mxfp4ExpertsWeightBytes)));
+  row("weights as stored (" + summary.storedExpertDtype + " experts)",
+      llvm::formatv("{0:F2} GB ({1})", summary.storedWeightBytes / 1e9,
+                    bytes(summary.storedWeightBytes)));
   std::string kvLabel = "KV bytes per token (" +
                         std::string(::moe::model::kvDtypeName(summary.kvDtype)) +
                         ")";
@@ -159,6 +177,9 @@ llvm::json::Value mlir::moe::modelSummaryToJSON(const ModelSummary &summary) {
       {"bf16_weight_bytes", 2 * summary.totalParams},
       {"weight_bytes", summary.weightBytes},
       {"fp8_experts_weight_bytes", summary.fp8ExpertsWeightBytes},
+      {"mxfp4_experts_weight_bytes", summary.mxfp4ExpertsWeightBytes},
+      {"stored_expert_dtype", summary.storedExpertDtype},
+      {"stored_weight_bytes", summary.storedWeightBytes},
       {"flops_per_token", summary.flopsPerToken},
       {"flops_per_context_token", summary.flopsPerContextToken},
       {"kv_bytes_per_token", summary.kvBytesPerToken},

@@ -24,23 +24,29 @@ namespace {
 // Shared readers
 //===----------------------------------------------------------------------===//
 
-/// A quantized checkpoint's method, checked before anything is planned: FP8
-/// with 128 × 128 block scales (DeepSeek-V3, Qwen3-FP8) and
-/// compressed-tensors' 8-bit float weights load dequantized to bf16 (the
-/// weights' loader reads their scales); MXFP4 (GPT-OSS) plans, and its
-/// checkpoint's blocks are refused where they are read. Anything else
-/// would load as garbage: one error naming the method.
+/// A quantized checkpoint's method, checked before anything is planned,
+/// and the format its routed experts are stored in. FP8 with 128 × 128
+/// block scales (DeepSeek-V3, Qwen3-FP8) keeps its experts in that format
+/// (runtime/model/WeightFormat.h) and MXFP4 (GPT-OSS) in its own; the
+/// other weights of those checkpoints, and compressed-tensors' 8-bit float
+/// weights (per channel or tensor, a format the backends do not hold),
+/// load dequantized to bf16. Anything else would load as garbage: one
+/// error naming the method.
 static void readQuantizationMethod(ConfigReader &nested,
-                                   const json::Object &quantization) {
+                                   const json::Object &quantization,
+                                   ModelSpec &spec) {
   std::string method = nested.string("quant_method");
-  if (method == "mxfp4")
+  if (method == "mxfp4") {
+    spec.expertWeightDtype = "mxfp4";
     return;
+  }
   if (method == "fp8") {
     std::vector<int64_t> block = nested.integers("weight_block_size");
     nested.require(block.empty() || block == std::vector<int64_t>{128, 128},
                    "weight_block_size",
                    "must be [128, 128]: the FP8 weights' loader reads 128 x "
                    "128 block scales");
+    spec.expertWeightDtype = "fp8";
     return;
   }
   if (method == "compressed-tensors") {
@@ -61,16 +67,17 @@ static void readQuantizationMethod(ConfigReader &nested,
     return;
   }
   nested.fail("quant_method",
-              "'" + method + "' is not supported (fp8 with 128 x 128 blocks "
-              "and compressed-tensors FP8 load as bf16; mxfp4 plans)");
+              "'" + method +
+                  "' is not supported (fp8 with 128 x 128 blocks, "
+                  "compressed-tensors FP8 and mxfp4 load)");
 }
 
-static void readQuantization(ConfigReader &config) {
+static void readQuantization(ConfigReader &config, ModelSpec &spec) {
   const json::Object *quantization = config.nestedObject("quantization_config");
   if (!quantization)
     return;
   ConfigReader nested(*quantization, config, "quantization_config");
-  readQuantizationMethod(nested, *quantization);
+  readQuantizationMethod(nested, *quantization, spec);
 }
 
 static void readCommon(ConfigReader &config, ModelSpec &spec,
@@ -92,9 +99,9 @@ static void readCommon(ConfigReader &config, ModelSpec &spec,
   spec.tieEmbeddings = config.boolean("tie_word_embeddings", false);
   spec.bos = config.integer("bos_token_id", -1);
   spec.eos = config.integerOrList("eos_token_id");
-  readQuantization(config);
-  // v5 writes "dtype"; older configs "torch_dtype". Quantized checkpoints
-  // (fp8, mxfp4) are planned at bf16, the dtype the runtime streams today.
+  readQuantization(config, spec);
+  // v5 writes "dtype"; older configs "torch_dtype": the dtype of the weights
+  // a quantized checkpoint does not quantize.
   std::string dtype =
       config.string("dtype", config.string("torch_dtype", "bfloat16"));
   if (dtype == "float32")

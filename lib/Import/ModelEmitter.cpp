@@ -347,7 +347,8 @@ void ModelEmitter::emit() {
   module->setAttr(MoEDialect::kModelAttrName,
                   ModelAttr::get(context, spec.modelType, spec.architecture,
                                  spec.vocab, spec.hidden, spec.layers,
-                                 spec.maxPosition, spec.bos, spec.eos));
+                                 spec.maxPosition, spec.bos,
+                                 spec.expertWeightDtype, spec.eos));
 }
 
 } // namespace

@@ -87,6 +87,9 @@ struct ModelSpec {
   bool tieEmbeddings = false;
   double normEps = 1e-6;
   Type dtype;
+  // Routed experts as the checkpoint stores them ("bf16", "fp8", "mxfp4"):
+  // what weight-dtype=declared plans.
+  std::string expertWeightDtype = "bf16";
   RopeSpec rope;
   SoftmaxAttentionSpec softmax;
   LatentAttentionSpec latent;

@@ -34,8 +34,9 @@ struct PlanPipelineOptions : public PassPipelineOptions<PlanPipelineOptions> {
       llvm::cl::init(65536)};
   Option<std::string> weightDtype{
       *this, "weight-dtype",
-      llvm::cl::desc("Weight dtype: declared, bf16, f16, f32, or fp8 "
-                     "(routed experts in E4M3, the rest bf16)"),
+      llvm::cl::desc("Weight dtype: declared (routed experts as the "
+                     "checkpoint stores them), bf16, f16, f32, fp8 or mxfp4 "
+                     "(routed experts in E4M3 or MXFP4, the rest bf16)"),
       llvm::cl::init("declared")};
   Option<std::string> kvDtype{*this, "kv-dtype",
                               llvm::cl::desc("KV cache format: bf16 or fp8"),

@@ -26,12 +26,12 @@ namespace cm = ::moe::costmodel;
 
 namespace {
 
-/// Element bytes of the weights other than fp8 experts: fp8 plans run them
-/// bf16, as the backends do.
+/// Element bytes of the weights other than quantized experts: fp8 and
+/// mxfp4 plans run them bf16, as the backends do.
 std::optional<int64_t> weightElementBytes(StringRef dtype) {
   return llvm::StringSwitch<std::optional<int64_t>>(dtype)
       .Case("f32", 4)
-      .Cases({"bf16", "f16", "fp8"}, 2)
+      .Cases({"bf16", "f16", "fp8", "mxfp4"}, 2)
       .Default(std::nullopt);
 }
 
@@ -220,7 +220,8 @@ void SelectBatchSizesPass::runOnOperation() {
   std::optional<int64_t> weightBytes = weightElementBytes(weightDtype);
   if (!kv || (!weightBytes && weightDtype != "declared")) {
     module.emitError() << "unknown dtype: weight-dtype must be declared, "
-                          "bf16, f16, f32 or fp8; kv-dtype bf16 or fp8";
+                          "bf16, f16, f32, fp8 or mxfp4; kv-dtype bf16 or "
+                          "fp8";
     return signalPassFailure();
   }
   if (promptTokens <= 0 || generatedTokens <= 0 || maxBatch <= 0 ||
@@ -233,8 +234,13 @@ void SelectBatchSizesPass::runOnOperation() {
     return signalPassFailure();
   PlanDtypes dtypes;
   dtypes.weightElementBytes = weightBytes;
-  dtypes.experts = weightDtype == "fp8" ? ::moe::model::WeightDtype::fp8
-                                        : ::moe::model::WeightDtype::bf16;
+  // declared: the routed experts as the checkpoint stores them.
+  auto model = module->getAttrOfType<ModelAttr>(MoEDialect::kModelAttrName);
+  dtypes.experts =
+      ::moe::model::parseWeightDtype(weightDtype == "declared" && model
+                                         ? model.getExpertWeightDtype()
+                                         : StringRef(weightDtype))
+          .value_or(::moe::model::WeightDtype::bf16);
   dtypes.cache.kv = *kv;
   FailureOr<CostModelView> view = buildCostModelView(module, dtypes);
   if (failed(view))

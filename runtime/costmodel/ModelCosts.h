@@ -64,10 +64,10 @@ struct ModuleCosts {
   int64_t numExperts = 0;
   int64_t topK = 0;
   int64_t expertWeightBytes = 0;
-  // Routed experts held in fp8 (runtime/model/WeightFormat.h): the bytes
-  // the GPU reads and writes each pass to widen them to bf16 for its GEMMs,
-  // and the bf16 scratch they are widened into (the largest matrix of all
-  // experts). Both 0 for bf16 experts.
+  // Routed experts held in fp8 or mxfp4 (runtime/model/WeightFormat.h): the
+  // bytes the GPU reads and writes each pass to widen them to bf16 for its
+  // GEMMs, and the bf16 scratch they are widened into (the largest matrix
+  // of all experts). Both 0 for bf16 experts.
   int64_t widenBytes = 0;
   int64_t widenScratchBytes = 0;
   // GEMMs per token; for routed experts, those of one expert.

@@ -82,7 +82,7 @@ struct MemoryUse {
   int64_t gpuKvBytes = 0;
   int64_t kvStagingBytes = 0;
   int64_t activationBytes = 0;
-  int64_t widenScratchBytes = 0; // fp8 experts widened for their GEMMs
+  int64_t widenScratchBytes = 0; // quantized experts widened for GEMMs
   // Host pool (pinned).
   int64_t hostWeightBytes = 0;
   int64_t hostKvBytes = 0;       // At the full context.

@@ -78,9 +78,9 @@ bool runsGrouped(const ModuleCosts &module, int64_t tokens) {
 
 // The experts' GEMMs as the backend runs them: grouped where the profile
 // measured the grouped kernel and groups are small, else one per expert.
-// fp8 experts are priced as bf16 ones (the grouped kernel reads their codes
-// at half the bytes: an overestimate where reading the weights binds), and
-// per-expert GEMMs first widen them to bf16.
+// Quantized experts are priced as bf16 ones (the grouped kernel reads their
+// codes at a half or a quarter of the bytes: an overestimate where reading
+// the weights binds), and per-expert GEMMs first widen them to bf16.
 double expertGemmSeconds(const HardwareProfile &profile,
                          const ModuleCosts &module, const ExpertLoad &load,
                          int64_t tokens, int64_t expertMicroBatch) {

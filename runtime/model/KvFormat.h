@@ -15,6 +15,7 @@
 // Header-only: the compiler's cost model prices cache bytes with it.
 #pragma once
 
+#include "runtime/support/Align.h"
 #include "runtime/support/Float8.h"
 
 #include <cmath>
@@ -37,10 +38,6 @@ inline std::optional<KvDtype> parseKvDtype(std::string_view name) {
   if (name == "fp8")
     return KvDtype::fp8;
   return std::nullopt;
-}
-
-inline constexpr int64_t alignTo16(int64_t bytes) {
-  return (bytes + 15) / 16 * 16;
 }
 
 /// Where an fp8 row's scales start.

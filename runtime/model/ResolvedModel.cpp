@@ -548,9 +548,16 @@ KvDtype kvDtypeOf(const plan::Plan &plan) {
 
 WeightDtype expertDtypeOf(const plan::Plan &plan) {
   const plan::Batching *batching = plan.batching();
-  return batching && batching->weight_dtype() == plan::WeightDType::fp8
-             ? WeightDtype::fp8
-             : WeightDtype::bf16;
+  if (!batching)
+    return WeightDtype::bf16;
+  switch (batching->weight_dtype()) {
+  case plan::WeightDType::fp8:
+    return WeightDtype::fp8;
+  case plan::WeightDType::mxfp4:
+    return WeightDtype::mxfp4;
+  default:
+    return WeightDtype::bf16;
+  }
 }
 
 Result<ResolvedModel> ResolvedModel::resolve(const plan::Plan &plan) {

@@ -189,7 +189,7 @@ Status checkBatching(const plan::Plan &root) {
     return makeError("batching: kv_dtype {} is neither bf16 nor fp8",
                      static_cast<int>(b->kv_dtype()));
   if (b->weight_dtype() > plan::WeightDType::MAX)
-    return makeError("batching: weight_dtype {} is neither bf16 nor fp8",
+    return makeError("batching: weight_dtype {} is none of bf16, fp8, mxfp4",
                      static_cast<int>(b->weight_dtype()));
   for (const plan::Param *param : *root.model()->params())
     if (param->gpu_experts() < 0 ||

@@ -20,8 +20,9 @@ namespace moe {
 namespace {
 
 std::optional<ElementType> parseElementType(std::string_view name) {
-  for (ElementType type : {ElementType::F32, ElementType::F16,
-                           ElementType::BF16, ElementType::F8_E4M3})
+  for (ElementType type :
+       {ElementType::F32, ElementType::F16, ElementType::BF16,
+        ElementType::F8_E4M3, ElementType::U8})
     if (name == elementTypeName(type))
       return type;
   return std::nullopt;
@@ -142,9 +143,10 @@ Status SafetensorsFile::parseHeader() {
     std::optional<ElementType> type =
         parseElementType(dtype->get_ref<const std::string &>());
     if (!type)
-      return makeError("{}: tensor '{}': dtype {} is not supported (F32, "
-                       "F16, BF16 and F8_E4M3 with scales are)",
-                       label_, name, dtype->get_ref<const std::string &>());
+      return makeError(
+          "{}: tensor '{}': dtype {} is not supported (F32, "
+          "F16, BF16, F8_E4M3 with scales and U8 MXFP4 blocks are)",
+          label_, name, dtype->get_ref<const std::string &>());
     auto shapeField = entry.find("shape");
     std::optional<std::vector<int64_t>> shape;
     if (shapeField != entry.end())

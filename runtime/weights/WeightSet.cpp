@@ -1,5 +1,6 @@
 #include "runtime/weights/WeightSet.h"
 
+#include "runtime/support/Float4.h"
 #include "runtime/support/Float8.h"
 #include "runtime/support/Parallel.h"
 #include "runtime/weights/HalfFloat.h"
@@ -156,6 +157,8 @@ Status addShards(const fs::path &directory,
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+constexpr int64_t kMxfp4BlockElements = 32;
+
 /// The scales of F8_E4M3 tensor `tensorName` (a [rows, cols] matrix):
 /// `<name>_scale_inv` of 128 × 128 blocks (DeepSeek-V3, Qwen3-FP8) or
 /// `<name>_scale` per output channel or per tensor (compressed-tensors),
@@ -232,6 +235,11 @@ Status bindTensor(const std::string &tensorName,
                      fmt::join(shape, ", "), perExpert ? " per expert" : "");
   tensor.boundBy = bound.name;
   TensorView part = *tensor.view;
+  if (part.type == ElementType::U8)
+    return makeError(
+        "{}: tensor '{}' is U8: only MXFP4 blocks ('<name>_blocks' "
+        "with '<name>_scales') load as weights (param {})",
+        tensor.file->label(), tensorName, bound.name);
   if (part.type == ElementType::F8_E4M3) {
     Result<Fp8Scales> scales =
         bindFp8Scales(tensorName, part, tensors, bound.name);
@@ -239,6 +247,49 @@ Status bindTensor(const std::string &tensorName,
       return scales.error().withContext(tensor.file->label());
     part.scales = *scales;
   }
+  bound.parts.push_back(std::move(part));
+  return Status::success();
+}
+
+/// Binds MXFP4 `<tensorName>_blocks` and `_scales` (U8, [E, out, in / 32,
+/// 16] and [E, out, in / 32]) as the whole of `bound`, a param of [E, in,
+/// out] (Mxfp4Blocks).
+Status bindMxfp4(const std::string &tensorName, CheckpointTensors &tensors,
+                 BoundParam &bound) {
+  auto blocks = tensors.find(tensorName + "_blocks");
+  auto scales = tensors.find(tensorName + "_scales");
+  if (scales == tensors.end())
+    return makeError("{}: MXFP4 tensor '{}_blocks' has no scales: the "
+                     "checkpoint holds no '{}_scales' (param {})",
+                     blocks->second.file->label(), tensorName, tensorName,
+                     bound.name);
+  const std::vector<int64_t> &shape = bound.shape;
+  if (shape.size() != 3 || shape[1] % kMxfp4BlockElements != 0)
+    return makeError("param {} of shape [{}] cannot be read from MXFP4 '{}': "
+                     "only stacked experts [E, in, out] with in a multiple of "
+                     "32 are",
+                     bound.name, fmt::join(shape, ", "), tensorName);
+  std::vector<int64_t> blockShape{shape[0], shape[2],
+                                  shape[1] / kMxfp4BlockElements, 16};
+  std::vector<int64_t> scaleShape(blockShape.begin(), blockShape.end() - 1);
+  for (auto [found, expected] :
+       {std::pair{blocks, &blockShape}, std::pair{scales, &scaleShape}}) {
+    const TensorView &view = *found->second.view;
+    if (view.type != ElementType::U8 || view.shape != *expected)
+      return makeError("{}: MXFP4 tensor '{}' is {} [{}]; param {} expects U8 "
+                       "[{}]",
+                       found->second.file->label(), found->first,
+                       elementTypeName(view.type), fmt::join(view.shape, ", "),
+                       bound.name, fmt::join(*expected, ", "));
+    if (!found->second.boundBy.empty())
+      return makeError("checkpoint tensor '{}' is bound by both param {} and "
+                       "param {}",
+                       found->first, found->second.boundBy, bound.name);
+    found->second.boundBy = bound.name;
+  }
+  TensorView part{ElementType::U8, shape, blocks->second.view->data};
+  part.mxfp4 =
+      Mxfp4Blocks{static_cast<const uint8_t *>(scales->second.view->data)};
   bound.parts.push_back(std::move(part));
   return Status::success();
 }
@@ -253,8 +304,11 @@ Result<BoundParam> bindParam(const plan::Param &param,
   std::string hfName = param.hf_name()->str();
   size_t marker = hfName.find(kExpertMarker);
   if (marker == std::string::npos) {
-    MOE_RETURN_IF_ERROR(
-        bindTensor(hfName, bound.shape, /*perExpert=*/false, tensors, bound));
+    if (!tensors.count(hfName) && tensors.count(hfName + "_blocks"))
+      MOE_RETURN_IF_ERROR(bindMxfp4(hfName, tensors, bound));
+    else
+      MOE_RETURN_IF_ERROR(
+          bindTensor(hfName, bound.shape, /*perExpert=*/false, tensors, bound));
     return bound;
   }
   std::vector<int64_t> expertShape(bound.shape.begin() + 1, bound.shape.end());
@@ -360,7 +414,8 @@ void fillRange(uint8_t *buffer, ElementType type, int64_t begin, int64_t end,
                     std::memcpy(out + 2 * i, &half, 2);
                   });
     return;
-  case ElementType::F8_E4M3: // plans declare no fp8 params
+  case ElementType::F8_E4M3: // plans declare no fp8 or U8 params
+  case ElementType::U8:
     return;
   }
 }
@@ -378,7 +433,7 @@ float scalarAt(ElementType type, const void *data, int64_t i) {
 }
 
 /// Elements [begin, end) of `part` as fp32 into `out`; F8_E4M3 ones
-/// dequantized by their scales.
+/// dequantized by their scales, MXFP4 ones (U8) by theirs.
 void appendFloat32(const TensorView &part, int64_t begin, int64_t end,
                    float *out) {
   const auto *bytes = static_cast<const uint8_t *>(part.data);
@@ -411,6 +466,19 @@ void appendFloat32(const TensorView &part, int64_t begin, int64_t end,
       for (int64_t k = 0; k < run; ++k)
         out[i - begin + k] = values[bytes[i + k]] * scale;
       i += run;
+    }
+    return;
+  }
+  case ElementType::U8: { // Mxfp4Blocks: the view is [E, in, out]
+    const uint8_t *scales = part.mxfp4->scales;
+    int64_t ins = part.shape[1], outs = part.shape[2];
+    for (int64_t i = begin; i < end; ++i) {
+      int64_t e = i / (ins * outs), in = i % (ins * outs) / outs, o = i % outs;
+      int64_t row = e * outs + o;
+      uint8_t pair = bytes[row * ins / 2 + in / 2];
+      out[i - begin] = floatFromFp4(in % 2 ? pair >> 4 : pair & 15) *
+                       floatFromE8m0(scales[row * (ins / kMxfp4BlockElements) +
+                                            in / kMxfp4BlockElements]);
     }
     return;
   }

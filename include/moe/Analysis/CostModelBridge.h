@@ -23,9 +23,9 @@ struct CostModelView {
 };
 
 /// Element sizes the plan is made for: weights as streamed (nullopt: as
-/// declared by each moe.param), routed experts' format (fp8 overrides
-/// weightElementBytes for their matrices) and the KV cache / recurrent
-/// state.
+/// declared by each moe.param), routed experts' format (fp8 and mxfp4
+/// override weightElementBytes for their matrices) and the KV cache /
+/// recurrent state.
 struct PlanDtypes {
   std::optional<int64_t> weightElementBytes;
   ::moe::model::WeightDtype experts = ::moe::model::WeightDtype::bf16;
@@ -38,10 +38,11 @@ FailureOr<CostModelView> buildCostModelView(ModuleOp module,
 /// The dtypes a recorded batching decision was made for.
 PlanDtypes planDtypesOf(BatchingAttr batching);
 
-/// Bytes of a routed experts op's params held as fp8 experts
-/// (runtime/model/WeightFormat.h): each stacked matrix as codes and block
+/// Bytes of a routed experts op's params held as `dtype`
+/// (runtime/model/WeightFormat.h): each stacked matrix as codes and
 /// scales, biases in bf16.
-int64_t fp8ExpertsWeightBytes(ArrayRef<ParamOp> params);
+int64_t expertsWeightBytes(ArrayRef<ParamOp> params,
+                           ::moe::model::WeightDtype dtype);
 
 /// The weights an op references, in attribute order.
 SmallVector<ParamOp> referencedParams(Operation *op,

@@ -21,9 +21,14 @@ struct ModelSummary {
   int64_t activeParams = 0;  // what one token reads: k of E experts
   int64_t embeddingParams = 0; // embedding table and LM head, once each
   int64_t weightBytes = 0;   // at the declared dtypes
-  // As a plan with weight-dtype=fp8 runs them: routed experts in fp8, the
-  // rest in bf16.
+  // As plans with weight-dtype=fp8 or mxfp4 run them: routed experts in
+  // that format, the rest in bf16.
   int64_t fp8ExpertsWeightBytes = 0;
+  int64_t mxfp4ExpertsWeightBytes = 0;
+  // As the checkpoint stores them (what weight-dtype=declared runs): its
+  // routed experts' format, the rest as declared.
+  std::string storedExpertDtype;
+  int64_t storedWeightBytes = 0;
   double flopsPerToken = 0;  // without attention over the context
   double flopsPerContextToken = 0; // attention, per attended token
   int64_t kvBytesPerToken = 0;       // over all layers, in kvDtype

@@ -46,8 +46,9 @@ def SelectBatchSizes : Pass<"moe-select-batch-sizes", "::mlir::ModuleOp"> {
     Option<"generatedTokens", "gen-len", "int64_t", /*default=*/"256",
            "Generated tokens per sequence">,
     Option<"weightDtype", "weight-dtype", "std::string", /*default=*/"\"declared\"",
-           "Weight dtype priced: declared, bf16, f16, f32, or fp8 (routed "
-           "experts as E4M3 with 128x128 block scales, the rest bf16)">,
+           "Weight dtype priced: declared (routed experts as the checkpoint "
+           "stores them), bf16, f16, f32, fp8 or mxfp4 (routed experts as "
+           "E4M3 with 128x128 block scales or as MXFP4, the rest bf16)">,
     Option<"kvDtype", "kv-dtype", "std::string", /*default=*/"\"bf16\"",
            "KV cache format: bf16, or fp8 (E4M3 with a scale per token "
            "and head)">,

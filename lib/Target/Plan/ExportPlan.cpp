@@ -9,6 +9,7 @@
 
 #include "dialects/MoE/MoEOps.h"
 #include "dialects/Sched/SchedOps.h"
+#include "runtime/model/WeightFormat.h"
 #include "runtime/schemas/PlanVersion.h"
 #include "runtime/schemas/plan_generated.h"
 
@@ -152,8 +153,9 @@ fb::Offset<pl::Batching> PlanWriter::writeBatching(BatchingAttr b) {
       b.getKvGpuFraction().convertToDouble(), b.getPromptTokens(),
       b.getGeneratedTokens(), b.getGpuBudgetBytes(), b.getHostBudgetBytes(),
       b.getKvDtype() == "fp8" ? pl::KvDType::fp8 : pl::KvDType::bf16,
-      b.getWeightDtype() == "fp8" ? pl::WeightDType::fp8
-                                  : pl::WeightDType::bf16);
+      static_cast<pl::WeightDType>(
+          ::moe::model::parseWeightDtype(b.getWeightDtype())
+              .value_or(::moe::model::WeightDtype::bf16)));
 }
 
 /// The subset of moe.plan_report the runtime compares measurements with.

@@ -134,35 +134,50 @@ struct CpuBackend::State {
 
   void allocate(int32_t slotCount, int32_t context);
   // Routed experts' matrices as their fp8 form stands for (WeightFormat.h).
-  void quantizeExperts();
+  Status quantizeExperts();
 };
 
-void CpuBackend::State::quantizeExperts() {
+Status CpuBackend::State::quantizeExperts() {
   for (const model::ResolvedOp &op : model.ops) {
     const auto *e = std::get_if<model::ExpertsSpec>(&op.spec);
     if (!e)
       continue;
-    // Each stacked [E, rows, cols] matrix, expert by expert, as stored.
+    // Each stacked matrix, expert by expert: a Linear's [out, in], stored
+    // so or transposed ([in, out]: the fused layout).
     struct Stacked {
       int index;
-      int64_t rows, cols;
+      int64_t outs, ins;
+      bool transposed;
     };
-    for (Stacked m : {Stacked{e->gate, e->width, e->hidden},
-                      Stacked{e->up, e->width, e->hidden},
-                      Stacked{e->gateUp, e->hidden, 2 * e->width},
-                      e->layout == plan::ExpertLayout::separate
-                          ? Stacked{e->down, e->hidden, e->width}
-                          : Stacked{e->down, e->width, e->hidden}}) {
+    bool fused = e->layout != plan::ExpertLayout::separate;
+    for (Stacked m : {Stacked{e->gate, e->width, e->hidden, false},
+                      Stacked{e->up, e->width, e->hidden, false},
+                      Stacked{e->gateUp, 2 * e->width, e->hidden, true},
+                      Stacked{e->down, e->hidden, e->width, fused}}) {
       if (m.index == model::kAbsent)
         continue;
+      if (model.expertDtype == model::WeightDtype::mxfp4 &&
+          m.ins % model::kMxfp4Block != 0)
+        return makeError("mxfp4 experts need inputs of a multiple of {} "
+                         "elements, not {}; plan with weight-dtype=bf16",
+                         model::kMxfp4Block, m.ins);
       float *values = params.arrays[size_t(m.index)].data();
       pool.parallelFor(e->experts, [&](int64_t first, int64_t last) {
-        for (int64_t x = first; x < last; ++x)
-          model::roundTripFp8Matrix(values + x * m.rows * m.cols, m.rows,
-                                    m.cols);
+        for (int64_t x = first; x < last; ++x) {
+          float *matrix = values + x * m.outs * m.ins;
+          // fp8's square blocks hold the same elements either way round.
+          if (model.expertDtype == model::WeightDtype::fp8)
+            model::roundTripFp8Matrix(matrix, m.transposed ? m.ins : m.outs,
+                                      m.transposed ? m.outs : m.ins);
+          else if (m.transposed)
+            model::roundTripMxfp4Matrix(matrix, m.outs, m.ins, 1, m.outs);
+          else
+            model::roundTripMxfp4Matrix(matrix, m.outs, m.ins, m.ins, 1);
+        }
       });
     }
   }
+  return Status::success();
 }
 
 /// Builds the RoPE tables and expert weights of the ops and zeroes the
@@ -675,8 +690,9 @@ Status CpuBackend::prepare(const LoadedPlan &plan,
     return fail(resolved.error());
   s.model = std::move(*resolved);
   s.params.arrays = std::move(params);
-  if (s.model.expertDtype == model::WeightDtype::fp8)
-    s.quantizeExperts();
+  if (s.model.expertDtype != model::WeightDtype::bf16)
+    if (Status status = s.quantizeExperts(); !status.ok())
+      return fail(status.error());
   s.allocate(slots, maxContext);
   s.prepared = true;
   return Status::success();

@@ -362,5 +362,5 @@ module attributes {moe.batching = #moe.batching<resident_batch = 1, attention_mi
 
 // -----
 
-// expected-error @+1 {{weight_dtype must be bf16 or fp8, not 'int4'}}
+// expected-error @+1 {{weight_dtype must be bf16, fp8 or mxfp4, not 'int4'}}
 module attributes {moe.batching = #moe.batching<resident_batch = 1, attention_micro_batch_prefill = 1, attention_micro_batch_decode = 1, expert_micro_batch = 1, prefetch_depth = 1, kv_staging_buffers = 1, cpu_attention_share = 0.0, kv_gpu_fraction = 1.0, resident_units = 0, prompt_tokens = 8, generated_tokens = 8, gpu_budget_bytes = 1, host_budget_bytes = 1, weight_dtype = "int4">} {}

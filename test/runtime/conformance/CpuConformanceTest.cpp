@@ -32,6 +32,9 @@ INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenFp8KvCache,
 INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenFp8Experts,
                          ::testing::ValuesIn(goldenCases(kCpu)),
                          goldenCaseName);
+INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenMxfp4Experts,
+                         ::testing::ValuesIn(goldenCases(kCpu)),
+                         goldenCaseName);
 
 class CpuBackendGolden : public GoldenBackendTest {};
 

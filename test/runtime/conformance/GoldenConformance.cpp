@@ -95,7 +95,7 @@ TEST_P(GoldenConformance, GeneratedLogitsMatchHuggingFaceStepByStep) {
 // continuations, positions HF routed by a near-tie left out (fp8's rounding
 // flips those experts and changes the logits wholesale), as the backend's
 // own tolerance leaves them out against HF.
-void GoldenFp8Test::expectAgreesWithBf16(
+void GoldenQuantizedTest::expectAgreesWithBf16(
     const std::function<void(plan::PlanT &)> &edit,
     const LogitTolerance &tolerance, const std::string &what) {
   ASSERT_NE(plan_->plan().batching(), nullptr);
@@ -169,6 +169,24 @@ TEST_P(GoldenFp8Experts, GreedyPicksAgreeWithBf16Experts) {
        .top1Agreement = 0.95,
        .routerTieMargin = 1e-2},
       "fp8 experts vs bf16 experts");
+}
+
+// runtime/model/WeightFormat.h: E2M1 with a power-of-two scale per 32
+// inputs, GPT-OSS's format: one mantissa bit, so a weight moves by up to a
+// twelfth of its block's largest one, and the logits of the fixtures'
+// random experts (GPT-OSS's gate_up scaled up threefold, through a clamped
+// SwiGLU) by about four times what fp8 moves them. A wrong nibble order or
+// scale moves them by 100%.
+TEST_P(GoldenMxfp4Experts, GreedyPicksAgreeWithBf16Experts) {
+  expectAgreesWithBf16(
+      [](plan::PlanT &plan) {
+        plan.batching->weight_dtype = plan::WeightDType::mxfp4;
+      },
+      {.relativeL2 = 0.4,
+       .blockRelativeL2 = 0.8,
+       .top1Agreement = 0.75,
+       .routerTieMargin = 1e-2},
+      "mxfp4 experts vs bf16 experts");
 }
 
 } // namespace

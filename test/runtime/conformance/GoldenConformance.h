@@ -79,10 +79,11 @@ protected:
 /// The tests every backend runs.
 class GoldenConformance : public GoldenBackendTest {};
 
-/// A plan edited to store something in fp8 against the bf16 plan, on the
+/// A plan edited to store something quantized (fp8, mxfp4) against the
+/// bf16 plan, on the
 /// plan for a small card (its KV in host memory and its experts streamed
 /// where the backend has a host tier).
-class GoldenFp8Test : public GoldenBackendTest {
+class GoldenQuantizedTest : public GoldenBackendTest {
 protected:
   std::string planName() const override { return "small-card"; }
   /// The logits of every prompt position and of each step of HF's
@@ -92,8 +93,10 @@ protected:
                             const std::string &what);
 };
 /// An fp8 KV cache against the bf16 one.
-class GoldenFp8KvCache : public GoldenFp8Test {};
+class GoldenFp8KvCache : public GoldenQuantizedTest {};
 /// fp8 routed experts against bf16 ones.
-class GoldenFp8Experts : public GoldenFp8Test {};
+class GoldenFp8Experts : public GoldenQuantizedTest {};
+/// mxfp4 routed experts against bf16 ones.
+class GoldenMxfp4Experts : public GoldenQuantizedTest {};
 
 } // namespace moe

@@ -108,17 +108,17 @@ TEST(Safetensors, MissingDtype) {
 
 TEST(Safetensors, UnsupportedDtypes) {
   ScratchDirectory scratch;
-  // GPT-OSS's MXFP4 blocks.
-  EXPECT_EQ(
-      errorForEntry(scratch,
-                    R"({"dtype": "U8", "shape": [8], "data_offsets": [0, 8]})"),
-      "x.safetensors: tensor 'w': dtype U8 is not supported (F32, F16, BF16 "
-      "and F8_E4M3 with scales are)");
   EXPECT_EQ(errorForEntry(
                 scratch,
                 R"({"dtype": "I64", "shape": [8], "data_offsets": [0, 64]})"),
             "x.safetensors: tensor 'w': dtype I64 is not supported (F32, F16, "
-            "BF16 and F8_E4M3 with scales are)");
+            "BF16, F8_E4M3 with scales and U8 MXFP4 blocks are)");
+  // U8 is a byte an element (GPT-OSS's MXFP4 blocks and scales).
+  EXPECT_EQ(
+      errorForEntry(
+          scratch, R"({"dtype": "U8", "shape": [8], "data_offsets": [0, 16]})"),
+      "x.safetensors: tensor 'w': data_offsets [0, 16] hold 16 bytes, "
+      "shape [8] of U8 needs 8");
 }
 
 TEST(Safetensors, BadShape) {

@@ -304,12 +304,15 @@ TEST(WeightSet, TensorBoundTwice) {
 
 TEST(WeightSet, FileErrorsPassThrough) {
   std::vector<TensorSpec> tensors = moeTensors();
-  tensors.push_back(
-      {"model.layers.0.mlp.experts.0.gate_proj.weight_blocks", "U8", {1}, {0}});
+  tensors.push_back({"model.layers.0.mlp.experts.0.gate_proj.weight_blocks",
+                     "I64",
+                     {1},
+                     {0}});
   EXPECT_EQ(singleFileError(tensors),
             "model.safetensors: tensor "
-            "'model.layers.0.mlp.experts.0.gate_proj.weight_blocks': dtype U8 "
-            "is not supported (F32, F16, BF16 and F8_E4M3 with scales are)");
+            "'model.layers.0.mlp.experts.0.gate_proj.weight_blocks': dtype I64 "
+            "is not supported (F32, F16, BF16, F8_E4M3 with scales and U8 "
+            "MXFP4 blocks are)");
 }
 
 /// E4M3 codes of a [rows, cols] matrix: every finite code, both signs.
@@ -432,6 +435,82 @@ TEST(WeightSet, Fp8BlockCheckpointsRequantizeToTheirOwnCodes) {
   EXPECT_EQ(again, codes);
   for (size_t b = 0; b < scales.size(); ++b)
     EXPECT_FLOAT_EQ(againScales[b], scales[b]) << "block " << b;
+}
+
+// GPT-OSS's MXFP4 experts load as shipped: `<name>_blocks` [E, out, in /
+// 32, 16] and `<name>_scales` [E, out, in / 32] read as the param's [E, in,
+// out], element (e, i, o) being FP4_VALUES[nibble i % 2 of byte i / 2 of
+// row (e, o)] · 2^(scale − 127), as transformers dequantizes them.
+TEST(WeightSet, ReadsMxfp4BlocksAsTransformersDoes) {
+  const int64_t experts = 2, ins = 64, outs = 6;
+  std::vector<uint8_t> blocks(size_t(experts * outs * ins / 2)),
+      scales(size_t(experts * outs * ins / 32));
+  for (size_t i = 0; i < blocks.size(); ++i)
+    blocks[i] = uint8_t(i * 53 % 256);
+  for (size_t i = 0; i < scales.size(); ++i)
+    scales[i] = uint8_t(120 + i % 15);
+  ScratchDirectory scratch;
+  testing::writeSafetensors(scratch.file("model.safetensors"),
+                            {{"model.layers.0.mlp.experts.gate_up_proj_blocks",
+                              "U8",
+                              {experts, outs, ins / 32, 16},
+                              blocks},
+                             {"model.layers.0.mlp.experts.gate_up_proj_scales",
+                              "U8",
+                              {experts, outs, ins / 32},
+                              scales}});
+  LoadedPlan plan = buildPlan({{"l0.experts.gate_up",
+                                "model.layers.0.mlp.experts.gate_up_proj",
+                                {experts, ins, outs}}});
+  Result<WeightSet> weights =
+      WeightSet::fromCheckpoint(scratch.path().string(), plan.model());
+  ASSERT_TRUE(weights.ok()) << weights.error().message();
+  constexpr float kFp4Values[16] = {0,     0.5f,  1,  1.5f,  2,  3,  4,  6,
+                                    -0.0f, -0.5f, -1, -1.5f, -2, -3, -4, -6};
+  std::vector<float> values = weights->toFloat32(0);
+  std::vector<uint16_t> bf16(values.size());
+  weights->toBf16(0, bf16);
+  for (int64_t e = 0; e < experts; ++e)
+    for (int64_t i = 0; i < ins; ++i)
+      for (int64_t o = 0; o < outs; ++o) {
+        int64_t row = e * outs + o;
+        uint8_t pair = blocks[size_t(row * ins / 2 + i / 2)];
+        float want = kFp4Values[i % 2 ? pair >> 4 : pair & 15] *
+                     std::ldexp(1.0f, scales[size_t(row * 2 + i / 32)] - 127);
+        size_t at = size_t((e * ins + i) * outs + o);
+        ASSERT_EQ(values[at], want) << e << ", " << i << ", " << o;
+        ASSERT_EQ(bf16[at], floatToBf16(want)) << e << ", " << i << ", " << o;
+      }
+}
+
+TEST(WeightSet, Mxfp4BlocksNeedTheirScalesAndShapes) {
+  std::vector<ParamSpec> params = {
+      {"l0.experts.down", "model.layers.0.mlp.experts.down_proj", {2, 64, 4}}};
+  TensorSpec blocks{"model.layers.0.mlp.experts.down_proj_blocks",
+                    "U8",
+                    {2, 4, 2, 16},
+                    std::vector<uint8_t>(256)};
+  EXPECT_EQ(singleFileError({blocks}, params),
+            "model.safetensors: MXFP4 tensor "
+            "'model.layers.0.mlp.experts.down_proj_blocks' has no scales: the "
+            "checkpoint holds no 'model.layers.0.mlp.experts.down_proj_scales' "
+            "(param l0.experts.down)");
+  EXPECT_EQ(singleFileError({blocks,
+                             {"model.layers.0.mlp.experts.down_proj_scales",
+                              "U8",
+                              {2, 4},
+                              std::vector<uint8_t>(8)}},
+                            params),
+            "model.safetensors: MXFP4 tensor "
+            "'model.layers.0.mlp.experts.down_proj_scales' is U8 [2, 4]; "
+            "param l0.experts.down expects U8 [2, 4, 2]");
+  // A U8 tensor is no weight by itself.
+  EXPECT_EQ(singleFileError(
+                {{"lm_head.weight", "U8", {8, 4}, std::vector<uint8_t>(32)}},
+                {{"lm_head", "lm_head.weight", {8, 4}}}),
+            "model.safetensors: tensor 'lm_head.weight' is U8: only MXFP4 "
+            "blocks ('<name>_blocks' with '<name>_scales') load as weights "
+            "(param lm_head)");
 }
 
 std::string fp8Error(std::vector<TensorSpec> scales) {
