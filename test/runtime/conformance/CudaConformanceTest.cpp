@@ -84,6 +84,9 @@ INSTANTIATE_TEST_SUITE_P(
 INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenFp8Experts,
                          ::testing::ValuesIn(goldenCases(kCuda)),
                          goldenCaseName);
+INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenMxfp4Experts,
+                         ::testing::ValuesIn(goldenCases(kCuda)),
+                         goldenCaseName);
 
 class CudaBackendGolden : public GoldenBackendTest {};
 
@@ -130,31 +133,73 @@ TEST_P(CudaBackendGolden, BothExpertGemmPathsMatchHuggingFace) {
   expectPromptsMatchHuggingFace(grouped, "grouped GEMM vs HF");
 }
 
-// Prefill then decode steps on both backends, the same batches.
-TEST_P(CudaBackendGolden, MatchesTheCpuBackendOnTheSameInputs) {
-  cuda::CudaBackend gpu;
+// Prefill then decode steps of `plan` on both backends, the same batches.
+void expectMatchesCpuBackend(const Golden &golden, const LoadedPlan &plan,
+                             const WeightSet &weights,
+                             cuda::CudaBackendOptions options,
+                             const LogitTolerance &tolerance,
+                             const std::string &what) {
+  cuda::CudaBackend gpu(options);
   CpuBackend cpu(2);
-  ASSERT_NO_FATAL_FAILURE(prepare(gpu));
-  ASSERT_NO_FATAL_FAILURE(prepare(cpu));
-  LogitComparison all(tolerance());
-  for (size_t s = 0; s < golden_.generated[0].size(); ++s) {
-    StepBatch batch = s == 0 ? promptBatch(golden_) : decodeBatch(golden_, s);
+  for (Backend *backend :
+       {static_cast<Backend *>(&gpu), static_cast<Backend *>(&cpu)}) {
+    Status status = backend->prepare(plan, weights, kSlots, kContext);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+  }
+  LogitComparison all(tolerance);
+  for (size_t s = 0; s < golden.generated[0].size(); ++s) {
+    StepBatch batch = s == 0 ? promptBatch(golden) : decodeBatch(golden, s);
     std::vector<float> got, want;
     ASSERT_NO_FATAL_FAILURE(forwardOnBoth(gpu, cpu, batch, got, want));
     std::vector<bool> ties;
-    for (size_t p = 0; p < golden_.prompts.size(); ++p) {
-      size_t length = golden_.prompts[p].size();
+    for (size_t p = 0; p < golden.prompts.size(); ++p) {
+      size_t length = golden.prompts[p].size();
       std::vector<bool> mine =
-          s == 0 ? routerTies(golden_, tolerance(), p, 0, length)
-                 : routerTies(golden_, tolerance(), p, length - 1 + s, 1);
+          s == 0 ? routerTies(golden, tolerance, p, 0, length)
+                 : routerTies(golden, tolerance, p, length - 1 + s, 1);
       ties.insert(ties.end(), mine.begin(), mine.end());
     }
     all.add("step " + std::to_string(s), got.data(), want.data(),
-            int64_t(batch.logitRows.size()), golden_.vocab, ties);
+            int64_t(batch.logitRows.size()), golden.vocab, ties);
   }
-  all.expectWithin(model() + " vs CPU backend");
+  all.expectWithin(what);
   EXPECT_FALSE(gpu.stageSeconds().empty());
 }
+
+// Prefill then decode steps on both backends, the same batches.
+TEST_P(CudaBackendGolden, MatchesTheCpuBackendOnTheSameInputs) {
+  expectMatchesCpuBackend(golden_, *plan_, *weights_, {}, tolerance(),
+                          model() + " vs CPU backend");
+}
+
+// On the small card's plan (experts streamed through the weight ring).
+class CudaQuantizedExperts : public GoldenQuantizedTest {};
+
+// Quantized experts (fp8, mxfp4) hold on the GPU what the CPU backend, the
+// reference, computes with: blocks along the same axis, the same codes and
+// scales, streamed with their scales; on both expert GEMM paths (codes
+// widened in the grouped kernel's tiles, or the layer widened before
+// per-expert GEMMs).
+TEST_P(CudaQuantizedExperts, MatchTheCpuBackend) {
+  for (plan::WeightDType dtype :
+       {plan::WeightDType::fp8, plan::WeightDType::mxfp4}) {
+    Result<LoadedPlan> edited = editPlan(*plan_, [&](plan::PlanT &plan) {
+      plan.batching->weight_dtype = dtype;
+    });
+    ASSERT_TRUE(edited.ok()) << edited.error().message();
+    std::string name = plan::EnumNameWeightDType(dtype);
+    expectMatchesCpuBackend(golden_, *edited, *weights_,
+                            {.perExpertGemmRows = 1}, tolerance(),
+                            model() + " " + name + " per-expert vs CPU");
+    expectMatchesCpuBackend(
+        golden_, *edited, *weights_, {.perExpertGemmRows = int64_t{1} << 40},
+        tolerance(), model() + " " + name + " grouped vs CPU");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaQuantizedExperts,
+                         ::testing::ValuesIn(goldenCases(kCuda)),
+                         goldenCaseName);
 
 // Greedy decode steps replayed from CUDA graphs pick the tokens that the
 // same steps launched op by op pick (a decode step launches the same kernels

@@ -332,69 +332,70 @@ TEST(GroupedGemm, OtherModelShapes) {
                  true, 20, 0, 66});
 }
 
-// A problem's weights quantized to fp8 (runtime/model/WeightFormat.h), each
-// expert's [n, k] block as `parts` matrices of n / parts rows, its codes
-// split between two allocations as the problem splits the bf16 ones; and the
-// same widened to bf16 by widenFp8Experts.
-struct Fp8Weights {
-  DeviceBuffer codes[2], scales, widened;
-  gpu::Fp8ExpertMatrix matrix;
+// A problem's weights quantized (runtime/model/WeightFormat.h: fp8 or
+// mxfp4), each expert's [n, k] block as `parts` matrices of n / parts rows
+// and one block of codes and scales, the experts split between two
+// allocations as the problem splits the bf16 ones; and the same widened to
+// bf16 by widenExperts.
+struct QuantizedWeights {
+  DeviceBuffer blocks[2], widened;
+  gpu::QuantizedExpertMatrix matrix;
 
-  Fp8Weights(const GroupedProblem &problem, int64_t parts) {
+  QuantizedWeights(const GroupedProblem &problem, moe::model::WeightDtype dtype,
+                   int64_t parts) {
     const gpu::GroupedGemmArgs &a = problem.args;
-    int64_t partRows = a.n / parts, matrixBytes = a.n * a.k;
-    int64_t scaleCount = moe::model::fp8ScaleCount(partRows, a.k);
-    std::vector<uint8_t> hostCodes(size_t(a.experts * matrixBytes));
-    std::vector<float> hostScales(size_t(a.experts * parts * scaleCount));
+    int64_t partRows = a.n / parts;
+    moe::model::QuantizedExpertLayout layout =
+        moe::model::quantizedExpertLayout(dtype, parts, partRows, a.k);
+    std::vector<uint8_t> host(size_t(a.experts * layout.bytes));
     std::vector<float> values(size_t(a.n * a.k));
     for (int e = 0; e < a.experts; ++e) {
       const uint16_t *block = problem.weightBlock(e);
       for (size_t i = 0; i < values.size(); ++i)
         values[i] = bf16ToFloat(block[i]);
-      for (int64_t part = 0; part < parts; ++part)
-        moe::model::quantizeFp8Matrix(
-            values.data() + part * partRows * a.k, partRows, a.k,
-            hostCodes.data() + e * matrixBytes + part * partRows * a.k,
-            hostScales.data() + (e * parts + part) * scaleCount);
+      moe::model::quantizeExpert(dtype, layout, values.data(), parts, partRows,
+                                 a.k, host.data() + e * layout.bytes);
     }
     int64_t resident = problem.residentExperts();
     int64_t perPart[2] = {resident, a.experts - resident};
     for (int i = 0; i < 2; ++i)
       if (perPart[i] > 0) {
-        codes[i] = DeviceBuffer(size_t(perPart[i] * matrixBytes));
-        codes[i].upload(hostCodes.data() +
-                            (i == 0 ? 0 : resident * matrixBytes),
-                        size_t(perPart[i] * matrixBytes));
+        blocks[i] = DeviceBuffer(size_t(perPart[i] * layout.bytes));
+        blocks[i].upload(host.data() + (i == 0 ? 0 : resident * layout.bytes),
+                         size_t(perPart[i] * layout.bytes));
       }
-    scales = DeviceBuffer(hostScales.size() * 4);
-    scales.upload(hostScales.data(), hostScales.size() * 4);
-    matrix.resident = codes[0].as<uint8_t>();
-    matrix.streamed = codes[1].as<uint8_t>();
+    matrix.format = dtype == moe::model::WeightDtype::fp8
+                        ? gpu::ExpertFormat::fp8
+                        : gpu::ExpertFormat::mxfp4;
+    matrix.resident = blocks[0].as<uint8_t>();
+    matrix.streamed = blocks[1].as<uint8_t>();
     matrix.residentExperts = resident;
     matrix.parts = parts;
     matrix.partRows = partRows;
     matrix.cols = a.k;
-    matrix.scales = scales.as<float>();
-    widened = DeviceBuffer(size_t(a.experts * matrixBytes * 2));
-    check(gpu::widenFp8Experts(matrix, a.experts, widened.as<gpu::bf16>(),
-                               nullptr),
-          "widenFp8Experts");
+    matrix.scaleOffset = layout.scaleOffset;
+    matrix.stride = layout.bytes;
+    widened = DeviceBuffer(size_t(a.experts * a.n * a.k * 2));
+    check(
+        gpu::widenExperts(matrix, a.experts, widened.as<gpu::bf16>(), nullptr),
+        "widenExperts");
   }
 };
 
-// The grouped kernel reading fp8 codes, widening each tile in shared memory,
+// The grouped kernel reading codes, widening each tile in shared memory,
 // equals the bf16 kernel over the weights widened beforehand, bit for bit.
-void expectFp8EqualsWidened(Problem p, int64_t parts) {
+void expectQuantizedEqualsWidened(Problem p, moe::model::WeightDtype dtype,
+                                  int64_t parts) {
   GroupedProblem problem(std::move(p));
-  Fp8Weights fp8(problem, parts);
+  QuantizedWeights quantized(problem, dtype, parts);
   gpu::GroupedGemmArgs bf16Args = problem.args;
-  bf16Args.weight = {fp8.widened.as<gpu::bf16>(), nullptr, bf16Args.experts,
-                     bf16Args.n * bf16Args.k};
+  bf16Args.weight = {quantized.widened.as<gpu::bf16>(), nullptr,
+                     bf16Args.experts, bf16Args.n * bf16Args.k};
   problem.args = bf16Args;
   problem.run();
   std::vector<uint16_t> want = problem.y.downloadBf16();
   problem.args.weight = {};
-  problem.args.fp8Weight = fp8.matrix;
+  problem.args.quantizedWeight = quantized.matrix;
   problem.run();
   std::vector<uint16_t> got = problem.y.downloadBf16();
   ASSERT_EQ(got.size(), want.size());
@@ -407,25 +408,37 @@ void expectFp8EqualsWidened(Problem p, int64_t parts) {
   EXPECT_EQ(differing, 0) << "of " << got.size() << " outputs";
 }
 
-// Every tile height, two parts (gate|up) of 200 rows (partial scale blocks),
-// k = 272 (a partial k-tile and a partial scale block), a bias, experts split
-// between two allocations; then decode shapes of real models.
-TEST(GroupedGemm, Fp8WeightsEqualTheWidenedBf16Gemm) {
+// Every tile height, two parts (gate|up) of 200 rows (partial fp8 scale
+// blocks), k = 288 (a partial k-tile and, for fp8, a partial scale block),
+// a bias, experts split between two allocations; then decode shapes of
+// real models.
+TEST(GroupedGemm, QuantizedWeightsEqualTheWidenedBf16Gemm) {
   MOE_REQUIRE_CUDA_DEVICE();
-  for (int mean : {10, 25, 50, 150}) {
-    unsigned seed = 90 + mean;
-    SCOPED_TRACE(mean);
-    expectFp8EqualsWidened({"fp8 mean " + std::to_string(mean),
-                            unevenCounts(6, 6 * mean, seed), 400, 272, true, 2,
-                            0, seed},
-                           2);
+  using moe::model::WeightDtype;
+  for (WeightDtype dtype : {WeightDtype::fp8, WeightDtype::mxfp4}) {
+    std::string name(moe::model::weightDtypeName(dtype));
+    SCOPED_TRACE(name);
+    for (int mean : {10, 25, 50, 150}) {
+      unsigned seed = 90 + mean;
+      SCOPED_TRACE(mean);
+      expectQuantizedEqualsWidened({name + " mean " + std::to_string(mean),
+                                    unevenCounts(6, 6 * mean, seed), 400, 288,
+                                    true, 2, 0, seed},
+                                   dtype, 2);
+    }
+    expectQuantizedEqualsWidened({name + " qwen3 gate|up",
+                                  unevenCounts(128, 362 * 8, 95), 1536, 2048,
+                                  false, 64, 0, 96},
+                                 dtype, 2);
+    expectQuantizedEqualsWidened({name + " mixtral down",
+                                  unevenCounts(8, 512 * 2, 97), 4096, 14336,
+                                  false, 3, 0, 98},
+                                 dtype, 1);
+    expectQuantizedEqualsWidened({name + " gpt-oss-20b gate|up",
+                                  unevenCounts(32, 256 * 4, 99), 5760, 2880,
+                                  true, 20, 0, 100},
+                                 dtype, 1);
   }
-  expectFp8EqualsWidened({"fp8 qwen3 gate|up", unevenCounts(128, 362 * 8, 95),
-                          1536, 2048, false, 64, 0, 96},
-                         2);
-  expectFp8EqualsWidened({"fp8 mixtral down", unevenCounts(8, 512 * 2, 97),
-                          4096, 14336, false, 3, 0, 98},
-                         1);
 }
 
 TEST(GroupedGemm, RejectsUnsupportedArguments) {

@@ -4,7 +4,7 @@
 // before the launch, so an element left unwritten fails the comparison.
 #include "runtime/backends/cpu/Kernels.h"
 #include "runtime/backends/cuda/kernels/Kernels.h"
-#include "runtime/backends/cuda/kernels/WidenFp8.h"
+#include "runtime/backends/cuda/kernels/QuantizedExperts.h"
 #include "runtime/model/ResolvedModel.h"
 #include "runtime/model/Rope.h"
 #include "runtime/model/WeightFormat.h"
@@ -564,61 +564,79 @@ TEST(Kernels, SwigluClamped) {
 // Dispatch, gather, combine
 //===----------------------------------------------------------------------===//
 
-// fp8 experts widened to bf16: every element equals the host's value of its
-// code and block scale (runtime/model/WeightFormat.h) rounded to bf16, for
-// experts split between the resident and the streamed range, two parts
-// (gate|up) whose rows are no multiple of the block, and columns that are
-// none either.
-TEST(Kernels, WidenFp8ExpertsMatchesTheHostFormat) {
+// Quantized experts (fp8, mxfp4) widened to bf16: every element equals the
+// host's value of its code and scale (runtime/model/WeightFormat.h) rounded
+// to bf16, for experts split between the resident and the streamed range,
+// two parts (gate|up) whose rows are no multiple of fp8's block, and
+// columns that are none either.
+TEST(Kernels, WidenExpertsMatchesTheHostFormat) {
   REQUIRE_DEVICE();
   std::mt19937 rng = freshRng();
   const int64_t experts = 3, resident = 1, parts = 2, partRows = 200,
-                cols = 272;
-  const int64_t matrix = partRows * cols,
-                scaleCount = model::fp8ScaleCount(partRows, cols);
-  std::vector<uint8_t> codes(size_t(experts * parts * matrix));
-  std::vector<float> scales(size_t(experts * parts * scaleCount));
+                cols = 288;
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> values(static_cast<size_t>(matrix));
-  for (int64_t at = 0; at < experts * parts; ++at) {
-    // Each (expert, part) at its own magnitude.
-    for (float &v : values)
-      v = normal(rng) * std::ldexp(1.0f, int(at) - 2);
-    model::quantizeFp8Matrix(values.data(), partRows, cols,
-                             codes.data() + at * matrix,
-                             scales.data() + at * scaleCount);
-  }
-  int64_t split = resident * parts * matrix;
-  Device<uint8_t> residentCodes(
-      std::vector<uint8_t>(codes.begin(), codes.begin() + split));
-  Device<uint8_t> streamedCodes(
-      std::vector<uint8_t>(codes.begin() + split, codes.end()));
-  Device<float> deviceScales(scales);
-  Device<uint16_t> out(static_cast<size_t>(experts * parts * matrix));
-  gpu::Fp8ExpertMatrix weight;
-  weight.resident = residentCodes.get();
-  weight.streamed = streamedCodes.get();
-  weight.residentExperts = resident;
-  weight.parts = parts;
-  weight.partRows = partRows;
-  weight.cols = cols;
-  weight.scales = deviceScales.get();
-  LAUNCH(gpu::widenFp8Experts(weight, experts, out.bf(), nullptr));
-  std::vector<uint16_t> got = out.download();
-  for (int64_t at = 0; at < experts * parts; ++at)
-    for (int64_t r = 0; r < partRows; ++r)
-      for (int64_t c = 0; c < cols; ++c) {
-        float want =
-            model::fp8MatrixValue(codes.data() + at * matrix,
-                                  scales.data() + at * scaleCount, cols, r, c);
-        ASSERT_EQ(got[size_t(at * matrix + r * cols + c)], toBf16(want))
-            << "expert " << at / parts << " part " << at % parts << " row " << r
-            << " column " << c;
+  for (model::WeightDtype dtype :
+       {model::WeightDtype::fp8, model::WeightDtype::mxfp4}) {
+    SCOPED_TRACE(model::weightDtypeName(dtype));
+    bool fp8 = dtype == model::WeightDtype::fp8;
+    model::QuantizedExpertLayout layout =
+        model::quantizedExpertLayout(dtype, parts, partRows, cols);
+    std::vector<uint8_t> blocks(size_t(experts * layout.bytes));
+    std::vector<float> values(size_t(parts * partRows * cols));
+    for (int64_t e = 0; e < experts; ++e) {
+      // Each (expert, part) at its own magnitude.
+      for (size_t i = 0; i < values.size(); ++i)
+        values[i] = normal(rng) *
+                    std::ldexp(1.0f, int(e * parts) +
+                                         int(i / size_t(partRows * cols)) - 2);
+      model::quantizeExpert(dtype, layout, values.data(), parts, partRows, cols,
+                            blocks.data() + e * layout.bytes);
+    }
+    int64_t split = resident * layout.bytes;
+    Device<uint8_t> residentBlocks(
+        std::vector<uint8_t>(blocks.begin(), blocks.begin() + split));
+    Device<uint8_t> streamedBlocks(
+        std::vector<uint8_t>(blocks.begin() + split, blocks.end()));
+    Device<uint16_t> out(
+        static_cast<size_t>(experts * parts * partRows * cols));
+    gpu::QuantizedExpertMatrix weight;
+    weight.format = fp8 ? gpu::ExpertFormat::fp8 : gpu::ExpertFormat::mxfp4;
+    weight.resident = residentBlocks.get();
+    weight.streamed = streamedBlocks.get();
+    weight.residentExperts = resident;
+    weight.parts = parts;
+    weight.partRows = partRows;
+    weight.cols = cols;
+    weight.scaleOffset = layout.scaleOffset;
+    weight.stride = layout.bytes;
+    LAUNCH(gpu::widenExperts(weight, experts, out.bf(), nullptr));
+    std::vector<uint16_t> got = out.download();
+    for (int64_t e = 0; e < experts; ++e)
+      for (int64_t part = 0; part < parts; ++part) {
+        const uint8_t *block = blocks.data() + e * layout.bytes;
+        const uint8_t *codes = block + part * layout.partCodeBytes;
+        const uint8_t *scales =
+            block + layout.scaleOffset + part * layout.partScaleBytes;
+        for (int64_t r = 0; r < partRows; ++r)
+          for (int64_t c = 0; c < cols; ++c) {
+            float want =
+                fp8 ? model::fp8MatrixValue(
+                          codes, reinterpret_cast<const float *>(scales), cols,
+                          r, c)
+                    : model::mxfp4MatrixValue(codes, scales, cols, r, c);
+            ASSERT_EQ(
+                got[size_t(((e * parts + part) * partRows + r) * cols + c)],
+                toBf16(want))
+                << "expert " << e << " part " << part << " row " << r
+                << " column " << c;
+          }
       }
-  // Rows of a width no 16-byte load divides are refused.
-  weight.cols = 24;
-  EXPECT_EQ(gpu::widenFp8Experts(weight, experts, out.bf(), nullptr),
-            cudaErrorInvalidValue);
+    // Rows no 16-byte load of codes (or no scale block) divides are
+    // refused.
+    weight.cols = fp8 ? 24 : 48;
+    EXPECT_EQ(gpu::widenExperts(weight, experts, out.bf(), nullptr),
+              cudaErrorInvalidValue);
+  }
 }
 
 TEST(Kernels, DispatchGatherCombine) {

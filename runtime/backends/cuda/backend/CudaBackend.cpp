@@ -24,44 +24,39 @@ int32_t gpuSlotsOf(const plan::Batching *batching, int32_t slots) {
 }
 
 // Bytes of the weights arena: whole params, or their first gpu_experts
-// experts (fp8 experts' codes at a byte an element and all their scales);
-// the scratch fp8 experts are widened into; each allocation rounded up to
-// the pool alignment. The params kept in fp32 live with the fp32 arrays in
-// the cache arena.
+// experts (quantized experts as blocks of codes and scales); the scratch
+// quantized experts are widened into; each allocation rounded up to the
+// pool alignment. The params kept in fp32 live with the fp32 arrays in the
+// cache arena.
 size_t residentWeightBytes(const plan::Model &model,
                            const model::ResolvedModel &resolved) {
-  std::vector<bool> inFp32(model.params()->size(), false);
-  std::vector<bool> inFp8(model.params()->size(), false);
-  for (const model::ResolvedOp &op : resolved.ops) {
-    for (int index : fp32Params(op).all())
-      if (index >= 0 && size_t(index) < inFp32.size())
-        inFp32[size_t(index)] = true;
-    const auto *e = std::get_if<model::ExpertsSpec>(&op.spec);
-    if (e && resolved.expertDtype == model::WeightDtype::fp8)
-      for (int index : {e->gate, e->up, e->gateUp, e->down})
-        if (index != model::kAbsent)
-          inFp8[size_t(index)] = true;
-  }
+  std::vector<bool> counted(model.params()->size(), false);
   size_t bytes = model.ops()->size() * 4 * kPoolAlignment +
                  size_t(widenedExpertElements(resolved)) * sizeof(bf16);
-  for (size_t index = 0; index < inFp32.size(); ++index) {
+  for (const model::ResolvedOp &op : resolved.ops) {
+    for (int index : fp32Params(op).all())
+      if (index >= 0 && size_t(index) < counted.size())
+        counted[size_t(index)] = true;
+    const auto *e = std::get_if<model::ExpertsSpec>(&op.spec);
+    if (!e || resolved.expertDtype == model::WeightDtype::bf16)
+      continue;
+    bytes +=
+        size_t(residentQuantizedExpertBytes(model, *e, resolved.expertDtype)) +
+        4 * kPoolAlignment;
+    for (int index : {e->gate, e->up, e->gateUp, e->down})
+      if (index != model::kAbsent)
+        counted[size_t(index)] = true;
+  }
+  for (size_t index = 0; index < counted.size(); ++index) {
     const plan::Param *param = model.params()->Get(index);
-    if (inFp32[index])
+    if (counted[index])
       continue;
     size_t elements = size_t(model::paramElements(*param));
     if (param->placement() == plan::Placement::host_streamed)
       elements = param->gpu_experts() > 0 ? elements / param->shape()->Get(0) *
                                                 size_t(param->gpu_experts())
                                           : 0;
-    if (inFp8[index]) {
-      const auto &shape = *param->shape();
-      bytes += elements +
-               size_t(shape.Get(0)) * 4 *
-                   size_t(model::fp8ScaleCount(shape.Get(1), shape.Get(2)));
-    } else {
-      bytes += elements * sizeof(bf16);
-    }
-    bytes += 2 * kPoolAlignment;
+    bytes += elements * sizeof(bf16) + 2 * kPoolAlignment;
   }
   return bytes;
 }
@@ -105,9 +100,10 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
   WeightPlacement placement(model, weightSet, *s.weights, s.ring, *s.pinned,
                             s.floats, s.maxContext);
   if (int64_t widened = widenedExpertElements(resolved)) {
-    MOE_ASSIGN_OR_RETURN(bf16 * scratch,
-                         s.weights->allocateArray<bf16>(
-                             size_t(widened), "fp8 experts widened to bf16"));
+    MOE_ASSIGN_OR_RETURN(
+        bf16 * scratch,
+        s.weights->allocateArray<bf16>(size_t(widened),
+                                       "quantized experts widened to bf16"));
     placement.setWidenedExperts(scratch);
   }
   MOE_RETURN_IF_ERROR(compileProgram(model, resolved, placement, s.kv,

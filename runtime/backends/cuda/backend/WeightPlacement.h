@@ -113,7 +113,7 @@ public:
   int bindFloat(int index);
   // An fp32 array made on the host (lightning decays): its index.
   int addFloats(std::vector<float> values);
-  // The bf16 scratch fp8 experts are widened into (null without).
+  // The bf16 scratch quantized experts are widened into (null without).
   void setWidenedExperts(bf16 *scratch) { widenedExperts_ = scratch; }
   bf16 *widenedExperts() const { return widenedExperts_; }
   // cos and sin tables, shared by the layers of one RoPE; -1 each without

@@ -11,10 +11,11 @@
 // expert). grid.y is the n-tile. m-tiles vary fastest, so the blocks that share
 // an expert's weight tile run together and the later ones read it from L2.
 //
-// fp8 weights. A stage's weight tile arrives as codes (cp.async into a code
-// area beside the stages); once landed, the block widens it into the stage's
-// bf16 weight tile with its block scale (BK divides 128, so a tile row has
-// one) before the warps multiply, which then run as for bf16.
+// Quantized weights. A stage's weight tile arrives as codes (cp.async into a
+// code area beside the stages); once landed, the block widens it into the
+// stage's bf16 weight tile with its scales (fp8: BK divides 128, so a tile
+// row has one; mxfp4: one per 32 columns, BK a multiple of 32) before the
+// warps multiply, which then run as for bf16.
 //
 // Tiles. BM (16, 32, 64 or 128) follows the mean rows per expert. Small groups
 // (decode) are bound by reading the weights once per m-tile, so their blocks
@@ -24,7 +25,7 @@
 // rows padded by 16 bytes, which makes ldmatrix conflict-free. Rows past the
 // group, columns past n and k past its end are zero-filled by cp.async.
 #include "runtime/backends/cuda/kernels/GroupedGemm.h"
-#include "runtime/backends/cuda/kernels/Fp8Weights.cuh"
+#include "runtime/backends/cuda/kernels/QuantizedWeights.cuh"
 
 #include <cstdint>
 
@@ -44,10 +45,19 @@ struct Tile {
   static constexpr int ld = BK + 8; // shared row, elements
   static constexpr int stageElems = (BM + BN) * ld;
   static constexpr int smemBytes = stages * stageElems * 2;
-  static constexpr int codeStageBytes = BN * BK; // an fp8 weight tile
-  static_assert(warpRows % 16 == 0 && warpCols % 16 == 0 && BK % 16 == 0 &&
+  static_assert(warpRows % 16 == 0 && warpCols % 16 == 0 && BK % 32 == 0 &&
                 128 % BK == 0);
 };
+
+// How the weight tiles arrive: bf16 as they are, or as codes.
+enum class Weights { bf16, fp8, mxfp4 };
+
+// Bytes of a row of k codes, and of a stage's BN × BK code tile.
+template <Weights W> __host__ __device__ constexpr int64_t codeBytes(int64_t k) {
+  return W == Weights::fp8 ? k : k / 2;
+}
+template <class T, Weights W>
+constexpr int codeStageBytes = W == Weights::bf16 ? 0 : T::BN * codeBytes<W>(T::BK);
 
 using Tile16 = Tile<16, 128, 64, 1, 4, 4, 2>;
 using Tile32 = Tile<32, 128, 64, 1, 4, 4, 2>;
@@ -99,39 +109,49 @@ loadTile(bf16 *dst, const bf16 *src, int validRows, int64_t kBegin, int64_t k) {
   }
 }
 
-// A BN×BK tile of fp8 codes of a row-major [·, k] matrix into shared memory
-// (rows of BK bytes); rows ≥ validRows and columns ≥ k become zero codes.
-template <class T>
+// A BN×BK tile of codes of a row-major [·, k] matrix into shared memory
+// (rows of codeBytes(BK)); rows ≥ validRows and columns ≥ k become zero
+// codes.
+template <class T, Weights W>
 __device__ __forceinline__ void loadCodes(uint8_t *dst, const uint8_t *src,
                                           int validRows, int64_t kBegin,
                                           int64_t k) {
-  constexpr int chunksPerRow = T::BK / 16;
-  constexpr int rowsPerPass = T::threads / chunksPerRow;
-  static_assert(T::threads % chunksPerRow == 0 && T::BN % rowsPerPass == 0);
-  int row = threadIdx.x / chunksPerRow;
-  int col = (threadIdx.x % chunksPerRow) * 16;
-  bool colValid = kBegin + col < k;
+  constexpr int rowBytes = codeBytes<W>(T::BK), chunksPerRow = rowBytes / 16;
+  const int64_t srcRowBytes = codeBytes<W>(k), srcBegin = codeBytes<W>(kBegin);
 #pragma unroll
-  for (int p = 0; p < T::BN / rowsPerPass; ++p, row += rowsPerPass) {
-    bool valid = colValid && row < validRows;
-    cpAsync16(dst + row * T::BK + col,
-              valid ? src + row * k + kBegin + col : src,
+  for (int i = threadIdx.x; i < T::BN * chunksPerRow; i += T::threads) {
+    int row = i / chunksPerRow, col = (i % chunksPerRow) * 16;
+    bool valid = srcBegin + col < srcRowBytes && row < validRows;
+    cpAsync16(dst + row * rowBytes + col,
+              valid ? src + row * srcRowBytes + srcBegin + col : src,
               valid ? 16 : 0);
   }
 }
 
-// The landed codes of a stage widened into its bf16 weight tile.
-template <class T>
+// The landed codes of a stage widened into its bf16 weight tile, a 16-byte
+// load of codes at a time (16 fp8 codes, or 32 mxfp4 ones: a scale block).
+// Zero-filled codes past the matrix get scale 0: no scale is read there.
+template <class T, Weights W>
 __device__ __forceinline__ void
-widenTile(bf16 *dst, const uint8_t *codes, const Fp8ExpertMatrix &m,
+widenTile(bf16 *dst, const uint8_t *codes, const QuantizedExpertMatrix &m,
           int expert, int64_t colBegin, int validRows, int64_t kBegin) {
-  constexpr int chunksPerRow = T::BK / 16;
+  constexpr int rowBytes = codeBytes<W>(T::BK), chunksPerRow = rowBytes / 16;
+  constexpr int codesPerChunk = W == Weights::fp8 ? 16 : 32;
   for (int i = threadIdx.x; i < T::BN * chunksPerRow; i += T::threads) {
-    int row = i / chunksPerRow, col = (i % chunksPerRow) * 16;
-    float scale =
-        row < validRows ? fp8Scale(m, expert, colBegin + row, kBegin) : 0.0f;
-    widen16(*reinterpret_cast<const uint4 *>(codes + row * T::BK + col), scale,
-            dst + row * T::ld + col);
+    int row = i / chunksPerRow, chunk = i % chunksPerRow;
+    int col = chunk * codesPerChunk;
+    uint4 packed =
+        *reinterpret_cast<const uint4 *>(codes + row * rowBytes + chunk * 16);
+    if constexpr (W == Weights::fp8) {
+      float scale =
+          row < validRows ? fp8Scale(m, expert, colBegin + row, kBegin) : 0.0f;
+      widen16(packed, scale, dst + row * T::ld + col);
+    } else {
+      bool inside = row < validRows && kBegin + col < m.cols;
+      float scale =
+          inside ? mxfp4Scale(m, expert, colBegin + row, kBegin + col) : 0.0f;
+      widen32Fp4(packed, scale, dst + row * T::ld + col);
+    }
   }
 }
 
@@ -169,9 +189,10 @@ multiplyStage(const bf16 *as, const bf16 *bs,
   }
 }
 
-template <class T, bool F8>
+template <class T, Weights W>
 __global__ void __launch_bounds__(T::threads, T::minBlocks)
     groupedGemmKernel(GroupedGemmArgs a) {
+  constexpr bool quantized = W != Weights::bf16;
   extern __shared__ __align__(16) unsigned char sharedBytes[];
   __shared__ int32_t tile[3]; // expert, first row, rows in this tile
 
@@ -200,8 +221,8 @@ __global__ void __launch_bounds__(T::threads, T::minBlocks)
   const bf16 *x = a.x + rowBegin * a.k;
   const bf16 *w = nullptr;
   const uint8_t *codes = nullptr;
-  if constexpr (F8)
-    codes = fp8Codes(a.fp8Weight, expert) + colBegin * a.k;
+  if constexpr (quantized)
+    codes = expertCodes(a.quantizedWeight, expert) + colBegin * codeBytes<W>(a.k);
   else
     w = expertBlock(a.weight, expert) + colBegin * a.k;
 
@@ -213,9 +234,9 @@ __global__ void __launch_bounds__(T::threads, T::minBlocks)
       bf16 *stage = smem + (kt % T::stages) * T::stageElems;
       int64_t kBegin = int64_t(kt) * T::BK;
       loadTile<T, T::BM>(stage, x, rowsHere, kBegin, a.k);
-      if constexpr (F8)
-        loadCodes<T>(codeStages + (kt % T::stages) * T::codeStageBytes, codes,
-                     colsHere, kBegin, a.k);
+      if constexpr (quantized)
+        loadCodes<T, W>(codeStages + (kt % T::stages) * codeStageBytes<T, W>,
+                        codes, colsHere, kBegin, a.k);
       else
         loadTile<T, T::BN>(stage + T::BM * T::ld, w, colsHere, kBegin, a.k);
     }
@@ -236,10 +257,11 @@ __global__ void __launch_bounds__(T::threads, T::minBlocks)
     // stage that the next load overwrites (read in iteration kt − 1).
     __syncthreads();
     bf16 *stage = smem + (kt % T::stages) * T::stageElems;
-    if constexpr (F8) {
-      widenTile<T>(stage + T::BM * T::ld,
-                   codeStages + (kt % T::stages) * T::codeStageBytes,
-                   a.fp8Weight, expert, colBegin, colsHere, int64_t(kt) * T::BK);
+    if constexpr (quantized) {
+      widenTile<T, W>(stage + T::BM * T::ld,
+                      codeStages + (kt % T::stages) * codeStageBytes<T, W>,
+                      a.quantizedWeight, expert, colBegin, colsHere,
+                      int64_t(kt) * T::BK);
       __syncthreads();
     }
     load(kt + T::stages - 1);
@@ -283,12 +305,11 @@ __global__ void __launch_bounds__(T::threads, T::minBlocks)
   }
 }
 
-template <class T, bool F8>
+template <class T, Weights W>
 cudaError_t launch(const GroupedGemmArgs &a, cudaStream_t stream) {
-  constexpr int smemBytes =
-      T::smemBytes + (F8 ? T::stages * T::codeStageBytes : 0);
+  constexpr int smemBytes = T::smemBytes + T::stages * codeStageBytes<T, W>;
   static const cudaError_t attr = cudaFuncSetAttribute(
-      groupedGemmKernel<T, F8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      groupedGemmKernel<T, W>, cudaFuncAttributeMaxDynamicSharedMemorySize,
       smemBytes);
   if (attr != cudaSuccess)
     return attr;
@@ -297,13 +318,21 @@ cudaError_t launch(const GroupedGemmArgs &a, cudaStream_t stream) {
   if (nTiles > 65535)
     return cudaErrorInvalidValue;
   dim3 grid(static_cast<unsigned>(slots), static_cast<unsigned>(nTiles));
-  groupedGemmKernel<T, F8><<<grid, T::threads, smemBytes, stream>>>(a);
+  groupedGemmKernel<T, W><<<grid, T::threads, smemBytes, stream>>>(a);
   return cudaGetLastError();
 }
 
 template <class T>
-cudaError_t launch(const GroupedGemmArgs &a, bool fp8, cudaStream_t stream) {
-  return fp8 ? launch<T, true>(a, stream) : launch<T, false>(a, stream);
+cudaError_t launch(const GroupedGemmArgs &a, Weights weights,
+                   cudaStream_t stream) {
+  switch (weights) {
+  case Weights::fp8:
+    return launch<T, Weights::fp8>(a, stream);
+  case Weights::mxfp4:
+    return launch<T, Weights::mxfp4>(a, stream);
+  default:
+    return launch<T, Weights::bf16>(a, stream);
+  }
 }
 
 // Pointers present where experts use them, and the split in range.
@@ -322,12 +351,15 @@ cudaError_t groupedGemm(const GroupedGemmArgs &a, cudaStream_t stream) {
   if (a.rows == 0 || a.n == 0)
     return cudaSuccess;
   const ExpertMatrix &w = a.weight;
-  bool fp8 = a.fp8Weight.scales != nullptr;
+  const QuantizedExpertMatrix &q = a.quantizedWeight;
+  Weights weights = q.stride == 0 ? Weights::bf16
+                    : q.format == ExpertFormat::fp8 ? Weights::fp8
+                                                    : Weights::mxfp4;
   bool validWeight =
-      fp8 ? w.resident == nullptr && w.streamed == nullptr &&
-                validFp8Matrix(a.fp8Weight, a.experts) &&
-                a.fp8Weight.cols == a.k &&
-                a.fp8Weight.parts * a.fp8Weight.partRows == a.n
+      weights != Weights::bf16
+          ? w.resident == nullptr && w.streamed == nullptr &&
+                validQuantizedMatrix(q, a.experts) && q.cols == a.k &&
+                q.parts * q.partRows == a.n
           : validMatrix(w, a.experts) && aligned16(w.resident) &&
                 aligned16(w.streamed) && w.stride % 8 == 0;
   bool hasBias = a.bias.resident != nullptr || a.bias.streamed != nullptr;
@@ -340,12 +372,12 @@ cudaError_t groupedGemm(const GroupedGemmArgs &a, cudaStream_t stream) {
   // take one short tile each, so each weight byte is read about once.
   int64_t mean = (a.rows + a.experts - 1) / a.experts;
   if (mean <= 16)
-    return launch<Tile16>(a, fp8, stream);
+    return launch<Tile16>(a, weights, stream);
   if (mean <= 32)
-    return launch<Tile32>(a, fp8, stream);
+    return launch<Tile32>(a, weights, stream);
   if (mean <= 64)
-    return launch<Tile64>(a, fp8, stream);
-  return launch<Tile128>(a, fp8, stream);
+    return launch<Tile64>(a, weights, stream);
+  return launch<Tile128>(a, weights, stream);
 }
 
 } // namespace moe::cuda::kernels

@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-#include "runtime/backends/cuda/kernels/WidenFp8.h"
+#include "runtime/backends/cuda/kernels/QuantizedExperts.h"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -45,10 +45,11 @@ struct GroupedGemmArgs {
   const int32_t *offsets = nullptr;
   // Each expert's block is W_e [n, k] row-major (a Linear's [out, in]).
   ExpertMatrix weight;
-  // Or, when its scales are set (and `weight` is absent), W_e in fp8: each
-  // tile's codes are widened to bf16 in shared memory, so the weights cross
-  // HBM at a byte an element (parts · partRows = n, cols = k).
-  Fp8ExpertMatrix fp8Weight;
+  // Or, when its stride is set (and `weight` is absent), W_e in fp8 or
+  // mxfp4: each tile's codes are widened to bf16 in shared memory, so the
+  // weights cross HBM at a byte or half a byte an element (parts ·
+  // partRows = n, cols = k).
+  QuantizedExpertMatrix quantizedWeight;
   ExpertMatrix bias; // each expert's block is [n]; absent when both are null
   bf16 *y = nullptr; // [rows, n] row-major; does not overlap the inputs
   int64_t rows = 0;  // total rows (tokens × top-k)
@@ -58,10 +59,10 @@ struct GroupedGemmArgs {
 };
 
 // y[r, :] = bf16(x[r, :] · W_e^T + bias_e) for every r in expert e's range:
-// fp32 accumulation, the bias added in fp32, one rounding. An fp8 weight's
-// elements are bf16(code · scale), as widenFp8Experts makes them: the result
-// equals the bf16 GEMM over the widened weight bit for bit. The tile height
-// follows rows / experts (small for decode, where the launch is bound by
+// fp32 accumulation, the bias added in fp32, one rounding. A quantized
+// weight's elements are bf16(code · scale), as widenExperts makes them: the
+// result equals the bf16 GEMM over the widened weight bit for bit. The tile
+// height follows rows / experts (small for decode, where the launch is bound by
 // reading the weights once). cudaSuccess without a launch when rows or n is 0.
 cudaError_t groupedGemm(const GroupedGemmArgs &args, cudaStream_t stream);
 

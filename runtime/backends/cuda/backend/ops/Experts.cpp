@@ -14,109 +14,122 @@ namespace {
 // one expert.
 using MatrixOf = std::function<const float *(int64_t expert, int64_t part)>;
 
-// A stacked expert weight quantized expert by expert (WeightFormat.h), its
-// codes placed as the plan placed the param and its scales, small, all on
-// the GPU. Slabs of 128 rows (whole scale blocks) are quantized in
+// How the GPU holds an experts op's gate|up (separate layouts: gate rows,
+// then up rows) and down: `parts` matrices [partRows, cols] a Linear's
+// [out, in].
+struct MatrixShape {
+  int64_t parts, partRows, cols;
+};
+MatrixShape gateUpShape(const model::ExpertsSpec &e) {
+  return e.layout == plan::ExpertLayout::separate
+             ? MatrixShape{2, e.width, e.hidden}
+             : MatrixShape{1, 2 * e.width, e.hidden};
+}
+MatrixShape downShape(const model::ExpertsSpec &e) {
+  return {1, e.hidden, e.width};
+}
+
+int64_t residentExpertsOf(const plan::Param &param, int64_t experts) {
+  return param.placement() == plan::Placement::host_streamed
+             ? std::min<int64_t>(param.gpu_experts(), experts)
+             : experts;
+}
+
+// A stacked expert weight quantized expert by expert (WeightFormat.h), each
+// expert one block of codes and scales, placed as the plan placed the
+// param. Slabs of 128 rows (whole fp8 scale blocks) are quantized in
 // parallel: a layer of Mixtral's has 8 experts, and all cores are wanted.
-Result<kernels::Fp8ExpertMatrix>
-placeFp8(WeightPlacement &placement, int64_t experts, int64_t residentExperts,
-         int64_t parts, int64_t partRows, int64_t cols,
-         const MatrixOf &matrixOf, const char *what) {
-  if (cols % 16 != 0)
-    return makeError("{}: fp8 expert weights need rows of a multiple of 16 "
-                     "elements, not {}; plan with weight-dtype=bf16",
-                     what, cols);
-  int64_t matrix = partRows * cols;
-  int64_t scaleCount = model::fp8ScaleCount(partRows, cols);
-  auto codes = std::make_unique_for_overwrite<std::byte[]>(
-      size_t(experts * parts * matrix));
-  std::vector<float> scales(size_t(experts * parts * scaleCount));
+Result<kernels::QuantizedExpertMatrix>
+placeQuantized(WeightPlacement &placement, model::WeightDtype dtype,
+               int64_t experts, int64_t residentExperts, MatrixShape shape,
+               const MatrixOf &matrixOf, const char *what) {
+  int64_t parts = shape.parts, partRows = shape.partRows, cols = shape.cols;
+  if (const char *why = model::unsupportedExpertColumns(dtype, cols))
+    return makeError("{}: {}, not {}; plan with weight-dtype=bf16", what, why,
+                     cols);
+  model::QuantizedExpertLayout layout =
+      model::quantizedExpertLayout(dtype, parts, partRows, cols);
+  auto blocks =
+      std::make_unique<std::byte[]>(size_t(experts * layout.bytes)); // zeroed
   constexpr int64_t kSlab = model::kFp8WeightBlock;
   int64_t slabs = (partRows + kSlab - 1) / kSlab;
-  int64_t scalesPerSlab = scaleCount / slabs;
   placement.threads().parallelFor(experts * parts * slabs, [&](int64_t first,
                                                                int64_t last) {
     for (int64_t unit = first; unit < last; ++unit) {
-      int64_t at = unit / slabs, slab = unit % slabs;
-      int64_t row = slab * kSlab;
-      model::quantizeFp8Matrix(
-          matrixOf(at / parts, at % parts) + row * cols,
+      int64_t at = unit / slabs, row = unit % slabs * kSlab;
+      int64_t expert = at / parts, part = at % parts;
+      model::quantizeExpertRows(
+          dtype, layout, matrixOf(expert, part) + row * cols, part, row,
           std::min(kSlab, partRows - row), cols,
-          reinterpret_cast<uint8_t *>(codes.get() + at * matrix + row * cols),
-          scales.data() + at * scaleCount + slab * scalesPerSlab);
+          reinterpret_cast<uint8_t *>(blocks.get()) + expert * layout.bytes);
     }
   });
   MOE_ASSIGN_OR_RETURN(
-      auto at, placement.place({codes.get(), size_t(experts * parts * matrix)},
+      auto at, placement.place({blocks.get(), size_t(experts * layout.bytes)},
                                experts, residentExperts, what));
-  MOE_ASSIGN_OR_RETURN(
-      const void *deviceScales,
-      placement.upload(std::as_bytes(std::span(scales)), "fp8 expert scales"));
-  kernels::Fp8ExpertMatrix m;
+  kernels::QuantizedExpertMatrix m;
+  m.format = dtype == model::WeightDtype::fp8 ? kernels::ExpertFormat::fp8
+                                              : kernels::ExpertFormat::mxfp4;
   m.resident = static_cast<const uint8_t *>(at.first);
   m.streamed = static_cast<const uint8_t *>(at.second);
   m.residentExperts = residentExperts;
   m.parts = parts;
   m.partRows = partRows;
   m.cols = cols;
-  m.scales = static_cast<const float *>(deviceScales);
+  m.scaleOffset = layout.scaleOffset;
+  m.stride = layout.bytes;
   return m;
 }
 
-// gate|up and down of fp8 experts from the checkpoint's values, laid out as
-// the bf16 path lays them out.
-Status bindFp8Experts(WeightPlacement &placement, const model::ExpertsSpec &e,
-                      ExpertsOp &k) {
+// gate|up and down of quantized experts from the checkpoint's values, laid
+// out as the bf16 path lays them out.
+Status bindQuantizedExperts(WeightPlacement &placement,
+                            const model::ExpertsSpec &e,
+                            model::WeightDtype dtype, ExpertsOp &k) {
   const WeightSet &weights = placement.weights();
   int64_t n = e.experts, h = e.hidden, w = e.width;
-  k.fp8 = true;
+  bool separate = e.layout == plan::ExpertLayout::separate;
+  k.dtype = dtype;
   k.widened = placement.widenedExperts();
-  if (e.layout == plan::ExpertLayout::separate) {
-    std::vector<float> gate = weights.toFloat32(e.gate);
-    std::vector<float> up = weights.toFloat32(e.up);
-    MOE_ASSIGN_OR_RETURN(
-        k.gateUpFp8,
-        placeFp8(
-            placement, n, placement.residentExperts(e.gate, n), 2, w, h,
-            [&](int64_t x, int64_t part) {
-              return (part == 0 ? gate : up).data() + x * w * h;
-            },
-            "experts gate|up"));
-    gate = {}, up = {};
-    std::vector<float> down = weights.toFloat32(e.down);
-    MOE_ASSIGN_OR_RETURN(
-        k.downFp8,
-        placeFp8(
-            placement, n, placement.residentExperts(e.down, n), 1, h, w,
-            [&](int64_t x, int64_t) { return down.data() + x * h * w; },
-            "experts down"));
-    return Status::success();
-  }
-  // gate_up [E, H, 2I] and down [E, I, H] are [in, out]: transposed first.
-  auto transposed = [&](int index, int64_t rows, int64_t cols) {
-    std::vector<float> values = weights.toFloat32(index), out(values.size());
-    placement.threads().parallelFor(n * cols, [&](int64_t first, int64_t last) {
+  // The fused layout's gate_up [E, H, 2I] and down [E, I, H] are [in, out]:
+  // transposed first.
+  auto outByIn = [&](int index, int64_t ins, int64_t outs) {
+    std::vector<float> values = weights.toFloat32(index);
+    if (separate)
+      return values;
+    std::vector<float> out(values.size());
+    placement.threads().parallelFor(n * outs, [&](int64_t first, int64_t last) {
       for (int64_t unit = first; unit < last; ++unit) {
-        int64_t x = unit / cols, c = unit % cols;
-        for (int64_t r = 0; r < rows; ++r)
-          out[(x * cols + c) * rows + r] = values[(x * rows + r) * cols + c];
+        int64_t x = unit / outs, o = unit % outs;
+        for (int64_t i = 0; i < ins; ++i)
+          out[(x * outs + o) * ins + i] = values[(x * ins + i) * outs + o];
       }
     });
     return out;
   };
-  std::vector<float> gateUp = transposed(e.gateUp, h, 2 * w);
+  {
+    // Separate: gate's rows, then up's, of each expert.
+    std::vector<float> gate = outByIn(separate ? e.gate : e.gateUp, h, 2 * w);
+    std::vector<float> up =
+        separate ? weights.toFloat32(e.up) : std::vector<float>{};
+    int64_t partStride = separate ? w * h : 2 * w * h;
+    MOE_ASSIGN_OR_RETURN(
+        k.gateUpQuantized,
+        placeQuantized(
+            placement, dtype, n,
+            placement.residentExperts(separate ? e.gate : e.gateUp, n),
+            gateUpShape(e),
+            [&](int64_t x, int64_t part) {
+              return (part == 0 ? gate : up).data() + x * partStride;
+            },
+            "experts gate|up"));
+  }
+  std::vector<float> down = outByIn(e.down, w, h);
   MOE_ASSIGN_OR_RETURN(
-      k.gateUpFp8,
-      placeFp8(
-          placement, n, placement.residentExperts(e.gateUp, n), 1, 2 * w, h,
-          [&](int64_t x, int64_t) { return gateUp.data() + x * 2 * w * h; },
-          "experts gate|up"));
-  gateUp = {};
-  std::vector<float> down = transposed(e.down, w, h);
-  MOE_ASSIGN_OR_RETURN(
-      k.downFp8,
-      placeFp8(
-          placement, n, placement.residentExperts(e.down, n), 1, h, w,
+      k.downQuantized,
+      placeQuantized(
+          placement, dtype, n, placement.residentExperts(e.down, n),
+          downShape(e),
           [&](int64_t x, int64_t) { return down.data() + x * h * w; },
           "experts down"));
   return Status::success();
@@ -126,12 +139,27 @@ Status bindFp8Experts(WeightPlacement &placement, const model::ExpertsSpec &e,
 
 int64_t widenedExpertElements(const model::ResolvedModel &model) {
   int64_t elements = 0;
-  if (model.expertDtype != model::WeightDtype::fp8)
+  if (model.expertDtype == model::WeightDtype::bf16)
     return 0;
   for (const model::ResolvedOp &op : model.ops)
     if (const auto *e = std::get_if<model::ExpertsSpec>(&op.spec))
       elements = std::max(elements, e->experts * 2 * e->width * e->hidden);
   return elements;
+}
+
+int64_t residentQuantizedExpertBytes(const plan::Model &model,
+                                     const model::ExpertsSpec &e,
+                                     model::WeightDtype dtype) {
+  int gateUpParam =
+      e.layout == plan::ExpertLayout::separate ? e.gate : e.gateUp;
+  int64_t bytes = 0;
+  for (auto [param, shape] : {std::pair{gateUpParam, gateUpShape(e)},
+                              std::pair{e.down, downShape(e)}})
+    bytes += residentExpertsOf(*model.params()->Get(param), e.experts) *
+             model::quantizedExpertLayout(dtype, shape.parts, shape.partRows,
+                                          shape.cols)
+                 .bytes;
+  return bytes;
 }
 
 Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
@@ -158,8 +186,8 @@ Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
       return gateUpBias.error();
     k.gateUpBias = *gateUpBias;
   }
-  if (dtype == model::WeightDtype::fp8) {
-    MOE_RETURN_IF_ERROR(bindFp8Experts(placement, e, k));
+  if (dtype != model::WeightDtype::bf16) {
+    MOE_RETURN_IF_ERROR(bindQuantizedExperts(placement, e, dtype, k));
     return k;
   }
   const WeightSet &weights = placement.weights();
@@ -269,19 +297,20 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
                                  cudaMemcpyDeviceToHost, step.stream));
     MOE_CUDA_TRY(cudaStreamSynchronize(step.stream));
   }
-  // y = x · Wᵀ (+ bias) for every expert's rows. fp8 experts are read as
-  // codes by the grouped kernel, and widened into k.widened for the
+  // y = x · Wᵀ (+ bias) for every expert's rows. Quantized experts are
+  // read as codes by the grouped kernel, and widened into k.widened for the
   // per-expert GEMMs.
+  bool quantized = k.dtype != model::WeightDtype::bf16;
   auto expertsGemm = [&](const bf16 *in, const ExpertWeight &bf16Weight,
-                         const kernels::Fp8ExpertMatrix &fp8Weight,
+                         const kernels::QuantizedExpertMatrix &quantizedWeight,
                          const ExpertWeight &bias, int64_t n, int64_t kDim,
                          bf16 *y) -> Status {
     if (!perExpert) {
       kernels::GroupedGemmArgs args;
       args.x = in;
       args.offsets = offsets;
-      if (k.fp8)
-        args.fp8Weight = fp8Weight;
+      if (quantized)
+        args.quantizedWeight = quantizedWeight;
       else
         args.weight = bf16Weight;
       args.bias = bias;
@@ -294,9 +323,9 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
       return Status::success();
     }
     ExpertWeight weight = bf16Weight;
-    if (k.fp8) {
-      MOE_CUDA_TRY(kernels::widenFp8Experts(fp8Weight, k.experts, k.widened,
-                                            step.stream));
+    if (quantized) {
+      MOE_CUDA_TRY(kernels::widenExperts(quantizedWeight, k.experts, k.widened,
+                                         step.stream));
       weight = {k.widened, nullptr, k.experts, n * kDim};
     }
     // At most b_e rows a GEMM, as the plan priced them.
@@ -312,14 +341,14 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
     return Status::success();
   };
   MOE_RETURN_IF_ERROR(
-      expertsGemm(xs, k.gateUp, k.gateUpFp8, k.gateUpBias, 2 * w, h, gu));
+      expertsGemm(xs, k.gateUp, k.gateUpQuantized, k.gateUpBias, 2 * w, h, gu));
   if (k.clamped)
     MOE_CUDA_TRY(kernels::swigluClamped(gu, act, pairs, w, k.limit, k.alpha,
                                         step.stream));
   else
     MOE_CUDA_TRY(kernels::siluMul(gu, act, pairs, w, step.stream));
   MOE_RETURN_IF_ERROR(
-      expertsGemm(act, k.down, k.downFp8, k.downBias, h, w, down));
+      expertsGemm(act, k.down, k.downQuantized, k.downBias, h, w, down));
   kernels::CombineArgs combine;
   combine.expertOut = down;
   combine.weights = weights.f;

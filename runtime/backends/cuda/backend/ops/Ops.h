@@ -10,7 +10,7 @@
 #include "runtime/backends/cuda/backend/StepMemory.h"
 #include "runtime/backends/cuda/backend/WeightPlacement.h"
 #include "runtime/backends/cuda/kernels/Kernels.h"
-#include "runtime/backends/cuda/kernels/WidenFp8.h"
+#include "runtime/backends/cuda/kernels/QuantizedExperts.h"
 #include "runtime/engine/Backend.h"
 #include "runtime/model/ResolvedModel.h"
 
@@ -91,16 +91,23 @@ struct ExpertsOp {
   bool clamped;
   float limit, alpha;
   ExpertWeight gateUp, gateUpBias, down, downBias; // down [E, H, I]
-  // fp8 experts (runtime/model/WeightFormat.h): their codes, read by the
-  // grouped GEMM as they are and widened into `widened` (shared by every
-  // experts op) before per-expert GEMMs; gateUp and down are absent.
-  bool fp8 = false;
-  kernels::Fp8ExpertMatrix gateUpFp8, downFp8;
+  // Quantized experts (runtime/model/WeightFormat.h: fp8, mxfp4): their
+  // codes and scales, read by the grouped GEMM as they are and widened
+  // into `widened` (shared by every experts op) before per-expert GEMMs;
+  // gateUp and down are absent.
+  model::WeightDtype dtype = model::WeightDtype::bf16;
+  kernels::QuantizedExpertMatrix gateUpQuantized, downQuantized;
   bf16 *widened = nullptr;
 };
-// Elements of the bf16 scratch fp8 experts are widened into: the largest
-// stacked matrix (gate|up) of any experts op; 0 without fp8 experts.
+// Elements of the bf16 scratch quantized experts are widened into: the
+// largest stacked matrix (gate|up) of any experts op; 0 for bf16 experts.
 int64_t widenedExpertElements(const model::ResolvedModel &model);
+// Bytes of the weights arena an experts op's quantized gate|up and down
+// take: the experts the plan keeps on the GPU, each one block
+// (model::quantizedExpertLayout).
+int64_t residentQuantizedExpertBytes(const plan::Model &model,
+                                     const model::ExpertsSpec &e,
+                                     model::WeightDtype dtype);
 struct MlpOp {
   int64_t hidden, width;
   const bf16 *gateUp, *down, *outputGate; // gateUp [2I, H]
