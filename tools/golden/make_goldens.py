@@ -53,7 +53,14 @@ MODELS = ["tiny-mixtral", "tiny-deepseek-v2", "tiny-deepseek-v3", "tiny-qwen2-mo
           "tiny-qwen3-moe", "tiny-minimax", "tiny-gpt-oss"]
 # Variants: (name, source model dir, seed index of the source, patch). The seed index is the
 # source's, so a variant has the same weights and prompts as its source model.
-VARIANTS = [("tiny-minimax-partial-rope", "tiny-minimax", MODELS.index("tiny-minimax"), "minimax_partial_rope")]
+VARIANTS = [("tiny-minimax-partial-rope", "tiny-minimax", MODELS.index("tiny-minimax"), "minimax_partial_rope"),
+            ("tiny-gpt-oss-mxfp4", "tiny-gpt-oss", MODELS.index("tiny-gpt-oss"), None)]
+# Variants stored as hub checkpoints of a quantized format ship: before the oracle runs, the
+# model's routed experts become what transformers dequantizes that format to, and the saved
+# model.safetensors holds the format itself (config.json its quantization_config), so the
+# fixture checks a backend's reading of the format against transformers' own.
+STORED_FORMAT = {"tiny-gpt-oss-mxfp4": "mxfp4"}
+MXFP4_EXPERTS = re.compile(r"mlp\.experts\.(gate_up_proj|down_proj)$")
 PROMPT_LENS = [5, 11, 17, 24]
 NEW_TOKENS = 8
 SEED = 20261126
@@ -478,6 +485,73 @@ def expected_names(cfg, mt):
     return req, forbidden
 
 
+# ----------------------------------------------------------------------------- MXFP4 experts
+
+def mxfp4_quantize(w):
+    """GPT-OSS's [E, in, out] expert weight as MXFP4 `_blocks` [E, out, in/32, 16] and `_scales`
+    [E, out, in/32] (U8): per 32 inputs the smallest power-of-two scale at least amax / 6 (the rule
+    of triton_kernels' downcast_to_mxfp, GPT-OSS's quantizer), E2M1 codes rounded to nearest with
+    ties to the even code, the even element in the low nibble (runtime/model/WeightFormat.h)."""
+    t = w.detach().float().cpu().transpose(1, 2).contiguous()
+    E, O, I = t.shape
+    g = t.reshape(E, O, I // 32, 32)
+    bits = (g.abs().amax(-1) / 6.0).view(torch.int32)
+    codes = ((bits + 0x007FFFFF) & 0x7F800000) >> 23
+    q = g * torch.ldexp(torch.ones(codes.shape), 127 - codes).unsqueeze(-1)
+    m = q.abs()
+    index = sum((m > 0.25, m >= 0.75, m > 1.25, m >= 1.75, m > 2.5, m >= 3.5, m > 5.0),
+                torch.zeros(m.shape, dtype=torch.int32))
+    e2m1 = (index | (torch.signbit(q).int() << 3)).reshape(E, O, I // 32, 16, 2)
+    blocks = (e2m1[..., 0] | (e2m1[..., 1] << 4)).to(torch.uint8)
+    return blocks.contiguous(), codes.to(torch.uint8).contiguous()
+
+
+def mxfp4_dequantize(blocks, scales):
+    """transformers' own reading of MXFP4 blocks (the reference), in fp32, on the CPU."""
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+    return convert_moe_packed_tensors(blocks, scales, dtype=torch.float32).float().cpu()
+
+
+def quantize_experts_mxfp4(model, notes):
+    """Each routed expert weight replaced by what transformers dequantizes its MXFP4 form to."""
+    worst = 0.0
+    for name, p in model.named_parameters():
+        if MXFP4_EXPERTS.search(name):
+            dq = mxfp4_dequantize(*mxfp4_quantize(p))
+            worst = max(worst, rel_l2(dq, p.detach().cpu()))
+            with torch.no_grad():
+                p.copy_(dq.to(p.device))
+    notes.append(f"STORED MXFP4: experts quantized (E2M1, E8M0 scale per 32 inputs) and replaced by "
+                 f"transformers' dequantization (convert_moe_packed_tensors); weights moved by rel-L2 up "
+                 f"to {worst:.3g}")
+
+
+def store_mxfp4(out_dir, notes):
+    """model.safetensors' expert weights as `_blocks` / `_scales`, config.json with GPT-OSS's
+    quantization_config; the stored form must dequantize to the saved values exactly."""
+    st = os.path.join(out_dir, "model.safetensors")
+    sd = load_file(st)
+    for k in [k for k in sd if MXFP4_EXPERTS.search(k)]:
+        w = sd.pop(k)
+        blocks, scales = mxfp4_quantize(w)
+        if not torch.equal(mxfp4_dequantize(blocks, scales), w.float()):
+            raise RuntimeError(f"{k}: its MXFP4 form does not dequantize to the saved values")
+        sd[k + "_blocks"], sd[k + "_scales"] = blocks, scales
+    save_file(sd, st, metadata={"format": "pt"})
+    path = os.path.join(out_dir, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    config["quantization_config"] = {
+        "quant_method": "mxfp4",
+        "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                   "model.embed_tokens", "lm_head"]}
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    notes.append("model.safetensors stores the experts as MXFP4 _blocks/_scales (U8), config.json "
+                 "quantization_config mxfp4; transformers reloads them with Mxfp4Config(dequantize=True)")
+
+
 def strip_tensors(path, pattern):
     sd = load_file(path)
     with safe_open(path, "pt") as f:
@@ -492,14 +566,17 @@ def strip_tensors(path, pattern):
     return drop
 
 
-def reload_logits(out_dir, prompts, device, notes):
+def reload_logits(out_dir, prompts, device, notes, stored_format=None):
     kw = dict(dtype=torch.float32, attn_implementation="eager")
+    if stored_format == "mxfp4":  # dequantized by transformers, not run by its MXFP4 kernels
+        from transformers import Mxfp4Config
+        kw["quantization_config"] = Mxfp4Config(dequantize=True)
     try:
         m, info = AutoModelForCausalLM.from_pretrained(out_dir, output_loading_info=True,
                                                        experts_implementation="eager", **kw)
     except TypeError:
         m, info = AutoModelForCausalLM.from_pretrained(out_dir, output_loading_info=True, **kw)
-    m = m.to(device).eval()
+    m = m.float().to(device).eval()  # a dequantized format may load in bf16: exact in fp32
     info = {k: sorted(v) if isinstance(v, (set, list)) else str(v) for k, v in info.items()}
     with torch.no_grad():
         ls = [m(input_ids=torch.tensor([p], device=device), use_cache=False).logits[0].float().cpu() for p in prompts]
@@ -571,6 +648,9 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
             f"{drift:.4g} (first seed's: {drifts[0][0]:.4g}, median {sorted(drifts)[trials // 2][0]:.4g})")
         notes.append(f"seed chosen from {trials} for the smallest bf16 vs fp32 logits drift ({drift:.4g})")
     model, rep = build_model(cfg, mt, seed, src_name)
+    stored_format = STORED_FORMAT.get(name)
+    if stored_format == "mxfp4":
+        quantize_experts_mxfp4(model, notes)
     log(f"class {type(model).__name__}  model_type {mt}  seed {seed}")
     log(f"attn_implementation={getattr(model.config, '_attn_implementation', None)} "
         f"experts_implementation={getattr(model.config, '_experts_implementation', None)}")
@@ -689,17 +769,20 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
     if not os.path.exists(st):
         raise RuntimeError(f"save_pretrained wrote no model.safetensors: {os.listdir(out_dir)}")
 
+    if stored_format == "mxfp4":
+        store_mxfp4(out_dir, notes)
+
     # strip HF-only buffers, then verify a reload reproduces the logits
     backup = st + ".bak"
     shutil.copy(st, backup)
     dropped = strip_tensors(st, HF_ONLY_BUFFERS)
-    rl, info = reload_logits(out_dir, prompts, device, notes)
+    rl, info = reload_logits(out_dir, prompts, device, notes, stored_format)
     reload_diff = max(rel_l2(a, r["prompt_logits"]) for a, r in zip(rl, res))
     if dropped and reload_diff > 1e-5:
         notes.append(f"reload without {len(dropped)} HF-only buffers gave rel-L2 {reload_diff:.3g}; buffers kept")
         shutil.move(backup, st)
         dropped = []
-        rl, info = reload_logits(out_dir, prompts, device, notes)
+        rl, info = reload_logits(out_dir, prompts, device, notes, stored_format)
         reload_diff = max(rel_l2(a, r["prompt_logits"]) for a, r in zip(rl, res))
     elif os.path.exists(backup):
         os.remove(backup)
@@ -717,6 +800,8 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
     for k in names:
         log(f"  {k:72s} {shapes[k]}")
     req, forb = expected_names(cfg, mt)
+    if stored_format == "mxfp4":
+        req = [k + s for k in req for s in (("_blocks", "_scales") if MXFP4_EXPERTS.search(k) else ("",))]
     missing = [k for k in req if k not in shapes]
     present_forbidden = [k for k in forb if k in shapes]
     if missing or present_forbidden:
@@ -858,6 +943,13 @@ def main():
         "command": "python3 tools/golden/make_goldens.py --out " + args.out,
         "models": summary, "failed": failed, "seconds": round(time.time() - t0, 1),
     }
+    path = os.path.join(args.out, "MANIFEST.json")
+    if args.only and os.path.exists(path):  # the other models' rows stay as they were made
+        with open(path) as f:
+            previous = json.load(f)
+        made = {s["model"] for s in summary}
+        manifest["models"] = [s for s in previous["models"] if s["model"] not in made] + summary
+        manifest["command"] = previous["command"] + "; then --only " + " ".join(args.only)
     with open(os.path.join(args.out, "MANIFEST.json"), "w") as f:
         json.dump(clean(manifest), f, indent=1)
         f.write("\n")
