@@ -1,0 +1,292 @@
+#include "runtime/host/DecodeAttention.h"
+
+#include "runtime/weights/HalfFloat.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace moe::host {
+
+struct DecodeAttention::Problem {
+  // bf16 [rows, heads, keyWidth − qRopeWidth]; MLA's q_pe is the rest of
+  // the key width, [rows, heads, qRopeWidth].
+  const uint16_t *q;
+  const uint16_t *qRope = nullptr;
+  int64_t qRopeWidth = 0;
+  HostKvCache cache;
+  DecodeRows rows;
+  int64_t groups, groupHeads; // heads = groups · groupHeads
+  int64_t keyWidth;           // elements a group's key vector has
+  int64_t valueWidth;         // ... and its value vector
+  bool valuesInKeys;          // MLA: values are the keys' first elements
+  int64_t fp8Scales;          // byte offset of an fp8 row's scales
+  int64_t fp8Group;           // elements per fp8 scale
+  const float *sinks;
+  int64_t window;
+  float scale;
+  AttentionOutput out;
+
+  int64_t heads() const { return groups * groupHeads; }
+  // Row r attends the last span(r) of its lengths[r] positions.
+  int64_t span(int64_t r) const {
+    int64_t length = rows.lengths[r];
+    return window > 0 ? std::min(length, window) : length;
+  }
+};
+
+namespace {
+
+constexpr int64_t kTile = 16;           // tokens widened and scored at once
+constexpr int64_t kMinChunk = 256;      // tokens of a chunk, at least
+constexpr int64_t kChunksPerThread = 4; // balance uneven contexts
+
+struct Chunk {
+  int64_t row, first, count; // positions [first, first + count) of the row
+};
+
+Status checkOutput(const AttentionOutput &out) {
+  if ((out.f32 == nullptr) == (out.bf16 == nullptr))
+    return makeError("host attention: set exactly one of out.f32, out.bf16");
+  return Status::success();
+}
+
+Status checkRows(const DecodeRows &rows, const HostKvCache &cache) {
+  if (rows.count > 0 && (!rows.slots || !rows.lengths))
+    return makeError("host attention: rows need slots and lengths");
+  if (!cache.k || cache.rowBytes <= 0 || cache.slotStride < cache.rowBytes)
+    return makeError("host attention: the cache needs k, row bytes and a "
+                     "slot stride of at least a row");
+  int64_t capacity = cache.slotStride / cache.rowBytes;
+  for (int64_t r = 0; r < rows.count; ++r)
+    if (rows.slots[r] < 0 || rows.lengths[r] < 0 || rows.lengths[r] > capacity)
+      return makeError("host attention: row {}: slot {} length {} (a slot "
+                       "holds {} positions)",
+                       r, rows.slots[r], rows.lengths[r], capacity);
+  return Status::success();
+}
+
+} // namespace
+
+Result<DecodeAttention> DecodeAttention::create(ThreadPool &pool,
+                                                VectorIsa isa) {
+  if (!supports(cpuFeatures(), isa))
+    return makeError("host attention: this CPU cannot run {}",
+                     vectorIsaName(isa));
+  return DecodeAttention(pool, isa,
+                         isa == VectorIsa::avx512 ? avx512TileKernels()
+                                                  : avx2TileKernels());
+}
+
+Result<DecodeAttention> DecodeAttention::create(ThreadPool &pool) {
+  std::optional<VectorIsa> isa = bestVectorIsa();
+  if (!isa)
+    return makeError("host attention: needs AVX2 with FMA and F16C");
+  return create(pool, *isa);
+}
+
+Status DecodeAttention::run(const SoftmaxAttentionArgs &a) {
+  if (a.heads <= 0 || a.kvHeads <= 0 || a.heads % a.kvHeads != 0 ||
+      a.headDim <= 0 || a.headDim % 8 != 0)
+    return makeError("host attention: heads {} over {} KV heads of {} "
+                     "(KV heads must divide heads, head_dim a multiple of 8)",
+                     a.heads, a.kvHeads, a.headDim);
+  if (a.window < 0)
+    return makeError("host attention: window {} is negative", a.window);
+  int64_t rowBytes = model::kvRowBytes(a.cache.dtype, a.kvHeads, a.headDim);
+  if (a.cache.rowBytes != rowBytes || !a.cache.v)
+    return makeError("host attention: K/V rows of {} KV heads of {} in {} "
+                     "are {} bytes, got {}{}",
+                     a.kvHeads, a.headDim, model::kvDtypeName(a.cache.dtype),
+                     rowBytes, a.cache.rowBytes, a.cache.v ? "" : ", no V");
+  MOE_RETURN_IF_ERROR(checkOutput(a.out));
+  MOE_RETURN_IF_ERROR(checkRows(a.rows, a.cache));
+  Problem p{.q = a.q,
+            .cache = a.cache,
+            .rows = a.rows,
+            .groups = a.kvHeads,
+            .groupHeads = a.heads / a.kvHeads,
+            .keyWidth = a.headDim,
+            .valueWidth = a.headDim,
+            .valuesInKeys = false,
+            .fp8Scales = model::fp8ScalesOffset(a.kvHeads, a.headDim),
+            .fp8Group = a.headDim,
+            .sinks = a.sinks,
+            .window = a.window,
+            .scale = a.scale,
+            .out = a.out};
+  attend(p);
+  return Status::success();
+}
+
+Status DecodeAttention::run(const LatentAttentionArgs &a) {
+  if (a.heads <= 0 || a.latentDim <= 0 || a.latentDim % 8 != 0 ||
+      a.ropeDim <= 0 || a.ropeDim % 8 != 0)
+    return makeError("host attention: MLA of {} heads, latent {}, rope {} "
+                     "(dims must be multiples of 8)",
+                     a.heads, a.latentDim, a.ropeDim);
+  if (a.cache.dtype == model::KvDtype::fp8 && a.latentDim % a.ropeDim != 0)
+    return makeError("host attention: an fp8 latent of {} is not in groups "
+                     "of rope_dim {}",
+                     a.latentDim, a.ropeDim);
+  int64_t rowBytes =
+      model::latentRowBytes(a.cache.dtype, a.latentDim, a.ropeDim);
+  if (a.cache.rowBytes != rowBytes)
+    return makeError("host attention: latent rows of {} + {} in {} are {} "
+                     "bytes, got {}",
+                     a.latentDim, a.ropeDim, model::kvDtypeName(a.cache.dtype),
+                     rowBytes, a.cache.rowBytes);
+  MOE_RETURN_IF_ERROR(checkOutput(a.out));
+  MOE_RETURN_IF_ERROR(checkRows(a.rows, a.cache));
+  int64_t width = a.latentDim + a.ropeDim;
+  Problem p{.q = a.qLatent,
+            .qRope = a.qRope,
+            .qRopeWidth = a.ropeDim,
+            .cache = a.cache,
+            .rows = a.rows,
+            .groups = 1,
+            .groupHeads = a.heads,
+            .keyWidth = width,
+            .valueWidth = a.latentDim,
+            .valuesInKeys = true,
+            .fp8Scales = model::fp8ScalesOffset(width / a.ropeDim, a.ropeDim),
+            .fp8Group = a.ropeDim,
+            .sinks = nullptr,
+            .window = 0,
+            .scale = a.scale,
+            .out = a.out};
+  attend(p);
+  return Status::success();
+}
+
+void DecodeAttention::attend(const Problem &p) {
+  const TileKernels &tiles = *tiles_;
+  const int64_t heads = p.heads(), kw = p.keyWidth, vw = p.valueWidth;
+  const int64_t g = p.groupHeads;
+  const bool fp8 = p.cache.dtype == model::KvDtype::fp8;
+  const int64_t elementBytes = fp8 ? 1 : 2;
+
+  int64_t total = 0;
+  for (int64_t r = 0; r < p.rows.count; ++r)
+    total += p.span(r);
+  int64_t perChunk = (total + kChunksPerThread * pool_->size() - 1) /
+                     (kChunksPerThread * pool_->size());
+  perChunk = std::max(kMinChunk, (perChunk + kTile - 1) / kTile * kTile);
+  std::vector<Chunk> chunks;
+  std::vector<int64_t> firstChunk(p.rows.count + 1, 0);
+  for (int64_t r = 0; r < p.rows.count; ++r) {
+    int64_t length = p.rows.lengths[r], span = p.span(r);
+    for (int64_t at = length - span; at < length; at += perChunk)
+      chunks.push_back({r, at, std::min(perChunk, length - at)});
+    firstChunk[r + 1] = static_cast<int64_t>(chunks.size());
+  }
+  // Per chunk: each head's running max, sum and weighted values.
+  const int64_t partial = heads * (2 + vw);
+  partials_.resize(chunks.size() * partial);
+
+  pool_->parallelFor(static_cast<int64_t>(chunks.size()), [&](int64_t begin,
+                                                              int64_t end) {
+    std::vector<float> q(heads * kw), keys(kTile * kw), values(kTile * vw),
+        scores(heads * kTile);
+    for (int64_t c = begin; c < end; ++c) {
+      const Chunk &chunk = chunks[c];
+      float *max = partials_.data() + c * partial, *sum = max + heads,
+            *acc = sum + heads;
+      std::fill(max, max + heads, -std::numeric_limits<float>::infinity());
+      std::fill(sum, sum + heads + heads * vw, 0.0f);
+      // The row's queries in fp32, times the softmax scale.
+      int64_t qWidth = kw - p.qRopeWidth;
+      for (int64_t h = 0; h < heads; ++h) {
+        const uint16_t *from = p.q + (chunk.row * heads + h) * qWidth;
+        for (int64_t e = 0; e < qWidth; ++e)
+          q[h * kw + e] = bf16ToFloat(from[e]) * p.scale;
+        if (p.qRope) {
+          const uint16_t *rope =
+              p.qRope + (chunk.row * heads + h) * p.qRopeWidth;
+          for (int64_t e = 0; e < p.qRopeWidth; ++e)
+            q[h * kw + qWidth + e] = bf16ToFloat(rope[e]) * p.scale;
+        }
+      }
+      int64_t slot = p.rows.slots[chunk.row];
+      const uint8_t *kRows = p.cache.k + slot * p.cache.slotStride;
+      const uint8_t *vRows =
+          p.cache.v ? p.cache.v + slot * p.cache.slotStride : nullptr;
+      auto widen = [&](const uint8_t *rows, int64_t count, int64_t group,
+                       int64_t width, float *out) {
+        if (fp8)
+          tiles.widenFp8(rows + group * width,
+                         rows + p.fp8Scales + group * width / p.fp8Group * 4,
+                         p.cache.rowBytes, count, width, p.fp8Group, out);
+        else
+          tiles.widenBf16(rows + group * width * elementBytes, p.cache.rowBytes,
+                          count, width, out);
+      };
+      for (int64_t t = chunk.first; t < chunk.first + chunk.count; t += kTile) {
+        int64_t count = std::min(kTile, chunk.first + chunk.count - t);
+        int64_t offset = t * p.cache.rowBytes;
+        for (int64_t group = 0; group < p.groups; ++group) {
+          int64_t h0 = group * g;
+          widen(kRows + offset, count, group, kw, keys.data());
+          tiles.score(q.data() + h0 * kw, g, keys.data(), count, kw,
+                      scores.data() + h0 * kTile, kTile);
+          for (int64_t h = h0; h < h0 + g; ++h) {
+            float *s = scores.data() + h * kTile;
+            float tileMax = *std::max_element(s, s + count);
+            if (tileMax > max[h]) {
+              // exp(−inf) = 0: a first tile starts from nothing.
+              float factor = std::exp(max[h] - tileMax);
+              sum[h] *= factor;
+              for (float *a = acc + h * vw, *e = a + vw; a < e; ++a)
+                *a *= factor;
+              max[h] = tileMax;
+            }
+            sum[h] += tiles.expSum(s, count, max[h]);
+          }
+          const float *v = keys.data();
+          int64_t valueStride = kw;
+          if (!p.valuesInKeys) {
+            widen(vRows + offset, count, group, vw, values.data());
+            v = values.data();
+            valueStride = vw;
+          }
+          tiles.mix(scores.data() + h0 * kTile, kTile, g, v, valueStride, count,
+                    vw, acc + h0 * vw);
+        }
+      }
+    }
+  });
+
+  pool_->parallelFor(p.rows.count, [&](int64_t begin, int64_t end) {
+    std::vector<float> merged(vw);
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t h = 0; h < heads; ++h) {
+        std::fill(merged.begin(), merged.end(), 0.0f);
+        if (firstChunk[r] < firstChunk[r + 1]) {
+          float top =
+              p.sinks ? p.sinks[h] : -std::numeric_limits<float>::infinity();
+          for (int64_t c = firstChunk[r]; c < firstChunk[r + 1]; ++c)
+            top = std::max(top, partials_[c * partial + h]);
+          float total = p.sinks ? std::exp(p.sinks[h] - top) : 0.0f;
+          for (int64_t c = firstChunk[r]; c < firstChunk[r + 1]; ++c) {
+            const float *part = partials_.data() + c * partial;
+            float weight = std::exp(part[h] - top);
+            total += part[heads + h] * weight;
+            const float *acc = part + 2 * heads + h * vw;
+            for (int64_t e = 0; e < vw; ++e)
+              merged[e] += acc[e] * weight;
+          }
+          for (float &m : merged)
+            m /= total;
+        }
+        int64_t at = (r * heads + h) * vw;
+        if (p.out.f32)
+          std::copy(merged.begin(), merged.end(), p.out.f32 + at);
+        else
+          for (int64_t e = 0; e < vw; ++e)
+            p.out.bf16[at + e] = floatToBf16(merged[e]);
+      }
+    }
+  });
+}
+
+} // namespace moe::host
