@@ -21,10 +21,11 @@ struct TileKernels {
   void (*widenFp8)(const uint8_t *codes, const uint8_t *scales,
                    int64_t rowBytes, int64_t count, int64_t width,
                    int64_t group, float *out);
-  /// scores[h·scoreStride + t] = q[h] · keys[t] for h < heads, t < count;
-  /// q [heads][width], keys [count][width].
-  void (*score)(const float *q, int64_t heads, const float *keys, int64_t count,
-                int64_t width, float *scores, int64_t scoreStride);
+  /// scores[h·scoreStride + t] = q[h] · keys[t·keyStride, +width) for
+  /// h < heads, t < count; q [heads][width].
+  void (*score)(const float *q, int64_t heads, const float *keys,
+                int64_t keyStride, int64_t count, int64_t width, float *scores,
+                int64_t scoreStride);
   /// x[i] = exp(x[i] − shift) for i < n; returns their sum.
   float (*expSum)(float *x, int64_t n, float shift);
   /// acc[h][e] += Σ_t weights[h·weightStride + t] · values[t·valueStride + e]

@@ -72,33 +72,37 @@ MOE_AVX2 void widenFp8(const uint8_t *codes, const uint8_t *scales,
   for (int64_t t = 0; t < count; ++t) {
     const uint8_t *row = codes + t * rowBytes;
     const uint8_t *rowScales = scales + t * rowBytes;
-    for (int64_t e = 0; e < width; e += 8) {
+    float *to = out + t * width;
+    for (int64_t first = 0; first < width; first += group) {
       float groupScale;
-      std::memcpy(&groupScale, rowScales + e / group * 4, sizeof groupScale);
+      std::memcpy(&groupScale, rowScales, sizeof groupScale);
+      rowScales += sizeof groupScale;
       __m256 scale = _mm256_set1_ps(groupScale);
-      __m256 value = _mm256_mul_ps(fp8x8(row + e), unbias);
-      _mm256_storeu_ps(out + t * width + e, _mm256_mul_ps(value, scale));
+      for (int64_t e = first; e < first + group; e += 8) {
+        __m256 value = _mm256_mul_ps(fp8x8(row + e), unbias);
+        _mm256_storeu_ps(to + e, _mm256_mul_ps(value, scale));
+      }
     }
   }
 }
 
 MOE_AVX2 void score(const float *q, int64_t heads, const float *keys,
-                    int64_t count, int64_t width, float *scores,
-                    int64_t scoreStride) {
+                    int64_t keyStride, int64_t count, int64_t width,
+                    float *scores, int64_t scoreStride) {
   for (int64_t h = 0; h < heads; ++h) {
     const float *qh = q + h * width;
     float *out = scores + h * scoreStride;
     int64_t t = 0;
     // Four tokens at a time: four independent FMA chains per q load.
     for (; t + 4 <= count; t += 4) {
-      const float *k = keys + t * width;
+      const float *k = keys + t * keyStride;
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       for (int64_t e = 0; e < width; e += 8) {
         __m256 qv = _mm256_loadu_ps(qh + e);
         a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + e), a0);
-        a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + width + e), a1);
-        a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 2 * width + e), a2);
-        a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 3 * width + e), a3);
+        a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + keyStride + e), a1);
+        a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 2 * keyStride + e), a2);
+        a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 3 * keyStride + e), a3);
       }
       out[t] = sum8(a0);
       out[t + 1] = sum8(a1);
@@ -109,7 +113,7 @@ MOE_AVX2 void score(const float *q, int64_t heads, const float *keys,
       __m256 a = _mm256_setzero_ps();
       for (int64_t e = 0; e < width; e += 8)
         a = _mm256_fmadd_ps(_mm256_loadu_ps(qh + e),
-                            _mm256_loadu_ps(keys + t * width + e), a);
+                            _mm256_loadu_ps(keys + t * keyStride + e), a);
       out[t] = sum8(a);
     }
   }

@@ -8,23 +8,25 @@
 #include <cstring>
 
 #define MOE_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+// Helpers inline into their callers, so their vector arrays stay in registers.
+#define MOE_AVX512_INLINE MOE_AVX512 inline __attribute__((always_inline))
 
 namespace moe::host {
 namespace {
 
 // Lanes of the 16-wide step at element e of width (8 or 16).
-MOE_AVX512 inline __mmask16 lanes(int64_t e, int64_t width) {
+MOE_AVX512_INLINE __mmask16 lanes(int64_t e, int64_t width) {
   return e + 16 <= width ? __mmask16(0xFFFF) : __mmask16(0x00FF);
 }
 
-MOE_AVX512 inline __m512 bf16x16(const uint8_t *p, __mmask16 mask) {
+MOE_AVX512_INLINE __m512 bf16x16(const uint8_t *p, __mmask16 mask) {
   __m256i raw = _mm256_maskz_loadu_epi16(mask, p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
 }
 
 // E4M3 codes as fp32 bits (sign to bit 31, exponent and mantissa to bits
 // 20-26): the value times 2^-120, subnormal codes included.
-MOE_AVX512 inline __m512 fp8x16(const uint8_t *p, __mmask16 mask) {
+MOE_AVX512_INLINE __m512 fp8x16(const uint8_t *p, __mmask16 mask) {
   __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, p));
   __m512i magnitude =
       _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x7F)), 20);
@@ -35,7 +37,7 @@ MOE_AVX512 inline __m512 fp8x16(const uint8_t *p, __mmask16 mask) {
 
 // exp(x) for x ≤ 88: Cody-Waite reduction by ln 2 and Cephes' degree-6
 // polynomial, within 2 ulp; x below −87.3 gives 2^-126·e^r (≈ 0).
-MOE_AVX512 inline __m512 exp16(__m512 x) {
+MOE_AVX512_INLINE __m512 exp16(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
   __m512 n =
       _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
@@ -73,55 +75,99 @@ MOE_AVX512 void widenFp8(const uint8_t *codes, const uint8_t *scales,
   for (int64_t t = 0; t < count; ++t) {
     const uint8_t *row = codes + t * rowBytes;
     const uint8_t *rowScales = scales + t * rowBytes;
-    for (int64_t e = 0; e < width; e += 16) {
-      __mmask16 m = lanes(e, width);
-      // Groups are multiples of 8 wide: each half has one scale.
-      int64_t highGroup = m == 0xFFFF ? (e + 8) / group : e / group;
-      float low, high;
-      std::memcpy(&low, rowScales + e / group * 4, sizeof low);
-      std::memcpy(&high, rowScales + highGroup * 4, sizeof high);
-      __m512 scale = _mm512_castpd_ps(_mm512_insertf64x4(
-          _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_set1_ps(low))),
-          _mm256_castps_pd(_mm256_set1_ps(high)), 1));
-      __m512 value = _mm512_mul_ps(fp8x16(row + e, m), unbias);
-      _mm512_mask_storeu_ps(out + t * width + e, m,
-                            _mm512_mul_ps(value, scale));
+    float *to = out + t * width;
+    for (int64_t first = 0; first < width; first += group) {
+      float groupScale;
+      std::memcpy(&groupScale, rowScales, sizeof groupScale);
+      rowScales += sizeof groupScale;
+      __m512 scale = _mm512_set1_ps(groupScale);
+      for (int64_t e = first; e < first + group; e += 16) {
+        __mmask16 m = lanes(e - first, group);
+        __m512 value = _mm512_mul_ps(fp8x16(row + e, m), unbias);
+        _mm512_mask_storeu_ps(to + e, m, _mm512_mul_ps(value, scale));
+      }
     }
   }
 }
 
+// The sums of 16 vectors' lanes, 4 per 128-bit lane: lane k holds those of
+// a[4k], ..., a[4k + 3].
+MOE_AVX512_INLINE __m512 sum16(const __m512 (&a)[16]) {
+  __m512 u[8], w[4];
+  for (int i = 0; i < 8; ++i)
+    u[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]),
+                         _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+  for (int i = 0; i < 4; ++i)
+    w[i] = _mm512_add_ps(
+        _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+        _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  __m512 x01 =
+      _mm512_add_ps(_mm512_shuffle_f32x4(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                    _mm512_shuffle_f32x4(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  __m512 x23 =
+      _mm512_add_ps(_mm512_shuffle_f32x4(w[2], w[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                    _mm512_shuffle_f32x4(w[2], w[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(x01, x23, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(x01, x23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Scores of 4 heads × 4 tokens: each q and key vector loaded once for 4
+// products, the 16 dot products reduced together.
+MOE_AVX512_INLINE void score4x4(const float *q, const float *keys,
+                                int64_t keyStride, int64_t width, float *scores,
+                                int64_t scoreStride) {
+  __m512 a[16];
+  for (__m512 &v : a)
+    v = _mm512_setzero_ps();
+  for (int64_t e = 0; e < width; e += 16) {
+    __mmask16 m = lanes(e, width);
+    __m512 k[4], qv[4];
+    for (int i = 0; i < 4; ++i) {
+      k[i] = _mm512_maskz_loadu_ps(m, keys + i * keyStride + e);
+      qv[i] = _mm512_maskz_loadu_ps(m, q + i * width + e);
+    }
+    for (int h = 0; h < 4; ++h)
+      for (int t = 0; t < 4; ++t)
+        a[4 * h + t] = _mm512_fmadd_ps(qv[h], k[t], a[4 * h + t]);
+  }
+  __m512 sums = sum16(a);
+  _mm_storeu_ps(scores, _mm512_extractf32x4_ps(sums, 0));
+  _mm_storeu_ps(scores + scoreStride, _mm512_extractf32x4_ps(sums, 1));
+  _mm_storeu_ps(scores + 2 * scoreStride, _mm512_extractf32x4_ps(sums, 2));
+  _mm_storeu_ps(scores + 3 * scoreStride, _mm512_extractf32x4_ps(sums, 3));
+}
+
 MOE_AVX512 void score(const float *q, int64_t heads, const float *keys,
-                      int64_t count, int64_t width, float *scores,
-                      int64_t scoreStride) {
-  for (int64_t h = 0; h < heads; ++h) {
+                      int64_t keyStride, int64_t count, int64_t width,
+                      float *scores, int64_t scoreStride) {
+  int64_t h = 0;
+  for (; h + 4 <= heads; h += 4)
+    for (int64_t t = 0; t < count; t += 4)
+      if (t + 4 <= count)
+        score4x4(q + h * width, keys + t * keyStride, keyStride, width,
+                 scores + h * scoreStride + t, scoreStride);
+      else
+        for (int64_t i = h; i < h + 4; ++i)
+          for (int64_t j = t; j < count; ++j) {
+            __m512 a = _mm512_setzero_ps();
+            for (int64_t e = 0; e < width; e += 16) {
+              __mmask16 m = lanes(e, width);
+              a = _mm512_fmadd_ps(
+                  _mm512_maskz_loadu_ps(m, q + i * width + e),
+                  _mm512_maskz_loadu_ps(m, keys + j * keyStride + e), a);
+            }
+            scores[i * scoreStride + j] = _mm512_reduce_add_ps(a);
+          }
+  for (; h < heads; ++h) {
     const float *qh = q + h * width;
     float *out = scores + h * scoreStride;
-    int64_t t = 0;
-    // Four tokens at a time: four independent FMA chains per q load.
-    for (; t + 4 <= count; t += 4) {
-      const float *k = keys + t * width;
-      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      for (int64_t e = 0; e < width; e += 16) {
-        __mmask16 m = lanes(e, width);
-        __m512 qv = _mm512_maskz_loadu_ps(m, qh + e);
-        a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k + e), a0);
-        a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k + width + e), a1);
-        a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k + 2 * width + e),
-                             a2);
-        a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k + 3 * width + e),
-                             a3);
-      }
-      out[t] = _mm512_reduce_add_ps(a0);
-      out[t + 1] = _mm512_reduce_add_ps(a1);
-      out[t + 2] = _mm512_reduce_add_ps(a2);
-      out[t + 3] = _mm512_reduce_add_ps(a3);
-    }
-    for (; t < count; ++t) {
+    for (int64_t t = 0; t < count; ++t) {
       __m512 a = _mm512_setzero_ps();
       for (int64_t e = 0; e < width; e += 16) {
         __mmask16 m = lanes(e, width);
         a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qh + e),
-                            _mm512_maskz_loadu_ps(m, keys + t * width + e), a);
+                            _mm512_maskz_loadu_ps(m, keys + t * keyStride + e),
+                            a);
       }
       out[t] = _mm512_reduce_add_ps(a);
     }
@@ -141,40 +187,60 @@ MOE_AVX512 float expSum(float *x, int64_t n, float shift) {
   return _mm512_reduce_add_ps(total);
 }
 
+// acc[h][e, e + 32) for 4 heads: each value vector loaded once for 4 heads.
+MOE_AVX512_INLINE void mix4x32(const float *weights, int64_t weightStride,
+                               const float *values, int64_t valueStride,
+                               int64_t count, int64_t width, float *acc) {
+  __m512 a[8];
+  for (int h = 0; h < 4; ++h) {
+    a[2 * h] = _mm512_loadu_ps(acc + h * width);
+    a[2 * h + 1] = _mm512_loadu_ps(acc + h * width + 16);
+  }
+  for (int64_t t = 0; t < count; ++t) {
+    __m512 v0 = _mm512_loadu_ps(values + t * valueStride);
+    __m512 v1 = _mm512_loadu_ps(values + t * valueStride + 16);
+    for (int h = 0; h < 4; ++h) {
+      __m512 p = _mm512_set1_ps(weights[h * weightStride + t]);
+      a[2 * h] = _mm512_fmadd_ps(p, v0, a[2 * h]);
+      a[2 * h + 1] = _mm512_fmadd_ps(p, v1, a[2 * h + 1]);
+    }
+  }
+  for (int h = 0; h < 4; ++h) {
+    _mm512_storeu_ps(acc + h * width, a[2 * h]);
+    _mm512_storeu_ps(acc + h * width + 16, a[2 * h + 1]);
+  }
+}
+
+// acc[h][first, width) for one head.
+MOE_AVX512_INLINE void mixOne(const float *w, const float *values,
+                              int64_t valueStride, int64_t count, int64_t first,
+                              int64_t width, float *a) {
+  for (int64_t e = first; e < width; e += 16) {
+    __mmask16 m = lanes(e, width);
+    __m512 sum = _mm512_maskz_loadu_ps(m, a + e);
+    for (int64_t t = 0; t < count; ++t)
+      sum = _mm512_fmadd_ps(
+          _mm512_set1_ps(w[t]),
+          _mm512_maskz_loadu_ps(m, values + t * valueStride + e), sum);
+    _mm512_mask_storeu_ps(a + e, m, sum);
+  }
+}
+
 MOE_AVX512 void mix(const float *weights, int64_t weightStride, int64_t heads,
                     const float *values, int64_t valueStride, int64_t count,
                     int64_t width, float *acc) {
-  for (int64_t h = 0; h < heads; ++h) {
-    const float *w = weights + h * weightStride;
-    float *a = acc + h * width;
-    int64_t e = 0;
-    // 64 outputs at a time: four independent FMA chains per weight.
-    for (; e + 64 <= width; e += 64) {
-      __m512 a0 = _mm512_loadu_ps(a + e), a1 = _mm512_loadu_ps(a + e + 16),
-             a2 = _mm512_loadu_ps(a + e + 32), a3 = _mm512_loadu_ps(a + e + 48);
-      for (int64_t t = 0; t < count; ++t) {
-        const float *v = values + t * valueStride + e;
-        __m512 p = _mm512_set1_ps(w[t]);
-        a0 = _mm512_fmadd_ps(p, _mm512_loadu_ps(v), a0);
-        a1 = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16), a1);
-        a2 = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 32), a2);
-        a3 = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 48), a3);
-      }
-      _mm512_storeu_ps(a + e, a0);
-      _mm512_storeu_ps(a + e + 16, a1);
-      _mm512_storeu_ps(a + e + 32, a2);
-      _mm512_storeu_ps(a + e + 48, a3);
-    }
-    for (; e < width; e += 16) {
-      __mmask16 m = lanes(e, width);
-      __m512 a0 = _mm512_maskz_loadu_ps(m, a + e);
-      for (int64_t t = 0; t < count; ++t)
-        a0 = _mm512_fmadd_ps(
-            _mm512_set1_ps(w[t]),
-            _mm512_maskz_loadu_ps(m, values + t * valueStride + e), a0);
-      _mm512_mask_storeu_ps(a + e, m, a0);
-    }
+  int64_t h = 0, blocked = width / 32 * 32;
+  for (; h + 4 <= heads; h += 4) {
+    for (int64_t e = 0; e < blocked; e += 32)
+      mix4x32(weights + h * weightStride, weightStride, values + e, valueStride,
+              count, width, acc + h * width + e);
+    for (int64_t i = h; i < h + 4; ++i)
+      mixOne(weights + i * weightStride, values, valueStride, count, blocked,
+             width, acc + i * width);
   }
+  for (; h < heads; ++h)
+    mixOne(weights + h * weightStride, values, valueStride, count, 0, width,
+           acc + h * width);
 }
 
 } // namespace

@@ -163,8 +163,8 @@ void DecodeAttention::attend(const Problem &p) {
   const TileKernels &tiles = *tiles_;
   const int64_t heads = p.heads(), kw = p.keyWidth, vw = p.valueWidth;
   const int64_t g = p.groupHeads;
+  const int64_t keyRow = p.groups * kw, valueRow = p.groups * vw;
   const bool fp8 = p.cache.dtype == model::KvDtype::fp8;
-  const int64_t elementBytes = fp8 ? 1 : 2;
 
   int64_t total = 0;
   for (int64_t r = 0; r < p.rows.count; ++r)
@@ -186,8 +186,8 @@ void DecodeAttention::attend(const Problem &p) {
 
   pool_->parallelFor(static_cast<int64_t>(chunks.size()), [&](int64_t begin,
                                                               int64_t end) {
-    std::vector<float> q(heads * kw), keys(kTile * kw), values(kTile * vw),
-        scores(heads * kTile);
+    std::vector<float> q(heads * kw), keys(kTile * keyRow),
+        values(p.valuesInKeys ? 0 : kTile * valueRow), scores(heads * kTile);
     for (int64_t c = begin; c < end; ++c) {
       const Chunk &chunk = chunks[c];
       float *max = partials_.data() + c * partial, *sum = max + heads,
@@ -211,24 +211,28 @@ void DecodeAttention::attend(const Problem &p) {
       const uint8_t *kRows = p.cache.k + slot * p.cache.slotStride;
       const uint8_t *vRows =
           p.cache.v ? p.cache.v + slot * p.cache.slotStride : nullptr;
-      auto widen = [&](const uint8_t *rows, int64_t count, int64_t group,
-                       int64_t width, float *out) {
+      // Whole rows at a time: each tile's K (V) bytes are one contiguous
+      // run, which the hardware prefetchers stream.
+      auto widen = [&](const uint8_t *rows, int64_t count, int64_t width,
+                       float *out) {
         if (fp8)
-          tiles.widenFp8(rows + group * width,
-                         rows + p.fp8Scales + group * width / p.fp8Group * 4,
-                         p.cache.rowBytes, count, width, p.fp8Group, out);
+          tiles.widenFp8(rows, rows + p.fp8Scales, p.cache.rowBytes, count,
+                         width, p.fp8Group, out);
         else
-          tiles.widenBf16(rows + group * width * elementBytes, p.cache.rowBytes,
-                          count, width, out);
+          tiles.widenBf16(rows, p.cache.rowBytes, count, width, out);
       };
+      const float *v = p.valuesInKeys ? keys.data() : values.data();
+      const int64_t valueStride = p.valuesInKeys ? keyRow : valueRow;
       for (int64_t t = chunk.first; t < chunk.first + chunk.count; t += kTile) {
         int64_t count = std::min(kTile, chunk.first + chunk.count - t);
         int64_t offset = t * p.cache.rowBytes;
+        widen(kRows + offset, count, keyRow, keys.data());
+        if (!p.valuesInKeys)
+          widen(vRows + offset, count, valueRow, values.data());
         for (int64_t group = 0; group < p.groups; ++group) {
           int64_t h0 = group * g;
-          widen(kRows + offset, count, group, kw, keys.data());
-          tiles.score(q.data() + h0 * kw, g, keys.data(), count, kw,
-                      scores.data() + h0 * kTile, kTile);
+          tiles.score(q.data() + h0 * kw, g, keys.data() + group * kw, keyRow,
+                      count, kw, scores.data() + h0 * kTile, kTile);
           for (int64_t h = h0; h < h0 + g; ++h) {
             float *s = scores.data() + h * kTile;
             float tileMax = *std::max_element(s, s + count);
@@ -242,15 +246,8 @@ void DecodeAttention::attend(const Problem &p) {
             }
             sum[h] += tiles.expSum(s, count, max[h]);
           }
-          const float *v = keys.data();
-          int64_t valueStride = kw;
-          if (!p.valuesInKeys) {
-            widen(vRows + offset, count, group, vw, values.data());
-            v = values.data();
-            valueStride = vw;
-          }
-          tiles.mix(scores.data() + h0 * kTile, kTile, g, v, valueStride, count,
-                    vw, acc + h0 * vw);
+          tiles.mix(scores.data() + h0 * kTile, kTile, g, v + group * vw,
+                    valueStride, count, vw, acc + h0 * vw);
         }
       }
     }
