@@ -226,6 +226,13 @@ void DecodeAttention::attend(const Problem &p) {
       for (int64_t t = chunk.first; t < chunk.first + chunk.count; t += kTile) {
         int64_t count = std::min(kTile, chunk.first + chunk.count - t);
         int64_t offset = t * p.cache.rowBytes;
+        // The next tile's rows start coming in while this one computes.
+        int64_t ahead = std::min(kTile, chunk.first + chunk.count - t - count);
+        for (int64_t b = 0; b < ahead * p.cache.rowBytes; b += 64) {
+          __builtin_prefetch(kRows + offset + count * p.cache.rowBytes + b);
+          if (vRows)
+            __builtin_prefetch(vRows + offset + count * p.cache.rowBytes + b);
+        }
         widen(kRows + offset, count, keyRow, keys.data());
         if (!p.valuesInKeys)
           widen(vRows + offset, count, valueRow, values.data());
