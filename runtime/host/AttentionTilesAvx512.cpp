@@ -25,14 +25,12 @@ MOE_AVX512_INLINE __m512 bf16x16(const uint8_t *p, __mmask16 mask) {
 }
 
 // E4M3 codes as fp32 bits (sign to bit 31, exponent and mantissa to bits
-// 20-26): the value times 2^-120, subnormal codes included.
+// 20-26): the value times 2^-120, subnormal codes included. Sign-extended,
+// a code's bits 7-31 are all its sign, so one mask keeps bit 31.
 MOE_AVX512_INLINE __m512 fp8x16(const uint8_t *p, __mmask16 mask) {
-  __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, p));
-  __m512i magnitude =
-      _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x7F)), 20);
-  __m512i sign =
-      _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x80)), 24);
-  return _mm512_castsi512_ps(_mm512_or_si512(magnitude, sign));
+  __m512i x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, p));
+  return _mm512_castsi512_ps(_mm512_and_si512(
+      _mm512_slli_epi32(x, 20), _mm512_set1_epi32(int(0x87F00000u))));
 }
 
 // exp(x) for x ≤ 88: Cody-Waite reduction by ln 2 and Cephes' degree-6
@@ -57,17 +55,6 @@ MOE_AVX512_INLINE __m512 exp16(__m512 x) {
   return _mm512_mul_ps(e, _mm512_castsi512_ps(power));
 }
 
-MOE_AVX512 void widenBf16(const uint8_t *rows, int64_t rowBytes, int64_t count,
-                          int64_t width, float *out) {
-  for (int64_t t = 0; t < count; ++t) {
-    const uint8_t *row = rows + t * rowBytes;
-    for (int64_t e = 0; e < width; e += 16) {
-      __mmask16 m = lanes(e, width);
-      _mm512_mask_storeu_ps(out + t * width + e, m, bf16x16(row + 2 * e, m));
-    }
-  }
-}
-
 MOE_AVX512 void widenFp8(const uint8_t *codes, const uint8_t *scales,
                          int64_t rowBytes, int64_t count, int64_t width,
                          int64_t group, float *out) {
@@ -90,6 +77,31 @@ MOE_AVX512 void widenFp8(const uint8_t *codes, const uint8_t *scales,
   }
 }
 
+// Row sources: load(t, e, lanes) gives elements [e, e + 16) of row t.
+struct Fp32Rows {
+  const uint8_t *base;
+  int64_t stride;
+  MOE_AVX512_INLINE __m512 load(int64_t t, int64_t e, __mmask16 m) const {
+    return _mm512_maskz_loadu_ps(
+        m, reinterpret_cast<const float *>(base + t * stride) + e);
+  }
+};
+struct Bf16Rows {
+  const uint8_t *base;
+  int64_t stride;
+  MOE_AVX512_INLINE __m512 load(int64_t t, int64_t e, __mmask16 m) const {
+    return bf16x16(base + t * stride + 2 * e, m);
+  }
+};
+struct Fp8Rows {
+  const uint8_t *base;
+  int64_t stride;
+  MOE_AVX512_INLINE __m512 load(int64_t t, int64_t e, __mmask16 m) const {
+    return _mm512_mul_ps(fp8x16(base + t * stride + e, m),
+                         _mm512_set1_ps(0x1p120f));
+  }
+};
+
 // The sums of 16 vectors' lanes, 4 per 128-bit lane: lane k holds those of
 // a[4k], ..., a[4k + 3].
 MOE_AVX512_INLINE __m512 sum16(const __m512 (&a)[16]) {
@@ -111,10 +123,11 @@ MOE_AVX512_INLINE __m512 sum16(const __m512 (&a)[16]) {
                        _mm512_shuffle_f32x4(x01, x23, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-// Scores of 4 heads × 4 tokens: each q and key vector loaded once for 4
-// products, the 16 dot products reduced together.
-MOE_AVX512_INLINE void score4x4(const float *q, const float *keys,
-                                int64_t keyStride, int64_t width, float *scores,
+// Scores of 4 heads × tokens [t, t + 4): each key vector converted once for
+// 4 heads, the 16 dot products reduced together.
+template <typename Rows>
+MOE_AVX512_INLINE void score4x4(const float *q, const Rows &keys, int64_t t,
+                                int64_t width, float *scores,
                                 int64_t scoreStride) {
   __m512 a[16];
   for (__m512 &v : a)
@@ -123,54 +136,63 @@ MOE_AVX512_INLINE void score4x4(const float *q, const float *keys,
     __mmask16 m = lanes(e, width);
     __m512 k[4], qv[4];
     for (int i = 0; i < 4; ++i) {
-      k[i] = _mm512_maskz_loadu_ps(m, keys + i * keyStride + e);
+      k[i] = keys.load(t + i, e, m);
       qv[i] = _mm512_maskz_loadu_ps(m, q + i * width + e);
     }
     for (int h = 0; h < 4; ++h)
-      for (int t = 0; t < 4; ++t)
-        a[4 * h + t] = _mm512_fmadd_ps(qv[h], k[t], a[4 * h + t]);
+      for (int j = 0; j < 4; ++j)
+        a[4 * h + j] = _mm512_fmadd_ps(qv[h], k[j], a[4 * h + j]);
   }
   __m512 sums = sum16(a);
-  _mm_storeu_ps(scores, _mm512_extractf32x4_ps(sums, 0));
-  _mm_storeu_ps(scores + scoreStride, _mm512_extractf32x4_ps(sums, 1));
-  _mm_storeu_ps(scores + 2 * scoreStride, _mm512_extractf32x4_ps(sums, 2));
-  _mm_storeu_ps(scores + 3 * scoreStride, _mm512_extractf32x4_ps(sums, 3));
+  float *out = scores + t;
+  _mm_storeu_ps(out, _mm512_extractf32x4_ps(sums, 0));
+  _mm_storeu_ps(out + scoreStride, _mm512_extractf32x4_ps(sums, 1));
+  _mm_storeu_ps(out + 2 * scoreStride, _mm512_extractf32x4_ps(sums, 2));
+  _mm_storeu_ps(out + 3 * scoreStride, _mm512_extractf32x4_ps(sums, 3));
 }
 
-MOE_AVX512 void score(const float *q, int64_t heads, const float *keys,
-                      int64_t keyStride, int64_t count, int64_t width,
-                      float *scores, int64_t scoreStride) {
-  int64_t h = 0;
-  for (; h + 4 <= heads; h += 4)
-    for (int64_t t = 0; t < count; t += 4)
-      if (t + 4 <= count)
-        score4x4(q + h * width, keys + t * keyStride, keyStride, width,
-                 scores + h * scoreStride + t, scoreStride);
-      else
-        for (int64_t i = h; i < h + 4; ++i)
-          for (int64_t j = t; j < count; ++j) {
-            __m512 a = _mm512_setzero_ps();
-            for (int64_t e = 0; e < width; e += 16) {
-              __mmask16 m = lanes(e, width);
-              a = _mm512_fmadd_ps(
-                  _mm512_maskz_loadu_ps(m, q + i * width + e),
-                  _mm512_maskz_loadu_ps(m, keys + j * keyStride + e), a);
-            }
-            scores[i * scoreStride + j] = _mm512_reduce_add_ps(a);
-          }
-  for (; h < heads; ++h) {
-    const float *qh = q + h * width;
-    float *out = scores + h * scoreStride;
-    for (int64_t t = 0; t < count; ++t) {
-      __m512 a = _mm512_setzero_ps();
-      for (int64_t e = 0; e < width; e += 16) {
-        __mmask16 m = lanes(e, width);
-        a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qh + e),
-                            _mm512_maskz_loadu_ps(m, keys + t * keyStride + e),
-                            a);
-      }
-      out[t] = _mm512_reduce_add_ps(a);
-    }
+template <typename Rows>
+MOE_AVX512_INLINE float scoreOne(const float *q, const Rows &keys, int64_t t,
+                                 int64_t width) {
+  __m512 a = _mm512_setzero_ps();
+  for (int64_t e = 0; e < width; e += 16) {
+    __mmask16 m = lanes(e, width);
+    a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + e), keys.load(t, e, m), a);
+  }
+  return _mm512_reduce_add_ps(a);
+}
+
+template <typename Rows>
+MOE_AVX512_INLINE void scoreRows(const float *q, int64_t heads,
+                                 const Rows &keys, int64_t count, int64_t width,
+                                 float *scores, int64_t scoreStride) {
+  int64_t h = 0, blocked = count / 4 * 4;
+  for (; h + 4 <= heads; h += 4) {
+    for (int64_t t = 0; t < blocked; t += 4)
+      score4x4(q + h * width, keys, t, width, scores + h * scoreStride,
+               scoreStride);
+    for (int64_t i = h; i < h + 4; ++i)
+      for (int64_t t = blocked; t < count; ++t)
+        scores[i * scoreStride + t] = scoreOne(q + i * width, keys, t, width);
+  }
+  for (; h < heads; ++h)
+    for (int64_t t = 0; t < count; ++t)
+      scores[h * scoreStride + t] = scoreOne(q + h * width, keys, t, width);
+}
+
+MOE_AVX512 void score(const float *q, int64_t heads, TileRows keys,
+                      int64_t count, int64_t width, float *scores,
+                      int64_t scoreStride) {
+  switch (keys.format) {
+  case RowFormat::fp32:
+    return scoreRows(q, heads, Fp32Rows{keys.base, keys.strideBytes}, count,
+                     width, scores, scoreStride);
+  case RowFormat::bf16:
+    return scoreRows(q, heads, Bf16Rows{keys.base, keys.strideBytes}, count,
+                     width, scores, scoreStride);
+  case RowFormat::fp8Codes:
+    return scoreRows(q, heads, Fp8Rows{keys.base, keys.strideBytes}, count,
+                     width, scores, scoreStride);
   }
 }
 
@@ -187,18 +209,20 @@ MOE_AVX512 float expSum(float *x, int64_t n, float shift) {
   return _mm512_reduce_add_ps(total);
 }
 
-// acc[h][e, e + 32) for 4 heads: each value vector loaded once for 4 heads.
+// acc[h][e, e + 32) for 4 heads: each value vector converted once for 4
+// heads.
+template <typename Rows>
 MOE_AVX512_INLINE void mix4x32(const float *weights, int64_t weightStride,
-                               const float *values, int64_t valueStride,
-                               int64_t count, int64_t width, float *acc) {
+                               const Rows &values, int64_t e, int64_t count,
+                               int64_t width, float *acc) {
   __m512 a[8];
   for (int h = 0; h < 4; ++h) {
-    a[2 * h] = _mm512_loadu_ps(acc + h * width);
-    a[2 * h + 1] = _mm512_loadu_ps(acc + h * width + 16);
+    a[2 * h] = _mm512_loadu_ps(acc + h * width + e);
+    a[2 * h + 1] = _mm512_loadu_ps(acc + h * width + e + 16);
   }
   for (int64_t t = 0; t < count; ++t) {
-    __m512 v0 = _mm512_loadu_ps(values + t * valueStride);
-    __m512 v1 = _mm512_loadu_ps(values + t * valueStride + 16);
+    __m512 v0 = values.load(t, e, 0xFFFF);
+    __m512 v1 = values.load(t, e + 16, 0xFFFF);
     for (int h = 0; h < 4; ++h) {
       __m512 p = _mm512_set1_ps(weights[h * weightStride + t]);
       a[2 * h] = _mm512_fmadd_ps(p, v0, a[2 * h]);
@@ -206,47 +230,63 @@ MOE_AVX512_INLINE void mix4x32(const float *weights, int64_t weightStride,
     }
   }
   for (int h = 0; h < 4; ++h) {
-    _mm512_storeu_ps(acc + h * width, a[2 * h]);
-    _mm512_storeu_ps(acc + h * width + 16, a[2 * h + 1]);
+    _mm512_storeu_ps(acc + h * width + e, a[2 * h]);
+    _mm512_storeu_ps(acc + h * width + e + 16, a[2 * h + 1]);
   }
 }
 
-// acc[h][first, width) for one head.
-MOE_AVX512_INLINE void mixOne(const float *w, const float *values,
-                              int64_t valueStride, int64_t count, int64_t first,
-                              int64_t width, float *a) {
+// acc[first, width) for one head.
+template <typename Rows>
+MOE_AVX512_INLINE void mixOne(const float *w, const Rows &values, int64_t count,
+                              int64_t first, int64_t width, float *acc) {
   for (int64_t e = first; e < width; e += 16) {
     __mmask16 m = lanes(e, width);
-    __m512 sum = _mm512_maskz_loadu_ps(m, a + e);
+    __m512 sum = _mm512_maskz_loadu_ps(m, acc + e);
     for (int64_t t = 0; t < count; ++t)
-      sum = _mm512_fmadd_ps(
-          _mm512_set1_ps(w[t]),
-          _mm512_maskz_loadu_ps(m, values + t * valueStride + e), sum);
-    _mm512_mask_storeu_ps(a + e, m, sum);
+      sum = _mm512_fmadd_ps(_mm512_set1_ps(w[t]), values.load(t, e, m), sum);
+    _mm512_mask_storeu_ps(acc + e, m, sum);
   }
 }
 
-MOE_AVX512 void mix(const float *weights, int64_t weightStride, int64_t heads,
-                    const float *values, int64_t valueStride, int64_t count,
-                    int64_t width, float *acc) {
+template <typename Rows>
+MOE_AVX512_INLINE void mixRows(const float *weights, int64_t weightStride,
+                               int64_t heads, const Rows &values, int64_t count,
+                               int64_t width, float *acc) {
   int64_t h = 0, blocked = width / 32 * 32;
   for (; h + 4 <= heads; h += 4) {
     for (int64_t e = 0; e < blocked; e += 32)
-      mix4x32(weights + h * weightStride, weightStride, values + e, valueStride,
-              count, width, acc + h * width + e);
+      mix4x32(weights + h * weightStride, weightStride, values, e, count, width,
+              acc + h * width);
     for (int64_t i = h; i < h + 4; ++i)
-      mixOne(weights + i * weightStride, values, valueStride, count, blocked,
-             width, acc + i * width);
+      mixOne(weights + i * weightStride, values, count, blocked, width,
+             acc + i * width);
   }
   for (; h < heads; ++h)
-    mixOne(weights + h * weightStride, values, valueStride, count, 0, width,
+    mixOne(weights + h * weightStride, values, count, 0, width,
            acc + h * width);
+}
+
+MOE_AVX512 void mix(const float *weights, int64_t weightStride, int64_t heads,
+                    TileRows values, int64_t count, int64_t width, float *acc) {
+  switch (values.format) {
+  case RowFormat::fp32:
+    return mixRows(weights, weightStride, heads,
+                   Fp32Rows{values.base, values.strideBytes}, count, width,
+                   acc);
+  case RowFormat::bf16:
+    return mixRows(weights, weightStride, heads,
+                   Bf16Rows{values.base, values.strideBytes}, count, width,
+                   acc);
+  case RowFormat::fp8Codes:
+    return mixRows(weights, weightStride, heads,
+                   Fp8Rows{values.base, values.strideBytes}, count, width, acc);
+  }
 }
 
 } // namespace
 
 const TileKernels &avx512TileKernels() {
-  static const TileKernels kernels{widenBf16, widenFp8, score, expSum, mix};
+  static const TileKernels kernels{widenFp8, score, expSum, mix};
   return kernels;
 }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace moe::host {
@@ -37,9 +38,10 @@ struct DecodeAttention::Problem {
 
 namespace {
 
-constexpr int64_t kTile = 16;           // tokens widened and scored at once
-constexpr int64_t kMinChunk = 256;      // tokens of a chunk, at least
-constexpr int64_t kChunksPerThread = 4; // balance uneven contexts
+constexpr int64_t kTile = 16;            // tokens widened and scored at once
+constexpr int64_t kPrefetch = 2 * kTile; // tokens read ahead of the tile
+constexpr int64_t kMinChunk = 256;       // tokens of a chunk, at least
+constexpr int64_t kChunksPerThread = 4;  // balance uneven contexts
 
 struct Chunk {
   int64_t row, first, count; // positions [first, first + count) of the row
@@ -163,8 +165,13 @@ void DecodeAttention::attend(const Problem &p) {
   const TileKernels &tiles = *tiles_;
   const int64_t heads = p.heads(), kw = p.keyWidth, vw = p.valueWidth;
   const int64_t g = p.groupHeads;
-  const int64_t keyRow = p.groups * kw, valueRow = p.groups * vw;
+  const int64_t keyRow = p.groups * kw;
   const bool fp8 = p.cache.dtype == model::KvDtype::fp8;
+  // Kernels read bf16 rows and fp8 codes directly; a K or V vector's one fp8
+  // scale multiplies its token's score or weight. MLA's fp8 latent, scaled
+  // per group within the vector, is widened to fp32 per tile first.
+  const bool widened = fp8 && p.valuesInKeys;
+  const bool scaledRows = fp8 && !p.valuesInKeys;
 
   int64_t total = 0;
   for (int64_t r = 0; r < p.rows.count; ++r)
@@ -186,8 +193,8 @@ void DecodeAttention::attend(const Problem &p) {
 
   pool_->parallelFor(static_cast<int64_t>(chunks.size()), [&](int64_t begin,
                                                               int64_t end) {
-    std::vector<float> q(heads * kw), keys(kTile * keyRow),
-        values(p.valuesInKeys ? 0 : kTile * valueRow), scores(heads * kTile);
+    std::vector<float> q(heads * kw), widenedRows(widened ? kTile * keyRow : 0),
+        scores(heads * kTile);
     for (int64_t c = begin; c < end; ++c) {
       const Chunk &chunk = chunks[c];
       float *max = partials_.data() + c * partial, *sum = max + heads,
@@ -211,35 +218,51 @@ void DecodeAttention::attend(const Problem &p) {
       const uint8_t *kRows = p.cache.k + slot * p.cache.slotStride;
       const uint8_t *vRows =
           p.cache.v ? p.cache.v + slot * p.cache.slotStride : nullptr;
-      // Whole rows at a time: each tile's K (V) bytes are one contiguous
-      // run, which the hardware prefetchers stream.
-      auto widen = [&](const uint8_t *rows, int64_t count, int64_t width,
-                       float *out) {
-        if (fp8)
-          tiles.widenFp8(rows, rows + p.fp8Scales, p.cache.rowBytes, count,
-                         width, p.fp8Group, out);
-        else
-          tiles.widenBf16(rows, p.cache.rowBytes, count, width, out);
+      const RowFormat format = fp8 ? RowFormat::fp8Codes : RowFormat::bf16;
+      const int64_t elementBytes = fp8 ? 1 : 2, rowBytes = p.cache.rowBytes;
+      // A row's fp8 scale of a group (its K or V vector), when it has one.
+      auto scaleOf = [&](const uint8_t *row, int64_t group) {
+        float scale;
+        std::memcpy(&scale, row + p.fp8Scales + group * 4, sizeof scale);
+        return scale;
       };
-      const float *v = p.valuesInKeys ? keys.data() : values.data();
-      const int64_t valueStride = p.valuesInKeys ? keyRow : valueRow;
       for (int64_t t = chunk.first; t < chunk.first + chunk.count; t += kTile) {
         int64_t count = std::min(kTile, chunk.first + chunk.count - t);
-        int64_t offset = t * p.cache.rowBytes;
-        // The next tile's rows start coming in while this one computes.
-        int64_t ahead = std::min(kTile, chunk.first + chunk.count - t - count);
-        for (int64_t b = 0; b < ahead * p.cache.rowBytes; b += 64) {
-          __builtin_prefetch(kRows + offset + count * p.cache.rowBytes + b);
-          if (vRows)
-            __builtin_prefetch(vRows + offset + count * p.cache.rowBytes + b);
+        const uint8_t *kTile0 = kRows + t * rowBytes;
+        const uint8_t *vTile0 = vRows ? vRows + t * rowBytes : nullptr;
+        // Rows kPrefetch tokens ahead start coming in while this tile
+        // computes.
+        int64_t end = chunk.first + chunk.count;
+        int64_t ahead = std::min(t + kPrefetch, end);
+        for (int64_t b = (ahead - t) * rowBytes;
+             b < (std::min(ahead + kTile, end) - t) * rowBytes; b += 64) {
+          __builtin_prefetch(kTile0 + b);
+          if (vTile0)
+            __builtin_prefetch(vTile0 + b);
         }
-        widen(kRows + offset, count, keyRow, keys.data());
-        if (!p.valuesInKeys)
-          widen(vRows + offset, count, valueRow, values.data());
+        if (widened)
+          tiles.widenFp8(kTile0, kTile0 + p.fp8Scales, rowBytes, count, keyRow,
+                         p.fp8Group, widenedRows.data());
         for (int64_t group = 0; group < p.groups; ++group) {
           int64_t h0 = group * g;
-          tiles.score(q.data() + h0 * kw, g, keys.data() + group * kw, keyRow,
-                      count, kw, scores.data() + h0 * kTile, kTile);
+          TileRows keyRows{kTile0 + group * kw * elementBytes, rowBytes,
+                           format};
+          TileRows valueRows =
+              p.valuesInKeys ? TileRows{kTile0, rowBytes, format}
+                             : TileRows{vTile0 + group * vw * elementBytes,
+                                        rowBytes, format};
+          if (widened)
+            keyRows = valueRows = {
+                reinterpret_cast<const uint8_t *>(widenedRows.data()),
+                keyRow * int64_t(sizeof(float)), RowFormat::fp32};
+          float *s0 = scores.data() + h0 * kTile;
+          tiles.score(q.data() + h0 * kw, g, keyRows, count, kw, s0, kTile);
+          if (scaledRows)
+            for (int64_t j = 0; j < count; ++j) {
+              float scale = scaleOf(kTile0 + j * rowBytes, group);
+              for (int64_t h = 0; h < g; ++h)
+                s0[h * kTile + j] *= scale;
+            }
           for (int64_t h = h0; h < h0 + g; ++h) {
             float *s = scores.data() + h * kTile;
             float tileMax = *std::max_element(s, s + count);
@@ -253,8 +276,14 @@ void DecodeAttention::attend(const Problem &p) {
             }
             sum[h] += tiles.expSum(s, count, max[h]);
           }
-          tiles.mix(scores.data() + h0 * kTile, kTile, g, v + group * vw,
-                    valueStride, count, vw, acc + h0 * vw);
+          // Each token's value scale joins its weights (after the sums).
+          if (scaledRows)
+            for (int64_t j = 0; j < count; ++j) {
+              float scale = scaleOf(vTile0 + j * rowBytes, group);
+              for (int64_t h = 0; h < g; ++h)
+                s0[h * kTile + j] *= scale;
+            }
+          tiles.mix(s0, kTile, g, valueRows, count, vw, acc + h0 * vw);
         }
       }
     }

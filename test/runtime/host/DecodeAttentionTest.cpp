@@ -202,6 +202,7 @@ TEST_P(HostAttentionTest, GroupedQueryAttention) {
   check({"gqa bf16", 8, 2, 64, KvDtype::bf16, false, 0, false});
   check({"gqa fp8", 8, 2, 64, KvDtype::fp8, false, 0, false});
   check({"gqa bf16 out", 32, 8, 128, KvDtype::bf16, false, 0, true});
+  check({"gqa groups of 6", 12, 2, 40, KvDtype::fp8, false, 0, false});
 }
 
 TEST_P(HostAttentionTest, MultiHeadAttention) {
