@@ -78,6 +78,7 @@ struct LatentAttentionArgs {
   AttentionOutput out; // [rows, heads, latentDim]
 };
 
+/// One run at a time: runs share the pool and the partial results' buffer.
 class DecodeAttention {
 public:
   /// The kernels of `isa`; an error if this CPU cannot run them.
