@@ -473,9 +473,10 @@ Result<std::optional<HostCpuProfile>> parseHostCpu(const Json &root) {
   }
   auto kernelIsa = requireString(object, "kernel_isa", path);
   MOE_RETURN_IF_ERROR(kernelIsa);
-  if (*kernelIsa != "avx2" && *kernelIsa != "avx512")
-    return makeError("host_cpu.kernel_isa: expected \"avx2\" or \"avx512\", "
-                     "got \"{}\"",
+  if (*kernelIsa != "avx2" && *kernelIsa != "avx512" &&
+      *kernelIsa != "avx512_bf16")
+    return makeError("host_cpu.kernel_isa: expected \"avx2\", \"avx512\" or "
+                     "\"avx512_bf16\", got \"{}\"",
                      *kernelIsa);
   profile.kernelIsa = *kernelIsa;
 

@@ -149,7 +149,8 @@ struct HostMlaShapeProfile {
 
 struct HostCpuProfile {
   HostVectorIsa isa;
-  std::string kernelIsa; // the attention kernels measured: "avx512", "avx2"
+  // The attention kernels measured: "avx512_bf16", "avx512" or "avx2".
+  std::string kernelIsa;
   std::vector<NumaNode> numaNodes;
   std::vector<HostReadPoint> readBandwidth;       // sorted by threads
   std::vector<HostReadWithCopyPoint> readWithH2d; // sorted by threads

@@ -8,6 +8,8 @@
 // merging) scalar and shared. Widths are multiples of 8 elements.
 #pragma once
 
+#include "runtime/host/CpuFeatures.h"
+
 #include <cstdint>
 
 namespace moe::host {
@@ -34,6 +36,12 @@ struct TileKernels {
   /// q [heads][width].
   void (*score)(const float *q, int64_t heads, TileRows keys, int64_t count,
                 int64_t width, float *scores, int64_t scoreStride);
+  /// scores[h·scoreStride + t] = q[h] · keys[t] with q [heads][width] and
+  /// keys in bf16, by bf16 dot products (exact products, fp32 sums); null
+  /// where the instruction set has none.
+  void (*scoreBf16)(const uint16_t *q, int64_t heads, TileRows keys,
+                    int64_t count, int64_t width, float *scores,
+                    int64_t scoreStride);
   /// x[i] = exp(x[i] − shift) for i < n; returns their sum.
   float (*expSum)(float *x, int64_t n, float shift);
   /// acc[h][e] += Σ_t weights[h·weightStride + t] · values[t][e] for
@@ -47,5 +55,18 @@ struct TileKernels {
 /// with function-level targets, so the binary runs on any x86-64 host).
 const TileKernels &avx2TileKernels();
 const TileKernels &avx512TileKernels();
+const TileKernels &avx512Bf16TileKernels();
+
+inline const TileKernels &tileKernels(VectorIsa isa) {
+  switch (isa) {
+  case VectorIsa::avx512bf16:
+    return avx512Bf16TileKernels();
+  case VectorIsa::avx512:
+    return avx512TileKernels();
+  case VectorIsa::avx2:
+    break;
+  }
+  return avx2TileKernels();
+}
 
 } // namespace moe::host

@@ -217,7 +217,7 @@ MOE_AVX2 void mix(const float *weights, int64_t weightStride, int64_t heads,
 } // namespace
 
 const TileKernels &avx2TileKernels() {
-  static const TileKernels kernels{widenFp8, score, expSum, mix};
+  static const TileKernels kernels{widenFp8, score, nullptr, expSum, mix};
   return kernels;
 }
 

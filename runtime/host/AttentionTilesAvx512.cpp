@@ -1,5 +1,6 @@
 // AVX-512 (F, BW, VL) tiles: 16 fp32 lanes, a masked half vector for widths
-// that are an odd multiple of 8.
+// that are an odd multiple of 8; with AVX-512-BF16, scores over bf16 keys by
+// bf16 dot products.
 #include "runtime/host/AttentionTiles.h"
 
 #include <immintrin.h>
@@ -8,6 +9,8 @@
 #include <cstring>
 
 #define MOE_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+#define MOE_AVX512_BF16                                                        \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
 // Helpers inline into their callers, so their vector arrays stay in registers.
 #define MOE_AVX512_INLINE MOE_AVX512 inline __attribute__((always_inline))
 
@@ -196,6 +199,66 @@ MOE_AVX512 void score(const float *q, int64_t heads, TileRows keys,
   }
 }
 
+// Scores of 4 heads × tokens [t, t + 4) from bf16 q and keys, 32 elements
+// (16 pairs) per dot-product instruction.
+MOE_AVX512_BF16 inline __attribute__((always_inline)) void
+scoreBf16x4x4(const uint16_t *q, const uint8_t *keys, int64_t stride,
+              int64_t width, float *scores, int64_t scoreStride) {
+  __m512 a[16];
+  for (__m512 &v : a)
+    v = _mm512_setzero_ps();
+  for (int64_t e = 0; e < width; e += 32) {
+    __mmask32 m =
+        width - e >= 32 ? ~__mmask32(0) : (__mmask32(1) << (width - e)) - 1;
+    __m512bh k[4], qv[4];
+    for (int i = 0; i < 4; ++i) {
+      k[i] = (__m512bh)_mm512_maskz_loadu_epi16(m, keys + i * stride + 2 * e);
+      qv[i] = (__m512bh)_mm512_maskz_loadu_epi16(m, q + i * width + e);
+    }
+    for (int h = 0; h < 4; ++h)
+      for (int j = 0; j < 4; ++j)
+        a[4 * h + j] = _mm512_dpbf16_ps(a[4 * h + j], qv[h], k[j]);
+  }
+  __m512 sums = sum16(a);
+  _mm_storeu_ps(scores, _mm512_extractf32x4_ps(sums, 0));
+  _mm_storeu_ps(scores + scoreStride, _mm512_extractf32x4_ps(sums, 1));
+  _mm_storeu_ps(scores + 2 * scoreStride, _mm512_extractf32x4_ps(sums, 2));
+  _mm_storeu_ps(scores + 3 * scoreStride, _mm512_extractf32x4_ps(sums, 3));
+}
+
+MOE_AVX512_BF16 inline __attribute__((always_inline)) float
+scoreBf16One(const uint16_t *q, const uint8_t *key, int64_t width) {
+  __m512 a = _mm512_setzero_ps();
+  for (int64_t e = 0; e < width; e += 32) {
+    __mmask32 m =
+        width - e >= 32 ? ~__mmask32(0) : (__mmask32(1) << (width - e)) - 1;
+    a = _mm512_dpbf16_ps(a, (__m512bh)_mm512_maskz_loadu_epi16(m, q + e),
+                         (__m512bh)_mm512_maskz_loadu_epi16(m, key + 2 * e));
+  }
+  return _mm512_reduce_add_ps(a);
+}
+
+MOE_AVX512_BF16 void scoreBf16(const uint16_t *q, int64_t heads, TileRows keys,
+                               int64_t count, int64_t width, float *scores,
+                               int64_t scoreStride) {
+  const uint8_t *base = keys.base;
+  int64_t stride = keys.strideBytes;
+  int64_t h = 0, blocked = count / 4 * 4;
+  for (; h + 4 <= heads; h += 4) {
+    for (int64_t t = 0; t < blocked; t += 4)
+      scoreBf16x4x4(q + h * width, base + t * stride, stride, width,
+                    scores + h * scoreStride + t, scoreStride);
+    for (int64_t i = h; i < h + 4; ++i)
+      for (int64_t t = blocked; t < count; ++t)
+        scores[i * scoreStride + t] =
+            scoreBf16One(q + i * width, base + t * stride, width);
+  }
+  for (; h < heads; ++h)
+    for (int64_t t = 0; t < count; ++t)
+      scores[h * scoreStride + t] =
+          scoreBf16One(q + h * width, base + t * stride, width);
+}
+
 MOE_AVX512 float expSum(float *x, int64_t n, float shift) {
   __m512 total = _mm512_setzero_ps();
   __m512 s = _mm512_set1_ps(shift);
@@ -286,7 +349,12 @@ MOE_AVX512 void mix(const float *weights, int64_t weightStride, int64_t heads,
 } // namespace
 
 const TileKernels &avx512TileKernels() {
-  static const TileKernels kernels{widenFp8, score, expSum, mix};
+  static const TileKernels kernels{widenFp8, score, nullptr, expSum, mix};
+  return kernels;
+}
+
+const TileKernels &avx512Bf16TileKernels() {
+  static const TileKernels kernels{widenFp8, score, scoreBf16, expSum, mix};
   return kernels;
 }
 

@@ -55,14 +55,22 @@ const CpuFeatures &cpuFeatures() {
 }
 
 bool supports(const CpuFeatures &features, VectorIsa isa) {
-  if (isa == VectorIsa::avx512)
-    return features.avx512f && features.avx512bw && features.avx512vl &&
-           features.avx2;
-  return features.avx2;
+  bool avx512 = features.avx512f && features.avx512bw && features.avx512vl &&
+                features.avx2;
+  switch (isa) {
+  case VectorIsa::avx2:
+    return features.avx2;
+  case VectorIsa::avx512:
+    return avx512;
+  case VectorIsa::avx512bf16:
+    return avx512 && features.avx512bf16;
+  }
+  return false;
 }
 
 std::optional<VectorIsa> bestVectorIsa() {
-  for (VectorIsa isa : {VectorIsa::avx512, VectorIsa::avx2})
+  for (VectorIsa isa :
+       {VectorIsa::avx512bf16, VectorIsa::avx512, VectorIsa::avx2})
     if (supports(cpuFeatures(), isa))
       return isa;
   return std::nullopt;

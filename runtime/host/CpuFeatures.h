@@ -22,11 +22,20 @@ struct CpuFeatures {
 /// This CPU's features (read on the first call).
 const CpuFeatures &cpuFeatures();
 
-/// The instruction sets the host's kernels are written for.
-enum class VectorIsa { avx2, avx512 };
+/// The instruction sets the host's kernels are written for; avx512bf16 is
+/// avx512 with bf16 dot products for scores over bf16 keys.
+enum class VectorIsa { avx2, avx512, avx512bf16 };
 
 inline constexpr std::string_view vectorIsaName(VectorIsa isa) {
-  return isa == VectorIsa::avx512 ? "avx512" : "avx2";
+  switch (isa) {
+  case VectorIsa::avx2:
+    return "avx2";
+  case VectorIsa::avx512:
+    return "avx512";
+  case VectorIsa::avx512bf16:
+    return "avx512_bf16";
+  }
+  return "avx2";
 }
 
 /// Whether `features` can run the kernels written for `isa` (AVX-512: F, BW

@@ -75,9 +75,7 @@ Result<DecodeAttention> DecodeAttention::create(ThreadPool &pool,
   if (!supports(cpuFeatures(), isa))
     return makeError("host attention: this CPU cannot run {}",
                      vectorIsaName(isa));
-  return DecodeAttention(pool, isa,
-                         isa == VectorIsa::avx512 ? avx512TileKernels()
-                                                  : avx2TileKernels());
+  return DecodeAttention(pool, isa, tileKernels(isa));
 }
 
 Result<DecodeAttention> DecodeAttention::create(ThreadPool &pool) {
@@ -172,6 +170,7 @@ void DecodeAttention::attend(const Problem &p) {
   // per group within the vector, is widened to fp32 per tile first.
   const bool widened = fp8 && p.valuesInKeys;
   const bool scaledRows = fp8 && !p.valuesInKeys;
+  const bool bf16Dots = tiles.scoreBf16 && !fp8;
 
   int64_t total = 0;
   for (int64_t r = 0; r < p.rows.count; ++r)
@@ -193,26 +192,27 @@ void DecodeAttention::attend(const Problem &p) {
 
   pool_->parallelFor(static_cast<int64_t>(chunks.size()), [&](int64_t begin,
                                                               int64_t end) {
-    std::vector<float> q(heads * kw), widenedRows(widened ? kTile * keyRow : 0),
-        scores(heads * kTile);
+    std::vector<uint16_t> qBits(heads * kw);
+    std::vector<float> q(bf16Dots ? 0 : heads * kw),
+        widenedRows(widened ? kTile * keyRow : 0), scores(heads * kTile);
     for (int64_t c = begin; c < end; ++c) {
       const Chunk &chunk = chunks[c];
       float *max = partials_.data() + c * partial, *sum = max + heads,
             *acc = sum + heads;
       std::fill(max, max + heads, -std::numeric_limits<float>::infinity());
       std::fill(sum, sum + heads + heads * vw, 0.0f);
-      // The row's queries in fp32, times the softmax scale.
+      // The row's queries [heads][kw]: bf16 as given for bf16 dot products,
+      // else fp32 times the softmax scale.
       int64_t qWidth = kw - p.qRopeWidth;
       for (int64_t h = 0; h < heads; ++h) {
-        const uint16_t *from = p.q + (chunk.row * heads + h) * qWidth;
-        for (int64_t e = 0; e < qWidth; ++e)
-          q[h * kw + e] = bf16ToFloat(from[e]) * p.scale;
-        if (p.qRope) {
-          const uint16_t *rope =
-              p.qRope + (chunk.row * heads + h) * p.qRopeWidth;
-          for (int64_t e = 0; e < p.qRopeWidth; ++e)
-            q[h * kw + qWidth + e] = bf16ToFloat(rope[e]) * p.scale;
-        }
+        uint16_t *to = qBits.data() + h * kw;
+        std::copy_n(p.q + (chunk.row * heads + h) * qWidth, qWidth, to);
+        if (p.qRope)
+          std::copy_n(p.qRope + (chunk.row * heads + h) * p.qRopeWidth,
+                      p.qRopeWidth, to + qWidth);
+        if (!bf16Dots)
+          for (int64_t e = 0; e < kw; ++e)
+            q[h * kw + e] = bf16ToFloat(to[e]) * p.scale;
       }
       int64_t slot = p.rows.slots[chunk.row];
       const uint8_t *kRows = p.cache.k + slot * p.cache.slotStride;
@@ -256,7 +256,15 @@ void DecodeAttention::attend(const Problem &p) {
                 reinterpret_cast<const uint8_t *>(widenedRows.data()),
                 keyRow * int64_t(sizeof(float)), RowFormat::fp32};
           float *s0 = scores.data() + h0 * kTile;
-          tiles.score(q.data() + h0 * kw, g, keyRows, count, kw, s0, kTile);
+          if (bf16Dots) {
+            tiles.scoreBf16(qBits.data() + h0 * kw, g, keyRows, count, kw, s0,
+                            kTile);
+            for (int64_t h = 0; h < g; ++h)
+              for (int64_t j = 0; j < count; ++j)
+                s0[h * kTile + j] *= p.scale;
+          } else {
+            tiles.score(q.data() + h0 * kw, g, keyRows, count, kw, s0, kTile);
+          }
           if (scaledRows)
             for (int64_t j = 0; j < count; ++j) {
               float scale = scaleOf(kTile0 + j * rowBytes, group);

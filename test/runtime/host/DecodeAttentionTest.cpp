@@ -280,8 +280,7 @@ TEST_P(HostAttentionTest, LatentAttention) {
 }
 
 TEST_P(HostAttentionTest, ExponentialsMatchTheLibrary) {
-  const TileKernels &tiles =
-      GetParam() == VectorIsa::avx512 ? avx512TileKernels() : avx2TileKernels();
+  const TileKernels &tiles = tileKernels(GetParam());
   std::vector<float> x(1001);
   for (size_t i = 0; i < x.size(); ++i)
     x[i] = -100.0f + 0.1f * float(i);
@@ -335,7 +334,8 @@ TEST_P(HostAttentionTest, RefusesWhatDoesNotFit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Isa, HostAttentionTest,
-                         ::testing::Values(VectorIsa::avx2, VectorIsa::avx512),
+                         ::testing::Values(VectorIsa::avx2, VectorIsa::avx512,
+                                           VectorIsa::avx512bf16),
                          [](const auto &info) {
                            return std::string(vectorIsaName(info.param));
                          });
