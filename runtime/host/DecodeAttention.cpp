@@ -38,7 +38,7 @@ struct DecodeAttention::Problem {
 
 namespace {
 
-constexpr int64_t kTile = 16;            // tokens widened and scored at once
+constexpr int64_t kTile = 16;            // tokens scored and mixed at once
 constexpr int64_t kPrefetch = 2 * kTile; // tokens read ahead of the tile
 constexpr int64_t kMinChunk = 256;       // tokens of a chunk, at least
 constexpr int64_t kChunksPerThread = 4;  // balance uneven contexts
