@@ -93,6 +93,31 @@ Result<double> requirePositiveNumber(const Json &object, std::string_view key,
   return value.get<double>();
 }
 
+Result<int64_t> requireNonNegativeInteger(const Json &object,
+                                          std::string_view key,
+                                          std::string_view parent) {
+  auto field = requireField(object, key, parent);
+  MOE_RETURN_IF_ERROR(field);
+  const Json &value = **field;
+  if (!value.is_number_integer() ||
+      (value.is_number_unsigned() &&
+       value.get<uint64_t>() >
+           static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) ||
+      value.get<int64_t>() < 0)
+    return makeError("{}: must be a non-negative integer",
+                     fieldPath(parent, key));
+  return value.get<int64_t>();
+}
+
+Result<bool> requireBool(const Json &object, std::string_view key,
+                         std::string_view parent) {
+  auto field = requireField(object, key, parent);
+  MOE_RETURN_IF_ERROR(field);
+  if (!(*field)->is_boolean())
+    return makeError("{}: must be true or false", fieldPath(parent, key));
+  return (*field)->get<bool>();
+}
+
 Result<DeviceInfo> parseDevice(const Json &root) {
   auto device = requireObject(root, "device", "");
   MOE_RETURN_IF_ERROR(device);
@@ -352,6 +377,200 @@ Result<std::vector<MlaShapeProfile>> parseMla(const Json &root) {
         {"rope_dim", &MlaShapeProfile::ropeDim}}});
 }
 
+// `path`.`key`: an array of objects each read by `parse(object, itemPath)`;
+// an absent key is an empty array.
+template <typename Item, typename Parse>
+Result<std::vector<Item>>
+parseOptionalItems(const Json &object, const char *key, const std::string &path,
+                   const Parse &parse) {
+  std::vector<Item> result;
+  if (!object.contains(key))
+    return result;
+  auto items = requireArray(object, key, path);
+  MOE_RETURN_IF_ERROR(items);
+  for (size_t i = 0; i < (*items)->size(); ++i) {
+    const Json &item = (**items)[i];
+    std::string itemPath = fmt::format("{}.{}[{}]", path, key, i);
+    if (!item.is_object())
+      return makeError("{}: must be an object", itemPath);
+    Result<Item> parsed = parse(item, itemPath);
+    MOE_RETURN_IF_ERROR(parsed);
+    result.push_back(std::move(*parsed));
+  }
+  return result;
+}
+
+// Points by thread count: each count once, returned sorted.
+template <typename Point>
+Result<std::vector<Point>> sortedByThreads(std::vector<Point> points,
+                                           const std::string &path) {
+  std::sort(points.begin(), points.end(), [](const Point &a, const Point &b) {
+    return a.threads < b.threads;
+  });
+  for (size_t j = 1; j < points.size(); ++j)
+    if (points[j].threads == points[j - 1].threads)
+      return makeError("{}: threads = {} is measured twice", path,
+                       points[j].threads);
+  return points;
+}
+
+Result<std::string> requireKvDtype(const Json &object,
+                                   const std::string &path) {
+  auto dtype = requireString(object, "kv_dtype", path);
+  MOE_RETURN_IF_ERROR(dtype);
+  if (*dtype != "bf16" && *dtype != "fp8")
+    return makeError("{}.kv_dtype: expected \"bf16\" or \"fp8\", got \"{}\"",
+                     path, *dtype);
+  return *dtype;
+}
+
+// A host attention shape: the positive integers `fields`, kv_dtype, threads
+// and {kv_bytes, seconds} points.
+template <typename Shape, size_t N>
+Result<Shape> parseHostAttentionShape(
+    const Json &shape, const std::string &path,
+    const std::array<std::pair<const char *, int64_t Shape::*>, N> &fields) {
+  Shape profile;
+  for (auto [name, field] : fields) {
+    auto value = requirePositiveInteger(shape, name, path);
+    MOE_RETURN_IF_ERROR(value);
+    profile.*field = *value;
+  }
+  auto dtype = requireKvDtype(shape, path);
+  MOE_RETURN_IF_ERROR(dtype);
+  profile.kvDtype = *dtype;
+  auto threads = requirePositiveInteger(shape, "threads", path);
+  MOE_RETURN_IF_ERROR(threads);
+  profile.threads = *threads;
+  auto points =
+      parsePoints(shape, path, "kv_bytes", &HostAttentionPoint::kvBytes);
+  MOE_RETURN_IF_ERROR(points);
+  profile.points = std::move(*points);
+  return profile;
+}
+
+// Optional: profiles measured before the host was have none.
+Result<std::optional<HostCpuProfile>> parseHostCpu(const Json &root) {
+  if (!root.contains("host_cpu"))
+    return std::optional<HostCpuProfile>{};
+  const std::string path = "host_cpu";
+  auto host = requireObject(root, "host_cpu", "");
+  MOE_RETURN_IF_ERROR(host);
+  const Json &object = **host;
+  HostCpuProfile profile;
+
+  auto isa = requireObject(object, "isa", path);
+  MOE_RETURN_IF_ERROR(isa);
+  for (auto [key, member] :
+       {std::pair{"avx2", &HostVectorIsa::avx2},
+        std::pair{"avx512f", &HostVectorIsa::avx512f},
+        std::pair{"avx512_bf16", &HostVectorIsa::avx512bf16},
+        std::pair{"avx512_fp16", &HostVectorIsa::avx512fp16},
+        std::pair{"amx_bf16", &HostVectorIsa::amxBf16}}) {
+    auto value = requireBool(**isa, key, "host_cpu.isa");
+    MOE_RETURN_IF_ERROR(value);
+    profile.isa.*member = *value;
+  }
+  auto kernelIsa = requireString(object, "kernel_isa", path);
+  MOE_RETURN_IF_ERROR(kernelIsa);
+  if (*kernelIsa != "avx2" && *kernelIsa != "avx512" &&
+      *kernelIsa != "avx512_bf16")
+    return makeError("host_cpu.kernel_isa: expected \"avx2\", \"avx512\" or "
+                     "\"avx512_bf16\", got \"{}\"",
+                     *kernelIsa);
+  profile.kernelIsa = *kernelIsa;
+
+  auto nodes = parseOptionalItems<NumaNode>(
+      object, "numa_nodes", path,
+      [](const Json &item, const std::string &itemPath) -> Result<NumaNode> {
+        NumaNode node;
+        auto index = requireNonNegativeInteger(item, "node", itemPath);
+        MOE_RETURN_IF_ERROR(index);
+        node.node = *index;
+        auto cpus = requireArray(item, "cpus", itemPath);
+        MOE_RETURN_IF_ERROR(cpus);
+        for (const Json &cpu : **cpus) {
+          if (!cpu.is_number_integer() || cpu.get<int64_t>() < 0)
+            return makeError("{}.cpus: must hold non-negative integers",
+                             itemPath);
+          node.cpus.push_back(cpu.get<int64_t>());
+        }
+        auto memory = requireNonNegativeInteger(item, "memory_bytes", itemPath);
+        MOE_RETURN_IF_ERROR(memory);
+        node.memoryBytes = *memory;
+        return node;
+      });
+  MOE_RETURN_IF_ERROR(nodes);
+  profile.numaNodes = std::move(*nodes);
+
+  if (!object.contains("read_bandwidth"))
+    return makeError("host_cpu.read_bandwidth: missing");
+  auto reads = parseOptionalItems<HostReadPoint>(
+      object, "read_bandwidth", path,
+      [](const Json &item,
+         const std::string &itemPath) -> Result<HostReadPoint> {
+        auto threads = requirePositiveInteger(item, "threads", itemPath);
+        MOE_RETURN_IF_ERROR(threads);
+        auto rate = requirePositiveNumber(item, "bytes_per_s", itemPath);
+        MOE_RETURN_IF_ERROR(rate);
+        return HostReadPoint{*threads, *rate};
+      });
+  MOE_RETURN_IF_ERROR(reads);
+  if (reads->empty())
+    return makeError("host_cpu.read_bandwidth: needs at least one point");
+  auto sortedReads =
+      sortedByThreads(std::move(*reads), "host_cpu.read_bandwidth");
+  MOE_RETURN_IF_ERROR(sortedReads);
+  profile.readBandwidth = std::move(*sortedReads);
+
+  auto withCopy = parseOptionalItems<HostReadWithCopyPoint>(
+      object, "read_with_h2d", path,
+      [](const Json &item,
+         const std::string &itemPath) -> Result<HostReadWithCopyPoint> {
+        auto threads = requirePositiveInteger(item, "threads", itemPath);
+        MOE_RETURN_IF_ERROR(threads);
+        auto read = requirePositiveNumber(item, "read_bytes_per_s", itemPath);
+        MOE_RETURN_IF_ERROR(read);
+        auto h2d = requirePositiveNumber(item, "h2d_bytes_per_s", itemPath);
+        MOE_RETURN_IF_ERROR(h2d);
+        return HostReadWithCopyPoint{*threads, *read, *h2d};
+      });
+  MOE_RETURN_IF_ERROR(withCopy);
+  auto sortedWithCopy =
+      sortedByThreads(std::move(*withCopy), "host_cpu.read_with_h2d");
+  MOE_RETURN_IF_ERROR(sortedWithCopy);
+  profile.readWithH2d = std::move(*sortedWithCopy);
+
+  auto attention = parseOptionalItems<HostAttentionShapeProfile>(
+      object, "attention_decode", path,
+      [](const Json &item, const std::string &itemPath) {
+        return parseHostAttentionShape<HostAttentionShapeProfile, 3>(
+            item, itemPath,
+            {{{"heads", &HostAttentionShapeProfile::heads},
+              {"kv_heads", &HostAttentionShapeProfile::kvHeads},
+              {"head_dim", &HostAttentionShapeProfile::headDim}}});
+      });
+  MOE_RETURN_IF_ERROR(attention);
+  for (size_t i = 0; i < attention->size(); ++i)
+    if ((*attention)[i].heads % (*attention)[i].kvHeads != 0)
+      return makeError("host_cpu.attention_decode[{}].kv_heads: {} does not "
+                       "divide heads = {}",
+                       i, (*attention)[i].kvHeads, (*attention)[i].heads);
+  profile.attention = std::move(*attention);
+  auto mla = parseOptionalItems<HostMlaShapeProfile>(
+      object, "mla_attention_decode", path,
+      [](const Json &item, const std::string &itemPath) {
+        return parseHostAttentionShape<HostMlaShapeProfile, 3>(
+            item, itemPath,
+            {{{"heads", &HostMlaShapeProfile::heads},
+              {"latent_dim", &HostMlaShapeProfile::latentDim},
+              {"rope_dim", &HostMlaShapeProfile::ropeDim}}});
+      });
+  MOE_RETURN_IF_ERROR(mla);
+  profile.mla = std::move(*mla);
+  return std::optional<HostCpuProfile>(std::move(profile));
+}
+
 // Interpolates seconds(x) between measured (x, seconds) points linearly in
 // log-log space. Outside the measured range the rate (x per second) of the
 // nearest end point carries on, i.e. time grows in proportion to x.
@@ -376,6 +595,61 @@ double interpolateLogLog(const Points &points, double x, XOf xOf) {
 constexpr double kBf16Bytes = 2;
 
 } // namespace
+
+std::string hostCpuProfileJson(const HostCpuProfile &p) {
+  using OrderedJson = nlohmann::ordered_json;
+  OrderedJson j;
+  j["isa"] = {{"avx2", p.isa.avx2},
+              {"avx512f", p.isa.avx512f},
+              {"avx512_bf16", p.isa.avx512bf16},
+              {"avx512_fp16", p.isa.avx512fp16},
+              {"amx_bf16", p.isa.amxBf16}};
+  j["kernel_isa"] = p.kernelIsa;
+  OrderedJson nodes = OrderedJson::array();
+  for (const NumaNode &node : p.numaNodes)
+    nodes.push_back({{"node", node.node},
+                     {"cpus", node.cpus},
+                     {"memory_bytes", node.memoryBytes}});
+  j["numa_nodes"] = std::move(nodes);
+  OrderedJson reads = OrderedJson::array();
+  for (const HostReadPoint &point : p.readBandwidth)
+    reads.push_back(
+        {{"threads", point.threads}, {"bytes_per_s", point.bytesPerSecond}});
+  j["read_bandwidth"] = std::move(reads);
+  if (!p.readWithH2d.empty()) {
+    OrderedJson both = OrderedJson::array();
+    for (const HostReadWithCopyPoint &point : p.readWithH2d)
+      both.push_back({{"threads", point.threads},
+                      {"read_bytes_per_s", point.readBytesPerSecond},
+                      {"h2d_bytes_per_s", point.h2dBytesPerSecond}});
+    j["read_with_h2d"] = std::move(both);
+  }
+  auto points = [](const std::vector<HostAttentionPoint> &measured) {
+    OrderedJson list = OrderedJson::array();
+    for (const HostAttentionPoint &point : measured)
+      list.push_back({{"kv_bytes", point.kvBytes}, {"seconds", point.seconds}});
+    return list;
+  };
+  OrderedJson attention = OrderedJson::array();
+  for (const HostAttentionShapeProfile &a : p.attention)
+    attention.push_back({{"heads", a.heads},
+                         {"kv_heads", a.kvHeads},
+                         {"head_dim", a.headDim},
+                         {"kv_dtype", a.kvDtype},
+                         {"threads", a.threads},
+                         {"points", points(a.points)}});
+  j["attention_decode"] = std::move(attention);
+  OrderedJson mla = OrderedJson::array();
+  for (const HostMlaShapeProfile &a : p.mla)
+    mla.push_back({{"heads", a.heads},
+                   {"latent_dim", a.latentDim},
+                   {"rope_dim", a.ropeDim},
+                   {"kv_dtype", a.kvDtype},
+                   {"threads", a.threads},
+                   {"points", points(a.points)}});
+  j["mla_attention_decode"] = std::move(mla);
+  return j.dump(2);
+}
 
 Result<HardwareProfile> HardwareProfile::fromJson(std::string_view text) {
   Json root = Json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -411,6 +685,9 @@ Result<HardwareProfile> HardwareProfile::fromJson(std::string_view text) {
   auto grouped = parseGroupedGemm(root);
   MOE_RETURN_IF_ERROR(grouped);
   profile.groupedGemm_ = std::move(*grouped);
+  auto hostCpu = parseHostCpu(root);
+  MOE_RETURN_IF_ERROR(hostCpu);
+  profile.hostCpu_ = std::move(*hostCpu);
 
   profile.gpuBudgetBytes_ =
       profile.device_.memoryBytes - profile.device_.reservedBytes;

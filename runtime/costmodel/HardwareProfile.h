@@ -92,6 +92,75 @@ struct MlaShapeProfile {
   std::vector<AttentionPoint> points; // Sorted by batch·context.
 };
 
+// The host's cores as a second attention device (optional "host_cpu",
+// measured by runtime/host's profiler): what it reads per second, with how
+// many threads, and how long its decode attention kernels take.
+struct HostVectorIsa {
+  bool avx2 = false;
+  bool avx512f = false;
+  bool avx512bf16 = false;
+  bool avx512fp16 = false;
+  bool amxBf16 = false;
+};
+
+struct NumaNode {
+  int64_t node = 0;
+  std::vector<int64_t> cpus;
+  int64_t memoryBytes = 0; // 0 for a node without memory
+};
+
+struct HostReadPoint {
+  int64_t threads = 0;
+  double bytesPerSecond = 0;
+};
+
+// Reading with `threads` threads while the GPU copies pinned host memory
+// (H2D) as fast as it can: both draw on the same DRAM. Needs a GPU; absent
+// from profiles measured without one.
+struct HostReadWithCopyPoint {
+  int64_t threads = 0;
+  double readBytesPerSecond = 0;
+  double h2dBytesPerSecond = 0;
+};
+
+struct HostAttentionPoint {
+  int64_t kvBytes = 0; // K/V (or latent) bytes read
+  double seconds = 0;
+};
+
+// Host decode attention (runtime/host/DecodeAttention.h) over host KV of one
+// format, on `threads` threads; points sorted by bytes read.
+struct HostAttentionShapeProfile {
+  int64_t heads = 0;
+  int64_t kvHeads = 0;
+  int64_t headDim = 0;
+  std::string kvDtype; // "bf16" or "fp8"
+  int64_t threads = 0;
+  std::vector<HostAttentionPoint> points;
+};
+struct HostMlaShapeProfile {
+  int64_t heads = 0;
+  int64_t latentDim = 0;
+  int64_t ropeDim = 0;
+  std::string kvDtype;
+  int64_t threads = 0;
+  std::vector<HostAttentionPoint> points;
+};
+
+struct HostCpuProfile {
+  HostVectorIsa isa;
+  // The attention kernels measured: "avx512_bf16", "avx512" or "avx2".
+  std::string kernelIsa;
+  std::vector<NumaNode> numaNodes;
+  std::vector<HostReadPoint> readBandwidth;       // sorted by threads
+  std::vector<HostReadWithCopyPoint> readWithH2d; // sorted by threads
+  std::vector<HostAttentionShapeProfile> attention;
+  std::vector<HostMlaShapeProfile> mla;
+};
+
+// The "host_cpu" object's JSON text, as fromJson reads it.
+std::string hostCpuProfileJson(const HostCpuProfile &profile);
+
 enum class CopyDirection {
   HostToDevicePinned,
   DeviceToHostPinned,
@@ -121,6 +190,8 @@ public:
     return groupedGemm_;
   }
   const std::vector<MlaShapeProfile> &mlaShapes() const { return mla_; }
+  // None for profiles measured before the host was.
+  const std::optional<HostCpuProfile> &hostCpu() const { return hostCpu_; }
 
   int64_t gpuBudgetBytes() const { return gpuBudgetBytes_; }
   int64_t hostBudgetBytes() const { return hostBudgetBytes_; }
@@ -172,6 +243,7 @@ private:
   std::vector<AttentionShapeProfile> attention_;
   std::vector<GroupedGemmShapeProfile> groupedGemm_;
   std::vector<MlaShapeProfile> mla_;
+  std::optional<HostCpuProfile> hostCpu_;
   int64_t gpuBudgetBytes_ = 0;
   int64_t hostBudgetBytes_ = 0;
   double peakGemmFlops_ = 0;

@@ -1,5 +1,6 @@
 // moe-profile: measures one GPU and its host (PCIe and HBM copy rates, bf16
-// GEMM times via cuBLASLt, decode-attention times) and writes the hardware
+// GEMM times via cuBLASLt, decode-attention times, the host's cores: read
+// bandwidth and host attention, runtime/host) and writes the hardware
 // profile the planner's cost model reads (schema moe-hardware-profile/1).
 // `moe-run --profile-hardware` does the same measurement for users; this
 // tool adds the developer options (--device, --check-only for

@@ -251,21 +251,6 @@ void forEachRow(const Step &step, int64_t rows,
   });
 }
 
-/// Softmax over scores[0, n) (with an optional sink logit joining the
-/// denominator), in place.
-void softmaxWithSink(float *scores, int64_t n, const float *sink) {
-  float max = sink ? *sink : scores[0];
-  for (int64_t j = 0; j < n; ++j)
-    max = std::max(max, scores[j]);
-  float sum = 0;
-  for (int64_t j = 0; j < n; ++j)
-    sum += scores[j] = std::exp(scores[j] - max);
-  if (sink)
-    sum += std::exp(*sink - max);
-  for (int64_t j = 0; j < n; ++j)
-    scores[j] /= sum;
-}
-
 void runEmbedding(const Step &step, const model::EmbeddingSpec &k,
                   const Value &ids, Value &out) {
   const float *table = step.params[k.table];
@@ -350,17 +335,10 @@ void runAttention(const Step &step, const model::AttentionSpec &k,
           k.window > 0 ? std::max<int64_t>(0, position - k.window + 1) : 0;
       int64_t n = position - first + 1;
       int64_t base = (step.cacheRow(r) - position + first) * kvw + g * hd;
-      const float *qh = q.data() + r * qw + h * hd;
-      for (int64_t j = 0; j < n; ++j)
-        scores[j] = cpu::dot(qh, cache.k.data() + base + j * kvw, hd) * scale;
-      softmaxWithSink(scores.data(), n, sinks ? sinks + h : nullptr);
-      float *oh = o.data() + r * qw + h * hd;
-      std::fill(oh, oh + hd, 0.0f);
-      for (int64_t j = 0; j < n; ++j) {
-        const float *vj = cache.v.data() + base + j * kvw;
-        for (int64_t d = 0; d < hd; ++d)
-          oh[d] += scores[j] * vj[d];
-      }
+      cpu::attendHead(q.data() + r * qw + h * hd, cache.k.data() + base,
+                      cache.v.data() + base, kvw, n, hd, scale,
+                      sinks ? sinks + h : nullptr, scores.data(),
+                      o.data() + r * qw + h * hd);
     }
   });
   out.f.resize(rows * k.hidden);
@@ -424,17 +402,8 @@ void runLatent(const Step &step, const model::LatentAttentionSpec &k,
         for (int64_t d = 0; d < k.nope; ++d)
           for (int64_t c = 0; c < r; ++c)
             folded[c] += wk[d * r + c] * qn[d];
-        for (int64_t j = 0; j < n; ++j) {
-          const float *lj = latents + j * cw;
-          scores[j] = (cpu::dot(folded.data(), lj, r) +
-                       cpu::dot(qr, lj + r, k.ropeDim)) *
-                      scale;
-        }
-        softmaxWithSink(scores.data(), n, nullptr);
-        std::fill(mixed.begin(), mixed.end(), 0.0f);
-        for (int64_t j = 0; j < n; ++j)
-          for (int64_t c = 0; c < r; ++c)
-            mixed[c] += scores[j] * latents[j * cw + c];
+        cpu::attendLatentHead(folded.data(), qr, latents, n, r, k.ropeDim,
+                              scale, scores.data(), mixed.data());
         for (int64_t d = 0; d < k.vDim; ++d)
           oh[d] = cpu::dot(wv + d * r, mixed.data(), r);
       } else {
@@ -446,7 +415,7 @@ void runLatent(const Step &step, const model::LatentAttentionSpec &k,
                        cpu::dot(qr, lj + r, k.ropeDim)) *
                       scale;
         }
-        softmaxWithSink(scores.data(), n, nullptr);
+        cpu::softmaxWithSink(scores.data(), n, nullptr);
         std::fill(oh, oh + k.vDim, 0.0f);
         for (int64_t j = 0; j < n; ++j)
           for (int64_t d = 0; d < k.vDim; ++d)

@@ -55,6 +55,55 @@ void rmsNorm(const float *x, const float *w, int64_t n, double eps, float *y) {
 }
 
 //===----------------------------------------------------------------------===//
+// Attention of one query head over cached tokens
+//===----------------------------------------------------------------------===//
+
+void softmaxWithSink(float *scores, int64_t n, const float *sink) {
+  float max = sink ? *sink : scores[0];
+  for (int64_t j = 0; j < n; ++j)
+    max = std::max(max, scores[j]);
+  float sum = 0;
+  for (int64_t j = 0; j < n; ++j)
+    sum += scores[j] = std::exp(scores[j] - max);
+  if (sink)
+    sum += std::exp(*sink - max);
+  for (int64_t j = 0; j < n; ++j)
+    scores[j] /= sum;
+}
+
+void attendHead(const float *q, const float *keys, const float *values,
+                int64_t stride, int64_t n, int64_t headDim, float scale,
+                const float *sink, float *scores, float *out) {
+  for (int64_t j = 0; j < n; ++j)
+    scores[j] = dot(q, keys + j * stride, headDim) * scale;
+  softmaxWithSink(scores, n, sink);
+  std::fill(out, out + headDim, 0.0f);
+  for (int64_t j = 0; j < n; ++j) {
+    const float *vj = values + j * stride;
+    for (int64_t d = 0; d < headDim; ++d)
+      out[d] += scores[j] * vj[d];
+  }
+}
+
+void attendLatentHead(const float *qLatent, const float *qRope,
+                      const float *rows, int64_t n, int64_t latentDim,
+                      int64_t ropeDim, float scale, float *scores,
+                      float *mixed) {
+  int64_t width = latentDim + ropeDim;
+  for (int64_t j = 0; j < n; ++j) {
+    const float *row = rows + j * width;
+    scores[j] =
+        (dot(qLatent, row, latentDim) + dot(qRope, row + latentDim, ropeDim)) *
+        scale;
+  }
+  softmaxWithSink(scores, n, nullptr);
+  std::fill(mixed, mixed + latentDim, 0.0f);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c = 0; c < latentDim; ++c)
+      mixed[c] += scores[j] * rows[j * width + c];
+}
+
+//===----------------------------------------------------------------------===//
 // RoPE
 //===----------------------------------------------------------------------===//
 

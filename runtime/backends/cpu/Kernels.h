@@ -30,6 +30,29 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 inline float silu(float x) { return x * sigmoid(x); }
 
 //===----------------------------------------------------------------------===//
+// Attention of one query head over cached tokens
+//===----------------------------------------------------------------------===//
+
+/// Softmax over scores[0, n) in place; a sink logit (optional) joins the
+/// denominator without a value.
+void softmaxWithSink(float *scores, int64_t n, const float *sink);
+
+/// out[0, headDim) = Σ_j softmax_j(q·k_j·scale) · v_j over n tokens whose
+/// key and value vectors are `stride` floats apart; `sink` may be null.
+/// `scores` is n floats of scratch.
+void attendHead(const float *q, const float *keys, const float *values,
+                int64_t stride, int64_t n, int64_t headDim, float scale,
+                const float *sink, float *scores, float *out);
+
+/// MLA's absorbed form for one head over n latent rows [c (latentDim) |
+/// k_pe (ropeDim)]: mixed[0, latentDim) = Σ_j softmax_j((q̃·c_j + q_pe·k_pe_j)
+/// · scale) · c_j. `scores` is n floats of scratch.
+void attendLatentHead(const float *qLatent, const float *qRope,
+                      const float *rows, int64_t n, int64_t latentDim,
+                      int64_t ropeDim, float scale, float *scores,
+                      float *mixed);
+
+//===----------------------------------------------------------------------===//
 // RoPE
 //===----------------------------------------------------------------------===//
 

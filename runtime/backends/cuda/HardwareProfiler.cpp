@@ -17,6 +17,7 @@
 #include "runtime/backends/cuda/kernels/GroupedGemm.h"
 #include "runtime/backends/cuda/kernels/Kernels.h"
 #include "runtime/backends/cuda/kernels/MlaAttention.h"
+#include "runtime/host/HostProfiler.h"
 
 #include <algorithm>
 #include <chrono>
@@ -867,6 +868,12 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
   MOE_RETURN_IF_ERROR(measureAttention(ctx, profile.attentionDecodeBf16));
   MOE_RETURN_IF_ERROR(measureMlaAttention(ctx, profile.mlaAttentionDecodeBf16));
   MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
+  host::HostProfileOptions hostOptions;
+  hostOptions.quick = options.quick;
+  hostOptions.log = options.log;
+  auto hostCpu = host::profileHost(hostOptions);
+  MOE_RETURN_IF_ERROR(hostCpu);
+  profile.hostCpu = std::move(*hostCpu);
   return profile;
 }
 
@@ -930,6 +937,9 @@ std::string profileToJson(const HardwareProfile &p) {
                    {"points", attentionPoints(a.points)}});
   if (!mla.empty())
     j["mla_attention_decode_bf16"] = std::move(mla);
+  if (p.hostCpu)
+    j["host_cpu"] =
+        ordered_json::parse(costmodel::hostCpuProfileJson(*p.hostCpu));
   return j.dump(2) + "\n";
 }
 

@@ -1,16 +1,19 @@
 // Measures what the planner's cost model needs from one GPU and its host:
 // copy rates over PCIe and HBM, bf16 GEMM times through cuBLASLt for the real
-// models' expert/attention shapes, and decode-attention times. The result is
+// models' expert/attention shapes, decode-attention times, and the host's
+// cores (runtime/host's profiler). The result is
 // written as JSON (schema "moe-hardware-profile/1") that the compiler's
 // hardware-profile loader reads.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "runtime/costmodel/HardwareProfile.h"
 #include "runtime/support/Result.h"
 
 namespace moe::cuda {
@@ -95,6 +98,9 @@ struct HardwareProfile {
   std::vector<GroupedGemmProfile> groupedGemmBf16;
   std::vector<AttentionProfile> attentionDecodeBf16;
   std::vector<MlaAttentionProfile> mlaAttentionDecodeBf16;
+  // The host's cores (runtime/host/HostProfiler.h); its reads beside GPU
+  // copies (readWithH2d) are not measured yet.
+  std::optional<costmodel::HostCpuProfile> hostCpu;
 };
 
 struct ProfileOptions {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -211,6 +212,103 @@ TEST(HardwareProfileTest, AttentionMeasurementsAreOptional) {
       HardwareProfile::fromJson(testing::profileJsonWithoutAttention());
   ASSERT_TRUE(profile.ok()) << profile.error().message();
   EXPECT_TRUE(profile->attentionShapes().empty());
+}
+
+// A host measured with every field, GPU copies included.
+HostCpuProfile measuredHost() {
+  HostCpuProfile host;
+  host.isa = {true, true, true, false, true};
+  host.kernelIsa = "avx512";
+  host.numaNodes = {{0, {0, 1, 2, 3}, 64 * kGiB}, {1, {4, 5, 6, 7}, 0}};
+  host.readBandwidth = {{8, 4.6e10}, {1, 1.2e10}, {16, 9.7e10}};
+  host.readWithH2d = {{16, 5.8e10, 5.1e10}};
+  host.attention = {
+      {32, 8, 128, "fp8", 16, {{1 << 30, 0.02}, {1 << 20, 3e-5}}}};
+  host.mla = {{16, 512, 64, "bf16", 16, {{1 << 28, 0.01}}}};
+  return host;
+}
+
+std::string withHost(const HostCpuProfile &host) {
+  std::string json = syntheticProfileJson();
+  json.insert(json.rfind('}'),
+              ",\n  \"host_cpu\": " + hostCpuProfileJson(host));
+  return json;
+}
+
+TEST(HardwareProfileTest, HostCpuRoundTrips) {
+  auto profile = HardwareProfile::fromJson(withHost(measuredHost()));
+  ASSERT_TRUE(profile.ok()) << profile.error().message();
+  ASSERT_TRUE(profile->hostCpu().has_value());
+  const HostCpuProfile &host = *profile->hostCpu();
+  EXPECT_TRUE(host.isa.avx512bf16);
+  EXPECT_FALSE(host.isa.avx512fp16);
+  EXPECT_TRUE(host.isa.amxBf16);
+  EXPECT_EQ(host.kernelIsa, "avx512");
+  ASSERT_EQ(host.numaNodes.size(), 2u);
+  EXPECT_EQ(host.numaNodes[0].cpus, (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(host.numaNodes[1].memoryBytes, 0);
+  // Sorted by threads.
+  ASSERT_EQ(host.readBandwidth.size(), 3u);
+  EXPECT_EQ(host.readBandwidth[0].threads, 1);
+  EXPECT_DOUBLE_EQ(host.readBandwidth[2].bytesPerSecond, 9.7e10);
+  ASSERT_EQ(host.readWithH2d.size(), 1u);
+  EXPECT_DOUBLE_EQ(host.readWithH2d[0].h2dBytesPerSecond, 5.1e10);
+  ASSERT_EQ(host.attention.size(), 1u);
+  EXPECT_EQ(host.attention[0].kvDtype, "fp8");
+  EXPECT_EQ(host.attention[0].points[0].kvBytes, 1 << 20);
+  ASSERT_EQ(host.mla.size(), 1u);
+  EXPECT_EQ(host.mla[0].latentDim, 512);
+}
+
+TEST(HardwareProfileTest, HostCpuAndItsConcurrentCopiesAreOptional) {
+  auto profile = HardwareProfile::fromJson(syntheticProfileJson());
+  ASSERT_TRUE(profile.ok());
+  EXPECT_FALSE(profile->hostCpu().has_value());
+  // Measured without a GPU: no concurrent copies.
+  HostCpuProfile host = measuredHost();
+  host.readWithH2d.clear();
+  std::string json = withHost(host);
+  EXPECT_EQ(json.find("read_with_h2d"), std::string::npos);
+  profile = HardwareProfile::fromJson(json);
+  ASSERT_TRUE(profile.ok()) << profile.error().message();
+  EXPECT_TRUE(profile->hostCpu()->readWithH2d.empty());
+}
+
+// Every profile in the tree, measured or estimated, from before the host was
+// measured, still loads.
+TEST(HardwareProfileTest, ShippedProfilesLoad) {
+  int loaded = 0;
+  for (const char *folder : {"models/hardware", "test/Transforms/Inputs"})
+    for (const auto &entry : std::filesystem::directory_iterator(
+             std::filesystem::path(MOE_SOURCE_DIR) / folder)) {
+      if (entry.path().extension() != ".json")
+        continue;
+      auto profile = HardwareProfile::load(entry.path().string());
+      EXPECT_TRUE(profile.ok()) << profile.error().message();
+      ++loaded;
+    }
+  EXPECT_GE(loaded, 8);
+}
+
+TEST(HardwareProfileTest, HostCpuErrorsNameTheField) {
+  std::string json = withHost(measuredHost());
+  EXPECT_EQ(profileError(replaced(json, "\"avx512\"", "\"sse2\"")),
+            "host_cpu.kernel_isa: expected \"avx2\", \"avx512\" or "
+            "\"avx512_bf16\", got \"sse2\"");
+  EXPECT_EQ(
+      profileError(replaced(json, "\"amx_bf16\": true", "\"amx_bf16\": 1")),
+      "host_cpu.isa.amx_bf16: must be true or false");
+  EXPECT_EQ(profileError(replaced(json, "\"threads\": 8", "\"threads\": 1")),
+            "host_cpu.read_bandwidth: threads = 1 is measured twice");
+  EXPECT_EQ(profileError(replaced(json, "\"fp8\"", "\"int4\"")),
+            "host_cpu.attention_decode[0].kv_dtype: expected \"bf16\" or "
+            "\"fp8\", got \"int4\"");
+  EXPECT_EQ(profileError(replaced(json, "\"h2d_bytes_per_s\": 51000000000.0",
+                                  "\"h2d_bytes_per_s\": 0")),
+            "host_cpu.read_with_h2d[0].h2d_bytes_per_s: must be a positive "
+            "number");
+  EXPECT_EQ(profileError(replaced(json, "\"read_bandwidth\"", "\"reads\"")),
+            "host_cpu.read_bandwidth: missing");
 }
 
 TEST(HardwareProfileTest, ErrorsNameTheField) {

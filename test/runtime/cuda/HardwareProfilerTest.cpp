@@ -21,6 +21,11 @@ HardwareProfile handMade() {
   p.attentionDecodeBf16 = {{32, 8, 128, {{1, 512, 1e-5}, {64, 4096, 3e-4}}}};
   p.mlaAttentionDecodeBf16 = {
       {16, 512, 64, {{1, 512, 2e-5}, {64, 4096, 1e-3}}}};
+  costmodel::HostCpuProfile host;
+  host.kernelIsa = "avx512";
+  host.readBandwidth = {{1, 1.2e10}, {16, 9.7e10}};
+  host.attention = {{32, 8, 128, "bf16", 16, {{1 << 30, 2e-2}}}};
+  p.hostCpu = host;
   return p;
 }
 
@@ -36,6 +41,9 @@ TEST(HardwareProfiler, JsonReadsBackIntoTheCostModel) {
   ASSERT_EQ(parsed->mlaShapes().size(), 1u);
   EXPECT_EQ(parsed->mlaShapes()[0].latentDim, 512);
   EXPECT_DOUBLE_EQ(*parsed->mlaDecodeSeconds(64, 4096, 16, 512, 64), 1e-3);
+  ASSERT_TRUE(parsed->hostCpu().has_value());
+  EXPECT_DOUBLE_EQ(parsed->hostCpu()->readBandwidth[1].bytesPerSecond, 9.7e10);
+  EXPECT_EQ(parsed->hostCpu()->attention[0].points[0].kvBytes, 1 << 30);
 }
 
 TEST(HardwareProfiler, QuickProfileReadsBackIntoTheCostModel) {
@@ -51,6 +59,9 @@ TEST(HardwareProfiler, QuickProfileReadsBackIntoTheCostModel) {
   EXPECT_GT(*parsed->mlaDecodeSeconds(64, 4096, mla.heads, mla.latentDim,
                                       mla.ropeDim),
             0);
+  ASSERT_TRUE(parsed->hostCpu().has_value());
+  EXPECT_FALSE(parsed->hostCpu()->readBandwidth.empty());
+  EXPECT_FALSE(parsed->hostCpu()->attention.empty());
 }
 
 } // namespace

@@ -1,0 +1,48 @@
+// The host CPU's vector instruction sets, read once with cpuid and checked
+// against what the OS saves on a context switch (xgetbv): a CPU with
+// AVX-512 under an OS that does not save its registers cannot use it.
+// x86-64 only, like the rest of the host's vector kernels.
+#pragma once
+
+#include <optional>
+#include <string_view>
+
+namespace moe::host {
+
+struct CpuFeatures {
+  bool avx2 = false; // with FMA and F16C, as every AVX2 server CPU has
+  bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512bf16 = false;
+  bool avx512fp16 = false;
+  bool amxBf16 = false; // AMX tiles with bf16 products
+};
+
+/// This CPU's features (read on the first call).
+const CpuFeatures &cpuFeatures();
+
+/// The instruction sets the host's kernels are written for; avx512bf16 is
+/// avx512 with bf16 dot products for scores over bf16 keys.
+enum class VectorIsa { avx2, avx512, avx512bf16 };
+
+inline constexpr std::string_view vectorIsaName(VectorIsa isa) {
+  switch (isa) {
+  case VectorIsa::avx2:
+    return "avx2";
+  case VectorIsa::avx512:
+    return "avx512";
+  case VectorIsa::avx512bf16:
+    return "avx512_bf16";
+  }
+  return "avx2";
+}
+
+/// Whether `features` can run the kernels written for `isa` (AVX-512: F, BW
+/// and VL).
+bool supports(const CpuFeatures &features, VectorIsa isa);
+
+/// The widest of them this CPU runs; none without AVX2.
+std::optional<VectorIsa> bestVectorIsa();
+
+} // namespace moe::host
