@@ -489,6 +489,21 @@ void appendFloat32(const TensorView &part, float *out) {
   appendFloat32(part, 0, part.numElements(), out);
 }
 
+/// Element i of a synthetic param: drawn, then rounded to the param's dtype
+/// as fillRange stores it.
+float syntheticValue(const Recipe &recipe, int64_t i) {
+  float value = recipe.distribution.mean +
+                recipe.distribution.scale * approximatelyNormal(recipe.key, i);
+  switch (recipe.type) {
+  case ElementType::F16:
+    return f16ToFloat(floatToF16(value));
+  case ElementType::BF16:
+    return bf16ToFloat(floatToBf16(value));
+  default:
+    return value;
+  }
+}
+
 /// A synthetic param's values, made in its dtype on all cores (so they are
 /// rounded as a checkpoint of that dtype would be) and widened to fp32.
 /// Chunks are small enough to balance the cores, large enough to amortise
@@ -623,6 +638,26 @@ void WeightSet::toBf16(size_t index, std::span<uint16_t> out) const {
     for (int64_t i = 0; i < count; ++i)
       slice.out[i] = floatToBf16(values[i]);
   });
+}
+
+void WeightSet::readFloat32(size_t index, int64_t begin, int64_t count,
+                            float *out) const {
+  const BoundParam &bound = params_[index];
+  if (!storage_->recipes.empty()) {
+    const Recipe &recipe = storage_->recipes[index];
+    for (int64_t i = begin; i < begin + count; ++i)
+      out[i - begin] = syntheticValue(recipe, i);
+    return;
+  }
+  int64_t at = 0; // the first element of the part
+  for (const TensorView &part : bound.parts) {
+    int64_t size = part.numElements();
+    int64_t first = std::max(begin, at),
+            last = std::min(begin + count, at + size);
+    if (first < last)
+      appendFloat32(part, first - at, last - at, out + (first - begin));
+    at += size;
+  }
 }
 
 std::vector<float> WeightSet::toFloat32(size_t index) const {

@@ -51,6 +51,11 @@ public:
 
   /// The param as one contiguous fp32 array (parts concatenated).
   std::vector<float> toFloat32(size_t index) const;
+  /// Elements [begin, begin + count) of that array into `out`, on the
+  /// calling thread: callers split a large param into pieces read in
+  /// parallel, without the whole of it in fp32.
+  void readFloat32(size_t index, int64_t begin, int64_t count,
+                   float *out) const;
   /// The param as bf16 bits (round to nearest even) into `out`, which holds
   /// exactly its elements; on all cores, without an fp32 copy, for loading
   /// full-scale models.

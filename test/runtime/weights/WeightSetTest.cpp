@@ -513,6 +513,29 @@ TEST(WeightSet, Mxfp4BlocksNeedTheirScalesAndShapes) {
             "(param lm_head)");
 }
 
+// Any range of a param reads as that slice of toFloat32: across the parts
+// of stacked experts, dequantized, and for synthetic weights.
+TEST(WeightSet, ReadsRangesAsTheWholeParamReads) {
+  ScratchDirectory scratch;
+  testing::writeSafetensors(scratch.file("model.safetensors"), moeTensors());
+  LoadedPlan plan = buildPlan(kMoEParams);
+  Result<WeightSet> checkpoint =
+      WeightSet::fromCheckpoint(scratch.path().string(), plan.model());
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.error().message();
+  Result<WeightSet> synthetic = WeightSet::synthetic(plan.model(), 7);
+  ASSERT_TRUE(synthetic.ok()) << synthetic.error().message();
+  for (const WeightSet *weights : {&*checkpoint, &*synthetic}) {
+    std::vector<float> whole = weights->toFloat32(2); // experts [2, 3, 4]
+    for (auto [begin, count] : {std::pair{0, 24}, std::pair{5, 10},
+                                std::pair{12, 12}, std::pair{23, 1}}) {
+      std::vector<float> range(static_cast<size_t>(count));
+      weights->readFloat32(2, begin, count, range.data());
+      EXPECT_TRUE(std::equal(range.begin(), range.end(), whole.begin() + begin))
+          << begin << " + " << count;
+    }
+  }
+}
+
 std::string fp8Error(std::vector<TensorSpec> scales) {
   std::vector<TensorSpec> tensors = {
       {"lm_head.weight", "F8_E4M3", {8, 4}, fp8Codes(8, 4)}};

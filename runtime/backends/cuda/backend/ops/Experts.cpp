@@ -10,10 +10,6 @@
 namespace moe::cuda {
 namespace {
 
-// The fp32 [partRows, cols] matrix (a Linear's [out, in]) of one part of
-// one expert.
-using MatrixOf = std::function<const float *(int64_t expert, int64_t part)>;
-
 // How the GPU holds an experts op's gate|up (separate layouts: gate rows,
 // then up rows) and down: `parts` matrices [partRows, cols] a Linear's
 // [out, in].
@@ -35,14 +31,21 @@ int64_t residentExpertsOf(const plan::Param &param, int64_t experts) {
              : experts;
 }
 
+// Rows [row, row + rows) of one part of one expert as fp32 [rows, cols] (a
+// Linear's [out, in]) into `out`.
+using RowsOf = std::function<void(int64_t expert, int64_t part, int64_t row,
+                                  int64_t rows, float *out)>;
+
 // A stacked expert weight quantized expert by expert (WeightFormat.h), each
 // expert one block of codes and scales, placed as the plan placed the
-// param. Slabs of 128 rows (whole fp8 scale blocks) are quantized in
-// parallel: a layer of Mixtral's has 8 experts, and all cores are wanted.
+// param. Units of `unitRows` rows of one part (a multiple of fp8's 128-row
+// blocks, or the whole part) are read and quantized in parallel, so no
+// copy of the whole weight is made in fp32: a layer of Mixtral's has 8
+// experts, one of GPT-OSS-120B's 8.5 GB of fp32, and all cores are wanted.
 Result<kernels::QuantizedExpertMatrix>
 placeQuantized(WeightPlacement &placement, model::WeightDtype dtype,
                int64_t experts, int64_t residentExperts, MatrixShape shape,
-               const MatrixOf &matrixOf, const char *what) {
+               int64_t unitRows, const RowsOf &rowsOf, const char *what) {
   int64_t parts = shape.parts, partRows = shape.partRows, cols = shape.cols;
   if (const char *why = model::unsupportedExpertColumns(dtype, cols))
     return makeError("{}: {}, not {}; plan with weight-dtype=bf16", what, why,
@@ -52,16 +55,21 @@ placeQuantized(WeightPlacement &placement, model::WeightDtype dtype,
   auto blocks =
       std::make_unique<std::byte[]>(size_t(experts * layout.bytes)); // zeroed
   constexpr int64_t kSlab = model::kFp8WeightBlock;
-  int64_t slabs = (partRows + kSlab - 1) / kSlab;
-  placement.threads().parallelFor(experts * parts * slabs, [&](int64_t first,
+  int64_t units = (partRows + unitRows - 1) / unitRows;
+  placement.threads().parallelFor(experts * parts * units, [&](int64_t first,
                                                                int64_t last) {
+    std::vector<float> values(size_t(std::min(unitRows, partRows) * cols));
     for (int64_t unit = first; unit < last; ++unit) {
-      int64_t at = unit / slabs, row = unit % slabs * kSlab;
+      int64_t at = unit / units, row = unit % units * unitRows;
       int64_t expert = at / parts, part = at % parts;
-      model::quantizeExpertRows(
-          dtype, layout, matrixOf(expert, part) + row * cols, part, row,
-          std::min(kSlab, partRows - row), cols,
-          reinterpret_cast<uint8_t *>(blocks.get()) + expert * layout.bytes);
+      int64_t rows = std::min(unitRows, partRows - row);
+      rowsOf(expert, part, row, rows, values.data());
+      auto *block =
+          reinterpret_cast<uint8_t *>(blocks.get()) + expert * layout.bytes;
+      for (int64_t slab = 0; slab < rows; slab += kSlab)
+        model::quantizeExpertRows(dtype, layout, values.data() + slab * cols,
+                                  part, row + slab,
+                                  std::min(kSlab, rows - slab), cols, block);
     }
   });
   MOE_ASSIGN_OR_RETURN(
@@ -87,51 +95,49 @@ Status bindQuantizedExperts(WeightPlacement &placement,
                             const model::ExpertsSpec &e,
                             model::WeightDtype dtype, ExpertsOp &k) {
   const WeightSet &weights = placement.weights();
-  int64_t n = e.experts, h = e.hidden, w = e.width;
+  int64_t n = e.experts;
   bool separate = e.layout == plan::ExpertLayout::separate;
   k.dtype = dtype;
   k.widened = placement.widenedExperts();
-  // The fused layout's gate_up [E, H, 2I] and down [E, I, H] are [in, out]:
-  // transposed first.
-  auto outByIn = [&](int index, int64_t ins, int64_t outs) {
-    std::vector<float> values = weights.toFloat32(index);
-    if (separate)
-      return values;
-    std::vector<float> out(values.size());
-    placement.threads().parallelFor(n * outs, [&](int64_t first, int64_t last) {
-      for (int64_t unit = first; unit < last; ++unit) {
-        int64_t x = unit / outs, o = unit % outs;
-        for (int64_t i = 0; i < ins; ++i)
-          out[(x * outs + o) * ins + i] = values[(x * ins + i) * outs + o];
+  // A matrix of the stacked params `partParams` (one per part) as the GPU
+  // holds it. Separate layouts store each expert's [out, in]: units of
+  // 128 rows are read as they are. The fused layout stores [in, out]: an
+  // expert is read whole and transposed.
+  auto place = [&](std::initializer_list<int> partParams, MatrixShape shape,
+                   const char *what) {
+    std::vector<int> params(partParams);
+    int64_t rows = shape.partRows, cols = shape.cols;
+    RowsOf rowsOf = [&](int64_t x, int64_t part, int64_t row, int64_t count,
+                        float *out) {
+      size_t index = size_t(params[size_t(part)]);
+      if (separate) {
+        weights.readFloat32(index, (x * rows + row) * cols, count * cols, out);
+        return;
       }
-    });
-    return out;
+      thread_local std::vector<float> stored;
+      stored.resize(size_t(rows * cols));
+      weights.readFloat32(index, x * rows * cols, rows * cols, stored.data());
+      constexpr int64_t kTile = 64; // transposed a tile at a time
+      for (int64_t i0 = 0; i0 < cols; i0 += kTile)
+        for (int64_t o0 = 0; o0 < rows; o0 += kTile)
+          for (int64_t i = i0; i < std::min(cols, i0 + kTile); ++i)
+            for (int64_t o = o0; o < std::min(rows, o0 + kTile); ++o)
+              out[o * cols + i] = stored[size_t(i * rows + o)];
+    };
+    return placeQuantized(
+        placement, dtype, n, placement.residentExperts(params[0], n), shape,
+        separate ? model::kFp8WeightBlock : rows, rowsOf, what);
   };
-  {
-    // Separate: gate's rows, then up's, of each expert.
-    std::vector<float> gate = outByIn(separate ? e.gate : e.gateUp, h, 2 * w);
-    std::vector<float> up =
-        separate ? weights.toFloat32(e.up) : std::vector<float>{};
-    int64_t partStride = separate ? w * h : 2 * w * h;
+  if (separate) {
     MOE_ASSIGN_OR_RETURN(
         k.gateUpQuantized,
-        placeQuantized(
-            placement, dtype, n,
-            placement.residentExperts(separate ? e.gate : e.gateUp, n),
-            gateUpShape(e),
-            [&](int64_t x, int64_t part) {
-              return (part == 0 ? gate : up).data() + x * partStride;
-            },
-            "experts gate|up"));
+        place({e.gate, e.up}, gateUpShape(e), "experts gate|up"));
+  } else {
+    MOE_ASSIGN_OR_RETURN(k.gateUpQuantized,
+                         place({e.gateUp}, gateUpShape(e), "experts gate|up"));
   }
-  std::vector<float> down = outByIn(e.down, w, h);
-  MOE_ASSIGN_OR_RETURN(
-      k.downQuantized,
-      placeQuantized(
-          placement, dtype, n, placement.residentExperts(e.down, n),
-          downShape(e),
-          [&](int64_t x, int64_t) { return down.data() + x * h * w; },
-          "experts down"));
+  MOE_ASSIGN_OR_RETURN(k.downQuantized,
+                       place({e.down}, downShape(e), "experts down"));
   return Status::success();
 }
 
