@@ -137,6 +137,30 @@ struct CpuBackend::State {
   Status quantizeExperts();
 };
 
+/// The first element of `values` that is NaN or infinite, or -1; blocks of
+/// a large model's weights are scanned on all cores.
+static int64_t firstNonFinite(ThreadPool &pool,
+                              const std::vector<float> &values) {
+  constexpr int64_t kBlock = int64_t{1} << 20;
+  int64_t blocks = (int64_t(values.size()) + kBlock - 1) / kBlock;
+  std::vector<int64_t> firstOf(size_t(blocks), -1);
+  pool.parallelFor(blocks, [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b) {
+      auto begin = values.begin() + b * kBlock;
+      auto end =
+          values.begin() + std::min(int64_t(values.size()), (b + 1) * kBlock);
+      auto bad = std::find_if(
+          begin, end, [](float value) { return !std::isfinite(value); });
+      if (bad != end)
+        firstOf[size_t(b)] = bad - values.begin();
+    }
+  });
+  for (int64_t first : firstOf)
+    if (first >= 0)
+      return first;
+  return -1;
+}
+
 Status CpuBackend::State::quantizeExperts() {
   for (const model::ResolvedOp &op : model.ops) {
     const auto *e = std::get_if<model::ExpertsSpec>(&op.spec);
@@ -644,14 +668,13 @@ Status CpuBackend::prepare(const LoadedPlan &plan,
       return fail(makeError("param {} ('{}') has {} values, its shape {}", i,
                             param.name()->str(), params[i].size(),
                             model::paramElements(param)));
-    auto bad = std::find_if(params[i].begin(), params[i].end(),
-                            [](float value) { return !std::isfinite(value); });
-    if (bad != params[i].end())
+    int64_t bad = firstNonFinite(s.pool, params[i]);
+    if (bad >= 0)
       return fail(makeError("param {} ('{}') holds {} at element {}: the "
                             "checkpoint is damaged",
                             i, param.name()->str(),
-                            std::isnan(*bad) ? "NaN" : "Inf",
-                            bad - params[i].begin()));
+                            std::isnan(params[i][size_t(bad)]) ? "NaN" : "Inf",
+                            bad));
   }
   Result<model::ResolvedModel> resolved =
       model::ResolvedModel::resolve(plan.plan());
