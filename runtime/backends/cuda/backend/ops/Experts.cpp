@@ -32,9 +32,10 @@ int64_t residentExpertsOf(const plan::Param &param, int64_t experts) {
 }
 
 // Rows [row, row + rows) of one part of one expert as fp32 [rows, cols] (a
-// Linear's [out, in]) into `out`.
-using RowsOf = std::function<void(int64_t expert, int64_t part, int64_t row,
-                                  int64_t rows, float *out)>;
+// Linear's [out, in]) into `out`; `scratch` is the calling thread's.
+using RowsOf =
+    std::function<void(int64_t expert, int64_t part, int64_t row, int64_t rows,
+                       float *out, std::vector<float> &scratch)>;
 
 // A stacked expert weight quantized expert by expert (WeightFormat.h), each
 // expert one block of codes and scales, placed as the plan placed the
@@ -58,12 +59,13 @@ placeQuantized(WeightPlacement &placement, model::WeightDtype dtype,
   int64_t units = (partRows + unitRows - 1) / unitRows;
   placement.threads().parallelFor(experts * parts * units, [&](int64_t first,
                                                                int64_t last) {
-    std::vector<float> values(size_t(std::min(unitRows, partRows) * cols));
+    std::vector<float> values(size_t(std::min(unitRows, partRows) * cols)),
+        scratch;
     for (int64_t unit = first; unit < last; ++unit) {
       int64_t at = unit / units, row = unit % units * unitRows;
       int64_t expert = at / parts, part = at % parts;
       int64_t rows = std::min(unitRows, partRows - row);
-      rowsOf(expert, part, row, rows, values.data());
+      rowsOf(expert, part, row, rows, values.data(), scratch);
       auto *block =
           reinterpret_cast<uint8_t *>(blocks.get()) + expert * layout.bytes;
       for (int64_t slab = 0; slab < rows; slab += kSlab)
@@ -108,13 +110,12 @@ Status bindQuantizedExperts(WeightPlacement &placement,
     std::vector<int> params(partParams);
     int64_t rows = shape.partRows, cols = shape.cols;
     RowsOf rowsOf = [&](int64_t x, int64_t part, int64_t row, int64_t count,
-                        float *out) {
+                        float *out, std::vector<float> &stored) {
       size_t index = size_t(params[size_t(part)]);
       if (separate) {
         weights.readFloat32(index, (x * rows + row) * cols, count * cols, out);
         return;
       }
-      thread_local std::vector<float> stored;
       stored.resize(size_t(rows * cols));
       weights.readFloat32(index, x * rows * cols, rows * cols, stored.data());
       constexpr int64_t kTile = 64; // transposed a tile at a time
