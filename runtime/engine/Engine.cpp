@@ -22,6 +22,7 @@ Status Engine::finish(int32_t slot, Completion ending,
   ending.index = s.request->index;
   ending.promptTokens = int64_t(s.request->promptIds.size());
   ending.outputIds = std::move(s.output);
+  ending.logprobs = std::move(s.logprobs);
   s = Slot{};
   backend_.resetSlot(slot);
   return sink(std::move(ending));
@@ -73,6 +74,9 @@ std::string Engine::refusal(const Request &request) const {
                         id, vocabSize_);
   if (why.empty() && !request.stopStrings.empty() && !options_.tokenizer)
     why = "stop strings need the checkpoint's tokenizer.json";
+  if (why.empty() && request.topLogprobs > kMaxTopLogprobs)
+    why = fmt::format("at most {} top log-probabilities a token",
+                      kMaxTopLogprobs);
   if (why.empty() || request.origin.empty())
     return why;
   return request.origin + ": " + why;
@@ -133,7 +137,8 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
 Status Engine::forward(const StepBatch &batch) {
   sampledStep_ =
       std::any_of(stepSlots_.begin(), stepSlots_.end(), [&](int32_t slot) {
-        return !slots_[slot].sampler->greedy();
+        const Slot &s = slots_[slot];
+        return !s.sampler->greedy() || s.request->topLogprobs >= 0;
       });
   if (!sampledStep_)
     return backend_.forwardGreedy(batch, stepTokens_);
@@ -147,12 +152,17 @@ Status Engine::advance(const std::vector<int32_t> &slots,
   if (sampledStep_) {
     tokens.resize(slots.size());
     auto sampleRow = [&](size_t row) {
-      const float *logits = logits_.data() + row * vocabSize_;
-      size_t vocab = static_cast<size_t>(vocabSize_);
-      tokens[row] = allFinite(logits, vocab)
-                        ? slots_[slots[row]].sampler->sample(
-                              std::span<const float>(logits, vocab))
-                        : kNotFinite;
+      std::span<const float> logits(logits_.data() + row * vocabSize_,
+                                    static_cast<size_t>(vocabSize_));
+      Slot &s = slots_[slots[row]];
+      if (!allFinite(logits.data(), logits.size())) {
+        tokens[row] = kNotFinite;
+        return;
+      }
+      tokens[row] = s.sampler->sample(logits);
+      if (s.request->topLogprobs >= 0)
+        s.logprobs.push_back(
+            logprobsOf(logits, tokens[row], s.request->topLogprobs));
     };
     if (int64_t(slots.size()) * vocabSize_ >= options_.parallelSamplingLogits)
       runOnAllCores(slots.size(), sampleRow);

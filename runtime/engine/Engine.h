@@ -34,6 +34,9 @@ struct Request {
   // seed sample the same answer), else the seed and the request's index.
   std::optional<SamplingParams> sampling;
   bool seeded = false;
+  // 0 to kMaxTopLogprobs: the answer carries each new token's
+  // log-probability (logprobsOf) and that many alternatives; -1: none.
+  int32_t topLogprobs = -1;
   // Why the request cannot run (a malformed line, an unsupported field);
   // empty when it can. It completes at once with this error.
   std::string error;
@@ -53,6 +56,8 @@ struct Completion {
   std::variant<std::monostate, std::string, int32_t> stop;
   size_t textBytes = 0;
   int64_t promptTokens = 0;
+  // One per output id when the request asked for them.
+  std::vector<TokenLogprobs> logprobs;
 };
 
 struct EngineOptions {
@@ -105,6 +110,7 @@ private:
   struct Slot {
     std::optional<Request> request;
     std::vector<int32_t> output;
+    std::vector<TokenLogprobs> logprobs;
     std::optional<Sampler> sampler;
     std::optional<StopStrings> stops;
     int32_t length = 0; // tokens in the cache
@@ -117,9 +123,10 @@ private:
                 bool &exhausted, const CompletionSink &sink);
   std::string refusal(const Request &request) const;
   Status decodeStep();
-  /// The forward pass of a step: a step of greedy sequences only takes the
-  /// backend's picks (stepTokens_), any other the logits (logits_), which
-  /// each sequence's sampler then reads (sampledStep_).
+  /// The forward pass of a step: a step of greedy sequences that want no
+  /// log-probabilities only takes the backend's picks (stepTokens_), any
+  /// other the logits (logits_), which each sequence's sampler then reads
+  /// (sampledStep_).
   Status forward(const StepBatch &batch);
   /// Gives each of the step's slots its next token; finishes slots.
   Status advance(const std::vector<int32_t> &slots, const CompletionSink &sink);

@@ -69,4 +69,33 @@ int32_t Sampler::sample(std::span<const float> logits) {
   return scratch_[keep - 1].second;
 }
 
+TokenLogprobs logprobsOf(std::span<const float> logits, int32_t token,
+                         int32_t top) {
+  float max = *std::max_element(logits.begin(), logits.end());
+  double sum = 0.0;
+  for (float x : logits)
+    sum += std::exp(double(x) - max);
+  float logZ = max + float(std::log(sum));
+  TokenLogprobs out;
+  out.logprob = logits[size_t(token)] - logZ;
+  // The `top` largest by one pass, kept sorted (few: at most 20).
+  auto before = [](const std::pair<int32_t, float> &a,
+                   const std::pair<int32_t, float> &b) {
+    return a.second > b.second || (a.second == b.second && a.first < b.first);
+  };
+  for (size_t id = 0; id < logits.size() && top > 0; ++id) {
+    std::pair<int32_t, float> candidate{int32_t(id), logits[id]};
+    if (int32_t(out.top.size()) == top && !before(candidate, out.top.back()))
+      continue;
+    if (int32_t(out.top.size()) == top)
+      out.top.pop_back();
+    out.top.insert(
+        std::upper_bound(out.top.begin(), out.top.end(), candidate, before),
+        candidate);
+  }
+  for (auto &[id, value] : out.top)
+    value -= logZ;
+  return out;
+}
+
 } // namespace moe

@@ -17,6 +17,22 @@ struct SamplingParams {
   uint64_t seed = 0;
 };
 
+/// A new token's log-probability under the model: the log-softmax of its
+/// row of raw logits (before temperature, top-k or top-p, so the same
+/// whatever the sampling), and the most likely tokens beside it.
+struct TokenLogprobs {
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top; // most likely first
+};
+
+/// The most alternatives a request may ask for (OpenAI's bound).
+inline constexpr int32_t kMaxTopLogprobs = 20;
+
+/// `token`'s log-probability in `logits` and the `top` (≤ kMaxTopLogprobs)
+/// most likely tokens, ties to the smaller id. The logits are finite.
+TokenLogprobs logprobsOf(std::span<const float> logits, int32_t token,
+                         int32_t top);
+
 class Sampler {
 public:
   Sampler(const SamplingParams &params, uint64_t requestIndex);

@@ -95,14 +95,15 @@ Request PromptReader::parse(const std::string &line) {
   for (const auto &[key, value] : object.items())
     if (key != "input_ids" && key != "prompt" && key != "id" &&
         key != "max_new_tokens" && key != "stop" && key != "stop_token_ids" &&
+        key != "logprobs" &&
         std::find(kChatFields.begin(), kChatFields.end(), key) ==
             kChatFields.end())
       return fail(fmt::format("\"{}\" is not supported (a line may hold "
                               "\"input_ids\", \"prompt\" or \"messages\" "
                               "with \"tools\", \"chat_template_kwargs\" and "
                               "\"add_generation_prompt\"; \"id\", "
-                              "\"max_new_tokens\", \"stop\" and "
-                              "\"stop_token_ids\")",
+                              "\"max_new_tokens\", \"stop\", "
+                              "\"stop_token_ids\" and \"logprobs\")",
                               key));
   bool chat = object.contains("messages");
   if (chat && (object.contains("input_ids") || object.contains("prompt")))
@@ -140,6 +141,9 @@ Request PromptReader::parse(const std::string &line) {
       !why.empty())
     return fail(why);
   if (std::string why = readStops(object, request); !why.empty())
+    return fail(why);
+  if (std::string why = readTopLogprobs(object, "logprobs", request);
+      !why.empty())
     return fail(why);
   return request;
 }
@@ -295,9 +299,19 @@ Status AnswerWriter::writeLine(const Completion &completion) {
   }
   nlohmann::json line;
   if (prompts_->format() == PromptFormat::openaiBatch) {
+    auto tokenText = [&](int32_t id) -> std::optional<std::string> {
+      if (!tokenizer_)
+        return std::nullopt;
+      Result<std::string> token =
+          tokenizer_->decode(std::span<const int32_t>(&id, 1));
+      // U+FFFD stands in for the bytes of a part of a character.
+      if (!token.ok() || token->find("\xEF\xBF\xBD") != std::string::npos)
+        return std::nullopt;
+      return std::move(*token);
+    };
     line = batchAnswer(completion,
                        {nlohmann::json::parse(echo.id), echo.model, echo.chat},
-                       text, int64_t(std::time(nullptr)));
+                       text, int64_t(std::time(nullptr)), tokenText);
   } else {
     line["index"] = completion.index;
     line["id"] = nlohmann::json::parse(echo.id);
@@ -308,6 +322,16 @@ Status AnswerWriter::writeLine(const Completion &completion) {
       line["output_ids"] = completion.outputIds;
       if (nlohmann::json stop = stopReason(completion); !stop.is_null())
         line["stop_reason"] = std::move(stop);
+      if (!completion.logprobs.empty()) {
+        nlohmann::json &logprobs = line["logprobs"] = nlohmann::json::array();
+        for (const TokenLogprobs &token : completion.logprobs) {
+          nlohmann::json top = nlohmann::json::array();
+          for (auto [id, logprob] : token.top)
+            top.push_back({{"id", id}, {"logprob", logprob}});
+          logprobs.push_back(
+              {{"logprob", token.logprob}, {"top_logprobs", std::move(top)}});
+        }
+      }
       if (tokenizer_)
         line["text"] = text;
     }

@@ -89,13 +89,94 @@ std::string readSampling(const nlohmann::json &body,
   return "";
 }
 
+// Completions: "logprobs", the alternatives a token comes with. Chat:
+// "logprobs" (true) and "top_logprobs", the alternatives (0 without).
+std::string readLogprobs(const nlohmann::json &body, bool chat,
+                         Request &request) {
+  if (!chat)
+    return readTopLogprobs(body, "logprobs", request);
+  auto wanted = body.find("logprobs");
+  bool on = wanted != body.end() && *wanted == true;
+  if (wanted != body.end() && !wanted->is_null() && !wanted->is_boolean())
+    return "\"logprobs\" must be true or false";
+  if (!on) {
+    auto top = body.find("top_logprobs");
+    return top == body.end() || top->is_null()
+               ? ""
+               : "\"top_logprobs\" needs \"logprobs\": true";
+  }
+  request.topLogprobs = 0;
+  return readTopLogprobs(body, "top_logprobs", request);
+}
+
+// A token as the answer names it: its text, or "token_id:<id>".
+std::string tokenName(const TokenText &tokenText, int32_t id) {
+  return tokenText(id).value_or(fmt::format("token_id:{}", id));
+}
+
+// A chat choice's "logprobs": {"content": [{"token", "logprob", "bytes",
+// "top_logprobs"}], "refusal": null}.
+nlohmann::json chatLogprobs(const Completion &completion,
+                            const TokenText &tokenText) {
+  auto entry = [&](int32_t id, float logprob) {
+    std::optional<std::string> text = tokenText(id);
+    nlohmann::json bytes = nullptr;
+    if (text) {
+      bytes = nlohmann::json::array();
+      for (char c : *text)
+        bytes.push_back(int(static_cast<unsigned char>(c)));
+    }
+    return nlohmann::json{
+        {"token", text.value_or(fmt::format("token_id:{}", id))},
+        {"logprob", logprob},
+        {"bytes", std::move(bytes)}};
+  };
+  nlohmann::json content = nlohmann::json::array();
+  for (size_t i = 0; i < completion.logprobs.size(); ++i) {
+    const TokenLogprobs &token = completion.logprobs[i];
+    nlohmann::json item = entry(completion.outputIds[i], token.logprob);
+    item["top_logprobs"] = nlohmann::json::array();
+    for (auto [id, logprob] : token.top)
+      item["top_logprobs"].push_back(entry(id, logprob));
+    content.push_back(std::move(item));
+  }
+  return {{"content", std::move(content)}, {"refusal", nullptr}};
+}
+
+// A completion choice's "logprobs": {"tokens", "token_logprobs",
+// "top_logprobs" (one {token: logprob} a token), "text_offset" (where each
+// token's name starts in the concatenated names, in bytes)}.
+nlohmann::json completionLogprobs(const Completion &completion,
+                                  const TokenText &tokenText) {
+  nlohmann::json tokens = nlohmann::json::array(),
+                 values = nlohmann::json::array(),
+                 tops = nlohmann::json::array(),
+                 offsets = nlohmann::json::array();
+  size_t offset = 0;
+  for (size_t i = 0; i < completion.logprobs.size(); ++i) {
+    std::string text = tokenName(tokenText, completion.outputIds[i]);
+    offsets.push_back(offset);
+    offset += text.size();
+    tokens.push_back(std::move(text));
+    values.push_back(completion.logprobs[i].logprob);
+    nlohmann::json top = nlohmann::json::object();
+    for (auto [id, logprob] : completion.logprobs[i].top)
+      top[tokenName(tokenText, id)] = logprob;
+    tops.push_back(std::move(top));
+  }
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(values)},
+          {"top_logprobs", std::move(tops)},
+          {"text_offset", std::move(offsets)}};
+}
+
 std::string readBody(const nlohmann::ordered_json &orderedBody,
                      const Tokenizer *tokenizer, const ChatPrompting &chat,
                      const SamplingParams &jobSampling, Request &request,
                      BatchEcho &echo) {
   static constexpr std::array kShared = {
       "model", "max_tokens", "temperature",    "top_p",  "top_k", "seed",
-      "stop",  "n",          "stop_token_ids", "stream", "user"};
+      "stop",  "n",          "stop_token_ids", "stream", "user",  "logprobs"};
   auto listed = [](const auto &names, const std::string &key) {
     return std::find(names.begin(), names.end(), key) != names.end();
   };
@@ -103,7 +184,8 @@ std::string readBody(const nlohmann::ordered_json &orderedBody,
   for (const auto &[key, value] : body.items()) {
     bool known =
         listed(kShared, key) ||
-        (echo.chat ? listed(kChatFields, key) || key == "max_completion_tokens"
+        (echo.chat ? listed(kChatFields, key) ||
+                         key == "max_completion_tokens" || key == "top_logprobs"
                    : key == "prompt");
     if (!known)
       return fmt::format("body field \"{}\" is not supported{}", key,
@@ -120,6 +202,8 @@ std::string readBody(const nlohmann::ordered_json &orderedBody,
   if (auto it = body.find("stream");
       it != body.end() && !it->is_null() && *it != false)
     return "\"stream\" must be false in a batch";
+  if (std::string why = readLogprobs(body, echo.chat, request); !why.empty())
+    return why;
   if (echo.chat) {
     if (!body.contains("messages"))
       return "the body has no \"messages\"";
@@ -174,7 +258,8 @@ std::string parseBatchRequest(const nlohmann::ordered_json &line,
 }
 
 nlohmann::json batchAnswer(const Completion &completion, const BatchEcho &echo,
-                           const std::string &text, int64_t created) {
+                           const std::string &text, int64_t created,
+                           const TokenText &tokenText) {
   nlohmann::json line{{"id", fmt::format("batch_req_{}", completion.index)},
                       {"custom_id", echo.customId}};
   if (completion.finishReason == "error") {
@@ -191,7 +276,9 @@ nlohmann::json batchAnswer(const Completion &completion, const BatchEcho &echo,
     choice["message"] = {{"role", "assistant"}, {"content", text}};
   else
     choice["text"] = text;
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = completion.logprobs.empty() ? nlohmann::json(nullptr)
+                       : echo.chat ? chatLogprobs(completion, tokenText)
+                                   : completionLogprobs(completion, tokenText);
   choice["finish_reason"] = stopped ? "stop" : "length";
   choice["token_ids"] = completion.outputIds;
   if (nlohmann::json stop = stopReason(completion); !stop.is_null())

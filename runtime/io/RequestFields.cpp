@@ -53,6 +53,19 @@ std::string readStops(const nlohmann::json &object, Request &request) {
   return "";
 }
 
+std::string readTopLogprobs(const nlohmann::json &object,
+                            const std::string &key, Request &request) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null())
+    return "";
+  if (!it->is_number_integer() || it->get<int64_t>() < 0 ||
+      it->get<int64_t>() > kMaxTopLogprobs)
+    return fmt::format("\"{}\" must be an integer from 0 to {}", key,
+                       kMaxTopLogprobs);
+  request.topLogprobs = it->get<int32_t>();
+  return "";
+}
+
 nlohmann::json stopReason(const Completion &completion) {
   if (const auto *stop = std::get_if<std::string>(&completion.stop))
     return *stop;

@@ -22,6 +22,10 @@ std::string readMaxNewTokens(const nlohmann::json &object,
                              const std::string &key, Request &request);
 // "stop" (a non-empty string or a list of them) and "stop_token_ids".
 std::string readStops(const nlohmann::json &object, Request &request);
+// The alternatives a token's log-probability comes with, 0 to
+// kMaxTopLogprobs, under `key`.
+std::string readTopLogprobs(const nlohmann::json &object,
+                            const std::string &key, Request &request);
 // An answer's "stop_reason": the stop string or token id it ended at; null
 // when it did not end at a stop.
 nlohmann::json stopReason(const Completion &completion);

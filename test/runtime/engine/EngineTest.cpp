@@ -153,6 +153,40 @@ TEST(Engine, EveryPromptIsAnsweredAsIfAlone) {
   }
 }
 
+// Asked for, every new token comes with its log-probability under the
+// backend's logits and the most likely alternatives; greedy answers stay
+// what they are without them.
+TEST(Engine, LogprobsComeWithEveryNewToken) {
+  std::vector<Request> requests = makeRequests(9);
+  for (size_t i = 0; i < requests.size(); i += 2)
+    requests[i].topLogprobs = int32_t(i % 4);
+  RunResult result = runEngine(3, requests);
+  ASSERT_TRUE(result.status.ok()) << result.status.error().message();
+  for (const Request &request : requests) {
+    const Completion &got = result.completions.at(request.index);
+    EXPECT_EQ(got.outputIds, expected(request).outputIds);
+    if (request.topLogprobs < 0) {
+      EXPECT_TRUE(got.logprobs.empty());
+      continue;
+    }
+    ASSERT_EQ(got.logprobs.size(), got.outputIds.size());
+    for (const TokenLogprobs &token : got.logprobs) {
+      // The greedy pick is the mode of the backend's peaked row.
+      EXPECT_LT(token.logprob, 0.0f);
+      ASSERT_EQ(int32_t(token.top.size()), request.topLogprobs);
+      if (!token.top.empty())
+        EXPECT_EQ(token.top[0].second, token.logprob);
+    }
+  }
+  Request tooMany = requests[0];
+  tooMany.topLogprobs = kMaxTopLogprobs + 1;
+  RunResult refused = runEngine(1, {tooMany});
+  ASSERT_TRUE(refused.status.ok());
+  EXPECT_EQ(refused.completions.at(0).finishReason, "error");
+  EXPECT_EQ(refused.completions.at(0).error,
+            "at most 20 top log-probabilities a token");
+}
+
 TEST(Engine, ContinuousRefillKeepsSlotsBusy) {
   std::vector<Request> requests = makeRequests(40);
   RunResult result = runEngine(4, requests);

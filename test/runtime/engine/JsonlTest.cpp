@@ -1,4 +1,5 @@
 #include "runtime/io/Jsonl.h"
+#include "runtime/io/OpenAiBatch.h"
 #include "runtime/tokenizer/Tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -76,7 +77,8 @@ TEST(PromptReader, MalformedLinesAreRequestsCarryingTheirError) {
   const std::string fields =
       "(a line may hold \"input_ids\", \"prompt\" or \"messages\" with "
       "\"tools\", \"chat_template_kwargs\" and \"add_generation_prompt\"; "
-      "\"id\", \"max_new_tokens\", \"stop\" and \"stop_token_ids\")";
+      "\"id\", \"max_new_tokens\", \"stop\", \"stop_token_ids\" and "
+      "\"logprobs\")";
   expectLineError("{\"text\": \"hi\"}", "\"text\" is not supported " + fields);
   expectLineError("{\"input_ids\": [1], \"temperature\": 0.5}",
                   "\"temperature\" is not supported " + fields);
@@ -87,6 +89,8 @@ TEST(PromptReader, MalformedLinesAreRequestsCarryingTheirError) {
                   "\"stop_token_ids\" must be a list of token ids");
   expectLineError("{\"input_ids\": [1], \"stop_token_ids\": [5, -1]}",
                   "\"stop_token_ids\" must hold non-negative integers");
+  expectLineError("{\"input_ids\": [1], \"logprobs\": -1}",
+                  "\"logprobs\" must be an integer from 0 to 20");
   expectLineError("{\"id\": 3}",
                   "expected \"input_ids\", \"prompt\" or \"messages\"");
   expectLineError("{\"prompt\": \"hi\"}",
@@ -312,6 +316,79 @@ TEST(OpenAiBatch, RequestsAnswersAndResume) {
                      "\"id\":\"batch_req_2\",\"response\":null}"),
             std::string::npos)
       << all;
+}
+
+// Log-probabilities asked in each format: read, refused out of range, and
+// answered as each API shapes them (without a tokenizer, tokens are named
+// "token_id:<id>").
+TEST(OpenAiBatch, LogprobsInEachFormat) {
+  std::string path = writeFile(
+      "logprobs.jsonl",
+      R"({"custom_id": "chat", "method": "POST", "url": "/v1/chat/completions", )"
+      R"("body": {"messages": [{"role": "user", "content": "hi"}], )"
+      R"("logprobs": true, "top_logprobs": 2}})"
+      "\n"
+      R"({"custom_id": "text", "method": "POST", "url": "/v1/completions", )"
+      R"("body": {"prompt": [7], "logprobs": 1}})"
+      "\n"
+      R"({"custom_id": "bad", "method": "POST", "url": "/v1/chat/completions", )"
+      R"("body": {"messages": [{"role": "user", "content": "hi"}], )"
+      R"("top_logprobs": 2}})"
+      "\n"
+      R"({"custom_id": "many", "method": "POST", "url": "/v1/completions", )"
+      R"("body": {"prompt": [7], "logprobs": 21}})"
+      "\n");
+  auto reader = PromptReader::open(path, nullptr, 8);
+  ASSERT_TRUE(reader.ok());
+  // No chat template here: the chat request fails for that; the
+  // completions one runs.
+  auto first = reader->next();
+  ASSERT_TRUE(first.ok() && *first);
+  auto second = reader->next();
+  ASSERT_TRUE(second.ok() && *second);
+  EXPECT_TRUE((*second)->error.empty()) << (*second)->error;
+  EXPECT_EQ((*second)->topLogprobs, 1);
+  for (const char *error : {"\"top_logprobs\" needs \"logprobs\": true",
+                            "\"logprobs\" must be an integer from 0 to 20"}) {
+    auto bad = reader->next();
+    ASSERT_TRUE(bad.ok() && *bad);
+    EXPECT_NE((*bad)->error.find(error), std::string::npos) << (*bad)->error;
+  }
+
+  Completion done{0, {8, 9}, "length", {}};
+  done.logprobs = {{-0.5f, {{8, -0.5f}, {3, -1.5f}}},
+                   {-0.25f, {{9, -0.25f}, {8, -2.0f}}}};
+  auto tokenText = [](int32_t id) -> std::optional<std::string> {
+    if (id == 3)
+      return std::nullopt; // a byte token
+    return "t" + std::to_string(id);
+  };
+  nlohmann::json chatAnswer =
+      batchAnswer(done, {"chat", "m", true}, "t8t9", 0, tokenText);
+  const nlohmann::json &content =
+      chatAnswer["response"]["body"]["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 2u);
+  EXPECT_EQ(content[0]["token"], "t8");
+  EXPECT_EQ(content[0]["logprob"], -0.5);
+  EXPECT_EQ(content[0]["bytes"], (std::vector<int>{'t', '8'}));
+  EXPECT_EQ(content[1]["top_logprobs"][1]["token"], "t8");
+  EXPECT_EQ(content[1]["top_logprobs"][1]["logprob"], -2.0);
+  EXPECT_EQ(content[0]["top_logprobs"][1]["token"], "token_id:3");
+  EXPECT_TRUE(content[0]["top_logprobs"][1]["bytes"].is_null());
+  nlohmann::json textAnswer =
+      batchAnswer(done, {"text", "m", false}, "t8t9", 0, tokenText);
+  const nlohmann::json &logprobs =
+      textAnswer["response"]["body"]["choices"][0]["logprobs"];
+  EXPECT_EQ(logprobs["tokens"], (std::vector<std::string>{"t8", "t9"}));
+  EXPECT_EQ(logprobs["token_logprobs"], (std::vector<double>{-0.5, -0.25}));
+  EXPECT_EQ(logprobs["top_logprobs"][0]["token_id:3"], -1.5);
+  EXPECT_EQ(logprobs["text_offset"], (std::vector<int>{0, 2}));
+  // Not asked for: null, as OpenAI's.
+  done.logprobs.clear();
+  EXPECT_TRUE(
+      batchAnswer(done, {"text", "m", false}, "", 0,
+                  tokenText)["response"]["body"]["choices"][0]["logprobs"]
+          .is_null());
 }
 
 TEST(AnswerWriter, OneJobWritesAFileAtATime) {

@@ -58,5 +58,29 @@ TEST(Sampler, TemperatureMatchesTheSoftmax) {
   EXPECT_NEAR(ones / 20000.0, expected, 0.015);
 }
 
+// The log-softmax of the raw logits: the chosen token's and the top ones,
+// most likely first and ties to the smaller id; they sum to 1 over the
+// vocabulary.
+TEST(Sampler, LogprobsAreTheLogSoftmaxOfTheLogits) {
+  std::vector<float> logits = {1.0f, 3.0f, -2.0f, 3.0f, 0.5f};
+  double sum = 0.0;
+  for (float x : logits)
+    sum += std::exp(double(x));
+  auto logprob = [&](int id) { return float(logits[id] - std::log(sum)); };
+  TokenLogprobs got = logprobsOf(logits, 4, 3);
+  EXPECT_NEAR(got.logprob, logprob(4), 1e-6);
+  ASSERT_EQ(got.top.size(), 3u);
+  EXPECT_EQ(got.top[0].first, 1);
+  EXPECT_EQ(got.top[1].first, 3);
+  EXPECT_EQ(got.top[2].first, 0);
+  for (auto [id, value] : got.top)
+    EXPECT_NEAR(value, logprob(id), 1e-6) << id;
+  EXPECT_TRUE(logprobsOf(logits, 0, 0).top.empty());
+  double total = 0.0;
+  for (auto [id, value] : logprobsOf(logits, 0, 5).top)
+    total += std::exp(double(value));
+  EXPECT_NEAR(total, 1.0, 1e-6);
+}
+
 } // namespace
 } // namespace moe

@@ -189,5 +189,55 @@ def main():
     print(f"refused: error: {refused['error']['message']}")
     print("chat requests answered as chat completions")
 
+    # Log-probabilities: a greedy answer with them is the answer without,
+    # each token's log-probability is its top alternative's (the greedy
+    # pick is the most likely), the alternatives are sorted, and the
+    # tokens' texts make up the answer's where each is whole characters
+    # (byte tokens are named "token_id:<id>", with null bytes).
+    asked = os.path.join(work, "logprobs.jsonl")
+    with open(asked, "w") as f:
+        f.write(json.dumps(completion("text", prompt="Once upon",
+                                      max_tokens=12, logprobs=3)) + "\n")
+        hello = chat("hello", [{"role": "user", "content": "Once upon"}])
+        hello["body"].update(logprobs=True, top_logprobs=2)
+        f.write(json.dumps(hello) + "\n")
+    out4 = os.path.join(work, "logprobs.answers.jsonl")
+    done = run(asked, out4)
+    check(done.returncode == 0, f"logprobs batch: {done.stderr}")
+    with open(out4) as f:
+        text_answer, chat_answer = [json.loads(line)["response"]["body"]
+                                    for line in f]
+    got = text_answer["choices"][0]
+    check(got["token_ids"] == choice("text")["token_ids"],
+          "logprobs change no greedy pick")
+    lp = got["logprobs"]
+    expect_keys(lp, ["tokens", "token_logprobs", "top_logprobs",
+                     "text_offset"], "completion logprobs")
+    whole = not any(t.startswith("token_id:") for t in lp["tokens"])
+    check(len(lp["tokens"]) == 12 and
+          (not whole or "".join(lp["tokens"]) == got["text"]),
+          f"tokens make up the text: {lp['tokens']} {got['text']!r}")
+    offset = 0
+    for value, top, at, token in zip(lp["token_logprobs"], lp["top_logprobs"],
+                                     lp["text_offset"], lp["tokens"]):
+        values = sorted(top.values(), reverse=True)
+        check(len(top) == 3 and value <= 0 and value == values[0] and
+              at == offset, f"completion token {token!r}: {value} {top} {at}")
+        offset += len(token.encode())
+    content = chat_answer["choices"][0]["logprobs"]["content"]
+    check(len(content) == 6, f"chat logprobs: {content}")
+    for item in content:
+        expect_keys(item, ["token", "logprob", "bytes", "top_logprobs"],
+                    "chat logprob")
+        alternatives = [t["logprob"] for t in item["top_logprobs"]]
+        check(len(alternatives) == 2 and
+              alternatives == sorted(alternatives, reverse=True) and
+              item["logprob"] == alternatives[0] and
+              (bytes(item["bytes"]).decode() == item["token"]
+               if item["bytes"] is not None
+               else item["token"].startswith("token_id:")),
+              f"chat token {item}")
+    print("log-probabilities answered in both formats")
+
 
 main()
