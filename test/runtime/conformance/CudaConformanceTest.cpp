@@ -179,8 +179,17 @@ class CudaQuantizedExperts : public GoldenQuantizedTest {};
 // reference, computes with: blocks along the same axis, the same codes and
 // scales, streamed with their scales; on both expert GEMM paths (codes
 // widened in the grouped kernel's tiles, or the layer widened before
-// per-expert GEMMs).
+// per-expert GEMMs). HF's router near-ties, which the comparison leaves
+// out, are those of the unquantized model: quantized experts move the
+// hidden states, so bf16 rounding flips a few other expert choices, and
+// the bars are wider than bf16's. A block of the wrong axis, a nibble order
+// or a scale moves the logits by about what quantizing does (≥ 0.1).
 TEST_P(CudaQuantizedExperts, MatchTheCpuBackend) {
+  const LogitTolerance quantizedTolerance{.relativeL2 = 0.08,
+                                          .blockRelativeL2 = 0.3,
+                                          .top1Agreement = 0.97,
+                                          .routerTieMargin =
+                                              tolerance().routerTieMargin};
   for (plan::WeightDType dtype :
        {plan::WeightDType::fp8, plan::WeightDType::mxfp4}) {
     Result<LoadedPlan> edited = editPlan(*plan_, [&](plan::PlanT &plan) {
@@ -189,11 +198,11 @@ TEST_P(CudaQuantizedExperts, MatchTheCpuBackend) {
     ASSERT_TRUE(edited.ok()) << edited.error().message();
     std::string name = plan::EnumNameWeightDType(dtype);
     expectMatchesCpuBackend(golden_, *edited, *weights_,
-                            {.perExpertGemmRows = 1}, tolerance(),
+                            {.perExpertGemmRows = 1}, quantizedTolerance,
                             model() + " " + name + " per-expert vs CPU");
     expectMatchesCpuBackend(
         golden_, *edited, *weights_, {.perExpertGemmRows = int64_t{1} << 40},
-        tolerance(), model() + " " + name + " grouped vs CPU");
+        quantizedTolerance, model() + " " + name + " grouped vs CPU");
   }
 }
 
