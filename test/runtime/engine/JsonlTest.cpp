@@ -145,10 +145,16 @@ TEST(PromptReader, MissingFile) {
             "/nonexistent.jsonl: cannot open the prompts file");
 }
 
+/// Three prompts in a file of the running test's own: ctest runs the tests
+/// of this binary side by side, and a file another test rewrites is read
+/// half written.
 std::string threePrompts() {
-  return writeFile("three.jsonl",
-                   "{\"id\": 1, \"input_ids\": [1]}\n{\"input_ids\": [2]}\n"
-                   "{\"id\": \"c\", \"input_ids\": [3]}\n");
+  return writeFile(
+      std::string(
+          ::testing::UnitTest::GetInstance()->current_test_info()->name()) +
+          ".three.jsonl",
+      "{\"id\": 1, \"input_ids\": [1]}\n{\"input_ids\": [2]}\n"
+      "{\"id\": \"c\", \"input_ids\": [3]}\n");
 }
 
 /// A fresh answers path in the test's temporary directory.
