@@ -485,10 +485,6 @@ void appendFloat32(const TensorView &part, int64_t begin, int64_t end,
   }
 }
 
-void appendFloat32(const TensorView &part, float *out) {
-  appendFloat32(part, 0, part.numElements(), out);
-}
-
 /// Element i of a synthetic param: drawn, then rounded to the param's dtype
 /// as fillRange stores it.
 float syntheticValue(const Recipe &recipe, int64_t i) {
@@ -525,7 +521,7 @@ std::vector<float> generate(const Recipe &recipe,
         TensorView slice{recipe.type,
                          {end - begin},
                          buffer.data() + size_t(begin) * elementBytes};
-        appendFloat32(slice, values.data() + begin);
+        appendFloat32(slice, 0, end - begin, values.data() + begin);
       });
   return values;
 }
@@ -668,11 +664,7 @@ std::vector<float> WeightSet::toFloat32(size_t index) const {
   for (const TensorView &part : bound.parts)
     count += part.numElements();
   std::vector<float> values(count);
-  float *out = values.data();
-  for (const TensorView &part : bound.parts) {
-    appendFloat32(part, out);
-    out += part.numElements();
-  }
+  readFloat32(index, 0, count, values.data());
   return values;
 }
 
