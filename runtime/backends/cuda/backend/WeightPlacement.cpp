@@ -56,11 +56,14 @@ bool WeightPlacement::isStreamed(int index) const {
          plan::Placement::host_streamed;
 }
 
-int64_t WeightPlacement::residentExperts(int index, int64_t experts) const {
-  const plan::Param &param = *model_.params()->Get(index);
+int64_t residentExperts(const plan::Param &param, int64_t experts) {
   return param.placement() == plan::Placement::host_streamed
              ? std::min<int64_t>(param.gpu_experts(), experts)
              : experts;
+}
+
+int64_t WeightPlacement::residentExperts(int index, int64_t experts) const {
+  return moe::cuda::residentExperts(*model_.params()->Get(index), experts);
 }
 
 Result<const void *> WeightPlacement::upload(std::span<const std::byte> host,

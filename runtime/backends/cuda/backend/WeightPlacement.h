@@ -57,6 +57,10 @@ Fp32Params fp32Params(const model::ResolvedOp &op);
 // A stacked [E, ...] expert weight whose first `residentExperts` blocks
 // stay in the weights arena while the rest are streamed into the op's ring
 // buffer (the plan's gpu_experts); null when the op has no such weight.
+// Experts of a stacked param of `experts` kept on the GPU: all unless the
+// plan streams it.
+int64_t residentExperts(const plan::Param &param, int64_t experts);
+
 using ExpertWeight = kernels::ExpertMatrix;
 // Expert e's block of a stacked weight; null when the weight is absent.
 const bf16 *expertBlock(const ExpertWeight &w, int64_t e);

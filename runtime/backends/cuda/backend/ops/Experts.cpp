@@ -25,12 +25,6 @@ MatrixShape downShape(const model::ExpertsSpec &e) {
   return {1, e.hidden, e.width};
 }
 
-int64_t residentExpertsOf(const plan::Param &param, int64_t experts) {
-  return param.placement() == plan::Placement::host_streamed
-             ? std::min<int64_t>(param.gpu_experts(), experts)
-             : experts;
-}
-
 // Rows [row, row + rows) of one part of one expert as fp32 [rows, cols] (a
 // Linear's [out, in]) into `out`; `scratch` is the calling thread's.
 using RowsOf =
@@ -162,7 +156,7 @@ int64_t residentQuantizedExpertBytes(const plan::Model &model,
   int64_t bytes = 0;
   for (auto [param, shape] : {std::pair{gateUpParam, gateUpShape(e)},
                               std::pair{e.down, downShape(e)}})
-    bytes += residentExpertsOf(*model.params()->Get(param), e.experts) *
+    bytes += residentExperts(*model.params()->Get(param), e.experts) *
              model::quantizedExpertLayout(dtype, shape.parts, shape.partRows,
                                           shape.cols)
                  .bytes;
