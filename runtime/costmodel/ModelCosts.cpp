@@ -96,8 +96,7 @@ int64_t kvBytesPerSequence(const ModelCosts &model, int64_t context) {
   int64_t total = 0;
   for (const LayerCosts &layer : model.layers)
     for (const ModuleCosts &module : layer.modules)
-      total += attendedTokens(module, context) * module.kvBytesPerToken +
-               module.stateBytesPerSequence;
+      total += context * module.kvBytesPerToken + module.stateBytesPerSequence;
   return total;
 }
 

@@ -478,10 +478,11 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
         double pairs = causalAttendedPairs(module, promptTokens);
         double contextFlops =
             double(chunk.sequences) * pairs * module.flopsPerContextToken;
-        int64_t keptTokens = attendedTokens(module, promptTokens);
-        double kvBytes = double(chunk.sequences) *
-                         (double(keptTokens) * double(module.kvBytesPerToken) +
-                          double(module.stateBytesPerSequence));
+        // Every prompt row is stored, windowed cache or not.
+        double kvBytes =
+            double(chunk.sequences) *
+            (double(promptTokens) * double(module.kvBytesPerToken) +
+             double(module.stateBytesPerSequence));
         // The backend attends each prompt row with the decode kernel over
         // its causal context, so the chunk costs what decode rows reading
         // `pairs` cached tokens per sequence cost (the measured curve where

@@ -194,12 +194,15 @@ TEST(PlanTest, ModelValidationNamesLayerAndModule) {
   EXPECT_TRUE(validateModelCosts(tinyMoe()).ok());
 }
 
-TEST(PlanTest, SlidingWindowBoundsTheKv) {
+// The window bounds the tokens attention reads, not the cache the backends
+// hold: a prompt's rows are all appended before the first is attended.
+TEST(PlanTest, SlidingWindowBoundsTheReadNotTheHeldKv) {
   ModelCosts model = tinyMoe(1);
-  EXPECT_EQ(kvBytesPerSequence(model, 150), 150 * 512);
   model.layers[1].modules[1].kvWindowTokens = 64;
-  EXPECT_EQ(kvBytesPerSequence(model, 150), 64 * 512);
-  EXPECT_EQ(kvBytesPerSequence(model, 10), 10 * 512);
+  const ModuleCosts &attention = model.layers[1].modules[1];
+  EXPECT_EQ(attendedTokens(attention, 150), 64);
+  EXPECT_EQ(attendedTokens(attention, 10), 10);
+  EXPECT_EQ(kvBytesPerSequence(model, 150), 150 * 512);
 }
 
 } // namespace

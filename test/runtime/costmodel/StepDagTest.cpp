@@ -372,6 +372,17 @@ TEST(StepDagTest, SlidingWindowBoundsTheKvRead) {
   EXPECT_DOUBLE_EQ(step.traffic.kvBytesRead, 10.0 * 50 * 512);
 }
 
+TEST(StepDagTest, SlidingWindowPrefillStoresEveryPromptRow) {
+  ModelCosts model = tinyMoe();
+  for (int l = 1; l <= 4; ++l)
+    model.layers[size_t(l)].modules[1].kvWindowTokens = 50;
+  StepDag prefill =
+      built(buildPrefillDag(model, decodePlan(model), syntheticProfile()));
+  double kvStored = 4.0 * 10 * 100 * 512;
+  EXPECT_DOUBLE_EQ(prefill.traffic.bytesToHost,
+                   kvStored + 5.0 * 10 * 100 * 1000 * 4);
+}
+
 TEST(StepDagTest, RejectsInvalidPlans) {
   ModelCosts model = tinyMoe();
   Plan plan = decodePlan(model);

@@ -13,6 +13,17 @@ void KvCaches::describe(const model::ResolvedModel &model) {
   dtype = model.kvDtype;
   for (const model::KvCacheSpec &spec : model.kvCaches)
     caches.push_back({spec.rowBytes(dtype)});
+  std::vector<bool> readsAll(caches.size(), false);
+  for (const model::ResolvedOp &op : model.ops)
+    if (const auto *a = std::get_if<model::AttentionSpec>(&op.spec)) {
+      KvCache &cache = caches[size_t(a->cache)];
+      if (a->window == 0)
+        readsAll[size_t(a->cache)] = true;
+      cache.readWindow = std::max(cache.readWindow, a->window);
+    }
+  for (size_t c = 0; c < readsAll.size(); ++c)
+    if (readsAll[c])
+      caches[c].readWindow = 0;
   firstLatent_ = static_cast<int>(caches.size());
   for (const model::LatentCacheSpec &spec : model.latentCaches)
     caches.push_back({spec.rowBytes(dtype), false});
@@ -155,19 +166,26 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
     MOE_CUDA_TRY(cudaStreamWaitEvent(load, free_[b].get()));
     MOE_ASSIGN_OR_RETURN(size_t span, trace->start(load));
     for (const KvLoad &kvLoad : batch.loads) {
-      int64_t length = key ? kvLoad.length : kvLoad.lengthAfter;
-      if (length == 0)
+      int64_t end = key ? kvLoad.length : kvLoad.lengthAfter;
+      // The pass's first new row, at position kvLoad.length, reads back to
+      // the window's start; positions before it stay unloaded.
+      int64_t begin =
+          cache.readWindow > 0
+              ? std::max<int64_t>(0, kvLoad.length - cache.readWindow + 1)
+              : 0;
+      if (end <= begin)
         continue;
+      size_t offset = size_t(begin) * rowBytes;
       for (auto [from, to] :
            {std::pair{cache.hostK, stagedK}, std::pair{cache.hostV, stagedV}})
         if (from)
-          MOE_CUDA_TRY(
-              cudaMemcpy2DAsync(to + kvLoad.local * slotBytes, slotBytes,
-                                from + kvLoad.hostSlot * slotBytes, slotBytes,
-                                size_t(length) * rowBytes, kvLoad.count,
-                                cudaMemcpyHostToDevice, load));
-      counters.kvBytesToDevice +=
-          int64_t((cache.hasValues ? 2 : 1) * kvLoad.count * length * rowBytes);
+          MOE_CUDA_TRY(cudaMemcpy2DAsync(
+              to + kvLoad.local * slotBytes + offset, slotBytes,
+              from + kvLoad.hostSlot * slotBytes + offset, slotBytes,
+              size_t(end - begin) * rowBytes, kvLoad.count,
+              cudaMemcpyHostToDevice, load));
+      counters.kvBytesToDevice += int64_t(
+          (cache.hasValues ? 2 : 1) * kvLoad.count * (end - begin) * rowBytes);
     }
     MOE_RETURN_IF_ERROR(trace->stop(
         span, load, "h2d KV",

@@ -25,6 +25,9 @@ namespace moe::cuda {
 struct KvCache {
   int64_t rowBytes = 0;  // of a token's K (V) row
   bool hasValues = true; // MLA caches only the latent (as K)
+  // > 0: every layer reading the cache attends at most this many positions
+  // (a sliding window), so host slots load only those.
+  int64_t readWindow = 0;
   uint8_t *k = nullptr, *v = nullptr;
   uint8_t *hostK = nullptr, *hostV = nullptr;
 };
