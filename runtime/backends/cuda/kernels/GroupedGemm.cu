@@ -12,10 +12,11 @@
 // an expert's weight tile run together and the later ones read it from L2.
 //
 // Quantized weights. A stage's weight tile arrives as codes (cp.async into a
-// code area beside the stages); once landed, the block widens it into the
-// stage's bf16 weight tile with its scales (fp8: BK divides 128, so a tile
-// row has one; mxfp4: one per 32 columns, BK a multiple of 32) before the
-// warps multiply, which then run as for bf16.
+// code area beside the stages) and its scales as plain loads issued a stage
+// early (fp8: BK divides 128, so a tile row has one; mxfp4: one per 32
+// columns, BK a multiple of 32); once landed, the block widens the codes into
+// the stage's bf16 weight tile before the warps multiply, which then run as
+// for bf16.
 //
 // Tiles. BM (16, 32, 64 or 128) follows the mean rows per expert. Small groups
 // (decode) are bound by reading the weights once per m-tile, so their blocks
@@ -128,30 +129,60 @@ __device__ __forceinline__ void loadCodes(uint8_t *dst, const uint8_t *src,
   }
 }
 
-// The landed codes of a stage widened into its bf16 weight tile, a 16-byte
-// load of codes at a time (16 fp8 codes, or 32 mxfp4 ones: a scale block).
-// Zero-filled codes past the matrix get scale 0: no scale is read there.
+// The scales of the code chunks (16-byte loads) this thread widens in one
+// stage: 16 fp8 codes or 32 mxfp4 ones (a scale block) each. They are plain
+// global loads, issued a stage ahead of their use, since waiting for them
+// between two barriers stalled every stage. Zero-filled codes past the matrix
+// get scale 0: no scale is read there.
+template <class T, Weights W> struct StageScales {
+  static constexpr int chunksPerRow = codeBytes<W>(T::BK) / 16;
+  static constexpr int chunks = T::BN * chunksPerRow;
+  static constexpr int perThread = (chunks + T::threads - 1) / T::threads;
+  static constexpr int codesPerChunk = W == Weights::fp8 ? 16 : 32;
+  float scale[perThread];
+};
+
 template <class T, Weights W>
-__device__ __forceinline__ void
-widenTile(bf16 *dst, const uint8_t *codes, const QuantizedExpertMatrix &m,
-          int expert, int64_t colBegin, int validRows, int64_t kBegin) {
-  constexpr int rowBytes = codeBytes<W>(T::BK), chunksPerRow = rowBytes / 16;
-  constexpr int codesPerChunk = W == Weights::fp8 ? 16 : 32;
-  for (int i = threadIdx.x; i < T::BN * chunksPerRow; i += T::threads) {
-    int row = i / chunksPerRow, chunk = i % chunksPerRow;
-    int col = chunk * codesPerChunk;
+__device__ __forceinline__ StageScales<T, W>
+loadScales(const QuantizedExpertMatrix &m, int expert, int64_t colBegin,
+           int validRows, int64_t kBegin) {
+  using S = StageScales<T, W>;
+  S s;
+#pragma unroll
+  for (int j = 0; j < S::perThread; ++j) {
+    int i = threadIdx.x + j * T::threads;
+    int row = i / S::chunksPerRow, col = (i % S::chunksPerRow) * S::codesPerChunk;
+    s.scale[j] = 0.0f;
+    if (i >= S::chunks || row >= validRows)
+      continue;
+    if constexpr (W == Weights::fp8)
+      s.scale[j] = fp8Scale(m, expert, colBegin + row, kBegin);
+    else if (kBegin + col < m.cols)
+      s.scale[j] = mxfp4Scale(m, expert, colBegin + row, kBegin + col);
+  }
+  return s;
+}
+
+// The landed codes of a stage widened into its bf16 weight tile, a 16-byte
+// load of codes at a time.
+template <class T, Weights W>
+__device__ __forceinline__ void widenTile(bf16 *dst, const uint8_t *codes,
+                                          const StageScales<T, W> &scales) {
+  using S = StageScales<T, W>;
+  constexpr int rowBytes = codeBytes<W>(T::BK);
+#pragma unroll
+  for (int j = 0; j < S::perThread; ++j) {
+    int i = threadIdx.x + j * T::threads;
+    if (i >= S::chunks)
+      break;
+    int row = i / S::chunksPerRow, chunk = i % S::chunksPerRow;
     uint4 packed =
         *reinterpret_cast<const uint4 *>(codes + row * rowBytes + chunk * 16);
-    if constexpr (W == Weights::fp8) {
-      float scale =
-          row < validRows ? fp8Scale(m, expert, colBegin + row, kBegin) : 0.0f;
-      widen16(packed, scale, dst + row * T::ld + col);
-    } else {
-      bool inside = row < validRows && kBegin + col < m.cols;
-      float scale =
-          inside ? mxfp4Scale(m, expert, colBegin + row, kBegin + col) : 0.0f;
-      widen32Fp4(packed, scale, dst + row * T::ld + col);
-    }
+    bf16 *out = dst + row * T::ld + chunk * S::codesPerChunk;
+    if constexpr (W == Weights::fp8)
+      widen16(packed, scales.scale[j], out);
+    else
+      widen32Fp4(packed, scales.scale[j], out);
   }
 }
 
@@ -251,7 +282,19 @@ __global__ void __launch_bounds__(T::threads, T::minBlocks)
 #pragma unroll
   for (int s = 0; s < T::stages - 1; ++s)
     load(s);
+  // Only quantized weights read scales; bf16's loop ignores them.
+  auto scalesOf = [&](int kt) {
+    if constexpr (quantized)
+      return loadScales<T, W>(a.quantizedWeight, expert, colBegin, colsHere,
+                              int64_t(kt) * T::BK);
+    else
+      return 0;
+  };
+  auto scales = scalesOf(0);
   for (int kt = 0; kt < kTiles; ++kt) {
+    // The last stage reads its own again: a load is cheaper than a branch
+    // that would leave the next scales unset.
+    auto nextScales = scalesOf(min(kt + 1, kTiles - 1));
     cpAsyncWait<T::stages - 2>();
     // Tile kt has landed for every thread, and every warp is done with the
     // stage that the next load overwrites (read in iteration kt − 1).
@@ -260,12 +303,12 @@ __global__ void __launch_bounds__(T::threads, T::minBlocks)
     if constexpr (quantized) {
       widenTile<T, W>(stage + T::BM * T::ld,
                       codeStages + (kt % T::stages) * codeStageBytes<T, W>,
-                      a.quantizedWeight, expert, colBegin, colsHere,
-                      int64_t(kt) * T::BK);
+                      scales);
       __syncthreads();
     }
     load(kt + T::stages - 1);
     multiplyStage<T>(stage, stage + T::BM * T::ld, acc, warpRow, warpCol, lane);
+    scales = nextScales;
   }
 
   // Fragment layout: acc[i][j][2h + c] is row g + 8h, column 2q + c of the
