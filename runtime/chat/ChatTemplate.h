@@ -23,6 +23,9 @@ struct Conversation {
   nlohmann::ordered_json tools;  // null: no tools
   nlohmann::ordered_json kwargs; // null or an object of extra variables
   bool addGenerationPrompt = true;
+  // The time strftime_now() formats, in seconds since the epoch: the
+  // clock's when unset (a fixed time renders the same prompt every day).
+  std::optional<int64_t> now;
 };
 
 class ChatTemplate {

@@ -690,10 +690,9 @@ Value range(const CallArguments &arguments) {
   return out;
 }
 
-Value strftimeNow(const CallArguments &arguments) {
+Value strftimeNow(const CallArguments &arguments, std::time_t now) {
   if (arguments.positional.empty() || !arguments.positional[0].is(Kind::string))
     fail(0, "strftime_now() needs a format string");
-  std::time_t now = std::time(nullptr);
   std::tm local{};
   localtime_r(&now, &local);
   char buffer[256];
@@ -705,7 +704,8 @@ Value strftimeNow(const CallArguments &arguments) {
 
 } // namespace
 
-std::string evaluate(const std::vector<Stmt> &program, const Dict &variables) {
+std::string evaluate(const std::vector<Stmt> &program, const Dict &variables,
+                     std::optional<int64_t> now) {
   auto globals = std::make_shared<Scope>();
   for (const char *name : {"true", "True"})
     globals->variables[name] = true;
@@ -715,7 +715,11 @@ std::string evaluate(const std::vector<Stmt> &program, const Dict &variables) {
     globals->variables[name] = Value::none();
   globals->variables["namespace"] = function("namespace", namespaceOf);
   globals->variables["range"] = function("range", range);
-  globals->variables["strftime_now"] = function("strftime_now", strftimeNow);
+  globals->variables["strftime_now"] =
+      function("strftime_now", [now](const CallArguments &arguments) {
+        return strftimeNow(arguments,
+                           now ? std::time_t(*now) : std::time(nullptr));
+      });
   globals->variables["raise_exception"] =
       function("raise_exception", [](const CallArguments &arguments) -> Value {
         fail(0, "the template raised an error: " +

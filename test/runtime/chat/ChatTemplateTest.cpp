@@ -113,6 +113,17 @@ TEST(ChatTemplate, KwargsAndToolsAreTopLevelVariables) {
   EXPECT_EQ(*chat->render(conversation), "no-think 1 tools 1");
 }
 
+TEST(ChatTemplate, NowIsTheTimeStrftimeNowFormats) {
+  auto chat = ChatTemplate::fromSource("{{ strftime_now('%Y-%m-%d') }}", "t",
+                                       Json::object());
+  ASSERT_TRUE(chat.ok()) << chat.error().message();
+  Conversation conversation = hello();
+  conversation.now = 1754395200; // 2025-08-05 12:00 UTC
+  EXPECT_EQ(*chat->render(conversation), "2025-08-05");
+  conversation.now.reset();
+  EXPECT_NE(*chat->render(conversation), "2025-08-05");
+}
+
 TEST(ChatTemplate, RequestErrors) {
   auto chat = ChatTemplate::fromSource(
       "{% if messages[0].role != 'user' %}{{ raise_exception('user first') }}"
