@@ -43,6 +43,16 @@ TEST(Template, WhitespaceControl) {
   EXPECT_EQ(render("a{% generation %}b{% endgeneration %}c"), "abc");
 }
 
+TEST(Template, WhitespaceControlStopsAtAComment) {
+  // A `-` strips the text between the comment and its tag, none here: the
+  // text before the comment stays.
+  EXPECT_EQ(render("a\n{# c #}{%- if true %}b{% endif %}"), "a\nb");
+  EXPECT_EQ(render("a\n  {# c #}\n  {%- if true %}b{% endif %}"), "a\nb");
+  EXPECT_EQ(render("a\n{# c #}{{- 'b' }}"), "a\nb");
+  EXPECT_EQ(render("a {# x #}{#- y #}b"), "a b");
+  EXPECT_EQ(render("a {# x #} {{- 'b' }}"), "a b");
+}
+
 TEST(Template, IfElifElse) {
   const char *source =
       "{% if n > 2 %}big{% elif n == 2 %}two{% else %}small{% endif %}";
