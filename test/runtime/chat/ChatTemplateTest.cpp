@@ -95,8 +95,9 @@ TEST_F(CheckpointDir, UnsupportedConstructFailsAtLoadNamingFileAndLine) {
   auto chat = ChatTemplate::fromCheckpoint(dir());
   ASSERT_FALSE(chat.ok());
   EXPECT_EQ(chat.error().message(),
-            dir() + "/chat_template.jinja line 2: statement 'include' is not "
-                    "supported");
+            dir() + "/chat_template.jinja line 2: 'include' is not supported: "
+                    "a chat template is one file and cannot include, import "
+                    "or extend another");
 }
 
 TEST(ChatTemplate, KwargsAndToolsAreTopLevelVariables) {

@@ -282,8 +282,8 @@ TEST(Template, Globals) {
 }
 
 TEST(TemplateErrors, UnsupportedConstructsNameTheLine) {
-  EXPECT_EQ(render("ok\n{% include 'x' %}"),
-            "error: t line 2: statement 'include' is not supported");
+  EXPECT_EQ(render("ok\n{% while x %}"),
+            "error: t line 2: statement 'while' is not supported");
   EXPECT_EQ(render("{{ x | wordwrap }}"),
             "error: t line 1: filter 'wordwrap' is not supported");
   EXPECT_EQ(render("\n\n{{ x is sameish }}"),
@@ -295,6 +295,21 @@ TEST(TemplateErrors, UnsupportedConstructsNameTheLine) {
             "error: t line 1: recursive for loops are not supported");
   EXPECT_EQ(render("{{ 'a'.zfill(3) }}"),
             "error: t line 1: method 'zfill' of a string is not supported");
+}
+
+TEST(TemplateErrors, LoadingAnotherTemplateNamesTheLine) {
+  // Refused when the template is read, even where no rendering reaches.
+  const char *kError =
+      "' is not supported: a chat template is one file and cannot include, "
+      "import or extend another";
+  EXPECT_EQ(render("ok\n{% include 'other.jinja' %}"),
+            std::string("error: t line 2: 'include") + kError);
+  EXPECT_EQ(render("{% if false %}\n\n{% import 'macros' as m %}{% endif %}"),
+            std::string("error: t line 3: 'import") + kError);
+  EXPECT_EQ(render("a\n{%- from 'macros' import render -%}"),
+            std::string("error: t line 2: 'from") + kError);
+  EXPECT_EQ(render("{% extends 'base.jinja' %}"),
+            std::string("error: t line 1: 'extends") + kError);
 }
 
 TEST(TemplateErrors, MalformedTemplates) {
