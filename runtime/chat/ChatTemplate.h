@@ -8,7 +8,8 @@
 // Rendering follows transformers (Python's Jinja) where the reference
 // @huggingface/jinja departs from it: none prints "None", booleans "True",
 // lists and dicts as Python's repr; strip('\n') strips only the characters
-// given; selectattr on a missing attribute tests it as undefined. Unlike
+// given; selectattr on a missing attribute tests it as undefined; `.items()`
+// of a dict with an "items" key is the method. Unlike
 // Python, integers have 64 bits: an overflow is an error.
 #pragma once
 

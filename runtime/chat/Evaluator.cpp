@@ -390,12 +390,17 @@ private:
     return Value();
   }
 
-  // `object.name`: a dict's key, else its method; a namespace's attribute;
-  // a string's method; undefined otherwise.
+  // `object.name`: a dict's method, else its key (as Python's Jinja, which
+  // looks for an attribute first: `schema.items()` of a schema with an
+  // "items" key is the method); a namespace's attribute; a string's method;
+  // undefined otherwise.
   static Value attribute(const Value &object, const std::string &name) {
-    if (object.is(Kind::dict))
-      if (const Value *found = object.asDict().find(name))
-        return *found;
+    if (object.is(Kind::dict)) {
+      if (Value bound = method(object, name); !bound.is(Kind::undefined))
+        return bound;
+      const Value *found = object.asDict().find(name);
+      return found ? *found : Value();
+    }
     if (object.is(Kind::nameSpace)) {
       const Value *found = object.asNamespace().attributes.find(name);
       return found ? *found : Value();
@@ -404,10 +409,15 @@ private:
   }
 
   // `object[key]`: a list's or string's item by (negative) index, a dict's
-  // or namespace's by key, undefined when absent.
+  // by key (else its method, as `.key` the other way round), a namespace's
+  // by key, undefined when absent.
   static Value item(const Value &object, const Value &key) {
-    if (key.is(Kind::string))
+    if (key.is(Kind::string)) {
+      if (object.is(Kind::dict))
+        if (const Value *found = object.asDict().find(key.asString()))
+          return *found;
       return attribute(object, key.asString());
+    }
     if (!key.is(Kind::integer))
       return Value();
     int64_t index = key.asInteger();

@@ -281,6 +281,21 @@ TEST(Template, Globals) {
   EXPECT_EQ(render("{{ True }}{{ False }}{{ None }}"), "TrueFalseNone");
 }
 
+TEST(Template, DictMethodsBeforeKeysForDotKeysBeforeMethodsForSubscript) {
+  // A JSON schema of an array has an "items" key: `.items()` is still the
+  // method, `['items']` the key.
+  Json vars = {
+      {"schema", {{"type", "array"}, {"items", {{"type", "string"}}}}}};
+  EXPECT_EQ(
+      render("{% for k, v in schema.items() %}{{ k }};{% endfor %}", vars),
+      "type;items;");
+  EXPECT_EQ(render("{{ schema['items'].type }} {{ schema.type }}", vars),
+            "string array");
+  EXPECT_EQ(render("{{ d.get('get') }} {{ d['get'] }}", {{"d", {{"get", 1}}}}),
+            "1 1");
+  EXPECT_EQ(render("{{ d.get is callable }}", {{"d", {{"get", 1}}}}), "True");
+}
+
 TEST(TemplateErrors, UnsupportedConstructsNameTheLine) {
   EXPECT_EQ(render("ok\n{% while x %}"),
             "error: t line 2: statement 'while' is not supported");
