@@ -9,7 +9,8 @@
 // @huggingface/jinja departs from it: none prints "None", booleans "True",
 // lists and dicts as Python's repr; strip('\n') strips only the characters
 // given; selectattr on a missing attribute tests it as undefined; `.items()`
-// of a dict with an "items" key is the method. Unlike
+// of a dict with an "items" key is the method; undefined is iterable (an
+// empty sequence). Unlike
 // Python, integers have 64 bits: an overflow is an error.
 #pragma once
 

@@ -61,12 +61,10 @@ bool applyTest(std::string_view name, const Value &value,
     return value.is(Kind::floating);
   if (name == "mapping")
     return value.is(Kind::dict);
-  if (name == "iterable")
+  // Undefined iterates as empty and has a length, 0, as in Python's Jinja.
+  if (name == "iterable" || name == "sequence")
     return value.is(Kind::list) || value.is(Kind::string) ||
-           value.is(Kind::dict);
-  if (name == "sequence")
-    return value.is(Kind::list) || value.is(Kind::string) ||
-           value.is(Kind::dict);
+           value.is(Kind::dict) || value.is(Kind::undefined);
   if (name == "callable")
     return value.is(Kind::callable);
   if (name == "lower" || name == "upper")

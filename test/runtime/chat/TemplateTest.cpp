@@ -272,6 +272,16 @@ TEST(Template, Tests) {
             "True");
 }
 
+TEST(Template, UndefinedIsAnEmptySequence) {
+  // As Python's Jinja: Hermes' template types a schema without a "type"
+  // as "Union[]" by looping over the undefined type.
+  EXPECT_EQ(render("{{ x is iterable }}{{ x.y is sequence }}"), "TrueTrue");
+  EXPECT_EQ(render("{% if s.type is iterable %}Union[{% for t in s.type %}"
+                   "{{ t }}{% endfor %}]{% endif %}",
+                   {{"s", Json::object()}}),
+            "Union[]");
+}
+
 TEST(Template, Globals) {
   EXPECT_EQ(render("{{ range(3) }} {{ range(1, 7, 2) }} {{ range(3, 0, -1) }}"),
             "[0, 1, 2] [1, 3, 5] [3, 2, 1]");
