@@ -10,7 +10,8 @@
 // lists and dicts as Python's repr; strip('\n') strips only the characters
 // given; selectattr on a missing attribute tests it as undefined; `.items()`
 // of a dict with an "items" key is the method; undefined is iterable (an
-// empty sequence). Unlike
+// empty sequence), and the empty text to trim, upper, lower, title,
+// capitalize and replace. Unlike
 // Python, integers have 64 bits: an overflow is an error.
 #pragma once
 

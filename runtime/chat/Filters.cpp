@@ -40,6 +40,15 @@ const std::string &text(std::string_view filter, const Value &operand,
   return operand.asString();
 }
 
+// The text of the filters that Python's Jinja applies to str(operand): an
+// undefined value is the empty text there (`schema.type | upper` of a
+// schema without a type).
+const std::string &textOrEmpty(std::string_view filter, const Value &operand,
+                               int line) {
+  static const std::string kEmpty;
+  return operand.is(Kind::undefined) ? kEmpty : text(filter, operand, line);
+}
+
 bool flag(const CallArguments &arguments, size_t index, std::string_view name,
           bool fallback) {
   const Value *value = arguments.get(index, name);
@@ -419,18 +428,18 @@ Value applyFilter(std::string_view name, const Value &operand,
     if (chars && chars->is(Kind::string)) {
       std::vector<char32_t> points = codePoints(chars->asString());
       std::u32string set(points.begin(), points.end());
-      return stripped(text(name, operand, line), true, true, &set);
+      return stripped(textOrEmpty(name, operand, line), true, true, &set);
     }
-    return stripped(text(name, operand, line), true, true);
+    return stripped(textOrEmpty(name, operand, line), true, true);
   }
   if (name == "upper")
-    return upper(text(name, operand, line));
+    return upper(textOrEmpty(name, operand, line));
   if (name == "lower")
-    return lower(text(name, operand, line));
+    return lower(textOrEmpty(name, operand, line));
   if (name == "title")
-    return title(text(name, operand, line));
+    return title(textOrEmpty(name, operand, line));
   if (name == "capitalize")
-    return capitalize(text(name, operand, line));
+    return capitalize(textOrEmpty(name, operand, line));
   if (name == "indent")
     return indented(text(name, operand, line), arguments, line);
   if (name == "replace") {
@@ -439,7 +448,7 @@ Value applyFilter(std::string_view name, const Value &operand,
     const Value *count = arguments.get(2, "count");
     if (!old || !with)
       fail(line, "replace needs the text to replace and its replacement");
-    return replaced(text(name, operand, line), old->str(), with->str(),
+    return replaced(textOrEmpty(name, operand, line), old->str(), with->str(),
                     count && count->is(Kind::integer) ? count->asInteger()
                                                       : -1);
   }

@@ -282,6 +282,21 @@ TEST(Template, UndefinedIsAnEmptySequence) {
             "Union[]");
 }
 
+TEST(Template, StringFiltersTakeUndefinedAsEmpty) {
+  EXPECT_EQ(render("[{{ s.type | upper }}|{{ x | trim }}|{{ x | lower }}|"
+                   "{{ x | title }}|{{ x | capitalize }}|"
+                   "{{ x | replace('a', 'b') }}]",
+                   {{"s", Json::object()}}),
+            "[|||||]");
+  EXPECT_EQ(render("{% if s.type | upper == 'STRING' %}s{% else %}other"
+                   "{% endif %}",
+                   {{"s", Json::object()}}),
+            "other");
+  // indent adds to its text, which Python's Jinja refuses on undefined.
+  EXPECT_EQ(render("{{ x | indent }}"),
+            "error: t line 1: filter 'indent' does not apply to undefined");
+}
+
 TEST(Template, Globals) {
   EXPECT_EQ(render("{{ range(3) }} {{ range(1, 7, 2) }} {{ range(3, 0, -1) }}"),
             "[0, 1, 2] [1, 3, 5] [3, 2, 1]");
