@@ -20,12 +20,12 @@ namespace {
 using Kind = Value::Kind;
 
 constexpr std::array kFilters = {
-    "abs",        "capitalize", "count",   "d",      "default", "dictsort",
-    "first",      "float",      "indent",  "int",    "items",   "join",
-    "last",       "length",     "list",    "lower",  "map",     "reject",
-    "rejectattr", "replace",    "reverse", "safe",   "select",  "selectattr",
-    "sort",       "string",     "title",   "tojson", "trim",    "unique",
-    "upper"};
+    "abs",    "capitalize", "count",      "d",       "default", "dictsort",
+    "first",  "float",      "indent",     "int",     "items",   "join",
+    "last",   "length",     "list",       "lower",   "map",     "max",
+    "min",    "reject",     "rejectattr", "replace", "reverse", "safe",
+    "select", "selectattr", "sort",       "string",  "title",   "tojson",
+    "trim",   "unique",     "upper"};
 
 [[noreturn]] void notFor(std::string_view filter, const Value &operand,
                          int line) {
@@ -386,6 +386,22 @@ Value applyFilter(std::string_view name, const Value &operand,
                          : lessThan(key(a), key(b), caseSensitive, line);
         });
     return list;
+  }
+  if (name == "min" || name == "max") {
+    // The first smallest (largest) item, undefined when there is none.
+    List list = items(name, operand, line);
+    bool caseSensitive = flag(arguments, 0, "case_sensitive", false);
+    const Value *attribute = arguments.get(1, "attribute");
+    auto key = [&](const Value &item) {
+      return attribute ? attributeOf(item, attribute->str()) : item;
+    };
+    size_t best = 0;
+    for (size_t i = 1; i < list.size(); ++i)
+      if (name == "min"
+              ? lessThan(key(list[i]), key(list[best]), caseSensitive, line)
+              : lessThan(key(list[best]), key(list[i]), caseSensitive, line))
+        best = i;
+    return list.empty() ? Value() : list[best];
   }
   if (name == "unique") {
     List out;

@@ -297,6 +297,19 @@ TEST(Template, StringFiltersTakeUndefinedAsEmpty) {
             "error: t line 1: filter 'indent' does not apply to undefined");
 }
 
+TEST(Template, MinMaxFilters) {
+  EXPECT_EQ(render("{{ [3, 1, 2] | min }} {{ [3, 1, 2] | max }} "
+                   "{{ ['b', 'a', 'C'] | max }} "
+                   "{{ ['b', 'a', 'C'] | max(case_sensitive=true) }} "
+                   "[{{ [] | max }}]"),
+            "1 3 C b []");
+  EXPECT_EQ(render("{{ (xs | max(attribute='n')).id }}",
+                   {{"xs", Json::parse(R"([{"id": "a", "n": 2},
+                                           {"id": "b", "n": 5},
+                                           {"id": "c", "n": 5}])")}}),
+            "b");
+}
+
 TEST(Template, Globals) {
   EXPECT_EQ(render("{{ range(3) }} {{ range(1, 7, 2) }} {{ range(3, 0, -1) }}"),
             "[0, 1, 2] [1, 3, 5] [3, 2, 1]");
