@@ -310,6 +310,14 @@ TEST(Template, MinMaxFilters) {
             "b");
 }
 
+TEST(Template, InTest) {
+  // Qwen3-Coder's template drops the keys it renders itself.
+  EXPECT_EQ(render("{{ ['name', 'type', 'enum'] | reject('in', ['name', "
+                   "'type']) | list }} {{ 'a' is in('cat') }} "
+                   "{{ 'k' is in({'k': 1}) }} {{ 2 is in([1, 3]) }}"),
+            "['enum'] True True False");
+}
+
 TEST(Template, Globals) {
   EXPECT_EQ(render("{{ range(3) }} {{ range(1, 7, 2) }} {{ range(3, 0, -1) }}"),
             "[0, 1, 2] [1, 3, 5] [3, 2, 1]");
