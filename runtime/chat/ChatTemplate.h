@@ -7,12 +7,13 @@
 //
 // Rendering follows transformers (Python's Jinja) where the reference
 // @huggingface/jinja departs from it: none prints "None", booleans "True",
-// lists and dicts as Python's repr; strip('\n') strips only the characters
+// lists and dicts as Python's repr; == compares as Python (a string never
+// equals false, dicts by value); strip('\n') strips only the characters
 // given; selectattr on a missing attribute tests it as undefined; `.items()`
 // of a dict with an "items" key is the method; undefined is iterable (an
 // empty sequence), and the empty text to trim, upper, lower, title,
-// capitalize and replace. Unlike
-// Python, integers have 64 bits: an overflow is an error.
+// capitalize and replace. Unlike Python, integers have 64 bits: an overflow
+// is an error.
 #pragma once
 
 #include "runtime/chat/Template.h"
