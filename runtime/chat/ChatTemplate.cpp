@@ -130,7 +130,7 @@ ChatTemplate::render(const Conversation &conversation) const {
                          name);
       variables[name] = value;
     }
-  return template_.render(variables);
+  return template_.render(variables, conversation.now);
 }
 
 } // namespace moe::chat

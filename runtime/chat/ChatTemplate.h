@@ -7,9 +7,13 @@
 //
 // Rendering follows transformers (Python's Jinja) where the reference
 // @huggingface/jinja departs from it: none prints "None", booleans "True",
-// lists and dicts as Python's repr; strip('\n') strips only the characters
-// given; selectattr on a missing attribute tests it as undefined. Unlike
-// Python, integers have 64 bits: an overflow is an error.
+// lists and dicts as Python's repr; == compares as Python (a string never
+// equals false, dicts by value); strip('\n') strips only the characters
+// given; selectattr on a missing attribute tests it as undefined; `.items()`
+// of a dict with an "items" key is the method; undefined is iterable (an
+// empty sequence), and the empty text to trim, upper, lower, title,
+// capitalize and replace. Unlike Python, integers have 64 bits: an overflow
+// is an error.
 #pragma once
 
 #include "runtime/chat/Template.h"
@@ -23,6 +27,9 @@ struct Conversation {
   nlohmann::ordered_json tools;  // null: no tools
   nlohmann::ordered_json kwargs; // null or an object of extra variables
   bool addGenerationPrompt = true;
+  // The time strftime_now() formats, in seconds since the epoch: the
+  // clock's when unset (a fixed time renders the same prompt every day).
+  std::optional<int64_t> now;
 };
 
 class ChatTemplate {

@@ -390,12 +390,17 @@ private:
     return Value();
   }
 
-  // `object.name`: a dict's key, else its method; a namespace's attribute;
-  // a string's method; undefined otherwise.
+  // `object.name`: a dict's method, else its key (as Python's Jinja, which
+  // looks for an attribute first: `schema.items()` of a schema with an
+  // "items" key is the method); a namespace's attribute; a string's method;
+  // undefined otherwise.
   static Value attribute(const Value &object, const std::string &name) {
-    if (object.is(Kind::dict))
-      if (const Value *found = object.asDict().find(name))
-        return *found;
+    if (object.is(Kind::dict)) {
+      if (Value bound = method(object, name); !bound.is(Kind::undefined))
+        return bound;
+      const Value *found = object.asDict().find(name);
+      return found ? *found : Value();
+    }
     if (object.is(Kind::nameSpace)) {
       const Value *found = object.asNamespace().attributes.find(name);
       return found ? *found : Value();
@@ -404,10 +409,15 @@ private:
   }
 
   // `object[key]`: a list's or string's item by (negative) index, a dict's
-  // or namespace's by key, undefined when absent.
+  // by key (else its method, as `.key` the other way round), a namespace's
+  // by key, undefined when absent.
   static Value item(const Value &object, const Value &key) {
-    if (key.is(Kind::string))
+    if (key.is(Kind::string)) {
+      if (object.is(Kind::dict))
+        if (const Value *found = object.asDict().find(key.asString()))
+          return *found;
       return attribute(object, key.asString());
+    }
     if (!key.is(Kind::integer))
       return Value();
     int64_t index = key.asInteger();
@@ -690,10 +700,9 @@ Value range(const CallArguments &arguments) {
   return out;
 }
 
-Value strftimeNow(const CallArguments &arguments) {
+Value strftimeNow(const CallArguments &arguments, std::time_t now) {
   if (arguments.positional.empty() || !arguments.positional[0].is(Kind::string))
     fail(0, "strftime_now() needs a format string");
-  std::time_t now = std::time(nullptr);
   std::tm local{};
   localtime_r(&now, &local);
   char buffer[256];
@@ -705,7 +714,8 @@ Value strftimeNow(const CallArguments &arguments) {
 
 } // namespace
 
-std::string evaluate(const std::vector<Stmt> &program, const Dict &variables) {
+std::string evaluate(const std::vector<Stmt> &program, const Dict &variables,
+                     std::optional<int64_t> now) {
   auto globals = std::make_shared<Scope>();
   for (const char *name : {"true", "True"})
     globals->variables[name] = true;
@@ -715,7 +725,11 @@ std::string evaluate(const std::vector<Stmt> &program, const Dict &variables) {
     globals->variables[name] = Value::none();
   globals->variables["namespace"] = function("namespace", namespaceOf);
   globals->variables["range"] = function("range", range);
-  globals->variables["strftime_now"] = function("strftime_now", strftimeNow);
+  globals->variables["strftime_now"] =
+      function("strftime_now", [now](const CallArguments &arguments) {
+        return strftimeNow(arguments,
+                           now ? std::time_t(*now) : std::time(nullptr));
+      });
   globals->variables["raise_exception"] =
       function("raise_exception", [](const CallArguments &arguments) -> Value {
         fail(0, "the template raised an error: " +

@@ -20,12 +20,12 @@ namespace {
 using Kind = Value::Kind;
 
 constexpr std::array kFilters = {
-    "abs",        "capitalize", "count",   "d",      "default", "dictsort",
-    "first",      "float",      "indent",  "int",    "items",   "join",
-    "last",       "length",     "list",    "lower",  "map",     "reject",
-    "rejectattr", "replace",    "reverse", "safe",   "select",  "selectattr",
-    "sort",       "string",     "title",   "tojson", "trim",    "unique",
-    "upper"};
+    "abs",    "capitalize", "count",      "d",       "default", "dictsort",
+    "first",  "float",      "indent",     "int",     "items",   "join",
+    "last",   "length",     "list",       "lower",   "map",     "max",
+    "min",    "reject",     "rejectattr", "replace", "reverse", "safe",
+    "select", "selectattr", "sort",       "string",  "title",   "tojson",
+    "trim",   "unique",     "upper"};
 
 [[noreturn]] void notFor(std::string_view filter, const Value &operand,
                          int line) {
@@ -38,6 +38,15 @@ const std::string &text(std::string_view filter, const Value &operand,
   if (!operand.is(Kind::string))
     notFor(filter, operand, line);
   return operand.asString();
+}
+
+// The text of the filters that Python's Jinja applies to str(operand): an
+// undefined value is the empty text there (`schema.type | upper` of a
+// schema without a type).
+const std::string &textOrEmpty(std::string_view filter, const Value &operand,
+                               int line) {
+  static const std::string kEmpty;
+  return operand.is(Kind::undefined) ? kEmpty : text(filter, operand, line);
 }
 
 bool flag(const CallArguments &arguments, size_t index, std::string_view name,
@@ -378,6 +387,22 @@ Value applyFilter(std::string_view name, const Value &operand,
         });
     return list;
   }
+  if (name == "min" || name == "max") {
+    // The first smallest (largest) item, undefined when there is none.
+    List list = items(name, operand, line);
+    bool caseSensitive = flag(arguments, 0, "case_sensitive", false);
+    const Value *attribute = arguments.get(1, "attribute");
+    auto key = [&](const Value &item) {
+      return attribute ? attributeOf(item, attribute->str()) : item;
+    };
+    size_t best = 0;
+    for (size_t i = 1; i < list.size(); ++i)
+      if (name == "min"
+              ? lessThan(key(list[i]), key(list[best]), caseSensitive, line)
+              : lessThan(key(list[best]), key(list[i]), caseSensitive, line))
+        best = i;
+    return list.empty() ? Value() : list[best];
+  }
   if (name == "unique") {
     List out;
     for (const Value &item : items(name, operand, line)) {
@@ -419,18 +444,18 @@ Value applyFilter(std::string_view name, const Value &operand,
     if (chars && chars->is(Kind::string)) {
       std::vector<char32_t> points = codePoints(chars->asString());
       std::u32string set(points.begin(), points.end());
-      return stripped(text(name, operand, line), true, true, &set);
+      return stripped(textOrEmpty(name, operand, line), true, true, &set);
     }
-    return stripped(text(name, operand, line), true, true);
+    return stripped(textOrEmpty(name, operand, line), true, true);
   }
   if (name == "upper")
-    return upper(text(name, operand, line));
+    return upper(textOrEmpty(name, operand, line));
   if (name == "lower")
-    return lower(text(name, operand, line));
+    return lower(textOrEmpty(name, operand, line));
   if (name == "title")
-    return title(text(name, operand, line));
+    return title(textOrEmpty(name, operand, line));
   if (name == "capitalize")
-    return capitalize(text(name, operand, line));
+    return capitalize(textOrEmpty(name, operand, line));
   if (name == "indent")
     return indented(text(name, operand, line), arguments, line);
   if (name == "replace") {
@@ -439,7 +464,7 @@ Value applyFilter(std::string_view name, const Value &operand,
     const Value *count = arguments.get(2, "count");
     if (!old || !with)
       fail(line, "replace needs the text to replace and its replacement");
-    return replaced(text(name, operand, line), old->str(), with->str(),
+    return replaced(textOrEmpty(name, operand, line), old->str(), with->str(),
                     count && count->is(Kind::integer) ? count->asInteger()
                                                       : -1);
   }

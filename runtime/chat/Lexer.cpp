@@ -224,10 +224,14 @@ private:
   }
   void push(TokenKind kind, std::string text) {
     tokens_.push_back({kind, std::move(text), line()});
+    afterComment_ = false;
   }
 
+  // A `-` marker strips the text right before its tag; a comment there
+  // leaves none to strip, and the text before the comment stays.
   void trimLastText() {
-    if (tokens_.empty() || tokens_.back().kind != TokenKind::text)
+    if (afterComment_ || tokens_.empty() ||
+        tokens_.back().kind != TokenKind::text)
       return;
     tokens_.back().text = jsTrimmedEnd(tokens_.back().text);
     if (tokens_.back().text.empty())
@@ -249,6 +253,7 @@ private:
     if (stripAfter)
       at_ += spaceRun(source_.text, at_);
     inText_ = true;
+    afterComment_ = true;
   }
 
   // Whether a + or - here is binary: it follows an operand.
@@ -360,6 +365,7 @@ private:
   Source source_;
   size_t at_ = 0;
   bool inText_ = true;
+  bool afterComment_ = false; // no token since the last comment
   int braceDepth_ = 0;
   std::vector<Token> tokens_;
 };

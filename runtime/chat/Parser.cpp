@@ -161,6 +161,13 @@ private:
                                           : Stmt::Kind::continueLoop,
                   .line = line};
     }
+    // A chat template comes as one file: there is nothing to load.
+    if (name == "include" || name == "import" || name == "from" ||
+        name == "extends")
+      fail(line, fmt::format("'{}' is not supported: a chat template is one "
+                             "file and cannot include, import or extend "
+                             "another",
+                             name));
     fail(line, fmt::format("statement '{}' is not supported", name));
   }
 

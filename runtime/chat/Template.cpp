@@ -26,13 +26,13 @@ Result<Template> Template::parse(std::string_view source, std::string name) {
   }
 }
 
-Result<std::string>
-Template::render(const nlohmann::ordered_json &variables) const {
+Result<std::string> Template::render(const nlohmann::ordered_json &variables,
+                                     std::optional<int64_t> now) const {
   Value values = Value::fromJson(variables);
   if (!values.is(Value::Kind::dict))
     return makeError("{}: the variables must be a JSON object", name_);
   try {
-    return evaluate(*program_, values.asDict());
+    return evaluate(*program_, values.asDict(), now);
   } catch (const TemplateError &error) {
     return located(name_, error);
   }

@@ -7,7 +7,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,8 +24,10 @@ public:
   static Result<Template> parse(std::string_view source, std::string name);
 
   // The text rendered with the members of `variables` (an object) as the
-  // template's top-level variables.
-  Result<std::string> render(const nlohmann::ordered_json &variables) const;
+  // template's top-level variables; strftime_now() formats `now` (seconds
+  // since the epoch), the clock's time when unset.
+  Result<std::string> render(const nlohmann::ordered_json &variables,
+                             std::optional<int64_t> now = {}) const;
 
 private:
   Template(std::string name, std::shared_ptr<const std::vector<Stmt>> program)

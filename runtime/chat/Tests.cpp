@@ -14,10 +14,10 @@ namespace {
 using Kind = Value::Kind;
 
 constexpr std::array kTests = {
-    "boolean",  "callable", "defined", "divisibleby", "eq",       "equalto",
-    "even",     "false",    "float",   "integer",     "iterable", "lower",
-    "mapping",  "ne",       "none",    "number",      "odd",      "sameas",
-    "sequence", "string",   "true",    "undefined",   "upper"};
+    "boolean", "callable", "defined", "divisibleby", "eq",        "equalto",
+    "even",    "false",    "float",   "in",          "integer",   "iterable",
+    "lower",   "mapping",  "ne",      "none",        "number",    "odd",
+    "sameas",  "sequence", "string",  "true",        "undefined", "upper"};
 
 const Value &argument(std::string_view test,
                       const std::vector<Value> &arguments, int line) {
@@ -61,12 +61,10 @@ bool applyTest(std::string_view name, const Value &value,
     return value.is(Kind::floating);
   if (name == "mapping")
     return value.is(Kind::dict);
-  if (name == "iterable")
+  // Undefined iterates as empty and has a length, 0, as in Python's Jinja.
+  if (name == "iterable" || name == "sequence")
     return value.is(Kind::list) || value.is(Kind::string) ||
-           value.is(Kind::dict);
-  if (name == "sequence")
-    return value.is(Kind::list) || value.is(Kind::string) ||
-           value.is(Kind::dict);
+           value.is(Kind::dict) || value.is(Kind::undefined);
   if (name == "callable")
     return value.is(Kind::callable);
   if (name == "lower" || name == "upper")
@@ -85,6 +83,28 @@ bool applyTest(std::string_view name, const Value &value,
     return value == argument(name, arguments, line);
   if (name == "ne")
     return !(value == argument(name, arguments, line));
+  if (name == "in") {
+    // `value in container`, as the operator.
+    const Value &container = argument(name, arguments, line);
+    switch (container.kind()) {
+    case Kind::undefined:
+      return false;
+    case Kind::list:
+      return std::any_of(container.asList().begin(), container.asList().end(),
+                         [&](const Value &item) { return item == value; });
+    case Kind::dict:
+      return value.is(Kind::string) &&
+             container.asDict().find(value.asString());
+    case Kind::string:
+      if (!value.is(Kind::string))
+        fail(line, fmt::format("test 'in' of a string needs a string, not {}",
+                               kindPhrase(value.kind())));
+      return container.asString().find(value.asString()) != std::string::npos;
+    default:
+      fail(line, fmt::format("test 'in' needs a list, dict or string, not {}",
+                             kindPhrase(container.kind())));
+    }
+  }
   if (name == "sameas") {
     const Value &other = argument(name, arguments, line);
     return value.kind() == other.kind() && value == other;

@@ -95,8 +95,9 @@ TEST_F(CheckpointDir, UnsupportedConstructFailsAtLoadNamingFileAndLine) {
   auto chat = ChatTemplate::fromCheckpoint(dir());
   ASSERT_FALSE(chat.ok());
   EXPECT_EQ(chat.error().message(),
-            dir() + "/chat_template.jinja line 2: statement 'include' is not "
-                    "supported");
+            dir() + "/chat_template.jinja line 2: 'include' is not supported: "
+                    "a chat template is one file and cannot include, import "
+                    "or extend another");
 }
 
 TEST(ChatTemplate, KwargsAndToolsAreTopLevelVariables) {
@@ -111,6 +112,17 @@ TEST(ChatTemplate, KwargsAndToolsAreTopLevelVariables) {
   conversation.kwargs = {{"enable_thinking", false}};
   conversation.tools = Json::parse(R"([{"type": "function"}])");
   EXPECT_EQ(*chat->render(conversation), "no-think 1 tools 1");
+}
+
+TEST(ChatTemplate, NowIsTheTimeStrftimeNowFormats) {
+  auto chat = ChatTemplate::fromSource("{{ strftime_now('%Y-%m-%d') }}", "t",
+                                       Json::object());
+  ASSERT_TRUE(chat.ok()) << chat.error().message();
+  Conversation conversation = hello();
+  conversation.now = 1754395200; // 2025-08-05 12:00 UTC
+  EXPECT_EQ(*chat->render(conversation), "2025-08-05");
+  conversation.now.reset();
+  EXPECT_NE(*chat->render(conversation), "2025-08-05");
 }
 
 TEST(ChatTemplate, RequestErrors) {

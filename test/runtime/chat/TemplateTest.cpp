@@ -43,6 +43,16 @@ TEST(Template, WhitespaceControl) {
   EXPECT_EQ(render("a{% generation %}b{% endgeneration %}c"), "abc");
 }
 
+TEST(Template, WhitespaceControlStopsAtAComment) {
+  // A `-` strips the text between the comment and its tag, none here: the
+  // text before the comment stays.
+  EXPECT_EQ(render("a\n{# c #}{%- if true %}b{% endif %}"), "a\nb");
+  EXPECT_EQ(render("a\n  {# c #}\n  {%- if true %}b{% endif %}"), "a\nb");
+  EXPECT_EQ(render("a\n{# c #}{{- 'b' }}"), "a\nb");
+  EXPECT_EQ(render("a {# x #}{#- y #}b"), "a b");
+  EXPECT_EQ(render("a {# x #} {{- 'b' }}"), "a b");
+}
+
 TEST(Template, IfElifElse) {
   const char *source =
       "{% if n > 2 %}big{% elif n == 2 %}two{% else %}small{% endif %}";
@@ -262,6 +272,52 @@ TEST(Template, Tests) {
             "True");
 }
 
+TEST(Template, UndefinedIsAnEmptySequence) {
+  // As Python's Jinja: Hermes' template types a schema without a "type"
+  // as "Union[]" by looping over the undefined type.
+  EXPECT_EQ(render("{{ x is iterable }}{{ x.y is sequence }}"), "TrueTrue");
+  EXPECT_EQ(render("{% if s.type is iterable %}Union[{% for t in s.type %}"
+                   "{{ t }}{% endfor %}]{% endif %}",
+                   {{"s", Json::object()}}),
+            "Union[]");
+}
+
+TEST(Template, StringFiltersTakeUndefinedAsEmpty) {
+  EXPECT_EQ(render("[{{ s.type | upper }}|{{ x | trim }}|{{ x | lower }}|"
+                   "{{ x | title }}|{{ x | capitalize }}|"
+                   "{{ x | replace('a', 'b') }}]",
+                   {{"s", Json::object()}}),
+            "[|||||]");
+  EXPECT_EQ(render("{% if s.type | upper == 'STRING' %}s{% else %}other"
+                   "{% endif %}",
+                   {{"s", Json::object()}}),
+            "other");
+  // indent adds to its text, which Python's Jinja refuses on undefined.
+  EXPECT_EQ(render("{{ x | indent }}"),
+            "error: t line 1: filter 'indent' does not apply to undefined");
+}
+
+TEST(Template, MinMaxFilters) {
+  EXPECT_EQ(render("{{ [3, 1, 2] | min }} {{ [3, 1, 2] | max }} "
+                   "{{ ['b', 'a', 'C'] | max }} "
+                   "{{ ['b', 'a', 'C'] | max(case_sensitive=true) }} "
+                   "[{{ [] | max }}]"),
+            "1 3 C b []");
+  EXPECT_EQ(render("{{ (xs | max(attribute='n')).id }}",
+                   {{"xs", Json::parse(R"([{"id": "a", "n": 2},
+                                           {"id": "b", "n": 5},
+                                           {"id": "c", "n": 5}])")}}),
+            "b");
+}
+
+TEST(Template, InTest) {
+  // Qwen3-Coder's template drops the keys it renders itself.
+  EXPECT_EQ(render("{{ ['name', 'type', 'enum'] | reject('in', ['name', "
+                   "'type']) | list }} {{ 'a' is in('cat') }} "
+                   "{{ 'k' is in({'k': 1}) }} {{ 2 is in([1, 3]) }}"),
+            "['enum'] True True False");
+}
+
 TEST(Template, Globals) {
   EXPECT_EQ(render("{{ range(3) }} {{ range(1, 7, 2) }} {{ range(3, 0, -1) }}"),
             "[0, 1, 2] [1, 3, 5] [3, 2, 1]");
@@ -271,9 +327,24 @@ TEST(Template, Globals) {
   EXPECT_EQ(render("{{ True }}{{ False }}{{ None }}"), "TrueFalseNone");
 }
 
+TEST(Template, DictMethodsBeforeKeysForDotKeysBeforeMethodsForSubscript) {
+  // A JSON schema of an array has an "items" key: `.items()` is still the
+  // method, `['items']` the key.
+  Json vars = {
+      {"schema", {{"type", "array"}, {"items", {{"type", "string"}}}}}};
+  EXPECT_EQ(
+      render("{% for k, v in schema.items() %}{{ k }};{% endfor %}", vars),
+      "type;items;");
+  EXPECT_EQ(render("{{ schema['items'].type }} {{ schema.type }}", vars),
+            "string array");
+  EXPECT_EQ(render("{{ d.get('get') }} {{ d['get'] }}", {{"d", {{"get", 1}}}}),
+            "1 1");
+  EXPECT_EQ(render("{{ d.get is callable }}", {{"d", {{"get", 1}}}}), "True");
+}
+
 TEST(TemplateErrors, UnsupportedConstructsNameTheLine) {
-  EXPECT_EQ(render("ok\n{% include 'x' %}"),
-            "error: t line 2: statement 'include' is not supported");
+  EXPECT_EQ(render("ok\n{% while x %}"),
+            "error: t line 2: statement 'while' is not supported");
   EXPECT_EQ(render("{{ x | wordwrap }}"),
             "error: t line 1: filter 'wordwrap' is not supported");
   EXPECT_EQ(render("\n\n{{ x is sameish }}"),
@@ -285,6 +356,21 @@ TEST(TemplateErrors, UnsupportedConstructsNameTheLine) {
             "error: t line 1: recursive for loops are not supported");
   EXPECT_EQ(render("{{ 'a'.zfill(3) }}"),
             "error: t line 1: method 'zfill' of a string is not supported");
+}
+
+TEST(TemplateErrors, LoadingAnotherTemplateNamesTheLine) {
+  // Refused when the template is read, even where no rendering reaches.
+  const char *kError =
+      "' is not supported: a chat template is one file and cannot include, "
+      "import or extend another";
+  EXPECT_EQ(render("ok\n{% include 'other.jinja' %}"),
+            std::string("error: t line 2: 'include") + kError);
+  EXPECT_EQ(render("{% if false %}\n\n{% import 'macros' as m %}{% endif %}"),
+            std::string("error: t line 3: 'import") + kError);
+  EXPECT_EQ(render("a\n{%- from 'macros' import render -%}"),
+            std::string("error: t line 2: 'from") + kError);
+  EXPECT_EQ(render("{% extends 'base.jinja' %}"),
+            std::string("error: t line 1: 'extends") + kError);
 }
 
 TEST(TemplateErrors, MalformedTemplates) {
