@@ -656,6 +656,99 @@ void WeightSet::readFloat32(size_t index, int64_t begin, int64_t count,
   }
 }
 
+Error nonFiniteParam(size_t index, std::string_view name, float value,
+                     int64_t element) {
+  return makeError("param {} ('{}') holds {} at element {}: the checkpoint is "
+                   "damaged",
+                   index, name, std::isnan(value) ? "NaN" : "Inf", element);
+}
+
+namespace {
+
+// Whether any value of an MXFP4 param can be other than finite: a code is at
+// most 6, so only a NaN scale (E8M0 255) or 2^127 (254) can make one.
+bool mxfp4MayHoldNonFinite(const TensorView &part) {
+  int64_t scales =
+      part.shape[0] * part.shape[2] * (part.shape[1] / kMxfp4BlockElements);
+  return std::any_of(part.mxfp4->scales, part.mxfp4->scales + scales,
+                     [](uint8_t code) { return code >= 254; });
+}
+
+// The first element of [begin, end) of `part` that is not finite, or -1;
+// its value in `value`.
+int64_t firstNonFinite(const TensorView &part, int64_t begin, int64_t end,
+                       float &value) {
+  const auto *bytes = static_cast<const uint8_t *>(part.data);
+  auto scanBits = [&]<typename Bits>(Bits exponent) -> int64_t {
+    for (int64_t i = begin; i < end; ++i) {
+      Bits bits;
+      std::memcpy(&bits, bytes + sizeof(Bits) * i, sizeof(Bits));
+      if ((bits & exponent) == exponent) {
+        value = scalarAt(part.type, bytes, i);
+        return i;
+      }
+    }
+    return -1;
+  };
+  switch (part.type) {
+  case ElementType::F32:
+    return scanBits(uint32_t{0x7F800000u});
+  case ElementType::BF16:
+    return scanBits(uint16_t{0x7F80u});
+  case ElementType::F16:
+    return scanBits(uint16_t{0x7C00u});
+  case ElementType::F8_E4M3:
+  case ElementType::U8: {
+    std::vector<float> values(size_t(end - begin));
+    appendFloat32(part, begin, end, values.data());
+    auto bad = std::find_if(values.begin(), values.end(),
+                            [](float v) { return !std::isfinite(v); });
+    if (bad == values.end())
+      return -1;
+    value = *bad;
+    return begin + (bad - values.begin());
+  }
+  }
+  return -1;
+}
+
+} // namespace
+
+Status WeightSet::checkFinite(size_t index) const {
+  if (!storage_->recipes.empty())
+    return Status::success();
+  constexpr int64_t kJobElements = int64_t{1} << 20;
+  const BoundParam &bound = params_[index];
+  struct Slice {
+    const TensorView *part;
+    int64_t begin, end; // elements of the part
+    int64_t first;      // index of its first element in the param
+  };
+  std::vector<Slice> slices;
+  int64_t at = 0;
+  for (const TensorView &part : bound.parts) {
+    int64_t count = part.numElements();
+    if (part.type != ElementType::U8 || mxfp4MayHoldNonFinite(part))
+      for (int64_t begin = 0; begin < count; begin += kJobElements)
+        slices.push_back(
+            {&part, begin, std::min(count, begin + kJobElements), at + begin});
+    at += count;
+  }
+  std::vector<int64_t> bad(slices.size(), -1);
+  std::vector<float> values(slices.size());
+  runOnAllCores(slices.size(), [&](size_t job) {
+    const Slice &slice = slices[job];
+    int64_t i =
+        firstNonFinite(*slice.part, slice.begin, slice.end, values[job]);
+    if (i >= 0)
+      bad[job] = slice.first + (i - slice.begin);
+  });
+  for (size_t job = 0; job < slices.size(); ++job)
+    if (bad[job] >= 0)
+      return nonFiniteParam(index, bound.name, values[job], bad[job]);
+  return Status::success();
+}
+
 std::vector<float> WeightSet::toFloat32(size_t index) const {
   const BoundParam &bound = params_[index];
   if (!storage_->recipes.empty())

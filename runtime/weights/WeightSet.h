@@ -24,6 +24,11 @@ struct BoundParam {
   std::vector<TensorView> parts;
 };
 
+/// The error for param `index` (`name`) holding `value`, NaN or Inf, at
+/// `element` of its flat array: one wording for every backend.
+Error nonFiniteParam(size_t index, std::string_view name, float value,
+                     int64_t element);
+
 class WeightSet {
 public:
   /// Binds every param of a verified plan to tensors of the checkpoint
@@ -60,6 +65,11 @@ public:
   /// exactly its elements; on all cores, without an fp32 copy, for loading
   /// full-scale models.
   void toBf16(size_t index, std::span<uint16_t> out) const;
+  /// Whether every value the param stands for is finite: NaN or Inf (a
+  /// damaged checkpoint, or fp8 codes times a scale past fp32's range) is
+  /// nonFiniteParam's error for its first such element. Synthetic weights
+  /// are finite as drawn. On all cores.
+  Status checkFinite(size_t index) const;
 
 private:
   struct Storage;

@@ -670,11 +670,8 @@ Status CpuBackend::prepare(const LoadedPlan &plan,
                             model::paramElements(param)));
     int64_t bad = firstNonFinite(s.pool, params[i]);
     if (bad >= 0)
-      return fail(makeError("param {} ('{}') holds {} at element {}: the "
-                            "checkpoint is damaged",
-                            i, param.name()->str(),
-                            std::isnan(params[i][size_t(bad)]) ? "NaN" : "Inf",
-                            bad));
+      return fail(
+          nonFiniteParam(i, param.name()->str(), params[i][size_t(bad)], bad));
   }
   Result<model::ResolvedModel> resolved =
       model::ResolvedModel::resolve(plan.plan());

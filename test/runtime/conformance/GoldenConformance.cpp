@@ -1,6 +1,11 @@
 #include "test/runtime/conformance/GoldenConformance.h"
 
+#include "test/runtime/weights/CheckpointWriter.h"
+
 #include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 
 namespace moe {
 
@@ -58,6 +63,61 @@ void GoldenBackendTest::expectPromptsMatchHuggingFace(Backend &backend,
 }
 
 namespace {
+
+// Element `element` of tensor `tensor` of the safetensors file at `path`
+// overwritten with a NaN of its dtype, in place.
+void plantNaN(const std::string &path, const std::string &tensor,
+              int64_t element) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  uint64_t headerBytes = 0;
+  file.read(reinterpret_cast<char *>(&headerBytes), 8);
+  std::string header(headerBytes, '\0');
+  file.read(header.data(), std::streamsize(headerBytes));
+  nlohmann::json entry = nlohmann::json::parse(header).at(tensor);
+  std::string dtype = entry.at("dtype");
+  std::vector<uint8_t> nan =
+      dtype == "F32"    ? std::vector<uint8_t>{0, 0, 0xC0, 0x7F}
+      : dtype == "BF16" ? std::vector<uint8_t>{0xC0, 0x7F}
+                        : std::vector<uint8_t>{0x00, 0x7E};
+  ASSERT_TRUE(dtype == "F32" || dtype == "BF16" || dtype == "F16") << dtype;
+  int64_t at = 8 + int64_t(headerBytes) +
+               entry.at("data_offsets")[0].get<int64_t>() +
+               element * int64_t(nan.size());
+  file.seekp(at);
+  file.write(reinterpret_cast<const char *>(nan.data()),
+             std::streamsize(nan.size()));
+  ASSERT_TRUE(file.good());
+}
+
+// A damaged checkpoint (a NaN in a weight) is refused at prepare, naming
+// the param and the element, before anything runs.
+TEST_P(GoldenConformance, RefusesACheckpointHoldingNaN) {
+  const plan::Model &model = plan_->model();
+  // The last param stored whole (not stacked by expert).
+  int damaged = -1;
+  for (int i = 0; i < int(model.params()->size()); ++i)
+    if (model.params()->Get(i)->hf_name()->str().find('{') == std::string::npos)
+      damaged = i;
+  ASSERT_GE(damaged, 0);
+  const plan::Param &param = *model.params()->Get(damaged);
+  testing::ScratchDirectory scratch;
+  std::string fixture = goldenDir() + "/" + this->model();
+  for (const char *file : {"config.json", "model.safetensors"})
+    std::filesystem::copy_file(fixture + "/" + file, scratch.file(file));
+  ASSERT_NO_FATAL_FAILURE(
+      plantNaN(scratch.file("model.safetensors"), param.hf_name()->str(), 5));
+  auto weights = WeightSet::fromCheckpoint(scratch.path().string(), model);
+  ASSERT_TRUE(weights.ok()) << weights.error().message();
+  std::unique_ptr<Backend> backend = makeBackend();
+  Status status = backend->prepare(*plan_, *weights, kSlots, kContext);
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.error().message().find(fmt::format(
+                "param {} ('{}') holds NaN at element 5: the checkpoint is "
+                "damaged",
+                damaged, param.name()->str())),
+            std::string::npos)
+      << status.error().message();
+}
 
 // All four prompts in one prefill batch, every position's logits.
 TEST_P(GoldenConformance, PromptLogitsMatchHuggingFaceInOneMixedBatch) {

@@ -751,7 +751,11 @@ void checkArgmax(const std::vector<T> &logits, int64_t rows, int64_t vocab,
   std::vector<int32_t> ref(rows);
   for (int64_t r = 0; r < rows; ++r) {
     auto row = values.begin() + r * vocab;
-    ref[r] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+    bool finite =
+        std::all_of(row, row + vocab, [](float v) { return std::isfinite(v); });
+    ref[r] =
+        finite ? static_cast<int32_t>(std::max_element(row, row + vocab) - row)
+               : gpu::kArgmaxNotFinite;
   }
   EXPECT_EQ(dout.download(), ref);
 }
@@ -785,6 +789,34 @@ TEST(Kernels, ArgmaxFirstMaximum) {
         }
         checkArgmax(bits, rows, vocab, rounded);
       }
+}
+
+// A row holding NaN or ±Inf anywhere (first, last, or beside a larger
+// finite value) has no pick: kArgmaxNotFinite, the others theirs.
+TEST(Kernels, ArgmaxReportsRowsThatAreNotFinite) {
+  REQUIRE_DEVICE();
+  std::mt19937 rng = freshRng();
+  constexpr int64_t kRows = 6, kVocab = 32001;
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> values(kRows * kVocab);
+  for (float &v : values)
+    v = dist(rng);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  values[0 * kVocab + 0] = nan;
+  values[1 * kVocab + kVocab - 1] = inf;
+  values[2 * kVocab + 77] = -inf;
+  values[3 * kVocab + 5] = 2.0f; // row 3 stays finite
+  values[4 * kVocab + 6] = 2.0f;
+  values[4 * kVocab + 9000] = nan;
+  checkArgmax(values, kRows, kVocab, values);
+  std::vector<uint16_t> bits(values.size());
+  std::vector<float> rounded(values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    bits[i] = toBf16(values[i]);
+    rounded[i] = fromBf16(bits[i]);
+  }
+  checkArgmax(bits, kRows, kVocab, rounded);
 }
 
 } // namespace

@@ -174,8 +174,9 @@ TEST(Engine, LogprobsComeWithEveryNewToken) {
       // The greedy pick is the mode of the backend's peaked row.
       EXPECT_LT(token.logprob, 0.0f);
       ASSERT_EQ(int32_t(token.top.size()), request.topLogprobs);
-      if (!token.top.empty())
+      if (!token.top.empty()) {
         EXPECT_EQ(token.top[0].second, token.logprob);
+      }
     }
   }
   Request tooMany = requests[0];

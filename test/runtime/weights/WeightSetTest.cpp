@@ -536,6 +536,59 @@ TEST(WeightSet, ReadsRangesAsTheWholeParamReads) {
   }
 }
 
+// NaN or Inf in what a param stands for, whatever its stored dtype, is the
+// error naming the param and the first such element (in the param's flat
+// order); finite params pass, synthetic ones always.
+TEST(WeightSet, ChecksThatEveryValueIsFinite) {
+  std::vector<uint16_t> bf16(12, floatToBf16(0.5f));
+  bf16[7] = floatToBf16(-std::numeric_limits<float>::infinity());
+  std::vector<uint8_t> fp8(12, 0x38), fp8Overflow(12, 0x38);
+  fp8[3] = 0x7F;         // E4M3's NaN
+  fp8Overflow[9] = 0x7E; // 448 · 1e36 is beyond fp32
+  const int64_t experts = 2, ins = 32, outs = 3;
+  std::vector<uint8_t> blocks(size_t(experts * outs * ins / 2), 0x21),
+      scales(size_t(experts * outs), 127);
+  scales[size_t(1 * outs + 2)] = 255; // not a power of two: expert 1, out 2
+  ScratchDirectory scratch;
+  testing::writeSafetensors(
+      scratch.file("model.safetensors"),
+      {{"a.weight", "BF16", {3, 4}, testing::rawBytes(bf16)},
+       {"b.weight", "F8_E4M3", {3, 4}, fp8},
+       {"b.weight_scale", "F32", {1}, testing::f32Bytes({1.0f})},
+       {"c.weight", "F8_E4M3", {3, 4}, fp8Overflow},
+       {"c.weight_scale", "F32", {1}, testing::f32Bytes({1e36f})},
+       {"d.weight", "F32", {2}, testing::f32Bytes({1.0f, -2.0f})},
+       {"e_blocks", "U8", {experts, outs, ins / 32, 16}, blocks},
+       {"e_scales", "U8", {experts, outs, ins / 32}, scales}});
+  LoadedPlan plan = buildPlan({{"a", "a.weight", {3, 4}},
+                               {"b", "b.weight", {3, 4}},
+                               {"c", "c.weight", {3, 4}},
+                               {"d", "d.weight", {2}},
+                               {"e", "e", {experts, ins, outs}}});
+  Result<WeightSet> weights =
+      WeightSet::fromCheckpoint(scratch.path().string(), plan.model());
+  ASSERT_TRUE(weights.ok()) << weights.error().message();
+  auto error = [&](size_t index) {
+    Status status = weights->checkFinite(index);
+    return status.ok() ? std::string("finite") : status.error().message();
+  };
+  EXPECT_EQ(error(0), "param 0 ('a') holds Inf at element 7: the checkpoint "
+                      "is damaged");
+  EXPECT_EQ(error(1), "param 1 ('b') holds NaN at element 3: the checkpoint "
+                      "is damaged");
+  EXPECT_EQ(error(2), "param 2 ('c') holds Inf at element 9: the checkpoint "
+                      "is damaged");
+  EXPECT_EQ(error(3), "finite");
+  // Element (e 1, i 0, o 2) of the param's [E, in, out].
+  EXPECT_EQ(error(4), fmt::format("param 4 ('e') holds Inf at element {}: "
+                                  "the checkpoint is damaged",
+                                  (1 * ins + 0) * outs + 2));
+  Result<WeightSet> synthetic = WeightSet::synthetic(plan.model(), 3);
+  ASSERT_TRUE(synthetic.ok()) << synthetic.error().message();
+  for (size_t i = 0; i < synthetic->size(); ++i)
+    EXPECT_TRUE(synthetic->checkFinite(i).ok()) << i;
+}
+
 std::string fp8Error(std::vector<TensorSpec> scales) {
   std::vector<TensorSpec> tensors = {
       {"lm_head.weight", "F8_E4M3", {8, 4}, fp8Codes(8, 4)}};

@@ -230,6 +230,11 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   if (weights.size() != count)
     return fail(makeError("the weights hold {} params, the plan {}",
                           weights.size(), count));
+  for (size_t i = 0; i < count; ++i) {
+    Status finite = weights.checkFinite(i);
+    if (!finite.ok())
+      return fail(finite.error());
+  }
   auto s = std::make_unique<BackendState>();
   s->slots = slots;
   s->maxContext = maxContext;

@@ -287,7 +287,9 @@ cudaError_t combineExperts(const CombineArgs &args, cudaStream_t stream);
 // Greedy sampling
 //===----------------------------------------------------------------------===//
 
-// out[r] = the first index of the maximum of logits[r, :] (NaNs ignored).
+// out[r] = the first index of the maximum of logits[r, :], or
+// kArgmaxNotFinite where the row holds NaN or Inf (the engine's kNotFinite).
+inline constexpr int32_t kArgmaxNotFinite = -1;
 cudaError_t argmaxRows(const float *logits, int64_t rows, int64_t vocab,
                        int32_t *out, cudaStream_t stream);
 cudaError_t argmaxRows(const bf16 *logits, int64_t rows, int64_t vocab,

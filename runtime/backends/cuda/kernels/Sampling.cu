@@ -15,7 +15,8 @@ __device__ __forceinline__ float toFloat(bf16 v) { return __bfloat162float(v); }
 
 // One block per row. Each thread walks its columns in ascending order, so a
 // strict comparison keeps its first maximum; the reductions break ties by
-// the lower index.
+// the lower index. A NaN or Inf anywhere in the row makes it
+// kArgmaxNotFinite: such a row has no meaningful pick.
 template <typename T>
 __global__ void argmaxKernel(const T *__restrict__ logits, int64_t vocab,
                              int32_t *out) {
@@ -24,8 +25,10 @@ __global__ void argmaxKernel(const T *__restrict__ logits, int64_t vocab,
   const T *row = logits + blockIdx.x * vocab;
   float best = -INFINITY;
   int32_t bestIndex = INT32_MAX;
+  bool notFinite = false;
   for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
     float v = toFloat(row[i]);
+    notFinite |= !isfinite(v);
     if (better(v, static_cast<int32_t>(i), best, bestIndex)) {
       best = v;
       bestIndex = static_cast<int32_t>(i);
@@ -37,13 +40,13 @@ __global__ void argmaxKernel(const T *__restrict__ logits, int64_t vocab,
     values[warp] = best;
     indices[warp] = bestIndex;
   }
-  __syncthreads();
+  notFinite = __syncthreads_or(notFinite);
   if (warp == 0) {
     best = lane < kThreads / 32 ? values[lane] : -INFINITY;
     bestIndex = lane < kThreads / 32 ? indices[lane] : INT32_MAX;
     warpArgmax(best, bestIndex);
-    if (lane == 0) // an all-NaN row has no maximum; report column 0
-      out[blockIdx.x] = bestIndex == INT32_MAX ? 0 : bestIndex;
+    if (lane == 0)
+      out[blockIdx.x] = notFinite ? kArgmaxNotFinite : bestIndex;
   }
 }
 

@@ -4,6 +4,10 @@
 
 #include <algorithm>
 
+static_assert(moe::cuda::kernels::kArgmaxNotFinite == moe::kNotFinite,
+              "the GPU's greedy pick reports a non-finite row as the engine "
+              "expects");
+
 namespace moe::cuda {
 
 Result<HeadOp> bindHeadOp(WeightPlacement &placement,
