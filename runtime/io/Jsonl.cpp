@@ -293,6 +293,10 @@ Status AnswerWriter::writeLine(const Completion &completion) {
   bool failed = completion.finishReason == "error";
   failed_ += failed;
   ++finishReasons_[completion.finishReason];
+  if (!failed) {
+    promptTokens_ += completion.promptTokens;
+    completionTokens_ += int64_t(completion.outputIds.size());
+  }
   std::string text;
   if (tokenizer_ && !failed) {
     MOE_ASSIGN_OR_RETURN(text, answerText(completion));
@@ -334,6 +338,8 @@ Status AnswerWriter::writeLine(const Completion &completion) {
       }
       if (tokenizer_)
         line["text"] = text;
+      line["usage"] = {{"prompt_tokens", completion.promptTokens},
+                       {"completion_tokens", completion.outputIds.size()}};
     }
   }
   std::string textLine =

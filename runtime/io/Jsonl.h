@@ -122,6 +122,10 @@ public:
   const std::map<std::string, int64_t> &finishReasons() const {
     return finishReasons_;
   }
+  /// Prompt and new tokens of the answers this run wrote (error lines
+  /// hold none), as each answer's "usage" counts them.
+  int64_t promptTokens() const { return promptTokens_; }
+  int64_t completionTokens() const { return completionTokens_; }
   /// Where unfinished answers are kept ("" for stdout).
   const std::string &partialPath() const { return partial_; }
   /// Every request is answered: OUTPUT.partial becomes OUTPUT.
@@ -141,6 +145,7 @@ private:
   std::map<int64_t, Completion> pending_;
   std::map<std::string, int64_t> finishReasons_;
   int64_t nextIndex_ = 0, resumed_ = 0, failed_ = 0;
+  int64_t promptTokens_ = 0, completionTokens_ = 0;
 };
 
 } // namespace moe

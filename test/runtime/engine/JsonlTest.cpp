@@ -177,13 +177,22 @@ TEST(AnswerWriter, WritesInInputOrderAsSoonAsPossibleThenCommits) {
   EXPECT_EQ(writer->partialPath(), out + ".partial");
   ASSERT_TRUE(writer->add({2, {9}, "eos", {}}).ok());
   EXPECT_EQ(readFile(out + ".partial"), ""); // waits for answers 0 and 1
-  ASSERT_TRUE(writer->add({0, {5, 6}, "length", {}}).ok());
+  ASSERT_TRUE(writer
+                  ->add({.index = 0,
+                         .outputIds = {5, 6},
+                         .finishReason = "length",
+                         .promptTokens = 1})
+                  .ok());
   EXPECT_EQ(readFile(out + ".partial"),
             "{\"finish_reason\":\"length\",\"id\":1,\"index\":0,"
-            "\"output_ids\":[5,6]}\n");
+            "\"output_ids\":[5,6],\"usage\":{\"completion_tokens\":2,"
+            "\"prompt_tokens\":1}}\n");
   ASSERT_TRUE(writer->add({1, {}, "error", "three.jsonl:2: too long"}).ok());
   EXPECT_EQ(writer->written(), 3);
   EXPECT_EQ(writer->failed(), 1);
+  // Error lines count no tokens.
+  EXPECT_EQ(writer->promptTokens(), 1);
+  EXPECT_EQ(writer->completionTokens(), 3);
   EXPECT_EQ(readFile(out), "an earlier run's answers\n") << "until commit";
   ASSERT_TRUE(writer->commit().ok());
   std::string all = readFile(out);
@@ -223,8 +232,10 @@ TEST(AnswerWriter, ResumesTheSameJobAndRefusesAnother) {
   ASSERT_TRUE(writer->add({1, {6}, "eos", {}}).ok());
   EXPECT_EQ(readFile(out + ".partial"),
             "{\"finish_reason\":\"length\",\"id\":1,\"index\":0,"
-            "\"output_ids\":[5]}\n{\"finish_reason\":\"eos\",\"id\":null,"
-            "\"index\":1,\"output_ids\":[6]}\n");
+            "\"output_ids\":[5],\"usage\":{\"completion_tokens\":1,"
+            "\"prompt_tokens\":0}}\n{\"finish_reason\":\"eos\",\"id\":null,"
+            "\"index\":1,\"output_ids\":[6],\"usage\":{\"completion_tokens\":"
+            "1,\"prompt_tokens\":0}}\n");
 }
 
 // OpenAI batch lines: the body's fields make the request (sampling over
