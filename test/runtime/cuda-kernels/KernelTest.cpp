@@ -760,6 +760,20 @@ void checkArgmax(const std::vector<T> &logits, int64_t rows, int64_t vocab,
   EXPECT_EQ(dout.download(), ref);
 }
 
+// fp32 rows, then the same rows rounded to bf16, where random rows tie
+// often: the first maximum must still win.
+void checkArgmaxInBothDtypes(const std::vector<float> &values, int64_t rows,
+                             int64_t vocab) {
+  checkArgmax(values, rows, vocab, values);
+  std::vector<uint16_t> bits(values.size());
+  std::vector<float> rounded(values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    bits[i] = toBf16(values[i]);
+    rounded[i] = fromBf16(bits[i]);
+  }
+  checkArgmax(bits, rows, vocab, rounded);
+}
+
 TEST(Kernels, ArgmaxFirstMaximum) {
   REQUIRE_DEVICE();
   std::mt19937 rng = freshRng();
@@ -779,15 +793,7 @@ TEST(Kernels, ArgmaxFirstMaximum) {
             values[r * vocab + column(rng)] = 2.0f;
             values[r * vocab + column(rng)] = 2.0f;
           }
-        checkArgmax(values, rows, vocab, values);
-        // In bf16, random rows tie often: the first maximum must still win.
-        std::vector<uint16_t> bits(values.size());
-        std::vector<float> rounded(values.size());
-        for (size_t i = 0; i < values.size(); ++i) {
-          bits[i] = toBf16(values[i]);
-          rounded[i] = fromBf16(bits[i]);
-        }
-        checkArgmax(bits, rows, vocab, rounded);
+        checkArgmaxInBothDtypes(values, rows, vocab);
       }
 }
 
@@ -809,14 +815,7 @@ TEST(Kernels, ArgmaxReportsRowsThatAreNotFinite) {
   values[3 * kVocab + 5] = 2.0f; // row 3 stays finite
   values[4 * kVocab + 6] = 2.0f;
   values[4 * kVocab + 9000] = nan;
-  checkArgmax(values, kRows, kVocab, values);
-  std::vector<uint16_t> bits(values.size());
-  std::vector<float> rounded(values.size());
-  for (size_t i = 0; i < values.size(); ++i) {
-    bits[i] = toBf16(values[i]);
-    rounded[i] = fromBf16(bits[i]);
-  }
-  checkArgmax(bits, kRows, kVocab, rounded);
+  checkArgmaxInBothDtypes(values, kRows, kVocab);
 }
 
 } // namespace
