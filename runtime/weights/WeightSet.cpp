@@ -666,7 +666,8 @@ Error nonFiniteParam(size_t index, std::string_view name, float value,
 namespace {
 
 // Whether any value of an MXFP4 param can be other than finite: a code is at
-// most 6, so only a NaN scale (E8M0 255) or 2^127 (254) can make one.
+// most 6, so only the two largest scale codes (254: 2^127; 255, NaN in the
+// OCP format) can make one.
 bool mxfp4MayHoldNonFinite(const TensorView &part) {
   int64_t scales =
       part.shape[0] * part.shape[2] * (part.shape[1] / kMxfp4BlockElements);

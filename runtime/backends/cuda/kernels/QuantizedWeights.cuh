@@ -61,9 +61,9 @@ __device__ __forceinline__ void widen16(uint4 packed, float scale, bf16 *out) {
 // Eight E2M1 codes (one word, the even element in the low nibble) as four
 // words of bf16 pairs times the power-of-two `scale`. The magnitudes
 // (0, 0.5, 1, 1.5, 2, 3, 4, 6) come from byte permutes over their bf16 bytes
-// and the signs from shifts, a few instructions for eight codes where
-// converting each through fp32 took a dozen apiece; the one bf16 product
-// rounds exactly as the fp32 product rounded to bf16.
+// and the signs from shifts: a few instructions for eight codes rather than
+// an fp32 conversion for each. The one bf16 product rounds exactly as the
+// fp32 product rounded to bf16 would.
 __device__ __forceinline__ void widen8Fp4(uint32_t codes, __nv_bfloat162 scale,
                                           uint32_t (&out)[4]) {
   constexpr uint32_t lowBytes0 = 0xC0800000u, lowBytes1 = 0xC0804000u;
