@@ -470,15 +470,28 @@ void appendFloat32(const TensorView &part, int64_t begin, int64_t end,
     return;
   }
   case ElementType::U8: { // Mxfp4Blocks: the view is [E, in, out]
-    const uint8_t *scales = part.mxfp4->scales;
+    static const std::array<float, 256> scaleValues = [] {
+      std::array<float, 256> table;
+      for (int code = 0; code < 256; ++code)
+        table[code] = floatFromE8m0(uint8_t(code));
+      return table;
+    }();
     int64_t ins = part.shape[1], outs = part.shape[2];
-    for (int64_t i = begin; i < end; ++i) {
+    int64_t rowBytes = ins / 2, blocks = ins / kMxfp4BlockElements;
+    // A run of the view's elements of one (expert, input) walks the stored
+    // rows, one an output: the same nibble and scale column of each.
+    for (int64_t i = begin; i < end;) {
       int64_t e = i / (ins * outs), in = i % (ins * outs) / outs, o = i % outs;
-      int64_t row = e * outs + o;
-      uint8_t pair = bytes[row * ins / 2 + in / 2];
-      out[i - begin] = floatFromFp4(in % 2 ? pair >> 4 : pair & 15) *
-                       floatFromE8m0(scales[row * (ins / kMxfp4BlockElements) +
-                                            in / kMxfp4BlockElements]);
+      int64_t run = std::min(end - i, outs - o);
+      const uint8_t *code = bytes + (e * outs + o) * rowBytes + in / 2;
+      const uint8_t *scale = part.mxfp4->scales + (e * outs + o) * blocks +
+                             in / kMxfp4BlockElements;
+      int shift = in % 2 ? 4 : 0;
+      float *values = out + (i - begin);
+      for (int64_t k = 0; k < run; ++k, code += rowBytes, scale += blocks)
+        values[k] =
+            floatFromFp4(uint8_t(*code >> shift) & 15) * scaleValues[*scale];
+      i += run;
     }
     return;
   }

@@ -481,6 +481,14 @@ TEST(WeightSet, ReadsMxfp4BlocksAsTransformersDoes) {
         ASSERT_EQ(values[at], want) << e << ", " << i << ", " << o;
         ASSERT_EQ(bf16[at], floatToBf16(want)) << e << ", " << i << ", " << o;
       }
+  // Ranges that start and end inside a run of outputs read the same.
+  for (auto [begin, count] : {std::pair{0, 5}, std::pair{4, 9},
+                              std::pair{191, 3}, std::pair{7, 370}}) {
+    std::vector<float> range(static_cast<size_t>(count));
+    weights->readFloat32(0, begin, count, range.data());
+    EXPECT_TRUE(std::equal(range.begin(), range.end(), values.begin() + begin))
+        << begin << " + " << count;
+  }
 }
 
 TEST(WeightSet, Mxfp4BlocksNeedTheirScalesAndShapes) {
