@@ -2,8 +2,12 @@
 # Plans a checkpoint for one job on this machine: the prompts are read first
 # (moe-run --describe-prompts: how many requests, the longest prompt, the
 # most new tokens asked) and the planner gets that shape: prompt-len and
-# gen-len of the longest request, B at most the number of requests. Plans
-# are cached in OUT_DIR by checkpoint, job shape, profile and budgets.
+# gen-len of the longest request, B at most the number of requests. When no
+# plan holds the longest request within the budgets, the job is planned for
+# the longest prompt one does hold (a binary search over prompt-len): a
+# longer request ends at the context (finish_reason context) or, when its
+# prompt alone exceeds it, gets an error line from moe-run. Plans are cached
+# in OUT_DIR by checkpoint, job shape, profile and budgets.
 #
 #   scripts/plan-job.sh CHECKPOINT PROMPTS OUT_DIR PROFILE [MAX_NEW_TOKENS]
 #
@@ -33,19 +37,45 @@ if ((batch < 1)); then
   exit 1
 fi
 
-options="profile=$profile prompt-len=$prompt_len gen-len=$gen_len max-batch=$batch"
-[[ -n ${MOE_GPU_MEM:-} ]] && options+=" gpu-mem=$MOE_GPU_MEM"
-[[ -n ${MOE_HOST_MEM:-} ]] && options+=" host-mem=$MOE_HOST_MEM"
+budgets=""
+[[ -n ${MOE_GPU_MEM:-} ]] && budgets+=" gpu-mem=$MOE_GPU_MEM"
+[[ -n ${MOE_HOST_MEM:-} ]] && budgets+=" host-mem=$MOE_HOST_MEM"
+options_for() { # the planner's options for prompts of up to $1 tokens
+  echo "profile=$profile prompt-len=$1 gen-len=$gen_len max-batch=$batch$budgets"
+}
+fits() { # whether a plan holds prompts of $1 tokens
+  "$bin/moe-opt" "$checkpoint" --moe-plan="$(options_for "$1") output=$plan.tmp" \
+    -o /dev/null >/dev/null 2>&1
+}
+options=$(options_for "$prompt_len")
 key=$({ echo "$options"; cat "$checkpoint/config.json" "$profile"; } |
   sha256sum | cut -c1-16)
 plan=$out/$(basename "$checkpoint")-$key.moeplan
 if [[ -f $plan ]]; then
   echo "moe: the plan for this job is cached: $plan" >&2
-else
-  echo "moe: planning for $requests requests (longest prompt $prompt_len" \
-    "tokens, up to $gen_len new tokens): $options" >&2
-  "$bin/moe-opt" "$checkpoint" --moe-print-summary \
-    --moe-plan="$options output=$plan.tmp" -o /dev/null >&2
-  mv "$plan.tmp" "$plan"
+  echo "$plan"
+  exit 0
 fi
+echo "moe: planning for $requests requests (longest prompt $prompt_len" \
+  "tokens, up to $gen_len new tokens): $options" >&2
+planned=$prompt_len
+if ! fits "$prompt_len"; then
+  if ! fits 1; then # nothing fits: moe-opt says why
+    "$bin/moe-opt" "$checkpoint" --moe-plan="$(options_for 1) output=$plan.tmp" \
+      -o /dev/null >&2 || exit 1
+  fi
+  low=1 high=$prompt_len # low fits, high does not
+  while ((high - low > 1)); do
+    middle=$(((low + high) / 2))
+    if fits "$middle"; then low=$middle; else high=$middle; fi
+  done
+  planned=$low
+  echo "moe: no plan holds a $prompt_len-token prompt and $gen_len new tokens" \
+    "within the budgets; planned for prompts of up to $planned tokens: a" \
+    "longer request gets fewer new tokens (finish_reason context) or, past" \
+    "the context, an error line" >&2
+fi
+"$bin/moe-opt" "$checkpoint" --moe-print-summary \
+  --moe-plan="$(options_for "$planned") output=$plan.tmp" -o /dev/null >&2
+mv "$plan.tmp" "$plan"
 echo "$plan"
