@@ -515,7 +515,8 @@ private:
     if (op == "~")
       return left.str() + right.str();
     if (op == "in" || op == "not in")
-      return contains(right, left, expr) == (op == "in");
+      return contains(right, left, expr.line, described(*expr.operand)) ==
+             (op == "in");
     if (left.is(Kind::undefined) || right.is(Kind::undefined))
       fail(expr.line,
            fmt::format("{} is undefined",
@@ -560,30 +561,6 @@ private:
     fail(expr.line,
          fmt::format("'{}' does not apply to {} and {}", op,
                      kindPhrase(left.kind()), kindPhrase(right.kind())));
-  }
-
-  static bool contains(const Value &container, const Value &item,
-                       const Expr &expr) {
-    switch (container.kind()) {
-    case Kind::undefined:
-      return false;
-    case Kind::list:
-      return std::any_of(container.asList().begin(), container.asList().end(),
-                         [&](const Value &v) { return v == item; });
-    case Kind::dict:
-      return item.is(Kind::string) && container.asDict().find(item.asString());
-    case Kind::string:
-      if (!item.is(Kind::string))
-        fail(expr.line, fmt::format("'in <string>' needs a string on its "
-                                    "left, not {}",
-                                    kindPhrase(item.kind())));
-      return container.asString().find(item.asString()) != std::string::npos;
-    default:
-      fail(expr.line,
-           fmt::format("'in' needs a list, dict or string on its "
-                       "right: {} is {}",
-                       described(*expr.operand), kindPhrase(container.kind())));
-    }
   }
 
   // `a op b` for the ordering operators, nothing for the others.

@@ -83,33 +83,36 @@ bool applyTest(std::string_view name, const Value &value,
     return value == argument(name, arguments, line);
   if (name == "ne")
     return !(value == argument(name, arguments, line));
-  if (name == "in") {
-    // `value in container`, as the operator.
-    const Value &container = argument(name, arguments, line);
-    switch (container.kind()) {
-    case Kind::undefined:
-      return false;
-    case Kind::list:
-      return std::any_of(container.asList().begin(), container.asList().end(),
-                         [&](const Value &item) { return item == value; });
-    case Kind::dict:
-      return value.is(Kind::string) &&
-             container.asDict().find(value.asString());
-    case Kind::string:
-      if (!value.is(Kind::string))
-        fail(line, fmt::format("test 'in' of a string needs a string, not {}",
-                               kindPhrase(value.kind())));
-      return container.asString().find(value.asString()) != std::string::npos;
-    default:
-      fail(line, fmt::format("test 'in' needs a list, dict or string, not {}",
-                             kindPhrase(container.kind())));
-    }
-  }
+  if (name == "in")
+    return contains(argument(name, arguments, line), value, line,
+                    "the argument of test 'in'");
   if (name == "sameas") {
     const Value &other = argument(name, arguments, line);
     return value.kind() == other.kind() && value == other;
   }
   fail(line, fmt::format("test '{}' is not supported", name));
+}
+
+bool contains(const Value &container, const Value &item, int line,
+              std::string_view right) {
+  switch (container.kind()) {
+  case Kind::undefined:
+    return false;
+  case Kind::list:
+    return std::any_of(container.asList().begin(), container.asList().end(),
+                       [&](const Value &v) { return v == item; });
+  case Kind::dict:
+    return item.is(Kind::string) && container.asDict().find(item.asString());
+  case Kind::string:
+    if (!item.is(Kind::string))
+      fail(line, fmt::format("'in <string>' needs a string on its left, not {}",
+                             kindPhrase(item.kind())));
+    return container.asString().find(item.asString()) != std::string::npos;
+  default:
+    fail(line, fmt::format("'in' needs a list, dict or string on its right: "
+                           "{} is {}",
+                           right, kindPhrase(container.kind())));
+  }
 }
 
 } // namespace moe::chat
