@@ -3,11 +3,11 @@
 # (moe-run --describe-prompts: how many requests, the longest prompt, the
 # most new tokens asked) and the planner gets that shape: prompt-len and
 # gen-len of the longest request, B at most the number of requests. When no
-# plan holds the longest request within the budgets, the job is planned for
-# the longest prompt one does hold (a binary search over prompt-len): a
-# longer request ends at the context (finish_reason context) or, when its
-# prompt alone exceeds it, gets an error line from moe-run. Plans are cached
-# in OUT_DIR by checkpoint, job shape, profile and budgets.
+# plan holds the longest request (the budgets, the model's positions), the
+# job is planned for the longest prompt one does hold (a binary search over
+# prompt-len): a longer request ends at the context (finish_reason context)
+# or, when its prompt alone exceeds it, gets an error line from moe-run.
+# Plans are cached in OUT_DIR by checkpoint, job shape, profile and budgets.
 #
 #   scripts/plan-job.sh CHECKPOINT PROMPTS OUT_DIR PROFILE [MAX_NEW_TOKENS]
 #
@@ -17,7 +17,7 @@
 # build/bin). Prints the plan's path on stdout, what it did on stderr.
 set -euo pipefail
 if (($# < 4)); then
-  sed -n '2,14p' "$0" >&2
+  sed -n '2,17p' "$0" >&2
   exit 2
 fi
 checkpoint=$1 prompts=$2 out=$3 profile=$4 new_tokens=${5:-128}
@@ -43,7 +43,7 @@ budgets=""
 options_for() { # the planner's options for prompts of up to $1 tokens
   echo "profile=$profile prompt-len=$1 gen-len=$gen_len max-batch=$batch$budgets"
 }
-fits() { # whether a plan holds prompts of $1 tokens
+fits() { # whether a plan holds prompts of $1 tokens; writes it to $plan.tmp
   "$bin/moe-opt" "$checkpoint" --moe-plan="$(options_for "$1") output=$plan.tmp" \
     -o /dev/null >/dev/null 2>&1
 }
@@ -58,7 +58,6 @@ if [[ -f $plan ]]; then
 fi
 echo "moe: planning for $requests requests (longest prompt $prompt_len" \
   "tokens, up to $gen_len new tokens): $options" >&2
-planned=$prompt_len
 if ! fits "$prompt_len"; then
   if ! fits 1; then # nothing fits: moe-opt says why
     "$bin/moe-opt" "$checkpoint" --moe-plan="$(options_for 1) output=$plan.tmp" \
@@ -69,13 +68,12 @@ if ! fits "$prompt_len"; then
     middle=$(((low + high) / 2))
     if fits "$middle"; then low=$middle; else high=$middle; fi
   done
-  planned=$low
+  fits "$low"
   echo "moe: no plan holds a $prompt_len-token prompt and $gen_len new tokens" \
-    "within the budgets; planned for prompts of up to $planned tokens: a" \
-    "longer request gets fewer new tokens (finish_reason context) or, past" \
-    "the context, an error line" >&2
+    "(the budgets or the model's positions); planned for prompts of up to" \
+    "$low tokens: a longer request gets fewer new tokens (finish_reason" \
+    "context) or, past the context, an error line" >&2
 fi
-"$bin/moe-opt" "$checkpoint" --moe-print-summary \
-  --moe-plan="$(options_for "$planned") output=$plan.tmp" -o /dev/null >&2
+"$bin/moe-opt" "$checkpoint" --moe-print-summary -o /dev/null >&2
 mv "$plan.tmp" "$plan"
 echo "$plan"
