@@ -595,18 +595,34 @@ Result<WeightSet> WeightSet::synthetic(const plan::Model &model,
   return weights;
 }
 
+namespace {
+
+// A run of at most kSliceElements elements of one part, the unit of work
+// that conversions and checks spread over all cores.
+struct PartSlice {
+  const TensorView *part;
+  int64_t begin, end; // elements of the part
+  int64_t first;      // index of its first element in the param
+};
+constexpr int64_t kSliceElements = int64_t{1} << 20;
+
+std::vector<PartSlice> partSlices(const std::vector<TensorView> &parts) {
+  std::vector<PartSlice> slices;
+  int64_t at = 0;
+  for (const TensorView &part : parts) {
+    int64_t count = part.numElements();
+    for (int64_t begin = 0; begin < count; begin += kSliceElements)
+      slices.push_back(
+          {&part, begin, std::min(count, begin + kSliceElements), at + begin});
+    at += count;
+  }
+  return slices;
+}
+
+} // namespace
+
 void WeightSet::toBf16(size_t index, std::span<uint16_t> out) const {
-  constexpr int64_t kJobElements = int64_t{1} << 20;
   const BoundParam &bound = params_[index];
-  // Slices of at most kJobElements within each part, converted on all cores
-  // through a small fp32 buffer (bf16 sources are copied).
-  struct Slice {
-    const TensorView *part;
-    int64_t begin, end; // elements of the part
-    uint16_t *out;
-    int64_t first; // index of its first element in the param
-  };
-  std::vector<Slice> slices;
   // A synthetic param is made in its own dtype first; no zero-filling, as
   // its slices are filled on all cores.
   std::unique_ptr<uint8_t[]> generated;
@@ -617,35 +633,27 @@ void WeightSet::toBf16(size_t index, std::span<uint16_t> out) const {
     whole.data = generated.get();
     parts = {whole};
   }
-  size_t at = 0;
-  for (const TensorView &part : parts) {
-    int64_t count = part.numElements();
-    for (int64_t begin = 0; begin < count; begin += kJobElements) {
-      int64_t end = std::min(count, begin + kJobElements);
-      slices.push_back(
-          {&part, begin, end, out.data() + at + begin, int64_t(at) + begin});
-    }
-    at += size_t(count);
-  }
+  // Converted through a small fp32 buffer; bf16 sources are copied.
+  std::vector<PartSlice> slices = partSlices(parts);
   const Recipe *recipe =
       storage_->recipes.empty() ? nullptr : &storage_->recipes[index];
   runOnAllCores(slices.size(), [&](size_t job) {
-    const Slice &slice = slices[job];
+    const PartSlice &slice = slices[job];
     const TensorView &part = *slice.part;
     int64_t count = slice.end - slice.begin;
+    uint16_t *to = out.data() + slice.first;
     if (recipe) // made here, in the param's dtype, before converting
       fillRange(generated.get(), recipe->type, slice.first, slice.first + count,
                 recipe->key, recipe->distribution);
     if (part.type == ElementType::BF16) {
-      std::memcpy(slice.out,
-                  static_cast<const uint8_t *>(part.data) + 2 * slice.begin,
+      std::memcpy(to, static_cast<const uint8_t *>(part.data) + 2 * slice.begin,
                   size_t(count) * 2);
       return;
     }
     std::vector<float> values(count);
     appendFloat32(part, slice.begin, slice.end, values.data());
     for (int64_t i = 0; i < count; ++i)
-      slice.out[i] = floatToBf16(values[i]);
+      to[i] = floatToBf16(values[i]);
   });
 }
 
@@ -731,27 +739,18 @@ int64_t firstNonFinite(const TensorView &part, int64_t begin, int64_t end,
 Status WeightSet::checkFinite(size_t index) const {
   if (!storage_->recipes.empty())
     return Status::success();
-  constexpr int64_t kJobElements = int64_t{1} << 20;
   const BoundParam &bound = params_[index];
-  struct Slice {
-    const TensorView *part;
-    int64_t begin, end; // elements of the part
-    int64_t first;      // index of its first element in the param
-  };
-  std::vector<Slice> slices;
-  int64_t at = 0;
-  for (const TensorView &part : bound.parts) {
-    int64_t count = part.numElements();
-    if (part.type != ElementType::U8 || mxfp4MayHoldNonFinite(part))
-      for (int64_t begin = 0; begin < count; begin += kJobElements)
-        slices.push_back(
-            {&part, begin, std::min(count, begin + kJobElements), at + begin});
-    at += count;
-  }
+  std::vector<bool> skipped; // MXFP4 parts whose scales bound every value
+  for (const TensorView &part : bound.parts)
+    skipped.push_back(part.type == ElementType::U8 &&
+                      !mxfp4MayHoldNonFinite(part));
+  std::vector<PartSlice> slices = partSlices(bound.parts);
   std::vector<int64_t> bad(slices.size(), -1);
   std::vector<float> values(slices.size());
   runOnAllCores(slices.size(), [&](size_t job) {
-    const Slice &slice = slices[job];
+    const PartSlice &slice = slices[job];
+    if (skipped[size_t(slice.part - bound.parts.data())])
+      return;
     int64_t i =
         firstNonFinite(*slice.part, slice.begin, slice.end, values[job]);
     if (i >= 0)
