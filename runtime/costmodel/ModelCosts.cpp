@@ -92,11 +92,15 @@ int64_t totalWeightBytes(const ModelCosts &model) {
   return total;
 }
 
+int64_t heldKvBytes(const ModuleCosts &module, int64_t context) {
+  return context * module.kvBytesPerToken + module.stateBytesPerSequence;
+}
+
 int64_t kvBytesPerSequence(const ModelCosts &model, int64_t context) {
   int64_t total = 0;
   for (const LayerCosts &layer : model.layers)
     for (const ModuleCosts &module : layer.modules)
-      total += context * module.kvBytesPerToken + module.stateBytesPerSequence;
+      total += heldKvBytes(module, context);
   return total;
 }
 

@@ -126,8 +126,10 @@ int64_t attendedTokens(const ModuleCosts &module, int64_t context);
 int64_t totalWeightBytes(const ModelCosts &model);
 
 // KV plus state bytes the backends hold for one sequence of `context`
-// tokens, all layers. A sliding window bounds what attention reads, not what
-// its cache keeps: a prompt's rows are all appended before any is attended.
+// tokens: of one module, and of all layers. A sliding window bounds what
+// attention reads (attendedTokens), not what its cache keeps: a prompt's
+// rows are all appended before any is attended.
+int64_t heldKvBytes(const ModuleCosts &module, int64_t context);
 int64_t kvBytesPerSequence(const ModelCosts &model, int64_t context);
 
 } // namespace moe::costmodel

@@ -73,7 +73,7 @@ int64_t maxLayerKvBytesPerSequence(const ModelCosts &model, int64_t context) {
   for (const LayerCosts &layer : model.layers) {
     int64_t bytes = 0;
     for (const ModuleCosts &module : layer.modules)
-      bytes += context * module.kvBytesPerToken + module.stateBytesPerSequence;
+      bytes += heldKvBytes(module, context);
     peak = std::max(peak, bytes);
   }
   return peak;

@@ -480,9 +480,7 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
             double(chunk.sequences) * pairs * module.flopsPerContextToken;
         // Every prompt row is stored, windowed cache or not.
         double kvBytes =
-            double(chunk.sequences) *
-            (double(promptTokens) * double(module.kvBytesPerToken) +
-             double(module.stateBytesPerSequence));
+            double(chunk.sequences) * double(heldKvBytes(module, promptTokens));
         // The backend attends each prompt row with the decode kernel over
         // its causal context, so the chunk costs what decode rows reading
         // `pairs` cached tokens per sequence cost (the measured curve where
