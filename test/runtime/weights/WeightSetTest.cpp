@@ -437,6 +437,19 @@ TEST(WeightSet, Fp8BlockCheckpointsRequantizeToTheirOwnCodes) {
     EXPECT_FLOAT_EQ(againScales[b], scales[b]) << "block " << b;
 }
 
+// readFloat32 of each (begin, count) of param `index` equals those elements
+// of `whole`, the param read at once.
+void expectRangesReadAsTheWhole(
+    const WeightSet &weights, size_t index, const std::vector<float> &whole,
+    std::initializer_list<std::pair<int64_t, int64_t>> ranges) {
+  for (auto [begin, count] : ranges) {
+    std::vector<float> range(static_cast<size_t>(count));
+    weights.readFloat32(index, begin, count, range.data());
+    EXPECT_TRUE(std::equal(range.begin(), range.end(), whole.begin() + begin))
+        << begin << " + " << count;
+  }
+}
+
 // GPT-OSS's MXFP4 experts load as shipped: `<name>_blocks` [E, out, in /
 // 32, 16] and `<name>_scales` [E, out, in / 32] read as the param's [E, in,
 // out], element (e, i, o) being FP4_VALUES[nibble i % 2 of byte i / 2 of
@@ -482,13 +495,8 @@ TEST(WeightSet, ReadsMxfp4BlocksAsTransformersDoes) {
         ASSERT_EQ(bf16[at], floatToBf16(want)) << e << ", " << i << ", " << o;
       }
   // Ranges that start and end inside a run of outputs read the same.
-  for (auto [begin, count] : {std::pair{0, 5}, std::pair{4, 9},
-                              std::pair{191, 3}, std::pair{7, 370}}) {
-    std::vector<float> range(static_cast<size_t>(count));
-    weights->readFloat32(0, begin, count, range.data());
-    EXPECT_TRUE(std::equal(range.begin(), range.end(), values.begin() + begin))
-        << begin << " + " << count;
-  }
+  expectRangesReadAsTheWhole(*weights, 0, values,
+                             {{0, 5}, {4, 9}, {191, 3}, {7, 370}});
 }
 
 TEST(WeightSet, Mxfp4BlocksNeedTheirScalesAndShapes) {
@@ -534,13 +542,8 @@ TEST(WeightSet, ReadsRangesAsTheWholeParamReads) {
   ASSERT_TRUE(synthetic.ok()) << synthetic.error().message();
   for (const WeightSet *weights : {&*checkpoint, &*synthetic}) {
     std::vector<float> whole = weights->toFloat32(2); // experts [2, 3, 4]
-    for (auto [begin, count] : {std::pair{0, 24}, std::pair{5, 10},
-                                std::pair{12, 12}, std::pair{23, 1}}) {
-      std::vector<float> range(static_cast<size_t>(count));
-      weights->readFloat32(2, begin, count, range.data());
-      EXPECT_TRUE(std::equal(range.begin(), range.end(), whole.begin() + begin))
-          << begin << " + " << count;
-    }
+    expectRangesReadAsTheWhole(*weights, 2, whole,
+                               {{0, 24}, {5, 10}, {12, 12}, {23, 1}});
   }
 }
 
