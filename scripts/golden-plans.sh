@@ -13,6 +13,10 @@
 #                       experts and keeps most KV in host memory (not
 #                       tiny-minimax's: its lightning states, and so its KV,
 #                       stay on the GPU)
+#   host-attention.moeplan
+#                       (softmax-attention models) the small card with a
+#                       host that attends half of the sequences in decode
+#                       (CPU attention share 0.5), their KV in host memory
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,9 +27,13 @@ if [ "${1:-}" = --check ]; then
 fi
 moe_opt=${1:-$root/build/bin/moe-opt}
 card=$root/test/Transforms/Inputs/small-card.json
+card_with_host=$root/test/Transforms/Inputs/small-card-host.json
 declare -A streamed_gpu_gib=(
   [tiny-mixtral]=0.0012 [tiny-qwen2-moe]=0.0006 [tiny-deepseek-v2]=0.0008
   [tiny-minimax-partial-rope]=0.001)
+declare -A host_attention_gpu_gib=(
+  [tiny-mixtral]=0.001 [tiny-qwen2-moe]=0.0006 [tiny-qwen3-moe]=0.0008
+  [tiny-gpt-oss]=0.0008)
 
 out=$root/test/golden
 if $check; then
@@ -35,9 +43,9 @@ else
   rm -f "$out"/*/*.moeplan
 fi
 
-plan() { # model, plan name, GPU budget in GiB
+plan() { # model, plan name, GPU budget in GiB[, profile, more options]
   "$moe_opt" "$root/test/golden/$1" -o /dev/null \
-    "--moe-plan=profile=$card gpu-mem=$3 prompt-len=24 gen-len=8 output=$out/$1/$2.moeplan"
+    "--moe-plan=profile=${4:-$card} gpu-mem=$3 prompt-len=24 gen-len=8 ${5:-}output=$out/$1/$2.moeplan"
 }
 
 for fixture in "$root"/test/golden/*/golden.json; do
@@ -48,6 +56,10 @@ for fixture in "$root"/test/golden/*/golden.json; do
   plan "$model" small-card 0.002
   if [ -n "${streamed_gpu_gib[$model]:-}" ]; then
     plan "$model" streamed "${streamed_gpu_gib[$model]}"
+  fi
+  if [ -n "${host_attention_gpu_gib[$model]:-}" ]; then
+    plan "$model" host-attention "${host_attention_gpu_gib[$model]}" \
+      "$card_with_host" "host-attention=0.5 "
   fi
 done
 

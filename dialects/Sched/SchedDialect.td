@@ -31,7 +31,7 @@ def Sched_EventType : TypeDef<Sched_Dialect, "Event"> {
 
 def Sched_StreamKind : I32EnumAttr<"StreamKind", "what a stream runs", [
     I32EnumAttrCase<"compute", 0>, I32EnumAttrCase<"h2d", 1>,
-    I32EnumAttrCase<"d2h", 2>]> {
+    I32EnumAttrCase<"d2h", 2>, I32EnumAttrCase<"host", 3>]> {
   let cppNamespace = "::mlir::sched";
   let genSpecializedAttr = 0;
 }

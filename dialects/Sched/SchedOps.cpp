@@ -116,7 +116,10 @@ LogicalResult ComputeOp::verify() {
 }
 
 LogicalResult ComputeOp::verifySymbolUses(SymbolTableCollection &symbols) {
-  return verifyJobSymbols(*this, symbols, getStreamAttr(), StreamKind::compute,
+  // The host's cores run decode attention over host KV; the GPU all else.
+  StreamKind wanted = getStage() == kHostAttentionStage ? StreamKind::host
+                                                        : StreamKind::compute;
+  return verifyJobSymbols(*this, symbols, getStreamAttr(), wanted,
                           getPoolAttr(), std::nullopt, getBuffer());
 }
 

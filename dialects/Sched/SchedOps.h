@@ -9,3 +9,9 @@
 
 #define GET_OP_CLASSES
 #include "dialects/Sched/SchedOps.h.inc"
+
+namespace mlir::sched {
+/// The stage of the compute jobs that run on a host stream: decode
+/// attention on the host's cores (the cost model's name for that stage).
+inline constexpr llvm::StringLiteral kHostAttentionStage = "host attention";
+} // namespace mlir::sched

@@ -89,6 +89,7 @@ mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
   int64_t numLayers = model.getNumLayers();
   view.costs.vocabSize = model.getVocabSize();
   view.costs.hiddenSize = model.getHiddenSize();
+  view.costs.kvDtype = dtypes.cache.kv;
   view.costs.layers.resize(numLayers + 2);
   view.ops.resize(numLayers + 2);
 

@@ -41,6 +41,11 @@ struct PlanPipelineOptions : public PassPipelineOptions<PlanPipelineOptions> {
   Option<std::string> kvDtype{*this, "kv-dtype",
                               llvm::cl::desc("KV cache format: bf16 or fp8"),
                               llvm::cl::init("bf16")};
+  Option<std::string> hostAttention{
+      *this, "host-attention",
+      llvm::cl::desc("Decode attention on the host's cores (ω): auto or a "
+                     "fixed share of the sequences in [0, 1]"),
+      llvm::cl::init("auto")};
   Option<std::string> output{*this, "output",
                              llvm::cl::desc("Write the plan to this file")};
 };
@@ -60,6 +65,7 @@ void mlir::moe::registerPlanPipeline() {
         select.maxBatch = options.maxBatch;
         select.weightDtype = options.weightDtype;
         select.kvDtype = options.kvDtype;
+        select.hostAttention = options.hostAttention;
         pm.addPass(createSelectBatchSizes(select));
         pm.addPass(createPlace());
         ScheduleOverlapOptions schedule;

@@ -106,8 +106,11 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
   row("KV staging buffers", Twine(b.getKvStagingBuffers()));
   row("KV on the GPU", llvm::formatv("{0:P0} of the sequences",
                                      b.getKvGpuFraction().convertToDouble()));
-  row("CPU attention share",
-      llvm::formatv("{0:F2}", b.getCpuAttentionShare().convertToDouble()));
+  double hostShare = b.getCpuAttentionShare().convertToDouble();
+  row("host attention (ω)",
+      llvm::formatv("{0:P0} of the sequences ({1} decoded on the host's cores)",
+                    hostShare,
+                    std::llround(hostShare * double(b.getResidentBatch()))));
   row("resident weight units",
       Twine(b.getResidentUnits()) +
           " (modules or single experts, greedy order)");
@@ -129,11 +132,11 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
   row("roofline bound",
       llvm::formatv(
           "{0}, {1:F4} s = {2:P0} of the predicted step (pcie "
-          "{3:F4} s, compute {4:F4} s, kv {5:F4} s)",
+          "{3:F4} s, compute {4:F4} s, kv {5:F4} s, host kv {6:F4} s)",
           cast<StringAttr>(roofline.get("bound")).getValue(),
           number(roofline, "seconds"), number(roofline, "fraction_of_step"),
           number(roofline, "pcie_seconds"), number(roofline, "compute_seconds"),
-          number(roofline, "kv_seconds")));
+          number(roofline, "kv_seconds"), number(roofline, "host_kv_seconds")));
   auto stages = [&](StringRef title, StringRef key) {
     os << title << ", time per stage\n";
     for (NamedAttribute stage : report.getAs<DictionaryAttr>(key))
@@ -155,6 +158,7 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
   row("host->GPU hidden states", gb(number(bytes, "h2d_hidden")));
   row("GPU->host", gb(number(bytes, "d2h")));
   row("KV read from HBM", gb(number(bytes, "hbm_kv_read")));
+  row("KV read by the host's cores", gb(number(bytes, "host_kv_read")));
   row("FLOPs", llvm::formatv("{0:F2} TFLOP", number(bytes, "flops") / 1e12));
   stages("prefill of B prompts", "prefill_stage_seconds");
   auto pool = [&](StringRef name, DictionaryAttr memory) {
@@ -176,11 +180,12 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
     auto plan = runnerUp.getAs<DictionaryAttr>("plan");
     os << llvm::formatv(
         "  {0}. B={1} b_a={2} b_e={3} prefetch={4} "
-        "kv_gpu={5:P0} resident={6}: {7}\n",
+        "kv_gpu={5:P0} host_attention={6:P0} resident={7}: {8}\n",
         index + 1, integer(plan, "resident_batch"),
         integer(plan, "attention_micro_batch_decode"),
         integer(plan, "expert_micro_batch"), integer(plan, "prefetch_depth"),
-        number(plan, "kv_gpu_fraction"), integer(plan, "resident_units"),
+        number(plan, "kv_gpu_fraction"), number(plan, "cpu_attention_share"),
+        integer(plan, "resident_units"),
         cast<StringAttr>(runnerUp.get("why_lost")).getValue());
   }
 }

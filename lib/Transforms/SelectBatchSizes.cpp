@@ -81,6 +81,7 @@ DictionaryAttr planSummary(MLIRContext *context, const cm::Plan &plan) {
       .add("expert_micro_batch", plan.expertMicroBatch)
       .add("prefetch_depth", plan.prefetchDepth)
       .add("kv_gpu_fraction", plan.kvGpuFraction)
+      .add("cpu_attention_share", plan.cpuAttentionShare)
       .add("resident_units", residentUnitCount(plan.resident))
       .get();
 }
@@ -142,6 +143,7 @@ SelectBatchSizesPass::report(const cm::PlanChoice &choice,
                              .add("h2d_hidden", traffic.hiddenBytesToGpu)
                              .add("d2h", traffic.bytesToHost)
                              .add("hbm_kv_read", traffic.kvBytesRead)
+                             .add("host_kv_read", traffic.hostKvBytesRead)
                              .add("flops", traffic.flops)
                              .get();
 
@@ -172,6 +174,7 @@ SelectBatchSizesPass::report(const cm::PlanChoice &choice,
           .add("pcie_seconds", roofline.pcieSeconds)
           .add("compute_seconds", roofline.computeSeconds)
           .add("kv_seconds", roofline.kvSeconds)
+          .add("host_kv_seconds", roofline.hostKvSeconds)
           .add("seconds", roofline.seconds())
           .add("fraction_of_step", roofline.seconds() / best.decodeStepSeconds)
           .get();
@@ -249,6 +252,17 @@ void SelectBatchSizesPass::runOnOperation() {
   cm::SearchOptions options;
   options.maxResidentBatch = maxBatch;
   options.maxRunnerUps = static_cast<size_t>(runnerUps);
+  if (hostAttention != "auto") {
+    double share = 0;
+    if (StringRef(hostAttention).getAsDouble(share) || !(share >= 0) ||
+        !(share <= 1)) {
+      module.emitError() << "host-attention must be auto or a share in "
+                            "[0, 1], not '"
+                         << hostAttention << "'";
+      return signalPassFailure();
+    }
+    options.hostAttentionShare = share;
+  }
   cm::GenerationLengths lengths{promptTokens, generatedTokens};
   ::moe::Result<cm::PlanChoice> choice =
       cm::selectPlan(view->costs, *hardware, lengths, options);

@@ -14,6 +14,8 @@ std::string_view streamName(Stream stream) {
     return "h2d";
   case Stream::DeviceToHost:
     return "d2h";
+  case Stream::Host:
+    return "host";
   }
   return "unknown";
 }
@@ -48,6 +50,8 @@ std::string_view stageName(Stage stage) {
     return "LM head";
   case Stage::Residual:
     return "residual";
+  case Stage::HostAttention:
+    return "host attention";
   }
   return "unknown";
 }

@@ -14,8 +14,9 @@
 
 namespace moe::costmodel {
 
-enum class Stream { Compute, HostToDevice, DeviceToHost };
-inline constexpr size_t kNumStreams = 3;
+// Host: the host's cores, attending the sequences the plan gives them (ω).
+enum class Stream { Compute, HostToDevice, DeviceToHost, Host };
+inline constexpr size_t kNumStreams = 4;
 
 std::string_view streamName(Stream stream);
 
@@ -37,8 +38,11 @@ enum class Stage {
   // Residual adds, which the backends time apart; the planner counts them in
   // each module's elementwise work, so no job of its DAGs has this stage.
   Residual,
+  // Decode attention on the host's cores over host KV, with the copies of
+  // its queries to the host and of its outputs back.
+  HostAttention,
 };
-inline constexpr size_t kNumStages = 14;
+inline constexpr size_t kNumStages = 15;
 
 std::string_view stageName(Stage stage);
 

@@ -835,4 +835,43 @@ double HardwareProfile::copySeconds(double bytes,
   return bytes / links_.h2dPinnedBytesPerSecond;
 }
 
+std::optional<double>
+HardwareProfile::hostAttentionSeconds(double kvBytes, model::KvDtype dtype,
+                                      int64_t headsPerKvHead,
+                                      bool whileCopying) const {
+  if (!hostCpu_)
+    return std::nullopt;
+  const HostAttentionShapeProfile *closest = nullptr;
+  auto distance = [&](const HostAttentionShapeProfile &shape) {
+    return std::abs(std::log(double(shape.heads) / double(shape.kvHeads)) -
+                    std::log(double(headsPerKvHead)));
+  };
+  for (const HostAttentionShapeProfile &shape : hostCpu_->attention)
+    if (shape.kvDtype == model::kvDtypeName(dtype) && !shape.points.empty() &&
+        (!closest || distance(shape) < distance(*closest)))
+      closest = &shape;
+  if (!closest)
+    return std::nullopt;
+  if (kvBytes <= 0)
+    return 0.0;
+  double seconds = interpolateLogLog(
+      closest->points, kvBytes,
+      [](const HostAttentionPoint &p) { return double(p.kvBytes); });
+  std::optional<double> alone = hostReadBytesPerSecond(false);
+  std::optional<double> beside = hostReadBytesPerSecond(whileCopying);
+  if (alone && beside && *beside < *alone)
+    seconds *= *alone / *beside;
+  return seconds;
+}
+
+std::optional<double>
+HardwareProfile::hostReadBytesPerSecond(bool whileCopying) const {
+  if (!hostCpu_ || hostCpu_->readBandwidth.empty())
+    return std::nullopt;
+  // Points are sorted by threads; the attention runs on all of them.
+  if (whileCopying && !hostCpu_->readWithH2d.empty())
+    return hostCpu_->readWithH2d.back().readBytesPerSecond;
+  return hostCpu_->readBandwidth.back().bytesPerSecond;
+}
+
 } // namespace moe::costmodel

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/model/KvFormat.h"
 #include "runtime/support/Result.h"
 
 namespace moe::costmodel {
@@ -87,6 +88,9 @@ struct ModelCosts {
   int64_t hiddenSize = 0;
   // Bytes of one activation element (bf16: 2).
   int64_t activationElementBytes = 2;
+  // The KV caches' format (kvBytesPerToken is already priced in it); the
+  // host's attention kernels run at another rate per byte for each.
+  model::KvDtype kvDtype = model::KvDtype::bf16;
   std::vector<LayerCosts> layers;
 };
 

@@ -85,6 +85,19 @@ int64_t Plan::gpuKvSequences() const {
   return std::llround(kvGpuFraction * double(residentBatch));
 }
 
+int64_t Plan::cpuAttentionSequences() const {
+  return std::llround(cpuAttentionShare * double(residentBatch));
+}
+
+bool hostCanAttend(const ModelCosts &model) {
+  for (const LayerCosts &layer : model.layers)
+    for (const ModuleCosts &module : layer.modules)
+      if (module.kind == ModuleKind::Attention &&
+          (!module.attentionHeads || module.stateBytesPerSequence > 0))
+        return false;
+  return true;
+}
+
 Status validatePlan(const ModelCosts &model, const Plan &plan) {
   auto positive = [](int64_t value, std::string_view name) -> Status {
     if (value <= 0)
@@ -102,13 +115,22 @@ Status validatePlan(const ModelCosts &model, const Plan &plan) {
   MOE_RETURN_IF_ERROR(positive(plan.lengths.promptTokens, "prompt length"));
   if (plan.lengths.generatedTokens < 0)
     return makeError("plan: generation length must not be negative");
-  if (plan.cpuAttentionShare != 0)
-    return makeError("plan: CPU attention share is not modelled yet and must "
-                     "be 0, got {}",
-                     plan.cpuAttentionShare);
   if (!(plan.kvGpuFraction >= 0 && plan.kvGpuFraction <= 1))
     return makeError("plan: KV GPU fraction must be in [0, 1], got {}",
                      plan.kvGpuFraction);
+  if (!(plan.cpuAttentionShare >= 0 && plan.cpuAttentionShare <= 1))
+    return makeError("plan: CPU attention share must be in [0, 1], got {}",
+                     plan.cpuAttentionShare);
+  if (plan.cpuAttentionSequences() > plan.hostKvSequences())
+    return makeError("plan: CPU attention share {} attends {} sequences, but "
+                     "only {} keep their KV in host memory",
+                     plan.cpuAttentionShare, plan.cpuAttentionSequences(),
+                     plan.hostKvSequences());
+  if (plan.cpuAttentionSequences() > 0 && !hostCanAttend(model))
+    return makeError("plan: CPU attention share {} needs softmax attention in "
+                     "every layer; the host does not run MLA or linear "
+                     "attention",
+                     plan.cpuAttentionShare);
   const auto &units = plan.resident.units;
   if (units.empty())
     return Status::success();

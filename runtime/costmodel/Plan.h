@@ -38,8 +38,9 @@ struct Plan {
   int64_t expertMicroBatch = 1;           // b_e: tokens per expert GEMM.
   int64_t prefetchDepth = 2;              // Weight-ring slots, one layer each.
   int64_t kvStagingBuffers = 2;           // Host-KV micro-batches in flight.
-  // ω: share of sequences whose attention runs on the CPU. Part of the space
-  // but not modelled yet, so plans must keep it at 0.
+  // ω: share of the B sequences whose decode attention runs on the host's
+  // cores, over their KV in host memory (so at most the host-KV share): the
+  // last host-KV sequences. Only softmax attention (GQA/MHA) runs there.
   double cpuAttentionShare = 0;
   // Share of the B sequences whose KV lives on the GPU; the rest is on the
   // host and staged per attention micro-batch.
@@ -49,10 +50,16 @@ struct Plan {
 
   int64_t gpuKvSequences() const;
   int64_t hostKvSequences() const { return residentBatch - gpuKvSequences(); }
+  // Sequences attended on the host in decode, the last host-KV ones.
+  int64_t cpuAttentionSequences() const;
 };
 
 // Checks the plan's ranges and that its resident set matches the model.
 Status validatePlan(const ModelCosts &model, const Plan &plan);
+
+// Whether the host's cores can attend this model's decode: every layer's
+// attention is softmax attention (no MLA, no recurrent state).
+bool hostCanAttend(const ModelCosts &model);
 
 // Units of a module that can be resident: experts, or 1.
 int64_t residencyUnits(const ModuleCosts &module);

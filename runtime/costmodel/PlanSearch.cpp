@@ -151,10 +151,42 @@ std::vector<int64_t> microBatchGrid(const std::vector<int64_t> &chosen,
 }
 
 std::string describe(const Plan &plan) {
-  return fmt::format("B={} b_a={} b_e={} depth={} KV on GPU {:.0f}%",
-                     plan.residentBatch, plan.attentionMicroBatchDecode,
-                     plan.expertMicroBatch, plan.prefetchDepth,
-                     100 * plan.kvGpuFraction);
+  return fmt::format(
+      "B={} b_a={} b_e={} depth={} KV on GPU {:.0f}% host attention {:.0f}%",
+      plan.residentBatch, plan.attentionMicroBatchDecode, plan.expertMicroBatch,
+      plan.prefetchDepth, 100 * plan.kvGpuFraction,
+      100 * plan.cpuAttentionShare);
+}
+
+// The host's share of the host-KV sequences that balances the two paths
+// of a decode step: the H2D link busy for `linkSeconds` at ω = 0, of which
+// the KV loads take `loadSeconds`, against the host attending its share of
+// the same KV; as a share of all B sequences. 0 where the host cannot help.
+double balancedHostShare(const ModelCosts &model,
+                         const HardwareProfile &profile,
+                         const Candidate &candidate) {
+  const Plan &plan = candidate.plan;
+  double kvBytes = candidate.decodeTraffic.kvBytesToGpu;
+  double linkSeconds = candidate.decodeH2dSeconds;
+  double loadSeconds = candidate.decodeKvLoadSeconds;
+  if (plan.hostKvSequences() == 0 || kvBytes <= 0 || loadSeconds <= 0)
+    return 0;
+  int64_t headsPerKvHead = 1;
+  for (const LayerCosts &layer : model.layers)
+    for (const ModuleCosts &module : layer.modules)
+      if (module.attentionHeads && module.attentionHeads->kvHeads > 0)
+        headsPerKvHead =
+            module.attentionHeads->heads / module.attentionHeads->kvHeads;
+  std::optional<double> hostSeconds = profile.hostAttentionSeconds(
+      kvBytes, model.kvDtype, headsPerKvHead, /*whileCopying=*/true);
+  if (!hostSeconds || *hostSeconds <= 0)
+    return 0;
+  // linkSeconds − ω·loadSeconds = ω·hostSeconds.
+  double hostKvShare =
+      std::min(1.0, linkSeconds / (loadSeconds + *hostSeconds));
+  int64_t sequences =
+      std::llround(hostKvShare * double(plan.hostKvSequences()));
+  return double(sequences) / double(plan.residentBatch);
 }
 
 // Names a variable and one of its values; the search keeps the best
@@ -187,6 +219,8 @@ Result<Candidate> evaluatePlan(const ModelCosts &model,
   candidate.decodeTraffic = step->traffic;
   candidate.decodeRoofline = rooflineOf(step->traffic, profile);
   candidate.decodeStepSeconds = evaluation->makespan;
+  candidate.decodeH2dSeconds = evaluation->busy(Stream::HostToDevice);
+  candidate.decodeKvLoadSeconds = evaluation->stage(Stage::KvLoad);
   candidate.decodeTokensPerSecond =
       evaluation->makespan > 0
           ? double(plan.residentBatch) / evaluation->makespan
@@ -230,6 +264,15 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
                              return module.stateBytesPerSequence > 0;
                            });
       });
+  bool hostMeasured =
+      profile.hostAttentionSeconds(1, model.kvDtype, 1, true).has_value();
+  std::optional<double> fixedShare = options.hostAttentionShare;
+  if (fixedShare && *fixedShare > 0 && !(hostCanAttend(model) && hostMeasured))
+    return makeError("plan search: a host attention share needs softmax "
+                     "attention in every layer and the profile's host_cpu "
+                     "attention measurements for {} KV",
+                     model::kvDtypeName(model.kvDtype));
+  bool balanceHost = !fixedShare && hostCanAttend(model) && hostMeasured;
   ResidencyLadder ladder = buildLadder(model);
   std::optional<Candidate> best;
   std::map<VariableKey, Candidate> bestPerValue;
@@ -274,21 +317,44 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
               continue;
             }
             plan.resident = residentPrefix(model, *prefix);
+            if (fixedShare) {
+              plan.cpuAttentionShare = *fixedShare;
+              if (plan.cpuAttentionSequences() > plan.hostKvSequences())
+                continue;
+            }
             auto candidate = evaluatePlan(model, profile, plan);
             MOE_RETURN_IF_ERROR(candidate);
             ++evaluated;
             anyFits = true;
-            double rate = candidate->decodeTokensPerSecond;
-            for (VariableKey key :
-                 {VariableKey{"B", double(batch)}, VariableKey{"kv", fraction},
-                  VariableKey{"depth", double(depth)},
-                  VariableKey{"b_e", double(expertBatch)}}) {
-              auto [it, inserted] = bestPerValue.try_emplace(key, *candidate);
-              if (!inserted && rate > it->second.decodeTokensPerSecond)
-                it->second = *candidate;
+            std::vector<Candidate> variants = {std::move(*candidate)};
+            // The host's cores attend part of the host KV where that pays:
+            // the share balancing them against the link (memory is the same).
+            if (balanceHost) {
+              plan.cpuAttentionShare =
+                  balancedHostShare(model, profile, variants[0]);
+              if (plan.cpuAttentionShare > 0) {
+                auto shared = evaluatePlan(model, profile, plan);
+                MOE_RETURN_IF_ERROR(shared);
+                ++evaluated;
+                variants.push_back(std::move(*shared));
+              }
             }
-            if (!best || rate > best->decodeTokensPerSecond)
-              best = std::move(*candidate);
+            for (Candidate &variant : variants) {
+              double rate = variant.decodeTokensPerSecond;
+              for (VariableKey key :
+                   {VariableKey{"B", double(batch)},
+                    VariableKey{"kv", fraction},
+                    VariableKey{"depth", double(depth)},
+                    VariableKey{"b_e", double(expertBatch)},
+                    VariableKey{"host attention",
+                                variant.plan.cpuAttentionShare > 0}}) {
+                auto [it, inserted] = bestPerValue.try_emplace(key, variant);
+                if (!inserted && rate > it->second.decodeTokensPerSecond)
+                  it->second = variant;
+              }
+              if (!best || rate > best->decodeTokensPerSecond)
+                best = std::move(variant);
+            }
           }
           // Memory only grows with B, so larger B cannot fit either.
           if (!anyFits) {
@@ -386,7 +452,8 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
            a.attentionMicroBatchDecode == b.attentionMicroBatchDecode &&
            a.expertMicroBatch == b.expertMicroBatch &&
            a.prefetchDepth == b.prefetchDepth &&
-           a.kvGpuFraction == b.kvGpuFraction;
+           a.kvGpuFraction == b.kvGpuFraction &&
+           a.cpuAttentionShare == b.cpuAttentionShare;
   };
   std::vector<Candidate> alternatives;
   for (const auto &entry : bestPerValue) {

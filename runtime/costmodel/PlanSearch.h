@@ -31,6 +31,11 @@ struct SearchOptions {
   // GPU would otherwise leave prefill one prompt at a time.
   int64_t prefillChunkTokens = 4096;
   size_t maxRunnerUps = 6;
+  // The host's share of decode attention (ω, of the B sequences): absent,
+  // the search balances it per candidate where the model and the profile
+  // allow; given, it is fixed (0: never), and candidates whose host KV holds
+  // fewer sequences are left out.
+  std::optional<double> hostAttentionShare;
 };
 
 // The prefill micro-batch (sequences) whose memory the search reserves.
@@ -44,6 +49,9 @@ struct Candidate {
   Roofline decodeRoofline;
   double decodeStepSeconds = 0;
   double decodeTokensPerSecond = 0;
+  // The H2D stream's busy time in the step, and the host-KV loads' part.
+  double decodeH2dSeconds = 0;
+  double decodeKvLoadSeconds = 0;
 };
 
 // Checks memory, then prices one decode step. An infeasible plan fails with
@@ -68,7 +76,9 @@ struct PlanChoice {
   size_t candidatesEvaluated = 0;
 };
 
-// Searches B, decode b_a, b_e, prefetch depth and KV placement; for each it
+// Searches B, decode b_a, b_e, prefetch depth and KV placement, and for
+// each plan with host KV the host's share of decode attention (ω) that
+// balances the host's cores against the H2D link; for each it
 // makes resident the longest prefix of the greedy residency order that fits
 // (more residency never slows a step, so that prefix is the best resident
 // set of the order). The prefill micro-batch is then the fastest feasible

@@ -279,11 +279,15 @@ struct MicroBatch {
   bool hostKv;
 };
 
-std::vector<MicroBatch> microBatches(const Plan &plan, int64_t size) {
+// `hostAttended`: the last host-KV sequences, which the host's cores attend
+// and no micro-batch holds.
+std::vector<MicroBatch> microBatches(const Plan &plan, int64_t size,
+                                     int64_t hostAttended = 0) {
   std::vector<MicroBatch> batches;
   int64_t first = 0;
-  for (auto [count, hostKv] : {std::pair{plan.gpuKvSequences(), false},
-                               std::pair{plan.hostKvSequences(), true}})
+  for (auto [count, hostKv] :
+       {std::pair{plan.gpuKvSequences(), false},
+        std::pair{plan.hostKvSequences() - hostAttended, true}})
     for (int64_t done = 0; done < count; done += size) {
       int64_t sequences = std::min(size, count - done);
       batches.push_back({first, sequences, hostKv});
@@ -321,6 +325,75 @@ double causalAttendedPairs(const ModuleCosts &module, int64_t promptTokens) {
   return w * (w + 1) / 2 + (p - w) * w;
 }
 
+// Softmax attention's output projection, o[hidden, heads·headDim].
+GemmShape outputProjection(const ModelCosts &model, const ModuleCosts &module) {
+  return {model.hiddenSize,
+          module.attentionHeads->heads * module.attentionHeads->headDim};
+}
+
+JobTarget hostRowsTarget(const Plan &plan, size_t l, size_t m) {
+  int64_t rows = plan.cpuAttentionSequences();
+  return {.layer = int64_t(l),
+          .module = int64_t(m),
+          .firstSequence = plan.residentBatch - rows,
+          .sequences = rows};
+}
+
+// The decode rows the host's cores attend (the plan's last host-KV
+// sequences), as the CUDA backend runs them: the GPU projects their q, k
+// and v with everyone's, copies the queries and the new K/V rows to host
+// memory, the host attends over its KV while the GPU attends the other
+// rows, and the outputs come back for the output projection (the caller's
+// job after the GPU's micro-batches). Returns the host's job.
+Result<JobId> addHostAttention(StepBuilder &builder, const ModelCosts &model,
+                               const Plan &plan, const HardwareProfile &profile,
+                               size_t l, size_t m, int64_t attended) {
+  const ModuleCosts &module = model.layers[l].modules[m];
+  const AttentionHeads &heads = *module.attentionHeads;
+  int64_t rows = plan.cpuAttentionSequences();
+  JobTarget target = hostRowsTarget(plan, l, m);
+  std::string label = fmt::format("layer {} attention (host rows)", l);
+  double projections =
+      gemmSeconds(profile, module.gemms, rows, rows) -
+      gemmSeconds(profile, {outputProjection(model, module)}, rows, rows) +
+      elementwiseSeconds(profile, model, module, rows);
+  JobId project = builder.addCompute(
+      Stage::Attention, std::max(0.0, projections),
+      depsOf({builder.weightCopy(m)}), label + " projections", target);
+  double rowBytes = double(heads.heads * heads.headDim) *
+                    double(model.activationElementBytes);
+  JobTarget toHost = target;
+  toHost.bytes = double(rows) * (rowBytes + double(module.kvBytesPerToken));
+  JobId store = builder.add(
+      Stream::DeviceToHost, Stage::KvStore,
+      profile.copySeconds(toHost.bytes, CopyDirection::DeviceToHostPinned),
+      {project}, label + " queries and KV store", toHost);
+  double kvBytes =
+      double(rows) * double(attended) * double(module.kvBytesPerToken);
+  std::optional<double> seconds = profile.hostAttentionSeconds(
+      kvBytes, model.kvDtype, heads.heads / std::max<int64_t>(1, heads.kvHeads),
+      /*whileCopying=*/true);
+  if (!seconds)
+    return makeError("plan: CPU attention share {} needs the hardware "
+                     "profile's host attention measurements for {} KV "
+                     "(host_cpu: moe-run --profile-hardware)",
+                     plan.cpuAttentionShare, model::kvDtypeName(model.kvDtype));
+  JobTarget host = target;
+  host.bytes = kvBytes;
+  // The outputs' copy back is small beside the attention; the host job
+  // includes it rather than queueing behind the H2D stream's loads.
+  double outputCopy = profile.copySeconds(double(rows) * rowBytes,
+                                          CopyDirection::HostToDevicePinned);
+  StepTraffic &traffic = builder.traffic();
+  traffic.bytesToHost += toHost.bytes;
+  traffic.hostKvBytesRead += kvBytes;
+  traffic.hiddenBytesToGpu += double(rows) * rowBytes;
+  traffic.flops +=
+      double(rows) * double(attended) * module.flopsPerContextToken;
+  return builder.add(Stream::Host, Stage::HostAttention, *seconds + outputCopy,
+                     {store}, label, host);
+}
+
 Status validateInputs(const ModelCosts &model, const Plan &plan) {
   MOE_RETURN_IF_ERROR(validateModelCosts(model));
   return validatePlan(model, plan);
@@ -335,8 +408,9 @@ Result<StepDag> buildDecodeStepDag(const ModelCosts &model, const Plan &plan,
   StepTraffic &traffic = builder.traffic();
   int64_t batch = plan.residentBatch;
   int64_t context = plan.lengths.meanDecodeContext();
+  int64_t hostAttended = plan.cpuAttentionSequences();
   std::vector<MicroBatch> batches =
-      microBatches(plan, plan.attentionMicroBatchDecode);
+      microBatches(plan, plan.attentionMicroBatchDecode, hostAttended);
   // The job after which each host-KV micro-batch's staging buffer is free.
   std::vector<JobId> stagingFree;
 
@@ -352,6 +426,12 @@ Result<StepDag> buildDecodeStepDag(const ModelCosts &model, const Plan &plan,
       int64_t attended = attendedTokens(module, context);
       double kvPerSequence = double(attended) * double(module.kvBytesPerToken) +
                              double(module.stateBytesPerSequence);
+      std::optional<JobId> hostAttention;
+      if (hostAttended > 0) {
+        MOE_ASSIGN_OR_RETURN(
+            hostAttention,
+            addHostAttention(builder, model, plan, profile, l, m, attended));
+      }
       for (size_t i = 0; i < batches.size(); ++i) {
         const MicroBatch &micro = batches[i];
         std::string label =
@@ -406,6 +486,14 @@ Result<StepDag> buildDecodeStepDag(const ModelCosts &model, const Plan &plan,
         traffic.bytesToHost += storeBytes;
         stagingFree.push_back(store);
       }
+      if (hostAttention)
+        builder.addCompute(
+            Stage::Attention,
+            gemmSeconds(profile, {outputProjection(model, module)},
+                        hostAttended, hostAttended),
+            {*hostAttention},
+            fmt::format("layer {} attention (host rows) output", l),
+            hostRowsTarget(plan, l, m));
     }
     builder.endLayer();
   }
@@ -535,12 +623,14 @@ std::string_view rooflineBoundName(RooflineBound bound) {
     return "GEMM FLOPs";
   case RooflineBound::KvBandwidth:
     return "KV bandwidth";
+  case RooflineBound::HostKvBandwidth:
+    return "host KV bandwidth";
   }
   return "unknown";
 }
 
 double Roofline::seconds() const {
-  return std::max({pcieSeconds, computeSeconds, kvSeconds});
+  return std::max({pcieSeconds, computeSeconds, kvSeconds, hostKvSeconds});
 }
 
 Roofline rooflineOf(const StepTraffic &traffic,
@@ -555,6 +645,14 @@ Roofline rooflineOf(const StepTraffic &traffic,
   if (roofline.kvSeconds >
       std::max(roofline.pcieSeconds, roofline.computeSeconds))
     roofline.bound = RooflineBound::KvBandwidth;
+  if (std::optional<double> rate =
+          profile.hostReadBytesPerSecond(/*whileCopying=*/true);
+      rate && traffic.hostKvBytesRead > 0)
+    roofline.hostKvSeconds = traffic.hostKvBytesRead / *rate;
+  if (roofline.hostKvSeconds >
+      std::max(
+          {roofline.pcieSeconds, roofline.computeSeconds, roofline.kvSeconds}))
+    roofline.bound = RooflineBound::HostKvBandwidth;
   return roofline;
 }
 

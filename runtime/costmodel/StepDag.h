@@ -24,7 +24,8 @@ struct StepTraffic {
   double hiddenBytesToGpu = 0;
   double bytesToHost = 0;
   double flops = 0;
-  double kvBytesRead = 0; // KV read by attention from GPU memory.
+  double kvBytesRead = 0;     // KV read by attention from GPU memory.
+  double hostKvBytesRead = 0; // KV the host's cores attend over.
 
   double bytesToGpu() const {
     return weightBytesToGpu + kvBytesToGpu + hiddenBytesToGpu;
@@ -52,15 +53,17 @@ Result<StepDag> buildDecodeStepDag(const ModelCosts &model, const Plan &plan,
 Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
                                 const HardwareProfile &profile);
 
-enum class RooflineBound { PcieBytes, GemmFlops, KvBandwidth };
+enum class RooflineBound { PcieBytes, GemmFlops, KvBandwidth, HostKvBandwidth };
 std::string_view rooflineBoundName(RooflineBound bound);
 
 // max(PCIe bytes / H2D bandwidth, FLOPs / peak GEMM rate, KV bytes / HBM
-// bandwidth) for one step, and which term is the max.
+// bandwidth, host KV bytes / the host's read bandwidth) for one step, and
+// which term is the max.
 struct Roofline {
   double pcieSeconds = 0;
   double computeSeconds = 0;
   double kvSeconds = 0;
+  double hostKvSeconds = 0;
   RooflineBound bound = RooflineBound::PcieBytes;
 
   double seconds() const;

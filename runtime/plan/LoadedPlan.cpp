@@ -219,6 +219,8 @@ Status checkStep(const plan::StepSchedule &step, const plan::Schedule &schedule,
     plan::StreamKind wanted = plan::StreamKind::h2d;
     if (job.kind() == plan::JobKind::compute)
       wanted = plan::StreamKind::compute;
+    else if (job.kind() == plan::JobKind::host_attention)
+      wanted = plan::StreamKind::host;
     else if (job.kind() == plan::JobKind::kv_store ||
              job.kind() == plan::JobKind::hidden_store)
       wanted = plan::StreamKind::d2h;

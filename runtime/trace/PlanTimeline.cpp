@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace moe {
 namespace {
 
@@ -17,6 +19,8 @@ cm::Stream streamOf(plan::StreamKind stream) {
     return cm::Stream::HostToDevice;
   case plan::StreamKind::d2h:
     return cm::Stream::DeviceToHost;
+  case plan::StreamKind::host:
+    return cm::Stream::Host;
   }
   return cm::Stream::Compute;
 }
@@ -34,6 +38,8 @@ Result<cm::Stage> stageOf(const plan::Job &job) {
     return cm::Stage::HiddenLoad;
   case plan::JobKind::hidden_store:
     return cm::Stage::HiddenStore;
+  case plan::JobKind::host_attention:
+    return cm::Stage::HostAttention;
   case plan::JobKind::compute:
     break;
   }
@@ -84,6 +90,11 @@ Status addTimeline(ChromeTrace &trace, const plan::StepSchedule &step,
   for (cm::Stream stream : {cm::Stream::Compute, cm::Stream::HostToDevice,
                             cm::Stream::DeviceToHost})
     trace.addTrack(timeline, std::string(cm::streamName(stream)));
+  // The host's cores, where the plan gives them decode attention.
+  if (std::any_of(dag.jobs().begin(), dag.jobs().end(), [](const cm::Job &job) {
+        return job.stream == cm::Stream::Host;
+      }))
+    trace.addTrack(timeline, std::string(cm::streamName(cm::Stream::Host)));
   for (uint32_t i = 0; i < jobs.size(); ++i) {
     const plan::Job &job = *jobs.Get(i);
     const cm::Job &timed = dag.jobs()[i];

@@ -56,6 +56,12 @@ def SelectBatchSizes : Pass<"moe-select-batch-sizes", "::mlir::ModuleOp"> {
            "Largest resident batch to consider">,
     Option<"runnerUps", "runner-ups", "int64_t", /*default=*/"6",
            "How many runner-up candidates to keep in the report">,
+    Option<"hostAttention", "host-attention", "std::string",
+           /*default=*/"\"auto\"",
+           "Decode attention on the host's cores over host KV (ω): auto "
+           "(the share balancing the host against PCIe, where the model "
+           "and the profile's host_cpu section allow), or a fixed share "
+           "of the sequences in [0, 1]">,
   ];
 }
 

@@ -26,8 +26,9 @@ namespace cm = ::moe::costmodel;
 namespace {
 
 constexpr StringLiteral kComputeStream = "compute", kH2DStream = "h2d",
-                        kD2HStream = "d2h", kWeightRing = "weight_ring",
-                        kKvStaging = "kv_staging", kHidden = "hidden";
+                        kD2HStream = "d2h", kHostStream = "host",
+                        kWeightRing = "weight_ring", kKvStaging = "kv_staging",
+                        kHidden = "hidden";
 
 /// The cost model's plan behind a recorded decision.
 cm::Plan planOf(BatchingAttr b, const cm::ModelCosts &costs) {
@@ -107,10 +108,13 @@ void emitStep(OpBuilder &builder, Location loc, StringRef name,
     for (cm::JobId dep : job.deps)
       after.push_back(done[dep]);
     const cm::JobTarget &t = job.target;
-    StringRef streamName = job.stream == cm::Stream::Compute ? kComputeStream
-                           : job.stream == cm::Stream::HostToDevice
-                               ? kH2DStream
-                               : kD2HStream;
+    StringRef streamName = kComputeStream;
+    if (job.stream == cm::Stream::HostToDevice)
+      streamName = kH2DStream;
+    else if (job.stream == cm::Stream::DeviceToHost)
+      streamName = kD2HStream;
+    else if (job.stream == cm::Stream::Host)
+      streamName = kHostStream;
     auto stream = FlatSymbolRefAttr::get(context, streamName);
     FlatSymbolRefAttr pool = poolOf(context, job);
     Value result;
@@ -193,6 +197,8 @@ struct ScheduleOverlapPass
     stream(kComputeStream, sched::StreamKind::compute);
     stream(kH2DStream, sched::StreamKind::h2d);
     stream(kD2HStream, sched::StreamKind::d2h);
+    if (plan.cpuAttentionSequences() > 0)
+      stream(kHostStream, sched::StreamKind::host);
     auto pool = [&](StringRef name, sched::PoolKind kind, int64_t count,
                     int64_t totalBytes) {
       sched::BufferPoolOp::create(

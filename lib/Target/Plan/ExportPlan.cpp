@@ -49,6 +49,8 @@ pl::StreamKind streamKindOf(sched::StreamKind kind) {
     return pl::StreamKind::h2d;
   case sched::StreamKind::d2h:
     return pl::StreamKind::d2h;
+  case sched::StreamKind::host:
+    return pl::StreamKind::host;
   }
   llvm_unreachable("unknown stream kind");
 }
@@ -217,7 +219,10 @@ PlanWriter::writeStep(sched::StepOp step, const llvm::StringMap<int> &pools) {
         copy ? copy.getPoolAttr() : compute.getPoolAttr();
     int pool = poolRef ? pools.lookup(poolRef.getValue()) : -1;
     auto stage = compute ? compute.getStage().str() : std::string();
-    pl::JobKind kind = copy ? jobKindOf(copy.getKind()) : pl::JobKind::compute;
+    pl::JobKind kind = copy ? jobKindOf(copy.getKind())
+                       : stream.getKind() == sched::StreamKind::host
+                           ? pl::JobKind::host_attention
+                           : pl::JobKind::compute;
     jobIndex[op.getResult(0)] = static_cast<unsigned>(jobs.size());
     int64_t layer = copy ? copy.getLayer() : compute.getLayer();
     int64_t module = copy ? copy.getModule() : compute.getModule();

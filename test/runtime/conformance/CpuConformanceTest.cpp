@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <optional>
+#include <vector>
 
 namespace moe {
 namespace {
@@ -38,12 +40,24 @@ INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenMxfp4Experts,
 
 class CpuBackendGolden : public GoldenBackendTest {};
 
-// The engine's greedy answers equal HF's for the resident plan and the
-// small-card one (B 2, experts streamed), and for any B.
+// The engine's greedy answers equal HF's for the resident plan, the
+// small-card one (B 2, experts streamed) and, where the model has one, the
+// plan giving the host's cores half of the decode attention (its schedule
+// has host jobs; this backend runs everything on the host), for any B.
 TEST_P(CpuBackendGolden, GreedyTokensMatchForEveryPlanAndBatch) {
   auto smallCard = loadGoldenPlan(model(), "small-card");
   ASSERT_TRUE(smallCard.ok()) << smallCard.error().message();
-  for (const LoadedPlan *plan : {&*plan_, &*smallCard}) {
+  std::vector<const LoadedPlan *> plans = {&*plan_, &*smallCard};
+  std::optional<LoadedPlan> hostAttention;
+  for (const char *name :
+       {"tiny-mixtral", "tiny-qwen2-moe", "tiny-qwen3-moe", "tiny-gpt-oss"})
+    if (model() == name) {
+      auto loaded = loadGoldenPlan(model(), "host-attention");
+      ASSERT_TRUE(loaded.ok()) << loaded.error().message();
+      ASSERT_GT(loaded->plan().batching()->cpu_attention_share(), 0.0);
+      plans.push_back(&hostAttention.emplace(std::move(*loaded)));
+    }
+  for (const LoadedPlan *plan : plans) {
     for (int32_t residentBatch : {1, 3, 4}) {
       CpuBackend backend(2);
       Status status =

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <optional>
 
 #include "TestSupport.h"
@@ -261,6 +262,45 @@ TEST(PlanSearchTest, RunnerUpsSayWhyTheyLost) {
     EXPECT_EQ(runnerUp.whyLost.rfind("slower by ", 0), 0u) << runnerUp.whyLost;
   }
   EXPECT_TRUE(sawInfeasible);
+}
+
+// A host that attends as fast as PCIe copies takes the share of the host KV
+// that balances the two (here all of it: the link also carries weights);
+// the plan without it is a runner-up, slower. A host
+// a thousand times slower gets no share, and a fixed share is kept.
+TEST(PlanSearchTest, HostAttendsTheShareThatBalancesTheLink) {
+  ModelCosts model = tinyMoe();
+  SearchOptions options = largeBatches();
+  options.kvGpuFractions = {0};
+  HardwareProfile fast =
+      testing::withHostAttention(1e9, 20e9, 150 * kMB, 240 * kMB);
+  PlanChoice choice = chosen(model, fast, options);
+  const Plan &best = choice.best.plan;
+  EXPECT_GT(best.cpuAttentionSequences(), 0);
+  EXPECT_LE(best.cpuAttentionSequences(), best.hostKvSequences());
+  auto withoutHost = std::find_if(
+      choice.runnerUps.begin(), choice.runnerUps.end(),
+      [](const RunnerUp &r) { return r.plan.cpuAttentionShare == 0; });
+  ASSERT_NE(withoutHost, choice.runnerUps.end());
+  ASSERT_TRUE(withoutHost->decodeTokensPerSecond);
+  EXPECT_LT(*withoutHost->decodeTokensPerSecond,
+            choice.best.decodeTokensPerSecond);
+
+  HardwareProfile slow =
+      testing::withHostAttention(1e6, 20e9, 150 * kMB, 240 * kMB);
+  EXPECT_EQ(chosen(model, slow, options).best.plan.cpuAttentionShare, 0);
+
+  options.hostAttentionShare = 0.25;
+  PlanChoice fixed = chosen(model, fast, options);
+  EXPECT_EQ(fixed.best.plan.cpuAttentionShare, 0.25);
+  options.hostAttentionShare = 0.25;
+  auto unmeasured = selectPlan(model, syntheticProfile(150 * kMB, 240 * kMB),
+                               kLengths, options);
+  ASSERT_FALSE(unmeasured.ok());
+  EXPECT_EQ(unmeasured.error().message(),
+            "plan search: a host attention share needs softmax attention in "
+            "every layer and the profile's host_cpu attention measurements "
+            "for bf16 KV");
 }
 
 TEST(PlanSearchTest, ImpossibleBudgetNamesThePool) {

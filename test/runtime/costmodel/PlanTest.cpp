@@ -139,12 +139,11 @@ TEST(PlanTest, MemoryErrorNamesThePoolAndTheShortfall) {
 TEST(PlanTest, ValidationNamesTheVariable) {
   ModelCosts model = tinyMoe();
   Plan plan = smallPlan();
-  plan.cpuAttentionShare = 0.5;
+  plan.cpuAttentionShare = 1.5;
   Status status = validatePlan(model, plan);
   ASSERT_FALSE(status.ok());
   EXPECT_EQ(status.error().message(),
-            "plan: CPU attention share is not modelled yet and must be 0, got "
-            "0.5");
+            "plan: CPU attention share must be in [0, 1], got 1.5");
 
   plan = smallPlan();
   plan.kvGpuFraction = 1.5;

@@ -12,6 +12,7 @@ namespace {
 
 using testing::syntheticProfile;
 using testing::tinyMoe;
+using testing::withHostAttention;
 
 Plan decodePlan(const ModelCosts &model) {
   Plan plan;
@@ -386,12 +387,64 @@ TEST(StepDagTest, SlidingWindowPrefillStoresEveryPromptRow) {
 TEST(StepDagTest, RejectsInvalidPlans) {
   ModelCosts model = tinyMoe();
   Plan plan = decodePlan(model);
-  plan.cpuAttentionShare = 0.25;
+  plan.kvGpuFraction = 0.5;
+  plan.cpuAttentionShare = 0.6;
   auto step = buildDecodeStepDag(model, plan, syntheticProfile());
   ASSERT_FALSE(step.ok());
   EXPECT_EQ(step.error().message(),
-            "plan: CPU attention share is not modelled yet and must be 0, got "
-            "0.25");
+            "plan: CPU attention share 0.6 attends 6 sequences, but only 5 "
+            "keep their KV in host memory");
+}
+
+// B 10, all KV on the host, 4 of the sequences attended by the host's cores
+// at 1 GB/s (its read rate halved beside the GPU's copies): per layer the
+// GPU loads the KV of 6 sequences, the host reads that of 4 for twice as
+// long as 1 GB/s would take, their queries and new K/V rows go to the
+// host and the outputs come back.
+TEST(StepDagTest, HostAttendsItsShareOfTheHostKv) {
+  ModelCosts model = tinyMoe();
+  Plan plan = decodePlan(model);
+  plan.cpuAttentionShare = 0.4;
+  HardwareProfile profile = withHostAttention(1e9, 10e9);
+  StepDag step = built(buildDecodeStepDag(model, plan, profile));
+  int64_t context = plan.lengths.meanDecodeContext(); // 125
+  double kvPerSequence = double(context) * 512;
+  EXPECT_DOUBLE_EQ(step.traffic.kvBytesToGpu, 4 * 6 * kvPerSequence);
+  EXPECT_DOUBLE_EQ(step.traffic.hostKvBytesRead, 4 * 4 * kvPerSequence);
+  // Queries are 8 heads of 64 bf16 elements.
+  EXPECT_DOUBLE_EQ(step.traffic.hiddenBytesToGpu, 4 * 4 * 1024.0);
+  EXPECT_EQ(countJobs(step.dag, Stream::Host, Stage::HostAttention), 4u);
+  for (const Job &job : step.dag.jobs()) {
+    if (job.stream != Stream::Host)
+      continue;
+    EXPECT_EQ(job.target.firstSequence, 6);
+    EXPECT_EQ(job.target.sequences, 4);
+    double attention = 4 * kvPerSequence / 1e9 * 2;
+    EXPECT_NEAR(job.seconds, attention + 4 * 1024 / 1e9, 1e-12);
+  }
+  // The host's KV bounds this step's roofline at its read rate beside DMA.
+  Roofline roofline = rooflineOf(step.traffic, profile);
+  EXPECT_DOUBLE_EQ(roofline.hostKvSeconds, 4 * 4 * kvPerSequence / 10e9);
+
+  // Without the host's measurements there is no price.
+  auto unpriced = buildDecodeStepDag(model, plan, syntheticProfile());
+  ASSERT_FALSE(unpriced.ok());
+  EXPECT_EQ(unpriced.error().message(),
+            "plan: CPU attention share 0.4 needs the hardware profile's host "
+            "attention measurements for bf16 KV (host_cpu: moe-run "
+            "--profile-hardware)");
+}
+
+TEST(StepDagTest, HostDoesNotAttendLatentOrLinearAttention) {
+  ModelCosts model = tinyMoe();
+  model.layers[2].modules[1].attentionHeads.reset();
+  Plan plan = decodePlan(model);
+  plan.cpuAttentionShare = 0.4;
+  auto step = buildDecodeStepDag(model, plan, withHostAttention(1e9));
+  ASSERT_FALSE(step.ok());
+  EXPECT_EQ(step.error().message(),
+            "plan: CPU attention share 0.4 needs softmax attention in every "
+            "layer; the host does not run MLA or linear attention");
 }
 
 } // namespace

@@ -85,6 +85,35 @@ inline HardwareProfile syntheticProfile(int64_t gpuBytes = 80 * kGiB,
   return *profile;
 }
 
+// The synthetic profile with a host of 16 threads that attends bf16 KV
+// (8 heads over 2 KV heads) at `attentionBytesPerSecond` alone and reads
+// DRAM at 20 GB/s alone, at `readBesideCopies` while the GPU copies.
+inline HardwareProfile withHostAttention(double attentionBytesPerSecond,
+                                         double readBesideCopies = 20e9,
+                                         int64_t gpuBytes = 80 * kGiB,
+                                         int64_t hostBytes = 128 * kGiB) {
+  HostCpuProfile host;
+  host.isa = {true, true, false, false, false};
+  host.kernelIsa = "avx512";
+  host.readBandwidth = {{1, 5e9}, {16, 20e9}};
+  host.readWithH2d = {{16, readBesideCopies, 1e9}};
+  host.attention = {
+      {8,
+       2,
+       64,
+       "bf16",
+       16,
+       {{int64_t(1) << 20, double(1 << 20) / attentionBytesPerSecond},
+        {int64_t(1) << 30,
+         double(int64_t(1) << 30) / attentionBytesPerSecond}}}};
+  std::string json = syntheticProfileJson(gpuBytes, hostBytes);
+  json.insert(json.rfind('}'),
+              ",\n  \"host_cpu\": " + hostCpuProfileJson(host));
+  auto profile = HardwareProfile::fromJson(json);
+  EXPECT_TRUE(profile.ok()) << profile.error().message();
+  return *profile;
+}
+
 // A small MoE: hidden 1000; per layer a norm, attention (8 heads, 2 KV heads
 // of 64: 512 KV bytes per token), a router and `experts` gated experts of
 // width 1000 (6 MB each); plus a leading embedding and a trailing LM head.
