@@ -44,6 +44,10 @@ struct BackendCounters {
   int64_t devicePeakStepBytes = 0; // activations and scratch, at most
   int64_t deviceMemoryTrims = 0;   // times step memory was drained to fit
   int64_t pinnedHostBytes = 0;     // streamed weights and host KV
+  // Decode attention on the host's cores: the KV it read, and the queries
+  // and outputs copied between the GPU and the host for it.
+  int64_t hostKvBytesRead = 0;
+  int64_t hostAttentionBytes = 0;
   // Decode passes launched op by op, passes captured as CUDA graphs (and
   // captures that failed: their shapes run op by op) and the host time
   // capturing and instantiating them took, replays of those, the kernel

@@ -474,6 +474,8 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
         {"kv_device_to_host", moved.kvBytesToHost},
         {"hidden_device_to_host", moved.hiddenBytesToHost},
         {"hidden_host_to_device", moved.hiddenBytesToDevice},
+        {"host_attention_kv_read", moved.hostKvBytesRead},
+        {"host_attention_queries_and_outputs", moved.hostAttentionBytes},
         {"host_to_device_per_decode_step",
          s.decodeSteps
              ? double(moved.decodeBytesToDevice) / double(s.decodeSteps)

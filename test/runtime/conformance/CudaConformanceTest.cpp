@@ -489,6 +489,53 @@ INSTANTIATE_TEST_SUITE_P(
                                             "tiny-deepseek-v2"})),
     goldenCaseName);
 
+// The softmax-attention models planned for the small card and a host that
+// attends half of the sequences in decode (the committed "host-attention"
+// plans): the last slots' decode rows are attended on the host's cores over
+// their KV in pinned memory, beside the GPU attending the others, and the
+// logits match HF and the CPU backend, in one chunk and in several.
+class CudaBackendHostAttention : public CudaBackendStreamed {
+protected:
+  std::string planName() const override { return "host-attention"; }
+};
+
+TEST_P(CudaBackendHostAttention, MatchesHuggingFaceAndTheCpuBackend) {
+  const plan::Batching *batching = plan_->plan().batching();
+  ASSERT_NE(batching, nullptr);
+  ASSERT_GT(batching->cpu_attention_share(), 0.0);
+  int32_t planned = int32_t(batching->resident_batch());
+  for (int32_t slotCount : {int32_t(golden_.prompts.size()), planned}) {
+    std::string what = model() + ", " + std::to_string(slotCount) + " slots";
+    cuda::CudaBackend gpu;
+    ASSERT_NO_FATAL_FAILURE(expectStepsMatch(gpu, slotCount, what));
+    BackendCounters moved = gpu.counters();
+    EXPECT_GT(moved.hostKvBytesRead, 0) << what;
+    EXPECT_GT(moved.hostAttentionBytes, 0) << what;
+    EXPECT_GT(moved.kvBytesToHost, 0) << what;
+    double hostSeconds = 0;
+    for (const StageTime &stage : gpu.stageSeconds())
+      if (stage.phase == "decode" && stage.stage == "host attention")
+        hostSeconds += stage.seconds;
+    EXPECT_GT(hostSeconds, 0) << what;
+  }
+  cuda::CudaBackend whole;
+  ASSERT_NO_FATAL_FAILURE(expectStepsMatch(
+      whole, int32_t(golden_.prompts.size()), model() + ", whole"));
+  cuda::CudaBackendOptions options;
+  options.maxStepBytes = size_t(whole.counters().devicePeakStepBytes) / 3;
+  cuda::CudaBackend chunked(options);
+  ASSERT_NO_FATAL_FAILURE(expectStepsMatch(
+      chunked, int32_t(golden_.prompts.size()), model() + ", chunked"));
+  EXPECT_GT(chunked.counters().hiddenBytesToHost, 0);
+  EXPECT_GT(chunked.counters().hostKvBytesRead, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    HuggingFace, CudaBackendHostAttention,
+    ::testing::ValuesIn(goldenCases(kCuda, {"tiny-mixtral", "tiny-qwen2-moe",
+                                            "tiny-qwen3-moe", "tiny-gpt-oss"})),
+    goldenCaseName);
+
 // What `backend` says when it refuses `model`'s committed plan `planName`
 // edited by `edit`; such refusals come before anything touches the GPU, so
 // these run without a device too.

@@ -17,7 +17,8 @@ struct Laid {
 
 // Rows (slot, position), token = 100 + row index.
 Laid lay(const std::vector<TokenRow> &rows, int64_t first, int64_t end,
-         int32_t gpuSlots, int64_t microBatch) {
+         int32_t gpuSlots, int64_t microBatch,
+         int32_t hostAttendedSlot = INT32_MAX) {
   StepBatch batch;
   batch.rows = rows;
   for (size_t r = 0; r < rows.size(); ++r)
@@ -28,8 +29,8 @@ Laid lay(const std::vector<TokenRow> &rows, int64_t first, int64_t end,
   laid.attnSlots.resize(n);
   laid.positions.resize(n);
   laid.cacheRows.resize(n);
-  laid.pass = chunkRows(batch, first, end, gpuSlots, kContext, microBatch,
-                        laid.tokens.data(), laid.attnSlots.data(),
+  laid.pass = chunkRows(batch, first, end, gpuSlots, hostAttendedSlot, kContext,
+                        microBatch, laid.tokens.data(), laid.attnSlots.data(),
                         laid.positions.data(), laid.cacheRows.data());
   return laid;
 }
@@ -133,6 +134,38 @@ TEST(ChunkRows, RowsAreNumberedFromTheChunk) {
   EXPECT_EQ(laid.pass.microBatches[0].loads[0].length, 2);
   EXPECT_EQ(laid.pass.stores[0].row, 0);
   EXPECT_EQ(laid.pass.stores[0].position, 2);
+}
+
+TEST(ChunkRows, HostAttendedSlotsAreStoredNotLoaded) {
+  // Slot 0 on the GPU; slots 1-4 in host memory, slots 3 and 4 attended by
+  // the host's cores: their rows are stored with the others' and not loaded.
+  Laid laid = lay({{0, 7}, {1, 7}, {2, 7}, {3, 7}, {4, 5}}, 0, 5, 1, 8,
+                  /*hostAttendedSlot=*/3);
+  EXPECT_EQ(laid.pass.gpuRows, 1);
+  ASSERT_EQ(laid.pass.microBatches.size(), 1u);
+  EXPECT_EQ(laid.pass.microBatches[0].rows, 2);
+  ASSERT_EQ(laid.pass.microBatches[0].loads.size(), 1u);
+  EXPECT_EQ(laid.pass.microBatches[0].loads[0].count, 2);
+  EXPECT_EQ(laid.pass.host.firstRow, 3);
+  EXPECT_EQ(laid.pass.host.slots, (std::vector<int32_t>{2, 3}));
+  EXPECT_EQ(laid.pass.host.lengths, (std::vector<int32_t>{8, 6}));
+  // Host slots 0-2 at position 7 in one store, host slot 3 at 5 in another.
+  ASSERT_EQ(laid.pass.stores.size(), 2u);
+  EXPECT_EQ(laid.pass.stores[0].row, 1);
+  EXPECT_EQ(laid.pass.stores[0].rows, 3);
+  EXPECT_TRUE(laid.pass.stores[0].acrossSlots);
+  EXPECT_EQ(laid.pass.stores[1].row, 4);
+  EXPECT_EQ(laid.pass.stores[1].hostSlot, 3);
+  EXPECT_EQ(laid.pass.stores[1].position, 5);
+}
+
+TEST(ChunkRows, PromptsOfHostAttendedSlotsAreStaged) {
+  // Slot 2's prompt (two rows) keeps the chunk's host slots on the GPU.
+  Laid laid = lay({{1, 7}, {2, 0}, {2, 1}}, 0, 3, 0, 8, /*hostAttendedSlot=*/1);
+  EXPECT_EQ(laid.pass.host.count(), 0);
+  EXPECT_EQ(laid.pass.host.firstRow, 3);
+  ASSERT_EQ(laid.pass.microBatches.size(), 1u);
+  EXPECT_EQ(laid.pass.microBatches[0].rows, 3);
 }
 
 } // namespace

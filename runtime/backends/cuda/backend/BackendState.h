@@ -6,6 +6,7 @@
 #include "runtime/backends/cuda/GemmRunner.h"
 #include "runtime/backends/cuda/Memory.h"
 #include "runtime/backends/cuda/Stream.h"
+#include "runtime/backends/cuda/backend/HostAttention.h"
 #include "runtime/backends/cuda/backend/KvCaches.h"
 #include "runtime/backends/cuda/backend/Parking.h"
 #include "runtime/backends/cuda/backend/Program.h"
@@ -25,7 +26,7 @@ namespace moe::cuda {
 
 struct BackendState {
   // The ring's and the KV pipeline's copies go into the step trace too.
-  BackendState() { ring.trace = kv.trace = &trace; }
+  BackendState() { ring.trace = kv.trace = host.trace = &trace; }
   BackendState(const BackendState &) = delete;
   BackendState &operator=(const BackendState &) = delete;
 
@@ -39,6 +40,7 @@ struct BackendState {
   Program program;
   WeightRing ring;
   KvCaches kv;
+  HostAttention host;
   Parking parking;
   StageTimer timer;
   StepTrace trace; // the spans of the step Backend::traceNextDecodeStep asks
@@ -53,6 +55,9 @@ struct BackendState {
   bool prepared = false;
   // Streaming, as the plan's batching and schedule say.
   int32_t gpuSlots = 0; // slots whose KV stays on the GPU
+  // Slots from here on are attended by the host's cores in decode (the
+  // plan's CPU attention share); INT32_MAX for none.
+  int32_t hostAttendedSlot = INT32_MAX;
   int64_t prefillMicroBatch = 1, decodeMicroBatch = 1;
   int64_t expertMicroBatch = INT64_MAX; // b_e
   BackendCounters counters;

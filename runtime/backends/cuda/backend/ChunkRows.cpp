@@ -19,13 +19,31 @@ std::vector<int64_t> cutAtSlots(const std::vector<TokenRow> &rows,
   return cuts;
 }
 
+namespace {
+
+// The chunk's first row of a host-attended slot, if every such slot has one
+// row in it; else `rows` (none).
+int64_t firstHostRow(const StepBatch &batch, int64_t first, int64_t rows,
+                     int32_t hostAttendedSlot) {
+  int64_t from = rows;
+  while (from > 0 && batch.rows[first + from - 1].slot >= hostAttendedSlot)
+    --from;
+  for (int64_t i = from + 1; i < rows; ++i)
+    if (batch.rows[first + i].slot == batch.rows[first + i - 1].slot)
+      return rows;
+  return from;
+}
+
+} // namespace
+
 KvPass chunkRows(const StepBatch &batch, int64_t first, int64_t end,
-                 int32_t gpuSlots, int32_t maxContext, int64_t microBatch,
-                 int32_t *tokens, int32_t *attnSlots, int32_t *positions,
-                 int32_t *cacheRows) {
+                 int32_t gpuSlots, int32_t hostAttendedSlot, int32_t maxContext,
+                 int64_t microBatch, int32_t *tokens, int32_t *attnSlots,
+                 int32_t *positions, int32_t *cacheRows) {
   int64_t rows = end - first;
   KvPass kvPass;
   kvPass.gpuRows = rows;
+  kvPass.host.firstRow = firstHostRow(batch, first, rows, hostAttendedSlot);
   int64_t batchSlots = 0; // slots in the last micro-batch
   for (int64_t i = 0; i < rows; ++i) {
     const TokenRow &row = batch.rows[first + i];
@@ -40,7 +58,12 @@ KvPass chunkRows(const StepBatch &batch, int64_t first, int64_t end,
     int64_t hostSlot = row.slot - gpuSlots;
     if (kvPass.gpuRows == rows)
       kvPass.gpuRows = i;
-    if (newRun) {
+    if (i >= kvPass.host.firstRow) {
+      kvPass.host.slots.push_back(static_cast<int32_t>(hostSlot));
+      kvPass.host.lengths.push_back(row.position + 1);
+      attnSlots[i] = 0;
+      cacheRows[i] = 0;
+    } else if (newRun) {
       if (kvPass.microBatches.empty() || batchSlots == microBatch) {
         kvPass.microBatches.push_back({i, 0, {}});
         batchSlots = 0;
@@ -54,13 +77,15 @@ KvPass chunkRows(const StepBatch &batch, int64_t first, int64_t end,
           std::max<int64_t>(loads.back().length, row.position);
       ++batchSlots;
     }
-    KvMicroBatch &batchOfRow = kvPass.microBatches.back();
-    KvLoad &load = batchOfRow.loads.back();
-    load.lengthAfter = std::max<int64_t>(load.lengthAfter, row.position + 1);
-    ++batchOfRow.rows;
-    int64_t local = batchSlots - 1;
-    attnSlots[i] = static_cast<int32_t>(local);
-    cacheRows[i] = static_cast<int32_t>(local * maxContext + row.position);
+    if (i < kvPass.host.firstRow) {
+      KvMicroBatch &batchOfRow = kvPass.microBatches.back();
+      KvLoad &load = batchOfRow.loads.back();
+      load.lengthAfter = std::max<int64_t>(load.lengthAfter, row.position + 1);
+      ++batchOfRow.rows;
+      int64_t local = batchSlots - 1;
+      attnSlots[i] = static_cast<int32_t>(local);
+      cacheRows[i] = static_cast<int32_t>(local * maxContext + row.position);
+    }
     // Stores: one slot's consecutive rows, or the single rows of
     // consecutive slots at one position (decode).
     if (!newRun) {

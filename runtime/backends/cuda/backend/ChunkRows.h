@@ -31,11 +31,21 @@ struct KvStoreRun {
   int64_t row, hostSlot, position, rows;
   bool acrossSlots;
 };
+// The rows the host's cores attend: decode rows of the plan's host-attended
+// slots, the chunk's last `slots.size()` rows, one per slot. Their new K/V
+// rows are stored like any host row's; nothing of theirs is loaded.
+struct HostRows {
+  int64_t firstRow = 0;
+  std::vector<int32_t> slots;   // host slot of each row
+  std::vector<int32_t> lengths; // positions it attends, its own the last
+  int64_t count() const { return int64_t(slots.size()); }
+};
 struct KvPass {
   int64_t gpuRows = 0;
   bool loadsAfterCompute = false; // loads wait for the op's earlier work
   std::vector<KvMicroBatch> microBatches;
   std::vector<KvStoreRun> stores;
+  HostRows host;
 };
 
 /// Cuts rows [first, end) into pieces of at most `limit` rows, each ending
@@ -50,10 +60,13 @@ std::vector<int64_t> cutAtSlots(const std::vector<TokenRow> &rows,
 /// its staging buffer), its position and the row of that array where its
 /// K/V go; and the host slots' micro-batches (at most `microBatch` slots
 /// each) and stores, numbered from the chunk's first row. Slots below
-/// `gpuSlots` keep their KV on the GPU; rows are in slot order.
+/// `gpuSlots` keep their KV on the GPU; rows are in slot order. Slots from
+/// `hostAttendedSlot` on are attended by the host's cores where each of
+/// them has one row in the chunk (decode); a chunk holding more rows of
+/// such a slot (a prompt) stages them like any host slot's.
 KvPass chunkRows(const StepBatch &batch, int64_t first, int64_t end,
-                 int32_t gpuSlots, int32_t maxContext, int64_t microBatch,
-                 int32_t *tokens, int32_t *attnSlots, int32_t *positions,
-                 int32_t *cacheRows);
+                 int32_t gpuSlots, int32_t hostAttendedSlot, int32_t maxContext,
+                 int64_t microBatch, int32_t *tokens, int32_t *attnSlots,
+                 int32_t *positions, int32_t *cacheRows);
 
 } // namespace moe::cuda

@@ -131,10 +131,10 @@ void ChunkedPass::layOutRows() {
     for (int64_t r = first_ + from; r < first_ + to; ++r)
       span = std::max(span, batch_.rows[r].position + 1);
     chunkSpans_.push_back(span);
-    kvPasses_.push_back(chunkRows(batch_, first_ + from, first_ + to,
-                                  s_.gpuSlots, s_.maxContext, microBatch_,
-                                  tokens + from, attnSlots + from,
-                                  positions + from, cacheRows + from));
+    kvPasses_.push_back(chunkRows(
+        batch_, first_ + from, first_ + to, s_.gpuSlots, s_.hostAttendedSlot,
+        s_.maxContext, microBatch_, tokens + from, attnSlots + from,
+        positions + from, cacheRows + from));
     // A slot split across chunks loads what the earlier chunk stored.
     kvPasses_.back().loadsAfterCompute = c > 0;
     size_t logit = chunkLogits_.back();
@@ -216,6 +216,7 @@ Step ChunkedPass::stepFor(size_t c) {
       .lightningStates = s_.lightningStates,
       .kv = s_.kv,
       .kvPass = kvPasses_[c],
+      .host = s_.host,
       .counters = s_.counters};
 }
 
@@ -447,6 +448,11 @@ Status ChunkedPass::finish() {
   if (!prefill_)
     counters.decodeBytesToDevice +=
         counters.weightBytesToDevice + counters.kvBytesToDevice - movedBefore_;
+  if (s_.host.prepared()) {
+    MOE_ASSIGN_OR_RETURN(double hostSeconds, s_.host.finishPass());
+    s_.timer.add(size_t(costmodel::Stage::HostAttention), prefill_,
+                 hostSeconds);
+  }
   return s_.timer.endPass(prefill_);
 }
 

@@ -61,6 +61,31 @@ size_t residentWeightBytes(const plan::Model &model,
   return bytes;
 }
 
+// The plan's last host-KV slots (its CPU attention share of B) are attended
+// by the host's cores in decode.
+Status prepareHostAttention(BackendState &s, const plan::Batching *batching,
+                            const model::ResolvedModel &resolved,
+                            int32_t hostSlots) {
+  if (!batching || batching->cpu_attention_share() <= 0)
+    return Status::success();
+  auto attended = static_cast<int32_t>(std::clamp<double>(
+      std::llround(batching->cpu_attention_share() * s.slots), 0, hostSlots));
+  if (attended == 0)
+    return Status::success();
+  if (!resolved.latentCaches.empty() || !resolved.lightningStates.empty())
+    return makeError("the plan gives decode attention to the host's cores "
+                     "(CPU attention share {}), which attend only softmax "
+                     "attention; this model has MLA or lightning attention",
+                     batching->cpu_attention_share());
+  int64_t width = 0;
+  for (const model::ResolvedOp &op : resolved.ops)
+    if (const auto *a = std::get_if<model::AttentionSpec>(&op.spec))
+      width = std::max(width, a->heads * a->headDim);
+  MOE_RETURN_IF_ERROR(s.host.prepare(*s.pinned, attended, width));
+  s.hostAttendedSlot = s.slots - attended;
+  return Status::success();
+}
+
 Status setUp(BackendState &s, const LoadedPlan &plan,
              const model::ResolvedModel &resolved, const WeightSet &weightSet) {
   const plan::Model &model = plan.model();
@@ -129,6 +154,7 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
   s.cache.emplace(std::move(*cacheArena));
   MOE_RETURN_IF_ERROR(s.kv.allocate(*s.cache, *s.pinned, s.gpuSlots, hostSlots,
                                     s.maxContext, stagedSlots, stagingBuffers));
+  MOE_RETURN_IF_ERROR(prepareHostAttention(s, batching, resolved, hostSlots));
   // Not initialised: a slot's first row (position 0) starts from zero.
   for (const model::LightningStateSpec &state : resolved.lightningStates) {
     auto device = s.cache->allocateArray<float>(

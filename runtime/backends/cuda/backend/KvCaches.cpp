@@ -123,7 +123,8 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
                                  int layer, const KvCache &cache,
                                  const uint8_t *key, const uint8_t *value,
                                  BackendCounters &counters,
-                                 const Attend &attend) {
+                                 const Attend &attend,
+                                 const HostAttend &hostAttend) {
   cudaStream_t load = load_->get(), store = store_->get();
   int64_t context = maxContext, rowBytes = cache.rowBytes;
   size_t slotBytes = size_t(context) * rowBytes;
@@ -153,6 +154,10 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
         span, store, "d2h KV", [&] { return layerSpanName(layer, "KV store"); },
         "KV store"));
     MOE_RETURN_IF_ERROR(stored_->record(store));
+  }
+  std::optional<cudaEvent_t> hostDone;
+  if (pass.host.count() > 0) {
+    MOE_ASSIGN_OR_RETURN(hostDone, hostAttend(key ? &*stored_ : nullptr));
   }
   if (!key || pass.loadsAfterCompute) {
     MOE_RETURN_IF_ERROR(opStart_->record(compute));
@@ -207,6 +212,8 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
   }
   if (key)
     MOE_CUDA_TRY(cudaStreamWaitEvent(compute, stored_->get()));
+  if (hostDone)
+    MOE_CUDA_TRY(cudaStreamWaitEvent(compute, *hostDone));
   return Status::success();
 }
 

@@ -65,6 +65,10 @@ public:
   // Rows [first, first + count) of a chunk against the K/V array k / v.
   using Attend = std::function<Status(int64_t first, int64_t count,
                                       const uint8_t *k, const uint8_t *v)>;
+  // The pass's host-attended rows (KvPass::host), queued once their new
+  // K/V rows' store is (kvStored: its event, null when the op stores
+  // none); returns the event the compute stream waits for at the op's end.
+  using HostAttend = std::function<Result<cudaEvent_t>(const Event *kvStored)>;
   // Host slots' rows, a micro-batch at a time: its slots' cached K/V are
   // loaded into a staging buffer on the load stream while earlier
   // micro-batches attend, then the new rows are appended there and
@@ -73,12 +77,13 @@ public:
   // that before the op's scratch, which the copies read, is freed. A layer
   // sharing an earlier layer's KV loads the rows that layer stored. `layer`
   // names the copies in traces. key and value are the new rows in the
-  // cache's format.
+  // cache's format. The pass's host-attended rows go to `hostAttend`
+  // between the stores and the loads.
   Status attendHostSlots(cudaStream_t compute, const KvPass &pass,
                          int32_t maxContext, const int32_t *cacheRows,
                          int layer, const KvCache &cache, const uint8_t *key,
                          const uint8_t *value, BackendCounters &counters,
-                         const Attend &attend);
+                         const Attend &attend, const HostAttend &hostAttend);
 
 private:
   size_t stagingBytes(int32_t maxContext, int64_t stagedSlots) const;

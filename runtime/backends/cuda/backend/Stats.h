@@ -40,6 +40,10 @@ public:
   Status stop(size_t pair, cudaStream_t stream);
   // Adds the finished pass's times to its phase.
   Status endPass(bool prefill);
+  // Time measured elsewhere (the host's cores) for `stage` of a phase.
+  void add(size_t stage, bool prefill, double seconds) {
+    seconds_[prefill ? 0 : 1][stage] += seconds;
+  }
 
   std::vector<StageTime> stages() const;
 

@@ -117,6 +117,11 @@ public:
   int bindFloat(int index);
   // An fp32 array made on the host (lightning decays): its index.
   int addFloats(std::vector<float> values);
+  // The values of fp32 array `array` (bindFloat, addFloats) before they
+  // are uploaded; empty for -1.
+  std::vector<float> floatValues(int array) const {
+    return array < 0 ? std::vector<float>{} : floats_[size_t(array)];
+  }
   // The bf16 scratch quantized experts are widened into (null without).
   void setWidenedExperts(bf16 *scratch) { widenedExperts_ = scratch; }
   bf16 *widenedExperts() const { return widenedExperts_; }

@@ -33,6 +33,7 @@ Result<AttentionOp> bindAttentionOp(WeightPlacement &placement,
   MOE_RETURN_IF_ERROR(placement.bind(k.qBias, a.qBias, "q_bias"));
   MOE_RETURN_IF_ERROR(placement.bind(k.oBias, a.oBias, "o_bias"));
   k.sinks = placement.bindFloat(fp32.sinks);
+  k.hostSinks = placement.floatValues(k.sinks);
   k.qkNorm = a.qkNorm;
   k.qkEps = static_cast<float>(a.qkEps);
   MOE_RETURN_IF_ERROR(placement.bind(k.qNorm, a.qNorm, "q_norm"));
@@ -154,10 +155,26 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
                                      step.stream));
     MOE_RETURN_IF_ERROR(attend(0, gpuRows, cache.k, cache.v));
   }
+  // Decode rows of the plan's host-attended slots: the host's cores attend
+  // them over the host KV, the GPU the rest.
+  auto hostAttend = [&](const Event *kvStored) {
+    HostAttention::Layer layer;
+    layer.cache = {cache.hostK, cache.hostV, step.kv.dtype, cache.rowBytes,
+                   int64_t(step.maxContext) * cache.rowBytes};
+    layer.heads = k.heads;
+    layer.kvHeads = k.kvHeads;
+    layer.headDim = k.headDim;
+    layer.window = k.window;
+    layer.scale = k.scale;
+    layer.sinks = k.hostSinks.empty() ? nullptr : k.hostSinks.data();
+    return step.host.attend(step.stream, kvStored, step.kvPass.host, layer, q,
+                            o, step.layer, step.counters);
+  };
   if (rows > gpuRows)
     MOE_RETURN_IF_ERROR(step.kv.attendHostSlots(
         step.stream, step.kvPass, step.maxContext, step.cacheRows, step.layer,
-        cache, k.ownsKv ? keyRows : nullptr, valueRows, step.counters, attend));
+        cache, k.ownsKv ? keyRows : nullptr, valueRows, step.counters, attend,
+        hostAttend));
   MOE_ASSIGN_OR_RETURN(bf16 * y,
                        step.alloc<bf16>(rows * k.hidden, "attention out"));
   MOE_RETURN_IF_ERROR(step.linear(o, rows, qw, k.o, k.hidden, k.oBias, y));

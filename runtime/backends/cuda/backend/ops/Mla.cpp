@@ -181,7 +181,10 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
     MOE_RETURN_IF_ERROR(step.kv.attendHostSlots(
         step.stream, step.kvPass, step.maxContext, step.cacheRows, step.layer,
         cache, reinterpret_cast<const uint8_t *>(rowsOut), nullptr,
-        step.counters, attend));
+        step.counters, attend, [](const Event *) -> Result<cudaEvent_t> {
+          // prepare refuses plans that would give MLA rows to the host.
+          return makeError("the host's cores do not attend MLA");
+        }));
 
   // o_h = W_UV,h · mixed_h per head, back to [rows, heads·vDim] for o.
   MOE_ASSIGN_OR_RETURN(

@@ -6,6 +6,7 @@
 
 #include "runtime/backends/cuda/GemmRunner.h"
 #include "runtime/backends/cuda/backend/ChunkRows.h"
+#include "runtime/backends/cuda/backend/HostAttention.h"
 #include "runtime/backends/cuda/backend/KvCaches.h"
 #include "runtime/backends/cuda/backend/StepMemory.h"
 #include "runtime/backends/cuda/backend/WeightPlacement.h"
@@ -43,7 +44,8 @@ struct AttentionOp {
   const bf16 *qNorm, *kNorm;
   float qkEps;
   int64_t window;
-  int sinks; // fp32 array or -1
+  int sinks;                    // fp32 array or -1
+  std::vector<float> hostSinks; // the host's copy (host attention)
   int cache;
   bool ownsKv;
   // An fp8 cache's row bytes (new rows are encoded into scratch before
@@ -193,6 +195,7 @@ struct Step {
   const std::vector<float *> &lightningStates;
   KvCaches &kv;
   const KvPass &kvPass;
+  HostAttention &host;
   BackendCounters &counters;
   std::vector<void *> made; // this op's allocations
   // The op's attention partials, reused by its micro-batches (stream order
