@@ -118,12 +118,18 @@ static void readCommon(ConfigReader &config, ModelSpec &spec,
 /// A config's number as written (formatv's default shows two decimals).
 static auto asWritten(double value) { return llvm::format("%g", value); }
 
-/// rope_theta and rope_scaling (v4) or rope_parameters (v5).
-static void readRope(ConfigReader &config, RopeSpec &rope,
+/// rope_theta and rope_scaling (v4) or rope_parameters (v5), as transformers
+/// standardizes them (RotaryEmbeddingConfigMixin): rope_scaling wins over
+/// rope_parameters, a rope_theta inside either over the top-level one, and
+/// YaRN's original_max_position_embeddings defaults to
+/// max_position_embeddings.
+static void readRope(ConfigReader &config, ModelSpec &spec,
                      double defaultTheta) {
+  RopeSpec &rope = spec.rope;
   const json::Object *parameters = config.nestedObject("rope_parameters");
   const json::Object *scaling = config.nestedObject("rope_scaling");
-  const json::Object *source = parameters ? parameters : scaling;
+  const json::Object *source =
+      scaling && !scaling->empty() ? scaling : parameters;
   rope.theta = config.number("rope_theta", defaultTheta);
   // The frequencies are theta^(-2i/d): they must fall with i.
   auto requireTheta = [&](ConfigReader &reader) {
@@ -135,9 +141,9 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
     requireTheta(config);
     return;
   }
-  StringRef sourceKey = parameters ? "rope_parameters" : "rope_scaling";
+  StringRef sourceKey = source == scaling ? "rope_scaling" : "rope_parameters";
   ConfigReader nested(*source, config, sourceKey);
-  if (parameters && nested.has("rope_theta")) {
+  if (nested.has("rope_theta")) {
     rope.theta = nested.number("rope_theta");
     requireTheta(nested);
   } else {
@@ -149,7 +155,9 @@ static void readRope(ConfigReader &config, RopeSpec &rope,
     rope.scaling = RopeScaling::yarn;
     rope.factor = nested.number("factor");
     rope.originalMaxPosition =
-        nested.positive("original_max_position_embeddings");
+        nested.has("original_max_position_embeddings") || spec.maxPosition <= 0
+            ? nested.positive("original_max_position_embeddings")
+            : spec.maxPosition;
     nested.require(!nested.ok() || rope.factor >= 1.0, "factor",
                    llvm::formatv("must be at least 1 for yarn, got {0}",
                                  asWritten(rope.factor)));
@@ -198,11 +206,19 @@ static bool hasOneEntryPerLayer(ConfigReader &config, StringRef key,
                     layers));
 }
 
-/// Per-layer sliding windows from `layer_types`.
-static void readLayerTypes(ConfigReader &config, ModelSpec &spec) {
+/// Per-layer sliding windows from `layer_types` or, where config.json has
+/// none, for the layers `slidingByDefault` picks (the pattern transformers'
+/// class fills layer_types with).
+static void
+readLayerTypes(ConfigReader &config, ModelSpec &spec,
+               llvm::function_ref<bool(int64_t)> slidingByDefault = nullptr) {
   std::vector<std::string> types = config.strings("layer_types");
-  if (types.empty())
+  if (types.empty()) {
+    for (int64_t l = 0; slidingByDefault && l < spec.layers; ++l)
+      if (slidingByDefault(l))
+        spec.layerSpecs[l].slidingWindow = config.positive("sliding_window");
     return;
+  }
   if (!hasOneEntryPerLayer(config, "layer_types", types.size(), spec.layers))
     return;
   for (auto [layer, type] : llvm::enumerate(types)) {
@@ -284,7 +300,7 @@ static void readMixtralExperts(ConfigReader &config, ModelSpec &spec) {
 
 static void readMixtral(ConfigReader &config, ModelSpec &spec) {
   readSoftmaxHeads(config, spec);
-  readRope(config, spec.rope, 1e6);
+  readRope(config, spec, 1e6);
   readMixtralExperts(config, spec);
   std::optional<int64_t> window;
   if (config.has("sliding_window"))
@@ -297,18 +313,18 @@ static void readMixtral(ConfigReader &config, ModelSpec &spec) {
 
 static void readQwenMoE(ConfigReader &config, ModelSpec &spec, bool qwen3) {
   readSoftmaxHeads(config, spec);
-  readRope(config, spec.rope, 10000.0);
+  readRope(config, spec, 10000.0);
   spec.softmax.qkvBias = qwen3 ? config.boolean("attention_bias", false)
                                : config.boolean("qkv_bias", true);
   spec.softmax.oBias = false;
   if (qwen3)
     spec.softmax.qkNorm = QKNorm::per_head;
-  // transformers 5 writes num_local_experts where the hub has num_experts.
+  // Qwen3-MoE's num_experts is num_local_experts in transformers (the hub's
+  // name is its alias, see classAliases); Qwen2-MoE keeps num_experts.
   readExpertCounts(config, spec.moe,
-                   config.has("num_experts") ? "num_experts"
-                                             : "num_local_experts",
+                   qwen3 ? "num_local_experts" : "num_experts",
                    "moe_intermediate_size");
-  spec.moe.normalize = config.boolean("norm_topk_prob", qwen3);
+  spec.moe.normalize = config.boolean("norm_topk_prob", false);
   spec.denseWidth = config.integer("intermediate_size", 0);
   if (!qwen3) {
     spec.moe.sharedWidth =
@@ -326,14 +342,25 @@ static void readQwenMoE(ConfigReader &config, ModelSpec &spec, bool qwen3) {
                      "must be positive: layer " + std::to_string(l) +
                          " is a dense MLP layer");
   }
-  if (config.has("layer_types")) {
-    readLayerTypes(config, spec);
-  } else if (config.boolean("use_sliding_window", false)) {
-    int64_t window = config.positive("sliding_window");
-    int64_t fromLayer = config.nonNegative("max_window_layers", 0);
-    for (int64_t l = fromLayer; l < spec.layers; ++l)
-      spec.layerSpecs[l].slidingWindow = window;
+  // transformers' sliding layers: with use_sliding_window, Qwen3-MoE's
+  // attention takes sliding_window in every layer (it reads no layer_types
+  // and no max_window_layers), and Qwen2-MoE's class fills a missing
+  // layer_types with sliding_attention in the even layers below
+  // max_window_layers.
+  bool sliding = config.boolean("use_sliding_window", false);
+  if (qwen3) {
+    if (sliding) {
+      int64_t window = config.positive("sliding_window");
+      for (LayerSpec &layer : spec.layerSpecs)
+        layer.slidingWindow = window;
+    }
+    return;
   }
+  int64_t belowLayer = sliding && !config.has("layer_types")
+                           ? config.nonNegative("max_window_layers", 0)
+                           : 0;
+  readLayerTypes(config, spec,
+                 [&](int64_t l) { return l % 2 == 0 && l < belowLayer; });
 }
 
 static void readDeepSeek(ConfigReader &config, ModelSpec &spec, bool v3) {
@@ -344,7 +371,7 @@ static void readDeepSeek(ConfigReader &config, ModelSpec &spec, bool v3) {
   attn.nopeDim = config.positive("qk_nope_head_dim");
   attn.ropeDim = config.positive("qk_rope_head_dim");
   attn.vDim = config.positive("v_head_dim");
-  readRope(config, spec.rope, 10000.0);
+  readRope(config, spec, 10000.0);
   // The hub weights pair rope dims GPT-J style; HF V3 permutes them on the
   // fly (rope_interleave), which gives the same attention output.
   spec.rope.style = (!v3 || config.boolean("rope_interleave", true))
@@ -409,7 +436,7 @@ static void readDeepSeek(ConfigReader &config, ModelSpec &spec, bool v3) {
 /// the original remote-code keys (minimax_text_01, minimax_m1).
 static void readMiniMax(ConfigReader &config, ModelSpec &spec, bool legacy) {
   readSoftmaxHeads(config, spec);
-  readRope(config, spec.rope, 10000.0);
+  readRope(config, spec, legacy ? 10000.0 : 1e6);
   int64_t headDim = spec.softmax.headDim;
   if (legacy) {
     if (config.has("rotary_dim")) {
@@ -453,6 +480,10 @@ static void readMiniMax(ConfigReader &config, ModelSpec &spec, bool legacy) {
                      "entries must be 0 (lightning) or 1 (softmax)");
       softmaxLayer.push_back(type == 1);
     }
+  } else if (!config.has("layer_types")) {
+    // transformers' class: full attention in the even layers.
+    for (int64_t l = 0; l < spec.layers; ++l)
+      softmaxLayer.push_back(l % 2 == 0);
   } else {
     for (const std::string &type : config.strings("layer_types")) {
       config.require(
@@ -489,15 +520,15 @@ static void readMiniMax(ConfigReader &config, ModelSpec &spec, bool legacy) {
 
 static void readGptOss(ConfigReader &config, ModelSpec &spec) {
   readSoftmaxHeads(config, spec);
-  readRope(config, spec.rope, 150000.0);
+  readRope(config, spec, 150000.0);
   bool bias = config.boolean("attention_bias", true);
   spec.softmax.qkvBias = bias;
   spec.softmax.oBias = bias;
   spec.softmax.sinks = true;
   MoESpec &moe = spec.moe;
-  readExpertCounts(config, moe, "num_local_experts", "intermediate_size",
-                   config.has("num_experts_per_tok") ? "num_experts_per_tok"
-                                                     : "experts_per_token");
+  // transformers reads num_experts_per_tok (default 4) and ignores the
+  // original checkpoints' experts_per_token.
+  readExpertCounts(config, moe, "num_local_experts", "intermediate_size");
   // top-k of the biased logits, softmax over the selection: the same as
   // softmax, top-k, renormalise.
   moe.normalize = true;
@@ -509,7 +540,8 @@ static void readGptOss(ConfigReader &config, ModelSpec &spec) {
   spec.names.router = "router";
   for (LayerSpec &layer : spec.layerSpecs)
     layer.moe = true;
-  readLayerTypes(config, spec);
+  // transformers' class: sliding windows in the even layers.
+  readLayerTypes(config, spec, [](int64_t l) { return l % 2 == 0; });
 }
 
 /// This project's Yi-Lightning-style definition (no public config exists):
@@ -517,7 +549,7 @@ static void readGptOss(ConfigReader &config, ModelSpec &spec) {
 /// hybrid, and cross-layer KV sharing (`kv_source_layers`).
 static void readYiLightning(ConfigReader &config, ModelSpec &spec) {
   readSoftmaxHeads(config, spec);
-  readRope(config, spec.rope, 10000.0);
+  readRope(config, spec, 10000.0);
   readDeepSeekMoE(config, spec.moe, /*normalizeByDefault=*/true);
   spec.denseWidth = config.integer("intermediate_size", 0);
   int64_t firstDense = config.integer("first_k_dense_replace", 0);
@@ -557,7 +589,191 @@ static void readYiLightning(ConfigReader &config, ModelSpec &spec) {
   }
 }
 
+//===----------------------------------------------------------------------===//
+// transformers' class defaults
+//===----------------------------------------------------------------------===//
+
+/// The field defaults of transformers' config class for `modelType`
+/// (models/<type>/configuration_<type>.py in transformers 5.17), for the
+/// keys the readers read. A field whose default is None is not listed: the
+/// readers derive from other fields what transformers derives (head_dim from
+/// hidden_size and num_attention_heads, the layer_types patterns, the RoPE
+/// parameters from rope_theta and the family's default theta).
+static json::Object classDefaults(StringRef modelType) {
+  if (modelType == "mixtral")
+    return json::Object{{"vocab_size", 32000},
+                        {"hidden_size", 4096},
+                        {"intermediate_size", 14336},
+                        {"num_hidden_layers", 32},
+                        {"num_attention_heads", 32},
+                        {"num_key_value_heads", 8},
+                        {"max_position_embeddings", 131072},
+                        {"rms_norm_eps", 1e-5},
+                        {"bos_token_id", 1},
+                        {"eos_token_id", 2},
+                        {"tie_word_embeddings", false},
+                        {"num_local_experts", 8},
+                        {"num_experts_per_tok", 2}};
+  if (modelType == "deepseek_v2")
+    return json::Object{{"vocab_size", 102400},
+                        {"hidden_size", 4096},
+                        {"intermediate_size", 11008},
+                        {"moe_intermediate_size", 1407},
+                        {"num_hidden_layers", 32},
+                        {"num_attention_heads", 32},
+                        {"max_position_embeddings", 2048},
+                        {"rms_norm_eps", 1e-6},
+                        {"bos_token_id", 1},
+                        {"eos_token_id", 2},
+                        {"tie_word_embeddings", false},
+                        {"first_k_dense_replace", 0},
+                        {"kv_lora_rank", 512},
+                        {"q_lora_rank", 1536},
+                        {"qk_nope_head_dim", 128},
+                        {"qk_rope_head_dim", 64},
+                        {"v_head_dim", 128},
+                        {"n_routed_experts", 64},
+                        {"n_shared_experts", 2},
+                        {"routed_scaling_factor", 1.0},
+                        {"topk_method", "greedy"},
+                        {"norm_topk_prob", false}};
+  if (modelType == "deepseek_v3")
+    return json::Object{
+        {"vocab_size", 129280},
+        {"hidden_size", 7168},
+        {"intermediate_size", 18432},
+        {"moe_intermediate_size", 2048},
+        {"num_hidden_layers", 61},
+        {"num_attention_heads", 128},
+        {"max_position_embeddings", 4096},
+        {"rms_norm_eps", 1e-6},
+        {"bos_token_id", 0},
+        {"eos_token_id", 1},
+        {"tie_word_embeddings", false},
+        {"first_k_dense_replace", 3},
+        {"kv_lora_rank", 512},
+        {"q_lora_rank", 1536},
+        {"qk_nope_head_dim", 128},
+        {"qk_rope_head_dim", 64},
+        {"v_head_dim", 128},
+        {"n_routed_experts", 256},
+        {"n_shared_experts", 1},
+        {"routed_scaling_factor", 2.5},
+        {"num_experts_per_tok", 8},
+        {"n_group", 8},
+        {"topk_group", 4},
+        {"norm_topk_prob", true},
+        {"rope_interleave", true},
+        // Not fields of the class: its router always scores with a sigmoid
+        // and picks groups and experts on the bias-corrected scores
+        // (DeepseekV3TopkRouter).
+        {"scoring_func", "sigmoid"},
+        {"topk_method", "noaux_tc"}};
+  if (modelType == "qwen2_moe")
+    return json::Object{{"vocab_size", 151936},
+                        {"hidden_size", 2048},
+                        {"intermediate_size", 5632},
+                        {"moe_intermediate_size", 1408},
+                        {"num_hidden_layers", 24},
+                        {"num_attention_heads", 16},
+                        {"num_key_value_heads", 16},
+                        {"max_position_embeddings", 32768},
+                        {"rms_norm_eps", 1e-6},
+                        {"tie_word_embeddings", false},
+                        {"qkv_bias", true},
+                        {"num_experts", 60},
+                        {"num_experts_per_tok", 4},
+                        {"norm_topk_prob", false},
+                        {"shared_expert_intermediate_size", 5632},
+                        {"decoder_sparse_step", 1},
+                        {"use_sliding_window", false},
+                        {"sliding_window", 4096},
+                        {"max_window_layers", 28}};
+  if (modelType == "qwen3_moe")
+    return json::Object{
+        {"vocab_size", 151936},      {"hidden_size", 2048},
+        {"intermediate_size", 6144}, {"moe_intermediate_size", 768},
+        {"num_hidden_layers", 24},   {"num_attention_heads", 32},
+        {"num_key_value_heads", 4},  {"max_position_embeddings", 32768},
+        {"rms_norm_eps", 1e-6},      {"tie_word_embeddings", false},
+        {"attention_bias", false},   {"num_local_experts", 128},
+        {"num_experts_per_tok", 8},  {"norm_topk_prob", false},
+        {"decoder_sparse_step", 1},  {"use_sliding_window", false},
+        {"sliding_window", 4096}};
+  if (modelType == "minimax")
+    return json::Object{{"vocab_size", 32000},
+                        {"hidden_size", 4096},
+                        {"intermediate_size", 14336},
+                        {"num_hidden_layers", 32},
+                        {"num_attention_heads", 32},
+                        {"num_key_value_heads", 8},
+                        {"max_position_embeddings", 131072},
+                        {"rms_norm_eps", 1e-5},
+                        {"bos_token_id", 1},
+                        {"eos_token_id", 2},
+                        {"tie_word_embeddings", false},
+                        {"num_local_experts", 8},
+                        {"num_experts_per_tok", 2},
+                        {"block_size", 256},
+                        {"full_attn_alpha_factor", 1},
+                        {"full_attn_beta_factor", 1},
+                        {"linear_attn_alpha_factor", 1},
+                        {"linear_attn_beta_factor", 1},
+                        {"mlp_alpha_factor", 1},
+                        {"mlp_beta_factor", 1}};
+  if (modelType == "gpt_oss")
+    return json::Object{
+        {"vocab_size", 201088},
+        {"hidden_size", 2880},
+        {"intermediate_size", 2880},
+        {"num_hidden_layers", 36},
+        {"num_attention_heads", 64},
+        {"num_key_value_heads", 8},
+        {"head_dim", 64},
+        {"max_position_embeddings", 131072},
+        {"rms_norm_eps", 1e-5},
+        {"tie_word_embeddings", false},
+        {"attention_bias", true},
+        {"num_local_experts", 128},
+        {"num_experts_per_tok", 4},
+        {"sliding_window", 128},
+        // Set in __post_init__ when config.json has neither rope_parameters
+        // nor rope_scaling.
+        {"rope_parameters",
+         json::Object{{"rope_type", "yarn"},
+                      {"factor", 32.0},
+                      {"beta_fast", 32.0},
+                      {"beta_slow", 1.0},
+                      {"truncate", false},
+                      {"original_max_position_embeddings", 4096}}}};
+  return {};
+}
+
+/// The class's attribute_map: (the name config.json may use, the field).
+static std::vector<std::pair<StringRef, StringRef>>
+classAliases(StringRef modelType) {
+  if (modelType == "deepseek_v2")
+    return {{"num_experts", "n_routed_experts"}};
+  if (modelType == "deepseek_v3")
+    return {{"num_local_experts", "n_routed_experts"}};
+  if (modelType == "mixtral" || modelType == "qwen3_moe" ||
+      modelType == "minimax" || modelType == "gpt_oss")
+    return {{"num_experts", "num_local_experts"}};
+  return {};
+}
+
 } // namespace
+
+json::Object withClassDefaults(const json::Object &config,
+                               StringRef modelType) {
+  json::Object merged = config;
+  for (auto [alias, key] : classAliases(modelType))
+    if (const json::Value *value = config.get(alias); value && !config.get(key))
+      merged.try_emplace(key, *value);
+  for (const auto &[key, value] : classDefaults(modelType))
+    merged.try_emplace(key, value);
+  return merged;
+}
 
 void readModelSpec(ConfigReader &config, ModelSpec &spec,
                    MLIRContext *context) {

@@ -95,8 +95,10 @@ OwningOpRef<ModuleOp> mlir::moe::importHFConfigText(MLIRContext *context,
                     llvm::join(supportedModelTypes(), ", ") + ")");
     return nullptr;
   }
-  readModelSpec(config, spec, context);
-  if (!config.ok())
+  json::Object withDefaults = withClassDefaults(*object, spec.modelType);
+  ConfigReader full(withDefaults, loc);
+  readModelSpec(full, spec, context);
+  if (!full.ok())
     return nullptr;
 
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);

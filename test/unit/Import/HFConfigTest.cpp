@@ -26,6 +26,16 @@ constexpr const char *kMixtral = R"({
   "rope_theta": 1000000.0, "torch_dtype": "float32"
 })";
 
+/// A valid tiny DeepSeek-V2 config (its class has no num_experts_per_tok
+/// default).
+constexpr const char *kDeepSeekV2 = R"({
+  "model_type": "deepseek_v2", "hidden_size": 64, "intermediate_size": 128,
+  "moe_intermediate_size": 32, "num_hidden_layers": 2,
+  "num_attention_heads": 4, "kv_lora_rank": 32, "qk_nope_head_dim": 16,
+  "qk_rope_head_dim": 8, "v_head_dim": 16, "n_routed_experts": 8,
+  "num_experts_per_tok": 2, "vocab_size": 256
+})";
+
 struct ImportResult {
   bool ok = false;
   std::vector<std::string> errors;
@@ -100,9 +110,11 @@ TEST(HFConfigImport, UnknownModelType) {
                  "mixtral, deepseek_v2");
 }
 
+// Mixtral's config class has a default for every field the importer reads;
+// DeepSeek-V2's num_experts_per_tok has none.
 TEST(HFConfigImport, MissingRequiredField) {
-  expectOneError(withoutField(kMixtral, "hidden_size"),
-                 "field 'hidden_size' is missing");
+  expectOneError(withoutField(kDeepSeekV2, "num_experts_per_tok"),
+                 "field 'num_experts_per_tok' is missing");
 }
 
 TEST(HFConfigImport, WrongFieldType) {
@@ -146,18 +158,16 @@ TEST(HFConfigImport, UnsupportedRopeType) {
 }
 
 TEST(HFConfigImport, YarnNeedsItsFields) {
-  std::string text = withField(
-      kMixtral, "rope_theta",
-      "1e6, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0}");
-  expectOneError(text, "field 'rope_scaling.original_max_position_embeddings' "
-                       "is missing");
+  std::string text = withField(kMixtral, "rope_theta",
+                               "1e6, \"rope_scaling\": {\"type\": \"yarn\", "
+                               "\"original_max_position_embeddings\": 4096}");
+  expectOneError(text, "field 'rope_scaling.factor' is missing");
 }
 
 TEST(HFConfigImport, GptOssTopKAboveExperts) {
   std::string text = withField(kMixtral, "model_type", "\"gpt_oss\"");
-  text = withoutField(text, "num_experts_per_tok");
-  text = withField(text, "num_local_experts", "8, \"experts_per_token\": 9");
-  expectOneError(text, "field 'experts_per_token' (9) exceeds the number of "
+  text = withField(text, "num_experts_per_tok", "9");
+  expectOneError(text, "field 'num_experts_per_tok' (9) exceeds the number of "
                        "experts (8)");
 }
 
@@ -194,7 +204,7 @@ TEST(HFConfigImport, UnknownTopkMethod) {
 }
 
 TEST(HFConfigImport, DenseLayerNeedsIntermediateSize) {
-  expectOneError(withoutField(kDeepSeek, "intermediate_size"),
+  expectOneError(withField(kDeepSeek, "intermediate_size", "0"),
                  "field 'intermediate_size' must be positive: layer 0 is a "
                  "dense MLP layer");
 }
