@@ -42,6 +42,7 @@ class Case(NamedTuple):
     max_batch: int = 65536  # moe-opt's cap on the resident batch
     kv_dtype: str = "bf16"  # moe-opt's kv-dtype
     weight_dtype: str = "declared"  # moe-opt's weight-dtype
+    host_attention: str = "auto"  # moe-opt's host-attention (ω)
 
     @property
     def budget(self):
@@ -53,6 +54,9 @@ class Case(NamedTuple):
 WHOLE_GPU = 77.5
 CASES = {
     "mixtral-8x7b": Case("mixtral-8x7b", WHOLE_GPU, resident=False),
+    # The same without the host's cores attending (ω = 0), where the profile has a host.
+    "mixtral-8x7b-gpu-attention": Case("mixtral-8x7b", WHOLE_GPU, resident=False,
+                                       host_attention="0"),
     "qwen3-30b-a3b-24g": Case("qwen3-30b-a3b", 24, resident=False),
     "qwen3-30b-a3b-resident": Case("qwen3-30b-a3b", WHOLE_GPU, resident=True),
     # Capped so that a whole 512 + 256 generation and transformers' beside it fit the GPU
@@ -120,6 +124,7 @@ def plan(args):
                        f"max-batch={batch or CASES[case].max_batch}",
                        f"kv-dtype={CASES[case].kv_dtype}",
                        f"weight-dtype={CASES[case].weight_dtype}",
+                       f"host-attention={CASES[case].host_attention}",
                        f"prompt-len={args.prompt_len}", f"gen-len={args.gen_len}",
                        f"output={args.out / (name + '.moeplan')}"]
             explain = subprocess.run(

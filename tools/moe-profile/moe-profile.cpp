@@ -4,19 +4,53 @@
 // profile the planner's cost model reads (schema moe-hardware-profile/1).
 // `moe-run --profile-hardware` does the same measurement for users; this
 // tool adds the developer options (--device, --check-only for
-// compute-sanitizer).
+// compute-sanitizer, --host-only to measure the host alone into a profile
+// measured before).
 //
 //   moe-profile --out profile.json [--quick] [--device N] [--check-only]
+//   moe-profile --host-only IN.json --out OUT.json
 //
 // Prints a table as it measures. On failure prints one line
 // "moe-profile: <reason>" and exits 1.
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "runtime/backends/cuda/HardwareProfiler.h"
+#include "runtime/costmodel/HardwareProfile.h"
+
+namespace {
+
+// `inPath`'s profile with the host section of `measured`, checked by
+// loading it, written to `outPath`.
+moe::Status writeWithHost(const std::string &inPath, const std::string &outPath,
+                          const moe::cuda::HardwareProfile &measured) {
+  std::ifstream in(inPath, std::ios::binary);
+  if (!in)
+    return moe::makeError("cannot open {}", inPath);
+  std::ostringstream text;
+  text << in.rdbuf();
+  auto profile = nlohmann::ordered_json::parse(text.str(), nullptr, false);
+  if (profile.is_discarded() || !profile.is_object())
+    return moe::makeError("{}: not a JSON object", inPath);
+  profile["host_cpu"] = nlohmann::ordered_json::parse(
+      moe::costmodel::hostCpuProfileJson(*measured.hostCpu));
+  std::string json = profile.dump(2) + "\n";
+  auto loaded = moe::costmodel::HardwareProfile::fromJson(json);
+  if (!loaded)
+    return loaded.error().withContext(outPath);
+  std::ofstream out(outPath, std::ios::binary);
+  if (!(out << json))
+    return moe::makeError("cannot write {}", outPath);
+  return moe::Status::success();
+}
+
+} // namespace
 
 int main(int argc, char **argv) {
   CLI::App app{"Measures the GPU and host for the moe planner's cost model "
@@ -24,8 +58,11 @@ int main(int argc, char **argv) {
   std::string outPath;
   bool quick = false;
   bool checksOnly = false;
+  std::string hostInto;
   int device = 0;
   app.add_option("--out", outPath, "Output JSON file")->required();
+  app.add_option("--host-only", hostInto,
+                 "Measure only the host and write this profile with it");
   app.add_flag("--quick", quick, "Measure a small subset (smoke test)");
   app.add_flag("--check-only", checksOnly,
                "Only check the GEMM layout and attention kernel (no JSON)");
@@ -41,6 +78,18 @@ int main(int argc, char **argv) {
     fmt::print("{}\n", line);
     std::fflush(stdout);
   };
+  if (!hostInto.empty()) {
+    options.hostOnly = true;
+    auto measured = moe::cuda::profileHardware(options);
+    moe::Status written = measured ? writeWithHost(hostInto, outPath, *measured)
+                                   : moe::Status(measured.error());
+    if (!written) {
+      fmt::print(stderr, "moe-profile: {}\n", written.error().message());
+      return 1;
+    }
+    fmt::print("wrote {}\n", outPath);
+    return 0;
+  }
   if (checksOnly) {
     auto checked = moe::cuda::profileHardware(options);
     if (!checked) {

@@ -18,8 +18,10 @@
 #include "runtime/backends/cuda/kernels/Kernels.h"
 #include "runtime/backends/cuda/kernels/MlaAttention.h"
 #include "runtime/host/HostProfiler.h"
+#include "runtime/host/ReadBandwidth.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -803,6 +805,70 @@ HostInfo queryHost() {
   return host;
 }
 
+// The cores reading DRAM on all threads while the GPU copies pinned host
+// memory to itself back to back: both draw on the same DRAM, and the host's
+// attention runs beside the KV loads.
+Result<costmodel::HostReadWithCopyPoint>
+measureReadBesideCopies(const Context &ctx, int threads) {
+  size_t bytes = size_t(ctx.quick ? 64 : 512) * kMiB;
+  void *pinned = nullptr, *device = nullptr;
+  MOE_CUDA_TRY(cudaHostAlloc(&pinned, bytes, cudaHostAllocDefault));
+  std::unique_ptr<void, decltype(&cudaFreeHost)> freePinned(pinned,
+                                                            &cudaFreeHost);
+  MOE_CUDA_TRY(cudaMalloc(&device, bytes));
+  std::unique_ptr<void, decltype(&cudaFree)> freeDevice(device, &cudaFree);
+  std::memset(pinned, 1, bytes);
+  int gpu = 0;
+  MOE_CUDA_TRY(cudaGetDevice(&gpu));
+  std::atomic<bool> reading{true};
+  cudaError_t copyError = cudaSuccess;
+  int64_t copies = 0;
+  double copySeconds = 0;
+  std::thread copier([&] {
+    copyError = cudaSetDevice(gpu);
+    auto start = std::chrono::steady_clock::now();
+    while (copyError == cudaSuccess && reading.load()) {
+      copyError = cudaMemcpyAsync(device, pinned, bytes, cudaMemcpyHostToDevice,
+                                  ctx.stream);
+      if (copyError == cudaSuccess)
+        copyError = cudaStreamSynchronize(ctx.stream);
+      ++copies;
+    }
+    copySeconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+  });
+  host::ReadBandwidthOptions read;
+  if (ctx.quick)
+    read.bufferBytes = 256 * kMiB;
+  double readRate = host::measureReadBandwidth(threads, read);
+  reading = false;
+  copier.join();
+  MOE_CUDA_TRY(copyError);
+  costmodel::HostReadWithCopyPoint point{
+      threads, readRate, double(copies) * double(bytes) / copySeconds};
+  ctx.print("read   {:>3} threads beside H2D copies: {:>6.1f} GB/s read, "
+            "{:>6.1f} GB/s copied",
+            threads, point.readBytesPerSecond / 1e9,
+            point.h2dBytesPerSecond / 1e9);
+  return point;
+}
+
+// The host's section: runtime/host's profile, then its reads beside copies.
+Result<HardwareProfile> withHost(const Context &ctx, HardwareProfile profile) {
+  host::HostProfileOptions hostOptions;
+  hostOptions.quick = ctx.quick;
+  hostOptions.log = ctx.log;
+  auto hostCpu = host::profileHost(hostOptions);
+  MOE_RETURN_IF_ERROR(hostCpu);
+  int threads = int(hostCpu->readBandwidth.back().threads);
+  MOE_ASSIGN_OR_RETURN(costmodel::HostReadWithCopyPoint beside,
+                       measureReadBesideCopies(ctx, threads));
+  hostCpu->readWithH2d.push_back(beside);
+  profile.hostCpu = std::move(*hostCpu);
+  return profile;
+}
+
 } // namespace
 
 Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
@@ -850,6 +916,8 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
   if (!gemm)
     return gemm.error();
 
+  if (options.hostOnly)
+    return withHost(ctx, std::move(profile));
   // Correctness first: a wrong kernel must not produce a profile.
   MOE_RETURN_IF_ERROR(checkGemm(ctx, **gemm));
   MOE_RETURN_IF_ERROR(checkDecodeAttention(ctx, 32, 8, 128, 3, 300, {}, 11));
@@ -868,13 +936,7 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
   MOE_RETURN_IF_ERROR(measureAttention(ctx, profile.attentionDecodeBf16));
   MOE_RETURN_IF_ERROR(measureMlaAttention(ctx, profile.mlaAttentionDecodeBf16));
   MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
-  host::HostProfileOptions hostOptions;
-  hostOptions.quick = options.quick;
-  hostOptions.log = options.log;
-  auto hostCpu = host::profileHost(hostOptions);
-  MOE_RETURN_IF_ERROR(hostCpu);
-  profile.hostCpu = std::move(*hostCpu);
-  return profile;
+  return withHost(ctx, std::move(profile));
 }
 
 std::string profileToJson(const HardwareProfile &p) {

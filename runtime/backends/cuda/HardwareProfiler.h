@@ -98,8 +98,8 @@ struct HardwareProfile {
   std::vector<GroupedGemmProfile> groupedGemmBf16;
   std::vector<AttentionProfile> attentionDecodeBf16;
   std::vector<MlaAttentionProfile> mlaAttentionDecodeBf16;
-  // The host's cores (runtime/host/HostProfiler.h); its reads beside GPU
-  // copies (readWithH2d) are not measured yet.
+  // The host's cores (runtime/host/HostProfiler.h), and their reads on all
+  // threads beside the GPU's copies of pinned host memory (readWithH2d).
   std::optional<costmodel::HostCpuProfile> hostCpu;
 };
 
@@ -108,6 +108,8 @@ struct ProfileOptions {
   // Only the correctness checks (for compute-sanitizer); the profile then
   // holds the device and host facts alone.
   bool checksOnly = false;
+  // Only the host's section (host_cpu), beside the device facts.
+  bool hostOnly = false;
   int device = 0;
   // Receives one line of the progress table at a time (no newline).
   std::function<void(std::string_view)> log;
