@@ -136,6 +136,19 @@ TEST(ChunkRows, RowsAreNumberedFromTheChunk) {
   EXPECT_EQ(laid.pass.stores[0].position, 2);
 }
 
+// A sliding window's reads start from the run's shortest cache: slots 1
+// and 2 (host slots 0 and 1) load together, at 9 and 5 cached positions.
+TEST(ChunkRows, LoadsKnowTheirShortestSlot) {
+  Laid laid = lay({{1, 9}, {2, 5}}, 0, 2, 1, 8);
+  ASSERT_EQ(laid.pass.microBatches.size(), 1u);
+  ASSERT_EQ(laid.pass.microBatches[0].loads.size(), 1u);
+  const KvLoad &load = laid.pass.microBatches[0].loads[0];
+  EXPECT_EQ(load.count, 2);
+  EXPECT_EQ(load.length, 9);
+  EXPECT_EQ(load.lengthAfter, 10);
+  EXPECT_EQ(load.shortest, 5);
+}
+
 TEST(ChunkRows, HostAttendedSlotsAreStoredNotLoaded) {
   // Slot 0 on the GPU; slots 1-4 in host memory, slots 3 and 4 attended by
   // the host's cores: their rows are stored with the others' and not loaded.

@@ -71,10 +71,12 @@ KvPass chunkRows(const StepBatch &batch, int64_t first, int64_t end,
       std::vector<KvLoad> &loads = kvPass.microBatches.back().loads;
       if (loads.empty() ||
           loads.back().hostSlot + loads.back().count != hostSlot)
-        loads.push_back({hostSlot, batchSlots, 0, 0, 0});
+        loads.push_back({hostSlot, batchSlots, 0, 0, 0, row.position});
       ++loads.back().count;
       loads.back().length =
           std::max<int64_t>(loads.back().length, row.position);
+      loads.back().shortest =
+          std::min<int64_t>(loads.back().shortest, row.position);
       ++batchSlots;
     }
     if (i < kvPass.host.firstRow) {

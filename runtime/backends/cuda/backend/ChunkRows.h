@@ -17,9 +17,10 @@ namespace moe::cuda {
 
 // `count` consecutive host slots into staging slots from `local` on: the
 // positions cached before the pass (`length`) or after it (`lengthAfter`),
-// the most of any of the slots.
+// the most of any of the slots, and the fewest cached before it
+// (`shortest`: a sliding window's reads start from it).
 struct KvLoad {
-  int64_t hostSlot, local, count, length, lengthAfter;
+  int64_t hostSlot, local, count, length, lengthAfter, shortest;
 };
 struct KvMicroBatch {
   int64_t firstRow = 0, rows = 0;

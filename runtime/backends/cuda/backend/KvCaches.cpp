@@ -172,11 +172,12 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
     MOE_ASSIGN_OR_RETURN(size_t span, trace->start(load));
     for (const KvLoad &kvLoad : batch.loads) {
       int64_t end = key ? kvLoad.length : kvLoad.lengthAfter;
-      // The pass's first new row, at position kvLoad.length, reads back to
-      // the window's start; positions before it stay unloaded.
+      // Each slot's first new row, at the position its cache has reached,
+      // reads back to its window's start; positions before the earliest
+      // of those starts stay unloaded.
       int64_t begin =
           cache.readWindow > 0
-              ? std::max<int64_t>(0, kvLoad.length - cache.readWindow + 1)
+              ? std::max<int64_t>(0, kvLoad.shortest - cache.readWindow + 1)
               : 0;
       if (end <= begin)
         continue;
