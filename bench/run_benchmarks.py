@@ -54,9 +54,14 @@ class Case(NamedTuple):
 WHOLE_GPU = 77.5
 CASES = {
     "mixtral-8x7b": Case("mixtral-8x7b", WHOLE_GPU, resident=False),
-    # The same without the host's cores attending (ω = 0), where the profile has a host.
+    # The same with the host's cores attending no sequences (ω = 0) or a fixed share of them,
+    # beside the share the planner chooses: the sweep of ω.
     "mixtral-8x7b-gpu-attention": Case("mixtral-8x7b", WHOLE_GPU, resident=False,
                                        host_attention="0"),
+    "mixtral-8x7b-host-0.4": Case("mixtral-8x7b", WHOLE_GPU, resident=False,
+                                  host_attention="0.4"),
+    "mixtral-8x7b-host-0.8": Case("mixtral-8x7b", WHOLE_GPU, resident=False,
+                                  host_attention="0.8"),
     "qwen3-30b-a3b-24g": Case("qwen3-30b-a3b", 24, resident=False),
     "qwen3-30b-a3b-resident": Case("qwen3-30b-a3b", WHOLE_GPU, resident=True),
     # Capped so that a whole 512 + 256 generation and transformers' beside it fit the GPU
