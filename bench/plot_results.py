@@ -7,6 +7,9 @@
                               transformers baseline (results["transformers"]) as "x" markers.
   predicted_vs_measured.png   per-stage measured vs predicted seconds for the moe_run entries
                               that carry "stages" (at most 6 runs, one subplot each).
+  host_attention_sweep.png    decode tokens/s, measured and predicted, against the host's share
+                              of decode attention (ω, "cpu_attention_share"), one series per
+                              (model, budget, B) run at two or more shares; absent without one.
 
 Missing fields are skipped with a warning on stderr. matplotlib is imported only when plotting.
 
@@ -225,6 +228,41 @@ def plot_predicted_vs_measured(results, out_dir):
     return path
 
 
+def plot_host_attention_sweep(results, out_dir):
+    """host_attention_sweep.png; returns its path, or None when no series has two shares."""
+    series = {}
+    for e in runs(results, "moe_run"):
+        share = e.get("cpu_attention_share")
+        measured = e.get("decode_tokens_per_second")
+        predicted = e.get("predicted_decode_tokens_per_second")
+        if not isinstance(share, (int, float)) or not measured or not predicted:
+            continue
+        key = (e.get("model", "?"), e.get("budget", "?"), e.get("B", "?"))
+        series.setdefault(key, {})[float(share)] = (float(measured), float(predicted))
+    series = {k: v for k, v in series.items() if len(v) >= 2}
+    if not series:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for index, ((model, budget, batch), points) in enumerate(sorted(series.items())):
+        color = f"C{index}"
+        shares = sorted(points)
+        label = f"{series_label(model, budget)}, B {batch}"
+        ax.plot(shares, [points[s][0] for s in shares], "o-", color=color, label=f"{label}: measured")
+        ax.plot(shares, [points[s][1] for s in shares], "x--", color=color, label=f"{label}: predicted")
+    ax.set_xlabel("host's share of decode attention ω (of the B sequences)")
+    ax.set_ylabel("decode tokens/s")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Decode attention on the host's cores\n{title_suffix(results)}", fontsize=9)
+    path = out_dir / "host_attention_sweep.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def synthetic_results():
     """A results dict in the driver's format, with one deliberately incomplete entry."""
     moe_run = []
@@ -271,7 +309,9 @@ def main(argv=None):
         p.error("the results JSON must be an object")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     written = [path for path in (plot_decode_vs_batch(results, args.out_dir),
-                                 plot_predicted_vs_measured(results, args.out_dir)) if path is not None]
+                                 plot_predicted_vs_measured(results, args.out_dir),
+                                 plot_host_attention_sweep(results, args.out_dir))
+               if path is not None]
     for path in written:
         print(f"wrote {path}")
     if args.self_test and len(written) != 2:

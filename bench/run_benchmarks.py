@@ -236,6 +236,7 @@ def summarize(case, name, batch, prompt_len, stats, explain):
     return {
         "case": name, "model": CASES[case].model, "budget": CASES[case].budget,
         "B": batch, "prompt_len": prompt_len, "decode_steps": steps,
+        "cpu_attention_share": explain["decision"].get("cpu_attention_share", 0.0),
         "prepare_seconds": stats.get("prepare_seconds"),
         "prefill_tokens_per_second": stats["prefill"]["tokens_per_second"],
         "decode_tokens_per_second": stats["decode"]["tokens_per_second"],

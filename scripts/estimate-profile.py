@@ -94,6 +94,9 @@ def estimate(source, source_path, card):
         return max(flops / (peak * scale_flops), nbytes / (hbm * scale_bytes))
 
     out = json.loads(json.dumps(source))
+    # Another machine's cores are not the source's: no host attention is priced
+    # on an estimate until moe-host-profile measures its host into it.
+    out.pop("host_cpu", None)
     out["device"] = {
         "name": spec["name"] + " (estimated)",
         "memory_bytes": spec["memory_mib"] << 20,

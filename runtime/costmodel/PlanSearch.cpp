@@ -480,17 +480,38 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
   if (misfit != firstMisfit.end() && feasibleSlots > 0)
     --feasibleSlots;
   double bestRate = best->decodeTokensPerSecond;
+  // Within 0.1% an alternative is an equal choice, not a loser.
+  auto loses = [&](const Candidate &candidate) {
+    return candidate.decodeTokensPerSecond <= (1 - kTieTolerance) * bestRate;
+  };
+  auto runnerUp = [&](const Candidate &candidate) {
+    double rate = candidate.decodeTokensPerSecond;
+    return RunnerUp{
+        candidate.plan, rate,
+        fmt::format("slower by {:.1f}% ({:.1f} vs {:.1f} decode tok/s)",
+                    100 * (bestRate - rate) / bestRate, rate, bestRate)};
+  };
+  // The best plan with the other host setting (the host's cores attending
+  // or not) keeps a place too: it shows what the host's share is worth.
+  auto otherHost = bestPerValue.find(
+      {"host attention", best->plan.cpuAttentionShare > 0 ? 0.0 : 1.0});
+  bool keepOtherHost = otherHost != bestPerValue.end() &&
+                       loses(otherHost->second) && feasibleSlots > 0;
+  if (keepOtherHost)
+    --feasibleSlots;
   for (const Candidate &candidate : alternatives) {
     if (choice.runnerUps.size() >= feasibleSlots)
       break;
-    double rate = candidate.decodeTokensPerSecond;
-    // Within 0.1% the alternative is an equal choice, not a loser.
-    if (rate > (1 - kTieTolerance) * bestRate)
-      continue;
-    choice.runnerUps.push_back(
-        {candidate.plan, rate,
-         fmt::format("slower by {:.1f}% ({:.1f} vs {:.1f} decode tok/s)",
-                     100 * (bestRate - rate) / bestRate, rate, bestRate)});
+    if (loses(candidate) &&
+        !(keepOtherHost && samePlan(candidate.plan, otherHost->second.plan)))
+      choice.runnerUps.push_back(runnerUp(candidate));
+  }
+  if (keepOtherHost) {
+    double rate = otherHost->second.decodeTokensPerSecond;
+    auto at = std::find_if(
+        choice.runnerUps.begin(), choice.runnerUps.end(),
+        [&](const RunnerUp &r) { return *r.decodeTokensPerSecond < rate; });
+    choice.runnerUps.insert(at, runnerUp(otherHost->second));
   }
   if (misfit != firstMisfit.end() && options.maxRunnerUps > 0)
     choice.runnerUps.push_back({misfit->second.first, std::nullopt,
