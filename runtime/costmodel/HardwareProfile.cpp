@@ -651,6 +651,30 @@ std::string hostCpuProfileJson(const HostCpuProfile &p) {
   return j.dump(2);
 }
 
+Status writeProfileWithHost(const std::string &inPath,
+                            const std::string &outPath,
+                            const HostCpuProfile &host) {
+  std::ifstream in(inPath, std::ios::binary);
+  if (!in)
+    return makeError("cannot open {}", inPath);
+  std::ostringstream text;
+  text << in.rdbuf();
+  auto profile = nlohmann::ordered_json::parse(text.str(), nullptr, false);
+  if (profile.is_discarded() || !profile.is_object())
+    return makeError("{}: not a JSON object", inPath);
+  profile["host_cpu"] = nlohmann::ordered_json::parse(hostCpuProfileJson(host));
+  std::string json = profile.dump(2) + "\n";
+  auto loaded = HardwareProfile::fromJson(json);
+  if (!loaded)
+    return loaded.error().withContext(inPath);
+  std::ofstream out(outPath, std::ios::binary | std::ios::trunc);
+  out << json;
+  out.close();
+  if (!out)
+    return makeError("cannot write {}", outPath);
+  return Status::success();
+}
+
 Result<HardwareProfile> HardwareProfile::fromJson(std::string_view text) {
   Json root = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded())

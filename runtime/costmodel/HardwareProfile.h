@@ -161,6 +161,11 @@ struct HostCpuProfile {
 
 // The "host_cpu" object's JSON text, as fromJson reads it.
 std::string hostCpuProfileJson(const HostCpuProfile &profile);
+// Writes the profile at `inPath` to `outPath` with `host` as its host_cpu
+// section (replacing any), checked by loading it first.
+Status writeProfileWithHost(const std::string &inPath,
+                            const std::string &outPath,
+                            const HostCpuProfile &host);
 
 enum class CopyDirection {
   HostToDevicePinned,

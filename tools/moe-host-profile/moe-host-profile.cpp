@@ -10,44 +10,13 @@
 //
 // On failure prints one line "moe-host-profile: <reason>" and exits 1.
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "runtime/costmodel/HardwareProfile.h"
 #include "runtime/host/HostProfiler.h"
-
-namespace {
-
-moe::Status writeWithHost(const std::string &inPath, const std::string &outPath,
-                          const moe::costmodel::HostCpuProfile &host) {
-  std::ifstream in(inPath, std::ios::binary);
-  if (!in)
-    return moe::makeError("cannot open {}", inPath);
-  std::ostringstream text;
-  text << in.rdbuf();
-  auto profile = nlohmann::ordered_json::parse(text.str(), nullptr, false);
-  if (profile.is_discarded() || !profile.is_object())
-    return moe::makeError("{}: not a JSON object", inPath);
-  profile["host_cpu"] =
-      nlohmann::ordered_json::parse(moe::costmodel::hostCpuProfileJson(host));
-  std::string json = profile.dump(2) + "\n";
-  auto loaded = moe::costmodel::HardwareProfile::fromJson(json);
-  if (!loaded)
-    return loaded.error().withContext(inPath);
-  std::ofstream out(outPath, std::ios::binary | std::ios::trunc);
-  out << json;
-  out.close();
-  if (!out)
-    return moe::makeError("cannot write {}", outPath);
-  return moe::Status::success();
-}
-
-} // namespace
 
 int main(int argc, char **argv) {
   CLI::App app{"Measures the host's cores for the moe planner's cost model "
@@ -74,7 +43,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (!inPath.empty()) {
-    moe::Status written = writeWithHost(inPath, outPath, *host);
+    moe::Status written =
+        moe::costmodel::writeProfileWithHost(inPath, outPath, *host);
     if (!written) {
       fmt::print(stderr, "moe-host-profile: {}\n", written.error().message());
       return 1;

@@ -13,44 +13,13 @@
 // Prints a table as it measures. On failure prints one line
 // "moe-profile: <reason>" and exits 1.
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "runtime/backends/cuda/HardwareProfiler.h"
 #include "runtime/costmodel/HardwareProfile.h"
-
-namespace {
-
-// `inPath`'s profile with the host section of `measured`, checked by
-// loading it, written to `outPath`.
-moe::Status writeWithHost(const std::string &inPath, const std::string &outPath,
-                          const moe::cuda::HardwareProfile &measured) {
-  std::ifstream in(inPath, std::ios::binary);
-  if (!in)
-    return moe::makeError("cannot open {}", inPath);
-  std::ostringstream text;
-  text << in.rdbuf();
-  auto profile = nlohmann::ordered_json::parse(text.str(), nullptr, false);
-  if (profile.is_discarded() || !profile.is_object())
-    return moe::makeError("{}: not a JSON object", inPath);
-  profile["host_cpu"] = nlohmann::ordered_json::parse(
-      moe::costmodel::hostCpuProfileJson(*measured.hostCpu));
-  std::string json = profile.dump(2) + "\n";
-  auto loaded = moe::costmodel::HardwareProfile::fromJson(json);
-  if (!loaded)
-    return loaded.error().withContext(outPath);
-  std::ofstream out(outPath, std::ios::binary);
-  if (!(out << json))
-    return moe::makeError("cannot write {}", outPath);
-  return moe::Status::success();
-}
-
-} // namespace
 
 int main(int argc, char **argv) {
   CLI::App app{"Measures the GPU and host for the moe planner's cost model "
@@ -81,7 +50,8 @@ int main(int argc, char **argv) {
   if (!hostInto.empty()) {
     options.hostOnly = true;
     auto measured = moe::cuda::profileHardware(options);
-    moe::Status written = measured ? writeWithHost(hostInto, outPath, *measured)
+    moe::Status written = measured ? moe::costmodel::writeProfileWithHost(
+                                         hostInto, outPath, *measured->hostCpu)
                                    : moe::Status(measured.error());
     if (!written) {
       fmt::print(stderr, "moe-profile: {}\n", written.error().message());
