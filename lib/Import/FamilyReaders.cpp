@@ -700,27 +700,17 @@ static json::Object classDefaults(StringRef modelType) {
         {"num_experts_per_tok", 8},  {"norm_topk_prob", false},
         {"decoder_sparse_step", 1},  {"use_sliding_window", false},
         {"sliding_window", 4096}};
-  if (modelType == "minimax")
-    return json::Object{{"vocab_size", 32000},
-                        {"hidden_size", 4096},
-                        {"intermediate_size", 14336},
-                        {"num_hidden_layers", 32},
-                        {"num_attention_heads", 32},
-                        {"num_key_value_heads", 8},
-                        {"max_position_embeddings", 131072},
-                        {"rms_norm_eps", 1e-5},
-                        {"bos_token_id", 1},
-                        {"eos_token_id", 2},
-                        {"tie_word_embeddings", false},
-                        {"num_local_experts", 8},
-                        {"num_experts_per_tok", 2},
-                        {"block_size", 256},
-                        {"full_attn_alpha_factor", 1},
-                        {"full_attn_beta_factor", 1},
-                        {"linear_attn_alpha_factor", 1},
-                        {"linear_attn_beta_factor", 1},
-                        {"mlp_alpha_factor", 1},
-                        {"mlp_beta_factor", 1}};
+  if (modelType == "minimax") {
+    // MiniMaxConfig holds MixtralConfig's defaults and its own factors.
+    json::Object defaults = classDefaults("mixtral");
+    for (StringRef factor :
+         {"full_attn_alpha_factor", "full_attn_beta_factor",
+          "linear_attn_alpha_factor", "linear_attn_beta_factor",
+          "mlp_alpha_factor", "mlp_beta_factor"})
+      defaults.try_emplace(factor, 1);
+    defaults.try_emplace("block_size", 256);
+    return defaults;
+  }
   if (modelType == "gpt_oss")
     return json::Object{
         {"vocab_size", 201088},
