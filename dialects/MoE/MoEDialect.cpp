@@ -99,7 +99,8 @@ LogicalResult BatchingAttr::verify(
     int64_t expertMicroBatch, int64_t prefetchDepth, int64_t kvStagingBuffers,
     APFloat cpuShare, APFloat kvGpuFraction, int64_t residentUnits,
     int64_t promptTokens, int64_t generatedTokens, int64_t gpuBudget,
-    int64_t hostBudget, StringRef kvDtype, StringRef weightDtype) {
+    int64_t hostBudget, StringRef kvDtype, StringRef weightDtype,
+    int64_t minGeneratedTokens) {
   if (residentBatch <= 0 || microBatchPrefill <= 0 || microBatchDecode <= 0 ||
       expertMicroBatch <= 0)
     return emitError() << "batch sizes must be positive";
@@ -118,6 +119,9 @@ LogicalResult BatchingAttr::verify(
       gpuBudget <= 0 || hostBudget <= 0)
     return emitError() << "resident_units must be >= 0; lengths and budgets "
                           "must be positive";
+  if (minGeneratedTokens < 0 || minGeneratedTokens > generatedTokens)
+    return emitError() << "min_generated_tokens must be in [0, "
+                       << generatedTokens << "]";
   if (!::moe::model::parseKvDtype(kvDtype))
     return emitError() << "kv_dtype must be bf16 or fp8, not '" << kvDtype
                        << "'";

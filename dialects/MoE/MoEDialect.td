@@ -183,7 +183,9 @@ def MoE_BatchingAttr : MoE_Attr<"Batching", "batching"> {
     (`runtime/model/KvFormat.h`); routed experts' weights are held and
     streamed as `weight_dtype` (`runtime/model/WeightFormat.h`); `resident_units` is how many units (modules, or
     single experts) of the greedy residency order stay on the GPU. The
-    lengths and budgets it was planned for are kept with it.
+    lengths and budgets it was planned for are kept with it
+    (`min_generated_tokens` > 0: generations spread evenly from it up to
+    `generated_tokens`).
   }];
   let parameters = (ins
     "int64_t":$resident_batch,
@@ -202,7 +204,8 @@ def MoE_BatchingAttr : MoE_Attr<"Batching", "batching"> {
     StringRefParameter<"the KV caches' format: bf16 or fp8",
                        "\"bf16\"">:$kv_dtype,
     StringRefParameter<"routed experts' weight format: bf16, fp8 or mxfp4",
-                       "\"bf16\"">:$weight_dtype
+                       "\"bf16\"">:$weight_dtype,
+    DefaultValuedParameter<"int64_t", "0">:$min_generated_tokens
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

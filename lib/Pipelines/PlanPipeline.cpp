@@ -28,6 +28,11 @@ struct PlanPipelineOptions : public PassPipelineOptions<PlanPipelineOptions> {
   Option<int64_t> generatedTokens{*this, "gen-len",
                                   llvm::cl::desc("Generated tokens"),
                                   llvm::cl::init(256)};
+  Option<int64_t> minGeneratedTokens{
+      *this, "gen-len-min",
+      llvm::cl::desc("The fewest generated tokens (generations spread evenly "
+                     "to gen-len; 0: all reach gen-len)"),
+      llvm::cl::init(0)};
   Option<int64_t> maxBatch{
       *this, "max-batch",
       llvm::cl::desc("Largest resident batch (e.g. the number of prompts)"),
@@ -62,6 +67,7 @@ void mlir::moe::registerPlanPipeline() {
         select.hostMemGiB = options.hostMemGiB;
         select.promptTokens = options.promptTokens;
         select.generatedTokens = options.generatedTokens;
+        select.minGeneratedTokens = options.minGeneratedTokens;
         select.maxBatch = options.maxBatch;
         select.weightDtype = options.weightDtype;
         select.kvDtype = options.kvDtype;

@@ -8,6 +8,7 @@
 #include "moe/Transforms/Passes.h"
 
 #include "dialects/MoE/MoEOps.h"
+#include "runtime/costmodel/Plan.h"
 
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -60,6 +61,7 @@ json::Object batchingToJSON(BatchingAttr b) {
       {"resident_units", b.getResidentUnits()},
       {"prompt_tokens", b.getPromptTokens()},
       {"generated_tokens", b.getGeneratedTokens()},
+      {"min_generated_tokens", b.getMinGeneratedTokens()},
       {"gpu_budget_bytes", b.getGpuBudgetBytes()},
       {"host_budget_bytes", b.getHostBudgetBytes()},
       {"kv_dtype", b.getKvDtype()},
@@ -91,9 +93,16 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
   auto row = [&](StringRef label, const Twine &value) {
     os << llvm::format("  %-34s", label.str().c_str()) << value << "\n";
   };
+  ::moe::costmodel::GenerationLengths lengths{
+      b.getPromptTokens(), b.getGeneratedTokens(), b.getMinGeneratedTokens()};
   os << "plan for " << model.getModelType() << ": prompt "
-     << b.getPromptTokens() << " + " << b.getGeneratedTokens()
-     << " generated tokens, budgets GPU " << gib(b.getGpuBudgetBytes())
+     << b.getPromptTokens() << " + ";
+  if (lengths.minGeneratedTokens > 0)
+    os << lengths.minGeneratedTokens << ".." << lengths.generatedTokens
+       << " (spread evenly)";
+  else
+    os << lengths.generatedTokens;
+  os << " generated tokens, budgets GPU " << gib(b.getGpuBudgetBytes())
      << ", host " << gib(b.getHostBudgetBytes()) << "\n";
   os << "decision\n";
   row("resident batch B", Twine(b.getResidentBatch()) + " sequences");
@@ -111,6 +120,12 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
       llvm::formatv("{0:P0} of the sequences ({1} decoded on the host's cores)",
                     hostShare,
                     std::llround(hostShare * double(b.getResidentBatch()))));
+  row("decode context, steady state",
+      llvm::formatv("{0} tokens on average ({1:F2} sequences finish and "
+                    "are refilled a step; KV is held for {2})",
+                    lengths.meanDecodeContext(),
+                    lengths.finishedPerStep(b.getResidentBatch()),
+                    lengths.maxContext()));
   row("resident weight units",
       Twine(b.getResidentUnits()) +
           " (modules or single experts, greedy order)");

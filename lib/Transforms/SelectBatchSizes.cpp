@@ -263,7 +263,12 @@ void SelectBatchSizesPass::runOnOperation() {
     }
     options.hostAttentionShare = share;
   }
-  cm::GenerationLengths lengths{promptTokens, generatedTokens};
+  if (minGeneratedTokens < 0 || minGeneratedTokens > generatedTokens) {
+    module.emitError() << "gen-len-min must be in [0, gen-len]";
+    return signalPassFailure();
+  }
+  cm::GenerationLengths lengths{promptTokens, generatedTokens,
+                                minGeneratedTokens};
   ::moe::Result<cm::PlanChoice> choice =
       cm::selectPlan(view->costs, *hardware, lengths, options);
   if (!choice.ok()) {
@@ -281,7 +286,7 @@ void SelectBatchSizesPass::runOnOperation() {
           residentUnitCount(plan.resident), promptTokens, generatedTokens,
           hardware->gpuBudgetBytes(), hardware->hostBudgetBytes(),
           ::moe::model::kvDtypeName(*kv),
-          ::moe::model::weightDtypeName(dtypes.experts)));
+          ::moe::model::weightDtypeName(dtypes.experts), minGeneratedTokens));
   module->setAttr(MoEDialect::kPlanReportAttrName, report(*choice, *hardware));
 }
 

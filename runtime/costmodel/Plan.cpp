@@ -1,5 +1,8 @@
 #include "runtime/costmodel/Plan.h"
 
+#include <algorithm>
+#include <utility>
+
 #include <cmath>
 
 namespace moe::costmodel {
@@ -81,6 +84,35 @@ int64_t maxLayerKvBytesPerSequence(const ModelCosts &model, int64_t context) {
 
 } // namespace
 
+namespace {
+
+// E[G] and E[G²] of generation lengths spread evenly over [a, b].
+std::pair<double, double> generationMoments(const GenerationLengths &lengths) {
+  double b = double(lengths.generatedTokens);
+  double a = lengths.minGeneratedTokens > 0
+                 ? double(std::min(lengths.minGeneratedTokens,
+                                   lengths.generatedTokens))
+                 : b;
+  double count = b - a + 1;
+  // Σ g² over [a, b] by the sums of squares up to b and up to a − 1.
+  auto squares = [](double n) { return n * (n + 1) * (2 * n + 1) / 6; };
+  return {(a + b) / 2, (squares(b) - squares(a - 1)) / count};
+}
+
+} // namespace
+
+int64_t GenerationLengths::meanDecodeContext() const {
+  auto [mean, meanSquare] = generationMoments(*this);
+  if (mean <= 0)
+    return promptTokens;
+  return promptTokens + int64_t(meanSquare / (2 * mean));
+}
+
+double GenerationLengths::finishedPerStep(int64_t residentBatch) const {
+  double mean = generationMoments(*this).first;
+  return mean > 0 ? double(residentBatch) / mean : 0;
+}
+
 int64_t Plan::gpuKvSequences() const {
   return std::llround(kvGpuFraction * double(residentBatch));
 }
@@ -115,6 +147,11 @@ Status validatePlan(const ModelCosts &model, const Plan &plan) {
   MOE_RETURN_IF_ERROR(positive(plan.lengths.promptTokens, "prompt length"));
   if (plan.lengths.generatedTokens < 0)
     return makeError("plan: generation length must not be negative");
+  if (plan.lengths.minGeneratedTokens < 0 ||
+      plan.lengths.minGeneratedTokens > plan.lengths.generatedTokens)
+    return makeError("plan: the shortest generation ({}) must be in [0, {}]",
+                     plan.lengths.minGeneratedTokens,
+                     plan.lengths.generatedTokens);
   if (!(plan.kvGpuFraction >= 0 && plan.kvGpuFraction <= 1))
     return makeError("plan: KV GPU fraction must be in [0, 1], got {}",
                      plan.kvGpuFraction);

@@ -44,7 +44,11 @@ def SelectBatchSizes : Pass<"moe-select-batch-sizes", "::mlir::ModuleOp"> {
     Option<"promptTokens", "prompt-len", "int64_t", /*default=*/"512",
            "Prompt length in tokens">,
     Option<"generatedTokens", "gen-len", "int64_t", /*default=*/"256",
-           "Generated tokens per sequence">,
+           "Generated tokens per sequence (the most, with gen-len-min)">,
+    Option<"minGeneratedTokens", "gen-len-min", "int64_t", /*default=*/"0",
+           "The fewest generated tokens: generations spread evenly from it "
+           "to gen-len, priced at the steady state of a refilled batch "
+           "(0: every sequence generates gen-len)">,
     Option<"weightDtype", "weight-dtype", "std::string", /*default=*/"\"declared\"",
            "Weight dtype priced: declared (routed experts as the checkpoint "
            "stores them), bf16, f16, f32, fp8 or mxfp4 (routed experts as "

@@ -42,7 +42,8 @@ cm::Plan planOf(BatchingAttr b, const cm::ModelCosts &costs) {
   plan.cpuAttentionShare = b.getCpuAttentionShare().convertToDouble();
   plan.kvGpuFraction = b.getKvGpuFraction().convertToDouble();
   plan.resident = cm::residentPrefix(costs, b.getResidentUnits());
-  plan.lengths = {b.getPromptTokens(), b.getGeneratedTokens()};
+  plan.lengths = {b.getPromptTokens(), b.getGeneratedTokens(),
+                  b.getMinGeneratedTokens()};
   return plan;
 }
 

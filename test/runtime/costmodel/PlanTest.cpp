@@ -136,6 +136,24 @@ TEST(PlanTest, MemoryErrorNamesThePoolAndTheShortfall) {
             "50.0 MiB)");
 }
 
+// A refilled batch's average decode step: a sequence of G tokens holds its
+// slot for G steps and sees G/2 of them, so the mean context is
+// P + E[G²] / (2·E[G]), and B / E[G] sequences finish a step.
+TEST(PlanTest, DecodeContextOfARefilledBatch) {
+  GenerationLengths fixed{512, 8192};
+  EXPECT_EQ(fixed.meanDecodeContext(), 512 + 4096);
+  EXPECT_DOUBLE_EQ(fixed.finishedPerStep(1024), 1024.0 / 8192);
+  // Uniform over 1..8192: E[G] = 4096.5, E[G²] = 8193·16385 / 6.
+  GenerationLengths spread{512, 8192, 1};
+  EXPECT_EQ(spread.meanDecodeContext(),
+            512 + int64_t(8193.0 * 16385 / 6 / (2 * 4096.5)));
+  EXPECT_EQ(spread.meanDecodeContext(), 3242);
+  EXPECT_DOUBLE_EQ(spread.finishedPerStep(1024), 1024 / 4096.5);
+  EXPECT_EQ(spread.maxContext(), 512 + 8192);
+  // One length spread over nothing is that length.
+  EXPECT_EQ((GenerationLengths{100, 50, 50}).meanDecodeContext(), 125);
+}
+
 TEST(PlanTest, ValidationNamesTheVariable) {
   ModelCosts model = tinyMoe();
   Plan plan = smallPlan();
@@ -144,6 +162,16 @@ TEST(PlanTest, ValidationNamesTheVariable) {
   ASSERT_FALSE(status.ok());
   EXPECT_EQ(status.error().message(),
             "plan: CPU attention share must be in [0, 1], got 1.5");
+
+  plan = smallPlan();
+  plan.lengths.minGeneratedTokens = plan.lengths.generatedTokens + 1;
+  status = validatePlan(model, plan);
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.error().message(),
+            fmt::format("plan: the shortest generation ({}) must be in [0, "
+                        "{}]",
+                        plan.lengths.generatedTokens + 1,
+                        plan.lengths.generatedTokens));
 
   plan = smallPlan();
   plan.kvGpuFraction = 1.5;
