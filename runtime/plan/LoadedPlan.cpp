@@ -241,10 +241,12 @@ Status checkStep(const plan::StepSchedule &step, const plan::Schedule &schedule,
 
 /// FlatBuffers' verifier (2.0) checks a vector's length field, not its
 /// elements' alignment: 8-byte elements read from an odd offset would be
-/// misaligned loads.
+/// misaligned loads. An empty vector is not aligned by FlatBuffers' builder
+/// and has nothing to misread.
 bool vectorsOfLongsAligned(const plan::Model &model) {
   auto aligned = [](const flatbuffers::Vector<int64_t> *vector) {
-    return !vector || reinterpret_cast<uintptr_t>(vector->data()) % 8 == 0;
+    return !vector || vector->size() == 0 ||
+           reinterpret_cast<uintptr_t>(vector->data()) % 8 == 0;
   };
   if (!aligned(model.eos_token_ids()))
     return false;
