@@ -8,10 +8,18 @@
 
 #include "dialects/MoE/MoEOps.h"
 
+#include "runtime/model/ActivationBytes.h"
+
 using namespace mlir;
 using namespace mlir::moe;
+namespace model = ::moe::model;
 
 #include "dialects/MoE/MoEInterfaces.cpp.inc"
+
+/// Per row of the module's input or output.
+static int64_t widthOf(Value activations) {
+  return cast<RankedTensorType>(activations.getType()).getDimSize(1);
+}
 
 /// Sums the parameters an op references; all of them are active, and the
 /// FLOPs are those of multiplying a token by each weight once.
@@ -37,6 +45,7 @@ ModuleCost EmbeddingOp::getModuleCost(SymbolTableCollection &symbols,
                                       const CacheDtypes &) {
   ModuleCost cost = costOfParams(*this, symbols, {getTableAttr()});
   cost.flopsPerToken = 0; // a row lookup
+  cost.activationRowBytes = model::rowOfWidthBytes(widthOf(getResult()));
   return cost;
 }
 
@@ -45,6 +54,7 @@ ModuleCost RMSNormOp::getModuleCost(SymbolTableCollection &symbols,
                                     const CacheDtypes &) {
   ModuleCost cost = costOfParams(*this, symbols, {getWeightAttr()});
   cost.flopsPerToken = 4.0 * static_cast<double>(cost.params);
+  cost.activationRowBytes = model::rowOfWidthBytes(widthOf(getInput()));
   return cost;
 }
 
@@ -67,6 +77,9 @@ ModuleCost AttentionOp::getModuleCost(SymbolTableCollection &symbols,
       cost.kvBytesPerToken = 0;
     }
   }
+  cost.activationRowBytes =
+      model::attentionRowBytes(widthOf(getInput()), getNumHeads(),
+                               getNumKvHeads(), getHeadDim(), dtypes.kv);
   return cost;
 }
 
@@ -84,6 +97,9 @@ ModuleCost MLAttentionOp::getModuleCost(SymbolTableCollection &symbols,
       2.0 * heads * latent;
   cost.kvBytesPerToken = ::moe::model::latentRowBytes(
       dtypes.kv, getKvLoraRank(), getQkRopeHeadDim());
+  cost.activationRowBytes = model::latentAttentionRowBytes(
+      widthOf(getInput()), getNumHeads(), getQLoraRank(), getKvLoraRank(),
+      getQkNopeHeadDim(), getQkRopeHeadDim(), getVHeadDim());
   return cost;
 }
 
@@ -99,14 +115,19 @@ ModuleCost LightningAttentionOp::getModuleCost(SymbolTableCollection &symbols,
   cost.flopsPerToken += 4.0 * static_cast<double>(heads * headDim * headDim);
   cost.stateBytesPerSequence =
       heads * headDim * headDim * dtypes.stateElementBytes;
+  cost.activationRowBytes =
+      model::lightningRowBytes(widthOf(getInput()), heads, headDim);
   return cost;
 }
 
 ModuleKind RouterOp::getModuleKind() { return ModuleKind::Router; }
 ModuleCost RouterOp::getModuleCost(SymbolTableCollection &symbols,
                                    const CacheDtypes &) {
-  return costOfParams(*this, symbols,
-                      {getWeightAttr(), getBiasAttr(), getCorrectionBiasAttr()});
+  ModuleCost cost =
+      costOfParams(*this, symbols,
+                   {getWeightAttr(), getBiasAttr(), getCorrectionBiasAttr()});
+  cost.activationRowBytes = model::routerRowBytes(getNumExperts(), getTopK());
+  return cost;
 }
 
 ModuleKind ExpertsOp::getModuleKind() { return ModuleKind::RoutedExperts; }
@@ -120,6 +141,8 @@ ModuleCost ExpertsOp::getModuleCost(SymbolTableCollection &symbols,
   int64_t topK = cast<RankedTensorType>(getWeights().getType()).getDimSize(1);
   cost.activeParams = cost.params / getNumExperts() * topK;
   cost.flopsPerToken = 2.0 * static_cast<double>(cost.activeParams);
+  cost.activationRowBytes = model::routedExpertsRowBytes(
+      widthOf(getInput()), getIntermediateSize(), topK);
   return cost;
 }
 
@@ -128,13 +151,18 @@ ModuleKind MLPOp::getModuleKind() {
 }
 ModuleCost MLPOp::getModuleCost(SymbolTableCollection &symbols,
                                 const CacheDtypes &) {
-  return costOfParams(
+  ModuleCost cost = costOfParams(
       *this, symbols,
       {getGateAttr(), getUpAttr(), getDownAttr(), getOutputGateAttr()});
+  cost.activationRowBytes =
+      model::mlpRowBytes(widthOf(getInput()), getIntermediateSize());
+  return cost;
 }
 
 ModuleKind LMHeadOp::getModuleKind() { return ModuleKind::LmHead; }
 ModuleCost LMHeadOp::getModuleCost(SymbolTableCollection &symbols,
                                    const CacheDtypes &) {
-  return costOfParams(*this, symbols, {getWeightAttr()});
+  ModuleCost cost = costOfParams(*this, symbols, {getWeightAttr()});
+  cost.activationRowBytes = model::rowOfWidthBytes(widthOf(getInput()));
+  return cost;
 }

@@ -31,6 +31,9 @@ struct ModuleCost {
   int64_t kvBytesPerToken = 0;     // cache growth per token of context
   int64_t kvWindowTokens = 0;      // > 0: the cache holds at most this many
   int64_t stateBytesPerSequence = 0; // fixed-size state per sequence
+  // Step memory one batch row takes for the module's own buffers while it
+  // runs (runtime/model/ActivationBytes.h, as the CUDA backend counts them).
+  int64_t activationRowBytes = 0;
 };
 
 } // namespace mlir::moe

@@ -123,6 +123,7 @@ mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
     costs.kvWindowTokens = cost.kvWindowTokens;
     costs.stateBytesPerSequence =
         cost.kvWindowTokens ? 0 : cost.stateBytesPerSequence;
+    costs.activationRowBytes = cost.activationRowBytes;
     costs.gemms = gemmsOf(&op, params);
     if (auto experts = dyn_cast<ExpertsOp>(&op)) {
       if (dtypes.experts != ::moe::model::WeightDtype::bf16)

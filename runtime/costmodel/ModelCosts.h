@@ -71,6 +71,10 @@ struct ModuleCosts {
   // of all experts). Both 0 for bf16 experts.
   int64_t widenBytes = 0;
   int64_t widenScratchBytes = 0;
+  // Step memory one batch row takes for the module's own buffers while it
+  // runs (runtime/model/ActivationBytes.h); the values it reads and makes
+  // are counted apart.
+  int64_t activationRowBytes = 0;
   // GEMMs per token; for routed experts, those of one expert.
   std::vector<GemmShape> gemms;
   std::optional<AttentionHeads> attentionHeads;

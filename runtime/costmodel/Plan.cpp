@@ -39,38 +39,6 @@ int64_t activationBytes(const ModelCosts &model, int64_t residentTokens,
          peakIntermediateBytes(model, attentionTokens, ffnTokens);
 }
 
-// What one row of a decode step holds on the GPU while the backend runs a
-// module over all of the step's rows at once (it splits a step only where
-// memory runs out, and a split step parks its hidden states in host memory
-// between layers and restarts the KV pipeline: 0.2 s of a 0.6 s
-// DeepSeek-V2-Lite step). Per module: every GEMM's input and output for each
-// expert a token visits, plus MLA's absorbed per-head query and latent
-// buffers, beside the hidden buffers of a resident token in both forms. It
-// bounds the CUDA backend's own per-row count (CudaBackend's rowBytes: 303 KB
-// for Mixtral-8x7B against 319 KB here, DeepSeek-V2-Lite 161 against 174).
-// The LM head makes its logits a block of rows at a time: not a per-row cost.
-int64_t decodeRowBytes(const ModelCosts &model) {
-  constexpr int64_t kBothForms = 6; // bf16 + fp32 bytes of one element
-  int64_t rowBytes = 0;
-  for (const LayerCosts &layer : model.layers)
-    for (const ModuleCosts &module : layer.modules) {
-      if (module.kind == ModuleKind::LmHead)
-        continue;
-      int64_t elements = 0;
-      for (const GemmShape &gemm : module.gemms)
-        elements += gemm.n + gemm.k;
-      if (module.kind == ModuleKind::RoutedExperts)
-        elements *= module.topK;
-      if (module.mlaHeads)
-        elements += module.mlaHeads->heads * (4 * module.mlaHeads->latentDim +
-                                              2 * module.mlaHeads->ropeDim);
-      rowBytes = std::max(rowBytes, elements * model.activationElementBytes +
-                                        kHiddenBuffersPerToken * kBothForms *
-                                            model.hiddenSize);
-    }
-  return rowBytes;
-}
-
 int64_t maxLayerKvBytesPerSequence(const ModelCosts &model, int64_t context) {
   int64_t peak = 0;
   for (const LayerCosts &layer : model.layers) {
@@ -100,6 +68,24 @@ std::pair<double, double> generationMoments(const GenerationLengths &lengths) {
 }
 
 } // namespace
+
+// What one row of a decode step holds on the GPU while the backend runs a
+// module over all of the step's rows at once (it splits a step only where
+// memory runs out, and a split step parks its hidden states in host memory
+// between layers and restarts the KV pipeline: 0.2 s of a 0.6 s
+// DeepSeek-V2-Lite step). Per module: its own buffers, counted as the
+// backend counts them (activationRowBytes), beside the values alive across
+// it, bounded by kHiddenBuffersPerToken hidden rows in both forms. The LM
+// head makes its logits a block of rows at a time: not a per-row cost.
+int64_t decodeRowBytes(const ModelCosts &model) {
+  constexpr int64_t kBothForms = 6; // bf16 + fp32 bytes of one element
+  int64_t rowBytes = 0;
+  for (const LayerCosts &layer : model.layers)
+    for (const ModuleCosts &module : layer.modules)
+      if (module.kind != ModuleKind::LmHead)
+        rowBytes = std::max(rowBytes, module.activationRowBytes);
+  return rowBytes + kHiddenBuffersPerToken * kBothForms * model.hiddenSize;
+}
 
 int64_t GenerationLengths::meanDecodeContext() const {
   auto [mean, meanSquare] = generationMoments(*this);

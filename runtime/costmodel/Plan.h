@@ -118,6 +118,10 @@ struct MemoryUse {
 
 MemoryUse accountMemory(const ModelCosts &model, const Plan &plan);
 
+// Step memory one row of a decode step takes on the GPU at most: the
+// largest module's own buffers beside the hidden rows alive across it.
+int64_t decodeRowBytes(const ModelCosts &model);
+
 // The most rows one forward pass of the CUDA backend runs; each pass
 // streams the weights once.
 inline constexpr int64_t kPassRows = 65536;

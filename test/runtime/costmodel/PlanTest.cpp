@@ -48,14 +48,16 @@ TEST(PlanTest, AccountsEveryPool) {
 
 // The backend runs a decode step's rows through each module at once, so the
 // step's activations are reserved for every row, whatever the expert
-// micro-batch: the routed experts' row (inputs + outputs of two GEMMs, 3000
-// and 2000 elements, for each of 2 experts, bf16) beside 4 hidden rows in
-// bf16 and fp32, rounded up by the backend's 1/16.
+// micro-batch: the routed experts' row (per pick its input, gate|up, the
+// activations and its output in bf16, and its route; the combined output in
+// bf16 and fp32) beside 4 hidden rows in bf16 and fp32, rounded up by the
+// backend's 1/16.
 TEST(PlanTest, DecodeReservesEveryRowOfTheStep) {
   ModelCosts model = tinyMoe();
   Plan plan = smallPlan();
   plan.residentBatch = 1024;
-  constexpr int64_t rowBytes = 2 * (3000 + 2000) * 2 + 4 * 6 * 1000;
+  constexpr int64_t rowBytes =
+      2 * ((2 * 1000 + 3 * 1000) * 2 + 8) + 1000 * 6 + 4 * 6 * 1000;
   for (int64_t expertBatch : {64, 1024}) {
     plan.expertMicroBatch = expertBatch;
     EXPECT_EQ(accountMemory(model, plan).activationBytes,
@@ -71,7 +73,8 @@ TEST(PlanTest, PrefillChunksHoldWhatTheActivationsHold) {
   ModelCosts model = tinyMoe();
   Plan plan = smallPlan();
   plan.residentBatch = 1024;
-  constexpr int64_t decodeRow = 2 * (3000 + 2000) * 2 + 4 * 6 * 1000;
+  constexpr int64_t decodeRow =
+      2 * ((2 * 1000 + 3 * 1000) * 2 + 8) + 1000 * 6 + 4 * 6 * 1000;
   constexpr int64_t prefillRow = (decodeRow + 10 * 1000) * 17 / 16;
   EXPECT_EQ(prefillChunkRows(model, plan),
             accountMemory(model, plan).activationBytes / prefillRow);

@@ -9,6 +9,7 @@
 
 #include "runtime/costmodel/HardwareProfile.h"
 #include "runtime/costmodel/ModelCosts.h"
+#include "runtime/model/ActivationBytes.h"
 
 namespace moe::costmodel::testing {
 
@@ -128,6 +129,7 @@ inline ModelCosts tinyMoe(int layers = 4, int64_t experts = 8,
   ModuleCosts embedding;
   embedding.kind = ModuleKind::Embedding;
   embedding.weightBytes = 2 * vocab * hidden;
+  embedding.activationRowBytes = model::rowOfWidthBytes(hidden);
   model.layers.push_back({{embedding}});
 
   for (int l = 0; l < layers; ++l) {
@@ -135,6 +137,7 @@ inline ModelCosts tinyMoe(int layers = 4, int64_t experts = 8,
     norm.kind = ModuleKind::Norm;
     norm.weightBytes = 2 * hidden;
     norm.flopsPerToken = 4 * hidden;
+    norm.activationRowBytes = model::rowOfWidthBytes(hidden);
 
     ModuleCosts attention;
     attention.kind = ModuleKind::Attention;
@@ -144,12 +147,15 @@ inline ModelCosts tinyMoe(int layers = 4, int64_t experts = 8,
     attention.flopsPerContextToken = 4.0 * 8 * 64;
     attention.kvBytesPerToken = 2 * 2 * 2 * 64;
     attention.attentionHeads = AttentionHeads{8, 2, 64};
+    attention.activationRowBytes =
+        model::attentionRowBytes(hidden, 8, 2, 64, model::KvDtype::bf16);
 
     ModuleCosts router;
     router.kind = ModuleKind::Router;
     router.gemms = {{experts, hidden}};
     router.weightBytes = 2 * experts * hidden;
     router.flopsPerToken = 2.0 * experts * hidden;
+    router.activationRowBytes = model::routerRowBytes(experts, topK);
 
     ModuleCosts routed;
     routed.kind = ModuleKind::RoutedExperts;
@@ -159,6 +165,8 @@ inline ModelCosts tinyMoe(int layers = 4, int64_t experts = 8,
     routed.expertWeightBytes = 2 * 3 * hidden * hidden;
     routed.weightBytes = experts * routed.expertWeightBytes;
     routed.flopsPerToken = double(topK) * 2.0 * 3 * hidden * hidden;
+    routed.activationRowBytes =
+        model::routedExpertsRowBytes(hidden, hidden, topK);
 
     model.layers.push_back({{norm, attention, router, routed}});
   }
@@ -168,6 +176,7 @@ inline ModelCosts tinyMoe(int layers = 4, int64_t experts = 8,
   lmHead.gemms = {{vocab, hidden}};
   lmHead.weightBytes = 2 * vocab * hidden;
   lmHead.flopsPerToken = 2.0 * vocab * hidden;
+  lmHead.activationRowBytes = model::rowOfWidthBytes(hidden);
   model.layers.push_back({{lmHead}});
   return model;
 }

@@ -1,13 +1,17 @@
 // Plan round trip: import a model, export the plan, load it with the
 // runtime's verifying loader, and find the same model in it.
 
+#include "moe/Analysis/CostModelBridge.h"
+#include "moe/Conversion/Passes.h"
 #include "moe/Import/HFConfig.h"
 #include "moe/Target/Plan.h"
-#include "moe/Conversion/Passes.h"
 #include "moe/Transforms/Passes.h"
 
 #include "dialects/MoE/MoEOps.h"
 #include "dialects/Sched/SchedOps.h"
+#include "runtime/costmodel/Plan.h"
+#include "runtime/model/ActivationBytes.h"
+#include "runtime/model/ResolvedModel.h"
 #include "runtime/plan/LoadedPlan.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -101,6 +105,56 @@ INSTANTIATE_TEST_SUITE_P(
       std::string name = info.param;
       for (char &c : name)
         if (c == '-')
+          c = '_';
+      return name;
+    });
+
+class RowBytesTest : public ::testing::TestWithParam<const char *> {};
+
+/// The planner's activation budget per decode row holds what the CUDA
+/// backend takes per row at its widest op, for each KV format: both count
+/// an op's own buffers by model/ActivationBytes.h, and the planner bounds
+/// the values alive across it by hidden rows.
+TEST_P(RowBytesTest, PlannerHoldsTheBackendsWidestRow) {
+  MLIRContext context;
+  OwningOpRef<ModuleOp> module = mlir::moe::importHFConfig(
+      &context, std::string(MOE_MODELS_DIR) + "/" + GetParam());
+  ASSERT_TRUE(module);
+  FailureOr<std::vector<uint8_t>> bytes = mlir::moe::exportPlan(*module);
+  ASSERT_TRUE(succeeded(bytes));
+  auto loaded = ::moe::LoadedPlan::fromBytes(*bytes, GetParam());
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message();
+  auto resolved = ::moe::model::ResolvedModel::resolve(loaded->model());
+  ASSERT_TRUE(resolved.ok()) << resolved.error().message();
+  for (::moe::model::KvDtype kv :
+       {::moe::model::KvDtype::bf16, ::moe::model::KvDtype::fp8}) {
+    mlir::moe::PlanDtypes dtypes;
+    dtypes.cache.kv = kv;
+    FailureOr<mlir::moe::CostModelView> view =
+        mlir::moe::buildCostModelView(*module, dtypes);
+    ASSERT_TRUE(succeeded(view));
+    resolved->kvDtype = kv;
+    int64_t backend = ::moe::model::stepRowBytes(*resolved);
+    int64_t planner = ::moe::costmodel::decodeRowBytes(view->costs);
+    EXPECT_GE(planner, backend) << ::moe::model::kvDtypeName(kv);
+    // Not a loose bound either: within the values of one layer.
+    EXPECT_LE(planner, backend + 24 * view->costs.hiddenSize)
+        << ::moe::model::kvDtypeName(kv);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllModels, RowBytesTest,
+    ::testing::Values("tiny-mixtral", "tiny-deepseek-v2", "tiny-deepseek-v3",
+                      "tiny-qwen2-moe", "tiny-qwen3-moe", "tiny-minimax",
+                      "tiny-gpt-oss", "tiny-yi-lightning", "mixtral-8x7b",
+                      "mixtral-8x22b", "deepseek-v2-lite", "deepseek-v3",
+                      "qwen1.5-moe-a2.7b", "qwen3-30b-a3b", "minimax-text-01",
+                      "gpt-oss-120b", "yi-lightning-style"),
+    [](const auto &info) {
+      std::string name = info.param;
+      for (char &c : name)
+        if (c == '-' || c == '.')
           c = '_';
       return name;
     });

@@ -1,5 +1,7 @@
 #include "runtime/backends/cuda/backend/Program.h"
 
+#include "runtime/model/ActivationBytes.h"
+
 #include "runtime/trace/ChromeTrace.h"
 
 #include <algorithm>
@@ -118,22 +120,7 @@ Status compileProgram(const plan::Model &plan,
     if (layer >= 0)
       segmentLayer = layer;
   }
-  // Per row at each op: the values alive across it in both forms (bf16 and
-  // fp32) and the op's own bytes. The LM head's logits are made a chunk of
-  // rows at a time (runHead), not per row. The planner's decodeRowBytes
-  // (costmodel/Plan.cpp) reserves at least this for every decode row.
-  for (size_t index = 0; index < p.ops.size(); ++index) {
-    int at = static_cast<int>(index);
-    int64_t live = 0;
-    for (int value = 1; value < p.numValues; ++value)
-      if (p.definedBy[value] < at && p.lastUse[value] >= at)
-        live += 6 * p.valueWidths[value];
-    const Op &op = p.ops[index].op;
-    if (!std::holds_alternative<HeadOp>(op))
-      for (int value : p.ops[index].results)
-        live += 6 * p.valueWidths[value];
-    p.rowBytes = std::max(p.rowBytes, live + opRowBytes(op));
-  }
+  p.rowBytes = model::stepRowBytes(model);
   for (const auto &[begin, stop] : p.segments) {
     int64_t parkedHere = 0, restoredHere = 0;
     for (int value = 1; value < p.numValues; ++value) {

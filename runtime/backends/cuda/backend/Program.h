@@ -37,6 +37,7 @@ struct Program {
   std::vector<std::pair<size_t, size_t>> segments;
   int64_t embeddingVocab = 0, vocab = 0;
   int64_t rowBytes = 0; // most step memory one batch row needs at once
+                        // (model::stepRowBytes)
   // Per row: the most bytes of one segment's values parked at its end,
   // held until the chunk after next (ChunkedPass).
   int64_t parkRowBytes = 0;

@@ -49,12 +49,6 @@ Result<AttentionOp> bindAttentionOp(WeightPlacement &placement,
   return k;
 }
 
-int64_t rowBytes(const AttentionOp &k) {
-  return (2 * k.heads * k.headDim + 2 * k.kvHeads * k.headDim + k.hidden) *
-             kBf16Bytes +
-         2 * k.fp8RowBytes;
-}
-
 Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
                     DeviceValue &in, DeviceValue &out) {
   MOE_ASSIGN_OR_RETURN(auto x, step.bf16Of(in));

@@ -2,10 +2,6 @@
 
 namespace moe::cuda {
 
-int64_t opRowBytes(const Op &op) {
-  return std::visit([](const auto &k) { return rowBytes(k); }, op);
-}
-
 Status runOp(Step &step, const Op &op, std::span<const int> operands,
              std::span<const int> results, std::vector<DeviceValue> &values) {
   DeviceValue &in = values[operands[0]];

@@ -12,8 +12,6 @@ Result<EmbeddingOp> bindEmbeddingOp(WeightPlacement &placement,
   return k;
 }
 
-int64_t rowBytes(const EmbeddingOp &k) { return k.hidden * kBf16Bytes; }
-
 Status runEmbedding(Step &step, const EmbeddingOp &k, const DeviceValue &ids,
                     DeviceValue &out) {
   MOE_ASSIGN_OR_RETURN(float *y,

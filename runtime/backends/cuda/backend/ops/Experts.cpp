@@ -240,11 +240,6 @@ Result<ExpertsOp> bindExpertsOp(WeightPlacement &placement,
   return k;
 }
 
-int64_t rowBytes(const ExpertsOp &k) {
-  return k.topK * ((2 * k.hidden + 3 * k.width) * kBf16Bytes + 8) +
-         k.hidden * (4 + kBf16Bytes);
-}
-
 bool expertsWaitForHost(const ExpertsOp &k, int64_t rows,
                         int64_t perExpertGemmRows) {
   return rows * k.topK >= perExpertGemmRows * k.experts;

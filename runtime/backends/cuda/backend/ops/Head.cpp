@@ -18,7 +18,6 @@ Result<HeadOp> bindHeadOp(WeightPlacement &placement,
 }
 
 // Its logits are made a chunk of rows at a time, not per row.
-int64_t rowBytes(const HeadOp &k) { return k.hidden * kBf16Bytes; }
 
 Status runHead(Step &step, const HeadOp &k, DeviceValue &in) {
   MOE_ASSIGN_OR_RETURN(auto x, step.bf16Of(in));

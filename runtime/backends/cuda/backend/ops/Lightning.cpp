@@ -26,11 +26,6 @@ Result<LightningOp> bindLightningOp(WeightPlacement &placement,
   return k;
 }
 
-// qkv, mixed, gate.
-int64_t rowBytes(const LightningOp &k) {
-  return (5 * k.heads * k.headDim + k.hidden) * kBf16Bytes;
-}
-
 Status runLightning(Step &step, const LightningOp &k, float *state,
                     DeviceValue &in, DeviceValue &out) {
   MOE_ASSIGN_OR_RETURN(auto x, step.bf16Of(in));

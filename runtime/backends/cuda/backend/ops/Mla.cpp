@@ -63,13 +63,6 @@ Result<MlaOp> bindMlaOp(WeightPlacement &placement,
   return k;
 }
 
-// runMla's buffers.
-int64_t rowBytes(const MlaOp &k) {
-  return (k.heads * (2 * k.nope + 2 * k.ropeDim + 4 * k.latent + 2 * k.vDim) +
-          k.qLoraRank + 3 * (k.latent + k.ropeDim) + k.hidden) *
-         kBf16Bytes;
-}
-
 Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
               DeviceValue &out) {
   MOE_ASSIGN_OR_RETURN(auto x, step.bf16Of(in));

@@ -24,10 +24,6 @@ Result<MlpOp> bindMlpOp(WeightPlacement &placement, const model::MlpSpec &m) {
   return k;
 }
 
-int64_t rowBytes(const MlpOp &k) {
-  return (3 * k.width + k.hidden + 1) * kBf16Bytes;
-}
-
 Status runMlp(Step &step, const MlpOp &k, DeviceValue &in, DeviceValue &out) {
   MOE_ASSIGN_OR_RETURN(auto x, step.bf16Of(in));
   int64_t rows = step.rows, h = k.hidden, w = k.width;

@@ -11,8 +11,6 @@ Result<NormOp> bindNormOp(WeightPlacement &placement,
   return k;
 }
 
-int64_t rowBytes(const NormOp &k) { return k.width * kBf16Bytes; }
-
 Status runNorm(Step &step, const NormOp &k, const DeviceValue &x,
                DeviceValue &out) {
   MOE_ASSIGN_OR_RETURN(bf16 * y, step.alloc<bf16>(step.rows * k.width, "norm"));

@@ -250,21 +250,6 @@ ResidualOp residualOp(const model::ResidualSpec &spec);
 Result<HeadOp> bindHeadOp(WeightPlacement &placement,
                           const model::HeadSpec &spec);
 
-// Step-memory bytes per row that an op takes (its results and scratch); a
-// little generous, the step memory is sized from it.
-inline constexpr int64_t kBf16Bytes = sizeof(bf16);
-int64_t rowBytes(const EmbeddingOp &op);
-int64_t rowBytes(const NormOp &op);
-int64_t rowBytes(const AttentionOp &op);
-int64_t rowBytes(const MlaOp &op);
-int64_t rowBytes(const LightningOp &op);
-int64_t rowBytes(const RouterOp &op);
-int64_t rowBytes(const ExpertsOp &op);
-int64_t rowBytes(const MlpOp &op);
-int64_t rowBytes(const ResidualOp &op);
-int64_t rowBytes(const HeadOp &op);
-int64_t opRowBytes(const Op &op);
-
 // Launching: the op on the step's rows, its results into the values.
 Status runEmbedding(Step &step, const EmbeddingOp &k, const DeviceValue &ids,
                     DeviceValue &out);

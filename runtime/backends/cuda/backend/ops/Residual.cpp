@@ -9,8 +9,6 @@ ResidualOp residualOp(const model::ResidualSpec &spec) {
           static_cast<float>(spec.updateScale), spec.width};
 }
 
-int64_t rowBytes(const ResidualOp &k) { return k.width * kBf16Bytes; }
-
 Status runResidual(Step &step, const ResidualOp &k, DeviceValue &skipValue,
                    DeviceValue &updateValue, DeviceValue &out) {
   MOE_ASSIGN_OR_RETURN(auto skip, step.f32Of(skipValue));

@@ -30,10 +30,6 @@ Result<RouterOp> bindRouterOp(WeightPlacement &placement,
   return k;
 }
 
-int64_t rowBytes(const RouterOp &k) {
-  return k.experts * (kBf16Bytes + 4) + k.topK * 8;
-}
-
 Status runRouter(Step &step, const RouterOp &k, DeviceValue &in,
                  DeviceValue &weights, DeviceValue &indices) {
   MOE_ASSIGN_OR_RETURN(auto x, step.f32Of(in));
