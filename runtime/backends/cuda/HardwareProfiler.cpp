@@ -28,14 +28,12 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <sstream>
 #include <thread>
 #include <utility>
 
 #include <sched.h>
 
 #include <cuda_runtime.h>
-#include <nlohmann/json.hpp>
 
 namespace moe::cuda {
 namespace {
@@ -937,84 +935,6 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
   MOE_RETURN_IF_ERROR(measureMlaAttention(ctx, profile.mlaAttentionDecodeBf16));
   MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
   return withHost(ctx, std::move(profile));
-}
-
-std::string profileToJson(const HardwareProfile &p) {
-  using nlohmann::ordered_json;
-  ordered_json j;
-  j["schema"] = "moe-hardware-profile/1";
-  j["device"] = {{"name", p.device.name},
-                 {"memory_bytes", p.device.memoryBytes},
-                 {"reserved_bytes", p.device.reservedBytes},
-                 {"sm_count", p.device.smCount},
-                 {"compute_capability", p.device.computeCapability}};
-  j["host"] = {{"memory_bytes", p.host.memoryBytes},
-               {"reserved_bytes", p.host.reservedBytes},
-               {"cpu_cores", p.host.cpuCores}};
-  j["links"] = {{"h2d_pinned_bytes_per_s", p.links.h2dPinned},
-                {"d2h_pinned_bytes_per_s", p.links.d2hPinned},
-                {"h2d_pageable_bytes_per_s", p.links.h2dPageable},
-                {"hbm_bytes_per_s", p.links.hbm}};
-  ordered_json gemm = ordered_json::array();
-  for (const GemmProfile &g : p.gemmBf16) {
-    ordered_json points = ordered_json::array();
-    for (const GemmPoint &pt : g.points)
-      points.push_back({{"m", pt.m}, {"seconds", pt.seconds}});
-    gemm.push_back({{"n", g.n}, {"k", g.k}, {"points", std::move(points)}});
-  }
-  j["gemm_bf16"] = std::move(gemm);
-  ordered_json grouped = ordered_json::array();
-  for (const GroupedGemmProfile &g : p.groupedGemmBf16) {
-    ordered_json points = ordered_json::array();
-    for (const GroupedGemmPoint &pt : g.points)
-      points.push_back(
-          {{"rows_per_expert", pt.rowsPerExpert}, {"seconds", pt.seconds}});
-    grouped.push_back({{"n", g.n},
-                       {"k", g.k},
-                       {"experts", g.experts},
-                       {"points", std::move(points)}});
-  }
-  if (!grouped.empty())
-    j["grouped_gemm_bf16"] = std::move(grouped);
-  auto attentionPoints = [](const std::vector<AttentionPoint> &measured) {
-    ordered_json points = ordered_json::array();
-    for (const AttentionPoint &pt : measured)
-      points.push_back({{"batch", pt.batch},
-                        {"context", pt.context},
-                        {"seconds", pt.seconds}});
-    return points;
-  };
-  ordered_json attention = ordered_json::array();
-  for (const AttentionProfile &a : p.attentionDecodeBf16)
-    attention.push_back({{"heads", a.heads},
-                         {"kv_heads", a.kvHeads},
-                         {"head_dim", a.headDim},
-                         {"points", attentionPoints(a.points)}});
-  j["attention_decode_bf16"] = std::move(attention);
-  ordered_json mla = ordered_json::array();
-  for (const MlaAttentionProfile &a : p.mlaAttentionDecodeBf16)
-    mla.push_back({{"heads", a.heads},
-                   {"latent_dim", a.latentDim},
-                   {"rope_dim", a.ropeDim},
-                   {"points", attentionPoints(a.points)}});
-  if (!mla.empty())
-    j["mla_attention_decode_bf16"] = std::move(mla);
-  if (p.hostCpu)
-    j["host_cpu"] =
-        ordered_json::parse(costmodel::hostCpuProfileJson(*p.hostCpu));
-  return j.dump(2) + "\n";
-}
-
-Status writeProfileJson(const HardwareProfile &profile,
-                        const std::string &path) {
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  if (!file)
-    return makeError("cannot open {} for writing", path);
-  file << profileToJson(profile);
-  file.close();
-  if (!file)
-    return makeError("cannot write {}", path);
-  return Status::success();
 }
 
 Status measureProfileToFile(const ProfileOptions &options,
