@@ -1,6 +1,7 @@
 // Plan bytes, as a damaged or hostile .moeplan would hold them: the loader's
 // verification, then the resolution both backends run, must reject them
 // with an error, never read out of bounds.
+#include "runtime/model/KvStagingSchedule.h"
 #include "runtime/model/ResolvedModel.h"
 #include "runtime/model/RingSchedule.h"
 #include "runtime/plan/LoadedPlan.h"
@@ -15,7 +16,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   moe::Result<moe::model::ResolvedModel> model =
       moe::model::ResolvedModel::resolve(plan->plan());
-  if (model.ok())
+  if (model.ok()) {
     (void)moe::model::resolveRingSchedule(plan->plan(), *model);
+    (void)moe::model::resolveKvStagingSchedule(plan->plan(), *model);
+  }
   return 0;
 }

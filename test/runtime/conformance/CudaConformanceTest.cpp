@@ -88,7 +88,10 @@ INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenMxfp4Experts,
                          ::testing::ValuesIn(goldenCases(kCuda)),
                          goldenCaseName);
 
-class CudaBackendGolden : public GoldenBackendTest {};
+class CudaBackendGolden : public GoldenBackendTest {
+protected:
+  void expectReplaysMatchEagerSteps(bool sampled);
+};
 
 // The same batch on the GPU and on the CPU backend, the reference.
 void forwardOnBoth(Backend &gpu, Backend &cpu, const StepBatch &batch,
@@ -210,25 +213,42 @@ INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaQuantizedExperts,
                          ::testing::ValuesIn(goldenCases(kCuda)),
                          goldenCaseName);
 
-// Greedy decode steps replayed from CUDA graphs pick the tokens that the
-// same steps launched op by op pick (a decode step launches the same kernels
-// either way), over a context's worth of steps fed the picks, the batch
-// shrinking midway. Each shape runs eagerly once, is captured the next time
-// and replayed from then on.
-TEST_P(CudaBackendGolden, DecodeStepsReplayedFromGraphsMatchEagerOnes) {
+// Decode steps replayed from CUDA graphs give what the same steps launched
+// op by op give (a decode step launches the same kernels either way): the
+// same greedy picks, or for sampling the same logits bit for bit, over a
+// context's worth of steps fed the picks, the batch shrinking midway. Each
+// shape runs eagerly once, is captured the next time and replayed from then
+// on.
+void CudaBackendGolden::expectReplaysMatchEagerSteps(bool sampled) {
+  const Golden &golden = golden_;
   cuda::CudaBackend replayed, eager({.graphs = false});
   ASSERT_NO_FATAL_FAILURE(prepare(replayed));
   ASSERT_NO_FATAL_FAILURE(prepare(eager));
   constexpr int64_t kShrinkAfter = 6; // decode steps before slot 0 leaves
-  StepBatch batch = greedyStepBatch(golden_, 0);
+  StepBatch batch = greedyStepBatch(golden, 0);
   int64_t decodeSteps = 0;
   for (bool full = false; !full;) {
-    std::vector<int32_t> fromGraphs, fromEager;
-    Status status = replayed.forwardGreedy(batch, fromGraphs);
-    ASSERT_TRUE(status.ok()) << status.error().message();
-    status = eager.forwardGreedy(batch, fromEager);
-    ASSERT_TRUE(status.ok()) << status.error().message();
-    ASSERT_EQ(fromGraphs, fromEager) << "after decode step " << decodeSteps;
+    std::vector<int32_t> picks;
+    if (sampled) {
+      std::vector<float> fromGraphs, fromEager;
+      Status status = replayed.forward(batch, fromGraphs);
+      ASSERT_TRUE(status.ok()) << status.error().message();
+      status = eager.forward(batch, fromEager);
+      ASSERT_TRUE(status.ok()) << status.error().message();
+      ASSERT_EQ(fromGraphs, fromEager) << "after decode step " << decodeSteps;
+      for (size_t r = 0; r < batch.logitRows.size(); ++r) {
+        auto row = fromGraphs.begin() + int64_t(r) * golden.vocab;
+        picks.push_back(
+            int32_t(std::max_element(row, row + golden.vocab) - row));
+      }
+    } else {
+      std::vector<int32_t> fromEager;
+      Status status = replayed.forwardGreedy(batch, picks);
+      ASSERT_TRUE(status.ok()) << status.error().message();
+      status = eager.forwardGreedy(batch, fromEager);
+      ASSERT_TRUE(status.ok()) << status.error().message();
+      ASSERT_EQ(picks, fromEager) << "after decode step " << decodeSteps;
+    }
     decodeSteps += isPrefill(batch.rows) ? 0 : 1;
     StepBatch next;
     for (size_t r = 0; r < batch.logitRows.size(); ++r) {
@@ -236,7 +256,7 @@ TEST_P(CudaBackendGolden, DecodeStepsReplayedFromGraphsMatchEagerOnes) {
       full = full || row.position + 1 >= kContext;
       if (row.slot == 0 && decodeSteps == kShrinkAfter)
         continue;
-      next.tokenIds.push_back(fromGraphs[r]);
+      next.tokenIds.push_back(picks[r]);
       next.rows.push_back({row.slot, row.position + 1});
       next.logitRows.push_back(int32_t(next.rows.size()) - 1);
     }
@@ -251,11 +271,19 @@ TEST_P(CudaBackendGolden, DecodeStepsReplayedFromGraphsMatchEagerOnes) {
   EXPECT_EQ(counters.graphCaptures, 2);
   EXPECT_EQ(counters.graphReplays, decodeSteps - 2);
   EXPECT_GT(counters.graphKernelLaunches,
-            counters.graphReplays * int64_t(golden_.prompts.size()));
+            counters.graphReplays * int64_t(golden.prompts.size()));
   EXPECT_GT(counters.deviceGraphBytes, 0);
   BackendCounters opByOp = eager.counters();
   EXPECT_EQ(opByOp.eagerDecodePasses, decodeSteps);
   EXPECT_EQ(opByOp.graphReplays, 0);
+}
+
+TEST_P(CudaBackendGolden, DecodeStepsReplayedFromGraphsMatchEagerOnes) {
+  expectReplaysMatchEagerSteps(false);
+}
+
+TEST_P(CudaBackendGolden, SampledDecodeStepsReplayedFromGraphsMatchEagerOnes) {
+  expectReplaysMatchEagerSteps(true);
 }
 
 INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaBackendGolden,
@@ -411,13 +439,16 @@ TEST_P(CudaBackendStreamed, PerExpertGemmsTakeThePlansExpertMicroBatch) {
 
 // The schedule in the plan is what runs: the streamed plan's ring of one
 // buffer edited to two, layers alternating between them and each layer's
-// copies waiting for the layer two back. The traced decode step copies each
-// streamed op in the edited schedule's order into the buffer it names,
-// starts no copy before the ops it waits for have ended, and takes the KV
-// staging buffers in the schedule's turn; the logits still match HF and the
-// CPU backend.
+// copies waiting for the layer two back, and its two KV staging buffers
+// edited to three. The traced decode step copies each streamed op in the
+// edited schedule's order into the buffer it names, starts no copy before
+// the ops it waits for have ended, and takes the three KV staging buffers
+// in turn; the logits still match HF and the CPU backend.
 TEST_P(CudaBackendStreamed, RunsTheScheduleAsThePlanSaysIt) {
-  Result<LoadedPlan> edited = editPlan(*plan_, alternateRingBuffers);
+  Result<LoadedPlan> edited = editPlan(*plan_, [](plan::PlanT &plan) {
+    alternateRingBuffers(plan);
+    stageKvIn(plan, 3);
+  });
   ASSERT_TRUE(edited.ok()) << edited.error().message();
   plan_.emplace(std::move(*edited));
   Result<model::ResolvedModel> resolved =
@@ -468,7 +499,7 @@ TEST_P(CudaBackendStreamed, RunsTheScheduleAsThePlanSaysIt) {
   for (const plan::BufferPool *pool : *schedule.pools())
     if (pool->kind() == plan::PoolKind::kv_staging)
       staging = pool->count();
-  ASSERT_GT(staging, 0);
+  ASSERT_EQ(staging, 3);
   int planned = 0;
   for (const plan::Job *job : *schedule.decode()->jobs()) {
     if (job->kind() == plan::JobKind::kv_load) {

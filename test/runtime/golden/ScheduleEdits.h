@@ -48,4 +48,44 @@ inline void alternateRingBuffers(plan::PlanT &plan) {
   }
 }
 
+/// The KV staging pool grown to `buffers` buffers: the decode and prefill
+/// steps' loads take them in turn, each waiting for the store of the load
+/// `buffers` before it (the buffer's previous micro-batch), and each
+/// micro-batch's attention and store use its load's buffer. The GPU budget
+/// grows by the added buffers (and their alignment).
+inline void stageKvIn(plan::PlanT &plan, int buffers) {
+  plan::ScheduleT &schedule = *plan.schedule;
+  int staging = -1;
+  for (size_t p = 0; p < schedule.pools.size(); ++p)
+    if (schedule.pools[p]->kind == plan::PoolKind::kv_staging) {
+      staging = int(p);
+      plan::BufferPoolT &pool = *schedule.pools[p];
+      if (plan.batching)
+        plan.batching->gpu_budget_bytes +=
+            (buffers - pool.count) * (pool.buffer_bytes + 4096);
+      pool.count = buffers;
+    }
+  for (plan::StepScheduleT *step :
+       {schedule.decode.get(), schedule.prefill.get()}) {
+    std::vector<uint32_t> stores; // per load: its store job
+    int loads = 0, buffer = -1;
+    for (uint32_t j = 0; j < step->jobs.size(); ++j) {
+      plan::JobT &job = *step->jobs[j];
+      if (job.pool != staging)
+        continue;
+      if (job.kind == plan::JobKind::kv_load) {
+        buffer = loads % buffers;
+        job.after.clear();
+        if (loads >= buffers)
+          job.after.push_back(stores[size_t(loads - buffers)]);
+        stores.push_back(0);
+        ++loads;
+      } else if (job.kind == plan::JobKind::kv_store) {
+        stores.back() = j;
+      }
+      job.buffer = buffer;
+    }
+  }
+}
+
 } // namespace moe

@@ -24,9 +24,11 @@ Status ChunkedPass::run() {
   std::optional<StepGraphs::Shape> shape;
   if (replayable()) {
     chunkSpans_[0] = decodeSpan(chunkSpans_[0], s_.maxContext);
-    if (s_.graphs.enabled() && out_.tokens && !s_.trace.active())
-      shape = StepGraphs::Shape{rows_, int64_t(endLogit_ - firstLogit_),
-                                chunkSpans_[0]};
+    int64_t logitRows = int64_t(endLogit_ - firstLogit_);
+    bool sampled = out_.logits != nullptr;
+    if (s_.graphs.enabled() && !s_.trace.active() &&
+        (!sampled || s_.graphs.holdsLogits(logitRows)))
+      shape = StepGraphs::Shape{rows_, logitRows, chunkSpans_[0], sampled};
   }
   if (shape && !s_.graphs.has(*shape) && s_.graphs.shouldCapture(*shape))
     MOE_RETURN_IF_ERROR(capture(*shape));
@@ -49,12 +51,13 @@ bool ChunkedPass::replayable() const {
 }
 
 // The pass captured, not run: its metadata read from the graphs' pinned
-// input, its tokens written to their pinned output. A capture that fails
-// leaves the shape to eager passes.
+// input, its tokens or logits written to their pinned output. A capture
+// that fails leaves the shape to eager passes.
 Status ChunkedPass::capture(const StepGraphs::Shape &shape) {
   auto started = std::chrono::steady_clock::now();
   HeadOutput out = out_;
-  out_ = {nullptr, s_.graphs.output()};
+  out_ = shape.sampled ? HeadOutput{s_.graphs.logits(), nullptr}
+                       : HeadOutput{nullptr, s_.graphs.output()};
   size_t inUse = s_.memory.inUse;
   MOE_CUDA_TRY(
       cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
@@ -89,7 +92,10 @@ Status ChunkedPass::replay(const StepGraphs::Shape &shape) {
   MOE_RETURN_IF_ERROR(
       s_.graphs.replay(shape, stream_, s_.memory.pool, s_.timer, s_.counters));
   MOE_RETURN_IF_ERROR(finish());
-  std::copy_n(s_.graphs.output(), endLogit_ - firstLogit_, out_.tokens);
+  if (shape.sampled)
+    std::copy_n(s_.graphs.logits(), shape.logits * program_.vocab, out_.logits);
+  else
+    std::copy_n(s_.graphs.output(), shape.logits, out_.tokens);
   return Status::success();
 }
 

@@ -35,7 +35,8 @@ private:
   void layOutRows();
   // Whether the pass's work stays on the compute stream, so that StepGraphs
   // can replay it (its attention span then rounded by decodeSpan, replayed
-  // or not; greedy untraced passes are captured).
+  // or not; untraced passes are captured, sampled ones while their logits
+  // fit StepGraphs' pinned buffer).
   bool replayable() const;
   Status capture(const StepGraphs::Shape &shape);
   Status replay(const StepGraphs::Shape &shape);

@@ -106,13 +106,11 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
 
   s.gpuSlots = gpuSlotsOf(batching, s.slots);
   s.prefillMicroBatch = s.decodeMicroBatch = s.slots;
-  int stagingBuffers = 2;
   if (batching) {
     s.prefillMicroBatch = std::clamp<int64_t>(
         batching->attention_micro_batch_prefill(), 1, s.slots);
     s.decodeMicroBatch = std::clamp<int64_t>(
         batching->attention_micro_batch_decode(), 1, s.slots);
-    stagingBuffers = std::max(1, batching->kv_staging_buffers());
     s.expertMicroBatch = batching->expert_micro_batch();
   }
 
@@ -141,8 +139,8 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
       hostSlots > 0 ? std::min<int64_t>(hostSlots, std::max(s.prefillMicroBatch,
                                                             s.decodeMicroBatch))
                     : 0;
-  size_t cacheBytes =
-      s.kv.deviceBytes(s.gpuSlots, s.maxContext, stagedSlots, stagingBuffers);
+  size_t cacheBytes = s.kv.deviceBytes(s.gpuSlots, s.maxContext, stagedSlots,
+                                       s.kv.stagingBuffers());
   for (const std::vector<float> &values : s.floats)
     cacheBytes += poolAligned(values.size() * sizeof(float));
   for (const model::LightningStateSpec &state : resolved.lightningStates)
@@ -153,7 +151,8 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
     return cacheArena.error();
   s.cache.emplace(std::move(*cacheArena));
   MOE_RETURN_IF_ERROR(s.kv.allocate(*s.cache, *s.pinned, s.gpuSlots, hostSlots,
-                                    s.maxContext, stagedSlots, stagingBuffers));
+                                    s.maxContext, stagedSlots,
+                                    s.kv.stagingBuffers()));
   MOE_RETURN_IF_ERROR(prepareHostAttention(s, batching, resolved, hostSlots));
   // Not initialised: a slot's first row (position 0) starts from zero.
   for (const model::LightningStateSpec &state : resolved.lightningStates) {
@@ -252,6 +251,9 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   auto ring = model::resolveRingSchedule(plan.plan(), *resolved);
   if (!ring)
     return fail(ring.error());
+  auto staging = model::resolveKvStagingSchedule(plan.plan(), *resolved);
+  if (!staging)
+    return fail(staging.error());
   size_t count = model.params()->size();
   if (weights.size() != count)
     return fail(makeError("the weights hold {} params, the plan {}",
@@ -267,6 +269,7 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   s->lengths.assign(slots, 0);
   s->progress = prepareProgress_;
   s->ring.schedule = std::move(*ring);
+  s->kv.schedule = *staging;
   Status ready = setUp(*s, plan, *resolved, weights);
   if (!ready.ok())
     return fail(ready.error());
@@ -279,7 +282,7 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
     s->memory.limit = std::min(s->memory.limit, options_.maxStepBytes);
   }
   if (options_.graphs) {
-    Status graphs = s->graphs.enable(slots);
+    Status graphs = s->graphs.enable(slots, s->program.vocab);
     if (!graphs.ok())
       return fail(graphs.error());
   }

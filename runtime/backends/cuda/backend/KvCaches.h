@@ -6,7 +6,8 @@
 // the micro-batch's cached K/V are loaded into a staging buffer on the load
 // stream while earlier micro-batches attend, new rows stored back to pinned
 // memory on the store stream. The staging buffers are taken in turn across
-// the layers of a pass, as the plan's schedule takes its kv_staging pool.
+// the layers of a pass, as the plan's schedule takes its kv_staging pool
+// (model::KvStagingSchedule, which checks that the schedule does so).
 #pragma once
 
 #include "runtime/backends/cuda/Memory.h"
@@ -14,6 +15,7 @@
 #include "runtime/backends/cuda/backend/ChunkRows.h"
 #include "runtime/backends/cuda/backend/StepTrace.h"
 #include "runtime/engine/Backend.h"
+#include "runtime/model/KvStagingSchedule.h"
 #include "runtime/model/ResolvedModel.h"
 
 #include <functional>
@@ -35,6 +37,12 @@ struct KvCache {
 class KvCaches {
 public:
   model::KvDtype dtype = model::KvDtype::bf16;
+  // The schedule's kv_staging pool: as many staging buffers as it has (two
+  // for a plan without a schedule).
+  model::KvStagingSchedule schedule;
+  int stagingBuffers() const {
+    return schedule.buffers > 0 ? schedule.buffers : 2;
+  }
 
   // The resolved model's softmax attention caches, then its latent (MLA)
   // caches, which cache only K.

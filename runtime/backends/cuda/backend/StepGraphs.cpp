@@ -18,9 +18,10 @@ StepGraphs::~StepGraphs() {
     (void)cudaGraphExecDestroy(graph.exec);
   (void)cudaFreeHost(input_);
   (void)cudaFreeHost(output_);
+  (void)cudaFreeHost(logits_);
 }
 
-Status StepGraphs::enable(int32_t slots) {
+Status StepGraphs::enable(int32_t slots, int64_t vocab) {
   // Tokens, attention slots, positions, cache rows and logit rows of each
   // row (ChunkedPass::layOutRows).
   void *input = nullptr, *output = nullptr;
@@ -30,6 +31,13 @@ Status StepGraphs::enable(int32_t slots) {
   MOE_CUDA_TRY(cudaHostAlloc(&output, size_t(slots) * sizeof(int32_t),
                              cudaHostAllocDefault));
   output_ = static_cast<int32_t *>(output);
+  logitRows_ = std::min<int64_t>(slots, kMaxLogitBytes /
+                                            (std::max<int64_t>(vocab, 1) * 4));
+  void *logits = nullptr;
+  MOE_CUDA_TRY(cudaHostAlloc(
+      &logits, size_t(std::max<int64_t>(logitRows_ * vocab, 1)) * sizeof(float),
+      cudaHostAllocDefault));
+  logits_ = static_cast<float *>(logits);
   return Status::success();
 }
 
@@ -45,16 +53,16 @@ bool StepGraphs::has(const Shape &shape) const {
 }
 
 bool StepGraphs::shouldCapture(const Shape &shape) const {
-  RowsKey key{shape.rows, shape.logits};
+  RowsKey key{shape.rows, shape.logits, shape.sampled};
   return warm_.contains(key) && !refused_.contains(key);
 }
 
 void StepGraphs::ranEagerly(const Shape &shape) {
-  warm_.insert({shape.rows, shape.logits});
+  warm_.insert({shape.rows, shape.logits, shape.sampled});
 }
 
 void StepGraphs::refuse(const Shape &shape) {
-  refused_.insert({shape.rows, shape.logits});
+  refused_.insert({shape.rows, shape.logits, shape.sampled});
 }
 
 Status StepGraphs::add(const Shape &shape, cudaGraph_t graph,

@@ -1,8 +1,11 @@
 // Decode passes replayed as CUDA graphs. A decode pass whose work stays on
 // the compute stream (weights resident, its rows' KV on the GPU, one chunk,
-// no op waiting for the host, greedy picks) launches the same kernels step
-// after step: only its rows' metadata change, which the graph copies from a
-// pinned buffer, and its tokens land in another. Such a pass is captured the
+// no op waiting for the host) launches the same kernels step after step:
+// only its rows' metadata change, which the graph copies from a pinned
+// buffer, and its greedy tokens, or its logits for sampling, land in
+// another. Sampled passes replay while their logits fit kMaxLogitBytes: a
+// pass of more rows moves far more logits over PCIe than launching its
+// kernels costs. Such a pass is captured the
 // second time its shape runs (the first one, eager, tunes its GEMMs outside
 // any capture) and replayed while the shape lasts; a shape whose capture
 // fails runs eagerly from then on.
@@ -21,7 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <set>
-#include <utility>
+#include <tuple>
 #include <vector>
 
 namespace moe::cuda {
@@ -37,7 +40,8 @@ public:
   // What a captured pass's launches depend on besides its rows' metadata.
   struct Shape {
     int64_t rows = 0, logits = 0;
-    int32_t span = 0; // Step::maxSpan
+    int32_t span = 0;     // Step::maxSpan
+    bool sampled = false; // logits to the host instead of greedy tokens
     bool operator==(const Shape &) const = default;
   };
 
@@ -48,12 +52,16 @@ public:
 
   bool enabled() const { return input_ != nullptr; }
   // Turns replays on: pinned buffers for the metadata and the tokens of a
-  // pass of up to `slots` rows.
-  Status enable(int32_t slots);
+  // pass of up to `slots` rows, and for the logits of `vocab` entries of as
+  // many of them as kMaxLogitBytes holds.
+  Status enable(int32_t slots, int64_t vocab);
   // A pass's metadata (tokens, slots, positions, cache rows, logit rows),
-  // read by every graph's first copy; and its greedy tokens.
+  // read by every graph's first copy; its greedy tokens or its logits.
   int32_t *input() const { return input_; }
   int32_t *output() const { return output_; }
+  float *logits() const { return logits_; }
+  // Whether a sampled pass of `rows` logit rows can replay.
+  bool holdsLogits(int64_t rows) const { return rows <= logitRows_; }
 
   // Whether a pass of `shape` runs from a graph: replayed (find), captured
   // now (shouldCapture: its GEMM shapes ran eagerly before) or run eagerly
@@ -75,6 +83,7 @@ public:
                 StageTimer &timer, BackendCounters &counters);
 
   static constexpr size_t kMaxGraphs = 4;
+  static constexpr int64_t kMaxLogitBytes = int64_t{64} << 20;
 
 private:
   struct Graph {
@@ -84,11 +93,13 @@ private:
     int64_t kernels = 0; // kernel nodes: the launches one replay stands for
     uint64_t lastReplay = 0;
   };
-  using RowsKey = std::pair<int64_t, int64_t>; // (rows, logits)
+  using RowsKey = std::tuple<int64_t, int64_t, bool>; // (rows, logits, sampled)
 
   Graph *find(const Shape &shape);
 
   int32_t *input_ = nullptr, *output_ = nullptr;
+  float *logits_ = nullptr;
+  int64_t logitRows_ = 0;
   std::vector<Graph> graphs_;
   std::set<RowsKey> warm_, refused_;
   uint64_t replays_ = 0;
