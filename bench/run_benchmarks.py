@@ -63,6 +63,8 @@ CASES = {
     "mixtral-8x7b-host-0.8": Case("mixtral-8x7b", WHOLE_GPU, resident=False,
                                   host_attention="0.8"),
     "qwen3-30b-a3b-24g": Case("qwen3-30b-a3b", 24, resident=False),
+    "qwen3-30b-a3b-24g-gpu-attention": Case("qwen3-30b-a3b", 24, resident=False,
+                                            host_attention="0"),
     "qwen3-30b-a3b-resident": Case("qwen3-30b-a3b", WHOLE_GPU, resident=True),
     # Capped so that a whole 512 + 256 generation and transformers' beside it fit the GPU
     # machine's 10-minute command limit (the uncapped plan, B 4096, prefills 2.1 M tokens).

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Plans a checkpoint for one job on this machine: the prompts are read first
 # (moe-run --describe-prompts: how many requests, the longest prompt, the
-# most new tokens asked) and the planner gets that shape: prompt-len and
-# gen-len of the longest request, B at most the number of requests. When no
+# fewest and most new tokens asked) and the planner gets that shape:
+# prompt-len and gen-len of the longest request, gen-len-min of the fewest
+# new tokens asked (the planner prices a refilled batch whose generations
+# spread between the two), B at most the number of requests. When no
 # plan holds the longest request (the budgets, the model's positions), the
 # job is planned for the longest prompt one does hold (a binary search over
 # prompt-len): a longer request ends at the context (finish_reason context)
@@ -31,6 +33,7 @@ field() { # the integer field $1 of the job's shape
 }
 requests=$(field requests) malformed=$(field malformed_requests)
 prompt_len=$(field prompt_tokens_max) gen_len=$(field new_tokens_max)
+gen_min=$(field new_tokens_min)
 batch=$((requests - malformed))
 if ((batch < 1)); then
   echo "moe: $prompts holds no request that can run ($requests lines)" >&2
@@ -40,8 +43,10 @@ fi
 budgets=""
 [[ -n ${MOE_GPU_MEM:-} ]] && budgets+=" gpu-mem=$MOE_GPU_MEM"
 [[ -n ${MOE_HOST_MEM:-} ]] && budgets+=" host-mem=$MOE_HOST_MEM"
+lengths="gen-len=$gen_len"
+((gen_min < gen_len)) && lengths+=" gen-len-min=$gen_min"
 options_for() { # the planner's options for prompts of up to $1 tokens
-  echo "profile=$profile prompt-len=$1 gen-len=$gen_len max-batch=$batch$budgets"
+  echo "profile=$profile prompt-len=$1 $lengths max-batch=$batch$budgets"
 }
 fits() { # whether a plan holds prompts of $1 tokens; writes it to $plan.tmp
   "$bin/moe-opt" "$checkpoint" --moe-plan="$(options_for "$1") output=$plan.tmp" \
@@ -56,8 +61,10 @@ if [[ -f $plan ]]; then
   echo "$plan"
   exit 0
 fi
+asked="up to $gen_len"
+((gen_min < gen_len)) && asked="$gen_min to $gen_len"
 echo "moe: planning for $requests requests (longest prompt $prompt_len" \
-  "tokens, up to $gen_len new tokens): $options" >&2
+  "tokens, $asked new tokens): $options" >&2
 if ! fits "$prompt_len"; then
   if ! fits 1; then # nothing fits: moe-opt says why
     "$bin/moe-opt" "$checkpoint" --moe-plan="$(options_for 1) output=$plan.tmp" \

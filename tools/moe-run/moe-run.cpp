@@ -37,6 +37,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <thread>
 #include <unistd.h>
 
@@ -383,9 +384,9 @@ generationConfigEos(const std::string &checkpoint) {
 }
 
 /// The shape of the job in the prompts file, as the planner wants it: the
-/// requests, their prompt lengths in tokens and the tokens they ask for
-/// (`defaultNewTokens` where a line gives none), the malformed lines. One
-/// JSON object on stdout.
+/// requests, their prompt lengths in tokens and the fewest and most tokens
+/// they ask for (`defaultNewTokens` where a line gives none), the malformed
+/// lines. One JSON object on stdout.
 Status describePrompts(const Options &options, int32_t defaultNewTokens) {
   MOE_ASSIGN_OR_RETURN(std::optional<Tokenizer> tokenizer,
                        checkpointTokenizer(options.checkpoint));
@@ -396,6 +397,7 @@ Status describePrompts(const Options &options, int32_t defaultNewTokens) {
                                           defaultNewTokens, {},
                                           chat.prompting()));
   int64_t requests = 0, failed = 0, longest = 0, total = 0, mostNew = 0;
+  int64_t fewestNew = std::numeric_limits<int64_t>::max();
   while (true) {
     MOE_ASSIGN_OR_RETURN(std::optional<Request> request, prompts.next());
     if (!request)
@@ -409,6 +411,7 @@ Status describePrompts(const Options &options, int32_t defaultNewTokens) {
     longest = std::max(longest, length);
     total += length;
     mostNew = std::max<int64_t>(mostNew, request->maxNewTokens);
+    fewestNew = std::min<int64_t>(fewestNew, request->maxNewTokens);
   }
   int64_t runnable = requests - failed;
   nlohmann::json shape{
@@ -416,6 +419,7 @@ Status describePrompts(const Options &options, int32_t defaultNewTokens) {
       {"malformed_requests", failed},
       {"prompt_tokens_max", longest},
       {"prompt_tokens_mean", runnable ? double(total) / double(runnable) : 0.0},
+      {"new_tokens_min", runnable ? fewestNew : 0},
       {"new_tokens_max", mostNew}};
   std::printf("%s\n", shape.dump().c_str());
   return Status::success();
