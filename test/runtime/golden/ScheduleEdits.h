@@ -52,18 +52,15 @@ inline void alternateRingBuffers(plan::PlanT &plan) {
 /// steps' loads take them in turn, each waiting for the store of the load
 /// `buffers` before it (the buffer's previous micro-batch), and each
 /// micro-batch's attention and store use its load's buffer. The GPU budget
-/// grows by the added buffers (and their alignment).
+/// is left as it is: a backend sizes staging buffers for the context it is
+/// prepared for.
 inline void stageKvIn(plan::PlanT &plan, int buffers) {
   plan::ScheduleT &schedule = *plan.schedule;
   int staging = -1;
   for (size_t p = 0; p < schedule.pools.size(); ++p)
     if (schedule.pools[p]->kind == plan::PoolKind::kv_staging) {
       staging = int(p);
-      plan::BufferPoolT &pool = *schedule.pools[p];
-      if (plan.batching)
-        plan.batching->gpu_budget_bytes +=
-            (buffers - pool.count) * (pool.buffer_bytes + 4096);
-      pool.count = buffers;
+      schedule.pools[p]->count = buffers;
     }
   for (plan::StepScheduleT *step :
        {schedule.decode.get(), schedule.prefill.get()}) {
