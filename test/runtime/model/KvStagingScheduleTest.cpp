@@ -4,33 +4,13 @@
 // are refused, each with an error naming the step and the job.
 
 #include "runtime/model/KvStagingSchedule.h"
-#include "test/runtime/golden/GoldenFixture.h"
 #include "test/runtime/golden/ScheduleEdits.h"
+#include "test/runtime/model/ResolvedGoldenPlan.h"
 
 #include <gtest/gtest.h>
 
 namespace moe::model {
 namespace {
-
-struct Resolved {
-  LoadedPlan plan;
-  ResolvedModel model;
-};
-
-Resolved load(const std::string &model, const std::string &planName) {
-  Result<LoadedPlan> plan = loadGoldenPlan(model, planName);
-  EXPECT_TRUE(plan.ok()) << plan.error().message();
-  Result<ResolvedModel> resolved = ResolvedModel::resolve(plan->model());
-  EXPECT_TRUE(resolved.ok()) << resolved.error().message();
-  return {std::move(*plan), std::move(*resolved)};
-}
-
-LoadedPlan edited(const LoadedPlan &plan,
-                  const std::function<void(plan::PlanT &)> &edit) {
-  Result<LoadedPlan> changed = editPlan(plan, edit);
-  EXPECT_TRUE(changed.ok()) << changed.error().message();
-  return std::move(*changed);
-}
 
 std::string errorOf(const LoadedPlan &plan, const ResolvedModel &model) {
   Result<KvStagingSchedule> staging =
@@ -42,7 +22,7 @@ TEST(KvStagingSchedule, PlansWithHostKvStageIntoTheirPool) {
   for (const char *name :
        {"tiny-mixtral", "tiny-qwen2-moe", "tiny-deepseek-v2"}) {
     SCOPED_TRACE(name);
-    Resolved r = load(name, "streamed");
+    ResolvedGoldenPlan r = loadResolved(name, "streamed");
     Result<KvStagingSchedule> staging =
         resolveKvStagingSchedule(r.plan.plan(), r.model);
     ASSERT_TRUE(staging.ok()) << staging.error().message();
@@ -50,7 +30,7 @@ TEST(KvStagingSchedule, PlansWithHostKvStageIntoTheirPool) {
     EXPECT_GT(staging->bufferBytes, 0);
     EXPECT_GT(staging->decodeLoads, 0);
   }
-  Resolved resident = load("tiny-mixtral", "resident");
+  ResolvedGoldenPlan resident = loadResolved("tiny-mixtral", "resident");
   Result<KvStagingSchedule> none =
       resolveKvStagingSchedule(resident.plan.plan(), resident.model);
   ASSERT_TRUE(none.ok()) << none.error().message();
@@ -58,7 +38,7 @@ TEST(KvStagingSchedule, PlansWithHostKvStageIntoTheirPool) {
 }
 
 TEST(KvStagingSchedule, FollowsAnEditedPool) {
-  Resolved r = load("tiny-qwen2-moe", "streamed");
+  ResolvedGoldenPlan r = loadResolved("tiny-qwen2-moe", "streamed");
   LoadedPlan three = edited(r.plan, [](plan::PlanT &p) { stageKvIn(p, 3); });
   Result<KvStagingSchedule> staging =
       resolveKvStagingSchedule(three.plan(), r.model);
@@ -67,7 +47,7 @@ TEST(KvStagingSchedule, FollowsAnEditedPool) {
 }
 
 TEST(KvStagingSchedule, RefusesSchedulesThePipelineCannotFollow) {
-  Resolved r = load("tiny-qwen2-moe", "streamed");
+  ResolvedGoldenPlan r = loadResolved("tiny-qwen2-moe", "streamed");
   auto expectRefused = [&](const std::function<void(plan::PlanT &)> &edit,
                            const std::string &error) {
     std::string got = errorOf(edited(r.plan, edit), r.model);

@@ -5,8 +5,8 @@
 // with an error naming the job.
 
 #include "runtime/model/RingSchedule.h"
-#include "test/runtime/golden/GoldenFixture.h"
 #include "test/runtime/golden/ScheduleEdits.h"
+#include "test/runtime/model/ResolvedGoldenPlan.h"
 
 #include <gtest/gtest.h>
 
@@ -21,19 +21,6 @@ namespace {
 const std::vector<std::string> kStreamedModels = {
     "tiny-mixtral", "tiny-qwen2-moe", "tiny-deepseek-v2"};
 
-struct Resolved {
-  LoadedPlan plan;
-  ResolvedModel model;
-};
-
-Resolved load(const std::string &model, const std::string &planName) {
-  Result<LoadedPlan> plan = loadGoldenPlan(model, planName);
-  EXPECT_TRUE(plan.ok()) << plan.error().message();
-  Result<ResolvedModel> resolved = ResolvedModel::resolve(plan->model());
-  EXPECT_TRUE(resolved.ok()) << resolved.error().message();
-  return {std::move(*plan), std::move(*resolved)};
-}
-
 std::string errorOf(const LoadedPlan &plan) {
   Result<ResolvedModel> model = ResolvedModel::resolve(plan.model());
   if (!model)
@@ -42,18 +29,11 @@ std::string errorOf(const LoadedPlan &plan) {
   return ring ? "resolved" : ring.error().message();
 }
 
-LoadedPlan edited(const LoadedPlan &plan,
-                  const std::function<void(plan::PlanT &)> &edit) {
-  Result<LoadedPlan> changed = editPlan(plan, edit);
-  EXPECT_TRUE(changed.ok()) << changed.error().message();
-  return std::move(*changed);
-}
-
 TEST(RingSchedule,
      StreamedPlansCopyEachStreamedOpOnceAStepAfterItsBuffersUsers) {
   for (const std::string &name : kStreamedModels) {
     SCOPED_TRACE(name);
-    Resolved r = load(name, "streamed");
+    ResolvedGoldenPlan r = loadResolved(name, "streamed");
     Result<RingSchedule> ring = resolveRingSchedule(r.plan.plan(), r.model);
     ASSERT_TRUE(ring.ok()) << ring.error().message();
     EXPECT_GT(ring->buffers, 0);
@@ -86,7 +66,7 @@ TEST(RingSchedule,
 }
 
 TEST(RingSchedule, PlansWithoutStreamingHaveAnEmptyRing) {
-  Resolved r = load("tiny-mixtral", "resident");
+  ResolvedGoldenPlan r = loadResolved("tiny-mixtral", "resident");
   Result<RingSchedule> ring = resolveRingSchedule(r.plan.plan(), r.model);
   ASSERT_TRUE(ring.ok()) << ring.error().message();
   EXPECT_EQ(ring->buffers, 0);
@@ -99,7 +79,7 @@ TEST(RingSchedule, PlansWithoutStreamingHaveAnEmptyRing) {
 // layer's copy now waits for the layer two back, and the resolved ring says
 // so.
 TEST(RingSchedule, FollowsAnEditedSchedule) {
-  Resolved r = load("tiny-qwen2-moe", "streamed");
+  ResolvedGoldenPlan r = loadResolved("tiny-qwen2-moe", "streamed");
   LoadedPlan twoBuffers = edited(r.plan, alternateRingBuffers);
   Result<RingSchedule> ring = resolveRingSchedule(twoBuffers.plan(), r.model);
   ASSERT_TRUE(ring.ok()) << ring.error().message();
@@ -118,7 +98,7 @@ TEST(RingSchedule, FollowsAnEditedSchedule) {
 }
 
 TEST(RingSchedule, RefusesSchedulesNoExecutorCanFollow) {
-  Resolved r = load("tiny-qwen2-moe", "streamed");
+  ResolvedGoldenPlan r = loadResolved("tiny-qwen2-moe", "streamed");
   auto expectRefused = [&](const std::function<void(plan::PlanT &)> &edit,
                            const std::string &error) {
     std::string got = errorOf(edited(r.plan, edit));
