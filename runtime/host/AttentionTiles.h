@@ -1,11 +1,13 @@
 // The vector inner loops of host decode attention (DecodeAttention.h), one
 // implementation per instruction set behind one table: scoring a group of
-// query heads against a tile of cached rows, the softmax's exponentials,
-// mixing the tile's values by the heads' weights, and widening fp8 rows
+// query heads against a tile of cached rows, the softmax's scaling, maxima
+// and exponentials, mixing the tile's values by the heads' weights, and
+// widening fp8 rows
 // with scales per group within a vector (MLA's latent) to fp32 first. Rows are
 // converted in registers, each key and value vector once for the heads that
-// share it. The driver keeps everything else (tiles, online softmax, splits,
-// merging) scalar and shared. Widths are multiples of 8 elements.
+// share it. The driver keeps everything else (tiles, the online softmax's
+// running maxima and sums, splits, merging) scalar and shared. Widths are
+// multiples of 8 elements.
 #pragma once
 
 #include "runtime/host/CpuFeatures.h"
@@ -37,13 +39,16 @@ struct TileKernels {
   void (*score)(const float *q, int64_t heads, TileRows keys, int64_t count,
                 int64_t width, float *scores, int64_t scoreStride);
   /// scores[h·scoreStride + t] = q[h] · keys[t] with q [heads][width] and
-  /// keys in bf16, by bf16 dot products (exact products, fp32 sums); null
-  /// where the instruction set has none.
+  /// keys in bf16, by bf16 dot products or AMX tiles (exact products, fp32
+  /// sums); null where the instruction set has none.
   void (*scoreBf16)(const uint16_t *q, int64_t heads, TileRows keys,
                     int64_t count, int64_t width, float *scores,
                     int64_t scoreStride);
-  /// x[i] = exp(x[i] − shift) for i < n; returns their sum.
-  float (*expSum)(float *x, int64_t n, float shift);
+  /// x[i] ·= scale (· factors[i] where given) for i < n; returns their max.
+  float (*scaleMax)(float *x, int64_t n, float scale, const float *factors);
+  /// x[i] = exp(x[i] − shift) for i < n; returns their sum. Then, where
+  /// given, x[i] ·= factors[i].
+  float (*expSum)(float *x, int64_t n, float shift, const float *factors);
   /// acc[h][e] += Σ_t weights[h·weightStride + t] · values[t][e] for
   /// h < heads, e < width, t < count.
   void (*mix)(const float *weights, int64_t weightStride, int64_t heads,

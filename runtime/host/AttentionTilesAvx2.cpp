@@ -3,6 +3,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -149,18 +150,45 @@ MOE_AVX2 void score(const float *q, int64_t heads, TileRows keys, int64_t count,
   }
 }
 
-MOE_AVX2 float expSum(float *x, int64_t n, float shift) {
+MOE_AVX2 float scaleMax(float *x, int64_t n, float scale,
+                        const float *factors) {
+  __m256 top = _mm256_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(scale));
+    if (factors)
+      v = _mm256_mul_ps(v, _mm256_loadu_ps(factors + i));
+    _mm256_storeu_ps(x + i, v);
+    top = _mm256_max_ps(top, v);
+  }
+  __m128 m =
+      _mm_max_ps(_mm256_castps256_ps128(top), _mm256_extractf128_ps(top, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  float most = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+  for (; i < n; ++i) {
+    x[i] = x[i] * scale * (factors ? factors[i] : 1.0f);
+    most = std::max(most, x[i]);
+  }
+  return most;
+}
+
+MOE_AVX2 float expSum(float *x, int64_t n, float shift, const float *factors) {
   __m256 total = _mm256_setzero_ps();
   __m256 s = _mm256_set1_ps(shift);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), s));
-    _mm256_storeu_ps(x + i, e);
     total = _mm256_add_ps(total, e);
+    if (factors)
+      e = _mm256_mul_ps(e, _mm256_loadu_ps(factors + i));
+    _mm256_storeu_ps(x + i, e);
   }
   float sum = sum8(total);
-  for (; i < n; ++i)
-    sum += x[i] = std::exp(x[i] - shift);
+  for (; i < n; ++i) {
+    float e = std::exp(x[i] - shift);
+    sum += e;
+    x[i] = factors ? e * factors[i] : e;
+  }
   return sum;
 }
 
@@ -217,7 +245,8 @@ MOE_AVX2 void mix(const float *weights, int64_t weightStride, int64_t heads,
 } // namespace
 
 const TileKernels &avx2TileKernels() {
-  static const TileKernels kernels{widenFp8, score, nullptr, expSum, mix};
+  static const TileKernels kernels{widenFp8, score,  nullptr,
+                                   scaleMax, expSum, mix};
   return kernels;
 }
 

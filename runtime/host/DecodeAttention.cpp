@@ -38,7 +38,7 @@ struct DecodeAttention::Problem {
 
 namespace {
 
-constexpr int64_t kTile = 16;            // tokens scored and mixed at once
+constexpr int64_t kTile = 32;            // tokens scored and mixed at once
 constexpr int64_t kPrefetch = 2 * kTile; // tokens read ahead of the tile
 constexpr int64_t kMinChunk = 256;       // tokens of a chunk, at least
 constexpr int64_t kChunksPerThread = 4;  // balance uneven contexts
@@ -256,24 +256,23 @@ void DecodeAttention::attend(const Problem &p) {
                 reinterpret_cast<const uint8_t *>(widenedRows.data()),
                 keyRow * int64_t(sizeof(float)), RowFormat::fp32};
           float *s0 = scores.data() + h0 * kTile;
-          if (bf16Dots) {
+          if (bf16Dots)
             tiles.scoreBf16(qBits.data() + h0 * kw, g, keyRows, count, kw, s0,
                             kTile);
-            for (int64_t h = 0; h < g; ++h)
-              for (int64_t j = 0; j < count; ++j)
-                s0[h * kTile + j] *= p.scale;
-          } else {
+          else
             tiles.score(q.data() + h0 * kw, g, keyRows, count, kw, s0, kTile);
-          }
+          // A token's fp8 key scale joins its scores, its value scale its
+          // weights (after the sums).
+          float keyScales[kTile], valueScales[kTile];
           if (scaledRows)
             for (int64_t j = 0; j < count; ++j) {
-              float scale = scaleOf(kTile0 + j * rowBytes, group);
-              for (int64_t h = 0; h < g; ++h)
-                s0[h * kTile + j] *= scale;
+              keyScales[j] = scaleOf(kTile0 + j * rowBytes, group);
+              valueScales[j] = scaleOf(vTile0 + j * rowBytes, group);
             }
           for (int64_t h = h0; h < h0 + g; ++h) {
             float *s = scores.data() + h * kTile;
-            float tileMax = *std::max_element(s, s + count);
+            float tileMax = tiles.scaleMax(s, count, bf16Dots ? p.scale : 1.0f,
+                                           scaledRows ? keyScales : nullptr);
             if (tileMax > max[h]) {
               // exp(−inf) = 0: a first tile starts from nothing.
               float factor = std::exp(max[h] - tileMax);
@@ -282,15 +281,9 @@ void DecodeAttention::attend(const Problem &p) {
                 *a *= factor;
               max[h] = tileMax;
             }
-            sum[h] += tiles.expSum(s, count, max[h]);
+            sum[h] += tiles.expSum(s, count, max[h],
+                                   scaledRows ? valueScales : nullptr);
           }
-          // Each token's value scale joins its weights (after the sums).
-          if (scaledRows)
-            for (int64_t j = 0; j < count; ++j) {
-              float scale = scaleOf(vTile0 + j * rowBytes, group);
-              for (int64_t h = 0; h < g; ++h)
-                s0[h * kTile + j] *= scale;
-            }
           tiles.mix(s0, kTile, g, valueRows, count, vw, acc + h0 * vw);
         }
       }

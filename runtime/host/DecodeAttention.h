@@ -12,8 +12,9 @@
 //
 // The rows' contexts are cut into chunks of at least 256 tokens, enough of
 // them for every thread of the pool; each chunk reads its K/V rows once, in
-// tiles of 16 tokens converted to fp32 in registers (MLA's fp8 latent,
-// scaled per group, widened first), with an online softmax over the tiles.
+// tiles of 32 tokens converted to fp32 in registers (MLA's fp8 latent,
+// scaled per group, widened first; bf16 keys scored by bf16 dot products or
+// AMX tiles where the CPU has them), with an online softmax over the tiles.
 // A second pass merges each row's chunks. Vector loops: AVX-512 or AVX2
 // (AttentionTiles.h), chosen when the object is made.
 #pragma once

@@ -97,6 +97,35 @@ Cache makeCache(KvDtype dtype, int64_t slots, int64_t vectors, int64_t width,
   return cache;
 }
 
+// An fp8 cache of random codes, every one but NaN's (subnormals, zeros and
+// ±448 included), under random scales in [0.5, 1) / 448: values within ±1.
+Cache makeCodeCache(int64_t slots, int64_t vectors, int64_t width,
+                    uint32_t seed) {
+  Cache cache;
+  int64_t rows = slots * kMaxContext, rowWidth = vectors * width;
+  cache.rowBytes = model::kvRowBytes(KvDtype::fp8, vectors, width);
+  cache.bytes.resize(rows * cache.rowBytes);
+  cache.values.resize(rows * rowWidth);
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> code(0, 253); // skipping 0x7F and 0xFF
+  std::uniform_real_distribution<float> scale(0.5f / kFp8Max, 1.0f / kFp8Max);
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t *row = cache.bytes.data() + r * cache.rowBytes;
+    for (int64_t i = 0; i < rowWidth; ++i) {
+      int c = code(rng);
+      row[i] = uint8_t(c < 0x7F ? c : c + 1);
+    }
+    for (int64_t h = 0; h < vectors; ++h) {
+      float s = scale(rng);
+      std::memcpy(row + model::fp8ScalesOffset(vectors, width) + 4 * h, &s,
+                  sizeof s);
+    }
+    model::decodeFp8Row(row, vectors, width,
+                        cache.values.data() + r * rowWidth);
+  }
+  return cache;
+}
+
 HostKvCache view(const Cache &k, const Cache *v, KvDtype dtype) {
   return {k.bytes.data(), v ? v->bytes.data() : nullptr, dtype, k.rowBytes,
           kMaxContext * k.rowBytes};
@@ -125,6 +154,7 @@ struct SoftmaxCase {
   bool sinks;
   int64_t window;
   bool bf16Out;
+  bool everyCode = false; // fp8: random codes rather than encoded values
 };
 
 class HostAttentionTest : public ::testing::TestWithParam<VectorIsa> {
@@ -169,8 +199,10 @@ protected:
     int64_t qw = c.heads * c.headDim;
     auto qBits = toBf16(uniform(rows.slots.size() * qw, 3.0f, 1));
     std::vector<float> sinks = uniform(c.heads, 2.0f, 2);
-    Cache k = makeCache(c.dtype, 7, c.kvHeads, c.headDim, 3);
-    Cache v = makeCache(c.dtype, 7, c.kvHeads, c.headDim, 4);
+    Cache k = c.everyCode ? makeCodeCache(7, c.kvHeads, c.headDim, 3)
+                          : makeCache(c.dtype, 7, c.kvHeads, c.headDim, 3);
+    Cache v = c.everyCode ? makeCodeCache(7, c.kvHeads, c.headDim, 4)
+                          : makeCache(c.dtype, 7, c.kvHeads, c.headDim, 4);
     float scale = 1.0f / std::sqrt(float(c.headDim));
 
     SoftmaxAttentionArgs args;
@@ -203,6 +235,12 @@ TEST_P(HostAttentionTest, GroupedQueryAttention) {
   check({"gqa fp8", 8, 2, 64, KvDtype::fp8, false, 0, false});
   check({"gqa bf16 out", 32, 8, 128, KvDtype::bf16, false, 0, true});
   check({"gqa groups of 6", 12, 2, 40, KvDtype::fp8, false, 0, false});
+}
+
+TEST_P(HostAttentionTest, EveryFp8Code) {
+  check({"gqa", 32, 8, 128, KvDtype::fp8, false, 0, false, true});
+  check({"groups of 6", 12, 2, 40, KvDtype::fp8, true, 0, false, true});
+  check({"mha head_dim 88", 3, 3, 88, KvDtype::fp8, false, 0, true, true});
 }
 
 TEST_P(HostAttentionTest, MultiHeadAttention) {
@@ -285,7 +323,8 @@ TEST_P(HostAttentionTest, ExponentialsMatchTheLibrary) {
   for (size_t i = 0; i < x.size(); ++i)
     x[i] = -100.0f + 0.1f * float(i);
   std::vector<float> e = x;
-  float sum = tiles.expSum(e.data(), static_cast<int64_t>(e.size()), 0.5f);
+  float sum =
+      tiles.expSum(e.data(), static_cast<int64_t>(e.size()), 0.5f, nullptr);
   double want = 0;
   for (size_t i = 0; i < x.size(); ++i) {
     // The shift is subtracted in fp32, as the reference does.
