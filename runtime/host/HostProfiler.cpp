@@ -208,8 +208,22 @@ profileHost(const HostProfileOptions &options) {
     ctx.print("read   {:>3} threads: {:>6.1f} GB/s", threads, rate / 1e9);
   }
 
-  for (model::KvDtype dtype : {model::KvDtype::bf16, model::KvDtype::fp8}) {
-    auto shape = measureAttention(ctx, 32, 8, 128, dtype);
+  // The work per KV byte grows with the query heads sharing a KV head, so
+  // each group size of the shipped models is measured: 1 (Qwen1.5-MoE), 4
+  // (Mixtral), 8 (Qwen3-30B-A3B, GPT-OSS), 16 (Qwen3-235B-A22B); fp8 at the
+  // two most common.
+  struct Shape {
+    int64_t heads, kvHeads, headDim;
+    model::KvDtype dtype;
+  };
+  for (const Shape &gqa : {Shape{16, 16, 128, model::KvDtype::bf16},
+                           Shape{32, 8, 128, model::KvDtype::bf16},
+                           Shape{32, 4, 128, model::KvDtype::bf16},
+                           Shape{64, 4, 128, model::KvDtype::bf16},
+                           Shape{32, 8, 128, model::KvDtype::fp8},
+                           Shape{32, 4, 128, model::KvDtype::fp8}}) {
+    auto shape =
+        measureAttention(ctx, gqa.heads, gqa.kvHeads, gqa.headDim, gqa.dtype);
     MOE_RETURN_IF_ERROR(shape);
     profile.attention.push_back(std::move(*shape));
   }

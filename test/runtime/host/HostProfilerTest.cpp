@@ -5,7 +5,10 @@
 #include "runtime/host/CpuFeatures.h"
 #include "runtime/host/ReadBandwidth.h"
 
+#include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -32,8 +35,17 @@ TEST(HostProfilerTest, MeasuresEverySectionAndLoads) {
   EXPECT_TRUE(host->readWithH2d.empty()); // needs a GPU
   EXPECT_EQ(host->isa.avx512f, cpuFeatures().avx512f);
   EXPECT_EQ(host->kernelIsa, vectorIsaName(*bestVectorIsa()));
-  ASSERT_EQ(host->attention.size(), 2u);
-  EXPECT_EQ(host->attention[1].kvDtype, "fp8");
+  // bf16 at group sizes 1, 4, 8 and 16; fp8 at 4 and 8.
+  ASSERT_EQ(host->attention.size(), 6u);
+  std::vector<std::pair<int64_t, std::string>> shapes;
+  for (const auto &shape : host->attention)
+    shapes.push_back({shape.heads / shape.kvHeads, shape.kvDtype});
+  EXPECT_EQ(shapes, (std::vector<std::pair<int64_t, std::string>>{{1, "bf16"},
+                                                                  {4, "bf16"},
+                                                                  {8, "bf16"},
+                                                                  {16, "bf16"},
+                                                                  {4, "fp8"},
+                                                                  {8, "fp8"}}));
   ASSERT_EQ(host->mla.size(), 1u);
   for (const auto &shape : host->attention) {
     EXPECT_EQ(shape.threads, cores);
