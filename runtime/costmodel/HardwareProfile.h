@@ -233,18 +233,19 @@ public:
 
   double copySeconds(double bytes, CopyDirection direction) const;
 
-  // Decode attention on the host's cores reading `kvBytes` of host KV in
-  // format `dtype`, `headsPerKvHead` query heads sharing each K/V vector:
-  // the measured host shape of that format closest in heads per KV head,
-  // interpolated log-log over bytes read. `whileCopying`: the GPU copies
-  // host memory meanwhile and both draw on the same DRAM, so the time grows
-  // by the cores' read bandwidth alone over theirs beside the copies (where
-  // the profile measured that). None without host attention measurements of
-  // the format.
   // The host's cores reading DRAM on all threads: alone, or beside the
   // GPU's copies of host memory where the profile measured that. None
   // without host measurements.
   std::optional<double> hostReadBytesPerSecond(bool whileCopying) const;
+  // Decode attention on the host's cores reading `kvBytes` of host KV in
+  // format `dtype`, `headsPerKvHead` query heads sharing each K/V vector:
+  // the measured host shape of that format closest in heads per KV head,
+  // interpolated log-log over bytes read, scaled up by how many more heads
+  // share a KV head than in that shape. `whileCopying`: the GPU copies host
+  // memory meanwhile and both draw on the same DRAM, so the time grows by
+  // the cores' read bandwidth alone over theirs beside the copies (where
+  // the profile measured that). None without host attention measurements
+  // of the format.
   std::optional<double> hostAttentionSeconds(double kvBytes,
                                              model::KvDtype dtype,
                                              int64_t headsPerKvHead,

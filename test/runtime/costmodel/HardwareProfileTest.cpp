@@ -274,6 +274,26 @@ TEST(HardwareProfileTest, HostCpuAndItsConcurrentCopiesAreOptional) {
   EXPECT_TRUE(profile->hostCpu()->readWithH2d.empty());
 }
 
+// The host's attention is priced from the measured shape closest in query
+// heads per KV head; more heads a KV head than that shape costs
+// proportionally more work per byte, fewer the same.
+TEST(HardwareProfileTest, HostAttentionScalesWithTheGroupBeyondTheMeasured) {
+  HardwareProfile profile = testing::withHostAttention(10e9); // 8 over 2
+  double bytes = double(int64_t(1) << 30);
+  auto at = [&](int64_t headsPerKvHead) {
+    return profile
+        .hostAttentionSeconds(bytes, model::KvDtype::bf16, headsPerKvHead,
+                              false)
+        .value_or(-1);
+  };
+  EXPECT_NEAR(at(4), bytes / 10e9, 1e-9);
+  EXPECT_NEAR(at(8), 2 * at(4), 1e-9);
+  EXPECT_NEAR(at(16), 4 * at(4), 1e-9);
+  EXPECT_NEAR(at(1), at(4), 1e-9);
+  EXPECT_FALSE(
+      profile.hostAttentionSeconds(bytes, model::KvDtype::fp8, 4, false));
+}
+
 // Every profile in the tree, measured or estimated, from before the host was
 // measured, still loads.
 TEST(HardwareProfileTest, ShippedProfilesLoad) {
