@@ -13,7 +13,7 @@ public:
   StagingResolver(const ResolvedModel &model, int pool, int buffers)
       : model_(model), pool_(pool), buffers_(buffers) {}
 
-  // The step's kv_load jobs, each checked.
+  // Checks the step's jobs that use the staging pool; its kv_load count.
   Result<int64_t> resolve(const plan::StepSchedule &step) {
     const auto &jobs = *step.jobs();
     for (uint32_t i = 0; i < jobs.size(); ++i) {
@@ -63,10 +63,12 @@ private:
       return makeError("loads KV into pool {}, which is not a kv_staging pool",
                        job.pool());
     auto op = model_.opOfModule.find({job.layer(), job.module_()});
-    OpKind kind = op == model_.opOfModule.end()
-                      ? OpKind::residual
-                      : model_.ops[size_t(op->second)].kind();
-    if (kind != OpKind::attention && kind != OpKind::latentAttention)
+    bool keepsKv = false;
+    if (op != model_.opOfModule.end()) {
+      OpKind kind = model_.ops[size_t(op->second)].kind();
+      keepsKv = kind == OpKind::attention || kind == OpKind::latentAttention;
+    }
+    if (!keepsKv)
       return makeError("loads KV for layer {} module {}, which keeps no KV "
                        "cache",
                        job.layer(), job.module_());
