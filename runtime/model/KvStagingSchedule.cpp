@@ -1,5 +1,7 @@
 #include "runtime/model/KvStagingSchedule.h"
 
+#include "runtime/model/SchedulePool.h"
+
 #include <algorithm>
 #include <map>
 #include <tuple>
@@ -112,17 +114,11 @@ Result<KvStagingSchedule> resolveKvStagingSchedule(const plan::Plan &plan,
   const plan::Schedule *schedule = plan.schedule();
   if (!schedule)
     return staging;
-  int pool = -1;
-  const auto &pools = *schedule->pools();
-  for (uint32_t p = 0; p < pools.size(); ++p) {
-    if (pools.Get(p)->kind() != plan::PoolKind::kv_staging)
-      continue;
-    if (pool >= 0)
-      return makeError("schedule: pools {} and {} are both kv_staging pools",
-                       pool, p);
-    pool = int(p);
-    staging.buffers = pools.Get(p)->count();
-    staging.bufferBytes = pools.Get(p)->buffer_bytes();
+  MOE_ASSIGN_OR_RETURN(int pool,
+                       onlyPool(*schedule, plan::PoolKind::kv_staging));
+  if (pool >= 0) {
+    staging.buffers = schedule->pools()->Get(pool)->count();
+    staging.bufferBytes = schedule->pools()->Get(pool)->buffer_bytes();
   }
   auto decode = StagingResolver(model, pool, staging.buffers)
                     .resolve(*schedule->decode());

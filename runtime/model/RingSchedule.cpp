@@ -1,5 +1,7 @@
 #include "runtime/model/RingSchedule.h"
 
+#include "runtime/model/SchedulePool.h"
+
 #include <algorithm>
 
 namespace moe::model {
@@ -145,17 +147,11 @@ Result<RingSchedule> resolveRingSchedule(const plan::Plan &plan,
   const plan::Schedule *schedule = plan.schedule();
   if (!schedule)
     return ring;
-  int ringPool = -1;
-  const auto &pools = *schedule->pools();
-  for (uint32_t p = 0; p < pools.size(); ++p) {
-    if (pools.Get(p)->kind() != plan::PoolKind::weight_ring)
-      continue;
-    if (ringPool >= 0)
-      return makeError("schedule: pools {} and {} are both weight rings",
-                       ringPool, p);
-    ringPool = int(p);
-    ring.buffers = pools.Get(p)->count();
-    ring.bufferBytes = pools.Get(p)->buffer_bytes();
+  MOE_ASSIGN_OR_RETURN(int ringPool,
+                       onlyPool(*schedule, plan::PoolKind::weight_ring));
+  if (ringPool >= 0) {
+    ring.buffers = schedule->pools()->Get(ringPool)->count();
+    ring.bufferBytes = schedule->pools()->Get(ringPool)->buffer_bytes();
   }
   auto decode = StepResolver(model, ringPool, "decode", true, ring)
                     .resolve(*schedule->decode());
