@@ -1,9 +1,10 @@
 #include "runtime/costmodel/Plan.h"
 
-#include <algorithm>
-#include <utility>
+#include "runtime/model/ActivationBytes.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace moe::costmodel {
 namespace {
@@ -50,10 +51,6 @@ int64_t maxLayerKvBytesPerSequence(const ModelCosts &model, int64_t context) {
   return peak;
 }
 
-} // namespace
-
-namespace {
-
 // E[G] and E[G²] of generation lengths spread evenly over [a, b].
 std::pair<double, double> generationMoments(const GenerationLengths &lengths) {
   double b = double(lengths.generatedTokens);
@@ -78,13 +75,13 @@ std::pair<double, double> generationMoments(const GenerationLengths &lengths) {
 // it, bounded by kHiddenBuffersPerToken hidden rows in both forms. The LM
 // head makes its logits a block of rows at a time: not a per-row cost.
 int64_t decodeRowBytes(const ModelCosts &model) {
-  constexpr int64_t kBothForms = 6; // bf16 + fp32 bytes of one element
   int64_t rowBytes = 0;
   for (const LayerCosts &layer : model.layers)
     for (const ModuleCosts &module : layer.modules)
       if (module.kind != ModuleKind::LmHead)
         rowBytes = std::max(rowBytes, module.activationRowBytes);
-  return rowBytes + kHiddenBuffersPerToken * kBothForms * model.hiddenSize;
+  return rowBytes + kHiddenBuffersPerToken * ::moe::model::kBothFormsBytes *
+                        model.hiddenSize;
 }
 
 int64_t GenerationLengths::meanDecodeContext() const {
