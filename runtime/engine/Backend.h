@@ -5,6 +5,7 @@
 // interface, so one engine drives both.
 #pragma once
 
+#include "runtime/engine/KvPages.h"
 #include "runtime/engine/StepBatch.h"
 #include "runtime/plan/LoadedPlan.h"
 #include "runtime/support/Result.h"
@@ -77,11 +78,13 @@ public:
   /// `maxContext` tokens each.
   virtual Status prepare(const LoadedPlan &plan, const WeightSet &weights,
                          int32_t slots, int32_t maxContext) = 0;
-  /// Forgets a slot's cache and state so a new sequence can take it.
+  /// Forgets a slot's cache and state so a new sequence can take it, and
+  /// gives back its KV pages.
   virtual void resetSlot(int32_t slot) = 0;
   /// Runs the model over the batch, extending each slot's cache by its rows,
   /// and writes logits [logitRows.size(), vocab] in fp32. A batch that breaks
-  /// StepBatch's contract is refused (validateStepBatch).
+  /// StepBatch's contract, or whose rows the KV pages left cannot hold, is
+  /// refused (validateStepBatch, holdKvRows).
   virtual Status forward(const StepBatch &batch,
                          std::vector<float> &logits) = 0;
   /// forward() for greedy decoding: each logit row's first largest logit's
@@ -104,6 +107,10 @@ public:
     }
     return Status::success();
   }
+  /// The KV pages the caches hold, by which the engine admits and pauses
+  /// sequences. A backend that holds every slot's whole context keeps a
+  /// pool that is never short (KvPages::wholeContext).
+  const KvPages &kvPages() const { return kvPages_; }
   /// Time per stage since prepare, for the stats file.
   virtual std::vector<StageTime> stageSeconds() const = 0;
   /// Bytes moved and held; a backend that moves nothing keeps the zeros.
@@ -131,6 +138,7 @@ protected:
 
   std::function<void(double)> prepareProgress_;
   ChromeTrace *trace_ = nullptr;
+  KvPages kvPages_;
 };
 
 } // namespace moe

@@ -82,31 +82,76 @@ std::string Engine::refusal(const Request &request) const {
   return request.origin + ": " + why;
 }
 
+int64_t Engine::nextPageTokens(int64_t cached) const {
+  return std::min<int64_t>(cached + backend_.kvPages().pageTokens(),
+                           options_.maxContext);
+}
+
+Status Engine::nextRequest(const RequestSource &source, Status &sourceError,
+                           bool &exhausted, const CompletionSink &sink) {
+  while (!waiting_ && !exhausted) {
+    Result<std::optional<Request>> next = source();
+    if (!next.ok()) {
+      sourceError = next.error();
+      exhausted = true;
+    } else if (!*next) {
+      exhausted = true;
+    } else if (std::string why = refusal(**next); !why.empty()) {
+      ++stats_.prompts;
+      MOE_RETURN_IF_ERROR(sink(Completion{(*next)->index, {}, "error", why}));
+    } else {
+      waiting_ = std::move(**next);
+    }
+  }
+  return Status::success();
+}
+
 Status Engine::refill(const RequestSource &source, Status &sourceError,
                       bool &exhausted, const CompletionSink &sink) {
   StepBatch batch;
   stepSlots_.clear();
-  for (int32_t slot = 0; slot < options_.residentBatch && !exhausted; ++slot) {
+  const KvPages &pages = backend_.kvPages();
+  // Pages left once every resident sequence has its next page: a pool that
+  // holds every slot's whole context always has those for a free slot.
+  int64_t spare = pages.freePages();
+  for (int32_t slot = 0; slot < options_.residentBatch; ++slot)
+    if (slots_[slot].request)
+      spare -= pages.pagesToGrow(slot, nextPageTokens(slots_[slot].length));
+  auto fits = [&](int64_t cached) {
+    int64_t taken = pages.pagesFor(nextPageTokens(cached));
+    if (taken > spare)
+      return false;
+    spare -= taken;
+    return true;
+  };
+  for (int32_t slot = 0; slot < options_.residentBatch; ++slot) {
     if (slots_[slot].request)
       continue;
-    std::optional<Request> admitted;
-    while (!admitted && !exhausted) {
-      Result<std::optional<Request>> next = source();
-      if (!next.ok()) {
-        sourceError = next.error();
-        exhausted = true;
-      } else if (!*next) {
-        exhausted = true;
-      } else if (std::string why = refusal(**next); !why.empty()) {
-        ++stats_.prompts;
-        MOE_RETURN_IF_ERROR(sink(Completion{(*next)->index, {}, "error", why}));
-      } else {
-        admitted = std::move(**next);
+    if (!paused_.empty()) {
+      // Its cache again: the prompt and every output but the newest, which
+      // the next decode step feeds.
+      Slot &resumed = paused_.front();
+      if (!fits(resumed.length))
+        break;
+      const Request &request = *resumed.request;
+      for (int32_t position = 0; position < resumed.length; ++position) {
+        size_t prompt = request.promptIds.size();
+        batch.tokenIds.push_back(
+            position < int32_t(prompt)
+                ? request.promptIds[size_t(position)]
+                : resumed.output[size_t(position) - prompt]);
+        batch.rows.push_back({slot, position});
       }
+      stats_.recomputedTokens += resumed.length;
+      slots_[slot] = std::move(resumed);
+      paused_.erase(paused_.begin());
+      continue;
     }
-    if (!admitted)
+    MOE_RETURN_IF_ERROR(nextRequest(source, sourceError, exhausted, sink));
+    if (!waiting_ || !fits(int64_t(waiting_->promptIds.size())))
       break;
-    Request &request = *admitted;
+    Request request = std::move(*waiting_);
+    waiting_.reset();
     int32_t promptLength = static_cast<int32_t>(request.promptIds.size());
     for (int32_t position = 0; position < promptLength; ++position) {
       batch.tokenIds.push_back(request.promptIds[position]);
@@ -121,9 +166,16 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
     if (!request.stopStrings.empty())
       s.stops.emplace(*options_.tokenizer, request.stopStrings);
     s.length = promptLength;
+    s.admission = admissions_++;
     s.request = std::move(request);
     ++stats_.prompts;
   }
+  bool resident = std::any_of(slots_.begin(), slots_.end(),
+                              [](const Slot &s) { return s.request; });
+  if (!resident && (waiting_ || !paused_.empty()))
+    return makeError("a KV pool of {} pages of {} tokens admits no sequence "
+                     "although no sequence holds any",
+                     pages.pages(), pages.pageTokens());
   if (batch.rows.empty())
     return Status::success();
   auto start = Clock::now();
@@ -196,7 +248,36 @@ Status Engine::advance(const std::vector<int32_t> &slots,
   return Status::success();
 }
 
+void Engine::pauseForPages() {
+  const KvPages &pages = backend_.kvPages();
+  while (true) {
+    int64_t needed = 0;
+    int32_t latest = -1;
+    for (int32_t slot = 0; slot < options_.residentBatch; ++slot) {
+      const Slot &s = slots_[slot];
+      if (!s.request)
+        continue;
+      needed += pages.pagesToGrow(slot, s.length + 1);
+      if (latest < 0 || s.admission > slots_[latest].admission)
+        latest = slot;
+    }
+    // A sequence alone always fits: the pool holds one whole context.
+    if (needed <= pages.freePages() || latest < 0)
+      return;
+    Slot &s = slots_[latest];
+    auto at = std::upper_bound(paused_.begin(), paused_.end(), s.admission,
+                               [](int64_t admission, const Slot &p) {
+                                 return admission < p.admission;
+                               });
+    paused_.insert(at, std::move(s));
+    s = Slot{};
+    backend_.resetSlot(latest);
+    ++stats_.pausedSequences;
+  }
+}
+
 Status Engine::decodeStep() {
+  pauseForPages();
   StepBatch batch;
   stepSlots_.clear();
   for (int32_t slot = 0; slot < options_.residentBatch; ++slot) {
@@ -229,10 +310,14 @@ Status Engine::run(const RequestSource &source, const CompletionSink &sink,
     return std::any_of(slots_.begin(), slots_.end(),
                        [](const Slot &s) { return s.request.has_value(); });
   };
+  if (backend_.kvPages().slots() < options_.residentBatch)
+    return makeError("the backend holds KV pages for {} slots, the job runs "
+                     "{} (prepare it for the job's batch)",
+                     backend_.kvPages().slots(), options_.residentBatch);
   while (true) {
     if (options_.stopRequested && options_.stopRequested())
       return makeError("{}", kInterrupted);
-    if (!exhausted) {
+    if (!exhausted || waiting_ || !paused_.empty()) {
       MOE_RETURN_IF_ERROR(refill(source, sourceError, exhausted, sink));
       // The prefill gives each new sequence its first token.
       std::vector<int32_t> admitted = stepSlots_;
@@ -240,7 +325,7 @@ Status Engine::run(const RequestSource &source, const CompletionSink &sink,
         MOE_RETURN_IF_ERROR(advance(admitted, sink));
     }
     if (!active()) {
-      if (exhausted)
+      if (exhausted && !waiting_ && paused_.empty())
         break;
       continue; // every admitted sequence finished at once: refill again
     }

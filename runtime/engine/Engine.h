@@ -4,6 +4,14 @@
 // runs one token of every resident sequence. A finished sequence (EOS, its
 // token budget, or the context limit) leaves and the next prompt takes its
 // slot (continuous refill).
+//
+// Where the backend's KV pool holds less than every slot's whole context
+// (KvPages), sequences take pages as they grow. A sequence is admitted when
+// its prompt and its next page fit beside the next page of every sequence
+// already resident; when a decode step would need more pages than are free,
+// the sequences admitted last are paused (their KV given back) until pages
+// free up, then resumed before any new prompt, their context recomputed by
+// a prefill. Their samplers keep their state, so no answer changes.
 #pragma once
 
 #include "runtime/engine/Backend.h"
@@ -85,6 +93,9 @@ struct EngineStats {
   int64_t prefillSteps = 0, decodeSteps = 0;
   double prefillSeconds = 0, decodeSeconds = 0, samplingSeconds = 0;
   int32_t peakActiveSequences = 0;
+  // Sequences paused for KV pages, and the tokens their resumption
+  // prefilled again (part of prefillTokens).
+  int64_t pausedSequences = 0, recomputedTokens = 0;
 };
 
 /// Where requests come from: returns the next one (which may carry its own
@@ -113,14 +124,25 @@ private:
     std::vector<TokenLogprobs> logprobs;
     std::optional<Sampler> sampler;
     std::optional<StopStrings> stops;
-    int32_t length = 0; // tokens in the cache
+    int32_t length = 0;    // tokens in the cache
+    int64_t admission = 0; // order of admission: the latest pause first
   };
 
-  /// Admits requests into free slots and prefills them; a request that
-  /// cannot run completes at once with its error. Sets `exhausted` when the
-  /// source is empty or failed.
+  /// Resumes paused sequences and admits requests into free slots while
+  /// the KV pages allow, and prefills them; a request that cannot run
+  /// completes at once with its error. Sets `exhausted` when the source is
+  /// empty or failed.
   Status refill(const RequestSource &source, Status &sourceError,
                 bool &exhausted, const CompletionSink &sink);
+  /// The next request to admit (waiting_, else the source's next that can
+  /// run), or none.
+  Status nextRequest(const RequestSource &source, Status &sourceError,
+                     bool &exhausted, const CompletionSink &sink);
+  /// Pauses the latest admitted sequences until the free KV pages hold
+  /// every resident sequence's next token.
+  void pauseForPages();
+  /// Tokens `cached` tokens grow to in the next page's worth of steps.
+  int64_t nextPageTokens(int64_t cached) const;
   std::string refusal(const Request &request) const;
   Status decodeStep();
   /// The forward pass of a step: a step of greedy sequences that want no
@@ -140,6 +162,11 @@ private:
   int32_t vocabSize_;
   EngineOptions options_;
   std::vector<Slot> slots_;
+  // Paused sequences in order of admission, and a request taken from the
+  // source that waits for KV pages.
+  std::vector<Slot> paused_;
+  std::optional<Request> waiting_;
+  int64_t admissions_ = 0;
   EngineStats stats_;
   std::vector<float> logits_;
   std::vector<int32_t> stepTokens_;

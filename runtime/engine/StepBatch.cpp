@@ -49,4 +49,23 @@ validateStepBatch(const StepBatch &batch, std::span<const int32_t> slotLengths,
   return runs;
 }
 
+Status holdKvRows(const StepBatch &batch, std::span<const SlotRun> runs,
+                  KvPages &pages) {
+  auto tokensAfter = [&](const SlotRun &run) {
+    return int64_t(batch.rows[size_t(run.firstRow + run.count - 1)].position) +
+           1;
+  };
+  int64_t lacking = 0;
+  for (const SlotRun &run : runs)
+    lacking += pages.pagesToGrow(run.slot, tokensAfter(run));
+  if (lacking > pages.freePages())
+    return makeError("the KV pool is short: the batch needs {} more pages of "
+                     "{} tokens, {} of {} are free",
+                     lacking, pages.pageTokens(), pages.freePages(),
+                     pages.pages());
+  for (const SlotRun &run : runs)
+    MOE_RETURN_IF_ERROR(pages.grow(run.slot, tokensAfter(run)));
+  return Status::success();
+}
+
 } // namespace moe

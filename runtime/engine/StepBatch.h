@@ -2,6 +2,7 @@
 // every backend holds it to, checked by one function for all of them.
 #pragma once
 
+#include "runtime/engine/KvPages.h"
 #include "runtime/support/Result.h"
 
 #include <cstdint>
@@ -45,5 +46,10 @@ struct SlotRun {
 Result<std::vector<SlotRun>>
 validateStepBatch(const StepBatch &batch, std::span<const int32_t> slotLengths,
                   int32_t maxContext, int64_t vocab);
+
+/// Takes the KV pages that `batch`'s runs (validateStepBatch's) extend their
+/// slots into; fails, taking none, when the pool has too few.
+Status holdKvRows(const StepBatch &batch, std::span<const SlotRun> runs,
+                  KvPages &pages);
 
 } // namespace moe

@@ -57,6 +57,7 @@ struct Options {
   std::optional<uint64_t> syntheticSeed;
   int32_t threads = static_cast<int32_t>(std::thread::hardware_concurrency());
   std::optional<int32_t> batch, maxContext, maxNewTokens;
+  std::optional<int64_t> kvPoolTokens; // CPU backend: KV for all sequences
   SamplingParams sampling;
   bool progress = true;
   double progressInterval = 30; // seconds between lines in a log
@@ -243,7 +244,14 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
                                                const EngineOptions &engine,
                                                std::string &name) {
 #ifdef MOE_HAVE_CUDA
-  if (options.backend != "cpu") {
+  if (options.backend == "cuda" && options.kvPoolTokens)
+    return makeError("--kv-pool-tokens: the CUDA backend holds every "
+                     "sequence's whole context; use --backend cpu");
+  if (options.backend == "auto" && options.kvPoolTokens)
+    std::fprintf(stderr, "moe-run: --kv-pool-tokens: using the CPU backend "
+                         "(the CUDA backend holds every sequence's whole "
+                         "context)\n");
+  if (options.backend != "cpu" && !options.kvPoolTokens) {
     int devices = 0;
     cudaError_t error = cudaGetDeviceCount(&devices);
     if (error != cudaSuccess || devices == 0) {
@@ -292,7 +300,9 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
     std::fprintf(stderr, "moe-run: built without CUDA: using the CPU "
                          "backend\n");
 #endif
-  auto cpu = std::make_unique<CpuBackend>(options.threads);
+  auto cpu = std::make_unique<CpuBackend>(
+      CpuBackendOptions{.threads = options.threads,
+                        .kvPoolTokens = options.kvPoolTokens.value_or(0)});
   MOE_RETURN_IF_ERROR(
       cpu->prepare(plan, weights, engine.residentBatch, engine.maxContext));
   name = "cpu";
@@ -472,6 +482,8 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
          s.decodeSteps ? s.decodeSeconds / double(s.decodeSteps) : 0.0}}},
       {"sampling_seconds", s.samplingSeconds},
       {"peak_active_sequences", s.peakActiveSequences},
+      {"paused_sequences", s.pausedSequences},
+      {"recomputed_tokens", s.recomputedTokens},
       {"bytes_moved",
        {{"weights_host_to_device", moved.weightBytesToDevice},
         {"kv_host_to_device", moved.kvBytesToDevice},
@@ -791,6 +803,12 @@ int main(int argc, char **argv) {
   app.add_option("--max-context,--ctx-size,-c", options.maxContext,
                  "Tokens per sequence, prompt included (--ctx-size, -c as "
                  "llama.cpp names it)");
+  app.add_option("--kv-pool-tokens", options.kvPoolTokens,
+                 "CPU backend: tokens of KV cache for all sequences together "
+                 "(default: each of B sequences' whole context); sequences "
+                 "take it as they grow, wait for it, and are paused and "
+                 "resumed when it runs short, with the same answers")
+      ->check(numberIn([](double v) { return v >= 1; }, "at least 1"));
   app.add_option("--max-new-tokens,--max-tokens,--n-predict,-n",
                  options.maxNewTokens,
                  "Default generation length (a prompt line may set its own; "

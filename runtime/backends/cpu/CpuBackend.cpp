@@ -19,6 +19,10 @@ namespace {
 
 using cpu::RopeTable;
 
+// Pages of a few tokens: a sequence leaves less than a page unused, and the
+// reference reads its cache row by row, so pages cost it no copies.
+constexpr int32_t kKvPageTokens = 16;
+
 /// One expert as [out, in] Linear weights: gate and up [I, H], down [H, I].
 struct ExpertWeights {
   const float *gate = nullptr, *up = nullptr, *down = nullptr;
@@ -132,7 +136,7 @@ struct CpuBackend::State {
   // Seconds per stage since prepare: [prefill, decode][costmodel::Stage].
   std::array<std::array<double, costmodel::kNumStages>, 2> stageSeconds{};
 
-  void allocate(int32_t slotCount, int32_t context);
+  void allocate(int32_t slotCount, int32_t context, const KvPages &pages);
   // Routed experts' matrices as their fp8 form stands for (WeightFormat.h).
   Status quantizeExperts();
 };
@@ -205,8 +209,10 @@ Status CpuBackend::State::quantizeExperts() {
 }
 
 /// Builds the RoPE tables and expert weights of the ops and zeroes the
-/// caches and states of `slotCount` slots of `context` positions.
-void CpuBackend::State::allocate(int32_t slotCount, int32_t context) {
+/// caches of `pages` and the states of `slotCount` slots of `context`
+/// positions.
+void CpuBackend::State::allocate(int32_t slotCount, int32_t context,
+                                 const KvPages &pages) {
   slots = slotCount;
   maxContext = context;
   lengths.assign(slots, 0);
@@ -232,7 +238,7 @@ void CpuBackend::State::allocate(int32_t slotCount, int32_t context) {
                       ? separateExperts(*e, params)
                       : relayFusedExperts(*e, params, derived);
   }
-  size_t positions = static_cast<size_t>(slots) * maxContext;
+  size_t positions = size_t(pages.pages()) * size_t(pages.pageTokens());
   for (const model::KvCacheSpec &cache : model.kvCaches)
     kv.push_back({std::vector<float>(positions * cache.width()),
                   std::vector<float>(positions * cache.width())});
@@ -258,12 +264,20 @@ struct Step {
   int32_t maxContext;
   const CpuBackendOptions &options;
   model::KvDtype kvDtype;
+  const KvPages &pages;
 
   int64_t rows() const { return static_cast<int64_t>(batch.rows.size()); }
-  /// Offset of (row's slot, row's position) in a [slot][position] cache.
+  /// The cache row of (row's slot, row's position).
   int64_t cacheRow(int64_t row) const {
     const TokenRow &t = batch.rows[row];
-    return static_cast<int64_t>(t.slot) * maxContext + t.position;
+    return pages.row(t.slot, t.position);
+  }
+  /// The cached rows of `row`'s slot in `cache` (`stride` floats a row),
+  /// from `offset` floats into each row.
+  cpu::CachedRows cached(int64_t row, const std::vector<float> &cache,
+                         int64_t stride, int64_t offset = 0) const {
+    return {cache.data() + offset, stride, pages.table(batch.rows[row].slot),
+            pages.pageTokens()};
   }
 };
 
@@ -358,9 +372,9 @@ void runAttention(const Step &step, const model::AttentionSpec &k,
       int64_t first =
           k.window > 0 ? std::max<int64_t>(0, position - k.window + 1) : 0;
       int64_t n = position - first + 1;
-      int64_t base = (step.cacheRow(r) - position + first) * kvw + g * hd;
-      cpu::attendHead(q.data() + r * qw + h * hd, cache.k.data() + base,
-                      cache.v.data() + base, kvw, n, hd, scale,
+      cpu::attendHead(q.data() + r * qw + h * hd,
+                      step.cached(r, cache.k, kvw, g * hd),
+                      step.cached(r, cache.v, kvw, g * hd), first, n, hd, scale,
                       sinks ? sinks + h : nullptr, scores.data(),
                       o.data() + r * qw + h * hd);
     }
@@ -415,7 +429,7 @@ void runLatent(const Step &step, const model::LatentAttentionSpec &k,
     for (int64_t task = begin; task < end; ++task) {
       int64_t row = task / k.heads, h = task % k.heads;
       int64_t n = step.batch.rows[row].position + 1;
-      const float *latents = cache.data() + (step.cacheRow(row) - n + 1) * cw;
+      cpu::CachedRows latents = step.cached(row, cache, cw);
       const float *qn = q.data() + row * qw + h * qkDim, *qr = qn + k.nope;
       const float *wk = w[k.kvB] + h * kvbRows * r; // W_UK,h [nope, r]
       const float *wv = wk + k.nope * r;            // W_UV,h [vDim, r]
@@ -432,7 +446,7 @@ void runLatent(const Step &step, const model::LatentAttentionSpec &k,
           oh[d] = cpu::dot(wv + d * r, mixed.data(), r);
       } else {
         for (int64_t j = 0; j < n; ++j) {
-          const float *lj = latents + j * cw;
+          const float *lj = latents.at(j);
           for (int64_t d = 0; d < k.nope; ++d)
             keyNope[d] = cpu::dot(wk + d * r, lj, r);
           scores[j] = (cpu::dot(qn, keyNope.data(), k.nope) +
@@ -443,7 +457,7 @@ void runLatent(const Step &step, const model::LatentAttentionSpec &k,
         std::fill(oh, oh + k.vDim, 0.0f);
         for (int64_t j = 0; j < n; ++j)
           for (int64_t d = 0; d < k.vDim; ++d)
-            oh[d] += scores[j] * cpu::dot(wv + d * r, latents + j * cw, r);
+            oh[d] += scores[j] * cpu::dot(wv + d * r, latents.at(j), r);
       }
     }
   });
@@ -682,7 +696,17 @@ Status CpuBackend::prepare(const LoadedPlan &plan,
   if (s.model.expertDtype != model::WeightDtype::bf16)
     if (Status status = s.quantizeExperts(); !status.ok())
       return fail(status.error());
-  s.allocate(slots, maxContext);
+  if (options_.kvPoolTokens > 0) {
+    Result<KvPages> pages = KvPages::create(
+        slots, maxContext, kKvPageTokens,
+        (options_.kvPoolTokens + kKvPageTokens - 1) / kKvPageTokens);
+    if (!pages.ok())
+      return fail(pages.error());
+    kvPages_ = std::move(*pages);
+  } else {
+    kvPages_ = KvPages::wholeContext(slots, maxContext, kKvPageTokens);
+  }
+  s.allocate(slots, maxContext, kvPages_);
   s.prepared = true;
   return Status::success();
 }
@@ -692,6 +716,7 @@ void CpuBackend::resetSlot(int32_t slot) {
   if (!s.prepared || slot < 0 || slot >= s.slots)
     return;
   s.lengths[slot] = 0;
+  kvPages_.release(slot);
   for (size_t i = 0; i < s.lightning.size(); ++i) {
     int64_t size = s.model.lightningStates[i].elementsPerSlot();
     std::fill_n(s.lightning[i].begin() + slot * size, size, 0.0f);
@@ -709,6 +734,8 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
       validateStepBatch(batch, s.lengths, s.maxContext, s.model.embeddingVocab);
   if (!runs.ok())
     return fail(runs.error());
+  if (Status held = holdKvRows(batch, *runs, kvPages_); !held.ok())
+    return fail(held.error());
   logits.clear();
   if (batch.rows.empty())
     return Status::success();
@@ -719,8 +746,8 @@ Status CpuBackend::forward(const StepBatch &batch, std::vector<float> &logits) {
                                             "(measured)")
                        : -1;
   auto stepStart = std::chrono::steady_clock::now();
-  Step step{s.pool,       s.params, batch,          *runs,
-            s.maxContext, options_, s.model.kvDtype};
+  Step step{s.pool,       s.params, batch,           *runs,
+            s.maxContext, options_, s.model.kvDtype, kvPages_};
   std::vector<Value> values(s.model.values.size());
   values[0].i = batch.tokenIds;
   for (size_t index = 0; index < s.model.ops.size(); ++index) {

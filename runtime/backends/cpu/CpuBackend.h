@@ -22,6 +22,10 @@ struct CpuBackendOptions {
   /// Lightning prefill by Lightning Attention-2 blocks (true) or by the
   /// token-by-token recurrence (false). Decode always uses the recurrence.
   bool lightningBlocks = true;
+  /// Tokens of KV the caches hold for all slots together, in pages the
+  /// sequences take as they grow; 0: every slot's whole context. The engine
+  /// admits and pauses sequences by what is left (Engine.h).
+  int64_t kvPoolTokens = 0;
 };
 
 class CpuBackend : public Backend {

@@ -71,36 +71,38 @@ void softmaxWithSink(float *scores, int64_t n, const float *sink) {
     scores[j] /= sum;
 }
 
-void attendHead(const float *q, const float *keys, const float *values,
-                int64_t stride, int64_t n, int64_t headDim, float scale,
-                const float *sink, float *scores, float *out) {
+void attendHead(const float *q, const CachedRows &keys,
+                const CachedRows &values, int64_t first, int64_t n,
+                int64_t headDim, float scale, const float *sink, float *scores,
+                float *out) {
   for (int64_t j = 0; j < n; ++j)
-    scores[j] = dot(q, keys + j * stride, headDim) * scale;
+    scores[j] = dot(q, keys.at(first + j), headDim) * scale;
   softmaxWithSink(scores, n, sink);
   std::fill(out, out + headDim, 0.0f);
   for (int64_t j = 0; j < n; ++j) {
-    const float *vj = values + j * stride;
+    const float *vj = values.at(first + j);
     for (int64_t d = 0; d < headDim; ++d)
       out[d] += scores[j] * vj[d];
   }
 }
 
 void attendLatentHead(const float *qLatent, const float *qRope,
-                      const float *rows, int64_t n, int64_t latentDim,
+                      const CachedRows &rows, int64_t n, int64_t latentDim,
                       int64_t ropeDim, float scale, float *scores,
                       float *mixed) {
-  int64_t width = latentDim + ropeDim;
   for (int64_t j = 0; j < n; ++j) {
-    const float *row = rows + j * width;
+    const float *row = rows.at(j);
     scores[j] =
         (dot(qLatent, row, latentDim) + dot(qRope, row + latentDim, ropeDim)) *
         scale;
   }
   softmaxWithSink(scores, n, nullptr);
   std::fill(mixed, mixed + latentDim, 0.0f);
-  for (int64_t j = 0; j < n; ++j)
+  for (int64_t j = 0; j < n; ++j) {
+    const float *row = rows.at(j);
     for (int64_t c = 0; c < latentDim; ++c)
-      mixed[c] += scores[j] * rows[j * width + c];
+      mixed[c] += scores[j] * row[c];
+  }
 }
 
 //===----------------------------------------------------------------------===//

@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace moe::cpu {
@@ -37,18 +38,37 @@ inline float silu(float x) { return x * sigmoid(x); }
 /// denominator without a value.
 void softmaxWithSink(float *scores, int64_t n, const float *sink);
 
-/// out[0, headDim) = Σ_j softmax_j(q·k_j·scale) · v_j over n tokens whose
-/// key and value vectors are `stride` floats apart; `sink` may be null.
-/// `scores` is n floats of scratch.
-void attendHead(const float *q, const float *keys, const float *values,
-                int64_t stride, int64_t n, int64_t headDim, float scale,
-                const float *sink, float *scores, float *out);
+/// One sequence's cached rows in a cache of pages (KvPages): the row of
+/// position p starts at rows + (pages[p / pageTokens] · pageTokens +
+/// p mod pageTokens) · stride. `rows` may point into a row (a head's
+/// vector).
+struct CachedRows {
+  const float *rows;
+  int64_t stride;
+  std::span<const int32_t> pages;
+  int64_t pageTokens;
 
-/// MLA's absorbed form for one head over n latent rows [c (latentDim) |
-/// k_pe (ropeDim)]: mixed[0, latentDim) = Σ_j softmax_j((q̃·c_j + q_pe·k_pe_j)
-/// · scale) · c_j. `scores` is n floats of scratch.
+  const float *at(int64_t position) const {
+    return rows + (int64_t(pages[size_t(position / pageTokens)]) * pageTokens +
+                   position % pageTokens) *
+                      stride;
+  }
+};
+
+/// out[0, headDim) = Σ_j softmax_j(q·k_j·scale) · v_j over the n cached
+/// tokens from position `first`; `sink` may be null. `scores` is n floats
+/// of scratch.
+void attendHead(const float *q, const CachedRows &keys,
+                const CachedRows &values, int64_t first, int64_t n,
+                int64_t headDim, float scale, const float *sink, float *scores,
+                float *out);
+
+/// MLA's absorbed form for one head over the latent rows [c (latentDim) |
+/// k_pe (ropeDim)] of positions [0, n): mixed[0, latentDim) =
+/// Σ_j softmax_j((q̃·c_j + q_pe·k_pe_j) · scale) · c_j. `scores` is n floats
+/// of scratch.
 void attendLatentHead(const float *qLatent, const float *qRope,
-                      const float *rows, int64_t n, int64_t latentDim,
+                      const CachedRows &rows, int64_t n, int64_t latentDim,
                       int64_t ropeDim, float scale, float *scores,
                       float *mixed);
 

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <vector>
@@ -88,6 +89,62 @@ TEST_P(CpuBackendGolden, GreedyTokensMatchForEveryPlanAndBatch) {
             << (plan == &*plan_ ? "resident" : "small-card")
             << " plan, B=" << residentBatch << ", prompt " << p;
     }
+  }
+}
+
+// A KV pool of one whole context for four slots: sequences wait for pages,
+// are paused and resumed with their context recomputed, and answer, greedy
+// or sampled, exactly as with every slot's whole context held.
+TEST_P(CpuBackendGolden, SequencesPausedForKvPagesGiveTheSameAnswers) {
+  struct Run {
+    std::map<int64_t, std::vector<int32_t>> answers;
+    EngineStats stats;
+  };
+  auto run = [&](int64_t kvPoolTokens, const SamplingParams &sampling) {
+    CpuBackend backend(
+        CpuBackendOptions{.threads = 2, .kvPoolTokens = kvPoolTokens});
+    Status status = backend.prepare(*plan_, *weights_, kSlots, kContext);
+    EXPECT_TRUE(status.ok()) << status.error().message();
+    EngineOptions options;
+    options.residentBatch = kSlots;
+    options.maxContext = kContext;
+    options.sampling = sampling;
+    Engine engine(backend, int32_t(golden_.vocab), options);
+    size_t next = 0;
+    Run result;
+    status = engine.run(
+        [&]() -> Result<std::optional<Request>> {
+          if (next == golden_.prompts.size())
+            return std::optional<Request>();
+          Request request{int64_t(next), golden_.prompts[next], 40};
+          ++next;
+          return std::optional<Request>(request);
+        },
+        [&](Completion completion) {
+          result.answers[completion.index] = completion.outputIds;
+          return Status::success();
+        });
+    EXPECT_TRUE(status.ok()) << status.error().message();
+    result.stats = engine.stats();
+    return result;
+  };
+  for (const SamplingParams &sampling :
+       {SamplingParams{}, SamplingParams{1.0f, 10, 0.9f, 7}}) {
+    Run whole = run(0, sampling);
+    Run paged = run(kContext, sampling);
+    ASSERT_EQ(paged.answers.size(), golden_.prompts.size());
+    EXPECT_EQ(paged.answers, whole.answers)
+        << "temperature " << sampling.temperature;
+    EXPECT_GT(paged.stats.pausedSequences, 0);
+    EXPECT_EQ(whole.stats.pausedSequences, 0);
+    if (sampling.temperature == 0)
+      for (size_t p = 0; p < golden_.prompts.size(); ++p) {
+        const std::vector<int32_t> &hf = golden_.generated[p];
+        std::vector<int32_t> &ours = paged.answers[int64_t(p)];
+        ASSERT_GE(ours.size(), hf.size());
+        EXPECT_TRUE(std::equal(hf.begin(), hf.end(), ours.begin()))
+            << "prompt " << p;
+      }
   }
 }
 

@@ -15,6 +15,8 @@ namespace {
 
 constexpr int32_t kVocab = 50;
 constexpr int32_t kEos = 7;
+constexpr int32_t kContext = 64;
+constexpr int32_t kPageTokens = 4;
 
 /// Next token = f(history of the slot), as a peaked logit row.
 int32_t nextToken(const std::vector<int32_t> &history) {
@@ -31,11 +33,33 @@ public:
     histories.assign(static_cast<size_t>(slots), {});
     return Status::success();
   }
-  void resetSlot(int32_t slot) override { histories[slot].clear(); }
+  void resetSlot(int32_t slot) override {
+    histories[slot].clear();
+    kvPages_.release(slot);
+  }
   std::vector<StageTime> stageSeconds() const override { return {}; }
+  /// KV in pages of `pageTokens` tokens, `poolTokens` in all (0: every
+  /// slot's whole context), as a backend holds them.
+  void holdKv(int32_t slots, int32_t maxContext, int32_t pageTokens,
+              int64_t poolTokens) {
+    histories.assign(static_cast<size_t>(slots), {});
+    kvPages_ = poolTokens > 0
+                   ? *KvPages::create(slots, maxContext, pageTokens,
+                                      poolTokens / pageTokens)
+                   : KvPages::wholeContext(slots, maxContext, pageTokens);
+  }
   Status forward(const StepBatch &batch, std::vector<float> &logits) override {
     ++calls;
     maxRows = std::max(maxRows, batch.rows.size());
+    std::vector<int32_t> lengths;
+    for (const std::vector<int32_t> &history : histories)
+      lengths.push_back(static_cast<int32_t>(history.size()));
+    Result<std::vector<SlotRun>> runs =
+        validateStepBatch(batch, lengths, kContext, kVocab);
+    if (!runs.ok())
+      return runs.error();
+    MOE_RETURN_IF_ERROR(holdKvRows(batch, *runs, kvPages_));
+    heldPages = std::max(heldPages, kvPages_.pages() - kvPages_.freePages());
     for (size_t row = 0; row < batch.rows.size(); ++row) {
       std::vector<int32_t> &history = histories[batch.rows[row].slot];
       if (batch.rows[row].position != static_cast<int32_t>(history.size()))
@@ -56,6 +80,7 @@ public:
 
   std::vector<std::vector<int32_t>> histories;
   size_t calls = 0, maxRows = 0;
+  int64_t heldPages = 0; // the most KV pages held at once
 };
 
 std::vector<Request> makeRequests(int count) {
@@ -75,20 +100,22 @@ struct RunResult {
   Status status;
   std::map<int64_t, Completion> completions;
   EngineStats stats;
+  int64_t heldPages = 0;
 };
 
 RunResult runEngine(
     int32_t residentBatch, const std::vector<Request> &requests,
     SamplingParams sampling = {}, int failAt = -1,
-    int64_t parallelSamplingLogits = EngineOptions{}.parallelSamplingLogits) {
+    int64_t parallelSamplingLogits = EngineOptions{}.parallelSamplingLogits,
+    int64_t kvPoolTokens = 0) {
   HistoryBackend backend;
   EngineOptions options;
   options.residentBatch = residentBatch;
-  options.maxContext = 64;
+  options.maxContext = kContext;
   options.eosTokenIds = {kEos};
   options.sampling = sampling;
   options.parallelSamplingLogits = parallelSamplingLogits;
-  backend.histories.assign(static_cast<size_t>(residentBatch), {});
+  backend.holdKv(residentBatch, kContext, kPageTokens, kvPoolTokens);
   Engine engine(backend, kVocab, options);
   size_t next = 0;
   RunResult result;
@@ -107,6 +134,7 @@ RunResult runEngine(
         return Status::success();
       });
   result.stats = engine.stats();
+  result.heldPages = backend.heldPages;
   EXPECT_LE(backend.maxRows, 64u * static_cast<size_t>(residentBatch));
   return result;
 }
@@ -186,6 +214,42 @@ TEST(Engine, LogprobsComeWithEveryNewToken) {
   EXPECT_EQ(refused.completions.at(0).finishReason, "error");
   EXPECT_EQ(refused.completions.at(0).error,
             "at most 20 top log-probabilities a token");
+}
+
+// A pool of KV pages smaller than B whole contexts: sequences wait for
+// pages and are paused and resumed, and every answer, greedy or sampled, is
+// the one the whole-context pool gives.
+TEST(Engine, SequencesPausedForKvPagesAnswerAsIfNeverPaused) {
+  std::vector<Request> requests = makeRequests(30);
+  for (size_t i = 0; i < requests.size(); ++i)
+    requests[i].maxNewTokens = 20 + int32_t(i * 7 % 37);
+  for (SamplingParams sampling :
+       {SamplingParams{}, SamplingParams{1.0f, 10, 0.9f, 99}}) {
+    RunResult whole = runEngine(8, requests, sampling);
+    // Room for 96 tokens: two sequences of the 64-token context at most,
+    // against eight slots growing to up to 63 tokens each.
+    RunResult paged =
+        runEngine(8, requests, sampling, -1,
+                  EngineOptions{}.parallelSamplingLogits, /*kvPoolTokens=*/96);
+    ASSERT_TRUE(whole.status.ok()) << whole.status.error().message();
+    ASSERT_TRUE(paged.status.ok()) << paged.status.error().message();
+    ASSERT_EQ(paged.completions.size(), requests.size());
+    for (const Request &request : requests) {
+      const Completion &got = paged.completions.at(request.index);
+      EXPECT_EQ(got.outputIds, whole.completions.at(request.index).outputIds)
+          << request.index;
+      EXPECT_EQ(got.finishReason,
+                whole.completions.at(request.index).finishReason);
+      if (sampling.temperature == 0)
+        EXPECT_EQ(got.outputIds, expected(request).outputIds);
+    }
+    EXPECT_EQ(whole.stats.pausedSequences, 0);
+    EXPECT_GT(paged.stats.pausedSequences, 0);
+    EXPECT_GT(paged.stats.recomputedTokens, 0);
+    EXPECT_LE(paged.heldPages, 96 / kPageTokens);
+    EXPECT_EQ(paged.stats.prefillTokens,
+              whole.stats.prefillTokens + paged.stats.recomputedTokens);
+  }
 }
 
 TEST(Engine, ContinuousRefillKeepsSlotsBusy) {
@@ -338,7 +402,7 @@ TEST(Engine, LogitsThatAreNotFiniteFailTheirRequestOnly) {
     options.residentBatch = 2;
     options.maxContext = 64;
     options.sampling.temperature = temperature;
-    backend.histories.assign(2, {});
+    backend.holdKv(2, kContext, kPageTokens, 0);
     Engine engine(backend, kVocab, options);
     size_t next = 0;
     std::map<int64_t, Completion> done;
@@ -371,7 +435,7 @@ TEST(Engine, LogitsThatAreNotFiniteFailTheirRequestOnly) {
 TEST(Engine, StopsBetweenStepsWhenAsked) {
   std::vector<Request> requests = makeRequests(8);
   HistoryBackend backend;
-  backend.histories.assign(2, {});
+  backend.holdKv(2, kContext, kPageTokens, 0);
   EngineOptions options;
   options.residentBatch = 2;
   options.maxContext = 64;

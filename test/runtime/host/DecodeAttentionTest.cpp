@@ -177,14 +177,18 @@ protected:
       int64_t n = c.window > 0 ? std::min(length, c.window) : length;
       if (n == 0)
         continue;
-      int64_t base = (rows.slots[r] * kMaxContext + length - n) * kvw;
+      // The reference reads a slot's rows as one page of the whole context.
+      int32_t page = rows.slots[r];
       for (int64_t h = 0; h < c.heads; ++h) {
         int64_t g = h / (c.heads / c.kvHeads);
-        cpu::attendHead(q.data() + r * qw + h * c.headDim,
-                        k.values.data() + base + g * c.headDim,
-                        v.values.data() + base + g * c.headDim, kvw, n,
-                        c.headDim, scale, c.sinks ? &sinks[h] : nullptr,
-                        scores.data(), out.data() + r * qw + h * c.headDim);
+        cpu::CachedRows keys{
+            k.values.data() + g * c.headDim, kvw, {&page, 1}, kMaxContext};
+        cpu::CachedRows values{
+            v.values.data() + g * c.headDim, kvw, {&page, 1}, kMaxContext};
+        cpu::attendHead(q.data() + r * qw + h * c.headDim, keys, values,
+                        length - n, n, c.headDim, scale,
+                        c.sinks ? &sinks[h] : nullptr, scores.data(),
+                        out.data() + r * qw + h * c.headDim);
       }
     }
     return out;
@@ -304,13 +308,14 @@ TEST_P(HostAttentionTest, LatentAttention) {
     for (int64_t r = 0; r < count; ++r) {
       if (rows.lengths[r] == 0)
         continue;
-      const float *first =
-          cache.values.data() + rows.slots[r] * kMaxContext * width;
+      int32_t page = rows.slots[r];
+      cpu::CachedRows latents{
+          cache.values.data(), width, {&page, 1}, kMaxContext};
       for (int64_t h = 0; h < c.heads; ++h)
         cpu::attendLatentHead(ql.data() + (r * c.heads + h) * c.latentDim,
-                              qr.data() + (r * c.heads + h) * c.ropeDim, first,
-                              rows.lengths[r], c.latentDim, c.ropeDim, scale,
-                              scores.data(),
+                              qr.data() + (r * c.heads + h) * c.ropeDim,
+                              latents, rows.lengths[r], c.latentDim, c.ropeDim,
+                              scale, scores.data(),
                               want.data() + (r * c.heads + h) * c.latentDim);
     }
     expectNear(got, want, 4e-5f, c.bf16Out);

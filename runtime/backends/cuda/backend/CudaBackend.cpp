@@ -288,12 +288,16 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   }
   s->prepared = true;
   state_ = std::move(s);
+  // Each slot's caches hold its whole context: one page a slot.
+  kvPages_ = KvPages::wholeContext(slots, maxContext, maxContext);
   return Status::success();
 }
 
 void CudaBackend::resetSlot(int32_t slot) {
-  if (state_ && slot >= 0 && slot < state_->slots)
+  if (state_ && slot >= 0 && slot < state_->slots) {
     state_->lengths[slot] = 0;
+    kvPages_.release(slot);
+  }
 }
 
 Status CudaBackend::forward(const StepBatch &batch,
@@ -319,6 +323,8 @@ Status CudaBackend::run(const StepBatch &batch, std::vector<float> *logits,
                                 s.program.embeddingVocab);
   if (!runs)
     return fail(runs.error());
+  if (Status held = holdKvRows(batch, *runs, kvPages_); !held.ok())
+    return fail(held.error());
   int64_t rows = static_cast<int64_t>(batch.rows.size());
   if (logits)
     logits->clear();
