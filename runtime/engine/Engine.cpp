@@ -286,6 +286,7 @@ Status Engine::decodeStep() {
       continue;
     batch.tokenIds.push_back(s.output.back());
     batch.rows.push_back({slot, s.length});
+    stats_.decodeContextTokens += s.length + 1;
     batch.logitRows.push_back(static_cast<int32_t>(batch.rows.size()) - 1);
     stepSlots_.push_back(slot);
     ++s.length;
@@ -297,6 +298,9 @@ Status Engine::decodeStep() {
   auto start = Clock::now();
   MOE_RETURN_IF_ERROR(forward(batch));
   stats_.decodeSeconds += secondsSince(start);
+  const KvPages &pages = backend_.kvPages();
+  stats_.peakKvPages =
+      std::max(stats_.peakKvPages, pages.pages() - pages.freePages());
   stats_.decodeTokens += static_cast<int64_t>(batch.rows.size());
   ++stats_.decodeSteps;
   return Status::success();

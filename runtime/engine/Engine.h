@@ -96,6 +96,11 @@ struct EngineStats {
   // Sequences paused for KV pages, and the tokens their resumption
   // prefilled again (part of prefillTokens).
   int64_t pausedSequences = 0, recomputedTokens = 0;
+  // Σ over decode rows of the context each attended (its cached tokens and
+  // itself): over decodeTokens, the mean context the planner prices.
+  int64_t decodeContextTokens = 0;
+  // The most KV pages the backend held after a decode step.
+  int64_t peakKvPages = 0;
 };
 
 /// Where requests come from: returns the next one (which may carry its own
@@ -125,7 +130,7 @@ private:
     std::optional<Sampler> sampler;
     std::optional<StopStrings> stops;
     int32_t length = 0;    // tokens in the cache
-    int64_t admission = 0; // order of admission: the latest pause first
+    int64_t admission = 0; // order of admission: the latest is paused first
   };
 
   /// Resumes paused sequences and admits requests into free slots while

@@ -164,14 +164,19 @@ TEST(Engine, EveryPromptIsAnsweredAsIfAlone) {
     RunResult result = runEngine(batch, requests);
     ASSERT_TRUE(result.status.ok()) << result.status.error().message();
     ASSERT_EQ(result.completions.size(), requests.size()) << "B=" << batch;
-    int64_t answered = 0;
+    int64_t answered = 0, contexts = 0;
     for (const Request &request : requests) {
       Completion want = expected(request);
       const Completion &got = result.completions.at(request.index);
       EXPECT_EQ(got.outputIds, want.outputIds) << "B=" << batch;
       EXPECT_EQ(got.finishReason, want.finishReason) << "B=" << batch;
       answered += static_cast<int64_t>(got.outputIds.size());
+      // The decode row of output k (k ≥ 1) attends the prompt, the k
+      // outputs before it and itself.
+      for (size_t k = 1; k < got.outputIds.size(); ++k)
+        contexts += int64_t(request.promptIds.size() + k);
     }
+    EXPECT_EQ(result.stats.decodeContextTokens, contexts) << "B=" << batch;
     // Every sampled token is an answer's: the prefill's first token of each
     // prompt plus one per decode row.
     EXPECT_EQ(result.stats.newTokens, answered) << "B=" << batch;
@@ -247,6 +252,9 @@ TEST(Engine, SequencesPausedForKvPagesAnswerAsIfNeverPaused) {
     EXPECT_GT(paged.stats.pausedSequences, 0);
     EXPECT_GT(paged.stats.recomputedTokens, 0);
     EXPECT_LE(paged.heldPages, 96 / kPageTokens);
+    EXPECT_GE(paged.heldPages, paged.stats.peakKvPages);
+    EXPECT_GT(paged.stats.peakKvPages, 0);
+    EXPECT_EQ(paged.stats.decodeContextTokens, whole.stats.decodeContextTokens);
     EXPECT_EQ(paged.stats.prefillTokens,
               whole.stats.prefillTokens + paged.stats.recomputedTokens);
   }
