@@ -881,10 +881,9 @@ HardwareProfile::hostAttentionSeconds(double kvBytes, model::KvDtype dtype,
   double seconds = interpolateLogLog(
       closest->points, kvBytes,
       [](const HostAttentionPoint &p) { return double(p.kvBytes); });
-  // Each KV byte feeds every query head of its group: a larger group than
-  // the closest measured one costs its time scaled by the ratio (the cores
-  // run out of arithmetic, not of bytes: the H100's host took 2.07x the
-  // time per byte at 8 heads a KV head as at 4), a smaller one the same.
+  // Each KV byte feeds every query head of its group, and the cores run out
+  // of arithmetic before bytes: a larger group than the closest measured
+  // one costs its time scaled by the ratio, a smaller one the same.
   double measuredGroup = double(closest->heads) / double(closest->kvHeads);
   seconds *= std::max(1.0, double(headsPerKvHead) / measuredGroup);
   std::optional<double> alone = hostReadBytesPerSecond(false);
