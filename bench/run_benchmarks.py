@@ -21,6 +21,11 @@ Decode is measured on a window of --decode-steps steps centred on the plan's mea
 (prompt + generation / 2), the context its predicted step time is for: prompts are that long
 minus half the window. A full 256-token generation of every case does not fit the GPU machine's
 command limit; the step time depends on the context, not on how the sequence got there.
+With --gen-len-min, generations are spread evenly over gen-len-min..gen-len (both stages: the plan
+is made for that spread) and the window is one of the steady state of a refilled batch: each of the
+B sequences is at a context drawn as a refilled batch holds them (a generation of G tokens, drawn
+in proportion to G since longer ones hold their slot longer, caught at a uniform point of it), so
+the contexts' mean is the plan's mean decode context.
 """
 import argparse
 import json
@@ -133,6 +138,7 @@ def plan(args):
                        f"weight-dtype={CASES[case].weight_dtype}",
                        f"host-attention={CASES[case].host_attention}",
                        f"prompt-len={args.prompt_len}", f"gen-len={args.gen_len}",
+                       f"gen-len-min={args.gen_len_min}",
                        f"output={args.out / (name + '.moeplan')}"]
             explain = subprocess.run(
                 [moe_opt, str(ROOT / "models" / model / "config.json"),
@@ -159,12 +165,25 @@ def measured_prompt_len(args):
 
 
 def write_prompts(path, count, length, vocab, new_tokens, seed):
-    """`count` random prompts; a smaller count with the same seed gives the first of them."""
+    """`count` random prompts of `length` tokens (or of lengths[i], a list); a smaller count with
+    the same seed gives the first of them."""
     rng = random.Random(seed)
     with open(path, "w") as f:
-        for _ in range(count):
-            ids = [rng.randrange(3, vocab) for _ in range(length)]
+        for i in range(count):
+            ids = [rng.randrange(3, vocab) for _ in range(length[i] if isinstance(length, list)
+                                                          else length)]
             f.write(json.dumps({"input_ids": ids, "max_new_tokens": new_tokens}) + "\n")
+
+
+def steady_state_prompt_lens(args, count, seed):
+    """Prompt lengths that put `count` sequences at the contexts of a refilled batch's steady state
+    (generations spread evenly over gen-len-min..gen-len) half the decode window early."""
+    rng = random.Random(seed)
+    generations = range(args.gen_len_min, args.gen_len + 1)
+    drawn = rng.choices(generations, weights=generations, k=count)
+    longest = args.prompt_len + args.gen_len - args.decode_steps
+    return [min(longest, max(1, args.prompt_len + rng.randrange(g) - args.decode_steps // 2))
+            for g in drawn]
 
 
 def run_case(args, case, batch):
@@ -172,10 +191,17 @@ def run_case(args, case, batch):
     name = plan_name(case, batch)
     explain = explanation(args, case, batch)
     batch = explain["decision"]["resident_batch"]
-    prompt_len = measured_prompt_len(args)
     model = CASES[case].model
     prompts = args.out / f"{name}.prompts.jsonl"
-    write_prompts(prompts, batch, prompt_len, vocab_size(model), args.decode_steps, seed=PROMPT_SEED)
+    if args.gen_len_min:
+        lengths = steady_state_prompt_lens(args, batch, PROMPT_SEED)
+        write_prompts(prompts, batch, lengths, vocab_size(model), args.decode_steps,
+                      seed=PROMPT_SEED)
+        prompt_len = sum(lengths) / len(lengths)
+    else:
+        prompt_len = measured_prompt_len(args)
+        write_prompts(prompts, batch, prompt_len, vocab_size(model), args.decode_steps,
+                      seed=PROMPT_SEED)
     stats_path = args.out / f"{name}.stats.json"
     command = [tool(args, "moe-run"), str(args.out / f"{name}.moeplan"), "--synthetic-seed", "1",
                "--prompts", str(prompts), "--output", str(args.out / f"{name}.answers.jsonl"),
@@ -302,8 +328,10 @@ def run_transformers(args, case, batch):
 
 
 def print_table(results, args):
-    print(f"\n{results['card']}, prompt {args.prompt_len} + {args.gen_len} (decode window of "
-          f"{args.decode_steps} steps at the mean context), synthetic bf16 weights")
+    generated = (f"{args.gen_len_min}..{args.gen_len} (decode window of {args.decode_steps} steps "
+                 f"at the steady state's contexts)" if args.gen_len_min else
+                 f"{args.gen_len} (decode window of {args.decode_steps} steps at the mean context)")
+    print(f"\n{results['card']}, prompt {args.prompt_len} + {generated}, synthetic bf16 weights")
     print(f"{'case':28s} {'B':>5s} {'prefill/s':>10s} {'decode/s':>9s} {'pred/s':>8s} "
           f"{'step s':>7s} {'pred s':>7s} {'roof':>6s} {'GB/step':>8s} {'new/s':>8s}")
     for r in results["moe_run"]:
@@ -338,7 +366,8 @@ def print_table(results, args):
 def run(args):
     tool(args, "moe-run")
     results = {"card": card_name(), "prompt_len": args.prompt_len, "gen_len": args.gen_len,
-               "decode_steps": args.decode_steps, "moe_run": [], "transformers": []}
+               "gen_len_min": args.gen_len_min, "decode_steps": args.decode_steps,
+               "moe_run": [], "transformers": []}
 
     def save():
         (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -373,6 +402,8 @@ def main():
                    help="GPU budget in GiB for every case (plan; default: the case's)")
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--gen-len", type=int, default=256)
+    p.add_argument("--gen-len-min", type=int, default=0,
+                   help="generations spread evenly from this up to --gen-len (0: all --gen-len)")
     p.add_argument("--decode-steps", type=int, default=16, help="decode steps measured")
     p.add_argument("--batches", type=int, nargs="+", default=None,
                    help="a sweep: plan and run each case capped at each of these resident batches")

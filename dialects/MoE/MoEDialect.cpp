@@ -3,6 +3,7 @@
 #include "dialects/MoE/MoEDialect.h"
 #include "dialects/MoE/MoEOps.h"
 
+#include "runtime/model/KvFormat.h"
 #include "runtime/model/WeightFormat.h"
 
 #include "llvm/ADT/TypeSwitch.h"
@@ -100,7 +101,7 @@ LogicalResult BatchingAttr::verify(
     APFloat cpuShare, APFloat kvGpuFraction, int64_t residentUnits,
     int64_t promptTokens, int64_t generatedTokens, int64_t gpuBudget,
     int64_t hostBudget, StringRef kvDtype, StringRef weightDtype,
-    int64_t minGeneratedTokens) {
+    int64_t minGeneratedTokens, int64_t hostKvPoolTokens) {
   if (residentBatch <= 0 || microBatchPrefill <= 0 || microBatchDecode <= 0 ||
       expertMicroBatch <= 0)
     return emitError() << "batch sizes must be positive";
@@ -122,6 +123,11 @@ LogicalResult BatchingAttr::verify(
   if (minGeneratedTokens < 0 || minGeneratedTokens > generatedTokens)
     return emitError() << "min_generated_tokens must be in [0, "
                        << generatedTokens << "]";
+  int64_t page = ::moe::model::hostKvPageTokens(promptTokens + generatedTokens);
+  if (hostKvPoolTokens < 0 || hostKvPoolTokens % page != 0)
+    return emitError() << "host_kv_pool_tokens must be a non-negative "
+                          "multiple of the page ("
+                       << page << " tokens)";
   if (!::moe::model::parseKvDtype(kvDtype))
     return emitError() << "kv_dtype must be bf16 or fp8, not '" << kvDtype
                        << "'";

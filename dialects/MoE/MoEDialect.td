@@ -185,7 +185,8 @@ def MoE_BatchingAttr : MoE_Attr<"Batching", "batching"> {
     single experts) of the greedy residency order stay on the GPU. The
     lengths and budgets it was planned for are kept with it
     (`min_generated_tokens` > 0: generations spread evenly from it up to
-    `generated_tokens`).
+    `generated_tokens`). The host-KV sequences share a pool of
+    `host_kv_pool_tokens` tokens in pages (0: each holds its whole context).
   }];
   let parameters = (ins
     "int64_t":$resident_batch,
@@ -205,7 +206,8 @@ def MoE_BatchingAttr : MoE_Attr<"Batching", "batching"> {
                        "\"bf16\"">:$kv_dtype,
     StringRefParameter<"routed experts' weight format: bf16, fp8 or mxfp4",
                        "\"bf16\"">:$weight_dtype,
-    DefaultValuedParameter<"int64_t", "0">:$min_generated_tokens
+    DefaultValuedParameter<"int64_t", "0">:$min_generated_tokens,
+    DefaultValuedParameter<"int64_t", "0">:$host_kv_pool_tokens
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

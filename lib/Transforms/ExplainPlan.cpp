@@ -9,6 +9,7 @@
 
 #include "dialects/MoE/MoEOps.h"
 #include "runtime/costmodel/Plan.h"
+#include "runtime/model/KvFormat.h"
 
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -62,6 +63,7 @@ json::Object batchingToJSON(BatchingAttr b) {
       {"prompt_tokens", b.getPromptTokens()},
       {"generated_tokens", b.getGeneratedTokens()},
       {"min_generated_tokens", b.getMinGeneratedTokens()},
+      {"host_kv_pool_tokens", b.getHostKvPoolTokens()},
       {"gpu_budget_bytes", b.getGpuBudgetBytes()},
       {"host_budget_bytes", b.getHostBudgetBytes()},
       {"kv_dtype", b.getKvDtype()},
@@ -115,6 +117,10 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
   row("KV staging buffers", Twine(b.getKvStagingBuffers()));
   row("KV on the GPU", llvm::formatv("{0:P0} of the sequences",
                                      b.getKvGpuFraction().convertToDouble()));
+  if (int64_t pool = b.getHostKvPoolTokens())
+    row("host KV pool",
+        llvm::formatv("{0} tokens in pages of {1}", pool,
+                      ::moe::model::hostKvPageTokens(lengths.maxContext())));
   double hostShare = b.getCpuAttentionShare().convertToDouble();
   row("host attention (ω)",
       llvm::formatv("{0:P0} of the sequences ({1} decoded on the host's cores)",
@@ -122,7 +128,7 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
                     std::llround(hostShare * double(b.getResidentBatch()))));
   row("decode context, steady state",
       llvm::formatv("{0} tokens on average ({1:F2} sequences finish and "
-                    "are refilled a step; KV is held for {2})",
+                    "are refilled a step; contexts reach {2})",
                     lengths.meanDecodeContext(),
                     lengths.finishedPerStep(b.getResidentBatch()),
                     lengths.maxContext()));

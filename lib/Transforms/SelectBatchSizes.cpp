@@ -286,7 +286,8 @@ void SelectBatchSizesPass::runOnOperation() {
           residentUnitCount(plan.resident), promptTokens, generatedTokens,
           hardware->gpuBudgetBytes(), hardware->hostBudgetBytes(),
           ::moe::model::kvDtypeName(*kv),
-          ::moe::model::weightDtypeName(dtypes.experts), minGeneratedTokens));
+          ::moe::model::weightDtypeName(dtypes.experts), minGeneratedTokens,
+          plan.hostKvPoolTokens()));
   module->setAttr(MoEDialect::kPlanReportAttrName, report(*choice, *hardware));
 }
 

@@ -1,6 +1,7 @@
 #include "runtime/costmodel/Plan.h"
 
 #include "runtime/model/ActivationBytes.h"
+#include "runtime/model/KvFormat.h"
 
 #include <algorithm>
 #include <cmath>
@@ -98,6 +99,23 @@ double GenerationLengths::finishedPerStep(int64_t residentBatch) const {
 
 int64_t Plan::gpuKvSequences() const {
   return std::llround(kvGpuFraction * double(residentBatch));
+}
+
+int64_t Plan::hostKvPoolTokens() const {
+  const int64_t page = ::moe::model::hostKvPageTokens(lengths.maxContext());
+  auto wholePages = [&](double tokens) {
+    return int64_t(std::ceil(tokens / double(page))) * page;
+  };
+  int64_t sequences = hostKvSequences();
+  if (sequences <= 0)
+    return 0;
+  int64_t whole = wholePages(double(lengths.maxContext()));
+  // The sum of many refilled sequences' contexts stays within a few percent
+  // of its mean; what it exceeds the pool by, the engine pauses.
+  constexpr double kSpreadRoom = 1.1;
+  double steady = double(sequences) *
+                  double(lengths.meanDecodeContext() + page / 2) * kSpreadRoom;
+  return std::clamp(wholePages(steady), whole, sequences * whole);
 }
 
 int64_t Plan::cpuAttentionSequences() const {
@@ -261,10 +279,14 @@ MemoryUse accountMemory(const ModelCosts &model, const Plan &plan) {
   int64_t hostSequences = plan.hostKvSequences();
   use.gpuKvBytes =
       gpuSequences * kvBytesPerSequence(model, lengths.maxContext());
-  use.hostKvBytes =
-      hostSequences * kvBytesPerSequence(model, lengths.maxContext());
+  // The pool holds pages of tokens; per-sequence states (none where host
+  // KV is allowed) come beside it.
+  use.hostKvBytes = kvBytesPerSequence(model, plan.hostKvPoolTokens()) -
+                    kvBytesPerSequence(model, 0) +
+                    hostSequences * kvBytesPerSequence(model, 0);
   use.hostKvPromptBytes =
-      hostSequences * kvBytesPerSequence(model, lengths.promptTokens);
+      std::min(use.hostKvBytes,
+               hostSequences * kvBytesPerSequence(model, lengths.promptTokens));
   use.parkedHiddenBytes =
       prefillTokens * model.hiddenSize * model.activationElementBytes;
   if (hostSequences > 0)

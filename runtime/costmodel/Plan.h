@@ -58,6 +58,13 @@ struct Plan {
 
   int64_t gpuKvSequences() const;
   int64_t hostKvSequences() const { return residentBatch - gpuKvSequences(); }
+  // Tokens of the host KV pool, in whole pages (model::hostKvPageTokens):
+  // the host-KV sequences' steady-state mean context with room for each
+  // one's last page and for the spread of the sum around its mean, at
+  // least one whole context (a sequence alone always finishes), at most
+  // every host-KV sequence's whole context. Sequences take pages as they
+  // grow; the engine pauses one when the pool runs short.
+  int64_t hostKvPoolTokens() const;
   // Sequences attended on the host in decode, the last host-KV ones.
   int64_t cpuAttentionSequences() const;
 };
@@ -100,7 +107,7 @@ struct MemoryUse {
   int64_t widenScratchBytes = 0; // quantized experts widened for GEMMs
   // Host pool (pinned).
   int64_t hostWeightBytes = 0;
-  int64_t hostKvBytes = 0;       // At the full context.
+  int64_t hostKvBytes = 0;       // The host KV pool.
   int64_t hostKvPromptBytes = 0; // After prefill, while states are parked.
   int64_t parkedHiddenBytes = 0; // Prefill hidden states of all B prompts.
 

@@ -117,8 +117,8 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
   for (int32_t slot = 0; slot < options_.residentBatch; ++slot)
     if (slots_[slot].request)
       spare -= pages.pagesToGrow(slot, nextPageTokens(slots_[slot].length));
-  auto fits = [&](int64_t cached) {
-    int64_t taken = pages.pagesFor(nextPageTokens(cached));
+  auto fits = [&](int32_t slot, int64_t cached) {
+    int64_t taken = pages.pagesToGrow(slot, nextPageTokens(cached));
     if (taken > spare)
       return false;
     spare -= taken;
@@ -131,7 +131,7 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
       // Its cache again: the prompt and every output but the newest, which
       // the next decode step feeds.
       Slot &resumed = paused_.front();
-      if (!fits(resumed.length))
+      if (!fits(slot, resumed.length))
         break;
       const Request &request = *resumed.request;
       for (int32_t position = 0; position < resumed.length; ++position) {
@@ -148,7 +148,7 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
       continue;
     }
     MOE_RETURN_IF_ERROR(nextRequest(source, sourceError, exhausted, sink));
-    if (!waiting_ || !fits(int64_t(waiting_->promptIds.size())))
+    if (!waiting_ || !fits(slot, int64_t(waiting_->promptIds.size())))
       break;
     Request request = std::move(*waiting_);
     waiting_.reset();
@@ -255,7 +255,7 @@ void Engine::pauseForPages() {
     int32_t latest = -1;
     for (int32_t slot = 0; slot < options_.residentBatch; ++slot) {
       const Slot &s = slots_[slot];
-      if (!s.request)
+      if (!s.request || !pages.paged(slot))
         continue;
       needed += pages.pagesToGrow(slot, s.length + 1);
       if (latest < 0 || s.admission > slots_[latest].admission)

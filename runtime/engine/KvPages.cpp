@@ -6,36 +6,43 @@
 
 namespace moe {
 
-KvPages::KvPages(int32_t slots, int32_t pageTokens, int64_t pages)
-    : pageTokens_(pageTokens), pages_(pages), tables_(size_t(slots)),
-      free_(size_t(pages)) {
+KvPages::KvPages(int32_t slots, int32_t pageTokens, int64_t pages,
+                 int32_t wholeSlots)
+    : pageTokens_(pageTokens), wholeSlots_(wholeSlots), pages_(pages),
+      tables_(size_t(slots)), free_(size_t(pages)) {
   std::iota(free_.rbegin(), free_.rend(), 0);
 }
 
 Result<KvPages> KvPages::create(int32_t slots, int32_t maxContext,
-                                int32_t pageTokens, int64_t pages) {
+                                int32_t pageTokens, int64_t pages,
+                                int32_t wholeSlots) {
   if (slots <= 0 || maxContext <= 0 || pageTokens <= 0)
     return makeError("KV pages: {} slots of {} tokens in pages of {} tokens: "
                      "all must be positive",
                      slots, maxContext, pageTokens);
+  if (wholeSlots < 0 || wholeSlots > slots)
+    return makeError("KV pages: {} of {} slots outside the pool", wholeSlots,
+                     slots);
   int64_t whole = (int64_t(maxContext) + pageTokens - 1) / pageTokens;
-  if (pages < whole)
+  if (wholeSlots < slots && pages < whole)
     return makeError("a KV pool of {} tokens cannot hold one sequence of the "
                      "job's {}-token context",
                      pages * pageTokens, maxContext);
   if (pages > std::numeric_limits<int32_t>::max())
     return makeError("a KV pool of {} pages: at most {}", pages,
                      std::numeric_limits<int32_t>::max());
-  return KvPages(slots, pageTokens, pages);
+  return KvPages(slots, pageTokens, pages, wholeSlots);
 }
 
 KvPages KvPages::wholeContext(int32_t slots, int32_t maxContext,
                               int32_t pageTokens) {
   int64_t perSlot = (int64_t(maxContext) + pageTokens - 1) / pageTokens;
-  return KvPages(slots, pageTokens, perSlot * slots);
+  return KvPages(slots, pageTokens, perSlot * slots, 0);
 }
 
 int64_t KvPages::pagesToGrow(int32_t slot, int64_t tokens) const {
+  if (!paged(slot))
+    return 0;
   return std::max<int64_t>(0, pagesFor(tokens) -
                                   int64_t(tables_[size_t(slot)].size()));
 }
@@ -55,6 +62,8 @@ Status KvPages::grow(int32_t slot, int64_t tokens) {
 }
 
 void KvPages::release(int32_t slot) {
+  if (!paged(slot))
+    return;
   std::vector<int32_t> &table = tables_[size_t(slot)];
   // Back in reverse so the slot's first page is taken first again.
   free_.insert(free_.end(), table.rbegin(), table.rend());

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 
 namespace moe::host {
 
@@ -56,19 +57,34 @@ Status checkOutput(const AttentionOutput &out) {
 Status checkRows(const DecodeRows &rows, const HostKvCache &cache) {
   if (rows.count > 0 && (!rows.slots || !rows.lengths))
     return makeError("host attention: rows need slots and lengths");
-  if (!cache.k || cache.rowBytes <= 0 || cache.slotStride < cache.rowBytes)
+  if (!cache.k || cache.rowBytes <= 0 || cache.pageTokens <= 0 ||
+      !cache.pages || cache.pagesPerSlot <= 0)
     return makeError("host attention: the cache needs k, row bytes and a "
-                     "slot stride of at least a row");
-  int64_t capacity = cache.slotStride / cache.rowBytes;
-  for (int64_t r = 0; r < rows.count; ++r)
-    if (rows.slots[r] < 0 || rows.lengths[r] < 0 || rows.lengths[r] > capacity)
+                     "table of pages");
+  int64_t capacity = cache.pagesPerSlot * cache.pageTokens;
+  for (int64_t r = 0; r < rows.count; ++r) {
+    int32_t slot = rows.slots[r], length = rows.lengths[r];
+    if (slot < 0 || length < 0 || length > capacity)
       return makeError("host attention: row {}: slot {} length {} (a slot "
                        "holds {} positions)",
-                       r, rows.slots[r], rows.lengths[r], capacity);
+                       r, slot, length, capacity);
+    const int32_t *table = cache.pages + slot * cache.pagesPerSlot;
+    for (int64_t p = 0; p * cache.pageTokens < length; ++p)
+      if (table[p] < 0)
+        return makeError("host attention: row {}: slot {} has no page for "
+                         "positions from {}",
+                         r, slot, p * cache.pageTokens);
+  }
   return Status::success();
 }
 
 } // namespace
+
+std::vector<int32_t> consecutivePages(int64_t slots, int64_t pagesPerSlot) {
+  std::vector<int32_t> table(size_t(slots * pagesPerSlot));
+  std::iota(table.begin(), table.end(), 0);
+  return table;
+}
 
 Result<DecodeAttention> DecodeAttention::create(ThreadPool &pool,
                                                 VectorIsa isa) {
@@ -215,30 +231,36 @@ void DecodeAttention::attend(const Problem &p) {
             q[h * kw + e] = bf16ToFloat(to[e]) * p.scale;
       }
       int64_t slot = p.rows.slots[chunk.row];
-      const uint8_t *kRows = p.cache.k + slot * p.cache.slotStride;
-      const uint8_t *vRows =
-          p.cache.v ? p.cache.v + slot * p.cache.slotStride : nullptr;
       const RowFormat format = fp8 ? RowFormat::fp8Codes : RowFormat::bf16;
       const int64_t elementBytes = fp8 ? 1 : 2, rowBytes = p.cache.rowBytes;
+      const int64_t pageTokens = p.cache.pageTokens;
       // A row's fp8 scale of a group (its K or V vector), when it has one.
       auto scaleOf = [&](const uint8_t *row, int64_t group) {
         float scale;
         std::memcpy(&scale, row + p.fp8Scales + group * 4, sizeof scale);
         return scale;
       };
-      for (int64_t t = chunk.first; t < chunk.first + chunk.count; t += kTile) {
-        int64_t count = std::min(kTile, chunk.first + chunk.count - t);
-        const uint8_t *kTile0 = kRows + t * rowBytes;
-        const uint8_t *vTile0 = vRows ? vRows + t * rowBytes : nullptr;
+      int64_t end = chunk.first + chunk.count;
+      // Tiles end where pages do: a tile's rows are consecutive.
+      for (int64_t t = chunk.first, count; t < end; t += count) {
+        count = std::min({kTile, end - t, pageTokens - t % pageTokens});
+        const uint8_t *kTile0 = p.cache.row(p.cache.k, slot, t);
+        const uint8_t *vTile0 =
+            p.cache.v ? p.cache.row(p.cache.v, slot, t) : nullptr;
         // Rows kPrefetch tokens ahead start coming in while this tile
         // computes.
-        int64_t end = chunk.first + chunk.count;
-        int64_t ahead = std::min(t + kPrefetch, end);
-        for (int64_t b = (ahead - t) * rowBytes;
-             b < (std::min(ahead + kTile, end) - t) * rowBytes; b += 64) {
-          __builtin_prefetch(kTile0 + b);
-          if (vTile0)
-            __builtin_prefetch(vTile0 + b);
+        for (int64_t a = t + kPrefetch, stop = std::min(a + count, end);
+             a < stop;) {
+          int64_t run = std::min(stop - a, pageTokens - a % pageTokens);
+          const uint8_t *kAhead = p.cache.row(p.cache.k, slot, a);
+          const uint8_t *vAhead =
+              p.cache.v ? p.cache.row(p.cache.v, slot, a) : nullptr;
+          for (int64_t b = 0; b < run * rowBytes; b += 64) {
+            __builtin_prefetch(kAhead + b);
+            if (vAhead)
+              __builtin_prefetch(vAhead + b);
+          }
+          a += run;
         }
         if (widened)
           tiles.widenFp8(kTile0, kTile0 + p.fp8Scales, rowBytes, count, keyRow,

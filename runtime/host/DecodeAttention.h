@@ -1,8 +1,8 @@
 // Decode attention on the host's cores over KV caches in host memory, laid
 // out as the CUDA backend keeps its host slots (backend/KvCaches.h: per
-// layer, [slot][position] rows in the plan's format, runtime/model/
-// KvFormat.h): one query token per row, attending to the row's cached
-// tokens, its own (already appended) the last. The semantics are the GPU
+// layer, rows in pages of a pool shared by the slots, in the plan's format,
+// runtime/model/KvFormat.h): one query token per row, attending to the row's
+// cached tokens, its own (already appended) the last. The semantics are the GPU
 // kernels' (kernels::attention, kernels::mlaAttention) and the CPU
 // backend's reference (cpu::attendHead, cpu::attendLatentHead): scores
 // q·k·scale, softmax with an optional sink logit in the denominator, a
@@ -12,11 +12,11 @@
 //
 // The rows' contexts are cut into chunks of at least 256 tokens, enough of
 // them for every thread of the pool; each chunk reads its K/V rows once, in
-// tiles of 32 tokens converted to fp32 in registers (MLA's fp8 latent,
-// scaled per group, widened first; bf16 keys scored by bf16 dot products or
-// AMX tiles where the CPU has them), with an online softmax over the tiles.
-// A second pass merges each row's chunks. Vector loops: AVX-512 or AVX2
-// (AttentionTiles.h), chosen when the object is made.
+// tiles of at most 32 tokens (cut where pages end) converted to fp32 in
+// registers (MLA's fp8 latent, scaled per group, widened first; bf16 keys
+// scored by bf16 dot products or AMX tiles where the CPU has them), with an
+// online softmax over the tiles. A second pass merges each row's chunks. Vector
+// loops: AVX-512 or AVX2 (AttentionTiles.h), chosen when the object is made.
 #pragma once
 
 #include "runtime/host/AttentionTiles.h"
@@ -30,15 +30,32 @@
 
 namespace moe::host {
 
-/// One layer's cache in host memory: position p of slot s is the row at
-/// k (v) + s·slotStride + p·rowBytes.
+/// One layer's cache in host memory, in pages of `pageTokens` rows of
+/// rowBytes: position p of slot s is row pages[s·pagesPerSlot + p /
+/// pageTokens]·pageTokens + p % pageTokens of k (and v). The table lists
+/// each slot's pages in position order; entries past what a slot holds are
+/// not read.
 struct HostKvCache {
   const uint8_t *k = nullptr;
   const uint8_t *v = nullptr; // null for MLA's latent cache
   model::KvDtype dtype = model::KvDtype::bf16;
   int64_t rowBytes = 0;
-  int64_t slotStride = 0; // bytes, maxContext · rowBytes
+  int64_t pageTokens = 0;
+  const int32_t *pages = nullptr; // [slots][pagesPerSlot]
+  int64_t pagesPerSlot = 0;
+
+  /// The row of `slot`'s `position` in `rows` (k or v).
+  const uint8_t *row(const uint8_t *rows, int64_t slot,
+                     int64_t position) const {
+    int64_t page = pages[slot * pagesPerSlot + position / pageTokens];
+    return rows + (page * pageTokens + position % pageTokens) * rowBytes;
+  }
 };
+
+/// The table of `slots` slots that hold `pagesPerSlot` consecutive pages
+/// each (slot s the pages from s·pagesPerSlot): the pages of a [slot]
+/// [position] array.
+std::vector<int32_t> consecutivePages(int64_t slots, int64_t pagesPerSlot);
 
 /// Row r's query attends to positions [0, lengths[r]) of slot slots[r] (the
 /// last of them within the window); a length of 0 gives zeros.
@@ -90,7 +107,7 @@ public:
   VectorIsa isa() const { return isa_; }
 
   /// Errors name an argument that does not fit (shapes, the cache's row
-  /// bytes, a length beyond the slot, no or two outputs).
+  /// bytes, a length beyond the slot or its pages, no or two outputs).
   Status run(const SoftmaxAttentionArgs &args);
   Status run(const LatentAttentionArgs &args);
 

@@ -14,6 +14,24 @@ namespace {
 
 constexpr int64_t kMiB = int64_t(1) << 20;
 
+// Each profiled slot's pages, one after another: the runtime's slots hold
+// pages scattered over a pool, each a run of rows read the same way.
+struct SlotPages {
+  int64_t pagesPerSlot, slotTokens;
+  std::vector<int32_t> table;
+  SlotPages(int64_t slots, int64_t maxContext)
+      : pagesPerSlot((maxContext + model::kHostKvPageTokens - 1) /
+                     model::kHostKvPageTokens),
+        slotTokens(pagesPerSlot * model::kHostKvPageTokens),
+        table(consecutivePages(slots, pagesPerSlot)) {}
+  HostKvCache cache(const uint8_t *k, const uint8_t *v, model::KvDtype dtype,
+                    int64_t rowBytes) const {
+    return {
+        k,           v, dtype, rowBytes, model::kHostKvPageTokens, table.data(),
+        pagesPerSlot};
+  }
+};
+
 struct Context {
   const HostProfileOptions &options;
   ThreadPool &pool;
@@ -87,12 +105,12 @@ Result<costmodel::HostAttentionShapeProfile>
 measureAttention(const Context &ctx, int64_t heads, int64_t kvHeads,
                  int64_t headDim, model::KvDtype dtype) {
   Sizes s = sizes(ctx.options);
-  int64_t maxContext = s.contexts.back();
+  SlotPages pages(s.rows, s.contexts.back());
   int64_t rowBytes = model::kvRowBytes(dtype, kvHeads, headDim);
   std::vector<uint8_t> k =
-      filledCache(ctx.pool, s.rows * maxContext * rowBytes, dtype);
+      filledCache(ctx.pool, s.rows * pages.slotTokens * rowBytes, dtype);
   std::vector<uint8_t> v =
-      filledCache(ctx.pool, s.rows * maxContext * rowBytes, dtype);
+      filledCache(ctx.pool, s.rows * pages.slotTokens * rowBytes, dtype);
   std::vector<uint16_t> q(s.rows * heads * headDim);
   for (size_t i = 0; i < q.size(); ++i)
     q[i] = uint16_t(0x3F80 | (i * 5 & 0x7F));
@@ -110,7 +128,7 @@ measureAttention(const Context &ctx, int64_t heads, int64_t kvHeads,
     std::fill(lengths.begin(), lengths.end(), int32_t(context));
     SoftmaxAttentionArgs args;
     args.q = q.data();
-    args.cache = {k.data(), v.data(), dtype, rowBytes, maxContext * rowBytes};
+    args.cache = pages.cache(k.data(), v.data(), dtype, rowBytes);
     args.rows = {s.rows, slots.data(), lengths.data()};
     args.heads = heads;
     args.kvHeads = kvHeads;
@@ -130,10 +148,10 @@ Result<costmodel::HostMlaShapeProfile>
 measureMla(const Context &ctx, int64_t heads, int64_t latentDim,
            int64_t ropeDim, model::KvDtype dtype) {
   Sizes s = sizes(ctx.options);
-  int64_t maxContext = s.contexts.back();
+  SlotPages pages(s.rows, s.contexts.back());
   int64_t rowBytes = model::latentRowBytes(dtype, latentDim, ropeDim);
   std::vector<uint8_t> cache =
-      filledCache(ctx.pool, s.rows * maxContext * rowBytes, dtype);
+      filledCache(ctx.pool, s.rows * pages.slotTokens * rowBytes, dtype);
   std::vector<uint16_t> qLatent(s.rows * heads * latentDim),
       qRope(s.rows * heads * ropeDim), out(qLatent.size());
   for (size_t i = 0; i < qLatent.size(); ++i)
@@ -155,8 +173,7 @@ measureMla(const Context &ctx, int64_t heads, int64_t latentDim,
     LatentAttentionArgs args;
     args.qLatent = qLatent.data();
     args.qRope = qRope.data();
-    args.cache = {cache.data(), nullptr, dtype, rowBytes,
-                  maxContext * rowBytes};
+    args.cache = pages.cache(cache.data(), nullptr, dtype, rowBytes);
     args.rows = {s.rows, slots.data(), lengths.data()};
     args.heads = heads;
     args.latentDim = latentDim;

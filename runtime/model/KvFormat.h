@@ -28,6 +28,16 @@ namespace moe::model {
 
 enum class KvDtype : uint8_t { bf16 = 0, fp8 = 1 };
 
+/// Tokens of a page of the CUDA backend's host KV pool, which the planner
+/// sizes in whole pages. A page is the unit of every copy of cached rows to
+/// the GPU, so it must be long enough for one copy to run at the link's
+/// rate; a sequence wastes at most a page less one token on its last. Jobs
+/// of shorter contexts hold a context a page.
+inline constexpr int64_t kHostKvPageTokens = 256;
+inline constexpr int64_t hostKvPageTokens(int64_t maxContext) {
+  return maxContext < kHostKvPageTokens ? maxContext : kHostKvPageTokens;
+}
+
 inline constexpr std::string_view kvDtypeName(KvDtype dtype) {
   return dtype == KvDtype::fp8 ? "fp8" : "bf16";
 }

@@ -57,7 +57,7 @@ struct Options {
   std::optional<uint64_t> syntheticSeed;
   int32_t threads = static_cast<int32_t>(std::thread::hardware_concurrency());
   std::optional<int32_t> batch, maxContext, maxNewTokens;
-  std::optional<int64_t> kvPoolTokens; // CPU backend: KV for all sequences
+  std::optional<int64_t> kvPoolTokens; // KV of the sequences it pages
   SamplingParams sampling;
   bool progress = true;
   double progressInterval = 30; // seconds between lines in a log
@@ -244,14 +244,7 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
                                                const EngineOptions &engine,
                                                std::string &name) {
 #ifdef MOE_HAVE_CUDA
-  if (options.backend == "cuda" && options.kvPoolTokens)
-    return makeError("--kv-pool-tokens: the CUDA backend holds every "
-                     "sequence's whole context; use --backend cpu");
-  if (options.backend == "auto" && options.kvPoolTokens)
-    std::fprintf(stderr, "moe-run: --kv-pool-tokens: using the CPU backend "
-                         "(the CUDA backend holds every sequence's whole "
-                         "context)\n");
-  if (options.backend != "cpu" && !options.kvPoolTokens) {
+  if (options.backend != "cpu") {
     int devices = 0;
     cudaError_t error = cudaGetDeviceCount(&devices);
     if (error != cudaSuccess || devices == 0) {
@@ -264,8 +257,9 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
       std::fprintf(stderr, "moe-run: %s: using the CPU backend\n",
                    none.c_str());
     } else {
-      auto gpu = std::make_unique<cuda::CudaBackend>(
-          cuda::CudaBackendOptions{.graphs = !options.enforceEager});
+      auto gpu = std::make_unique<cuda::CudaBackend>(cuda::CudaBackendOptions{
+          .graphs = !options.enforceEager,
+          .hostKvPoolTokens = options.kvPoolTokens.value_or(0)});
       auto placing = std::make_shared<ProgressLine>(
           options.progress, isatty(STDERR_FILENO), options.progressInterval);
       gpu->setPrepareProgress([placing](double fraction) {
@@ -811,8 +805,10 @@ int main(int argc, char **argv) {
                  "Tokens per sequence, prompt included (--ctx-size, -c as "
                  "llama.cpp names it)");
   app.add_option("--kv-pool-tokens", options.kvPoolTokens,
-                 "CPU backend: tokens of KV cache for all sequences together "
-                 "(default: each of B sequences' whole context); sequences "
+                 "Tokens of KV cache in host memory, in pages: for all "
+                 "sequences on the CPU backend (default: each one's whole "
+                 "context), for those whose KV the plan keeps in host memory "
+                 "on the CUDA backend (default: the plan's pool); sequences "
                  "take it as they grow, wait for it, and are paused and "
                  "resumed when it runs short, with the same answers")
       ->check(numberIn([](double v) { return v >= 1; }, "at least 1"));

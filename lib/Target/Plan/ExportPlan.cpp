@@ -157,7 +157,8 @@ fb::Offset<pl::Batching> PlanWriter::writeBatching(BatchingAttr b) {
       b.getKvDtype() == "fp8" ? pl::KvDType::fp8 : pl::KvDType::bf16,
       static_cast<pl::WeightDType>(
           ::moe::model::parseWeightDtype(b.getWeightDtype())
-              .value_or(::moe::model::WeightDtype::bf16)));
+              .value_or(::moe::model::WeightDtype::bf16)),
+      b.getHostKvPoolTokens());
 }
 
 /// The subset of moe.plan_report the runtime compares measurements with.

@@ -564,6 +564,83 @@ TEST_P(CudaBackendHostAttention, MatchesHuggingFaceAndTheCpuBackend) {
   EXPECT_GT(chunked.counters().hostKvBytesRead, 0);
 }
 
+// Host slots' KV in pages scattered over the pool: prompts that end on
+// either side of a page's end, prefilled highest slot first so the pages
+// run against the slot order, decode steps across page ends, then two slots
+// given back and refilled with the pages they leave, in another order. Each
+// step's logits match the CPU backend's on the same inputs, on the host's
+// cores (the plan's share) and through the staging buffers (the rest).
+TEST_P(CudaBackendHostAttention, PagedHostKvMatchesTheCpuBackend) {
+  const plan::Batching *batching = plan_->plan().batching();
+  ASSERT_NE(batching, nullptr);
+  const int32_t slots = int32_t(batching->resident_batch()), context = 512;
+  ASSERT_LT(batching->kv_gpu_fraction(), 1.0);
+  cuda::CudaBackend gpu;
+  CpuBackend cpu(2);
+  for (Backend *backend : std::initializer_list<Backend *>{&gpu, &cpu}) {
+    Status status = backend->prepare(*plan_, *weights_, slots, context);
+    ASSERT_TRUE(status.ok()) << status.error().message();
+  }
+  EXPECT_EQ(gpu.kvPages().pageTokens(), 256);
+  std::vector<int32_t> lengths(size_t(slots), 0), next(size_t(slots), 0);
+  uint32_t seed = 1;
+  auto token = [&] {
+    return int32_t((seed = seed * 1103515245 + 12345) >> 8) %
+           int32_t(golden_.vocab);
+  };
+  LogitComparison vsCpu(tolerance());
+  auto step = [&](const StepBatch &batch, const std::string &what) {
+    std::vector<float> got, reference;
+    ASSERT_NO_FATAL_FAILURE(forwardOnBoth(gpu, cpu, batch, got, reference));
+    vsCpu.add(what, got.data(), reference.data(),
+              int64_t(batch.logitRows.size()), golden_.vocab);
+    // The next inputs are the reference's picks.
+    for (size_t r = 0; r < batch.logitRows.size(); ++r) {
+      const float *row = reference.data() + r * golden_.vocab;
+      int32_t slot = batch.rows[size_t(batch.logitRows[r])].slot;
+      next[size_t(slot)] =
+          int32_t(std::max_element(row, row + golden_.vocab) - row);
+    }
+  };
+  auto prompt = [&](int32_t slot, int32_t length) {
+    StepBatch batch;
+    for (int32_t t = 0; t < length; ++t) {
+      batch.tokenIds.push_back(token());
+      batch.rows.push_back({slot, t});
+    }
+    batch.logitRows.push_back(length - 1);
+    lengths[size_t(slot)] = length;
+    ASSERT_NO_FATAL_FAILURE(
+        step(batch, "prompt of slot " + std::to_string(slot)));
+  };
+  auto decode = [&](int steps) {
+    for (int s = 0; s < steps; ++s) {
+      StepBatch batch;
+      for (int32_t slot = 0; slot < slots; ++slot) {
+        batch.tokenIds.push_back(next[size_t(slot)]);
+        batch.rows.push_back({slot, lengths[size_t(slot)]++});
+        batch.logitRows.push_back(slot);
+      }
+      ASSERT_NO_FATAL_FAILURE(step(batch, "decode step " + std::to_string(s)));
+    }
+  };
+  for (int32_t slot = slots - 1; slot >= 0; --slot)
+    ASSERT_NO_FATAL_FAILURE(prompt(slot, 240 + 7 * (slot % 5)));
+  ASSERT_NO_FATAL_FAILURE(decode(12));
+  for (int32_t slot : {slots - 1, slots - 3}) {
+    gpu.resetSlot(slot);
+    cpu.resetSlot(slot);
+  }
+  for (int32_t slot : {slots - 3, slots - 1})
+    ASSERT_NO_FATAL_FAILURE(prompt(slot, 300));
+  ASSERT_NO_FATAL_FAILURE(decode(4));
+  vsCpu.expectWithin(model() + " paged host KV vs CPU backend");
+  BackendCounters moved = gpu.counters();
+  EXPECT_GT(moved.kvBytesToDevice, 0);
+  EXPECT_GT(moved.kvBytesToHost, 0);
+  EXPECT_GT(moved.hostKvBytesRead, 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     HuggingFace, CudaBackendHostAttention,
     ::testing::ValuesIn(goldenCases(kCuda, {"tiny-mixtral", "tiny-qwen2-moe",

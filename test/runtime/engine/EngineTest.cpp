@@ -39,13 +39,14 @@ public:
   }
   std::vector<StageTime> stageSeconds() const override { return {}; }
   /// KV in pages of `pageTokens` tokens, `poolTokens` in all (0: every
-  /// slot's whole context), as a backend holds them.
+  /// slot's whole context) for all but the first `wholeSlots`, as a
+  /// backend holds them.
   void holdKv(int32_t slots, int32_t maxContext, int32_t pageTokens,
-              int64_t poolTokens) {
+              int64_t poolTokens, int32_t wholeSlots) {
     histories.assign(static_cast<size_t>(slots), {});
     kvPages_ = poolTokens > 0
                    ? *KvPages::create(slots, maxContext, pageTokens,
-                                      poolTokens / pageTokens)
+                                      poolTokens / pageTokens, wholeSlots)
                    : KvPages::wholeContext(slots, maxContext, pageTokens);
   }
   Status forward(const StepBatch &batch, std::vector<float> &logits) override {
@@ -107,7 +108,7 @@ RunResult runEngine(
     int32_t residentBatch, const std::vector<Request> &requests,
     SamplingParams sampling = {}, int failAt = -1,
     int64_t parallelSamplingLogits = EngineOptions{}.parallelSamplingLogits,
-    int64_t kvPoolTokens = 0) {
+    int64_t kvPoolTokens = 0, int32_t wholeSlots = 0) {
   HistoryBackend backend;
   EngineOptions options;
   options.residentBatch = residentBatch;
@@ -115,7 +116,8 @@ RunResult runEngine(
   options.eosTokenIds = {kEos};
   options.sampling = sampling;
   options.parallelSamplingLogits = parallelSamplingLogits;
-  backend.holdKv(residentBatch, kContext, kPageTokens, kvPoolTokens);
+  backend.holdKv(residentBatch, kContext, kPageTokens, kvPoolTokens,
+                 wholeSlots);
   Engine engine(backend, kVocab, options);
   size_t next = 0;
   RunResult result;
@@ -232,31 +234,35 @@ TEST(Engine, SequencesPausedForKvPagesAnswerAsIfNeverPaused) {
        {SamplingParams{}, SamplingParams{1.0f, 10, 0.9f, 99}}) {
     RunResult whole = runEngine(8, requests, sampling);
     // Room for 96 tokens: two sequences of the 64-token context at most,
-    // against eight slots growing to up to 63 tokens each.
-    RunResult paged =
-        runEngine(8, requests, sampling, -1,
-                  EngineOptions{}.parallelSamplingLogits, /*kvPoolTokens=*/96);
-    ASSERT_TRUE(whole.status.ok()) << whole.status.error().message();
-    ASSERT_TRUE(paged.status.ok()) << paged.status.error().message();
-    ASSERT_EQ(paged.completions.size(), requests.size());
-    for (const Request &request : requests) {
-      const Completion &got = paged.completions.at(request.index);
-      EXPECT_EQ(got.outputIds, whole.completions.at(request.index).outputIds)
-          << request.index;
-      EXPECT_EQ(got.finishReason,
-                whole.completions.at(request.index).finishReason);
-      if (sampling.temperature == 0)
-        EXPECT_EQ(got.outputIds, expected(request).outputIds);
+    // against eight slots growing to up to 63 tokens each; then the same
+    // with the first three slots holding their whole contexts outside it.
+    for (int32_t wholeSlots : {0, 3}) {
+      RunResult paged = runEngine(8, requests, sampling, -1,
+                                  EngineOptions{}.parallelSamplingLogits,
+                                  /*kvPoolTokens=*/96, wholeSlots);
+      ASSERT_TRUE(whole.status.ok()) << whole.status.error().message();
+      ASSERT_TRUE(paged.status.ok()) << paged.status.error().message();
+      ASSERT_EQ(paged.completions.size(), requests.size());
+      for (const Request &request : requests) {
+        const Completion &got = paged.completions.at(request.index);
+        EXPECT_EQ(got.outputIds, whole.completions.at(request.index).outputIds)
+            << request.index;
+        EXPECT_EQ(got.finishReason,
+                  whole.completions.at(request.index).finishReason);
+        if (sampling.temperature == 0)
+          EXPECT_EQ(got.outputIds, expected(request).outputIds);
+      }
+      EXPECT_EQ(whole.stats.pausedSequences, 0);
+      EXPECT_GT(paged.stats.pausedSequences, 0);
+      EXPECT_GT(paged.stats.recomputedTokens, 0);
+      EXPECT_LE(paged.heldPages, 96 / kPageTokens);
+      EXPECT_GE(paged.heldPages, paged.stats.peakKvPages);
+      EXPECT_GT(paged.stats.peakKvPages, 0);
+      EXPECT_EQ(paged.stats.decodeContextTokens,
+                whole.stats.decodeContextTokens);
+      EXPECT_EQ(paged.stats.prefillTokens,
+                whole.stats.prefillTokens + paged.stats.recomputedTokens);
     }
-    EXPECT_EQ(whole.stats.pausedSequences, 0);
-    EXPECT_GT(paged.stats.pausedSequences, 0);
-    EXPECT_GT(paged.stats.recomputedTokens, 0);
-    EXPECT_LE(paged.heldPages, 96 / kPageTokens);
-    EXPECT_GE(paged.heldPages, paged.stats.peakKvPages);
-    EXPECT_GT(paged.stats.peakKvPages, 0);
-    EXPECT_EQ(paged.stats.decodeContextTokens, whole.stats.decodeContextTokens);
-    EXPECT_EQ(paged.stats.prefillTokens,
-              whole.stats.prefillTokens + paged.stats.recomputedTokens);
   }
 }
 
@@ -410,7 +416,7 @@ TEST(Engine, LogitsThatAreNotFiniteFailTheirRequestOnly) {
     options.residentBatch = 2;
     options.maxContext = 64;
     options.sampling.temperature = temperature;
-    backend.holdKv(2, kContext, kPageTokens, 0);
+    backend.holdKv(2, kContext, kPageTokens, 0, 0);
     Engine engine(backend, kVocab, options);
     size_t next = 0;
     std::map<int64_t, Completion> done;
@@ -443,7 +449,7 @@ TEST(Engine, LogitsThatAreNotFiniteFailTheirRequestOnly) {
 TEST(Engine, StopsBetweenStepsWhenAsked) {
   std::vector<Request> requests = makeRequests(8);
   HistoryBackend backend;
-  backend.holdKv(2, kContext, kPageTokens, 0);
+  backend.holdKv(2, kContext, kPageTokens, 0, 0);
   EngineOptions options;
   options.residentBatch = 2;
   options.maxContext = 64;

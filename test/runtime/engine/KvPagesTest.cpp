@@ -59,6 +59,31 @@ TEST(KvPages, APoolHoldsAtLeastOneWholeSequence) {
   EXPECT_EQ(whole.freePages(), 0);
 }
 
+TEST(KvPages, WholeSlotsStayOutsideThePool) {
+  // Slots 0 and 1 hold their whole 10 tokens elsewhere; 2 and 3 share 3
+  // pages of 4 tokens.
+  Result<KvPages> created = KvPages::create(4, 10, 4, 3, 2);
+  ASSERT_TRUE(created.ok()) << created.error().message();
+  KvPages &pages = *created;
+  EXPECT_FALSE(pages.paged(1));
+  EXPECT_TRUE(pages.paged(2));
+  EXPECT_EQ(pages.pagesToGrow(0, 10), 0);
+  ASSERT_TRUE(pages.grow(0, 10).ok());
+  EXPECT_TRUE(pages.table(0).empty());
+  EXPECT_EQ(pages.freePages(), 3);
+  ASSERT_TRUE(pages.grow(2, 10).ok());
+  EXPECT_EQ(pages.freePages(), 0);
+  EXPECT_EQ(pages.pagesToGrow(3, 1), 1);
+  pages.release(0);
+  EXPECT_EQ(pages.freePages(), 0);
+  pages.release(2);
+  EXPECT_EQ(pages.freePages(), 3);
+  // Only slots that use the pool need it to hold a whole sequence.
+  EXPECT_TRUE(KvPages::create(2, 10, 4, 0, 2).ok());
+  EXPECT_FALSE(KvPages::create(2, 10, 4, 2, 1).ok());
+  EXPECT_FALSE(KvPages::create(2, 10, 4, 3, 3).ok());
+}
+
 TEST(KvPages, ABatchTakesItsPagesAllOrNone) {
   Result<KvPages> pages = KvPages::create(2, 6, 2, 3);
   ASSERT_TRUE(pages.ok());

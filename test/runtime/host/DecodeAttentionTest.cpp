@@ -126,9 +126,37 @@ Cache makeCodeCache(int64_t slots, int64_t vectors, int64_t width,
   return cache;
 }
 
-HostKvCache view(const Cache &k, const Cache *v, KvDtype dtype) {
-  return {k.bytes.data(), v ? v->bytes.data() : nullptr, dtype, k.rowBytes,
-          kMaxContext * k.rowBytes};
+// The caches' rows in a pool of pages of kPageTokens, the slots' pages
+// taken in reverse (slot 0 gets the pool's last): tiles cut where pages
+// end, which is not where the 32-token tiles would.
+constexpr int64_t kPageTokens = 48;
+constexpr int64_t kPagesPerSlot = kMaxContext / kPageTokens;
+
+struct PagedCache {
+  std::vector<uint8_t> k, v;
+  std::vector<int32_t> table;
+  HostKvCache cache;
+};
+
+PagedCache paged(const Cache &k, const Cache *v, KvDtype dtype) {
+  PagedCache pages;
+  int64_t slots = int64_t(k.bytes.size()) / (kMaxContext * k.rowBytes);
+  int64_t count = slots * kPagesPerSlot, pageBytes = kPageTokens * k.rowBytes;
+  pages.table.resize(size_t(count));
+  for (int64_t page = 0; page < count; ++page)
+    pages.table[size_t(page)] = int32_t(count - 1 - page);
+  for (auto [from, to] : {std::pair{&k, &pages.k}, std::pair{v, &pages.v}}) {
+    if (!from)
+      continue;
+    to->resize(from->bytes.size());
+    for (int64_t page = 0; page < count; ++page)
+      std::memcpy(to->data() + pages.table[size_t(page)] * pageBytes,
+                  from->bytes.data() + page * pageBytes, size_t(pageBytes));
+  }
+  pages.cache = {
+      pages.k.data(), v ? pages.v.data() : nullptr, dtype,        k.rowBytes,
+      kPageTokens,    pages.table.data(),           kPagesPerSlot};
+  return pages;
 }
 
 // Each output within `tolerance`, plus a bf16 ulp of the reference when the
@@ -211,7 +239,8 @@ protected:
 
     SoftmaxAttentionArgs args;
     args.q = qBits.data();
-    args.cache = view(k, &v, c.dtype);
+    PagedCache kv = paged(k, &v, c.dtype);
+    args.cache = kv.cache;
     args.rows = rows.view();
     args.heads = c.heads;
     args.kvHeads = c.kvHeads;
@@ -286,7 +315,8 @@ TEST_P(HostAttentionTest, LatentAttention) {
     LatentAttentionArgs args;
     args.qLatent = qLatent.data();
     args.qRope = qRope.data();
-    args.cache = view(cache, nullptr, c.dtype);
+    PagedCache latent = paged(cache, nullptr, c.dtype);
+    args.cache = latent.cache;
     args.rows = rows.view();
     args.heads = c.heads;
     args.latentDim = c.latentDim;
@@ -351,7 +381,8 @@ TEST_P(HostAttentionTest, RefusesWhatDoesNotFit) {
   std::vector<int32_t> slots{0}, lengths{kMaxContext + 1};
   SoftmaxAttentionArgs args;
   args.q = q.data();
-  args.cache = view(k, &k, KvDtype::bf16);
+  PagedCache kv = paged(k, &k, KvDtype::bf16);
+  args.cache = kv.cache;
   args.rows = {1, slots.data(), lengths.data()};
   args.heads = 4;
   args.kvHeads = 2;
@@ -364,6 +395,13 @@ TEST_P(HostAttentionTest, RefusesWhatDoesNotFit) {
   EXPECT_NE(message().find("length 1201 (a slot holds 1200"), std::string::npos)
       << message();
   lengths[0] = 5;
+  EXPECT_EQ(message(), "ok");
+  lengths[0] = 100;
+  kv.table[2] = -1;
+  EXPECT_NE(message().find("slot 0 has no page for positions from 96"),
+            std::string::npos)
+      << message();
+  lengths[0] = 96;
   EXPECT_EQ(message(), "ok");
   args.cache.dtype = KvDtype::fp8;
   EXPECT_NE(message().find("are 48 bytes, got 64"), std::string::npos)

@@ -55,6 +55,8 @@ struct BackendState {
   bool prepared = false;
   // Streaming, as the plan's batching and schedule say.
   int32_t gpuSlots = 0; // slots whose KV stays on the GPU
+  const KvPages *kvPages = nullptr; // the backend's: where host rows go
+  HostPageTable hostPages;          // the host slots' pages, for the host
   // Slots from here on are attended by the host's cores in decode (the
   // plan's CPU attention share); INT32_MAX for none.
   int32_t hostAttendedSlot = INT32_MAX;

@@ -127,9 +127,10 @@ void ChunkedPass::cutChunks() {
 }
 
 void ChunkedPass::layOutRows() {
-  meta_.assign(size_t(4 * rows_) + (endLogit_ - firstLogit_), 0);
+  meta_.assign(size_t(5 * rows_) + (endLogit_ - firstLogit_), 0);
   int32_t *tokens = meta_.data(), *attnSlots = tokens + rows_,
-          *positions = attnSlots + rows_, *cacheRows = positions + rows_;
+          *positions = attnSlots + rows_, *cacheRows = positions + rows_,
+          *poolRows = cacheRows + rows_;
   chunkLogits_ = {firstLogit_};
   for (size_t c = 0; c < chunks_; ++c) {
     int64_t from = cuts_[c], to = cuts_[c + 1];
@@ -139,13 +140,13 @@ void ChunkedPass::layOutRows() {
     chunkSpans_.push_back(span);
     kvPasses_.push_back(chunkRows(
         batch_, first_ + from, first_ + to, s_.gpuSlots, s_.hostAttendedSlot,
-        s_.maxContext, microBatch_, tokens + from, attnSlots + from,
-        positions + from, cacheRows + from));
+        s_.maxContext, microBatch_, *s_.kvPages, tokens + from,
+        attnSlots + from, positions + from, cacheRows + from, poolRows + from));
     // A slot split across chunks loads what the earlier chunk stored.
     kvPasses_.back().loadsAfterCompute = c > 0;
     size_t logit = chunkLogits_.back();
     for (; logit < endLogit_ && batch_.logitRows[logit] < first_ + to; ++logit)
-      meta_[size_t(4 * rows_) + (logit - firstLogit_)] =
+      meta_[size_t(5 * rows_) + (logit - firstLogit_)] =
           static_cast<int32_t>(batch_.logitRows[logit] - first_ - from);
     chunkLogits_.push_back(logit);
   }
@@ -207,7 +208,8 @@ Step ChunkedPass::stepFor(size_t c) {
       .attnSlots = base_ + rows_ + from,
       .positions = base_ + 2 * rows_ + from,
       .cacheRows = base_ + 3 * rows_ + from,
-      .logitRows = base_ + 4 * rows_ + logits,
+      .poolRows = base_ + 4 * rows_ + from,
+      .logitRows = base_ + 5 * rows_ + logits,
       .logitCount = static_cast<int64_t>(chunkLogits_[c + 1] - chunkLogits_[c]),
       .head = out_.logits
                   ? HeadOutput{out_.logits + logits * program_.vocab, nullptr}
@@ -222,6 +224,7 @@ Step ChunkedPass::stepFor(size_t c) {
       .lightningStates = s_.lightningStates,
       .kv = s_.kv,
       .kvPass = kvPasses_[c],
+      .hostPages = s_.hostPages,
       .host = s_.host,
       .counters = s_.counters};
 }

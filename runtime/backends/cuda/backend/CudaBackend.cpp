@@ -6,11 +6,13 @@
 #include "runtime/backends/cuda/backend/WeightPlacement.h"
 #include "runtime/backends/cuda/backend/ops/Ops.h"
 #include "runtime/costmodel/Plan.h"
+#include "runtime/model/KvFormat.h"
 #include "runtime/model/ResolvedModel.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <span>
 
 namespace moe::cuda {
 namespace {
@@ -150,9 +152,10 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
   if (!cacheArena)
     return cacheArena.error();
   s.cache.emplace(std::move(*cacheArena));
-  MOE_RETURN_IF_ERROR(s.kv.allocate(*s.cache, *s.pinned, s.gpuSlots, hostSlots,
-                                    s.maxContext, stagedSlots,
-                                    s.kv.stagingBuffers()));
+  MOE_RETURN_IF_ERROR(
+      s.kv.allocate(*s.cache, *s.pinned, s.gpuSlots,
+                    s.kvPages->pages() * s.kvPages->pageTokens(), s.maxContext,
+                    stagedSlots, s.kv.stagingBuffers()));
   MOE_RETURN_IF_ERROR(prepareHostAttention(s, batching, resolved, hostSlots));
   // Not initialised: a slot's first row (position 0) starts from zero.
   for (const model::LightningStateSpec &state : resolved.lightningStates) {
@@ -263,8 +266,31 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
     if (!finite.ok())
       return fail(finite.error());
   }
+  // The host slots' pages: the pool the options or the plan give, else
+  // each one's whole context.
+  const int64_t page = model::hostKvPageTokens(maxContext);
+  const int64_t pagesPerSlot = (maxContext + page - 1) / page;
+  const int64_t poolTokens =
+      options_.hostKvPoolTokens > 0 ? options_.hostKvPoolTokens
+      : plan.plan().batching() ? plan.plan().batching()->host_kv_pool_tokens()
+                               : 0;
+  int64_t poolPages = hostSlots * pagesPerSlot;
+  if (poolTokens > 0)
+    poolPages = std::min(poolPages, (poolTokens + page - 1) / page);
+  if (poolPages * page > std::numeric_limits<int32_t>::max())
+    return fail(makeError("a host KV pool of {} tokens: at most {}",
+                          poolPages * page,
+                          std::numeric_limits<int32_t>::max()));
+  Result<KvPages> pages = KvPages::create(slots, maxContext, int32_t(page),
+                                          poolPages, slots - hostSlots);
+  if (!pages)
+    return fail(pages.error());
   auto s = std::make_unique<BackendState>();
   s->slots = slots;
+  s->kvPages = &*pages;
+  s->hostPages.pageTokens = page;
+  s->hostPages.pagesPerSlot = pagesPerSlot;
+  s->hostPages.pages.assign(size_t(hostSlots * pagesPerSlot), -1);
   s->maxContext = maxContext;
   s->lengths.assign(slots, 0);
   s->progress = prepareProgress_;
@@ -287,9 +313,9 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
       return fail(graphs.error());
   }
   s->prepared = true;
+  kvPages_ = std::move(*pages);
+  s->kvPages = &kvPages_;
   state_ = std::move(s);
-  // Each slot's caches hold its whole context: one page a slot.
-  kvPages_ = KvPages::wholeContext(slots, maxContext, maxContext);
   return Status::success();
 }
 
@@ -297,6 +323,12 @@ void CudaBackend::resetSlot(int32_t slot) {
   if (state_ && slot >= 0 && slot < state_->slots) {
     state_->lengths[slot] = 0;
     kvPages_.release(slot);
+    if (slot >= state_->gpuSlots) {
+      HostPageTable &table = state_->hostPages;
+      int64_t hostSlot = slot - state_->gpuSlots;
+      std::fill_n(table.pages.begin() + hostSlot * table.pagesPerSlot,
+                  table.pagesPerSlot, -1);
+    }
   }
 }
 
@@ -325,6 +357,13 @@ Status CudaBackend::run(const StepBatch &batch, std::vector<float> *logits,
     return fail(runs.error());
   if (Status held = holdKvRows(batch, *runs, kvPages_); !held.ok())
     return fail(held.error());
+  for (const SlotRun &run : *runs)
+    if (run.slot >= s.gpuSlots) {
+      std::span<const int32_t> table = kvPages_.table(run.slot);
+      std::copy(table.begin(), table.end(),
+                s.hostPages.pages.begin() +
+                    (run.slot - s.gpuSlots) * s.hostPages.pagesPerSlot);
+    }
   int64_t rows = static_cast<int64_t>(batch.rows.size());
   if (logits)
     logits->clear();

@@ -10,8 +10,9 @@
 // plan's placement and batching: streamed weights live in pinned host memory
 // and are copied through the plan's weight ring on their own stream ahead of
 // their ops; the KV of the slots beyond the plan's GPU share lives in pinned
-// memory and is staged per attention micro-batch on a load stream, new rows
-// stored back on a store stream; activations stay within what the GPU
+// memory, in pages of a pool the slots take as they grow, and is staged per
+// attention micro-batch on a load stream, new rows stored back on a store
+// stream; activations stay within what the GPU
 // budget leaves (larger batches run as several passes).
 #pragma once
 
@@ -34,6 +35,10 @@ struct CudaBackendOptions {
   // Decode passes that allow it captured as CUDA graphs and replayed
   // (StepGraphs.h); off, every pass launches op by op.
   bool graphs = true;
+  // Tokens of the host KV pool the host slots take pages from (0: the
+  // plan's, or every host slot's whole context for a plan without one);
+  // rounded up to whole pages.
+  int64_t hostKvPoolTokens = 0;
 };
 
 class CudaBackend : public Backend {

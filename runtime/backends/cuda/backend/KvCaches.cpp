@@ -52,12 +52,12 @@ size_t KvCaches::deviceBytes(int32_t gpuSlots, int32_t maxContext,
 }
 
 Status KvCaches::allocate(DeviceArena &arena, PinnedHostPool &pinned,
-                          int32_t gpuSlots, int32_t hostSlots,
+                          int32_t gpuSlots, int64_t poolRows,
                           int32_t maxContext, int64_t stagedSlots,
                           int buffers) {
   for (KvCache &c : caches) {
     size_t gpuBytes = size_t(gpuSlots) * maxContext * c.rowBytes;
-    size_t hostBytes = size_t(hostSlots) * maxContext * c.rowBytes;
+    size_t hostBytes = size_t(poolRows) * size_t(c.rowBytes);
     if (gpuBytes > 0) {
       auto k = arena.allocateArray<uint8_t>(gpuBytes, "k cache");
       if (!k)
@@ -71,12 +71,12 @@ Status KvCaches::allocate(DeviceArena &arena, PinnedHostPool &pinned,
       }
     }
     if (hostBytes > 0) {
-      auto k = pinned.allocate(hostBytes, "host k cache");
+      auto k = pinned.allocate(hostBytes, "host k pages");
       if (!k)
         return k.error();
       c.hostK = static_cast<uint8_t *>(*k);
       if (c.hasValues) {
-        auto v = pinned.allocate(hostBytes, "host v cache");
+        auto v = pinned.allocate(hostBytes, "host v pages");
         if (!v)
           return v.error();
         c.hostV = static_cast<uint8_t *>(*v);
@@ -118,38 +118,27 @@ Status KvCaches::beginPass(cudaStream_t compute) {
   return load_->wait(*passStart_);
 }
 
-Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
-                                 int32_t maxContext, const int32_t *cacheRows,
-                                 int layer, const KvCache &cache,
-                                 const uint8_t *key, const uint8_t *value,
-                                 BackendCounters &counters,
-                                 const Attend &attend,
-                                 const HostAttend &hostAttend) {
+Status
+KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
+                          int32_t maxContext, const int32_t *cacheRows,
+                          const int32_t *poolRows, const HostPageTable &pages,
+                          int layer, const KvCache &cache, const uint8_t *key,
+                          const uint8_t *value, BackendCounters &counters,
+                          const Attend &attend, const HostAttend &hostAttend) {
   cudaStream_t load = load_->get(), store = store_->get();
-  int64_t context = maxContext, rowBytes = cache.rowBytes;
-  size_t slotBytes = size_t(context) * rowBytes;
+  const int64_t rowBytes = cache.rowBytes, page = pages.pageTokens;
+  const size_t slotBytes = size_t(maxContext) * rowBytes;
+  const int copiesPerRow = cache.hasValues ? 2 : 1;
   if (key) {
     MOE_RETURN_IF_ERROR(ready_->record(compute));
     MOE_CUDA_TRY(cudaStreamWaitEvent(store, ready_->get()));
     MOE_ASSIGN_OR_RETURN(size_t span, trace->start(store));
-    for (const KvStoreRun &run : pass.stores) {
-      for (auto [from, to] :
-           {std::pair{key, cache.hostK}, std::pair{value, cache.hostV}}) {
-        if (!to)
-          continue;
-        const uint8_t *src = from + run.row * rowBytes;
-        uint8_t *dst = to + (run.hostSlot * context + run.position) * rowBytes;
-        if (run.acrossSlots)
-          MOE_CUDA_TRY(cudaMemcpy2DAsync(dst, slotBytes, src, rowBytes,
-                                         rowBytes, run.rows,
-                                         cudaMemcpyDeviceToHost, store));
-        else
-          MOE_CUDA_TRY(cudaMemcpyAsync(dst, src, run.rows * rowBytes,
-                                       cudaMemcpyDeviceToHost, store));
-      }
-      counters.kvBytesToHost +=
-          int64_t((cache.hasValues ? 2 : 1) * run.rows * rowBytes);
-    }
+    int64_t first = pass.gpuRows;
+    MOE_CUDA_TRY(kernels::appendKv(key + first * rowBytes,
+                                   value ? value + first * rowBytes : nullptr,
+                                   poolRows + first, pass.hostRows(), rowBytes,
+                                   cache.hostK, cache.hostV, store));
+    counters.kvBytesToHost += copiesPerRow * pass.hostRows() * rowBytes;
     MOE_RETURN_IF_ERROR(trace->stop(
         span, store, "d2h KV", [&] { return layerSpanName(layer, "KV store"); },
         "KV store"));
@@ -163,6 +152,9 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
     MOE_RETURN_IF_ERROR(opStart_->record(compute));
     MOE_CUDA_TRY(cudaStreamWaitEvent(load, opStart_->get()));
   }
+  cudaMemcpyAttributes order{};
+  order.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+  size_t orderFrom = 0;
   size_t buffers = stagingK_.size();
   for (size_t m = 0; m < pass.microBatches.size(); ++m) {
     const KvMicroBatch &batch = pass.microBatches[m];
@@ -170,29 +162,37 @@ Status KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
     uint8_t *stagedK = stagingK_[b], *stagedV = stagingV_[b];
     MOE_CUDA_TRY(cudaStreamWaitEvent(load, free_[b].get()));
     MOE_ASSIGN_OR_RETURN(size_t span, trace->start(load));
+    copyTo_.clear();
+    copyFrom_.clear();
+    copyBytes_.clear();
     for (const KvLoad &kvLoad : batch.loads) {
       int64_t end = key ? kvLoad.length : kvLoad.lengthAfter;
-      // Each slot's first new row, at the position its cache has reached,
-      // reads back to its window's start; positions before the earliest
-      // of those starts stay unloaded.
+      // The slot's first new row, at the position its cache has reached,
+      // reads back to its window's start; positions before it stay
+      // unloaded.
       int64_t begin =
           cache.readWindow > 0
-              ? std::max<int64_t>(0, kvLoad.shortest - cache.readWindow + 1)
+              ? std::max<int64_t>(0, kvLoad.length - cache.readWindow + 1)
               : 0;
-      if (end <= begin)
-        continue;
-      size_t offset = size_t(begin) * rowBytes;
-      for (auto [from, to] :
-           {std::pair{cache.hostK, stagedK}, std::pair{cache.hostV, stagedV}})
-        if (from)
-          MOE_CUDA_TRY(cudaMemcpy2DAsync(
-              to + kvLoad.local * slotBytes + offset, slotBytes,
-              from + kvLoad.hostSlot * slotBytes + offset, slotBytes,
-              size_t(end - begin) * rowBytes, kvLoad.count,
-              cudaMemcpyHostToDevice, load));
-      counters.kvBytesToDevice += int64_t(
-          (cache.hasValues ? 2 : 1) * kvLoad.count * (end - begin) * rowBytes);
+      const int32_t *table = pages.of(kvLoad.hostSlot);
+      for (int64_t at = begin, rows; at < end; at += rows) {
+        rows = std::min(end - at, page - at % page);
+        size_t poolRow = size_t(table[at / page]) * page + at % page;
+        size_t stagedRow = kvLoad.local * slotBytes + at * rowBytes;
+        for (auto [from, to] :
+             {std::pair{cache.hostK, stagedK}, std::pair{cache.hostV, stagedV}})
+          if (from) {
+            copyTo_.push_back(to + stagedRow);
+            copyFrom_.push_back(from + poolRow * rowBytes);
+            copyBytes_.push_back(size_t(rows * rowBytes));
+          }
+        counters.kvBytesToDevice += copiesPerRow * rows * rowBytes;
+      }
     }
+    if (!copyTo_.empty())
+      MOE_CUDA_TRY(cudaMemcpyBatchAsync(copyTo_.data(), copyFrom_.data(),
+                                        copyBytes_.data(), copyTo_.size(),
+                                        &order, &orderFrom, 1, load));
     MOE_RETURN_IF_ERROR(trace->stop(
         span, load, "h2d KV",
         [&] {

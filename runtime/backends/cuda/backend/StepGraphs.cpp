@@ -22,10 +22,10 @@ StepGraphs::~StepGraphs() {
 }
 
 Status StepGraphs::enable(int32_t slots, int64_t vocab) {
-  // Tokens, attention slots, positions, cache rows and logit rows of each
-  // row (ChunkedPass::layOutRows).
+  // Tokens, attention slots, positions, cache rows, pool rows and logit rows
+  // of each row (ChunkedPass::layOutRows).
   void *input = nullptr, *output = nullptr;
-  MOE_CUDA_TRY(cudaHostAlloc(&input, size_t(5 * slots) * sizeof(int32_t),
+  MOE_CUDA_TRY(cudaHostAlloc(&input, size_t(6 * slots) * sizeof(int32_t),
                              cudaHostAllocDefault));
   input_ = static_cast<int32_t *>(input);
   MOE_CUDA_TRY(cudaHostAlloc(&output, size_t(slots) * sizeof(int32_t),

@@ -55,8 +55,9 @@ public:
   // pass of up to `slots` rows, and for the logits of `vocab` entries of as
   // many of them as kMaxLogitBytes holds.
   Status enable(int32_t slots, int64_t vocab);
-  // A pass's metadata (tokens, slots, positions, cache rows, logit rows),
-  // read by every graph's first copy; its greedy tokens or its logits.
+  // A pass's metadata (tokens, slots, positions, cache rows, pool rows,
+  // logit rows), read by every graph's first copy; its greedy tokens or its
+  // logits.
   int32_t *input() const { return input_; }
   int32_t *output() const { return output_; }
   float *logits() const { return logits_; }

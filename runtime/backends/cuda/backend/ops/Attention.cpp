@@ -153,8 +153,13 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
   // them over the host KV, the GPU the rest.
   auto hostAttend = [&](const Event *kvStored) {
     HostAttention::Layer layer;
-    layer.cache = {cache.hostK, cache.hostV, step.kv.dtype, cache.rowBytes,
-                   int64_t(step.maxContext) * cache.rowBytes};
+    layer.cache = {cache.hostK,
+                   cache.hostV,
+                   step.kv.dtype,
+                   cache.rowBytes,
+                   step.hostPages.pageTokens,
+                   step.hostPages.pages.data(),
+                   step.hostPages.pagesPerSlot};
     layer.heads = k.heads;
     layer.kvHeads = k.kvHeads;
     layer.headDim = k.headDim;
@@ -165,10 +170,11 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
                             o, step.layer, step.counters);
   };
   if (rows > gpuRows)
-    MOE_RETURN_IF_ERROR(step.kv.attendHostSlots(
-        step.stream, step.kvPass, step.maxContext, step.cacheRows, step.layer,
-        cache, k.ownsKv ? keyRows : nullptr, valueRows, step.counters, attend,
-        hostAttend));
+    MOE_RETURN_IF_ERROR(
+        step.kv.attendHostSlots(step.stream, step.kvPass, step.maxContext,
+                                step.cacheRows, step.poolRows, step.hostPages,
+                                step.layer, cache, k.ownsKv ? keyRows : nullptr,
+                                valueRows, step.counters, attend, hostAttend));
   MOE_ASSIGN_OR_RETURN(bf16 * y,
                        step.alloc<bf16>(rows * k.hidden, "attention out"));
   MOE_RETURN_IF_ERROR(step.linear(o, rows, qw, k.o, k.hidden, k.oBias, y));

@@ -172,9 +172,10 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
   }
   if (rows > gpuRows)
     MOE_RETURN_IF_ERROR(step.kv.attendHostSlots(
-        step.stream, step.kvPass, step.maxContext, step.cacheRows, step.layer,
-        cache, reinterpret_cast<const uint8_t *>(rowsOut), nullptr,
-        step.counters, attend, [](const Event *) -> Result<cudaEvent_t> {
+        step.stream, step.kvPass, step.maxContext, step.cacheRows,
+        step.poolRows, step.hostPages, step.layer, cache,
+        reinterpret_cast<const uint8_t *>(rowsOut), nullptr, step.counters,
+        attend, [](const Event *) -> Result<cudaEvent_t> {
           // prepare refuses plans that would give MLA rows to the host.
           return makeError("the host's cores do not attend MLA");
         }));

@@ -179,9 +179,10 @@ struct Step {
   cudaStream_t stream;
   int64_t rows;
   // Per row: the slot in the KV array attention reads (a GPU slot, or a
-  // host slot's index in its staging buffer), its position, and the row
-  // of that array where its K/V go.
-  const int32_t *attnSlots, *positions, *cacheRows, *logitRows;
+  // host slot's index in its staging buffer), its position, the row of
+  // that array where its K/V go and, for a host slot, its row in the host
+  // pool.
+  const int32_t *attnSlots, *positions, *cacheRows, *poolRows, *logitRows;
   int64_t logitCount;
   HeadOutput head; // host
   int32_t maxContext;
@@ -195,6 +196,7 @@ struct Step {
   const std::vector<float *> &lightningStates;
   KvCaches &kv;
   const KvPass &kvPass;
+  const HostPageTable &hostPages;
   HostAttention &host;
   BackendCounters &counters;
   std::vector<void *> made; // this op's allocations
