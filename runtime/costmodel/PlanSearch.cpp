@@ -381,6 +381,48 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
                      "{}{}",
                      *smallestMisfit, statesNote);
 
+  // Between the best B and the next grid value, which did not fit or ran
+  // slower: the largest B that fits with the best's other variables, where
+  // it is faster (where the link binds, a step's time hardly grows with B,
+  // so the grid's √2 steps leave up to 40% of the rate in memory unused).
+  // Memory grows with B, so the largest that fits is found by bisection.
+  if (options.residentBatches.empty()) {
+    auto above = std::upper_bound(batches.begin(), batches.end(),
+                                  best->plan.residentBatch);
+    int64_t fits = best->plan.residentBatch;
+    int64_t misses = above == batches.end()
+                         ? options.maxResidentBatch + 1
+                         : std::min(*above, options.maxResidentBatch + 1);
+    std::optional<Candidate> larger;
+    while (misses - fits > std::max<int64_t>(1, fits / 64)) {
+      Plan plan = best->plan;
+      plan.residentBatch = fits + (misses - fits) / 2;
+      plan.attentionMicroBatchPrefill = reservedPrefillMicroBatch(
+          options, plan.residentBatch, lengths.promptTokens);
+      PrefixMemory memory(model, ladder, plan);
+      std::optional<int64_t> prefix = longestFittingPrefix(memory, profile);
+      if (!prefix || (fixedShare &&
+                      plan.cpuAttentionSequences() > plan.hostKvSequences())) {
+        misses = plan.residentBatch;
+        continue;
+      }
+      plan.resident = residentPrefix(model, *prefix);
+      if (balanceHost) {
+        plan.cpuAttentionShare = 0;
+        auto plain = evaluatePlan(model, profile, plan);
+        MOE_RETURN_IF_ERROR(plain);
+        plan.cpuAttentionShare = balancedHostShare(model, profile, *plain);
+      }
+      auto candidate = evaluatePlan(model, profile, plan);
+      MOE_RETURN_IF_ERROR(candidate);
+      evaluated += balanceHost ? 2 : 1;
+      fits = plan.residentBatch;
+      larger = std::move(*candidate);
+    }
+    if (larger && larger->decodeTokensPerSecond > best->decodeTokensPerSecond)
+      best = std::move(larger);
+  }
+
   PlanChoice choice;
   choice.best = *best;
   choice.candidatesEvaluated = evaluated;
