@@ -570,15 +570,21 @@ TEST_P(CudaBackendHostAttention, MatchesHuggingFaceAndTheCpuBackend) {
 // given back and refilled with the pages they leave, in another order. Each
 // step's logits match the CPU backend's on the same inputs, on the host's
 // cores (the plan's share) and through the staging buffers (the rest).
+// The plan's GPU budget, made for its 32-token contexts, is raised for the
+// GPU slots' 512-token ones.
 TEST_P(CudaBackendHostAttention, PagedHostKvMatchesTheCpuBackend) {
-  const plan::Batching *batching = plan_->plan().batching();
-  ASSERT_NE(batching, nullptr);
+  auto plan = editPlan(*plan_, [](plan::PlanT &edited) {
+    edited.batching->gpu_budget_bytes = int64_t(256) << 20;
+  });
+  ASSERT_TRUE(plan.ok()) << plan.error().message();
+  const plan::Batching *batching = plan->plan().batching();
   const int32_t slots = int32_t(batching->resident_batch()), context = 512;
   ASSERT_LT(batching->kv_gpu_fraction(), 1.0);
-  cuda::CudaBackend gpu;
+  // Every host slot's whole context: the pages run short nowhere.
+  cuda::CudaBackend gpu({.hostKvPoolTokens = int64_t(slots) * context});
   CpuBackend cpu(2);
   for (Backend *backend : std::initializer_list<Backend *>{&gpu, &cpu}) {
-    Status status = backend->prepare(*plan_, *weights_, slots, context);
+    Status status = backend->prepare(*plan, *weights_, slots, context);
     ASSERT_TRUE(status.ok()) << status.error().message();
   }
   EXPECT_EQ(gpu.kvPages().pageTokens(), 256);

@@ -266,17 +266,20 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
     if (!finite.ok())
       return fail(finite.error());
   }
-  // The host slots' pages: the pool the options or the plan give, else
-  // each one's whole context.
+  // The host slots' pages: the pool the options give, else the plan's (at
+  // least one whole context of this job's, which may be longer than the
+  // plan's), else each one's whole context.
   const int64_t page = model::hostKvPageTokens(maxContext);
   const int64_t pagesPerSlot = (maxContext + page - 1) / page;
-  const int64_t poolTokens =
-      options_.hostKvPoolTokens > 0 ? options_.hostKvPoolTokens
-      : plan.plan().batching() ? plan.plan().batching()->host_kv_pool_tokens()
-                               : 0;
   int64_t poolPages = hostSlots * pagesPerSlot;
-  if (poolTokens > 0)
-    poolPages = std::min(poolPages, (poolTokens + page - 1) / page);
+  if (options_.hostKvPoolTokens > 0)
+    poolPages =
+        std::min(poolPages, (options_.hostKvPoolTokens + page - 1) / page);
+  else if (const plan::Batching *batching = plan.plan().batching();
+           batching && batching->host_kv_pool_tokens() > 0)
+    poolPages = std::min(
+        poolPages, std::max((batching->host_kv_pool_tokens() + page - 1) / page,
+                            pagesPerSlot));
   if (poolPages * page > std::numeric_limits<int32_t>::max())
     return fail(makeError("a host KV pool of {} tokens: at most {}",
                           poolPages * page,
