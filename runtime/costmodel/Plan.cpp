@@ -280,10 +280,10 @@ MemoryUse accountMemory(const ModelCosts &model, const Plan &plan) {
   use.gpuKvBytes =
       gpuSequences * kvBytesPerSequence(model, lengths.maxContext());
   // The pool holds pages of tokens; per-sequence states (none where host
-  // KV is allowed) come beside it.
+  // KV is allowed) come beside it, one per host sequence.
+  int64_t stateBytes = kvBytesPerSequence(model, 0);
   use.hostKvBytes = kvBytesPerSequence(model, plan.hostKvPoolTokens()) -
-                    kvBytesPerSequence(model, 0) +
-                    hostSequences * kvBytesPerSequence(model, 0);
+                    stateBytes + hostSequences * stateBytes;
   use.hostKvPromptBytes =
       std::min(use.hostKvBytes,
                hostSequences * kvBytesPerSequence(model, lengths.promptTokens));

@@ -281,6 +281,26 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
       firstMisfit;
   std::optional<std::string> smallestMisfit;
   size_t evaluated = 0;
+  // `plan` (its resident set fitted) priced at its host share, and where
+  // the host's cores can attend also at the share balancing them against
+  // the link (memory is the same).
+  auto variantsOf = [&](Plan plan) -> Result<std::vector<Candidate>> {
+    std::vector<Candidate> variants;
+    MOE_ASSIGN_OR_RETURN(Candidate candidate,
+                         evaluatePlan(model, profile, plan));
+    ++evaluated;
+    variants.push_back(std::move(candidate));
+    if (balanceHost) {
+      plan.cpuAttentionShare = balancedHostShare(model, profile, variants[0]);
+      if (plan.cpuAttentionShare > 0) {
+        MOE_ASSIGN_OR_RETURN(Candidate shared,
+                             evaluatePlan(model, profile, plan));
+        ++evaluated;
+        variants.push_back(std::move(shared));
+      }
+    }
+    return variants;
+  };
 
   for (double fraction : options.kvGpuFractions) {
     if (statesOnGpu && fraction < 1)
@@ -322,23 +342,9 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
               if (plan.cpuAttentionSequences() > plan.hostKvSequences())
                 continue;
             }
-            auto candidate = evaluatePlan(model, profile, plan);
-            MOE_RETURN_IF_ERROR(candidate);
-            ++evaluated;
+            MOE_ASSIGN_OR_RETURN(std::vector<Candidate> variants,
+                                 variantsOf(plan));
             anyFits = true;
-            std::vector<Candidate> variants = {std::move(*candidate)};
-            // The host's cores attend part of the host KV where that pays:
-            // the share balancing them against the link (memory is the same).
-            if (balanceHost) {
-              plan.cpuAttentionShare =
-                  balancedHostShare(model, profile, variants[0]);
-              if (plan.cpuAttentionShare > 0) {
-                auto shared = evaluatePlan(model, profile, plan);
-                MOE_RETURN_IF_ERROR(shared);
-                ++evaluated;
-                variants.push_back(std::move(*shared));
-              }
-            }
             for (Candidate &variant : variants) {
               double rate = variant.decodeTokensPerSecond;
               for (VariableKey key :
@@ -399,6 +405,7 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
       plan.residentBatch = fits + (misses - fits) / 2;
       plan.attentionMicroBatchPrefill = reservedPrefillMicroBatch(
           options, plan.residentBatch, lengths.promptTokens);
+      plan.cpuAttentionShare = fixedShare.value_or(0);
       PrefixMemory memory(model, ladder, plan);
       std::optional<int64_t> prefix = longestFittingPrefix(memory, profile);
       if (!prefix || (fixedShare &&
@@ -407,17 +414,13 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
         continue;
       }
       plan.resident = residentPrefix(model, *prefix);
-      if (balanceHost) {
-        plan.cpuAttentionShare = 0;
-        auto plain = evaluatePlan(model, profile, plan);
-        MOE_RETURN_IF_ERROR(plain);
-        plan.cpuAttentionShare = balancedHostShare(model, profile, *plain);
-      }
-      auto candidate = evaluatePlan(model, profile, plan);
-      MOE_RETURN_IF_ERROR(candidate);
-      evaluated += balanceHost ? 2 : 1;
+      MOE_ASSIGN_OR_RETURN(std::vector<Candidate> variants, variantsOf(plan));
       fits = plan.residentBatch;
-      larger = std::move(*candidate);
+      larger.reset();
+      for (Candidate &variant : variants)
+        if (!larger ||
+            variant.decodeTokensPerSecond > larger->decodeTokensPerSecond)
+          larger = std::move(variant);
     }
     if (larger && larger->decodeTokensPerSecond > best->decodeTokensPerSecond)
       best = std::move(larger);
