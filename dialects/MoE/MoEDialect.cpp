@@ -145,10 +145,11 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                              << "' must be a #moe.batching on a module";
     return success();
   }
-  if (attr.getName() == kPlanReportAttrName) {
+  if (attr.getName() == kPlanReportAttrName ||
+      attr.getName() == kTailAttrName) {
     if (!isa<ModuleOp>(op) || !isa<DictionaryAttr>(attr.getValue()))
-      return op->emitError() << "'" << kPlanReportAttrName
-                             << "' must be a dictionary on a module";
+      return op->emitError()
+             << "'" << attr.getName() << "' must be a dictionary on a module";
     return success();
   }
   if (attr.getName() != kModelAttrName)

@@ -31,6 +31,10 @@ def MoE_Dialect : Dialect {
     /// The planner's decision (#moe.batching) and its prediction report.
     static constexpr ::llvm::StringLiteral kBatchingAttrName = "moe.batching";
     static constexpr ::llvm::StringLiteral kPlanReportAttrName = "moe.plan_report";
+    /// The plan for the job's tail: its decision, report and the steps both
+    /// plans take as the live sequences go down (and, once compiled, the
+    /// tail's plan file as a string of bytes under "plan").
+    static constexpr ::llvm::StringLiteral kTailAttrName = "moe.tail";
   }];
 }
 

@@ -51,6 +51,11 @@ struct PlanPipelineOptions : public PassPipelineOptions<PlanPipelineOptions> {
       llvm::cl::desc("Decode attention on the host's cores (ω): auto or a "
                      "fixed share of the sequences in [0, 1]"),
       llvm::cl::init("auto")};
+  Option<bool> tailPlan{
+      *this, "tail-plan",
+      llvm::cl::desc("Also compile a plan for the job's tail (the steps "
+                     "after the last admission), kept where it saves time"),
+      llvm::cl::init(true)};
   Option<std::string> output{*this, "output",
                              llvm::cl::desc("Write the plan to this file")};
 };
@@ -72,7 +77,10 @@ void mlir::moe::registerPlanPipeline() {
         select.weightDtype = options.weightDtype;
         select.kvDtype = options.kvDtype;
         select.hostAttention = options.hostAttention;
+        select.tail = options.tailPlan;
         pm.addPass(createSelectBatchSizes(select));
+        if (options.tailPlan)
+          pm.addPass(createCompileTail(options.profile));
         pm.addPass(createPlace());
         ScheduleOverlapOptions schedule;
         schedule.profile = options.profile;

@@ -8,7 +8,7 @@
 #include "moe/Transforms/Passes.h"
 
 #include "dialects/MoE/MoEOps.h"
-#include "runtime/costmodel/Plan.h"
+#include "runtime/costmodel/Phases.h"
 #include "runtime/model/KvFormat.h"
 
 #include "llvm/Support/Format.h"
@@ -46,6 +46,10 @@ json::Value toJSON(Attribute attr) {
       object[entry.getName().getValue()] = toJSON(entry.getValue());
     return object;
   }
+  if (auto integers = dyn_cast<DenseI64ArrayAttr>(attr))
+    return json::Array(integers.asArrayRef());
+  if (auto numbers = dyn_cast<DenseF64ArrayAttr>(attr))
+    return json::Array(numbers.asArrayRef());
   return nullptr;
 }
 
@@ -211,6 +215,60 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
   }
 }
 
+// The tail's plan beside the job's: when it takes over and what it saves.
+void printTail(raw_ostream &os, BatchingAttr main, DictionaryAttr tail) {
+  auto row = [&](StringRef label, const Twine &value) {
+    os << llvm::format("  %-34s", label.str().c_str()) << value << "\n";
+  };
+  auto b = tail.getAs<BatchingAttr>("batching");
+  auto report = tail.getAs<DictionaryAttr>("report");
+  auto mainSteps = tail.getAs<DictionaryAttr>("main_steps");
+  auto tailSteps = tail.getAs<DictionaryAttr>("tail_steps");
+  if (!b || !report || !mainSteps || !tailSteps)
+    return;
+  os << "the job's tail (after the last admission), its own plan\n";
+  row("tail plan B",
+      llvm::formatv("{0} sequences: it takes over from {0} live sequences on",
+                    b.getResidentBatch()));
+  row("resident weight units",
+      llvm::formatv("{0} (this plan {1})", b.getResidentUnits(),
+                    main.getResidentUnits()));
+  row("KV on the GPU", llvm::formatv("{0:P0} of the sequences",
+                                     b.getKvGpuFraction().convertToDouble()));
+  if (int64_t pool = b.getHostKvPoolTokens())
+    row("host KV pool",
+        llvm::formatv("{0} tokens: every host slot's whole context", pool));
+  double hostShare = b.getCpuAttentionShare().convertToDouble();
+  row("host attention (ω)",
+      llvm::formatv("{0:P0} of the sequences", hostShare));
+  os << llvm::formatv("  decode step by live sequences, at context {0}\n",
+                      integer(tail, "context_tokens"));
+  ::moe::costmodel::LiveStepCurve mainCurve{
+      mainSteps.getAs<DenseI64ArrayAttr>("live").asArrayRef().vec(),
+      mainSteps.getAs<DenseF64ArrayAttr>("seconds").asArrayRef().vec()};
+  ArrayRef<int64_t> tailLive =
+      tailSteps.getAs<DenseI64ArrayAttr>("live").asArrayRef();
+  ArrayRef<double> tailSeconds =
+      tailSteps.getAs<DenseF64ArrayAttr>("seconds").asArrayRef();
+  os << "    live   this plan   tail plan\n";
+  for (size_t i = 0; i < tailLive.size(); ++i)
+    os << llvm::formatv("  {0,6}  {1,8:F4} s  {2,8:F4} s\n", tailLive[i],
+                        mainCurve.at(double(tailLive[i])), tailSeconds[i]);
+  // A tiny model's tail takes milliseconds: three significant digits.
+  auto seconds = [&](StringRef key) {
+    double value = number(tail, key);
+    return llvm::formatv("{0} s",
+                         llvm::format(value >= 100 ? "%.0f" : "%.3g", value))
+        .str();
+  };
+  row("tail",
+      llvm::formatv("{0} steps, {1} on this plan; the tail plan "
+                    "saves {2} net of {3} recomputing the live caches",
+                    integer(tail, "tail_step_count"),
+                    seconds("main_tail_seconds"), seconds("saved_seconds"),
+                    seconds("recompute_seconds")));
+}
+
 struct ExplainPlanPass
     : public mlir::moe::impl::ExplainPlanBase<ExplainPlanPass> {
   using ExplainPlanBase::ExplainPlanBase;
@@ -222,6 +280,8 @@ struct ExplainPlanPass
         module->getAttrOfType<BatchingAttr>(MoEDialect::kBatchingAttrName);
     auto report =
         module->getAttrOfType<DictionaryAttr>(MoEDialect::kPlanReportAttrName);
+    auto tail =
+        module->getAttrOfType<DictionaryAttr>(MoEDialect::kTailAttrName);
     if (!model || !batching) {
       module.emitError() << "nothing to explain: run moe-select-batch-sizes "
                             "on an imported model first";
@@ -232,10 +292,22 @@ struct ExplainPlanPass
                           {"decision", batchingToJSON(batching)}};
       if (report)
         object["report"] = toJSON(report);
+      if (tail) {
+        json::Object entry;
+        for (NamedAttribute field : tail)
+          if (field.getName() == "batching")
+            entry["decision"] =
+                batchingToJSON(cast<BatchingAttr>(field.getValue()));
+          else if (field.getName() != "plan") // the compiled plan's bytes
+            entry[field.getName().getValue()] = toJSON(field.getValue());
+        object["tail"] = std::move(entry);
+      }
       llvm::outs() << llvm::formatv("{0:2}", json::Value(std::move(object)))
                    << "\n";
     } else {
       printText(llvm::outs(), model, batching, report);
+      if (tail)
+        printTail(llvm::outs(), batching, tail);
     }
     markAllAnalysesPreserved();
   }

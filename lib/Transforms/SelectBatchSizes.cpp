@@ -10,7 +10,7 @@
 #include "moe/Transforms/Passes.h"
 
 #include "dialects/MoE/MoEOps.h"
-#include "runtime/costmodel/PlanSearch.h"
+#include "runtime/costmodel/Phases.h"
 
 #include "mlir/IR/Builders.h"
 #include "llvm/Support/Path.h"
@@ -94,6 +94,8 @@ struct SelectBatchSizesPass
   FailureOr<cm::HardwareProfile> loadProfile();
   DictionaryAttr report(const cm::PlanChoice &choice,
                         const cm::HardwareProfile &profile);
+  DictionaryAttr tailReport(const cm::TailChoice &tail, BatchingAttr batching,
+                            const cm::HardwareProfile &profile);
 };
 
 FailureOr<cm::HardwareProfile> SelectBatchSizesPass::loadProfile() {
@@ -217,6 +219,31 @@ SelectBatchSizesPass::report(const cm::PlanChoice &choice,
       .get();
 }
 
+DictionaryAttr
+SelectBatchSizesPass::tailReport(const cm::TailChoice &tail,
+                                 BatchingAttr batching,
+                                 const cm::HardwareProfile &profile) {
+  MLIRContext *context = &getContext();
+  Builder builder(context);
+  auto curveOf = [&](const cm::LiveStepCurve &curve) {
+    return Report(context)
+        .add("live", builder.getDenseI64ArrayAttr(curve.live))
+        .add("seconds", builder.getDenseF64ArrayAttr(curve.seconds))
+        .get();
+  };
+  return Report(context)
+      .add("batching", batching)
+      .add("report", report(tail.plan, profile))
+      .add("context_tokens", tail.lengths.meanDecodeContext())
+      .add("main_steps", curveOf(tail.mainSteps))
+      .add("tail_steps", curveOf(tail.tailSteps))
+      .add("tail_step_count", tail.tailStepCount)
+      .add("main_tail_seconds", tail.mainTailSeconds)
+      .add("recompute_seconds", tail.recomputeSeconds)
+      .add("saved_seconds", tail.savedSeconds)
+      .get();
+}
+
 void SelectBatchSizesPass::runOnOperation() {
   ModuleOp module = getOperation();
   std::optional<::moe::model::KvDtype> kv = ::moe::model::parseKvDtype(kvDtype);
@@ -275,20 +302,33 @@ void SelectBatchSizesPass::runOnOperation() {
     module.emitError() << "planning: " << choice.error().message();
     return signalPassFailure();
   }
-  const cm::Plan &plan = choice->best.plan;
-  module->setAttr(
-      MoEDialect::kBatchingAttrName,
-      BatchingAttr::get(
-          &getContext(), plan.residentBatch, plan.attentionMicroBatchPrefill,
-          plan.attentionMicroBatchDecode, plan.expertMicroBatch,
-          plan.prefetchDepth, plan.kvStagingBuffers,
-          APFloat(plan.cpuAttentionShare), APFloat(plan.kvGpuFraction),
-          residentUnitCount(plan.resident), promptTokens, generatedTokens,
-          hardware->gpuBudgetBytes(), hardware->hostBudgetBytes(),
-          ::moe::model::kvDtypeName(*kv),
-          ::moe::model::weightDtypeName(dtypes.experts), minGeneratedTokens,
-          plan.hostKvPoolTokens()));
+  auto batchingOf = [&](const cm::Plan &plan) {
+    return BatchingAttr::get(
+        &getContext(), plan.residentBatch, plan.attentionMicroBatchPrefill,
+        plan.attentionMicroBatchDecode, plan.expertMicroBatch,
+        plan.prefetchDepth, plan.kvStagingBuffers,
+        APFloat(plan.cpuAttentionShare), APFloat(plan.kvGpuFraction),
+        residentUnitCount(plan.resident), plan.lengths.promptTokens,
+        plan.lengths.generatedTokens, hardware->gpuBudgetBytes(),
+        hardware->hostBudgetBytes(), ::moe::model::kvDtypeName(*kv),
+        ::moe::model::weightDtypeName(dtypes.experts),
+        plan.lengths.minGeneratedTokens, plan.hostKvPoolTokens());
+  };
+  module->setAttr(MoEDialect::kBatchingAttrName, batchingOf(choice->best.plan));
   module->setAttr(MoEDialect::kPlanReportAttrName, report(*choice, *hardware));
+  if (!tail)
+    return;
+  ::moe::Result<std::optional<cm::TailChoice>> tailChoice =
+      cm::selectTailPlan(view->costs, *hardware, choice->best.plan, options);
+  if (!tailChoice.ok()) {
+    module.emitError() << "planning the tail: " << tailChoice.error().message();
+    return signalPassFailure();
+  }
+  if (*tailChoice)
+    module->setAttr(MoEDialect::kTailAttrName,
+                    tailReport(**tailChoice,
+                               batchingOf((*tailChoice)->plan.best.plan),
+                               *hardware));
 }
 
 } // namespace

@@ -110,6 +110,8 @@ int64_t Plan::hostKvPoolTokens() const {
   if (sequences <= 0)
     return 0;
   int64_t whole = wholePages(double(lengths.maxContext()));
+  if (wholeContextPool)
+    return sequences * whole;
   // The sum of many refilled sequences' contexts stays within a few percent
   // of its mean; what it exceeds the pool by, the engine pauses.
   constexpr double kSpreadRoom = 1.1;

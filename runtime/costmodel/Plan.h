@@ -55,6 +55,9 @@ struct Plan {
   double kvGpuFraction = 0;
   ResidentSet resident;
   GenerationLengths lengths;
+  // The host KV pool holds every host-KV sequence's whole context: nothing
+  // is ever paused (a job's tail, whose few sequences are its longest).
+  bool wholeContextPool = false;
 
   int64_t gpuKvSequences() const;
   int64_t hostKvSequences() const { return residentBatch - gpuKvSequences(); }
@@ -62,8 +65,9 @@ struct Plan {
   // the host-KV sequences' steady-state mean context with room for each
   // one's last page and for the spread of the sum around its mean, at
   // least one whole context (a sequence alone always finishes), at most
-  // every host-KV sequence's whole context. Sequences take pages as they
-  // grow; the engine pauses one when the pool runs short.
+  // every host-KV sequence's whole context (all of them with
+  // wholeContextPool). Sequences take pages as they grow; the engine pauses
+  // one when the pool runs short.
   int64_t hostKvPoolTokens() const;
   // Sequences attended on the host in decode, the last host-KV ones.
   int64_t cpuAttentionSequences() const;

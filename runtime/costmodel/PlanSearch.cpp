@@ -322,6 +322,7 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
             plan.kvStagingBuffers = options.kvStagingBuffers;
             plan.kvGpuFraction = fraction;
             plan.lengths = lengths;
+            plan.wholeContextPool = options.wholeContextPool;
             MOE_RETURN_IF_ERROR(validatePlan(model, plan));
             PrefixMemory memory(model, ladder, plan);
             std::optional<int64_t> prefix =

@@ -36,6 +36,8 @@ struct SearchOptions {
   // allow; given, it is fixed (0: never), and candidates whose host KV holds
   // fewer sequences are left out.
   std::optional<double> hostAttentionShare;
+  // Candidates' host KV pools hold whole contexts (Plan::wholeContextPool).
+  bool wholeContextPool = false;
 };
 
 // The prefill micro-batch (sequences) whose memory the search reserves.

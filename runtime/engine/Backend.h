@@ -141,4 +141,20 @@ protected:
   KvPages kvPages_;
 };
 
+/// What the backends a job ran on, one after another (a phase switch gives
+/// one back for the next), moved and timed together.
+struct BackendTotals {
+  BackendCounters counters;
+  std::vector<StageTime> stages;
+
+  /// Adds `backend`'s: bytes moved, work and time summed, memory held the
+  /// most any backend held.
+  void add(const Backend &backend);
+  BackendTotals with(const Backend &backend) const {
+    BackendTotals totals = *this;
+    totals.add(backend);
+    return totals;
+  }
+};
+
 } // namespace moe

@@ -13,7 +13,7 @@ double secondsSince(Clock::time_point start) {
 } // namespace
 
 Engine::Engine(Backend &backend, int32_t vocabSize, EngineOptions options)
-    : backend_(backend), vocabSize_(vocabSize), options_(std::move(options)),
+    : backend_(&backend), vocabSize_(vocabSize), options_(std::move(options)),
       slots_(static_cast<size_t>(options_.residentBatch)) {}
 
 Status Engine::finish(int32_t slot, Completion ending,
@@ -24,7 +24,7 @@ Status Engine::finish(int32_t slot, Completion ending,
   ending.outputIds = std::move(s.output);
   ending.logprobs = std::move(s.logprobs);
   s = Slot{};
-  backend_.resetSlot(slot);
+  backend_->resetSlot(slot);
   return sink(std::move(ending));
 }
 
@@ -83,7 +83,7 @@ std::string Engine::refusal(const Request &request) const {
 }
 
 int64_t Engine::nextPageTokens(int64_t cached) const {
-  return std::min<int64_t>(cached + backend_.kvPages().pageTokens(),
+  return std::min<int64_t>(cached + backend_->kvPages().pageTokens(),
                            options_.maxContext);
 }
 
@@ -110,11 +110,11 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
                       bool &exhausted, const CompletionSink &sink) {
   StepBatch batch;
   stepSlots_.clear();
-  const KvPages &pages = backend_.kvPages();
+  const KvPages &pages = backend_->kvPages();
   // Pages left once every resident sequence has its next page: a pool that
   // holds every slot's whole context always has those for a free slot.
   int64_t spare = pages.freePages();
-  for (int32_t slot = 0; slot < options_.residentBatch; ++slot)
+  for (int32_t slot = 0; slot < int32_t(slots_.size()); ++slot)
     if (slots_[slot].request)
       spare -= pages.pagesToGrow(slot, nextPageTokens(slots_[slot].length));
   auto fits = [&](int32_t slot, int64_t cached) {
@@ -124,7 +124,7 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
     spare -= taken;
     return true;
   };
-  for (int32_t slot = 0; slot < options_.residentBatch; ++slot) {
+  for (int32_t slot = 0; slot < int32_t(slots_.size()); ++slot) {
     if (slots_[slot].request)
       continue;
     if (!paused_.empty()) {
@@ -143,6 +143,9 @@ Status Engine::refill(const RequestSource &source, Status &sourceError,
         batch.rows.push_back({slot, position});
       }
       stats_.recomputedTokens += resumed.length;
+      if (resumed.switched)
+        stats_.phaseSwitches.back().recomputedTokens += resumed.length;
+      resumed.switched = false;
       slots_[slot] = std::move(resumed);
       paused_.erase(paused_.begin());
       continue;
@@ -193,8 +196,8 @@ Status Engine::forward(const StepBatch &batch) {
         return !s.sampler->greedy() || s.request->topLogprobs >= 0;
       });
   if (!sampledStep_)
-    return backend_.forwardGreedy(batch, stepTokens_);
-  return backend_.forward(batch, logits_);
+    return backend_->forwardGreedy(batch, stepTokens_);
+  return backend_->forward(batch, logits_);
 }
 
 Status Engine::advance(const std::vector<int32_t> &slots,
@@ -249,11 +252,11 @@ Status Engine::advance(const std::vector<int32_t> &slots,
 }
 
 void Engine::pauseForPages() {
-  const KvPages &pages = backend_.kvPages();
+  const KvPages &pages = backend_->kvPages();
   while (true) {
     int64_t needed = 0;
     int32_t latest = -1;
-    for (int32_t slot = 0; slot < options_.residentBatch; ++slot) {
+    for (int32_t slot = 0; slot < int32_t(slots_.size()); ++slot) {
       const Slot &s = slots_[slot];
       if (!s.request || !pages.paged(slot))
         continue;
@@ -264,23 +267,73 @@ void Engine::pauseForPages() {
     // A sequence alone always fits: the pool holds one whole context.
     if (needed <= pages.freePages() || latest < 0)
       return;
-    Slot &s = slots_[latest];
-    auto at = std::upper_bound(paused_.begin(), paused_.end(), s.admission,
-                               [](int64_t admission, const Slot &p) {
-                                 return admission < p.admission;
-                               });
-    paused_.insert(at, std::move(s));
-    s = Slot{};
-    backend_.resetSlot(latest);
+    pause(latest);
     ++stats_.pausedSequences;
   }
+}
+
+void Engine::pause(int32_t slot) {
+  Slot &s = slots_[slot];
+  auto at = std::upper_bound(
+      paused_.begin(), paused_.end(), s.admission,
+      [](int64_t admission, const Slot &p) { return admission < p.admission; });
+  paused_.insert(at, std::move(s));
+  s = Slot{};
+  backend_->resetSlot(slot);
+}
+
+Status Engine::maybeSwitchPhase(bool &switched) {
+  switched = false;
+  std::vector<LiveSequence> live;
+  for (const Slot &s : slots_)
+    if (s.request)
+      live.push_back(
+          {int32_t(s.output.size()), s.request->maxNewTokens, s.length});
+  std::optional<PhaseChange> change = options_.phaseSwitch->decide(live);
+  if (!change)
+    return Status::success();
+  auto failed = [&](const Error &error) {
+    return error.withContext(fmt::format("entering phase '{}'", change->phase));
+  };
+  // Paused as for pages, so the refill resumes them on the next backend
+  // before anything else, their samplers' state intact.
+  for (int32_t slot = 0; slot < int32_t(slots_.size()); ++slot) {
+    if (!slots_[slot].request)
+      continue;
+    slots_[slot].switched = true;
+    pause(slot);
+  }
+  auto start = Clock::now();
+  Result<std::pair<Backend *, int32_t>> next =
+      options_.phaseSwitch->enter(*change);
+  if (!next.ok())
+    return failed(next.error());
+  double enterSeconds = secondsSince(start);
+  backend_ = next->first;
+  slots_.assign(size_t(std::max(next->second, 0)), Slot{});
+  if (Status fits = checkSlots(); !fits.ok())
+    return failed(fits.error());
+  stats_.phaseSwitches.push_back({stats_.decodeSteps, change->phase,
+                                  change->why, std::move(live), enterSeconds});
+  switched = true;
+  return Status::success();
+}
+
+Status Engine::checkSlots() const {
+  if (slots_.empty())
+    return makeError("the job runs no slots");
+  if (backend_->kvPages().slots() < int32_t(slots_.size()))
+    return makeError("the backend holds KV pages for {} slots, the job runs "
+                     "{} (prepare it for the job's batch)",
+                     backend_->kvPages().slots(), slots_.size());
+  return Status::success();
 }
 
 Status Engine::decodeStep() {
   pauseForPages();
   StepBatch batch;
   stepSlots_.clear();
-  for (int32_t slot = 0; slot < options_.residentBatch; ++slot) {
+  for (int32_t slot = 0; slot < int32_t(slots_.size()); ++slot) {
     Slot &s = slots_[slot];
     if (!s.request)
       continue;
@@ -298,7 +351,7 @@ Status Engine::decodeStep() {
   auto start = Clock::now();
   MOE_RETURN_IF_ERROR(forward(batch));
   stats_.decodeSeconds += secondsSince(start);
-  const KvPages &pages = backend_.kvPages();
+  const KvPages &pages = backend_->kvPages();
   stats_.peakKvPages =
       std::max(stats_.peakKvPages, pages.pages() - pages.freePages());
   stats_.decodeTokens += static_cast<int64_t>(batch.rows.size());
@@ -314,10 +367,7 @@ Status Engine::run(const RequestSource &source, const CompletionSink &sink,
     return std::any_of(slots_.begin(), slots_.end(),
                        [](const Slot &s) { return s.request.has_value(); });
   };
-  if (backend_.kvPages().slots() < options_.residentBatch)
-    return makeError("the backend holds KV pages for {} slots, the job runs "
-                     "{} (prepare it for the job's batch)",
-                     backend_.kvPages().slots(), options_.residentBatch);
+  MOE_RETURN_IF_ERROR(checkSlots());
   while (true) {
     if (options_.stopRequested && options_.stopRequested())
       return makeError("{}", kInterrupted);
@@ -332,6 +382,18 @@ Status Engine::run(const RequestSource &source, const CompletionSink &sink,
       if (exhausted && !waiting_ && paused_.empty())
         break;
       continue; // every admitted sequence finished at once: refill again
+    }
+    // At most one switch between decode steps: a decision that keeps asking
+    // for one cannot stall the job.
+    bool steppedSinceSwitch =
+        stats_.phaseSwitches.empty() ||
+        stats_.phaseSwitches.back().decodeStep < stats_.decodeSteps;
+    if (options_.phaseSwitch && exhausted && !waiting_ && paused_.empty() &&
+        steppedSinceSwitch) {
+      bool switched = false;
+      MOE_RETURN_IF_ERROR(maybeSwitchPhase(switched));
+      if (switched)
+        continue; // the refill resumes the paused sequences
     }
     MOE_RETURN_IF_ERROR(decodeStep());
     std::vector<int32_t> stepped = stepSlots_;

@@ -12,6 +12,11 @@
 // the sequences admitted last are paused (their KV given back) until pages
 // free up, then resumed before any new prompt, their context recomputed by
 // a prefill. Their samplers keep their state, so no answer changes.
+//
+// Once every request has been admitted, a job may switch phase between
+// steps (EngineOptions::phaseSwitch): its live sequences are paused the same
+// way, the next phase's backend (other slots, other weights resident) takes
+// over, and they resume on it.
 #pragma once
 
 #include "runtime/engine/Backend.h"
@@ -22,8 +27,10 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -68,8 +75,36 @@ struct Completion {
   std::vector<TokenLogprobs> logprobs;
 };
 
+// A live sequence as a phase decision sees it.
+struct LiveSequence {
+  int32_t generated = 0;    // tokens it has produced so far
+  int32_t maxNewTokens = 0; // its budget
+  int32_t context = 0;      // tokens in its cache
+};
+
+// A change of phase a decision asks for, and why (for the stats).
+struct PhaseChange {
+  std::string phase; // the phase entered, e.g. "tail"
+  std::string why;
+};
+
+// What the engine asks between steps once every request has been admitted,
+// so a job's end can run on a plan made for few long sequences.
+struct PhaseSwitch {
+  // Asked before a decode step when the source is exhausted and no request
+  // waits or is paused, with the live sequences in slot order: the phase to
+  // enter, or none.
+  std::function<std::optional<PhaseChange>(std::span<const LiveSequence>)>
+      decide;
+  // Releases the current backend's memory, then prepares the next phase's
+  // backend; returns it (owned by the caller, valid until the next call or
+  // the end of the job) and its number of slots.
+  std::function<Result<std::pair<Backend *, int32_t>>(const PhaseChange &)>
+      enter;
+};
+
 struct EngineOptions {
-  int32_t residentBatch = 1; // B: slots
+  int32_t residentBatch = 1; // B: slots (until a phase switch)
   int32_t maxContext = 0;    // prompt + generated tokens per slot
   std::vector<int32_t> eosTokenIds;
   // Decodes outputs for requests with stop strings (none: they are refused).
@@ -81,10 +116,22 @@ struct EngineOptions {
   // Asked between steps: when it says stop, run returns kInterrupted with
   // the sequences in flight unfinished (a resumed job redoes them).
   std::function<bool()> stopRequested;
+  // Lets the job change backend for its end; none: it never does.
+  std::optional<PhaseSwitch> phaseSwitch;
 };
 
 /// What Engine::run returns when stopRequested said stop.
 inline constexpr std::string_view kInterrupted = "interrupted";
+
+/// One change of phase: the live sequences were paused and resumed on the
+/// next phase's backend, their contexts prefilled again.
+struct PhaseSwitchStats {
+  int64_t decodeStep = 0; // decode steps before it
+  std::string phase, why;
+  std::vector<LiveSequence> live;
+  double enterSeconds = 0; // PhaseSwitch::enter
+  int64_t recomputedTokens = 0;
+};
 
 struct EngineStats {
   int64_t prompts = 0;
@@ -93,9 +140,10 @@ struct EngineStats {
   int64_t prefillSteps = 0, decodeSteps = 0;
   double prefillSeconds = 0, decodeSeconds = 0, samplingSeconds = 0;
   int32_t peakActiveSequences = 0;
-  // Sequences paused for KV pages, and the tokens their resumption
-  // prefilled again (part of prefillTokens).
+  // Sequences paused for KV pages, and the tokens the resumption of those
+  // and of phaseSwitches' sequences prefilled again (part of prefillTokens).
   int64_t pausedSequences = 0, recomputedTokens = 0;
+  std::vector<PhaseSwitchStats> phaseSwitches;
   // Σ over decode rows of the context each attended (its cached tokens and
   // itself): over decodeTokens, the mean context the planner prices.
   int64_t decodeContextTokens = 0;
@@ -131,7 +179,12 @@ private:
     std::optional<StopStrings> stops;
     int32_t length = 0;    // tokens in the cache
     int64_t admission = 0; // order of admission: the latest is paused first
+    // Paused by the latest phase switch, which its recompute is counted to.
+    bool switched = false;
   };
+
+  /// Fails unless there are slots and the backend holds KV pages for each.
+  Status checkSlots() const;
 
   /// Resumes paused sequences and admits requests into free slots while
   /// the KV pages allow, and prefills them; a request that cannot run
@@ -146,6 +199,11 @@ private:
   /// Pauses the latest admitted sequences until the free KV pages hold
   /// every resident sequence's next token.
   void pauseForPages();
+  /// Moves the slot's sequence into paused_, its KV given back.
+  void pause(int32_t slot);
+  /// Asks options_.phaseSwitch whether to change phase; if so, pauses every
+  /// live sequence and takes the next phase's backend. Sets `switched`.
+  Status maybeSwitchPhase(bool &switched);
   /// Tokens `cached` tokens grow to in the next page's worth of steps.
   int64_t nextPageTokens(int64_t cached) const;
   std::string refusal(const Request &request) const;
@@ -163,7 +221,7 @@ private:
   /// How the slot's newest token ends its sequence; no reason if it does not.
   Completion ending(Slot &s, int32_t token) const;
 
-  Backend &backend_;
+  Backend *backend_;
   int32_t vocabSize_;
   EngineOptions options_;
   std::vector<Slot> slots_;

@@ -3,6 +3,7 @@
 #include "runtime/schemas/PlanVersion.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -274,6 +275,40 @@ Status checkSchedule(const plan::Plan &root) {
   return checkStep(*schedule->prefill(), *schedule, "prefill");
 }
 
+Status checkLiveSteps(const plan::LiveSteps &steps, const char *name) {
+  const auto &live = *steps.live();
+  const auto &seconds = *steps.seconds();
+  if (live.size() == 0 || live.size() != seconds.size())
+    return makeError("{}: needs as many step times as live counts, at least "
+                     "one; it has {} and {}",
+                     name, seconds.size(), live.size());
+  for (uint32_t i = 0; i < live.size(); ++i)
+    if (live.Get(i) < 1 || (i > 0 && live.Get(i) <= live.Get(i - 1)) ||
+        !(seconds.Get(i) > 0) || !std::isfinite(seconds.Get(i)))
+      return makeError("{}: live counts must rise from 1 and step times be "
+                       "positive; point {} is {} live, {} s",
+                       name, i, live.Get(i), seconds.Get(i));
+  return Status::success();
+}
+
+// A phase's own fields; its plan is loaded and checked against the job's
+// plan by the caller.
+Status checkPhase(const plan::Phase &phase) {
+  auto fail = [&](const Error &error) {
+    return error.withContext(fmt::format("phase '{}'", phase.name()->str()));
+  };
+  if (phase.slots() < 1 || phase.context_tokens() < 1)
+    return fail(makeError("needs at least one slot and a context; it has {} "
+                          "slots at context {}",
+                          phase.slots(), phase.context_tokens()));
+  Status status = checkLiveSteps(*phase.current(), "current plan's steps");
+  if (status.ok())
+    status = checkLiveSteps(*phase.steps(), "its steps");
+  if (!status.ok())
+    return fail(status.error());
+  return Status::success();
+}
+
 } // namespace
 
 Result<LoadedPlan> LoadedPlan::fromBytes(std::vector<uint8_t> bytes,
@@ -308,7 +343,37 @@ Result<LoadedPlan> LoadedPlan::fromBytes(std::vector<uint8_t> bytes,
     status = checkSchedule(root);
   if (!status.ok())
     return fail(status.error().withContext("invalid plan"));
-  return LoadedPlan(std::move(bytes));
+  std::vector<LoadedPlan> phasePlans;
+  if (root.phases())
+    for (const plan::Phase *phase : *root.phases()) {
+      if (Status checked = checkPhase(*phase); !checked.ok())
+        return fail(checked.error());
+      std::string phaseName =
+          fmt::format("{}: phase '{}'", name, phase->name()->str());
+      MOE_ASSIGN_OR_RETURN(
+          LoadedPlan loaded,
+          fromBytes(std::vector<uint8_t>(phase->plan()->begin(),
+                                         phase->plan()->end()),
+                    phaseName));
+      const plan::Plan &own = loaded.plan();
+      const plan::Model &model = loaded.model();
+      if (own.phases() && own.phases()->size() > 0)
+        return makeError("{}: a phase's plan carries no phases of its own",
+                         phaseName);
+      if (!own.batching() || own.batching()->resident_batch() != phase->slots())
+        return makeError("{}: its plan must have the phase's {} slots",
+                         phaseName, phase->slots());
+      if (model.model_type()->str() != root.model()->model_type()->str() ||
+          model.num_layers() != root.model()->num_layers() ||
+          model.hidden_size() != root.model()->hidden_size() ||
+          model.params()->size() != root.model()->params()->size() ||
+          model.ops()->size() != root.model()->ops()->size())
+        return makeError("{}: its plan is for another model", phaseName);
+      phasePlans.push_back(std::move(loaded));
+    }
+  LoadedPlan loaded(std::move(bytes));
+  loaded.phasePlans_ = std::move(phasePlans);
+  return loaded;
 }
 
 Result<LoadedPlan> LoadedPlan::fromFile(const std::string &path) {

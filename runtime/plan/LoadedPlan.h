@@ -30,11 +30,15 @@ public:
   }
   const plan::Model &model() const { return *plan().model(); }
   const std::vector<uint8_t> &bytes() const { return bytes_; }
+  /// The plans of plan().phases(), in order, each verified as a plan of
+  /// the same model with as many slots as its phase says.
+  const std::vector<LoadedPlan> &phasePlans() const { return phasePlans_; }
 
 private:
   explicit LoadedPlan(std::vector<uint8_t> bytes) : bytes_(std::move(bytes)) {}
 
   std::vector<uint8_t> bytes_;
+  std::vector<LoadedPlan> phasePlans_;
 };
 
 } // namespace moe

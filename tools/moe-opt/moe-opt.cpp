@@ -61,6 +61,7 @@ int main(int argc, char **argv) {
   moe::registerMoETargetPasses();
   moe::registerMoEConversionPasses();
   moe::registerPlanPipeline();
+  moe::registerCompileTailPass();
   registerCanonicalizerPass();
   registerCSEPass();
   registerSymbolDCEPass();

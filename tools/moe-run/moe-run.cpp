@@ -17,6 +17,7 @@
 #endif
 #include "runtime/chat/ChatTemplate.h"
 #include "runtime/engine/Engine.h"
+#include "runtime/engine/TailSwitch.h"
 #include "runtime/io/Jsonl.h"
 #include "runtime/io/RequestFields.h"
 #include "runtime/model/ResolvedModel.h"
@@ -62,6 +63,7 @@ struct Options {
   bool progress = true;
   double progressInterval = 30; // seconds between lines in a log
   bool enforceEager = false;    // no CUDA graphs
+  bool tailPlan = true;         // the plan's tail phase, where it saves time
 };
 
 /// Accepts a finite number that `allowed` accepts; otherwise the option's
@@ -236,6 +238,44 @@ std::string jobProgress(int64_t done, int64_t total, int64_t newTokens,
   return text;
 }
 
+/// A backend of kind `kind` ("cuda" or "cpu") prepared for `plan` with
+/// `slots` slots; `options.kvPoolTokens` sizes its host KV pool where
+/// `ownPool` is false.
+Result<std::unique_ptr<Backend>>
+prepareBackend(const std::string &kind, const Options &options,
+               const LoadedPlan &plan, const WeightSet &weights, int32_t slots,
+               int32_t maxContext, bool ownPool) {
+  int64_t poolTokens = ownPool ? 0 : options.kvPoolTokens.value_or(0);
+#ifdef MOE_HAVE_CUDA
+  if (kind == "cuda") {
+    auto gpu = std::make_unique<cuda::CudaBackend>(cuda::CudaBackendOptions{
+        .graphs = !options.enforceEager, .hostKvPoolTokens = poolTokens});
+    auto placing = std::make_shared<ProgressLine>(
+        options.progress, isatty(STDERR_FILENO), options.progressInterval);
+    gpu->setPrepareProgress([placing](double fraction) {
+      placing->show(
+          [&] {
+            double elapsed = placing->seconds();
+            std::string eta = fraction > 0
+                                  ? duration(elapsed / fraction - elapsed)
+                                  : std::string("-");
+            return fmt::format("placing weights: {:3.0f}%  ETA {}",
+                               100 * fraction, eta);
+          },
+          false);
+    });
+    Status prepared = gpu->prepare(plan, weights, slots, maxContext);
+    placing->end();
+    MOE_RETURN_IF_ERROR(prepared);
+    return std::unique_ptr<Backend>(std::move(gpu));
+  }
+#endif
+  auto cpu = std::make_unique<CpuBackend>(CpuBackendOptions{
+      .threads = options.threads, .kvPoolTokens = poolTokens});
+  MOE_RETURN_IF_ERROR(cpu->prepare(plan, weights, slots, maxContext));
+  return std::unique_ptr<Backend>(std::move(cpu));
+}
+
 /// The backend to run on: `cuda` where a GPU is present and the CUDA backend
 /// runs the plan (auto), else the CPU reference backend.
 Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
@@ -257,34 +297,17 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
       std::fprintf(stderr, "moe-run: %s: using the CPU backend\n",
                    none.c_str());
     } else {
-      auto gpu = std::make_unique<cuda::CudaBackend>(cuda::CudaBackendOptions{
-          .graphs = !options.enforceEager,
-          .hostKvPoolTokens = options.kvPoolTokens.value_or(0)});
-      auto placing = std::make_shared<ProgressLine>(
-          options.progress, isatty(STDERR_FILENO), options.progressInterval);
-      gpu->setPrepareProgress([placing](double fraction) {
-        placing->show(
-            [&] {
-              double elapsed = placing->seconds();
-              std::string eta = fraction > 0
-                                    ? duration(elapsed / fraction - elapsed)
-                                    : std::string("-");
-              return fmt::format("placing weights: {:3.0f}%  ETA {}",
-                                 100 * fraction, eta);
-            },
-            false);
-      });
-      Status prepared =
-          gpu->prepare(plan, weights, engine.residentBatch, engine.maxContext);
-      placing->end();
-      if (prepared.ok()) {
+      Result<std::unique_ptr<Backend>> gpu =
+          prepareBackend("cuda", options, plan, weights, engine.residentBatch,
+                         engine.maxContext, false);
+      if (gpu.ok()) {
         name = "cuda";
-        return std::unique_ptr<Backend>(std::move(gpu));
+        return gpu;
       }
       if (options.backend == "cuda")
-        return prepared.error();
+        return gpu.error();
       std::fprintf(stderr, "moe-run: using the CPU backend: %s\n",
-                   prepared.error().message().c_str());
+                   gpu.error().message().c_str());
     }
   }
 #else
@@ -294,13 +317,9 @@ Result<std::unique_ptr<Backend>> chooseBackend(const Options &options,
     std::fprintf(stderr, "moe-run: built without CUDA: using the CPU "
                          "backend\n");
 #endif
-  auto cpu = std::make_unique<CpuBackend>(
-      CpuBackendOptions{.threads = options.threads,
-                        .kvPoolTokens = options.kvPoolTokens.value_or(0)});
-  MOE_RETURN_IF_ERROR(
-      cpu->prepare(plan, weights, engine.residentBatch, engine.maxContext));
   name = "cpu";
-  return std::unique_ptr<Backend>(std::move(cpu));
+  return prepareBackend("cpu", options, plan, weights, engine.residentBatch,
+                        engine.maxContext, false);
 }
 
 /// Measures the machine for the planner and writes the profile JSON.
@@ -431,18 +450,20 @@ Status describePrompts(const Options &options, int32_t defaultNewTokens) {
 
 nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
                          const EngineOptions &engine, const EngineStats &s,
-                         const Backend &backend, const std::string &backendName,
+                         const Backend &backend, const BackendTotals &totals,
+                         int64_t tailSlots, const std::string &backendName,
                          double prepareSeconds, double wallSeconds,
                          const AnswerWriter &answers) {
   auto rate = [](double count, double seconds) {
     return seconds > 0 ? count / seconds : 0.0;
   };
-  BackendCounters moved = backend.counters();
+  const BackendCounters &moved = totals.counters;
   nlohmann::json stats{
       {"plan", options.plan},
       {"backend", backendName},
       {"threads", options.threads},
       {"resident_batch", engine.residentBatch},
+      {"tail_plan_slots", tailSlots},
       {"max_context", engine.maxContext},
       {"kv_dtype", model::kvDtypeName(model::kvDtypeOf(plan.plan()))},
       {"weight_dtype",
@@ -512,9 +533,23 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
         {"replays", moved.graphReplays},
         {"kernel_launches_replayed", moved.graphKernelLaunches}}}};
   nlohmann::json stages = nlohmann::json::object();
-  for (const StageTime &stage : backend.stageSeconds())
+  for (const StageTime &stage : totals.stages)
     stages[stage.phase][stage.stage] = stage.seconds;
   stats["stage_seconds"] = stages;
+  nlohmann::json switches = nlohmann::json::array();
+  for (const PhaseSwitchStats &change : s.phaseSwitches) {
+    int64_t contexts = 0;
+    for (const LiveSequence &sequence : change.live)
+      contexts += sequence.context;
+    switches.push_back({{"phase", change.phase},
+                        {"why", change.why},
+                        {"decode_step", change.decodeStep},
+                        {"live_sequences", change.live.size()},
+                        {"live_context_tokens", contexts},
+                        {"enter_seconds", change.enterSeconds},
+                        {"recomputed_tokens", change.recomputedTokens}});
+  }
+  stats["phase_switches"] = switches;
   if (const plan::Prediction *predicted = plan.plan().prediction())
     stats["predicted"] = {
         {"decode_tokens_per_second", predicted->decode_tokens_per_second()},
@@ -633,12 +668,35 @@ Result<RunOutcome> run(const Options &options) {
   double prepareSeconds = std::chrono::duration<double>(
                               std::chrono::steady_clock::now() - prepareStart)
                               .count();
-  Backend &backend = **chosen;
+  std::unique_ptr<Backend> backend = std::move(chosen).value();
   if (!options.trace.empty())
-    backend.traceNextDecodeStep(&trace);
+    backend->traceNextDecodeStep(&trace);
+  // What backends given back to a phase switch moved and timed.
+  BackendTotals spent;
+  std::optional<TailSwitch> tail;
+  if (options.tailPlan && TailSwitch::hasTail(*plan)) {
+    tail.emplace(*plan, prepareSeconds);
+    engine.phaseSwitch = PhaseSwitch{
+        [&](std::span<const LiveSequence> live) { return tail->decide(live); },
+        [&](const PhaseChange &) -> Result<std::pair<Backend *, int32_t>> {
+          spent.add(*backend);
+          backend.reset(); // its GPU and pinned memory, for the next one's
+          int32_t slots = static_cast<int32_t>(
+              tail->tailPlan().plan().batching()->resident_batch());
+          Result<std::unique_ptr<Backend>> next =
+              prepareBackend(backendName, options, tail->tailPlan(), *weights,
+                             slots, engine.maxContext, true);
+          if (!next.ok())
+            return next.error().withContext(
+                "the tail plan (--no-tail-plan finishes a job on its own "
+                "plan)");
+          backend = std::move(next).value();
+          return std::pair<Backend *, int32_t>(backend.get(), slots);
+        }};
+  }
   engine.stopRequested = [] { return stopSignal != 0; };
   installStopHandlers();
-  Engine generator(backend, static_cast<int32_t>(model.vocab_size()), engine);
+  Engine generator(*backend, static_cast<int32_t>(model.vocab_size()), engine);
   int64_t total = countPromptLines(options.prompts);
   int64_t toDo = total < 0 ? -1 : total - answers->resumed();
   bool terminal = isatty(STDERR_FILENO);
@@ -648,7 +706,7 @@ Result<RunOutcome> run(const Options &options) {
         [&] {
           return jobProgress(answers->written() - answers->resumed(), toDo,
                              stats.newTokens, progress.seconds(),
-                             backend.counters(), terminal);
+                             spent.with(*backend).counters, terminal);
         },
         last);
   };
@@ -671,8 +729,9 @@ Result<RunOutcome> run(const Options &options) {
   if (!options.stats.empty()) {
     std::string partial = options.stats + ".partial";
     std::ofstream file(partial);
-    file << statsJson(options, *plan, engine, stats, backend, backendName,
-                      prepareSeconds, wall, *answers)
+    file << statsJson(options, *plan, engine, stats, *backend,
+                      spent.with(*backend), tail ? tail->slots() : 0,
+                      backendName, prepareSeconds, wall, *answers)
                 .dump(2)
          << "\n";
     file.close();
@@ -804,6 +863,12 @@ int main(int argc, char **argv) {
   app.add_option("--max-context,--ctx-size,-c", options.maxContext,
                  "Tokens per sequence, prompt included (--ctx-size, -c as "
                  "llama.cpp names it)");
+  app.add_flag("--tail-plan,!--no-tail-plan", options.tailPlan,
+               "Once every request is admitted, hand the job's last "
+               "sequences to the tail plan compiled beside the job's plan "
+               "when its predicted saving outweighs preparing it and "
+               "recomputing their caches (default on; the stats file's "
+               "phase_switches say when and why)");
   app.add_option("--kv-pool-tokens", options.kvPoolTokens,
                  "Tokens of KV cache in host memory, in pages: for all "
                  "sequences on the CPU backend (default: each one's whole "

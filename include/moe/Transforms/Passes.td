@@ -32,7 +32,9 @@ def SelectBatchSizes : Pass<"moe-select-batch-sizes", "::mlir::ModuleOp"> {
     by the critical path of one decode step over the hardware profile under
     the GPU and host budgets. Records the decision as `moe.batching` and the
     predictions and runner-ups as `moe.plan_report`. Fails, naming the pool
-    and the shortfall, when nothing fits.
+    and the shortfall, when nothing fits. With `tail`, also plans the job's
+    tail (the steps after the last admission, when the live sequences only
+    finish) and records it as `moe.tail` where it saves time.
   }];
   let options = [
     Option<"profile", "profile", "std::string", /*default=*/"",
@@ -66,6 +68,9 @@ def SelectBatchSizes : Pass<"moe-select-batch-sizes", "::mlir::ModuleOp"> {
            "(the share balancing the host against PCIe, where the model "
            "and the profile's host_cpu section allow), or a fixed share "
            "of the sequences in [0, 1]">,
+    Option<"tail", "tail", "bool", /*default=*/"false",
+           "Also plan the job's tail: fewer slots and more resident weights "
+           "for the last long sequences, kept where it saves time">,
   ];
 }
 

@@ -110,6 +110,8 @@ private:
   fb::Offset<pl::Batching> writeBatching(BatchingAttr batching);
   fb::Offset<pl::Prediction> writePrediction(DictionaryAttr report);
   FailureOr<fb::Offset<pl::Schedule>> writeSchedule();
+  // The compiled plans of the job's phases (moe.tail's "plan").
+  FailureOr<fb::Offset<fb::Vector<fb::Offset<pl::Phase>>>> writePhases();
   FailureOr<fb::Offset<pl::StepSchedule>>
   writeStep(sched::StepOp step, const llvm::StringMap<int> &pools);
   FailureOr<std::pair<pl::Module, fb::Offset<void>>> writeModule(Operation *op);
@@ -158,7 +160,7 @@ fb::Offset<pl::Batching> PlanWriter::writeBatching(BatchingAttr b) {
       static_cast<pl::WeightDType>(
           ::moe::model::parseWeightDtype(b.getWeightDtype())
               .value_or(::moe::model::WeightDtype::bf16)),
-      b.getHostKvPoolTokens());
+      b.getHostKvPoolTokens(), b.getMinGeneratedTokens());
 }
 
 /// The subset of moe.plan_report the runtime compares measurements with.
@@ -385,6 +387,39 @@ PlanWriter::writeModule(Operation *op) {
       });
 }
 
+FailureOr<fb::Offset<fb::Vector<fb::Offset<pl::Phase>>>>
+PlanWriter::writePhases() {
+  auto tail = module->getAttrOfType<DictionaryAttr>(MoEDialect::kTailAttrName);
+  auto bytes = tail ? tail.getAs<StringAttr>("plan") : StringAttr();
+  if (!bytes) // a tail planned but not compiled is left out
+    return fb::Offset<fb::Vector<fb::Offset<pl::Phase>>>();
+  auto batching = tail.getAs<BatchingAttr>("batching");
+  auto context = tail.getAs<IntegerAttr>("context_tokens");
+  auto saved = tail.getAs<FloatAttr>("saved_seconds");
+  auto curveOf = [&](StringRef key) -> FailureOr<fb::Offset<pl::LiveSteps>> {
+    auto curve = tail.getAs<DictionaryAttr>(key);
+    auto live = curve ? curve.getAs<DenseI64ArrayAttr>("live") : nullptr;
+    auto seconds = curve ? curve.getAs<DenseF64ArrayAttr>("seconds") : nullptr;
+    if (!live || !seconds || live.size() != seconds.size() || live.empty())
+      return failure();
+    std::vector<int64_t> liveCounts(live.asArrayRef());
+    std::vector<double> stepSeconds(seconds.asArrayRef());
+    return pl::CreateLiveStepsDirect(builder, &liveCounts, &stepSeconds);
+  };
+  FailureOr<fb::Offset<pl::LiveSteps>> current = curveOf("main_steps");
+  FailureOr<fb::Offset<pl::LiveSteps>> steps = curveOf("tail_steps");
+  if (!batching || !context || !saved || failed(current) || failed(steps))
+    return module.emitError()
+           << "'" << MoEDialect::kTailAttrName
+           << "' needs batching, context_tokens, saved_seconds and the "
+              "main_steps and tail_steps curves";
+  std::vector<uint8_t> plan(bytes.getValue().begin(), bytes.getValue().end());
+  std::vector<fb::Offset<pl::Phase>> phases{pl::CreatePhaseDirect(
+      builder, "tail", batching.getResidentBatch(), context.getInt(), *current,
+      *steps, saved.getValueAsDouble(), &plan)};
+  return builder.CreateVector(phases);
+}
+
 FailureOr<std::vector<uint8_t>> PlanWriter::write() {
   auto model = module->getAttrOfType<ModelAttr>(MoEDialect::kModelAttrName);
   if (!model)
@@ -447,10 +482,14 @@ FailureOr<std::vector<uint8_t>> PlanWriter::write() {
   FailureOr<fb::Offset<pl::Schedule>> schedule = writeSchedule();
   if (failed(schedule))
     return failure();
+  FailureOr<fb::Offset<fb::Vector<fb::Offset<pl::Phase>>>> phases =
+      writePhases();
+  if (failed(phases))
+    return failure();
   // The size prefix lets the runtime tell a truncated file from a corrupt one.
   pl::FinishSizePrefixedPlanBuffer(
       builder, pl::CreatePlan(builder, pl::kSchemaVersion, modelOffset,
-                              batching, prediction, *schedule));
+                              batching, prediction, *schedule, *phases));
   return std::vector<uint8_t>(builder.GetBufferPointer(),
                               builder.GetBufferPointer() + builder.GetSize());
 }

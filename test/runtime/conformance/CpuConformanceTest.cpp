@@ -32,6 +32,10 @@ INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenConformance,
 INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenFp8KvCache,
                          ::testing::ValuesIn(goldenCases(kCpu)),
                          goldenCaseName);
+INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenTailSwitch,
+                         ::testing::ValuesIn(goldenCases(kCpu,
+                                                         kModelsWithTailPlans)),
+                         goldenCaseName);
 INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenFp8Experts,
                          ::testing::ValuesIn(goldenCases(kCpu)),
                          goldenCaseName);

@@ -36,6 +36,9 @@ const BackendUnderTest kCuda{
                   .blockRelativeL2 = std::numeric_limits<double>::infinity(),
                   .top1Agreement = 0.99,
                   .routerTieMargin = 1e-2},
+    // Recomputed bf16 caches come from prefill GEMMs of other shapes than
+    // the decode steps' that wrote them.
+    .recomputedTokenAgreement = 0.9,
     .unavailableReason = cuda::test::missingDeviceReason,
 };
 
@@ -83,6 +86,10 @@ INSTANTIATE_TEST_SUITE_P(
     goldenCaseName);
 INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenFp8Experts,
                          ::testing::ValuesIn(goldenCases(kCuda)),
+                         goldenCaseName);
+INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenTailSwitch,
+                         ::testing::ValuesIn(goldenCases(kCuda,
+                                                         kModelsWithTailPlans)),
                          goldenCaseName);
 INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenMxfp4Experts,
                          ::testing::ValuesIn(goldenCases(kCuda)),

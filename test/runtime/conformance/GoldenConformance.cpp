@@ -1,4 +1,5 @@
 #include "test/runtime/conformance/GoldenConformance.h"
+#include "runtime/engine/Engine.h"
 
 #include "test/runtime/weights/CheckpointWriter.h"
 
@@ -6,6 +7,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <span>
 
 namespace moe {
 
@@ -147,6 +150,83 @@ TEST_P(GoldenConformance, GeneratedLogitsMatchHuggingFaceStepByStep) {
                          golden_.prompts[p].size() - 1 + s, 1));
   }
   all.expectWithin(model() + " decode vs HF");
+}
+
+// Twelve requests of different lengths on four slots; once every request is
+// admitted and two sequences are live, the job moves to its tail plan (two
+// slots): its live sequences are paused, their caches recomputed on the
+// tail plan's backend, and every answer is what the job gives without the
+// switch (a backend whose prefill rounds unlike its decode steps may flip a
+// near-tie pick of the fixtures' nearly flat logits).
+TEST_P(GoldenTailSwitch, AJobFinishedOnItsTailPlanAnswersAsWithout) {
+  ASSERT_EQ(plan_->phasePlans().size(), 1u)
+      << model() << "'s streamed plan carries no tail plan";
+  constexpr int32_t kTailSlots = 2;
+  struct Run {
+    std::map<int64_t, std::vector<int32_t>> answers;
+    EngineStats stats;
+  };
+  auto run = [&](bool switching) {
+    Run result;
+    std::unique_ptr<Backend> backend = makeBackend();
+    EXPECT_NO_FATAL_FAILURE(prepare(*backend));
+    EngineOptions options;
+    options.residentBatch = kSlots;
+    options.maxContext = kContext;
+    bool switched = false;
+    if (switching)
+      options.phaseSwitch = PhaseSwitch{
+          [&](std::span<const LiveSequence> live)
+              -> std::optional<PhaseChange> {
+            if (switched || live.size() > size_t(kTailSlots))
+              return std::nullopt;
+            switched = true;
+            return PhaseChange{"tail", "two sequences left"};
+          },
+          [&](const PhaseChange &) -> Result<std::pair<Backend *, int32_t>> {
+            backend.reset();
+            backend = makeBackend();
+            MOE_RETURN_IF_ERROR(backend->prepare(
+                plan_->phasePlans()[0], *weights_, kTailSlots, kContext));
+            return std::pair<Backend *, int32_t>(backend.get(), kTailSlots);
+          }};
+    Engine engine(*backend, int32_t(golden_.vocab), options);
+    int64_t next = 0;
+    Status status = engine.run(
+        [&]() -> Result<std::optional<Request>> {
+          if (next == 12)
+            return std::optional<Request>();
+          size_t prompt = size_t(next) % golden_.prompts.size();
+          Request request{next, golden_.prompts[prompt],
+                          int32_t(4 + 5 * (next % 5))};
+          ++next;
+          return std::optional<Request>(request);
+        },
+        [&](Completion completion) {
+          result.answers[completion.index] = completion.outputIds;
+          return Status::success();
+        });
+    EXPECT_TRUE(status.ok()) << status.error().message();
+    result.stats = engine.stats();
+    return result;
+  };
+  Run whole = run(false);
+  Run switched = run(true);
+  ASSERT_EQ(switched.stats.phaseSwitches.size(), 1u);
+  EXPECT_EQ(switched.stats.phaseSwitches[0].live.size(), size_t(kTailSlots));
+  EXPECT_GT(switched.stats.phaseSwitches[0].recomputedTokens, 0);
+  ASSERT_EQ(switched.answers.size(), 12u);
+  int64_t tokens = 0, same = 0;
+  for (const auto &[index, answer] : whole.answers) {
+    const std::vector<int32_t> &other = switched.answers[index];
+    EXPECT_EQ(other.size(), answer.size()) << "request " << index;
+    for (size_t t = 0; t < std::min(answer.size(), other.size()); ++t)
+      same += answer[t] == other[t];
+    tokens += int64_t(answer.size());
+  }
+  EXPECT_GE(double(same),
+            GetParam().backend->recomputedTokenAgreement * double(tokens))
+      << same << " of " << tokens << " tokens alike";
 }
 
 } // namespace

@@ -29,6 +29,10 @@ struct BackendUnderTest {
   std::string name; // in messages
   std::function<std::unique_ptr<Backend>()> make;
   LogitTolerance tolerance;
+  /// Least share of a job's tokens that stay the same when its sequences'
+  /// caches are recomputed by a prefill (pauses, phase switches): 1 for a
+  /// backend whose prefill and decode round alike.
+  double recomputedTokenAgreement = 1;
   /// Empty when the backend can run on this machine, else why not (its
   /// tests skip).
   std::function<std::string()> unavailableReason = [] { return ""; };
@@ -92,6 +96,15 @@ protected:
                             const LogitTolerance &tolerance,
                             const std::string &what);
 };
+/// A job whose streamed plan carries a tail plan, finished on it.
+class GoldenTailSwitch : public GoldenBackendTest {
+protected:
+  std::string planName() const override { return "streamed"; }
+};
+/// The golden models whose streamed plan carries a tail plan.
+inline const std::vector<std::string> kModelsWithTailPlans = {
+    "tiny-qwen2-moe", "tiny-deepseek-v2", "tiny-minimax-partial-rope"};
+
 /// An fp8 KV cache against the bf16 one.
 class GoldenFp8KvCache : public GoldenQuantizedTest {};
 /// fp8 routed experts against bf16 ones.

@@ -97,6 +97,24 @@ std::vector<Request> makeRequests(int count) {
   return requests;
 }
 
+/// A second phase on its own HistoryBackend of `slots` slots, entered the
+/// first time the engine asks with at most `atLive` live sequences.
+struct TailPhase {
+  int32_t atLive = 0, slots = 0;
+  int64_t poolTokens = 0;      // its KV pool, as HistoryBackend::holdKv
+  int32_t pageSlots = 0;       // slots its KV pages hold (0: `slots`)
+  std::string enterFailure;    // enter fails with it
+  bool keepsSwitching = false; // asks for the phase again after entering it
+  HistoryBackend backend;
+  // What the decision saw: every call, and the live sequences and decode
+  // steps done (by the progress callback) when it switched.
+  int asked = 0, askedAfter = 0;
+  std::optional<std::vector<LiveSequence>> seen;
+  int64_t stepsSeen = 0, stepAtSwitch = -1;
+  int64_t unfinished = 0;     // requests not completed
+  bool firstReleased = false; // the first backend held nothing at enter
+};
+
 struct RunResult {
   Status status;
   std::map<int64_t, Completion> completions;
@@ -108,7 +126,8 @@ RunResult runEngine(
     int32_t residentBatch, const std::vector<Request> &requests,
     SamplingParams sampling = {}, int failAt = -1,
     int64_t parallelSamplingLogits = EngineOptions{}.parallelSamplingLogits,
-    int64_t kvPoolTokens = 0, int32_t wholeSlots = 0) {
+    int64_t kvPoolTokens = 0, int32_t wholeSlots = 0,
+    TailPhase *tail = nullptr) {
   HistoryBackend backend;
   EngineOptions options;
   options.residentBatch = residentBatch;
@@ -118,9 +137,44 @@ RunResult runEngine(
   options.parallelSamplingLogits = parallelSamplingLogits;
   backend.holdKv(residentBatch, kContext, kPageTokens, kvPoolTokens,
                  wholeSlots);
+  if (tail) {
+    options.phaseSwitch = PhaseSwitch{
+        [tail](
+            std::span<const LiveSequence> live) -> std::optional<PhaseChange> {
+          ++tail->asked;
+          // Every request admitted and none paused: the live are the rest.
+          EXPECT_EQ(int64_t(live.size()), tail->unfinished);
+          if (tail->seen) {
+            ++tail->askedAfter;
+            if (!tail->keepsSwitching)
+              return std::nullopt;
+            return PhaseChange{"tail", "again"};
+          }
+          if (int32_t(live.size()) > tail->atLive)
+            return std::nullopt;
+          tail->seen.emplace(live.begin(), live.end());
+          tail->stepAtSwitch = tail->stepsSeen;
+          return PhaseChange{"tail", fmt::format("{} live", live.size())};
+        },
+        [tail, &backend](const PhaseChange &change)
+            -> Result<std::pair<Backend *, int32_t>> {
+          EXPECT_EQ(change.phase, "tail");
+          tail->firstReleased =
+              backend.kvPages().freePages() == backend.kvPages().pages() &&
+              std::all_of(backend.histories.begin(), backend.histories.end(),
+                          [](const auto &history) { return history.empty(); });
+          if (!tail->enterFailure.empty())
+            return makeError("{}", tail->enterFailure);
+          tail->backend.holdKv(tail->pageSlots ? tail->pageSlots : tail->slots,
+                               kContext, kPageTokens, tail->poolTokens, 0);
+          return std::pair<Backend *, int32_t>{&tail->backend, tail->slots};
+        }};
+  }
   Engine engine(backend, kVocab, options);
   size_t next = 0;
   RunResult result;
+  if (tail)
+    tail->unfinished = int64_t(requests.size());
   result.status = engine.run(
       [&]() -> Result<std::optional<Request>> {
         if (static_cast<int>(next) == failAt)
@@ -131,9 +185,15 @@ RunResult runEngine(
       },
       [&](Completion completion) {
         int64_t index = completion.index;
+        if (tail)
+          --tail->unfinished;
         EXPECT_TRUE(
             result.completions.emplace(index, std::move(completion)).second);
         return Status::success();
+      },
+      [tail](const EngineStats &stats) {
+        if (tail)
+          tail->stepsSeen = stats.decodeSteps;
       });
   result.stats = engine.stats();
   result.heldPages = backend.heldPages;
@@ -249,8 +309,9 @@ TEST(Engine, SequencesPausedForKvPagesAnswerAsIfNeverPaused) {
             << request.index;
         EXPECT_EQ(got.finishReason,
                   whole.completions.at(request.index).finishReason);
-        if (sampling.temperature == 0)
+        if (sampling.temperature == 0) {
           EXPECT_EQ(got.outputIds, expected(request).outputIds);
+        }
       }
       EXPECT_EQ(whole.stats.pausedSequences, 0);
       EXPECT_GT(paged.stats.pausedSequences, 0);
@@ -264,6 +325,192 @@ TEST(Engine, SequencesPausedForKvPagesAnswerAsIfNeverPaused) {
                 whole.stats.prefillTokens + paged.stats.recomputedTokens);
     }
   }
+}
+
+/// 30 requests that run long enough for a job's end to hold few of them;
+/// every third asks for log-probabilities.
+std::vector<Request> longRequests() {
+  std::vector<Request> requests = makeRequests(30);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    requests[i].maxNewTokens = 20 + int32_t(i * 7 % 37);
+    if (i % 3 == 0)
+      requests[i].topLogprobs = 2;
+  }
+  return requests;
+}
+
+void expectSameAnswers(const RunResult &got, const RunResult &want) {
+  ASSERT_EQ(got.completions.size(), want.completions.size());
+  for (const auto &[index, completion] : want.completions) {
+    const Completion &other = got.completions.at(index);
+    EXPECT_EQ(other.outputIds, completion.outputIds) << index;
+    EXPECT_EQ(other.finishReason, completion.finishReason) << index;
+    ASSERT_EQ(other.logprobs.size(), completion.logprobs.size()) << index;
+    for (size_t k = 0; k < completion.logprobs.size(); ++k) {
+      EXPECT_EQ(other.logprobs[k].logprob, completion.logprobs[k].logprob);
+      EXPECT_EQ(other.logprobs[k].top, completion.logprobs[k].top);
+    }
+  }
+}
+
+// Near the job's end the engine moves its live sequences to another
+// backend with fewer slots: each is paused, then resumed there with its
+// context recomputed (those beyond its slots as slots free up), and every
+// answer, greedy or sampled, is the one without the switch. The stats name
+// the switch and the tokens it recomputed apart from those of KV pages.
+TEST(Engine, PhaseSwitchToAnotherBackendChangesNoAnswer) {
+  std::vector<Request> requests = longRequests();
+  struct Case {
+    int32_t atLive, slots;
+    int64_t poolTokens;
+  };
+  for (SamplingParams sampling :
+       {SamplingParams{}, SamplingParams{1.0f, 10, 0.9f, 99}}) {
+    RunResult plain = runEngine(8, requests, sampling);
+    ASSERT_TRUE(plain.status.ok()) << plain.status.error().message();
+    // Into 3 slots at 3 live or fewer; into 2 at 5 or fewer (the rest wait
+    // for a slot); into 3 at 5 or fewer whose KV pool of one whole context
+    // pauses some for pages as well.
+    for (Case c : {Case{3, 3, 0}, Case{5, 2, 0}, Case{5, 3, 64}}) {
+      SCOPED_TRACE(fmt::format("at {} live into {} slots, pool {}", c.atLive,
+                               c.slots, c.poolTokens));
+      TailPhase tail{c.atLive, c.slots, c.poolTokens};
+      RunResult switched =
+          runEngine(8, requests, sampling, -1,
+                    EngineOptions{}.parallelSamplingLogits, 0, 0, &tail);
+      ASSERT_TRUE(switched.status.ok()) << switched.status.error().message();
+      expectSameAnswers(switched, plain);
+      ASSERT_TRUE(tail.seen);
+      const std::vector<LiveSequence> &seen = *tail.seen;
+      ASSERT_EQ(switched.stats.phaseSwitches.size(), 1u);
+      const PhaseSwitchStats &at = switched.stats.phaseSwitches[0];
+      EXPECT_EQ(at.phase, "tail");
+      EXPECT_EQ(at.why, fmt::format("{} live", seen.size()));
+      EXPECT_EQ(at.decodeStep, tail.stepAtSwitch);
+      EXPECT_GT(at.decodeStep, 0);
+      EXPECT_GE(at.enterSeconds, 0);
+      EXPECT_LE(int32_t(seen.size()), c.atLive);
+      if (c.slots == 2) {
+        EXPECT_GT(int32_t(seen.size()), c.slots);
+      }
+      ASSERT_EQ(at.live.size(), seen.size());
+      int64_t contexts = 0;
+      for (size_t i = 0; i < seen.size(); ++i) {
+        EXPECT_EQ(at.live[i].generated, seen[i].generated);
+        EXPECT_EQ(at.live[i].maxNewTokens, seen[i].maxNewTokens);
+        EXPECT_EQ(at.live[i].context, seen[i].context);
+        // A request's: its prompt and every output but the newest cached.
+        EXPECT_TRUE(std::any_of(
+            requests.begin(), requests.end(), [&](const Request &r) {
+              return r.maxNewTokens == seen[i].maxNewTokens &&
+                     int32_t(r.promptIds.size()) + seen[i].generated - 1 ==
+                         seen[i].context;
+            }));
+        contexts += seen[i].context;
+      }
+      EXPECT_EQ(at.recomputedTokens, contexts);
+      EXPECT_TRUE(tail.firstReleased);
+      EXPECT_GT(tail.askedAfter, 0) << "asked again after the switch";
+      EXPECT_GT(tail.backend.calls, 0u);
+      const EngineStats &s = switched.stats;
+      if (c.poolTokens == 0) {
+        EXPECT_EQ(s.pausedSequences, 0);
+        EXPECT_EQ(s.recomputedTokens, contexts);
+      } else {
+        EXPECT_GT(s.pausedSequences, 0);
+        EXPECT_GT(s.recomputedTokens, contexts);
+        EXPECT_LE(tail.backend.heldPages, c.poolTokens / kPageTokens);
+      }
+      EXPECT_EQ(s.prefillTokens,
+                plain.stats.prefillTokens + s.recomputedTokens);
+      EXPECT_EQ(s.prompts, plain.stats.prompts);
+      EXPECT_EQ(s.newTokens, plain.stats.newTokens);
+      EXPECT_EQ(s.decodeTokens, plain.stats.decodeTokens);
+      EXPECT_EQ(s.decodeContextTokens, plain.stats.decodeContextTokens);
+      EXPECT_EQ(s.peakActiveSequences, plain.stats.peakActiveSequences);
+    }
+  }
+}
+
+// A phase that cannot be entered ends the job with its error, named by the
+// phase, after the answers completed before it; so does a backend whose KV
+// pages hold fewer slots than it says it runs.
+TEST(Engine, PhaseThatCannotBeEnteredEndsTheJob) {
+  std::vector<Request> requests = longRequests();
+  RunResult plain = runEngine(8, requests);
+  ASSERT_TRUE(plain.status.ok()) << plain.status.error().message();
+  TailPhase failing{3, 3};
+  failing.enterFailure = "out of GPU memory";
+  RunResult failed =
+      runEngine(8, requests, {}, -1, EngineOptions{}.parallelSamplingLogits, 0,
+                0, &failing);
+  ASSERT_FALSE(failed.status.ok());
+  EXPECT_EQ(failed.status.error().message(),
+            "entering phase 'tail': out of GPU memory");
+  ASSERT_TRUE(failing.seen);
+  EXPECT_TRUE(failed.stats.phaseSwitches.empty());
+  // Every request but those live at the switch was answered, as without it.
+  EXPECT_EQ(failed.completions.size(), requests.size() - failing.seen->size());
+  for (const auto &[index, completion] : failed.completions)
+    EXPECT_EQ(completion.outputIds, plain.completions.at(index).outputIds);
+
+  TailPhase narrow{3, 3};
+  narrow.pageSlots = 2;
+  RunResult refused =
+      runEngine(8, requests, {}, -1, EngineOptions{}.parallelSamplingLogits, 0,
+                0, &narrow);
+  ASSERT_FALSE(refused.status.ok());
+  EXPECT_EQ(refused.status.error().message(),
+            "entering phase 'tail': the backend holds KV pages for 2 slots, "
+            "the job runs 3 (prepare it for the job's batch)");
+  EXPECT_EQ(narrow.backend.calls, 0u);
+}
+
+// A decision that asks for a switch whenever it is asked still lets the job
+// finish, with the same answers: the engine asks it once per decode step.
+TEST(Engine, PhaseSwitchAskedForAtEveryStepCannotStallTheJob) {
+  std::vector<Request> requests = longRequests();
+  RunResult plain = runEngine(8, requests);
+  ASSERT_TRUE(plain.status.ok()) << plain.status.error().message();
+  TailPhase restless{3, 3};
+  restless.keepsSwitching = true;
+  RunResult switched =
+      runEngine(8, requests, {}, -1, EngineOptions{}.parallelSamplingLogits, 0,
+                0, &restless);
+  ASSERT_TRUE(switched.status.ok()) << switched.status.error().message();
+  expectSameAnswers(switched, plain);
+  const std::vector<PhaseSwitchStats> &switches = switched.stats.phaseSwitches;
+  ASSERT_GT(switches.size(), 2u);
+  for (size_t i = 1; i < switches.size(); ++i)
+    EXPECT_EQ(switches[i].decodeStep, switches[i - 1].decodeStep + 1);
+}
+
+// A decision that never asks for a phase leaves the job as it was.
+TEST(Engine, PhaseSwitchNeverAskedForChangesNothing) {
+  std::vector<Request> requests = longRequests();
+  RunResult plain = runEngine(8, requests);
+  TailPhase never{0, 3}; // it is only asked with live sequences
+  RunResult asked =
+      runEngine(8, requests, {}, -1, EngineOptions{}.parallelSamplingLogits, 0,
+                0, &never);
+  ASSERT_TRUE(plain.status.ok() && asked.status.ok());
+  expectSameAnswers(asked, plain);
+  EXPECT_GT(never.asked, 0);
+  EXPECT_FALSE(never.seen);
+  EXPECT_EQ(never.backend.calls, 0u);
+  const EngineStats &s = asked.stats, &p = plain.stats;
+  EXPECT_TRUE(s.phaseSwitches.empty());
+  EXPECT_EQ(s.prompts, p.prompts);
+  EXPECT_EQ(s.prefillTokens, p.prefillTokens);
+  EXPECT_EQ(s.decodeTokens, p.decodeTokens);
+  EXPECT_EQ(s.newTokens, p.newTokens);
+  EXPECT_EQ(s.prefillSteps, p.prefillSteps);
+  EXPECT_EQ(s.decodeSteps, p.decodeSteps);
+  EXPECT_EQ(s.peakActiveSequences, p.peakActiveSequences);
+  EXPECT_EQ(s.pausedSequences, p.pausedSequences);
+  EXPECT_EQ(s.recomputedTokens, p.recomputedTokens);
+  EXPECT_EQ(s.decodeContextTokens, p.decodeContextTokens);
+  EXPECT_EQ(s.peakKvPages, p.peakKvPages);
 }
 
 TEST(Engine, ContinuousRefillKeepsSlotsBusy) {
@@ -345,8 +592,6 @@ TEST(Engine, RequestsThatCannotRunCompleteWithTheirErrorAndTheJobGoesOn) {
               clean.completions.at(index).outputIds);
 }
 
-// Asked to stop, the engine returns between steps without finishing the
-// sequences in flight: what completed is all it gave.
 // A request's stop token ids end it as EOS does, named as its stop; stop
 // strings without a tokenizer to decode the output are refused.
 TEST(Engine, StopTokenIdsEndARequestAndStopStringsNeedATokenizer) {
@@ -446,6 +691,8 @@ TEST(Engine, LogitsThatAreNotFiniteFailTheirRequestOnly) {
   }
 }
 
+// Asked to stop, the engine returns between steps without finishing the
+// sequences in flight: what completed is all it gave.
 TEST(Engine, StopsBetweenStepsWhenAsked) {
   std::vector<Request> requests = makeRequests(8);
   HistoryBackend backend;

@@ -2,7 +2,7 @@
 // that names the file and the problem.
 
 #include "runtime/plan/LoadedPlan.h"
-#include "runtime/schemas/PlanVersion.h"
+#include "test/runtime/plan/PlanBuilder.h"
 
 #include <gtest/gtest.h>
 
@@ -14,72 +14,9 @@
 namespace moe {
 namespace {
 
-struct PlanSpec {
-  uint32_t version = plan::kSchemaVersion;
-  int headWeight = 1;      // param index the LM head reads
-  int headOperand = 1;     // value the LM head consumes
-  int logits = 2;
-  bool includeEmbedding = true;
-  int64_t residentBatch = 0; // 0: no batching table
-  int64_t decodeMicroBatch = 1;
-  bool withSchedule = false;
-  uint32_t copyWaitsFor = 0;  // the decode copy job (index 1) waits for this
-  plan::StreamKind copyStream = plan::StreamKind::h2d;
-  int copyBuffer = 0;
-  int ringBuffers = 2;
-  int64_t paramRows = 16;
-  std::vector<int64_t> eos{2};
-};
-
-/// embedding(ids) -> lm_head -> logits, over two parameters.
-std::vector<uint8_t> buildPlan(const PlanSpec &spec = {}) {
-  flatbuffers::FlatBufferBuilder b;
-  std::vector<int64_t> shape{spec.paramRows, 8};
-  std::vector<flatbuffers::Offset<plan::Param>> params{
-      plan::CreateParamDirect(b, "embed", "model.embed_tokens.weight", &shape,
-                              plan::DType::bf16),
-      plan::CreateParamDirect(b, "lm_head", "lm_head.weight", &shape,
-                              plan::DType::bf16,
-                              plan::Placement::host_streamed)};
-  std::vector<flatbuffers::Offset<plan::Op>> ops;
-  if (spec.includeEmbedding) {
-    std::vector<int> in{0}, out{1};
-    ops.push_back(plan::CreateOpDirect(b, plan::Module::Embedding,
-                                       plan::CreateEmbedding(b, 0).Union(), -1,
-                                       &in, &out));
-  }
-  std::vector<int> in{spec.headOperand}, out{2};
-  ops.push_back(plan::CreateOpDirect(
-      b, plan::Module::LMHead, plan::CreateLMHead(b, spec.headWeight).Union(),
-      -1, &in, &out));
-  auto model = plan::CreateModelDirect(b, "test", "", 16, 8, 0, 0, 1, &spec.eos,
-                                       &params, &ops, 3, spec.logits);
-  flatbuffers::Offset<plan::Batching> batching;
-  if (spec.residentBatch)
-    batching = plan::CreateBatching(b, spec.residentBatch, 1,
-                                    spec.decodeMicroBatch, 256, 2, 2, 0.0, 0.5,
-                                    512, 256, 1 << 30, 1 << 30);
-  flatbuffers::Offset<plan::Schedule> schedule;
-  if (spec.withSchedule) {
-    std::vector<flatbuffers::Offset<plan::BufferPool>> pools{
-        plan::CreateBufferPool(b, plan::PoolKind::weight_ring, spec.ringBuffers,
-                               1024)};
-    std::vector<uint32_t> none, after{spec.copyWaitsFor};
-    std::vector<flatbuffers::Offset<plan::Job>> jobs{
-        plan::CreateJobDirect(b, plan::JobKind::compute,
-                              plan::StreamKind::compute, "norm", &none),
-        plan::CreateJobDirect(b, plan::JobKind::copy_weights, spec.copyStream,
-                              nullptr, &after, 1, 0, -1, 0, 0, 0,
-                              spec.copyBuffer, 1024.0)};
-    auto decode = plan::CreateStepScheduleDirect(b, 1e-3, &jobs);
-    std::vector<flatbuffers::Offset<plan::Job>> noJobs;
-    auto prefill = plan::CreateStepScheduleDirect(b, 1e-3, &noJobs);
-    schedule = plan::CreateScheduleDirect(b, &pools, decode, prefill);
-  }
-  plan::FinishSizePrefixedPlanBuffer(
-      b, plan::CreatePlan(b, spec.version, model, batching, 0, schedule));
-  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
-}
+using testing::buildPlan;
+using testing::PlanSpec;
+using testing::withTail;
 
 std::string loadError(std::vector<uint8_t> bytes) {
   Result<LoadedPlan> loaded = LoadedPlan::fromBytes(std::move(bytes), "x.moeplan");
@@ -234,6 +171,54 @@ TEST(LoadedPlan, DimensionBeyondTheBound) {
   EXPECT_EQ(loadError(buildPlan(spec)),
             "x.moeplan: invalid plan: param 0 ('embed') has a dimension of "
             "1048577, not in 1..1048576");
+}
+
+TEST(LoadedPlan, PhasePlansLoadBesideTheJobsPlan) {
+  Result<LoadedPlan> loaded =
+      LoadedPlan::fromBytes(buildPlan(withTail()), "x.moeplan");
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message();
+  ASSERT_EQ(loaded->phasePlans().size(), 1u);
+  EXPECT_EQ(loaded->phasePlans()[0].plan().batching()->resident_batch(), 4);
+  EXPECT_EQ(loaded->plan().phases()->Get(0)->steps()->seconds()->Get(2), 0.8);
+}
+
+TEST(LoadedPlan, APhasePlanIsVerifiedLikeAnyPlan) {
+  PlanSpec job = withTail();
+  job.phasePlan.resize(job.phasePlan.size() - 4);
+  EXPECT_EQ(loadError(buildPlan(job)),
+            fmt::format("x.moeplan: phase 'tail': truncated or padded plan: "
+                        "it declares {} bytes, the file has {}",
+                        job.phasePlan.size() + 4, job.phasePlan.size()));
+}
+
+TEST(LoadedPlan, APhasePlanHasThePhasesSlots) {
+  PlanSpec job = withTail(8);
+  EXPECT_EQ(loadError(buildPlan(job)),
+            "x.moeplan: phase 'tail': its plan must have the phase's 4 slots");
+}
+
+TEST(LoadedPlan, APhasePlanIsForTheSameModel) {
+  PlanSpec tail;
+  tail.residentBatch = 4;
+  tail.includeEmbedding = false;
+  tail.headOperand = 0;
+  PlanSpec job = withTail();
+  job.phasePlan = buildPlan(tail);
+  EXPECT_EQ(loadError(buildPlan(job)),
+            "x.moeplan: phase 'tail': its plan is for another model");
+}
+
+TEST(LoadedPlan, PhaseStepsRiseFromOneLiveSequence) {
+  PlanSpec job = withTail();
+  job.phaseLive = {1, 4, 2};
+  EXPECT_EQ(loadError(buildPlan(job)),
+            "x.moeplan: phase 'tail': its steps: live counts must rise from 1 "
+            "and step times be positive; point 2 is 2 live, 0.8 s");
+  job = withTail();
+  job.phaseSeconds = {0.5, 0.6};
+  EXPECT_EQ(loadError(buildPlan(job)),
+            "x.moeplan: phase 'tail': its steps: needs as many step times as "
+            "live counts, at least one; it has 2 and 3");
 }
 
 TEST(LoadedPlan, MissingFile) {
