@@ -28,6 +28,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -64,6 +65,7 @@ struct Options {
   double progressInterval = 30; // seconds between lines in a log
   bool enforceEager = false;    // no CUDA graphs
   bool tailPlan = true;         // the plan's tail phase, where it saves time
+  std::string phase;            // run the whole job on this phase's plan
 };
 
 /// Accepts a finite number that `allowed` accepts; otherwise the option's
@@ -567,11 +569,30 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
   return stats;
 }
 
+/// The plan of `options.phase` that `job` carries, to run a whole job on.
+Result<LoadedPlan> phasePlan(const LoadedPlan &job, const Options &options) {
+  std::vector<std::string> names;
+  if (const auto *phases = job.plan().phases())
+    for (uint32_t i = 0; i < phases->size(); ++i) {
+      names.push_back(phases->Get(i)->name()->str());
+      if (names.back() == options.phase)
+        return job.phasePlans()[i];
+    }
+  return makeError("--phase {}: {} carries {}", options.phase, options.plan,
+                   names.empty() ? std::string("no phase plans")
+                                 : fmt::format("phase plans for: {}",
+                                               fmt::join(names, ", ")));
+}
+
 /// How a job that ran to its end went (exit codes 0 and 2).
 enum class RunOutcome { allAnswered, someRequestsFailed };
 
 Result<RunOutcome> run(const Options &options) {
   Result<LoadedPlan> plan = LoadedPlan::fromFile(options.plan);
+  if (!plan.ok())
+    return plan.error();
+  if (!options.phase.empty())
+    plan = phasePlan(*plan, options);
   if (!plan.ok())
     return plan.error();
   const plan::Model &model = plan->model();
@@ -869,6 +890,9 @@ int main(int argc, char **argv) {
                "when its predicted saving outweighs preparing it and "
                "recomputing their caches (default on; the stats file's "
                "phase_switches say when and why)");
+  app.add_option("--phase", options.phase,
+                 "Run the whole job on the plan of this phase that the plan "
+                 "carries (tail), to measure it");
   app.add_option("--kv-pool-tokens", options.kvPoolTokens,
                  "Tokens of KV cache in host memory, in pages: for all "
                  "sequences on the CPU backend (default: each one's whole "
