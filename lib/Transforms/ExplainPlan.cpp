@@ -228,8 +228,9 @@ void printTail(raw_ostream &os, BatchingAttr main, DictionaryAttr tail) {
     return;
   os << "the job's tail (after the last admission), its own plan\n";
   row("tail plan B",
-      llvm::formatv("{0} sequences: it takes over from {0} live sequences on",
-                    b.getResidentBatch()));
+      llvm::formatv(
+          "{0} sequences: it can take over from {0} live sequences on",
+          b.getResidentBatch()));
   row("resident weight units",
       llvm::formatv("{0} (this plan {1})", b.getResidentUnits(),
                     main.getResidentUnits()));
