@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""End-to-end time of a long-generation job from a plan's predictions and what was measured
+of it, where the whole job does not fit the GPU time at hand.
+
+A job of N requests (prompt P, generations drawn evenly from the plan's gen-len-min..gen-len with
+a fixed seed, each request's budget its drawn length) runs on a refilled batch of the plan's B
+slots: while requests are admitted, every decode step holds B sequences at the steady state's
+contexts and takes the measured steady-state step; each admission prefills its prompt at the
+measured prefill rate. Once the last request is admitted the batch drains, and a step with n live
+sequences takes the plan's step at n (its live-step curve, priced at the tail's contexts) times
+--tail-scale (measured over predicted for such a step, 1 without a measurement). With --tail-plan,
+the job moves to the plan's tail plan as moe-run's TailSwitch would (every request admitted, the
+live sequences fit its slots, the steps they are expected to run save more than --switch-seconds
+of preparing it plus recomputing their caches at its predicted prefill rate), and its steps take
+its curve times the same scale.
+
+  python3 bench/job_time.py --explain PLAN.explain.json --steady-step 1.29 --prefill-rate 11000 \\
+      [--requests 4096] [--seed 1] [--tail-scale 1.1] [--tail-plan --switch-seconds 60] [--json OUT]
+
+Writes one line (and with --json the numbers); a job of 4,096 requests simulates in seconds.
+"""
+import argparse
+import json
+import random
+import sys
+
+
+def curve(points):
+    """The plan's step seconds at n live sequences, linear between its points."""
+    live, seconds = points["live"], points["seconds"]
+
+    def at(n):
+        if n <= live[0]:
+            return seconds[0]
+        for i in range(1, len(live)):
+            if n <= live[i]:
+                share = (n - live[i - 1]) / (live[i] - live[i - 1])
+                return seconds[i - 1] + share * (seconds[i] - seconds[i - 1])
+        return seconds[-1]
+
+    return at
+
+
+def expected_left(generated, budget, shortest, longest):
+    """Steps a live sequence is expected to run on, as TailSwitch expects them."""
+    limit = min(budget, longest)
+    earliest = min(limit, max(shortest, generated + 1))
+    return max((earliest + limit) / 2 - generated, 1.0)
+
+
+def simulate(args, explain):
+    decision, tail = explain["decision"], explain.get("tail")
+    batch = decision["resident_batch"]
+    prompt, longest = decision["prompt_tokens"], decision["generated_tokens"]
+    shortest = decision.get("min_generated_tokens") or longest
+    if not tail:
+        sys.exit("job_time: the plan's explanation has no live-step curves (they come with a "
+                 "tail plan: plan the job with tail-plan on, where one saves time)")
+    main_at, tail_at = curve(tail["main_steps"]), curve(tail["tail_steps"])
+    slots = tail["decision"]["resident_batch"]
+    recompute_rate = tail["report"]["prefill_tokens_per_second"]
+    rng = random.Random(args.seed)
+    lengths = [rng.randint(shortest, longest) for _ in range(args.requests)]
+    live = []  # [generated, budget] of each live sequence
+    admitted = 0
+    now = tokens = steps = 0.0
+    last_admission = switched_at = None
+    on_tail = False
+    while admitted < args.requests or live:
+        fresh = min(batch - len(live), args.requests - admitted)
+        live += [[0, lengths[admitted + i]] for i in range(fresh)]
+        admitted += fresh
+        now += fresh * prompt / args.prefill_rate
+        drained = admitted == args.requests
+        if drained and last_admission is None:
+            last_admission = now
+        if args.tail_plan and drained and not on_tail and len(live) <= slots:
+            left = sorted((expected_left(g, b, shortest, longest) for g, b in live), reverse=True)
+            saved = sum((left[i] - (left[i + 1] if i + 1 < len(left) else 0))
+                        * (main_at(i + 1) - tail_at(i + 1)) * args.tail_scale
+                        for i in range(len(left)))
+            contexts = sum(prompt + g for g, _ in live)
+            cost = args.switch_seconds + contexts / recompute_rate
+            if saved > cost:
+                on_tail, switched_at = True, now
+                now += cost
+        n = len(live)
+        if not drained:
+            step = args.steady_step
+        else:
+            step = (tail_at(n) if on_tail else main_at(n)) * args.tail_scale
+        now += step
+        tokens += n
+        steps += 1
+        live = [[g + 1, b] for g, b in live if g + 1 < b]
+    return {
+        "requests": args.requests, "resident_batch": batch, "tail_plan": args.tail_plan,
+        "seconds": now, "new_tokens": tokens, "decode_steps": steps,
+        "tokens_per_second": tokens / now, "last_admission_seconds": last_admission,
+        "tail_seconds": now - last_admission,
+        "switched_at_seconds": switched_at,
+    }
+
+
+def duration(seconds):
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--explain", required=True, help="moe-opt --moe-explain-plan=json=true output")
+    p.add_argument("--steady-step", type=float, required=True,
+                   help="measured decode step of the steady state, seconds")
+    p.add_argument("--prefill-rate", type=float, required=True,
+                   help="measured prefill of the job's prompts, tokens/s")
+    p.add_argument("--requests", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--tail-scale", type=float, default=1.0,
+                   help="measured over predicted for a drained batch's step")
+    p.add_argument("--tail-plan", action="store_true", help="switch to the plan's tail plan")
+    p.add_argument("--switch-seconds", type=float, default=60,
+                   help="preparing the tail plan's backend (moe-run's prepare_seconds)")
+    p.add_argument("--json", help="write the numbers here")
+    args = p.parse_args()
+    for name in ("steady_step", "prefill_rate", "tail_scale"):
+        if not getattr(args, name) > 0:
+            sys.exit(f"job_time: --{name.replace('_', '-')} must be positive")
+    if args.requests < 1:
+        sys.exit("job_time: --requests must be at least 1")
+    with open(args.explain) as f:
+        explain = json.load(f)
+    result = simulate(args, explain)
+    tail = result["tail_seconds"]
+    switched = result["switched_at_seconds"]
+    print(f"{result['requests']} requests on B {result['resident_batch']}"
+          f"{' with the tail plan' if args.tail_plan else ''}: {duration(result['seconds'])}, "
+          f"{result['new_tokens']:.0f} new tokens, {result['tokens_per_second']:.1f} tok/s "
+          f"overall; the tail after the last admission {duration(tail)} "
+          f"({100 * tail / result['seconds']:.1f}%)"
+          + (f", on the tail plan from {duration(switched - result['last_admission_seconds'])} "
+             "into it" if switched is not None else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
