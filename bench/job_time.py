@@ -12,10 +12,11 @@ sequences takes the plan's step at n (its live-step curve, priced at the tail's 
 the job moves to the plan's tail plan as moe-run's TailSwitch would (every request admitted, the
 live sequences fit its slots, the steps they are expected to run save more than --switch-seconds
 of preparing it plus recomputing their caches at its predicted prefill rate), and its steps take
-its curve times the same scale.
+its curve times --tail-plan-scale (measured over predicted for its step; default --tail-scale).
 
   python3 bench/job_time.py --explain PLAN.explain.json --steady-step 1.29 --prefill-rate 11000 \\
-      [--requests 4096] [--seed 1] [--tail-scale 1.1] [--tail-plan --switch-seconds 60] [--json OUT]
+      [--requests 4096] [--seed 1] [--tail-scale 1.2] [--tail-plan [--tail-plan-scale 1.3]
+      --switch-seconds 60] [--json OUT]
 
 Writes one line (and with --json the numbers); a job of 4,096 requests simulates in seconds.
 """
@@ -77,7 +78,8 @@ def simulate(args, explain):
         if args.tail_plan and drained and not on_tail and len(live) <= slots:
             left = sorted((expected_left(g, b, shortest, longest) for g, b in live), reverse=True)
             saved = sum((left[i] - (left[i + 1] if i + 1 < len(left) else 0))
-                        * (main_at(i + 1) - tail_at(i + 1)) * args.tail_scale
+                        * (main_at(i + 1) * args.tail_scale
+                           - tail_at(i + 1) * args.tail_plan_scale)
                         for i in range(len(left)))
             contexts = sum(prompt + g for g, _ in live)
             cost = args.switch_seconds + contexts / recompute_rate
@@ -88,7 +90,8 @@ def simulate(args, explain):
         if not drained:
             step = args.steady_step
         else:
-            step = (tail_at(n) if on_tail else main_at(n)) * args.tail_scale
+            step = (tail_at(n) * args.tail_plan_scale if on_tail
+                    else main_at(n) * args.tail_scale)
         now += step
         tokens += n
         steps += 1
@@ -122,11 +125,15 @@ def main():
     p.add_argument("--tail-scale", type=float, default=1.0,
                    help="measured over predicted for a drained batch's step")
     p.add_argument("--tail-plan", action="store_true", help="switch to the plan's tail plan")
+    p.add_argument("--tail-plan-scale", type=float,
+                   help="measured over predicted for the tail plan's step (default --tail-scale)")
     p.add_argument("--switch-seconds", type=float, default=60,
                    help="preparing the tail plan's backend (moe-run's prepare_seconds)")
     p.add_argument("--json", help="write the numbers here")
     args = p.parse_args()
-    for name in ("steady_step", "prefill_rate", "tail_scale"):
+    if args.tail_plan_scale is None:
+        args.tail_plan_scale = args.tail_scale
+    for name in ("steady_step", "prefill_rate", "tail_scale", "tail_plan_scale"):
         if not getattr(args, name) > 0:
             sys.exit(f"job_time: --{name.replace('_', '-')} must be positive")
     if args.requests < 1:
