@@ -94,11 +94,28 @@ std::string gb(double bytes) {
   return llvm::formatv("{0:F2} GB", bytes / 1e9).str();
 }
 
+// One labelled line of the explanation.
+void row(raw_ostream &os, StringRef label, const Twine &value) {
+  os << llvm::format("  %-34s", label.str().c_str()) << value << "\n";
+}
+
+// Where a decision keeps its sequences' KV and attends them: the job's plan
+// and the tail's say it alike.
+void kvOnGpuRow(raw_ostream &os, BatchingAttr b) {
+  row(os, "KV on the GPU",
+      llvm::formatv("{0:P0} of the sequences",
+                    b.getKvGpuFraction().convertToDouble()));
+}
+void hostAttentionRow(raw_ostream &os, BatchingAttr b) {
+  double hostShare = b.getCpuAttentionShare().convertToDouble();
+  row(os, "host attention (ω)",
+      llvm::formatv("{0:P0} of the sequences ({1} decoded on the host's cores)",
+                    hostShare,
+                    std::llround(hostShare * double(b.getResidentBatch()))));
+}
+
 void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
                DictionaryAttr report) {
-  auto row = [&](StringRef label, const Twine &value) {
-    os << llvm::format("  %-34s", label.str().c_str()) << value << "\n";
-  };
   ::moe::costmodel::GenerationLengths lengths{
       b.getPromptTokens(), b.getGeneratedTokens(), b.getMinGeneratedTokens()};
   os << "plan for " << model.getModelType() << ": prompt "
@@ -111,32 +128,27 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
   os << " generated tokens, budgets GPU " << gib(b.getGpuBudgetBytes())
      << ", host " << gib(b.getHostBudgetBytes()) << "\n";
   os << "decision\n";
-  row("resident batch B", Twine(b.getResidentBatch()) + " sequences");
-  row("attention micro-batch, prefill",
+  row(os, "resident batch B", Twine(b.getResidentBatch()) + " sequences");
+  row(os, "attention micro-batch, prefill",
       Twine(b.getAttentionMicroBatchPrefill()) + " sequences");
-  row("attention micro-batch, decode",
+  row(os, "attention micro-batch, decode",
       Twine(b.getAttentionMicroBatchDecode()) + " sequences");
-  row("expert micro-batch b_e", Twine(b.getExpertMicroBatch()) + " tokens");
-  row("prefetch depth", Twine(b.getPrefetchDepth()) + " layers");
-  row("KV staging buffers", Twine(b.getKvStagingBuffers()));
-  row("KV on the GPU", llvm::formatv("{0:P0} of the sequences",
-                                     b.getKvGpuFraction().convertToDouble()));
+  row(os, "expert micro-batch b_e", Twine(b.getExpertMicroBatch()) + " tokens");
+  row(os, "prefetch depth", Twine(b.getPrefetchDepth()) + " layers");
+  row(os, "KV staging buffers", Twine(b.getKvStagingBuffers()));
+  kvOnGpuRow(os, b);
   if (int64_t pool = b.getHostKvPoolTokens())
-    row("host KV pool",
+    row(os, "host KV pool",
         llvm::formatv("{0} tokens in pages of {1}", pool,
                       ::moe::model::hostKvPageTokens(lengths.maxContext())));
-  double hostShare = b.getCpuAttentionShare().convertToDouble();
-  row("host attention (ω)",
-      llvm::formatv("{0:P0} of the sequences ({1} decoded on the host's cores)",
-                    hostShare,
-                    std::llround(hostShare * double(b.getResidentBatch()))));
-  row("decode context, steady state",
+  hostAttentionRow(os, b);
+  row(os, "decode context, steady state",
       llvm::formatv("{0} tokens on average ({1:F2} sequences finish and "
                     "are refilled a step; contexts reach {2})",
                     lengths.meanDecodeContext(),
                     lengths.finishedPerStep(b.getResidentBatch()),
                     lengths.maxContext()));
-  row("resident weight units",
+  row(os, "resident weight units",
       Twine(b.getResidentUnits()) +
           " (modules or single experts, greedy order)");
   if (!report)
@@ -147,14 +159,15 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
     os << " on " << priced.getAs<StringAttr>("device").getValue() << " ("
        << priced.getAs<StringAttr>("file").getValue() << ")";
   os << "\n";
-  row("decode",
+  row(os, "decode",
       llvm::formatv("{0:F1} tok/s (step {1:F4} s)",
                     number(report, "decode_tokens_per_second"), step));
-  row("prefill", llvm::formatv("{0:F1} tok/s ({1:F3} s for B prompts)",
-                               number(report, "prefill_tokens_per_second"),
-                               number(report, "prefill_seconds")));
+  row(os, "prefill",
+      llvm::formatv("{0:F1} tok/s ({1:F3} s for B prompts)",
+                    number(report, "prefill_tokens_per_second"),
+                    number(report, "prefill_seconds")));
   auto roofline = report.getAs<DictionaryAttr>("roofline");
-  row("roofline bound",
+  row(os, "roofline bound",
       llvm::formatv(
           "{0}, {1:F4} s = {2:P0} of the predicted step (pcie "
           "{3:F4} s, compute {4:F4} s, kv {5:F4} s, host kv {6:F4} s)",
@@ -165,7 +178,7 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
   auto stages = [&](StringRef title, StringRef key) {
     os << title << ", time per stage\n";
     for (NamedAttribute stage : report.getAs<DictionaryAttr>(key))
-      row(stage.getName().getValue(),
+      row(os, stage.getName().getValue(),
           llvm::formatv("{0:F4} s",
                         cast<FloatAttr>(stage.getValue()).getValueAsDouble()));
   };
@@ -173,25 +186,26 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
   os << "decode step, busy time per stream\n";
   for (NamedAttribute stream :
        report.getAs<DictionaryAttr>("decode_stream_busy_seconds"))
-    row(stream.getName().getValue(),
+    row(os, stream.getName().getValue(),
         llvm::formatv("{0:F4} s",
                       cast<FloatAttr>(stream.getValue()).getValueAsDouble()));
   auto bytes = report.getAs<DictionaryAttr>("decode_bytes_per_step");
   os << "decode step, bytes per link\n";
-  row("host->GPU weights", gb(number(bytes, "h2d_weights")));
-  row("host->GPU KV", gb(number(bytes, "h2d_kv")));
-  row("host->GPU hidden states", gb(number(bytes, "h2d_hidden")));
-  row("GPU->host", gb(number(bytes, "d2h")));
-  row("KV read from HBM", gb(number(bytes, "hbm_kv_read")));
-  row("KV read by the host's cores", gb(number(bytes, "host_kv_read")));
-  row("FLOPs", llvm::formatv("{0:F2} TFLOP", number(bytes, "flops") / 1e12));
+  row(os, "host->GPU weights", gb(number(bytes, "h2d_weights")));
+  row(os, "host->GPU KV", gb(number(bytes, "h2d_kv")));
+  row(os, "host->GPU hidden states", gb(number(bytes, "h2d_hidden")));
+  row(os, "GPU->host", gb(number(bytes, "d2h")));
+  row(os, "KV read from HBM", gb(number(bytes, "hbm_kv_read")));
+  row(os, "KV read by the host's cores", gb(number(bytes, "host_kv_read")));
+  row(os, "FLOPs",
+      llvm::formatv("{0:F2} TFLOP", number(bytes, "flops") / 1e12));
   stages("prefill of B prompts", "prefill_stage_seconds");
   auto pool = [&](StringRef name, DictionaryAttr memory) {
     os << name << " memory: " << gib(number(memory, "total")) << " of "
        << gib(number(memory, "budget")) << "\n";
     for (NamedAttribute part : memory)
       if (part.getName() != "total" && part.getName() != "budget")
-        row(part.getName().getValue(),
+        row(os, part.getName().getValue(),
             gib(number(memory, part.getName().getValue())));
   };
   pool("GPU", report.getAs<DictionaryAttr>("gpu_memory"));
@@ -217,9 +231,6 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
 
 // The tail's plan beside the job's: when it takes over and what it saves.
 void printTail(raw_ostream &os, BatchingAttr main, DictionaryAttr tail) {
-  auto row = [&](StringRef label, const Twine &value) {
-    os << llvm::format("  %-34s", label.str().c_str()) << value << "\n";
-  };
   auto b = tail.getAs<BatchingAttr>("batching");
   auto report = tail.getAs<DictionaryAttr>("report");
   auto mainSteps = tail.getAs<DictionaryAttr>("main_steps");
@@ -227,21 +238,18 @@ void printTail(raw_ostream &os, BatchingAttr main, DictionaryAttr tail) {
   if (!b || !report || !mainSteps || !tailSteps)
     return;
   os << "the job's tail (after the last admission), its own plan\n";
-  row("tail plan B",
+  row(os, "tail plan B",
       llvm::formatv(
           "{0} sequences: it can take over from {0} live sequences on",
           b.getResidentBatch()));
-  row("resident weight units",
+  row(os, "resident weight units",
       llvm::formatv("{0} (this plan {1})", b.getResidentUnits(),
                     main.getResidentUnits()));
-  row("KV on the GPU", llvm::formatv("{0:P0} of the sequences",
-                                     b.getKvGpuFraction().convertToDouble()));
+  kvOnGpuRow(os, b);
   if (int64_t pool = b.getHostKvPoolTokens())
-    row("host KV pool",
+    row(os, "host KV pool",
         llvm::formatv("{0} tokens: every host slot's whole context", pool));
-  double hostShare = b.getCpuAttentionShare().convertToDouble();
-  row("host attention (ω)",
-      llvm::formatv("{0:P0} of the sequences", hostShare));
+  hostAttentionRow(os, b);
   os << llvm::formatv("  decode step by live sequences, at context {0}\n",
                       integer(tail, "context_tokens"));
   ::moe::costmodel::LiveStepCurve mainCurve{
@@ -262,7 +270,7 @@ void printTail(raw_ostream &os, BatchingAttr main, DictionaryAttr tail) {
                          llvm::format(value >= 100 ? "%.0f" : "%.3g", value))
         .str();
   };
-  row("tail",
+  row(os, "tail",
       llvm::formatv("{0} steps, {1} on this plan; the tail plan "
                     "saves {2} net of {3} recomputing the live caches",
                     integer(tail, "tail_step_count"),
