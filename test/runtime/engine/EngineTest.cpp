@@ -722,3 +722,37 @@ TEST(Engine, StopsBetweenStepsWhenAsked) {
 
 } // namespace
 } // namespace moe
+
+namespace moe {
+namespace {
+
+// The backends a job ran on one after another: what they moved and the
+// time per stage add up, the memory held is the most either held.
+TEST(BackendTotals, FlowsAddUpAndHeldMemoryIsTheMost) {
+  struct Fixed : HistoryBackend {
+    BackendCounters moved;
+    std::vector<StageTime> stages;
+    BackendCounters counters() const override { return moved; }
+    std::vector<StageTime> stageSeconds() const override { return stages; }
+  };
+  Fixed first, second;
+  first.moved.weightBytesToDevice = 10;
+  first.moved.graphCaptureSeconds = 0.5;
+  first.moved.pinnedHostBytes = 100;
+  first.stages = {{"decode", "attention", 1.0}};
+  second.moved.weightBytesToDevice = 5;
+  second.moved.graphKernelLaunches = 7;
+  second.moved.pinnedHostBytes = 40;
+  second.stages = {{"decode", "attention", 2.0}, {"prefill", "norm", 0.25}};
+  BackendTotals totals = BackendTotals{}.with(first).with(second);
+  EXPECT_EQ(totals.counters.weightBytesToDevice, 15);
+  EXPECT_EQ(totals.counters.graphKernelLaunches, 7);
+  EXPECT_DOUBLE_EQ(totals.counters.graphCaptureSeconds, 0.5);
+  EXPECT_EQ(totals.counters.pinnedHostBytes, 100);
+  ASSERT_EQ(totals.stages.size(), 2u);
+  EXPECT_DOUBLE_EQ(totals.stages[0].seconds, 3.0);
+  EXPECT_EQ(totals.stages[1].stage, "norm");
+}
+
+} // namespace
+} // namespace moe
