@@ -100,10 +100,6 @@ TEST_P(CpuBackendGolden, GreedyTokensMatchForEveryPlanAndBatch) {
 // are paused and resumed with their context recomputed, and answer, greedy
 // or sampled, exactly as with every slot's whole context held.
 TEST_P(CpuBackendGolden, SequencesPausedForKvPagesGiveTheSameAnswers) {
-  struct Run {
-    std::map<int64_t, std::vector<int32_t>> answers;
-    EngineStats stats;
-  };
   auto run = [&](int64_t kvPoolTokens, const SamplingParams &sampling) {
     CpuBackend backend(
         CpuBackendOptions{.threads = 2, .kvPoolTokens = kvPoolTokens});
@@ -113,29 +109,14 @@ TEST_P(CpuBackendGolden, SequencesPausedForKvPagesGiveTheSameAnswers) {
     options.residentBatch = kSlots;
     options.maxContext = kContext;
     options.sampling = sampling;
-    Engine engine(backend, int32_t(golden_.vocab), options);
-    size_t next = 0;
-    Run result;
-    status = engine.run(
-        [&]() -> Result<std::optional<Request>> {
-          if (next == golden_.prompts.size())
-            return std::optional<Request>();
-          Request request{int64_t(next), golden_.prompts[next], 40};
-          ++next;
-          return std::optional<Request>(request);
-        },
-        [&](Completion completion) {
-          result.answers[completion.index] = completion.outputIds;
-          return Status::success();
-        });
-    EXPECT_TRUE(status.ok()) << status.error().message();
-    result.stats = engine.stats();
-    return result;
+    return runGoldenJob(backend, golden_, options,
+                        int64_t(golden_.prompts.size()),
+                        [](int64_t) { return 40; });
   };
   for (const SamplingParams &sampling :
        {SamplingParams{}, SamplingParams{1.0f, 10, 0.9f, 7}}) {
-    Run whole = run(0, sampling);
-    Run paged = run(kContext, sampling);
+    GoldenJob whole = run(0, sampling);
+    GoldenJob paged = run(kContext, sampling);
     ASSERT_EQ(paged.answers.size(), golden_.prompts.size());
     EXPECT_EQ(paged.answers, whole.answers)
         << "temperature " << sampling.temperature;

@@ -1,5 +1,4 @@
 #include "test/runtime/conformance/GoldenConformance.h"
-#include "runtime/engine/Engine.h"
 
 #include "test/runtime/weights/CheckpointWriter.h"
 
@@ -7,7 +6,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <span>
 
 namespace moe {
@@ -24,6 +22,31 @@ std::string goldenCaseName(const ::testing::TestParamInfo<GoldenCase> &info) {
   std::string name = info.param.model;
   std::replace(name.begin(), name.end(), '-', '_');
   return name;
+}
+
+GoldenJob runGoldenJob(Backend &backend, const Golden &golden,
+                       const EngineOptions &options, int64_t requests,
+                       const std::function<int32_t(int64_t)> &maxNewTokens) {
+  Engine engine(backend, int32_t(golden.vocab), options);
+  int64_t next = 0;
+  GoldenJob job;
+  Status status = engine.run(
+      [&]() -> Result<std::optional<Request>> {
+        if (next == requests)
+          return std::optional<Request>();
+        Request request{next,
+                        golden.prompts[size_t(next) % golden.prompts.size()],
+                        maxNewTokens(next)};
+        ++next;
+        return std::optional<Request>(request);
+      },
+      [&](Completion completion) {
+        job.answers[completion.index] = completion.outputIds;
+        return Status::success();
+      });
+  EXPECT_TRUE(status.ok()) << status.error().message();
+  job.stats = engine.stats();
+  return job;
 }
 
 void GoldenBackendTest::SetUp() {
@@ -162,12 +185,7 @@ TEST_P(GoldenTailSwitch, AJobFinishedOnItsTailPlanAnswersAsWithout) {
   ASSERT_EQ(plan_->phasePlans().size(), 1u)
       << model() << "'s streamed plan carries no tail plan";
   constexpr int32_t kTailSlots = 2;
-  struct Run {
-    std::map<int64_t, std::vector<int32_t>> answers;
-    EngineStats stats;
-  };
   auto run = [&](bool switching) {
-    Run result;
     std::unique_ptr<Backend> backend = makeBackend();
     EXPECT_NO_FATAL_FAILURE(prepare(*backend));
     EngineOptions options;
@@ -190,28 +208,11 @@ TEST_P(GoldenTailSwitch, AJobFinishedOnItsTailPlanAnswersAsWithout) {
                 plan_->phasePlans()[0], *weights_, kTailSlots, kContext));
             return std::pair<Backend *, int32_t>(backend.get(), kTailSlots);
           }};
-    Engine engine(*backend, int32_t(golden_.vocab), options);
-    int64_t next = 0;
-    Status status = engine.run(
-        [&]() -> Result<std::optional<Request>> {
-          if (next == 12)
-            return std::optional<Request>();
-          size_t prompt = size_t(next) % golden_.prompts.size();
-          Request request{next, golden_.prompts[prompt],
-                          int32_t(4 + 5 * (next % 5))};
-          ++next;
-          return std::optional<Request>(request);
-        },
-        [&](Completion completion) {
-          result.answers[completion.index] = completion.outputIds;
-          return Status::success();
-        });
-    EXPECT_TRUE(status.ok()) << status.error().message();
-    result.stats = engine.stats();
-    return result;
+    return runGoldenJob(*backend, golden_, options, 12,
+                        [](int64_t i) { return int32_t(4 + 5 * (i % 5)); });
   };
-  Run whole = run(false);
-  Run switched = run(true);
+  GoldenJob whole = run(false);
+  GoldenJob switched = run(true);
   ASSERT_EQ(switched.stats.phaseSwitches.size(), 1u);
   EXPECT_EQ(switched.stats.phaseSwitches[0].live.size(), size_t(kTailSlots));
   EXPECT_GT(switched.stats.phaseSwitches[0].recomputedTokens, 0);

@@ -7,12 +7,14 @@
 #pragma once
 
 #include "runtime/engine/Backend.h"
+#include "runtime/engine/Engine.h"
 #include "test/runtime/golden/GoldenFixture.h"
 #include "test/runtime/golden/LogitComparison.h"
 
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -52,6 +54,18 @@ inline void PrintTo(const GoldenCase &golden, std::ostream *out) {
 std::vector<GoldenCase>
 goldenCases(const BackendUnderTest &backend,
             const std::vector<std::string> &models = kGoldenModels);
+/// A job through the engine: its answers by request index, and its stats.
+struct GoldenJob {
+  std::map<int64_t, std::vector<int32_t>> answers;
+  EngineStats stats;
+};
+/// Runs `requests` requests on `backend` (prepared for `options`' slots):
+/// request i is the golden's prompt i mod its prompts, with
+/// `maxNewTokens(i)` new tokens. The run must succeed.
+GoldenJob runGoldenJob(Backend &backend, const Golden &golden,
+                       const EngineOptions &options, int64_t requests,
+                       const std::function<int32_t(int64_t)> &maxNewTokens);
+
 /// The model's name, '-' spelled '_' (gtest's test names allow no '-').
 std::string goldenCaseName(const ::testing::TestParamInfo<GoldenCase> &info);
 
