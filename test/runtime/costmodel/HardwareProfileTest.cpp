@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "TestSupport.h"
+#include "test/runtime/ScratchDirectory.h"
 
 namespace moe::costmodel {
 namespace {
@@ -374,7 +375,8 @@ TEST(HardwareProfileTest, ErrorsNameTheField) {
 }
 
 TEST(HardwareProfileTest, LoadNamesTheFile) {
-  std::string path = ::testing::TempDir() + "/moe-costmodel-profile.json";
+  moe::testing::ScratchDirectory scratch;
+  std::string path = scratch.file("profile.json");
   {
     std::ofstream file(path);
     file << replaced(syntheticProfileJson(), "\"name\": \"synthetic\", ", "");

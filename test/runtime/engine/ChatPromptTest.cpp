@@ -3,11 +3,11 @@
 // requests answered as chat completions; each bad request an error line.
 #include "runtime/io/Jsonl.h"
 #include "runtime/tokenizer/Tokenizer.h"
+#include "test/runtime/ScratchDirectory.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -35,7 +35,7 @@ protected:
   }
 
   std::string write(const std::string &name, const std::string &text) {
-    std::string path = ::testing::TempDir() + "/" + name;
+    std::string path = scratch_.file(name);
     std::ofstream(path) << text;
     return path;
   }
@@ -65,6 +65,7 @@ protected:
 
   std::optional<Tokenizer> tokenizer_;
   std::optional<chat::ChatTemplate> template_;
+  testing::ScratchDirectory scratch_;
 };
 
 TEST_F(ChatPrompts, JsonlMessagesRenderThroughTheTemplate) {
@@ -83,7 +84,7 @@ TEST_F(ChatPrompts, JsonlMessagesRenderThroughTheTemplate) {
 }
 
 TEST_F(ChatPrompts, BadChatRequestsAreErrorLines) {
-  std::string path = ::testing::TempDir() + "/chat.jsonl";
+  std::string path = scratch_.file("chat.jsonl");
   std::vector<Request> requests = read(
       R"({"messages": [{"role": "user", "content": "hi"}], "prompt": "x"})"
       "\n"
@@ -111,7 +112,7 @@ TEST_F(ChatPrompts, BadChatRequestsAreErrorLines) {
 }
 
 TEST_F(ChatPrompts, WithoutATemplateChatRequestsSayWhy) {
-  std::string path = ::testing::TempDir() + "/chat.jsonl";
+  std::string path = scratch_.file("chat.jsonl");
   std::string line = R"({"messages": [{"role": "user", "content": "hi"}]})"
                      "\n";
   EXPECT_EQ(read(line, {})[0].error,
@@ -143,9 +144,7 @@ TEST_F(ChatPrompts, BatchChatRequestsAreAnsweredAsChatCompletions) {
             prompts + ":2: body field \"messages\" is not supported by "
                       "/v1/completions: send it to /v1/chat/completions");
 
-  std::string out = ::testing::TempDir() + "/batch-chat-answers.jsonl";
-  for (const char *suffix : {"", ".partial", ".partial.job"})
-    std::remove((out + suffix).c_str());
+  std::string out = scratch_.file("batch-chat-answers.jsonl");
   auto writer = AnswerWriter::open(out, *reader, &*tokenizer_, "job");
   ASSERT_TRUE(writer.ok());
   std::vector<int32_t> answer = tokens("hello");

@@ -1,6 +1,7 @@
 #include "runtime/io/Jsonl.h"
 #include "runtime/io/OpenAiBatch.h"
 #include "runtime/tokenizer/Tokenizer.h"
+#include "test/runtime/ScratchDirectory.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -12,8 +13,11 @@
 namespace moe {
 namespace {
 
-std::string writeFile(const std::string &name, const std::string &text) {
-  std::string path = ::testing::TempDir() + "/" + name;
+using testing::ScratchDirectory;
+
+std::string writeFile(const ScratchDirectory &scratch, const std::string &name,
+                      const std::string &text) {
+  std::string path = scratch.file(name);
   std::ofstream(path) << text;
   return path;
 }
@@ -26,8 +30,9 @@ std::string readFile(const std::string &path) {
 }
 
 TEST(PromptReader, ReadsIdsLimitsAndIds) {
+  ScratchDirectory scratch;
   std::string path = writeFile(
-      "ok.jsonl",
+      scratch, "ok.jsonl",
       "{\"input_ids\": [1, 2, 3]}\n\n"
       "{\"id\": \"q7\", \"input_ids\": [4], \"max_new_tokens\": 2}\n");
   auto reader = PromptReader::open(path, nullptr, 16);
@@ -50,8 +55,10 @@ TEST(PromptReader, ReadsIdsLimitsAndIds) {
 // A bad line is a request carrying its error, named by file and line; the
 // lines after it are read as usual.
 void expectLineError(const std::string &line, const std::string &message) {
-  std::string path = writeFile("bad.jsonl", "{\"input_ids\": [1]}\n" + line +
-                                                "\n{\"input_ids\": [2]}\n");
+  ScratchDirectory scratch;
+  std::string path =
+      writeFile(scratch, "bad.jsonl",
+                "{\"input_ids\": [1]}\n" + line + "\n{\"input_ids\": [2]}\n");
   auto reader = PromptReader::open(path, nullptr, 4);
   ASSERT_TRUE(reader.ok());
   ASSERT_TRUE(reader->next().ok());
@@ -103,8 +110,9 @@ TEST(PromptReader, MalformedLinesAreRequestsCarryingTheirError) {
 }
 
 TEST(PromptReader, ReadsStops) {
-  std::string path =
-      writeFile("stops.jsonl", "{\"input_ids\": [1], \"stop\": \"\\n\\n\"}\n"
+  ScratchDirectory scratch;
+  std::string path = writeFile(scratch, "stops.jsonl",
+                               "{\"input_ids\": [1], \"stop\": \"\\n\\n\"}\n"
                                "{\"input_ids\": [1], \"stop\": [\"a\", \"é\"], "
                                "\"stop_token_ids\": [7, 9]}\n");
   auto reader = PromptReader::open(path, nullptr, 4);
@@ -121,8 +129,10 @@ TEST(PromptReader, ReadsStops) {
 }
 
 TEST(PromptReader, SkipsWhatAResumedJobAnswered) {
-  std::string path = writeFile("skip.jsonl", "{\"input_ids\": [1]}\nbad\n\n"
-                                             "{\"input_ids\": [3]}\n");
+  ScratchDirectory scratch;
+  std::string path = writeFile(scratch, "skip.jsonl",
+                               "{\"input_ids\": [1]}\nbad\n\n"
+                               "{\"input_ids\": [3]}\n");
   auto reader = PromptReader::open(path, nullptr, 4);
   ASSERT_TRUE(reader.ok());
   ASSERT_TRUE(reader->skip(2).ok());
@@ -145,32 +155,19 @@ TEST(PromptReader, MissingFile) {
             "/nonexistent.jsonl: cannot open the prompts file");
 }
 
-/// Three prompts in a file of the running test's own: ctest runs the tests
-/// of this binary side by side, and a file another test rewrites is read
-/// half written.
-std::string threePrompts() {
-  return writeFile(
-      std::string(
-          ::testing::UnitTest::GetInstance()->current_test_info()->name()) +
-          ".three.jsonl",
-      "{\"id\": 1, \"input_ids\": [1]}\n{\"input_ids\": [2]}\n"
-      "{\"id\": \"c\", \"input_ids\": [3]}\n");
-}
-
-/// A fresh answers path in the test's temporary directory.
-std::string answersPath(const std::string &name) {
-  std::string path = ::testing::TempDir() + "/" + name;
-  for (const char *suffix : {"", ".partial", ".partial.job"})
-    std::remove((path + suffix).c_str());
-  return path;
+std::string threePrompts(const ScratchDirectory &scratch) {
+  return writeFile(scratch, "three.jsonl",
+                   "{\"id\": 1, \"input_ids\": [1]}\n{\"input_ids\": [2]}\n"
+                   "{\"id\": \"c\", \"input_ids\": [3]}\n");
 }
 
 TEST(AnswerWriter, WritesInInputOrderAsSoonAsPossibleThenCommits) {
-  auto reader = PromptReader::open(threePrompts(), nullptr, 4);
+  ScratchDirectory scratch;
+  auto reader = PromptReader::open(threePrompts(scratch), nullptr, 4);
   ASSERT_TRUE(reader.ok());
   for (int i = 0; i < 3; ++i)
     ASSERT_TRUE(reader->next().ok());
-  std::string out = answersPath("answers.jsonl");
+  std::string out = scratch.file("answers.jsonl");
   std::ofstream(out) << "an earlier run's answers\n";
   auto writer = AnswerWriter::open(out, *reader, nullptr, "job");
   ASSERT_TRUE(writer.ok()) << writer.error().message();
@@ -208,16 +205,17 @@ TEST(AnswerWriter, WritesInInputOrderAsSoonAsPossibleThenCommits) {
 // A job stopped part-way resumes: complete lines kept, the cut-off last one
 // dropped, their requests skipped; another job is refused the file.
 TEST(AnswerWriter, ResumesTheSameJobAndRefusesAnother) {
-  std::string out = answersPath("resumed.jsonl");
+  ScratchDirectory scratch;
+  std::string out = scratch.file("resumed.jsonl");
   {
-    auto reader = PromptReader::open(threePrompts(), nullptr, 4);
+    auto reader = PromptReader::open(threePrompts(scratch), nullptr, 4);
     auto writer = AnswerWriter::open(out, *reader, nullptr, "job A");
     ASSERT_TRUE(writer.ok());
     ASSERT_TRUE(reader->next().ok());
     ASSERT_TRUE(writer->add({0, {5}, "length", {}}).ok());
   }
   std::ofstream(out + ".partial", std::ios::app) << "{\"finish_reason\":\"len";
-  auto reader = PromptReader::open(threePrompts(), nullptr, 4);
+  auto reader = PromptReader::open(threePrompts(scratch), nullptr, 4);
   auto other = AnswerWriter::open(out, *reader, nullptr, "job B");
   ASSERT_FALSE(other.ok());
   EXPECT_NE(other.error().message().find("holds answers of another job"),
@@ -243,8 +241,9 @@ TEST(AnswerWriter, ResumesTheSameJobAndRefusesAnother) {
 // line of the other kind is refused; answers are batch output lines, and a
 // stopped batch job resumes from them.
 TEST(OpenAiBatch, RequestsAnswersAndResume) {
+  ScratchDirectory scratch;
   std::string path = writeFile(
-      "batch.jsonl",
+      scratch, "batch.jsonl",
       R"({"custom_id": "a", "method": "POST", "url": "/v1/completions", )"
       R"("body": {"model": "m", "prompt": [5, 6], "max_tokens": 3, )"
       R"("temperature": 0.5, "seed": 9, "stop": "x", "stop_token_ids": [4]}})"
@@ -285,7 +284,7 @@ TEST(OpenAiBatch, RequestsAnswersAndResume) {
     EXPECT_NE((*bad)->error.find(error), std::string::npos) << (*bad)->error;
   }
 
-  std::string out = answersPath("batch-answers.jsonl");
+  std::string out = scratch.file("batch-answers.jsonl");
   {
     auto writer = AnswerWriter::open(out, *reader, nullptr, "job");
     ASSERT_TRUE(writer.ok());
@@ -339,8 +338,9 @@ TEST(OpenAiBatch, RequestsAnswersAndResume) {
 // answered as each API shapes them (without a tokenizer, tokens are named
 // "token_id:<id>").
 TEST(OpenAiBatch, LogprobsInEachFormat) {
+  ScratchDirectory scratch;
   std::string path = writeFile(
-      "logprobs.jsonl",
+      scratch, "logprobs.jsonl",
       R"({"custom_id": "chat", "method": "POST", "url": "/v1/chat/completions", )"
       R"("body": {"messages": [{"role": "user", "content": "hi"}], )"
       R"("logprobs": true, "top_logprobs": 2}})"
@@ -409,8 +409,9 @@ TEST(OpenAiBatch, LogprobsInEachFormat) {
 }
 
 TEST(AnswerWriter, OneJobWritesAFileAtATime) {
-  std::string out = answersPath("locked.jsonl");
-  auto reader = PromptReader::open(threePrompts(), nullptr, 4);
+  ScratchDirectory scratch;
+  std::string out = scratch.file("locked.jsonl");
+  auto reader = PromptReader::open(threePrompts(scratch), nullptr, 4);
   auto first = AnswerWriter::open(out, *reader, nullptr, "job");
   ASSERT_TRUE(first.ok());
   auto second = AnswerWriter::open(out, *reader, nullptr, "job");
@@ -423,10 +424,12 @@ TEST(AnswerWriter, OneJobWritesAFileAtATime) {
 // Text in, text out through the checkpoint's tokenizer: the prompt is
 // encoded, the answer decoded next to its ids.
 TEST(Jsonl, TextPromptsAndAnswersGoThroughTheTokenizer) {
+  ScratchDirectory scratch;
   auto tokenizer = Tokenizer::fromFile(std::string(MOE_TOKENIZER_FIXTURES) +
                                        "/byte_level.json");
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.error().message();
-  std::string path = writeFile("text.jsonl", "{\"prompt\": \"hello world\"}\n");
+  std::string path =
+      writeFile(scratch, "text.jsonl", "{\"prompt\": \"hello world\"}\n");
   auto reader = PromptReader::open(path, &*tokenizer, 4);
   ASSERT_TRUE(reader.ok());
   auto request = reader->next();
@@ -435,7 +438,7 @@ TEST(Jsonl, TextPromptsAndAnswersGoThroughTheTokenizer) {
   ASSERT_TRUE(expected.ok());
   EXPECT_EQ((*request)->promptIds, *expected);
 
-  std::string out = answersPath("text-answers.jsonl");
+  std::string out = scratch.file("text-answers.jsonl");
   auto writer = AnswerWriter::open(out, *reader, &*tokenizer, "job");
   ASSERT_TRUE(writer.ok());
   ASSERT_TRUE(writer->add({0, (*request)->promptIds, "length", {}}).ok());

@@ -1,4 +1,5 @@
 #include "runtime/host/NumaTopology.h"
+#include "test/runtime/ScratchDirectory.h"
 
 #include <filesystem>
 #include <fstream>
@@ -31,9 +32,8 @@ void write(const std::filesystem::path &path, const std::string &text) {
 }
 
 TEST(NumaTopologyTest, ReadsEveryNodeInOrder) {
-  std::filesystem::path root =
-      std::filesystem::path(::testing::TempDir()) / "moe-numa-nodes";
-  std::filesystem::remove_all(root);
+  moe::testing::ScratchDirectory scratch;
+  const std::filesystem::path &root = scratch.path();
   write(root / "node1" / "cpulist", "8-15\n");
   write(root / "node1" / "meminfo",
         "Node 1 MemTotal:       1024 kB\nNode 1 MemFree:        512 kB\n");
@@ -58,7 +58,8 @@ TEST(NumaTopologyTest, ReadsEveryNodeInOrder) {
 }
 
 TEST(NumaTopologyTest, AKernelWithoutNodesListsNone) {
-  auto nodes = readNumaNodes(::testing::TempDir() + "/moe-no-such-folder");
+  moe::testing::ScratchDirectory scratch;
+  auto nodes = readNumaNodes(scratch.file("no-such-folder"));
   ASSERT_TRUE(nodes.ok());
   EXPECT_TRUE(nodes->empty());
 }

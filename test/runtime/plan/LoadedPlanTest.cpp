@@ -2,11 +2,11 @@
 // that names the file and the problem.
 
 #include "runtime/plan/LoadedPlan.h"
+#include "test/runtime/ScratchDirectory.h"
 #include "test/runtime/plan/PlanBuilder.h"
 
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -229,7 +229,8 @@ TEST(LoadedPlan, MissingFile) {
 }
 
 TEST(LoadedPlan, FileRoundTrip) {
-  std::string path = ::testing::TempDir() + "/plan-test.moeplan";
+  testing::ScratchDirectory scratch;
+  std::string path = scratch.file("plan.moeplan");
   std::vector<uint8_t> bytes = buildPlan();
   std::ofstream(path, std::ios::binary)
       .write(reinterpret_cast<const char *>(bytes.data()),
@@ -237,7 +238,6 @@ TEST(LoadedPlan, FileRoundTrip) {
   Result<LoadedPlan> loaded = LoadedPlan::fromFile(path);
   ASSERT_TRUE(loaded.ok()) << loaded.error().message();
   EXPECT_EQ(loaded->bytes(), bytes);
-  std::remove(path.c_str());
 }
 
 } // namespace

@@ -1,8 +1,9 @@
 // The plan's schedule as Chrome trace timelines: every job where the cost
 // model's critical path starts it, on its stream's track.
 
-#include "runtime/schemas/PlanVersion.h"
 #include "runtime/trace/PlanTimeline.h"
+#include "runtime/schemas/PlanVersion.h"
+#include "test/runtime/ScratchDirectory.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -133,7 +134,8 @@ TEST(ChromeTrace, WritesOrSaysWhyNot) {
   ChromeTrace trace;
   int timeline = trace.addTimeline("run");
   trace.addSpan(timeline, "compute", {"op", "norm", 0.5, 0.25, {}});
-  std::string path = ::testing::TempDir() + "/trace.json";
+  testing::ScratchDirectory scratch;
+  std::string path = scratch.file("trace.json");
   ASSERT_TRUE(trace.write(path).ok());
   Status failed = trace.write("/nonexistent-dir/trace.json");
   ASSERT_FALSE(failed.ok());

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "runtime/weights/HalfFloat.h"
+#include "test/runtime/ScratchDirectory.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -14,32 +15,7 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 namespace moe::testing {
-
-/// A fresh directory per test, removed afterwards.
-class ScratchDirectory {
-public:
-  ScratchDirectory() {
-    const ::testing::TestInfo *test =
-        ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = std::filesystem::path(::testing::TempDir()) /
-            ("moe-weights-" + std::string(test->test_suite_name()) + "-" +
-             test->name() + "-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~ScratchDirectory() { std::filesystem::remove_all(path_); }
-
-  const std::filesystem::path &path() const { return path_; }
-  std::string file(const std::string &name) const {
-    return (path_ / name).string();
-  }
-
-private:
-  std::filesystem::path path_;
-};
 
 struct TensorSpec {
   std::string name;
