@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Plans a checkpoint for one job on this machine: the prompts are read first
-# (moe-run --describe-prompts: how many requests, the longest prompt, the
-# fewest and most new tokens asked) and the planner gets that shape:
-# prompt-len and gen-len of the longest request, gen-len-min of the fewest
-# new tokens asked (the planner prices a refilled batch whose generations
-# spread between the two), B at most the number of requests. When no
-# plan holds the longest request (the budgets, the model's positions), the
-# job is planned for the longest prompt one does hold (a binary search over
-# prompt-len): a longer request ends at the context (finish_reason context)
-# or, when its prompt alone exceeds it, gets an error line from moe-run.
-# Plans are cached in OUT_DIR by checkpoint, job shape, profile and budgets.
+# (moe-run --describe-prompts: how many requests, each prompt's length and
+# the new tokens each asks for) and the planner gets those distributions
+# (moe-opt lengths=: the steady state of a refilled batch priced at their
+# mean context, the context sized for the longest of each), B at most the
+# number of requests. MOE_OBSERVED_ANSWERS names the answers of an earlier
+# run of similar prompts: their lengths, where the model stopped, replace
+# the new tokens asked. When no plan holds the longest request (the
+# budgets, the model's positions), the job is planned for the longest
+# prompt one does hold (a binary search over prompt-len, which cuts the
+# distribution there): a longer request ends at the context (finish_reason
+# context) or, when its prompt alone exceeds it, gets an error line from
+# moe-run. Plans are cached in OUT_DIR by checkpoint, job lengths, profile
+# and budgets.
 #
 #   scripts/plan-job.sh CHECKPOINT PROMPTS OUT_DIR PROFILE [MAX_NEW_TOKENS]
 #
@@ -19,15 +22,18 @@
 # build/bin). Prints the plan's path on stdout, what it did on stderr.
 set -euo pipefail
 if (($# < 4)); then
-  sed -n '2,17p' "$0" >&2
+  sed -n '2,22p' "$0" >&2
   exit 2
 fi
 checkpoint=$1 prompts=$2 out=$3 profile=$4 new_tokens=${5:-128}
 bin=${MOE_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/build/bin}
 mkdir -p "$out"
 
+observed=()
+[[ -n ${MOE_OBSERVED_ANSWERS:-} ]] &&
+  observed=(--observed-answers "$MOE_OBSERVED_ANSWERS")
 shape=$("$bin/moe-run" --describe-prompts --prompts "$prompts" \
-  --checkpoint "$checkpoint" --max-new-tokens "$new_tokens")
+  --checkpoint "$checkpoint" --max-new-tokens "$new_tokens" "${observed[@]}")
 field() { # the integer field $1 of the job's shape
   sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" <<<"$shape"
 }
@@ -43,10 +49,10 @@ fi
 budgets=""
 [[ -n ${MOE_GPU_MEM:-} ]] && budgets+=" gpu-mem=$MOE_GPU_MEM"
 [[ -n ${MOE_HOST_MEM:-} ]] && budgets+=" host-mem=$MOE_HOST_MEM"
-lengths="gen-len=$gen_len"
-((gen_min < gen_len)) && lengths+=" gen-len-min=$gen_min"
+lengths=$out/lengths-$(sha256sum <<<"$shape" | cut -c1-16).json
+echo "$shape" >"$lengths"
 options_for() { # the planner's options for prompts of up to $1 tokens
-  echo "profile=$profile prompt-len=$1 $lengths max-batch=$batch$budgets"
+  echo "profile=$profile lengths=$lengths prompt-len=$1 max-batch=$batch$budgets"
 }
 fits() { # whether a plan holds prompts of $1 tokens; writes it to $plan.tmp
   "$bin/moe-opt" "$checkpoint" --moe-plan="$(options_for "$1") output=$plan.tmp" \
@@ -63,8 +69,11 @@ if [[ -f $plan ]]; then
 fi
 asked="up to $gen_len"
 ((gen_min < gen_len)) && asked="$gen_min to $gen_len"
+asked+=" new tokens"
+[[ -n ${MOE_OBSERVED_ANSWERS:-} ]] &&
+  asked+="; generation lengths as observed in $MOE_OBSERVED_ANSWERS"
 echo "moe: planning for $requests requests (longest prompt $prompt_len" \
-  "tokens, $asked new tokens): $options" >&2
+  "tokens, $asked): $options" >&2
 if ! fits "$prompt_len"; then
   if ! fits 1; then # nothing fits: moe-opt says why
     "$bin/moe-opt" "$checkpoint" --moe-plan="$(options_for 1) output=$plan.tmp" \

@@ -3,6 +3,7 @@
 #include "dialects/MoE/MoEDialect.h"
 #include "dialects/MoE/MoEOps.h"
 
+#include "runtime/costmodel/Lengths.h"
 #include "runtime/model/KvFormat.h"
 #include "runtime/model/WeightFormat.h"
 
@@ -101,7 +102,8 @@ LogicalResult BatchingAttr::verify(
     APFloat cpuShare, APFloat kvGpuFraction, int64_t residentUnits,
     int64_t promptTokens, int64_t generatedTokens, int64_t gpuBudget,
     int64_t hostBudget, StringRef kvDtype, StringRef weightDtype,
-    int64_t minGeneratedTokens, int64_t hostKvPoolTokens) {
+    int64_t minGeneratedTokens, int64_t hostKvPoolTokens,
+    DenseF64ArrayAttr promptLengths, DenseF64ArrayAttr generatedLengths) {
   if (residentBatch <= 0 || microBatchPrefill <= 0 || microBatchDecode <= 0 ||
       expertMicroBatch <= 0)
     return emitError() << "batch sizes must be positive";
@@ -123,6 +125,23 @@ LogicalResult BatchingAttr::verify(
   if (minGeneratedTokens < 0 || minGeneratedTokens > generatedTokens)
     return emitError() << "min_generated_tokens must be in [0, "
                        << generatedTokens << "]";
+  for (auto [name, attr, least, longest] :
+       {std::tuple{"prompt_lengths", promptLengths, int64_t(1), promptTokens},
+        std::tuple{"generated_lengths", generatedLengths, int64_t(0),
+                   generatedTokens}}) {
+    if (!attr)
+      continue;
+    ::moe::Result<::moe::costmodel::LengthDistribution> lengths =
+        ::moe::costmodel::LengthDistribution::fromFlatBins(attr.asArrayRef(),
+                                                           least);
+    if (!lengths.ok())
+      return emitError() << name << ": " << lengths.error().message();
+    if (lengths->longest() != longest)
+      return emitError() << name << " reach " << lengths->longest()
+                         << " tokens, not the "
+                         << (least ? "prompt_tokens" : "generated_tokens")
+                         << " of " << longest;
+  }
   int64_t page = ::moe::model::hostKvPageTokens(promptTokens + generatedTokens);
   if (hostKvPoolTokens < 0 || hostKvPoolTokens % page != 0)
     return emitError() << "host_kv_pool_tokens must be a non-negative "

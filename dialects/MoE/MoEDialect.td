@@ -189,7 +189,11 @@ def MoE_BatchingAttr : MoE_Attr<"Batching", "batching"> {
     single experts) of the greedy residency order stay on the GPU. The
     lengths and budgets it was planned for are kept with it
     (`min_generated_tokens` > 0: generations spread evenly from it up to
-    `generated_tokens`). The host-KV sequences share a pool of
+    `generated_tokens`). `prompt_lengths` and `generated_lengths`, where
+    present, are the job's length distributions (flattened shortest,
+    longest, weight triples of bins each spreading evenly over its lengths;
+    `runtime/costmodel/Lengths.h`): `prompt_tokens` and `generated_tokens`
+    are then their longest. The host-KV sequences share a pool of
     `host_kv_pool_tokens` tokens in pages (0: each holds its whole context).
   }];
   let parameters = (ins
@@ -211,7 +215,9 @@ def MoE_BatchingAttr : MoE_Attr<"Batching", "batching"> {
     StringRefParameter<"routed experts' weight format: bf16, fp8 or mxfp4",
                        "\"bf16\"">:$weight_dtype,
     DefaultValuedParameter<"int64_t", "0">:$min_generated_tokens,
-    DefaultValuedParameter<"int64_t", "0">:$host_kv_pool_tokens
+    DefaultValuedParameter<"int64_t", "0">:$host_kv_pool_tokens,
+    OptionalParameter<"::mlir::DenseF64ArrayAttr">:$prompt_lengths,
+    OptionalParameter<"::mlir::DenseF64ArrayAttr">:$generated_lengths
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

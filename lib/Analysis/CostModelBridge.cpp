@@ -151,6 +151,30 @@ mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
   return view;
 }
 
+::moe::costmodel::GenerationLengths
+mlir::moe::lengthsOf(BatchingAttr batching) {
+  ::moe::costmodel::GenerationLengths lengths =
+      ::moe::costmodel::GenerationLengths::spread(
+          batching.getPromptTokens(), batching.getGeneratedTokens(),
+          batching.getMinGeneratedTokens());
+  // The verifier accepted the recorded distributions.
+  if (DenseF64ArrayAttr prompts = batching.getPromptLengths())
+    lengths.prompts = ::moe::costmodel::LengthDistribution::fromFlatBins(
+                          prompts.asArrayRef(), 1)
+                          .value();
+  if (DenseF64ArrayAttr generated = batching.getGeneratedLengths())
+    lengths.generated = ::moe::costmodel::LengthDistribution::fromFlatBins(
+                            generated.asArrayRef(), 0)
+                            .value();
+  return lengths;
+}
+
+DenseF64ArrayAttr
+mlir::moe::lengthsAttr(MLIRContext *context,
+                       const ::moe::costmodel::LengthDistribution &lengths) {
+  return DenseF64ArrayAttr::get(context, lengths.flatBins());
+}
+
 PlanDtypes mlir::moe::planDtypesOf(BatchingAttr batching) {
   PlanDtypes dtypes;
   if (std::optional<::moe::model::KvDtype> kv =

@@ -22,17 +22,25 @@ struct PlanPipelineOptions : public PassPipelineOptions<PlanPipelineOptions> {
   Option<double> hostMemGiB{*this, "host-mem",
                             llvm::cl::desc("Host budget in GiB (0: profile's)"),
                             llvm::cl::init(0.0)};
-  Option<int64_t> promptTokens{*this, "prompt-len",
-                               llvm::cl::desc("Prompt length in tokens"),
-                               llvm::cl::init(512)};
-  Option<int64_t> generatedTokens{*this, "gen-len",
-                                  llvm::cl::desc("Generated tokens"),
-                                  llvm::cl::init(256)};
+  Option<int64_t> promptTokens{
+      *this, "prompt-len",
+      llvm::cl::desc("Prompt length in tokens (0: 512; with lengths, the "
+                     "longest planned for)"),
+      llvm::cl::init(0)};
+  Option<int64_t> generatedTokens{
+      *this, "gen-len",
+      llvm::cl::desc("Generated tokens (0: 256; with lengths, the longest "
+                     "planned for)"),
+      llvm::cl::init(0)};
   Option<int64_t> minGeneratedTokens{
       *this, "gen-len-min",
       llvm::cl::desc("The fewest generated tokens (generations spread evenly "
                      "to gen-len; 0: all reach gen-len)"),
       llvm::cl::init(0)};
+  Option<std::string> lengths{
+      *this, "lengths",
+      llvm::cl::desc("The job's length distributions (moe-run "
+                     "--describe-prompts's JSON)")};
   Option<int64_t> maxBatch{
       *this, "max-batch",
       llvm::cl::desc("Largest resident batch (e.g. the number of prompts)"),
@@ -73,6 +81,7 @@ void mlir::moe::registerPlanPipeline() {
         select.promptTokens = options.promptTokens;
         select.generatedTokens = options.generatedTokens;
         select.minGeneratedTokens = options.minGeneratedTokens;
+        select.lengths = options.lengths;
         select.maxBatch = options.maxBatch;
         select.weightDtype = options.weightDtype;
         select.kvDtype = options.kvDtype;

@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moe/Analysis/CostModelBridge.h"
 #include "moe/Transforms/Passes.h"
 
 #include "dialects/MoE/MoEOps.h"
@@ -53,7 +54,28 @@ json::Value toJSON(Attribute attr) {
   return nullptr;
 }
 
+/// A length distribution in a few words: "512", "1..8192 (spread
+/// evenly)", or a job's own lengths by their range and mean.
+std::string describeLengths(const ::moe::costmodel::LengthDistribution &d) {
+  if (d.shortest() == d.longest())
+    return std::to_string(d.longest());
+  std::string range = llvm::formatv("{0}..{1}", d.shortest(), d.longest());
+  if (d.bins().size() == 1)
+    return range + " (spread evenly)";
+  return llvm::formatv("{0} (mean {1:F0}, {2} bins)", range, d.mean(),
+                       d.bins().size());
+}
+
+/// Bins as [shortest, longest, weight] lists.
+json::Array binsToJSON(const ::moe::costmodel::LengthDistribution &d) {
+  json::Array bins;
+  for (const auto &bin : d.bins())
+    bins.push_back(json::Array{bin.shortest, bin.longest, bin.weight});
+  return bins;
+}
+
 json::Object batchingToJSON(BatchingAttr b) {
+  ::moe::costmodel::GenerationLengths lengths = lengthsOf(b);
   return json::Object{
       {"resident_batch", b.getResidentBatch()},
       {"attention_micro_batch_prefill", b.getAttentionMicroBatchPrefill()},
@@ -67,6 +89,10 @@ json::Object batchingToJSON(BatchingAttr b) {
       {"prompt_tokens", b.getPromptTokens()},
       {"generated_tokens", b.getGeneratedTokens()},
       {"min_generated_tokens", b.getMinGeneratedTokens()},
+      {"prompt_lengths", binsToJSON(lengths.prompts)},
+      {"generated_lengths", binsToJSON(lengths.generated)},
+      {"mean_prompt_tokens", lengths.prompts.mean()},
+      {"mean_generated_tokens", lengths.generated.mean()},
       {"host_kv_pool_tokens", b.getHostKvPoolTokens()},
       {"gpu_budget_bytes", b.getGpuBudgetBytes()},
       {"host_budget_bytes", b.getHostBudgetBytes()},
@@ -116,17 +142,12 @@ void hostAttentionRow(raw_ostream &os, BatchingAttr b) {
 
 void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
                DictionaryAttr report) {
-  ::moe::costmodel::GenerationLengths lengths{
-      b.getPromptTokens(), b.getGeneratedTokens(), b.getMinGeneratedTokens()};
+  ::moe::costmodel::GenerationLengths lengths = lengthsOf(b);
   os << "plan for " << model.getModelType() << ": prompt "
-     << b.getPromptTokens() << " + ";
-  if (lengths.minGeneratedTokens > 0)
-    os << lengths.minGeneratedTokens << ".." << lengths.generatedTokens
-       << " (spread evenly)";
-  else
-    os << lengths.generatedTokens;
-  os << " generated tokens, budgets GPU " << gib(b.getGpuBudgetBytes())
-     << ", host " << gib(b.getHostBudgetBytes()) << "\n";
+     << describeLengths(lengths.prompts) << " + "
+     << describeLengths(lengths.generated) << " generated tokens, budgets GPU "
+     << gib(b.getGpuBudgetBytes()) << ", host " << gib(b.getHostBudgetBytes())
+     << "\n";
   os << "decision\n";
   row(os, "resident batch B", Twine(b.getResidentBatch()) + " sequences");
   row(os, "attention micro-batch, prefill",

@@ -92,6 +92,7 @@ struct SelectBatchSizesPass
 
   void runOnOperation() override;
   FailureOr<cm::HardwareProfile> loadProfile();
+  FailureOr<cm::GenerationLengths> jobLengths();
   DictionaryAttr report(const cm::PlanChoice &choice,
                         const cm::HardwareProfile &profile);
   DictionaryAttr tailReport(const cm::TailChoice &tail, BatchingAttr batching,
@@ -117,6 +118,34 @@ FailureOr<cm::HardwareProfile> SelectBatchSizesPass::loadProfile() {
   if (!budgeted.ok())
     return module.emitError() << budgeted.error().message();
   return std::move(budgeted).value();
+}
+
+/// The lengths to plan for: the job's distributions from `lengths`, cut at
+/// prompt-len and gen-len where given, or prompts of prompt-len and
+/// generations of gen-len (spread evenly from gen-len-min).
+FailureOr<cm::GenerationLengths> SelectBatchSizesPass::jobLengths() {
+  ModuleOp module = getOperation();
+  constexpr int64_t kDefaultPrompt = 512, kDefaultGenerated = 256;
+  if (lengths.empty()) {
+    int64_t longest = generatedTokens ? generatedTokens : kDefaultGenerated;
+    if (minGeneratedTokens < 0 || minGeneratedTokens > longest)
+      return module.emitError() << "gen-len-min must be in [0, gen-len]";
+    return cm::GenerationLengths::spread(promptTokens ? promptTokens
+                                                      : kDefaultPrompt,
+                                         longest, minGeneratedTokens);
+  }
+  if (minGeneratedTokens != 0)
+    return module.emitError() << "gen-len-min spreads gen-len's "
+                                 "generations: the lengths file already "
+                                 "gives their distribution";
+  ::moe::Result<cm::GenerationLengths> loaded = cm::loadJobLengths(lengths);
+  if (!loaded.ok())
+    return module.emitError() << "lengths: " << loaded.error().message();
+  if (promptTokens > 0)
+    loaded->prompts = loaded->prompts.cappedAt(promptTokens);
+  if (generatedTokens > 0)
+    loaded->generated = loaded->generated.cappedAt(generatedTokens);
+  return std::move(loaded).value();
 }
 
 DictionaryAttr
@@ -254,11 +283,15 @@ void SelectBatchSizesPass::runOnOperation() {
                           "fp8";
     return signalPassFailure();
   }
-  if (promptTokens <= 0 || generatedTokens <= 0 || maxBatch <= 0 ||
+  if (promptTokens < 0 || generatedTokens < 0 || maxBatch <= 0 ||
       runnerUps < 0) {
-    module.emitError() << "prompt-len, gen-len and max-batch must be positive";
+    module.emitError() << "prompt-len and gen-len must not be negative, "
+                          "max-batch must be positive";
     return signalPassFailure();
   }
+  FailureOr<cm::GenerationLengths> lengths = jobLengths();
+  if (failed(lengths))
+    return signalPassFailure();
   FailureOr<cm::HardwareProfile> hardware = loadProfile();
   if (failed(hardware))
     return signalPassFailure();
@@ -290,29 +323,33 @@ void SelectBatchSizesPass::runOnOperation() {
     }
     options.hostAttentionShare = share;
   }
-  if (minGeneratedTokens < 0 || minGeneratedTokens > generatedTokens) {
-    module.emitError() << "gen-len-min must be in [0, gen-len]";
-    return signalPassFailure();
-  }
-  cm::GenerationLengths lengths{promptTokens, generatedTokens,
-                                minGeneratedTokens};
   ::moe::Result<cm::PlanChoice> choice =
-      cm::selectPlan(view->costs, *hardware, lengths, options);
+      cm::selectPlan(view->costs, *hardware, *lengths, options);
   if (!choice.ok()) {
     module.emitError() << "planning: " << choice.error().message();
     return signalPassFailure();
   }
   auto batchingOf = [&](const cm::Plan &plan) {
+    const cm::GenerationLengths &planned = plan.lengths;
+    int64_t shortest = planned.generated.shortest();
+    // A job's own lengths are recorded whole; the spread options are what
+    // prompt, generated and min_generated tokens say.
+    auto recorded = [&](const cm::LengthDistribution &distribution) {
+      return this->lengths.empty() ? DenseF64ArrayAttr()
+                                   : lengthsAttr(&getContext(), distribution);
+    };
     return BatchingAttr::get(
         &getContext(), plan.residentBatch, plan.attentionMicroBatchPrefill,
         plan.attentionMicroBatchDecode, plan.expertMicroBatch,
         plan.prefetchDepth, plan.kvStagingBuffers,
         APFloat(plan.cpuAttentionShare), APFloat(plan.kvGpuFraction),
-        residentUnitCount(plan.resident), plan.lengths.promptTokens,
-        plan.lengths.generatedTokens, hardware->gpuBudgetBytes(),
+        residentUnitCount(plan.resident), planned.prompts.longest(),
+        planned.longestGeneration(), hardware->gpuBudgetBytes(),
         hardware->hostBudgetBytes(), ::moe::model::kvDtypeName(*kv),
         ::moe::model::weightDtypeName(dtypes.experts),
-        plan.lengths.minGeneratedTokens, plan.hostKvPoolTokens());
+        shortest < planned.longestGeneration() ? shortest : 0,
+        plan.hostKvPoolTokens(), recorded(planned.prompts),
+        recorded(planned.generated));
   };
   module->setAttr(MoEDialect::kBatchingAttrName, batchingOf(choice->best.plan));
   module->setAttr(MoEDialect::kPlanReportAttrName, report(*choice, *hardware));

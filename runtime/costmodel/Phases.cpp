@@ -6,19 +6,10 @@
 namespace moe::costmodel {
 
 double tailSurvival(const GenerationLengths &lengths, double steps) {
-  double b = double(lengths.generatedTokens);
-  double a = lengths.minGeneratedTokens > 0
-                 ? double(std::min(lengths.minGeneratedTokens,
-                                   lengths.generatedTokens))
-                 : b;
-  if (b <= 0 || steps >= b)
+  double mean = lengths.generated.mean();
+  if (mean <= 0)
     return 0;
-  steps = std::max(steps, 0.0);
-  double mean = (a + b) / 2;
-  // E[(G - steps)+] for G spread evenly over [a, b].
-  double left =
-      steps <= a ? mean - steps : (b - steps) * (b - steps) / (2 * (b - a));
-  return left / mean;
+  return lengths.generated.meanExcess(std::max(steps, 0.0)) / mean;
 }
 
 double LiveStepCurve::at(double sequences) const {
@@ -76,7 +67,8 @@ Result<std::optional<TailChoice>> selectTailPlan(const ModelCosts &model,
                                                  const Plan &main,
                                                  const SearchOptions &options) {
   const GenerationLengths &job = main.lengths;
-  GenerationLengths tail{job.promptTokens, job.generatedTokens, 0};
+  GenerationLengths tail{job.prompts,
+                         LengthDistribution::fixed(job.longestGeneration())};
   std::vector<int64_t> batches;
   for (int64_t divisor : {16, 8, 4}) {
     int64_t batch = (main.residentBatch + divisor - 1) / divisor;
@@ -107,7 +99,7 @@ Result<std::optional<TailChoice>> selectTailPlan(const ModelCosts &model,
     // From the step the live sequences fit the tail plan's slots to the
     // last sequence's end; the last one is live to the end.
     double tailSeconds = 0;
-    for (int64_t step = 0; step < job.generatedTokens; ++step) {
+    for (int64_t step = 0; step < job.longestGeneration(); ++step) {
       double live = batch * tailSurvival(job, double(step));
       if (live > double(plan.residentBatch))
         continue;

@@ -52,19 +52,6 @@ int64_t maxLayerKvBytesPerSequence(const ModelCosts &model, int64_t context) {
   return peak;
 }
 
-// E[G] and E[G²] of generation lengths spread evenly over [a, b].
-std::pair<double, double> generationMoments(const GenerationLengths &lengths) {
-  double b = double(lengths.generatedTokens);
-  double a = lengths.minGeneratedTokens > 0
-                 ? double(std::min(lengths.minGeneratedTokens,
-                                   lengths.generatedTokens))
-                 : b;
-  double count = b - a + 1;
-  // Σ g² over [a, b] by the sums of squares up to b and up to a − 1.
-  auto squares = [](double n) { return n * (n + 1) * (2 * n + 1) / 6; };
-  return {(a + b) / 2, (squares(b) - squares(a - 1)) / count};
-}
-
 } // namespace
 
 // What one row of a decode step holds on the GPU while the backend runs a
@@ -83,18 +70,6 @@ int64_t decodeRowBytes(const ModelCosts &model) {
         rowBytes = std::max(rowBytes, module.activationRowBytes);
   return rowBytes + kHiddenBuffersPerToken * ::moe::model::kBothFormsBytes *
                         model.hiddenSize;
-}
-
-int64_t GenerationLengths::meanDecodeContext() const {
-  auto [mean, meanSquare] = generationMoments(*this);
-  if (mean <= 0)
-    return promptTokens;
-  return promptTokens + int64_t(meanSquare / (2 * mean));
-}
-
-double GenerationLengths::finishedPerStep(int64_t residentBatch) const {
-  double mean = generationMoments(*this).first;
-  return mean > 0 ? double(residentBatch) / mean : 0;
 }
 
 int64_t Plan::gpuKvSequences() const {
@@ -147,14 +122,10 @@ Status validatePlan(const ModelCosts &model, const Plan &plan) {
   MOE_RETURN_IF_ERROR(positive(plan.expertMicroBatch, "expert micro-batch"));
   MOE_RETURN_IF_ERROR(positive(plan.prefetchDepth, "prefetch depth"));
   MOE_RETURN_IF_ERROR(positive(plan.kvStagingBuffers, "KV staging buffers"));
-  MOE_RETURN_IF_ERROR(positive(plan.lengths.promptTokens, "prompt length"));
-  if (plan.lengths.generatedTokens < 0)
-    return makeError("plan: generation length must not be negative");
-  if (plan.lengths.minGeneratedTokens < 0 ||
-      plan.lengths.minGeneratedTokens > plan.lengths.generatedTokens)
-    return makeError("plan: the shortest generation ({}) must be in [0, {}]",
-                     plan.lengths.minGeneratedTokens,
-                     plan.lengths.generatedTokens);
+  MOE_RETURN_IF_ERROR(
+      positive(plan.lengths.prompts.shortest(), "shortest prompt length"));
+  if (plan.lengths.generated.shortest() < 0)
+    return makeError("plan: generation lengths must not be negative");
   if (!(plan.kvGpuFraction >= 0 && plan.kvGpuFraction <= 1))
     return makeError("plan: KV GPU fraction must be in [0, 1], got {}",
                      plan.kvGpuFraction);
@@ -256,7 +227,7 @@ MemoryUse accountMemory(const ModelCosts &model, const Plan &plan) {
   MemoryUse use;
   const GenerationLengths &lengths = plan.lengths;
   int64_t batch = plan.residentBatch;
-  int64_t prefillTokens = batch * lengths.promptTokens;
+  int64_t prefillTokens = batch * lengths.promptTokens();
 
   int64_t maxLayerCopied = 0;
   for (size_t l = 0; l < model.layers.size(); ++l) {
@@ -286,9 +257,9 @@ MemoryUse accountMemory(const ModelCosts &model, const Plan &plan) {
   int64_t stateBytes = kvBytesPerSequence(model, 0);
   use.hostKvBytes = kvBytesPerSequence(model, plan.hostKvPoolTokens()) -
                     stateBytes + hostSequences * stateBytes;
-  use.hostKvPromptBytes =
-      std::min(use.hostKvBytes,
-               hostSequences * kvBytesPerSequence(model, lengths.promptTokens));
+  use.hostKvPromptBytes = std::min(
+      use.hostKvBytes,
+      hostSequences * kvBytesPerSequence(model, lengths.promptTokens()));
   use.parkedHiddenBytes =
       prefillTokens * model.hiddenSize * model.activationElementBytes;
   if (hostSequences > 0)
@@ -304,7 +275,7 @@ MemoryUse accountMemory(const ModelCosts &model, const Plan &plan) {
                                std::min(plan.expertMicroBatch, batch)),
                batch * decodeRowBytes(model) * 17 / 16);
   int64_t prefillChunkTokens =
-      std::min(plan.attentionMicroBatchPrefill, batch) * lengths.promptTokens;
+      std::min(plan.attentionMicroBatchPrefill, batch) * lengths.promptTokens();
   int64_t prefillActivations =
       activationBytes(model, prefillChunkTokens, prefillChunkTokens,
                       std::min(plan.expertMicroBatch, prefillChunkTokens));

@@ -8,29 +8,11 @@
 #include <vector>
 
 #include "runtime/costmodel/HardwareProfile.h"
+#include "runtime/costmodel/Lengths.h"
 #include "runtime/costmodel/ModelCosts.h"
 #include "runtime/support/Result.h"
 
 namespace moe::costmodel {
-
-struct GenerationLengths {
-  int64_t promptTokens = 0;
-  int64_t generatedTokens = 0; // the most a sequence generates
-  // > 0: generations are spread evenly over [minGeneratedTokens,
-  // generatedTokens] (a job's sequences stop at different lengths); 0: all
-  // reach generatedTokens.
-  int64_t minGeneratedTokens = 0;
-
-  int64_t maxContext() const { return promptTokens + generatedTokens; }
-  // The context of a decode step's average sequence in the steady state of
-  // a refilled batch: a sequence of G generated tokens holds a slot for G
-  // steps and sees G/2 of them on average, so longer generations weigh in
-  // proportion to their length: P + E[G²] / (2·E[G]).
-  int64_t meanDecodeContext() const;
-  // Sequences that finish in an average decode step of B resident ones
-  // (each replaced by a new prompt): B / E[G].
-  double finishedPerStep(int64_t residentBatch) const;
-};
 
 // Which weights stay on the GPU: units[layer][module] counts the resident
 // units of that module, a unit being one expert of a routed-experts module

@@ -233,9 +233,9 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
                               const GenerationLengths &lengths,
                               const SearchOptions &options) {
   MOE_RETURN_IF_ERROR(validateModelCosts(model));
-  if (lengths.promptTokens <= 0 || lengths.generatedTokens < 0)
-    return makeError("plan search: prompt length must be positive and "
-                     "generation length non-negative");
+  if (lengths.prompts.shortest() <= 0 || lengths.generated.shortest() < 0)
+    return makeError("plan search: prompt lengths must be positive and "
+                     "generation lengths non-negative");
   std::vector<int64_t> batches = options.residentBatches;
   if (batches.empty())
     batches = geometricBatches(options.maxResidentBatch);
@@ -314,8 +314,8 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
                                                    batch, (batch + 63) / 64)) {
             Plan plan;
             plan.residentBatch = batch;
-            plan.attentionMicroBatchPrefill =
-                reservedPrefillMicroBatch(options, batch, lengths.promptTokens);
+            plan.attentionMicroBatchPrefill = reservedPrefillMicroBatch(
+                options, batch, lengths.promptTokens());
             plan.attentionMicroBatchDecode = microBatch;
             plan.expertMicroBatch = expertBatch;
             plan.prefetchDepth = depth;
@@ -405,7 +405,7 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
       Plan plan = best->plan;
       plan.residentBatch = fits + (misses - fits) / 2;
       plan.attentionMicroBatchPrefill = reservedPrefillMicroBatch(
-          options, plan.residentBatch, lengths.promptTokens);
+          options, plan.residentBatch, lengths.promptTokens());
       plan.cpuAttentionShare = fixedShare.value_or(0);
       PrefixMemory memory(model, ladder, plan);
       std::optional<int64_t> prefix = longestFittingPrefix(memory, profile);
@@ -489,7 +489,7 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
     }
   if (choice.prefillSeconds > 0)
     choice.prefillTokensPerSecond =
-        double(best->plan.residentBatch * lengths.promptTokens) /
+        double(best->plan.residentBatch * lengths.promptTokens()) /
         choice.prefillSeconds;
 
   // Runner-ups: the best plan for each other value of each variable.

@@ -316,15 +316,6 @@ double decodeAttentionCoreSeconds(const HardwareProfile &profile,
   return std::max(profile.hbmSeconds(bytes), profile.peakComputeSeconds(flops));
 }
 
-// Σ_{t=1..P} min(t, window): context positions a causal prompt attends to.
-double causalAttendedPairs(const ModuleCosts &module, int64_t promptTokens) {
-  double p = double(promptTokens);
-  if (module.kvWindowTokens <= 0 || module.kvWindowTokens >= promptTokens)
-    return p * (p + 1) / 2;
-  double w = double(module.kvWindowTokens);
-  return w * (w + 1) / 2 + (p - w) * w;
-}
-
 // Softmax attention's output projection, o[hidden, heads·headDim].
 GemmShape outputProjection(const ModelCosts &model, const ModuleCosts &module) {
   return {model.hiddenSize,
@@ -505,7 +496,7 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
   MOE_RETURN_IF_ERROR(validateInputs(model, plan));
   StepBuilder builder(model, plan, profile);
   StepTraffic &traffic = builder.traffic();
-  int64_t promptTokens = plan.lengths.promptTokens;
+  int64_t promptTokens = plan.lengths.promptTokens();
   // The backend parks the fp32 residual stream between layers.
   double hiddenBytesPerToken = double(model.hiddenSize) * sizeof(float);
   // Chunks of what the step memory holds (whole prompts here, at least
@@ -563,7 +554,8 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
                                    chunkTarget);
           continue;
         }
-        double pairs = causalAttendedPairs(module, promptTokens);
+        double pairs =
+            plan.lengths.prompts.meanCausalPairs(module.kvWindowTokens);
         double contextFlops =
             double(chunk.sequences) * pairs * module.flopsPerContextToken;
         // Every prompt row is stored, windowed cache or not.

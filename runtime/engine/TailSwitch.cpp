@@ -41,11 +41,9 @@ TailSwitch::TailSwitch(const LoadedPlan &job, double prepareSeconds)
   contextTokens_ = phase.context_tokens();
   current_ = curveOf(*phase.current());
   tail_ = curveOf(*phase.steps());
-  const plan::Batching *batching = job.plan().batching();
-  longest_ = batching ? batching->generated_tokens() : 0;
-  shortest_ = batching && batching->min_generated_tokens() > 0
-                  ? batching->min_generated_tokens()
-                  : longest_;
+  std::optional<costmodel::GenerationLengths> planned = job.plannedLengths();
+  if (planned)
+    generated_ = planned->generated;
   const plan::Prediction *prediction = tailPlan_->plan().prediction();
   recomputeTokensPerSecond_ =
       prediction ? prediction->prefill_tokens_per_second() : 0;
@@ -56,12 +54,15 @@ TailSwitch::estimate(std::span<const LiveSequence> live) const {
   Estimate estimate;
   std::vector<double> left;
   for (const LiveSequence &sequence : live) {
-    int64_t limit = sequence.maxNewTokens;
-    if (longest_ > 0)
-      limit = std::min<int64_t>(limit, longest_);
-    int64_t earliest =
-        std::min(limit, std::max<int64_t>(shortest_, sequence.generated + 1));
-    double expected = double(earliest + limit) / 2 - double(sequence.generated);
+    // E[min(G, budget) - g | G > g] = (E[(G - g)+] - E[(G - budget)+]) /
+    // P(G > g); a sequence past every planned length stops any step now.
+    double generated = double(sequence.generated);
+    double budget = std::max<double>(sequence.maxNewTokens, generated);
+    double running = generated_.exceeding(generated);
+    double expected = running > 0 ? (generated_.meanExcess(generated) -
+                                     generated_.meanExcess(budget)) /
+                                        running
+                                  : 1;
     left.push_back(std::max(expected, 1.0));
     estimate.recomputeTokens += sequence.context;
   }

@@ -34,8 +34,8 @@ public:
     int64_t recomputeTokens = 0;
   };
   /// What switching now would save and cost. A sequence's length is taken
-  /// as spread evenly between what it has and its limit (its budget, at
-  /// most the plan's longest generation; at least the plan's shortest).
+  /// from the generation lengths the job was planned for, given that it
+  /// has not stopped yet, and cut at its budget.
   Estimate estimate(std::span<const LiveSequence> live) const;
   /// Switch now? Asks once the live sequences fit the tail plan; says yes
   /// at most once.
@@ -45,7 +45,9 @@ private:
   const LoadedPlan *tailPlan_;
   int64_t slots_, contextTokens_;
   costmodel::LiveStepCurve current_, tail_;
-  int64_t longest_, shortest_; // the job's generations, as planned
+  // The generation lengths the job was planned for.
+  costmodel::LengthDistribution generated_ =
+      costmodel::LengthDistribution::fixed(0);
   double recomputeTokensPerSecond_, prepareSeconds_;
   bool decided_ = false;
 };

@@ -167,6 +167,40 @@ private:
   std::vector<bool> defined_;
 };
 
+/// The lengths `b` was planned for: its recorded distributions, reaching
+/// its prompt_tokens and generated_tokens, or what those and
+/// min_generated_tokens say.
+Result<costmodel::GenerationLengths> lengthsOf(const plan::Batching &b) {
+  if (b.prompt_tokens() <= 0 || b.generated_tokens() < 0 ||
+      b.min_generated_tokens() < 0 ||
+      b.min_generated_tokens() > b.generated_tokens())
+    return makeError("batching: prompt_tokens {} must be positive and "
+                     "min_generated_tokens {} within [0, generated_tokens "
+                     "{}]",
+                     b.prompt_tokens(), b.min_generated_tokens(),
+                     b.generated_tokens());
+  costmodel::GenerationLengths lengths = costmodel::GenerationLengths::spread(
+      b.prompt_tokens(), b.generated_tokens(), b.min_generated_tokens());
+  for (auto [name, flat, least, longest, distribution] :
+       {std::tuple{"prompt_lengths", b.prompt_lengths(), int64_t(1),
+                   b.prompt_tokens(), &lengths.prompts},
+        std::tuple{"generated_lengths", b.generated_lengths(), int64_t(0),
+                   b.generated_tokens(), &lengths.generated}}) {
+    if (!flat)
+      continue;
+    Result<costmodel::LengthDistribution> read =
+        costmodel::LengthDistribution::fromFlatBins(
+            std::span(flat->data(), flat->size()), least);
+    if (!read.ok())
+      return read.error().withContext(fmt::format("batching: {}", name));
+    if (read->longest() != longest)
+      return makeError("batching: {} reach {} tokens, not the {} recorded",
+                       name, read->longest(), longest);
+    *distribution = std::move(read).value();
+  }
+  return lengths;
+}
+
 /// The executor sizes its buffers from these, so nonsense must stop here.
 Status checkBatching(const plan::Plan &root) {
   const plan::Batching *b = root.batching();
@@ -192,6 +226,7 @@ Status checkBatching(const plan::Plan &root) {
   if (b->weight_dtype() > plan::WeightDType::MAX)
     return makeError("batching: weight_dtype {} is none of bf16, fp8, mxfp4",
                      static_cast<int>(b->weight_dtype()));
+  MOE_RETURN_IF_ERROR(lengthsOf(*b));
   for (const plan::Param *param : *root.model()->params())
     if (param->gpu_experts() < 0 ||
         (param->gpu_experts() > 0 &&
@@ -374,6 +409,13 @@ Result<LoadedPlan> LoadedPlan::fromBytes(std::vector<uint8_t> bytes,
   LoadedPlan loaded(std::move(bytes));
   loaded.phasePlans_ = std::move(phasePlans);
   return loaded;
+}
+
+std::optional<costmodel::GenerationLengths> LoadedPlan::plannedLengths() const {
+  const plan::Batching *batching = plan().batching();
+  if (!batching)
+    return std::nullopt;
+  return lengthsOf(*batching).value(); // verified when loaded
 }
 
 Result<LoadedPlan> LoadedPlan::fromFile(const std::string &path) {

@@ -3,10 +3,12 @@
 // and value reference the runtime will follow.
 #pragma once
 
+#include "runtime/costmodel/Lengths.h"
 #include "runtime/schemas/plan_generated.h"
 #include "runtime/support/Result.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,9 @@ public:
   /// The plans of plan().phases(), in order, each verified as a plan of
   /// the same model with as many slots as its phase says.
   const std::vector<LoadedPlan> &phasePlans() const { return phasePlans_; }
+  /// The lengths the plan's batching was planned for (verified); none
+  /// where it has no batching.
+  std::optional<costmodel::GenerationLengths> plannedLengths() const;
 
 private:
   explicit LoadedPlan(std::vector<uint8_t> bytes) : bytes_(std::move(bytes)) {}

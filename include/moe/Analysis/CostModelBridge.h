@@ -2,6 +2,7 @@
 #pragma once
 
 #include "dialects/MoE/MoEOps.h"
+#include "runtime/costmodel/Lengths.h"
 #include "runtime/costmodel/ModelCosts.h"
 #include "runtime/model/WeightFormat.h"
 
@@ -37,6 +38,17 @@ FailureOr<CostModelView> buildCostModelView(ModuleOp module,
 
 /// The dtypes a recorded batching decision was made for.
 PlanDtypes planDtypesOf(BatchingAttr batching);
+
+/// The lengths a recorded batching decision was planned for: the
+/// distributions where it records them, else prompts of prompt_tokens and
+/// generations spread evenly from min_generated_tokens (or all
+/// generated_tokens long).
+::moe::costmodel::GenerationLengths lengthsOf(BatchingAttr batching);
+
+/// A distribution as a batching decision records it.
+DenseF64ArrayAttr
+lengthsAttr(MLIRContext *context,
+            const ::moe::costmodel::LengthDistribution &lengths);
 
 /// Bytes of a routed experts op's params held as `dtype`
 /// (runtime/model/WeightFormat.h): each stacked matrix as codes and

@@ -43,14 +43,20 @@ def SelectBatchSizes : Pass<"moe-select-batch-sizes", "::mlir::ModuleOp"> {
            "GPU memory budget in GiB (0: the profile's)">,
     Option<"hostMemGiB", "host-mem", "double", /*default=*/"0",
            "Pinned host memory budget in GiB (0: the profile's)">,
-    Option<"promptTokens", "prompt-len", "int64_t", /*default=*/"512",
-           "Prompt length in tokens">,
-    Option<"generatedTokens", "gen-len", "int64_t", /*default=*/"256",
-           "Generated tokens per sequence (the most, with gen-len-min)">,
+    Option<"promptTokens", "prompt-len", "int64_t", /*default=*/"0",
+           "Prompt length in tokens (0: 512); with lengths, the longest "
+           "prompt planned for (longer ones count as this long)">,
+    Option<"generatedTokens", "gen-len", "int64_t", /*default=*/"0",
+           "Generated tokens per sequence (0: 256; the most, with "
+           "gen-len-min); with lengths, the longest generation planned for">,
     Option<"minGeneratedTokens", "gen-len-min", "int64_t", /*default=*/"0",
            "The fewest generated tokens: generations spread evenly from it "
            "to gen-len, priced at the steady state of a refilled batch "
            "(0: every sequence generates gen-len)">,
+    Option<"lengths", "lengths", "std::string", /*default=*/"",
+           "The job's prompt and generation length distributions, as "
+           "moe-run --describe-prompts writes them (JSON: prompt_tokens and "
+           "generated_tokens, lists of [length, count])">,
     Option<"weightDtype", "weight-dtype", "std::string", /*default=*/"\"declared\"",
            "Weight dtype priced: declared (routed experts as the checkpoint "
            "stores them), bf16, f16, f32, fp8 or mxfp4 (routed experts as "

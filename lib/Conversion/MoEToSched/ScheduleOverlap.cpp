@@ -42,8 +42,7 @@ cm::Plan planOf(BatchingAttr b, const cm::ModelCosts &costs) {
   plan.cpuAttentionShare = b.getCpuAttentionShare().convertToDouble();
   plan.kvGpuFraction = b.getKvGpuFraction().convertToDouble();
   plan.resident = cm::residentPrefix(costs, b.getResidentUnits());
-  plan.lengths = {b.getPromptTokens(), b.getGeneratedTokens(),
-                  b.getMinGeneratedTokens()};
+  plan.lengths = lengthsOf(b);
   return plan;
 }
 
@@ -213,7 +212,7 @@ struct ScheduleOverlapPass
     pool(kKvStaging, sched::PoolKind::kv_staging, plan.kvStagingBuffers,
          memory.kvStagingBytes);
     int64_t hiddenBytes = plan.attentionMicroBatchPrefill *
-                          plan.lengths.promptTokens * view->costs.hiddenSize *
+                          plan.lengths.promptTokens() * view->costs.hiddenSize *
                           view->costs.activationElementBytes;
     pool(kHidden, sched::PoolKind::hidden, cm::kPrefillHiddenBuffers,
          hiddenBytes * cm::kPrefillHiddenBuffers);

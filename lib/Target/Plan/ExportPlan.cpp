@@ -148,6 +148,13 @@ FailureOr<fb::Offset<pl::Param>> PlanWriter::writeParam(ParamOp op) {
 fb::Offset<pl::Batching> PlanWriter::writeBatching(BatchingAttr b) {
   if (!b)
     return 0;
+  auto lengths = [&](DenseF64ArrayAttr bins) -> fb::Offset<fb::Vector<double>> {
+    if (!bins)
+      return 0;
+    return builder.CreateVector(bins.asArrayRef().data(), bins.size());
+  };
+  fb::Offset<fb::Vector<double>> prompts = lengths(b.getPromptLengths());
+  fb::Offset<fb::Vector<double>> generated = lengths(b.getGeneratedLengths());
   return pl::CreateBatching(
       builder, b.getResidentBatch(), b.getAttentionMicroBatchPrefill(),
       b.getAttentionMicroBatchDecode(), b.getExpertMicroBatch(),
@@ -160,7 +167,7 @@ fb::Offset<pl::Batching> PlanWriter::writeBatching(BatchingAttr b) {
       static_cast<pl::WeightDType>(
           ::moe::model::parseWeightDtype(b.getWeightDtype())
               .value_or(::moe::model::WeightDtype::bf16)),
-      b.getHostKvPoolTokens(), b.getMinGeneratedTokens());
+      b.getHostKvPoolTokens(), b.getMinGeneratedTokens(), prompts, generated);
 }
 
 /// The subset of moe.plan_report the runtime compares measurements with.

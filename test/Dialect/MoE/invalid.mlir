@@ -364,3 +364,18 @@ module attributes {moe.batching = #moe.batching<resident_batch = 1, attention_mi
 
 // expected-error @+1 {{weight_dtype must be bf16, fp8 or mxfp4, not 'int4'}}
 module attributes {moe.batching = #moe.batching<resident_batch = 1, attention_micro_batch_prefill = 1, attention_micro_batch_decode = 1, expert_micro_batch = 1, prefetch_depth = 1, kv_staging_buffers = 1, cpu_attention_share = 0.0, kv_gpu_fraction = 1.0, resident_units = 0, prompt_tokens = 8, generated_tokens = 8, gpu_budget_bytes = 1, host_budget_bytes = 1, weight_dtype = "int4">} {}
+
+// -----
+
+// expected-error @+1 {{prompt_lengths reach 6 tokens, not the prompt_tokens of 8}}
+module attributes {moe.batching = #moe.batching<resident_batch = 1, attention_micro_batch_prefill = 1, attention_micro_batch_decode = 1, expert_micro_batch = 1, prefetch_depth = 1, kv_staging_buffers = 1, cpu_attention_share = 0.0, kv_gpu_fraction = 1.0, resident_units = 0, prompt_tokens = 8, generated_tokens = 8, gpu_budget_bytes = 1, host_budget_bytes = 1, prompt_lengths = [2.0, 6.0, 1.0]>} {}
+
+// -----
+
+// expected-error @+1 {{generated_lengths: length bin 0 ([0, 8], weight 0) must hold lengths of at least 0, shortest first, with a positive weight}}
+module attributes {moe.batching = #moe.batching<resident_batch = 1, attention_micro_batch_prefill = 1, attention_micro_batch_decode = 1, expert_micro_batch = 1, prefetch_depth = 1, kv_staging_buffers = 1, cpu_attention_share = 0.0, kv_gpu_fraction = 1.0, resident_units = 0, prompt_tokens = 8, generated_tokens = 8, gpu_budget_bytes = 1, host_budget_bytes = 1, generated_lengths = [0.0, 8.0, 0.0]>} {}
+
+// -----
+
+// expected-error @+1 {{prompt_lengths: 2 values are no (shortest, longest, weight) triples}}
+module attributes {moe.batching = #moe.batching<resident_batch = 1, attention_micro_batch_prefill = 1, attention_micro_batch_decode = 1, expert_micro_batch = 1, prefetch_depth = 1, kv_staging_buffers = 1, cpu_attention_share = 0.0, kv_gpu_fraction = 1.0, resident_units = 0, prompt_tokens = 8, generated_tokens = 8, gpu_budget_bytes = 1, host_budget_bytes = 1, prompt_lengths = [8.0, 8.0]>} {}

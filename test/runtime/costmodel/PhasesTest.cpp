@@ -26,19 +26,19 @@ double countedSurvival(int64_t fewest, int64_t most, int64_t steps) {
 }
 
 TEST(PhasesTest, TailSurvivalCountsTheStepsLeft) {
-  GenerationLengths spread{512, 8192, 1};
+  GenerationLengths spread = GenerationLengths::spread(512, 8192, 1);
   for (int64_t steps : {0, 1, 100, 2000, 6000, 8191})
     EXPECT_NEAR(tailSurvival(spread, double(steps)),
                 countedSurvival(1, 8192, steps), 1e-3)
         << steps;
   EXPECT_EQ(tailSurvival(spread, 8192), 0);
-  GenerationLengths narrow{512, 8192, 4096};
+  GenerationLengths narrow = GenerationLengths::spread(512, 8192, 4096);
   for (int64_t steps : {0, 3000, 4096, 5000, 8000})
     EXPECT_NEAR(tailSurvival(narrow, double(steps)),
                 countedSurvival(4096, 8192, steps), 1e-3)
         << steps;
   // All the same length: live sequences are spread evenly over it.
-  GenerationLengths fixed{512, 1000};
+  GenerationLengths fixed = GenerationLengths::spread(512, 1000);
   EXPECT_DOUBLE_EQ(tailSurvival(fixed, 250), 0.75);
 }
 
@@ -55,7 +55,7 @@ TEST(PhasesTest, LiveStepCurveIsLinearBetweenItsPoints) {
 struct Streamed {
   ModelCosts model = tinyMoe();
   HardwareProfile profile = syntheticProfile(150 * kMB, 4000 * kMB);
-  GenerationLengths lengths{100, 400, 1};
+  GenerationLengths lengths = GenerationLengths::spread(100, 400, 1);
   SearchOptions options;
   Streamed() {
     options.decodeMicroBatches = {1, 4, 16, 64};
@@ -77,8 +77,8 @@ TEST(PhasesTest, APlanWithFewerLiveSequencesIsPricedWithItsOwnWeights) {
                                   plan.residentBatch, plan.lengths);
   ASSERT_TRUE(full.ok()) << full.error().message();
   EXPECT_DOUBLE_EQ(*full, main.best.decodeStepSeconds);
-  auto curve =
-      liveStepCurve(job.model, job.profile, plan, GenerationLengths{100, 400});
+  auto curve = liveStepCurve(job.model, job.profile, plan,
+                             GenerationLengths::spread(100, 400));
   ASSERT_TRUE(curve.ok()) << curve.error().message();
   ASSERT_EQ(curve->live.back(), plan.residentBatch);
   EXPECT_EQ(curve->live.front(), 1);
@@ -106,9 +106,10 @@ TEST(PhasesTest, TheTailPlanKeepsMoreWeightsOnTheGpuAndSavesTime) {
   EXPECT_LT(choice.plan.best.decodeTraffic.weightBytesToGpu,
             main.best.decodeTraffic.weightBytesToGpu);
   EXPECT_TRUE(plan.wholeContextPool);
-  EXPECT_EQ(choice.lengths.minGeneratedTokens, 0);
+  EXPECT_EQ(choice.lengths.generated,
+            LengthDistribution::fixed(job.lengths.longestGeneration()));
   EXPECT_GT(choice.tailStepCount, 0);
-  EXPECT_LE(choice.tailStepCount, job.lengths.generatedTokens);
+  EXPECT_LE(choice.tailStepCount, job.lengths.longestGeneration());
   EXPECT_GT(choice.recomputeSeconds, 0);
   EXPECT_GT(choice.savedSeconds, 0);
   EXPECT_LT(choice.savedSeconds + choice.recomputeSeconds,

@@ -14,7 +14,7 @@ using testing::syntheticProfile;
 using testing::tinyMoe;
 
 constexpr int64_t kMB = 1'000'000;
-const GenerationLengths kLengths{100, 50};
+const GenerationLengths kLengths = GenerationLengths::spread(100, 50);
 
 SearchOptions smallSpace() {
   SearchOptions options;
@@ -74,7 +74,7 @@ TEST(PlanSearchTest, MatchesBruteForceEnumeration) {
               Plan plan;
               plan.residentBatch = batch;
               plan.attentionMicroBatchPrefill = reservedPrefillMicroBatch(
-                  options, batch, kLengths.promptTokens);
+                  options, batch, kLengths.promptTokens());
               plan.attentionMicroBatchDecode = std::min(microBatch, batch);
               plan.expertMicroBatch = expertBatch;
               plan.prefetchDepth = depth;
@@ -96,7 +96,7 @@ TEST(PlanSearchTest, MatchesBruteForceEnumeration) {
   double fastestPrefill = 0;
   std::vector<int64_t> chunks = options.prefillMicroBatches;
   chunks.push_back(reservedPrefillMicroBatch(
-      options, choice.best.plan.residentBatch, kLengths.promptTokens));
+      options, choice.best.plan.residentBatch, kLengths.promptTokens()));
   for (int64_t chunk : chunks) {
     Plan plan = choice.best.plan;
     plan.attentionMicroBatchPrefill = std::min(chunk, plan.residentBatch);

@@ -20,7 +20,7 @@ Plan smallPlan() {
   plan.prefetchDepth = 2;
   plan.kvStagingBuffers = 2;
   plan.kvGpuFraction = 0.5;
-  plan.lengths = {100, 50};
+  plan.lengths = GenerationLengths::spread(100, 50);
   return plan;
 }
 
@@ -143,18 +143,18 @@ TEST(PlanTest, MemoryErrorNamesThePoolAndTheShortfall) {
 // slot for G steps and sees G/2 of them, so the mean context is
 // P + E[G²] / (2·E[G]), and B / E[G] sequences finish a step.
 TEST(PlanTest, DecodeContextOfARefilledBatch) {
-  GenerationLengths fixed{512, 8192};
+  GenerationLengths fixed = GenerationLengths::spread(512, 8192);
   EXPECT_EQ(fixed.meanDecodeContext(), 512 + 4096);
   EXPECT_DOUBLE_EQ(fixed.finishedPerStep(1024), 1024.0 / 8192);
   // Uniform over 1..8192: E[G] = 4096.5, E[G²] = 8193·16385 / 6.
-  GenerationLengths spread{512, 8192, 1};
+  GenerationLengths spread = GenerationLengths::spread(512, 8192, 1);
   EXPECT_EQ(spread.meanDecodeContext(),
             512 + int64_t(8193.0 * 16385 / 6 / (2 * 4096.5)));
   EXPECT_EQ(spread.meanDecodeContext(), 3242);
   EXPECT_DOUBLE_EQ(spread.finishedPerStep(1024), 1024 / 4096.5);
   EXPECT_EQ(spread.maxContext(), 512 + 8192);
   // One length spread over nothing is that length.
-  EXPECT_EQ((GenerationLengths{100, 50, 50}).meanDecodeContext(), 125);
+  EXPECT_EQ(GenerationLengths::spread(100, 50, 50).meanDecodeContext(), 125);
 }
 
 TEST(PlanTest, ValidationNamesTheVariable) {
@@ -167,14 +167,11 @@ TEST(PlanTest, ValidationNamesTheVariable) {
             "plan: CPU attention share must be in [0, 1], got 1.5");
 
   plan = smallPlan();
-  plan.lengths.minGeneratedTokens = plan.lengths.generatedTokens + 1;
+  plan.lengths.prompts = LengthDistribution::uniform(0, 10);
   status = validatePlan(model, plan);
   ASSERT_FALSE(status.ok());
   EXPECT_EQ(status.error().message(),
-            fmt::format("plan: the shortest generation ({}) must be in [0, "
-                        "{}]",
-                        plan.lengths.generatedTokens + 1,
-                        plan.lengths.generatedTokens));
+            "plan: shortest prompt length must be positive, got 0");
 
   plan = smallPlan();
   plan.kvGpuFraction = 1.5;

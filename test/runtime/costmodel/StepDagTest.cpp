@@ -22,7 +22,7 @@ Plan decodePlan(const ModelCosts &model) {
   plan.expertMicroBatch = 64;
   plan.prefetchDepth = 2;
   plan.kvGpuFraction = 0;
-  plan.lengths = {100, 50};
+  plan.lengths = GenerationLengths::spread(100, 50);
   plan.resident = residentPrefix(model, 0);
   return plan;
 }
@@ -224,7 +224,7 @@ TEST(StepDagTest, PrefillThatOneChunkHoldsParksNothing) {
   ModelCosts model = tinyMoe();
   Plan plan = decodePlan(model);
   plan.residentBatch = 1;
-  plan.lengths = {1, 50};
+  plan.lengths = GenerationLengths::spread(1, 50);
   ASSERT_GE(prefillChunkRows(model, plan), 1);
   StepDag prefill = built(buildPrefillDag(model, plan, syntheticProfile()));
   EXPECT_EQ(countJobs(prefill.dag, Stream::HostToDevice, Stage::HiddenLoad),
@@ -275,7 +275,7 @@ TEST(StepDagTest, SmallExpertGroupsArePricedAsTheGroupedKernel) {
   EXPECT_NE(experts(*grouped, false), experts(perExpert, false));
   // Prefill chunks of 4 prompts of 1000 tokens give 1000 rows per expert:
   // per-expert GEMMs, priced the same with or without the measurement.
-  plan.lengths = {1000, 50};
+  plan.lengths = GenerationLengths::spread(1000, 50);
   EXPECT_DOUBLE_EQ(experts(*grouped, true), experts(perExpert, true));
 }
 
@@ -291,7 +291,7 @@ TEST(StepDagTest, OnlyPerExpertGemmsPayForWideningFp8Experts) {
   Plan plan = decodePlan(bf16);
   plan.kvGpuFraction = 1;
   plan.resident = residentPrefix(bf16, int64_t(residencyOrder(bf16).size()));
-  plan.lengths = {1000, 50};
+  plan.lengths = GenerationLengths::spread(1000, 50);
   auto grouped = HardwareProfile::fromJson(testing::groupedGemmProfileJson());
   ASSERT_TRUE(grouped.ok()) << grouped.error().message();
   auto experts = [&](const ModelCosts &model, bool prefill) {

@@ -61,7 +61,8 @@ TEST(TailSwitch, WaitsUntilTheLiveSequencesFitItsSlots) {
 }
 
 // Planned spread over 64..256: a sequence 10 tokens in may stop anywhere
-// from 64 to its budget, a sequence past 64 from its next token on.
+// from 64 to its budget; one 99 tokens in stops at 100..256 alike, cut at
+// its budget of 200 (57 of those 157 lengths reach it).
 TEST(TailSwitch, ExpectsWhatThePlannedLengthsLeave) {
   PlanSpec spec = withTail();
   spec.minGeneratedTokens = 64;
@@ -70,7 +71,22 @@ TEST(TailSwitch, ExpectsWhatThePlannedLengthsLeave) {
   std::vector<LiveSequence> early{{10, 256, 522}};
   EXPECT_EQ(tail.estimate(early).steps, (64 + 256) / 2 - 10);
   std::vector<LiveSequence> late{{99, 200, 611}};
-  EXPECT_EQ(tail.estimate(late).steps, (100 + 200) / 2 - 99);
+  int64_t below = (100 + 199) * 100 / 2;
+  EXPECT_EQ(tail.estimate(late).steps, (below + 57 * 200) / 157 - 99);
+}
+
+// A job planned for its own lengths: most sequences stop within 16 tokens,
+// a few run to 256; one still running at 16 is one of the long ones.
+TEST(TailSwitch, ExpectsWhatTheJobsOwnLengthsLeave) {
+  PlanSpec spec = withTail();
+  spec.generatedLengths = {1, 16, 9, 256, 256, 1};
+  LoadedPlan job = loaded(spec);
+  TailSwitch tail(job, 0);
+  std::vector<LiveSequence> running{{16, 256, 528}};
+  EXPECT_EQ(tail.estimate(running).steps, 256 - 16);
+  std::vector<LiveSequence> young{{0, 256, 512}};
+  // E[G] = 0.9 · 8.5 + 0.1 · 256.
+  EXPECT_EQ(tail.estimate(young).steps, int64_t(0.9 * 8.5 + 0.1 * 256));
 }
 
 } // namespace

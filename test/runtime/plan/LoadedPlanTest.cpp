@@ -122,6 +122,39 @@ TEST(LoadedPlan, MicroBatchAboveResidentBatch) {
             "exceeds the resident batch 8");
 }
 
+// The lengths a job was planned for: as recorded, else as its prompt,
+// longest and shortest generation say; recorded ones are checked.
+TEST(LoadedPlan, PlannedLengthsAreVerified) {
+  PlanSpec spec;
+  spec.residentBatch = 8;
+  spec.minGeneratedTokens = 64;
+  Result<LoadedPlan> spread = LoadedPlan::fromBytes(buildPlan(spec), "x");
+  ASSERT_TRUE(spread.ok()) << spread.error().message();
+  EXPECT_EQ(spread->plannedLengths(),
+            costmodel::GenerationLengths::spread(512, 256, 64));
+
+  spec.generatedLengths = {1, 16, 9, 256, 256, 1};
+  Result<LoadedPlan> own = LoadedPlan::fromBytes(buildPlan(spec), "x");
+  ASSERT_TRUE(own.ok()) << own.error().message();
+  EXPECT_EQ(own->plannedLengths()->generated.bins().size(), 2u);
+  EXPECT_DOUBLE_EQ(own->plannedLengths()->generated.mean(),
+                   0.9 * 8.5 + 0.1 * 256);
+
+  spec.generatedLengths = {1, 16, 9, 200, 200, 1};
+  EXPECT_EQ(loadError(buildPlan(spec)),
+            "x.moeplan: invalid plan: batching: generated_lengths reach 200 "
+            "tokens, not the 256 recorded");
+  spec.generatedLengths = {1, 16, 9, 10, 256, 1};
+  EXPECT_EQ(loadError(buildPlan(spec)),
+            "x.moeplan: invalid plan: batching: generated_lengths: length "
+            "bin 1 starts at 10, within the bin before it: bins must ascend "
+            "without overlapping");
+  spec.generatedLengths = {1, 256};
+  EXPECT_EQ(loadError(buildPlan(spec)),
+            "x.moeplan: invalid plan: batching: generated_lengths: 2 values "
+            "are no (shortest, longest, weight) triples");
+}
+
 TEST(LoadedPlan, ScheduleLoads) {
   PlanSpec spec;
   spec.withSchedule = true;

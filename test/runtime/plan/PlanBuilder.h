@@ -20,6 +20,8 @@ struct PlanSpec {
   int64_t residentBatch = 0; // 0: no batching table
   int64_t decodeMicroBatch = 1;
   int64_t generatedTokens = 256, minGeneratedTokens = 0;
+  // (shortest, longest, weight) triples; empty: no distribution recorded.
+  std::vector<double> generatedLengths;
   bool withSchedule = false;
   uint32_t copyWaitsFor = 0; // the decode copy job (index 1) waits for this
   plan::StreamKind copyStream = plan::StreamKind::h2d;
@@ -60,10 +62,11 @@ inline std::vector<uint8_t> buildPlan(const PlanSpec &spec = {}) {
                                        &params, &ops, 3, spec.logits);
   flatbuffers::Offset<plan::Batching> batching;
   if (spec.residentBatch)
-    batching = plan::CreateBatching(
+    batching = plan::CreateBatchingDirect(
         b, spec.residentBatch, 1, spec.decodeMicroBatch, 256, 2, 2, 0.0, 0.5,
         512, spec.generatedTokens, 1 << 30, 1 << 30, plan::KvDType::bf16,
-        plan::WeightDType::bf16, 0, spec.minGeneratedTokens);
+        plan::WeightDType::bf16, 0, spec.minGeneratedTokens, nullptr,
+        spec.generatedLengths.empty() ? nullptr : &spec.generatedLengths);
   flatbuffers::Offset<plan::Schedule> schedule;
   if (spec.withSchedule) {
     std::vector<flatbuffers::Offset<plan::BufferPool>> pools{
