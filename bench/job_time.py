@@ -2,9 +2,9 @@
 """End-to-end time of a long-generation job from a plan's predictions and what was measured
 of it, where the whole job does not fit the GPU time at hand.
 
-A job of N requests (prompt P, generations drawn evenly from the plan's gen-len-min..gen-len with
-a fixed seed, each request's budget its drawn length) runs on a refilled batch of the plan's B
-slots: while requests are admitted, every decode step holds B sequences at the steady state's
+A job of N requests (prompts and generations drawn with a fixed seed from the lengths the plan
+was made for: its bins, each spreading evenly over its lengths; each request's budget its drawn
+generation) runs on a refilled batch of the plan's B slots: while requests are admitted, every decode step holds B sequences at the steady state's
 contexts and takes the measured steady-state step; each admission prefills its prompt at the
 measured prefill rate. Once the last request is admitted the batch drains, and a step with n live
 sequences takes the plan's step at n (its live-step curve, priced at the tail's contexts) times
@@ -42,18 +42,52 @@ def curve(points):
     return at
 
 
-def expected_left(generated, budget, shortest, longest):
-    """Steps a live sequence is expected to run on, as TailSwitch expects them."""
-    limit = min(budget, longest)
-    earliest = min(limit, max(shortest, generated + 1))
-    return max((earliest + limit) / 2 - generated, 1.0)
+class Lengths:
+    """A plan's length distribution: [shortest, longest, weight] bins, each spreading evenly over
+    its whole lengths (runtime/costmodel/Lengths.h)."""
+
+    def __init__(self, bins):
+        self.bins = bins
+        self.total = sum(w for _, _, w in bins)
+
+    def draw(self, rng):
+        bins = self.bins
+        if len(bins) > 1:
+            bins = rng.choices(bins, weights=[w for _, _, w in bins])
+        shortest, longest, _ = bins[0]
+        return rng.randint(shortest, longest)
+
+    def exceeding(self, k):
+        """P(X > k)."""
+        return sum(w * max(0, b - max(a, int(k) + 1) + 1) / (b - a + 1)
+                   for a, b, w in self.bins) / self.total
+
+    def mean_excess(self, k):
+        """E[(X - k)+]."""
+        total = 0.0
+        for a, b, w in self.bins:
+            first = max(a, int(k) + 1)
+            count = max(0, b - first + 1)
+            total += w * (count * (first + b) / 2 - count * k) / (b - a + 1)
+        return total / self.total
+
+
+def expected_left(generated, budget, lengths):
+    """Steps a live sequence is expected to run on, as TailSwitch expects them: its length drawn
+    from the planned ones longer than what it has, cut at its budget."""
+    budget = max(budget, generated)
+    running = lengths.exceeding(generated)
+    if running <= 0:
+        return 1.0
+    left = (lengths.mean_excess(generated) - lengths.mean_excess(budget)) / running
+    return max(left, 1.0)
 
 
 def simulate(args, explain):
     decision, tail = explain["decision"], explain.get("tail")
     batch = decision["resident_batch"]
-    prompt, longest = decision["prompt_tokens"], decision["generated_tokens"]
-    shortest = decision.get("min_generated_tokens") or longest
+    prompts = Lengths(decision["prompt_lengths"])
+    generations = Lengths(decision["generated_lengths"])
     if not tail:
         sys.exit("job_time: the plan's explanation has no live-step curves (they come with a "
                  "tail plan: plan the job with tail-plan on, where one saves time)")
@@ -61,27 +95,28 @@ def simulate(args, explain):
     slots = tail["decision"]["resident_batch"]
     recompute_rate = tail["report"]["prefill_tokens_per_second"]
     rng = random.Random(args.seed)
-    lengths = [rng.randint(shortest, longest) for _ in range(args.requests)]
-    live = []  # [generated, budget] of each live sequence
+    lengths = [generations.draw(rng) for _ in range(args.requests)]
+    prompt_of = [prompts.draw(rng) for _ in range(args.requests)]
+    live = []  # [generated, budget, prompt] of each live sequence
     admitted = 0
     now = tokens = steps = 0.0
     last_admission = switched_at = None
     on_tail = False
     while admitted < args.requests or live:
         fresh = min(batch - len(live), args.requests - admitted)
-        live += [[0, lengths[admitted + i]] for i in range(fresh)]
+        live += [[0, lengths[admitted + i], prompt_of[admitted + i]] for i in range(fresh)]
+        now += sum(prompt_of[admitted:admitted + fresh]) / args.prefill_rate
         admitted += fresh
-        now += fresh * prompt / args.prefill_rate
         drained = admitted == args.requests
         if drained and last_admission is None:
             last_admission = now
         if args.tail_plan and drained and not on_tail and len(live) <= slots:
-            left = sorted((expected_left(g, b, shortest, longest) for g, b in live), reverse=True)
+            left = sorted((expected_left(g, b, generations) for g, b, _ in live), reverse=True)
             saved = sum((left[i] - (left[i + 1] if i + 1 < len(left) else 0))
                         * (main_at(i + 1) * args.tail_scale
                            - tail_at(i + 1) * args.tail_plan_scale)
                         for i in range(len(left)))
-            contexts = sum(prompt + g for g, _ in live)
+            contexts = sum(p + g for g, _, p in live)
             cost = args.switch_seconds + contexts / recompute_rate
             if saved > cost:
                 on_tail, switched_at = True, now
@@ -95,7 +130,7 @@ def simulate(args, explain):
         now += step
         tokens += n
         steps += 1
-        live = [[g + 1, b] for g, b in live if g + 1 < b]
+        live = [[g + 1, b, p] for g, b, p in live if g + 1 < b]
     return {
         "requests": args.requests, "resident_batch": batch, "tail_plan": args.tail_plan,
         "seconds": now, "new_tokens": tokens, "decode_steps": steps,
