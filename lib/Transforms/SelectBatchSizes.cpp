@@ -289,8 +289,8 @@ void SelectBatchSizesPass::runOnOperation() {
                           "max-batch must be positive";
     return signalPassFailure();
   }
-  FailureOr<cm::GenerationLengths> lengths = jobLengths();
-  if (failed(lengths))
+  FailureOr<cm::GenerationLengths> toPlan = jobLengths();
+  if (failed(toPlan))
     return signalPassFailure();
   FailureOr<cm::HardwareProfile> hardware = loadProfile();
   if (failed(hardware))
@@ -324,7 +324,7 @@ void SelectBatchSizesPass::runOnOperation() {
     options.hostAttentionShare = share;
   }
   ::moe::Result<cm::PlanChoice> choice =
-      cm::selectPlan(view->costs, *hardware, *lengths, options);
+      cm::selectPlan(view->costs, *hardware, *toPlan, options);
   if (!choice.ok()) {
     module.emitError() << "planning: " << choice.error().message();
     return signalPassFailure();
@@ -335,8 +335,8 @@ void SelectBatchSizesPass::runOnOperation() {
     // A job's own lengths are recorded whole; the spread options are what
     // prompt, generated and min_generated tokens say.
     auto recorded = [&](const cm::LengthDistribution &distribution) {
-      return this->lengths.empty() ? DenseF64ArrayAttr()
-                                   : lengthsAttr(&getContext(), distribution);
+      return lengths.empty() ? DenseF64ArrayAttr()
+                             : lengthsAttr(&getContext(), distribution);
     };
     return BatchingAttr::get(
         &getContext(), plan.residentBatch, plan.attentionMicroBatchPrefill,

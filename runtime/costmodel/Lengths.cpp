@@ -224,6 +224,7 @@ GenerationLengths GenerationLengths::spread(int64_t promptTokens,
 }
 
 int64_t GenerationLengths::promptTokens() const {
+  // A whole mean stays itself despite the division's rounding.
   return int64_t(std::ceil(prompts.mean() - 1e-9));
 }
 
