@@ -558,6 +558,59 @@ Status describePrompts(const Options &options, int32_t defaultNewTokens) {
   return Status::success();
 }
 
+/// The lengths this run's answers had, beside those the plan was made for.
+struct LengthsSeen {
+  int64_t answered = 0; // error lines hold no lengths
+  double meanPrompt = 0, meanGenerated = 0;
+  std::optional<costmodel::GenerationLengths> planned;
+
+  nlohmann::json json() const {
+    using nlohmann::json;
+    return {{"answered", answered},
+            {"mean_prompt_tokens", meanPrompt},
+            {"mean_generated_tokens", meanGenerated},
+            {"planned_mean_prompt_tokens",
+             planned ? json(planned->prompts.mean()) : json()},
+            {"planned_mean_generated_tokens",
+             planned ? json(planned->generated.mean()) : json()}};
+  }
+
+  /// A hint where the answers generated far more or fewer tokens than the
+  /// plan was priced for ("" otherwise): a plan for the job's own lengths
+  /// would choose its batch for them.
+  std::string hint(const std::string &output) const {
+    // Fewer answers say little about a job's lengths.
+    constexpr int64_t kEnoughAnswers = 64;
+    constexpr double kFarOff = 0.25;
+    if (!planned || answered < kEnoughAnswers || output == "-")
+      return "";
+    double assumed = planned->generated.mean();
+    if (assumed <= 0 || std::abs(meanGenerated - assumed) <= kFarOff * assumed)
+      return "";
+    return fmt::format(
+        "moe-run: the answers generated {:.0f} new tokens on average where "
+        "the plan assumed {:.0f}: a plan for these lengths would suit jobs "
+        "like this one better (moe-run --describe-prompts --observed-answers "
+        "{}, then moe-opt --moe-plan=\"... lengths=...\"; scripts/plan-job.sh "
+        "with MOE_OBSERVED_ANSWERS)",
+        meanGenerated, assumed, output);
+  }
+};
+
+LengthsSeen lengthsSeen(const LoadedPlan &plan, const AnswerWriter &answers) {
+  LengthsSeen seen;
+  for (const auto &[reason, count] : answers.finishReasons())
+    if (reason != "error")
+      seen.answered += count;
+  if (seen.answered > 0) {
+    seen.meanPrompt = double(answers.promptTokens()) / double(seen.answered);
+    seen.meanGenerated =
+        double(answers.completionTokens()) / double(seen.answered);
+  }
+  seen.planned = plan.plannedLengths();
+  return seen;
+}
+
 nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
                          const EngineOptions &engine, const EngineStats &s,
                          const Backend &backend, const BackendTotals &totals,
@@ -583,6 +636,7 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
       {"answers_resumed", answers.resumed()},
       {"failed_requests", answers.failed()},
       {"finish_reasons", answers.finishReasons()},
+      {"lengths", lengthsSeen(plan, answers).json()},
       {"usage",
        {{"prompt_tokens", answers.promptTokens()},
         {"completion_tokens", answers.completionTokens()},
@@ -901,6 +955,9 @@ Result<RunOutcome> run(const Options &options) {
       stats.decodeSeconds > 0 ? double(stats.decodeTokens) / stats.decodeSeconds
                               : 0.0,
       static_cast<long long>(stats.decodeSteps), engine.residentBatch);
+  if (std::string hint = lengthsSeen(*plan, *answers).hint(options.output);
+      !hint.empty())
+    std::fprintf(stderr, "%s\n", hint.c_str());
   return answers->failed() > 0 ? RunOutcome::someRequestsFailed
                                : RunOutcome::allAnswered;
 }
