@@ -506,6 +506,9 @@ Result<ObservedLengths> readObservedLengths(const std::string &path) {
 /// the most each may run, unless --observed-answers gives the lengths an
 /// earlier run of similar prompts generated. One JSON object on stdout.
 Status describePrompts(const Options &options, int32_t defaultNewTokens) {
+  if (defaultNewTokens <= 0)
+    return makeError("--max-new-tokens must be at least 1, not {}",
+                     defaultNewTokens);
   std::optional<ObservedLengths> observed;
   if (!options.observedAnswers.empty()) {
     MOE_ASSIGN_OR_RETURN(observed,
