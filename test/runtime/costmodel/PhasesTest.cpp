@@ -29,13 +29,13 @@ TEST(PhasesTest, TailSurvivalCountsTheStepsLeft) {
   GenerationLengths spread = GenerationLengths::spread(512, 8192, 1);
   for (int64_t steps : {0, 1, 100, 2000, 6000, 8191})
     EXPECT_NEAR(tailSurvival(spread, double(steps)),
-                countedSurvival(1, 8192, steps), 1e-3)
+                countedSurvival(1, 8192, steps), 1e-12)
         << steps;
   EXPECT_EQ(tailSurvival(spread, 8192), 0);
   GenerationLengths narrow = GenerationLengths::spread(512, 8192, 4096);
   for (int64_t steps : {0, 3000, 4096, 5000, 8000})
     EXPECT_NEAR(tailSurvival(narrow, double(steps)),
-                countedSurvival(4096, 8192, steps), 1e-3)
+                countedSurvival(4096, 8192, steps), 1e-12)
         << steps;
   // All the same length: live sequences are spread evenly over it.
   GenerationLengths fixed = GenerationLengths::spread(512, 1000);
