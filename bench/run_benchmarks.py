@@ -26,6 +26,11 @@ is made for that spread) and the window is one of the steady state of a refilled
 B sequences is at a context drawn as a refilled batch holds them (a generation of G tokens, drawn
 in proportion to G since longer ones hold their slot longer, caught at a uniform point of it), so
 the contexts' mean is the plan's mean decode context.
+With --lengths FILE (a job's lengths as moe-run --describe-prompts writes them), both stages use
+that job's prompt and generation length distributions instead: the plan is made for them
+(moe-opt lengths=) and the window's sequences are at contexts drawn as a refilled batch of that job
+holds them (a prompt drawn by its count, a generation in proportion to count times length, caught
+at a uniform point of it).
 """
 import argparse
 import json
@@ -137,8 +142,7 @@ def plan(args):
                        f"kv-dtype={CASES[case].kv_dtype}",
                        f"weight-dtype={CASES[case].weight_dtype}",
                        f"host-attention={CASES[case].host_attention}",
-                       f"prompt-len={args.prompt_len}", f"gen-len={args.gen_len}",
-                       f"gen-len-min={args.gen_len_min}",
+                       *lengths_options(args),
                        f"output={args.out / (name + '.moeplan')}"]
             explain = subprocess.run(
                 [moe_opt, str(ROOT / "models" / model / "config.json"),
@@ -153,6 +157,28 @@ def plan(args):
 
 
 PROMPT_SEED = 1
+
+
+def lengths_options(args):
+    """moe-opt's options for the lengths the cases are planned for."""
+    if args.lengths:
+        return [f"lengths={args.lengths}"]
+    return [f"prompt-len={args.prompt_len}", f"gen-len={args.gen_len}",
+            f"gen-len-min={args.gen_len_min}"]
+
+
+def job_lengths(path):
+    """The [length, count] histograms of a job's lengths file: (prompts, generations)."""
+    job = json.loads(Path(path).read_text())
+    return job["prompt_tokens"], job["generated_tokens"]
+
+
+def max_context(args):
+    """The context moe-run holds for each sequence: the longest prompt and generation."""
+    if args.lengths:
+        prompts, generations = job_lengths(args.lengths)
+        return max(l for l, _ in prompts) + max(l for l, _ in generations)
+    return args.prompt_len + args.gen_len
 
 
 def vocab_size(model):
@@ -186,6 +212,19 @@ def steady_state_prompt_lens(args, count, seed):
             for g in drawn]
 
 
+def job_steady_state_prompt_lens(args, count, seed):
+    """Prompt lengths that put `count` sequences at the contexts a refilled batch of the job in
+    --lengths holds, half the decode window early."""
+    rng = random.Random(seed)
+    prompts, generations = job_lengths(args.lengths)
+    drawn_prompts = rng.choices([l for l, _ in prompts], weights=[c for _, c in prompts], k=count)
+    drawn = rng.choices([l for l, _ in generations], weights=[l * c for l, c in generations],
+                        k=count)
+    longest = max_context(args) - args.decode_steps
+    return [min(longest, max(1, p + rng.randrange(g) - args.decode_steps // 2))
+            for p, g in zip(drawn_prompts, drawn)]
+
+
 def run_case(args, case, batch):
     """moe-run on the plan of `case` (at `batch`, when a sweep planned it): its results entry."""
     name = plan_name(case, batch)
@@ -193,8 +232,9 @@ def run_case(args, case, batch):
     batch = explain["decision"]["resident_batch"]
     model = CASES[case].model
     prompts = args.out / f"{name}.prompts.jsonl"
-    if args.gen_len_min:
-        lengths = steady_state_prompt_lens(args, batch, PROMPT_SEED)
+    if args.lengths or args.gen_len_min:
+        lengths = (job_steady_state_prompt_lens if args.lengths else steady_state_prompt_lens)(
+            args, batch, PROMPT_SEED)
         write_prompts(prompts, batch, lengths, vocab_size(model), args.decode_steps,
                       seed=PROMPT_SEED)
         prompt_len = sum(lengths) / len(lengths)
@@ -206,7 +246,7 @@ def run_case(args, case, batch):
     command = [tool(args, "moe-run"), str(args.out / f"{name}.moeplan"), "--synthetic-seed", "1",
                "--prompts", str(prompts), "--output", str(args.out / f"{name}.answers.jsonl"),
                "--stats", str(stats_path), "--backend", args.backend, "--batch", str(batch),
-               "--max-context", str(args.prompt_len + args.gen_len), "--progress"]
+               "--max-context", str(max_context(args)), "--progress"]
     log(f"{name}: {' '.join(command)}")
     started = time.time()
     log_path = args.out / f"{name}.log"
@@ -328,10 +368,15 @@ def run_transformers(args, case, batch):
 
 
 def print_table(results, args):
-    generated = (f"{args.gen_len_min}..{args.gen_len} (decode window of {args.decode_steps} steps "
-                 f"at the steady state's contexts)" if args.gen_len_min else
-                 f"{args.gen_len} (decode window of {args.decode_steps} steps at the mean context)")
-    print(f"\n{results['card']}, prompt {args.prompt_len} + {generated}, synthetic bf16 weights")
+    window = f"decode window of {args.decode_steps} steps"
+    if args.lengths:
+        lengths = f"the lengths of {args.lengths} ({window} at the steady state's contexts)"
+    elif args.gen_len_min:
+        lengths = (f"prompt {args.prompt_len} + {args.gen_len_min}..{args.gen_len} ({window} at "
+                   f"the steady state's contexts)")
+    else:
+        lengths = f"prompt {args.prompt_len} + {args.gen_len} ({window} at the mean context)"
+    print(f"\n{results['card']}, {lengths}, synthetic bf16 weights")
     print(f"{'case':28s} {'B':>5s} {'prefill/s':>10s} {'decode/s':>9s} {'pred/s':>8s} "
           f"{'step s':>7s} {'pred s':>7s} {'roof':>6s} {'GB/step':>8s} {'new/s':>8s}")
     for r in results["moe_run"]:
@@ -366,7 +411,9 @@ def print_table(results, args):
 def run(args):
     tool(args, "moe-run")
     results = {"card": card_name(), "prompt_len": args.prompt_len, "gen_len": args.gen_len,
-               "gen_len_min": args.gen_len_min, "decode_steps": args.decode_steps,
+               "gen_len_min": args.gen_len_min,
+               "lengths": str(args.lengths) if args.lengths else None,
+               "decode_steps": args.decode_steps,
                "moe_run": [], "transformers": []}
 
     def save():
@@ -404,6 +451,9 @@ def main():
     p.add_argument("--gen-len", type=int, default=256)
     p.add_argument("--gen-len-min", type=int, default=0,
                    help="generations spread evenly from this up to --gen-len (0: all --gen-len)")
+    p.add_argument("--lengths", type=Path, default=None,
+                   help="a job's prompt and generation lengths (moe-run --describe-prompts's "
+                        "JSON) instead of --prompt-len, --gen-len and --gen-len-min")
     p.add_argument("--decode-steps", type=int, default=16, help="decode steps measured")
     p.add_argument("--batches", type=int, nargs="+", default=None,
                    help="a sweep: plan and run each case capped at each of these resident batches")
@@ -415,6 +465,8 @@ def main():
                         "over the tokens it generated)")
     p.add_argument("--timeout", type=float, default=540, help="seconds per moe-run or transformers run")
     args = p.parse_args()
+    if args.lengths and args.gen_len_min:
+        p.error("--lengths gives the generations' distribution: --gen-len-min is not for it")
     plan(args) if args.stage == "plan" else run(args)
 
 
