@@ -254,16 +254,25 @@ Result<GenerationLengths> loadJobLengths(const std::string &path,
       return makeError("{}: \"{}\" must be a non-empty list of [length, "
                        "count] pairs",
                        path, key);
+    // Contexts are 32-bit token counts; a count of 2^40 requests is more
+    // than any job, and their sums stay exact.
+    constexpr int64_t kLongest = (int64_t(1) << 31) - 1;
+    constexpr int64_t kMostRequests = int64_t(1) << 40;
     std::map<int64_t, int64_t> counts;
     for (size_t i = 0; i < field->size(); ++i) {
       const nlohmann::json &pair = (*field)[i];
-      if (!pair.is_array() || pair.size() != 2 ||
-          !pair[0].is_number_integer() || !pair[1].is_number_integer() ||
-          pair[0].get<int64_t>() < 1 || pair[1].get<int64_t>() < 1)
+      auto within = [](const nlohmann::json &value, int64_t most) {
+        return value.is_number_integer() && value.get<int64_t>() >= 1 &&
+               value.get<int64_t>() <= most;
+      };
+      if (!pair.is_array() || pair.size() != 2 || !within(pair[0], kLongest) ||
+          !within(pair[1], kMostRequests))
         return makeError("{}: \"{}\"[{}] must be [length, count] with a "
-                         "length and a count of at least 1",
+                         "length from 1 to 2^31 - 1 and a count from 1 to "
+                         "2^40",
                          path, key, i);
-      counts[pair[0].get<int64_t>()] += pair[1].get<int64_t>();
+      int64_t &count = counts[pair[0].get<int64_t>()];
+      count = std::min(count + pair[1].get<int64_t>(), kMostRequests);
     }
     return LengthDistribution::fromCounts(counts, maxBins);
   };

@@ -151,7 +151,12 @@ TEST(Lengths, AJobsLengthsFileLoadsOrSaysWhy) {
                             "generated_tokens": [[0, 1]]})";
   EXPECT_EQ(loadJobLengths(path).error().message(),
             path + ": \"generated_tokens\"[0] must be [length, count] with a "
-                   "length and a count of at least 1");
+                   "length from 1 to 2^31 - 1 and a count from 1 to 2^40");
+  std::ofstream(path) << R"({"prompt_tokens": [[12, 3]],
+                            "generated_tokens": [[4, 1099511627777]]})";
+  EXPECT_EQ(loadJobLengths(path).error().message(),
+            path + ": \"generated_tokens\"[0] must be [length, count] with a "
+                   "length from 1 to 2^31 - 1 and a count from 1 to 2^40");
   std::ofstream(path) << R"({"prompt_tokens": []})";
   EXPECT_EQ(loadJobLengths(path).error().message(),
             path + ": \"prompt_tokens\" must be a non-empty list of [length, "
