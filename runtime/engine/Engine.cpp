@@ -371,7 +371,14 @@ Status Engine::run(const RequestSource &source, const CompletionSink &sink,
   while (true) {
     if (options_.stopRequested && options_.stopRequested())
       return makeError("{}", kInterrupted);
-    if (!exhausted || waiting_ || !paused_.empty()) {
+    int32_t free =
+        int32_t(std::count_if(slots_.begin(), slots_.end(), [](const Slot &s) {
+          return !s.request.has_value();
+        }));
+    bool refillPays =
+        free >= std::min(options_.refillSlots, int32_t(slots_.size())) ||
+        !active();
+    if ((!exhausted || waiting_ || !paused_.empty()) && refillPays) {
       MOE_RETURN_IF_ERROR(refill(source, sourceError, exhausted, sink));
       // The prefill gives each new sequence its first token.
       std::vector<int32_t> admitted = stepSlots_;

@@ -3,7 +3,9 @@
 // layer, each layer's weights once for all of them); then every decode step
 // runs one token of every resident sequence. A finished sequence (EOS, its
 // token budget, or the context limit) leaves and the next prompt takes its
-// slot (continuous refill).
+// slot (continuous refill), once EngineOptions::refillSlots slots are free:
+// a prefill pass that streams weights costs as much for one prompt as for
+// many.
 //
 // Where the backend's KV pool holds less than every slot's whole context
 // (KvPages), sequences take pages as they grow. A sequence is admitted when
@@ -118,6 +120,10 @@ struct EngineOptions {
   std::function<bool()> stopRequested;
   // Lets the job change backend for its end; none: it never does.
   std::optional<PhaseSwitch> phaseSwitch;
+  // New prompts are taken in once this many slots are free (or none is
+  // busy): each prefill pass of a streamed plan streams its weights again
+  // (costmodel::refillSlots). 1: as soon as a slot frees.
+  int32_t refillSlots = 1;
 };
 
 /// What Engine::run returns when stopRequested said stop.

@@ -16,6 +16,7 @@
 #include <cuda_runtime_api.h>
 #endif
 #include "runtime/chat/ChatTemplate.h"
+#include "runtime/costmodel/Refill.h"
 #include "runtime/engine/Engine.h"
 #include "runtime/engine/TailSwitch.h"
 #include "runtime/io/Jsonl.h"
@@ -62,7 +63,7 @@ struct Options {
   std::string backend = "auto";
   std::optional<uint64_t> syntheticSeed;
   int32_t threads = static_cast<int32_t>(std::thread::hardware_concurrency());
-  std::optional<int32_t> batch, maxContext, maxNewTokens;
+  std::optional<int32_t> batch, maxContext, maxNewTokens, refillSlots;
   std::optional<int64_t> kvPoolTokens; // KV of the sequences it pages
   SamplingParams sampling;
   bool progress = true;
@@ -561,6 +562,23 @@ Status describePrompts(const Options &options, int32_t defaultNewTokens) {
   return Status::success();
 }
 
+/// Free slots at which new prompts are taken in, by the plan's predictions:
+/// a prefill pass streams the weights a decode step streams (its "weight
+/// copy" stage), whatever few prompts it holds.
+int32_t plannedRefillSlots(const LoadedPlan &plan, int32_t residentBatch) {
+  const plan::Prediction *prediction = plan.plan().prediction();
+  std::optional<costmodel::GenerationLengths> lengths = plan.plannedLengths();
+  if (!prediction || !prediction->decode_stages() || !lengths)
+    return 1;
+  double weightCopy = 0;
+  for (const plan::StageTime *stage : *prediction->decode_stages())
+    if (stage->stage()->string_view() == "weight copy")
+      weightCopy = stage->seconds();
+  return int32_t(
+      costmodel::refillSlots(residentBatch, lengths->generated.mean(),
+                             prediction->decode_step_seconds(), weightCopy));
+}
+
 /// The lengths this run's answers had, beside those the plan was made for.
 struct LengthsSeen {
   int64_t answered = 0; // error lines hold no lengths
@@ -630,6 +648,7 @@ nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
       {"threads", options.threads},
       {"resident_batch", engine.residentBatch},
       {"tail_plan_slots", tailSlots},
+      {"refill_slots", engine.refillSlots},
       {"max_context", engine.maxContext},
       {"kv_dtype", model::kvDtypeName(model::kvDtypeOf(plan.plan()))},
       {"weight_dtype",
@@ -802,6 +821,8 @@ Result<RunOutcome> run(const Options &options) {
       engine.eosTokenIds.push_back(id);
   engine.tokenizer = tokens;
   engine.sampling = options.sampling;
+  engine.refillSlots = options.refillSlots.value_or(
+      plannedRefillSlots(*plan, engine.residentBatch));
   if (engine.residentBatch <= 0 || engine.maxContext <= 1 || maxNewTokens <= 0)
     return makeError("--batch, --max-context and --max-new-tokens must be "
                      "positive (context at least 2)");
@@ -1076,6 +1097,13 @@ int main(int argc, char **argv) {
                  "on the CUDA backend (default: the plan's pool); sequences "
                  "take it as they grow, wait for it, and are paused and "
                  "resumed when it runs short, with the same answers")
+      ->check(numberIn([](double v) { return v >= 1; }, "at least 1"));
+  app.add_option("--refill-slots", options.refillSlots,
+                 "Take new prompts in once this many slots are free "
+                 "(default: where the plan streams weights, which a prefill "
+                 "pass streams again however few prompts it holds, the count "
+                 "that balances those passes against idle slots; 1: as soon "
+                 "as one frees)")
       ->check(numberIn([](double v) { return v >= 1; }, "at least 1"));
   app.add_option("--max-new-tokens,--max-tokens,--n-predict,-n",
                  options.maxNewTokens,

@@ -126,11 +126,12 @@ RunResult runEngine(
     int32_t residentBatch, const std::vector<Request> &requests,
     SamplingParams sampling = {}, int failAt = -1,
     int64_t parallelSamplingLogits = EngineOptions{}.parallelSamplingLogits,
-    int64_t kvPoolTokens = 0, int32_t wholeSlots = 0,
-    TailPhase *tail = nullptr) {
+    int64_t kvPoolTokens = 0, int32_t wholeSlots = 0, TailPhase *tail = nullptr,
+    int32_t refillSlots = 1) {
   HistoryBackend backend;
   EngineOptions options;
   options.residentBatch = residentBatch;
+  options.refillSlots = refillSlots;
   options.maxContext = kContext;
   options.eosTokenIds = {kEos};
   options.sampling = sampling;
@@ -522,6 +523,35 @@ TEST(Engine, ContinuousRefillKeepsSlotsBusy) {
   // Refill admits new prompts while others decode, so there are far fewer
   // decode steps than a batch-at-a-time run (10 batches x up to 9 steps).
   EXPECT_LT(result.stats.decodeSteps, 10 * 9);
+}
+
+// Refilling once enough slots are free takes the same prompts in fewer
+// prefill passes; no answer changes, greedy or sampled.
+TEST(Engine, RefillWaitsForEnoughFreeSlotsAndChangesNoAnswer) {
+  std::vector<Request> requests = makeRequests(40);
+  for (SamplingParams sampling :
+       {SamplingParams{}, SamplingParams{1.0f, 10, 0.9f, 99}}) {
+    RunResult eager = runEngine(8, requests, sampling);
+    RunResult batched = runEngine(8, requests, sampling, -1,
+                                  EngineOptions{}.parallelSamplingLogits, 0, 0,
+                                  nullptr, /*refillSlots=*/4);
+    ASSERT_TRUE(eager.status.ok() && batched.status.ok());
+    ASSERT_EQ(batched.completions.size(), requests.size());
+    for (const Request &request : requests) {
+      const Completion &got = batched.completions.at(request.index);
+      EXPECT_EQ(got.outputIds, eager.completions.at(request.index).outputIds);
+      if (sampling.temperature == 0)
+        EXPECT_EQ(got.outputIds, expected(request).outputIds);
+    }
+    EXPECT_LT(batched.stats.prefillSteps, eager.stats.prefillSteps);
+    EXPECT_EQ(batched.stats.prompts, eager.stats.prompts);
+    // More than B slots asked for: refills wait for the batch to drain.
+    RunResult drained = runEngine(8, requests, sampling, -1,
+                                  EngineOptions{}.parallelSamplingLogits, 0, 0,
+                                  nullptr, /*refillSlots=*/100);
+    ASSERT_TRUE(drained.status.ok());
+    EXPECT_EQ(drained.stats.prefillSteps, 5);
+  }
 }
 
 TEST(Engine, SamplingOnAllCoresGivesTheSameTokens) {
