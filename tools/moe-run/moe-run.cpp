@@ -8,6 +8,10 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Checkpoint.h"
+#include "DescribePrompts.h"
+#include "JobLengths.h"
+
 #include "runtime/backends/cpu/CpuBackend.h"
 #ifdef MOE_HAVE_CUDA
 #include "runtime/backends/cuda/HardwareProfiler.h"
@@ -15,12 +19,9 @@
 
 #include <cuda_runtime_api.h>
 #endif
-#include "runtime/chat/ChatTemplate.h"
-#include "runtime/costmodel/Refill.h"
 #include "runtime/engine/Engine.h"
 #include "runtime/engine/TailSwitch.h"
 #include "runtime/io/Jsonl.h"
-#include "runtime/io/RequestFields.h"
 #include "runtime/model/ResolvedModel.h"
 #include "runtime/plan/LoadedPlan.h"
 #include "runtime/tokenizer/Tokenizer.h"
@@ -41,7 +42,6 @@
 #include <fstream>
 #include <functional>
 #include <limits>
-#include <map>
 #include <optional>
 #include <thread>
 #include <unistd.h>
@@ -343,293 +343,6 @@ Status profileHardware(const std::string &path) {
 #else
   return makeError("--profile-hardware: this moe-run was built without CUDA");
 #endif
-}
-
-/// The checkpoint's tokenizer.json, or none (synthetic weights, or a
-/// checkpoint without one: prompts then give token ids).
-Result<std::optional<Tokenizer>>
-checkpointTokenizer(const std::string &checkpoint) {
-  std::string path = checkpoint + "/tokenizer.json";
-  if (checkpoint.empty() || !std::filesystem::exists(path))
-    return std::optional<Tokenizer>();
-  MOE_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::fromFile(path));
-  return std::optional<Tokenizer>(std::move(tokenizer));
-}
-
-/// The checkpoint's chat template, for the requests that hold "messages".
-/// One that cannot be read does not stop the job: that is said once here,
-/// and each chat request is answered with its error.
-struct CheckpointChat {
-  std::optional<chat::ChatTemplate> chatTemplate;
-  std::string unavailable;
-
-  ChatPrompting prompting() const {
-    return {chatTemplate ? &*chatTemplate : nullptr, unavailable};
-  }
-};
-
-CheckpointChat checkpointChat(const std::string &checkpoint) {
-  CheckpointChat chat;
-  if (checkpoint.empty())
-    return chat;
-  Result<std::optional<chat::ChatTemplate>> loaded =
-      chat::ChatTemplate::fromCheckpoint(checkpoint);
-  if (loaded.ok()) {
-    chat.chatTemplate = std::move(*loaded);
-    return chat;
-  }
-  chat.unavailable = loaded.error().message();
-  std::fprintf(stderr,
-               "moe-run: warning: %s; requests with \"messages\" are "
-               "answered with this error\n",
-               chat.unavailable.c_str());
-  return chat;
-}
-
-/// The end-of-sequence ids of the checkpoint's generation_config.json
-/// ("eos_token_id": one id or a list), none without that file: chat models
-/// often end turns with an id config.json does not name.
-Result<std::vector<int32_t>>
-generationConfigEos(const std::string &checkpoint) {
-  std::string path = checkpoint + "/generation_config.json";
-  if (checkpoint.empty() || !std::filesystem::exists(path))
-    return std::vector<int32_t>();
-  std::ifstream file(path);
-  nlohmann::json config = nlohmann::json::parse(file, nullptr, false);
-  if (config.is_discarded() || !config.is_object())
-    return makeError("{}: not a JSON object", path);
-  auto eos = config.find("eos_token_id");
-  if (eos == config.end() || eos->is_null())
-    return std::vector<int32_t>();
-  nlohmann::json ids = eos->is_array() ? *eos : nlohmann::json::array({*eos});
-  std::vector<int32_t> out;
-  for (const nlohmann::json &id : ids) {
-    if (!isTokenId(id))
-      return makeError("{}: \"eos_token_id\" must be a token id or a list "
-                       "of them",
-                       path);
-    out.push_back(id.get<int32_t>());
-  }
-  return out;
-}
-
-/// How many requests or answers have each length, by ascending length.
-using LengthCounts = std::map<int64_t, int64_t>;
-
-/// [[length, count], ...]: a histogram as the planner's lengths file holds it.
-nlohmann::json lengthsJson(const LengthCounts &counts) {
-  nlohmann::json pairs = nlohmann::json::array();
-  for (auto [length, count] : counts)
-    pairs.push_back({length, count});
-  return pairs;
-}
-
-/// The tokens `answer` generated, a line of moe-run's answers or of an
-/// OpenAI batch output; none for a failed request or an answer that does
-/// not say. Returns why the line is not an answer, empty when it is.
-std::string readAnswerLength(const nlohmann::json &answer,
-                             std::optional<int64_t> &length) {
-  using nlohmann::json;
-  if (!answer.is_object())
-    return "not a JSON object";
-  bool batch = answer.contains("custom_id");
-  if (!batch && !answer.contains("finish_reason") && !answer.contains("error"))
-    return "not an answer (no \"finish_reason\", \"error\" or \"custom_id\")";
-  if (!answer.value("error", json()).is_null() ||
-      answer.value("finish_reason", json()) == "error")
-    return "";
-  json tokens =
-      answer.value(batch ? "/response/body/usage/completion_tokens"_json_pointer
-                         : "/usage/completion_tokens"_json_pointer,
-                   json());
-  if (tokens.is_null() && !batch) {
-    json ids = answer.value("output_ids", json());
-    if (!ids.is_null() && !ids.is_array())
-      return "\"output_ids\" must be a list of token ids";
-    if (ids.is_array())
-      tokens = ids.size();
-  }
-  if (tokens.is_null())
-    return "";
-  if (!tokens.is_number_integer() || tokens.get<int64_t>() < 0)
-    return fmt::format("\"completion_tokens\" must be a count of tokens, "
-                       "not {}",
-                       tokens.dump());
-  // The planner's lengths start at 1: a sequence takes a step to end.
-  length = std::max<int64_t>(1, tokens.get<int64_t>());
-  return "";
-}
-
-/// The generation lengths an earlier run's answers file observed.
-struct ObservedLengths {
-  LengthCounts generated;
-  int64_t used = 0;
-  int64_t skipped = 0; // failed requests, answers without a length
-};
-
-Result<ObservedLengths> readObservedLengths(const std::string &path) {
-  if (std::filesystem::is_directory(path))
-    return makeError("{}: is a directory, not an answers file", path);
-  std::ifstream file(path);
-  if (!file)
-    return makeError("{}: cannot open the answers file", path);
-  ObservedLengths observed;
-  std::string line;
-  for (int64_t lineNumber = 1; std::getline(file, line); ++lineNumber) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos)
-      continue;
-    std::optional<int64_t> length;
-    std::string why =
-        readAnswerLength(nlohmann::json::parse(line, nullptr, false), length);
-    if (!why.empty())
-      return makeError("{}:{}: {}", path, lineNumber, why);
-    if (length) {
-      ++observed.generated[*length];
-      ++observed.used;
-    } else {
-      ++observed.skipped;
-    }
-  }
-  if (file.bad())
-    return makeError("{}: read error", path);
-  if (observed.used == 0)
-    return makeError("{}: holds no answer with a generation length ({} "
-                     "failed or without one)",
-                     path, observed.skipped);
-  return observed;
-}
-
-/// The shape of the job in the prompts file, as the planner wants it: the
-/// requests, their prompt lengths in tokens and the fewest and most tokens
-/// they ask for (`defaultNewTokens` where a line gives none), the malformed
-/// lines, and the histograms of prompt and generation lengths that the
-/// planner's lengths file holds. Generation lengths are the requests' caps,
-/// the most each may run, unless --observed-answers gives the lengths an
-/// earlier run of similar prompts generated. One JSON object on stdout.
-Status describePrompts(const Options &options, int32_t defaultNewTokens) {
-  if (defaultNewTokens <= 0)
-    return makeError("--max-new-tokens must be at least 1, not {}",
-                     defaultNewTokens);
-  std::optional<ObservedLengths> observed;
-  if (!options.observedAnswers.empty()) {
-    MOE_ASSIGN_OR_RETURN(observed,
-                         readObservedLengths(options.observedAnswers));
-  }
-  MOE_ASSIGN_OR_RETURN(std::optional<Tokenizer> tokenizer,
-                       checkpointTokenizer(options.checkpoint));
-  CheckpointChat chat = checkpointChat(options.checkpoint);
-  MOE_ASSIGN_OR_RETURN(PromptReader prompts,
-                       PromptReader::open(options.prompts,
-                                          tokenizer ? &*tokenizer : nullptr,
-                                          defaultNewTokens, {},
-                                          chat.prompting()));
-  int64_t requests = 0, failed = 0, longest = 0, total = 0, mostNew = 0;
-  int64_t fewestNew = std::numeric_limits<int64_t>::max();
-  LengthCounts promptLengths, newTokenCaps;
-  while (true) {
-    MOE_ASSIGN_OR_RETURN(std::optional<Request> request, prompts.next());
-    if (!request)
-      break;
-    ++requests;
-    if (!request->error.empty()) {
-      ++failed;
-      continue;
-    }
-    int64_t length = int64_t(request->promptIds.size());
-    longest = std::max(longest, length);
-    total += length;
-    mostNew = std::max<int64_t>(mostNew, request->maxNewTokens);
-    fewestNew = std::min<int64_t>(fewestNew, request->maxNewTokens);
-    ++promptLengths[length];
-    ++newTokenCaps[request->maxNewTokens];
-  }
-  int64_t runnable = requests - failed;
-  nlohmann::json shape{
-      {"requests", requests},
-      {"malformed_requests", failed},
-      {"prompt_tokens_max", longest},
-      {"prompt_tokens_mean", runnable ? double(total) / double(runnable) : 0.0},
-      {"new_tokens_min", runnable ? fewestNew : 0},
-      {"new_tokens_max", mostNew},
-      {"prompt_tokens", lengthsJson(promptLengths)},
-      {"generated_tokens",
-       lengthsJson(observed ? observed->generated : newTokenCaps)}};
-  if (observed) {
-    shape["observed_answers"] = observed->used;
-    shape["observed_skipped"] = observed->skipped;
-  }
-  std::printf("%s\n", shape.dump().c_str());
-  return Status::success();
-}
-
-/// Free slots at which new prompts are taken in, by the plan's predictions:
-/// a prefill pass streams the weights a decode step streams (its "weight
-/// copy" stage), whatever few prompts it holds.
-int32_t plannedRefillSlots(const LoadedPlan &plan, int32_t residentBatch) {
-  const plan::Prediction *prediction = plan.plan().prediction();
-  std::optional<costmodel::GenerationLengths> lengths = plan.plannedLengths();
-  if (!prediction || !prediction->decode_stages() || !lengths)
-    return 1;
-  double weightCopy = 0;
-  for (const plan::StageTime *stage : *prediction->decode_stages())
-    if (stage->stage()->string_view() == "weight copy")
-      weightCopy = stage->seconds();
-  return int32_t(
-      costmodel::refillSlots(residentBatch, lengths->generated.mean(),
-                             prediction->decode_step_seconds(), weightCopy));
-}
-
-/// The lengths this run's answers had, beside those the plan was made for.
-struct LengthsSeen {
-  int64_t answered = 0; // error lines hold no lengths
-  double meanPrompt = 0, meanGenerated = 0;
-  std::optional<costmodel::GenerationLengths> planned;
-
-  nlohmann::json json() const {
-    using nlohmann::json;
-    return {{"answered", answered},
-            {"mean_prompt_tokens", meanPrompt},
-            {"mean_generated_tokens", meanGenerated},
-            {"planned_mean_prompt_tokens",
-             planned ? json(planned->prompts.mean()) : json()},
-            {"planned_mean_generated_tokens",
-             planned ? json(planned->generated.mean()) : json()}};
-  }
-
-  /// A hint where the answers generated far more or fewer tokens than the
-  /// plan was priced for ("" otherwise): a plan for the job's own lengths
-  /// would choose its batch for them.
-  std::string hint(const std::string &output) const {
-    // Fewer answers say little about a job's lengths.
-    constexpr int64_t kEnoughAnswers = 64;
-    constexpr double kFarOff = 0.25;
-    if (!planned || answered < kEnoughAnswers || output == "-")
-      return "";
-    double assumed = planned->generated.mean();
-    if (assumed <= 0 || std::abs(meanGenerated - assumed) <= kFarOff * assumed)
-      return "";
-    return fmt::format(
-        "moe-run: the answers generated {:.0f} new tokens on average where "
-        "the plan assumed {:.0f}: a plan for these lengths would suit jobs "
-        "like this one better (moe-run --describe-prompts --observed-answers "
-        "{}, then moe-opt --moe-plan=\"... lengths=...\"; scripts/plan-job.sh "
-        "with MOE_OBSERVED_ANSWERS)",
-        meanGenerated, assumed, output);
-  }
-};
-
-LengthsSeen lengthsSeen(const LoadedPlan &plan, const AnswerWriter &answers) {
-  LengthsSeen seen;
-  for (const auto &[reason, count] : answers.finishReasons())
-    if (reason != "error")
-      seen.answered += count;
-  if (seen.answered > 0) {
-    seen.meanPrompt = double(answers.promptTokens()) / double(seen.answered);
-    seen.meanGenerated =
-        double(answers.completionTokens()) / double(seen.answered);
-  }
-  seen.planned = plan.plannedLengths();
-  return seen;
 }
 
 nlohmann::json statsJson(const Options &options, const LoadedPlan &plan,
@@ -1152,8 +865,10 @@ int main(int argc, char **argv) {
       std::fprintf(stderr, "moe-run: --describe-prompts needs --prompts\n");
       return 1;
     }
-    Status described = describePrompts(
-        options, options.maxNewTokens.value_or(kDefaultNewTokens));
+    Status described =
+        describePrompts(options.prompts, options.checkpoint,
+                        options.maxNewTokens.value_or(kDefaultNewTokens),
+                        options.observedAnswers);
     if (!described.ok()) {
       std::fprintf(stderr, "moe-run: %s\n",
                    described.error().message().c_str());
