@@ -531,10 +531,13 @@ TEST(Engine, RefillWaitsForEnoughFreeSlotsAndChangesNoAnswer) {
   std::vector<Request> requests = makeRequests(40);
   for (SamplingParams sampling :
        {SamplingParams{}, SamplingParams{1.0f, 10, 0.9f, 99}}) {
-    RunResult eager = runEngine(8, requests, sampling);
-    RunResult batched = runEngine(8, requests, sampling, -1,
-                                  EngineOptions{}.parallelSamplingLogits, 0, 0,
-                                  nullptr, /*refillSlots=*/4);
+    auto refillingAt = [&](int32_t slots) {
+      return runEngine(8, requests, sampling, -1,
+                       EngineOptions{}.parallelSamplingLogits, 0, 0, nullptr,
+                       slots);
+    };
+    RunResult eager = refillingAt(1);
+    RunResult batched = refillingAt(4);
     ASSERT_TRUE(eager.status.ok() && batched.status.ok());
     ASSERT_EQ(batched.completions.size(), requests.size());
     for (const Request &request : requests) {
@@ -546,9 +549,7 @@ TEST(Engine, RefillWaitsForEnoughFreeSlotsAndChangesNoAnswer) {
     EXPECT_LT(batched.stats.prefillSteps, eager.stats.prefillSteps);
     EXPECT_EQ(batched.stats.prompts, eager.stats.prompts);
     // More than B slots asked for: refills wait for the batch to drain.
-    RunResult drained = runEngine(8, requests, sampling, -1,
-                                  EngineOptions{}.parallelSamplingLogits, 0, 0,
-                                  nullptr, /*refillSlots=*/100);
+    RunResult drained = refillingAt(100);
     ASSERT_TRUE(drained.status.ok());
     EXPECT_EQ(drained.stats.prefillSteps, 5);
   }
