@@ -125,23 +125,24 @@ LogicalResult BatchingAttr::verify(
   if (minGeneratedTokens < 0 || minGeneratedTokens > generatedTokens)
     return emitError() << "min_generated_tokens must be in [0, "
                        << generatedTokens << "]";
-  for (auto [name, attr, least, longest] :
-       {std::tuple{"prompt_lengths", promptLengths, int64_t(1), promptTokens},
-        std::tuple{"generated_lengths", generatedLengths, int64_t(0),
-                   generatedTokens}}) {
-    if (!attr)
-      continue;
-    ::moe::Result<::moe::costmodel::LengthDistribution> lengths =
-        ::moe::costmodel::LengthDistribution::fromFlatBins(attr.asArrayRef(),
-                                                           least);
-    if (!lengths.ok())
-      return emitError() << name << ": " << lengths.error().message();
-    if (lengths->longest() != longest)
-      return emitError() << name << " reach " << lengths->longest()
-                         << " tokens, not the "
-                         << (least ? "prompt_tokens" : "generated_tokens")
-                         << " of " << longest;
-  }
+  auto bins = [](DenseF64ArrayAttr flat) {
+    return flat ? std::span(flat.asArrayRef().data(), flat.size())
+                : std::span<const double>();
+  };
+  ::moe::Result<::moe::costmodel::GenerationLengths> lengths =
+      ::moe::costmodel::GenerationLengths::recorded(
+          promptTokens, generatedTokens, minGeneratedTokens,
+          bins(promptLengths), bins(generatedLengths));
+  if (!lengths.ok())
+    return emitError() << lengths.error().message();
+  for (auto [name, field, longest, recorded] :
+       {std::tuple{"prompt_lengths", "prompt_tokens",
+                   lengths->prompts.longest(), promptTokens},
+        std::tuple{"generated_lengths", "generated_tokens",
+                   lengths->generated.longest(), generatedTokens}})
+    if (longest != recorded)
+      return emitError() << name << " reach " << longest << " tokens, not the "
+                         << field << " of " << recorded;
   int64_t page = ::moe::model::hostKvPageTokens(promptTokens + generatedTokens);
   if (hostKvPoolTokens < 0 || hostKvPoolTokens % page != 0)
     return emitError() << "host_kv_pool_tokens must be a non-negative "

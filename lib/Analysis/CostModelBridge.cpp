@@ -153,20 +153,17 @@ mlir::moe::buildCostModelView(ModuleOp module, const PlanDtypes &dtypes) {
 
 ::moe::costmodel::GenerationLengths
 mlir::moe::lengthsOf(BatchingAttr batching) {
-  ::moe::costmodel::GenerationLengths lengths =
-      ::moe::costmodel::GenerationLengths::spread(
-          batching.getPromptTokens(), batching.getGeneratedTokens(),
-          batching.getMinGeneratedTokens());
+  auto bins = [](DenseF64ArrayAttr flat) {
+    return flat ? std::span(flat.asArrayRef().data(), flat.size())
+                : std::span<const double>();
+  };
   // The verifier accepted the recorded distributions.
-  if (DenseF64ArrayAttr prompts = batching.getPromptLengths())
-    lengths.prompts = ::moe::costmodel::LengthDistribution::fromFlatBins(
-                          prompts.asArrayRef(), 1)
-                          .value();
-  if (DenseF64ArrayAttr generated = batching.getGeneratedLengths())
-    lengths.generated = ::moe::costmodel::LengthDistribution::fromFlatBins(
-                            generated.asArrayRef(), 0)
-                            .value();
-  return lengths;
+  return ::moe::costmodel::GenerationLengths::recorded(
+             batching.getPromptTokens(), batching.getGeneratedTokens(),
+             batching.getMinGeneratedTokens(),
+             bins(batching.getPromptLengths()),
+             bins(batching.getGeneratedLengths()))
+      .value();
 }
 
 DenseF64ArrayAttr

@@ -223,6 +223,26 @@ GenerationLengths GenerationLengths::spread(int64_t promptTokens,
                        : LengthDistribution::fixed(longest)};
 }
 
+Result<GenerationLengths> GenerationLengths::recorded(
+    int64_t promptTokens, int64_t generatedTokens, int64_t minGenerated,
+    std::span<const double> promptBins, std::span<const double> generatedBins) {
+  GenerationLengths lengths =
+      spread(promptTokens, generatedTokens, minGenerated);
+  for (auto [name, bins, least, distribution] :
+       {std::tuple{"prompt_lengths", promptBins, int64_t(1), &lengths.prompts},
+        std::tuple{"generated_lengths", generatedBins, int64_t(0),
+                   &lengths.generated}}) {
+    if (bins.empty())
+      continue;
+    Result<LengthDistribution> read =
+        LengthDistribution::fromFlatBins(bins, least);
+    if (!read.ok())
+      return read.error().withContext(name);
+    *distribution = std::move(read).value();
+  }
+  return lengths;
+}
+
 int64_t GenerationLengths::promptTokens() const {
   // A whole mean stays itself despite the division's rounding.
   return int64_t(std::ceil(prompts.mean() - 1e-9));

@@ -81,6 +81,13 @@ struct GenerationLengths {
   // [shortest, longest] (0 for shortest: all `longest` long).
   static GenerationLengths spread(int64_t promptTokens, int64_t longest,
                                   int64_t shortest = 0);
+  // The lengths a plan records: spread(promptTokens, generatedTokens,
+  // minGenerated), each distribution replaced by its flat bins where they
+  // are given (empty: not). Errors name the field the bins came from.
+  static Result<GenerationLengths>
+  recorded(int64_t promptTokens, int64_t generatedTokens, int64_t minGenerated,
+           std::span<const double> promptBins,
+           std::span<const double> generatedBins);
 
   // A prompt's tokens on average, rounded up: what prefill is priced and
   // its memory sized for (the backend chunks prefill by rows, so a longer

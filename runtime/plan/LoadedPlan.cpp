@@ -179,25 +179,24 @@ Result<costmodel::GenerationLengths> lengthsOf(const plan::Batching &b) {
                      "{}]",
                      b.prompt_tokens(), b.min_generated_tokens(),
                      b.generated_tokens());
-  costmodel::GenerationLengths lengths = costmodel::GenerationLengths::spread(
-      b.prompt_tokens(), b.generated_tokens(), b.min_generated_tokens());
-  for (auto [name, flat, least, longest, distribution] :
-       {std::tuple{"prompt_lengths", b.prompt_lengths(), int64_t(1),
-                   b.prompt_tokens(), &lengths.prompts},
-        std::tuple{"generated_lengths", b.generated_lengths(), int64_t(0),
-                   b.generated_tokens(), &lengths.generated}}) {
-    if (!flat)
-      continue;
-    Result<costmodel::LengthDistribution> read =
-        costmodel::LengthDistribution::fromFlatBins(
-            std::span(flat->data(), flat->size()), least);
-    if (!read.ok())
-      return read.error().withContext(fmt::format("batching: {}", name));
-    if (read->longest() != longest)
+  auto bins = [](const flatbuffers::Vector<double> *flat) {
+    return flat ? std::span(flat->data(), flat->size())
+                : std::span<const double>();
+  };
+  Result<costmodel::GenerationLengths> lengths =
+      costmodel::GenerationLengths::recorded(
+          b.prompt_tokens(), b.generated_tokens(), b.min_generated_tokens(),
+          bins(b.prompt_lengths()), bins(b.generated_lengths()));
+  if (!lengths.ok())
+    return lengths.error().withContext("batching");
+  for (auto [name, longest, recorded] :
+       {std::tuple{"prompt_lengths", lengths->prompts.longest(),
+                   b.prompt_tokens()},
+        std::tuple{"generated_lengths", lengths->generated.longest(),
+                   b.generated_tokens()}})
+    if (longest != recorded)
       return makeError("batching: {} reach {} tokens, not the {} recorded",
-                       name, read->longest(), longest);
-    *distribution = std::move(read).value();
-  }
+                       name, longest, recorded);
   return lengths;
 }
 
