@@ -31,6 +31,8 @@ that job's prompt and generation length distributions instead: the plan is made 
 (moe-opt lengths=) and the window's sequences are at contexts drawn as a refilled batch of that job
 holds them (a prompt drawn by its count, a generation in proportion to count times length, caught
 at a uniform point of it).
+With --trace, `run` also writes each case's first decode step as the backend ran it, stream by
+stream, beside the plan's timeline (DIR/<case>.trace.json, Chrome's trace format).
 """
 import argparse
 import json
@@ -247,6 +249,8 @@ def run_case(args, case, batch):
                "--prompts", str(prompts), "--output", str(args.out / f"{name}.answers.jsonl"),
                "--stats", str(stats_path), "--backend", args.backend, "--batch", str(batch),
                "--max-context", str(max_context(args)), "--progress"]
+    if args.trace:
+        command += ["--trace", str(args.out / f"{name}.trace.json")]
     log(f"{name}: {' '.join(command)}")
     started = time.time()
     log_path = args.out / f"{name}.log"
@@ -458,6 +462,9 @@ def main():
     p.add_argument("--batches", type=int, nargs="+", default=None,
                    help="a sweep: plan and run each case capped at each of these resident batches")
     p.add_argument("--backend", default="cuda", choices=["cuda", "cpu", "auto"])
+    p.add_argument("--trace", action="store_true",
+                   help="run: write each case's first decode step, as run, beside the plan's "
+                        "timeline (DIR/<case>.trace.json, moe-run --trace)")
     p.add_argument("--hf-batches", type=int, nargs="+", default=[],
                    help="also run HuggingFace transformers on each case at these static batches")
     p.add_argument("--hf-max-seconds", type=float, default=None,
