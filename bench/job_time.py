@@ -2,21 +2,24 @@
 """End-to-end time of a long-generation job from a plan's predictions and what was measured
 of it, where the whole job does not fit the GPU time at hand.
 
-A job of N requests (prompts and generations drawn with a fixed seed from the lengths the plan
-was made for: its bins, each spreading evenly over its lengths; each request's budget its drawn
-generation) runs on a refilled batch of the plan's B slots: while requests are admitted, every decode step holds B sequences at the steady state's
-contexts and takes the measured steady-state step; each admission prefills its prompt at the
-measured prefill rate. Once the last request is admitted the batch drains, and a step with n live
-sequences takes the plan's step at n (its live-step curve, priced at the tail's contexts) times
---tail-scale (measured over predicted for such a step, 1 without a measurement). With --tail-plan,
-the job moves to the plan's tail plan as moe-run's TailSwitch would (every request admitted, the
-live sequences fit its slots, the steps they are expected to run save more than --switch-seconds
-of preparing it plus recomputing their caches at its predicted prefill rate), and its steps take
-its curve times --tail-plan-scale (measured over predicted for its step; default --tail-scale).
+A job of N requests (prompts and generations drawn with a fixed seed from the lengths the plan was
+made for: its bins, each spreading evenly over its lengths; each request's budget its drawn
+generation) runs on a refilled batch of the plan's B slots: while requests are admitted, every
+decode step holds the live sequences at the steady state's contexts and takes the measured
+steady-state step. The batch is refilled as moe-run refills it: once the plan's refill slots (its
+explanation's refill.slots; --refill-slots N instead) are free, or none is busy; each such pass
+streams the plan's weights once (refill.pass_seconds) and prefills its prompts at the measured
+prefill rate. Once the last request is admitted the batch drains, and a step with n live sequences
+takes the plan's step at n (its live-step curve, priced at the tail's contexts) times --tail-scale
+(measured over predicted for such a step, 1 without a measurement). With --tail-plan, the job moves
+to the plan's tail plan as moe-run's TailSwitch would (every request admitted, the live sequences
+fit its slots, the steps they are expected to run save more than --switch-seconds of preparing it
+plus recomputing their caches at its predicted prefill rate), and its steps take its curve times
+--tail-plan-scale (measured over predicted for its step; default --tail-scale).
 
   python3 bench/job_time.py --explain PLAN.explain.json --steady-step 1.29 --prefill-rate 11000 \\
-      [--requests 4096] [--seed 1] [--tail-scale 1.2] [--tail-plan [--tail-plan-scale 1.3]
-      --switch-seconds 60] [--json OUT]
+      [--requests 4096] [--seed 1] [--refill-slots N] [--tail-scale 1.2]
+      [--tail-plan [--tail-plan-scale 1.3] --switch-seconds 60] [--json OUT]
 
 Writes one line (and with --json the numbers); a job of 4,096 requests simulates in seconds.
 """
@@ -91,6 +94,9 @@ def simulate(args, explain):
     if not tail:
         sys.exit("job_time: the plan's explanation has no live-step curves (they come with a "
                  "tail plan: plan the job with tail-plan on, where one saves time)")
+    refill = explain["report"].get("refill", {})
+    refill_at = args.refill_slots or refill.get("slots", 1)
+    pass_seconds = refill.get("pass_seconds", 0.0)
     main_at, tail_at = curve(tail["main_steps"]), curve(tail["tail_steps"])
     slots = tail["decision"]["resident_batch"]
     recompute_rate = tail["report"]["prefill_tokens_per_second"]
@@ -100,13 +106,17 @@ def simulate(args, explain):
     live = []  # [generated, budget, prompt] of each live sequence
     admitted = 0
     now = tokens = steps = 0.0
+    passes = 0
     last_admission = switched_at = None
     on_tail = False
     while admitted < args.requests or live:
-        fresh = min(batch - len(live), args.requests - admitted)
-        live += [[0, lengths[admitted + i], prompt_of[admitted + i]] for i in range(fresh)]
-        now += sum(prompt_of[admitted:admitted + fresh]) / args.prefill_rate
-        admitted += fresh
+        free = batch - len(live)
+        if admitted < args.requests and (free >= refill_at or not live):
+            fresh = min(free, args.requests - admitted)
+            live += [[0, lengths[admitted + i], prompt_of[admitted + i]] for i in range(fresh)]
+            now += pass_seconds + sum(prompt_of[admitted:admitted + fresh]) / args.prefill_rate
+            admitted += fresh
+            passes += 1
         drained = admitted == args.requests
         if drained and last_admission is None:
             last_admission = now
@@ -133,6 +143,7 @@ def simulate(args, explain):
         live = [[g + 1, b, p] for g, b, p in live if g + 1 < b]
     return {
         "requests": args.requests, "resident_batch": batch, "tail_plan": args.tail_plan,
+        "refill_slots": refill_at, "refill_passes": passes,
         "seconds": now, "new_tokens": tokens, "decode_steps": steps,
         "tokens_per_second": tokens / now, "last_admission_seconds": last_admission,
         "tail_seconds": now - last_admission,
@@ -157,6 +168,9 @@ def main():
                    help="measured prefill of the job's prompts, tokens/s")
     p.add_argument("--requests", type=int, default=4096)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--refill-slots", type=int, default=None,
+                   help="refill once this many slots are free (default: the plan's; 1 refills "
+                        "as soon as one is)")
     p.add_argument("--tail-scale", type=float, default=1.0,
                    help="measured over predicted for a drained batch's step")
     p.add_argument("--tail-plan", action="store_true", help="switch to the plan's tail plan")
@@ -173,6 +187,8 @@ def main():
             sys.exit(f"job_time: --{name.replace('_', '-')} must be positive")
     if args.requests < 1:
         sys.exit("job_time: --requests must be at least 1")
+    if args.refill_slots is not None and args.refill_slots < 1:
+        sys.exit("job_time: --refill-slots must be at least 1")
     with open(args.explain) as f:
         explain = json.load(f)
     result = simulate(args, explain)
@@ -181,7 +197,8 @@ def main():
     print(f"{result['requests']} requests on B {result['resident_batch']}"
           f"{' with the tail plan' if args.tail_plan else ''}: {duration(result['seconds'])}, "
           f"{result['new_tokens']:.0f} new tokens, {result['tokens_per_second']:.1f} tok/s "
-          f"overall; the tail after the last admission {duration(tail)} "
+          f"overall, {result['refill_passes']} refill passes at {result['refill_slots']} free "
+          f"slots; the tail after the last admission {duration(tail)} "
           f"({100 * tail / result['seconds']:.1f}%)"
           + (f", on the tail plan from {duration(switched - result['last_admission_seconds'])} "
              "into it" if switched is not None else ""))

@@ -164,8 +164,8 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
                       ::moe::model::hostKvPageTokens(lengths.maxContext())));
   hostAttentionRow(os, b);
   row(os, "decode context, steady state",
-      llvm::formatv("{0} tokens on average ({1:F2} sequences finish and "
-                    "are refilled a step; contexts reach {2})",
+      llvm::formatv("{0} tokens on average ({1:F2} sequences finish a step; "
+                    "contexts reach {2})",
                     lengths.meanDecodeContext(),
                     lengths.finishedPerStep(b.getResidentBatch()),
                     lengths.maxContext()));
@@ -187,6 +187,14 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
       llvm::formatv("{0:F1} tok/s ({1:F3} s for B prompts)",
                     number(report, "prefill_tokens_per_second"),
                     number(report, "prefill_seconds")));
+  if (auto refill = report.getAs<DictionaryAttr>("refill"))
+    row(os, "refill",
+        llvm::formatv("when {0} slots are free, every {1:F1} steps: its "
+                      "passes' weight streams ({2:F3} s each) and the idle "
+                      "slots cost {3:P1} of a step",
+                      integer(refill, "slots"), number(refill, "steps_between"),
+                      number(refill, "pass_seconds"),
+                      number(refill, "fraction_of_step")));
   auto roofline = report.getAs<DictionaryAttr>("roofline");
   row(os, "roofline bound",
       llvm::formatv(

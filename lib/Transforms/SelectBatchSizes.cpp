@@ -11,6 +11,7 @@
 
 #include "dialects/MoE/MoEOps.h"
 #include "runtime/costmodel/Phases.h"
+#include "runtime/costmodel/Refill.h"
 
 #include "mlir/IR/Builders.h"
 #include "llvm/Support/Path.h"
@@ -229,6 +230,24 @@ SelectBatchSizesPass::report(const cm::PlanChoice &choice,
           .add("file", llvm::sys::path::filename(this->profile.getValue()))
           .get();
 
+  // How the runtime refills this plan's batch (moe-run derives the same
+  // from the plan): each pass streams what a decode step streams.
+  const double passSeconds = choice.decode.stage(cm::Stage::WeightCopy);
+  const double meanGenerated = best.plan.lengths.generated.mean();
+  const int64_t refillAt =
+      cm::refillSlots(best.plan.residentBatch, meanGenerated,
+                      best.decodeStepSeconds, passSeconds);
+  const cm::RefillCost refillCost =
+      cm::refillCost(best.plan.residentBatch, meanGenerated,
+                     best.decodeStepSeconds, passSeconds, refillAt);
+  DictionaryAttr refill =
+      Report(context)
+          .add("slots", refillAt)
+          .add("steps_between", refillCost.stepsBetween)
+          .add("pass_seconds", passSeconds)
+          .add("fraction_of_step", refillCost.fractionOfStep)
+          .get();
+
   return Report(context)
       .add("profile", priced)
       .add("decode_tokens_per_second", best.decodeTokensPerSecond)
@@ -242,6 +261,7 @@ SelectBatchSizesPass::report(const cm::PlanChoice &choice,
       .add("gpu_memory", gpu)
       .add("host_memory", host)
       .add("roofline", bound)
+      .add("refill", refill)
       .add("candidates_evaluated",
            static_cast<int64_t>(choice.candidatesEvaluated))
       .add("runner_ups", builder.getArrayAttr(runnerUps))

@@ -19,4 +19,14 @@ namespace moe::costmodel {
 int64_t refillSlots(int64_t residentBatch, double meanGenerated,
                     double stepSeconds, double passSeconds);
 
+// What refilling at `slots` free slots costs in that model: a pass every
+// `stepsBetween` steps (at least every step) and, per step, its share of
+// a pass and of the idle slots, as a fraction of the step.
+struct RefillCost {
+  double stepsBetween = 1;
+  double fractionOfStep = 0;
+};
+RefillCost refillCost(int64_t residentBatch, double meanGenerated,
+                      double stepSeconds, double passSeconds, int64_t slots);
+
 } // namespace moe::costmodel

@@ -23,6 +23,16 @@ TEST(Refill, BalancesPassesAgainstIdleSlots) {
     EXPECT_LE(costPerStep(chosen), costPerStep(k) + 1e-3) << k;
   EXPECT_EQ(slots, std::llround(batch * std::sqrt(2 * pass /
                                                   (meanGenerated * step))));
+  RefillCost cost = refillCost(batch, meanGenerated, step, pass, slots);
+  EXPECT_DOUBLE_EQ(cost.stepsBetween, chosen);
+  EXPECT_NEAR(cost.fractionOfStep, costPerStep(chosen) / step, 1e-12);
+  // Refilling as soon as a slot frees: a pass every step where several
+  // finish a step.
+  RefillCost eager = refillCost(batch, meanGenerated, step, pass, 1);
+  EXPECT_DOUBLE_EQ(eager.stepsBetween, 1);
+  EXPECT_NEAR(eager.fractionOfStep,
+              (pass + finishing / 2 * step / batch) / step, 1e-12);
+  EXPECT_GT(eager.fractionOfStep, cost.fractionOfStep);
 }
 
 TEST(Refill, AsSoonAsASlotFreesWhereAPassCostsNothing) {
