@@ -187,14 +187,22 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
       llvm::formatv("{0:F1} tok/s ({1:F3} s for B prompts)",
                     number(report, "prefill_tokens_per_second"),
                     number(report, "prefill_seconds")));
-  if (auto refill = report.getAs<DictionaryAttr>("refill"))
-    row(os, "refill",
-        llvm::formatv("when {0} slots are free, every {1:F1} steps: its "
-                      "passes' weight streams ({2:F3} s each) and the idle "
-                      "slots cost {3:P1} of a step",
-                      integer(refill, "slots"), number(refill, "steps_between"),
-                      number(refill, "pass_seconds"),
-                      number(refill, "fraction_of_step")));
+  if (auto refill = report.getAs<DictionaryAttr>("refill")) {
+    int64_t slots = integer(refill, "slots");
+    if (number(refill, "pass_seconds") <= 0)
+      row(os, "refill",
+          "as soon as a slot is free (the plan streams no "
+          "weights: a pass costs its prompts alone)");
+    else
+      row(os, "refill",
+          llvm::formatv("when {0} {1} free, every {2:F1} steps: its passes' "
+                        "weight streams ({3:F3} s each) and the idle slots "
+                        "cost {4:P1} of a step",
+                        slots, slots == 1 ? "slot is" : "slots are",
+                        number(refill, "steps_between"),
+                        number(refill, "pass_seconds"),
+                        number(refill, "fraction_of_step")));
+  }
   auto roofline = report.getAs<DictionaryAttr>("roofline");
   row(os, "roofline bound",
       llvm::formatv(
