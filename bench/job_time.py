@@ -198,7 +198,8 @@ def main():
           f"{' with the tail plan' if args.tail_plan else ''}: {duration(result['seconds'])}, "
           f"{result['new_tokens']:.0f} new tokens, {result['tokens_per_second']:.1f} tok/s "
           f"overall, {result['refill_passes']} refill passes at {result['refill_slots']} free "
-          f"slots; the tail after the last admission {duration(tail)} "
+          f"slot{'' if result['refill_slots'] == 1 else 's'}; the tail after the last admission "
+          f"{duration(tail)} "
           f"({100 * tail / result['seconds']:.1f}%)"
           + (f", on the tail plan from {duration(switched - result['last_admission_seconds'])} "
              "into it" if switched is not None else ""))
