@@ -94,8 +94,11 @@ struct SelectBatchSizesPass
   void runOnOperation() override;
   FailureOr<cm::HardwareProfile> loadProfile();
   FailureOr<cm::GenerationLengths> jobLengths();
+  // `refills`: the job's plan, which takes in new prompts as slots free
+  // (a tail plan runs after the last admission).
   DictionaryAttr report(const cm::PlanChoice &choice,
-                        const cm::HardwareProfile &profile);
+                        const cm::HardwareProfile &profile, bool refills);
+  DictionaryAttr refillReport(const cm::PlanChoice &choice);
   DictionaryAttr tailReport(const cm::TailChoice &tail, BatchingAttr batching,
                             const cm::HardwareProfile &profile);
 };
@@ -149,9 +152,9 @@ FailureOr<cm::GenerationLengths> SelectBatchSizesPass::jobLengths() {
   return std::move(loaded).value();
 }
 
-DictionaryAttr
-SelectBatchSizesPass::report(const cm::PlanChoice &choice,
-                             const cm::HardwareProfile &profile) {
+DictionaryAttr SelectBatchSizesPass::report(const cm::PlanChoice &choice,
+                                            const cm::HardwareProfile &profile,
+                                            bool refills) {
   MLIRContext *context = &getContext();
   Builder builder(context);
   const cm::Candidate &best = choice.best;
@@ -230,26 +233,8 @@ SelectBatchSizesPass::report(const cm::PlanChoice &choice,
           .add("file", llvm::sys::path::filename(this->profile.getValue()))
           .get();
 
-  // How the runtime refills this plan's batch (moe-run derives the same
-  // from the plan): each pass streams what a decode step streams.
-  const double passSeconds = choice.decode.stage(cm::Stage::WeightCopy);
-  const double meanGenerated = best.plan.lengths.generated.mean();
-  const int64_t refillAt =
-      cm::refillSlots(best.plan.residentBatch, meanGenerated,
-                      best.decodeStepSeconds, passSeconds);
-  const cm::RefillCost refillCost =
-      cm::refillCost(best.plan.residentBatch, meanGenerated,
-                     best.decodeStepSeconds, passSeconds, refillAt);
-  DictionaryAttr refill =
-      Report(context)
-          .add("slots", refillAt)
-          .add("steps_between", refillCost.stepsBetween)
-          .add("pass_seconds", passSeconds)
-          .add("fraction_of_step", refillCost.fractionOfStep)
-          .get();
-
-  return Report(context)
-      .add("profile", priced)
+  Report result(context);
+  result.add("profile", priced)
       .add("decode_tokens_per_second", best.decodeTokensPerSecond)
       .add("decode_step_seconds", best.decodeStepSeconds)
       .add("prefill_tokens_per_second", choice.prefillTokensPerSecond)
@@ -261,10 +246,31 @@ SelectBatchSizesPass::report(const cm::PlanChoice &choice,
       .add("gpu_memory", gpu)
       .add("host_memory", host)
       .add("roofline", bound)
-      .add("refill", refill)
       .add("candidates_evaluated",
            static_cast<int64_t>(choice.candidatesEvaluated))
-      .add("runner_ups", builder.getArrayAttr(runnerUps))
+      .add("runner_ups", builder.getArrayAttr(runnerUps));
+  if (refills)
+    result.add("refill", refillReport(choice));
+  return result.get();
+}
+
+// How the runtime refills the job's batch (moe-run derives the same from
+// the plan): each pass streams what a decode step streams.
+DictionaryAttr
+SelectBatchSizesPass::refillReport(const cm::PlanChoice &choice) {
+  const cm::Candidate &best = choice.best;
+  const double passSeconds = choice.decode.stage(cm::Stage::WeightCopy);
+  const double meanGenerated = best.plan.lengths.generated.mean();
+  const int64_t slots = cm::refillSlots(best.plan.residentBatch, meanGenerated,
+                                        best.decodeStepSeconds, passSeconds);
+  const cm::RefillCost cost =
+      cm::refillCost(best.plan.residentBatch, meanGenerated,
+                     best.decodeStepSeconds, passSeconds, slots);
+  return Report(&getContext())
+      .add("slots", slots)
+      .add("steps_between", cost.stepsBetween)
+      .add("pass_seconds", passSeconds)
+      .add("fraction_of_step", cost.fractionOfStep)
       .get();
 }
 
@@ -282,7 +288,7 @@ SelectBatchSizesPass::tailReport(const cm::TailChoice &tail,
   };
   return Report(context)
       .add("batching", batching)
-      .add("report", report(tail.plan, profile))
+      .add("report", report(tail.plan, profile, /*refills=*/false))
       .add("context_tokens", tail.lengths.meanDecodeContext())
       .add("main_steps", curveOf(tail.mainSteps))
       .add("tail_steps", curveOf(tail.tailSteps))
@@ -372,7 +378,8 @@ void SelectBatchSizesPass::runOnOperation() {
         recorded(planned.generated));
   };
   module->setAttr(MoEDialect::kBatchingAttrName, batchingOf(choice->best.plan));
-  module->setAttr(MoEDialect::kPlanReportAttrName, report(*choice, *hardware));
+  module->setAttr(MoEDialect::kPlanReportAttrName,
+                  report(*choice, *hardware, /*refills=*/true));
   if (!tail)
     return;
   ::moe::Result<std::optional<cm::TailChoice>> tailChoice =
