@@ -774,6 +774,50 @@ void checkArgmaxInBothDtypes(const std::vector<float> &values, int64_t rows,
   checkArgmax(bits, rows, vocab, rounded);
 }
 
+// Pinned host memory read and written by the SMs, as the host attention's
+// outputs are: every byte lands, none past the end, aligned or not.
+TEST(Kernels, CopyOnSmsMovesPinnedHostBytes) {
+  REQUIRE_DEVICE();
+  std::mt19937 rng = freshRng();
+  constexpr size_t kCapacity = (size_t(1) << 20) + 64;
+  uint8_t *pinned = nullptr;
+  check(cudaHostAlloc(reinterpret_cast<void **>(&pinned), kCapacity,
+                      cudaHostAllocDefault),
+        "cudaHostAlloc");
+  Device<uint8_t> device(kCapacity);
+  for (size_t bytes : {size_t(0), size_t(1), size_t(16), size_t(17),
+                       size_t(4099), size_t(1) << 20})
+    for (size_t offset : {size_t(0), size_t(3), size_t(16)}) {
+      SCOPED_TRACE(testing::Message() << bytes << " bytes at +" << offset);
+      std::uniform_int_distribution<int> byte(0, 255);
+      for (size_t i = 0; i < kCapacity; ++i)
+        pinned[i] = uint8_t(byte(rng));
+      device.poison();
+      LAUNCH(gpu::copyOnSms(device.get() + offset, pinned + offset, bytes,
+                            nullptr));
+      std::vector<uint8_t> got = device.download();
+      for (size_t i = 0; i < kCapacity; ++i) {
+        bool copied = i >= offset && i < offset + bytes;
+        ASSERT_EQ(got[i], copied ? pinned[i] : 0xFF) << "byte " << i;
+      }
+      // And back: the device's bytes into the pinned buffer.
+      std::vector<uint8_t> before(pinned, pinned + kCapacity);
+      std::vector<uint8_t> fresh(kCapacity);
+      for (uint8_t &b : fresh)
+        b = uint8_t(byte(rng));
+      check(cudaMemcpy(device.get(), fresh.data(), kCapacity,
+                       cudaMemcpyHostToDevice),
+            "cudaMemcpy H2D");
+      LAUNCH(gpu::copyOnSms(pinned + offset, device.get() + offset, bytes,
+                            nullptr));
+      for (size_t i = 0; i < kCapacity; ++i) {
+        bool copied = i >= offset && i < offset + bytes;
+        ASSERT_EQ(pinned[i], copied ? fresh[i] : before[i]) << "byte " << i;
+      }
+    }
+  cudaFreeHost(pinned);
+}
+
 TEST(Kernels, ArgmaxFirstMaximum) {
   REQUIRE_DEVICE();
   std::mt19937 rng = freshRng();

@@ -30,7 +30,7 @@ Status HostAttention::prepare(PinnedHostPool &pinned, int64_t rows,
   return Status::success();
 }
 
-Result<cudaEvent_t>
+Result<HostAttention::Outputs>
 HostAttention::attend(cudaStream_t compute, const Event *kvStored,
                       const HostRows &rows, const Layer &layer, const bf16 *q,
                       bf16 *out, int layerIndex, BackendCounters &counters) {
@@ -65,8 +65,6 @@ HostAttention::attend(cudaStream_t compute, const Event *kvStored,
   args.scale = layer.scale;
   args.out.bf16 = outputs_;
   MOE_CUDA_TRY(cudaLaunchHostFunc(stream, &HostAttention::run, &job));
-  MOE_CUDA_TRY(cudaMemcpyAsync(out + rows.firstRow * width, outputs_, bytes,
-                               cudaMemcpyHostToDevice, stream));
   MOE_RETURN_IF_ERROR(trace->stop(
       span, stream, "host attention",
       [&] { return layerSpanName(layerIndex, "host attention"); },
@@ -81,7 +79,14 @@ HostAttention::attend(cudaStream_t compute, const Event *kvStored,
   }
   counters.hostKvBytesRead += kvBytes;
   counters.hostAttentionBytes += int64_t(2 * bytes);
-  return done_->get();
+  return Outputs{done_->get(), outputs_, out + rows.firstRow * width, bytes};
+}
+
+Status HostAttention::collect(cudaStream_t compute, const Outputs &outputs) {
+  MOE_CUDA_TRY(cudaStreamWaitEvent(compute, outputs.attended));
+  MOE_CUDA_TRY(
+      kernels::copyOnSms(outputs.to, outputs.from, outputs.bytes, compute));
+  return Status::success();
 }
 
 void CUDART_CB HostAttention::run(void *opaque) {

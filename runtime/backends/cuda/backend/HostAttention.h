@@ -2,11 +2,13 @@
 // (the last ones; runtime/host/DecodeAttention.h over the host slots' KV in
 // pinned memory), beside the GPU attending the others. Per attention op and
 // chunk, on the host stream: the rows' queries are copied to pinned memory
-// once the compute stream has made them, a host function attends them once
-// their new K/V rows are stored, and the outputs are copied into the op's
-// output rows; the compute stream waits for them only before the output
-// projection. The stream keeps the ops in order, so one pinned buffer each
-// serves every op.
+// once the compute stream has made them, and a host function attends them
+// once their new K/V rows are stored. The compute stream, before the output
+// projection, waits for it and reads the outputs into the op's output rows
+// with its own SMs: a copy would wait behind the weight and KV loads queued
+// on the copy engine that serves every host-to-device copy, and the host's
+// next layer waits for this one's outputs. The stream keeps the ops in
+// order, so one pinned buffer each serves every op.
 #pragma once
 
 #include "runtime/backends/cuda/Memory.h"
@@ -38,6 +40,15 @@ public:
     const float *sinks = nullptr;
   };
 
+  // An attention queued on the host stream: its end, and the outputs it
+  // leaves in pinned memory for the op's output rows.
+  struct Outputs {
+    cudaEvent_t attended = nullptr;
+    const void *from = nullptr;
+    void *to = nullptr;
+    size_t bytes = 0;
+  };
+
   // Pinned buffers for `rows` rows of at most `width` query elements, the
   // host stream and its events, and the kernels on a pool of every core
   // but one.
@@ -47,12 +58,14 @@ public:
   // Queues the attention of `rows` of the chunk: queries q (device, bf16
   // [chunk rows, heads·headDim]) after the compute stream's work so far,
   // the host's run after `kvStored` (the new rows' store; null when the op
-  // stores none), the outputs into `out`'s rows. Returns the event the
-  // compute stream must wait for before it reads them.
-  Result<cudaEvent_t> attend(cudaStream_t compute, const Event *kvStored,
-                             const HostRows &rows, const Layer &layer,
-                             const bf16 *q, bf16 *out, int layerIndex,
-                             BackendCounters &counters);
+  // stores none). Returns where its outputs go, for collect().
+  Result<Outputs> attend(cudaStream_t compute, const Event *kvStored,
+                         const HostRows &rows, const Layer &layer,
+                         const bf16 *q, bf16 *out, int layerIndex,
+                         BackendCounters &counters);
+  // The compute stream waits for the attention that gave `outputs` and
+  // reads them into their rows.
+  static Status collect(cudaStream_t compute, const Outputs &outputs);
 
   // Once the pass has finished (every host function ran): the first error
   // one met, else the seconds the host spent attending since the last call.

@@ -144,9 +144,9 @@ KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
         "KV store"));
     MOE_RETURN_IF_ERROR(stored_->record(store));
   }
-  std::optional<cudaEvent_t> hostDone;
+  std::optional<HostAttention::Outputs> hostOutputs;
   if (pass.host.count() > 0) {
-    MOE_ASSIGN_OR_RETURN(hostDone, hostAttend(key ? &*stored_ : nullptr));
+    MOE_ASSIGN_OR_RETURN(hostOutputs, hostAttend(key ? &*stored_ : nullptr));
   }
   if (!key || pass.loadsAfterCompute) {
     MOE_RETURN_IF_ERROR(opStart_->record(compute));
@@ -213,8 +213,8 @@ KvCaches::attendHostSlots(cudaStream_t compute, const KvPass &pass,
   }
   if (key)
     MOE_CUDA_TRY(cudaStreamWaitEvent(compute, stored_->get()));
-  if (hostDone)
-    MOE_CUDA_TRY(cudaStreamWaitEvent(compute, *hostDone));
+  if (hostOutputs)
+    MOE_RETURN_IF_ERROR(HostAttention::collect(compute, *hostOutputs));
   return Status::success();
 }
 

@@ -18,6 +18,7 @@
 #include "runtime/backends/cuda/Memory.h"
 #include "runtime/backends/cuda/Stream.h"
 #include "runtime/backends/cuda/backend/ChunkRows.h"
+#include "runtime/backends/cuda/backend/HostAttention.h"
 #include "runtime/backends/cuda/backend/StepTrace.h"
 #include "runtime/engine/Backend.h"
 #include "runtime/model/KvStagingSchedule.h"
@@ -91,8 +92,9 @@ public:
                                       const uint8_t *k, const uint8_t *v)>;
   // The pass's host-attended rows (KvPass::host), queued once their new
   // K/V rows' store is (kvStored: its event, null when the op stores
-  // none); returns the event the compute stream waits for at the op's end.
-  using HostAttend = std::function<Result<cudaEvent_t>(const Event *kvStored)>;
+  // none); returns the outputs the compute stream collects at the op's end.
+  using HostAttend =
+      std::function<Result<HostAttention::Outputs>(const Event *kvStored)>;
   // Host slots' rows, a micro-batch at a time: its slots' cached K/V are
   // loaded into a staging buffer on the load stream while earlier
   // micro-batches attend, then the new rows are appended there and

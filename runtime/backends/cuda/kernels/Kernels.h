@@ -183,6 +183,14 @@ cudaError_t appendKv(const void *k, const void *v, const int32_t *cacheRows,
                      int64_t rows, int64_t rowBytes, void *kCache, void *vCache,
                      cudaStream_t stream);
 
+// Copies `bytes` from `from` to `to` with the SMs' loads and stores rather
+// than a copy engine: either side may be pinned host memory (mapped, as
+// cudaHostAlloc's is). A small copy from the host then does not queue
+// behind the loads on the copy engine that every host-to-device copy of
+// the device shares.
+cudaError_t copyOnSms(void *to, const void *from, size_t bytes,
+                      cudaStream_t stream);
+
 // x [rows, vectors·width] as fp8 cache rows (runtime/model/KvFormat.h) of
 // rowBytes, scales from byte scalesOffset: per vector, amax / 448 and the
 // codes of x · (448 / amax), rounded to nearest even and saturated — what

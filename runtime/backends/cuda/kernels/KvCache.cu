@@ -1,7 +1,10 @@
 // Writing tokens into the KV caches: rows already in the cache's format
 // scattered to their (slot, position), and bf16 K/V encoded as fp8 rows
-// (runtime/model/KvFormat.h).
+// (runtime/model/KvFormat.h); and copies run by the SMs, for pinned host
+// memory that must not wait for a copy engine.
 #include "runtime/backends/cuda/kernels/Kernels.cuh"
+
+#include <algorithm>
 
 namespace moe::cuda::kernels {
 namespace {
@@ -22,6 +25,18 @@ __global__ void appendKvKernel(const uint4 *k, const uint4 *v,
   kCache[at] = k[i];
   if (v)
     vCache[at] = v[i];
+}
+
+__global__ void copyVectorsKernel(uint4 *to, const uint4 *from, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    to[i] = from[i];
+}
+
+__global__ void copyBytesKernel(uint8_t *to, const uint8_t *from, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    to[i] = from[i];
 }
 
 // One warp per (row, vector).
@@ -64,6 +79,25 @@ cudaError_t appendKv(const void *k, const void *v, const int32_t *cacheRows,
       static_cast<const uint4 *>(k), static_cast<const uint4 *>(v), cacheRows,
       rows, rowBytes / 16, static_cast<uint4 *>(kCache),
       static_cast<uint4 *>(vCache));
+  return cudaGetLastError();
+}
+
+cudaError_t copyOnSms(void *to, const void *from, size_t bytes,
+                      cudaStream_t stream) {
+  if (bytes == 0)
+    return cudaSuccess;
+  // Enough blocks to keep many reads in flight over PCIe; the loops stride.
+  constexpr int64_t kBlocks = 264;
+  bool vectors = aligned16(to) && aligned16(from) && bytes % 16 == 0;
+  int64_t n = vectors ? int64_t(bytes / 16) : int64_t(bytes);
+  unsigned blocks = static_cast<unsigned>(
+      std::min<int64_t>(kBlocks, (n + kThreads - 1) / kThreads));
+  if (vectors)
+    copyVectorsKernel<<<blocks, kThreads, 0, stream>>>(
+        static_cast<uint4 *>(to), static_cast<const uint4 *>(from), n);
+  else
+    copyBytesKernel<<<blocks, kThreads, 0, stream>>>(
+        static_cast<uint8_t *>(to), static_cast<const uint8_t *>(from), n);
   return cudaGetLastError();
 }
 

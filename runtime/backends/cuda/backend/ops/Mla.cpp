@@ -175,7 +175,7 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
         step.stream, step.kvPass, step.maxContext, step.cacheRows,
         step.poolRows, step.hostPages, step.layer, cache,
         reinterpret_cast<const uint8_t *>(rowsOut), nullptr, step.counters,
-        attend, [](const Event *) -> Result<cudaEvent_t> {
+        attend, [](const Event *) -> Result<HostAttention::Outputs> {
           // prepare refuses plans that would give MLA rows to the host.
           return makeError("the host's cores do not attend MLA");
         }));
