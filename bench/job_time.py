@@ -8,7 +8,7 @@ generation) runs on a refilled batch of the plan's B slots: while requests are a
 decode step holds the live sequences at the steady state's contexts and takes the measured
 steady-state step. The batch is refilled as moe-run refills it: once the plan's refill slots (its
 explanation's refill.slots; --refill-slots N instead) are free, or none is busy; each such pass
-streams the plan's weights once (refill.pass_seconds) and prefills its prompts at the measured
+streams the plan's weights once (refill.weight_seconds) and prefills its prompts at the measured
 prefill rate. Once the last request is admitted the batch drains, and a step with n live sequences
 takes the plan's step at n (its live-step curve, priced at the tail's contexts) times --tail-scale
 (measured over predicted for such a step, 1 without a measurement). With --tail-plan, the job moves
@@ -96,7 +96,7 @@ def simulate(args, explain):
                  "tail plan: plan the job with tail-plan on, where one saves time)")
     refill = explain["report"].get("refill", {})
     refill_at = args.refill_slots or refill.get("slots", 1)
-    pass_seconds = refill.get("pass_seconds", 0.0)
+    pass_seconds = refill.get("weight_seconds", 0.0)
     main_at, tail_at = curve(tail["main_steps"]), curve(tail["tail_steps"])
     slots = tail["decision"]["resident_batch"]
     recompute_rate = tail["report"]["prefill_tokens_per_second"]

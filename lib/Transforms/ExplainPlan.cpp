@@ -189,19 +189,34 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
                     number(report, "prefill_seconds")));
   if (auto refill = report.getAs<DictionaryAttr>("refill")) {
     int64_t slots = integer(refill, "slots");
-    if (number(refill, "pass_seconds") <= 0)
+    int64_t prompts = integer(refill, "prompts");
+    auto pass = llvm::formatv("a pass of {0} {1} ({2:F3} s)", prompts,
+                              prompts == 1 ? "prompt" : "prompts",
+                              number(refill, "pass_seconds"));
+    double steps = number(refill, "steps_between");
+    if (number(refill, "idle_slots") == 0 && prompts == b.getResidentBatch())
       row(os, "refill",
-          "as soon as a slot is free (the plan streams no "
-          "weights: a pass costs its prompts alone)");
+          llvm::formatv("all slots at once after {0:F0} decode steps "
+                        "(generations of one length end together): {1}",
+                        steps, pass.str()));
+    else if (number(refill, "weight_seconds") <= 0)
+      row(os, "refill",
+          llvm::formatv("as soon as a slot is free, every {0:F1} steps: {1} "
+                        "(the plan streams no weights)",
+                        steps, pass.str()));
     else
       row(os, "refill",
-          llvm::formatv("when {0} {1} free, every {2:F1} steps: its passes' "
-                        "weight streams ({3:F3} s each) and the idle slots "
-                        "cost {4:P1} of a step",
-                        slots, slots == 1 ? "slot is" : "slots are",
-                        number(refill, "steps_between"),
-                        number(refill, "pass_seconds"),
-                        number(refill, "fraction_of_step")));
+          llvm::formatv("when {0} {1} free, every {2:F1} steps: {3}, "
+                        "{4:F3} s of it streaming weights; {5:F1} slots "
+                        "idle meanwhile",
+                        slots, slots == 1 ? "slot is" : "slots are", steps,
+                        pass.str(), number(refill, "weight_seconds"),
+                        number(refill, "idle_slots")));
+    double job = number(report, "job_tokens_per_second");
+    row(os, "job, steady state",
+        llvm::formatv("{0:F1} new tok/s with its refill passes ({1:P1} of "
+                      "the decode rate)",
+                      job, job / number(report, "decode_tokens_per_second")));
   }
   auto roofline = report.getAs<DictionaryAttr>("roofline");
   row(os, "roofline bound",

@@ -11,7 +11,6 @@
 
 #include "dialects/MoE/MoEOps.h"
 #include "runtime/costmodel/Phases.h"
-#include "runtime/costmodel/Refill.h"
 
 #include "mlir/IR/Builders.h"
 #include "llvm/Support/Path.h"
@@ -98,7 +97,7 @@ struct SelectBatchSizesPass
   // (a tail plan runs after the last admission).
   DictionaryAttr report(const cm::PlanChoice &choice,
                         const cm::HardwareProfile &profile, bool refills);
-  DictionaryAttr refillReport(const cm::PlanChoice &choice);
+  DictionaryAttr refillReport(const cm::Candidate &best);
   DictionaryAttr tailReport(const cm::TailChoice &tail, BatchingAttr batching,
                             const cm::HardwareProfile &profile);
 };
@@ -221,6 +220,8 @@ DictionaryAttr SelectBatchSizesPass::report(const cm::PlanChoice &choice,
         .add("why_lost", runnerUp.whyLost);
     if (runnerUp.decodeTokensPerSecond)
       entry.add("decode_tokens_per_second", *runnerUp.decodeTokensPerSecond);
+    if (runnerUp.jobTokensPerSecond)
+      entry.add("job_tokens_per_second", *runnerUp.jobTokensPerSecond);
     runnerUps.push_back(entry.get());
   }
 
@@ -250,27 +251,21 @@ DictionaryAttr SelectBatchSizesPass::report(const cm::PlanChoice &choice,
            static_cast<int64_t>(choice.candidatesEvaluated))
       .add("runner_ups", builder.getArrayAttr(runnerUps));
   if (refills)
-    result.add("refill", refillReport(choice));
+    result.add("job_tokens_per_second", choice.best.jobTokensPerSecond)
+        .add("refill", refillReport(choice.best));
   return result.get();
 }
 
-// How the runtime refills the job's batch (moe-run derives the same from
-// the plan): each pass streams what a decode step streams.
-DictionaryAttr
-SelectBatchSizesPass::refillReport(const cm::PlanChoice &choice) {
-  const cm::Candidate &best = choice.best;
-  const double passSeconds = choice.decode.stage(cm::Stage::WeightCopy);
-  const double meanGenerated = best.plan.lengths.generated.mean();
-  const int64_t slots = cm::refillSlots(best.plan.residentBatch, meanGenerated,
-                                        best.decodeStepSeconds, passSeconds);
-  const cm::RefillCost cost =
-      cm::refillCost(best.plan.residentBatch, meanGenerated,
-                     best.decodeStepSeconds, passSeconds, slots);
+// How the runtime refills the job's batch (moe-run derives the same slots
+// from the plan) and what a cycle of it costs.
+DictionaryAttr SelectBatchSizesPass::refillReport(const cm::Candidate &best) {
   return Report(&getContext())
-      .add("slots", slots)
-      .add("steps_between", cost.stepsBetween)
-      .add("pass_seconds", passSeconds)
-      .add("fraction_of_step", cost.fractionOfStep)
+      .add("slots", best.refillSlots)
+      .add("prompts", best.refill.prompts)
+      .add("steps_between", best.refill.steps)
+      .add("idle_slots", best.refill.idleSlots)
+      .add("weight_seconds", best.decodeWeightCopySeconds)
+      .add("pass_seconds", best.refillPassSeconds)
       .get();
 }
 

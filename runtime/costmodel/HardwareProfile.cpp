@@ -592,6 +592,10 @@ double interpolateLogLog(const Points &points, double x, XOf xOf) {
                   t * (std::log(upper->seconds) - std::log(lower->seconds)));
 }
 
+// How far apart two positive sizes are on a log scale, as a ratio of at
+// least 1: ordered as |log a − log b| is, without the logarithms.
+double logDistance(double a, double b) { return a > b ? a / b : b / a; }
+
 constexpr double kBf16Bytes = 2;
 
 } // namespace
@@ -762,11 +766,10 @@ double HardwareProfile::gemmSeconds(int64_t m, int64_t n, int64_t k) const {
       weightBytes + kBf16Bytes * (double(m) * k + double(m) * n);
   double floor = std::max(peakComputeSeconds(flops), hbmSeconds(bytesTouched));
 
-  double logSize = std::log(double(n) * k);
   const GemmShapeProfile *closest = &gemm_.front();
   for (const GemmShapeProfile &shape : gemm_)
-    if (std::abs(std::log(double(shape.n) * shape.k) - logSize) <
-        std::abs(std::log(double(closest->n) * closest->k) - logSize))
+    if (logDistance(double(n) * k, double(shape.n) * shape.k) <
+        logDistance(double(n) * k, double(closest->n) * closest->k))
       closest = &shape;
   double sizeRatio = double(n) * k / (double(closest->n) * closest->k);
   double measured = sizeRatio * interpolateLogLog(closest->points, double(m),
@@ -792,11 +795,10 @@ std::optional<double> HardwareProfile::groupedGemmSeconds(int64_t rowsPerExpert,
   double bytesTouched = kBf16Bytes * (experts * n * k + rows * (n + k));
   double floor = std::max(peakComputeSeconds(flops), hbmSeconds(bytesTouched));
 
-  double logSize = std::log(double(n) * k);
   const GroupedGemmShapeProfile *closest = &groupedGemm_.front();
   for (const GroupedGemmShapeProfile &shape : groupedGemm_)
-    if (std::abs(std::log(double(shape.n) * shape.k) - logSize) <
-        std::abs(std::log(double(closest->n) * closest->k) - logSize))
+    if (logDistance(double(n) * k, double(shape.n) * shape.k) <
+        logDistance(double(n) * k, double(closest->n) * closest->k))
       closest = &shape;
   // Per expert of the measured launch, scaled to this size and count.
   double perExpert = interpolateLogLog(closest->points, double(rowsPerExpert),

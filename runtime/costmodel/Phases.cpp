@@ -87,6 +87,7 @@ Result<std::optional<TailChoice>> selectTailPlan(const ModelCosts &model,
     search.residentBatches.clear();
     search.maxResidentBatch = slots;
     search.wholeContextPool = true;
+    search.refills = false;
     Result<PlanChoice> planned = selectPlan(model, profile, tail, search);
     if (!planned.ok())
       continue; // nothing of that size fits beside the model

@@ -221,12 +221,102 @@ Result<Candidate> evaluatePlan(const ModelCosts &model,
   candidate.decodeStepSeconds = evaluation->makespan;
   candidate.decodeH2dSeconds = evaluation->busy(Stream::HostToDevice);
   candidate.decodeKvLoadSeconds = evaluation->stage(Stage::KvLoad);
+  candidate.decodeWeightCopySeconds = evaluation->stage(Stage::WeightCopy);
   candidate.decodeTokensPerSecond =
       evaluation->makespan > 0
           ? double(plan.residentBatch) / evaluation->makespan
           : 0;
   return candidate;
 }
+
+Status priceRefills(const ModelCosts &model, const HardwareProfile &profile,
+                    Candidate &candidate) {
+  const Plan &plan = candidate.plan;
+  const LengthDistribution &generated = plan.lengths.generated;
+  candidate.refillSlots = refillSlots(plan.residentBatch, generated.mean(),
+                                      candidate.decodeStepSeconds,
+                                      candidate.decodeWeightCopySeconds);
+  candidate.refill =
+      refillCycle(plan.residentBatch, generated, candidate.refillSlots);
+  MOE_ASSIGN_OR_RETURN(StepDag pass, buildPrefillDag(model, plan, profile,
+                                                     candidate.refill.prompts));
+  MOE_ASSIGN_OR_RETURN(Evaluation evaluation, evaluate(pass.dag));
+  candidate.refillPassSeconds = evaluation.makespan;
+  candidate.jobTokensPerSecond = refilledTokensPerSecond(
+      candidate.refill, candidate.decodeStepSeconds, evaluation.makespan);
+  return Status::success();
+}
+
+namespace {
+
+// A candidate with its prefill chosen, and that prefill of its B prompts.
+struct Finalist {
+  Candidate candidate;
+  Evaluation prefill;
+  double prefillSeconds = 0;
+};
+
+// The prefill attention micro-batch and expert micro-batch b_e of
+// `candidate`: the fastest prefill that still fits, the rest of the plan
+// fixed and b_e among those that price the decode step as the candidate
+// does (decode rarely gives an expert b_e rows, prefill does); of equally
+// fast ones the largest micro-batch (fewer, fuller attention launches in the
+// backend's chunks), then the largest b_e (fewer expert GEMMs).
+Result<Finalist> withFastestPrefill(const ModelCosts &model,
+                                    const HardwareProfile &profile,
+                                    const SearchOptions &options,
+                                    const Candidate &candidate) {
+  const Plan &found = candidate.plan;
+  std::vector<int64_t> expertBatches = {found.expertMicroBatch};
+  for (int64_t expertBatch : options.expertMicroBatches) {
+    if (expertBatch == found.expertMicroBatch)
+      continue;
+    Plan plan = found;
+    plan.expertMicroBatch = expertBatch;
+    auto other = evaluatePlan(model, profile, plan);
+    if (other.ok() &&
+        other->decodeTokensPerSecond >= candidate.decodeTokensPerSecond)
+      expertBatches.push_back(expertBatch);
+  }
+  std::vector<int64_t> microBatches =
+      microBatchGrid(options.prefillMicroBatches, found.residentBatch, 1);
+  microBatches.push_back(found.attentionMicroBatchPrefill);
+  Finalist finalist{candidate, {}, 0};
+  Plan &chosen = finalist.candidate.plan;
+  for (int64_t expertBatch : expertBatches)
+    for (int64_t microBatch : microBatches) {
+      // The backend's KV staging buffers hold the larger of the two
+      // attention micro-batches; accountMemory counts the decode one.
+      if (found.hostKvSequences() > 0 &&
+          microBatch > found.attentionMicroBatchDecode)
+        continue;
+      Plan plan = found;
+      plan.attentionMicroBatchPrefill = microBatch;
+      plan.expertMicroBatch = expertBatch;
+      MemoryUse memory = accountMemory(model, plan);
+      if (!checkMemory(memory, profile).ok())
+        continue;
+      MOE_ASSIGN_OR_RETURN(StepDag prefill,
+                           buildPrefillDag(model, plan, profile));
+      MOE_ASSIGN_OR_RETURN(Evaluation evaluation, evaluate(prefill.dag));
+      bool faster = finalist.prefillSeconds == 0 ||
+                    evaluation.makespan < finalist.prefillSeconds;
+      bool asFast = evaluation.makespan == finalist.prefillSeconds;
+      if (faster ||
+          (asFast && microBatch > chosen.attentionMicroBatchPrefill) ||
+          (asFast && microBatch == chosen.attentionMicroBatchPrefill &&
+           expertBatch > chosen.expertMicroBatch)) {
+        finalist.prefillSeconds = evaluation.makespan;
+        finalist.prefill = std::move(evaluation);
+        chosen.attentionMicroBatchPrefill = microBatch;
+        chosen.expertMicroBatch = expertBatch;
+        finalist.candidate.memory = memory;
+      }
+    }
+  return finalist;
+}
+
+} // namespace
 
 Result<PlanChoice> selectPlan(const ModelCosts &model,
                               const HardwareProfile &profile,
@@ -393,6 +483,7 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
   // it is faster (where the link binds, a step's time hardly grows with B,
   // so the grid's √2 steps leave up to 40% of the rate in memory unused).
   // Memory grows with B, so the largest that fits is found by bisection.
+  std::optional<Candidate> larger;
   if (options.residentBatches.empty()) {
     auto above = std::upper_bound(batches.begin(), batches.end(),
                                   best->plan.residentBatch);
@@ -400,7 +491,6 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
     int64_t misses = above == batches.end()
                          ? options.maxResidentBatch + 1
                          : std::min(*above, options.maxResidentBatch + 1);
-    std::optional<Candidate> larger;
     while (misses - fits > std::max<int64_t>(1, fits / 64)) {
       Plan plan = best->plan;
       plan.residentBatch = fits + (misses - fits) / 2;
@@ -424,75 +514,13 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
           larger = std::move(variant);
     }
     if (larger && larger->decodeTokensPerSecond > best->decodeTokensPerSecond)
-      best = std::move(larger);
+      std::swap(best, larger);
   }
 
-  PlanChoice choice;
-  choice.best = *best;
-  choice.candidatesEvaluated = evaluated;
-  auto decodeStep = buildDecodeStepDag(model, best->plan, profile);
-  MOE_RETURN_IF_ERROR(decodeStep);
-  auto decode = evaluate(decodeStep->dag);
-  MOE_RETURN_IF_ERROR(decode);
-  choice.decode = std::move(*decode);
-
-  // Prefill attention micro-batch and expert micro-batch b_e: the fastest
-  // prefill that still fits, the rest of the plan fixed and b_e among those
-  // that price the decode step as the best plan does (decode rarely gives an
-  // expert b_e rows, prefill does); of equally fast ones the largest
-  // micro-batch (fewer, fuller attention launches in the backend's chunks),
-  // then the largest b_e (fewer expert GEMMs).
-  std::vector<int64_t> expertBatches = {best->plan.expertMicroBatch};
-  for (int64_t expertBatch : options.expertMicroBatches) {
-    if (expertBatch == best->plan.expertMicroBatch)
-      continue;
-    Plan plan = best->plan;
-    plan.expertMicroBatch = expertBatch;
-    auto candidate = evaluatePlan(model, profile, plan);
-    if (candidate.ok() &&
-        candidate->decodeTokensPerSecond >= best->decodeTokensPerSecond)
-      expertBatches.push_back(expertBatch);
-  }
-  std::vector<int64_t> microBatches =
-      microBatchGrid(options.prefillMicroBatches, best->plan.residentBatch, 1);
-  microBatches.push_back(best->plan.attentionMicroBatchPrefill);
-  for (int64_t expertBatch : expertBatches)
-    for (int64_t microBatch : microBatches) {
-      // The backend's KV staging buffers hold the larger of the two
-      // attention micro-batches; accountMemory counts the decode one.
-      if (best->plan.hostKvSequences() > 0 &&
-          microBatch > best->plan.attentionMicroBatchDecode)
-        continue;
-      Plan plan = best->plan;
-      plan.attentionMicroBatchPrefill = microBatch;
-      plan.expertMicroBatch = expertBatch;
-      if (!checkMemory(accountMemory(model, plan), profile).ok())
-        continue;
-      auto prefill = buildPrefillDag(model, plan, profile);
-      MOE_RETURN_IF_ERROR(prefill);
-      auto evaluation = evaluate(prefill->dag);
-      MOE_RETURN_IF_ERROR(evaluation);
-      const Plan &chosen = choice.best.plan;
-      bool faster = choice.prefillSeconds == 0 ||
-                    evaluation->makespan < choice.prefillSeconds;
-      bool asFast = evaluation->makespan == choice.prefillSeconds;
-      if (faster ||
-          (asFast && microBatch > chosen.attentionMicroBatchPrefill) ||
-          (asFast && microBatch == chosen.attentionMicroBatchPrefill &&
-           expertBatch > chosen.expertMicroBatch)) {
-        choice.prefillSeconds = evaluation->makespan;
-        choice.prefill = std::move(*evaluation);
-        choice.best.plan.attentionMicroBatchPrefill = microBatch;
-        choice.best.plan.expertMicroBatch = expertBatch;
-        choice.best.memory = accountMemory(model, plan);
-      }
-    }
-  if (choice.prefillSeconds > 0)
-    choice.prefillTokensPerSecond =
-        double(best->plan.residentBatch * lengths.promptTokens()) /
-        choice.prefillSeconds;
-
-  // Runner-ups: the best plan for each other value of each variable.
+  // The whole job: the finalists (the fastest decode of each value of each
+  // variable, and the other of the bisection's pair), each with its fastest
+  // prefill, priced with their refill passes; the fastest job wins. Without
+  // generated tokens there are no decode steps to weigh passes against.
   auto samePlan = [](const Plan &a, const Plan &b) {
     return a.residentBatch == b.residentBatch &&
            a.attentionMicroBatchDecode == b.attentionMicroBatchDecode &&
@@ -501,10 +529,65 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
            a.kvGpuFraction == b.kvGpuFraction &&
            a.cpuAttentionShare == b.cpuAttentionShare;
   };
+  const bool rankByJob = options.refills && lengths.generated.mean() > 0;
+  auto objective = [&](const Candidate &candidate) {
+    return rankByJob ? candidate.jobTokensPerSecond
+                     : candidate.decodeTokensPerSecond;
+  };
+  // Keyed by the plan as the search found it: choosing the prefill may
+  // change its b_e.
+  std::vector<std::pair<Plan, Finalist>> finalists;
+  auto finalize = [&](Candidate &candidate) -> Status {
+    for (const auto &[plan, finalist] : finalists)
+      if (samePlan(plan, candidate.plan)) {
+        candidate = finalist.candidate;
+        return Status::success();
+      }
+    Plan found = candidate.plan;
+    MOE_ASSIGN_OR_RETURN(
+        Finalist finalist,
+        withFastestPrefill(model, profile, options, candidate));
+    if (options.refills)
+      MOE_RETURN_IF_ERROR(priceRefills(model, profile, finalist.candidate));
+    candidate = finalist.candidate;
+    finalists.emplace_back(found, std::move(finalist));
+    return Status::success();
+  };
+  MOE_RETURN_IF_ERROR(finalize(*best));
+  Plan winnerAsFound = finalists.front().first;
+  Finalist chosen = finalists.front().second;
+  if (rankByJob) {
+    if (larger)
+      MOE_RETURN_IF_ERROR(finalize(*larger));
+    for (auto &entry : bestPerValue)
+      MOE_RETURN_IF_ERROR(finalize(entry.second));
+    for (const auto &[plan, finalist] : finalists)
+      if (objective(finalist.candidate) > objective(chosen.candidate)) {
+        winnerAsFound = plan;
+        chosen = finalist;
+      }
+  }
+
+  PlanChoice choice;
+  choice.best = chosen.candidate;
+  choice.candidatesEvaluated = evaluated;
+  auto decodeStep = buildDecodeStepDag(model, choice.best.plan, profile);
+  MOE_RETURN_IF_ERROR(decodeStep);
+  auto decode = evaluate(decodeStep->dag);
+  MOE_RETURN_IF_ERROR(decode);
+  choice.decode = std::move(*decode);
+  choice.prefill = std::move(chosen.prefill);
+  choice.prefillSeconds = chosen.prefillSeconds;
+  if (choice.prefillSeconds > 0)
+    choice.prefillTokensPerSecond =
+        double(choice.best.plan.residentBatch * lengths.promptTokens()) /
+        choice.prefillSeconds;
+  // Runner-ups: the best plan for each other value of each variable.
   std::vector<Candidate> alternatives;
   for (const auto &entry : bestPerValue) {
     const Candidate &candidate = entry.second; // lambdas capture no bindings
-    if (samePlan(candidate.plan, best->plan))
+    if (samePlan(candidate.plan, choice.best.plan) ||
+        samePlan(candidate.plan, winnerAsFound))
       continue;
     bool seen = std::any_of(alternatives.begin(), alternatives.end(),
                             [&](const Candidate &other) {
@@ -513,34 +596,43 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
     if (!seen)
       alternatives.push_back(candidate);
   }
-  std::sort(alternatives.begin(), alternatives.end(),
-            [](const Candidate &a, const Candidate &b) {
-              return a.decodeTokensPerSecond > b.decodeTokensPerSecond;
-            });
+  std::stable_sort(alternatives.begin(), alternatives.end(),
+                   [&](const Candidate &a, const Candidate &b) {
+                     return objective(a) > objective(b);
+                   });
   // The first B that does not fit, with the winner's other settings, shows
   // what bounds B; it keeps a place among the runner-ups.
-  auto misfit =
-      firstMisfit.find({best->plan.kvGpuFraction, best->plan.prefetchDepth,
-                        best->plan.expertMicroBatch});
+  auto misfit = firstMisfit.find({winnerAsFound.kvGpuFraction,
+                                  winnerAsFound.prefetchDepth,
+                                  winnerAsFound.expertMicroBatch});
   size_t feasibleSlots = options.maxRunnerUps;
   if (misfit != firstMisfit.end() && feasibleSlots > 0)
     --feasibleSlots;
-  double bestRate = best->decodeTokensPerSecond;
+  double bestRate = objective(choice.best);
   // Within 0.1% an alternative is an equal choice, not a loser.
   auto loses = [&](const Candidate &candidate) {
-    return candidate.decodeTokensPerSecond <= (1 - kTieTolerance) * bestRate;
+    return objective(candidate) <= (1 - kTieTolerance) * bestRate;
   };
   auto runnerUp = [&](const Candidate &candidate) {
-    double rate = candidate.decodeTokensPerSecond;
+    double rate = objective(candidate);
+    double slower = 100 * (bestRate - rate) / bestRate;
+    std::optional<double> job;
+    if (rankByJob)
+      job = rate;
     return RunnerUp{
-        candidate.plan, rate,
-        fmt::format("slower by {:.1f}% ({:.1f} vs {:.1f} decode tok/s)",
-                    100 * (bestRate - rate) / bestRate, rate, bestRate)};
+        candidate.plan, candidate.decodeTokensPerSecond, job,
+        rankByJob
+            ? fmt::format("slower by {:.1f}% ({:.1f} vs {:.1f} new tok/s of "
+                          "the job; decode {:.1f} tok/s)",
+                          slower, rate, bestRate,
+                          candidate.decodeTokensPerSecond)
+            : fmt::format("slower by {:.1f}% ({:.1f} vs {:.1f} decode tok/s)",
+                          slower, rate, bestRate)};
   };
   // The best plan with the other host setting (the host's cores attending
   // or not) keeps a place too: it shows what the host's share is worth.
   auto otherHost = bestPerValue.find(
-      {"host attention", best->plan.cpuAttentionShare > 0 ? 0.0 : 1.0});
+      {"host attention", choice.best.plan.cpuAttentionShare > 0 ? 0.0 : 1.0});
   bool keepOtherHost = otherHost != bestPerValue.end() &&
                        loses(otherHost->second) && feasibleSlots > 0;
   if (keepOtherHost)
@@ -553,14 +645,18 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
       choice.runnerUps.push_back(runnerUp(candidate));
   }
   if (keepOtherHost) {
-    double rate = otherHost->second.decodeTokensPerSecond;
-    auto at = std::find_if(
-        choice.runnerUps.begin(), choice.runnerUps.end(),
-        [&](const RunnerUp &r) { return *r.decodeTokensPerSecond < rate; });
-    choice.runnerUps.insert(at, runnerUp(otherHost->second));
+    RunnerUp other = runnerUp(otherHost->second);
+    auto rate = [&](const RunnerUp &r) {
+      return rankByJob ? *r.jobTokensPerSecond : *r.decodeTokensPerSecond;
+    };
+    auto at =
+        std::find_if(choice.runnerUps.begin(), choice.runnerUps.end(),
+                     [&](const RunnerUp &r) { return rate(r) < rate(other); });
+    choice.runnerUps.insert(at, std::move(other));
   }
   if (misfit != firstMisfit.end() && options.maxRunnerUps > 0)
     choice.runnerUps.push_back({misfit->second.first, std::nullopt,
+                                std::nullopt,
                                 "infeasible: " + misfit->second.second});
   return choice;
 }

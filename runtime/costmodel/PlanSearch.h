@@ -1,13 +1,15 @@
 // The batch-size search of module-based batching: enumerate candidate plans,
 // keep those that fit both memory pools, score each by the critical path of
-// one decode step (decode tokens/s = B / step time), and explain the winner
-// against its runner-ups.
+// one decode step (decode tokens/s = B / step time), price the whole job's
+// steady state (decode steps and refill passes) for the best of each value
+// of each variable, and explain the winner against its runner-ups.
 #pragma once
 
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "runtime/costmodel/Refill.h"
 #include "runtime/costmodel/StepDag.h"
 
 namespace moe::costmodel {
@@ -38,6 +40,11 @@ struct SearchOptions {
   std::optional<double> hostAttentionShare;
   // Candidates' host KV pools hold whole contexts (Plan::wholeContextPool).
   bool wholeContextPool = false;
+  // The plan takes in new prompts as its sequences finish (a job's plan):
+  // the winner is the one whose steady state, refill passes included, makes
+  // the most new tokens a second. False (a tail's plan, which admits none):
+  // the fastest decode step.
+  bool refills = true;
 };
 
 // The prefill micro-batch (sequences) whose memory the search reserves.
@@ -54,6 +61,16 @@ struct Candidate {
   // The H2D stream's busy time in the step, and the host-KV loads' part.
   double decodeH2dSeconds = 0;
   double decodeKvLoadSeconds = 0;
+  // The step's streamed weights: what a prefill pass streams besides its
+  // prompts' work, from which moe-run derives its refill slots.
+  double decodeWeightCopySeconds = 0;
+  // The job's steady state (priceRefills): refill when `refillSlots` slots
+  // are free, a pass of `refill.prompts` prompts costing
+  // `refillPassSeconds`, and the new tokens a second that makes.
+  int64_t refillSlots = 1;
+  RefillCycle refill;
+  double refillPassSeconds = 0;
+  double jobTokensPerSecond = 0;
 };
 
 // Checks memory, then prices one decode step. An infeasible plan fails with
@@ -62,9 +79,18 @@ Result<Candidate> evaluatePlan(const ModelCosts &model,
                                const HardwareProfile &profile,
                                const Plan &plan);
 
+// Prices `candidate`'s steady state as moe-run refills it: the slots from
+// refillSlots over its streamed weights, the pass of the prompts a cycle
+// takes in as its prefill DAG, and the tokens a second of the cycle.
+Status priceRefills(const ModelCosts &model, const HardwareProfile &profile,
+                    Candidate &candidate);
+
 struct RunnerUp {
   Plan plan;
-  std::optional<double> decodeTokensPerSecond; // Absent when infeasible.
+  // Absent when infeasible; the job's rate also where it was not ranked
+  // by it.
+  std::optional<double> decodeTokensPerSecond;
+  std::optional<double> jobTokensPerSecond;
   std::string whyLost; // "slower by 12.5% (...)" or "infeasible: host ...".
 };
 
@@ -83,9 +109,11 @@ struct PlanChoice {
 // balances the host's cores against the H2D link; for each it
 // makes resident the longest prefix of the greedy residency order that fits
 // (more residency never slows a step, so that prefix is the best resident
-// set of the order). The prefill micro-batch is then the fastest feasible
-// one for the winner, at least the reserved one. Fails when no candidate
-// fits, naming pool and shortfall.
+// set of the order). Candidates are ranked by their decode step; with
+// `options.refills` the fastest of each value of each variable are then
+// priced as whole jobs and the winner is the fastest job. The prefill
+// micro-batch is then the fastest feasible one for the winner, at least the
+// reserved one. Fails when no candidate fits, naming pool and shortfall.
 Result<PlanChoice> selectPlan(const ModelCosts &model,
                               const HardwareProfile &profile,
                               const GenerationLengths &lengths,

@@ -492,11 +492,18 @@ Result<StepDag> buildDecodeStepDag(const ModelCosts &model, const Plan &plan,
 }
 
 Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
-                                const HardwareProfile &profile) {
+                                const HardwareProfile &profile,
+                                std::optional<int64_t> prompts) {
   MOE_RETURN_IF_ERROR(validateInputs(model, plan));
+  if (prompts && (*prompts <= 0 || *prompts > plan.residentBatch))
+    return makeError("a prefill pass takes 1..B ({}) prompts, not {}",
+                     plan.residentBatch, *prompts);
   StepBuilder builder(model, plan, profile);
   StepTraffic &traffic = builder.traffic();
   int64_t promptTokens = plan.lengths.promptTokens();
+  // The pass's prompts, in the batch's proportion of GPU-KV slots.
+  Plan pass = plan;
+  pass.residentBatch = prompts.value_or(plan.residentBatch);
   // The backend parks the fp32 residual stream between layers.
   double hiddenBytesPerToken = double(model.hiddenSize) * sizeof(float);
   // Chunks of what the step memory holds (whole prompts here, at least
@@ -504,15 +511,15 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
   // parks nothing.
   int64_t chunkRows = prefillChunkRows(model, plan);
   std::vector<MicroBatch> chunks =
-      microBatches(plan, std::max<int64_t>(1, chunkRows / promptTokens));
+      microBatches(pass, std::max<int64_t>(1, chunkRows / promptTokens));
   bool parks =
-      chunkRows < std::min(kPassRows, plan.residentBatch * promptTokens);
+      chunkRows < std::min(kPassRows, pass.residentBatch * promptTokens);
   // The job after which each chunk's hidden-state buffer is free again.
   std::vector<JobId> hiddenBufferFree;
   size_t lastLayer = model.layers.size() - 1;
 
   for (size_t l = 0; l < model.layers.size(); ++l) {
-    builder.addWeightCopies(l, plan.residentBatch * promptTokens);
+    builder.addWeightCopies(l, pass.residentBatch * promptTokens);
     const auto &modules = model.layers[l].modules;
     for (size_t c = 0; c < chunks.size(); ++c) {
       const MicroBatch &chunk = chunks[c];

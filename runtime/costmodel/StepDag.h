@@ -47,11 +47,14 @@ struct StepDag {
 Result<StepDag> buildDecodeStepDag(const ModelCosts &model, const Plan &plan,
                                    const HardwareProfile &profile);
 
-// One layer-major prefill pass over all B prompts: each layer's weights cross
-// once; the prompts go through in chunks of b_a sequences whose hidden states
-// are parked in host memory between layers; host-KV chunks store their KV.
+// One layer-major prefill pass over `prompts` new prompts (all B slots'
+// when absent; a refill's share GPU-KV and host-KV slots as the batch
+// does): each layer's weights cross once; the prompts go through in chunks
+// of what the plan's activation memory holds, their hidden states parked
+// in host memory between layers; host-KV chunks store their KV.
 Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
-                                const HardwareProfile &profile);
+                                const HardwareProfile &profile,
+                                std::optional<int64_t> prompts = {});
 
 enum class RooflineBound { PcieBytes, GemmFlops, KvBandwidth, HostKvBandwidth };
 std::string_view rooflineBoundName(RooflineBound bound);

@@ -56,11 +56,13 @@ PlanChoice chosen(const ModelCosts &model, const HardwareProfile &profile,
   return choice.ok() ? std::move(*choice) : PlanChoice{};
 }
 
-// Every combination of the space, with every residency prefix.
+// Every combination of the space, with every residency prefix, ranked by
+// the decode step (as a tail's plan is).
 TEST(PlanSearchTest, MatchesBruteForceEnumeration) {
   ModelCosts model = tinyMoe();
   HardwareProfile profile = syntheticProfile(150 * kMB, 240 * kMB);
   SearchOptions options = smallSpace();
+  options.refills = false;
   PlanChoice choice = chosen(model, profile, options);
 
   std::optional<Candidate> best;
@@ -237,31 +239,86 @@ TEST(PlanSearchTest, PrefillMicroBatchFitsTheDecodeStaging) {
   }
 }
 
+// Ranked by the job's rate (a job's plan) or by the decode step's (a
+// tail's), slowest last and the infeasible after them.
 TEST(PlanSearchTest, RunnerUpsSayWhyTheyLost) {
   ModelCosts model = tinyMoe();
-  PlanChoice choice =
-      chosen(model, syntheticProfile(150 * kMB, 240 * kMB), largeBatches());
-  ASSERT_FALSE(choice.runnerUps.empty());
-  EXPECT_GT(choice.candidatesEvaluated, choice.runnerUps.size());
-  bool sawInfeasible = false;
-  double previous = choice.best.decodeTokensPerSecond;
-  for (const RunnerUp &runnerUp : choice.runnerUps) {
-    SCOPED_TRACE(runnerUp.whyLost);
-    if (!runnerUp.decodeTokensPerSecond) {
-      sawInfeasible = true;
-      EXPECT_EQ(runnerUp.whyLost.rfind("infeasible: ", 0), 0u)
-          << runnerUp.whyLost;
-      EXPECT_NE(runnerUp.whyLost.find("memory: plan needs"), std::string::npos)
-          << runnerUp.whyLost;
-      EXPECT_GT(runnerUp.plan.residentBatch, choice.best.plan.residentBatch);
-      continue;
+  for (bool refills : {true, false}) {
+    SCOPED_TRACE(refills ? "ranked by the job" : "ranked by the decode step");
+    SearchOptions options = largeBatches();
+    options.refills = refills;
+    PlanChoice choice =
+        chosen(model, syntheticProfile(150 * kMB, 240 * kMB), options);
+    ASSERT_FALSE(choice.runnerUps.empty());
+    EXPECT_GT(choice.candidatesEvaluated, choice.runnerUps.size());
+    auto rate = [&](const RunnerUp &runnerUp) {
+      return refills ? *runnerUp.jobTokensPerSecond
+                     : *runnerUp.decodeTokensPerSecond;
+    };
+    bool sawInfeasible = false;
+    double previous = refills ? choice.best.jobTokensPerSecond
+                              : choice.best.decodeTokensPerSecond;
+    for (const RunnerUp &runnerUp : choice.runnerUps) {
+      SCOPED_TRACE(runnerUp.whyLost);
+      if (!runnerUp.decodeTokensPerSecond) {
+        sawInfeasible = true;
+        EXPECT_FALSE(runnerUp.jobTokensPerSecond);
+        EXPECT_EQ(runnerUp.whyLost.rfind("infeasible: ", 0), 0u);
+        EXPECT_NE(runnerUp.whyLost.find("memory: plan needs"),
+                  std::string::npos);
+        EXPECT_GT(runnerUp.plan.residentBatch, choice.best.plan.residentBatch);
+        continue;
+      }
+      EXPECT_FALSE(sawInfeasible) << "infeasible runner-ups come last";
+      ASSERT_EQ(runnerUp.jobTokensPerSecond.has_value(), refills);
+      EXPECT_LE(rate(runnerUp), previous);
+      previous = rate(runnerUp);
+      EXPECT_EQ(runnerUp.whyLost.rfind("slower by ", 0), 0u);
+      EXPECT_EQ(runnerUp.whyLost.find("new tok/s of the job") !=
+                    std::string::npos,
+                refills);
     }
-    EXPECT_FALSE(sawInfeasible) << "infeasible runner-ups come last";
-    EXPECT_LE(*runnerUp.decodeTokensPerSecond, previous);
-    previous = *runnerUp.decodeTokensPerSecond;
-    EXPECT_EQ(runnerUp.whyLost.rfind("slower by ", 0), 0u) << runnerUp.whyLost;
+    EXPECT_TRUE(sawInfeasible);
   }
-  EXPECT_TRUE(sawInfeasible);
+}
+
+// Two-token answers: a job of one decode step per prefill pass. On a GPU
+// that holds the model at B 256, the fastest decode step is there, but at
+// B 512 each pass streams the weights the GPU no longer holds once for
+// twice the prompts, and the job makes more new tokens a second.
+TEST(PlanSearchTest, TheJobsRateChoosesThePlan) {
+  ModelCosts model = tinyMoe();
+  HardwareProfile profile = syntheticProfile(300 * kMB, 240 * kMB);
+  const GenerationLengths twoTokens = GenerationLengths::spread(100, 2);
+  SearchOptions options = largeBatches();
+  options.refills = false;
+  auto byDecode = selectPlan(model, profile, twoTokens, options);
+  options.refills = true;
+  auto byJob = selectPlan(model, profile, twoTokens, options);
+  ASSERT_TRUE(byDecode.ok() && byJob.ok());
+  EXPECT_EQ(byDecode->best.plan.residentBatch, 256);
+  EXPECT_EQ(byJob->best.plan.residentBatch, 512);
+  EXPECT_LT(byJob->best.decodeTokensPerSecond,
+            byDecode->best.decodeTokensPerSecond);
+  Candidate decodeBest = byDecode->best;
+  ASSERT_TRUE(priceRefills(model, profile, decodeBest).ok());
+  EXPECT_GT(byJob->best.jobTokensPerSecond, decodeBest.jobTokensPerSecond);
+
+  // The winner's rate as moe-run refills it: generations of one length
+  // refill the whole batch after each decode step, the pass's prefill of
+  // all B prompts priced by its DAG.
+  const Candidate &best = byJob->best;
+  EXPECT_EQ(best.refillSlots, refillSlots(512, 2, best.decodeStepSeconds,
+                                          best.decodeWeightCopySeconds));
+  EXPECT_EQ(best.refill.prompts, 512);
+  EXPECT_DOUBLE_EQ(best.refill.steps, 1);
+  auto pass = buildPrefillDag(model, best.plan, profile, 512);
+  ASSERT_TRUE(pass.ok());
+  auto passTime = evaluate(pass->dag);
+  ASSERT_TRUE(passTime.ok());
+  EXPECT_DOUBLE_EQ(best.refillPassSeconds, passTime->makespan);
+  EXPECT_DOUBLE_EQ(best.jobTokensPerSecond,
+                   2 * 512 / (best.decodeStepSeconds + passTime->makespan));
 }
 
 // A host that attends as fast as PCIe copies takes the share of the host KV

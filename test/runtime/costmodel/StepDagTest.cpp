@@ -220,6 +220,31 @@ TEST(StepDagTest, PrefillStreamsEachLayerOnceAndParksHiddenStates) {
                    kvStored + 5.0 * 10 * 100 * 1000 * 4);
 }
 
+// A refill's pass of 3 of the 10 slots' prompts: the same layers stream
+// (its 300 tokens reach nearly every expert the 1,000 do), at 3/10 of the
+// prompts' work.
+TEST(StepDagTest, PrefillOfSomePromptsStreamsTheSameLayers) {
+  ModelCosts model = tinyMoe();
+  Plan plan = decodePlan(model);
+  HardwareProfile profile = syntheticProfile();
+  StepDag all = built(buildPrefillDag(model, plan, profile));
+  StepDag some = built(buildPrefillDag(model, plan, profile, 3));
+  EXPECT_EQ(countJobs(some.dag, Stream::HostToDevice, Stage::WeightCopy),
+            countJobs(all.dag, Stream::HostToDevice, Stage::WeightCopy));
+  EXPECT_LE(some.traffic.weightBytesToGpu, all.traffic.weightBytesToGpu);
+  EXPECT_GT(some.traffic.weightBytesToGpu, 0.99 * all.traffic.weightBytesToGpu);
+  EXPECT_EQ(countJobs(some.dag, Stream::DeviceToHost, Stage::KvStore), 4u * 3);
+  EXPECT_DOUBLE_EQ(some.traffic.flops, all.traffic.flops * 3 / 10);
+  EXPECT_LT(makespan(some), makespan(all));
+  for (int64_t prompts : {0, 11}) {
+    auto refused = buildPrefillDag(model, plan, profile, prompts);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(
+        refused.error().message(),
+        fmt::format("a prefill pass takes 1..B (10) prompts, not {}", prompts));
+  }
+}
+
 TEST(StepDagTest, PrefillThatOneChunkHoldsParksNothing) {
   ModelCosts model = tinyMoe();
   Plan plan = decodePlan(model);
