@@ -87,8 +87,8 @@ Status priceRefills(const ModelCosts &model, const HardwareProfile &profile,
 
 struct RunnerUp {
   Plan plan;
-  // Absent when infeasible; the job's rate also where it was not ranked
-  // by it.
+  // Absent when infeasible; the job's rate also where the runner-ups are
+  // not ranked by it (a tail's plan).
   std::optional<double> decodeTokensPerSecond;
   std::optional<double> jobTokensPerSecond;
   std::string whyLost; // "slower by 12.5% (...)" or "infeasible: host ...".
@@ -109,11 +109,11 @@ struct PlanChoice {
 // balances the host's cores against the H2D link; for each it
 // makes resident the longest prefix of the greedy residency order that fits
 // (more residency never slows a step, so that prefix is the best resident
-// set of the order). Candidates are ranked by their decode step; with
-// `options.refills` the fastest of each value of each variable are then
-// priced as whole jobs and the winner is the fastest job. The prefill
-// micro-batch is then the fastest feasible one for the winner, at least the
-// reserved one. Fails when no candidate fits, naming pool and shortfall.
+// set of the order). Candidates are ranked by their decode step. The
+// winner's prefill micro-batch is then the fastest feasible one, at least
+// the reserved one; with `options.refills` the fastest of each value of
+// each variable get theirs too, are priced as whole jobs, and the fastest
+// job wins. Fails when no candidate fits, naming pool and shortfall.
 Result<PlanChoice> selectPlan(const ModelCosts &model,
                               const HardwareProfile &profile,
                               const GenerationLengths &lengths,
