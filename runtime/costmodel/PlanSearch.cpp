@@ -230,7 +230,8 @@ Result<Candidate> evaluatePlan(const ModelCosts &model,
 }
 
 Status priceRefills(const ModelCosts &model, const HardwareProfile &profile,
-                    Candidate &candidate) {
+                    Candidate &candidate,
+                    std::optional<double> wholeBatchPassSeconds) {
   const Plan &plan = candidate.plan;
   const LengthDistribution &generated = plan.lengths.generated;
   candidate.refillSlots = refillSlots(plan.residentBatch, generated.mean(),
@@ -238,12 +239,18 @@ Status priceRefills(const ModelCosts &model, const HardwareProfile &profile,
                                       candidate.decodeWeightCopySeconds);
   candidate.refill =
       refillCycle(plan.residentBatch, generated, candidate.refillSlots);
-  MOE_ASSIGN_OR_RETURN(StepDag pass, buildPrefillDag(model, plan, profile,
-                                                     candidate.refill.prompts));
-  MOE_ASSIGN_OR_RETURN(Evaluation evaluation, evaluate(pass.dag));
-  candidate.refillPassSeconds = evaluation.makespan;
-  candidate.jobTokensPerSecond = refilledTokensPerSecond(
-      candidate.refill, candidate.decodeStepSeconds, evaluation.makespan);
+  if (wholeBatchPassSeconds && candidate.refill.prompts == plan.residentBatch) {
+    candidate.refillPassSeconds = *wholeBatchPassSeconds;
+  } else {
+    MOE_ASSIGN_OR_RETURN(
+        StepDag pass,
+        buildPrefillDag(model, plan, profile, candidate.refill.prompts));
+    MOE_ASSIGN_OR_RETURN(Evaluation evaluation, evaluate(pass.dag));
+    candidate.refillPassSeconds = evaluation.makespan;
+  }
+  candidate.jobTokensPerSecond =
+      refilledTokensPerSecond(candidate.refill, candidate.decodeStepSeconds,
+                              candidate.refillPassSeconds);
   return Status::success();
 }
 
@@ -547,8 +554,10 @@ Result<PlanChoice> selectPlan(const ModelCosts &model,
     MOE_ASSIGN_OR_RETURN(
         Finalist finalist,
         withFastestPrefill(model, profile, options, candidate));
+    // Its prefill of all B prompts is the pass that refills a whole batch.
     if (options.refills)
-      MOE_RETURN_IF_ERROR(priceRefills(model, profile, finalist.candidate));
+      MOE_RETURN_IF_ERROR(priceRefills(model, profile, finalist.candidate,
+                                       finalist.prefillSeconds));
     candidate = finalist.candidate;
     finalists.emplace_back(found, std::move(finalist));
     return Status::success();

@@ -81,9 +81,12 @@ Result<Candidate> evaluatePlan(const ModelCosts &model,
 
 // Prices `candidate`'s steady state as moe-run refills it: the slots from
 // refillSlots over its streamed weights, the pass of the prompts a cycle
-// takes in as its prefill DAG, and the tokens a second of the cycle.
+// takes in as its prefill DAG, and the tokens a second of the cycle. A
+// cycle that refills the whole batch takes `wholeBatchPassSeconds` where
+// the caller has priced that pass already.
 Status priceRefills(const ModelCosts &model, const HardwareProfile &profile,
-                    Candidate &candidate);
+                    Candidate &candidate,
+                    std::optional<double> wholeBatchPassSeconds = {});
 
 struct RunnerUp {
   Plan plan;
