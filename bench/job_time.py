@@ -96,7 +96,7 @@ def simulate(args, explain):
                  "tail plan: plan the job with tail-plan on, where one saves time)")
     refill = explain["report"].get("refill", {})
     refill_at = args.refill_slots or refill.get("slots", 1)
-    pass_seconds = refill.get("weight_seconds", 0.0)
+    pass_weight_seconds = refill.get("weight_seconds", 0.0)
     main_at, tail_at = curve(tail["main_steps"]), curve(tail["tail_steps"])
     slots = tail["decision"]["resident_batch"]
     recompute_rate = tail["report"]["prefill_tokens_per_second"]
@@ -114,7 +114,7 @@ def simulate(args, explain):
         if admitted < args.requests and (free >= refill_at or not live):
             fresh = min(free, args.requests - admitted)
             live += [[0, lengths[admitted + i], prompt_of[admitted + i]] for i in range(fresh)]
-            now += pass_seconds + sum(prompt_of[admitted:admitted + fresh]) / args.prefill_rate
+            now += pass_weight_seconds + sum(prompt_of[admitted:admitted + fresh]) / args.prefill_rate
             admitted += fresh
             passes += 1
         drained = admitted == args.requests
