@@ -8,8 +8,9 @@ shapes, and compares what it measured with what the plan predicted.
 `plan` writes DIR/<case>.moeplan and DIR/<case>.explain.json (moe-opt --moe-explain-plan=json=true).
 `run` runs each planned case and writes DIR/<case>.stats.json, DIR/results.json and prints a table.
 With --batches B ... (give the same to both stages), a sweep: `plan` plans each case once per B,
-capped at that resident batch (DIR/<case>-b<B>.*), so each point has its own predicted step and
-roofline bound, and `run` runs those plans.
+at exactly that resident batch (moe-opt batch=B; DIR/<case>-b<B>.*), so each point has its own
+predicted step, job rate and roofline bound, and `run` runs those plans; a B that does not fit
+the budgets is reported and left out (DIR/<case>-b<B>.error holds moe-opt's reason).
 With --hf-batches N ..., `run` also runs HuggingFace transformers (bench/hf_generate.py) on each
 case in the same call: the same model shape, the first N of the same prompts, the same lengths,
 the whole model on the GPU for resident cases and accelerate's CPU offload at the case's GPU
@@ -21,6 +22,9 @@ Decode is measured on a window of --decode-steps steps centred on the plan's mea
 (prompt + generation / 2), the context its predicted step time is for: prompts are that long
 minus half the window. A full 256-token generation of every case does not fit the GPU machine's
 command limit; the step time depends on the context, not on how the sequence got there.
+With --decode-steps equal to --gen-len, each of the B prompts is generated whole: the measured new
+tokens/s is then one cycle of a job that refills the whole batch, the rate the plan's job
+prediction (the table's "job pred") is for.
 With --gen-len-min, generations are spread evenly over gen-len-min..gen-len (both stages: the plan
 is made for that spread) and the window is one of the steady state of a refilled batch: each of the
 B sequences is at a context drawn as a refilled batch holds them (a generation of G tokens, drawn
@@ -118,7 +122,7 @@ def tool(args, name):
 
 
 def plan_name(case, batch):
-    """The plan of `case` capped at resident batch `batch` (a sweep point), or the case's own."""
+    """The plan of `case` at resident batch `batch` (a sweep point), or the case's own."""
     return f"{case}-b{batch}" if batch else case
 
 
@@ -140,22 +144,29 @@ def plan(args):
         for batch in args.batches or [None]:
             name = plan_name(case, batch)
             options = [f"profile={args.profile}", f"host-mem={args.host_mem}", f"gpu-mem={gpu}",
-                       f"max-batch={batch or CASES[case].max_batch}",
+                       f"batch={batch}" if batch else f"max-batch={CASES[case].max_batch}",
                        f"kv-dtype={CASES[case].kv_dtype}",
                        f"weight-dtype={CASES[case].weight_dtype}",
                        f"host-attention={CASES[case].host_attention}",
                        *lengths_options(args),
                        f"output={args.out / (name + '.moeplan')}"]
-            explain = subprocess.run(
+            (args.out / f"{name}.error").unlink(missing_ok=True)
+            planned = subprocess.run(
                 [moe_opt, str(ROOT / "models" / model / "config.json"),
                  "--moe-plan=" + " ".join(options), "--moe-explain-plan=json=true", "-o", "/dev/null"],
-                check=True, capture_output=True, text=True).stdout
-            (args.out / f"{name}.explain.json").write_text(explain)
-            explained = json.loads(explain)
-            planned = explained["decision"]["resident_batch"]
-            capped = f" (memory holds no more than B {planned})" if batch and planned < batch else ""
-            log(f"{name}: B {planned}, predicted decode "
-                f"{explained['report']['decode_tokens_per_second']:.0f} tok/s{capped}")
+                check=not batch, capture_output=True, text=True)
+            if planned.returncode != 0:
+                lines = planned.stderr.strip().splitlines()
+                reason = next((l for l in lines if "error:" in l), lines[-1] if lines else "")
+                (args.out / f"{name}.error").write_text(reason + "\n")
+                log(f"{name}: left out of the sweep: {reason}")
+                continue
+            (args.out / f"{name}.explain.json").write_text(planned.stdout)
+            report = json.loads(planned.stdout)["report"]
+            job = report.get("job_tokens_per_second")
+            log(f"{name}: B {json.loads(planned.stdout)['decision']['resident_batch']}, predicted "
+                f"decode {report['decode_tokens_per_second']:.0f} tok/s"
+                + (f", job {job:.0f} new tok/s" if job else ""))
 
 
 PROMPT_SEED = 1
@@ -313,6 +324,7 @@ def summarize(case, name, batch, prompt_len, stats, explain):
         "prefill_tokens_per_second": stats["prefill"]["tokens_per_second"],
         "decode_tokens_per_second": stats["decode"]["tokens_per_second"],
         "new_tokens_per_second": stats["new_tokens_per_second"],
+        "predicted_job_tokens_per_second": report.get("job_tokens_per_second"),
         "measured_step_seconds": measured_step,
         "predicted_step_seconds": predicted_step,
         "roofline_step_seconds": roofline,
@@ -382,7 +394,7 @@ def print_table(results, args):
         lengths = f"prompt {args.prompt_len} + {args.gen_len} ({window} at the mean context)"
     print(f"\n{results['card']}, {lengths}, synthetic bf16 weights")
     print(f"{'case':28s} {'B':>5s} {'prefill/s':>10s} {'decode/s':>9s} {'pred/s':>8s} "
-          f"{'step s':>7s} {'pred s':>7s} {'roof':>6s} {'GB/step':>8s} {'new/s':>8s}")
+          f"{'step s':>7s} {'pred s':>7s} {'roof':>6s} {'GB/step':>8s} {'new/s':>8s} {'job pred':>8s}")
     for r in results["moe_run"]:
         if "error" in r:
             print(f"{r['case']:28s} {r['error']}")
@@ -392,7 +404,8 @@ def print_table(results, args):
               f"{r['decode_tokens_per_second']:9.1f} {r['predicted_decode_tokens_per_second']:8.1f} "
               f"{r['measured_step_seconds']:7.3f} {r['predicted_step_seconds']:7.3f} "
               f"{(f'{100 * fraction:5.1f}%' if fraction else '   -  '):>6s} "
-              f"{r['h2d_bytes_per_decode_step'] / 1e9:8.2f} {r['new_tokens_per_second']:8.1f}")
+              f"{r['h2d_bytes_per_decode_step'] / 1e9:8.2f} {r['new_tokens_per_second']:8.1f} "
+              f"{r['predicted_job_tokens_per_second'] or 0:8.1f}")
     for r in results["transformers"]:
         if "error" in r:
             print(f"{r['case']:28s} {r['error']}")
@@ -424,15 +437,11 @@ def run(args):
         (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
 
     for case in args.cases:
-        batches_run = set()
         for batch in args.batches or [None]:
-            # A sweep point that memory capped to an earlier point's B is that point again.
-            planned = explanation(args, case, batch)
-            if planned["decision"]["resident_batch"] in batches_run:
-                log(f"{plan_name(case, batch)}: skipped, its plan is for B "
-                    f"{planned['decision']['resident_batch']}, measured already")
+            unfit = args.out / f"{plan_name(case, batch)}.error"
+            if unfit.is_file():
+                log(f"{plan_name(case, batch)}: skipped, no plan: {unfit.read_text().strip()}")
                 continue
-            batches_run.add(planned["decision"]["resident_batch"])
             results["moe_run"].append(run_case(args, case, batch))
             save()
         for batch in args.hf_batches:
@@ -460,7 +469,7 @@ def main():
                         "JSON) instead of --prompt-len, --gen-len and --gen-len-min")
     p.add_argument("--decode-steps", type=int, default=16, help="decode steps measured")
     p.add_argument("--batches", type=int, nargs="+", default=None,
-                   help="a sweep: plan and run each case capped at each of these resident batches")
+                   help="a sweep: plan and run each case at each of these resident batches")
     p.add_argument("--backend", default="cuda", choices=["cuda", "cpu", "auto"])
     p.add_argument("--trace", action="store_true",
                    help="run: write each case's first decode step, as run, beside the plan's "

@@ -45,6 +45,11 @@ struct PlanPipelineOptions : public PassPipelineOptions<PlanPipelineOptions> {
       *this, "max-batch",
       llvm::cl::desc("Largest resident batch (e.g. the number of prompts)"),
       llvm::cl::init(65536)};
+  Option<int64_t> batch{
+      *this, "batch",
+      llvm::cl::desc("Plan exactly this resident batch, for a measured "
+                     "sweep of B (0: search B up to max-batch)"),
+      llvm::cl::init(0)};
   Option<std::string> weightDtype{
       *this, "weight-dtype",
       llvm::cl::desc("Weight dtype: declared (routed experts as the "
@@ -83,6 +88,7 @@ void mlir::moe::registerPlanPipeline() {
         select.minGeneratedTokens = options.minGeneratedTokens;
         select.lengths = options.lengths;
         select.maxBatch = options.maxBatch;
+        select.batch = options.batch;
         select.weightDtype = options.weightDtype;
         select.kvDtype = options.kvDtype;
         select.hostAttention = options.hostAttention;

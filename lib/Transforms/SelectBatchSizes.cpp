@@ -304,10 +304,10 @@ void SelectBatchSizesPass::runOnOperation() {
                           "fp8";
     return signalPassFailure();
   }
-  if (promptTokens < 0 || generatedTokens < 0 || maxBatch <= 0 ||
+  if (promptTokens < 0 || generatedTokens < 0 || maxBatch <= 0 || batch < 0 ||
       runnerUps < 0) {
-    module.emitError() << "prompt-len and gen-len must not be negative, "
-                          "max-batch must be positive";
+    module.emitError() << "prompt-len, gen-len and batch must not be "
+                          "negative, max-batch must be positive";
     return signalPassFailure();
   }
   FailureOr<cm::GenerationLengths> toPlan = jobLengths();
@@ -332,6 +332,8 @@ void SelectBatchSizesPass::runOnOperation() {
 
   cm::SearchOptions options;
   options.maxResidentBatch = maxBatch;
+  if (batch > 0)
+    options.residentBatches = {batch};
   options.maxRunnerUps = static_cast<size_t>(runnerUps);
   if (hostAttention != "auto") {
     double share = 0;

@@ -66,6 +66,9 @@ def SelectBatchSizes : Pass<"moe-select-batch-sizes", "::mlir::ModuleOp"> {
            "and head)">,
     Option<"maxBatch", "max-batch", "int64_t", /*default=*/"65536",
            "Largest resident batch to consider">,
+    Option<"batch", "batch", "int64_t", /*default=*/"0",
+           "Plan exactly this resident batch, for a measured sweep of B "
+           "(0: search B up to max-batch)">,
     Option<"runnerUps", "runner-ups", "int64_t", /*default=*/"6",
            "How many runner-up candidates to keep in the report">,
     Option<"hostAttention", "host-attention", "std::string",
