@@ -10,7 +10,7 @@ steady-state step. The batch is refilled as moe-run refills it: once the plan's 
 explanation's refill.slots; --refill-slots N instead) are free, or none is busy; each such pass
 streams the plan's weights once (refill.weight_seconds) and prefills its prompts at the measured
 prefill rate. Once the last request is admitted the batch drains, and a step with n live sequences
-takes the plan's step at n (its live-step curve, priced at the tail's contexts) times --tail-scale
+takes the plan's step at n (its drain_steps curve, priced at the drain's contexts) times --tail-scale
 (measured over predicted for such a step, 1 without a measurement). With --tail-plan, the job moves
 to the plan's tail plan as moe-run's TailSwitch would (every request admitted, the live sequences
 fit its slots, the steps they are expected to run save more than --switch-seconds of preparing it
@@ -91,15 +91,20 @@ def simulate(args, explain):
     batch = decision["resident_batch"]
     prompts = Lengths(decision["prompt_lengths"])
     generations = Lengths(decision["generated_lengths"])
-    if not tail:
-        sys.exit("job_time: the plan's explanation has no live-step curves (they come with a "
-                 "tail plan: plan the job with tail-plan on, where one saves time)")
+    if "drain_steps" not in explain["report"]:
+        sys.exit("job_time: the plan's explanation has no drain_steps (a plan for a job that "
+                 "generates has them)")
+    if args.tail_plan and not tail:
+        sys.exit("job_time: --tail-plan: the plan has no tail plan (moe-opt keeps one only "
+                 "where it saves time)")
     refill = explain["report"].get("refill", {})
     refill_at = args.refill_slots or refill.get("slots", 1)
     pass_weight_seconds = refill.get("weight_seconds", 0.0)
-    main_at, tail_at = curve(tail["main_steps"]), curve(tail["tail_steps"])
-    slots = tail["decision"]["resident_batch"]
-    recompute_rate = tail["report"]["prefill_tokens_per_second"]
+    main_at = curve(explain["report"]["drain_steps"])
+    if args.tail_plan:
+        tail_at = curve(tail["tail_steps"])
+        slots = tail["decision"]["resident_batch"]
+        recompute_rate = tail["report"]["prefill_tokens_per_second"]
     rng = random.Random(args.seed)
     lengths = [generations.draw(rng) for _ in range(args.requests)]
     prompt_of = [prompts.draw(rng) for _ in range(args.requests)]

@@ -282,10 +282,12 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
 }
 
 // The tail's plan beside the job's: when it takes over and what it saves.
-void printTail(raw_ostream &os, BatchingAttr main, DictionaryAttr tail) {
+void printTail(raw_ostream &os, BatchingAttr main, DictionaryAttr mainReport,
+               DictionaryAttr tail) {
   auto b = tail.getAs<BatchingAttr>("batching");
   auto report = tail.getAs<DictionaryAttr>("report");
-  auto mainSteps = tail.getAs<DictionaryAttr>("main_steps");
+  auto mainSteps =
+      mainReport ? mainReport.getAs<DictionaryAttr>("drain_steps") : nullptr;
   auto tailSteps = tail.getAs<DictionaryAttr>("tail_steps");
   if (!b || !report || !mainSteps || !tailSteps)
     return;
@@ -368,7 +370,7 @@ struct ExplainPlanPass
     } else {
       printText(llvm::outs(), model, batching, report);
       if (tail)
-        printTail(llvm::outs(), batching, tail);
+        printTail(llvm::outs(), batching, report, tail);
     }
     markAllAnalysesPreserved();
   }

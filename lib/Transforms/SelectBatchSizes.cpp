@@ -94,9 +94,11 @@ struct SelectBatchSizesPass
   FailureOr<cm::HardwareProfile> loadProfile();
   FailureOr<cm::GenerationLengths> jobLengths();
   // `refills`: the job's plan, which takes in new prompts as slots free
-  // (a tail plan runs after the last admission).
+  // (a tail plan runs after the last admission); `drain`: how the job's
+  // plan steps as its batch drains.
   DictionaryAttr report(const cm::PlanChoice &choice,
-                        const cm::HardwareProfile &profile, bool refills);
+                        const cm::HardwareProfile &profile, bool refills,
+                        const cm::DrainCurve *drain = nullptr);
   DictionaryAttr refillReport(const cm::Candidate &best);
   DictionaryAttr tailReport(const cm::TailChoice &tail, BatchingAttr batching,
                             const cm::HardwareProfile &profile);
@@ -151,9 +153,18 @@ FailureOr<cm::GenerationLengths> SelectBatchSizesPass::jobLengths() {
   return std::move(loaded).value();
 }
 
+DictionaryAttr curveAttr(MLIRContext *context, const cm::LiveStepCurve &curve) {
+  Builder builder(context);
+  return Report(context)
+      .add("live", builder.getDenseI64ArrayAttr(curve.live))
+      .add("seconds", builder.getDenseF64ArrayAttr(curve.seconds))
+      .get();
+}
+
 DictionaryAttr SelectBatchSizesPass::report(const cm::PlanChoice &choice,
                                             const cm::HardwareProfile &profile,
-                                            bool refills) {
+                                            bool refills,
+                                            const cm::DrainCurve *drain) {
   MLIRContext *context = &getContext();
   Builder builder(context);
   const cm::Candidate &best = choice.best;
@@ -253,6 +264,9 @@ DictionaryAttr SelectBatchSizesPass::report(const cm::PlanChoice &choice,
   if (refills)
     result.add("job_tokens_per_second", choice.best.jobTokensPerSecond)
         .add("refill", refillReport(choice.best));
+  if (drain)
+    result.add("drain_context_tokens", drain->lengths.meanDecodeContext())
+        .add("drain_steps", curveAttr(context, drain->steps));
   return result.get();
 }
 
@@ -274,19 +288,11 @@ SelectBatchSizesPass::tailReport(const cm::TailChoice &tail,
                                  BatchingAttr batching,
                                  const cm::HardwareProfile &profile) {
   MLIRContext *context = &getContext();
-  Builder builder(context);
-  auto curveOf = [&](const cm::LiveStepCurve &curve) {
-    return Report(context)
-        .add("live", builder.getDenseI64ArrayAttr(curve.live))
-        .add("seconds", builder.getDenseF64ArrayAttr(curve.seconds))
-        .get();
-  };
   return Report(context)
       .add("batching", batching)
       .add("report", report(tail.plan, profile, /*refills=*/false))
-      .add("context_tokens", tail.lengths.meanDecodeContext())
-      .add("main_steps", curveOf(tail.mainSteps))
-      .add("tail_steps", curveOf(tail.tailSteps))
+      .add("context_tokens", tail.plan.best.plan.lengths.meanDecodeContext())
+      .add("tail_steps", curveAttr(context, tail.tailSteps))
       .add("tail_step_count", tail.tailStepCount)
       .add("main_tail_seconds", tail.mainTailSeconds)
       .add("recompute_seconds", tail.recomputeSeconds)
@@ -375,12 +381,25 @@ void SelectBatchSizesPass::runOnOperation() {
         recorded(planned.generated));
   };
   module->setAttr(MoEDialect::kBatchingAttrName, batchingOf(choice->best.plan));
-  module->setAttr(MoEDialect::kPlanReportAttrName,
-                  report(*choice, *hardware, /*refills=*/true));
-  if (!tail)
+  // A job that generates drains once its last prompt is admitted.
+  std::optional<cm::DrainCurve> drain;
+  if (toPlan->generated.mean() > 0) {
+    ::moe::Result<cm::DrainCurve> priced =
+        cm::drainCurve(view->costs, *hardware, choice->best.plan);
+    if (!priced.ok()) {
+      module.emitError() << "pricing the job's drain: "
+                         << priced.error().message();
+      return signalPassFailure();
+    }
+    drain = std::move(priced).value();
+  }
+  module->setAttr(
+      MoEDialect::kPlanReportAttrName,
+      report(*choice, *hardware, /*refills=*/true, drain ? &*drain : nullptr));
+  if (!tail || !drain)
     return;
-  ::moe::Result<std::optional<cm::TailChoice>> tailChoice =
-      cm::selectTailPlan(view->costs, *hardware, choice->best.plan, options);
+  ::moe::Result<std::optional<cm::TailChoice>> tailChoice = cm::selectTailPlan(
+      view->costs, *hardware, choice->best.plan, *drain, options);
   if (!tailChoice.ok()) {
     module.emitError() << "planning the tail: " << tailChoice.error().message();
     return signalPassFailure();

@@ -62,13 +62,26 @@ Result<LiveStepCurve> liveStepCurve(const ModelCosts &model,
   return curve;
 }
 
+GenerationLengths drainLengths(const GenerationLengths &job) {
+  return {job.prompts, LengthDistribution::fixed(job.longestGeneration())};
+}
+
+Result<DrainCurve> drainCurve(const ModelCosts &model,
+                              const HardwareProfile &profile,
+                              const Plan &main) {
+  DrainCurve drain{drainLengths(main.lengths), {}};
+  MOE_ASSIGN_OR_RETURN(drain.steps,
+                       liveStepCurve(model, profile, main, drain.lengths));
+  return drain;
+}
+
 Result<std::optional<TailChoice>> selectTailPlan(const ModelCosts &model,
                                                  const HardwareProfile &profile,
                                                  const Plan &main,
+                                                 const DrainCurve &drain,
                                                  const SearchOptions &options) {
   const GenerationLengths &job = main.lengths;
-  GenerationLengths tail{job.prompts,
-                         LengthDistribution::fixed(job.longestGeneration())};
+  const GenerationLengths &tail = drain.lengths;
   std::vector<int64_t> batches;
   for (int64_t divisor : {16, 8, 4}) {
     int64_t batch = (main.residentBatch + divisor - 1) / divisor;
@@ -78,8 +91,7 @@ Result<std::optional<TailChoice>> selectTailPlan(const ModelCosts &model,
   }
   if (batches.empty())
     return std::optional<TailChoice>();
-  MOE_ASSIGN_OR_RETURN(LiveStepCurve mainSteps,
-                       liveStepCurve(model, profile, main, tail));
+  const LiveStepCurve &mainSteps = drain.steps;
   const double batch = double(main.residentBatch);
   std::optional<TailChoice> best;
   for (int64_t slots : batches) {
@@ -92,8 +104,6 @@ Result<std::optional<TailChoice>> selectTailPlan(const ModelCosts &model,
     if (!planned.ok())
       continue; // nothing of that size fits beside the model
     TailChoice choice;
-    choice.lengths = tail;
-    choice.mainSteps = mainSteps;
     const Plan &plan = planned->best.plan;
     MOE_ASSIGN_OR_RETURN(choice.tailSteps,
                          liveStepCurve(model, profile, plan, tail));

@@ -43,12 +43,23 @@ Result<LiveStepCurve> liveStepCurve(const ModelCosts &model,
                                     const Plan &plan,
                                     const GenerationLengths &lengths);
 
+// The contexts of a job's drain (its steps after the last admission): the
+// sequences left are the longest, so every one is priced at the job's
+// longest generation.
+GenerationLengths drainLengths(const GenerationLengths &job);
+
+// The job's plan as its batch drains: its live-step curve at the drain's
+// contexts.
+struct DrainCurve {
+  GenerationLengths lengths;
+  LiveStepCurve steps;
+};
+Result<DrainCurve> drainCurve(const ModelCosts &model,
+                              const HardwareProfile &profile, const Plan &main);
+
 struct TailChoice {
   PlanChoice plan; // its B is the most live sequences it takes over
-  // The contexts both curves are priced at: every sequence reaching the
-  // job's longest generation (the tail holds the longest ones).
-  GenerationLengths lengths;
-  LiveStepCurve mainSteps, tailSteps;
+  LiveStepCurve tailSteps; // at the drain's contexts, as the main curve
   // The tail from the step the live sequences fit the tail plan to the
   // last one: its steps, and its time on the steady-state plan.
   int64_t tailStepCount = 0;
@@ -58,11 +69,13 @@ struct TailChoice {
   double savedSeconds = 0; // net of the recompute
 };
 
-// The tail plan that saves the most of the job's tail behind `main`, among
-// plans for B/16, B/8 and B/4 sequences; none when none saves time.
+// The tail plan that saves the most of the job's tail behind `main` (whose
+// drain is `drain`), among plans for B/16, B/8 and B/4 sequences; none when
+// none saves time.
 Result<std::optional<TailChoice>> selectTailPlan(const ModelCosts &model,
                                                  const HardwareProfile &profile,
                                                  const Plan &main,
+                                                 const DrainCurve &drain,
                                                  const SearchOptions &options);
 
 } // namespace moe::costmodel

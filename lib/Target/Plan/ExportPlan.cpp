@@ -403,8 +403,11 @@ PlanWriter::writePhases() {
   auto batching = tail.getAs<BatchingAttr>("batching");
   auto context = tail.getAs<IntegerAttr>("context_tokens");
   auto saved = tail.getAs<FloatAttr>("saved_seconds");
-  auto curveOf = [&](StringRef key) -> FailureOr<fb::Offset<pl::LiveSteps>> {
-    auto curve = tail.getAs<DictionaryAttr>(key);
+  auto report =
+      module->getAttrOfType<DictionaryAttr>(MoEDialect::kPlanReportAttrName);
+  auto curveOf = [&](DictionaryAttr holder,
+                     StringRef key) -> FailureOr<fb::Offset<pl::LiveSteps>> {
+    auto curve = holder ? holder.getAs<DictionaryAttr>(key) : nullptr;
     auto live = curve ? curve.getAs<DenseI64ArrayAttr>("live") : nullptr;
     auto seconds = curve ? curve.getAs<DenseF64ArrayAttr>("seconds") : nullptr;
     if (!live || !seconds || live.size() != seconds.size() || live.empty())
@@ -413,13 +416,13 @@ PlanWriter::writePhases() {
     std::vector<double> stepSeconds(seconds.asArrayRef());
     return pl::CreateLiveStepsDirect(builder, &liveCounts, &stepSeconds);
   };
-  FailureOr<fb::Offset<pl::LiveSteps>> current = curveOf("main_steps");
-  FailureOr<fb::Offset<pl::LiveSteps>> steps = curveOf("tail_steps");
+  FailureOr<fb::Offset<pl::LiveSteps>> current = curveOf(report, "drain_steps");
+  FailureOr<fb::Offset<pl::LiveSteps>> steps = curveOf(tail, "tail_steps");
   if (!batching || !context || !saved || failed(current) || failed(steps))
     return module.emitError()
            << "'" << MoEDialect::kTailAttrName
            << "' needs batching, context_tokens, saved_seconds and the "
-              "main_steps and tail_steps curves";
+              "tail_steps curve, and the plan report the drain_steps one";
   std::vector<uint8_t> plan(bytes.getValue().begin(), bytes.getValue().end());
   std::vector<fb::Offset<pl::Phase>> phases{pl::CreatePhaseDirect(
       builder, "tail", batching.getResidentBatch(), context.getInt(), *current,

@@ -94,8 +94,13 @@ TEST(PhasesTest, TheTailPlanKeepsMoreWeightsOnTheGpuAndSavesTime) {
   Streamed job;
   PlanChoice main = job.main();
   ASSERT_GT(main.best.decodeTraffic.weightBytesToGpu, 0);
-  auto tail =
-      selectTailPlan(job.model, job.profile, main.best.plan, job.options);
+  auto drain = drainCurve(job.model, job.profile, main.best.plan);
+  ASSERT_TRUE(drain.ok()) << drain.error().message();
+  // The drain is priced at the longest generation: the sequences left.
+  EXPECT_EQ(drain->lengths.generated,
+            LengthDistribution::fixed(job.lengths.longestGeneration()));
+  auto tail = selectTailPlan(job.model, job.profile, main.best.plan, *drain,
+                             job.options);
   ASSERT_TRUE(tail.ok()) << tail.error().message();
   ASSERT_TRUE(tail->has_value());
   const TailChoice &choice = **tail;
@@ -106,8 +111,7 @@ TEST(PhasesTest, TheTailPlanKeepsMoreWeightsOnTheGpuAndSavesTime) {
   EXPECT_LT(choice.plan.best.decodeTraffic.weightBytesToGpu,
             main.best.decodeTraffic.weightBytesToGpu);
   EXPECT_TRUE(plan.wholeContextPool);
-  EXPECT_EQ(choice.lengths.generated,
-            LengthDistribution::fixed(job.lengths.longestGeneration()));
+  EXPECT_EQ(plan.lengths.generated, drain->lengths.generated);
   EXPECT_GT(choice.tailStepCount, 0);
   EXPECT_LE(choice.tailStepCount, job.lengths.longestGeneration());
   EXPECT_GT(choice.recomputeSeconds, 0);
@@ -116,8 +120,7 @@ TEST(PhasesTest, TheTailPlanKeepsMoreWeightsOnTheGpuAndSavesTime) {
             choice.mainTailSeconds);
   // Every live count the tail sees, the tail plan steps faster.
   for (int64_t live = 1; live <= plan.residentBatch; ++live)
-    EXPECT_LT(choice.tailSteps.at(double(live)),
-              choice.mainSteps.at(double(live)))
+    EXPECT_LT(choice.tailSteps.at(double(live)), drain->steps.at(double(live)))
         << live;
 }
 
@@ -126,8 +129,10 @@ TEST(PhasesTest, NoTailPlanWhereTheModelIsResident) {
   job.profile = syntheticProfile(4000 * kMB, 4000 * kMB);
   PlanChoice main = job.main();
   ASSERT_EQ(main.best.decodeTraffic.weightBytesToGpu, 0);
-  auto tail =
-      selectTailPlan(job.model, job.profile, main.best.plan, job.options);
+  auto drain = drainCurve(job.model, job.profile, main.best.plan);
+  ASSERT_TRUE(drain.ok()) << drain.error().message();
+  auto tail = selectTailPlan(job.model, job.profile, main.best.plan, *drain,
+                             job.options);
   ASSERT_TRUE(tail.ok()) << tail.error().message();
   EXPECT_FALSE(tail->has_value());
 }
