@@ -10,6 +10,9 @@
   host_attention_sweep.png    decode tokens/s, measured and predicted, against the host's share
                               of decode attention (ω, "cpu_attention_share"), one series per
                               (model, budget, B) run at two or more shares; absent without one.
+  job_vs_batch.png            a sweep of whole generations (decode_steps = gen_len): new tokens/s
+                              measured and the plan's job prediction against B, one series per
+                              (model, budget) with two or more B; absent without one.
 
 Missing fields are skipped with a warning on stderr. matplotlib is imported only when plotting.
 
@@ -263,6 +266,45 @@ def plot_host_attention_sweep(results, out_dir):
     return path
 
 
+def plot_job_vs_batch(results, out_dir):
+    """job_vs_batch.png; returns its path, or None without a sweep of whole generations."""
+    if results.get("decode_steps") != results.get("gen_len"):
+        return None  # decode windows: new tokens/s is not a job's
+    series = {}
+    for e in runs(results, "moe_run"):
+        measured = e.get("new_tokens_per_second")
+        predicted = e.get("predicted_job_tokens_per_second")
+        if not isinstance(e.get("B"), int) or not measured or not predicted:
+            continue
+        key = (e.get("model", "?"), e.get("budget", "?"))
+        series.setdefault(key, {})[e["B"]] = (float(measured), float(predicted))
+    series = {k: v for k, v in series.items() if len(v) >= 2}
+    if not series:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for index, ((model, budget), points) in enumerate(sorted(series.items())):
+        color = f"C{index}"
+        batches = sorted(points)
+        label = series_label(model, budget)
+        ax.plot(batches, [points[b][0] for b in batches], "o-", color=color,
+                label=f"{label}: measured")
+        ax.plot(batches, [points[b][1] for b in batches], "x--", color=color,
+                label=f"{label}: the plan's job prediction")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("resident batch B (sequences)")
+    ax.set_ylabel("new tokens/s of the whole generation")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"The job's rate against B\n{title_suffix(results)}", fontsize=9)
+    path = out_dir / "job_vs_batch.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def synthetic_results():
     """A results dict in the driver's format, with one deliberately incomplete entry."""
     moe_run = []
@@ -273,7 +315,9 @@ def synthetic_results():
             measured = roof * (1.08 + 0.1 / math.log2(b))
             run = {"model": model, "budget": budget, "B": b, "decode_tokens_per_second": b / measured,
                    "prefill_tokens_per_second": 20000.0, "roofline_step_seconds": roof,
-                   "predicted_step_seconds": roof * 1.02, "measured_step_seconds": measured}
+                   "predicted_step_seconds": roof * 1.02, "measured_step_seconds": measured,
+                   "new_tokens_per_second": 0.6 * b / measured,
+                   "predicted_job_tokens_per_second": 0.65 * b / (roof * 1.02)}
             if b in (64, 1024):
                 run["stages"] = {
                     "attention": {"measured_s": 0.12 * measured, "predicted_s": 0.10 * roof},
@@ -292,7 +336,7 @@ def synthetic_results():
         {"model": "deepseek-v2-lite", "budget": "resident", "batch": 512,
          "error": "CUDA out of memory during generate (batch 512)"},
     ]
-    return {"card": "NVIDIA H100 80GB HBM3", "prompt_len": 512, "gen_len": 256,
+    return {"card": "NVIDIA H100 80GB HBM3", "prompt_len": 512, "gen_len": 256, "decode_steps": 256,
             "moe_run": moe_run, "transformers": transformers}
 
 
@@ -300,7 +344,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--results", type=Path, help="results JSON of the benchmark driver")
-    source.add_argument("--self-test", action="store_true", help="render both plots from synthetic results")
+    source.add_argument("--self-test", action="store_true", help="render the plots from synthetic results")
     p.add_argument("--out-dir", required=True, type=Path, help="where the PNG files go")
     args = p.parse_args(argv)
 
@@ -310,12 +354,13 @@ def main(argv=None):
     args.out_dir.mkdir(parents=True, exist_ok=True)
     written = [path for path in (plot_decode_vs_batch(results, args.out_dir),
                                  plot_predicted_vs_measured(results, args.out_dir),
-                                 plot_host_attention_sweep(results, args.out_dir))
+                                 plot_host_attention_sweep(results, args.out_dir),
+                                 plot_job_vs_batch(results, args.out_dir))
                if path is not None]
     for path in written:
         print(f"wrote {path}")
-    if args.self_test and len(written) != 2:
-        print("plot_results: self-test failed: expected 2 plots", file=sys.stderr)
+    if args.self_test and len(written) != 3:
+        print("plot_results: self-test failed: expected 3 plots", file=sys.stderr)
         return 1
     return 0 if written else 1
 
