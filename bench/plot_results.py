@@ -9,7 +9,8 @@
                               that carry "stages" (at most 6 runs, one subplot each).
   host_attention_sweep.png    decode tokens/s, measured and predicted, against the host's share
                               of decode attention (ω, "cpu_attention_share"), one series per
-                              (model, budget, B) run at two or more shares; absent without one.
+                              (model, budget) run at two or more shares, each point marked with
+                              its plan's B (the planner sizes B per ω); absent without one.
   job_vs_batch.png            a sweep of whole generations (decode_steps = gen_len): new tokens/s
                               measured and the plan's job prediction against B, one series per
                               (model, budget) with two or more B; absent without one.
@@ -240,19 +241,23 @@ def plot_host_attention_sweep(results, out_dir):
         predicted = e.get("predicted_decode_tokens_per_second")
         if not isinstance(share, (int, float)) or not measured or not predicted:
             continue
-        key = (e.get("model", "?"), e.get("budget", "?"), e.get("B", "?"))
-        series.setdefault(key, {})[float(share)] = (float(measured), float(predicted))
+        key = (e.get("model", "?"), e.get("budget", "?"))
+        series.setdefault(key, {})[float(share)] = (float(measured), float(predicted),
+                                                    e.get("B", "?"))
     series = {k: v for k, v in series.items() if len(v) >= 2}
     if not series:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for index, ((model, budget, batch), points) in enumerate(sorted(series.items())):
+    for index, ((model, budget), points) in enumerate(sorted(series.items())):
         color = f"C{index}"
         shares = sorted(points)
-        label = f"{series_label(model, budget)}, B {batch}"
+        label = series_label(model, budget)
         ax.plot(shares, [points[s][0] for s in shares], "o-", color=color, label=f"{label}: measured")
         ax.plot(shares, [points[s][1] for s in shares], "x--", color=color, label=f"{label}: predicted")
+        for s in shares:
+            ax.annotate(f"B {points[s][2]}", (s, points[s][0]), textcoords="offset points",
+                        xytext=(4, -12), fontsize=7, color=color)
     ax.set_xlabel("host's share of decode attention ω (of the B sequences)")
     ax.set_ylabel("decode tokens/s")
     ax.set_ylim(bottom=0)
