@@ -27,6 +27,7 @@ packages=(
   libflatbuffers-dev flatbuffers-compiler flatbuffers-compiler-dev libfmt-dev
   libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev
   libpcre2-dev libutf8proc-dev
+  openmpi-bin # mpirun, for the test of a job in shards over several ranks
 )
 fuzz_clang=(clang clang++)
 if [ "$MOE_FUZZ" = ON ] && [ "$MOE_BUILD_COMPILER" = ON ]; then

@@ -1,5 +1,6 @@
 # lit configuration for moe's FileCheck tests.
 import os
+import shutil
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -18,3 +19,7 @@ config.substitutions.append(("%bench", os.path.join(config.moe_src_root, "bench"
 config.substitutions.append(("%moe_bin", config.moe_tools_dir))
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.add_tool_substitutions(["moe-opt", "moe-run"], [config.moe_tools_dir])
+
+# The launcher of a job in shards over several hosts (OpenMPI's mpirun).
+if shutil.which("mpirun"):
+    config.available_features.add("mpirun")

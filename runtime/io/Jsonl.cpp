@@ -150,6 +150,8 @@ Request PromptReader::parse(const std::string &line) {
 
 Result<std::optional<Request>> PromptReader::next() {
   std::string line;
+  if (nextIndex_ == endIndex_)
+    return std::optional<Request>();
   if (!nextLine(line)) {
     if (file_->bad())
       return makeError("{}: read error after line {}", path_, lineNumber_);
@@ -182,6 +184,17 @@ Status PromptReader::skip(int64_t count) {
   return Status::success();
 }
 
+Status PromptReader::restrictTo(int64_t first, int64_t end) {
+  if (nextIndex_ != 0 || first < 0 || end < first)
+    return makeError("{}: requests {} to {} asked after reading began or "
+                     "out of order",
+                     path_, first, end);
+  MOE_RETURN_IF_ERROR(skip(first));
+  firstIndex_ = first;
+  endIndex_ = end;
+  return Status::success();
+}
+
 PromptReader::Echo PromptReader::takeEcho(int64_t index) {
   auto it = echoes_.find(index);
   if (it == echoes_.end())
@@ -198,6 +211,7 @@ Result<AnswerWriter> AnswerWriter::open(const std::string &path,
   AnswerWriter writer;
   writer.path_ = path;
   writer.prompts_ = &prompts;
+  writer.firstIndex_ = writer.nextIndex_ = prompts.firstIndex();
   writer.tokenizer_ = tokenizer;
   if (path == "-") {
     writer.file_ = std::shared_ptr<std::FILE>(stdout, [](std::FILE *) {});
@@ -271,7 +285,7 @@ Status AnswerWriter::resume(const std::string &job) {
   if (kept < size && ::ftruncate(fd, kept) != 0)
     return makeError("{}: cannot drop its unfinished last line: {}", partial_,
                      systemError());
-  resumed_ = nextIndex_;
+  resumed_ = nextIndex_ - firstIndex_;
   return prompts_->skip(resumed_);
 }
 
@@ -364,7 +378,7 @@ Status AnswerWriter::add(Completion completion) {
   return Status::success();
 }
 
-Status AnswerWriter::commit() {
+Status AnswerWriter::commit(bool keepDescription) {
   if (partial_.empty())
     return Status::success();
   if (std::fflush(file_.get()) != 0 || ::fsync(::fileno(file_.get())) != 0)
@@ -374,7 +388,14 @@ Status AnswerWriter::commit() {
   if (error)
     return makeError("{}: cannot rename it to {}: {}", partial_, path_,
                      error.message());
-  std::filesystem::remove(jobPath_, error);
+  if (keepDescription) {
+    std::filesystem::rename(jobPath_, path_ + ".job", error);
+    if (error)
+      return makeError("{}: cannot rename it to {}.job: {}", jobPath_, path_,
+                       error.message());
+  } else {
+    std::filesystem::remove(jobPath_, error);
+  }
   return Status::success();
 }
 

@@ -53,6 +53,11 @@ public:
   /// Passes over the next `count` requests without reading them (those a
   /// resumed job has answered).
   Status skip(int64_t count);
+  /// Reads requests `first` to `end` - 1 only (a shard of the job), numbered
+  /// as in the whole file; before the first next().
+  Status restrictTo(int64_t first, int64_t end);
+  /// The number of the first request it reads (0 unless restricted).
+  int64_t firstIndex() const { return firstIndex_; }
   /// What the answer of request `index` repeats of it (its "id" or
   /// "custom_id", a batch body's "model"), once: the reader forgets it.
   struct Echo {
@@ -82,7 +87,8 @@ private:
   bool formatKnown_ = false;
   int64_t lineNumber_ = 0;
   std::map<int64_t, Echo> echoes_;
-  int64_t nextIndex_ = 0;
+  int64_t firstIndex_ = 0, nextIndex_ = 0;
+  int64_t endIndex_ = -1; // -1: the whole file
 };
 
 /// Answers in input order, one line each, of the prompts file's kind (an
@@ -113,7 +119,7 @@ public:
 
   Status add(Completion completion);
   /// Answers written, those resumed included.
-  int64_t written() const { return nextIndex_; }
+  int64_t written() const { return nextIndex_ - firstIndex_; }
   /// Answers kept from an earlier run of the job.
   int64_t resumed() const { return resumed_; }
   /// Error lines among the written answers.
@@ -128,8 +134,10 @@ public:
   int64_t completionTokens() const { return completionTokens_; }
   /// Where unfinished answers are kept ("" for stdout).
   const std::string &partialPath() const { return partial_; }
-  /// Every request is answered: OUTPUT.partial becomes OUTPUT.
-  Status commit();
+  /// Every request is answered: OUTPUT.partial becomes OUTPUT. With
+  /// `keepDescription` the job's description stays beside it as OUTPUT.job
+  /// (a shard's, which tells a later run that it is answered).
+  Status commit(bool keepDescription = false);
 
 private:
   AnswerWriter() = default;
@@ -144,7 +152,7 @@ private:
   const Tokenizer *tokenizer_ = nullptr;
   std::map<int64_t, Completion> pending_;
   std::map<std::string, int64_t> finishReasons_;
-  int64_t nextIndex_ = 0, resumed_ = 0, failed_ = 0;
+  int64_t firstIndex_ = 0, nextIndex_ = 0, resumed_ = 0, failed_ = 0;
   int64_t promptTokens_ = 0, completionTokens_ = 0;
 };
 

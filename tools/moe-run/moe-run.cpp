@@ -11,6 +11,7 @@
 #include "Checkpoint.h"
 #include "DescribePrompts.h"
 #include "JobLengths.h"
+#include "Shards.h"
 
 #include "runtime/backends/cpu/CpuBackend.h"
 #ifdef MOE_HAVE_CUDA
@@ -71,6 +72,8 @@ struct Options {
   bool enforceEager = false;    // no CUDA graphs
   bool tailPlan = true;         // the plan's tail phase, where it saves time
   std::string phase;            // run the whole job on this phase's plan
+  std::optional<std::string> shardFlag; // --shard S/N
+  Shard shard;                          // of the flag or the launcher
 };
 
 /// Accepts a finite number that `allowed` accepts; otherwise the option's
@@ -103,7 +106,7 @@ int64_t countPromptLines(const std::string &path) {
 
 /// What decides a job's answers, so that a resumed job is the same job.
 std::string jobDescription(const Options &options, const EngineOptions &engine,
-                           int32_t maxNewTokens) {
+                           int32_t maxNewTokens, const Shard &shard) {
   auto fileOf = [](const std::string &path) {
     std::error_code error;
     nlohmann::json file{
@@ -127,6 +130,11 @@ std::string jobDescription(const Options &options, const EngineOptions &engine,
                      {"top_k", options.sampling.topK},
                      {"top_p", options.sampling.topP},
                      {"seed", options.sampling.seed}};
+  // Index -1: the whole job in `count` shards.
+  if (shard.sharded())
+    job["shard"] = shard.index < 0 ? nlohmann::json{{"count", shard.count}}
+                                   : nlohmann::json{{"index", shard.index},
+                                                    {"count", shard.count}};
   return job.dump();
 }
 
@@ -484,6 +492,30 @@ Result<LoadedPlan> phasePlan(const LoadedPlan &job, const Options &options) {
 /// How a job that ran to its end went (exit codes 0 and 2).
 enum class RunOutcome { allAnswered, someRequestsFailed };
 
+/// After this process's shard is answered: the shards merged into the
+/// output once every one is, or what is left.
+Status mergeWhenAnswered(const Options &options,
+                         const std::function<std::string(int64_t)> &describe) {
+  const Shard &shard = options.shard;
+  MOE_ASSIGN_OR_RETURN(
+      MergeOutcome merge,
+      mergeShards(options.output, shard.count, describe(-1), describe));
+  if (merge.merged)
+    std::fprintf(stderr, "moe-run: every shard answered: %lld merged into %s\n",
+                 static_cast<long long>(shard.count), options.output.c_str());
+  else if (!merge.unanswered.empty())
+    std::fprintf(stderr,
+                 "moe-run: shard %lld of %lld answered; %s is written once "
+                 "shard%s %s %s (the same command redoes what a failed one "
+                 "left)\n",
+                 static_cast<long long>(shard.index),
+                 static_cast<long long>(shard.count), options.output.c_str(),
+                 merge.unanswered.size() > 1 ? "s" : "",
+                 fmt::format("{}", fmt::join(merge.unanswered, ", ")).c_str(),
+                 merge.unanswered.size() > 1 ? "are" : "is");
+  return Status::success();
+}
+
 Result<RunOutcome> run(const Options &options) {
   Result<LoadedPlan> plan = LoadedPlan::fromFile(options.plan);
   if (!plan.ok())
@@ -564,14 +596,48 @@ Result<RunOutcome> run(const Options &options) {
        std::filesystem::equivalent(options.output, options.prompts, same)))
     return makeError("--output {} is the prompts file; answers go elsewhere",
                      options.output);
+  const Shard &shard = options.shard;
+  auto describe = [&](int64_t index) {
+    return jobDescription(options, engine, maxNewTokens,
+                          Shard{index, shard.count});
+  };
+  int64_t requests = countPromptLines(options.prompts);
+  if (shard.sharded()) {
+    if (options.output == "-")
+      return makeError("a job in shards (--shard, or a launcher's rank and "
+                       "size) writes its answers to a file: give --output");
+    if (requests < 0)
+      return makeError("{}: a job in shards needs a prompts file to count, "
+                       "not a pipe",
+                       options.prompts);
+    if (shardsMerged(options.output, describe(-1))) {
+      std::fprintf(stderr, "moe-run: every shard answered already: %s\n",
+                   options.output.c_str());
+      return failedAnswers(options.output) > 0 ? RunOutcome::someRequestsFailed
+                                               : RunOutcome::allAnswered;
+    }
+    if (shardAnswered(options.output, shard, describe(shard.index))) {
+      std::fprintf(stderr,
+                   "moe-run: shard %lld of %lld: answered already in %s\n",
+                   static_cast<long long>(shard.index),
+                   static_cast<long long>(shard.count),
+                   shard.path(options.output).c_str());
+      MOE_RETURN_IF_ERROR(mergeWhenAnswered(options, describe));
+      return failedAnswers(shard.path(options.output)) > 0
+                 ? RunOutcome::someRequestsFailed
+                 : RunOutcome::allAnswered;
+    }
+  }
   Result<PromptReader> prompts =
       PromptReader::open(options.prompts, tokens, maxNewTokens,
                          options.sampling, chat.prompting());
   if (!prompts.ok())
     return prompts.error();
-  Result<AnswerWriter> answers =
-      AnswerWriter::open(options.output, *prompts, tokens,
-                         jobDescription(options, engine, maxNewTokens));
+  if (shard.sharded())
+    MOE_RETURN_IF_ERROR(
+        prompts->restrictTo(shard.first(requests), shard.end(requests)));
+  Result<AnswerWriter> answers = AnswerWriter::open(
+      shard.path(options.output), *prompts, tokens, describe(shard.index));
   if (!answers.ok())
     return answers.error();
   if (answers->resumed() > 0)
@@ -617,7 +683,8 @@ Result<RunOutcome> run(const Options &options) {
   engine.stopRequested = [] { return stopSignal != 0; };
   installStopHandlers();
   Engine generator(*backend, static_cast<int32_t>(model.vocab_size()), engine);
-  int64_t total = countPromptLines(options.prompts);
+  int64_t total =
+      requests < 0 ? -1 : shard.end(requests) - shard.first(requests);
   int64_t toDo = total < 0 ? -1 : total - answers->resumed();
   bool terminal = isatty(STDERR_FILENO);
   ProgressLine progress(options.progress, terminal, options.progressInterval);
@@ -642,12 +709,13 @@ Result<RunOutcome> run(const Options &options) {
   // Answers of a finished job first: a stats file that cannot be written
   // does not hold them back.
   if (status.ok())
-    MOE_RETURN_IF_ERROR(answers->commit());
+    MOE_RETURN_IF_ERROR(answers->commit(/*keepDescription=*/shard.sharded()));
   // Stats are written even when the run failed part-way: they describe what
   // was done. They appear whole or not at all (written aside, then renamed),
   // so a reader never takes a cut-off file for a finished run.
   if (!options.stats.empty()) {
-    std::string partial = options.stats + ".partial";
+    std::string statsPath = shard.path(options.stats);
+    std::string partial = statsPath + ".partial";
     std::ofstream file(partial);
     file << statsJson(options, *plan, engine, stats, *backend,
                       spent.with(*backend), tail ? tail->slots() : 0,
@@ -657,10 +725,10 @@ Result<RunOutcome> run(const Options &options) {
     file.close();
     std::error_code renamed;
     if (file)
-      std::filesystem::rename(partial, options.stats, renamed);
+      std::filesystem::rename(partial, statsPath, renamed);
     if (!file || renamed) {
       std::filesystem::remove(partial, renamed);
-      return makeError("{}: cannot write the stats file", options.stats);
+      return makeError("{}: cannot write the stats file", statsPath);
     }
   }
   if (!options.trace.empty())
@@ -695,6 +763,8 @@ Result<RunOutcome> run(const Options &options) {
   if (std::string hint = lengthsSeen(*plan, *answers).hint(options.output);
       !hint.empty())
     std::fprintf(stderr, "%s\n", hint.c_str());
+  if (shard.sharded())
+    MOE_RETURN_IF_ERROR(mergeWhenAnswered(options, describe));
   return answers->failed() > 0 ? RunOutcome::someRequestsFailed
                                : RunOutcome::allAnswered;
 }
@@ -777,6 +847,12 @@ int main(int argc, char **argv) {
                  "renamed once every request is answered; a stopped job "
                  "resumes when run again with the same command");
   app.add_option("--stats", options.stats, "Write run statistics as JSON");
+  app.add_option("--shard", options.shardFlag,
+                 "S/N: answer shard S of N (contiguous runs of the requests) "
+                 "into OUTPUT.shard-S-of-N (stats: STATS.shard-S-of-N); the "
+                 "last shard to finish merges them into OUTPUT in input "
+                 "order. Default: the launcher's rank and size (mpirun, "
+                 "srun), else the whole job");
   app.add_option("--trace", options.trace,
                  "Write the plan's decode step and prefill pass and the first "
                  "decode step as run, as timelines in Chrome's trace format "
@@ -860,6 +936,12 @@ int main(int argc, char **argv) {
                  "moe-run: --observed-answers needs --describe-prompts\n");
     return 1;
   }
+  Result<Shard> shard = shardOfThisProcess(options.shardFlag);
+  if (!shard.ok()) {
+    std::fprintf(stderr, "moe-run: %s\n", shard.error().message().c_str());
+    return 1;
+  }
+  options.shard = *shard;
   if (options.describePrompts) {
     if (options.prompts.empty()) {
       std::fprintf(stderr, "moe-run: --describe-prompts needs --prompts\n");

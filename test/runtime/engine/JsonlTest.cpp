@@ -161,6 +161,44 @@ std::string threePrompts(const ScratchDirectory &scratch) {
                    "{\"id\": \"c\", \"input_ids\": [3]}\n");
 }
 
+TEST(AnswerWriter, AShardKeepsTheWholeFilesNumbersAndResumesWithinIt) {
+  ScratchDirectory scratch;
+  std::string prompts = threePrompts(scratch);
+  std::string out = scratch.file("shard.jsonl");
+  {
+    auto reader = PromptReader::open(prompts, nullptr, 4);
+    ASSERT_TRUE(reader.ok());
+    ASSERT_TRUE(reader->restrictTo(1, 3).ok());
+    auto writer = AnswerWriter::open(out, *reader, nullptr, "shard 1");
+    ASSERT_TRUE(writer.ok()) << writer.error().message();
+    auto first = reader->next();
+    ASSERT_TRUE(first.ok() && *first);
+    EXPECT_EQ((*first)->index, 1);
+    ASSERT_TRUE(writer->add({1, {5}, "eos", {}}).ok());
+    EXPECT_EQ(writer->written(), 1);
+  } // stopped after one answer of its two
+  auto reader = PromptReader::open(prompts, nullptr, 4);
+  ASSERT_TRUE(reader.ok());
+  ASSERT_TRUE(reader->restrictTo(1, 3).ok());
+  auto writer = AnswerWriter::open(out, *reader, nullptr, "shard 1");
+  ASSERT_TRUE(writer.ok()) << writer.error().message();
+  EXPECT_EQ(writer->resumed(), 1);
+  auto next = reader->next();
+  ASSERT_TRUE(next.ok() && *next);
+  EXPECT_EQ((*next)->index, 2);
+  auto end = reader->next();
+  ASSERT_TRUE(end.ok());
+  EXPECT_FALSE(*end) << "request 3 is past the shard";
+  ASSERT_TRUE(writer->add({2, {6}, "eos", {}}).ok());
+  ASSERT_TRUE(writer->commit(/*keepDescription=*/true).ok());
+  std::string answers = readFile(out);
+  EXPECT_NE(answers.find("\"index\":1,\"output_ids\":[5]"), std::string::npos);
+  EXPECT_NE(answers.find("\"id\":\"c\",\"index\":2,\"output_ids\":[6]"),
+            std::string::npos);
+  EXPECT_EQ(readFile(out + ".job"), "shard 1\n");
+  EXPECT_FALSE(reader->restrictTo(0, 1).ok()) << "after reading began";
+}
+
 TEST(AnswerWriter, WritesInInputOrderAsSoonAsPossibleThenCommits) {
   ScratchDirectory scratch;
   auto reader = PromptReader::open(threePrompts(scratch), nullptr, 4);
