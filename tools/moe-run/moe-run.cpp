@@ -506,8 +506,7 @@ Status mergeWhenAnswered(const Options &options,
   else if (!merge.unanswered.empty())
     std::fprintf(stderr,
                  "moe-run: shard %lld of %lld answered; %s is written once "
-                 "shard%s %s %s (the same command redoes what a failed one "
-                 "left)\n",
+                 "shard%s %s %s\n",
                  static_cast<long long>(shard.index),
                  static_cast<long long>(shard.count), options.output.c_str(),
                  merge.unanswered.size() > 1 ? "s" : "",
