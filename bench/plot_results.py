@@ -232,6 +232,35 @@ def plot_predicted_vs_measured(results, out_dir):
     return path
 
 
+def plot_measured_and_predicted(series, path, title, xlabel, ylabel, predicted, log_x=False):
+    """One line of measured and one of predicted values per (model, budget) of `series`
+    ({key: {x: (measured, predicted, a point's note or None)}}), saved to `path`."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for index, ((model, budget), points) in enumerate(sorted(series.items())):
+        color = f"C{index}"
+        xs = sorted(points)
+        label = series_label(model, budget)
+        ax.plot(xs, [points[x][0] for x in xs], "o-", color=color, label=f"{label}: measured")
+        ax.plot(xs, [points[x][1] for x in xs], "x--", color=color, label=f"{label}: {predicted}")
+        for x in xs:
+            if points[x][2]:
+                ax.annotate(points[x][2], (x, points[x][0]), textcoords="offset points",
+                            xytext=(4, -12), fontsize=7, color=color)
+    if log_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_host_attention_sweep(results, out_dir):
     """host_attention_sweep.png; returns its path, or None when no series has two shares."""
     series = {}
@@ -243,32 +272,15 @@ def plot_host_attention_sweep(results, out_dir):
             continue
         key = (e.get("model", "?"), e.get("budget", "?"))
         series.setdefault(key, {})[float(share)] = (float(measured), float(predicted),
-                                                    e.get("B", "?"))
+                                                    f"B {e.get('B', '?')}")
     series = {k: v for k, v in series.items() if len(v) >= 2}
     if not series:
         return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for index, ((model, budget), points) in enumerate(sorted(series.items())):
-        color = f"C{index}"
-        shares = sorted(points)
-        label = series_label(model, budget)
-        ax.plot(shares, [points[s][0] for s in shares], "o-", color=color, label=f"{label}: measured")
-        ax.plot(shares, [points[s][1] for s in shares], "x--", color=color, label=f"{label}: predicted")
-        for s in shares:
-            ax.annotate(f"B {points[s][2]}", (s, points[s][0]), textcoords="offset points",
-                        xytext=(4, -12), fontsize=7, color=color)
-    ax.set_xlabel("host's share of decode attention ω (of the B sequences)")
-    ax.set_ylabel("decode tokens/s")
-    ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"Decode attention on the host's cores\n{title_suffix(results)}", fontsize=9)
-    path = out_dir / "host_attention_sweep.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plot_measured_and_predicted(
+        series, out_dir / "host_attention_sweep.png",
+        f"Decode attention on the host's cores\n{title_suffix(results)}",
+        "host's share of decode attention ω (of the B sequences)", "decode tokens/s",
+        "predicted")
 
 
 def plot_job_vs_batch(results, out_dir):
@@ -282,32 +294,15 @@ def plot_job_vs_batch(results, out_dir):
         if not isinstance(e.get("B"), int) or not measured or not predicted:
             continue
         key = (e.get("model", "?"), e.get("budget", "?"))
-        series.setdefault(key, {})[e["B"]] = (float(measured), float(predicted))
+        series.setdefault(key, {})[e["B"]] = (float(measured), float(predicted), None)
     series = {k: v for k, v in series.items() if len(v) >= 2}
     if not series:
         return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for index, ((model, budget), points) in enumerate(sorted(series.items())):
-        color = f"C{index}"
-        batches = sorted(points)
-        label = series_label(model, budget)
-        ax.plot(batches, [points[b][0] for b in batches], "o-", color=color,
-                label=f"{label}: measured")
-        ax.plot(batches, [points[b][1] for b in batches], "x--", color=color,
-                label=f"{label}: the plan's job prediction")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("resident batch B (sequences)")
-    ax.set_ylabel("new tokens/s of the whole generation")
-    ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"The job's rate against B\n{title_suffix(results)}", fontsize=9)
-    path = out_dir / "job_vs_batch.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plot_measured_and_predicted(
+        series, out_dir / "job_vs_batch.png",
+        f"The job's rate against B\n{title_suffix(results)}",
+        "resident batch B (sequences)", "new tokens/s of the whole generation",
+        "the plan's job prediction", log_x=True)
 
 
 def synthetic_results():
