@@ -528,13 +528,6 @@ Result<RunOutcome> run(const Options &options) {
   if (!options.trace.empty())
     MOE_RETURN_IF_ERROR(addPlanTimelines(trace, plan->plan()));
 
-  Result<WeightSet> weights =
-      options.syntheticSeed
-          ? WeightSet::synthetic(model, *options.syntheticSeed)
-          : WeightSet::fromCheckpoint(options.checkpoint, model);
-  if (!weights.ok())
-    return weights.error();
-
   MOE_ASSIGN_OR_RETURN(std::optional<Tokenizer> tokenizer,
                        checkpointTokenizer(options.checkpoint));
   const Tokenizer *tokens = tokenizer ? &*tokenizer : nullptr;
@@ -627,6 +620,13 @@ Result<RunOutcome> run(const Options &options) {
                  : RunOutcome::allAnswered;
     }
   }
+  // Bound after the checks above: a shard answered already needs no weights.
+  Result<WeightSet> weights =
+      options.syntheticSeed
+          ? WeightSet::synthetic(model, *options.syntheticSeed)
+          : WeightSet::fromCheckpoint(options.checkpoint, model);
+  if (!weights.ok())
+    return weights.error();
   Result<PromptReader> prompts =
       PromptReader::open(options.prompts, tokens, maxNewTokens,
                          options.sampling, chat.prompting());
