@@ -89,14 +89,16 @@ CASES = {
     # The same plans with an fp8 KV cache (E4M3, a scale per token and head).
     "mixtral-8x7b-fp8kv": Case("mixtral-8x7b", WHOLE_GPU, resident=False, kv_dtype="fp8"),
     "qwen3-30b-a3b-24g-fp8kv": Case("qwen3-30b-a3b", 24, resident=False, kv_dtype="fp8"),
-    # fp8 routed experts (E4M3, a scale per 128 x 128 block), with an fp8 KV cache where the CUDA
-    # backend has one (not MLA's latent cache). Qwen3 capped as its fp8-KV plan is planned.
+    "deepseek-v2-lite-24g-fp8kv": Case("deepseek-v2-lite", 24, resident=False, max_batch=1024,
+                                       kv_dtype="fp8"),
+    # fp8 routed experts (E4M3, a scale per 128 x 128 block) with an fp8 KV cache. Qwen3 capped
+    # as its fp8-KV plan is planned.
     "mixtral-8x7b-fp8": Case("mixtral-8x7b", WHOLE_GPU, resident=False, kv_dtype="fp8",
                              weight_dtype="fp8"),
     "qwen3-30b-a3b-24g-fp8": Case("qwen3-30b-a3b", 24, resident=False, max_batch=2048,
                                   kv_dtype="fp8", weight_dtype="fp8"),
     "deepseek-v2-lite-24g-fp8": Case("deepseek-v2-lite", 24, resident=False, max_batch=1024,
-                                     weight_dtype="fp8"),
+                                     kv_dtype="fp8", weight_dtype="fp8"),
     # 141 B parameters, 262 GB in bf16: runs only with fp8 experts (136 GiB) on one H100 and
     # host memory.
     "mixtral-8x22b-fp8": Case("mixtral-8x22b", WHOLE_GPU, resident=False, kv_dtype="fp8",

@@ -99,7 +99,7 @@ ModuleCost MLAttentionOp::getModuleCost(SymbolTableCollection &symbols,
       dtypes.kv, getKvLoraRank(), getQkRopeHeadDim());
   cost.activationRowBytes = model::latentAttentionRowBytes(
       widthOf(getInput()), getNumHeads(), getQLoraRank(), getKvLoraRank(),
-      getQkNopeHeadDim(), getQkRopeHeadDim(), getVHeadDim());
+      getQkNopeHeadDim(), getQkRopeHeadDim(), getVHeadDim(), dtypes.kv);
   return cost;
 }
 

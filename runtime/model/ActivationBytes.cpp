@@ -16,7 +16,7 @@ int64_t opRowBytes(const ResolvedOp &op, KvDtype kv) {
         else if constexpr (std::is_same_v<S, LatentAttentionSpec>)
           return latentAttentionRowBytes(s.hidden, s.heads, s.qLoraRank,
                                          s.kvLoraRank, s.nope, s.ropeDim,
-                                         s.vDim);
+                                         s.vDim, kv);
         else if constexpr (std::is_same_v<S, LightningSpec>)
           return lightningRowBytes(s.hidden, s.heads, s.headDim);
         else if constexpr (std::is_same_v<S, RouterSpec>)

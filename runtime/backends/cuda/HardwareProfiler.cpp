@@ -759,13 +759,14 @@ Status measureMlaAttention(const Context &ctx,
         args.heads = h;
         args.latentDim = kLatent;
         args.ropeDim = kRope;
-        args.seqStride = std::int64_t(context) * kRow;
+        args.rowBytes = kRow * 2;
+        args.seqStride = std::int64_t(context) * kRow * 2;
         args.maxSpan = context;
         args.scale = 1.0f / std::sqrt(static_cast<float>(kRow));
         args.workspace = ws.as<float>();
         auto t = timeCalls(ctx, [&](std::int64_t i) -> Status {
           kernels::MlaAttentionArgs a = args;
-          a.cache = cache.as<bf16>() + (i % copies) * (bytes / 2);
+          a.cache = cache.as<char>() + (i % copies) * bytes;
           MOE_CUDA_TRY(kernels::mlaAttention(a, ctx.smCount, ctx.stream));
           return Status::success();
         });

@@ -2,17 +2,21 @@
 // inputs: DeepSeek-V2-Lite (16 heads) and V3 (128 heads) decode rows of mixed
 // sequences, long contexts split over several blocks, prefill-like rows, the
 // tiny fixtures' shapes, head counts that fill a head group partially, and
-// negative positions (zeros). The output is poisoned (NaN) before each
-// launch.
+// negative positions (zeros); caches in bf16 and in fp8 (against the values
+// the CPU reference's encoding stands for). The output is poisoned (NaN)
+// before each launch.
 #include "runtime/backends/cuda/kernels/MlaAttention.h"
+#include "runtime/model/KvFormat.h"
 #include "test/runtime/cuda/CudaTestSupport.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -38,20 +42,53 @@ struct Case {
   // kernel is given no sequence list.
   std::vector<std::pair<int32_t, int32_t>> rows;
   bool rowIsSequence = false;
+  bool fp8 = false;
 };
+
+// The cache's rows in the kernel's format, and the values they stand for.
+struct LatentRows {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+};
+LatentRows latentRows(const std::vector<uint16_t> &bits, int64_t tokens,
+                      int latentDim, int ropeDim, bool fp8) {
+  using moe::model::KvDtype;
+  const int dim = latentDim + ropeDim;
+  const int64_t rowBytes = moe::model::latentRowBytes(
+      fp8 ? KvDtype::fp8 : KvDtype::bf16, latentDim, ropeDim);
+  LatentRows out{std::vector<uint8_t>(size_t(tokens * rowBytes)),
+                 std::vector<float>(size_t(tokens * dim))};
+  for (int64_t t = 0; t < tokens; ++t) {
+    float *values = out.values.data() + t * dim;
+    for (int d = 0; d < dim; ++d)
+      values[d] = bf16ToFloat(bits[t * dim + d]);
+    uint8_t *row = out.bytes.data() + t * rowBytes;
+    if (fp8) {
+      moe::model::encodeFp8Row(values, dim / ropeDim, ropeDim, row);
+      moe::model::decodeFp8Row(row, dim / ropeDim, ropeDim, values);
+    } else {
+      std::memcpy(row, bits.data() + t * dim, size_t(dim) * 2);
+    }
+  }
+  return out;
+}
 
 void runCase(const Case &c, std::mt19937 &rng) {
   SCOPED_TRACE(testing::Message()
                << "heads " << c.heads << " latent " << c.latentDim << " rope "
                << c.ropeDim << " rows " << c.rows.size() << " context "
-               << c.maxContext);
-  ASSERT_TRUE(kn::mlaAttentionSupports(c.heads, c.latentDim, c.ropeDim));
+               << c.maxContext << " fp8 " << c.fp8);
+  ASSERT_TRUE(kn::mlaAttentionSupports(c.heads, c.latentDim, c.ropeDim, c.fp8));
   const int64_t rows = static_cast<int64_t>(c.rows.size());
   const int dim = c.latentDim + c.ropeDim;
-  const int64_t seqStride = int64_t(c.maxContext) * dim;
+  const int64_t seqStride = int64_t(c.maxContext) * dim; // values
   auto qLatent = randomBf16(size_t(rows * c.heads * c.latentDim), rng);
   auto qRope = randomBf16(size_t(rows * c.heads * c.ropeDim), rng);
-  auto cache = randomBf16(size_t(c.sequences * seqStride), rng);
+  LatentRows cache = latentRows(
+      randomBf16(size_t(c.sequences * seqStride), rng),
+      int64_t(c.sequences) * c.maxContext, c.latentDim, c.ropeDim, c.fp8);
+  const int64_t rowBytes =
+      int64_t(cache.bytes.size()) / (int64_t(c.sequences) * c.maxContext);
   // q in [-3, 3) and scale 1/sqrt(dim): scores of unit spread, a peaked but
   // not one-hot softmax.
   for (auto *q : {&qLatent, &qRope})
@@ -70,7 +107,7 @@ void runCase(const Case &c, std::mt19937 &rng) {
   check(cudaDeviceGetAttribute(&smCount, cudaDevAttrMultiProcessorCount, 0),
         "sm count");
   auto *dqLatent = upload(qLatent), *dqRope = upload(qRope);
-  auto *dCache = upload(cache);
+  auto *dCache = upload(cache.bytes);
   auto *dSeq = upload(sequences), *dPos = upload(positions);
   const size_t outCount = size_t(rows * c.heads * c.latentDim);
   void *dOut = nullptr, *dWs = nullptr;
@@ -83,7 +120,10 @@ void runCase(const Case &c, std::mt19937 &rng) {
   kn::MlaAttentionArgs a;
   a.qLatent = reinterpret_cast<const kn::bf16 *>(dqLatent);
   a.qRope = reinterpret_cast<const kn::bf16 *>(dqRope);
-  a.cache = reinterpret_cast<const kn::bf16 *>(dCache);
+  a.cache = dCache;
+  a.fp8 = c.fp8;
+  a.rowBytes = rowBytes;
+  a.scalesOffset = moe::model::fp8ScalesOffset(dim / c.ropeDim, c.ropeDim);
   a.out = static_cast<kn::bf16 *>(dOut);
   a.sequences = c.rowIsSequence ? nullptr : dSeq;
   a.positions = dPos;
@@ -91,7 +131,7 @@ void runCase(const Case &c, std::mt19937 &rng) {
   a.heads = c.heads;
   a.latentDim = c.latentDim;
   a.ropeDim = c.ropeDim;
-  a.seqStride = seqStride;
+  a.seqStride = int64_t(c.maxContext) * rowBytes;
   a.maxSpan = maxSpan;
   a.scale = scale;
   a.workspace = static_cast<float *>(dWs);
@@ -108,7 +148,7 @@ void runCase(const Case &c, std::mt19937 &rng) {
   std::vector<double> scores;
   for (int64_t r = 0; r < rows; ++r) {
     auto [s, p] = c.rows[r];
-    const uint16_t *seq = cache.data() + s * seqStride;
+    const float *seq = cache.values.data() + s * seqStride;
     for (int h = 0; h < c.heads; ++h) {
       const int64_t head = r * c.heads + h;
       const uint16_t *ql = qLatent.data() + head * c.latentDim;
@@ -116,12 +156,12 @@ void runCase(const Case &c, std::mt19937 &rng) {
       scores.clear();
       double mx = -INFINITY;
       for (int64_t t = 0; t <= p; ++t) {
-        const uint16_t *kt = seq + t * dim;
+        const float *kt = seq + t * dim;
         double dot = 0;
         for (int d = 0; d < c.latentDim; ++d)
-          dot += double(bf16ToFloat(ql[d])) * bf16ToFloat(kt[d]);
+          dot += double(bf16ToFloat(ql[d])) * kt[d];
         for (int d = 0; d < c.ropeDim; ++d)
-          dot += double(bf16ToFloat(qr[d])) * bf16ToFloat(kt[c.latentDim + d]);
+          dot += double(bf16ToFloat(qr[d])) * kt[c.latentDim + d];
         scores.push_back(dot * scale);
         mx = std::max(mx, scores.back());
       }
@@ -131,7 +171,7 @@ void runCase(const Case &c, std::mt19937 &rng) {
       double *o = ref.data() + head * c.latentDim;
       for (int64_t t = 0; t <= p; ++t)
         for (int d = 0; d < c.latentDim; ++d)
-          o[d] += scores[t] / sum * bf16ToFloat(seq[t * dim + d]);
+          o[d] += scores[t] / sum * seq[t * dim + d];
     }
   }
   std::vector<float> got(outCount);
@@ -212,6 +252,28 @@ TEST(MlaAttention, OtherShapes) {
     runCase({s.heads, s.latent, s.rope, 9, 1200, decodeRows()}, rng);
 }
 
+// fp8 latent caches (a scale per ropeDim values): decode rows, long
+// contexts split over blocks, prefill rows, the tiny shapes and every scale
+// group count the shipped kernels meet (latent / rope from 2 to 64).
+TEST(MlaAttention, Fp8LatentCache) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  auto fp8 = [](Case c) {
+    c.fp8 = true;
+    return c;
+  };
+  runCase(fp8({16, 512, 64, 9, 1200, decodeRows()}), rng);
+  runCase(fp8({128, 512, 64, 3, 1200, {{2, 1199}, {0, 517}}}), rng);
+  runCase(fp8({16, 512, 64, 3, 8192, {{2, 4000}, {1, -1}, {0, 8191}}}), rng);
+  runCase(fp8({16, 512, 64, 3, 200, prefillRows(3, 200)}), rng);
+  runCase(fp8({4, 16, 8, 9, 1200, decodeRows()}), rng);
+  runCase(fp8({4, 32, 8, 3, 100, {{0, 99}, {1, 5}, {2, 64}}, true}), rng);
+  for (auto [heads, latent, rope] :
+       {std::tuple{1, 512, 8}, std::tuple{6, 64, 16}, std::tuple{20, 128, 32},
+        std::tuple{40, 256, 64}})
+    runCase(fp8({heads, latent, rope, 9, 1200, decodeRows()}), rng);
+}
+
 TEST(MlaAttention, NegativePositionGivesZeros) {
   MOE_REQUIRE_CUDA_DEVICE();
   std::mt19937 rng = seeded();
@@ -219,17 +281,22 @@ TEST(MlaAttention, NegativePositionGivesZeros) {
 }
 
 TEST(MlaAttention, RefusesUnsupportedShapes) {
-  EXPECT_TRUE(kn::mlaAttentionSupports(16, 512, 64));
-  EXPECT_TRUE(kn::mlaAttentionSupports(128, 512, 64));
-  EXPECT_TRUE(kn::mlaAttentionSupports(4, 16, 8));
-  EXPECT_FALSE(kn::mlaAttentionSupports(0, 512, 64));   // no heads
-  EXPECT_FALSE(kn::mlaAttentionSupports(129, 512, 64)); // over 128 heads
-  EXPECT_FALSE(kn::mlaAttentionSupports(16, 576, 64));  // latent 576
-  EXPECT_FALSE(kn::mlaAttentionSupports(16, 8, 8));     // latent 8
-  EXPECT_FALSE(kn::mlaAttentionSupports(16, 1024, 64)); // latent 1024
-  EXPECT_FALSE(kn::mlaAttentionSupports(16, 512, 0));   // no rope part
-  EXPECT_FALSE(kn::mlaAttentionSupports(16, 512, 128)); // rope 128
-  EXPECT_FALSE(kn::mlaAttentionSupports(16, 512, 24));  // rope not 2^k
+  for (bool fp8 : {false, true}) {
+    EXPECT_TRUE(kn::mlaAttentionSupports(16, 512, 64, fp8));
+    EXPECT_TRUE(kn::mlaAttentionSupports(128, 512, 64, fp8));
+    EXPECT_TRUE(kn::mlaAttentionSupports(4, 16, 8, fp8));
+    EXPECT_FALSE(kn::mlaAttentionSupports(0, 512, 64, fp8));   // no heads
+    EXPECT_FALSE(kn::mlaAttentionSupports(129, 512, 64, fp8)); // > 128 heads
+    EXPECT_FALSE(kn::mlaAttentionSupports(16, 576, 64, fp8));  // latent 576
+    EXPECT_FALSE(kn::mlaAttentionSupports(16, 8, 8, fp8));     // latent 8
+    EXPECT_FALSE(kn::mlaAttentionSupports(16, 1024, 64, fp8)); // latent 1024
+    EXPECT_FALSE(kn::mlaAttentionSupports(16, 512, 0, fp8));   // no rope part
+    EXPECT_FALSE(kn::mlaAttentionSupports(16, 512, 128, fp8)); // rope 128
+    EXPECT_FALSE(kn::mlaAttentionSupports(16, 512, 24, fp8));  // rope not 2^k
+  }
+  // fp8 scales groups of ropeDim values: the latent must be whole groups.
+  EXPECT_TRUE(kn::mlaAttentionSupports(12, 16, 64, false));
+  EXPECT_FALSE(kn::mlaAttentionSupports(12, 16, 64, true));
 
   // The launcher checks its arguments before touching the device.
   alignas(16) static const kn::bf16 cache[16] = {};
@@ -238,7 +305,8 @@ TEST(MlaAttention, RefusesUnsupportedShapes) {
   a.heads = 16;
   a.latentDim = 512;
   a.ropeDim = 64;
-  a.seqStride = 576;
+  a.rowBytes = 1152;
+  a.seqStride = 1152;
   EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaSuccess); // rows 0
   a.rows = 1;
   a.maxSpan = 8192;
@@ -246,13 +314,25 @@ TEST(MlaAttention, RefusesUnsupportedShapes) {
   EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(kn::mlaAttentionWorkspaceBytes(1024, 16, 512, 640, 132), 0u);
   a.rows = 0;
-  a.seqStride = 580;
+  a.seqStride = 1160;
   EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaErrorMisalignedAddress);
-  a.seqStride = 576;
+  a.seqStride = 1152;
   a.cache = cache + 1;
   EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaErrorMisalignedAddress);
   a.cache = cache;
   a.ropeDim = 48;
+  EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaErrorInvalidValue);
+  // An fp8 row holds 576 codes, then 9 scales from 576: 624 bytes.
+  a.ropeDim = 64;
+  a.fp8 = true;
+  a.rowBytes = 624;
+  EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaErrorInvalidValue);
+  a.scalesOffset = 576;
+  EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaSuccess);
+  a.rowBytes = 608; // the last scale past the row
+  EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaErrorInvalidValue);
+  a.fp8 = false; // a bf16 row is 2 bytes a value
+  a.rowBytes = 1168;
   EXPECT_EQ(kn::mlaAttention(a, 132, nullptr), cudaErrorInvalidValue);
 }
 

@@ -233,13 +233,6 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   auto resolved = model::ResolvedModel::resolve(plan.plan());
   if (!resolved)
     return fail(resolved.error());
-  if (resolved->kvDtype == model::KvDtype::fp8 &&
-      !resolved->latentCaches.empty())
-    return fail(makeError(
-        "the plan keeps MLA's latent cache (layer {}) in fp8; the CUDA "
-        "backend's MLA kernel reads bf16 latent caches only: plan with "
-        "kv-dtype=bf16, or use the CPU backend",
-        resolved->latentCaches.front().layer));
   // Lightning attention's states stay on the GPU: a plan that keeps some
   // sequences' KV and states in host memory fails before anything is
   // uploaded.

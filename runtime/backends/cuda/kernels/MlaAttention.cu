@@ -8,11 +8,16 @@
 //    serves a group of G ∈ {4, 8, 16} heads of one row and a range of its
 //    context (the whole context unless it is split);
 //  * the block walks its range in tiles of 32 cache rows, double-buffered in
-//    shared memory with cp.async (rows padded by 16 bytes, so eight rows'
-//    16-byte chunks at one column hit distinct banks); q of the group sits
-//    in shared memory as bf16 (fp32 would halve the blocks per SM);
+//    shared memory with cp.async (rows padded to an odd number of 16-byte
+//    units, so eight rows' chunks at one column hit distinct banks); q of
+//    the group sits in shared memory as bf16 (fp32 would halve the blocks
+//    per SM);
+//  * fp8 caches (F8) copy their rows as stored, codes and scales, and
+//    convert in registers: a chunk's scale (one per ropeDim elements)
+//    multiplies its partial q·k sum, and in p·V the probability, so a
+//    scale costs one multiply per chunk of 8 values;
 //  * q·k is a G × 32 × (latent + rope) product: each warp takes every 8th
-//    16-byte column chunk, each lane a 4-token × G/4-head register tile, and
+//    8-value column chunk, each lane a 4-token × G/4-head register tile, and
 //    the 8 warps' partial scores are summed in shared memory;
 //  * online softmax in the log2 domain, fp32: warp w owns heads w and w + 8
 //    (lane = token), keeps their running max and sum in registers and
@@ -38,14 +43,22 @@ using namespace detail;
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kTile = 32;   // cache rows per tile
-constexpr int kRowPad = 16; // bytes of padding per row in shared memory
+constexpr int kQPad = 16;   // bytes of padding per head of q in shared memory
 constexpr int kMinSplitTokens = 128; // a split's partial is ~1/8 of its reads
 constexpr int kMaxHeads = 128;
 constexpr int kMaxRope = 64;
 constexpr float kLog2e = 1.4426950408889634f;
 
-// Byte offsets into the dynamic shared memory for rows of `dim` values and a
-// group of g heads.
+// A cache row's bytes in shared memory: an odd number of 16-byte units, so
+// that eight rows' 16-byte (bf16) or 8-byte (fp8) loads at one column fall
+// in distinct banks.
+__host__ __device__ constexpr int paddedRowBytes(int rowBytes) {
+  int units = (rowBytes + 15) / 16;
+  return (units | 1) * 16;
+}
+
+// Byte offsets into the dynamic shared memory for cache rows of `rowBytes`
+// holding `dim` values and a group of g heads.
 struct SmemLayout {
   int rowBytes;    // one cache row of a tile
   int stageBytes;  // one tile
@@ -59,11 +72,12 @@ struct SmemLayout {
   int total;
 };
 
-__host__ __device__ constexpr SmemLayout smemLayout(int dim, int g) {
+__host__ __device__ constexpr SmemLayout smemLayout(int rowBytes, int dim,
+                                                    int g) {
   SmemLayout s{};
-  s.rowBytes = dim * 2 + kRowPad;
+  s.rowBytes = paddedRowBytes(rowBytes);
   s.stageBytes = kTile * s.rowBytes;
-  s.qStride = dim + kRowPad / 2;
+  s.qStride = dim + kQPad / 2;
   s.q = 2 * s.stageBytes;
   s.partial = s.q + g * s.qStride * 2;
   s.probs = s.partial + kWarps * g * kTile * 4;
@@ -87,6 +101,42 @@ __device__ __forceinline__ void unpack8(uint4 w, float (&f)[8]) {
 
 __device__ __forceinline__ uint4 load16(const void *p) {
   return *reinterpret_cast<const uint4 *>(p);
+}
+
+// Eight E4M3 codes (8 bytes) as floats.
+__device__ __forceinline__ void unpackFp8x8(const void *p, float (&f)[8]) {
+  uint2 w = *reinterpret_cast<const uint2 *>(p);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    unsigned word = i < 2 ? w.x : w.y;
+    float2 pair =
+        fp8x2ToFloat2(static_cast<unsigned short>(word >> (16 * (i & 1))));
+    f[2 * i] = pair.x;
+    f[2 * i + 1] = pair.y;
+  }
+}
+
+// Values [8c, 8c + 8) of a cache row in shared memory, as floats: bf16
+// elements, or fp8 codes whose scale the caller applies (chunkScale).
+template <bool F8>
+__device__ __forceinline__ void loadChunk(const char *row, int c,
+                                          float (&f)[8]) {
+  if constexpr (F8)
+    unpackFp8x8(row + c * 8, f);
+  else
+    unpack8(load16(row + c * 16), f);
+}
+
+// The scale of chunk c of an fp8 row (1 for bf16): groups of ropeDim values
+// from scalesOffset on.
+template <bool F8>
+__device__ __forceinline__ float chunkScale(const char *row, int c,
+                                           int scalesOffset, int ropeDim) {
+  if constexpr (F8)
+    return reinterpret_cast<const float *>(row + scalesOffset)[c * 8 /
+                                                               ropeDim];
+  else
+    return 1.0f;
 }
 
 // Score (g, t) in one warp's partial block: the XOR makes a warp's q·k
@@ -123,8 +173,8 @@ __device__ __forceinline__ void loadProbs(const float *p, float (&v)[N]) {
 }
 
 // L: latent dims; G: heads per block (heads beyond a.heads are computed on
-// zero queries and dropped).
-template <int L, int G>
+// zero queries and dropped); F8: the cache holds fp8 rows.
+template <int L, int G, bool F8>
 __global__ void __launch_bounds__(kThreads, 2)
     mlaAttentionKernel(MlaAttentionArgs a, int groups, int tokensPerSplit,
                        int splits) {
@@ -137,8 +187,10 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   extern __shared__ __align__(16) char smem[];
   const int dim = L + a.ropeDim;
-  const int chunks = dim / 8; // 16-byte chunks per cache row
-  const SmemLayout lay = smemLayout(dim, G);
+  const int chunks = dim / 8; // 8-value chunks per cache row
+  const int rowUnits = static_cast<int>(a.rowBytes / 16); // as copied
+  const int scalesOffset = static_cast<int>(a.scalesOffset);
+  const SmemLayout lay = smemLayout(static_cast<int>(a.rowBytes), dim, G);
   bf16 *qs = reinterpret_cast<bf16 *>(smem + lay.q);
   float *partial = reinterpret_cast<float *>(smem + lay.partial);
   float *probs = reinterpret_cast<float *>(smem + lay.probs);
@@ -166,7 +218,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 
   const int64_t sequence = a.sequences ? a.sequences[row] : row;
-  const bf16 *cacheSeq = a.cache + sequence * a.seqStride;
+  const char *cacheSeq =
+      static_cast<const char *>(a.cache) + sequence * a.seqStride;
   const int64_t start = int64_t(split) * tokensPerSplit;
   const int64_t end =
       min(start + tokensPerSplit, int64_t(a.positions[row]) + 1);
@@ -176,13 +229,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   auto issue = [&](int tile, int stage) {
     char *dst = smem + stage * lay.stageBytes;
     const int64_t t0 = start + int64_t(tile) * kTile;
-    for (int c = tid; c < kTile * chunks; c += kThreads) {
-      int r = c / chunks;
-      int col = c - r * chunks;
+    for (int c = tid; c < kTile * rowUnits; c += kThreads) {
+      int r = c / rowUnits;
+      int col = c - r * rowUnits;
       int64_t tok = t0 + r;
       bool valid = tok < end;
       cpAsync16(dst + r * lay.rowBytes + col * 16,
-                cacheSeq + (valid ? tok : start) * dim + col * 8,
+                cacheSeq + (valid ? tok : start) * a.rowBytes + col * 16,
                 valid ? 16 : 0);
     }
     cpAsyncCommit();
@@ -231,20 +284,31 @@ __global__ void __launch_bounds__(kThreads, 2)
         for (int i = 0; i < 4; ++i)
           s[j][i] = 0.0f;
       for (int c = warp; c < chunks; c += kWarps) {
-        float k[4][8];
+        float k[4][8], ks[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-          unpack8(load16(tileSmem + (tq + 8 * i) * lay.rowBytes + c * 16),
-                  k[i]);
+        for (int i = 0; i < 4; ++i) {
+          const char *kRow = tileSmem + (tq + 8 * i) * lay.rowBytes;
+          loadChunk<F8>(kRow, c, k[i]);
+          ks[i] = chunkScale<F8>(kRow, c, scalesOffset, a.ropeDim);
+        }
 #pragma unroll
         for (int j = 0; j < HPL; ++j) {
           float q[8];
           unpack8(load16(qs + (gq + 4 * j) * lay.qStride + c * 8), q);
 #pragma unroll
-          for (int i = 0; i < 4; ++i)
+          for (int i = 0; i < 4; ++i) {
+            if constexpr (F8) {
+              float dot = 0.0f;
 #pragma unroll
-            for (int d = 0; d < 8; ++d)
-              s[j][i] = fmaf(q[d], k[i][d], s[j][i]);
+              for (int d = 0; d < 8; ++d)
+                dot = fmaf(q[d], k[i][d], dot);
+              s[j][i] = fmaf(ks[i], dot, s[j][i]);
+            } else {
+#pragma unroll
+              for (int d = 0; d < 8; ++d)
+                s[j][i] = fmaf(q[d], k[i][d], s[j][i]);
+            }
+          }
         }
       }
       float *mine = partial + warp * G * kTile;
@@ -290,18 +354,21 @@ __global__ void __launch_bounds__(kThreads, 2)
           acc[j][d] *= corr;
       }
       const int nValid = static_cast<int>(min(int64_t(kTile), end - t0));
-      const char *column = tileSmem + octet * 16;
 #pragma unroll 4
       for (int t = 0; t < nValid; ++t) {
+        const char *vRow = tileSmem + t * lay.rowBytes;
         float v[8];
-        unpack8(load16(column + t * lay.rowBytes), v);
+        loadChunk<F8>(vRow, octet, v);
+        const float vs = chunkScale<F8>(vRow, octet, scalesOffset, a.ropeDim);
         float p[HPT];
         loadProbs<HPT>(probs + probIndex<G>(t, headSet * HPT), p);
 #pragma unroll
-        for (int j = 0; j < HPT; ++j)
+        for (int j = 0; j < HPT; ++j) {
+          const float w = F8 ? p[j] * vs : p[j];
 #pragma unroll
           for (int d = 0; d < 8; ++d)
-            acc[j][d] = fmaf(p[j], v[d], acc[j][d]);
+            acc[j][d] = fmaf(w, v[d], acc[j][d]);
+        }
       }
     }
   }
@@ -378,19 +445,22 @@ SplitPlan planSplits(int64_t rows, int heads, int maxSpan, int smCount) {
   return {splits, perSplit};
 }
 
-template <int L, int G>
+template <int L, int G, bool F8>
 cudaError_t launchMla(const MlaAttentionArgs &a, SplitPlan plan,
                       cudaStream_t stream) {
+  // The widest row is bf16's at the largest rope part: an fp8 row of any
+  // rope part is narrower.
   static const cudaError_t attr = cudaFuncSetAttribute(
-      mlaAttentionKernel<L, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-      smemLayout(L + kMaxRope, G).total);
+      mlaAttentionKernel<L, G, F8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      smemLayout(2 * (L + kMaxRope), L + kMaxRope, G).total);
   if (attr != cudaSuccess)
     return attr;
   const int groups = headGroups(a.heads);
   dim3 grid(static_cast<unsigned>(a.rows * groups), plan.splits);
-  mlaAttentionKernel<L, G>
-      <<<grid, kThreads, smemLayout(L + a.ropeDim, G).total, stream>>>(
-          a, groups, plan.tokensPerSplit, plan.splits);
+  mlaAttentionKernel<L, G, F8><<<
+      grid, kThreads,
+      smemLayout(static_cast<int>(a.rowBytes), L + a.ropeDim, G).total,
+      stream>>>(a, groups, plan.tokensPerSplit, plan.splits);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || plan.splits == 1)
     return err;
@@ -400,26 +470,46 @@ cudaError_t launchMla(const MlaAttentionArgs &a, SplitPlan plan,
   return cudaGetLastError();
 }
 
-template <int L>
+template <int L, bool F8>
 cudaError_t launchForGroup(const MlaAttentionArgs &a, SplitPlan plan,
                            cudaStream_t stream) {
   switch (groupSize(a.heads)) {
   case 4:
-    return launchMla<L, 4>(a, plan, stream);
+    return launchMla<L, 4, F8>(a, plan, stream);
   case 8:
-    return launchMla<L, 8>(a, plan, stream);
+    return launchMla<L, 8, F8>(a, plan, stream);
   default:
-    return launchMla<L, 16>(a, plan, stream);
+    return launchMla<L, 16, F8>(a, plan, stream);
   }
+}
+
+template <int L>
+cudaError_t launchForFormat(const MlaAttentionArgs &a, SplitPlan plan,
+                            cudaStream_t stream) {
+  return a.fp8 ? launchForGroup<L, true>(a, plan, stream)
+               : launchForGroup<L, false>(a, plan, stream);
+}
+
+// A row of the cache's format holds its values, and for fp8 its scales
+// after them; it is copied in 16-byte units.
+bool rowFits(const MlaAttentionArgs &a) {
+  const int64_t dim = a.latentDim + a.ropeDim;
+  if (a.rowBytes % 16 != 0 || a.rowBytes > 2 * (a.latentDim + kMaxRope))
+    return false;
+  if (!a.fp8)
+    return a.rowBytes == 2 * dim;
+  return a.scalesOffset >= dim && a.scalesOffset % 4 == 0 &&
+         a.scalesOffset + 4 * (dim / a.ropeDim) <= a.rowBytes;
 }
 
 } // namespace
 
-bool mlaAttentionSupports(int heads, int latentDim, int ropeDim) {
+bool mlaAttentionSupports(int heads, int latentDim, int ropeDim, bool fp8) {
   bool latent = latentDim == 16 || latentDim == 32 || latentDim == 64 ||
                 latentDim == 128 || latentDim == 256 || latentDim == 512;
   bool rope = ropeDim == 8 || ropeDim == 16 || ropeDim == 32 || ropeDim == 64;
-  return latent && rope && heads >= 1 && heads <= kMaxHeads;
+  bool groups = !fp8 || (rope && latentDim % ropeDim == 0);
+  return latent && rope && groups && heads >= 1 && heads <= kMaxHeads;
 }
 
 size_t mlaAttentionWorkspaceBytes(int64_t rows, int heads, int latentDim,
@@ -432,10 +522,11 @@ size_t mlaAttentionWorkspaceBytes(int64_t rows, int heads, int latentDim,
 
 cudaError_t mlaAttention(const MlaAttentionArgs &a, int smCount,
                          cudaStream_t stream) {
-  if (!mlaAttentionSupports(a.heads, a.latentDim, a.ropeDim) || a.rows < 0 ||
-      a.rows * headGroups(a.heads) > INT32_MAX || a.maxSpan < 0)
+  if (!mlaAttentionSupports(a.heads, a.latentDim, a.ropeDim, a.fp8) ||
+      a.rows < 0 || a.rows * headGroups(a.heads) > INT32_MAX ||
+      a.maxSpan < 0 || !rowFits(a))
     return cudaErrorInvalidValue;
-  if (!aligned16(a.cache) || a.seqStride % 8 != 0)
+  if (!aligned16(a.cache) || a.seqStride % 16 != 0)
     return cudaErrorMisalignedAddress;
   if (a.rows == 0)
     return cudaSuccess;
@@ -444,17 +535,17 @@ cudaError_t mlaAttention(const MlaAttentionArgs &a, int smCount,
     return cudaErrorInvalidValue;
   switch (a.latentDim) {
   case 16:
-    return launchForGroup<16>(a, plan, stream);
+    return launchForFormat<16>(a, plan, stream);
   case 32:
-    return launchForGroup<32>(a, plan, stream);
+    return launchForFormat<32>(a, plan, stream);
   case 64:
-    return launchForGroup<64>(a, plan, stream);
+    return launchForFormat<64>(a, plan, stream);
   case 128:
-    return launchForGroup<128>(a, plan, stream);
+    return launchForFormat<128>(a, plan, stream);
   case 256:
-    return launchForGroup<256>(a, plan, stream);
+    return launchForFormat<256>(a, plan, stream);
   default:
-    return launchForGroup<512>(a, plan, stream);
+    return launchForFormat<512>(a, plan, stream);
   }
 }
 

@@ -9,8 +9,8 @@
 // output projection, so for row r, head h at position p:
 //   score_j = (q̃_h · c_j + q_pe,h · k_pe_j) · scale,  j = 0..p
 //   out_h   = Σ_j softmax(score)_j · c_j
-// Scores, softmax and accumulation in fp32 on the bf16 inputs, one rounding
-// on output.
+// Scores, softmax and accumulation in fp32 on the cache's values (bf16, or
+// fp8 codes times their scales), one rounding on output.
 #pragma once
 
 #include <cstddef>
@@ -26,9 +26,14 @@ using bf16 = __nv_bfloat16;
 struct MlaAttentionArgs {
   const bf16 *qLatent = nullptr; // [rows, heads, latentDim]  absorbed query q̃
   const bf16 *qRope = nullptr;   // [rows, heads, ropeDim]    roped q_pe
-  // Sequence s's cache rows start at cache + s·seqStride:
-  // [positions, latentDim + ropeDim], position-major.
-  const bf16 *cache = nullptr;
+  // Sequence s's cache rows start at cache + s·seqStride bytes: one row of
+  // rowBytes per position, in model::latentRowBytes' format: bf16 [c |
+  // k_pe], or with fp8 their E4M3 codes, then from the next 16-byte
+  // boundary one fp32 scale per ropeDim elements (runtime/model/KvFormat.h).
+  const void *cache = nullptr;
+  bool fp8 = false;
+  int64_t rowBytes = 0;
+  int64_t scalesOffset = 0;           // fp8: where a row's scales start
   bf16 *out = nullptr;                // [rows, heads, latentDim]
   const int32_t *sequences = nullptr; // [rows]; null: row r reads sequence r
   // [rows]; row r attends to positions [0, positions[r]]; negative: nothing
@@ -38,7 +43,7 @@ struct MlaAttentionArgs {
   int heads = 0;
   int latentDim = 0;
   int ropeDim = 0;
-  int64_t seqStride = 0; // elements, a multiple of 8
+  int64_t seqStride = 0; // bytes, a multiple of 16
   // ≥ every row's positions[r] + 1: it sizes the split of long contexts, and
   // positions beyond it would be left out.
   int maxSpan = 0;
@@ -47,16 +52,18 @@ struct MlaAttentionArgs {
 };
 
 // heads 1..128, latentDim ∈ {16, 32, 64, 128, 256, 512},
-// ropeDim ∈ {8, 16, 32, 64}.
-bool mlaAttentionSupports(int heads, int latentDim, int ropeDim);
+// ropeDim ∈ {8, 16, 32, 64}; an fp8 cache's latentDim a multiple of ropeDim
+// (its scale groups).
+bool mlaAttentionSupports(int heads, int latentDim, int ropeDim, bool fp8);
 // Device workspace for partial results when few rows have long contexts
 // (split over several blocks); 0 otherwise. smCount: the device's
 // multiprocessors, the same value mlaAttention() is given.
 size_t mlaAttentionWorkspaceBytes(int64_t rows, int heads, int latentDim,
                                   int maxSpan, int smCount);
-// cudaErrorInvalidValue for unsupported shapes or a missing workspace,
-// cudaErrorMisalignedAddress unless cache is 16-byte aligned and seqStride a
-// multiple of 8; cudaSuccess without a launch when rows is 0.
+// cudaErrorInvalidValue for unsupported shapes, a row that cannot hold the
+// format's values and scales or a missing workspace, cudaErrorMisalignedAddress
+// unless cache is 16-byte aligned and seqStride a multiple of 16; cudaSuccess
+// without a launch when rows is 0.
 cudaError_t mlaAttention(const MlaAttentionArgs &args, int smCount,
                          cudaStream_t stream);
 

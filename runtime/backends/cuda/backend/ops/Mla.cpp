@@ -19,14 +19,16 @@ Result<MlaOp> bindMlaOp(WeightPlacement &placement,
   k.nope = a.nope;
   k.ropeDim = a.ropeDim;
   k.vDim = a.vDim;
+  k.fp8 = kv.dtype == model::KvDtype::fp8;
   if (k.nope <= 0)
     return makeError("MLA dimensions are invalid");
   if (!kernels::mlaAttentionSupports(static_cast<int>(k.heads),
                                      static_cast<int>(k.latent),
-                                     static_cast<int>(k.ropeDim)))
+                                     static_cast<int>(k.ropeDim), k.fp8))
     return makeError("the MLA kernel does not support {} heads with "
-                     "kv_lora_rank {} and qk_rope_head_dim {}",
-                     k.heads, k.latent, k.ropeDim);
+                     "kv_lora_rank {} and qk_rope_head_dim {} ({} cache)",
+                     k.heads, k.latent, k.ropeDim,
+                     model::kvDtypeName(kv.dtype));
   std::tie(k.cos, k.sin) = placement.ropeTables(a.rope);
   k.style = static_cast<kernels::RopeStyle>(a.rope.style);
   k.scale = static_cast<float>(a.scale);
@@ -119,6 +121,19 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
                        step.alloc<bf16>(rows * cw, "mla cache rows"));
   MOE_CUDA_TRY(copyColumns(rowsOut, cw, latent, r, r, rows));
   MOE_CUDA_TRY(copyColumns(rowsOut + r, cw, kPe, k.ropeDim, k.ropeDim, rows));
+  // The new rows in the cache's format: fp8 scales each ropeDim values.
+  const uint8_t *cacheRowsOut = reinterpret_cast<const uint8_t *>(rowsOut);
+  if (k.fp8) {
+    MOE_ASSIGN_OR_RETURN(
+        uint8_t * encoded,
+        step.alloc<uint8_t>(rows * cache.rowBytes, "mla fp8 cache rows"));
+    int vectors = static_cast<int>(cw / k.ropeDim);
+    MOE_CUDA_TRY(kernels::encodeFp8Rows(
+        rowsOut, rows, vectors, static_cast<int>(k.ropeDim),
+        model::fp8ScalesOffset(vectors, k.ropeDim), cache.rowBytes, encoded,
+        step.stream));
+    cacheRowsOut = encoded;
+  }
 
   // Absorbed query q̃_h = W_UK,hᵀ q_nope,h, one GEMM per head on
   // head-major rows.
@@ -143,14 +158,17 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
   args.heads = static_cast<int>(heads);
   args.latentDim = static_cast<int>(r);
   args.ropeDim = static_cast<int>(k.ropeDim);
-  args.seqStride = int64_t(step.maxContext) * cw;
+  args.fp8 = k.fp8;
+  args.rowBytes = cache.rowBytes;
+  args.scalesOffset = model::fp8ScalesOffset(cw / k.ropeDim, k.ropeDim);
+  args.seqStride = int64_t(step.maxContext) * cache.rowBytes;
   args.maxSpan = step.maxSpan;
   args.scale = k.scale;
   auto attend = [&](int64_t first, int64_t count, const uint8_t *kCache,
                     const uint8_t *) -> Status {
     args.qLatent = qLatent + first * heads * r;
     args.qRope = qPe + first * heads * k.ropeDim;
-    args.cache = reinterpret_cast<const bf16 *>(kCache);
+    args.cache = kCache;
     args.out = mixed + first * heads * r;
     args.sequences = step.attnSlots + first;
     args.positions = step.positions + first;
@@ -165,17 +183,17 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
   };
   int64_t gpuRows = step.kvPass.gpuRows;
   if (gpuRows > 0) {
-    MOE_CUDA_TRY(kernels::appendKv(rowsOut, nullptr, step.cacheRows, gpuRows,
-                                   cache.rowBytes, cache.k, nullptr,
+    MOE_CUDA_TRY(kernels::appendKv(cacheRowsOut, nullptr, step.cacheRows,
+                                   gpuRows, cache.rowBytes, cache.k, nullptr,
                                    step.stream));
     MOE_RETURN_IF_ERROR(attend(0, gpuRows, cache.k, nullptr));
   }
   if (rows > gpuRows)
     MOE_RETURN_IF_ERROR(step.kv.attendHostSlots(
         step.stream, step.kvPass, step.maxContext, step.cacheRows,
-        step.poolRows, step.hostPages, step.layer, cache,
-        reinterpret_cast<const uint8_t *>(rowsOut), nullptr, step.counters,
-        attend, [](const Event *) -> Result<HostAttention::Outputs> {
+        step.poolRows, step.hostPages, step.layer, cache, cacheRowsOut, nullptr,
+        step.counters, attend,
+        [](const Event *) -> Result<HostAttention::Outputs> {
           // prepare refuses plans that would give MLA rows to the host.
           return makeError("the host's cores do not attend MLA");
         }));

@@ -64,6 +64,7 @@ struct MlaOp {
   const bf16 *wUkT; // [heads][latent][nope]: W_UK,hᵀ as [out, in]
   const bf16 *wUv;  // [heads][vDim][latent]
   int cache;
+  bool fp8; // the latent cache holds fp8 rows (model::latentRowBytes)
 };
 // MiniMax's lightning attention: SiLU(qkv) through the recurrent state
 // (kernels::lightningAttention), RMSNorm over all heads, times σ(x·gate),
