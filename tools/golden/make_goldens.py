@@ -20,7 +20,9 @@ For each tiny model config in models/tiny-*/config.json that has a native HF cla
   5. writes <out>/<name>/golden.json and <out>/<name>/golden_logits.safetensors.
 
 It also writes the variant tiny-minimax-partial-rope: the same MiniMax weights and prompts with HF's
-MiniMax patched to honour partial_rotary_factor (HF 5.17 rotates the whole head; see MiniMaxPartialRope).
+MiniMax patched to honour partial_rotary_factor (HF 5.17 rotates the whole head; see MiniMaxPartialRope),
+and variants stored in a quantized hub format (STORED_FORMAT): tiny-gpt-oss-mxfp4 (MXFP4 experts),
+tiny-deepseek-v3-fp8 and tiny-qwen3-moe-fp8 (FP8 E4M3 with 128 x 128 block scales).
 
 It checks that greedy decoding is stable (one forward over prompt+continuation gives
 the same argmax at every generated position), reports near-ties (top-2 logit gap
@@ -54,13 +56,23 @@ MODELS = ["tiny-mixtral", "tiny-deepseek-v2", "tiny-deepseek-v3", "tiny-qwen2-mo
 # Variants: (name, source model dir, seed index of the source, patch). The seed index is the
 # source's, so a variant has the same weights and prompts as its source model.
 VARIANTS = [("tiny-minimax-partial-rope", "tiny-minimax", MODELS.index("tiny-minimax"), "minimax_partial_rope"),
-            ("tiny-gpt-oss-mxfp4", "tiny-gpt-oss", MODELS.index("tiny-gpt-oss"), None)]
+            ("tiny-gpt-oss-mxfp4", "tiny-gpt-oss", MODELS.index("tiny-gpt-oss"), None),
+            ("tiny-deepseek-v3-fp8", "tiny-deepseek-v3", MODELS.index("tiny-deepseek-v3"), None),
+            ("tiny-qwen3-moe-fp8", "tiny-qwen3-moe", MODELS.index("tiny-qwen3-moe"), None)]
 # Variants stored as hub checkpoints of a quantized format ship: before the oracle runs, the
 # model's routed experts become what transformers dequantizes that format to, and the saved
 # model.safetensors holds the format itself (config.json its quantization_config), so the
 # fixture checks a backend's reading of the format against transformers' own.
-STORED_FORMAT = {"tiny-gpt-oss-mxfp4": "mxfp4"}
+STORED_FORMAT = {"tiny-gpt-oss-mxfp4": "mxfp4", "tiny-deepseek-v3-fp8": "fp8", "tiny-qwen3-moe-fp8": "fp8"}
 MXFP4_EXPERTS = re.compile(r"mlp\.experts\.(gate_up_proj|down_proj)$")
+# FP8 checkpoints (DeepSeek-V3/R1, Qwen3-*-FP8) quantize every Linear of the decoder layers: attention
+# projections, dense MLPs, shared and routed experts; not the embeddings, lm_head, norms or the routers
+# (`mlp.gate`, kept in full precision by both, listed in Qwen3's modules_to_not_convert).
+FP8_WEIGHT = re.compile(r"^model\.layers\.\d+\..+\.weight$")
+FP8_ROUTER = re.compile(r"\.mlp\.gate\.weight$")
+FP8_EXPERT = re.compile(r"^(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$")
+FP8_BLOCK = 128
+FP8_MAX = 448.0  # largest finite E4M3 (float8_e4m3fn)
 PROMPT_LENS = [5, 11, 17, 24]
 NEW_TOKENS = 8
 SEED = 20261126
@@ -552,6 +564,149 @@ def store_mxfp4(out_dir, notes):
                  "quantization_config mxfp4; transformers reloads them with Mxfp4Config(dequantize=True)")
 
 
+# ----------------------------------------------------------------------------- FP8 block-scaled weights
+
+def fp8_quantized(name, shape):
+    return len(shape) == 2 and FP8_WEIGHT.match(name) and not FP8_ROUTER.search(name)
+
+
+def fp8_block_scales(scale, rows, cols):
+    """Each element's scale: scale [⌈rows/128⌉, ⌈cols/128⌉] expanded over its blocks, the last ones cut."""
+    return scale.repeat_interleave(FP8_BLOCK, 0).repeat_interleave(FP8_BLOCK, 1)[:rows, :cols]
+
+
+def fp8_quantize(w):
+    """A Linear weight [out, in] as E4M3 codes [out, in] and fp32 `weight_scale_inv` [⌈out/128⌉, ⌈in/128⌉]:
+    per 128 x 128 block (the last ones partial) the dequantization multiplier amax / 448, codes = w /
+    scale clamped to ±448 and rounded to nearest even by the cast (how DeepSeek-V3's inference code
+    quantizes activations; its checkpoints' scales are such multipliers); an all-zero block gets scale 1."""
+    w = w.detach().float().cpu()
+    rows, cols = w.shape
+    pad = nn.functional.pad(w, (0, -cols % FP8_BLOCK, 0, -rows % FP8_BLOCK))
+    amax = pad.reshape(pad.shape[0] // FP8_BLOCK, FP8_BLOCK, pad.shape[1] // FP8_BLOCK, FP8_BLOCK).abs().amax(dim=(1, 3))
+    scale = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
+    codes = (w / fp8_block_scales(scale, rows, cols)).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return codes.contiguous(), scale.contiguous()
+
+
+def fp8_dequantize_reference(codes, scale):
+    """codes x their block's scale, one fp32 product each: the reading this repo's loader implements."""
+    rows, cols = codes.shape
+    return codes.float() * fp8_block_scales(scale.float(), rows, cols)
+
+
+def fp8_dequantize(codes, scale):
+    """transformers' own reading of FP8 codes + weight_scale_inv (its Fp8Dequantize conversion op, what
+    from_pretrained with FineGrainedFP8Config(dequantize=True) applies), in fp32, on the CPU."""
+    import types
+    from transformers import FineGrainedFP8Config
+    from transformers.integrations.finegrained_fp8 import Fp8Dequantize
+    config = FineGrainedFP8Config(weight_block_size=[FP8_BLOCK, FP8_BLOCK], dequantize=True)
+    op = Fp8Dequantize(types.SimpleNamespace(quantization_config=config))
+    # Its step for one (weight, scale) pair, with the dtype the loader passes for an fp32 model.
+    return op._dequantize_one(codes, scale, output_dtype=torch.float32).float().cpu()
+
+
+def fp8_hf_quantize_agreement(w, codes, scale):
+    """How transformers' own quantizer (Fp8Quantize, the reverse of its dequantization) would store w,
+    given the whole matrix as its block (it leaves shapes the configured block does not divide
+    unquantized): (codes that differ, largest relative scale difference), or a string if it fails."""
+    import types
+    try:
+        from transformers.integrations.finegrained_fp8 import Fp8Quantize
+        config = types.SimpleNamespace(weight_block_size=tuple(w.shape), scale_fmt="float")
+        out = Fp8Quantize(types.SimpleNamespace(quantization_config=config)).convert({"x.weight": w.float().cpu()})
+        q, s = out["x.weight"], out["x.weight_scale_inv"]
+        differ = (q.view(torch.uint8) != codes.view(torch.uint8)).sum().item()
+        return differ, ((s.float() - scale) / scale).abs().max().item()
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def fp8_hub_view(model, name):
+    """The slice of the in-memory model that save_pretrained writes as hub tensor `name`: per-expert
+    weights live in v5's fused experts (gate_up_proj [E, 2I, H] = gate rows then up rows, down_proj
+    [E, H, I]); every other name is the parameter itself."""
+    m = FP8_EXPERT.match(name)
+    if not m:
+        return model.get_parameter(name)
+    prefix, expert, which = m.group(1), int(m.group(2)), m.group(3)
+    if which == "down":
+        return model.get_parameter(prefix + ".down_proj")[expert]
+    gate_up = model.get_parameter(prefix + ".gate_up_proj")[expert]
+    half = gate_up.shape[0] // 2
+    return gate_up[:half] if which == "gate" else gate_up[half:]
+
+
+def quantize_fp8(model, notes):
+    """Each quantized hub matrix (as save_pretrained names and shapes it) replaced in the model by what
+    transformers dequantizes its FP8 form to; returns {hub name: (codes, scale)} for store_fp8."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        hub = load_file(os.path.join(tmp, "model.safetensors"))
+    stored, worst, moved, total, hf_rule = {}, 0.0, 0.0, 0.0, []
+    for name in sorted(k for k, v in hub.items() if fp8_quantized(k, v.shape)):
+        w = hub[name]
+        view = fp8_hub_view(model, name)
+        if not torch.equal(view.detach().cpu(), w):
+            raise RuntimeError(f"{name}: the in-memory slice is not what save_pretrained writes")
+        codes, scale = fp8_quantize(w)
+        dq = fp8_dequantize(codes, scale)
+        if not torch.equal(dq, fp8_dequantize_reference(codes, scale)):
+            raise RuntimeError(f"{name}: transformers dequantizes FP8 otherwise than codes x block scale in fp32")
+        hf_rule.append((name, fp8_hf_quantize_agreement(w, codes, scale)))
+        worst = max(worst, rel_l2(dq, w))
+        moved += (dq.double() - w.double()).norm().item() ** 2
+        total += w.double().norm().item() ** 2
+        with torch.no_grad():
+            view.copy_(dq.to(view.dtype))
+        stored[name] = (codes, scale)
+    unquantized = sorted(k for k, v in hub.items() if v.dim() == 2 and k not in stored)
+    log(f"FP8: {len(stored)} matrices quantized, left in fp32: {unquantized}")
+    for name, agreement in hf_rule:
+        log(f"  {name:64s} transformers' Fp8Quantize vs amax/448: {agreement}")
+    differ = [a[0] for _, a in hf_rule if not isinstance(a, str)]
+    hf_note = (f"transformers' own Fp8Quantize (scale 448/amax multiplied, weight_scale_inv its reciprocal), given "
+               f"each whole matrix as its block, gives {sum(differ)} different codes over {len(differ)} matrices"
+               if len(differ) == len(hf_rule) else f"transformers' Fp8Quantize could not be compared: {hf_rule[0][1]}")
+    notes.append(f"STORED FP8: {len(stored)} decoder-layer Linear weights quantized (E4M3, one fp32 scale amax/448 "
+                 f"per 128 x 128 block) and replaced by transformers' dequantization (Fp8Dequantize); each matrix "
+                 f"moved by rel-L2 up to {worst:.3g} ({math.sqrt(moved / total):.3g} over all of them); {hf_note}; "
+                 f"not quantized: {', '.join(sorted(set(re.sub(r'layers[.][0-9]+', 'layers.L', k) for k in unquantized)))}")
+    return stored
+
+
+def store_fp8(out_dir, notes, stored, model_type, num_layers):
+    """model.safetensors' quantized weights as F8_E4M3 `<name>.weight` + F32 `<name>.weight_scale_inv`,
+    config.json with the hub's quantization_config; the stored form must dequantize to the saved values
+    exactly."""
+    st = os.path.join(out_dir, "model.safetensors")
+    sd = load_file(st)
+    if sorted(k for k, v in sd.items() if fp8_quantized(k, v.shape)) != sorted(stored):
+        raise RuntimeError("save_pretrained wrote other quantizable weights than were quantized")
+    for k, (codes, scale) in stored.items():
+        if not torch.equal(fp8_dequantize(codes, scale), sd[k].float()):
+            raise RuntimeError(f"{k}: its FP8 form does not dequantize to the saved values")
+        sd[k], sd[k + "_scale_inv"] = codes, scale
+    save_file(sd, st, metadata={"format": "pt"})
+    path = os.path.join(out_dir, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    # As DeepSeek-V3's and Qwen3-30B-A3B-FP8's config.json hold it; Qwen3 also lists its routers.
+    quantization = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                    "weight_block_size": [FP8_BLOCK, FP8_BLOCK]}
+    if model_type == "qwen3_moe":
+        quantization["modules_to_not_convert"] = ["lm_head"] + [f"model.layers.{l}.mlp.gate" for l in range(num_layers)]
+    config["quantization_config"] = quantization
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    notes.append("model.safetensors stores those weights as F8_E4M3 <name>.weight + F32 <name>.weight_scale_inv "
+                 "(hub names, per expert), config.json quantization_config fp8 with weight_block_size [128, 128]; "
+                 "transformers reloads them with FineGrainedFP8Config(dequantize=True)")
+
+
 def strip_tensors(path, pattern):
     sd = load_file(path)
     with safe_open(path, "pt") as f:
@@ -571,6 +726,9 @@ def reload_logits(out_dir, prompts, device, notes, stored_format=None):
     if stored_format == "mxfp4":  # dequantized by transformers, not run by its MXFP4 kernels
         from transformers import Mxfp4Config
         kw["quantization_config"] = Mxfp4Config(dequantize=True)
+    elif stored_format == "fp8":  # likewise: Fp8Dequantize at load, plain Linear modules
+        from transformers import FineGrainedFP8Config
+        kw["quantization_config"] = FineGrainedFP8Config(weight_block_size=[FP8_BLOCK, FP8_BLOCK], dequantize=True)
     try:
         m, info = AutoModelForCausalLM.from_pretrained(out_dir, output_loading_info=True,
                                                        experts_implementation="eager", **kw)
@@ -649,8 +807,15 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
         notes.append(f"seed chosen from {trials} for the smallest bf16 vs fp32 logits drift ({drift:.4g})")
     model, rep = build_model(cfg, mt, seed, src_name)
     stored_format = STORED_FORMAT.get(name)
+    unquantized_logits, fp8_stored = None, None
+    if stored_format == "fp8":  # to say how far the quantization moved the outputs
+        with torch.no_grad():
+            unquantized_logits = [model(input_ids=torch.tensor([p]), use_cache=False).logits[0].float()
+                                  for p in make_prompts(cfg, seed)]
     if stored_format == "mxfp4":
         quantize_experts_mxfp4(model, notes)
+    elif stored_format == "fp8":
+        fp8_stored = quantize_fp8(model, notes)
     log(f"class {type(model).__name__}  model_type {mt}  seed {seed}")
     log(f"attn_implementation={getattr(model.config, '_attn_implementation', None)} "
         f"experts_implementation={getattr(model.config, '_experts_implementation', None)}")
@@ -729,6 +894,12 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
     log(f"greedy: how={[r['how'] for r in res]} unstable={unstable} min top-2 gap={min_gap_gen:.4g} "
         f"max |cached - full| logits={max_step_diff:.3g}")
 
+    if unquantized_logits is not None:
+        d = max(rel_l2(r["prompt_logits"], u) for r, u in zip(res, unquantized_logits))
+        log(f"{stored_format}: prompt logits moved by rel-L2 up to {d:.3g} from the unquantized model's (CPU)")
+        notes.append(f"quantization moved the prompt logits by rel-L2 up to {d:.3g} from those of the unquantized "
+                     f"{src_name} weights")
+
     # a patched variant must differ from its unpatched source (generated earlier in this run)
     if patch_desc and src_name != name:
         ref = os.path.join(args.out, src_name, "golden_logits.safetensors")
@@ -771,13 +942,24 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
 
     if stored_format == "mxfp4":
         store_mxfp4(out_dir, notes)
+    elif stored_format == "fp8":
+        store_fp8(out_dir, notes, fp8_stored, mt, cfg.num_hidden_layers)
 
     # strip HF-only buffers, then verify a reload reproduces the logits
     backup = st + ".bak"
     shutil.copy(st, backup)
     dropped = strip_tensors(st, HF_ONLY_BUFFERS)
-    rl, info = reload_logits(out_dir, prompts, device, notes, stored_format)
-    reload_diff = max(rel_l2(a, r["prompt_logits"]) for a, r in zip(rl, res))
+    try:
+        rl, info = reload_logits(out_dir, prompts, device, notes, stored_format)
+        reload_diff = max(rel_l2(a, r["prompt_logits"]) for a, r in zip(rl, res))
+    except Exception as e:
+        # The oracle does not depend on transformers' loader reading the stored format: the fixture
+        # stands, its reload_rel_l2 null and the failure in its notes.
+        if not stored_format:
+            raise
+        log(traceback.format_exc())
+        notes.append(f"reload through transformers' {stored_format} loader failed: {type(e).__name__}: {e}")
+        info, reload_diff = {}, float("nan")
     if dropped and reload_diff > 1e-5:
         notes.append(f"reload without {len(dropped)} HF-only buffers gave rel-L2 {reload_diff:.3g}; buffers kept")
         shutil.move(backup, st)
@@ -795,13 +977,16 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
     with safe_open(st, "pt") as f:
         names = sorted(f.keys())
         shapes = {k: list(f.get_slice(k).get_shape()) for k in names}
-        dtypes = {f.get_slice(k).get_dtype() for k in names}
+        dtype_of = {k: f.get_slice(k).get_dtype() for k in names}
+        dtypes = set(dtype_of.values())
     log(f"model.safetensors: {len(names)} tensors, dtypes {dtypes}")
     for k in names:
-        log(f"  {k:72s} {shapes[k]}")
+        log(f"  {k:72s} {dtype_of[k]:8s} {shapes[k]}")
     req, forb = expected_names(cfg, mt)
     if stored_format == "mxfp4":
         req = [k + s for k in req for s in (("_blocks", "_scales") if MXFP4_EXPERTS.search(k) else ("",))]
+    elif stored_format == "fp8":
+        req = req + [k + "_scale_inv" for k in fp8_stored]
     missing = [k for k in req if k not in shapes]
     present_forbidden = [k for k in forb if k in shapes]
     if missing or present_forbidden:
@@ -889,7 +1074,9 @@ def dump_sources(dest):
             except Exception as e:
                 log(f"source {m}/{kind}: {e}")
     for extra in ("transformers.integrations.moe", "transformers.modeling_rope_utils", "transformers.masking_utils",
-                  "transformers.conversion_mapping", "transformers.core_model_loading"):
+                  "transformers.conversion_mapping", "transformers.core_model_loading",
+                  "transformers.integrations.finegrained_fp8", "transformers.quantizers.quantizer_finegrained_fp8",
+                  "transformers.utils.quantization_config"):
         try:
             mod = importlib.import_module(extra)
             shutil.copy(inspect.getsourcefile(mod), dest)
@@ -948,10 +1135,14 @@ def main():
         with open(path) as f:
             previous = json.load(f)
         made = {s["model"] for s in summary}
+        for s in summary:  # the top level names the card of the first run; a row made on another says so
+            if args.card != previous["device"]:
+                s["device"] = args.card
+        manifest["device"] = previous["device"]
         manifest["models"] = [s for s in previous["models"] if s["model"] not in made] + summary
         manifest["command"] = previous["command"] + "; then --only " + " ".join(args.only)
     with open(os.path.join(args.out, "MANIFEST.json"), "w") as f:
-        json.dump(clean(manifest), f, indent=1)
+        json.dump(clean(manifest), f, indent=2)
         f.write("\n")
 
     log("\n===== summary (transformers %s, torch %s, %s) =====" % (transformers.__version__, torch.__version__, args.card))
