@@ -14,6 +14,10 @@
   job_vs_batch.png            a sweep of whole generations (decode_steps = gen_len): new tokens/s
                               measured and the plan's job prediction against B, one series per
                               (model, budget) with two or more B; absent without one.
+  dtype_comparison.png        per (model, budget) run in two or more formats (entries'
+                              "kv_dtype" and "weight_dtype"): decode tokens/s and the bytes a
+                              decode step moves to the GPU, measured (bars, each with its B) and
+                              predicted (markers); absent without one.
 
 Missing fields are skipped with a warning on stderr. matplotlib is imported only when plotting.
 
@@ -305,6 +309,57 @@ def plot_job_vs_batch(results, out_dir):
         "the plan's job prediction", log_x=True)
 
 
+def format_label(entry):
+    """How a run stores its KV and routed experts, e.g. "fp8 KV, fp8 experts"."""
+    weights = entry.get("weight_dtype") or "declared"
+    return f"{entry.get('kv_dtype') or 'bf16'} KV, {'bf16' if weights == 'declared' else weights} experts"
+
+
+def plot_dtype_comparison(results, out_dir):
+    """dtype_comparison.png; returns its path, or None when no (model, budget) has two formats."""
+    groups = {}  # (model, budget) -> {format: entry}
+    for e in runs(results, "moe_run"):
+        if "kv_dtype" not in e and "weight_dtype" not in e:
+            continue
+        if not e.get("decode_tokens_per_second") or e.get("h2d_bytes_per_decode_step") is None:
+            continue
+        groups.setdefault((e.get("model", "?"), e.get("budget", "?")), {})[format_label(e)] = e
+    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    if not groups:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(len(groups), 2, figsize=(10, 3.6 * len(groups)), squeeze=False)
+    panels = (("decode_tokens_per_second", "predicted_decode_tokens_per_second", 1.0,
+               "decode tokens/s"),
+              ("h2d_bytes_per_decode_step", "predicted_h2d_bytes_per_decode_step", 1e-9,
+               "GB to the GPU per decode step"))
+    for row, ((model, budget), formats) in enumerate(sorted(groups.items())):
+        names = list(formats)
+        for col, (measured, predicted, scale, ylabel) in enumerate(panels):
+            ax = axes[row][col]
+            values = [float(formats[n].get(measured) or 0.0) * scale for n in names]
+            bars = ax.bar(range(len(names)), values, color=[f"C{i}" for i in range(len(names))])
+            for i, bar in enumerate(bars):
+                ax.annotate(f"B {formats[names[i]].get('B', '?')}", (bar.get_x() + bar.get_width() / 2, 0),
+                            textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
+            marks = [(i, float(formats[n][predicted]) * scale) for i, n in enumerate(names)
+                     if isinstance(formats[n].get(predicted), (int, float))]
+            if marks:
+                ax.plot([m[0] for m in marks], [m[1] for m in marks], "kx", label="predicted")
+                ax.legend(fontsize=7)
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, fontsize=7)
+            ax.set_ylabel(ylabel)
+            ax.grid(True, axis="y", alpha=0.3)
+            ax.set_title(series_label(model, budget), fontsize=9)
+    fig.suptitle(f"bf16 against fp8\n{title_suffix(results)}", fontsize=9)
+    fig.tight_layout()
+    path = out_dir / "dtype_comparison.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def synthetic_results():
     """A results dict in the driver's format, with one deliberately incomplete entry."""
     moe_run = []
@@ -327,6 +382,13 @@ def synthetic_results():
                     "lm_head": {"measured_s": 0.02 * measured, "predicted_s": 0.005 * roof},
                 }
             moe_run.append(run)
+    for kv, weights, b, rate, h2d in (("bf16", "declared", 1024, 2050.0, 27.0e9),
+                                      ("fp8", "declared", 1024, 3000.0, 15.0e9),
+                                      ("fp8", "fp8", 724, 9000.0, 0.0)):
+        moe_run.append({"model": "deepseek-v2-lite", "budget": "24 GiB", "B": b, "kv_dtype": kv,
+                        "weight_dtype": weights, "decode_tokens_per_second": rate,
+                        "predicted_decode_tokens_per_second": rate * 1.1,
+                        "h2d_bytes_per_decode_step": h2d, "predicted_h2d_bytes_per_decode_step": h2d})
     moe_run.append({"model": "qwen3-30b-a3b", "budget": "24 GiB", "B": 2048})  # no rates: warned, skipped
     transformers = [
         {"model": "qwen3-30b-a3b", "budget": "24 GiB", "batch": 16, "new_tokens_per_second": 4.1},
@@ -355,12 +417,13 @@ def main(argv=None):
     written = [path for path in (plot_decode_vs_batch(results, args.out_dir),
                                  plot_predicted_vs_measured(results, args.out_dir),
                                  plot_host_attention_sweep(results, args.out_dir),
-                                 plot_job_vs_batch(results, args.out_dir))
+                                 plot_job_vs_batch(results, args.out_dir),
+                                 plot_dtype_comparison(results, args.out_dir))
                if path is not None]
     for path in written:
         print(f"wrote {path}")
-    if args.self_test and len(written) != 3:
-        print("plot_results: self-test failed: expected 3 plots", file=sys.stderr)
+    if args.self_test and len(written) != 4:
+        print("plot_results: self-test failed: expected 4 plots", file=sys.stderr)
         return 1
     return 0 if written else 1
 

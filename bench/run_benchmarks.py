@@ -321,6 +321,7 @@ def summarize(case, name, batch, prompt_len, stats, explain):
     return {
         "case": name, "model": CASES[case].model, "budget": CASES[case].budget,
         "B": batch, "prompt_len": prompt_len, "decode_steps": steps,
+        "kv_dtype": CASES[case].kv_dtype, "weight_dtype": CASES[case].weight_dtype,
         "cpu_attention_share": explain["decision"].get("cpu_attention_share", 0.0),
         "prepare_seconds": stats.get("prepare_seconds"),
         "prefill_tokens_per_second": stats["prefill"]["tokens_per_second"],
