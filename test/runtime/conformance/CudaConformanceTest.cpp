@@ -227,18 +227,28 @@ const LogitTolerance kFp8KvVsCpu{.relativeL2 = 0.08,
                                  .top1Agreement = 0.97,
                                  .routerTieMargin = 1e-2};
 
+// `plan` (a planned one: it has a batching) with an fp8 KV cache.
 Result<LoadedPlan> withFp8Kv(const LoadedPlan &plan) {
+  if (plan.plan().batching() == nullptr)
+    return makeError("the plan has no batching to give an fp8 KV cache");
   return editPlan(plan, [](plan::PlanT &edited) {
     edited.batching->kv_dtype = plan::KvDType::fp8;
   });
 }
 
-TEST_P(CudaBackendGolden, Fp8KvCacheMatchesTheCpuBackend) {
+// On the small card's plan.
+class CudaFp8KvCache : public GoldenQuantizedTest {};
+
+TEST_P(CudaFp8KvCache, MatchesTheCpuBackend) {
   Result<LoadedPlan> edited = withFp8Kv(*plan_);
   ASSERT_TRUE(edited.ok()) << edited.error().message();
   expectMatchesCpuBackend(golden_, *edited, *weights_, {}, kFp8KvVsCpu,
                           model() + " fp8 KV vs CPU");
 }
+
+INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaFp8KvCache,
+                         ::testing::ValuesIn(goldenCases(kCuda)),
+                         goldenCaseName);
 
 // Decode steps replayed from CUDA graphs give what the same steps launched
 // op by op give (a decode step launches the same kernels either way): the
