@@ -23,11 +23,11 @@ namespace moe {
 
 /// Every fixture with HF outputs (test/golden/README.md).
 inline const std::vector<std::string> kGoldenModels = {
-    "tiny-mixtral",         "tiny-deepseek-v2",
-    "tiny-deepseek-v3",     "tiny-deepseek-v3-fp8",
-    "tiny-qwen2-moe",       "tiny-qwen3-moe",
-    "tiny-qwen3-moe-fp8",   "tiny-minimax-partial-rope",
-    "tiny-gpt-oss",         "tiny-gpt-oss-mxfp4"};
+    "tiny-mixtral",       "tiny-deepseek-v2",
+    "tiny-deepseek-v3",   "tiny-deepseek-v3-fp8",
+    "tiny-qwen2-moe",     "tiny-qwen3-moe",
+    "tiny-qwen3-moe-fp8", "tiny-minimax-partial-rope",
+    "tiny-gpt-oss",       "tiny-gpt-oss-mxfp4"};
 
 /// test/golden, or MOE_GOLDEN_DIR from the environment: a test binary run on
 /// a machine where the checkout lives elsewhere.
