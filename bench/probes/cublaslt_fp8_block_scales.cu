@@ -94,35 +94,23 @@ static std::vector<float> transposeGrid(const std::vector<float> &g, int rows,
   return t;
 }
 
-// Runs y = x W^T; returns seconds per call (timed) or < 0 when refused.
-// D col-major [p x q] (ld p) = A B^T for A [p, k] and B [q, k] row-major;
-// aMode/bMode the operands' scale modes.
-static double fp8Gemm(
-    int q, int p, int k, const uint8_t *w, const float *ws, const uint8_t *x,
-    const float *xs, __nv_bfloat16 *y, int iters, int *algos,
-    cublasLtMatmulMatrixScale_t am =
-        CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F,
-    cublasLtMatmulMatrixScale_t bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F) {
-  const int m = q, n = p;
-  cublasLtMatmulDesc_t desc;
-  LT(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+// D col-major [p x q] (ld p) = A B^T for A [p, k] and B [q, k] row-major,
+// operands of `type`, with the best of the heuristic's candidates for
+// `desc`; returns seconds per call over `iters` calls (0: one call of the
+// first candidate, for its values), < 0 when refused. `algos`: how many
+// candidates the heuristic offered.
+static double bestMatmul(cublasLtMatmulDesc_t desc, cudaDataType_t type, int q,
+                         int p, int k, const void *A, const void *B,
+                         __nv_bfloat16 *D, int iters, int *algos) {
   cublasOperation_t t = CUBLAS_OP_T, nn = CUBLAS_OP_N;
   LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &t,
                                     sizeof t));
   LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &nn,
                                     sizeof nn));
-  LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE,
-                                    &am, sizeof am));
-  LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE,
-                                    &bm, sizeof bm));
-  LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
-                                    &ws, sizeof ws));
-  LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
-                                    &xs, sizeof xs));
   cublasLtMatrixLayout_t a, b, c;
-  LT(cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, n, k));
-  LT(cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, k, m, k));
-  LT(cublasLtMatrixLayoutCreate(&c, CUDA_R_16BF, n, m, n));
+  LT(cublasLtMatrixLayoutCreate(&a, type, k, p, k));
+  LT(cublasLtMatrixLayoutCreate(&b, type, k, q, k));
+  LT(cublasLtMatrixLayoutCreate(&c, CUDA_R_16BF, p, q, p));
   cublasLtMatmulPreference_t pref;
   LT(cublasLtMatmulPreferenceCreate(&pref));
   LT(cublasLtMatmulPreferenceSetAttribute(
@@ -140,16 +128,16 @@ static double fp8Gemm(
   for (int i = 0; i < count; ++i) {
     if (res[i].state != CUBLAS_STATUS_SUCCESS)
       continue;
-    LT(cublasLtMatmul(handle, desc, &alpha, w, a, x, b, &beta, y, c, y, c,
+    LT(cublasLtMatmul(handle, desc, &alpha, A, a, B, b, &beta, D, c, D, c,
                       &res[i].algo, workspace, kWs, 0));
     if (iters == 0)
-      return 0.0; // one call: checking values
+      return 0.0;
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
     CK(cudaEventRecord(e0));
     for (int it = 0; it < iters; ++it)
-      LT(cublasLtMatmul(handle, desc, &alpha, w, a, x, b, &beta, y, c, y, c,
+      LT(cublasLtMatmul(handle, desc, &alpha, A, a, B, b, &beta, D, c, D, c,
                         &res[i].algo, workspace, kWs, 0));
     CK(cudaEventRecord(e1));
     CK(cudaEventSynchronize(e1));
@@ -160,46 +148,33 @@ static double fp8Gemm(
   return best;
 }
 
+// The fp8 product of A and B (bestMatmul's shapes) with scale tensors aS
+// and bS of modes am and bm.
+static double fp8Gemm(
+    int q, int p, int k, const uint8_t *A, const float *aS, const uint8_t *B,
+    const float *bS, __nv_bfloat16 *D, int iters, int *algos,
+    cublasLtMatmulMatrixScale_t am =
+        CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F,
+    cublasLtMatmulMatrixScale_t bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F) {
+  cublasLtMatmulDesc_t desc;
+  LT(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE,
+                                    &am, sizeof am));
+  LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE,
+                                    &bm, sizeof bm));
+  LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                                    &aS, sizeof aS));
+  LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                                    &bS, sizeof bS));
+  return bestMatmul(desc, CUDA_R_8F_E4M3, q, p, k, A, B, D, iters, algos);
+}
+
+// y [m, n] = x W^T in bf16 (the D of W [n, k] and x [m, k]).
 static double bf16Gemm(int m, int n, int k, const __nv_bfloat16 *w,
                        const __nv_bfloat16 *x, __nv_bfloat16 *y, int iters) {
   cublasLtMatmulDesc_t desc;
   LT(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  cublasOperation_t t = CUBLAS_OP_T, nn = CUBLAS_OP_N;
-  LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &t,
-                                    sizeof t));
-  LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &nn,
-                                    sizeof nn));
-  cublasLtMatrixLayout_t a, b, c;
-  LT(cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, k, n, k));
-  LT(cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, k, m, k));
-  LT(cublasLtMatrixLayoutCreate(&c, CUDA_R_16BF, n, m, n));
-  cublasLtMatmulPreference_t pref;
-  LT(cublasLtMatmulPreferenceCreate(&pref));
-  LT(cublasLtMatmulPreferenceSetAttribute(
-      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWs, sizeof kWs));
-  cublasLtMatmulHeuristicResult_t res[8] = {};
-  int count = 0;
-  LT(cublasLtMatmulAlgoGetHeuristic(handle, desc, a, b, c, c, pref, 8, res,
-                                    &count));
-  float alpha = 1, beta = 0;
-  double best = 1e30;
-  for (int i = 0; i < count; ++i) {
-    LT(cublasLtMatmul(handle, desc, &alpha, w, a, x, b, &beta, y, c, y, c,
-                      &res[i].algo, workspace, kWs, 0));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    CK(cudaEventRecord(e0));
-    for (int it = 0; it < iters; ++it)
-      LT(cublasLtMatmul(handle, desc, &alpha, w, a, x, b, &beta, y, c, y, c,
-                        &res[i].algo, workspace, kWs, 0));
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    best = std::min(best, ms / 1e3 / iters);
-  }
-  return best;
+  return bestMatmul(desc, CUDA_R_16BF, m, n, k, w, x, y, iters, nullptr);
 }
 
 int main() {
