@@ -14,7 +14,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -26,6 +25,8 @@ namespace {
 
 namespace kn = moe::cuda::kernels;
 using moe::cuda::test::bf16ToFloat;
+using moe::cuda::test::CacheRows;
+using moe::cuda::test::cacheRows;
 using moe::cuda::test::check;
 using moe::cuda::test::prefillRows;
 using moe::cuda::test::randomBf16;
@@ -42,35 +43,6 @@ struct Case {
   std::vector<std::pair<int32_t, int32_t>> rows;
   bool fp8 = false;
 };
-
-/// A cache of `tokens` rows of `vectors` × `width` values (bf16 bits) in
-/// the cache's format, and the values the kernel should read from it.
-struct CacheRows {
-  std::vector<uint8_t> bytes;
-  std::vector<float> values;
-};
-CacheRows cacheRows(const std::vector<uint16_t> &bits, int64_t tokens,
-                    int vectors, int width, bool fp8) {
-  using moe::model::KvDtype;
-  int64_t elements = int64_t(vectors) * width;
-  int64_t rowBytes = moe::model::kvRowBytes(fp8 ? KvDtype::fp8 : KvDtype::bf16,
-                                            vectors, width);
-  CacheRows rows{std::vector<uint8_t>(size_t(tokens * rowBytes)),
-                 std::vector<float>(size_t(tokens * elements))};
-  for (size_t i = 0; i < bits.size(); ++i)
-    rows.values[i] = bf16ToFloat(bits[i]);
-  for (int64_t t = 0; t < tokens; ++t) {
-    float *values = rows.values.data() + t * elements;
-    uint8_t *row = rows.bytes.data() + t * rowBytes;
-    if (fp8) {
-      moe::model::encodeFp8Row(values, vectors, width, row);
-      moe::model::decodeFp8Row(row, vectors, width, values);
-    } else {
-      std::memcpy(row, bits.data() + t * elements, size_t(elements) * 2);
-    }
-  }
-  return rows;
-}
 
 void runCase(const Case &c, std::mt19937 &rng) {
   SCOPED_TRACE(testing::Message()

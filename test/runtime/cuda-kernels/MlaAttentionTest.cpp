@@ -13,7 +13,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <random>
 #include <string>
 #include <tuple>
@@ -27,6 +26,8 @@ namespace {
 
 namespace kn = moe::cuda::kernels;
 using moe::cuda::test::bf16ToFloat;
+using moe::cuda::test::CacheRows;
+using moe::cuda::test::cacheRows;
 using moe::cuda::test::check;
 using moe::cuda::test::floatToBf16;
 using moe::cuda::test::prefillRows;
@@ -45,32 +46,13 @@ struct Case {
   bool fp8 = false;
 };
 
-// The cache's rows in the kernel's format, and the values they stand for.
-struct LatentRows {
-  std::vector<uint8_t> bytes;
-  std::vector<float> values;
-};
-LatentRows latentRows(const std::vector<uint16_t> &bits, int64_t tokens,
-                      int latentDim, int ropeDim, bool fp8) {
-  using moe::model::KvDtype;
+// The cache's rows in the kernel's format (model::latentRowBytes: bf16
+// values, or fp8 scaled per ropeDim of them), and the values they stand for.
+CacheRows latentRows(const std::vector<uint16_t> &bits, int64_t tokens,
+                     int latentDim, int ropeDim, bool fp8) {
   const int dim = latentDim + ropeDim;
-  const int64_t rowBytes = moe::model::latentRowBytes(
-      fp8 ? KvDtype::fp8 : KvDtype::bf16, latentDim, ropeDim);
-  LatentRows out{std::vector<uint8_t>(size_t(tokens * rowBytes)),
-                 std::vector<float>(size_t(tokens * dim))};
-  for (int64_t t = 0; t < tokens; ++t) {
-    float *values = out.values.data() + t * dim;
-    for (int d = 0; d < dim; ++d)
-      values[d] = bf16ToFloat(bits[t * dim + d]);
-    uint8_t *row = out.bytes.data() + t * rowBytes;
-    if (fp8) {
-      moe::model::encodeFp8Row(values, dim / ropeDim, ropeDim, row);
-      moe::model::decodeFp8Row(row, dim / ropeDim, ropeDim, values);
-    } else {
-      std::memcpy(row, bits.data() + t * dim, size_t(dim) * 2);
-    }
-  }
-  return out;
+  return fp8 ? cacheRows(bits, tokens, dim / ropeDim, ropeDim, true)
+             : cacheRows(bits, tokens, 1, dim, false);
 }
 
 void runCase(const Case &c, std::mt19937 &rng) {
@@ -84,9 +66,9 @@ void runCase(const Case &c, std::mt19937 &rng) {
   const int64_t seqStride = int64_t(c.maxContext) * dim; // values
   auto qLatent = randomBf16(size_t(rows * c.heads * c.latentDim), rng);
   auto qRope = randomBf16(size_t(rows * c.heads * c.ropeDim), rng);
-  LatentRows cache = latentRows(
-      randomBf16(size_t(c.sequences * seqStride), rng),
-      int64_t(c.sequences) * c.maxContext, c.latentDim, c.ropeDim, c.fp8);
+  CacheRows cache = latentRows(randomBf16(size_t(c.sequences * seqStride), rng),
+                               int64_t(c.sequences) * c.maxContext, c.latentDim,
+                               c.ropeDim, c.fp8);
   const int64_t rowBytes =
       int64_t(cache.bytes.size()) / (int64_t(c.sequences) * c.maxContext);
   // q in [-3, 3) and scale 1/sqrt(dim): scores of unit spread, a peaked but

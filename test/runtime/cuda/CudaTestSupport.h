@@ -1,7 +1,9 @@
 // Shared pieces of the CUDA runtime tests: the skip-without-a-device guard,
-// CUDA errors as exceptions, uploads, bf16 on the host, random data and the
-// relative L2 error.
+// CUDA errors as exceptions, uploads, bf16 on the host, random data, KV
+// cache rows in a cache's format and the relative L2 error.
 #pragma once
+
+#include "runtime/model/KvFormat.h"
 
 #include <algorithm>
 #include <cmath>
@@ -78,6 +80,35 @@ inline std::vector<std::uint16_t> randomBf16(std::size_t count,
   for (auto &v : out)
     v = floatToBf16(dist(rng));
   return out;
+}
+
+// A cache of `tokens` rows of `vectors` × `width` values (bf16 bits) in
+// the cache's format, and the values the kernel should read from it.
+struct CacheRows {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+};
+inline CacheRows cacheRows(const std::vector<uint16_t> &bits, int64_t tokens,
+                           int vectors, int width, bool fp8) {
+  using moe::model::KvDtype;
+  int64_t elements = int64_t(vectors) * width;
+  int64_t rowBytes = moe::model::kvRowBytes(fp8 ? KvDtype::fp8 : KvDtype::bf16,
+                                            vectors, width);
+  CacheRows rows{std::vector<uint8_t>(size_t(tokens * rowBytes)),
+                 std::vector<float>(size_t(tokens * elements))};
+  for (size_t i = 0; i < bits.size(); ++i)
+    rows.values[i] = bf16ToFloat(bits[i]);
+  for (int64_t t = 0; t < tokens; ++t) {
+    float *values = rows.values.data() + t * elements;
+    uint8_t *row = rows.bytes.data() + t * rowBytes;
+    if (fp8) {
+      moe::model::encodeFp8Row(values, vectors, width, row);
+      moe::model::decodeFp8Row(row, vectors, width, values);
+    } else {
+      std::memcpy(row, bits.data() + t * elements, size_t(elements) * 2);
+    }
+  }
+  return rows;
 }
 
 // ‖got − ref‖ / ‖ref‖; NaN (so every comparison fails) when got has a NaN.
