@@ -81,7 +81,18 @@ NEAR_TIE = 1e-4
 # move least when the same model runs in bf16 (over each prompt and its greedy continuation). A
 # bf16 backend legitimately flips an expert choice that fp32 decides by less than bf16's rounding
 # noise, which no tolerance on the logits absorbs; tiny Mixtral's first seeds had such near-ties.
-BF16_ROBUST_SEARCH = {"tiny-mixtral": 64}
+BF16_ROBUST_SEARCH = {"tiny-mixtral": 64, "tiny-deepseek-v3-fp8": 64, "tiny-qwen3-moe-fp8": 64}
+# FP8 quantization moved the source seeds of these variants into router near-ties (more positions
+# than the bf16 tests may leave out) and into greedy picks closer than bf16's noise. Their search
+# ranks the candidates (quantized as the fixture is) first by the share of positions whose router
+# top-k gap is under ROUTER_TIE, the CUDA tests' routerTieMargin (at most MAX_TIE_SHARE, over
+# router_gap_per_position and over each of the tests' views: prompt positions, decode steps), then
+# by the smallest greedy top-2 logit margin at the other positions (at least MIN_MARGIN), and only
+# then by the bf16 drift.
+TIE_ROBUST_SEARCH = {"tiny-deepseek-v3-fp8", "tiny-qwen3-moe-fp8"}
+ROUTER_TIE = 1e-2
+MAX_TIE_SHARE = 0.25
+MIN_MARGIN = 5e-2
 
 PERTURB = {
     "matrix": "N(0, 1/fan_in) for every weight with >= 2 dims (fan_in = input features; "
@@ -638,9 +649,10 @@ def fp8_hub_view(model, name):
     return gate_up[:half] if which == "gate" else gate_up[half:]
 
 
-def quantize_fp8(model, notes):
+def quantize_fp8(model, notes, verbose=True):
     """Each quantized hub matrix (as save_pretrained names and shapes it) replaced in the model by what
-    transformers dequantizes its FP8 form to; returns {hub name: (codes, scale)} for store_fp8."""
+    transformers dequantizes its FP8 form to; returns {hub name: (codes, scale)} for store_fp8.
+    verbose=False (the seed search) skips the comparison with transformers' quantizer and the log."""
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
@@ -655,13 +667,16 @@ def quantize_fp8(model, notes):
         dq = fp8_dequantize(codes, scale)
         if not torch.equal(dq, fp8_dequantize_reference(codes, scale)):
             raise RuntimeError(f"{name}: transformers dequantizes FP8 otherwise than codes x block scale in fp32")
-        hf_rule.append((name, fp8_hf_quantize_agreement(w, codes, scale)))
+        if verbose:
+            hf_rule.append((name, fp8_hf_quantize_agreement(w, codes, scale)))
         worst = max(worst, rel_l2(dq, w))
         moved += (dq.double() - w.double()).norm().item() ** 2
         total += w.double().norm().item() ** 2
         with torch.no_grad():
             view.copy_(dq.to(view.dtype))
         stored[name] = (codes, scale)
+    if not verbose:
+        return stored
     unquantized = sorted(k for k, v in hub.items() if v.dim() == 2 and k not in stored)
     log(f"FP8: {len(stored)} matrices quantized, left in fp32: {unquantized}")
     for name, agreement in hf_rule:
@@ -755,10 +770,10 @@ def build_model(cfg, mt, seed, src_name):
     return model, rep
 
 
-def bf16_drift(model, prompts, device):
+def bf16_drift(model, prompts, device, res=None):
     """Largest rel-L2 between the fp32 model's logits and those of a bf16 copy, over each prompt
-    followed by its fp32 greedy continuation."""
-    res = run_prompts(model, prompts, device, [])
+    followed by its fp32 greedy continuation (res: run_prompts' results, if already run)."""
+    res = res or run_prompts(model, prompts, device, [])
     low = copy.deepcopy(model).to(torch.bfloat16)
     worst = 0.0
     with torch.no_grad():
@@ -767,6 +782,94 @@ def bf16_drift(model, prompts, device):
             logits = low(input_ids=full, use_cache=False).logits[0].float().cpu()
             worst = max(worst, rel_l2(logits, r["full_logits"]))
     return worst
+
+
+def router_gaps_per_position(model, probe, prompts, res, device):
+    """Per position of each prompt and its continuation: the smallest top-k (or group) router gap
+    over the layers, from one forward over the whole sequence."""
+    position_gaps = []
+    probe.enabled = True
+    with torch.no_grad():
+        for p, r in zip(prompts, res):
+            probe.capture = []
+            full = torch.cat([torch.tensor(p), r["new"]])[None].to(device)
+            model(input_ids=full, use_cache=False)
+            position_gaps.append(torch.stack(probe.capture).min(0).values.tolist())
+    probe.capture = None
+    probe.enabled = False
+    return position_gaps
+
+
+def tie_robustness(prompts, res, position_gaps):
+    """(share of positions under ROUTER_TIE: the largest of router_gap_per_position's own and the
+    CUDA tests' two views, prompt positions and decode steps (step s reads position len-1+s); the
+    smallest greedy top-2 logit margin over the positions the tests compare, those not under it)."""
+    ties = [[g < ROUTER_TIE for g in gaps] for gaps in position_gaps]
+    recorded = sum(map(sum, ties)) / sum(map(len, ties))
+    prompt_view = sum(sum(t[:len(p)]) for t, p in zip(ties, prompts)) / sum(len(p) for p in prompts)
+    decode_view = (sum(sum(t[len(p) - 1:len(p) - 1 + NEW_TOKENS]) for t, p in zip(ties, prompts))
+                   / (NEW_TOKENS * len(prompts)))
+    margin = float("inf")
+    for p, r, t in zip(prompts, res, ties):
+        top2 = r["full_logits"][:len(p) - 1 + NEW_TOKENS].topk(2, -1).values
+        for pos, g in enumerate((top2[:, 0] - top2[:, 1]).tolist()):
+            if not t[pos]:
+                margin = min(margin, g)
+    return max(recorded, prompt_view, decode_view), margin
+
+
+def search_candidate(name, src_name, seed, models_dir, device):
+    """One candidate seed of a searched model, built (and quantized) as the fixture would be."""
+    cfg = load_config(os.path.join(models_dir, src_name), [])
+    mt = cfg.model_type
+    m, _ = build_model(cfg, mt, seed, src_name)
+    if STORED_FORMAT.get(name) == "fp8":
+        quantize_fp8(m, [], verbose=False)
+    elif STORED_FORMAT.get(name):
+        raise RuntimeError(f"{name}: the seed search does not quantize {STORED_FORMAT[name]}")
+    prompts = make_prompts(cfg, seed)
+    if name not in TIE_ROBUST_SEARCH:
+        return {"seed": seed, "drift": bf16_drift(m.to(device), prompts, device)}
+    m.to(device)
+    res = run_prompts(m, prompts, device, [])
+    drift = bf16_drift(m, prompts, device, res)
+    gaps = router_gaps_per_position(m, RouterProbe(m, cfg, mt), prompts, res, device)
+    share, margin = tie_robustness(prompts, res, gaps)
+    return {"seed": seed, "drift": drift, "tie_share": share, "min_margin": margin}
+
+
+def search_rank(c):
+    """Sort key of a candidate: the smaller, the better."""
+    if "tie_share" not in c:
+        return (c["drift"],)
+    over, thin = c["tie_share"] > MAX_TIE_SHARE, c["min_margin"] < MIN_MARGIN
+    return (over, c["tie_share"] if over else 0.0, thin, -c["min_margin"] if thin else c["drift"])
+
+
+def _search_worker_init(threads):
+    set_precision(quiet=True)
+    torch.set_num_threads(threads)
+
+
+def search_seed(name, src_name, idx, trials, args, device):
+    """Evaluates the candidate seeds SEED + idx + 100 k (k < trials), in parallel processes (each
+    candidate is built from its seed alone, so the result does not depend on the split); returns
+    (the candidates best first, the candidates in order)."""
+    seeds = [SEED + idx + 100 * k for k in range(trials)]
+    jobs = ([name] * trials, [src_name] * trials, seeds, [args.models] * trials, [device] * trials)
+    workers = min(args.search_workers, trials)
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_search_worker_init,
+                                 initargs=(max(1, (os.cpu_count() or 1) // workers),)) as pool:
+            found = list(pool.map(search_candidate, *jobs))
+    else:
+        found = list(map(search_candidate, *jobs))
+    for c in found:
+        log("  candidate " + " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in c.items()))
+    return sorted(found, key=search_rank), found
 
 
 def make_prompts(cfg, seed):
@@ -794,17 +897,30 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
     mt = cfg.model_type
     seed = SEED + idx
     trials = BF16_ROBUST_SEARCH.get(name, 1)
+    seed_search = None
     if trials > 1:
-        drifts = []
-        for k in range(trials):
-            candidate = SEED + idx + 100 * k
-            m, _ = build_model(cfg, mt, candidate, src_name)
-            drifts.append((bf16_drift(m.to(device), make_prompts(cfg, candidate), device), candidate))
-            del m
-        drift, seed = min(drifts)
+        ranked, found = search_seed(name, src_name, idx, trials, args, device)
+        best, seed, drift = ranked[0], ranked[0]["seed"], ranked[0]["drift"]
+        median = sorted(c["drift"] for c in found)[trials // 2]
         log(f"bf16 robustness search over {trials} seeds: best seed {seed}, bf16 vs fp32 logits rel-L2 "
-            f"{drift:.4g} (first seed's: {drifts[0][0]:.4g}, median {sorted(drifts)[trials // 2][0]:.4g})")
-        notes.append(f"seed chosen from {trials} for the smallest bf16 vs fp32 logits drift ({drift:.4g})")
+            f"{drift:.4g} (first seed's: {found[0]['drift']:.4g}, median {median:.4g})")
+        if name in TIE_ROBUST_SEARCH:
+            eligible = [c for c in found if c["tie_share"] <= MAX_TIE_SHARE]
+            wide = [c for c in eligible if c["min_margin"] >= MIN_MARGIN]
+            log(f"  router near-ties (< {ROUTER_TIE:g}) at {best['tie_share']:.1%} of positions, smallest greedy "
+                f"margin elsewhere {best['min_margin']:.4g}; {len(eligible)} candidates at most "
+                f"{MAX_TIE_SHARE:.0%} near-ties, {len(wide)} of them with margins >= {MIN_MARGIN:g}; first seed's: "
+                f"{found[0]['tie_share']:.1%}, {found[0]['min_margin']:.4g}")
+            notes.append(f"seed chosen from {trials} candidates (quantized as stored): router top-k gaps under "
+                         f"{ROUTER_TIE:g} at {best['tie_share']:.1%} of positions (at most {MAX_TIE_SHARE:.0%}; "
+                         f"{len(eligible)} candidates qualified), smallest greedy top-2 logit margin at the other "
+                         f"positions {best['min_margin']:.3g} (at least {MIN_MARGIN:g}: {len(wide)} of them), then the "
+                         f"smallest bf16 vs fp32 logits drift ({drift:.4g}; median {median:.4g})")
+            seed_search = {"candidates": trials, "router_tie": ROUTER_TIE, "max_tie_share": MAX_TIE_SHARE,
+                           "min_margin": MIN_MARGIN, "qualified": len(eligible), "qualified_margin": len(wide),
+                           "chosen": best, "first": found[0], "median_bf16_drift": median}
+        else:
+            notes.append(f"seed chosen from {trials} for the smallest bf16 vs fp32 logits drift ({drift:.4g})")
     model, rep = build_model(cfg, mt, seed, src_name)
     stored_format = STORED_FORMAT.get(name)
     unquantized_logits, fp8_stored = None, None
@@ -860,16 +976,11 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
     res = run_prompts(model, prompts, device, notes)
     # Per position of each prompt and its continuation: the smallest top-k (or group) router gap
     # over the layers, so a test can tell the positions whose routing a bf16 backend may flip.
-    position_gaps = []
-    probe.enabled = True
-    with torch.no_grad():
-        for p, r in zip(prompts, res):
-            probe.capture = []
-            full = torch.cat([torch.tensor(p), r["new"]])[None].to(device)
-            model(input_ids=full, use_cache=False)
-            position_gaps.append(torch.stack(probe.capture).min(0).values.tolist())
-    probe.capture = None
-    probe.enabled = False
+    position_gaps = router_gaps_per_position(model, probe, prompts, res, device)
+    if seed_search:
+        share, margin = tie_robustness(prompts, res, position_gaps)
+        log(f"router near-ties at {share:.1%} of positions, smallest greedy margin elsewhere {margin:.4g} "
+            f"(search: {seed_search['chosen']['tie_share']:.1%}, {seed_search['chosen']['min_margin']:.4g})")
 
     # stability / near-tie checks
     unstable, ties, min_gap_gen, max_step_diff = 0, [], float("inf"), 0.0
@@ -1037,6 +1148,8 @@ def _make_one(name, idx, args, device, summary, src_name, patch_desc):
         "reload_rel_l2": reload_diff,
         "notes": notes,
     }
+    if seed_search:
+        golden["seed_search"] = seed_search
     with open(os.path.join(out_dir, "golden.json"), "w") as f:
         json.dump(clean(golden), f, indent=1)
         f.write("\n")
@@ -1084,6 +1197,17 @@ def dump_sources(dest):
             log(f"source {extra}: {e}")
 
 
+def set_precision(quiet=False):
+    for fn in (lambda: setattr(torch.backends.cuda.matmul, "allow_tf32", False),
+               lambda: setattr(torch.backends.cudnn, "allow_tf32", False),
+               lambda: torch.set_float32_matmul_precision("highest")):
+        try:
+            fn()
+        except Exception as e:  # newer torch may refuse mixing the old and new precision APIs
+            if not quiet:
+                log(f"tf32 setting: {e}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="test/golden")
@@ -1091,15 +1215,10 @@ def main():
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dump-sources", default=None, help="copy the HF modeling sources into this folder")
+    ap.add_argument("--search-workers", type=int, default=8, help="processes for the seed searches")
     args = ap.parse_args()
 
-    for fn in (lambda: setattr(torch.backends.cuda.matmul, "allow_tf32", False),
-               lambda: setattr(torch.backends.cudnn, "allow_tf32", False),
-               lambda: torch.set_float32_matmul_precision("highest")):
-        try:
-            fn()
-        except Exception as e:  # newer torch may refuse mixing the old and new precision APIs
-            log(f"tf32 setting: {e}")
+    set_precision()
     args.card = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"
     log(f"transformers {transformers.__version__}  torch {torch.__version__}  device {args.device} ({args.card})  "
         f"python {sys.version.split()[0]}")
