@@ -2,7 +2,7 @@
 // weight W [n, k] with one fp32 scale per 128 x 128 block
 // (CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F), activations x [m, k] with
 // one per 128 inputs of a token (VEC128_32F), y [m, n] = x W^T in bf16.
-// Part 1 tries both operand orders and both arrangements of each scale
+// Part 1 tries both operand orders and several arrangements of each scale
 // tensor against a double-precision reference, on blocks and token groups
 // scaled by 2^-4 .. 2^4 so that a misread scale shows; part 2 times the
 // routed experts' shapes against cuBLASLt's bf16 GEMM (unit scales).
@@ -184,11 +184,13 @@ int main() {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0, 1);
 
-  // 1. Which roles and scale layouts: m 200, n 384, k 640; W's blocks
-  // scaled by powers of two from 2^-4 to 2^4, x's tokens and groups too, so
-  // a misread scale shows.
-  {
-    const int m = 200, n = 384, k = 640;
+  // 1. Which roles and scale layouts, at k 640 (5 scale columns) and 1024
+  // (8): W's blocks scaled by powers of two from 2^-4 to 2^4, x's tokens and
+  // groups too, so that a misread scale shows. W's grid is tried row-major,
+  // row-major with rows padded to a multiple of 4 scales (PyTorch's
+  // blockwise _scaled_mm asks for that padding), and transposed.
+  for (int k : {640, 1024}) {
+    const int m = 200, n = 384;
     std::uniform_int_distribution<int> e(-4, 4);
     std::vector<float> wv(size_t(n) * k), xv(size_t(m) * k);
     std::vector<float> blockScale(size_t(n / 128) * (k / 128)),
@@ -217,12 +219,19 @@ int main() {
     uint8_t *dw = up(W.codes), *dx = up(X.codes);
     __nv_bfloat16 *dy;
     CK(cudaMalloc(&dy, size_t(m) * n * 2));
-    int gn = n / 128, gk = k / 128;
+    int gn = n / 128, gk = k / 128, gkPadded = cdiv(gk, 4) * 4;
+    std::vector<float> wPadded(size_t(gn) * gkPadded, 0.0f);
+    for (int r = 0; r < gn; ++r)
+      std::copy_n(W.scales.begin() + size_t(r) * gk, gk,
+                  wPadded.begin() + size_t(r) * gkPadded);
+    const char *wNames[] = {"[n/128][k/128]", "[n/128][pad4(k/128)]",
+                            "[k/128][n/128]"};
     for (int role = 0; role < 2; ++role)
-      for (int wt = 0; wt < 2; ++wt)
+      for (int wt = 0; wt < 3; ++wt)
         for (int xt = 0; xt < 2; ++xt) {
-          std::vector<float> wsv =
-              wt ? transposeGrid(W.scales, gn, gk) : W.scales;
+          std::vector<float> wsv = wt == 0   ? W.scales
+                                   : wt == 1 ? wPadded
+                                             : transposeGrid(W.scales, gn, gk);
           std::vector<float> xsv =
               xt ? transposeGrid(X.scales, m, gk) : X.scales;
           float *dws = up(wsv), *dxs = up(xsv);
@@ -249,16 +258,19 @@ int main() {
               num += d * d;
               den += ref[size_t(i) * n + j] * ref[size_t(i) * n + j];
             }
-          std::printf("A = %s: W scales %s, x scales %s: status %.0f algos %d "
-                      "rel-L2 %.3e\n",
+          std::printf("k %d: A = %s: W scales %s, x scales %s: status %.0f "
+                      "algos %d rel-L2 %.3e\n",
+                      k,
                       role ? "x (VEC128), B = W (BLK128x128)"
                            : "W (BLK128x128), B = x (VEC128)",
-                      wt ? "[k/128][n/128]" : "[n/128][k/128]",
-                      xt ? "[k/128][m]" : "[m][k/128]", r, algos,
+                      wNames[wt], xt ? "[k/128][m]" : "[m][k/128]", r, algos,
                       std::sqrt(num / den));
           cudaFree(dws);
           cudaFree(dxs);
         }
+    cudaFree(dw);
+    cudaFree(dx);
+    cudaFree(dy);
   }
 
   // 2. Rates at expert shapes (gate|up fused, and down), several m.

@@ -37,6 +37,13 @@ Result<double> stepSecondsWithLive(const ModelCosts &model,
   partial.attentionMicroBatchPrefill =
       std::min(plan.attentionMicroBatchPrefill, live);
   partial.lengths = lengths;
+  // The shares round separately at a few live sequences (ω 0.5 and a GPU-KV
+  // fraction of 0.5 of one sequence both round up): the host attends at most
+  // the sequences whose KV it holds.
+  if (live > 0)
+    partial.cpuAttentionShare =
+        std::min(plan.cpuAttentionShare,
+                 double(partial.hostKvSequences()) / double(live));
   // Priced, not fitted: the plan's memory was sized for its own job.
   MOE_RETURN_IF_ERROR(validatePlan(model, partial));
   MOE_ASSIGN_OR_RETURN(StepDag step,

@@ -9,6 +9,7 @@ namespace {
 
 using testing::syntheticProfile;
 using testing::tinyMoe;
+using testing::withHostAttention;
 
 constexpr int64_t kMB = 1'000'000;
 
@@ -88,6 +89,30 @@ TEST(PhasesTest, APlanWithFewerLiveSequencesIsPricedWithItsOwnWeights) {
   // step's first copies overlap this one's last layers).
   EXPECT_GE(curve->seconds.front(),
             0.9 * main.best.decodeTraffic.weightBytesToGpu / 1e9);
+}
+
+// Half the KV on the GPU and half of the sequences attended by the host:
+// at one or three live sequences both shares round up, and the host still
+// attends no more than the host-KV sequences.
+TEST(PhasesTest, FewLiveSequencesKeepTheHostShareWithinTheHostKv) {
+  ModelCosts model = tinyMoe();
+  Plan plan;
+  plan.residentBatch = 8;
+  plan.attentionMicroBatchDecode = 8;
+  plan.attentionMicroBatchPrefill = 8;
+  plan.expertMicroBatch = 64;
+  plan.kvGpuFraction = 0.5;
+  plan.cpuAttentionShare = 0.5;
+  plan.lengths = GenerationLengths::spread(100, 400, 1);
+  HardwareProfile profile = withHostAttention(1e9);
+  for (int64_t live : {1, 3, 8}) {
+    auto seconds =
+        stepSecondsWithLive(model, profile, plan, live, plan.lengths);
+    EXPECT_TRUE(seconds.ok()) << live << ": " << seconds.error().message();
+  }
+  auto curve = liveStepCurve(model, profile, plan, plan.lengths);
+  ASSERT_TRUE(curve.ok()) << curve.error().message();
+  EXPECT_EQ(curve->live, (std::vector<int64_t>{1, 2, 4, 8}));
 }
 
 TEST(PhasesTest, TheTailPlanKeepsMoreWeightsOnTheGpuAndSavesTime) {
