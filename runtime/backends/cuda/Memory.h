@@ -102,6 +102,10 @@ public:
 
   // Pins `bytes` more, in chunks of at most chunkBytes; all or nothing.
   Status reserve(std::size_t bytes);
+  // Pins one chunk of exactly `size` bytes (checked like reserve), which
+  // the allocations that follow fill first: allocations whose total is
+  // known leave no chunk tails unused.
+  Status reserveChunk(std::size_t size);
 
   // `bytes` (rounded up to kPoolAlignment) of pinned memory; pins one more
   // chunk when no reserved chunk has room: exactly `bytes` for a large
@@ -119,8 +123,6 @@ private:
     std::size_t size = 0;
     std::size_t used = 0;
   };
-  // Pins one chunk of exactly `size` bytes (checked like reserve).
-  Status reserveChunk(std::size_t size);
   void release();
   // Requests of at least chunkBytes / kDedicatedShare get a chunk of their
   // own.

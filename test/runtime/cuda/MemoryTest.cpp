@@ -154,6 +154,25 @@ TEST(PinnedHostPool, ReservesInChunks) {
   cudaFree(device);
 }
 
+// Small allocations whose total is known fill one chunk pinned for them:
+// the budget left after them is exactly what they did not take.
+TEST(PinnedHostPool, AReservedChunkTakesSmallAllocationsWithoutTails) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  PinnedHostPoolOptions options;
+  options.budgetBytes = 8 * kMiB;
+  options.chunkBytes = 16 * kMiB; // small requests: under 1 MiB
+  PinnedHostPool pool(options);
+  ASSERT_TRUE(pool.reserveChunk(5 * 300 * kKiB).ok());
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(pool.allocate(300 * kKiB, "attention weights").ok());
+  EXPECT_EQ(pool.chunkCount(), 1u);
+  EXPECT_EQ(pool.usedBytes(), pool.pinnedBytes());
+  // A large request then pins exactly the rest of the budget.
+  auto pages = pool.allocate(8 * kMiB - 5 * 300 * kKiB, "host k pages");
+  ASSERT_TRUE(pages.ok()) << pages.error().message();
+  EXPECT_EQ(pool.pinnedBytes(), 8 * kMiB);
+}
+
 TEST(PinnedHostPool, GrowsOnlyWithinBudget) {
   MOE_REQUIRE_CUDA_DEVICE();
   PinnedHostPoolOptions options;

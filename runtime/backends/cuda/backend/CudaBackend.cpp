@@ -25,15 +25,20 @@ int32_t gpuSlotsOf(const plan::Batching *batching, int32_t slots) {
       std::llround(batching->kv_gpu_fraction() * slots), 0, slots));
 }
 
-// Bytes of the weights arena: whole params, or their first gpu_experts
-// experts (quantized experts as blocks of codes and scales); the scratch
-// quantized experts are widened into; each allocation rounded up to the
-// pool alignment. The params kept in fp32 live with the fp32 arrays in the
-// cache arena.
-size_t residentWeightBytes(const plan::Model &model,
-                           const model::ResolvedModel &resolved) {
+// Bytes the weights take where the plan placed them, each allocation
+// rounded up to the pool alignment. The weights arena: whole params, or
+// their first gpu_experts experts (quantized experts as blocks of codes and
+// scales), and the scratch quantized experts are widened into. Pinned host
+// memory: the streamed params and experts. The params kept in fp32 live
+// with the fp32 arrays in the cache arena.
+struct PlacedWeightBytes {
+  size_t device = 0, host = 0;
+};
+PlacedWeightBytes placedWeightBytes(const plan::Model &model,
+                                    const model::ResolvedModel &resolved) {
   std::vector<bool> counted(model.params()->size(), false);
-  size_t bytes = model.ops()->size() * 4 * kPoolAlignment +
+  PlacedWeightBytes bytes;
+  bytes.device = model.ops()->size() * 4 * kPoolAlignment +
                  size_t(widenedExpertElements(resolved)) * sizeof(bf16);
   for (const model::ResolvedOp &op : resolved.ops) {
     for (int index : fp32Params(op).all())
@@ -42,9 +47,10 @@ size_t residentWeightBytes(const plan::Model &model,
     const auto *e = std::get_if<model::ExpertsSpec>(&op.spec);
     if (!e || resolved.expertDtype == model::WeightDtype::bf16)
       continue;
-    bytes +=
-        size_t(residentQuantizedExpertBytes(model, *e, resolved.expertDtype)) +
-        4 * kPoolAlignment;
+    QuantizedExpertBytes experts =
+        quantizedExpertBytes(model, *e, resolved.expertDtype);
+    bytes.device += size_t(experts.resident) + 4 * kPoolAlignment;
+    bytes.host += size_t(experts.streamed) + 4 * kPoolAlignment;
     for (int index : {e->gate, e->up, e->gateUp, e->down})
       if (index != model::kAbsent)
         counted[size_t(index)] = true;
@@ -53,12 +59,14 @@ size_t residentWeightBytes(const plan::Model &model,
     const plan::Param *param = model.params()->Get(index);
     if (counted[index])
       continue;
-    size_t elements = size_t(model::paramElements(*param));
+    size_t elements = size_t(model::paramElements(*param)), resident = elements;
     if (param->placement() == plan::Placement::host_streamed)
-      elements = param->gpu_experts() > 0 ? elements / param->shape()->Get(0) *
+      resident = param->gpu_experts() > 0 ? elements / param->shape()->Get(0) *
                                                 size_t(param->gpu_experts())
                                           : 0;
-    bytes += elements * sizeof(bf16) + 2 * kPoolAlignment;
+    bytes.device += resident * sizeof(bf16) + 2 * kPoolAlignment;
+    if (resident < elements)
+      bytes.host += (elements - resident) * sizeof(bf16) + 2 * kPoolAlignment;
   }
   return bytes;
 }
@@ -105,6 +113,13 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
                                 ? size_t(batching->host_budget_bytes())
                                 : std::numeric_limits<size_t>::max() / 2;
   s.pinned.emplace(hostOptions);
+  PlacedWeightBytes weightBytes = placedWeightBytes(model, resolved);
+  // The streamed weights, many of them small, pinned as one region: pinned
+  // piecemeal, the chunks' unused tails would take host memory the plan
+  // counts for the KV pages that come after them.
+  if (weightBytes.host > 0)
+    if (Status pinned = s.pinned->reserveChunk(weightBytes.host); !pinned)
+      return pinned.error().withContext("the streamed weights");
 
   s.gpuSlots = gpuSlotsOf(batching, s.slots);
   s.prefillMicroBatch = s.decodeMicroBatch = s.slots;
@@ -116,8 +131,7 @@ Status setUp(BackendState &s, const LoadedPlan &plan,
     s.expertMicroBatch = batching->expert_micro_batch();
   }
 
-  auto arena =
-      DeviceArena::create(residentWeightBytes(model, resolved), "weights");
+  auto arena = DeviceArena::create(weightBytes.device, "weights");
   if (!arena)
     return arena.error();
   s.weights.emplace(std::move(*arena));

@@ -148,18 +148,21 @@ int64_t widenedExpertElements(const model::ResolvedModel &model) {
   return elements;
 }
 
-int64_t residentQuantizedExpertBytes(const plan::Model &model,
-                                     const model::ExpertsSpec &e,
-                                     model::WeightDtype dtype) {
+QuantizedExpertBytes quantizedExpertBytes(const plan::Model &model,
+                                          const model::ExpertsSpec &e,
+                                          model::WeightDtype dtype) {
   int gateUpParam =
       e.layout == plan::ExpertLayout::separate ? e.gate : e.gateUp;
-  int64_t bytes = 0;
+  QuantizedExpertBytes bytes;
   for (auto [param, shape] : {std::pair{gateUpParam, gateUpShape(e)},
-                              std::pair{e.down, downShape(e)}})
-    bytes += residentExperts(*model.params()->Get(param), e.experts) *
-             model::quantizedExpertLayout(dtype, shape.parts, shape.partRows,
-                                          shape.cols)
-                 .bytes;
+                              std::pair{e.down, downShape(e)}}) {
+    int64_t expert = model::quantizedExpertLayout(dtype, shape.parts,
+                                                  shape.partRows, shape.cols)
+                         .bytes;
+    int64_t resident = residentExperts(*model.params()->Get(param), e.experts);
+    bytes.resident += resident * expert;
+    bytes.streamed += (e.experts - resident) * expert;
+  }
   return bytes;
 }
 

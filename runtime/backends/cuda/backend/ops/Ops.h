@@ -105,12 +105,15 @@ struct ExpertsOp {
 // Elements of the bf16 scratch quantized experts are widened into: the
 // largest stacked matrix (gate|up) of any experts op; 0 for bf16 experts.
 int64_t widenedExpertElements(const model::ResolvedModel &model);
-// Bytes of the weights arena an experts op's quantized gate|up and down
-// take: the experts the plan keeps on the GPU, each one block
-// (model::quantizedExpertLayout).
-int64_t residentQuantizedExpertBytes(const plan::Model &model,
-                                     const model::ExpertsSpec &e,
-                                     model::WeightDtype dtype);
+// Bytes an experts op's quantized gate|up and down take, each expert one
+// block (model::quantizedExpertLayout): in the weights arena, the experts
+// the plan keeps on the GPU; in pinned host memory, the streamed ones.
+struct QuantizedExpertBytes {
+  int64_t resident = 0, streamed = 0;
+};
+QuantizedExpertBytes quantizedExpertBytes(const plan::Model &model,
+                                          const model::ExpertsSpec &e,
+                                          model::WeightDtype dtype);
 struct MlpOp {
   int64_t hidden, width;
   const bf16 *gateUp, *down, *outputGate; // gateUp [2I, H]
