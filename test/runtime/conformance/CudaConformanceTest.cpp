@@ -74,23 +74,8 @@ TracedStep tracedStep(const ChromeTrace &trace) {
   return step;
 }
 
-// The fixtures held to bf16's bars against HF. The FP8 checkpoints' tiny
-// models (tiny-deepseek-v3-fp8, tiny-qwen3-moe-fp8) are not: quantizing
-// moved their weights by 2.7% and left a third of their positions within
-// 1e-2 of a router tie and greedy picks within bf16's error, so their CUDA
-// runs are checked against the CPU backend at the quantized formats' bars
-// (CudaQuantizedExperts, CudaFp8KvCache, the fp8 and mxfp4 suites).
-std::vector<std::string> bf16RobustModels() {
-  std::vector<std::string> models;
-  for (const std::string &model : kGoldenModels)
-    if (model != "tiny-deepseek-v3-fp8" && model != "tiny-qwen3-moe-fp8")
-      models.push_back(model);
-  return models;
-}
-
 INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenConformance,
-                         ::testing::ValuesIn(goldenCases(kCuda,
-                                                         bf16RobustModels())),
+                         ::testing::ValuesIn(goldenCases(kCuda)),
                          goldenCaseName);
 INSTANTIATE_TEST_SUITE_P(HuggingFace, GoldenFp8KvCache,
                          ::testing::ValuesIn(goldenCases(kCuda)),
@@ -339,8 +324,7 @@ TEST_P(CudaBackendGolden, SampledDecodeStepsReplayedFromGraphsMatchEagerOnes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(HuggingFace, CudaBackendGolden,
-                         ::testing::ValuesIn(goldenCases(kCuda,
-                                                         bf16RobustModels())),
+                         ::testing::ValuesIn(goldenCases(kCuda)),
                          goldenCaseName);
 
 // The tiny models planned for a card too small for them (the committed
