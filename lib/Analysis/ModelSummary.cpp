@@ -123,7 +123,9 @@ void mlir::moe::printModelSummary(raw_ostream &os,
   row("weights in bf16", llvm::formatv("{0:F2} GB ({1})",
                                        2.0 * summary.totalParams / 1e9,
                                        bytes(2 * summary.totalParams)));
-  row("weights as declared", llvm::formatv("{0:F2} GB", summary.weightBytes / 1e9));
+  row("weights as declared",
+      llvm::formatv("{0:F2} GB ({1})", summary.weightBytes / 1e9,
+                    bytes(summary.weightBytes)));
   row("weights with fp8 experts",
       llvm::formatv("{0:F2} GB ({1})", summary.fp8ExpertsWeightBytes / 1e9,
                     bytes(summary.fp8ExpertsWeightBytes)));
