@@ -7,6 +7,7 @@
 namespace moe::costmodel {
 namespace {
 
+using testing::decodePlan;
 using testing::syntheticProfile;
 using testing::tinyMoe;
 using testing::withHostAttention;
@@ -96,14 +97,10 @@ TEST(PhasesTest, APlanWithFewerLiveSequencesIsPricedWithItsOwnWeights) {
 // attends no more than the host-KV sequences.
 TEST(PhasesTest, FewLiveSequencesKeepTheHostShareWithinTheHostKv) {
   ModelCosts model = tinyMoe();
-  Plan plan;
+  Plan plan = decodePlan(model);
   plan.residentBatch = 8;
-  plan.attentionMicroBatchDecode = 8;
-  plan.attentionMicroBatchPrefill = 8;
-  plan.expertMicroBatch = 64;
   plan.kvGpuFraction = 0.5;
   plan.cpuAttentionShare = 0.5;
-  plan.lengths = GenerationLengths::spread(100, 400, 1);
   HardwareProfile profile = withHostAttention(1e9);
   for (int64_t live : {1, 3, 8}) {
     auto seconds =

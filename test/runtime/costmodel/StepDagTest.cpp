@@ -10,22 +10,10 @@
 namespace moe::costmodel {
 namespace {
 
+using testing::decodePlan;
 using testing::syntheticProfile;
 using testing::tinyMoe;
 using testing::withHostAttention;
-
-Plan decodePlan(const ModelCosts &model) {
-  Plan plan;
-  plan.residentBatch = 10;
-  plan.attentionMicroBatchPrefill = 4;
-  plan.attentionMicroBatchDecode = 4;
-  plan.expertMicroBatch = 64;
-  plan.prefetchDepth = 2;
-  plan.kvGpuFraction = 0;
-  plan.lengths = GenerationLengths::spread(100, 50);
-  plan.resident = residentPrefix(model, 0);
-  return plan;
-}
 
 size_t countJobs(const Dag &dag, Stream stream, Stage stage) {
   return size_t(

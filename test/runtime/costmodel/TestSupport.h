@@ -9,6 +9,7 @@
 
 #include "runtime/costmodel/HardwareProfile.h"
 #include "runtime/costmodel/ModelCosts.h"
+#include "runtime/costmodel/Plan.h"
 #include "runtime/model/ActivationBytes.h"
 
 namespace moe::costmodel::testing {
@@ -179,6 +180,21 @@ inline ModelCosts tinyMoe(int layers = 4, int64_t experts = 8,
   lmHead.activationRowBytes = model::rowOfWidthBytes(hidden);
   model.layers.push_back({{lmHead}});
   return model;
+}
+
+// B 10 with all KV in host memory and nothing resident: the decode step
+// tests' plan, which a test edits for the case it checks.
+inline Plan decodePlan(const ModelCosts &model) {
+  Plan plan;
+  plan.residentBatch = 10;
+  plan.attentionMicroBatchPrefill = 4;
+  plan.attentionMicroBatchDecode = 4;
+  plan.expertMicroBatch = 64;
+  plan.prefetchDepth = 2;
+  plan.kvGpuFraction = 0;
+  plan.lengths = GenerationLengths::spread(100, 50);
+  plan.resident = residentPrefix(model, 0);
+  return plan;
 }
 
 } // namespace moe::costmodel::testing
