@@ -1,8 +1,11 @@
 // Layout: cuBLASLt is column-major, so the runner computes the transpose,
 //   yᵀ[n, m] = W[n, k] · xᵀ[k, m]:
 // A = W, stored k×n with ld k and used transposed; B = xᵀ, stored k×m with
-// ld k; C = D = yᵀ, stored n×m with ld n. The bias epilogue adds bias[i] to
-// row i of D, i.e. to output feature i of y.
+// ld k; C = D = yᵀ, stored n×m with ld ldy. The bias epilogue adds bias[i]
+// to row i of D, i.e. to output feature i of y. With fp8 operands, A's
+// scales are BLK128x128_32F and B's VEC128_32F: the layouts
+// Fp8GemmOperands describes are the ones cuBLASLt 13 reads for this
+// operand order (bench/probes/cublaslt_fp8_block_scales.cu).
 #include "runtime/backends/cuda/GemmRunner.h"
 
 #include <algorithm>
@@ -25,11 +28,22 @@ struct Key {
   std::int64_t m, n, k;
   bool bias;
   int alignment; // bytes all operands and their rows are aligned to
+  bool fp8;
+  std::int64_t ldy;
   bool operator<(const Key &o) const {
-    return std::tie(m, n, k, bias, alignment) <
-           std::tie(o.m, o.n, o.k, o.bias, o.alignment);
+    return std::tie(m, n, k, bias, alignment, fp8, ldy) <
+           std::tie(o.m, o.n, o.k, o.bias, o.alignment, o.fp8, o.ldy);
   }
 };
+
+bool isFp8(const GemmArgs &a) { return a.fp8.x != nullptr; }
+std::int64_t ldyOf(const GemmArgs &a) { return a.ldy > 0 ? a.ldy : a.n; }
+const void *xOperand(const GemmArgs &a) {
+  return isFp8(a) ? static_cast<const void *>(a.fp8.x) : a.x;
+}
+const void *wOperand(const GemmArgs &a) {
+  return isFp8(a) ? static_cast<const void *>(a.fp8.w) : a.w;
+}
 
 // The largest power of two up to 16 that divides every operand address and
 // row stride; cuBLASLt must not pick a vectorised kernel the data cannot
@@ -37,12 +51,16 @@ struct Key {
 int operandAlignment(const GemmArgs &a) {
   std::uint64_t bits = 16;
   for (const void *p :
-       {static_cast<const void *>(a.x), static_cast<const void *>(a.w),
-        static_cast<const void *>(a.y)})
+       {xOperand(a), wOperand(a), static_cast<const void *>(a.y)})
     bits |= reinterpret_cast<std::uintptr_t>(p);
-  bits |= static_cast<std::uint64_t>(a.k) * 2;
-  bits |= static_cast<std::uint64_t>(a.n) * 2;
+  bits |= static_cast<std::uint64_t>(a.k) * (isFp8(a) ? 1 : 2);
+  bits |= static_cast<std::uint64_t>(ldyOf(a)) * 2;
   return static_cast<int>(bits & (~bits + 1)); // lowest set bit
+}
+
+Key keyOf(const GemmArgs &a, std::int64_t m) {
+  return {m,        a.n,     a.k, a.bias != nullptr, operandAlignment(a),
+          isFp8(a), ldyOf(a)};
 }
 
 // One exact problem: its descriptors, heuristic candidates and the algorithm
@@ -74,6 +92,17 @@ Status validate(const GemmArgs &a) {
   if (a.m < 0 || a.n <= 0 || a.k <= 0 ||
       std::max({a.m, a.n, a.k}) > std::numeric_limits<std::int32_t>::max())
     return makeError("gemm: bad shape m={} n={} k={}", a.m, a.n, a.k);
+  if (a.ldy != 0 && a.ldy < a.n)
+    return makeError("gemm m={} n={} k={}: y's row stride {} is under n", a.m,
+                     a.n, a.k, a.ldy);
+  if (isFp8(a)) {
+    if (a.m > 0 && (!a.fp8.w || !a.fp8.xScales || !a.fp8.wScales || !a.y))
+      return makeError("fp8 gemm m={} n={} k={}: null operand", a.m, a.n, a.k);
+    if (a.bias)
+      return makeError("fp8 gemm m={} n={} k={}: no bias is supported", a.m,
+                       a.n, a.k);
+    return Status::success();
+  }
   if (a.m > 0 && (!a.x || !a.w || !a.y))
     return makeError("gemm m={} n={} k={}: null operand", a.m, a.n, a.k);
   return Status::success();
@@ -106,7 +135,7 @@ struct GemmRunner::State {
 
 Result<Plan *> GemmRunner::State::planFor(const GemmArgs &args) {
   const int alignment = operandAlignment(args);
-  const Key key{args.m, args.n, args.k, args.bias != nullptr, alignment};
+  const Key key = keyOf(args, args.m);
   auto found = plans.find(key);
   if (found != plans.end())
     return found->second.get();
@@ -133,12 +162,33 @@ Result<Plan *> GemmRunner::State::planFor(const GemmArgs &args) {
         plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &args.bias,
         sizeof args.bias));
   }
-  MOE_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, args.k,
-                                            args.n, args.k));
-  MOE_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, args.k,
-                                            args.m, args.k));
+  const bool fp8 = isFp8(args);
+  if (fp8) {
+    const cublasLtMatmulMatrixScale_t weightScales =
+        CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+    const cublasLtMatmulMatrixScale_t inputScales =
+        CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    MOE_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &weightScales,
+        sizeof weightScales));
+    MOE_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &inputScales,
+        sizeof inputScales));
+    // As with the bias: run() sets each call's scales.
+    MOE_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &args.fp8.wScales,
+        sizeof args.fp8.wScales));
+    MOE_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &args.fp8.xScales,
+        sizeof args.fp8.xScales));
+  }
+  const cudaDataType_t operands = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
+  MOE_CUBLAS_TRY(
+      cublasLtMatrixLayoutCreate(&plan->a, operands, args.k, args.n, args.k));
+  MOE_CUBLAS_TRY(
+      cublasLtMatrixLayoutCreate(&plan->b, operands, args.k, args.m, args.k));
   MOE_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_16BF, args.n,
-                                            args.m, args.n));
+                                            args.m, ldyOf(args)));
 
   cublasLtMatmulPreference_t pref = nullptr;
   MOE_CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&pref));
@@ -169,10 +219,10 @@ Result<Plan *> GemmRunner::State::planFor(const GemmArgs &args) {
     if (results[i].state == CUBLAS_STATUS_SUCCESS)
       plan->candidates.push_back(results[i]);
   if (plan->candidates.empty())
-    return makeError("cuBLASLt has no bf16 algorithm for m={} n={} k={}{} "
+    return makeError("cuBLASLt has no {} algorithm for m={} n={} k={}{} "
                      "(operands {}-byte aligned)",
-                     args.m, args.n, args.k, args.bias ? " with bias" : "",
-                     alignment);
+                     fp8 ? "block-scaled fp8" : "bf16", args.m, args.n, args.k,
+                     args.bias ? " with bias" : "", alignment);
   Plan *raw = plan.get();
   plans.emplace(key, std::move(plan));
   return raw;
@@ -189,10 +239,20 @@ cublasStatus_t GemmRunner::State::matmul(const Plan &plan,
     if (status != CUBLAS_STATUS_SUCCESS)
       return status;
   }
+  if (isFp8(args))
+    for (auto [attribute, scales] :
+         {std::pair{CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, args.fp8.wScales},
+          std::pair{CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, args.fp8.xScales}}) {
+      cublasStatus_t status = cublasLtMatmulDescSetAttribute(
+          plan.desc, attribute, &scales, sizeof scales);
+      if (status != CUBLAS_STATUS_SUCCESS)
+        return status;
+    }
   const float alpha = 1.0f, beta = 0.0f;
-  return cublasLtMatmul(handle, plan.desc, &alpha, args.w, plan.a, args.x,
-                        plan.b, &beta, args.y, plan.c, args.y, plan.c, &algo,
-                        workspace, options.workspaceBytes, stream);
+  return cublasLtMatmul(handle, plan.desc, &alpha, wOperand(args), plan.a,
+                        xOperand(args), plan.b, &beta, args.y, plan.c, args.y,
+                        plan.c, &algo, workspace, options.workspaceBytes,
+                        stream);
 }
 
 // Times each candidate on the caller's operands (y is overwritten, inputs
@@ -245,8 +305,7 @@ Status GemmRunner::State::tune(Plan &plan, const GemmArgs &args,
 
 Status GemmRunner::State::choose(Plan &plan, const GemmArgs &args,
                                  cudaStream_t stream) {
-  const Key bucket{mBucket(args.m), args.n, args.k, args.bias != nullptr,
-                   operandAlignment(args)};
+  const Key bucket = keyOf(args, mBucket(args.m));
   auto choice = bucketChoices.find(bucket);
   if (choice != bucketChoices.end()) {
     cublasLtMatmulHeuristicResult_t check{};
@@ -326,16 +385,12 @@ Status GemmRunner::selectCandidate(const GemmArgs &args, int index) {
   p.algo = p.candidates[index].algo;
   p.index = index;
   p.chosen = true;
-  state_->bucketChoices[Key{mBucket(args.m), args.n, args.k,
-                            args.bias != nullptr, operandAlignment(args)}] =
-      p.algo;
+  state_->bucketChoices[keyOf(args, mBucket(args.m))] = p.algo;
   return Status::success();
 }
 
 int GemmRunner::selectedCandidate(const GemmArgs &args) const {
-  const Key key{args.m, args.n, args.k, args.bias != nullptr,
-                operandAlignment(args)};
-  auto found = state_->plans.find(key);
+  auto found = state_->plans.find(keyOf(args, args.m));
   return found == state_->plans.end() ? -1 : found->second->index;
 }
 

@@ -1,11 +1,12 @@
-// bf16 GEMMs through cuBLASLt: the CUDA backend's dense GEMMs (the routed
-// experts run as one grouped kernel, kernels/GroupedGemm.h) and the hardware
-// profiler's:
+// GEMMs through cuBLASLt: the CUDA backend's dense GEMMs and per-expert
+// GEMMs (small expert groups run as one grouped kernel,
+// kernels/GroupedGemm.h) and the hardware profiler's:
 //
 //   y[m, n] = x[m, k] · W[n, k]ᵀ (+ bias[n])
 //
-// bf16 operands and result, fp32 accumulation, all row-major and contiguous
-// as in HF checkpoints (a Linear's weight is [out, in]).
+// bf16 operands, or E4M3 ones with block scales (Fp8GemmOperands); a bf16
+// result, fp32 accumulation; row-major as in HF checkpoints (a Linear's
+// weight is [out, in]), y's rows ldy apart.
 //
 // cuBLASLt's heuristic's first choice is sometimes 3-6x slower than one of
 // its runners-up (the profiler saw it at small m), so the runner times up to
@@ -30,6 +31,17 @@
 
 namespace moe::cuda {
 
+// E4M3 operands with DeepSeek-V3's scales in place of GemmArgs' bf16 x and
+// w: cuBLASLt's block-scaled FP8 GEMM (twice bf16's tensor-core rate on
+// Hopper), each product scaled in fp32 as it accumulates.
+struct Fp8GemmOperands {
+  const std::uint8_t *x = nullptr; // [m, k] codes
+  const float *xScales = nullptr; // [⌈k/128⌉, m]: per 128 of a row's inputs
+  const std::uint8_t *w = nullptr; // [n, k] codes
+  // [⌈n/128⌉, ⌈k/128⌉ padded to a multiple of 4]: per 128 × 128 block.
+  const float *wScales = nullptr;
+};
+
 struct GemmArgs {
   const __nv_bfloat16 *x = nullptr;    // [m, k]
   const __nv_bfloat16 *w = nullptr;    // [n, k]
@@ -38,6 +50,8 @@ struct GemmArgs {
   std::int64_t m = 0; // 0 is a no-op (an expert no token chose)
   std::int64_t n = 0;
   std::int64_t k = 0;
+  std::int64_t ldy = 0; // y's row stride in elements (0: n)
+  Fp8GemmOperands fp8;  // used in place of x and w when fp8.x is set
 };
 
 struct GemmRunnerOptions {

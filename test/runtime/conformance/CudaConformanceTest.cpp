@@ -184,8 +184,9 @@ class CudaQuantizedExperts : public GoldenQuantizedTest {};
 // Quantized experts (fp8, mxfp4) hold on the GPU what the CPU backend, the
 // reference, computes with: blocks along the same axis, the same codes and
 // scales, streamed with their scales; on both expert GEMM paths (codes
-// widened in the grouped kernel's tiles, or the layer widened before
-// per-expert GEMMs). HF's router near-ties, which the comparison leaves
+// widened in the grouped kernel's tiles, or per-expert GEMMs: fp8 ones on
+// inputs quantized to fp8 as well, or, as mxfp4's, on the layer widened to
+// bf16 first). HF's router near-ties, which the comparison leaves
 // out, are those of the unquantized model: quantized experts move the
 // hidden states, so bf16 rounding flips a few other expert choices, and
 // the bars are wider than bf16's. A block of the wrong axis, a nibble order
@@ -206,6 +207,12 @@ TEST_P(CudaQuantizedExperts, MatchTheCpuBackend) {
     expectMatchesCpuBackend(golden_, *edited, *weights_,
                             {.perExpertGemmRows = 1}, quantizedTolerance,
                             model() + " " + name + " per-expert vs CPU");
+    if (dtype == plan::WeightDType::fp8)
+      expectMatchesCpuBackend(
+          golden_, *edited, *weights_,
+          {.perExpertGemmRows = 1, .fp8ExpertInputs = false},
+          quantizedTolerance,
+          model() + " fp8 per-expert with bf16 inputs vs CPU");
     expectMatchesCpuBackend(
         golden_, *edited, *weights_, {.perExpertGemmRows = int64_t{1} << 40},
         quantizedTolerance, model() + " " + name + " grouped vs CPU");

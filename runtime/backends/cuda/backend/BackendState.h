@@ -62,6 +62,7 @@ struct BackendState {
   int32_t hostAttendedSlot = INT32_MAX;
   int64_t prefillMicroBatch = 1, decodeMicroBatch = 1;
   int64_t expertMicroBatch = INT64_MAX; // b_e
+  bool fp8ExpertInputs = true;          // CudaBackendOptions'
   BackendCounters counters;
   std::function<void(double)> progress; // share of the ops bound
 };

@@ -219,6 +219,7 @@ Step ChunkedPass::stepFor(size_t c) {
       .smCount = s_.smCount,
       .perExpertGemmRows = perExpertGemmRows_,
       .expertMicroBatch = s_.expertMicroBatch,
+      .fp8ExpertInputs = s_.fp8ExpertInputs,
       .gptOssNorm = program_.gptOssNorm,
       .floats = s_.floatsOnDevice,
       .lightningStates = s_.lightningStates,

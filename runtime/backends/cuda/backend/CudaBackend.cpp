@@ -302,6 +302,7 @@ Status CudaBackend::prepare(const LoadedPlan &plan, const WeightSet &weights,
   s->hostPages.pagesPerSlot = pagesPerSlot;
   s->hostPages.pages.assign(size_t(hostSlots * pagesPerSlot), -1);
   s->maxContext = maxContext;
+  s->fp8ExpertInputs = options_.fp8ExpertInputs;
   s->lengths.assign(slots, 0);
   s->progress = prepareProgress_;
   s->ring.schedule = std::move(*ring);

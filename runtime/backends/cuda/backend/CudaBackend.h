@@ -39,6 +39,11 @@ struct CudaBackendOptions {
   // plan's, or every host slot's whole context for a plan without one);
   // rounded up to whole pages.
   int64_t hostKvPoolTokens = 0;
+  // Per-expert GEMMs of fp8 experts without biases take their inputs in
+  // fp8 too (a scale per 128 of a token's inputs) and run cuBLASLt's
+  // block-scaled FP8 GEMM; off, each layer's experts are widened to bf16
+  // for bf16 GEMMs.
+  bool fp8ExpertInputs = true;
 };
 
 class CudaBackend : public Backend {

@@ -1,7 +1,8 @@
 // Quantized expert weights (runtime/model/WeightFormat.h: fp8 and mxfp4)
-// as the GPU holds them, and their widening to bf16 for the per-expert
-// GEMMs: after their copy over PCIe at a byte (fp8) or half a byte (mxfp4)
-// an element, before the GEMMs read them. nvcc compiles this header, so it
+// as the GPU holds them, and what the per-expert GEMMs make of them after
+// their copy over PCIe at a byte (fp8) or half a byte (mxfp4) an element:
+// weights widened to bf16, or fp8 experts' scales and inputs arranged for
+// FP8 GEMMs. nvcc compiles this header, so it
 // includes no fmt.
 #pragma once
 
@@ -45,5 +46,36 @@ bool validQuantizedMatrix(const QuantizedExpertMatrix &weight, int64_t experts);
 // cudaErrorInvalidValue).
 cudaError_t widenExperts(const QuantizedExpertMatrix &weight, int64_t experts,
                          __nv_bfloat16 *out, cudaStream_t stream);
+
+// W8A8: the per-expert GEMMs of fp8 experts as cuBLASLt's block-scaled
+// FP8 GEMMs (GemmRunner's Fp8GemmOperands), their inputs quantized as they
+// come, DeepSeek-V3's recipe: a scale per 128 of a token's inputs.
+
+// x [rows, k] (bf16, k a multiple of 16), its rows grouped by expert
+// (group e is rows [offsets[e], offsets[e+1]), on the device) and each group
+// cut into GEMMs of at most `microBatch` rows, as E4M3 codes [rows, k] and
+// one fp32 scale (amax / 448) per 128 of a row's inputs. The GEMM whose m
+// rows start at row f finds its scales [⌈k/128⌉, m] at scales + f·⌈k/128⌉:
+// the rows of each group of 128 inputs contiguous, as cuBLASLt's VEC128_32F
+// scales are read.
+cudaError_t quantizeExpertInputs(const __nv_bfloat16 *x, int64_t rows,
+                                 int64_t k, const int32_t *offsets, int experts,
+                                 int64_t microBatch, uint8_t *codes,
+                                 float *scales, cudaStream_t stream);
+
+// Scales per row of 128 × 128 blocks of an fp8 matrix with `cols` columns
+// as cuBLASLt's BLK128x128_32F scales are read: ⌈cols/128⌉ padded to a
+// multiple of 4.
+__host__ __device__ inline int64_t fp8GemmScaleRowLength(int64_t cols) {
+  return ((cols + 127) / 128 + 3) / 4 * 4;
+}
+
+// fp8 experts' block scales, expert by expert and part by part, as
+// cuBLASLt reads them: [experts, parts, ⌈partRows/128⌉,
+// fp8GemmScaleRowLength(cols)], the padding zero (cudaErrorInvalidValue
+// for an invalid or mxfp4 matrix).
+cudaError_t gatherFp8GemmScales(const QuantizedExpertMatrix &weight,
+                                int64_t experts, float *out,
+                                cudaStream_t stream);
 
 } // namespace moe::cuda::kernels

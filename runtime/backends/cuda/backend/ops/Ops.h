@@ -195,6 +195,7 @@ struct Step {
   int smCount;
   int64_t perExpertGemmRows;
   int64_t expertMicroBatch; // b_e: most rows of one per-expert GEMM
+  bool fp8ExpertInputs;     // CudaBackendOptions'
   bool gptOssNorm;
   const std::vector<float *> &floats;
   const std::vector<float *> &lightningStates;
