@@ -2,7 +2,8 @@
 // weight W [n, k] with one fp32 scale per 128 x 128 block
 // (CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F), activations x [m, k] with
 // one per 128 inputs of a token (VEC128_32F), y [m, n] = x W^T in bf16.
-// Part 1 tries both operand orders and several arrangements of each scale
+// Part 0 asks the heuristic which row counts it runs. Part 1 tries both
+// operand orders and several arrangements of each scale
 // tensor against a double-precision reference, on blocks and token groups
 // scaled by 2^-4 .. 2^4 so that a misread scale shows; part 2 times the
 // routed experts' shapes against cuBLASLt's bf16 GEMM (unit scales).
@@ -177,10 +178,65 @@ static double bf16Gemm(int m, int n, int k, const __nv_bfloat16 *w,
   return bestMatmul(desc, CUDA_R_16BF, m, n, k, w, x, y, iters, nullptr);
 }
 
+// How many algorithms the heuristic offers for the block-scaled FP8 GEMM
+// (A = W with BLK128x128, B = x with VEC128) of m rows, with every operand's
+// alignment stated as `alignment` bytes (0: not stated, cuBLASLt's default).
+static int fp8Candidates(int m, int n, int k, uint32_t alignment) {
+  cublasLtMatmulDesc_t desc;
+  if (cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F))
+    return -1;
+  cublasOperation_t t = CUBLAS_OP_T, nn = CUBLAS_OP_N;
+  cublasLtMatmulMatrixScale_t am = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F,
+                              bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+  const float *scales = static_cast<const float *>(workspace);
+  cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof t);
+  cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &nn,
+                                 sizeof nn);
+  cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am,
+                                 sizeof am);
+  cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm,
+                                 sizeof bm);
+  cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                                 &scales, sizeof scales);
+  cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                                 &scales, sizeof scales);
+  cublasLtMatrixLayout_t a, b, c;
+  cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, n, k);
+  cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, k, m, k);
+  cublasLtMatrixLayoutCreate(&c, CUDA_R_16BF, n, m, n);
+  cublasLtMatmulPreference_t pref;
+  cublasLtMatmulPreferenceCreate(&pref);
+  cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWs, sizeof kWs);
+  if (alignment)
+    for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+      cublasLtMatmulPreferenceSetAttribute(pref, attr, &alignment,
+                                           sizeof alignment);
+  cublasLtMatmulHeuristicResult_t res[8] = {};
+  int count = 0;
+  cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      handle, desc, a, b, c, c, pref, 8, res, &count);
+  cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatrixLayoutDestroy(c);
+  cublasLtMatrixLayoutDestroy(b);
+  cublasLtMatrixLayoutDestroy(a);
+  cublasLtMatmulDescDestroy(desc);
+  return status == CUBLAS_STATUS_SUCCESS ? count : -int(status);
+}
+
 int main() {
   LT(cublasLtCreate(&handle));
   CK(cudaMalloc(&workspace, kWs));
   std::printf("cuBLASLt version %zu\n", cublasLtGetVersion());
+
+  // 0. Which row counts and stated alignments the heuristic takes.
+  for (int m : {1, 2, 3, 4, 5, 8, 12, 16, 37, 40, 200, 630, 632})
+    for (uint32_t alignment : {0u, 16u, 256u})
+      std::printf("m %4d n 384 k 1024, alignment %3u: %d candidates\n", m,
+                  alignment, fp8Candidates(m, 384, 1024, alignment));
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0, 1);
 

@@ -84,7 +84,8 @@ __global__ void quantizeInputsKernel(const bf16 *x, int64_t rows, int64_t k,
   const int64_t start = offsets[low];
   const int64_t first = start + (row - start) / microBatch * microBatch;
   const int64_t m = min(microBatch, int64_t(offsets[low + 1]) - first);
-  scales[first * groups + group * m + (row - first)] = amax / kE4M3Max;
+  scales[fp8GemmScalesAt(first, k) + group * fp8GemmRows(m) + (row - first)] =
+      amax / kE4M3Max;
 }
 
 __global__ void gatherScalesKernel(QuantizedExpertMatrix w, int64_t experts,

@@ -51,13 +51,30 @@ cudaError_t widenExperts(const QuantizedExpertMatrix &weight, int64_t experts,
 // FP8 GEMMs (GemmRunner's Fp8GemmOperands), their inputs quantized as they
 // come, DeepSeek-V3's recipe: a scale per 128 of a token's inputs.
 
+// cuBLASLt (13.1) offers block-scaled FP8 GEMMs only for row counts that
+// are multiples of 4: a GEMM of m rows runs as fp8GemmRows(m), its extra
+// rows read past its own (codes and scales of no row: finite or not, they
+// reach only the extra output rows) and written past them (rows a later
+// GEMM overwrites, or fp8GemmSlackRows more of the buffers).
+constexpr int64_t kFp8GemmSlackRows = 3;
+__host__ __device__ inline int64_t fp8GemmRows(int64_t m) {
+  return (m + kFp8GemmSlackRows) / 4 * 4;
+}
+
 // x [rows, k] (bf16, k a multiple of 16), its rows grouped by expert
 // (group e is rows [offsets[e], offsets[e+1]), on the device) and each group
 // cut into GEMMs of at most `microBatch` rows, as E4M3 codes [rows, k] and
 // one fp32 scale (amax / 448) per 128 of a row's inputs. The GEMM whose m
-// rows start at row f finds its scales [⌈k/128⌉, m] at scales + f·⌈k/128⌉:
-// the rows of each group of 128 inputs contiguous, as cuBLASLt's VEC128_32F
-// scales are read.
+// rows start at row f finds its scales [⌈k/128⌉, fp8GemmRows(m)] at
+// scales + fp8GemmScalesAt(f, k): the rows of each group of 128 inputs
+// contiguous, as cuBLASLt's VEC128_32F scales are read. `scales` holds
+// fp8GemmScaleCount(rows, k) floats.
+__host__ __device__ inline int64_t fp8GemmScalesAt(int64_t first, int64_t k) {
+  return 4 * first * ((k + 127) / 128); // room for each GEMM's extra rows
+}
+__host__ __device__ inline int64_t fp8GemmScaleCount(int64_t rows, int64_t k) {
+  return fp8GemmScalesAt(rows, k);
+}
 cudaError_t quantizeExpertInputs(const __nv_bfloat16 *x, int64_t rows,
                                  int64_t k, const int32_t *offsets, int experts,
                                  int64_t microBatch, uint8_t *codes,

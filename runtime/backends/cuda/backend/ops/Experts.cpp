@@ -268,12 +268,14 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
   MOE_ASSIGN_OR_RETURN(int32_t * pairToSlot,
                        step.alloc<int32_t>(pairs, "pair to slot"));
   MOE_ASSIGN_OR_RETURN(bf16 * xs, step.alloc<bf16>(pairs * h, "expert inputs"));
-  MOE_ASSIGN_OR_RETURN(bf16 * gu,
-                       step.alloc<bf16>(pairs * 2 * w, "expert gate|up"));
+  // Both with the slack rows of fp8 GEMMs (fp8ExpertsGemm below).
+  const int64_t slack = kernels::kFp8GemmSlackRows;
+  MOE_ASSIGN_OR_RETURN(
+      bf16 * gu, step.alloc<bf16>((pairs + slack) * 2 * w, "expert gate|up"));
   MOE_ASSIGN_OR_RETURN(bf16 * act,
                        step.alloc<bf16>(pairs * w, "expert activations"));
   MOE_ASSIGN_OR_RETURN(bf16 * down,
-                       step.alloc<bf16>(pairs * h, "expert outputs"));
+                       step.alloc<bf16>((pairs + slack) * h, "expert outputs"));
   MOE_ASSIGN_OR_RETURN(float *sum, step.alloc<float>(rows * h, "expert sum"));
   kernels::DispatchArgs dispatch;
   dispatch.indices = indices.i;
@@ -313,16 +315,16 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
   // Each part of each expert (gate and up apart: their scale blocks start
   // at each part) as one FP8 GEMM a micro-batch, into its columns of y.
   // The inputs' codes and scales go to `idle`, a buffer of at least
-  // pairs · kDim bf16 not in use during the GEMM (the down projection's
-  // output for gate|up, gate|up's for the down projection), so the step
-  // needs no more memory than the bf16 path's.
+  // (pairs + kFp8GemmSlackRows) · kDim bf16 not in use during the GEMM (the
+  // down projection's output for gate|up, gate|up's for the down
+  // projection), so the step needs hardly more memory than the bf16
+  // path's. Each GEMM runs fp8GemmRows(m) rows (QuantizedExperts.h).
   auto fp8ExpertsGemm =
       [&](const bf16 *in, const kernels::QuantizedExpertMatrix &weight,
           int64_t n, int64_t kDim, bf16 *idle, bf16 *y) -> Status {
-    const int64_t groups =
-        (kDim + model::kFp8WeightBlock - 1) / model::kFp8WeightBlock;
     auto *codes = reinterpret_cast<uint8_t *>(idle);
-    auto *inputScales = reinterpret_cast<float *>(codes + pairs * kDim);
+    auto *inputScales = reinterpret_cast<float *>(
+        codes + (pairs + kernels::kFp8GemmSlackRows) * kDim);
     MOE_CUDA_TRY(kernels::quantizeExpertInputs(
         in, pairs, kDim, offsets, dispatch.experts, step.expertMicroBatch,
         codes, inputScales, step.stream));
@@ -346,15 +348,15 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
                               hostOffsets[e + 1] - first);
         for (int64_t part = 0; part < weight.parts; ++part) {
           GemmArgs args{.y = y + first * n + part * weight.partRows,
-                        .m = m,
+                        .m = kernels::fp8GemmRows(m),
                         .n = weight.partRows,
                         .k = kDim,
                         .ldy = n};
-          args.fp8 = {.x = codes + first * kDim,
-                      .xScales = inputScales + first * groups,
-                      .w = block + part * weight.partRows * weight.cols,
-                      .wScales = weightScales +
-                                 (e * weight.parts + part) * partScales};
+          args.fp8 = {
+              .x = codes + first * kDim,
+              .xScales = inputScales + kernels::fp8GemmScalesAt(first, kDim),
+              .w = block + part * weight.partRows * weight.cols,
+              .wScales = weightScales + (e * weight.parts + part) * partScales};
           MOE_RETURN_IF_ERROR(step.gemm.run(args, step.stream));
         }
       }
