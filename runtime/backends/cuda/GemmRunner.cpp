@@ -12,6 +12,7 @@
 #include <bit>
 #include <limits>
 #include <map>
+#include <set>
 #include <tuple>
 #include <vector>
 
@@ -117,6 +118,7 @@ struct GemmRunner::State {
   bool ownsWorkspace = false;
   std::map<Key, std::unique_ptr<Plan>> plans;
   std::map<Key, cublasLtMatmulAlgo_t> bucketChoices;
+  std::set<Key> refused; // problems cuBLASLt has no algorithm for
 
   ~State() {
     plans.clear();
@@ -211,6 +213,9 @@ Result<Plan *> GemmRunner::State::planFor(const GemmArgs &args) {
                                             plan->b, plan->c, plan->c, pref,
                                             kMaxCandidates, results, &count);
   cublasLtMatmulPreferenceDestroy(pref);
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED ||
+      (status == CUBLAS_STATUS_SUCCESS && count == 0))
+    refused.insert(key);
   if (status != CUBLAS_STATUS_SUCCESS)
     return cublasFailure(status, fmt::format("cublasLtMatmulAlgoGetHeuristic "
                                              "(m={} n={} k={})",
@@ -365,6 +370,20 @@ Status GemmRunner::run(const GemmArgs &args, cudaStream_t stream) {
     return cublasFailure(status, fmt::format("cublasLtMatmul (m={} n={} k={})",
                                              args.m, args.n, args.k));
   return Status::success();
+}
+
+Result<bool> GemmRunner::supports(const GemmArgs &args) {
+  MOE_RETURN_IF_ERROR(validate(args));
+  if (args.m == 0)
+    return true;
+  if (state_->refused.count(keyOf(args, args.m)))
+    return false;
+  auto plan = state_->planFor(args);
+  if (plan.ok())
+    return true;
+  if (state_->refused.count(keyOf(args, args.m)))
+    return false;
+  return plan.error();
 }
 
 Result<int> GemmRunner::candidateCount(const GemmArgs &args) {

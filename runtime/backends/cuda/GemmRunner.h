@@ -78,6 +78,10 @@ public:
   // Enqueues one GEMM on `stream`.
   Status run(const GemmArgs &args, cudaStream_t stream);
 
+  // Whether cuBLASLt has an algorithm for this problem (asked once per
+  // exact problem; block-scaled FP8 takes fewer shapes than bf16).
+  Result<bool> supports(const GemmArgs &args);
+
   // The heuristic's candidates for exactly this problem, for callers that
   // time them themselves (the hardware profiler).
   Result<int> candidateCount(const GemmArgs &args);

@@ -318,7 +318,9 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
   // (pairs + kFp8GemmSlackRows) · kDim bf16 not in use during the GEMM (the
   // down projection's output for gate|up, gate|up's for the down
   // projection), so the step needs hardly more memory than the bf16
-  // path's. Each GEMM runs fp8GemmRows(m) rows (QuantizedExperts.h).
+  // path's. Each GEMM runs fp8GemmRows(m) rows (QuantizedExperts.h). A
+  // GEMM cuBLASLt has no FP8 algorithm for runs in bf16 on the layer's
+  // experts widened (once).
   auto fp8ExpertsGemm =
       [&](const bf16 *in, const kernels::QuantizedExpertMatrix &weight,
           int64_t n, int64_t kDim, bf16 *idle, bf16 *y) -> Status {
@@ -337,6 +339,7 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
                           "fp8 expert weight scales"));
     MOE_CUDA_TRY(kernels::gatherFp8GemmScales(weight, k.experts, weightScales,
                                               step.stream));
+    bool widened = false;
     for (int64_t e = 0; e < k.experts; ++e) {
       const uint8_t *block =
           e < weight.residentExperts
@@ -357,6 +360,17 @@ Status runExperts(Step &step, const ExpertsOp &k, DeviceValue &in,
               .xScales = inputScales + kernels::fp8GemmScalesAt(first, kDim),
               .w = block + part * weight.partRows * weight.cols,
               .wScales = weightScales + (e * weight.parts + part) * partScales};
+          MOE_ASSIGN_OR_RETURN(bool fp8Runs, step.gemm.supports(args));
+          if (!fp8Runs) {
+            if (!widened)
+              MOE_CUDA_TRY(kernels::widenExperts(weight, k.experts, k.widened,
+                                                 step.stream));
+            widened = true;
+            args.fp8 = {};
+            args.m = m;
+            args.x = in + first * kDim;
+            args.w = k.widened + (e * n + part * weight.partRows) * kDim;
+          }
           MOE_RETURN_IF_ERROR(step.gemm.run(args, step.stream));
         }
       }
