@@ -739,15 +739,9 @@ TEST(Kernels, DispatchGatherCombine) {
 // Greedy argmax
 //===----------------------------------------------------------------------===//
 
-template <typename T>
-void checkArgmax(const std::vector<T> &logits, int64_t rows, int64_t vocab,
-                 const std::vector<float> &values) {
-  Device<T> dlogits(logits);
-  Device<int32_t> dout(rows);
-  if constexpr (std::is_same_v<T, float>)
-    LAUNCH(gpu::argmaxRows(dlogits.get(), rows, vocab, dout.get(), nullptr));
-  else
-    LAUNCH(gpu::argmaxRows(dlogits.bf(), rows, vocab, dout.get(), nullptr));
+// Whole-row picks: the first maximum, or kArgmaxNotFinite.
+std::vector<int32_t> argmaxReference(const std::vector<float> &values,
+                                     int64_t rows, int64_t vocab) {
   std::vector<int32_t> ref(rows);
   for (int64_t r = 0; r < rows; ++r) {
     auto row = values.begin() + r * vocab;
@@ -757,7 +751,19 @@ void checkArgmax(const std::vector<T> &logits, int64_t rows, int64_t vocab,
         finite ? static_cast<int32_t>(std::max_element(row, row + vocab) - row)
                : gpu::kArgmaxNotFinite;
   }
-  EXPECT_EQ(dout.download(), ref);
+  return ref;
+}
+
+template <typename T>
+void checkArgmax(const std::vector<T> &logits, int64_t rows, int64_t vocab,
+                 const std::vector<float> &values) {
+  Device<T> dlogits(logits);
+  Device<int32_t> dout(rows);
+  if constexpr (std::is_same_v<T, float>)
+    LAUNCH(gpu::argmaxRows(dlogits.get(), rows, vocab, dout.get(), nullptr));
+  else
+    LAUNCH(gpu::argmaxRows(dlogits.bf(), rows, vocab, dout.get(), nullptr));
+  EXPECT_EQ(dout.download(), argmaxReference(values, rows, vocab));
 }
 
 // fp32 rows, then the same rows rounded to bf16, where random rows tie
@@ -860,6 +866,43 @@ TEST(Kernels, ArgmaxReportsRowsThatAreNotFinite) {
   values[4 * kVocab + 6] = 2.0f;
   values[4 * kVocab + 9000] = nan;
   checkArgmaxInBothDtypes(values, kRows, kVocab);
+}
+
+// The vocabulary a slice at a time, as the LM head picks greedily: the
+// same picks as whole rows, with equal maxima in different slices (the
+// earlier wins), a row whose maximum is in its last slice, and rows that
+// are not finite in their first, a middle or their last slice.
+TEST(Kernels, ArgmaxBySlicesEqualsWholeRows) {
+  REQUIRE_DEVICE();
+  std::mt19937 rng = freshRng();
+  constexpr int64_t kRows = 7, kVocab = 1000;
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> values(kRows * kVocab);
+  for (float &v : values)
+    v = fromBf16(toBf16(dist(rng)));
+  values[0 * kVocab + 10] = values[0 * kVocab + 900] = 2.0f; // tie across
+  values[1 * kVocab + 999] = 2.0f;                           // last slice
+  values[2 * kVocab + 3] = std::numeric_limits<float>::quiet_NaN();
+  values[3 * kVocab + 500] = std::numeric_limits<float>::infinity();
+  values[4 * kVocab + 999] = -std::numeric_limits<float>::infinity();
+  values[5 * kVocab + 256] = values[5 * kVocab + 257] = 2.0f; // tie within
+  std::vector<int32_t> want = argmaxReference(values, kRows, kVocab);
+  for (int64_t slice : {int64_t{8}, int64_t{256}, int64_t{336}, kVocab}) {
+    SCOPED_TRACE(testing::Message() << "slices of " << slice);
+    Device<float> best(kRows);
+    Device<int32_t> out(kRows);
+    for (int64_t first = 0; first < kVocab; first += slice) {
+      int64_t width = std::min(slice, kVocab - first);
+      std::vector<uint16_t> bits(kRows * width);
+      for (int64_t r = 0; r < kRows; ++r)
+        for (int64_t c = 0; c < width; ++c)
+          bits[r * width + c] = toBf16(values[r * kVocab + first + c]);
+      Device<uint16_t> logits(bits);
+      LAUNCH(gpu::argmaxRowsOfSlice(logits.bf(), kRows, width, first,
+                                    best.get(), out.get(), nullptr));
+    }
+    EXPECT_EQ(out.download(), want);
+  }
 }
 
 } // namespace

@@ -302,5 +302,13 @@ cudaError_t argmaxRows(const float *logits, int64_t rows, int64_t vocab,
                        int32_t *out, cudaStream_t stream);
 cudaError_t argmaxRows(const bf16 *logits, int64_t rows, int64_t vocab,
                        int32_t *out, cudaStream_t stream);
+// The same a slice of the vocabulary at a time: logits [rows, width] are
+// columns [offset, offset + width) of each row. `best` and `out` carry each
+// row's maximum so far and its index from slice to slice in ascending
+// order, the first slice (offset 0) starting them; after the last, `out`
+// holds what argmaxRows gives for the whole rows.
+cudaError_t argmaxRowsOfSlice(const bf16 *logits, int64_t rows, int64_t width,
+                              int64_t offset, float *best, int32_t *out,
+                              cudaStream_t stream);
 
 } // namespace moe::cuda::kernels
