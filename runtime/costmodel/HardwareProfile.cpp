@@ -655,9 +655,10 @@ std::string hostCpuProfileJson(const HostCpuProfile &p) {
   return j.dump(2);
 }
 
-Status writeProfileWithHost(const std::string &inPath,
-                            const std::string &outPath,
-                            const HostCpuProfile &host) {
+Status writeProfileWithSections(const std::string &inPath,
+                                const std::string &outPath,
+                                std::string_view measured,
+                                const std::vector<std::string> &sections) {
   std::ifstream in(inPath, std::ios::binary);
   if (!in)
     return makeError("cannot open {}", inPath);
@@ -666,7 +667,15 @@ Status writeProfileWithHost(const std::string &inPath,
   auto profile = nlohmann::ordered_json::parse(text.str(), nullptr, false);
   if (profile.is_discarded() || !profile.is_object())
     return makeError("{}: not a JSON object", inPath);
-  profile["host_cpu"] = nlohmann::ordered_json::parse(hostCpuProfileJson(host));
+  auto update = nlohmann::ordered_json::parse(measured, nullptr, false);
+  if (update.is_discarded() || !update.is_object())
+    return makeError("the measured sections are not a JSON object");
+  for (const std::string &section : sections) {
+    if (update.contains(section))
+      profile[section] = update[section];
+    else
+      profile.erase(section);
+  }
   std::string json = profile.dump(2) + "\n";
   auto loaded = HardwareProfile::fromJson(json);
   if (!loaded)
@@ -677,6 +686,14 @@ Status writeProfileWithHost(const std::string &inPath,
   if (!out)
     return makeError("cannot write {}", outPath);
   return Status::success();
+}
+
+Status writeProfileWithHost(const std::string &inPath,
+                            const std::string &outPath,
+                            const HostCpuProfile &host) {
+  return writeProfileWithSections(
+      inPath, outPath, "{\"host_cpu\": " + hostCpuProfileJson(host) + "}",
+      {"host_cpu"});
 }
 
 Result<HardwareProfile> HardwareProfile::fromJson(std::string_view text) {

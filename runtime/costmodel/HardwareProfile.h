@@ -161,8 +161,14 @@ struct HostCpuProfile {
 
 // The "host_cpu" object's JSON text, as fromJson reads it.
 std::string hostCpuProfileJson(const HostCpuProfile &profile);
-// Writes the profile at `inPath` to `outPath` with `host` as its host_cpu
-// section (replacing any), checked by loading it first.
+// Writes the profile at `inPath` to `outPath` with the named top-level
+// sections taken from `measured` (a JSON object, e.g. a profile re-measured
+// in part; a section it lacks is left out), checked by loading it first.
+Status writeProfileWithSections(const std::string &inPath,
+                                const std::string &outPath,
+                                std::string_view measured,
+                                const std::vector<std::string> &sections);
+// The same with `host` as the host_cpu section.
 Status writeProfileWithHost(const std::string &inPath,
                             const std::string &outPath,
                             const HostCpuProfile &host);

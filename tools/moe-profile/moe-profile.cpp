@@ -4,19 +4,21 @@
 // profile the planner's cost model reads (schema moe-hardware-profile/1).
 // `moe-run --profile-hardware` does the same measurement for users; this
 // tool adds the developer options (--device, --check-only for
-// compute-sanitizer, --host-only to measure the host alone into a profile
-// measured before).
+// compute-sanitizer, --only to measure some sections again into a profile
+// measured before, e.g. after a kernel changed).
 //
 //   moe-profile --out profile.json [--quick] [--device N] [--check-only]
-//   moe-profile --host-only IN.json --out OUT.json
+//   moe-profile --only SECTION[,SECTION...] --into IN.json --out OUT.json
 //
 // Prints a table as it measures. On failure prints one line
 // "moe-profile: <reason>" and exits 1.
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "runtime/backends/cuda/HardwareProfiler.h"
 #include "runtime/costmodel/HardwareProfile.h"
@@ -27,11 +29,20 @@ int main(int argc, char **argv) {
   std::string outPath;
   bool quick = false;
   bool checksOnly = false;
-  std::string hostInto;
+  std::vector<std::string> sections;
+  std::string intoPath;
   int device = 0;
   app.add_option("--out", outPath, "Output JSON file")->required();
-  app.add_option("--host-only", hostInto,
-                 "Measure only the host and write this profile with it");
+  auto *only =
+      app.add_option("--only", sections,
+                     fmt::format("Measure only these sections ({}) and write "
+                                 "the --into profile with them",
+                                 fmt::join(moe::cuda::kProfileSections, ", ")))
+          ->delimiter(',');
+  auto *into = app.add_option("--into", intoPath,
+                              "The profile --only's sections go into");
+  only->needs(into);
+  into->needs(only);
   app.add_flag("--quick", quick, "Measure a small subset (smoke test)");
   app.add_flag("--check-only", checksOnly,
                "Only check the GEMM layout and attention kernel (no JSON)");
@@ -47,12 +58,14 @@ int main(int argc, char **argv) {
     fmt::print("{}\n", line);
     std::fflush(stdout);
   };
-  if (!hostInto.empty()) {
-    options.hostOnly = true;
+  if (!sections.empty()) {
+    options.sections = sections;
     auto measured = moe::cuda::profileHardware(options);
-    moe::Status written = measured ? moe::costmodel::writeProfileWithHost(
-                                         hostInto, outPath, *measured->hostCpu)
-                                   : moe::Status(measured.error());
+    moe::Status written =
+        measured ? moe::costmodel::writeProfileWithSections(
+                       intoPath, outPath, moe::cuda::profileToJson(*measured),
+                       sections)
+                 : moe::Status(measured.error());
     if (!written) {
       fmt::print(stderr, "moe-profile: {}\n", written.error().message());
       return 1;

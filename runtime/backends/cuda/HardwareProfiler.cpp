@@ -34,6 +34,7 @@
 #include <sched.h>
 
 #include <cuda_runtime.h>
+#include <fmt/ranges.h>
 
 namespace moe::cuda {
 namespace {
@@ -871,6 +872,11 @@ Result<HardwareProfile> withHost(const Context &ctx, HardwareProfile profile) {
 } // namespace
 
 Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
+  for (const std::string &section : options.sections)
+    if (std::find(std::begin(kProfileSections), std::end(kProfileSections),
+                  section) == std::end(kProfileSections))
+      return makeError("no profile section '{}' (sections: {})", section,
+                       fmt::join(kProfileSections, ", "));
   int count = 0;
   cudaError_t code = cudaGetDeviceCount(&count);
   if (code != cudaSuccess)
@@ -915,7 +921,14 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
   if (!gemm)
     return gemm.error();
 
-  if (options.hostOnly)
+  auto wanted = [&](std::string_view section) {
+    return options.sections.empty() ||
+           std::find(options.sections.begin(), options.sections.end(),
+                     section) != options.sections.end();
+  };
+  const bool onlyHost =
+      options.sections.size() == 1 && options.sections[0] == "host_cpu";
+  if (onlyHost)
     return withHost(ctx, std::move(profile));
   // Correctness first: a wrong kernel must not produce a profile.
   MOE_RETURN_IF_ERROR(checkGemm(ctx, **gemm));
@@ -929,12 +942,20 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
   if (options.checksOnly)
     return profile;
 
-  MOE_RETURN_IF_ERROR(measureLinks(ctx, profile.links));
-  MOE_RETURN_IF_ERROR(measureGemm(ctx, **gemm, profile.gemmBf16));
-  MOE_RETURN_IF_ERROR(measureGroupedGemm(ctx, profile.groupedGemmBf16));
-  MOE_RETURN_IF_ERROR(measureAttention(ctx, profile.attentionDecodeBf16));
-  MOE_RETURN_IF_ERROR(measureMlaAttention(ctx, profile.mlaAttentionDecodeBf16));
+  if (wanted("links"))
+    MOE_RETURN_IF_ERROR(measureLinks(ctx, profile.links));
+  if (wanted("gemm_bf16"))
+    MOE_RETURN_IF_ERROR(measureGemm(ctx, **gemm, profile.gemmBf16));
+  if (wanted("grouped_gemm_bf16"))
+    MOE_RETURN_IF_ERROR(measureGroupedGemm(ctx, profile.groupedGemmBf16));
+  if (wanted("attention_decode_bf16"))
+    MOE_RETURN_IF_ERROR(measureAttention(ctx, profile.attentionDecodeBf16));
+  if (wanted("mla_attention_decode_bf16"))
+    MOE_RETURN_IF_ERROR(
+        measureMlaAttention(ctx, profile.mlaAttentionDecodeBf16));
   MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
+  if (!wanted("host_cpu"))
+    return profile;
   return withHost(ctx, std::move(profile));
 }
 

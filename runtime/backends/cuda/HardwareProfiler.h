@@ -108,12 +108,22 @@ struct ProfileOptions {
   // Only the correctness checks (for compute-sanitizer); the profile then
   // holds the device and host facts alone.
   bool checksOnly = false;
-  // Only the host's section (host_cpu), beside the device facts.
-  bool hostOnly = false;
+  // Only these sections (kProfileSections), beside the device facts; empty:
+  // all of them.
+  std::vector<std::string> sections;
   int device = 0;
   // Receives one line of the progress table at a time (no newline).
   std::function<void(std::string_view)> log;
 };
+
+// The measured sections of a profile, by their JSON keys.
+inline constexpr std::string_view kProfileSections[] = {
+    "links",
+    "gemm_bf16",
+    "grouped_gemm_bf16",
+    "attention_decode_bf16",
+    "mla_attention_decode_bf16",
+    "host_cpu"};
 
 // Runs every measurement (after checking the GEMM layout and the decode
 // attention kernel against CPU references). Fails with "no CUDA device: ..."

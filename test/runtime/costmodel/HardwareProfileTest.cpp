@@ -390,5 +390,36 @@ TEST(HardwareProfileTest, LoadNamesTheFile) {
   EXPECT_EQ(absent.error().message(), path + ": cannot open hardware profile");
 }
 
+// A section measured again replaces the profile's, one the measurement
+// lacks is left out, and a result that does not load is not written.
+TEST(HardwareProfileTest, SectionsMeasuredAgainReplaceTheProfiles) {
+  moe::testing::ScratchDirectory scratch;
+  const std::string in = scratch.file("in.json"),
+                    out = scratch.file("out.json");
+  {
+    std::ofstream file(in);
+    file << withHost(measuredHost());
+  }
+  std::string mla = testing::mlaProfileJson();
+  mla = replaced(mla, R"("seconds": 1e-3)", R"("seconds": 5e-4)");
+  Status written = writeProfileWithSections(
+      in, out, mla, {"mla_attention_decode_bf16", "host_cpu"});
+  ASSERT_TRUE(written.ok()) << written.error().message();
+  auto profile = HardwareProfile::load(out);
+  ASSERT_TRUE(profile.ok()) << profile.error().message();
+  EXPECT_DOUBLE_EQ(*profile->mlaDecodeSeconds(4, 125, 16, 512, 64), 5e-4);
+  EXPECT_FALSE(profile->hostCpu().has_value());
+
+  std::remove(out.c_str());
+  Status refused = writeProfileWithSections(
+      in, out, replaced(mla, R"("latent_dim": 512)", R"("latent_dim": 0)"),
+      {"mla_attention_decode_bf16"});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().message(),
+            in + ": mla_attention_decode_bf16[0].latent_dim: must be a "
+                 "positive integer");
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
 } // namespace
 } // namespace moe::costmodel

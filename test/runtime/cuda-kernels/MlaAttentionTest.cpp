@@ -1,5 +1,6 @@
 // kernels::mlaAttention against a double-precision loop on the same bf16
-// inputs: DeepSeek-V2-Lite (16 heads) and V3 (128 heads) decode rows of mixed
+// inputs, on the tensor-core kernel where it applies and on the general one
+// always: DeepSeek-V2-Lite (16 heads) and V3 (128 heads) decode rows of mixed
 // sequences, long contexts split over several blocks, prefill-like rows, the
 // tiny fixtures' shapes, head counts that fill a head group partially, and
 // negative positions (zeros); caches in bf16 and in fp8 (against the values
@@ -94,7 +95,6 @@ void runCase(const Case &c, std::mt19937 &rng) {
   const size_t outCount = size_t(rows * c.heads * c.latentDim);
   void *dOut = nullptr, *dWs = nullptr;
   check(cudaMalloc(&dOut, outCount * 2), "cudaMalloc out");
-  check(cudaMemset(dOut, 0xFF, outCount * 2), "poison");
   size_t wsBytes = kn::mlaAttentionWorkspaceBytes(rows, c.heads, c.latentDim,
                                                   maxSpan, smCount);
   check(cudaMalloc(&dWs, std::max<size_t>(wsBytes, 4)), "cudaMalloc ws");
@@ -117,11 +117,20 @@ void runCase(const Case &c, std::mt19937 &rng) {
   a.maxSpan = maxSpan;
   a.scale = scale;
   a.workspace = static_cast<float *>(dWs);
-  check(kn::mlaAttention(a, smCount, nullptr), "mlaAttention");
-  check(cudaDeviceSynchronize(), "sync");
-  std::vector<uint16_t> outBits(outCount);
-  check(cudaMemcpy(outBits.data(), dOut, outCount * 2, cudaMemcpyDeviceToHost),
-        "download");
+  // Both kernels where the tensor-core one applies, else the general one.
+  std::vector<std::vector<uint16_t>> outputs;
+  for (bool general : {false, true}) {
+    if (!general && !kn::mlaAttentionOnTensorCores(c.latentDim, c.ropeDim))
+      continue;
+    a.generalKernel = general;
+    check(cudaMemset(dOut, 0xFF, outCount * 2), "poison");
+    check(kn::mlaAttention(a, smCount, nullptr), "mlaAttention");
+    check(cudaDeviceSynchronize(), "sync");
+    outputs.emplace_back(outCount);
+    check(cudaMemcpy(outputs.back().data(), dOut, outCount * 2,
+                     cudaMemcpyDeviceToHost),
+          "download");
+  }
   for (void *p : {(void *)dqLatent, (void *)dqRope, (void *)dCache,
                   (void *)dSeq, (void *)dPos, dOut, dWs})
     cudaFree(p);
@@ -156,16 +165,20 @@ void runCase(const Case &c, std::mt19937 &rng) {
           o[d] += scores[t] / sum * seq[t * dim + d];
     }
   }
-  std::vector<float> got(outCount);
-  for (size_t i = 0; i < got.size(); ++i)
-    got[i] = bf16ToFloat(outBits[i]);
-  EXPECT_LE(relativeL2(got, ref), 1e-2);
-  // Rows at negative positions attend to nothing: exact zeros.
-  for (int64_t r = 0; r < rows; ++r) {
-    if (c.rows[r].second >= 0)
-      continue;
-    for (int64_t i = 0; i < int64_t(c.heads) * c.latentDim; ++i)
-      ASSERT_EQ(got[r * c.heads * c.latentDim + i], 0.0f) << "row " << r;
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    const bool general = k + 1 == outputs.size();
+    SCOPED_TRACE(general ? "general kernel" : "tensor-core kernel");
+    std::vector<float> got(outCount);
+    for (size_t i = 0; i < got.size(); ++i)
+      got[i] = bf16ToFloat(outputs[k][i]);
+    EXPECT_LE(relativeL2(got, ref), 1e-2);
+    // Rows at negative positions attend to nothing: exact zeros.
+    for (int64_t r = 0; r < rows; ++r) {
+      if (c.rows[r].second >= 0)
+        continue;
+      for (int64_t i = 0; i < int64_t(c.heads) * c.latentDim; ++i)
+        ASSERT_EQ(got[r * c.heads * c.latentDim + i], 0.0f) << "row " << r;
+    }
   }
 }
 
@@ -279,6 +292,15 @@ TEST(MlaAttention, RefusesUnsupportedShapes) {
   // fp8 scales groups of ropeDim values: the latent must be whole groups.
   EXPECT_TRUE(kn::mlaAttentionSupports(12, 16, 64, false));
   EXPECT_FALSE(kn::mlaAttentionSupports(12, 16, 64, true));
+  // Tensor cores for the latent shapes of real checkpoints, the general
+  // kernel for the rest.
+  EXPECT_TRUE(kn::mlaAttentionOnTensorCores(512, 64));
+  EXPECT_TRUE(kn::mlaAttentionOnTensorCores(256, 32));
+  EXPECT_TRUE(kn::mlaAttentionOnTensorCores(128, 64));
+  EXPECT_FALSE(kn::mlaAttentionOnTensorCores(64, 16));
+  EXPECT_FALSE(kn::mlaAttentionOnTensorCores(512, 16));
+  EXPECT_FALSE(kn::mlaAttentionOnTensorCores(512, 8));
+  EXPECT_FALSE(kn::mlaAttentionOnTensorCores(16, 8));
 
   // The launcher checks its arguments before touching the device.
   alignas(16) static const kn::bf16 cache[16] = {};

@@ -26,6 +26,7 @@
 // rows padded by 16 bytes, which makes ldmatrix conflict-free. Rows past the
 // group, columns past n and k past its end are zero-filled by cp.async.
 #include "runtime/backends/cuda/kernels/GroupedGemm.h"
+#include "runtime/backends/cuda/kernels/Mma.cuh"
 #include "runtime/backends/cuda/kernels/QuantizedWeights.cuh"
 
 #include <cstdint>
@@ -64,23 +65,6 @@ using Tile16 = Tile<16, 128, 64, 1, 4, 4, 2>;
 using Tile32 = Tile<32, 128, 64, 1, 4, 4, 2>;
 using Tile64 = Tile<64, 128, 64, 2, 4, 4, 2>;
 using Tile128 = Tile<128, 128, 32, 2, 4, 4, 2>;
-
-__device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], const bf16 *p) {
-  unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(p));
-  asm volatile(
-      "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-      : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-      : "r"(addr));
-}
-
-// d += a · b for one 16×8×16 step (a row-major, b "col" = [n][k]).
-__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4],
-                                         const uint32_t (&b)[2]) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
 
 __device__ __forceinline__ const bf16 *expertBlock(const ExpertMatrix &m,
                                                    int e) {

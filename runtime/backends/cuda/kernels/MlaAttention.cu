@@ -28,9 +28,13 @@
 //  * long contexts of few rows are split over blocks: partials (acc, max,
 //    sum) go to a workspace and a second kernel merges them.
 // The math runs on CUDA cores in fp32 (products of bf16 values are exact).
+// The latent shapes of real checkpoints run on tensor cores instead
+// (MlaAttentionMma.cu) with the same split plan and merge; this kernel is the
+// general one.
 #include "runtime/backends/cuda/kernels/MlaAttention.h"
 
 #include "runtime/backends/cuda/kernels/Kernels.cuh"
+#include "runtime/backends/cuda/kernels/MlaAttentionMma.h"
 
 #include <algorithm>
 #include <cmath>
@@ -42,8 +46,9 @@ using namespace detail;
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-constexpr int kTile = 32;   // cache rows per tile
-constexpr int kQPad = 16;   // bytes of padding per head of q in shared memory
+constexpr int kTile = 32; // cache rows per tile
+static_assert(kTile == kMlaMmaTile, "both kernels share one split plan");
+constexpr int kQPad = 16; // bytes of padding per head of q in shared memory
 constexpr int kMinSplitTokens = 128; // a split's partial is ~1/8 of its reads
 constexpr int kMaxHeads = 128;
 constexpr int kMaxRope = 64;
@@ -131,10 +136,9 @@ __device__ __forceinline__ void loadChunk(const char *row, int c,
 // from scalesOffset on.
 template <bool F8>
 __device__ __forceinline__ float chunkScale(const char *row, int c,
-                                           int scalesOffset, int ropeDim) {
+                                            int scalesOffset, int ropeDim) {
   if constexpr (F8)
-    return reinterpret_cast<const float *>(row + scalesOffset)[c * 8 /
-                                                               ropeDim];
+    return reinterpret_cast<const float *>(row + scalesOffset)[c * 8 / ropeDim];
   else
     return 1.0f;
 }
@@ -457,16 +461,10 @@ cudaError_t launchMla(const MlaAttentionArgs &a, SplitPlan plan,
     return attr;
   const int groups = headGroups(a.heads);
   dim3 grid(static_cast<unsigned>(a.rows * groups), plan.splits);
-  mlaAttentionKernel<L, G, F8><<<
-      grid, kThreads,
-      smemLayout(static_cast<int>(a.rowBytes), L + a.ropeDim, G).total,
-      stream>>>(a, groups, plan.tokensPerSplit, plan.splits);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || plan.splits == 1)
-    return err;
-  mlaCombineSplitsKernel<<<dim3(static_cast<unsigned>(a.rows), a.heads),
-                           std::max(L, 32), plan.splits * sizeof(float),
-                           stream>>>(a, plan.splits);
+  mlaAttentionKernel<L, G, F8>
+      <<<grid, kThreads,
+         smemLayout(static_cast<int>(a.rowBytes), L + a.ropeDim, G).total,
+         stream>>>(a, groups, plan.tokensPerSplit, plan.splits);
   return cudaGetLastError();
 }
 
@@ -502,7 +500,38 @@ bool rowFits(const MlaAttentionArgs &a) {
          a.scalesOffset + 4 * (dim / a.ropeDim) <= a.rowBytes;
 }
 
+// The merge of a split launch's partials (either kernel's).
+cudaError_t mergeSplits(const MlaAttentionArgs &a, int splits,
+                        cudaStream_t stream) {
+  mlaCombineSplitsKernel<<<dim3(static_cast<unsigned>(a.rows), a.heads),
+                           std::max(a.latentDim, 32), splits * sizeof(float),
+                           stream>>>(a, splits);
+  return cudaGetLastError();
+}
+
+cudaError_t launchGeneral(const MlaAttentionArgs &a, SplitPlan plan,
+                          cudaStream_t stream) {
+  switch (a.latentDim) {
+  case 16:
+    return launchForFormat<16>(a, plan, stream);
+  case 32:
+    return launchForFormat<32>(a, plan, stream);
+  case 64:
+    return launchForFormat<64>(a, plan, stream);
+  case 128:
+    return launchForFormat<128>(a, plan, stream);
+  case 256:
+    return launchForFormat<256>(a, plan, stream);
+  default:
+    return launchForFormat<512>(a, plan, stream);
+  }
+}
+
 } // namespace
+
+bool mlaAttentionOnTensorCores(int latentDim, int ropeDim) {
+  return mlaMmaApplies(latentDim, ropeDim, 0, false);
+}
 
 bool mlaAttentionSupports(int heads, int latentDim, int ropeDim, bool fp8) {
   bool latent = latentDim == 16 || latentDim == 32 || latentDim == 64 ||
@@ -523,8 +552,8 @@ size_t mlaAttentionWorkspaceBytes(int64_t rows, int heads, int latentDim,
 cudaError_t mlaAttention(const MlaAttentionArgs &a, int smCount,
                          cudaStream_t stream) {
   if (!mlaAttentionSupports(a.heads, a.latentDim, a.ropeDim, a.fp8) ||
-      a.rows < 0 || a.rows * headGroups(a.heads) > INT32_MAX ||
-      a.maxSpan < 0 || !rowFits(a))
+      a.rows < 0 || a.rows * headGroups(a.heads) > INT32_MAX || a.maxSpan < 0 ||
+      !rowFits(a))
     return cudaErrorInvalidValue;
   if (!aligned16(a.cache) || a.seqStride % 16 != 0)
     return cudaErrorMisalignedAddress;
@@ -533,20 +562,16 @@ cudaError_t mlaAttention(const MlaAttentionArgs &a, int smCount,
   SplitPlan plan = planSplits(a.rows, a.heads, a.maxSpan, smCount);
   if (plan.splits > 1 && a.workspace == nullptr)
     return cudaErrorInvalidValue;
-  switch (a.latentDim) {
-  case 16:
-    return launchForFormat<16>(a, plan, stream);
-  case 32:
-    return launchForFormat<32>(a, plan, stream);
-  case 64:
-    return launchForFormat<64>(a, plan, stream);
-  case 128:
-    return launchForFormat<128>(a, plan, stream);
-  case 256:
-    return launchForFormat<256>(a, plan, stream);
-  default:
-    return launchForFormat<512>(a, plan, stream);
-  }
+  const bool tensorCores =
+      !a.generalKernel &&
+      mlaMmaApplies(a.latentDim, a.ropeDim, a.rowBytes, a.fp8);
+  cudaError_t err = tensorCores
+                        ? launchMlaMma(a, headGroups(a.heads),
+                                       plan.tokensPerSplit, plan.splits, stream)
+                        : launchGeneral(a, plan, stream);
+  if (err != cudaSuccess || plan.splits == 1)
+    return err;
+  return mergeSplits(a, plan.splits, stream);
 }
 
 } // namespace moe::cuda::kernels

@@ -49,12 +49,20 @@ struct MlaAttentionArgs {
   int maxSpan = 0;
   float scale = 1.0f;
   float *workspace = nullptr; // mlaAttentionWorkspaceBytes() bytes
+  // The CUDA-core kernel even where the tensor-core one applies (tests and
+  // timings compare the two).
+  bool generalKernel = false;
 };
 
 // heads 1..128, latentDim ∈ {16, 32, 64, 128, 256, 512},
 // ropeDim ∈ {8, 16, 32, 64}; an fp8 cache's latentDim a multiple of ropeDim
 // (its scale groups).
 bool mlaAttentionSupports(int heads, int latentDim, int ropeDim, bool fp8);
+// Whether such a cache (rows in model::latentRowBytes' format) is attended
+// on tensor cores: latentDim ∈ {128, 256, 512}, ropeDim ∈ {32, 64}, the
+// latent shapes of real checkpoints; other supported shapes run on CUDA
+// cores.
+bool mlaAttentionOnTensorCores(int latentDim, int ropeDim);
 // Device workspace for partial results when few rows have long contexts
 // (split over several blocks); 0 otherwise. smCount: the device's
 // multiprocessors, the same value mlaAttention() is given.
