@@ -30,15 +30,18 @@ struct Key {
   bool bias;
   int alignment; // bytes all operands and their rows are aligned to
   bool fp8;
-  std::int64_t ldy;
-  bool operator<(const Key &o) const {
-    return std::tie(m, n, k, bias, alignment, fp8, ldy) <
-           std::tie(o.m, o.n, o.k, o.bias, o.alignment, o.fp8, o.ldy);
+  std::int64_t ldy, ldx;
+  std::int64_t batch, xStride, wStride, yStride;
+  auto tied() const {
+    return std::tie(m, n, k, bias, alignment, fp8, ldy, ldx, batch, xStride,
+                    wStride, yStride);
   }
+  bool operator<(const Key &o) const { return tied() < o.tied(); }
 };
 
 bool isFp8(const GemmArgs &a) { return a.fp8.x != nullptr; }
 std::int64_t ldyOf(const GemmArgs &a) { return a.ldy > 0 ? a.ldy : a.n; }
+std::int64_t ldxOf(const GemmArgs &a) { return a.ldx > 0 ? a.ldx : a.k; }
 const void *xOperand(const GemmArgs &a) {
   return isFp8(a) ? static_cast<const void *>(a.fp8.x) : a.x;
 }
@@ -55,13 +58,16 @@ int operandAlignment(const GemmArgs &a) {
        {xOperand(a), wOperand(a), static_cast<const void *>(a.y)})
     bits |= reinterpret_cast<std::uintptr_t>(p);
   bits |= static_cast<std::uint64_t>(a.k) * (isFp8(a) ? 1 : 2);
-  bits |= static_cast<std::uint64_t>(ldyOf(a)) * 2;
+  for (std::int64_t elements :
+       {ldyOf(a), ldxOf(a), a.xStride, a.wStride, a.yStride})
+    bits |= static_cast<std::uint64_t>(elements) * 2;
   return static_cast<int>(bits & (~bits + 1)); // lowest set bit
 }
 
 Key keyOf(const GemmArgs &a, std::int64_t m) {
-  return {m,        a.n,     a.k, a.bias != nullptr, operandAlignment(a),
-          isFp8(a), ldyOf(a)};
+  return {m,         a.n,      a.k,      a.bias != nullptr, operandAlignment(a),
+          isFp8(a),  ldyOf(a), ldxOf(a), a.batch,           a.xStride,
+          a.wStride, a.yStride};
 }
 
 // One exact problem: its descriptors, heuristic candidates and the algorithm
@@ -96,6 +102,17 @@ Status validate(const GemmArgs &a) {
   if (a.ldy != 0 && a.ldy < a.n)
     return makeError("gemm m={} n={} k={}: y's row stride {} is under n", a.m,
                      a.n, a.k, a.ldy);
+  if (a.ldx != 0 && a.ldx < a.k)
+    return makeError("gemm m={} n={} k={}: x's row stride {} is under k", a.m,
+                     a.n, a.k, a.ldx);
+  if (a.batch < 1 || a.batch > std::numeric_limits<std::int32_t>::max() ||
+      a.xStride < 0 || a.wStride < 0 || a.yStride < 0)
+    return makeError("gemm m={} n={} k={}: bad batch {} (strides {}, {}, {})",
+                     a.m, a.n, a.k, a.batch, a.xStride, a.wStride, a.yStride);
+  if ((a.batch > 1 || a.ldx != 0) && (isFp8(a) || a.bias))
+    return makeError("gemm m={} n={} k={}: batches and x's row stride are "
+                     "for bf16 GEMMs without bias",
+                     a.m, a.n, a.k);
   if (isFp8(a)) {
     if (a.m > 0 && (!a.fp8.w || !a.fp8.xScales || !a.fp8.wScales || !a.y))
       return makeError("fp8 gemm m={} n={} k={}: null operand", a.m, a.n, a.k);
@@ -187,10 +204,22 @@ Result<Plan *> GemmRunner::State::planFor(const GemmArgs &args) {
   const cudaDataType_t operands = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
   MOE_CUBLAS_TRY(
       cublasLtMatrixLayoutCreate(&plan->a, operands, args.k, args.n, args.k));
-  MOE_CUBLAS_TRY(
-      cublasLtMatrixLayoutCreate(&plan->b, operands, args.k, args.m, args.k));
+  MOE_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&plan->b, operands, args.k, args.m,
+                                            ldxOf(args)));
   MOE_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_16BF, args.n,
                                             args.m, ldyOf(args)));
+  if (args.batch > 1) {
+    const std::int32_t batch = static_cast<std::int32_t>(args.batch);
+    for (auto [layout, stride] :
+         {std::pair{plan->a, args.wStride}, std::pair{plan->b, args.xStride},
+          std::pair{plan->c, args.yStride}}) {
+      MOE_CUBLAS_TRY(cublasLtMatrixLayoutSetAttribute(
+          layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch));
+      MOE_CUBLAS_TRY(cublasLtMatrixLayoutSetAttribute(
+          layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+          sizeof stride));
+    }
+  }
 
   cublasLtMatmulPreference_t pref = nullptr;
   MOE_CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&pref));

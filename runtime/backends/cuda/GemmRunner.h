@@ -6,7 +6,8 @@
 //
 // bf16 operands, or E4M3 ones with block scales (Fp8GemmOperands); a bf16
 // result, fp32 accumulation; row-major as in HF checkpoints (a Linear's
-// weight is [out, in]), y's rows ldy apart.
+// weight is [out, in]), x's rows ldx and y's rows ldy apart; optionally a
+// strided batch of such GEMMs.
 //
 // cuBLASLt's heuristic's first choice is sometimes 3-6x slower than one of
 // its runners-up (the profiler saw it at small m), so the runner times up to
@@ -52,6 +53,12 @@ struct GemmArgs {
   std::int64_t k = 0;
   std::int64_t ldy = 0; // y's row stride in elements (0: n)
   Fp8GemmOperands fp8;  // used in place of x and w when fp8.x is set
+  std::int64_t ldx = 0; // x's row stride in elements (0: k; bf16 only)
+  // batch > 1 (bf16, no bias): `batch` GEMMs of these sizes in one launch,
+  // the i-th on x + i·xStride, w + i·wStride and y + i·yStride (elements):
+  // per-head products whose heads are columns of one row-major tensor.
+  std::int64_t batch = 1;
+  std::int64_t xStride = 0, wStride = 0, yStride = 0;
 };
 
 struct GemmRunnerOptions {

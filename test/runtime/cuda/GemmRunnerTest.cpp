@@ -1,5 +1,6 @@
 #include "runtime/backends/cuda/GemmRunner.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -234,6 +235,71 @@ TEST_F(GemmTest, SelectsCandidatesAndRejectsBadInput) {
   Status badShape = gemm->run(bad, stream_->get());
   ASSERT_FALSE(badShape.ok());
   EXPECT_EQ(badShape.error().message(), "gemm: bad shape m=16 n=0 k=128");
+}
+
+// Per-head products as MLA runs them: head h of x [m, heads·hx] (its
+// columns [h·hx, h·hx + k)) times w_h [n, k], into y [m, heads·n]'s columns
+// [h·n, (h + 1)·n), all heads in one launch; every head against its own
+// reference, at decode and prefill row counts and DeepSeek-V2-Lite's sizes.
+TEST_F(GemmTest, StridedBatchesMultiplyEachHeadInPlace) {
+  auto gemm = runner();
+  ASSERT_TRUE(gemm);
+  std::mt19937 rng(7);
+  struct Case {
+    std::int64_t m, heads, n, k, hx;
+  };
+  for (Case c : {Case{1, 16, 512, 128, 192}, Case{300, 16, 512, 128, 192},
+                 Case{77, 3, 128, 512, 512}, Case{5, 4, 40, 24, 32}}) {
+    SCOPED_TRACE(testing::Message() << "m " << c.m << " heads " << c.heads
+                                    << " n " << c.n << " k " << c.k);
+    auto x = randomBf16(c.m * c.heads * c.hx, rng);
+    auto w = randomBf16(c.heads * c.n * c.k, rng);
+    GemmArgs args;
+    args.x = upload(x);
+    args.w = upload(w);
+    args.y = poisoned(c.m * c.heads * c.n);
+    args.m = c.m;
+    args.n = c.n;
+    args.k = c.k;
+    args.ldx = c.heads * c.hx;
+    args.ldy = c.heads * c.n;
+    args.batch = c.heads;
+    args.xStride = c.hx;
+    args.wStride = c.n * c.k;
+    args.yStride = c.n;
+    Status status = gemm->run(args, stream_->get());
+    ASSERT_TRUE(status.ok()) << status.error().message();
+    auto y = download(args.y, c.m * c.heads * c.n);
+    for (std::int64_t h = 0; h < c.heads; ++h) {
+      std::vector<std::uint16_t> xh(c.m * c.k),
+          wh(w.begin() + h * c.n * c.k, w.begin() + (h + 1) * c.n * c.k);
+      for (std::int64_t i = 0; i < c.m; ++i)
+        std::copy_n(x.begin() + i * c.heads * c.hx + h * c.hx, c.k,
+                    xh.begin() + i * c.k);
+      std::vector<float> yh(c.m * c.n);
+      for (std::int64_t i = 0; i < c.m; ++i)
+        std::copy_n(y.begin() + i * c.heads * c.n + h * c.n, c.n,
+                    yh.begin() + i * c.n);
+      EXPECT_LE(relativeL2(yh, reference(xh, wh, nullptr, c.m, c.n, c.k)),
+                kTolerance)
+          << "head " << h;
+    }
+    arena_->reset();
+  }
+  // Batches are for bf16 without bias; x's stride holds its row.
+  GemmArgs bad;
+  bad.x = bad.w = reinterpret_cast<const bf16 *>(16);
+  bad.y = reinterpret_cast<bf16 *>(16);
+  bad.m = bad.n = bad.k = 8;
+  bad.ldx = 4;
+  EXPECT_FALSE(gemm->run(bad, stream_->get()).ok());
+  bad.ldx = 0;
+  bad.batch = 2;
+  bad.bias = bad.x;
+  EXPECT_FALSE(gemm->run(bad, stream_->get()).ok());
+  bad.bias = nullptr;
+  bad.batch = 0;
+  EXPECT_FALSE(gemm->run(bad, stream_->get()).ok());
 }
 
 } // namespace

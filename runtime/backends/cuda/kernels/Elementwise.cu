@@ -1,5 +1,5 @@
-// One thread per element: the embedding gather, scaled residual adds, MLA's
-// per-head layout swaps, sigmoid gates and dtype conversions.
+// One thread per element: the embedding gather, scaled residual adds,
+// sigmoid gates and dtype conversions.
 #include "runtime/backends/cuda/kernels/Kernels.h"
 
 #include <cmath>
@@ -28,16 +28,6 @@ __global__ void scaledAddKernel(const float *skip, const float *update,
   int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i < n)
     out[i] = skipScale * skip[i] + updateScale * update[i];
-}
-
-__global__ void swapLeadingKernel(const bf16 *in, int64_t a, int64_t b,
-                                  int64_t inWidth, int64_t offset,
-                                  int64_t width, bf16 *out) {
-  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= a * b * width)
-    return;
-  int64_t c = i % width, j = (i / width) % b, k = i / (width * b);
-  out[(j * a + k) * width + c] = in[(k * b + j) * inWidth + offset + c];
 }
 
 __global__ void sigmoidGateKernel(const bf16 *gate, int64_t gateWidth,
@@ -81,16 +71,6 @@ cudaError_t scaledAdd(const float *skip, const float *update, float skipScale,
     return cudaSuccess;
   scaledAddKernel<<<blocksFor(n), kThreads, 0, stream>>>(
       skip, update, skipScale, updateScale, n, out);
-  return cudaGetLastError();
-}
-
-cudaError_t swapLeadingDims(const bf16 *in, int64_t a, int64_t b,
-                            int64_t inWidth, int64_t offset, int64_t width,
-                            bf16 *out, cudaStream_t stream) {
-  if (a * b * width == 0)
-    return cudaSuccess;
-  swapLeadingKernel<<<blocksFor(a * b * width), kThreads, 0, stream>>>(
-      in, a, b, inWidth, offset, width, out);
   return cudaGetLastError();
 }
 

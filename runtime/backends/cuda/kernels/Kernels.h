@@ -200,13 +200,6 @@ cudaError_t encodeFp8Rows(const bf16 *x, int64_t rows, int vectors, int width,
                           int64_t scalesOffset, int64_t rowBytes, void *out,
                           cudaStream_t stream);
 
-// out[j][i][0:width] = in[i][j][offset : offset + width] for i < a, j < b,
-// in's innermost rows inWidth wide: moves per-head vectors between
-// [rows, heads, ·] and [heads, rows, ·] (MLA's per-head GEMMs).
-cudaError_t swapLeadingDims(const bf16 *in, int64_t a, int64_t b,
-                            int64_t inWidth, int64_t offset, int64_t width,
-                            bf16 *out, cudaStream_t stream);
-
 //===----------------------------------------------------------------------===//
 // Embedding, the fp32 residual stream, gates and conversions
 //===----------------------------------------------------------------------===//

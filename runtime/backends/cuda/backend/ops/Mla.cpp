@@ -135,22 +135,24 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
     cacheRowsOut = encoded;
   }
 
-  // Absorbed query q̃_h = W_UK,hᵀ q_nope,h, one GEMM per head on
-  // head-major rows.
-  MOE_ASSIGN_OR_RETURN(bf16 * qNope,
-                       step.alloc<bf16>(heads * rows * k.nope, "mla q_nope"));
-  MOE_ASSIGN_OR_RETURN(bf16 * qTilde,
-                       step.alloc<bf16>(heads * rows * r, "mla absorbed q"));
+  // Absorbed query q̃_h = W_UK,hᵀ q_nope,h: one batched GEMM over the heads,
+  // head h reading q's columns [h·qkDim, h·qkDim + nope) and writing
+  // q̃'s [h·r, (h + 1)·r), so q̃ comes out [rows, heads, r].
   MOE_ASSIGN_OR_RETURN(bf16 * qLatent, step.alloc<bf16>(rows * heads * r,
                                                         "mla absorbed q rows"));
-  MOE_CUDA_TRY(kernels::swapLeadingDims(q, rows, heads, qkDim, 0, k.nope, qNope,
-                                        step.stream));
-  for (int64_t h = 0; h < heads; ++h)
-    MOE_RETURN_IF_ERROR(step.linear(qNope + h * rows * k.nope, rows, k.nope,
-                                    k.wUkT + h * r * k.nope, r, nullptr,
-                                    qTilde + h * rows * r));
-  MOE_CUDA_TRY(kernels::swapLeadingDims(qTilde, heads, rows, r, 0, r, qLatent,
-                                        step.stream));
+  MOE_RETURN_IF_ERROR(step.gemm.run({.x = q,
+                                     .w = k.wUkT,
+                                     .y = qLatent,
+                                     .m = rows,
+                                     .n = r,
+                                     .k = k.nope,
+                                     .ldy = heads * r,
+                                     .ldx = qw,
+                                     .batch = heads,
+                                     .xStride = qkDim,
+                                     .wStride = r * k.nope,
+                                     .yStride = r},
+                                    step.stream));
 
   MOE_ASSIGN_OR_RETURN(bf16 * mixed,
                        step.alloc<bf16>(rows * heads * r, "mla attention"));
@@ -198,22 +200,23 @@ Status runMla(Step &step, const MlaOp &k, const KvCache &cache, DeviceValue &in,
           return makeError("the host's cores do not attend MLA");
         }));
 
-  // o_h = W_UV,h · mixed_h per head, back to [rows, heads·vDim] for o.
-  MOE_ASSIGN_OR_RETURN(
-      bf16 * mixedHeads,
-      step.alloc<bf16>(heads * rows * r, "mla attention by head"));
-  MOE_ASSIGN_OR_RETURN(bf16 * oHeads, step.alloc<bf16>(heads * rows * k.vDim,
-                                                       "mla values by head"));
+  // o_h = W_UV,h · mixed_h, batched over the heads as the absorption is:
+  // o comes out [rows, heads·vDim] for the output projection.
   MOE_ASSIGN_OR_RETURN(bf16 * o,
                        step.alloc<bf16>(rows * heads * k.vDim, "mla values"));
-  MOE_CUDA_TRY(kernels::swapLeadingDims(mixed, rows, heads, r, 0, r, mixedHeads,
-                                        step.stream));
-  for (int64_t h = 0; h < heads; ++h)
-    MOE_RETURN_IF_ERROR(step.linear(mixedHeads + h * rows * r, rows, r,
-                                    k.wUv + h * k.vDim * r, k.vDim, nullptr,
-                                    oHeads + h * rows * k.vDim));
-  MOE_CUDA_TRY(kernels::swapLeadingDims(oHeads, heads, rows, k.vDim, 0, k.vDim,
-                                        o, step.stream));
+  MOE_RETURN_IF_ERROR(step.gemm.run({.x = mixed,
+                                     .w = k.wUv,
+                                     .y = o,
+                                     .m = rows,
+                                     .n = k.vDim,
+                                     .k = r,
+                                     .ldy = heads * k.vDim,
+                                     .ldx = heads * r,
+                                     .batch = heads,
+                                     .xStride = r,
+                                     .wStride = k.vDim * r,
+                                     .yStride = k.vDim},
+                                    step.stream));
   MOE_ASSIGN_OR_RETURN(bf16 * y, step.alloc<bf16>(rows * k.hidden, "mla out"));
   MOE_RETURN_IF_ERROR(
       step.linear(o, rows, heads * k.vDim, k.o, k.hidden, nullptr, y));
