@@ -266,6 +266,13 @@ int64_t attentionTokens(const AttentionPoint &point) {
   return point.batch * point.context;
 }
 
+// A prefill point's (row, key) pairs: `batch` prompts of `context` rows,
+// row p attending keys 0..p.
+double attentionPairs(const AttentionPoint &point) {
+  return double(point.batch) * double(point.context) *
+         double(point.context + 1) / 2;
+}
+
 Result<std::vector<GroupedGemmShapeProfile>>
 parseGroupedGemm(const Json &root) {
   // Optional: without it routed experts are priced as one GEMM per expert.
@@ -297,10 +304,18 @@ parseGroupedGemm(const Json &root) {
   return result;
 }
 
+// How a curve's points are ordered and interpolated: decode by tokens read
+// (batch·context), prefill by (row, key) pairs.
+using AttentionMeasure = double (*)(const AttentionPoint &);
+double attentionTokensRead(const AttentionPoint &point) {
+  return double(attentionTokens(point));
+}
+
 // `path`.points: ≥ 1 {"batch", "context": positive integers, "seconds":
-// positive number}; returned sorted by batch·context.
+// positive number}; returned sorted by `measure`.
 Result<std::vector<AttentionPoint>>
-parseAttentionPoints(const Json &shape, const std::string &path) {
+parseAttentionPoints(const Json &shape, const std::string &path,
+                     AttentionMeasure measure) {
   auto points = parsePointObjects<AttentionPoint>(
       shape, path,
       [](const Json &point,
@@ -316,8 +331,8 @@ parseAttentionPoints(const Json &shape, const std::string &path) {
   MOE_RETURN_IF_ERROR(points);
   std::vector<AttentionPoint> result = std::move(*points);
   std::sort(result.begin(), result.end(),
-            [](const AttentionPoint &a, const AttentionPoint &b) {
-              return attentionTokens(a) < attentionTokens(b);
+            [measure](const AttentionPoint &a, const AttentionPoint &b) {
+              return measure(a) < measure(b);
             });
   return result;
 }
@@ -327,7 +342,8 @@ parseAttentionPoints(const Json &shape, const std::string &path) {
 template <typename Shape, size_t N>
 Result<std::vector<Shape>> parseAttentionShapes(
     const Json &root, const char *key,
-    const std::array<std::pair<const char *, int64_t Shape::*>, N> &fields) {
+    const std::array<std::pair<const char *, int64_t Shape::*>, N> &fields,
+    AttentionMeasure measure) {
   std::vector<Shape> result;
   if (!root.contains(key))
     return result;
@@ -344,7 +360,7 @@ Result<std::vector<Shape>> parseAttentionShapes(
       MOE_RETURN_IF_ERROR(value);
       profile.*field = *value;
     }
-    auto points = parseAttentionPoints(shape, path);
+    auto points = parseAttentionPoints(shape, path, measure);
     MOE_RETURN_IF_ERROR(points);
     profile.points = std::move(*points);
     result.push_back(std::move(profile));
@@ -352,29 +368,33 @@ Result<std::vector<Shape>> parseAttentionShapes(
   return result;
 }
 
-// Optional: without measurements attention is priced by KV bytes / HBM.
-Result<std::vector<AttentionShapeProfile>> parseAttention(const Json &root) {
+// Optional: without measurements decode attention is priced by KV bytes /
+// HBM, and prefill as decode rows over the prompts' causal pairs.
+Result<std::vector<AttentionShapeProfile>>
+parseAttention(const Json &root, const char *key, AttentionMeasure measure) {
   auto shapes = parseAttentionShapes<AttentionShapeProfile, 3>(
-      root, "attention_decode_bf16",
+      root, key,
       {{{"heads", &AttentionShapeProfile::heads},
         {"kv_heads", &AttentionShapeProfile::kvHeads},
-        {"head_dim", &AttentionShapeProfile::headDim}}});
+        {"head_dim", &AttentionShapeProfile::headDim}}},
+      measure);
   MOE_RETURN_IF_ERROR(shapes);
   for (size_t i = 0; i < shapes->size(); ++i)
     if ((*shapes)[i].heads % (*shapes)[i].kvHeads != 0)
-      return makeError(
-          "attention_decode_bf16[{}].kv_heads: {} does not divide heads = {}",
-          i, (*shapes)[i].kvHeads, (*shapes)[i].heads);
+      return makeError("{}[{}].kv_heads: {} does not divide heads = {}", key, i,
+                       (*shapes)[i].kvHeads, (*shapes)[i].heads);
   return shapes;
 }
 
 // Optional: without measurements MLA is priced by latent bytes and FLOPs.
-Result<std::vector<MlaShapeProfile>> parseMla(const Json &root) {
+Result<std::vector<MlaShapeProfile>> parseMla(const Json &root, const char *key,
+                                              AttentionMeasure measure) {
   return parseAttentionShapes<MlaShapeProfile, 3>(
-      root, "mla_attention_decode_bf16",
+      root, key,
       {{{"heads", &MlaShapeProfile::heads},
         {"latent_dim", &MlaShapeProfile::latentDim},
-        {"rope_dim", &MlaShapeProfile::ropeDim}}});
+        {"rope_dim", &MlaShapeProfile::ropeDim}}},
+      measure);
 }
 
 // `path`.`key`: an array of objects each read by `parse(object, itemPath)`;
@@ -721,12 +741,21 @@ Result<HardwareProfile> HardwareProfile::fromJson(std::string_view text) {
   auto gemm = parseGemm(root);
   MOE_RETURN_IF_ERROR(gemm);
   profile.gemm_ = std::move(*gemm);
-  auto attention = parseAttention(root);
+  auto attention =
+      parseAttention(root, "attention_decode_bf16", attentionTokensRead);
   MOE_RETURN_IF_ERROR(attention);
   profile.attention_ = std::move(*attention);
-  auto mla = parseMla(root);
+  auto attentionPrefill =
+      parseAttention(root, "attention_prefill_bf16", attentionPairs);
+  MOE_RETURN_IF_ERROR(attentionPrefill);
+  profile.attentionPrefill_ = std::move(*attentionPrefill);
+  auto mla = parseMla(root, "mla_attention_decode_bf16", attentionTokensRead);
   MOE_RETURN_IF_ERROR(mla);
   profile.mla_ = std::move(*mla);
+  auto mlaPrefill =
+      parseMla(root, "mla_attention_prefill_bf16", attentionPairs);
+  MOE_RETURN_IF_ERROR(mlaPrefill);
+  profile.mlaPrefill_ = std::move(*mlaPrefill);
   auto grouped = parseGroupedGemm(root);
   MOE_RETURN_IF_ERROR(grouped);
   profile.groupedGemm_ = std::move(*grouped);
@@ -862,6 +891,36 @@ HardwareProfile::mlaDecodeSeconds(int64_t batch, int64_t context, int64_t heads,
     return std::max(measured, hbmSeconds(kBf16Bytes * double(batch) * context *
                                          double(latentDim + ropeDim)));
   }
+  return std::nullopt;
+}
+
+std::optional<double>
+HardwareProfile::attentionPrefillSeconds(int64_t prompts, double pairsPerPrompt,
+                                         int64_t heads, int64_t kvHeads,
+                                         int64_t headDim) const {
+  for (const AttentionShapeProfile &shape : attentionPrefill_)
+    if (shape.heads == heads && shape.kvHeads == kvHeads &&
+        shape.headDim == headDim)
+      return prompts <= 0 || pairsPerPrompt <= 0
+                 ? 0.0
+                 : interpolateLogLog(shape.points,
+                                     double(prompts) * pairsPerPrompt,
+                                     attentionPairs);
+  return std::nullopt;
+}
+
+std::optional<double>
+HardwareProfile::mlaPrefillSeconds(int64_t prompts, double pairsPerPrompt,
+                                   int64_t heads, int64_t latentDim,
+                                   int64_t ropeDim) const {
+  for (const MlaShapeProfile &shape : mlaPrefill_)
+    if (shape.heads == heads && shape.latentDim == latentDim &&
+        shape.ropeDim == ropeDim)
+      return prompts <= 0 || pairsPerPrompt <= 0
+                 ? 0.0
+                 : interpolateLogLog(shape.points,
+                                     double(prompts) * pairsPerPrompt,
+                                     attentionPairs);
   return std::nullopt;
 }
 

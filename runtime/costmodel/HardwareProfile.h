@@ -76,21 +76,25 @@ struct AttentionPoint {
   double seconds = 0;
 };
 
-// Decode attention (one query token per sequence) over bf16 KV.
+// Attention over bf16 KV of one head shape. Decode curves (one query token
+// per sequence): `batch` sequences at `context`. Prefill curves: `batch`
+// prompts of `context` tokens, every row attending its causal prefix.
 struct AttentionShapeProfile {
   int64_t heads = 0;
   int64_t kvHeads = 0;
   int64_t headDim = 0;
-  std::vector<AttentionPoint> points; // Sorted by batch·context.
+  // Sorted by batch·context (decode) or by (row, key) pairs (prefill).
+  std::vector<AttentionPoint> points;
 };
 
-// DeepSeek's absorbed MLA decode (kernels::mlaAttention): `heads` query
-// heads per token over one shared cache row of latentDim + ropeDim.
+// DeepSeek's absorbed MLA (kernels::mlaAttention): `heads` query heads per
+// token over one shared cache row of latentDim + ropeDim; points as
+// AttentionShapeProfile's.
 struct MlaShapeProfile {
   int64_t heads = 0;
   int64_t latentDim = 0;
   int64_t ropeDim = 0;
-  std::vector<AttentionPoint> points; // Sorted by batch·context.
+  std::vector<AttentionPoint> points;
 };
 
 // The host's cores as a second attention device (optional "host_cpu",
@@ -202,6 +206,12 @@ public:
     return groupedGemm_;
   }
   const std::vector<MlaShapeProfile> &mlaShapes() const { return mla_; }
+  const std::vector<AttentionShapeProfile> &attentionPrefillShapes() const {
+    return attentionPrefill_;
+  }
+  const std::vector<MlaShapeProfile> &mlaPrefillShapes() const {
+    return mlaPrefill_;
+  }
   // None for profiles measured before the host was.
   const std::optional<HostCpuProfile> &hostCpu() const { return hostCpu_; }
 
@@ -236,6 +246,20 @@ public:
   std::optional<double> mlaDecodeSeconds(int64_t batch, int64_t context,
                                          int64_t heads, int64_t latentDim,
                                          int64_t ropeDim) const;
+
+  // Prefill attention of `prompts` prompts whose rows attend
+  // `pairsPerPrompt` (row, key) pairs each (a prompt of n tokens: n(n+1)/2
+  // without a window), as the backend runs prompt rows: the measured
+  // prefill points of the same shape, interpolated log-log over pairs.
+  // None without them.
+  std::optional<double> attentionPrefillSeconds(int64_t prompts,
+                                                double pairsPerPrompt,
+                                                int64_t heads, int64_t kvHeads,
+                                                int64_t headDim) const;
+  std::optional<double> mlaPrefillSeconds(int64_t prompts,
+                                          double pairsPerPrompt, int64_t heads,
+                                          int64_t latentDim,
+                                          int64_t ropeDim) const;
 
   double copySeconds(double bytes, CopyDirection direction) const;
 
@@ -273,6 +297,8 @@ private:
   std::vector<AttentionShapeProfile> attention_;
   std::vector<GroupedGemmShapeProfile> groupedGemm_;
   std::vector<MlaShapeProfile> mla_;
+  std::vector<AttentionShapeProfile> attentionPrefill_;
+  std::vector<MlaShapeProfile> mlaPrefill_;
   std::optional<HostCpuProfile> hostCpu_;
   int64_t gpuBudgetBytes_ = 0;
   int64_t hostBudgetBytes_ = 0;

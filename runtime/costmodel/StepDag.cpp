@@ -316,6 +316,26 @@ double decodeAttentionCoreSeconds(const HardwareProfile &profile,
   return std::max(profile.hbmSeconds(bytes), profile.peakComputeSeconds(flops));
 }
 
+// A prefill chunk's attention over its prompts' causal pairs: the measured
+// prefill curve of the module's shape where the profile has one, else as
+// decode rows reading `pairs` cached tokens per sequence.
+double prefillAttentionCoreSeconds(const HardwareProfile &profile,
+                                   const ModuleCosts &module, int64_t prompts,
+                                   double pairs) {
+  std::optional<double> measured;
+  if (module.attentionHeads)
+    measured = profile.attentionPrefillSeconds(
+        prompts, pairs, module.attentionHeads->heads,
+        module.attentionHeads->kvHeads, module.attentionHeads->headDim);
+  else if (module.mlaHeads)
+    measured = profile.mlaPrefillSeconds(prompts, pairs, module.mlaHeads->heads,
+                                         module.mlaHeads->latentDim,
+                                         module.mlaHeads->ropeDim);
+  return measured ? *measured
+                  : decodeAttentionCoreSeconds(profile, module, prompts,
+                                               int64_t(pairs));
+}
+
 // Softmax attention's output projection, o[hidden, heads·headDim].
 GemmShape outputProjection(const ModelCosts &model, const ModuleCosts &module) {
   return {model.hiddenSize,
@@ -568,15 +588,10 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
         // Every prompt row is stored, windowed cache or not.
         double kvBytes =
             double(chunk.sequences) * double(heldKvBytes(module, promptTokens));
-        // The backend attends each prompt row with the decode kernel over
-        // its causal context, so the chunk costs what decode rows reading
-        // `pairs` cached tokens per sequence cost (the measured curve where
-        // the profile has one).
-        double seconds =
-            gemmSeconds(profile, module.gemms, tokens, tokens) +
-            decodeAttentionCoreSeconds(profile, module, chunk.sequences,
-                                       int64_t(pairs)) +
-            elementwiseSeconds(profile, model, module, tokens);
+        double seconds = gemmSeconds(profile, module.gemms, tokens, tokens) +
+                         prefillAttentionCoreSeconds(profile, module,
+                                                     chunk.sequences, pairs) +
+                         elementwiseSeconds(profile, model, module, tokens);
         JobTarget attention = chunkTarget;
         attention.module = int64_t(m);
         JobId compute =

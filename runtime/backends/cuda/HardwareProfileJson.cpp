@@ -68,6 +68,22 @@ std::string profileToJson(const HardwareProfile &p) {
                    {"points", attentionPoints(a.points)}});
   if (!mla.empty())
     j["mla_attention_decode_bf16"] = std::move(mla);
+  ordered_json attentionPrefill = ordered_json::array();
+  for (const AttentionProfile &a : p.attentionPrefillBf16)
+    attentionPrefill.push_back({{"heads", a.heads},
+                                {"kv_heads", a.kvHeads},
+                                {"head_dim", a.headDim},
+                                {"points", attentionPoints(a.points)}});
+  if (!attentionPrefill.empty())
+    j["attention_prefill_bf16"] = std::move(attentionPrefill);
+  ordered_json mlaPrefill = ordered_json::array();
+  for (const MlaAttentionProfile &a : p.mlaAttentionPrefillBf16)
+    mlaPrefill.push_back({{"heads", a.heads},
+                          {"latent_dim", a.latentDim},
+                          {"rope_dim", a.ropeDim},
+                          {"points", attentionPoints(a.points)}});
+  if (!mlaPrefill.empty())
+    j["mla_attention_prefill_bf16"] = std::move(mlaPrefill);
   if (p.hostCpu)
     j["host_cpu"] =
         ordered_json::parse(costmodel::hostCpuProfileJson(*p.hostCpu));

@@ -783,6 +783,163 @@ Status measureMlaAttention(const Context &ctx,
   return Status::success();
 }
 
+// The prompt lengths and prompt counts of a prefill curve: one prompt, and
+// enough prompts for `rows` rows.
+std::vector<std::pair<int, int>> prefillPoints(const Context &ctx, int rows) {
+  std::vector<std::pair<int, int>> points; // (prompts, prompt length)
+  for (int length :
+       ctx.quick ? std::vector<int>{512} : std::vector<int>{128, 512, 2048}) {
+    points.push_back({1, length});
+    if (rows / length > 1)
+      points.push_back({rows / length, length});
+  }
+  return points;
+}
+
+// Row r of `prompts` prompts of `length` tokens: sequence r / length at
+// position r % length.
+Status uploadPromptRows(const Context &ctx, int prompts, int length,
+                        DeviceBuffer &sequences, DeviceBuffer &positions) {
+  std::vector<std::int32_t> seq(std::size_t(prompts) * length), pos(seq.size());
+  for (std::size_t r = 0; r < seq.size(); ++r) {
+    seq[r] = static_cast<std::int32_t>(r / length);
+    pos[r] = static_cast<std::int32_t>(r % length);
+  }
+  MOE_RETURN_IF_ERROR(sequences.allocate(seq.size() * sizeof(std::int32_t)));
+  MOE_RETURN_IF_ERROR(positions.allocate(pos.size() * sizeof(std::int32_t)));
+  MOE_CUDA_TRY(cudaMemcpyAsync(sequences.as(), seq.data(),
+                               seq.size() * sizeof(std::int32_t),
+                               cudaMemcpyHostToDevice, ctx.stream));
+  MOE_CUDA_TRY(cudaMemcpyAsync(positions.as(), pos.data(),
+                               pos.size() * sizeof(std::int32_t),
+                               cudaMemcpyHostToDevice, ctx.stream));
+  MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
+  return Status::success();
+}
+
+// The attention kernel the backend runs on prompt rows, at the decode
+// curve's shapes.
+Status measureAttentionPrefill(const Context &ctx,
+                               std::vector<AttentionProfile> &out) {
+  std::vector<AttentionShape> shapes = {{32, 8, 128}};
+  if (!ctx.quick)
+    shapes = {{32, 8, 128}, {32, 4, 128}, {16, 16, 128}};
+  constexpr int kRows = 16384;
+  for (const AttentionShape &s : shapes) {
+    AttentionProfile profile;
+    profile.heads = s.heads;
+    profile.kvHeads = s.kvHeads;
+    profile.headDim = s.headDim;
+    const std::int64_t rowBytes = std::int64_t(s.kvHeads) * s.headDim * 2;
+    for (auto [prompts, length] : prefillPoints(ctx, kRows)) {
+      const std::int64_t rows = std::int64_t(prompts) * length;
+      DeviceBuffer k, v, q, o, ws, sequences, positions;
+      MOE_RETURN_IF_ERROR(k.allocate(rows * rowBytes));
+      MOE_RETURN_IF_ERROR(v.allocate(rows * rowBytes));
+      MOE_RETURN_IF_ERROR(q.allocate(rows * s.heads * s.headDim * 2));
+      MOE_RETURN_IF_ERROR(o.allocate(rows * s.heads * s.headDim * 2));
+      MOE_RETURN_IF_ERROR(ws.allocate(std::max<std::size_t>(
+          4, kernels::attentionWorkspaceBytes(
+                 rows, s.heads, s.kvHeads, s.headDim, length, ctx.smCount))));
+      MOE_RETURN_IF_ERROR(
+          fillRandom(ctx, k.as<bf16>(), rows * rowBytes / 2, 51));
+      MOE_RETURN_IF_ERROR(
+          fillRandom(ctx, v.as<bf16>(), rows * rowBytes / 2, 52));
+      MOE_RETURN_IF_ERROR(
+          fillRandom(ctx, q.as<bf16>(), rows * s.heads * s.headDim, 53));
+      MOE_RETURN_IF_ERROR(
+          uploadPromptRows(ctx, prompts, length, sequences, positions));
+      kernels::AttentionArgs args;
+      args.q = q.as<bf16>();
+      args.k = k.as<bf16>();
+      args.v = v.as<bf16>();
+      args.out = o.as<bf16>();
+      args.sequences = sequences.as<std::int32_t>();
+      args.positions = positions.as<std::int32_t>();
+      args.rows = rows;
+      args.heads = s.heads;
+      args.kvHeads = s.kvHeads;
+      args.headDim = s.headDim;
+      args.maxSpan = length;
+      args.rowBytes = rowBytes;
+      args.seqStride = std::int64_t(length) * rowBytes;
+      args.scale = 1.0f / std::sqrt(static_cast<float>(s.headDim));
+      args.workspace = ws.as<float>();
+      auto t = timeCalls(ctx, [&](std::int64_t) -> Status {
+        MOE_CUDA_TRY(kernels::attention(args, ctx.smCount, ctx.stream));
+        return Status::success();
+      });
+      MOE_RETURN_IF_ERROR(t);
+      profile.points.push_back({prompts, length, *t});
+      ctx.print("prefill attn heads={} kv={} dim={} prompts={:>3} x {:>4}: "
+                "{:>8.1f} us",
+                s.heads, s.kvHeads, s.headDim, prompts, length, *t * 1e6);
+    }
+    out.push_back(std::move(profile));
+  }
+  return Status::success();
+}
+
+// The MLA kernel on prompt rows, at the decode curve's shapes.
+Status measureMlaAttentionPrefill(const Context &ctx,
+                                  std::vector<MlaAttentionProfile> &out) {
+  constexpr int kLatent = 512, kRope = 64, kRow = kLatent + kRope;
+  for (int h : ctx.quick ? std::vector<int>{16} : std::vector<int>{16, 128}) {
+    MlaAttentionProfile profile;
+    profile.heads = h;
+    profile.latentDim = kLatent;
+    profile.ropeDim = kRope;
+    // q and the output take rows · heads · 576 values: fewer rows for 128
+    // heads.
+    const int rowsTarget = h > 16 ? 4096 : 16384;
+    for (auto [prompts, length] : prefillPoints(ctx, rowsTarget)) {
+      const std::int64_t rows = std::int64_t(prompts) * length;
+      DeviceBuffer cache, qLatent, qRope, o, ws, sequences, positions;
+      MOE_RETURN_IF_ERROR(cache.allocate(rows * kRow * 2));
+      MOE_RETURN_IF_ERROR(qLatent.allocate(rows * h * kLatent * 2));
+      MOE_RETURN_IF_ERROR(qRope.allocate(rows * h * kRope * 2));
+      MOE_RETURN_IF_ERROR(o.allocate(rows * h * kLatent * 2));
+      MOE_RETURN_IF_ERROR(ws.allocate(std::max<std::size_t>(
+          4, kernels::mlaAttentionWorkspaceBytes(rows, h, kLatent, length,
+                                                 ctx.smCount))));
+      MOE_RETURN_IF_ERROR(fillRandom(ctx, cache.as<bf16>(), rows * kRow, 61));
+      MOE_RETURN_IF_ERROR(
+          fillRandom(ctx, qLatent.as<bf16>(), rows * h * kLatent, 62));
+      MOE_RETURN_IF_ERROR(
+          fillRandom(ctx, qRope.as<bf16>(), rows * h * kRope, 63));
+      MOE_RETURN_IF_ERROR(
+          uploadPromptRows(ctx, prompts, length, sequences, positions));
+      kernels::MlaAttentionArgs args;
+      args.qLatent = qLatent.as<bf16>();
+      args.qRope = qRope.as<bf16>();
+      args.cache = cache.as<bf16>();
+      args.out = o.as<bf16>();
+      args.sequences = sequences.as<std::int32_t>();
+      args.positions = positions.as<std::int32_t>();
+      args.rows = rows;
+      args.heads = h;
+      args.latentDim = kLatent;
+      args.ropeDim = kRope;
+      args.rowBytes = kRow * 2;
+      args.seqStride = std::int64_t(length) * kRow * 2;
+      args.maxSpan = length;
+      args.scale = 1.0f / std::sqrt(static_cast<float>(kRow));
+      args.workspace = ws.as<float>();
+      auto t = timeCalls(ctx, [&](std::int64_t) -> Status {
+        MOE_CUDA_TRY(kernels::mlaAttention(args, ctx.smCount, ctx.stream));
+        return Status::success();
+      });
+      MOE_RETURN_IF_ERROR(t);
+      profile.points.push_back({prompts, length, *t});
+      ctx.print("prefill mla heads={} latent={} rope={} prompts={:>3} x "
+                "{:>4}: {:>8.1f} us",
+                h, kLatent, kRope, prompts, length, *t * 1e6);
+    }
+    out.push_back(std::move(profile));
+  }
+  return Status::success();
+}
+
 HostInfo queryHost() {
   HostInfo host;
   std::ifstream meminfo("/proc/meminfo");
@@ -953,6 +1110,12 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
   if (wanted("mla_attention_decode_bf16"))
     MOE_RETURN_IF_ERROR(
         measureMlaAttention(ctx, profile.mlaAttentionDecodeBf16));
+  if (wanted("attention_prefill_bf16"))
+    MOE_RETURN_IF_ERROR(
+        measureAttentionPrefill(ctx, profile.attentionPrefillBf16));
+  if (wanted("mla_attention_prefill_bf16"))
+    MOE_RETURN_IF_ERROR(
+        measureMlaAttentionPrefill(ctx, profile.mlaAttentionPrefillBf16));
   MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
   if (!wanted("host_cpu"))
     return profile;

@@ -98,6 +98,10 @@ struct HardwareProfile {
   std::vector<GroupedGemmProfile> groupedGemmBf16;
   std::vector<AttentionProfile> attentionDecodeBf16;
   std::vector<MlaAttentionProfile> mlaAttentionDecodeBf16;
+  // Prefill: points of `batch` prompts of `context` tokens, every row
+  // attending its causal prefix, as the backend runs prompt rows.
+  std::vector<AttentionProfile> attentionPrefillBf16;
+  std::vector<MlaAttentionProfile> mlaAttentionPrefillBf16;
   // The host's cores (runtime/host/HostProfiler.h), and their reads on all
   // threads beside the GPU's copies of pinned host memory (readWithH2d).
   std::optional<costmodel::HostCpuProfile> hostCpu;
@@ -123,6 +127,8 @@ inline constexpr std::string_view kProfileSections[] = {
     "grouped_gemm_bf16",
     "attention_decode_bf16",
     "mla_attention_decode_bf16",
+    "attention_prefill_bf16",
+    "mla_attention_prefill_bf16",
     "host_cpu"};
 
 // Runs every measurement (after checking the GEMM layout and the decode

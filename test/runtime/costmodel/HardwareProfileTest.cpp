@@ -208,6 +208,51 @@ TEST(HardwareProfileTest, MlaDecodeUsesMeasuredPointsOfItsShape) {
             "mla_attention_decode_bf16[0].points[0].context: missing");
 }
 
+TEST(HardwareProfileTest, PrefillCurvesInterpolateOverCausalPairs) {
+  std::string json = testing::syntheticProfileJson();
+  // Listed out of pair order: one prompt of 2048 (2,098,176 pairs) before
+  // four of 512 (525,312 each); both are 2048 rows.
+  json.insert(json.rfind('}'), R"(,
+  "attention_prefill_bf16": [
+    {"heads": 32, "kv_heads": 8, "head_dim": 128,
+     "points": [{"batch": 1, "context": 2048, "seconds": 4e-3},
+                {"batch": 4, "context": 512, "seconds": 1e-3}]}
+  ],
+  "mla_attention_prefill_bf16": [
+    {"heads": 16, "latent_dim": 512, "rope_dim": 64,
+     "points": [{"batch": 2, "context": 100, "seconds": 2e-3}]}
+  ]
+)");
+  auto profile = HardwareProfile::fromJson(json);
+  ASSERT_TRUE(profile.ok()) << profile.error().message();
+  ASSERT_EQ(profile->attentionPrefillShapes().size(), 1u);
+  EXPECT_EQ(profile->attentionPrefillShapes()[0].points[0].context, 512);
+  const double pairs512 = 512.0 * 513 / 2, pairs2048 = 2048.0 * 2049 / 2;
+  EXPECT_DOUBLE_EQ(*profile->attentionPrefillSeconds(4, pairs512, 32, 8, 128),
+                   1e-3);
+  EXPECT_DOUBLE_EQ(*profile->attentionPrefillSeconds(1, pairs2048, 32, 8, 128),
+                   4e-3);
+  // Half way between the points in log pairs: half way in log seconds.
+  const double middle = std::sqrt(4 * pairs512 * pairs2048);
+  EXPECT_NEAR(*profile->attentionPrefillSeconds(1, middle, 32, 8, 128),
+              std::sqrt(1e-3 * 4e-3), 1e-12);
+  EXPECT_EQ(*profile->attentionPrefillSeconds(0, pairs512, 32, 8, 128), 0);
+  EXPECT_FALSE(
+      profile->attentionPrefillSeconds(4, pairs512, 32, 4, 128).has_value());
+  // MLA: one point, its rate carried on (twice the pairs, twice the time).
+  EXPECT_DOUBLE_EQ(*profile->mlaPrefillSeconds(4, 5050, 16, 512, 64), 4e-3);
+  EXPECT_FALSE(profile->mlaPrefillSeconds(4, 5050, 128, 512, 64).has_value());
+  // Profiles measured before these curves have none.
+  EXPECT_FALSE(syntheticProfile()
+                   .attentionPrefillSeconds(4, pairs512, 32, 8, 128)
+                   .has_value());
+  EXPECT_EQ(profileError(replaced(json, R"("kv_heads": 8, "head_dim": 128,
+     "points": [{"batch": 1)",
+                                  R"("kv_heads": 3, "head_dim": 128,
+     "points": [{"batch": 1)")),
+            "attention_prefill_bf16[0].kv_heads: 3 does not divide heads = 32");
+}
+
 TEST(HardwareProfileTest, AttentionMeasurementsAreOptional) {
   auto profile =
       HardwareProfile::fromJson(testing::profileJsonWithoutAttention());

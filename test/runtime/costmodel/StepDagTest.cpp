@@ -341,7 +341,7 @@ TEST(StepDagTest, MlaDecodeIsPricedByTheMeasuredKernel) {
               2.5e-3 - bounds, 1e-12);
 }
 
-TEST(StepDagTest, PrefillAttentionIsPricedAsDecodeRows) {
+TEST(StepDagTest, PrefillAttentionWithoutItsCurveIsPricedAsDecodeRows) {
   ModelCosts model = tinyMoe(1);
   Plan plan = decodePlan(model);
   plan.kvGpuFraction = 1;
@@ -361,6 +361,34 @@ TEST(StepDagTest, PrefillAttentionIsPricedAsDecodeRows) {
       stageSeconds(model, plan, measured, Stage::Attention, true) -
           stageSeconds(model, plan, *unmeasured, Stage::Attention, true),
       difference, 1e-12);
+}
+
+TEST(StepDagTest, PrefillAttentionIsPricedByItsMeasuredCurve) {
+  ModelCosts model = tinyMoe(1);
+  Plan plan = decodePlan(model);
+  plan.kvGpuFraction = 1;
+  HardwareProfile decodeCurve = syntheticProfile();
+  // One prompt of 100 tokens measured at 1 ms: its 5050 (row, key) pairs.
+  std::string json = testing::syntheticProfileJson();
+  json.insert(json.rfind('}'), R"(,
+  "attention_prefill_bf16": [
+    {"heads": 8, "kv_heads": 2, "head_dim": 64,
+     "points": [{"batch": 1, "context": 100, "seconds": 1e-3}]}
+  ]
+)");
+  auto prefillCurve = HardwareProfile::fromJson(json);
+  ASSERT_TRUE(prefillCurve.ok()) << prefillCurve.error().message();
+  // Ten chunks of one 100-token prompt each: 1 ms each in place of the
+  // decode curve's price for one row of 5050 cached tokens.
+  ASSERT_LT(prefillChunkRows(model, plan), 200);
+  EXPECT_NEAR(
+      stageSeconds(model, plan, *prefillCurve, Stage::Attention, true) -
+          stageSeconds(model, plan, decodeCurve, Stage::Attention, true),
+      10 * (1e-3 - decodeCurve.attentionDecodeSeconds(1, 5050, 8, 2, 64)),
+      1e-12);
+  // Decode steps keep the decode curve.
+  EXPECT_DOUBLE_EQ(stageSeconds(model, plan, *prefillCurve, Stage::Attention),
+                   stageSeconds(model, plan, decodeCurve, Stage::Attention));
 }
 
 TEST(StepDagTest, RecurrentStateIsStagedLikeKv) {
