@@ -57,7 +57,8 @@ int64_t mlir::moe::expertsWeightBytes(ArrayRef<ParamOp> params,
 
 /// Routed experts held quantized: widened to bf16 each pass of the
 /// per-expert GEMMs, one matrix of all experts at a time (the CUDA
-/// backend's gate|up rows together, then down).
+/// backend's gate|up rows together, then down), unless they are fp8 and the
+/// profile has FP8 GEMM times (then multiplied as codes).
 static void priceQuantizedExperts(ExpertsOp experts, ArrayRef<ParamOp> params,
                                   ::moe::model::WeightDtype dtype,
                                   cm::ModuleCosts &costs) {
@@ -75,6 +76,7 @@ static void priceQuantizedExperts(ExpertsOp experts, ArrayRef<ParamOp> params,
            2 * shape[1] * shape[2]);
   }
   costs.widenScratchBytes = n * 2 * w * h * 2;
+  costs.fp8Experts = dtype == ::moe::model::WeightDtype::fp8;
 }
 
 FailureOr<CostModelView>

@@ -236,15 +236,19 @@ Result<std::vector<Point>> parsePoints(const Json &shape,
   return result;
 }
 
-Result<std::vector<GemmShapeProfile>> parseGemm(const Json &root) {
-  auto shapes = requireArray(root, "gemm_bf16", "");
+// GEMM shapes under `key`: required (at least one) or optional.
+Result<std::vector<GemmShapeProfile>>
+parseGemm(const Json &root, const char *key, bool required) {
+  std::vector<GemmShapeProfile> result;
+  if (!required && !root.contains(key))
+    return result;
+  auto shapes = requireArray(root, key, "");
   MOE_RETURN_IF_ERROR(shapes);
   if ((*shapes)->empty())
-    return makeError("gemm_bf16: needs at least one measured shape");
-  std::vector<GemmShapeProfile> result;
+    return makeError("{}: needs at least one measured shape", key);
   for (size_t i = 0; i < (*shapes)->size(); ++i) {
     const Json &shape = (**shapes)[i];
-    std::string path = fmt::format("gemm_bf16[{}]", i);
+    std::string path = fmt::format("{}[{}]", key, i);
     if (!shape.is_object())
       return makeError("{}: must be an object", path);
     GemmShapeProfile profile;
@@ -738,9 +742,12 @@ Result<HardwareProfile> HardwareProfile::fromJson(std::string_view text) {
   auto links = parseLinks(root);
   MOE_RETURN_IF_ERROR(links);
   profile.links_ = *links;
-  auto gemm = parseGemm(root);
+  auto gemm = parseGemm(root, "gemm_bf16", true);
   MOE_RETURN_IF_ERROR(gemm);
   profile.gemm_ = std::move(*gemm);
+  auto gemmFp8 = parseGemm(root, "gemm_fp8_block", false);
+  MOE_RETURN_IF_ERROR(gemmFp8);
+  profile.gemmFp8_ = std::move(*gemmFp8);
   auto attention =
       parseAttention(root, "attention_decode_bf16", attentionTokensRead);
   MOE_RETURN_IF_ERROR(attention);
@@ -811,9 +818,28 @@ double HardwareProfile::gemmSeconds(int64_t m, int64_t n, int64_t k) const {
   double bytesTouched =
       weightBytes + kBf16Bytes * (double(m) * k + double(m) * n);
   double floor = std::max(peakComputeSeconds(flops), hbmSeconds(bytesTouched));
+  return std::max(measuredGemmSeconds(gemm_, m, n, k, weightBytes), floor);
+}
 
-  const GemmShapeProfile *closest = &gemm_.front();
-  for (const GemmShapeProfile &shape : gemm_)
+std::optional<double> HardwareProfile::fp8GemmSeconds(int64_t m, int64_t n,
+                                                      int64_t k) const {
+  if (gemmFp8_.empty())
+    return std::nullopt;
+  if (m <= 0 || n <= 0 || k <= 0)
+    return 0.0;
+  // Codes of a byte, bf16 outputs; tensor cores at twice bf16's rate.
+  double weightBytes = double(n) * k;
+  double bytesTouched = weightBytes + double(m) * k + kBf16Bytes * m * n;
+  double floor = std::max(peakComputeSeconds(2.0 * m * n * k) / 2,
+                          hbmSeconds(bytesTouched));
+  return std::max(measuredGemmSeconds(gemmFp8_, m, n, k, weightBytes), floor);
+}
+
+double HardwareProfile::measuredGemmSeconds(
+    const std::vector<GemmShapeProfile> &shapes, int64_t m, int64_t n,
+    int64_t k, double weightBytes) const {
+  const GemmShapeProfile *closest = &shapes.front();
+  for (const GemmShapeProfile &shape : shapes)
     if (logDistance(double(n) * k, double(shape.n) * shape.k) <
         logDistance(double(n) * k, double(closest->n) * closest->k))
       closest = &shape;
@@ -825,7 +851,7 @@ double HardwareProfile::gemmSeconds(int64_t m, int64_t n, int64_t k) const {
   // Below the smallest measured m a GEMM is bound by reading its weight.
   if (m < closest->points.front().m)
     measured = std::max(measured, hbmSeconds(weightBytes));
-  return std::max(measured, floor);
+  return measured;
 }
 
 std::optional<double> HardwareProfile::groupedGemmSeconds(int64_t rowsPerExpert,

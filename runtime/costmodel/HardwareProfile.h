@@ -225,6 +225,11 @@ public:
   // measured shape closest in n·k (log-log interpolation over m), never below
   // max(FLOPs / peak rate, bytes touched / HBM bandwidth).
   double gemmSeconds(int64_t m, int64_t n, int64_t k) const;
+  // The same for cuBLASLt's block-scaled FP8 GEMM (E4M3 operands, a scale
+  // per 128 × 128 block of W and per 128 inputs of x) from the optional
+  // gemm_fp8_block curve, never below max(FLOPs / twice the bf16 peak,
+  // bytes / HBM bandwidth) with a byte a code. None without the curve.
+  std::optional<double> fp8GemmSeconds(int64_t m, int64_t n, int64_t k) const;
 
   // One grouped launch over `experts` experts (a mean: the expected number
   // a step reaches) of W [n, k] with `rowsPerExpert` rows each: the measured
@@ -290,10 +295,16 @@ public:
   }
 
 private:
+  // The closest measured shape's time at m, scaled by size.
+  double measuredGemmSeconds(const std::vector<GemmShapeProfile> &shapes,
+                             int64_t m, int64_t n, int64_t k,
+                             double weightBytes) const;
+
   DeviceInfo device_;
   HostInfo host_;
   LinkBandwidths links_;
   std::vector<GemmShapeProfile> gemm_;
+  std::vector<GemmShapeProfile> gemmFp8_;
   std::vector<AttentionShapeProfile> attention_;
   std::vector<GroupedGemmShapeProfile> groupedGemm_;
   std::vector<MlaShapeProfile> mla_;

@@ -71,6 +71,9 @@ struct ModuleCosts {
   // of all experts). Both 0 for bf16 experts.
   int64_t widenBytes = 0;
   int64_t widenScratchBytes = 0;
+  // fp8 experts: the CUDA backend's per-expert GEMMs multiply their codes
+  // with inputs quantized on the fly (W8A8) instead of widening them.
+  bool fp8Experts = false;
   // Step memory one batch row takes for the module's own buffers while it
   // runs (runtime/model/ActivationBytes.h); the values it reads and makes
   // are counted apart.

@@ -17,9 +17,11 @@ double gemmFlopsPerToken(const ModuleCosts &module) {
 }
 
 // GEMMs over `tokens` tokens, split into calls of at most `chunk` tokens.
-double gemmSeconds(const HardwareProfile &profile,
-                   const std::vector<GemmShape> &gemms, int64_t tokens,
-                   int64_t chunk) {
+// `gemms` over `tokens` rows in chunks of `chunk`, each GEMM of m rows
+// priced by price(m, n, k).
+template <typename Price>
+double chunkedGemmSeconds(const std::vector<GemmShape> &gemms, int64_t tokens,
+                          int64_t chunk, Price &&price) {
   if (tokens <= 0)
     return 0;
   int64_t fullChunks = tokens / chunk;
@@ -27,12 +29,20 @@ double gemmSeconds(const HardwareProfile &profile,
   double seconds = 0;
   for (const GemmShape &gemm : gemms) {
     if (fullChunks > 0)
-      seconds +=
-          double(fullChunks) * profile.gemmSeconds(chunk, gemm.n, gemm.k);
+      seconds += double(fullChunks) * price(chunk, gemm.n, gemm.k);
     if (rest > 0)
-      seconds += profile.gemmSeconds(rest, gemm.n, gemm.k);
+      seconds += price(rest, gemm.n, gemm.k);
   }
   return seconds;
+}
+
+double gemmSeconds(const HardwareProfile &profile,
+                   const std::vector<GemmShape> &gemms, int64_t tokens,
+                   int64_t chunk) {
+  return chunkedGemmSeconds(gemms, tokens, chunk,
+                            [&](int64_t m, int64_t n, int64_t k) {
+                              return profile.gemmSeconds(m, n, k);
+                            });
 }
 
 // Work outside the GEMMs (activations, norms, softmax, residual adds): its
@@ -80,7 +90,10 @@ bool runsGrouped(const ModuleCosts &module, int64_t tokens) {
 // measured the grouped kernel and groups are small, else one per expert.
 // Quantized experts are priced as bf16 ones (the grouped kernel reads their
 // codes at a half or a quarter of the bytes: an overestimate where reading
-// the weights binds), and per-expert GEMMs first widen them to bf16.
+// the weights binds), and per-expert GEMMs first widen them to bf16 —
+// except fp8 experts where the profile measured the block-scaled FP8 GEMM:
+// their per-expert GEMMs run on the codes, the inputs quantized first (a
+// read of bf16 and a write of a byte an element).
 double expertGemmSeconds(const HardwareProfile &profile,
                          const ModuleCosts &module, const ExpertLoad &load,
                          int64_t tokens, int64_t expertMicroBatch) {
@@ -95,6 +108,20 @@ double expertGemmSeconds(const HardwareProfile &profile,
     }
     if (measured)
       return grouped;
+  }
+  if (module.fp8Experts && !runsGrouped(module, tokens) &&
+      profile.fp8GemmSeconds(1, 1, 1)) {
+    double quantize = 0;
+    for (const GemmShape &gemm : module.gemms)
+      quantize += profile.hbmSeconds(3.0 * double(tokens) *
+                                     double(module.topK) * double(gemm.k));
+    return quantize +
+           load.activeExperts *
+               chunkedGemmSeconds(module.gemms, load.tokensPerActiveExpert,
+                                  expertMicroBatch,
+                                  [&](int64_t m, int64_t n, int64_t k) {
+                                    return *profile.fp8GemmSeconds(m, n, k);
+                                  });
   }
   double widen = runsGrouped(module, tokens)
                      ? 0

@@ -24,14 +24,19 @@ std::string profileToJson(const HardwareProfile &p) {
                 {"d2h_pinned_bytes_per_s", p.links.d2hPinned},
                 {"h2d_pageable_bytes_per_s", p.links.h2dPageable},
                 {"hbm_bytes_per_s", p.links.hbm}};
-  ordered_json gemm = ordered_json::array();
-  for (const GemmProfile &g : p.gemmBf16) {
-    ordered_json points = ordered_json::array();
-    for (const GemmPoint &pt : g.points)
-      points.push_back({{"m", pt.m}, {"seconds", pt.seconds}});
-    gemm.push_back({{"n", g.n}, {"k", g.k}, {"points", std::move(points)}});
-  }
-  j["gemm_bf16"] = std::move(gemm);
+  auto gemmShapes = [](const std::vector<GemmProfile> &measured) {
+    ordered_json shapes = ordered_json::array();
+    for (const GemmProfile &g : measured) {
+      ordered_json points = ordered_json::array();
+      for (const GemmPoint &pt : g.points)
+        points.push_back({{"m", pt.m}, {"seconds", pt.seconds}});
+      shapes.push_back({{"n", g.n}, {"k", g.k}, {"points", std::move(points)}});
+    }
+    return shapes;
+  };
+  j["gemm_bf16"] = gemmShapes(p.gemmBf16);
+  if (!p.gemmFp8Block.empty())
+    j["gemm_fp8_block"] = gemmShapes(p.gemmFp8Block);
   ordered_json grouped = ordered_json::array();
   for (const GroupedGemmProfile &g : p.groupedGemmBf16) {
     ordered_json points = ordered_json::array();

@@ -522,6 +522,101 @@ Status measureGemm(const Context &ctx, GemmRunner &runner,
   return Status::success();
 }
 
+// cuBLASLt's block-scaled FP8 GEMM at the routed experts' shapes (the
+// per-expert GEMMs of fp8 experts), with the heuristic's best candidate
+// per point as for bf16. Values do not change the time: codes of 1.0 and
+// zero scales. Row counts cuBLASLt has no algorithm for are left out.
+Status measureGemmFp8(const Context &ctx, GemmRunner &runner,
+                      std::vector<GemmProfile> &out) {
+  std::vector<std::pair<std::int64_t, std::int64_t>> shapes;
+  std::vector<std::int64_t> ms;
+  if (ctx.quick) {
+    shapes = {{1536, 2048}};
+    ms = {128, 1024};
+  } else {
+    // Mixtral-8x7B, Qwen3-30B-A3B and DeepSeek-V2-Lite gate|up and down.
+    shapes = {{28672, 4096}, {4096, 14336}, {1536, 2048},
+              {2048, 768},   {2816, 2048},  {2048, 1408}};
+    ms = {16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
+  }
+  constexpr std::int64_t kBlock = 128;
+  auto blocks = [](std::int64_t v) { return (v + kBlock - 1) / kBlock; };
+  const std::int64_t maxM = ms.back();
+  for (const auto &[n, k] : shapes) {
+    GemmProfile profile;
+    profile.n = n;
+    profile.k = k;
+    const std::size_t wCount = std::size_t(n) * k;
+    const std::int64_t wCopies =
+        std::clamp<std::int64_t>((256 * kMiB + wCount - 1) / wCount, 1, 64);
+    const std::size_t wScales =
+        std::size_t(blocks(n)) * ((blocks(k) + 3) / 4 * 4);
+    DeviceBuffer w, ws, x, xs, y;
+    MOE_RETURN_IF_ERROR(w.allocate(wCopies * wCount));
+    MOE_RETURN_IF_ERROR(ws.allocate(wScales * sizeof(float)));
+    MOE_RETURN_IF_ERROR(x.allocate(std::size_t(maxM) * k));
+    MOE_RETURN_IF_ERROR(
+        xs.allocate(std::size_t(blocks(k)) * maxM * sizeof(float)));
+    MOE_RETURN_IF_ERROR(y.allocate(std::size_t(maxM) * n * 2));
+    constexpr int kOne = 0x38; // E4M3 1.0
+    MOE_CUDA_TRY(cudaMemsetAsync(w.as(), kOne, wCopies * wCount, ctx.stream));
+    MOE_CUDA_TRY(
+        cudaMemsetAsync(x.as(), kOne, std::size_t(maxM) * k, ctx.stream));
+    MOE_CUDA_TRY(
+        cudaMemsetAsync(ws.as(), 0, wScales * sizeof(float), ctx.stream));
+    MOE_CUDA_TRY(cudaMemsetAsync(
+        xs.as(), 0, std::size_t(blocks(k)) * maxM * sizeof(float), ctx.stream));
+    for (std::int64_t m : ms) {
+      auto argsFor = [&](std::int64_t i) {
+        GemmArgs args;
+        args.fp8.x = x.as<std::uint8_t>();
+        args.fp8.xScales = xs.as<float>();
+        args.fp8.w = w.as<std::uint8_t>() + (i % wCopies) * wCount;
+        args.fp8.wScales = ws.as<float>();
+        args.y = y.as<bf16>();
+        args.m = m;
+        args.n = n;
+        args.k = k;
+        return args;
+      };
+      auto supported = runner.supports(argsFor(0));
+      MOE_RETURN_IF_ERROR(supported);
+      if (!*supported) {
+        ctx.print("gemm8  n={:>5} k={:>5} m={:>5}: no algorithm", n, k, m);
+        continue;
+      }
+      auto launch = [&](std::int64_t i) -> Status {
+        return runner.run(argsFor(i), ctx.stream);
+      };
+      auto candidates = runner.candidateCount(argsFor(0));
+      MOE_RETURN_IF_ERROR(candidates);
+      int best = 0;
+      double bestSeconds = INFINITY;
+      for (int c = 0; c < *candidates; ++c) {
+        MOE_RETURN_IF_ERROR(runner.selectCandidate(argsFor(0), c));
+        auto trial = timeCalls(ctx, launch, 3, 2e-4);
+        if (!trial) {
+          MOE_CUDA_TRY(cudaStreamSynchronize(ctx.stream));
+          continue;
+        }
+        if (*trial < bestSeconds) {
+          bestSeconds = *trial;
+          best = c;
+        }
+      }
+      MOE_RETURN_IF_ERROR(runner.selectCandidate(argsFor(0), best));
+      auto t = timeCalls(ctx, launch);
+      MOE_RETURN_IF_ERROR(t);
+      profile.points.push_back({m, *t});
+      ctx.print("gemm8  n={:>5} k={:>5} m={:>5}: {:>9.1f} us {:>7.1f} TFLOP/s",
+                n, k, m, *t * 1e6, 2.0 * m * n * k / *t / 1e12);
+    }
+    if (!profile.points.empty())
+      out.push_back(std::move(profile));
+  }
+  return Status::success();
+}
+
 // The grouped expert GEMM at the expert shapes of the common MoE models,
 // for the decode-sized groups the backend gives it (fewer than
 // CudaBackendOptions::perExpertGemmRows rows per expert).
@@ -1103,6 +1198,8 @@ Result<HardwareProfile> profileHardware(const ProfileOptions &options) {
     MOE_RETURN_IF_ERROR(measureLinks(ctx, profile.links));
   if (wanted("gemm_bf16"))
     MOE_RETURN_IF_ERROR(measureGemm(ctx, **gemm, profile.gemmBf16));
+  if (wanted("gemm_fp8_block"))
+    MOE_RETURN_IF_ERROR(measureGemmFp8(ctx, **gemm, profile.gemmFp8Block));
   if (wanted("grouped_gemm_bf16"))
     MOE_RETURN_IF_ERROR(measureGroupedGemm(ctx, profile.groupedGemmBf16));
   if (wanted("attention_decode_bf16"))

@@ -95,6 +95,9 @@ struct HardwareProfile {
   HostInfo host;
   LinkRates links;
   std::vector<GemmProfile> gemmBf16;
+  // cuBLASLt's block-scaled FP8 GEMM (GemmRunner with Fp8GemmOperands) at
+  // the routed experts' shapes.
+  std::vector<GemmProfile> gemmFp8Block;
   std::vector<GroupedGemmProfile> groupedGemmBf16;
   std::vector<AttentionProfile> attentionDecodeBf16;
   std::vector<MlaAttentionProfile> mlaAttentionDecodeBf16;
@@ -124,6 +127,7 @@ struct ProfileOptions {
 inline constexpr std::string_view kProfileSections[] = {
     "links",
     "gemm_bf16",
+    "gemm_fp8_block",
     "grouped_gemm_bf16",
     "attention_decode_bf16",
     "mla_attention_decode_bf16",

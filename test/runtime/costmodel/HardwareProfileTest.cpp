@@ -208,6 +208,34 @@ TEST(HardwareProfileTest, MlaDecodeUsesMeasuredPointsOfItsShape) {
             "mla_attention_decode_bf16[0].points[0].context: missing");
 }
 
+TEST(HardwareProfileTest, Fp8GemmCurveIsOptionalAndKeepsItsFloors) {
+  EXPECT_FALSE(syntheticProfile().fp8GemmSeconds(1000, 1000, 1000));
+  std::string json = syntheticProfileJson();
+  json.insert(json.rfind('}'), R"(,
+  "gemm_fp8_block": [
+    {"n": 1000, "k": 1000,
+     "points": [{"m": 1000, "seconds": 5e-5}, {"m": 10, "seconds": 1e-6}]}
+  ]
+)");
+  auto profile = HardwareProfile::fromJson(json);
+  ASSERT_TRUE(profile.ok()) << profile.error().message();
+  EXPECT_DOUBLE_EQ(*profile->fp8GemmSeconds(1000, 1000, 1000), 5e-5);
+  // The closest shape scaled by size, as for bf16.
+  EXPECT_DOUBLE_EQ(*profile->fp8GemmSeconds(1000, 2000, 1000), 1e-4);
+  EXPECT_EQ(*profile->fp8GemmSeconds(0, 1000, 1000), 0);
+  // Never below a byte a weight read once (1 MB at 1 TB/s) ...
+  EXPECT_GE(*profile->fp8GemmSeconds(1, 1000, 1000), 1e-6);
+  // ... nor below FLOPs at twice the bf16 peak (2e13 FLOP/s).
+  EXPECT_GE(*profile->fp8GemmSeconds(100000, 1000, 1000),
+            2.0 * 100000 * 1000 * 1000 / (2 * 2e13));
+  EXPECT_EQ(profileError(replaced(json, R"("gemm_fp8_block": [
+    {"n": 1000, "k": 1000,
+     "points": [{"m": 1000, "seconds": 5e-5}, {"m": 10, "seconds": 1e-6}]}
+  ])",
+                                  R"("gemm_fp8_block": [])")),
+            "gemm_fp8_block: needs at least one measured shape");
+}
+
 TEST(HardwareProfileTest, PrefillCurvesInterpolateOverCausalPairs) {
   std::string json = testing::syntheticProfileJson();
   // Listed out of pair order: one prompt of 2048 (2,098,176 pairs) before

@@ -318,6 +318,49 @@ TEST(StepDagTest, OnlyPerExpertGemmsPayForWideningFp8Experts) {
       << "widening is paid once per run of the module";
 }
 
+// With the block-scaled FP8 GEMM measured, fp8 experts' per-expert GEMMs
+// run on their codes: no widening, the FP8 curve's times (here every GEMM a
+// tenth of its bf16 time), and one pass quantizing the inputs. Decode's
+// grouped launches are priced as before.
+TEST(StepDagTest, Fp8ExpertsWithAnFp8CurveAreMultipliedAsCodes) {
+  ModelCosts bf16 = tinyMoe(1);
+  ModelCosts fp8 = bf16;
+  for (ModuleCosts &module : fp8.layers[1].modules)
+    if (module.kind == ModuleKind::RoutedExperts) {
+      module.widenBytes = 3'000'000'000;
+      module.fp8Experts = true;
+    }
+  Plan plan = decodePlan(bf16);
+  plan.kvGpuFraction = 1;
+  plan.resident = residentPrefix(bf16, int64_t(residencyOrder(bf16).size()));
+  plan.lengths = GenerationLengths::spread(1000, 50);
+  std::string json = testing::groupedGemmProfileJson();
+  json.insert(json.rfind('}'), R"(,
+  "gemm_fp8_block": [
+    {"n": 1000, "k": 1000,
+     "points": [{"m": 1000, "seconds": 1e-5}, {"m": 10, "seconds": 1e-6}]},
+    {"n": 4000, "k": 4000, "points": [{"m": 1000, "seconds": 2e-4}]}
+  ]
+)");
+  auto withFp8 = HardwareProfile::fromJson(json);
+  ASSERT_TRUE(withFp8.ok()) << withFp8.error().message();
+  auto without = HardwareProfile::fromJson(testing::groupedGemmProfileJson());
+  ASSERT_TRUE(without.ok()) << without.error().message();
+  auto experts = [&](const ModelCosts &model, const HardwareProfile &profile,
+                     bool prefill) {
+    return stageSeconds(model, plan, profile, Stage::Experts, prefill);
+  };
+  EXPECT_DOUBLE_EQ(experts(fp8, *withFp8, false),
+                   experts(fp8, *without, false));
+  // Far below widening once and multiplying at bf16's rate.
+  EXPECT_LT(experts(fp8, *withFp8, true), experts(bf16, *without, true));
+  EXPECT_LT(experts(fp8, *withFp8, true),
+            experts(fp8, *without, true) - without->hbmSeconds(3e9));
+  // bf16 experts ignore the FP8 curve.
+  EXPECT_DOUBLE_EQ(experts(bf16, *withFp8, true),
+                   experts(bf16, *without, true));
+}
+
 TEST(StepDagTest, MlaDecodeIsPricedByTheMeasuredKernel) {
   ModelCosts model = tinyMoe(1);
   ModuleCosts &attention = model.layers[1].modules[1];
