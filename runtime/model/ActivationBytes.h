@@ -32,17 +32,17 @@ constexpr int64_t attentionRowBytes(int64_t hidden, int64_t heads,
          encoded;
 }
 
-// Absorbed MLA: per head the query in both bases and its latent outputs,
-// the low-rank query, the new latent row (and its fp8 encoding) and its
-// roped part, the output.
+// Absorbed MLA: per head the query, its roped part, the absorbed query,
+// the latent output and the value; the low-rank query, the new latent row
+// (and its fp8 encoding) and its roped part, the output.
 constexpr int64_t latentAttentionRowBytes(int64_t hidden, int64_t heads,
                                           int64_t qLoraRank, int64_t kvLoraRank,
                                           int64_t nope, int64_t ropeDim,
                                           int64_t vDim, KvDtype kv) {
   int64_t encoded =
       kv == KvDtype::fp8 ? latentRowBytes(kv, kvLoraRank, ropeDim) : 0;
-  return (heads * (2 * nope + 2 * ropeDim + 4 * kvLoraRank + 2 * vDim) +
-          qLoraRank + 3 * (kvLoraRank + ropeDim) + hidden) *
+  return (heads * (nope + 2 * ropeDim + 2 * kvLoraRank + vDim) + qLoraRank +
+          3 * (kvLoraRank + ropeDim) + hidden) *
              kActivationBf16Bytes +
          encoded;
 }
