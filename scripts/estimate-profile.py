@@ -5,8 +5,9 @@ published specifications and the efficiency measured on our H100.
     scripts/estimate-profile.py CARD [--from PROFILE] > models/hardware/CARD-estimated.json
     scripts/estimate-profile.py --list
 
-Each measured point of the source profile (GEMMs, the grouped expert kernel,
-decode attention, MLA) is priced on both cards by its roofline, the larger
+Each measured point of the source profile (GEMMs, FP8 GEMMs, the grouped
+expert kernel, decode and prefill attention, MLA) is priced on both cards by
+its roofline, the larger
 of FLOPs over the peak and bytes over the memory bandwidth; the estimate
 keeps the fraction of the roofline the source card reached there:
 t_card = roofline_card(point) * t_source / roofline_source(point). The
@@ -75,9 +76,42 @@ def mla_work(shape, point):
     return 2.0 * b * h * c * (2 * latent + rope), BF16 * b * c * (latent + rope)
 
 
+def causal_pairs(point):
+    c = point["context"]
+    return point["batch"] * c * (c + 1) / 2
+
+
+def attention_prefill_work(shape, point):
+    b, c = point["batch"], point["context"]
+    h, kv, d = shape["heads"], shape["kv_heads"], shape["head_dim"]
+    return 4.0 * causal_pairs(point) * h * d, BF16 * 2 * b * c * kv * d
+
+
+def mla_prefill_work(shape, point):
+    b, c = point["batch"], point["context"]
+    h, latent, rope = shape["heads"], shape["latent_dim"], shape["rope_dim"]
+    return (2.0 * causal_pairs(point) * h * (2 * latent + rope),
+            BF16 * b * c * (latent + rope))
+
+
+def gemm_fp8_work(shape, point):
+    # FP8 tensor cores run at twice bf16's rate: half the bf16-equivalent
+    # FLOPs; a byte a code, bf16 outputs.
+    m, n, k = point["m"], shape["n"], shape["k"]
+    return 1.0 * m * n * k, m * k + n * k + BF16 * m * n
+
+
 CURVES = {"gemm_bf16": gemm_work, "grouped_gemm_bf16": grouped_work,
           "attention_decode_bf16": attention_work,
-          "mla_attention_decode_bf16": mla_work}
+          "mla_attention_decode_bf16": mla_work,
+          "attention_prefill_bf16": attention_prefill_work,
+          "mla_attention_prefill_bf16": mla_prefill_work,
+          "gemm_fp8_block": gemm_fp8_work}
+
+# FP8 tensor cores: compute capability 8.9 (Ada) and later.
+def has_fp8(spec):
+    major, minor = (int(v) for v in spec["compute_capability"].split("."))
+    return (major, minor) >= (8, 9)
 
 
 def estimate(source, source_path, card):
@@ -97,6 +131,8 @@ def estimate(source, source_path, card):
     # Another machine's cores are not the source's: no host attention is priced
     # on an estimate until moe-host-profile measures its host into it.
     out.pop("host_cpu", None)
+    if not has_fp8(spec):
+        out.pop("gemm_fp8_block", None)
     out["device"] = {
         "name": spec["name"] + " (estimated)",
         "memory_bytes": spec["memory_mib"] << 20,
