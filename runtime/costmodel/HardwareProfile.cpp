@@ -920,34 +920,46 @@ HardwareProfile::mlaDecodeSeconds(int64_t batch, int64_t context, int64_t heads,
   return std::nullopt;
 }
 
+namespace {
+
+// A prefill curve's time for `prompts` prompts of `pairsPerPrompt` pairs
+// each, on `shape`'s points; none without a measured shape.
+template <typename Shape>
+std::optional<double> prefillSeconds(const Shape *shape, int64_t prompts,
+                                     double pairsPerPrompt) {
+  if (!shape)
+    return std::nullopt;
+  if (prompts <= 0 || pairsPerPrompt <= 0)
+    return 0.0;
+  return interpolateLogLog(shape->points, double(prompts) * pairsPerPrompt,
+                           attentionPairs);
+}
+
+} // namespace
+
 std::optional<double>
 HardwareProfile::attentionPrefillSeconds(int64_t prompts, double pairsPerPrompt,
                                          int64_t heads, int64_t kvHeads,
                                          int64_t headDim) const {
-  for (const AttentionShapeProfile &shape : attentionPrefill_)
-    if (shape.heads == heads && shape.kvHeads == kvHeads &&
-        shape.headDim == headDim)
-      return prompts <= 0 || pairsPerPrompt <= 0
-                 ? 0.0
-                 : interpolateLogLog(shape.points,
-                                     double(prompts) * pairsPerPrompt,
-                                     attentionPairs);
-  return std::nullopt;
+  auto shape = std::find_if(
+      attentionPrefill_.begin(), attentionPrefill_.end(), [&](const auto &s) {
+        return s.heads == heads && s.kvHeads == kvHeads && s.headDim == headDim;
+      });
+  return prefillSeconds(shape == attentionPrefill_.end() ? nullptr : &*shape,
+                        prompts, pairsPerPrompt);
 }
 
 std::optional<double>
 HardwareProfile::mlaPrefillSeconds(int64_t prompts, double pairsPerPrompt,
                                    int64_t heads, int64_t latentDim,
                                    int64_t ropeDim) const {
-  for (const MlaShapeProfile &shape : mlaPrefill_)
-    if (shape.heads == heads && shape.latentDim == latentDim &&
-        shape.ropeDim == ropeDim)
-      return prompts <= 0 || pairsPerPrompt <= 0
-                 ? 0.0
-                 : interpolateLogLog(shape.points,
-                                     double(prompts) * pairsPerPrompt,
-                                     attentionPairs);
-  return std::nullopt;
+  auto shape =
+      std::find_if(mlaPrefill_.begin(), mlaPrefill_.end(), [&](const auto &s) {
+        return s.heads == heads && s.latentDim == latentDim &&
+               s.ropeDim == ropeDim;
+      });
+  return prefillSeconds(shape == mlaPrefill_.end() ? nullptr : &*shape, prompts,
+                        pairsPerPrompt);
 }
 
 double HardwareProfile::copySeconds(double bytes,
