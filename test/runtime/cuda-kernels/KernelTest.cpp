@@ -509,6 +509,50 @@ TEST(Kernels, RouterRejectsUnsupportedShapes) {
   EXPECT_EQ(gpu::routeTopK(args, nullptr), cudaErrorInvalidValue);
 }
 
+// Router logits against a double-precision loop: fp32 throughout, each
+// within a few fp32 roundings of its magnitude (Σ|x·w|); shapes of real
+// routers at decode row counts (the warp kernel) and at prefill's (the
+// tiled one: 16,384 and 8,257 rows), tiles filled partly (rows, experts and
+// hidden not multiples of the kernel's), with and without a bias.
+TEST(Kernels, RouterLogitsAreFp32Products) {
+  REQUIRE_DEVICE();
+  std::mt19937 rng = freshRng();
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  struct Shape {
+    int64_t rows, hidden, experts;
+    bool bias;
+  };
+  for (Shape c : {Shape{1, 4096, 8, false}, Shape{300, 2048, 64, false},
+                  Shape{130, 7168, 256, true}, Shape{67, 100, 37, true},
+                  Shape{2048, 2048, 128, false}, Shape{16384, 256, 128, false},
+                  Shape{8257, 100, 250, true}}) {
+    SCOPED_TRACE(testing::Message() << "rows " << c.rows << " hidden "
+                                    << c.hidden << " experts " << c.experts);
+    std::vector<float> x(size_t(c.rows * c.hidden)),
+        w(size_t(c.experts * c.hidden)), bias(size_t(c.experts));
+    for (auto *v : {&x, &w, &bias})
+      for (float &f : *v)
+        f = dist(rng);
+    Device<float> dx(x), dw(w), dBias(bias), out(size_t(c.rows * c.experts));
+    LAUNCH(gpu::routerLogits(dx.get(), dw.get(), c.bias ? dBias.get() : nullptr,
+                             c.rows, c.hidden, c.experts, out.get(), nullptr));
+    std::vector<float> got = out.download();
+    double worst = 0;
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int64_t e = 0; e < c.experts; ++e) {
+        double dot = c.bias ? bias[e] : 0.0, magnitude = std::fabs(dot);
+        for (int64_t k = 0; k < c.hidden; ++k) {
+          double p = double(x[r * c.hidden + k]) * w[e * c.hidden + k];
+          dot += p;
+          magnitude += std::fabs(p);
+        }
+        worst = std::max(worst,
+                         std::fabs(got[r * c.experts + e] - dot) / magnitude);
+      }
+    EXPECT_LE(worst, 1e-5);
+  }
+}
+
 //===----------------------------------------------------------------------===//
 // Gated activations
 //===----------------------------------------------------------------------===//

@@ -85,9 +85,10 @@ cudaError_t headRmsNorm(bf16 *x, const bf16 *weight, int64_t vectors,
 // Router
 //===----------------------------------------------------------------------===//
 
-// Router logits all in fp32: out[r, e] = x[r]·w[e] (+ bias[e]). Expert
-// choices hinge on near-ties that bf16 rounding of x, w or the scores would
-// flip.
+// Router logits all in fp32: out[r, e] = x[r]·w[e] (+ bias[e]) for x [rows,
+// hidden] and w [experts, hidden]. Expert choices hinge on near-ties that
+// bf16 (or TF32) rounding of x, w or the scores would flip.
+// cudaErrorInvalidValue for hidden ≤ 0 or negative sizes.
 cudaError_t routerLogits(const float *x, const float *w, const float *bias,
                          int64_t rows, int64_t hidden, int64_t experts,
                          float *out, cudaStream_t stream);

@@ -147,17 +147,23 @@ __global__ void routerKernel(RouterArgs a) {
   }
 }
 
-constexpr int kLogitThreads = 256;
+// Router logits in fp32 without TF32 (expert choices hinge on near-ties),
+// by one of two kernels. Many rows (prefill): a tiled GEMM, a block
+// computing 64 rows × 64 experts from 32-wide k slices of x and w in shared
+// memory (a thread 4 × 4 of them, each summing its k in order), so x is read
+// once per 64 experts and w once per 64 rows. Few rows (decode): those
+// tiles are too few blocks to fill the GPU, and a warp per (row, expert)
+// is faster, though it reads both vectors for every output.
+constexpr int kLogitTile = 64;
+constexpr int kLogitK = 32;
+constexpr int kLogitThreads = 256; // 16 × 16, each 4 × 4 outputs
+// Tiles below which the warp kernel runs: about two per SM of an H100.
+constexpr int64_t kMinLogitTiles = 256;
 
-int blocksFor(int64_t n) {
-  return static_cast<int>((n + kLogitThreads - 1) / kLogitThreads);
-}
-
-// Router logits, one warp per (row, expert).
-__global__ void routerLogitsKernel(const float *x, const float *w,
-                                   const float *bias, int64_t rows,
-                                   int64_t hidden, int64_t experts,
-                                   float *out) {
+__global__ void __launch_bounds__(kLogitThreads)
+    routerLogitsWarpKernel(const float *x, const float *w, const float *bias,
+                           int64_t rows, int64_t hidden, int64_t experts,
+                           float *out) {
   int64_t task = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
   int lane = threadIdx.x % 32;
   if (task >= rows * experts)
@@ -170,6 +176,57 @@ __global__ void routerLogitsKernel(const float *x, const float *w,
     sum += __shfl_xor_sync(0xffffffffu, sum, offset);
   if (lane == 0)
     out[task] = sum + (bias ? bias[e] : 0.0f);
+}
+
+__global__ void __launch_bounds__(kLogitThreads)
+    routerLogitsKernel(const float *x, const float *w, const float *bias,
+                       int64_t rows, int64_t hidden, int64_t experts,
+                       float *out) {
+  // [k][row or expert], padded so that a warp's stores of one row's 32 k
+  // values fall in distinct banks.
+  __shared__ float xs[kLogitK][kLogitTile + 1];
+  __shared__ float ws[kLogitK][kLogitTile + 1];
+  const int64_t row0 = int64_t(blockIdx.x) * kLogitTile;
+  const int64_t expert0 = int64_t(blockIdx.y) * kLogitTile;
+  const int tid = threadIdx.x;
+  const int ty = tid / 16, tx = tid % 16;
+  float acc[4][4] = {};
+  for (int64_t k0 = 0; k0 < hidden; k0 += kLogitK) {
+    for (int i = tid; i < kLogitTile * kLogitK; i += kLogitThreads) {
+      const int r = i / kLogitK, kk = i % kLogitK;
+      const int64_t k = k0 + kk;
+      const bool inK = k < hidden;
+      xs[kk][r] = inK && row0 + r < rows ? x[(row0 + r) * hidden + k] : 0.0f;
+      ws[kk][r] =
+          inK && expert0 + r < experts ? w[(expert0 + r) * hidden + k] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int kk = 0; kk < kLogitK; ++kk) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        a[i] = xs[kk][ty + 16 * i];
+        b[i] = ws[kk][tx + 16 * i];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t r = row0 + ty + 16 * i;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t e = expert0 + tx + 16 * j;
+      if (r < rows && e < experts)
+        out[r * experts + e] = acc[i][j] + (bias ? bias[e] : 0.0f);
+    }
+  }
 }
 
 } // namespace
@@ -192,8 +249,24 @@ cudaError_t routerLogits(const float *x, const float *w, const float *bias,
                          float *out, cudaStream_t stream) {
   if (rows * experts == 0)
     return cudaSuccess;
-  routerLogitsKernel<<<blocksFor(rows * experts * 32), kLogitThreads, 0,
-                       stream>>>(x, w, bias, rows, hidden, experts, out);
+  if (rows < 0 || hidden <= 0 || experts < 0)
+    return cudaErrorInvalidValue;
+  const int64_t rowTiles = (rows + kLogitTile - 1) / kLogitTile;
+  const int64_t expertTiles = (experts + kLogitTile - 1) / kLogitTile;
+  if (rowTiles > INT32_MAX || expertTiles > 65535)
+    return cudaErrorInvalidValue;
+  if (rowTiles * expertTiles < kMinLogitTiles) {
+    const int64_t threads = rows * experts * 32;
+    routerLogitsWarpKernel<<<static_cast<unsigned>(
+                                 (threads + kLogitThreads - 1) / kLogitThreads),
+                             kLogitThreads, 0, stream>>>(x, w, bias, rows,
+                                                         hidden, experts, out);
+    return cudaGetLastError();
+  }
+  routerLogitsKernel<<<dim3(static_cast<unsigned>(rowTiles),
+                            static_cast<unsigned>(expertTiles)),
+                       kLogitThreads, 0, stream>>>(x, w, bias, rows, hidden,
+                                                   experts, out);
   return cudaGetLastError();
 }
 
