@@ -960,6 +960,7 @@ Status measureAttentionPrefill(const Context &ctx,
       args.seqStride = std::int64_t(length) * rowBytes;
       args.scale = 1.0f / std::sqrt(static_cast<float>(s.headDim));
       args.workspace = ws.as<float>();
+      args.rowsPerSequence = length;
       auto t = timeCalls(ctx, [&](std::int64_t) -> Status {
         MOE_CUDA_TRY(kernels::attention(args, ctx.smCount, ctx.stream));
         return Status::success();

@@ -1,8 +1,9 @@
-// kernels::attention against a double-precision loop on the same bf16
-// inputs: GQA group sizes 1..16 (and one that is not a power of 2), every
-// head size, sliding windows, sinks, rows of mixed sequences and positions
-// (prefill-like runs and decode-like single rows), and long contexts split
-// over several blocks; caches in bf16 and in fp8 (against the values the
+// kernels::attention, its tensor-core kernel and its general one, against a
+// double-precision loop on the same bf16 inputs: GQA group sizes 1..32 (and
+// ones that are not a power of 2), every head size, sliding windows, sinks,
+// rows of mixed sequences and positions (prompt runs and decode-like single
+// rows, with the runs hint right and wrong), and long contexts split over
+// several blocks; caches in bf16 and in fp8 (against the values the
 // CPU reference's encoding stands for), and the fp8 encoding kernel against
 // that reference bit for bit. The output is poisoned (NaN) before each
 // launch.
@@ -42,14 +43,17 @@ struct Case {
   // consecutive.
   std::vector<std::pair<int32_t, int32_t>> rows;
   bool fp8 = false;
+  // AttentionArgs::rowsPerSequence: a hint that must not change results.
+  int64_t rowsPerSequence = 1;
 };
 
-void runCase(const Case &c, std::mt19937 &rng) {
+void runKernel(const Case &c, bool generalKernel, std::mt19937 &rng) {
   SCOPED_TRACE(testing::Message()
                << "heads " << c.heads << " kv " << c.kvHeads << " dim "
                << c.headDim << " rows " << c.rows.size() << " context "
                << c.maxContext << " window " << c.window << " sinks " << c.sinks
-               << " fp8 " << c.fp8);
+               << " fp8 " << c.fp8 << " rows per sequence " << c.rowsPerSequence
+               << " general kernel " << generalKernel);
   ASSERT_TRUE(kn::attentionSupports(c.heads, c.kvHeads, c.headDim));
   int64_t rows = static_cast<int64_t>(c.rows.size());
   int64_t qw = int64_t(c.heads) * c.headDim,
@@ -111,6 +115,8 @@ void runCase(const Case &c, std::mt19937 &rng) {
   a.maxSpan = maxSpan;
   a.scale = 1.0f / std::sqrt(float(c.headDim));
   a.workspace = static_cast<float *>(dWs);
+  a.rowsPerSequence = c.rowsPerSequence;
+  a.generalKernel = generalKernel;
   check(kn::attention(a, smCount, nullptr), "attention");
   check(cudaDeviceSynchronize(), "sync");
   std::vector<uint16_t> outBits(size_t(rows * qw));
@@ -157,6 +163,18 @@ void runCase(const Case &c, std::mt19937 &rng) {
   EXPECT_LE(relativeL2(got, ref), 1e-2);
 }
 
+// The case on the tensor-core kernel (head_dim 64 and 128) and on the
+// general one, where each applies.
+void runCase(const Case &c, std::mt19937 &rng) {
+  const int group = c.heads / c.kvHeads;
+  const bool tensorCores = (c.headDim == 64 || c.headDim == 128) && group <= 64;
+  const bool general = group <= (c.headDim == 256 ? 8 : 16);
+  if (tensorCores)
+    runKernel(c, false, rng);
+  if (general)
+    runKernel(c, true, rng);
+}
+
 std::mt19937 seeded() {
   unsigned seed = std::random_device{}();
   std::printf("seed %u\n", seed);
@@ -168,14 +186,14 @@ TEST(Attention, DecodeRowsOfMixedSequences) {
   std::mt19937 rng = seeded();
   // (heads, kv heads, head dim): Mixtral, Qwen3-30B, Qwen2-MoE, GPT-OSS,
   // Qwen3-235B (16 per kv head), Qwen2-57B (7 per kv head), the tiny
-  // fixtures, head dim 256.
+  // fixtures, head dim 256; 32 and 48 per kv head (tensor cores only).
   struct Shape {
     int heads, kvHeads, headDim;
   };
-  for (Shape s :
-       {Shape{32, 8, 128}, Shape{32, 4, 128}, Shape{16, 16, 128},
-        Shape{64, 8, 64}, Shape{64, 4, 128}, Shape{28, 4, 128}, Shape{8, 2, 16},
-        Shape{4, 2, 16}, Shape{8, 4, 32}, Shape{16, 2, 256}}) {
+  for (Shape s : {Shape{32, 8, 128}, Shape{32, 4, 128}, Shape{16, 16, 128},
+                  Shape{64, 8, 64}, Shape{64, 4, 128}, Shape{28, 4, 128},
+                  Shape{8, 2, 16}, Shape{4, 2, 16}, Shape{8, 4, 32},
+                  Shape{16, 2, 256}, Shape{64, 2, 128}, Shape{96, 2, 64}}) {
     Case c{s.heads, s.kvHeads, s.headDim, 9, 1200, 0, false, {}};
     // Out of sequence order, short and long contexts, one at position 0.
     for (auto [seq, pos] : std::vector<std::pair<int32_t, int32_t>>{
@@ -207,10 +225,40 @@ TEST(Attention, LongContextSplitOverBlocks) {
 TEST(Attention, PrefillRows) {
   MOE_REQUIRE_CUDA_DEVICE();
   std::mt19937 rng = seeded();
+  // Prompts of 300 rows: blocks of 64 / group rows straddle prompts.
+  for (bool fp8 : {false, true}) {
+    runCase({32, 8, 128, 3, 300, 0, false, prefillRows(3, 300), fp8, 300}, rng);
+    runCase({32, 4, 128, 3, 300, 0, false, prefillRows(3, 300), fp8, 300}, rng);
+    runCase({64, 8, 64, 2, 200, 0, false, prefillRows(2, 200), fp8, 200}, rng);
+    runCase({28, 4, 128, 2, 130, 0, false, prefillRows(2, 130), fp8, 130}, rng);
+    runCase({64, 2, 128, 2, 90, 0, false, prefillRows(2, 90), fp8, 90}, rng);
+    runCase({8, 2, 16, 4, 40, 0, false, prefillRows(4, 40), fp8, 40}, rng);
+  }
+  // The hint off either way: prompt rows said to be single, decode rows
+  // said to come in runs.
   runCase({32, 8, 128, 3, 300, 0, false, prefillRows(3, 300)}, rng);
-  runCase({8, 2, 16, 4, 40, 0, false, prefillRows(4, 40)}, rng);
-  runCase({32, 8, 128, 3, 300, 0, false, prefillRows(3, 300), true}, rng);
-  runCase({8, 2, 16, 4, 40, 0, false, prefillRows(4, 40), true}, rng);
+  Case decode{32, 8, 128, 9, 1200, 0, false, {}};
+  for (auto [seq, pos] : std::vector<std::pair<int32_t, int32_t>>{
+           {3, 1199}, {0, 0}, {7, 31}, {1, 32}, {8, 700}, {2, 65}})
+    decode.rows.push_back({seq, pos});
+  decode.rowsPerSequence = 64;
+  runCase(decode, rng);
+}
+
+TEST(Attention, PrefillChunkOfALongPrompt) {
+  MOE_REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng = seeded();
+  // 40 rows continuing a prompt at position 3,000: few rows, so the
+  // context is split over blocks; with a window, the rows' spans differ.
+  for (int64_t window : {int64_t(0), int64_t(128)}) {
+    Case c{32, 8, 128, 1, 3100, window, window > 0, {}};
+    for (int32_t p = 3000; p < 3040; ++p)
+      c.rows.push_back({0, p});
+    c.rowsPerSequence = 40;
+    runCase(c, rng);
+    c.fp8 = true;
+    runCase(c, rng);
+  }
 }
 
 TEST(Attention, SlidingWindowAndSinks) {
@@ -218,12 +266,13 @@ TEST(Attention, SlidingWindowAndSinks) {
   std::mt19937 rng = seeded();
   // GPT-OSS: window 128 and sinks, prefill and decode rows; the tiny
   // fixture's window 8 at head dim 16.
-  runCase({64, 8, 64, 2, 400, 128, true, prefillRows(2, 400)}, rng);
+  runCase({64, 8, 64, 2, 400, 128, true, prefillRows(2, 400), false, 400}, rng);
+  runCase({64, 8, 64, 2, 400, 128, true, prefillRows(2, 400), true, 400}, rng);
   Case decode{64, 8, 64, 4, 2000, 128, true, {}};
   for (int s = 0; s < 4; ++s)
     decode.rows.push_back({s, 100 + 600 * s});
   runCase(decode, rng);
-  runCase({4, 2, 16, 2, 30, 8, true, prefillRows(2, 30)}, rng);
+  runCase({4, 2, 16, 2, 30, 8, true, prefillRows(2, 30), false, 30}, rng);
   decode.fp8 = true;
   runCase(decode, rng);
 }
@@ -279,8 +328,10 @@ TEST(Attention, Fp8EncodingMatchesTheCpuReference) {
 
 TEST(Attention, RefusesUnsupportedShapes) {
   EXPECT_FALSE(kn::attentionSupports(32, 8, 96));  // head dim not a power of 2
-  EXPECT_FALSE(kn::attentionSupports(64, 2, 128)); // 32 heads per kv head
-  EXPECT_FALSE(kn::attentionSupports(32, 2, 256)); // 16 per kv head at 256
+  EXPECT_FALSE(kn::attentionSupports(128, 1, 128)); // 128 heads per kv head
+  EXPECT_FALSE(kn::attentionSupports(64, 2, 32));   // 32 per kv head at 32
+  EXPECT_FALSE(kn::attentionSupports(32, 2, 256));  // 16 per kv head at 256
+  EXPECT_TRUE(kn::attentionSupports(64, 2, 128));   // tensor cores: up to 64
   EXPECT_FALSE(kn::attentionSupports(30, 4, 128)); // kv heads ∤ heads
   EXPECT_TRUE(kn::attentionSupports(28, 4, 128));
 }

@@ -135,9 +135,14 @@ void ChunkedPass::layOutRows() {
   for (size_t c = 0; c < chunks_; ++c) {
     int64_t from = cuts_[c], to = cuts_[c + 1];
     int32_t span = 0;
-    for (int64_t r = first_ + from; r < first_ + to; ++r)
+    int64_t runs = 0;
+    for (int64_t r = first_ + from; r < first_ + to; ++r) {
       span = std::max(span, batch_.rows[r].position + 1);
+      runs +=
+          r == first_ + from || batch_.rows[r].slot != batch_.rows[r - 1].slot;
+    }
     chunkSpans_.push_back(span);
+    chunkRowsPerSlot_.push_back((to - from) / std::max<int64_t>(runs, 1));
     kvPasses_.push_back(chunkRows(
         batch_, first_ + from, first_ + to, s_.gpuSlots, s_.hostAttendedSlot,
         s_.maxContext, microBatch_, *s_.kvPages, tokens + from,
@@ -216,6 +221,7 @@ Step ChunkedPass::stepFor(size_t c) {
                   : HeadOutput{nullptr, out_.tokens + logits},
       .maxContext = s_.maxContext,
       .maxSpan = chunkSpans_[c],
+      .rowsPerSlot = chunkRowsPerSlot_[c],
       .smCount = s_.smCount,
       .perExpertGemmRows = perExpertGemmRows_,
       .expertMicroBatch = s_.expertMicroBatch,

@@ -80,6 +80,7 @@ private:
   std::vector<KvPass> kvPasses_;
   std::vector<size_t> chunkLogits_; // first logit of each chunk
   std::vector<int32_t> chunkSpans_; // Step::maxSpan of each chunk
+  std::vector<int64_t> chunkRowsPerSlot_; // Step::rowsPerSlot of each chunk
   int64_t movedBefore_ = 0;         // weight and KV bytes before the pass
 
   // Values crossing a segment boundary are parked per chunk, in one form

@@ -1,7 +1,11 @@
 // Softmax attention of query rows over KV caches (decode and prefill alike),
-// the kernel the hardware profiler times for the planner's cost model.
+// the kernels the hardware profiler times for the planner's cost model.
+// head_dim 64 and 128 run on tensor cores (AttentionMma.cu); this file holds
+// the split plan, the merge of splits and the general kernel, which takes
+// every other head size on CUDA cores.
 //
-// Design (memory bound: every K/V byte a row attends to is read once):
+// General kernel design (memory bound: every K/V byte a row attends to is
+// read once):
 //  * grid (rows, kvHeads, splits); a block of kWarps warps serves one
 //    (row, kv head) and all the query heads that share it (GQA), so K/V are
 //    read once per group, not once per query head;
@@ -21,6 +25,7 @@
 //    a few rows have long contexts (decode), the context is split over
 //    several blocks, partials go to a workspace and a second kernel merges
 //    them. A sink joins that final merge as a logit without a value.
+#include "runtime/backends/cuda/kernels/AttentionMma.h"
 #include "runtime/backends/cuda/kernels/Kernels.cuh"
 
 #include <algorithm>
@@ -382,6 +387,8 @@ struct SplitPlan {
   int splits;
   int tokensPerWarp;
 };
+// Both kernels take the same splits: a split is whole tensor-core tiles.
+static_assert(kWarps * kTile % detail::kAttentionMmaTile == 0);
 
 // Enough blocks for about two waves; long contexts of few rows are split.
 SplitPlan planSplits(int64_t rows, int kvHeads, int maxSpan, int smCount) {
@@ -409,12 +416,6 @@ cudaError_t launchAttention(const AttentionArgs &a, SplitPlan plan,
   dim3 grid(static_cast<unsigned>(a.rows), a.kvHeads, plan.splits);
   attentionKernel<HD, G, F8>
       <<<grid, kWarps * 32, smem, stream>>>(a, plan.tokensPerWarp, plan.splits);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || plan.splits == 1)
-    return err;
-  combineSplitsKernel<HD>
-      <<<dim3(static_cast<unsigned>(a.rows), a.heads), std::max(HD, 32),
-         plan.splits * sizeof(float), stream>>>(a, plan.splits);
   return cudaGetLastError();
 }
 
@@ -457,13 +458,27 @@ cudaError_t launchForDtype(const AttentionArgs &a, SplitPlan plan,
                : launchForGroup<HD, false>(a, plan, stream);
 }
 
+template <int HD>
+cudaError_t combine(const AttentionArgs &a, int splits, cudaStream_t stream) {
+  combineSplitsKernel<HD><<<dim3(static_cast<unsigned>(a.rows), a.heads),
+                            std::max(HD, 32), splits * sizeof(float),
+                            stream>>>(a, splits);
+  return cudaGetLastError();
+}
+
+bool generalSupports(int heads, int kvHeads, int headDim) {
+  bool dim = headDim == 16 || headDim == 32 || headDim == 64 ||
+             headDim == 128 || headDim == 256;
+  return dim && kvHeads > 0 && heads % kvHeads == 0 &&
+         groupBound(heads, kvHeads, headDim) > 0;
+}
+
 } // namespace
 
 bool attentionSupports(int heads, int kvHeads, int headDim) {
-  bool dim = headDim == 16 || headDim == 32 || headDim == 64 ||
-             headDim == 128 || headDim == 256;
-  return dim && kvHeads > 0 && kvHeads <= 65535 && heads % kvHeads == 0 &&
-         heads <= 65535 && groupBound(heads, kvHeads, headDim) > 0;
+  return kvHeads > 0 && kvHeads <= 65535 && heads <= 65535 &&
+         (generalSupports(heads, kvHeads, headDim) ||
+          detail::attentionMmaApplies(heads, kvHeads, headDim));
 }
 
 size_t attentionWorkspaceBytes(int64_t rows, int heads, int kvHeads,
@@ -491,17 +506,46 @@ cudaError_t attention(const AttentionArgs &a, int smCount,
   SplitPlan plan = planSplits(a.rows, a.kvHeads, a.maxSpan, smCount);
   if (plan.splits > 1 && a.workspace == nullptr)
     return cudaErrorInvalidValue;
+  const bool tensorCores =
+      !a.generalKernel &&
+      detail::attentionMmaApplies(a.heads, a.kvHeads, a.headDim);
+  if (!tensorCores && !generalSupports(a.heads, a.kvHeads, a.headDim))
+    return cudaErrorInvalidValue;
+  cudaError_t err = cudaSuccess;
+  if (tensorCores) {
+    err = detail::launchAttentionMma(a, plan.tokensPerWarp * kWarps,
+                                     plan.splits, stream);
+  } else {
+    switch (a.headDim) {
+    case 16:
+      err = launchForDtype<16>(a, plan, stream);
+      break;
+    case 32:
+      err = launchForDtype<32>(a, plan, stream);
+      break;
+    case 64:
+      err = launchForDtype<64>(a, plan, stream);
+      break;
+    case 128:
+      err = launchForDtype<128>(a, plan, stream);
+      break;
+    default:
+      err = launchForDtype<256>(a, plan, stream);
+    }
+  }
+  if (err != cudaSuccess || plan.splits == 1)
+    return err;
   switch (a.headDim) {
   case 16:
-    return launchForDtype<16>(a, plan, stream);
+    return combine<16>(a, plan.splits, stream);
   case 32:
-    return launchForDtype<32>(a, plan, stream);
+    return combine<32>(a, plan.splits, stream);
   case 64:
-    return launchForDtype<64>(a, plan, stream);
+    return combine<64>(a, plan.splits, stream);
   case 128:
-    return launchForDtype<128>(a, plan, stream);
+    return combine<128>(a, plan.splits, stream);
   default:
-    return launchForDtype<256>(a, plan, stream);
+    return combine<256>(a, plan.splits, stream);
   }
 }
 

@@ -166,7 +166,18 @@ struct AttentionArgs {
   int maxSpan = 0;
   float scale = 1.0f;
   float *workspace = nullptr; // attentionWorkspaceBytes() bytes
+  // Rows of one sequence that sit next to each other: a prompt's rows in
+  // prefill, 1 in decode. The tensor-core kernel then reads each K/V tile
+  // once for up to 64 / (heads / kvHeads) of them. Results do not depend
+  // on it.
+  int64_t rowsPerSequence = 1;
+  // The CUDA-core kernel even where the tensor-core one applies (tests and
+  // timings compare the two).
+  bool generalKernel = false;
 };
+// head_dim 64 or 128 with up to 64 heads per kv head (tensor cores); or
+// head_dim 16..256, a power of 2, with up to 16 heads per kv head (8 at
+// 256).
 bool attentionSupports(int heads, int kvHeads, int headDim);
 // Device workspace for partial results when few rows have long contexts
 // (split over several blocks); 0 otherwise. smCount: the device's

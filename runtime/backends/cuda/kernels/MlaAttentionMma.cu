@@ -81,19 +81,6 @@ __device__ __forceinline__ uint32_t queryPair(const MlaAttentionArgs &a,
   return *reinterpret_cast<const uint32_t *>(p);
 }
 
-// Eight E4M3 codes as eight bf16 (exact).
-__device__ __forceinline__ uint4 widenFp8x8(uint2 codes) {
-  uint32_t w[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const unsigned word = i < 2 ? codes.x : codes.y;
-    float2 f =
-        fp8x2ToFloat2(static_cast<unsigned short>(word >> (16 * (i & 1))));
-    w[i] = packBf16x2(f.x, f.y);
-  }
-  return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
 template <int L, int R, bool F8>
 __global__ void __launch_bounds__(kThreads, 2)
     mlaMmaKernel(MlaAttentionArgs a, int groups, int tokensPerSplit,

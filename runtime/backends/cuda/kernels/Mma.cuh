@@ -1,11 +1,14 @@
 // Warp-level tensor-core helpers (sm_80+): ldmatrix loads of 8×8 bf16 tiles
-// from shared memory and the m16n8k16 bf16 MMA with fp32 accumulators.
+// from shared memory, the m16n8k16 bf16 MMA with fp32 accumulators, and
+// fp8 codes widened into its bf16 operands.
 // Fragment layout (lane = 4·g + t): A [16×16] row-major, a[0] = (g, 2t..2t+1),
 // a[1] = (g + 8, ..), a[2] = (g, 2t + 8..), a[3] = (g + 8, 2t + 8..);
 // B [16×8] as b[0] = (k 2t..2t+1, n g), b[1] = (k 2t + 8.., n g);
 // C [16×8] as c[0..1] = (g, 2t..2t+1), c[2..3] = (g + 8, 2t..2t+1).
 // Included only by .cu files.
 #pragma once
+
+#include "runtime/backends/cuda/kernels/Kernels.cuh"
 
 #include <cuda_bf16.h>
 
@@ -47,6 +50,19 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4],
 __device__ __forceinline__ uint32_t packBf16x2(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<uint32_t *>(&v);
+}
+
+// Eight E4M3 codes as eight bf16 (exact).
+__device__ __forceinline__ uint4 widenFp8x8(uint2 codes) {
+  uint32_t w[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const unsigned word = i < 2 ? codes.x : codes.y;
+    float2 f =
+        fp8x2ToFloat2(static_cast<unsigned short>(word >> (16 * (i & 1))));
+    w[i] = packBf16x2(f.x, f.y);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
 } // namespace moe::cuda::kernels::detail

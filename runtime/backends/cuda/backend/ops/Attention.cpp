@@ -123,6 +123,7 @@ Status runAttention(Step &step, const AttentionOp &k, const KvCache &cache,
                      ? int32_t(std::min<int64_t>(step.maxSpan, k.window))
                      : step.maxSpan;
   args.scale = k.scale;
+  args.rowsPerSequence = step.rowsPerSlot;
   // Rows [first, first + count) against the K/V array kCache / vCache.
   auto attend = [&](int64_t first, int64_t count, const uint8_t *kCache,
                     const uint8_t *vCache) -> Status {

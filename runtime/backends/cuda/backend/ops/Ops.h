@@ -191,6 +191,9 @@ struct Step {
   HeadOutput head; // host
   int32_t maxContext;
   int32_t maxSpan; // the longest context a row attends to (+1: its own)
+  // Rows per run of one slot's consecutive rows: a prompt's chunk in
+  // prefill, 1 in decode.
+  int64_t rowsPerSlot;
   int layer = -1;  // of the op running, for traced spans
   int smCount;
   int64_t perExpertGemmRows;
