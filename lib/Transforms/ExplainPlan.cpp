@@ -222,11 +222,12 @@ void printText(raw_ostream &os, ModelAttr model, BatchingAttr b,
   row(os, "roofline bound",
       llvm::formatv(
           "{0}, {1:F4} s = {2:P0} of the predicted step (pcie "
-          "{3:F4} s, compute {4:F4} s, kv {5:F4} s, host kv {6:F4} s)",
+          "{3:F4} s, compute {4:F4} s, hbm {5:F4} s, host kv {6:F4} s)",
           cast<StringAttr>(roofline.get("bound")).getValue(),
           number(roofline, "seconds"), number(roofline, "fraction_of_step"),
           number(roofline, "pcie_seconds"), number(roofline, "compute_seconds"),
-          number(roofline, "kv_seconds"), number(roofline, "host_kv_seconds")));
+          number(roofline, "hbm_seconds"),
+          number(roofline, "host_kv_seconds")));
   auto stages = [&](StringRef title, StringRef key) {
     os << title << ", time per stage\n";
     for (NamedAttribute stage : report.getAs<DictionaryAttr>(key))

@@ -218,7 +218,7 @@ DictionaryAttr SelectBatchSizesPass::report(const cm::PlanChoice &choice,
           .add("bound", cm::rooflineBoundName(roofline.bound))
           .add("pcie_seconds", roofline.pcieSeconds)
           .add("compute_seconds", roofline.computeSeconds)
-          .add("kv_seconds", roofline.kvSeconds)
+          .add("hbm_seconds", roofline.hbmSeconds)
           .add("host_kv_seconds", roofline.hostKvSeconds)
           .add("seconds", roofline.seconds())
           .add("fraction_of_step", roofline.seconds() / best.decodeStepSeconds)

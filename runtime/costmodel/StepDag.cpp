@@ -77,6 +77,22 @@ ExpertLoad expectedExpertLoad(const ModuleCosts &module, int64_t tokens) {
   return load;
 }
 
+// The bytes of a module's weights `tokens` tokens read from GPU memory.
+double weightBytesRead(const ModelCosts &model, const ModuleCosts &module,
+                       int64_t tokens) {
+  switch (module.kind) {
+  case ModuleKind::RoutedExperts:
+    return expectedExpertLoad(module, tokens).activeExperts *
+           double(module.expertWeightBytes);
+  case ModuleKind::Embedding:
+    return std::min(double(module.weightBytes),
+                    double(tokens) * double(model.hiddenSize) *
+                        double(model.activationElementBytes));
+  default:
+    return double(module.weightBytes);
+  }
+}
+
 // Below this mean of rows per expert the CUDA backend runs an expert layer
 // as one grouped launch per GEMM, from it as one GEMM per expert
 // (CudaBackendOptions::perExpertGemmRows).
@@ -457,6 +473,7 @@ Result<StepDag> buildDecodeStepDag(const ModelCosts &model, const Plan &plan,
     const auto &modules = model.layers[l].modules;
     for (size_t m = 0; m < modules.size(); ++m) {
       const ModuleCosts &module = modules[m];
+      traffic.weightBytesRead += weightBytesRead(model, module, batch);
       if (module.kind != ModuleKind::Attention) {
         builder.addModuleCompute(l, m, batch, {});
         continue;
@@ -662,8 +679,8 @@ std::string_view rooflineBoundName(RooflineBound bound) {
     return "PCIe bytes";
   case RooflineBound::GemmFlops:
     return "GEMM FLOPs";
-  case RooflineBound::KvBandwidth:
-    return "KV bandwidth";
+  case RooflineBound::HbmBytes:
+    return "HBM bytes";
   case RooflineBound::HostKvBandwidth:
     return "host KV bandwidth";
   }
@@ -671,7 +688,7 @@ std::string_view rooflineBoundName(RooflineBound bound) {
 }
 
 double Roofline::seconds() const {
-  return std::max({pcieSeconds, computeSeconds, kvSeconds, hostKvSeconds});
+  return std::max({pcieSeconds, computeSeconds, hbmSeconds, hostKvSeconds});
 }
 
 Roofline rooflineOf(const StepTraffic &traffic,
@@ -680,19 +697,20 @@ Roofline rooflineOf(const StepTraffic &traffic,
   roofline.pcieSeconds = profile.copySeconds(traffic.bytesToGpu(),
                                              CopyDirection::HostToDevicePinned);
   roofline.computeSeconds = profile.peakComputeSeconds(traffic.flops);
-  roofline.kvSeconds = profile.hbmSeconds(traffic.kvBytesRead);
+  roofline.hbmSeconds =
+      profile.hbmSeconds(traffic.kvBytesRead + traffic.weightBytesRead);
   if (roofline.computeSeconds > roofline.pcieSeconds)
     roofline.bound = RooflineBound::GemmFlops;
-  if (roofline.kvSeconds >
+  if (roofline.hbmSeconds >
       std::max(roofline.pcieSeconds, roofline.computeSeconds))
-    roofline.bound = RooflineBound::KvBandwidth;
+    roofline.bound = RooflineBound::HbmBytes;
   if (std::optional<double> rate =
           profile.hostReadBytesPerSecond(/*whileCopying=*/true);
       rate && traffic.hostKvBytesRead > 0)
     roofline.hostKvSeconds = traffic.hostKvBytesRead / *rate;
   if (roofline.hostKvSeconds >
       std::max(
-          {roofline.pcieSeconds, roofline.computeSeconds, roofline.kvSeconds}))
+          {roofline.pcieSeconds, roofline.computeSeconds, roofline.hbmSeconds}))
     roofline.bound = RooflineBound::HostKvBandwidth;
   return roofline;
 }

@@ -25,6 +25,10 @@ struct StepTraffic {
   double bytesToHost = 0;
   double flops = 0;
   double kvBytesRead = 0;     // KV read by attention from GPU memory.
+  // Weights read from GPU memory, each once a step; of routed experts only
+  // those the step's tokens are expected to pick, of the embedding only
+  // their rows.
+  double weightBytesRead = 0;
   double hostKvBytesRead = 0; // KV the host's cores attend over.
 
   double bytesToGpu() const {
@@ -56,16 +60,16 @@ Result<StepDag> buildPrefillDag(const ModelCosts &model, const Plan &plan,
                                 const HardwareProfile &profile,
                                 std::optional<int64_t> prompts = {});
 
-enum class RooflineBound { PcieBytes, GemmFlops, KvBandwidth, HostKvBandwidth };
+enum class RooflineBound { PcieBytes, GemmFlops, HbmBytes, HostKvBandwidth };
 std::string_view rooflineBoundName(RooflineBound bound);
 
-// max(PCIe bytes / H2D bandwidth, FLOPs / peak GEMM rate, KV bytes / HBM
-// bandwidth, host KV bytes / the host's read bandwidth) for one step, and
-// which term is the max.
+// max(PCIe bytes / H2D bandwidth, FLOPs / peak GEMM rate, (KV + weight)
+// bytes read from GPU memory / HBM bandwidth, host KV bytes / the host's
+// read bandwidth) for one step, and which term is the max.
 struct Roofline {
   double pcieSeconds = 0;
   double computeSeconds = 0;
-  double kvSeconds = 0;
+  double hbmSeconds = 0;
   double hostKvSeconds = 0;
   RooflineBound bound = RooflineBound::PcieBytes;
 

@@ -144,16 +144,37 @@ TEST(StepDagTest, StreamingBoundStepIsAsLongAsItsCopies) {
   EXPECT_LE(roofline.seconds(), result->makespan);
 }
 
-TEST(StepDagTest, ResidentStepIsComputeBound) {
+// A resident step reads its weights from GPU memory: at a small B they
+// bound it (routed experts only as many as its tokens pick); a large B
+// picks every expert and is bound by its FLOPs.
+TEST(StepDagTest, ResidentStepIsBoundByItsWeightsThenItsFlops) {
   ModelCosts model = tinyMoe();
   Plan plan = decodePlan(model);
   plan.kvGpuFraction = 1;
   plan.resident = residentPrefix(model, int64_t(residencyOrder(model).size()));
-  StepDag step = built(buildDecodeStepDag(model, plan, syntheticProfile()));
-  Roofline roofline = rooflineOf(step.traffic, syntheticProfile());
-  EXPECT_EQ(roofline.bound, RooflineBound::GemmFlops);
-  EXPECT_EQ(roofline.pcieSeconds, 0);
-  EXPECT_LE(roofline.seconds(), makespan(step));
+  double allWeights = 0;
+  for (const LayerCosts &layer : model.layers)
+    for (const ModuleCosts &module : layer.modules)
+      allWeights += double(module.weightBytes);
+  for (int64_t batch : {int64_t(1), int64_t(10), int64_t(4000)}) {
+    SCOPED_TRACE(batch);
+    plan.residentBatch = batch;
+    StepDag step = built(buildDecodeStepDag(model, plan, syntheticProfile()));
+    Roofline roofline = rooflineOf(step.traffic, syntheticProfile());
+    EXPECT_EQ(roofline.pcieSeconds, 0);
+    EXPECT_LE(roofline.seconds(), makespan(step));
+    EXPECT_LE(step.traffic.weightBytesRead, allWeights);
+    if (batch == 1) {
+      // Two of eight experts a layer; the embedding's one row.
+      const ModuleCosts &routed = model.layers[1].modules[3];
+      EXPECT_NEAR(step.traffic.weightBytesRead,
+                  allWeights - double(model.layers[0].modules[0].weightBytes) -
+                      4 * 6 * double(routed.expertWeightBytes) + 2 * 1000,
+                  1.0);
+    }
+    EXPECT_EQ(roofline.bound, batch == 4000 ? RooflineBound::GemmFlops
+                                            : RooflineBound::HbmBytes);
+  }
 }
 
 TEST(StepDagTest, ShallowRingSerialisesCopyAndCompute) {
