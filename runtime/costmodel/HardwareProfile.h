@@ -75,6 +75,11 @@ struct AttentionPoint {
   int64_t context = 0;
   double seconds = 0;
 };
+// What a curve's points are ordered and interpolated by: a decode point's
+// tokens read (batch · context), a prefill point's (row, key) pairs
+// (`batch` prompts of `context` rows, row p attending keys 0..p).
+int64_t attentionTokens(const AttentionPoint &point);
+double attentionPairs(const AttentionPoint &point);
 
 // Attention over bf16 KV of one head shape. Decode curves (one query token
 // per sequence): `batch` sequences at `context`. Prefill curves: `batch`
