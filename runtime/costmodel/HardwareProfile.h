@@ -159,7 +159,7 @@ struct HostMlaShapeProfile {
 
 struct HostCpuProfile {
   HostVectorIsa isa;
-  // The attention kernels measured: "avx512_bf16", "avx512" or "avx2".
+  // The attention kernels measured: "avx512_amx", "avx512" or "avx2".
   std::string kernelIsa;
   std::vector<NumaNode> numaNodes;
   std::vector<HostReadPoint> readBandwidth;       // sorted by threads

@@ -489,9 +489,9 @@ Result<std::optional<HostCpuProfile>> parseHostCpu(const Json &root) {
   auto kernelIsa = requireString(object, "kernel_isa", path);
   MOE_RETURN_IF_ERROR(kernelIsa);
   if (*kernelIsa != "avx2" && *kernelIsa != "avx512" &&
-      *kernelIsa != "avx512_bf16")
+      *kernelIsa != "avx512_amx")
     return makeError("host_cpu.kernel_isa: expected \"avx2\", \"avx512\" or "
-                     "\"avx512_bf16\", got \"{}\"",
+                     "\"avx512_amx\", got \"{}\"",
                      *kernelIsa);
   profile.kernelIsa = *kernelIsa;
 

@@ -2,12 +2,11 @@
 // implementation per instruction set behind one table: scoring a group of
 // query heads against a tile of cached rows, the softmax's scaling, maxima
 // and exponentials, mixing the tile's values by the heads' weights, and
-// widening fp8 rows
-// with scales per group within a vector (MLA's latent) to fp32 first. Rows are
-// converted in registers, each key and value vector once for the heads that
-// share it. The driver keeps everything else (tiles, the online softmax's
-// running maxima and sums, splits, merging) scalar and shared. Widths are
-// multiples of 8 elements.
+// widening fp8 rows with scales per group within a vector (MLA's latent) to
+// fp32 first. Rows are converted in registers, each key and value vector
+// once per block of the heads that share it. The driver keeps everything else
+// (tiles, the online softmax's running maxima and sums, splits, merging) scalar
+// and shared. Widths are multiples of 8 elements.
 #pragma once
 
 #include "runtime/host/CpuFeatures.h"
@@ -38,12 +37,12 @@ struct TileKernels {
   /// q [heads][width].
   void (*score)(const float *q, int64_t heads, TileRows keys, int64_t count,
                 int64_t width, float *scores, int64_t scoreStride);
-  /// scores[h·scoreStride + t] = q[h] · keys[t] with q [heads][width] and
-  /// keys in bf16, by bf16 dot products or AMX tiles (exact products, fp32
-  /// sums); null where the instruction set has none.
-  void (*scoreBf16)(const uint16_t *q, int64_t heads, TileRows keys,
-                    int64_t count, int64_t width, float *scores,
-                    int64_t scoreStride);
+  /// score's result from bf16 q [heads][width] and bf16 keys by AMX tiles
+  /// (exact products, fp32 sums) for heads and count multiples of 16 and
+  /// width of 32; null where the instruction set has none.
+  void (*scoreAmx)(const uint16_t *q, int64_t heads, TileRows keys,
+                   int64_t count, int64_t width, float *scores,
+                   int64_t scoreStride);
   /// x[i] ·= scale (· factors[i] where given) for i < n; returns their max.
   float (*scaleMax)(float *x, int64_t n, float scale, const float *factors);
   /// x[i] = exp(x[i] − shift) for i < n; returns their sum. Then, where
@@ -60,12 +59,12 @@ struct TileKernels {
 /// with function-level targets, so the binary runs on any x86-64 host).
 const TileKernels &avx2TileKernels();
 const TileKernels &avx512TileKernels();
-const TileKernels &avx512Bf16TileKernels();
+const TileKernels &avx512AmxTileKernels();
 
 inline const TileKernels &tileKernels(VectorIsa isa) {
   switch (isa) {
-  case VectorIsa::avx512bf16:
-    return avx512Bf16TileKernels();
+  case VectorIsa::avx512amx:
+    return avx512AmxTileKernels();
   case VectorIsa::avx512:
     return avx512TileKernels();
   case VectorIsa::avx2:

@@ -1,23 +1,18 @@
 // AVX-512 (F, BW, VL) tiles: 16 fp32 lanes, a masked half vector for widths
-// that are an odd multiple of 8; with AVX-512-BF16, scores over bf16 keys by
-// bf16 dot products, or by AMX tiles for 16 heads × 16 keys at a time.
+// that are an odd multiple of 8; with AMX, scores over bf16 keys for 16
+// heads × 16 keys at a time. Products are fp32 FMAs on rows widened in
+// registers: AVX-512-BF16's dot products retire at half the FMAs' rate of
+// multiply-adds on the cores measured, so they are not used.
 #include "runtime/host/AttentionTiles.h"
 
 #include <immintrin.h>
-
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
 
 #define MOE_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
-#define MOE_AVX512_BF16                                                        \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
 // Helpers inline into their callers, so their vector arrays stay in registers.
 #define MOE_AVX512_INLINE MOE_AVX512 inline __attribute__((always_inline))
-#define MOE_AVX512_BF16_INLINE                                                 \
-  MOE_AVX512_BF16 inline __attribute__((always_inline))
 #define MOE_AMX                                                                \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,"       \
                         "amx-tile,amx-bf16")))
@@ -25,21 +20,42 @@
 namespace moe::host {
 namespace {
 
-// Lanes of the 16-wide step at element e of width (8 or 16).
-MOE_AVX512_INLINE __mmask16 lanes(int64_t e, int64_t width) {
-  return e + 16 <= width ? __mmask16(0xFFFF) : __mmask16(0x00FF);
+// Steps along a vector are whole (16 lanes) or, at the end of a width
+// that is an odd multiple of 8, half: whole ones load without masks, so
+// their loads fold into the FMAs that use them.
+template <bool Whole> MOE_AVX512_INLINE __m512 loadPs(const float *p) {
+  if constexpr (Whole)
+    return _mm512_loadu_ps(p);
+  else
+    return _mm512_maskz_loadu_ps(0x00FF, p);
 }
 
-MOE_AVX512_INLINE __m512 bf16x16(const uint8_t *p, __mmask16 mask) {
-  __m256i raw = _mm256_maskz_loadu_epi16(mask, p);
+template <bool Whole> MOE_AVX512_INLINE void storePs(float *p, __m512 v) {
+  if constexpr (Whole)
+    _mm512_storeu_ps(p, v);
+  else
+    _mm512_mask_storeu_ps(p, 0x00FF, v);
+}
+
+template <bool Whole> MOE_AVX512_INLINE __m512 bf16x16(const uint8_t *p) {
+  __m256i raw;
+  if constexpr (Whole)
+    raw = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
+  else
+    raw = _mm256_maskz_loadu_epi16(0x00FF, p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
 }
 
 // E4M3 codes as fp32 bits (sign to bit 31, exponent and mantissa to bits
 // 20-26): the value times 2^-120, subnormal codes included. Sign-extended,
 // a code's bits 7-31 are all its sign, so one mask keeps bit 31.
-MOE_AVX512_INLINE __m512 fp8x16(const uint8_t *p, __mmask16 mask) {
-  __m512i x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, p));
+template <bool Whole> MOE_AVX512_INLINE __m512 fp8x16(const uint8_t *p) {
+  __m128i codes;
+  if constexpr (Whole)
+    codes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+  else
+    codes = _mm_maskz_loadu_epi8(0x00FF, p);
+  __m512i x = _mm512_cvtepi8_epi32(codes);
   return _mm512_castsi512_ps(_mm512_and_si512(
       _mm512_slli_epi32(x, 20), _mm512_set1_epi32(int(0x87F00000u))));
 }
@@ -79,36 +95,44 @@ MOE_AVX512 void widenFp8(const uint8_t *codes, const uint8_t *scales,
       std::memcpy(&groupScale, rowScales, sizeof groupScale);
       rowScales += sizeof groupScale;
       __m512 scale = _mm512_set1_ps(groupScale);
-      for (int64_t e = first; e < first + group; e += 16) {
-        __mmask16 m = lanes(e - first, group);
-        __m512 value = _mm512_mul_ps(fp8x16(row + e, m), unbias);
-        _mm512_mask_storeu_ps(to + e, m, _mm512_mul_ps(value, scale));
-      }
+      int64_t e = first;
+      for (; e + 16 <= first + group; e += 16)
+        storePs<true>(
+            to + e,
+            _mm512_mul_ps(_mm512_mul_ps(fp8x16<true>(row + e), unbias), scale));
+      if (e < first + group)
+        storePs<false>(
+            to + e, _mm512_mul_ps(_mm512_mul_ps(fp8x16<false>(row + e), unbias),
+                                  scale));
     }
   }
 }
 
-// Row sources: load(t, e, lanes) gives elements [e, e + 16) of row t.
+// Row sources: load<Whole>(t, e) gives elements [e, e + 16) of row t (the
+// first 8 of them for a half step).
 struct Fp32Rows {
   const uint8_t *base;
   int64_t stride;
-  MOE_AVX512_INLINE __m512 load(int64_t t, int64_t e, __mmask16 m) const {
-    return _mm512_maskz_loadu_ps(
-        m, reinterpret_cast<const float *>(base + t * stride) + e);
+  template <bool Whole>
+  MOE_AVX512_INLINE __m512 load(int64_t t, int64_t e) const {
+    return loadPs<Whole>(reinterpret_cast<const float *>(base + t * stride) +
+                         e);
   }
 };
 struct Bf16Rows {
   const uint8_t *base;
   int64_t stride;
-  MOE_AVX512_INLINE __m512 load(int64_t t, int64_t e, __mmask16 m) const {
-    return bf16x16(base + t * stride + 2 * e, m);
+  template <bool Whole>
+  MOE_AVX512_INLINE __m512 load(int64_t t, int64_t e) const {
+    return bf16x16<Whole>(base + t * stride + 2 * e);
   }
 };
 struct Fp8Rows {
   const uint8_t *base;
   int64_t stride;
-  MOE_AVX512_INLINE __m512 load(int64_t t, int64_t e, __mmask16 m) const {
-    return _mm512_mul_ps(fp8x16(base + t * stride + e, m),
+  template <bool Whole>
+  MOE_AVX512_INLINE __m512 load(int64_t t, int64_t e) const {
+    return _mm512_mul_ps(fp8x16<Whole>(base + t * stride + e),
                          _mm512_set1_ps(0x1p120f));
   }
 };
@@ -134,65 +158,74 @@ MOE_AVX512_INLINE __m512 sum16(const __m512 (&a)[16]) {
                        _mm512_shuffle_f32x4(x01, x23, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-// Rows of sum16's lanes: scores[h·scoreStride + j] = lane 4h + j.
-MOE_AVX512_INLINE void store4x4(__m512 sums, float *scores,
-                                int64_t scoreStride) {
-  _mm_storeu_ps(scores, _mm512_extractf32x4_ps(sums, 0));
-  _mm_storeu_ps(scores + scoreStride, _mm512_extractf32x4_ps(sums, 1));
-  _mm_storeu_ps(scores + 2 * scoreStride, _mm512_extractf32x4_ps(sums, 2));
-  _mm_storeu_ps(scores + 3 * scoreStride, _mm512_extractf32x4_ps(sums, 3));
+// One step of scoreBlock: a[h·T + j] += q[h][e, e + 16) · key t + j's.
+template <int H, int T, bool Whole, typename Rows>
+MOE_AVX512_INLINE void scoreStep(const float *q, const Rows &keys, int64_t t,
+                                 int64_t e, int64_t width, __m512 (&a)[16]) {
+  __m512 k[T];
+  for (int j = 0; j < T; ++j)
+    k[j] = keys.template load<Whole>(t + j, e);
+  for (int h = 0; h < H; ++h) {
+    __m512 qv = loadPs<Whole>(q + h * width + e);
+    for (int j = 0; j < T; ++j)
+      a[T * h + j] = _mm512_fmadd_ps(qv, k[j], a[T * h + j]);
+  }
 }
 
-// Scores of 4 heads × tokens [t, t + 4): each key vector converted once for
-// 4 heads, the 16 dot products reduced together.
-template <typename Rows>
-MOE_AVX512_INLINE void score4x4(const float *q, const Rows &keys, int64_t t,
-                                int64_t width, float *scores,
-                                int64_t scoreStride) {
+// Scores of H heads × T tokens from [t, t + T) (H·T ≤ 16): each key
+// vector converted once for the H heads, the dot products reduced
+// together; scores[h·scoreStride + j] = lane h·T + j of sum16.
+template <int H, int T, typename Rows>
+MOE_AVX512_INLINE void scoreBlock(const float *q, const Rows &keys, int64_t t,
+                                  int64_t width, float *scores,
+                                  int64_t scoreStride) {
+  static_assert(H * T <= 16);
   __m512 a[16];
   for (__m512 &v : a)
     v = _mm512_setzero_ps();
-  for (int64_t e = 0; e < width; e += 16) {
-    __mmask16 m = lanes(e, width);
-    __m512 k[4], qv[4];
-    for (int i = 0; i < 4; ++i) {
-      k[i] = keys.load(t + i, e, m);
-      qv[i] = _mm512_maskz_loadu_ps(m, q + i * width + e);
-    }
-    for (int h = 0; h < 4; ++h)
-      for (int j = 0; j < 4; ++j)
-        a[4 * h + j] = _mm512_fmadd_ps(qv[h], k[j], a[4 * h + j]);
-  }
-  store4x4(sum16(a), scores + t, scoreStride);
+  int64_t e = 0;
+  for (; e + 16 <= width; e += 16)
+    scoreStep<H, T, true>(q, keys, t, e, width, a);
+  if (e < width)
+    scoreStep<H, T, false>(q, keys, t, e, width, a);
+  alignas(64) float sums[16];
+  _mm512_store_ps(sums, sum16(a));
+  for (int h = 0; h < H; ++h)
+    std::memcpy(scores + h * scoreStride + t, sums + T * h, T * sizeof(float));
 }
 
-template <typename Rows>
-MOE_AVX512_INLINE float scoreOne(const float *q, const Rows &keys, int64_t t,
-                                 int64_t width) {
-  __m512 a = _mm512_setzero_ps();
-  for (int64_t e = 0; e < width; e += 16) {
-    __mmask16 m = lanes(e, width);
-    a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + e), keys.load(t, e, m), a);
+// Heads [h, h + H·⌊(heads − h) / H⌋) by blocks of H heads × 16 / H
+// tokens, the tokens past the last whole block by blocks of H × 1; returns
+// the first head left.
+template <int H, typename Rows>
+MOE_AVX512_INLINE int64_t scoreHeads(const float *q, int64_t h, int64_t heads,
+                                     const Rows &keys, int64_t count,
+                                     int64_t width, float *scores,
+                                     int64_t scoreStride) {
+  constexpr int T = 16 / H;
+  int64_t blocked = count / T * T;
+  for (; h + H <= heads; h += H) {
+    const float *qh = q + h * width;
+    float *sh = scores + h * scoreStride;
+    for (int64_t t = 0; t < blocked; t += T)
+      scoreBlock<H, T>(qh, keys, t, width, sh, scoreStride);
+    for (int64_t t = blocked; t < count; ++t)
+      scoreBlock<H, 1>(qh, keys, t, width, sh, scoreStride);
   }
-  return _mm512_reduce_add_ps(a);
+  return h;
 }
 
+// Blocks of 4 heads × 4 tokens, then of 2 × 8 and 1 × 16 for the heads
+// left. Wider blocks of heads convert each key vector fewer times but load
+// more query vectors per product, and measured slower.
 template <typename Rows>
 MOE_AVX512_INLINE void scoreRows(const float *q, int64_t heads,
                                  const Rows &keys, int64_t count, int64_t width,
                                  float *scores, int64_t scoreStride) {
-  int64_t h = 0, blocked = count / 4 * 4;
-  for (; h + 4 <= heads; h += 4) {
-    for (int64_t t = 0; t < blocked; t += 4)
-      score4x4(q + h * width, keys, t, width, scores + h * scoreStride,
-               scoreStride);
-    for (int64_t i = h; i < h + 4; ++i)
-      for (int64_t t = blocked; t < count; ++t)
-        scores[i * scoreStride + t] = scoreOne(q + i * width, keys, t, width);
-  }
-  for (; h < heads; ++h)
-    for (int64_t t = 0; t < count; ++t)
-      scores[h * scoreStride + t] = scoreOne(q + h * width, keys, t, width);
+  int64_t h =
+      scoreHeads<4>(q, 0, heads, keys, count, width, scores, scoreStride);
+  h = scoreHeads<2>(q, h, heads, keys, count, width, scores, scoreStride);
+  scoreHeads<1>(q, h, heads, keys, count, width, scores, scoreStride);
 }
 
 MOE_AVX512 void score(const float *q, int64_t heads, TileRows keys,
@@ -209,51 +242,6 @@ MOE_AVX512 void score(const float *q, int64_t heads, TileRows keys,
     return scoreRows(q, heads, Fp8Rows{keys.base, keys.strideBytes}, count,
                      width, scores, scoreStride);
   }
-}
-
-// Scores of 4 heads × tokens [t, t + 4) from bf16 q and keys, 32 elements
-// (16 pairs) per dot-product instruction.
-MOE_AVX512_BF16_INLINE void scoreBf16x4x4(const uint16_t *q,
-                                          const uint8_t *keys, int64_t stride,
-                                          int64_t width, float *scores,
-                                          int64_t scoreStride) {
-  __m512 a[16];
-  for (__m512 &v : a)
-    v = _mm512_setzero_ps();
-  for (int64_t e = 0; e < width; e += 32) {
-    __mmask32 m =
-        width - e >= 32 ? ~__mmask32(0) : (__mmask32(1) << (width - e)) - 1;
-    __m512bh k[4], qv[4];
-    for (int i = 0; i < 4; ++i) {
-      k[i] = (__m512bh)_mm512_maskz_loadu_epi16(m, keys + i * stride + 2 * e);
-      qv[i] = (__m512bh)_mm512_maskz_loadu_epi16(m, q + i * width + e);
-    }
-    for (int h = 0; h < 4; ++h)
-      for (int j = 0; j < 4; ++j)
-        a[4 * h + j] = _mm512_dpbf16_ps(a[4 * h + j], qv[h], k[j]);
-  }
-  store4x4(sum16(a), scores, scoreStride);
-}
-
-MOE_AVX512_BF16_INLINE float scoreBf16One(const uint16_t *q, const uint8_t *key,
-                                          int64_t width) {
-  __m512 a = _mm512_setzero_ps();
-  for (int64_t e = 0; e < width; e += 32) {
-    __mmask32 m =
-        width - e >= 32 ? ~__mmask32(0) : (__mmask32(1) << (width - e)) - 1;
-    a = _mm512_dpbf16_ps(a, (__m512bh)_mm512_maskz_loadu_epi16(m, q + e),
-                         (__m512bh)_mm512_maskz_loadu_epi16(m, key + 2 * e));
-  }
-  return _mm512_reduce_add_ps(a);
-}
-
-// AMX tiles: Linux grants a process their state (8 KiB a thread) on request.
-bool amxGranted() {
-  static const bool granted =
-      cpuFeatures().amxBf16 &&
-      syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
-              18 /* XFEATURE_XTILEDATA */) == 0;
-  return granted;
 }
 
 // Tiles 0-2 of 16 rows of 64 bytes.
@@ -295,9 +283,11 @@ transpose16(__m512i (&r)[16]) {
 // Scores of 16 heads × 16 bf16 keys by AMX: per 32 elements, A = the heads'
 // q (16 rows of 16 pairs) and B = the keys' pairs transposed (row i: pair i
 // of each key).
-MOE_AMX void scoreAmx(const uint16_t *q, int64_t heads, const uint8_t *keys,
-                      int64_t stride, int64_t count, int64_t width,
-                      float *scores, int64_t scoreStride) {
+MOE_AMX void scoreAmx(const uint16_t *q, int64_t heads, TileRows keyRows,
+                      int64_t count, int64_t width, float *scores,
+                      int64_t scoreStride) {
+  const uint8_t *keys = keyRows.base;
+  int64_t stride = keyRows.strideBytes;
   static const TileConfig config;
   alignas(64) __m512i pairs[16];
   _tile_loadconfig(&config);
@@ -318,29 +308,6 @@ MOE_AMX void scoreAmx(const uint16_t *q, int64_t heads, const uint8_t *keys,
       _tile_stored(0, scores + h * scoreStride + t, 4 * scoreStride);
     }
   _tile_release();
-}
-
-MOE_AVX512_BF16 void scoreBf16(const uint16_t *q, int64_t heads, TileRows keys,
-                               int64_t count, int64_t width, float *scores,
-                               int64_t scoreStride) {
-  const uint8_t *base = keys.base;
-  int64_t stride = keys.strideBytes;
-  if (heads % 16 == 0 && count % 16 == 0 && width % 32 == 0 && amxGranted())
-    return scoreAmx(q, heads, base, stride, count, width, scores, scoreStride);
-  int64_t h = 0, blocked = count / 4 * 4;
-  for (; h + 4 <= heads; h += 4) {
-    for (int64_t t = 0; t < blocked; t += 4)
-      scoreBf16x4x4(q + h * width, base + t * stride, stride, width,
-                    scores + h * scoreStride + t, scoreStride);
-    for (int64_t i = h; i < h + 4; ++i)
-      for (int64_t t = blocked; t < count; ++t)
-        scores[i * scoreStride + t] =
-            scoreBf16One(q + i * width, base + t * stride, width);
-  }
-  for (; h < heads; ++h)
-    for (int64_t t = 0; t < count; ++t)
-      scores[h * scoreStride + t] =
-          scoreBf16One(q + h * width, base + t * stride, width);
 }
 
 // Lanes of the step at i of n.
@@ -379,19 +346,21 @@ MOE_AVX512 float expSum(float *x, int64_t n, float shift,
 }
 
 // acc[h][e, e + 16·V) for H heads: each value vector converted once for H
-// heads.
-template <int H, int V, typename Rows>
+// heads, H·V accumulators (at most 16) in registers; Whole false: one half
+// vector, the last of a row.
+template <int H, int V, bool Whole, typename Rows>
 MOE_AVX512_INLINE void mixBlock(const float *weights, int64_t weightStride,
                                 const Rows &values, int64_t e, int64_t count,
                                 int64_t width, float *acc) {
+  static_assert(Whole || V == 1);
   __m512 a[H][V];
   for (int h = 0; h < H; ++h)
     for (int i = 0; i < V; ++i)
-      a[h][i] = _mm512_loadu_ps(acc + h * width + e + 16 * i);
+      a[h][i] = loadPs<Whole>(acc + h * width + e + 16 * i);
   for (int64_t t = 0; t < count; ++t) {
     __m512 v[V];
     for (int i = 0; i < V; ++i)
-      v[i] = values.load(t, e + 16 * i, 0xFFFF);
+      v[i] = values.template load<Whole>(t, e + 16 * i);
     for (int h = 0; h < H; ++h) {
       __m512 p = _mm512_set1_ps(weights[h * weightStride + t]);
       for (int i = 0; i < V; ++i)
@@ -400,54 +369,43 @@ MOE_AVX512_INLINE void mixBlock(const float *weights, int64_t weightStride,
   }
   for (int h = 0; h < H; ++h)
     for (int i = 0; i < V; ++i)
-      _mm512_storeu_ps(acc + h * width + e + 16 * i, a[h][i]);
+      storePs<Whole>(acc + h * width + e + 16 * i, a[h][i]);
 }
 
-// acc[first, width) for one head.
-template <typename Rows>
-MOE_AVX512_INLINE void mixOne(const float *w, const Rows &values, int64_t count,
-                              int64_t first, int64_t width, float *acc) {
-  for (int64_t e = first; e < width; e += 16) {
-    __mmask16 m = lanes(e, width);
-    __m512 sum = _mm512_maskz_loadu_ps(m, acc + e);
-    for (int64_t t = 0; t < count; ++t)
-      sum = _mm512_fmadd_ps(_mm512_set1_ps(w[t]), values.load(t, e, m), sum);
-    _mm512_mask_storeu_ps(acc + e, m, sum);
-  }
-}
-
-// Heads [h, h + H·⌊(heads − h) / H⌋) in blocks of H × 16·V elements, the
-// rest of each row by mixOne; returns the first head left.
-template <int H, int V, typename Rows>
+// Heads [h, h + H·⌊(heads − h) / H⌋) in blocks of H heads × 16 / H
+// vectors (at most 8), the rest of each row a vector at a time; returns
+// the first head left.
+template <int H, typename Rows>
 MOE_AVX512_INLINE int64_t mixHeads(const float *weights, int64_t weightStride,
                                    int64_t h, int64_t heads, const Rows &values,
                                    int64_t count, int64_t width, float *acc) {
-  int64_t blocked = width / (16 * V) * (16 * V);
+  constexpr int V = H >= 2 ? 16 / H : 8;
+  int64_t whole = width / 16, blocked = whole / V * V;
   for (; h + H <= heads; h += H) {
-    for (int64_t e = 0; e < blocked; e += 16 * V)
-      mixBlock<H, V>(weights + h * weightStride, weightStride, values, e, count,
-                     width, acc + h * width);
-    for (int64_t i = h; i < h + H; ++i)
-      mixOne(weights + i * weightStride, values, count, blocked, width,
-             acc + i * width);
+    const float *w = weights + h * weightStride;
+    float *a = acc + h * width;
+    for (int64_t i = 0; i < blocked; i += V)
+      mixBlock<H, V, true>(w, weightStride, values, 16 * i, count, width, a);
+    for (int64_t i = blocked; i < whole; ++i)
+      mixBlock<H, 1, true>(w, weightStride, values, 16 * i, count, width, a);
+    if (16 * whole < width)
+      mixBlock<H, 1, false>(w, weightStride, values, 16 * whole, count, width,
+                            a);
   }
   return h;
 }
 
-// MLA's 16 heads share each latent row: 16 heads × 16 elements per block
-// convert each vector once for all of them; GQA's groups of 4 heads take
-// 4 × 32.
+// The widest block of heads the heads fill, as for the scores.
 template <typename Rows>
 MOE_AVX512_INLINE void mixRows(const float *weights, int64_t weightStride,
                                int64_t heads, const Rows &values, int64_t count,
                                int64_t width, float *acc) {
-  int64_t h = mixHeads<16, 1>(weights, weightStride, 0, heads, values, count,
-                              width, acc);
-  h = mixHeads<4, 2>(weights, weightStride, h, heads, values, count, width,
-                     acc);
-  for (; h < heads; ++h)
-    mixOne(weights + h * weightStride, values, count, 0, width,
-           acc + h * width);
+  int64_t h =
+      mixHeads<16>(weights, weightStride, 0, heads, values, count, width, acc);
+  h = mixHeads<8>(weights, weightStride, h, heads, values, count, width, acc);
+  h = mixHeads<4>(weights, weightStride, h, heads, values, count, width, acc);
+  h = mixHeads<2>(weights, weightStride, h, heads, values, count, width, acc);
+  mixHeads<1>(weights, weightStride, h, heads, values, count, width, acc);
 }
 
 MOE_AVX512 void mix(const float *weights, int64_t weightStride, int64_t heads,
@@ -475,8 +433,8 @@ const TileKernels &avx512TileKernels() {
   return kernels;
 }
 
-const TileKernels &avx512Bf16TileKernels() {
-  static const TileKernels kernels{widenFp8, score,  scoreBf16,
+const TileKernels &avx512AmxTileKernels() {
+  static const TileKernels kernels{widenFp8, score,  scoreAmx,
                                    scaleMax, expSum, mix};
   return kernels;
 }

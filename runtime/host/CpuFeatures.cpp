@@ -3,6 +3,9 @@
 #include <cpuid.h>
 #include <cstdint>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 namespace moe::host {
 namespace {
 
@@ -18,6 +21,12 @@ Registers cpuid(unsigned leaf, unsigned subleaf) {
 }
 
 bool bit(unsigned value, int index) { return (value >> index) & 1u; }
+
+// Linux grants a process the AMX tile state (8 KiB a thread) on request.
+bool requestTileData() {
+  return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
+                 18 /* XFEATURE_XTILEDATA */) == 0;
+}
 
 // XCR0: the register states the OS saves. xgetbv exists when OSXSAVE is set.
 uint64_t savedStates(const Registers &leaf1) {
@@ -43,7 +52,8 @@ CpuFeatures readFeatures() {
   f.avx512vl = f.avx512f && bit(leaf7.ebx, 31);
   f.avx512bf16 = f.avx512f && bit(leaf7s1.eax, 5);
   f.avx512fp16 = f.avx512f && bit(leaf7.edx, 23);
-  f.amxBf16 = tiles && bit(leaf7.edx, 24) && bit(leaf7.edx, 22);
+  f.amxBf16 =
+      tiles && bit(leaf7.edx, 24) && bit(leaf7.edx, 22) && requestTileData();
   return f;
 }
 
@@ -62,15 +72,15 @@ bool supports(const CpuFeatures &features, VectorIsa isa) {
     return features.avx2;
   case VectorIsa::avx512:
     return avx512;
-  case VectorIsa::avx512bf16:
-    return avx512 && features.avx512bf16;
+  case VectorIsa::avx512amx:
+    return avx512 && features.amxBf16;
   }
   return false;
 }
 
 std::optional<VectorIsa> bestVectorIsa() {
   for (VectorIsa isa :
-       {VectorIsa::avx512bf16, VectorIsa::avx512, VectorIsa::avx2})
+       {VectorIsa::avx512amx, VectorIsa::avx512, VectorIsa::avx2})
     if (supports(cpuFeatures(), isa))
       return isa;
   return std::nullopt;

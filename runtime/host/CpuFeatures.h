@@ -16,15 +16,17 @@ struct CpuFeatures {
   bool avx512vl = false;
   bool avx512bf16 = false;
   bool avx512fp16 = false;
-  bool amxBf16 = false; // AMX tiles with bf16 products
+  // AMX tiles with bf16 products, their state saved by the OS and granted
+  // to this process.
+  bool amxBf16 = false;
 };
 
 /// This CPU's features (read on the first call).
 const CpuFeatures &cpuFeatures();
 
-/// The instruction sets the host's kernels are written for; avx512bf16 is
-/// avx512 with bf16 dot products for scores over bf16 keys.
-enum class VectorIsa { avx2, avx512, avx512bf16 };
+/// The instruction sets the host's kernels are written for; avx512amx is
+/// avx512 with AMX tiles for the scores of 16 heads at a time over bf16 keys.
+enum class VectorIsa { avx2, avx512, avx512amx };
 
 inline constexpr std::string_view vectorIsaName(VectorIsa isa) {
   switch (isa) {
@@ -32,8 +34,8 @@ inline constexpr std::string_view vectorIsaName(VectorIsa isa) {
     return "avx2";
   case VectorIsa::avx512:
     return "avx512";
-  case VectorIsa::avx512bf16:
-    return "avx512_bf16";
+  case VectorIsa::avx512amx:
+    return "avx512_amx";
   }
   return "avx2";
 }

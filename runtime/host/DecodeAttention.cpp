@@ -186,7 +186,9 @@ void DecodeAttention::attend(const Problem &p) {
   // per group within the vector, is widened to fp32 per tile first.
   const bool widened = fp8 && p.valuesInKeys;
   const bool scaledRows = fp8 && !p.valuesInKeys;
-  const bool bf16Dots = tiles.scoreBf16 && !fp8;
+  // AMX scores whole tiles of 16 tokens for groups of 16 heads over bf16
+  // keys; other tiles take fp32 products.
+  const bool amx = tiles.scoreAmx && !fp8 && g % 16 == 0 && kw % 32 == 0;
 
   int64_t total = 0;
   for (int64_t r = 0; r < p.rows.count; ++r)
@@ -209,16 +211,16 @@ void DecodeAttention::attend(const Problem &p) {
   pool_->parallelFor(static_cast<int64_t>(chunks.size()), [&](int64_t begin,
                                                               int64_t end) {
     std::vector<uint16_t> qBits(heads * kw);
-    std::vector<float> q(bf16Dots ? 0 : heads * kw),
-        widenedRows(widened ? kTile * keyRow : 0), scores(heads * kTile);
+    std::vector<float> q(heads * kw), widenedRows(widened ? kTile * keyRow : 0),
+        scores(heads * kTile);
     for (int64_t c = begin; c < end; ++c) {
       const Chunk &chunk = chunks[c];
       float *max = partials_.data() + c * partial, *sum = max + heads,
             *acc = sum + heads;
       std::fill(max, max + heads, -std::numeric_limits<float>::infinity());
       std::fill(sum, sum + heads + heads * vw, 0.0f);
-      // The row's queries [heads][kw]: bf16 as given for bf16 dot products,
-      // else fp32 times the softmax scale.
+      // The row's queries [heads][kw]: bf16 as given for AMX, and fp32
+      // times the softmax scale.
       int64_t qWidth = kw - p.qRopeWidth;
       for (int64_t h = 0; h < heads; ++h) {
         uint16_t *to = qBits.data() + h * kw;
@@ -226,9 +228,8 @@ void DecodeAttention::attend(const Problem &p) {
         if (p.qRope)
           std::copy_n(p.qRope + (chunk.row * heads + h) * p.qRopeWidth,
                       p.qRopeWidth, to + qWidth);
-        if (!bf16Dots)
-          for (int64_t e = 0; e < kw; ++e)
-            q[h * kw + e] = bf16ToFloat(to[e]) * p.scale;
+        for (int64_t e = 0; e < kw; ++e)
+          q[h * kw + e] = bf16ToFloat(to[e]) * p.scale;
       }
       int64_t slot = p.rows.slots[chunk.row];
       const RowFormat format = fp8 ? RowFormat::fp8Codes : RowFormat::bf16;
@@ -278,9 +279,10 @@ void DecodeAttention::attend(const Problem &p) {
                 reinterpret_cast<const uint8_t *>(widenedRows.data()),
                 keyRow * int64_t(sizeof(float)), RowFormat::fp32};
           float *s0 = scores.data() + h0 * kTile;
-          if (bf16Dots)
-            tiles.scoreBf16(qBits.data() + h0 * kw, g, keyRows, count, kw, s0,
-                            kTile);
+          const bool amxTile = amx && count % 16 == 0;
+          if (amxTile)
+            tiles.scoreAmx(qBits.data() + h0 * kw, g, keyRows, count, kw, s0,
+                           kTile);
           else
             tiles.score(q.data() + h0 * kw, g, keyRows, count, kw, s0, kTile);
           // A token's fp8 key scale joins its scores, its value scale its
@@ -293,7 +295,7 @@ void DecodeAttention::attend(const Problem &p) {
             }
           for (int64_t h = h0; h < h0 + g; ++h) {
             float *s = scores.data() + h * kTile;
-            float tileMax = tiles.scaleMax(s, count, bf16Dots ? p.scale : 1.0f,
+            float tileMax = tiles.scaleMax(s, count, amxTile ? p.scale : 1.0f,
                                            scaledRows ? keyScales : nullptr);
             if (tileMax > max[h]) {
               // exp(−inf) = 0: a first tile starts from nothing.

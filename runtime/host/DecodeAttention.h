@@ -14,7 +14,7 @@
 // them for every thread of the pool; each chunk reads its K/V rows once, in
 // tiles of at most 32 tokens (cut where pages end) converted to fp32 in
 // registers (MLA's fp8 latent, scaled per group, widened first; bf16 keys
-// scored by bf16 dot products or AMX tiles where the CPU has them), with an
+// of groups of 16 heads scored by AMX tiles where the CPU has them), with an
 // online softmax over the tiles. A second pass merges each row's chunks. Vector
 // loops: AVX-512 or AVX2 (AttentionTiles.h), chosen when the object is made.
 #pragma once

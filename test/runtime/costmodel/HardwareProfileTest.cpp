@@ -388,7 +388,7 @@ TEST(HardwareProfileTest, HostCpuErrorsNameTheField) {
   std::string json = withHost(measuredHost());
   EXPECT_EQ(profileError(replaced(json, "\"avx512\"", "\"sse2\"")),
             "host_cpu.kernel_isa: expected \"avx2\", \"avx512\" or "
-            "\"avx512_bf16\", got \"sse2\"");
+            "\"avx512_amx\", got \"sse2\"");
   EXPECT_EQ(
       profileError(replaced(json, "\"amx_bf16\": true", "\"amx_bf16\": 1")),
       "host_cpu.isa.amx_bf16: must be true or false");

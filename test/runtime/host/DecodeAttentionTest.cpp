@@ -417,7 +417,7 @@ TEST_P(HostAttentionTest, RefusesWhatDoesNotFit) {
 
 INSTANTIATE_TEST_SUITE_P(Isa, HostAttentionTest,
                          ::testing::Values(VectorIsa::avx2, VectorIsa::avx512,
-                                           VectorIsa::avx512bf16),
+                                           VectorIsa::avx512amx),
                          [](const auto &info) {
                            return std::string(vectorIsaName(info.param));
                          });
