@@ -103,36 +103,73 @@ struct Fp8Rows {
   }
 };
 
+// The sums of 8 vectors' lanes: lane i holds a[i]'s.
+MOE_AVX2_INLINE __m256 sum8x8(const __m256 (&a)[8]) {
+  __m256 s01 = _mm256_hadd_ps(a[0], a[1]), s23 = _mm256_hadd_ps(a[2], a[3]);
+  __m256 s45 = _mm256_hadd_ps(a[4], a[5]), s67 = _mm256_hadd_ps(a[6], a[7]);
+  // 128-bit lane l of s0123: the sums of a[0..3] over lane l of each.
+  __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
+  return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20),
+                       _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+// Scores of H heads × T tokens from [t, t + T) (H·T ≤ 8): each key vector
+// converted once for the H heads, the dot products reduced together;
+// scores[h·scoreStride + j] = lane h·T + j of sum8x8.
+template <int H, int T, typename Rows>
+MOE_AVX2_INLINE void scoreBlock(const float *q, const Rows &keys, int64_t t,
+                                int64_t width, float *scores,
+                                int64_t scoreStride) {
+  static_assert(H * T <= 8);
+  __m256 a[8];
+  for (__m256 &v : a)
+    v = _mm256_setzero_ps();
+  for (int64_t e = 0; e < width; e += 8) {
+    __m256 k[T];
+    for (int j = 0; j < T; ++j)
+      k[j] = keys.load(t + j, e);
+    for (int h = 0; h < H; ++h) {
+      __m256 qv = _mm256_loadu_ps(q + h * width + e);
+      for (int j = 0; j < T; ++j)
+        a[T * h + j] = _mm256_fmadd_ps(qv, k[j], a[T * h + j]);
+    }
+  }
+  alignas(32) float sums[8];
+  _mm256_store_ps(sums, sum8x8(a));
+  for (int h = 0; h < H; ++h)
+    std::memcpy(scores + h * scoreStride + t, sums + T * h, T * sizeof(float));
+}
+
+// Heads [h, h + H·⌊(heads − h) / H⌋) by blocks of H heads × 8 / H tokens,
+// the tokens past the last whole block by blocks of H × 1; returns the
+// first head left.
+template <int H, typename Rows>
+MOE_AVX2_INLINE int64_t scoreHeads(const float *q, int64_t h, int64_t heads,
+                                   const Rows &keys, int64_t count,
+                                   int64_t width, float *scores,
+                                   int64_t scoreStride) {
+  constexpr int T = 8 / H;
+  int64_t blocked = count / T * T;
+  for (; h + H <= heads; h += H) {
+    const float *qh = q + h * width;
+    float *sh = scores + h * scoreStride;
+    for (int64_t t = 0; t < blocked; t += T)
+      scoreBlock<H, T>(qh, keys, t, width, sh, scoreStride);
+    for (int64_t t = blocked; t < count; ++t)
+      scoreBlock<H, 1>(qh, keys, t, width, sh, scoreStride);
+  }
+  return h;
+}
+
+// Blocks of 4 heads × 2 tokens, then of 2 × 4 and 1 × 8 for the heads left.
 template <typename Rows>
 MOE_AVX2_INLINE void scoreRows(const float *q, int64_t heads, const Rows &keys,
                                int64_t count, int64_t width, float *scores,
                                int64_t scoreStride) {
-  for (int64_t h = 0; h < heads; ++h) {
-    const float *qh = q + h * width;
-    float *out = scores + h * scoreStride;
-    int64_t t = 0;
-    // Four tokens at a time: four independent FMA chains per q load.
-    for (; t + 4 <= count; t += 4) {
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      for (int64_t e = 0; e < width; e += 8) {
-        __m256 qv = _mm256_loadu_ps(qh + e);
-        a0 = _mm256_fmadd_ps(qv, keys.load(t, e), a0);
-        a1 = _mm256_fmadd_ps(qv, keys.load(t + 1, e), a1);
-        a2 = _mm256_fmadd_ps(qv, keys.load(t + 2, e), a2);
-        a3 = _mm256_fmadd_ps(qv, keys.load(t + 3, e), a3);
-      }
-      out[t] = sum8(a0);
-      out[t + 1] = sum8(a1);
-      out[t + 2] = sum8(a2);
-      out[t + 3] = sum8(a3);
-    }
-    for (; t < count; ++t) {
-      __m256 a = _mm256_setzero_ps();
-      for (int64_t e = 0; e < width; e += 8)
-        a = _mm256_fmadd_ps(_mm256_loadu_ps(qh + e), keys.load(t, e), a);
-      out[t] = sum8(a);
-    }
-  }
+  int64_t h =
+      scoreHeads<4>(q, 0, heads, keys, count, width, scores, scoreStride);
+  h = scoreHeads<2>(q, h, heads, keys, count, width, scores, scoreStride);
+  scoreHeads<1>(q, h, heads, keys, count, width, scores, scoreStride);
 }
 
 MOE_AVX2 void score(const float *q, int64_t heads, TileRows keys, int64_t count,
@@ -192,37 +229,60 @@ MOE_AVX2 float expSum(float *x, int64_t n, float shift, const float *factors) {
   return sum;
 }
 
+// acc[h][e, e + 8·V) for H heads: each value vector converted once for H
+// heads, H·V accumulators (at most 8) in registers.
+template <int H, int V, typename Rows>
+MOE_AVX2_INLINE void mixBlock(const float *weights, int64_t weightStride,
+                              const Rows &values, int64_t e, int64_t count,
+                              int64_t width, float *acc) {
+  __m256 a[H][V];
+  for (int h = 0; h < H; ++h)
+    for (int i = 0; i < V; ++i)
+      a[h][i] = _mm256_loadu_ps(acc + h * width + e + 8 * i);
+  for (int64_t t = 0; t < count; ++t) {
+    __m256 v[V];
+    for (int i = 0; i < V; ++i)
+      v[i] = values.load(t, e + 8 * i);
+    for (int h = 0; h < H; ++h) {
+      __m256 p = _mm256_broadcast_ss(weights + h * weightStride + t);
+      for (int i = 0; i < V; ++i)
+        a[h][i] = _mm256_fmadd_ps(p, v[i], a[h][i]);
+    }
+  }
+  for (int h = 0; h < H; ++h)
+    for (int i = 0; i < V; ++i)
+      _mm256_storeu_ps(acc + h * width + e + 8 * i, a[h][i]);
+}
+
+// Heads [h, h + H·⌊(heads − h) / H⌋) in blocks of H heads × 8 / H vectors
+// (4 for single heads), the rest of each row a vector at a time; returns
+// the first head left.
+template <int H, typename Rows>
+MOE_AVX2_INLINE int64_t mixHeads(const float *weights, int64_t weightStride,
+                                 int64_t h, int64_t heads, const Rows &values,
+                                 int64_t count, int64_t width, float *acc) {
+  constexpr int V = H >= 2 ? 8 / H : 4;
+  int64_t vectors = width / 8, blocked = vectors / V * V;
+  for (; h + H <= heads; h += H) {
+    const float *w = weights + h * weightStride;
+    float *a = acc + h * width;
+    for (int64_t i = 0; i < blocked; i += V)
+      mixBlock<H, V>(w, weightStride, values, 8 * i, count, width, a);
+    for (int64_t i = blocked; i < vectors; ++i)
+      mixBlock<H, 1>(w, weightStride, values, 8 * i, count, width, a);
+  }
+  return h;
+}
+
+// The widest block of heads the heads fill, as for the scores.
 template <typename Rows>
 MOE_AVX2_INLINE void mixRows(const float *weights, int64_t weightStride,
                              int64_t heads, const Rows &values, int64_t count,
                              int64_t width, float *acc) {
-  for (int64_t h = 0; h < heads; ++h) {
-    const float *w = weights + h * weightStride;
-    float *a = acc + h * width;
-    int64_t e = 0;
-    // 32 outputs at a time: four independent FMA chains per weight.
-    for (; e + 32 <= width; e += 32) {
-      __m256 a0 = _mm256_loadu_ps(a + e), a1 = _mm256_loadu_ps(a + e + 8),
-             a2 = _mm256_loadu_ps(a + e + 16), a3 = _mm256_loadu_ps(a + e + 24);
-      for (int64_t t = 0; t < count; ++t) {
-        __m256 p = _mm256_broadcast_ss(w + t);
-        a0 = _mm256_fmadd_ps(p, values.load(t, e), a0);
-        a1 = _mm256_fmadd_ps(p, values.load(t, e + 8), a1);
-        a2 = _mm256_fmadd_ps(p, values.load(t, e + 16), a2);
-        a3 = _mm256_fmadd_ps(p, values.load(t, e + 24), a3);
-      }
-      _mm256_storeu_ps(a + e, a0);
-      _mm256_storeu_ps(a + e + 8, a1);
-      _mm256_storeu_ps(a + e + 16, a2);
-      _mm256_storeu_ps(a + e + 24, a3);
-    }
-    for (; e < width; e += 8) {
-      __m256 a0 = _mm256_loadu_ps(a + e);
-      for (int64_t t = 0; t < count; ++t)
-        a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + t), values.load(t, e), a0);
-      _mm256_storeu_ps(a + e, a0);
-    }
-  }
+  int64_t h =
+      mixHeads<4>(weights, weightStride, 0, heads, values, count, width, acc);
+  h = mixHeads<2>(weights, weightStride, h, heads, values, count, width, acc);
+  mixHeads<1>(weights, weightStride, h, heads, values, count, width, acc);
 }
 
 MOE_AVX2 void mix(const float *weights, int64_t weightStride, int64_t heads,
