@@ -46,17 +46,23 @@ double gemmSeconds(const HardwareProfile &profile,
 }
 
 // Work outside the GEMMs (activations, norms, softmax, residual adds): its
-// FLOPs at the peak rate, or one read and one write of the hidden states.
+// FLOPs at the peak rate, or the bytes it moves: one read and one write of
+// the hidden states, and for routed experts every buffer of their step
+// memory once (the gather writes the picks' inputs, the activation reads
+// gate|up and writes its output, the combine reads the picks' outputs and
+// writes the sum).
 double elementwiseSeconds(const HardwareProfile &profile,
                           const ModelCosts &model, const ModuleCosts &module,
                           int64_t tokens) {
   double otherFlops =
       std::max(0.0, module.flopsPerToken - gemmFlopsPerToken(module)) *
       double(tokens);
-  double hiddenBytes = 2.0 * double(tokens) * double(model.hiddenSize) *
-                       double(model.activationElementBytes);
+  double rowBytes = module.kind == ModuleKind::RoutedExperts
+                        ? double(module.activationRowBytes)
+                        : 2.0 * double(model.hiddenSize) *
+                              double(model.activationElementBytes);
   return std::max(profile.peakComputeSeconds(otherFlops),
-                  profile.hbmSeconds(hiddenBytes));
+                  profile.hbmSeconds(double(tokens) * rowBytes));
 }
 
 // Under uniform routing, `tokens` tokens each picking top-k of E experts

@@ -1,4 +1,5 @@
 #include "runtime/costmodel/StepDag.h"
+#include "runtime/model/ActivationBytes.h"
 
 #include <algorithm>
 #include <cmath>
@@ -279,11 +280,13 @@ TEST(StepDagTest, FewTokensReachFewExperts) {
   auto result = evaluate(step.dag);
   ASSERT_TRUE(result.ok());
   // One token picks 2 of 8 experts; each runs its two GEMMs at m = 1, bound
-  // by weight reads, plus one read and write of the token's hidden state.
+  // by weight reads, plus one pass over the experts' step memory of the
+  // token (gather, activation, combine).
   double perExpert =
       profile.gemmSeconds(1, 2000, 1000) + profile.gemmSeconds(1, 1000, 1000);
   EXPECT_NEAR(perExpert, 4.006e-6 + 2.004e-6, 1e-15);
-  EXPECT_NEAR(result->stage(Stage::Experts), 2 * perExpert + 4000 / 1e12,
+  double rowBytes = double(model::routedExpertsRowBytes(1000, 1000, 2));
+  EXPECT_NEAR(result->stage(Stage::Experts), 2 * perExpert + rowBytes / 1e12,
               1e-15);
 }
 
@@ -300,12 +303,13 @@ TEST(StepDagTest, SmallExpertGroupsArePricedAsTheGroupedKernel) {
   };
   // Decode: 10 tokens x top-2 over 8 experts, far below 128 rows per expert:
   // one grouped launch per GEMM over the experts the step reaches, plus one
-  // read and write of the tokens' hidden states.
+  // pass over the experts' step memory of the tokens.
   double reached = 8 * (1 - std::pow(1 - 2.0 / 8, 10));
   int64_t rows = int64_t(std::ceil(10 * 2 / reached));
   double launches = *grouped->groupedGemmSeconds(rows, reached, 2000, 1000) +
                     *grouped->groupedGemmSeconds(rows, reached, 1000, 1000);
-  EXPECT_NEAR(experts(*grouped, false), launches + 10 * 4000 / 1e12, 1e-15);
+  double rowBytes = double(model::routedExpertsRowBytes(1000, 1000, 2));
+  EXPECT_NEAR(experts(*grouped, false), launches + 10 * rowBytes / 1e12, 1e-15);
   EXPECT_NE(experts(*grouped, false), experts(perExpert, false));
   // Prefill chunks of 4 prompts of 1000 tokens give 1000 rows per expert:
   // per-expert GEMMs, priced the same with or without the measurement.
